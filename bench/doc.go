@@ -1,0 +1,3 @@
+// Package bench generates load against a commitd cluster and records
+// latency in histograms.
+package bench

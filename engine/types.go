@@ -1,0 +1,258 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/google/uuid"
+)
+
+// TxnID names one distributed transaction. Clients should use a
+// time-ordered UUID (version 7) so that the records of transactions begun
+// close together sit close together in the logs.
+type TxnID = uuid.UUID
+
+// MaxBranches is the most participants one transaction may name.
+const MaxBranches = 10
+
+// MaxNameLen bounds a participant name, so a name read from the wire or a
+// log is bounded before anything is allocated for it.
+const MaxNameLen = 64
+
+// MaxWorkLen bounds one branch's work.
+const MaxWorkLen = 4096
+
+// Branch is one participant's share of a transaction: who, and what to do.
+// The work is opaque to the coordinator; the participant's Resource reads it.
+type Branch struct {
+	Participant string
+	Work        []byte
+}
+
+// Vote is a participant's answer to Prepare.
+type Vote uint8
+
+// Votes start at 1 so that a zero value is never mistaken for a real vote.
+const (
+	VoteYes      Vote = iota + 1 // prepared durably; will obey the decision
+	VoteNo                       // cannot do the work; the transaction must abort
+	VoteReadOnly                 // nothing to change; leave me out of phase two
+)
+
+func (v Vote) String() string {
+	switch v {
+	case VoteYes:
+		return "yes"
+	case VoteNo:
+		return "no"
+	case VoteReadOnly:
+		return "read-only"
+	}
+	return fmt.Sprintf("Vote(%d)", uint8(v))
+}
+
+// Decision is the outcome the coordinator chose for a transaction.
+type Decision uint8
+
+// Decisions start at 1; the zero value means "none yet".
+const (
+	DecisionCommit Decision = iota + 1
+	DecisionAbort
+)
+
+func (d Decision) String() string {
+	switch d {
+	case DecisionCommit:
+		return "commit"
+	case DecisionAbort:
+		return "abort"
+	}
+	return fmt.Sprintf("Decision(%d)", uint8(d))
+}
+
+// MsgType says what a Message is.
+type MsgType uint8
+
+// Message types. The comment says who sends each to whom and which fields
+// it uses besides Type and Txn.
+const (
+	// MsgBegin: client → coordinator. Branches, Tag.
+	MsgBegin MsgType = iota + 1
+	// MsgPrepare: coordinator → participant To. Work, OnePhase.
+	MsgPrepare
+	// MsgVote: participant From → coordinator. Vote; for a one-phase
+	// prepare, VoteYes means "committed" and VoteNo "aborted".
+	MsgVote
+	// MsgDecision: coordinator → participant To, as a decision or as the
+	// answer to an inquiry. Decision.
+	MsgDecision
+	// MsgAck: participant From → coordinator. The commit decision is
+	// durable at the participant.
+	MsgAck
+	// MsgInquire: participant From → coordinator. "I am prepared: what was
+	// decided?"
+	MsgInquire
+)
+
+func (t MsgType) String() string {
+	switch t {
+	case MsgBegin:
+		return "begin"
+	case MsgPrepare:
+		return "prepare"
+	case MsgVote:
+		return "vote"
+	case MsgDecision:
+		return "decision"
+	case MsgAck:
+		return "ack"
+	case MsgInquire:
+		return "inquire"
+	}
+	return fmt.Sprintf("MsgType(%d)", uint8(t))
+}
+
+// Message is every protocol message, in or out of either machine. Only the
+// fields its Type names are meaningful. Byte slices in a Message handed to
+// Step may be retained by the machine only if it copies them; slices in a
+// Ready stay valid until the next call into the machine.
+type Message struct {
+	Type MsgType
+	Txn  TxnID
+	// From is the sending participant (votes, acks, inquiries).
+	From string
+	// To is the receiving participant (prepares, decisions).
+	To       string
+	Vote     Vote
+	Decision Decision
+	// OnePhase marks a prepare that the participant must commit on its own
+	// if it can: the transaction has a single branch.
+	OnePhase bool
+	Work     []byte
+	Branches []Branch
+	// Tag is chosen by whoever delivers a MsgBegin (the server: which
+	// client connection and request) and is echoed in the Reply.
+	Tag uint64
+}
+
+// Outcome is what a client is told about its transaction.
+type Outcome uint8
+
+// Outcomes start at 1.
+const (
+	// OutcomeCommitted: the commit decision is durable; it will reach every
+	// participant.
+	OutcomeCommitted Outcome = iota + 1
+	// OutcomeAborted: nothing was or will be committed anywhere.
+	OutcomeAborted
+	// OutcomeUnknown: the coordinator cannot say (a one-phase commit whose
+	// participant did not answer, or a caller that lost the coordinator).
+	// Never a guess.
+	OutcomeUnknown
+	// OutcomeRejected: the request was invalid and nothing was started
+	// (too many branches, a duplicate participant, an id in use...).
+	OutcomeRejected
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeCommitted:
+		return "committed"
+	case OutcomeAborted:
+		return "aborted"
+	case OutcomeUnknown:
+		return "unknown"
+	case OutcomeRejected:
+		return "rejected"
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// AbortCause says why a transaction was aborted or rejected.
+type AbortCause uint8
+
+// Causes start at 1; zero means none.
+const (
+	CauseVotedNo AbortCause = iota + 1 // Participant voted no
+	CauseTimeout                       // Participant did not vote within the prepare timeout
+	CauseInvalid                       // the request was rejected; Detail says why
+)
+
+func (c AbortCause) String() string {
+	switch c {
+	case CauseVotedNo:
+		return "voted-no"
+	case CauseTimeout:
+		return "timeout"
+	case CauseInvalid:
+		return "invalid"
+	}
+	return fmt.Sprintf("AbortCause(%d)", uint8(c))
+}
+
+// Reply answers a client's MsgBegin.
+type Reply struct {
+	Txn     TxnID
+	Tag     uint64
+	Outcome Outcome
+	// Cause and Participant say why an aborted transaction aborted;
+	// Detail is a human-readable reason for a rejected one.
+	Cause       AbortCause
+	Participant string
+	Detail      string
+}
+
+// RecordType says what a log Record is.
+type RecordType uint8
+
+// Record types. Coordinator records first, then participant records.
+const (
+	// RecCommit (coordinator, forced): the commit decision, with the
+	// participants that must hear it (Participants).
+	RecCommit RecordType = iota + 1
+	// RecEnd (coordinator, not forced): every participant acknowledged the
+	// commit; the RecCommit is no longer needed.
+	RecEnd
+	// RecPrepared (participant, forced before the YES vote): Work, so the
+	// resource can re-establish the prepared state after a restart.
+	RecPrepared
+	// RecCommitted (participant, forced before the ack): commit decision.
+	// Also written, with Work, for a one-phase commit.
+	RecCommitted
+	// RecAborted (participant, not forced): abort decision.
+	RecAborted
+	// RecCheckpoint (participant): Data is a snapshot of the resource and
+	// of every transaction still prepared; every record before it is no
+	// longer needed once it is durable.
+	RecCheckpoint
+)
+
+func (t RecordType) String() string {
+	switch t {
+	case RecCommit:
+		return "commit"
+	case RecEnd:
+		return "end"
+	case RecPrepared:
+		return "prepared"
+	case RecCommitted:
+		return "committed"
+	case RecAborted:
+		return "aborted"
+	case RecCheckpoint:
+		return "checkpoint"
+	}
+	return fmt.Sprintf("RecordType(%d)", uint8(t))
+}
+
+// Record is one log record written by a machine. Machines number their
+// records 1, 2, 3... in the order they emit them (or restore them); that
+// number is the record's Index, and Durable(i) tells a machine that every
+// record up to index i is durable. Mapping indexes to the log's own
+// positions is the caller's business.
+type Record struct {
+	Type         RecordType
+	Txn          TxnID
+	Participants []string // RecCommit
+	Work         []byte   // RecPrepared, RecCommitted (one-phase)
+	Data         []byte   // RecCheckpoint
+}

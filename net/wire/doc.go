@@ -1,0 +1,2 @@
+// Package wire is commitd's binary frame format.
+package wire
