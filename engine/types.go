@@ -256,3 +256,61 @@ type Record struct {
 	Work         []byte   // RecPrepared, RecCommitted (one-phase)
 	Data         []byte   // RecCheckpoint
 }
+
+// Applied reports one decision a participant has applied to its resource.
+type Applied struct {
+	Txn      TxnID
+	Decision Decision
+}
+
+// Ready is everything a machine asks its caller to do, as plain data. The
+// caller appends Records to its log (in order; Records[i] has index
+// FirstIndex+i), sends Messages, answers clients with Replies, and may
+// discard log records below LowWater. Outputs that depend on a record being
+// durable (a YES vote, an ack, a commit decision, a "committed" reply) are
+// already held back by the machine until the caller has said so with
+// Durable, so the caller may send everything at once and never needs to
+// order messages after records itself.
+//
+// The slices (and the byte slices and strings inside them) stay valid only
+// until the next call into the machine that produced the Ready: encode or
+// copy what must outlive that.
+type Ready struct {
+	// FirstIndex is the index of Records[0]; meaningless when Records is
+	// empty.
+	FirstIndex uint64
+	// Records to append to the log, in order.
+	Records []Record
+	// Messages to send now.
+	Messages []Message
+	// Replies to clients (coordinator shard only).
+	Replies []Reply
+	// Applied lists decisions applied to the resource, in order
+	// (participant only).
+	Applied []Applied
+	// LowWater: records with a smaller index are no longer needed.
+	LowWater uint64
+}
+
+// Resource is the local data service a participant commits into. The
+// participant machine calls it from the one goroutine that drives the
+// machine, so an implementation needs no locking of its own for these
+// calls.
+type Resource interface {
+	// Prepare checks that work can be done and, for VoteYes, holds
+	// whatever it needs (locks, reserved amounts) until Commit or Abort.
+	// VoteNo and VoteReadOnly hold nothing.
+	Prepare(txn TxnID, work []byte) Vote
+	// Commit makes a YES-prepared transaction's work permanent and
+	// releases its holds.
+	Commit(txn TxnID)
+	// Abort releases a YES-prepared transaction's holds.
+	Abort(txn TxnID)
+	// Restore re-establishes a YES-prepared hold during recovery, from the
+	// work logged at prepare time. It must not fail: the hold existed.
+	Restore(txn TxnID, work []byte)
+	// Snapshot appends the committed state (not the holds) to dst.
+	Snapshot(dst []byte) []byte
+	// Load replaces all state, holds included, with a snapshot.
+	Load(snapshot []byte) error
+}

@@ -1,0 +1,17 @@
+package engine
+
+// Test-only access to the deliberately broken variants, so that the
+// simulation can show it catches each.
+
+// SetParticipantBugs makes p vote YES before its prepared record is
+// durable and/or ack a commit before its committed record is durable.
+func SetParticipantBugs(p *Participant, voteBeforeDurable, ackBeforeDurable bool) {
+	p.bugVoteBeforeDurable = voteBeforeDurable
+	p.bugAckBeforeDurable = ackBeforeDurable
+}
+
+// SetShardBugs makes s send commit decisions and the client's reply
+// before the commit record is durable.
+func SetShardBugs(s *Shard, decideBeforeDurable bool) {
+	s.bugDecideBeforeDurable = decideBeforeDurable
+}

@@ -1,0 +1,742 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Default ParticipantConfig values, used for zero fields.
+const (
+	DefaultInquireAfter = 20
+	DefaultInquireMax   = 200
+)
+
+// ParticipantConfig tunes a participant. Durations are in ticks; a zero
+// field takes its default.
+type ParticipantConfig struct {
+	// Name is how the coordinator addresses this participant (1..MaxNameLen bytes).
+	Name string
+	// InquireAfter is how long a YES-prepared transaction waits for its
+	// decision before the first inquiry.
+	InquireAfter int
+	// InquireMax caps the doubling inquiry backoff.
+	InquireMax int
+	// RememberTicks is how long a decided transaction is remembered, to
+	// answer duplicate prepares and decisions (default 1000).
+	RememberTicks int
+	// CheckpointEvery is the number of decisions applied between
+	// checkpoints; 0 means never (then the whole log stays needed).
+	CheckpointEvery int
+}
+
+func (c ParticipantConfig) withDefaults() ParticipantConfig {
+	if c.Name == "" || len(c.Name) > MaxNameLen {
+		panic(fmt.Sprintf("engine: participant name %q", c.Name))
+	}
+	if c.InquireAfter < 0 || c.InquireMax < 0 || c.RememberTicks < 0 || c.CheckpointEvery < 0 {
+		panic(fmt.Sprintf("engine: negative value in %+v", c))
+	}
+	if c.InquireAfter == 0 {
+		c.InquireAfter = DefaultInquireAfter
+	}
+	if c.InquireMax == 0 {
+		c.InquireMax = DefaultInquireMax
+	}
+	c.InquireMax = max(c.InquireMax, c.InquireAfter)
+	if c.RememberTicks == 0 {
+		c.RememberTicks = DefaultRememberTicks
+	}
+	return c
+}
+
+// ParticipantStats counts what a participant did and what it ignored.
+type ParticipantStats struct {
+	Prepared   int // YES-prepared and not yet decided: holding the resource
+	Remembered int // decided, kept for duplicates
+
+	Committed   uint64 // commits applied (two- and one-phase)
+	Aborted     uint64 // aborts applied to YES-prepared transactions
+	VotedNo     uint64
+	ReadOnly    uint64
+	Inquiries   uint64 // inquiries sent
+	Checkpoints uint64 // checkpoint records appended
+	// AckedUnknown counts commit decisions for forgotten transactions,
+	// acknowledged without doing anything (they were committed earlier).
+	AckedUnknown uint64
+	// SkippedCheckpoints counts checkpoints not written because the
+	// snapshot was over MaxCheckpointLen.
+	SkippedCheckpoints uint64
+
+	IgnoredDuplicate uint64 // a second copy of a prepare or decision already handled
+	IgnoredUnknown   uint64 // an abort for an unknown transaction
+	IgnoredInvalid   uint64 // cannot be right: misaddressed, contradicts what this participant did
+}
+
+// Ignored is the number of input messages that changed nothing.
+func (s ParticipantStats) Ignored() uint64 {
+	return s.IgnoredDuplicate + s.IgnoredUnknown + s.IgnoredInvalid
+}
+
+// partState is where one transaction is at a participant.
+type partState uint8
+
+const (
+	// partPreparing: voted yes in the resource; RecPrepared appended, not
+	// durable. The YES vote is held back.
+	partPreparing partState = iota + 1
+	// partPrepared: RecPrepared durable, YES sent; in doubt until the
+	// decision arrives; inquires with backoff. Never aborts on its own.
+	partPrepared
+	// partCommitting: RecCommitted appended, not durable; the ack (or,
+	// one-phase, the YES vote) and the resource commit are held back.
+	partCommitting
+	// partCommitted: committed; remembered for RememberTicks.
+	partCommitted
+	// partAborted: voted no or aborted; remembered.
+	partAborted
+	// partReadOnly: voted read-only, held nothing; remembered.
+	partReadOnly
+)
+
+func (s partState) String() string {
+	switch s {
+	case partPreparing:
+		return "preparing"
+	case partPrepared:
+		return "prepared"
+	case partCommitting:
+		return "committing"
+	case partCommitted:
+		return "committed"
+	case partAborted:
+		return "aborted"
+	case partReadOnly:
+		return "read-only"
+	}
+	return fmt.Sprintf("partState(%d)", uint8(s))
+}
+
+// holding reports whether the resource holds something for the state.
+func (s partState) holding() bool {
+	return s == partPreparing || s == partPrepared || s == partCommitting
+}
+
+// partTxn is one transaction at a participant; reused through
+// Participant.free, with gen as in coordTxn.
+type partTxn struct {
+	id       TxnID
+	state    partState
+	gen      uint32
+	onePhase bool
+	backoff  int    // current inquiry backoff, ticks
+	heldAt   int    // position in Participant.held while holding
+	work     []byte // copy of the work, for checkpoints (reused)
+}
+
+type partWait struct {
+	index uint64
+	t     *partTxn // nil for a checkpoint
+	gen   uint32
+}
+
+// Participant is the machine for one named participant and its Resource.
+// It does no I/O: feed it with Step, Tick and Durable, drain it with
+// Ready. It is not safe for concurrent use; one goroutine owns it and the
+// Resource.
+type Participant struct {
+	cfg ParticipantConfig
+	res Resource
+	now int64
+
+	txns map[TxnID]*partTxn
+	free []*partTxn
+	// held lists the transactions holding the resource, in a
+	// deterministic order (swap-removal), for checkpoints and recovery.
+	held []*partTxn
+
+	nextIndex    uint64
+	durable      uint64
+	lowWater     uint64 // index of the latest durable checkpoint, or 1
+	lastLowWater uint64
+	started      bool
+
+	waits    fifo[partWait]
+	inquireT timerHeap[partTxn]
+	forgetT  fifo[timer[partTxn]]
+
+	decided int    // decisions applied since the last checkpoint
+	ckpt    []byte // checkpoint data scratch (reused)
+
+	rd    Ready
+	stats ParticipantStats
+
+	// Test-only knobs that break the durability ordering, to show the
+	// simulation catches it: vote YES before RecPrepared is durable, ack
+	// before RecCommitted is durable.
+	bugVoteBeforeDurable bool
+	bugAckBeforeDurable  bool
+}
+
+// NewParticipant returns a participant with no transactions. It panics on
+// an empty or over-long name or a negative duration.
+func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
+	return &Participant{
+		cfg:          cfg.withDefaults(),
+		res:          res,
+		txns:         make(map[TxnID]*partTxn),
+		nextIndex:    1,
+		lowWater:     1,
+		lastLowWater: 1,
+	}
+}
+
+// Restore replays one record read back from the log, rebuilding both the
+// machine and the resource. Call it for every record, in log order, before
+// any other input; each takes the next index and counts as durable. A
+// checkpoint replaces everything before it. Decisions replayed here are
+// not reported in Ready.Applied. It returns an error (wrapping
+// ErrBadRecord) for a record that contradicts the ones before it.
+func (p *Participant) Restore(r Record) error {
+	if p.started {
+		panic("engine: Participant.Restore after other input")
+	}
+	idx := p.nextIndex
+	p.nextIndex++
+	p.durable = idx
+	t := p.txns[r.Txn]
+	switch r.Type {
+	case RecCheckpoint:
+		if err := p.restoreCheckpoint(r.Data); err != nil {
+			return err
+		}
+		p.lowWater = idx
+	case RecPrepared:
+		if t != nil {
+			if t.state.holding() {
+				return fmt.Errorf("%w: %v prepared twice", ErrBadRecord, r.Txn)
+			}
+			// Forgotten and prepared again by a late duplicate prepare.
+			p.forget(t)
+		}
+		p.res.Restore(r.Txn, r.Work)
+		t = p.alloc(r.Txn, r.Work)
+		p.hold(t)
+		t.state = partPrepared
+		t.gen++
+	case RecCommitted:
+		switch {
+		case t == nil:
+			// One-phase: prepared and committed in one record.
+			p.res.Restore(r.Txn, r.Work)
+			t = p.alloc(r.Txn, r.Work)
+			t.onePhase = true
+			t.state = partCommitting
+			p.hold(t)
+		case t.state == partPrepared:
+			t.state = partCommitting
+		default:
+			return fmt.Errorf("%w: %v committed while %v", ErrBadRecord, r.Txn, t.state)
+		}
+		p.res.Commit(r.Txn)
+		p.unhold(t)
+		p.becomeDone(t, partCommitted)
+	case RecAborted:
+		switch {
+		case t == nil:
+			t = p.alloc(r.Txn, nil)
+			t.state = partAborted // placeholder so becomeDone's check passes
+		case t.state == partPrepared:
+			p.res.Abort(r.Txn)
+			p.unhold(t)
+		default:
+			return fmt.Errorf("%w: %v aborted while %v", ErrBadRecord, r.Txn, t.state)
+		}
+		p.becomeDone(t, partAborted)
+	default:
+		return fmt.Errorf("%w: a participant cannot restore a %v record", ErrBadRecord, r.Type)
+	}
+	return nil
+}
+
+// Checkpoint data:
+//
+//	u32 len, resource snapshot
+//	u32 n, n × { txn [16], u8 kind (1 prepared, 2 committed), u16 len, work }
+//
+// "prepared" transactions are in doubt after a restore; "committed" ones
+// had their RecCommitted appended (before the checkpoint) but not yet
+// applied, so the restore applies them.
+const (
+	ckptPrepared  = 1
+	ckptCommitted = 2
+)
+
+func (p *Participant) appendCheckpoint() {
+	b := p.ckpt[:0]
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	b = p.res.Snapshot(b)
+	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(p.held)))
+	for _, t := range p.held {
+		b = append(b, t.id[:]...)
+		kind := byte(ckptPrepared)
+		if t.state == partCommitting {
+			kind = ckptCommitted
+		}
+		b = append(b, kind)
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(t.work)))
+		b = append(b, t.work...)
+	}
+	p.ckpt = b
+	if len(b) > MaxCheckpointLen {
+		p.stats.SkippedCheckpoints++
+		return
+	}
+	p.stats.Checkpoints++
+	idx := p.appendRecord(Record{Type: RecCheckpoint, Data: b})
+	p.waits.push(partWait{index: idx})
+}
+
+func (p *Participant) restoreCheckpoint(data []byte) error {
+	bad := func(what string) error {
+		return fmt.Errorf("%w: checkpoint: %s", ErrBadRecord, what)
+	}
+	if len(data) < 4 {
+		return bad("truncated")
+	}
+	n := uint64(binary.LittleEndian.Uint32(data))
+	data = data[4:]
+	if n > uint64(len(data)) {
+		return bad("snapshot truncated")
+	}
+	if err := p.res.Load(data[:n]); err != nil {
+		return fmt.Errorf("%w: checkpoint: %w", ErrBadRecord, err)
+	}
+	data = data[n:]
+	// Everything before the checkpoint is replaced.
+	clear(p.txns)
+	clear(p.held)
+	p.held = p.held[:0]
+	p.stats.Prepared, p.stats.Remembered = 0, 0
+	p.forgetT.reset()
+	p.inquireT.reset()
+	if len(data) < 4 {
+		return bad("truncated")
+	}
+	count := binary.LittleEndian.Uint32(data)
+	data = data[4:]
+	for range count {
+		if len(data) < 16+1+2 {
+			return bad("truncated entry")
+		}
+		var id TxnID
+		copy(id[:], data)
+		kind := data[16]
+		l := int(binary.LittleEndian.Uint16(data[17:]))
+		data = data[19:]
+		if l > MaxWorkLen || l > len(data) || (kind != ckptPrepared && kind != ckptCommitted) || p.txns[id] != nil {
+			return bad("bad entry")
+		}
+		work := data[:l]
+		data = data[l:]
+		p.res.Restore(id, work)
+		t := p.alloc(id, work)
+		p.hold(t)
+		if kind == ckptPrepared {
+			t.state = partPrepared
+			t.gen++
+			continue
+		}
+		t.state = partCommitting
+		p.res.Commit(id)
+		p.unhold(t)
+		p.becomeDone(t, partCommitted)
+	}
+	if len(data) != 0 {
+		return bad("trailing bytes")
+	}
+	return nil
+}
+
+// start ends the restore phase: every in-doubt transaction inquires at
+// once, then with backoff.
+func (p *Participant) start() {
+	if p.started {
+		return
+	}
+	p.started = true
+	for _, t := range p.held {
+		if t.state != partPrepared {
+			panic(fmt.Sprintf("engine: restored %v in state %v", t.id, t.state))
+		}
+		p.sendInquire(t)
+		t.backoff = p.cfg.InquireAfter
+		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+	}
+}
+
+// Step feeds one message to the participant: MsgPrepare or MsgDecision
+// from the coordinator. Anything unexpected is counted in Stats and
+// otherwise ignored.
+func (p *Participant) Step(m Message) {
+	p.start()
+	if m.To != p.cfg.Name {
+		p.stats.IgnoredInvalid++
+		return
+	}
+	switch m.Type {
+	case MsgPrepare:
+		p.prepare(m)
+	case MsgDecision:
+		switch m.Decision {
+		case DecisionCommit:
+			p.commit(m)
+		case DecisionAbort:
+			p.abort(m)
+		default:
+			p.stats.IgnoredInvalid++
+		}
+	default:
+		p.stats.IgnoredInvalid++
+	}
+}
+
+func (p *Participant) prepare(m Message) {
+	if len(m.Work) > MaxWorkLen {
+		p.stats.IgnoredInvalid++
+		return
+	}
+	if t := p.txns[m.Txn]; t != nil {
+		// Never prepare twice: answer from what was done.
+		p.stats.IgnoredDuplicate++
+		switch t.state {
+		case partPreparing, partCommitting:
+			// The vote goes out when the record is durable.
+		case partPrepared, partCommitted:
+			p.sendVote(t.id, VoteYes)
+		case partAborted:
+			p.sendVote(t.id, VoteNo)
+		case partReadOnly:
+			p.sendVote(t.id, VoteReadOnly)
+		}
+		return
+	}
+	v := p.res.Prepare(m.Txn, m.Work)
+	switch v {
+	case VoteNo:
+		t := p.alloc(m.Txn, nil)
+		t.state = partAborted
+		p.stats.VotedNo++
+		p.becomeDone(t, partAborted)
+		p.sendVote(m.Txn, VoteNo)
+	case VoteReadOnly:
+		t := p.alloc(m.Txn, nil)
+		t.state = partReadOnly
+		p.stats.ReadOnly++
+		p.becomeDone(t, partReadOnly)
+		p.sendVote(m.Txn, VoteReadOnly)
+	case VoteYes:
+		t := p.alloc(m.Txn, m.Work)
+		p.hold(t)
+		if m.OnePhase {
+			t.onePhase = true
+			p.becomeCommitting(t)
+			return
+		}
+		p.becomePreparing(t)
+	default:
+		panic(fmt.Sprintf("engine: resource voted %v for %v", v, m.Txn))
+	}
+}
+
+func (p *Participant) commit(m Message) {
+	t := p.txns[m.Txn]
+	if t == nil {
+		// A commit decision exists only if this participant voted YES
+		// durably, and it forgets only decided transactions: it committed
+		// this one long ago.
+		p.stats.AckedUnknown++
+		p.sendAck(m.Txn)
+		return
+	}
+	switch t.state {
+	case partPrepared:
+		p.becomeCommitting(t)
+	case partCommitting:
+		p.stats.IgnoredDuplicate++ // the ack goes out when durable
+	case partCommitted:
+		p.stats.IgnoredDuplicate++
+		p.sendAck(t.id)
+	default:
+		// Preparing (our YES is not out yet), aborted or read-only: no
+		// coordinator could have decided commit. Never trust it.
+		p.stats.IgnoredInvalid++
+	}
+}
+
+func (p *Participant) abort(m Message) {
+	t := p.txns[m.Txn]
+	if t == nil {
+		// Probably overtook its prepare: remember the abort so that the
+		// prepare, if it comes, is answered no without taking locks.
+		p.stats.IgnoredUnknown++
+		t = p.alloc(m.Txn, nil)
+		t.state = partAborted
+		p.becomeDone(t, partAborted)
+		return
+	}
+	switch t.state {
+	case partPreparing, partPrepared:
+		p.res.Abort(t.id)
+		p.unhold(t)
+		p.stats.Aborted++
+		p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionAbort})
+		// Not forced: if lost, the restarted participant is in doubt and
+		// inquires, and the answer is abort again.
+		p.appendRecord(Record{Type: RecAborted, Txn: t.id})
+		p.becomeDone(t, partAborted)
+		p.noteDecided()
+	case partAborted, partReadOnly:
+		p.stats.IgnoredDuplicate++
+	default:
+		// Committing or committed: a commit was decided, so this abort is
+		// a forgery or a bug elsewhere.
+		p.stats.IgnoredInvalid++
+	}
+}
+
+// Tick advances the participant's clock by one tick: inquiries and
+// forgetting.
+func (p *Participant) Tick() {
+	p.start()
+	p.now++
+	for p.inquireT.len() > 0 && p.inquireT.min().at <= p.now {
+		e := p.inquireT.min()
+		p.inquireT.pop()
+		if e.t.gen != e.gen {
+			continue
+		}
+		t := e.t
+		if t.state != partPrepared {
+			panic(fmt.Sprintf("engine: inquiry timer for %v in state %v", t.id, t.state))
+		}
+		p.sendInquire(t)
+		t.backoff = min(2*t.backoff, p.cfg.InquireMax)
+		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+	}
+	for p.forgetT.len() > 0 && p.forgetT.front().at <= p.now {
+		e := *p.forgetT.front()
+		p.forgetT.pop()
+		if e.t.gen == e.gen {
+			p.forget(e.t)
+		}
+	}
+}
+
+// Durable tells the participant that every record up to index is durable:
+// the votes, commits and acks waiting on them go out.
+func (p *Participant) Durable(index uint64) {
+	p.start()
+	if index >= p.nextIndex {
+		panic(fmt.Sprintf("engine: Durable(%d) but only %d records appended", index, p.nextIndex-1))
+	}
+	if index <= p.durable {
+		return
+	}
+	p.durable = index
+	for p.waits.len() > 0 && p.waits.front().index <= index {
+		e := *p.waits.front()
+		p.waits.pop()
+		if e.t == nil {
+			p.lowWater = e.index // a checkpoint
+			continue
+		}
+		if e.t.gen != e.gen {
+			continue // aborted while its prepared record was on the way
+		}
+		switch t := e.t; t.state {
+		case partPreparing:
+			p.becomePrepared(t)
+		case partCommitting:
+			p.res.Commit(t.id)
+			p.unhold(t)
+			p.stats.Committed++
+			p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionCommit})
+			if t.onePhase {
+				p.sendVote(t.id, VoteYes)
+			} else if !p.bugAckBeforeDurable {
+				p.sendAck(t.id)
+			}
+			p.becomeDone(t, partCommitted)
+			p.noteDecided()
+		default:
+			panic(fmt.Sprintf("engine: record %d durable for %v in state %v", e.index, t.id, t.state))
+		}
+	}
+}
+
+// --- transitions ---
+
+func (p *Participant) becomePreparing(t *partTxn) {
+	if t.state != 0 {
+		panic(fmt.Sprintf("engine: %v: %v → preparing", t.id, t.state))
+	}
+	t.state = partPreparing
+	t.gen++
+	idx := p.appendRecord(Record{Type: RecPrepared, Txn: t.id, Work: t.work})
+	p.waits.push(partWait{index: idx, t: t, gen: t.gen})
+	if p.bugVoteBeforeDurable {
+		p.sendVote(t.id, VoteYes)
+	}
+}
+
+func (p *Participant) becomePrepared(t *partTxn) {
+	if t.state != partPreparing {
+		panic(fmt.Sprintf("engine: %v: %v → prepared", t.id, t.state))
+	}
+	t.state = partPrepared
+	t.gen++
+	if !p.bugVoteBeforeDurable {
+		p.sendVote(t.id, VoteYes)
+	}
+	t.backoff = p.cfg.InquireAfter
+	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+}
+
+func (p *Participant) becomeCommitting(t *partTxn) {
+	switch {
+	case t.state == partPrepared && !t.onePhase:
+		p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
+		if p.bugAckBeforeDurable {
+			p.sendAck(t.id)
+		}
+	case t.state == 0 && t.onePhase:
+		p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
+	default:
+		panic(fmt.Sprintf("engine: %v: %v → committing (one-phase %v)", t.id, t.state, t.onePhase))
+	}
+	t.state = partCommitting
+	t.gen++
+	p.waits.push(partWait{index: p.nextIndex - 1, t: t, gen: t.gen})
+}
+
+// becomeDone moves t to a final state and schedules forgetting it.
+func (p *Participant) becomeDone(t *partTxn, st partState) {
+	ok := false
+	switch st {
+	case partCommitted:
+		ok = t.state == partCommitting
+	case partAborted:
+		ok = t.state == partPreparing || t.state == partPrepared || t.state == partAborted
+	case partReadOnly:
+		ok = t.state == partReadOnly
+	}
+	if !ok || t.heldAt >= 0 {
+		panic(fmt.Sprintf("engine: %v: %v → %v (held %v)", t.id, t.state, st, t.heldAt >= 0))
+	}
+	t.state = st
+	t.gen++
+	p.stats.Remembered++
+	p.forgetT.push(timer[partTxn]{at: p.now + int64(p.cfg.RememberTicks), t: t, gen: t.gen})
+}
+
+func (p *Participant) noteDecided() {
+	if p.cfg.CheckpointEvery == 0 {
+		return
+	}
+	p.decided++
+	if p.decided >= p.cfg.CheckpointEvery {
+		p.decided = 0
+		p.appendCheckpoint()
+	}
+}
+
+// --- bookkeeping ---
+
+func (p *Participant) hold(t *partTxn) {
+	t.heldAt = len(p.held)
+	p.held = append(p.held, t)
+	p.stats.Prepared++
+}
+
+func (p *Participant) unhold(t *partTxn) {
+	last := p.held[len(p.held)-1]
+	p.held[t.heldAt] = last
+	last.heldAt = t.heldAt
+	p.held[len(p.held)-1] = nil
+	p.held = p.held[:len(p.held)-1]
+	t.heldAt = -1
+	p.stats.Prepared--
+}
+
+func (p *Participant) alloc(id TxnID, work []byte) *partTxn {
+	var t *partTxn
+	if n := len(p.free); n > 0 {
+		t = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		t = new(partTxn)
+	}
+	t.id = id
+	t.heldAt = -1
+	t.work = append(t.work[:0], work...)
+	p.txns[id] = t
+	return t
+}
+
+func (p *Participant) forget(t *partTxn) {
+	if t.state.holding() {
+		panic(fmt.Sprintf("engine: forgetting %v while %v", t.id, t.state))
+	}
+	delete(p.txns, t.id)
+	p.stats.Remembered--
+	*t = partTxn{gen: t.gen + 1, work: t.work[:0], heldAt: -1}
+	p.free = append(p.free, t)
+}
+
+func (p *Participant) sendVote(id TxnID, v Vote) {
+	p.rd.Messages = append(p.rd.Messages, Message{Type: MsgVote, Txn: id, From: p.cfg.Name, Vote: v})
+}
+
+func (p *Participant) sendAck(id TxnID) {
+	p.rd.Messages = append(p.rd.Messages, Message{Type: MsgAck, Txn: id, From: p.cfg.Name})
+}
+
+func (p *Participant) sendInquire(t *partTxn) {
+	p.stats.Inquiries++
+	p.rd.Messages = append(p.rd.Messages, Message{Type: MsgInquire, Txn: t.id, From: p.cfg.Name})
+}
+
+func (p *Participant) appendRecord(r Record) uint64 {
+	idx := p.nextIndex
+	p.nextIndex++
+	if len(p.rd.Records) == 0 {
+		p.rd.FirstIndex = idx
+	}
+	p.rd.Records = append(p.rd.Records, r)
+	return idx
+}
+
+// HasReady reports whether Ready has anything to hand out.
+func (p *Participant) HasReady() bool {
+	p.start()
+	return len(p.rd.Records) > 0 || len(p.rd.Messages) > 0 || len(p.rd.Applied) > 0 ||
+		p.lowWater != p.lastLowWater
+}
+
+// Ready drains the pending output. Its slices stay valid until the next
+// call into p.
+func (p *Participant) Ready() Ready {
+	p.start()
+	rd := p.rd
+	rd.LowWater = p.lowWater
+	p.lastLowWater = p.lowWater
+	p.rd.FirstIndex = 0
+	p.rd.Records = p.rd.Records[:0]
+	p.rd.Messages = p.rd.Messages[:0]
+	p.rd.Applied = p.rd.Applied[:0]
+	return rd
+}
+
+// Stats returns the participant's counters.
+func (p *Participant) Stats() ParticipantStats { return p.stats }

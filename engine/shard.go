@@ -1,0 +1,768 @@
+package engine
+
+import "fmt"
+
+// Default ShardConfig values, used for zero fields.
+const (
+	DefaultPrepareTimeout = 50
+	DefaultRedeliverMin   = 10
+	DefaultRedeliverMax   = 200
+	DefaultRememberTicks  = 1000
+)
+
+// ShardConfig tunes a coordinator shard. Durations are in ticks; a zero
+// field takes its default.
+type ShardConfig struct {
+	// PrepareTimeout is how long after Begin the shard waits for every
+	// vote before it aborts (or, for one branch, answers Unknown).
+	PrepareTimeout int
+	// RedeliverMin is the wait before the first redelivery of a commit
+	// decision to a participant that has not acknowledged it.
+	RedeliverMin int
+	// RedeliverMax caps the doubling redelivery backoff.
+	RedeliverMax int
+	// RememberTicks is how long a finished transaction is remembered, to
+	// answer late votes, inquiries and duplicate begins.
+	RememberTicks int
+}
+
+func (c ShardConfig) withDefaults() ShardConfig {
+	if c.PrepareTimeout < 0 || c.RedeliverMin < 0 || c.RedeliverMax < 0 || c.RememberTicks < 0 {
+		panic(fmt.Sprintf("engine: negative duration in %+v", c))
+	}
+	if c.PrepareTimeout == 0 {
+		c.PrepareTimeout = DefaultPrepareTimeout
+	}
+	if c.RedeliverMin == 0 {
+		c.RedeliverMin = DefaultRedeliverMin
+	}
+	if c.RedeliverMax == 0 {
+		c.RedeliverMax = DefaultRedeliverMax
+	}
+	c.RedeliverMax = max(c.RedeliverMax, c.RedeliverMin)
+	if c.RememberTicks == 0 {
+		c.RememberTicks = DefaultRememberTicks
+	}
+	return c
+}
+
+// ShardStats counts what a shard did and what it ignored.
+type ShardStats struct {
+	Begun     uint64 // transactions started (valid begins)
+	Committed uint64 // clients told OutcomeCommitted
+	Aborted   uint64 // clients told OutcomeAborted
+	Unknown   uint64 // clients told OutcomeUnknown (one-phase, no answer)
+	Rejected  uint64 // invalid begins
+
+	InFlight    int // begun, client not yet answered
+	Undelivered int // commit decided, not yet acknowledged by every YES voter
+	Remembered  int // finished, kept for late messages
+
+	Redelivered    uint64 // commit decisions sent again after a timeout or restart
+	PresumedAborts uint64 // abort answers to a YES vote or an inquiry for an unknown transaction
+	Deferred       uint64 // inquiries that will be answered by the coming decision
+
+	IgnoredDuplicate uint64 // a second copy of a vote or ack already counted
+	IgnoredLate      uint64 // a vote after the transaction was decided
+	IgnoredUnknown   uint64 // an ack, or a non-YES vote, for an unknown transaction
+	IgnoredInvalid   uint64 // a message that cannot be right (not a branch, wrong state, bad type)
+}
+
+// Ignored is the number of input messages that changed nothing.
+func (s ShardStats) Ignored() uint64 {
+	return s.IgnoredDuplicate + s.IgnoredLate + s.IgnoredUnknown + s.IgnoredInvalid
+}
+
+// coordState is where one transaction is at the coordinator.
+type coordState uint8
+
+const (
+	// coordVoting: prepares sent, collecting votes. Nothing logged.
+	coordVoting coordState = iota + 1
+	// coordDeciding: every vote yes or read-only; RecCommit appended but
+	// not durable. Decisions and the reply are held back.
+	coordDeciding
+	// coordDelivering: RecCommit durable; client told; commit decisions
+	// redelivered until every YES voter acks.
+	coordDelivering
+	// coordEnding: every ack in; RecEnd appended, not yet durable.
+	coordEnding
+	// coordCommitted: finished, committed. Remembered for RememberTicks.
+	coordCommitted
+	// coordAborted: finished, aborted (never logged). Remembered.
+	coordAborted
+	// coordUnknown: finished, a one-phase transaction whose participant
+	// never answered. Remembered.
+	coordUnknown
+)
+
+func (s coordState) String() string {
+	switch s {
+	case coordVoting:
+		return "voting"
+	case coordDeciding:
+		return "deciding"
+	case coordDelivering:
+		return "delivering"
+	case coordEnding:
+		return "ending"
+	case coordCommitted:
+		return "committed"
+	case coordAborted:
+		return "aborted"
+	case coordUnknown:
+		return "unknown"
+	}
+	return fmt.Sprintf("coordState(%d)", uint8(s))
+}
+
+type coordBranch struct {
+	name  string
+	vote  Vote // zero until the vote arrives
+	acked bool
+}
+
+// coordTxn is one transaction at the coordinator. Structs are reused
+// through Shard.free; gen changes whenever the state changes or the struct
+// is freed, so queued timers and durability waits can tell they are stale.
+type coordTxn struct {
+	id       TxnID
+	tag      uint64
+	state    coordState
+	gen      uint32
+	replied  bool // the client has its answer (always true when restored)
+	n        int  // branches in use
+	votes    int
+	unacked  int
+	backoff  int // current redelivery backoff, ticks
+	branches [MaxBranches]coordBranch
+	// commitIndex is the index of this transaction's RecCommit, zero if
+	// none; LowWater is the smallest of those still open.
+	commitIndex uint64
+	yes         []string // YES voters: RecCommit.Participants (reused)
+	workBuf     []byte   // copies of the branches' work for the prepares (reused)
+}
+
+func (t *coordTxn) branch(name string) int {
+	for i := range t.n {
+		if t.branches[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+type coordWait struct {
+	index uint64
+	t     *coordTxn
+	gen   uint32
+}
+
+// Shard is the coordinator machine for the transactions routed to one
+// shard (see ShardFor). It does no I/O: feed it with Step, Tick and
+// Durable, drain it with Ready. It is not safe for concurrent use; one
+// goroutine owns it.
+type Shard struct {
+	cfg ShardConfig
+	now int64 // ticks since creation
+
+	txns map[TxnID]*coordTxn
+	free []*coordTxn
+
+	nextIndex uint64 // index the next record takes
+	durable   uint64 // every record up to here is durable
+
+	started  bool        // an input other than Restore has arrived
+	restored []*coordTxn // restored commits, in log order, until start
+
+	waits    fifo[coordWait] // records appended, not yet durable (index order)
+	open     fifo[coordWait] // RecCommit indexes in order, for LowWater
+	prepareT fifo[timer[coordTxn]]
+	forgetT  fifo[timer[coordTxn]]
+	resendT  timerHeap[coordTxn]
+
+	rd           Ready
+	lastLowWater uint64
+	stats        ShardStats
+
+	// bugDecideBeforeDurable (tests only) sends commit decisions and the
+	// client's reply as soon as RecCommit is appended, to show that the
+	// simulation catches it.
+	bugDecideBeforeDurable bool
+}
+
+// NewShard returns an empty shard. Zero config fields take their defaults;
+// a negative one panics.
+func NewShard(cfg ShardConfig) *Shard {
+	return &Shard{
+		cfg:          cfg.withDefaults(),
+		txns:         make(map[TxnID]*coordTxn),
+		nextIndex:    1,
+		lastLowWater: 1,
+	}
+}
+
+// Restore replays one record read back from the log. Call it for every
+// record, in log order, before any other input; each takes the next index
+// and counts as durable. It panics on a record no coordinator writes or on
+// a second RecCommit for one transaction: that log is not this shard's.
+func (s *Shard) Restore(r Record) {
+	if s.started {
+		panic("engine: Shard.Restore after other input")
+	}
+	idx := s.nextIndex
+	s.nextIndex++
+	s.durable = idx
+	switch r.Type {
+	case RecCommit:
+		if s.txns[r.Txn] != nil {
+			panic(fmt.Sprintf("engine: second commit record for %v", r.Txn))
+		}
+		if len(r.Participants) == 0 || len(r.Participants) > MaxBranches {
+			panic(fmt.Sprintf("engine: commit record for %v with %d participants", r.Txn, len(r.Participants)))
+		}
+		t := s.alloc(r.Txn)
+		t.replied = true // the client is gone with the old process
+		t.n = len(r.Participants)
+		for i, p := range r.Participants {
+			t.branches[i] = coordBranch{name: p, vote: VoteYes}
+		}
+		t.yes = append(t.yes, r.Participants...)
+		t.votes, t.unacked = t.n, t.n
+		t.commitIndex = idx
+		s.open.push(coordWait{index: idx, t: t})
+		s.stats.Undelivered++
+		// Straight to delivering: the record is durable. The decisions go
+		// out when the first real input arrives (start).
+		t.state = coordDelivering
+		t.gen++
+		s.restored = append(s.restored, t)
+	case RecEnd:
+		t := s.txns[r.Txn]
+		if t == nil || t.state != coordDelivering {
+			// Its RecCommit was below LowWater and is gone: nothing to do.
+			return
+		}
+		for i := range t.n {
+			t.branches[i].acked = true
+		}
+		t.unacked = 0
+		s.stats.Undelivered--
+		s.becomeFinished(t, coordCommitted)
+	default:
+		panic(fmt.Sprintf("engine: a shard cannot restore a %v record", r.Type))
+	}
+}
+
+// start ends the restore phase: every restored commit without an end is
+// redelivered at once.
+func (s *Shard) start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	for _, t := range s.restored {
+		if t.state == coordDelivering {
+			s.sendCommits(t)
+			s.stats.Redelivered += uint64(t.n)
+			t.backoff = s.cfg.RedeliverMin
+			s.resendT.push(s.now+int64(t.backoff), t, t.gen)
+		}
+	}
+	s.restored = nil
+}
+
+// Step feeds one message to the shard: MsgBegin from a client, MsgVote,
+// MsgAck or MsgInquire from a participant. Byte slices in m are copied if
+// kept. Anything unexpected is counted in Stats and otherwise ignored.
+func (s *Shard) Step(m Message) {
+	s.start()
+	switch m.Type {
+	case MsgBegin:
+		s.begin(m)
+	case MsgVote:
+		s.vote(m)
+	case MsgAck:
+		s.ack(m)
+	case MsgInquire:
+		s.inquire(m)
+	default:
+		s.stats.IgnoredInvalid++
+	}
+}
+
+// checkBegin returns why a begin is invalid, or "".
+func (s *Shard) checkBegin(m Message) string {
+	switch {
+	case m.Txn == TxnID{}:
+		return "zero transaction id"
+	case len(m.Branches) == 0:
+		return "no branches"
+	case len(m.Branches) > MaxBranches:
+		return "too many branches"
+	case s.txns[m.Txn] != nil:
+		return "transaction id in use"
+	}
+	for i, b := range m.Branches {
+		switch {
+		case b.Participant == "":
+			return "empty participant name"
+		case len(b.Participant) > MaxNameLen:
+			return "participant name too long"
+		case len(b.Work) > MaxWorkLen:
+			return "work too long"
+		}
+		for _, o := range m.Branches[:i] {
+			if o.Participant == b.Participant {
+				return "duplicate participant"
+			}
+		}
+	}
+	return ""
+}
+
+func (s *Shard) begin(m Message) {
+	if detail := s.checkBegin(m); detail != "" {
+		s.stats.Rejected++
+		s.rd.Replies = append(s.rd.Replies, Reply{
+			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: CauseInvalid, Detail: detail,
+		})
+		return
+	}
+	t := s.alloc(m.Txn)
+	t.tag = m.Tag
+	t.n = len(m.Branches)
+	for i, b := range m.Branches {
+		t.branches[i] = coordBranch{name: b.Participant}
+		t.workBuf = append(t.workBuf, b.Work...)
+	}
+	s.becomeVoting(t)
+	// The prepares carry slices of workBuf, taken after every append so
+	// that none points into an array append abandoned.
+	off := 0
+	for _, b := range m.Branches {
+		w := t.workBuf[off : off+len(b.Work) : off+len(b.Work)]
+		off += len(b.Work)
+		s.rd.Messages = append(s.rd.Messages, Message{
+			Type: MsgPrepare, Txn: t.id, To: b.Participant, Work: w, OnePhase: t.n == 1,
+		})
+	}
+}
+
+func (s *Shard) vote(m Message) {
+	t := s.txns[m.Txn]
+	if t == nil {
+		if m.Vote == VoteYes {
+			// Forgotten, or lost with a crash before any decision: a
+			// prepared participant must not wait for ever.
+			s.presumeAbort(m.Txn, m.From)
+		} else {
+			s.stats.IgnoredUnknown++
+		}
+		return
+	}
+	i := t.branch(m.From)
+	if i < 0 || m.Vote < VoteYes || m.Vote > VoteReadOnly {
+		s.stats.IgnoredInvalid++
+		return
+	}
+	b := &t.branches[i]
+	if t.state != coordVoting {
+		if b.vote != 0 {
+			s.stats.IgnoredDuplicate++
+		} else {
+			s.stats.IgnoredLate++
+		}
+		if t.state == coordAborted && m.Vote == VoteYes {
+			// A late YES holds locks: tell it at once rather than make it
+			// wait to inquire.
+			s.sendDecision(t.id, m.From, DecisionAbort)
+		}
+		return
+	}
+	if b.vote != 0 {
+		s.stats.IgnoredDuplicate++
+		return
+	}
+	b.vote = m.Vote
+	t.votes++
+	switch {
+	case t.n == 1:
+		// One-phase: the vote is the outcome.
+		if m.Vote == VoteNo {
+			s.becomeAborted(t, CauseVotedNo, b.name)
+		} else {
+			s.reply(t, OutcomeCommitted, 0, "")
+			s.becomeFinished(t, coordCommitted)
+		}
+	case m.Vote == VoteNo:
+		s.becomeAborted(t, CauseVotedNo, b.name)
+	case t.votes == t.n:
+		s.decide(t)
+	}
+}
+
+// decide runs when every vote is yes or read-only.
+func (s *Shard) decide(t *coordTxn) {
+	t.yes = t.yes[:0]
+	for i := range t.n {
+		if t.branches[i].vote == VoteYes {
+			t.yes = append(t.yes, t.branches[i].name)
+		}
+	}
+	if len(t.yes) == 0 {
+		// All read-only: nothing to commit anywhere, nothing to log.
+		s.reply(t, OutcomeCommitted, 0, "")
+		s.becomeFinished(t, coordCommitted)
+		return
+	}
+	s.becomeDeciding(t)
+}
+
+func (s *Shard) ack(m Message) {
+	t := s.txns[m.Txn]
+	if t == nil {
+		s.stats.IgnoredUnknown++
+		return
+	}
+	i := t.branch(m.From)
+	if i < 0 || t.branches[i].vote != VoteYes {
+		s.stats.IgnoredInvalid++
+		return
+	}
+	b := &t.branches[i]
+	switch t.state {
+	case coordDelivering:
+		if b.acked {
+			s.stats.IgnoredDuplicate++
+			return
+		}
+		b.acked = true
+		t.unacked--
+		if t.unacked == 0 {
+			s.becomeEnding(t)
+		}
+	case coordEnding, coordCommitted:
+		s.stats.IgnoredDuplicate++
+	default:
+		// No commit decision has left this shard yet.
+		s.stats.IgnoredInvalid++
+	}
+}
+
+func (s *Shard) inquire(m Message) {
+	t := s.txns[m.Txn]
+	if t == nil {
+		s.presumeAbort(m.Txn, m.From)
+		return
+	}
+	i := t.branch(m.From)
+	if i < 0 {
+		s.stats.IgnoredInvalid++
+		return
+	}
+	switch t.state {
+	case coordVoting, coordDeciding:
+		// Undecided, or the commit record is not durable yet: presuming
+		// abort now could contradict the coming commit. The decision will
+		// be sent to this participant when it is made.
+		s.stats.Deferred++
+	case coordDelivering, coordEnding, coordCommitted:
+		if t.branches[i].vote != VoteYes {
+			s.stats.IgnoredInvalid++
+			return
+		}
+		s.sendDecision(t.id, m.From, DecisionCommit)
+	case coordAborted:
+		s.sendDecision(t.id, m.From, DecisionAbort)
+	default:
+		s.stats.IgnoredInvalid++
+	}
+}
+
+// Tick advances the shard's clock by one tick: prepare timeouts,
+// redeliveries and forgetting.
+func (s *Shard) Tick() {
+	s.start()
+	s.now++
+	for s.prepareT.len() > 0 && s.prepareT.front().at <= s.now {
+		e := *s.prepareT.front()
+		s.prepareT.pop()
+		if e.t.gen == e.gen {
+			s.timeout(e.t)
+		}
+	}
+	for s.resendT.len() > 0 && s.resendT.min().at <= s.now {
+		e := s.resendT.min()
+		s.resendT.pop()
+		if e.t.gen != e.gen {
+			continue
+		}
+		t := e.t
+		if t.state != coordDelivering {
+			panic(fmt.Sprintf("engine: redelivery timer for %v in state %v", t.id, t.state))
+		}
+		s.sendCommits(t)
+		s.stats.Redelivered += uint64(t.unacked)
+		t.backoff = min(2*t.backoff, s.cfg.RedeliverMax)
+		s.resendT.push(s.now+int64(t.backoff), t, t.gen)
+	}
+	for s.forgetT.len() > 0 && s.forgetT.front().at <= s.now {
+		e := *s.forgetT.front()
+		s.forgetT.pop()
+		if e.t.gen == e.gen {
+			s.stats.Remembered--
+			s.release(e.t)
+		}
+	}
+}
+
+func (s *Shard) timeout(t *coordTxn) {
+	if t.state != coordVoting {
+		panic(fmt.Sprintf("engine: prepare timeout for %v in state %v", t.id, t.state))
+	}
+	if t.n == 1 {
+		// The participant may have committed on its own: never guess.
+		s.reply(t, OutcomeUnknown, 0, "")
+		s.becomeFinished(t, coordUnknown)
+		return
+	}
+	for i := range t.n {
+		if t.branches[i].vote == 0 {
+			s.becomeAborted(t, CauseTimeout, t.branches[i].name)
+			return
+		}
+	}
+	panic(fmt.Sprintf("engine: prepare timeout for %v with every vote in", t.id))
+}
+
+// Durable tells the shard that every record up to index is durable: the
+// commit decisions and replies waiting on them go out.
+func (s *Shard) Durable(index uint64) {
+	s.start()
+	if index >= s.nextIndex {
+		panic(fmt.Sprintf("engine: Durable(%d) but only %d records appended", index, s.nextIndex-1))
+	}
+	if index <= s.durable {
+		return
+	}
+	s.durable = index
+	for s.waits.len() > 0 && s.waits.front().index <= index {
+		e := *s.waits.front()
+		s.waits.pop()
+		if e.t.gen != e.gen {
+			panic(fmt.Sprintf("engine: transaction %v changed while its record %d was not durable", e.t.id, e.index))
+		}
+		switch e.t.state {
+		case coordDeciding:
+			s.becomeDelivering(e.t)
+		case coordEnding:
+			s.becomeFinished(e.t, coordCommitted)
+		default:
+			panic(fmt.Sprintf("engine: record %d durable for %v in state %v", e.index, e.t.id, e.t.state))
+		}
+	}
+}
+
+// --- transitions: each asserts where it comes from ---
+
+func (s *Shard) becomeVoting(t *coordTxn) {
+	if t.state != 0 {
+		panic(fmt.Sprintf("engine: %v: %v → voting", t.id, t.state))
+	}
+	t.state = coordVoting
+	t.gen++
+	s.stats.Begun++
+	s.stats.InFlight++
+	s.prepareT.push(timer[coordTxn]{at: s.now + int64(s.cfg.PrepareTimeout), t: t, gen: t.gen})
+}
+
+func (s *Shard) becomeDeciding(t *coordTxn) {
+	if t.state != coordVoting {
+		panic(fmt.Sprintf("engine: %v: %v → deciding", t.id, t.state))
+	}
+	t.state = coordDeciding
+	t.gen++
+	t.unacked = len(t.yes)
+	s.stats.Undelivered++
+	idx := s.appendRecord(Record{Type: RecCommit, Txn: t.id, Participants: t.yes})
+	t.commitIndex = idx
+	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
+	s.open.push(coordWait{index: idx, t: t})
+	if s.bugDecideBeforeDurable {
+		s.reply(t, OutcomeCommitted, 0, "")
+		s.sendCommits(t)
+	}
+}
+
+func (s *Shard) becomeDelivering(t *coordTxn) {
+	if t.state != coordDeciding {
+		panic(fmt.Sprintf("engine: %v: %v → delivering", t.id, t.state))
+	}
+	t.state = coordDelivering
+	t.gen++
+	if !t.replied {
+		s.reply(t, OutcomeCommitted, 0, "")
+		s.sendCommits(t)
+	}
+	t.backoff = s.cfg.RedeliverMin
+	s.resendT.push(s.now+int64(t.backoff), t, t.gen)
+}
+
+func (s *Shard) becomeEnding(t *coordTxn) {
+	if t.state != coordDelivering || t.unacked != 0 {
+		panic(fmt.Sprintf("engine: %v: %v → ending with %d unacked", t.id, t.state, t.unacked))
+	}
+	t.state = coordEnding
+	t.gen++
+	s.stats.Undelivered--
+	idx := s.appendRecord(Record{Type: RecEnd, Txn: t.id})
+	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
+}
+
+func (s *Shard) becomeAborted(t *coordTxn, cause AbortCause, who string) {
+	if t.state != coordVoting {
+		panic(fmt.Sprintf("engine: %v: %v → aborted", t.id, t.state))
+	}
+	s.reply(t, OutcomeAborted, cause, who)
+	// Best effort, once: whoever holds locks and misses this will inquire,
+	// or vote late and be told.
+	for i := range t.n {
+		if b := &t.branches[i]; b.vote == 0 || b.vote == VoteYes {
+			s.sendDecision(t.id, b.name, DecisionAbort)
+		}
+	}
+	s.becomeFinished(t, coordAborted)
+}
+
+// becomeFinished moves t to a final state and schedules forgetting it.
+func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
+	switch {
+	case st == coordCommitted && (t.state == coordVoting || t.state == coordEnding || t.state == coordDelivering && t.unacked == 0):
+	case (st == coordAborted || st == coordUnknown) && t.state == coordVoting:
+	default:
+		panic(fmt.Sprintf("engine: %v: %v → %v", t.id, t.state, st))
+	}
+	if !t.replied {
+		panic(fmt.Sprintf("engine: %v finished (%v) without a reply", t.id, st))
+	}
+	t.state = st
+	t.gen++
+	s.stats.Remembered++
+	s.forgetT.push(timer[coordTxn]{at: s.now + int64(s.cfg.RememberTicks), t: t, gen: t.gen})
+}
+
+// --- output ---
+
+func (s *Shard) reply(t *coordTxn, o Outcome, cause AbortCause, who string) {
+	if t.replied {
+		panic(fmt.Sprintf("engine: second reply for %v", t.id))
+	}
+	t.replied = true
+	s.stats.InFlight--
+	switch o {
+	case OutcomeCommitted:
+		s.stats.Committed++
+	case OutcomeAborted:
+		s.stats.Aborted++
+	case OutcomeUnknown:
+		s.stats.Unknown++
+	}
+	s.rd.Replies = append(s.rd.Replies, Reply{Txn: t.id, Tag: t.tag, Outcome: o, Cause: cause, Participant: who})
+}
+
+func (s *Shard) sendCommits(t *coordTxn) {
+	for i := range t.n {
+		if b := &t.branches[i]; b.vote == VoteYes && !b.acked {
+			s.sendDecision(t.id, b.name, DecisionCommit)
+		}
+	}
+}
+
+func (s *Shard) sendDecision(id TxnID, to string, d Decision) {
+	s.rd.Messages = append(s.rd.Messages, Message{Type: MsgDecision, Txn: id, To: to, Decision: d})
+}
+
+func (s *Shard) presumeAbort(id TxnID, to string) {
+	s.stats.PresumedAborts++
+	s.sendDecision(id, to, DecisionAbort)
+}
+
+func (s *Shard) appendRecord(r Record) uint64 {
+	idx := s.nextIndex
+	s.nextIndex++
+	if len(s.rd.Records) == 0 {
+		s.rd.FirstIndex = idx
+	}
+	s.rd.Records = append(s.rd.Records, r)
+	return idx
+}
+
+func (s *Shard) lowWater() uint64 {
+	for s.open.len() > 0 {
+		e := s.open.front()
+		if e.t.commitIndex == e.index && e.t.state != coordCommitted {
+			return e.index
+		}
+		s.open.pop()
+	}
+	return s.nextIndex
+}
+
+// HasReady reports whether Ready has anything to hand out.
+func (s *Shard) HasReady() bool {
+	s.start()
+	return len(s.rd.Records) > 0 || len(s.rd.Messages) > 0 || len(s.rd.Replies) > 0 ||
+		s.lowWater() != s.lastLowWater
+}
+
+// Ready drains the pending output. Its slices stay valid until the next
+// call into s.
+func (s *Shard) Ready() Ready {
+	s.start()
+	rd := s.rd
+	rd.LowWater = s.lowWater()
+	s.lastLowWater = rd.LowWater
+	s.rd.FirstIndex = 0
+	s.rd.Records = s.rd.Records[:0]
+	s.rd.Messages = s.rd.Messages[:0]
+	s.rd.Replies = s.rd.Replies[:0]
+	return rd
+}
+
+// Stats returns the shard's counters.
+func (s *Shard) Stats() ShardStats { return s.stats }
+
+func (s *Shard) alloc(id TxnID) *coordTxn {
+	var t *coordTxn
+	if n := len(s.free); n > 0 {
+		t = s.free[n-1]
+		s.free = s.free[:n-1]
+	} else {
+		t = new(coordTxn)
+	}
+	t.id = id
+	s.txns[id] = t
+	return t
+}
+
+func (s *Shard) release(t *coordTxn) {
+	delete(s.txns, t.id)
+	clear(t.yes)
+	*t = coordTxn{gen: t.gen + 1, yes: t.yes[:0], workBuf: t.workBuf[:0]}
+	s.free = append(s.free, t)
+}
+
+// ShardFor routes a transaction to one of n shards (FNV-1a of its id), so
+// that every message about a transaction reaches the same shard.
+func ShardFor(id TxnID, n int) int {
+	if n <= 0 {
+		panic(fmt.Sprintf("engine: ShardFor with %d shards", n))
+	}
+	h := uint64(14695981039346656037)
+	for _, b := range id {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	return int(h % uint64(n))
+}

@@ -1,0 +1,188 @@
+package bank
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/commitd/commitd/engine"
+)
+
+// WorkLen is the size of one branch's work: u32 account, i64 amount,
+// little endian.
+const WorkLen = 12
+
+// MaxAccounts bounds the accounts of a bank (and of a snapshot).
+const MaxAccounts = 1 << 24
+
+// ErrBadSnapshot is returned by Load for a snapshot it cannot read.
+var ErrBadSnapshot = errors.New("bank: bad snapshot")
+
+// AppendWork appends the work "add amount to account" to dst.
+func AppendWork(dst []byte, account uint32, amount int64) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, account)
+	return binary.LittleEndian.AppendUint64(dst, uint64(amount))
+}
+
+// DecodeWork reads work written by AppendWork; ok is false if work is not
+// exactly WorkLen bytes.
+func DecodeWork(work []byte) (account uint32, amount int64, ok bool) {
+	if len(work) != WorkLen {
+		return 0, 0, false
+	}
+	return binary.LittleEndian.Uint32(work), int64(binary.LittleEndian.Uint64(work[4:])), true
+}
+
+// hold is what a YES-prepared transaction has reserved.
+type hold struct {
+	account uint32
+	amount  int64
+}
+
+// Bank is a set of accounts with committed balances and, per account, at
+// most one prepared transaction's hold.
+type Bank struct {
+	balances []int64
+	// owner[a] is the transaction holding account a's lock, zero if none.
+	owner []engine.TxnID
+	holds map[engine.TxnID]hold
+	total int64 // sum of balances, kept as they change
+}
+
+var _ engine.Resource = (*Bank)(nil)
+
+// New returns a bank of accounts accounts (at most MaxAccounts), each
+// holding balance.
+func New(accounts int, balance int64) *Bank {
+	if accounts < 0 || accounts > MaxAccounts {
+		panic(fmt.Sprintf("bank: %d accounts", accounts))
+	}
+	b := &Bank{holds: make(map[engine.TxnID]hold)}
+	b.reset(accounts)
+	for i := range b.balances {
+		b.balances[i] = balance
+	}
+	b.total = int64(accounts) * balance
+	return b
+}
+
+func (b *Bank) reset(accounts int) {
+	b.balances = make([]int64, accounts)
+	b.owner = make([]engine.TxnID, accounts)
+	clear(b.holds)
+	b.total = 0
+}
+
+// Prepare votes on one branch: no for malformed work, an unknown account,
+// an account locked by another transaction, an overdraft, or a
+// transaction that already holds a lock here; read-only for amount 0;
+// otherwise it locks the account, reserves the amount and votes yes.
+func (b *Bank) Prepare(txn engine.TxnID, work []byte) engine.Vote {
+	acct, amount, ok := DecodeWork(work)
+	if !ok || int64(acct) >= int64(len(b.balances)) {
+		return engine.VoteNo
+	}
+	if amount == 0 {
+		return engine.VoteReadOnly
+	}
+	if _, dup := b.holds[txn]; dup {
+		return engine.VoteNo
+	}
+	if b.owner[acct] != (engine.TxnID{}) {
+		return engine.VoteNo
+	}
+	if nb := b.balances[acct] + amount; nb < 0 || (amount > 0) != (nb > b.balances[acct]) {
+		return engine.VoteNo // overdraft, or overflow
+	}
+	b.lock(txn, acct, amount)
+	return engine.VoteYes
+}
+
+func (b *Bank) lock(txn engine.TxnID, acct uint32, amount int64) {
+	b.owner[acct] = txn
+	b.holds[txn] = hold{account: acct, amount: amount}
+}
+
+// Commit applies a prepared transaction's amount and unlocks its account.
+// It panics if txn holds nothing: the participant commits only what it
+// prepared.
+func (b *Bank) Commit(txn engine.TxnID) {
+	h, ok := b.holds[txn]
+	if !ok {
+		panic(fmt.Sprintf("bank: commit of %v, which holds nothing", txn))
+	}
+	b.balances[h.account] += h.amount
+	b.total += h.amount
+	b.unlock(txn, h)
+}
+
+// Abort unlocks a prepared transaction's account; it does nothing for a
+// transaction that holds nothing.
+func (b *Bank) Abort(txn engine.TxnID) {
+	if h, ok := b.holds[txn]; ok {
+		b.unlock(txn, h)
+	}
+}
+
+func (b *Bank) unlock(txn engine.TxnID, h hold) {
+	b.owner[h.account] = engine.TxnID{}
+	delete(b.holds, txn)
+}
+
+// Restore re-establishes a prepared hold during recovery, without the
+// checks of Prepare (the hold existed before the crash). It panics on work
+// Prepare would not have accepted or a lock already taken: the log and the
+// snapshot disagree.
+func (b *Bank) Restore(txn engine.TxnID, work []byte) {
+	acct, amount, ok := DecodeWork(work)
+	if !ok || int64(acct) >= int64(len(b.balances)) || amount == 0 {
+		panic(fmt.Sprintf("bank: restore of %v with work %x", txn, work))
+	}
+	if _, dup := b.holds[txn]; dup || b.owner[acct] != (engine.TxnID{}) {
+		panic(fmt.Sprintf("bank: restore of %v: account %d already locked", txn, acct))
+	}
+	b.lock(txn, acct, amount)
+}
+
+// Snapshot appends the committed balances (not the holds) to dst:
+// u32 count, then count × i64, little endian.
+func (b *Bank) Snapshot(dst []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(b.balances)))
+	for _, v := range b.balances {
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(v))
+	}
+	return dst
+}
+
+// Load replaces every balance with a snapshot's and drops every hold.
+func (b *Bank) Load(snapshot []byte) error {
+	if len(snapshot) < 4 {
+		return fmt.Errorf("%w: %d bytes", ErrBadSnapshot, len(snapshot))
+	}
+	n := binary.LittleEndian.Uint32(snapshot)
+	if n > MaxAccounts || uint64(len(snapshot)-4) != 8*uint64(n) {
+		return fmt.Errorf("%w: %d accounts in %d bytes", ErrBadSnapshot, n, len(snapshot))
+	}
+	b.reset(int(n))
+	for i := range b.balances {
+		v := int64(binary.LittleEndian.Uint64(snapshot[4+8*i:]))
+		if v < 0 {
+			return fmt.Errorf("%w: account %d has balance %d", ErrBadSnapshot, i, v)
+		}
+		b.balances[i] = v
+		b.total += v
+	}
+	return nil
+}
+
+// Total is the sum of the committed balances.
+func (b *Bank) Total() int64 { return b.total }
+
+// Balance is one account's committed balance; it panics on a bad account.
+func (b *Bank) Balance(account uint32) int64 { return b.balances[account] }
+
+// Accounts is the number of accounts.
+func (b *Bank) Accounts() int { return len(b.balances) }
+
+// Locked is the number of accounts locked by prepared transactions.
+func (b *Bank) Locked() int { return len(b.holds) }
