@@ -1,0 +1,488 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+type sample struct {
+	reqID uint64
+	msg   Message
+}
+
+var txn = TxnID{0x01, 0x93, 0x7a, 0x10, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x2a}
+
+// samples returns one or more valid messages of every type, including the
+// largest each limit allows.
+func samples() []sample {
+	long := bytes.Repeat([]byte("n"), MaxNameLen)
+	work := bytes.Repeat([]byte{0xab}, MaxWorkLen)
+	var full []Branch
+	for i := range MaxBranches {
+		full = append(full, Branch{Participant: append(long[:MaxNameLen-1:MaxNameLen-1], byte('0'+i)), Work: work})
+	}
+	return []sample{
+		{0, &Hello{Role: RoleParticipant, Name: []byte("bank-1")}},
+		{0, &Hello{Role: RoleClient, Name: []byte{}}},
+		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: []byte("a"), Work: []byte{1, 2, 3}}, {Participant: []byte("b"), Work: []byte{}}}}},
+		{1<<64 - 1, &Begin{Txn: txn, Branches: full}},
+		{7, &Begin{Txn: txn}},
+		{7, &Outcome{Txn: txn, Outcome: OutcomeAborted, Cause: CauseVotedNo, Participant: []byte("b"), Detail: []byte{}}},
+		{8, &Outcome{Txn: txn, Outcome: OutcomeRejected, Cause: CauseInvalid, Participant: []byte{}, Detail: bytes.Repeat([]byte("x"), MaxDetailLen)}},
+		{0, &Prepare{Txn: txn, OnePhase: true, Work: work}},
+		{0, &Prepare{Txn: txn, Work: []byte{}}},
+		{0, &Vote{Txn: txn, From: long, Vote: VoteReadOnly}},
+		{0, &Decision{Txn: txn, Decision: DecisionAbort}},
+		{0, &Ack{Txn: txn, From: []byte("bank-2")}},
+		{0, &Inquire{Txn: txn, From: []byte("bank-2")}},
+		{3, &AdminRequest{Kind: AdminOutcomes}},
+		{3, &AdminRequest{Kind: 200}},
+		{3, &AdminResponse{More: true, JSON: []byte(`[{"txn":"x"}`)}},
+		{3, &AdminResponse{JSON: bytes.Repeat([]byte(" "), MaxPayload)}},
+		{4, &Error{Code: CodeUnavailable, Message: []byte("shutting down")}},
+	}
+}
+
+// newOf returns an empty message of the type t carries.
+func newOf(t Type) Message {
+	switch t {
+	case TypeHello:
+		return new(Hello)
+	case TypeBegin:
+		return new(Begin)
+	case TypeOutcome:
+		return new(Outcome)
+	case TypePrepare:
+		return new(Prepare)
+	case TypeVote:
+		return new(Vote)
+	case TypeDecision:
+		return new(Decision)
+	case TypeAck:
+		return new(Ack)
+	case TypeInquire:
+		return new(Inquire)
+	case TypeAdminRequest:
+		return new(AdminRequest)
+	case TypeAdminResponse:
+		return new(AdminResponse)
+	case TypeError:
+		return new(Error)
+	}
+	return nil
+}
+
+func mustAppend(t *testing.T, dst []byte, reqID uint64, m Message) []byte {
+	t.Helper()
+	b, err := AppendFrame(dst, reqID, m)
+	if err != nil {
+		t.Fatalf("AppendFrame(%T): %v", m, err)
+	}
+	return b
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, s := range samples() {
+		prefix := []byte("prefix")
+		b := mustAppend(t, prefix, s.reqID, s.msg)
+		if !bytes.Equal(b[:len(prefix)], prefix) {
+			t.Fatalf("%T: AppendFrame overwrote dst", s.msg)
+		}
+		enc := b[len(prefix):]
+		f, n, err := ParseFrame(enc)
+		if err != nil || n != len(enc) {
+			t.Fatalf("%T: ParseFrame = %d, %v; want %d, nil", s.msg, n, err, len(enc))
+		}
+		if f.Type != s.msg.Type() || f.ReqID != s.reqID || f.Size() != n {
+			t.Fatalf("%T: header %+v", s.msg, f)
+		}
+		if err := Check(f); err != nil {
+			t.Fatalf("%T: Check: %v", s.msg, err)
+		}
+		got := newOf(f.Type)
+		if err := got.Decode(f); err != nil {
+			t.Fatalf("%T: Decode: %v", s.msg, err)
+		}
+		if !reflect.DeepEqual(got, s.msg) {
+			t.Fatalf("%T: decoded %+v, want %+v", s.msg, got, s.msg)
+		}
+		if again := mustAppend(t, nil, f.ReqID, got); !bytes.Equal(again, enc) {
+			t.Fatalf("%T: re-encoding differs", s.msg)
+		}
+		if raw := AppendRaw(nil, f); !bytes.Equal(raw, enc) {
+			t.Fatalf("%T: AppendRaw differs", s.msg)
+		}
+	}
+}
+
+// TestDecodeIsZeroCopy: decoded byte slices alias the frame, as documented.
+func TestDecodeIsZeroCopy(t *testing.T) {
+	b := mustAppend(t, nil, 0, &Vote{Txn: txn, From: []byte("bank-1"), Vote: VoteYes})
+	f, _, _ := ParseFrame(b)
+	var v Vote
+	if err := v.Decode(f); err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] = 'X'
+	if string(v.From) != "bank-X" {
+		t.Fatalf("From = %q: decoding copied", v.From)
+	}
+}
+
+func TestEncodeRefusesBrokenLimits(t *testing.T) {
+	long := bytes.Repeat([]byte("n"), MaxNameLen+1)
+	branches := make([]Branch, MaxBranches+1)
+	for i := range branches {
+		branches[i] = Branch{Participant: []byte{byte('a' + i)}}
+	}
+	cases := []sample{
+		{1, &Begin{Txn: txn, Branches: branches}},
+		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: long}}}},
+		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: []byte("a"), Work: make([]byte, MaxWorkLen+1)}}}},
+		{0, &Hello{Role: 0}},
+		{0, &Hello{Role: RoleAdmin + 1}},
+		{0, &Hello{Role: RoleClient, Name: long}},
+		{1, &Outcome{Outcome: 0}},
+		{1, &Outcome{Outcome: OutcomeAborted, Cause: CauseInvalid + 1}},
+		{1, &Outcome{Outcome: OutcomeRejected, Detail: make([]byte, MaxDetailLen+1)}},
+		{0, &Prepare{Work: make([]byte, MaxWorkLen+1)}},
+		{0, &Vote{Vote: 0}},
+		{0, &Vote{Vote: VoteReadOnly + 1}},
+		{0, &Decision{Decision: 3}},
+		{0, &Ack{From: long}},
+		{0, &Inquire{From: long}},
+		{1, &AdminRequest{}},
+		{1, &AdminResponse{JSON: make([]byte, MaxPayload+1)}},
+		{1, &Error{Code: 0}},
+		{1, &Error{Code: CodeInternal, Message: make([]byte, MaxDetailLen+1)}},
+	}
+	for _, c := range cases {
+		dst := []byte("keep")
+		got, err := AppendFrame(dst, c.reqID, c.msg)
+		if !errors.Is(err, ErrMalformed) {
+			t.Errorf("%T %+v: err = %v, want ErrMalformed", c.msg, c.msg, err)
+		}
+		if string(got) != "keep" {
+			t.Errorf("%T: dst changed to %q", c.msg, got)
+		}
+	}
+}
+
+func TestEncodeWrongRequestIDPanics(t *testing.T) {
+	for _, c := range []sample{{1, &Vote{Vote: VoteYes}}, {0, &Begin{}}, {0, &Outcome{Outcome: OutcomeCommitted}}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%T with reqID %d did not panic", c.msg, c.reqID)
+				}
+			}()
+			_, _ = AppendFrame(nil, c.reqID, c.msg)
+		}()
+	}
+}
+
+// header builds a raw header with the given fields.
+func header(size uint32, version byte, typ Type, fl Flags, reqID uint64) []byte {
+	b := binary.BigEndian.AppendUint32(nil, size)
+	b = append(b, version, byte(typ))
+	b = binary.BigEndian.AppendUint16(b, uint16(fl))
+	return binary.BigEndian.AppendUint64(b, reqID)
+}
+
+func TestParseFrameHeaderErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"oversized", header(MaxFrameSize-3, Version, TypeVote, 0, 0), ErrFrameTooLarge},
+		{"oversized-prefix-only", []byte{0xff, 0xff, 0xff, 0xff}, ErrFrameTooLarge},
+		{"shorter-than-header", header(11, Version, TypeVote, 0, 0), ErrMalformed},
+		{"version-0", header(12, 0, TypeVote, 0, 0), ErrVersion},
+		{"version-2", header(12, 2, TypeVote, 0, 0), ErrVersion},
+		{"type-0", header(12, Version, 0, 0, 0), ErrMalformed},
+		{"type-unknown", header(12, Version, typeEnd, 0, 0), ErrMalformed},
+		{"flag-on-vote", header(12, Version, TypeVote, FlagMore, 0), ErrMalformed},
+		{"unknown-flag", header(12, Version, TypeAdminResponse, 2, 1), ErrMalformed},
+		{"one-way-with-id", header(12, Version, TypeDecision, 0, 9), ErrMalformed},
+		{"request-without-id", header(12, Version, TypeBegin, 0, 0), ErrMalformed},
+		{"reply-without-id", header(12, Version, TypeError, 0, 0), ErrMalformed},
+	}
+	for _, c := range cases {
+		// The header alone is enough to refuse: no payload is present.
+		if _, _, err := ParseFrame(c.b); !errors.Is(err, c.want) {
+			t.Errorf("%s: err = %v, want %v", c.name, err, c.want)
+		}
+	}
+	// The largest frame is accepted.
+	big := mustAppend(t, nil, 1, &AdminResponse{JSON: make([]byte, MaxPayload)})
+	if len(big) != MaxFrameSize {
+		t.Fatalf("largest frame is %d bytes", len(big))
+	}
+	if _, _, err := ParseFrame(big); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseFrameTruncated(t *testing.T) {
+	for _, s := range samples() {
+		b := mustAppend(t, nil, s.reqID, s.msg)
+		for i := range len(b) {
+			if _, _, err := ParseFrame(b[:i]); err != io.ErrUnexpectedEOF {
+				t.Fatalf("%T cut at %d/%d: err = %v", s.msg, i, len(b), err)
+			}
+		}
+	}
+}
+
+// TestDecodeMalformedPayload: payloads whose header is fine but whose
+// fields are not.
+func TestDecodeMalformedPayload(t *testing.T) {
+	frame := func(typ Type, reqID uint64, payload []byte) Frame {
+		return Frame{Type: typ, ReqID: reqID, Payload: payload}
+	}
+	id := txn[:]
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	elevenBranches := cat(id, []byte{11})
+	for range 11 {
+		elevenBranches = cat(elevenBranches, []byte{1, 'p', 0, 0})
+	}
+	cases := []struct {
+		name string
+		f    Frame
+	}{
+		{"begin-11-branches", frame(TypeBegin, 1, elevenBranches)},
+		{"begin-255-branches-short", frame(TypeBegin, 1, cat(id, []byte{255}))},
+		{"begin-branch-truncated", frame(TypeBegin, 1, cat(id, []byte{2, 1, 'a', 0, 0, 1}))},
+		{"begin-work-too-long", frame(TypeBegin, 1, cat(id, []byte{1, 1, 'a', 0x10, 0x01}, make([]byte, 0x1001)))},
+		{"begin-name-too-long", frame(TypeBegin, 1, cat(id, []byte{1, 65}, make([]byte, 65), []byte{0, 0}))},
+		{"hello-empty", frame(TypeHello, 0, nil)},
+		{"hello-bad-role", frame(TypeHello, 0, []byte{9, 0})},
+		{"hello-trailing", frame(TypeHello, 0, []byte{1, 0, 0})},
+		{"hello-name-past-end", frame(TypeHello, 0, []byte{1, 5, 'a'})},
+		{"prepare-bool-2", frame(TypePrepare, 0, cat(id, []byte{2, 0, 0}))},
+		{"vote-short-txn", frame(TypeVote, 0, id[:15])},
+		{"vote-0", frame(TypeVote, 0, cat(id, []byte{0, 0}))},
+		{"decision-trailing", frame(TypeDecision, 0, cat(id, []byte{1, 1}))},
+		{"ack-no-name", frame(TypeAck, 0, id)},
+		{"outcome-bad-cause", frame(TypeOutcome, 1, cat(id, []byte{2, 9, 0, 0, 0}))},
+		{"admin-kind-0", frame(TypeAdminRequest, 1, []byte{0})},
+		{"error-code-0", frame(TypeError, 1, []byte{0, 0, 0, 0})},
+		{"error-message-too-long", frame(TypeError, 1, cat([]byte{0, 1, 0x04, 0x01}, make([]byte, 1025)))},
+	}
+	for _, c := range cases {
+		if err := Check(c.f); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: Check = %v, want ErrMalformed", c.name, err)
+		}
+		if err := newOf(c.f.Type).Decode(c.f); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: Decode = %v, want ErrMalformed", c.name, err)
+		}
+	}
+	// Decoding a frame as the wrong message type is refused.
+	f, _, _ := ParseFrame(mustAppend(t, nil, 0, &Ack{Txn: txn, From: []byte("a")}))
+	if err := new(Inquire).Decode(f); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Ack decoded as Inquire: %v", err)
+	}
+}
+
+// stream concatenates the encodings of every sample.
+func stream(t *testing.T) ([]byte, []Frame) {
+	var b []byte
+	var offs []int
+	for _, s := range samples() {
+		offs = append(offs, len(b))
+		b = mustAppend(t, b, s.reqID, s.msg)
+	}
+	var frames []Frame
+	for _, o := range offs {
+		f, _, err := ParseFrame(b[o:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, f)
+	}
+	return b, frames
+}
+
+func readAll(r *Reader) ([]Frame, error) {
+	var out []Frame
+	for {
+		f, err := r.Next()
+		if err != nil {
+			return out, err
+		}
+		f.Payload = bytes.Clone(f.Payload)
+		out = append(out, f)
+	}
+}
+
+func TestReaderStreams(t *testing.T) {
+	b, want := stream(t)
+	// Repeat the stream so that frames straddle the end of the buffer and
+	// the Reader has to move partial frames to the front.
+	b3 := bytes.Repeat(b, 3)
+	want3 := append(append(append([]Frame(nil), want...), want...), want...)
+	readers := map[string]func() io.Reader{
+		"whole":     func() io.Reader { return bytes.NewReader(b3) },
+		"one-byte":  func() io.Reader { return iotest.OneByteReader(bytes.NewReader(b3)) },
+		"half":      func() io.Reader { return iotest.HalfReader(bytes.NewReader(b3)) },
+		"data-err":  func() io.Reader { return iotest.DataErrReader(bytes.NewReader(b3)) },
+		"chunk-999": func() io.Reader { return &chunkReader{b: b3, n: 999} },
+	}
+	for name, mk := range readers {
+		got, err := readAll(NewReader(mk(), 0))
+		if err != io.EOF {
+			t.Errorf("%s: err = %v, want io.EOF", name, err)
+		}
+		if !reflect.DeepEqual(got, want3) {
+			t.Errorf("%s: read %d frames, want %d (or contents differ)", name, len(got), len(want3))
+		}
+	}
+}
+
+// chunkReader returns at most n bytes per Read.
+type chunkReader struct {
+	b []byte
+	n int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.n)], r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// countingReader counts the bytes it has handed out.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+func TestReaderRefusesBeforeReadingPayload(t *testing.T) {
+	cases := map[string][]byte{
+		"oversized": header(1<<31, Version, TypeAdminResponse, 0, 1),
+		"version":   header(100, 7, TypeVote, 0, 0),
+		"type":      header(100, Version, 99, 0, 0),
+	}
+	for name, h := range cases {
+		// An endless supply of payload bytes follows the header; the
+		// reader must refuse after the header, one byte at a time.
+		src := &countingReader{r: iotest.OneByteReader(io.MultiReader(bytes.NewReader(h), neverEnding('x')))}
+		r := NewReader(src, 0)
+		_, err := r.Next()
+		if err == nil {
+			t.Fatalf("%s: no error", name)
+		}
+		if src.n > HeaderSize {
+			t.Errorf("%s: read %d bytes before refusing (%v)", name, src.n, err)
+		}
+		if _, err2 := r.Next(); err2 != err {
+			t.Errorf("%s: error not sticky: %v then %v", name, err, err2)
+		}
+	}
+}
+
+type neverEnding byte
+
+func (b neverEnding) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(b)
+	}
+	return len(p), nil
+}
+
+func TestReaderTruncatedAndErrors(t *testing.T) {
+	b := mustAppend(t, nil, 0, &Ack{Txn: txn, From: []byte("bank")})
+	for i := 1; i < len(b); i++ {
+		r := NewReader(bytes.NewReader(b[:i]), 0)
+		if _, err := r.Next(); err != io.ErrUnexpectedEOF {
+			t.Fatalf("cut at %d: err = %v", i, err)
+		}
+	}
+	if _, err := NewReader(bytes.NewReader(nil), 0).Next(); err != io.EOF {
+		t.Fatalf("empty stream: %v", err)
+	}
+	boom := errors.New("boom")
+	r := NewReader(io.MultiReader(bytes.NewReader(b), iotest.ErrReader(boom)), 0)
+	if _, err := r.Next(); err != nil {
+		t.Fatalf("first frame: %v", err)
+	}
+	if _, err := r.Next(); err != boom {
+		t.Fatalf("err = %v, want boom", err)
+	}
+	// Garbage: a valid frame followed by text.
+	r = NewReader(strings.NewReader(string(b)+"GET / HTTP/1.1\r\n\r\n"), 0)
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(); err == nil || errors.Is(err, io.EOF) {
+		t.Fatalf("garbage accepted: %v", err)
+	}
+}
+
+func TestAllocations(t *testing.T) {
+	buf := make([]byte, 0, 1<<16)
+	if n := testing.AllocsPerRun(1000, func() {
+		v := Vote{Txn: txn, From: []byte("bank-1"), Vote: VoteYes}
+		buf, _ = AppendFrame(buf[:0], 0, &v)
+	}); n != 0 {
+		t.Errorf("AppendFrame of a stack message: %v allocs", n)
+	}
+	b, _ := stream(t)
+	var begin Begin
+	var err error
+	if n := testing.AllocsPerRun(100, func() {
+		for rest := b; len(rest) > 0; {
+			f, n, _ := ParseFrame(rest)
+			rest = rest[n:]
+			if err = Check(f); err != nil {
+				return
+			}
+			if f.Type == TypeBegin {
+				err = begin.Decode(f)
+			}
+		}
+	}); n != 0 || err != nil {
+		t.Errorf("ParseFrame+Check+Decode: %v allocs, err %v", n, err)
+	}
+	src := bytes.NewReader(b)
+	r := NewReader(src, 0)
+	if n := testing.AllocsPerRun(100, func() {
+		src.Reset(b)
+		r.Reset(src)
+		for {
+			if _, err := r.Next(); err != nil {
+				return
+			}
+		}
+	}); n != 0 {
+		t.Errorf("Reader.Next: %v allocs", n)
+	}
+}
+
+func BenchmarkAppendParseVote(b *testing.B) {
+	buf := make([]byte, 0, 256)
+	v := Vote{Txn: txn, From: []byte("bank-1"), Vote: VoteYes}
+	var out Vote
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = AppendFrame(buf[:0], 0, &v)
+		f, _, _ := ParseFrame(buf)
+		_ = out.Decode(f)
+	}
+}
