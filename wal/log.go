@@ -1,0 +1,607 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// LSN is a record's position in the log: records are numbered 1, 2, 3, ...
+// across segments, with no gaps. 0 means "no record".
+type LSN uint64
+
+// Defaults for Options.
+const (
+	DefaultSegmentSize     = 64 << 20
+	DefaultMaxRecordSize   = 1 << 20
+	DefaultMaxPendingBytes = 4 << 20
+	DefaultSegmentsAhead   = 2
+	// MinSegmentSize is the smallest SegmentSize Open accepts.
+	MinSegmentSize = 256
+)
+
+// Errors callers branch on. I/O failures are returned wrapped in ErrFailed
+// together with the cause (errors.Is works for both, e.g. syscall.ENOSPC).
+var (
+	// ErrCorrupt: Open or Replay found a bad frame that is not a torn tail.
+	// The message names the segment file and the offset.
+	ErrCorrupt = errors.New("wal: corrupt log")
+	// ErrClosed: the log was closed.
+	ErrClosed = errors.New("wal: log closed")
+	// ErrTooLarge: a record longer than Options.MaxRecordSize.
+	ErrTooLarge = errors.New("wal: record too large")
+	// ErrFailed: a write, fsync or directory operation failed earlier; the
+	// log accepts nothing more. Restart and recover from disk.
+	ErrFailed = errors.New("wal: log failed")
+	// ErrRetired: Replay was asked for records that were retired.
+	ErrRetired = errors.New("wal: records retired")
+)
+
+// Options configure a Log. The zero value is usable.
+type Options struct {
+	// FS is the file system; nil means the operating system's.
+	FS FS
+	// SegmentSize is the size of every segment file (default 64 MiB,
+	// at least MinSegmentSize; rounded down to a multiple of 8).
+	SegmentSize int64
+	// NoGroupCommit gives every record its own write and fsync, one after
+	// another: the "sync per append" baseline.
+	NoGroupCommit bool
+	// OnSync, if set, is called by the flusher after each write+fsync of
+	// segment data — once per batch, twice when a batch crosses into a new
+	// segment, once per record with NoGroupCommit — with the records and
+	// bytes it made durable and the time the write and fsync took (for
+	// metrics; wal imports no metrics library). It runs after the waiters
+	// were completed and must not block or call into the Log.
+	OnSync func(records, bytes int, d time.Duration)
+	// MaxRecordSize bounds Append (default 1 MiB); it is lowered to what fits
+	// in an empty segment.
+	MaxRecordSize int
+	// MaxPendingBytes bounds the bytes appended but not yet taken by the
+	// flusher (default 4 MiB); Append blocks beyond it (back-pressure).
+	MaxPendingBytes int
+	// SegmentsAhead is how many segment files are kept ready, written and
+	// synced, ahead of need (default 2).
+	SegmentsAhead int
+}
+
+// Waiter is told when a record is durable (err nil) or can never become
+// durable because the log failed (err non-nil). LogDurable is called on the
+// flusher goroutine, in LSN order, and must not block or call into the Log;
+// Notify calls it on the caller's goroutine when the answer is already known.
+type Waiter interface {
+	LogDurable(lsn LSN, err error)
+}
+
+// headroom is reserved at the front of each batch buffer so that a segment
+// header can be written in the same write as the frames that follow it.
+const headroom = segmentHeaderSize
+
+// waiter is a registered Notify.
+type waiter struct {
+	lsn LSN
+	w   Waiter
+}
+
+// segment is a used segment file: it has (or will have, once its first
+// batch is synced) a header naming seq and first.
+type segment struct {
+	seq   uint64 // immutable
+	first LSN    // immutable: LSN of its first record
+	name  string // immutable: base name
+	size  int64  // immutable
+	// durable: its header has been synced. Guarded by Log.mu.
+	durable bool
+}
+
+// readySegment is a prepared, synced, full-size segment file not yet used.
+type readySegment struct {
+	seq  uint64
+	name string
+	f    File
+}
+
+// Log is a write-ahead log. All methods are safe for concurrent use.
+//
+// Goroutines: the flusher (flushLoop) writes and syncs batches and completes
+// waiters; the preparer (prepareLoop) makes segment files ready ahead of
+// need. Close stops and waits for both.
+type Log struct {
+	// Immutable after Open.
+	dir       string
+	fs        FS
+	opts      Options // normalized
+	maxRecord int
+	recovery  Recovery
+
+	// durable is the durable-LSN watermark. Stored by the flusher with mu
+	// held; loaded anywhere.
+	durable atomic.Uint64
+	// last is the last appended LSN. Stored with mu held; loaded anywhere.
+	last atomic.Uint64
+	// poison is the error that failed the log. Set once, with mu held.
+	poison atomic.Pointer[error]
+
+	counters struct {
+		batches, syncs, bytes, created, recycled, removed atomic.Uint64
+	}
+
+	mu struct {
+		sync.Mutex
+		// pending holds frames appended but not yet taken by the flusher,
+		// after headroom bytes. Checksums are filled in by the flusher.
+		pending []byte
+		nextLSN LSN
+		// waiters registered by Notify for LSNs not yet durable, mostly in
+		// LSN order.
+		waiters     []waiter
+		err         error // == *poison
+		closing     bool  // Close has begun: no more appends
+		flusherIdle bool  // the flusher waits on flushCond
+		spaceWait   int   // appenders blocked on spaceCond
+		// live are the used segments, oldest first; the last is the one being
+		// written (once the flusher started writing this incarnation).
+		live []*segment
+		// ready are prepared segment files, used in order.
+		ready []readySegment
+		// pool are unused full-size segment files found by Open, to be
+		// renamed to fresh sequence numbers and reused.
+		pool        []string
+		nextSeq     uint64 // next unused segment sequence number
+		stopPrepare bool
+	}
+	flushCond sync.Cond // on mu: pending became non-empty, or closing/failed
+	spaceCond sync.Cond // on mu: pending was taken, or closing/failed
+	readyCond sync.Cond // on mu: a segment became ready, or failed
+	prepCond  sync.Cond // on mu: a ready segment was taken, or stop/failed
+
+	// syncMu/syncCond wake Sync callers when durable advances or the log
+	// fails; kept apart from mu so waking them does not contend with appends.
+	syncMu   sync.Mutex
+	syncCond sync.Cond
+
+	// retireMu serializes Retire and keeps segments from being retired
+	// under a running Replay (read lock) or Close (write lock).
+	retireMu sync.RWMutex
+
+	// fl is owned by the flusher goroutine (and read by Close after it ends).
+	fl struct {
+		spare   []byte // the batch buffer not lent to appenders
+		file    File   // segment being written; nil before the first batch
+		seg     *segment
+		off     int64  // next write offset in file
+		seed    uint32 // checksum seed of seg
+		fresh   bool   // seg's header is not yet written
+		flushed LSN    // last LSN written
+		firing  []waiter
+	}
+
+	flusherDone chan struct{}
+	prepareDone chan struct{}
+}
+
+func (o *Options) normalize() error {
+	if o.FS == nil {
+		o.FS = OS()
+	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	o.SegmentSize &^= 7
+	if o.SegmentSize < MinSegmentSize {
+		return fmt.Errorf("wal: SegmentSize %d below the minimum %d", o.SegmentSize, MinSegmentSize)
+	}
+	if o.MaxRecordSize <= 0 {
+		o.MaxRecordSize = DefaultMaxRecordSize
+	}
+	if fit := int(o.SegmentSize) - segmentHeaderSize - frameHeaderSize; o.MaxRecordSize > fit {
+		o.MaxRecordSize = fit
+	}
+	if o.MaxRecordSize > maxFormatRecord {
+		o.MaxRecordSize = maxFormatRecord
+	}
+	if o.MaxPendingBytes <= 0 {
+		o.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	o.MaxPendingBytes = max(o.MaxPendingBytes, frameSize(o.MaxRecordSize))
+	if o.SegmentsAhead <= 0 {
+		o.SegmentsAhead = DefaultSegmentsAhead
+	}
+	return nil
+}
+
+// Append adds a record to the log and returns its LSN at once; it copies
+// data. The record is durable once Sync(lsn) returns nil or a Waiter is told
+// so. Append blocks only while MaxPendingBytes are waiting for the flusher.
+func (l *Log) Append(data []byte) (LSN, error) { return l.append(data, nil) }
+
+// AppendNotify is Append followed by Notify(lsn, w), under one lock.
+func (l *Log) AppendNotify(data []byte, w Waiter) (LSN, error) { return l.append(data, w) }
+
+// AppendSync is Append followed by Sync.
+func (l *Log) AppendSync(data []byte) (LSN, error) {
+	lsn, err := l.append(data, nil)
+	if err != nil {
+		return 0, err
+	}
+	return lsn, l.Sync(lsn)
+}
+
+func (l *Log) append(data []byte, w Waiter) (LSN, error) {
+	if len(data) > l.maxRecord {
+		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), l.maxRecord)
+	}
+	n := frameSize(len(data))
+	l.mu.Lock()
+	for l.mu.err == nil && !l.mu.closing && len(l.mu.pending) > headroom &&
+		len(l.mu.pending)-headroom+n > l.opts.MaxPendingBytes {
+		l.mu.spaceWait++
+		l.spaceCond.Wait()
+		l.mu.spaceWait--
+	}
+	if err := l.mu.err; err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	if l.mu.closing {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	lsn := l.mu.nextLSN
+	l.mu.nextLSN++
+	p := len(l.mu.pending)
+	l.mu.pending = slices.Grow(l.mu.pending, n)[:p+n]
+	b := l.mu.pending[p : p+n]
+	putFrameHeader(b, len(data), lsn)
+	clear(b[frameHeaderSize+copy(b[frameHeaderSize:], data):]) // padding; the buffer is reused
+	l.last.Store(uint64(lsn))
+	if w != nil {
+		l.mu.waiters = append(l.mu.waiters, waiter{lsn, w})
+	}
+	if l.mu.flusherIdle {
+		l.mu.flusherIdle = false
+		l.flushCond.Signal()
+	}
+	l.mu.Unlock()
+	return lsn, nil
+}
+
+// Sync waits until lsn is durable. It does no I/O and takes no lock when lsn
+// is already durable. It returns the log's failure if lsn can no longer
+// become durable; an LSN made durable before a failure still returns nil.
+// Sync of an LSN never appended is a programmer error and panics.
+func (l *Log) Sync(lsn LSN) error {
+	if LSN(l.durable.Load()) >= lsn {
+		return nil
+	}
+	if lsn > LSN(l.last.Load()) {
+		panic(fmt.Sprintf("wal: Sync(%d) beyond the last appended LSN %d", lsn, l.last.Load()))
+	}
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	for {
+		if LSN(l.durable.Load()) >= lsn {
+			return nil
+		}
+		if e := l.poison.Load(); e != nil {
+			return *e
+		}
+		l.syncCond.Wait()
+	}
+}
+
+// Notify arranges for w.LogDurable(lsn, err) to be called once: at once on
+// this goroutine if lsn is already durable or the log has failed, otherwise
+// on the flusher goroutine, in LSN order with other waiters. Registering
+// does not allocate once the waiter list has grown to its working size.
+// Notify of an LSN never appended is a programmer error and panics.
+func (l *Log) Notify(lsn LSN, w Waiter) {
+	l.mu.Lock()
+	if lsn <= LSN(l.durable.Load()) {
+		l.mu.Unlock()
+		w.LogDurable(lsn, nil)
+		return
+	}
+	if err := l.mu.err; err != nil {
+		l.mu.Unlock()
+		w.LogDurable(lsn, err)
+		return
+	}
+	if lsn >= l.mu.nextLSN {
+		next := l.mu.nextLSN
+		l.mu.Unlock()
+		panic(fmt.Sprintf("wal: Notify(%d) beyond the last appended LSN %d", lsn, next-1))
+	}
+	l.mu.waiters = append(l.mu.waiters, waiter{lsn, w})
+	l.mu.Unlock()
+}
+
+// DurableLSN returns the highest LSN known durable (0 if none).
+func (l *Log) DurableLSN() LSN { return LSN(l.durable.Load()) }
+
+// LastLSN returns the highest LSN appended (0 if none).
+func (l *Log) LastLSN() LSN { return LSN(l.last.Load()) }
+
+// Stats are counters since Open and a snapshot of the segment files.
+type Stats struct {
+	Appends          uint64 // records appended since Open
+	Batches          uint64 // batches the flusher wrote
+	Syncs            uint64 // fsyncs of segment data (not of directories or new files)
+	BytesWritten     uint64 // bytes written to segments (frames and headers)
+	Segments         int    // used segments (holding records not yet retired)
+	ReadySegments    int    // prepared segments waiting to be used
+	SegmentsCreated  uint64 // segment files created and zero-filled
+	SegmentsRecycled uint64 // segment files reused under a new name
+	SegmentsRemoved  uint64 // segment files deleted
+	FirstLSN         LSN    // first LSN still in the log (0 if none)
+	DurableLSN       LSN
+	LastLSN          LSN
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	s := Stats{
+		Appends:          l.last.Load() - uint64(l.recovery.LastLSN),
+		Batches:          l.counters.batches.Load(),
+		Syncs:            l.counters.syncs.Load(),
+		BytesWritten:     l.counters.bytes.Load(),
+		SegmentsCreated:  l.counters.created.Load(),
+		SegmentsRecycled: l.counters.recycled.Load(),
+		SegmentsRemoved:  l.counters.removed.Load(),
+		DurableLSN:       l.DurableLSN(),
+		LastLSN:          l.LastLSN(),
+	}
+	l.mu.Lock()
+	s.Segments, s.ReadySegments = len(l.mu.live), len(l.mu.ready)
+	if len(l.mu.live) > 0 {
+		s.FirstLSN = l.mu.live[0].first
+	}
+	l.mu.Unlock()
+	return s
+}
+
+// Close makes everything appended durable, stops the goroutines and closes
+// the files. It returns the log's failure, if any.
+func (l *Log) Close() error {
+	l.retireMu.Lock()
+	defer l.retireMu.Unlock()
+	l.mu.Lock()
+	if l.mu.closing {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.mu.closing = true
+	l.flushCond.Signal()
+	l.spaceCond.Broadcast()
+	l.mu.Unlock()
+	<-l.flusherDone
+
+	l.mu.Lock()
+	l.mu.stopPrepare = true
+	l.prepCond.Broadcast()
+	l.mu.Unlock()
+	<-l.prepareDone
+
+	// Close errors are ignored: everything written was synced (or the log
+	// has failed and says so below); close loses nothing.
+	if l.fl.file != nil {
+		_ = l.fl.file.Close()
+	}
+	l.mu.Lock()
+	for _, r := range l.mu.ready {
+		_ = r.f.Close()
+	}
+	l.mu.ready = nil
+	err := l.mu.err
+	l.mu.Unlock()
+	return err
+}
+
+// fail poisons the log with err (the first failure wins) and wakes
+// everyone; the flusher then fails the waiters.
+func (l *Log) fail(err error) {
+	l.mu.Lock()
+	if l.mu.err == nil {
+		l.mu.err = err
+		l.poison.Store(&err)
+	}
+	l.flushCond.Broadcast()
+	l.spaceCond.Broadcast()
+	l.readyCond.Broadcast()
+	l.prepCond.Broadcast()
+	l.mu.Unlock()
+	l.syncMu.Lock()
+	l.syncCond.Broadcast()
+	l.syncMu.Unlock()
+}
+
+// ioFailure wraps an I/O error into the error that poisons the log.
+func ioFailure(op, path string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: disk full (no space left on device) during %s of %s; the log accepts no more records: %w",
+			ErrFailed, op, filepath.Base(path), err)
+	}
+	return fmt.Errorf("%w: %s of %s failed; the log accepts no more records: %w",
+		ErrFailed, op, filepath.Base(path), err)
+}
+
+func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
+
+// flushLoop is the flusher goroutine: it takes everything pending, writes it
+// with one write and one fsync (two of each when it crosses into a new
+// segment), then completes every waiter the batch covered, in LSN order.
+// It never waits for a timer: when idle it sleeps until the next Append, so
+// a lone appender pays one hand-off, not a batching delay.
+func (l *Log) flushLoop() {
+	defer close(l.flusherDone)
+	for {
+		l.mu.Lock()
+		for len(l.mu.pending) == headroom && l.mu.err == nil && !l.mu.closing {
+			l.mu.flusherIdle = true
+			l.flushCond.Wait()
+		}
+		l.mu.flusherIdle = false
+		if err := l.mu.err; err != nil {
+			ws := l.mu.waiters
+			l.mu.waiters = nil
+			l.mu.Unlock()
+			sortWaiters(ws)
+			for _, w := range ws {
+				w.w.LogDurable(w.lsn, err)
+			}
+			return
+		}
+		if len(l.mu.pending) == headroom { // closing, and all is written
+			l.mu.Unlock()
+			return
+		}
+		batch := l.mu.pending
+		l.mu.pending = l.fl.spare[:headroom]
+		if l.mu.spaceWait > 0 {
+			l.spaceCond.Broadcast()
+		}
+		l.mu.Unlock()
+
+		err := l.writeBatch(batch)
+		l.fl.spare = batch
+		if err != nil {
+			l.fail(err)
+			continue
+		}
+		l.counters.batches.Add(1)
+	}
+}
+
+// writeBatch writes the frames in buf[headroom:] and syncs them, rolling
+// over to a new segment where the current one is full. With NoGroupCommit
+// each frame gets its own write and sync.
+func (l *Log) writeBatch(buf []byte) error {
+	for p := headroom; p < len(buf); {
+		if l.fl.file == nil || l.fl.off+int64(frameSize(int(le.Uint32(buf[p+4:])))) > l.opts.SegmentSize {
+			if err := l.rollover(l.fl.flushed + 1); err != nil {
+				return err
+			}
+		}
+		start, lsn := p, l.fl.flushed
+		for p < len(buf) {
+			size := frameSize(int(le.Uint32(buf[p+4:])))
+			if l.fl.off+int64(p-start+size) > l.opts.SegmentSize {
+				break
+			}
+			sealFrame(buf[p:], l.fl.seed)
+			p += size
+			lsn++
+			if l.opts.NoGroupCommit {
+				break
+			}
+		}
+		w, off := buf[start:p], l.fl.off
+		if l.fl.fresh {
+			// The header goes just before the frames, over bytes that are
+			// either headroom or frames already written to the old segment.
+			w, off = buf[start-segmentHeaderSize:p], 0
+			putSegmentHeader(w, l.fl.seg.seq, l.fl.seg.first)
+		}
+		var t0 time.Time
+		if l.opts.OnSync != nil {
+			t0 = time.Now()
+		}
+		if _, err := l.fl.file.WriteAt(w, off); err != nil {
+			return ioFailure("write", l.fl.seg.name, err)
+		}
+		if err := l.fl.file.Sync(); err != nil {
+			return ioFailure("fsync", l.fl.seg.name, err)
+		}
+		l.counters.syncs.Add(1)
+		l.counters.bytes.Add(uint64(len(w)))
+		l.fl.off += int64(p - start)
+		records := int(lsn - l.fl.flushed)
+		l.fl.flushed = lsn
+		l.markDurable(lsn)
+		if l.opts.OnSync != nil {
+			l.opts.OnSync(records, len(w), time.Since(t0))
+		}
+	}
+	return nil
+}
+
+// rollover switches the flusher to the next ready segment, whose first
+// record will be first. The current segment, if any, is fully synced.
+func (l *Log) rollover(first LSN) error {
+	if l.fl.file != nil {
+		_ = l.fl.file.Close() // synced already; close loses nothing
+		l.fl.file = nil
+	}
+	l.mu.Lock()
+	for len(l.mu.ready) == 0 && l.mu.err == nil {
+		l.readyCond.Wait()
+	}
+	if err := l.mu.err; err != nil {
+		l.mu.Unlock()
+		return err
+	}
+	r := l.mu.ready[0]
+	l.mu.ready = slices.Delete(l.mu.ready, 0, 1)
+	seg := &segment{seq: r.seq, first: first, name: r.name, size: l.opts.SegmentSize}
+	l.mu.live = append(l.mu.live, seg)
+	l.prepCond.Signal()
+	l.mu.Unlock()
+	l.fl.file, l.fl.seg, l.fl.off = r.f, seg, segmentHeaderSize
+	l.fl.seed, l.fl.fresh = segmentSeed(r.seq), true
+	return nil
+}
+
+// markDurable advances the watermark to lsn and completes the waiters it
+// covers, in LSN order, on the flusher goroutine.
+func (l *Log) markDurable(lsn LSN) {
+	firing := l.fl.firing[:0]
+	l.mu.Lock()
+	l.durable.Store(uint64(lsn))
+	if l.fl.fresh {
+		l.fl.seg.durable = true
+		l.fl.fresh = false
+	}
+	keep := l.mu.waiters[:0]
+	for _, w := range l.mu.waiters {
+		if w.lsn <= lsn {
+			firing = append(firing, w)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	clear(l.mu.waiters[len(keep):]) // drop references to completed waiters
+	l.mu.waiters = keep
+	l.mu.Unlock()
+
+	l.syncMu.Lock()
+	l.syncCond.Broadcast()
+	l.syncMu.Unlock()
+
+	sortWaiters(firing)
+	for _, w := range firing {
+		w.w.LogDurable(w.lsn, nil)
+	}
+	clear(firing)
+	l.fl.firing = firing[:0]
+}
+
+// sortWaiters puts waiters in LSN order; they are usually sorted already.
+func sortWaiters(ws []waiter) {
+	cmp := func(a, b waiter) int {
+		switch {
+		case a.lsn < b.lsn:
+			return -1
+		case a.lsn > b.lsn:
+			return 1
+		}
+		return 0
+	}
+	if !slices.IsSortedFunc(ws, cmp) {
+		slices.SortStableFunc(ws, cmp)
+	}
+}
