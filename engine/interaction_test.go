@@ -2,10 +2,10 @@ package engine_test
 
 import (
 	"flag"
-	"reflect"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
