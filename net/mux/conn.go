@@ -1,0 +1,512 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commitd/commitd/net/wire"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxPending   = 4 << 20
+	DefaultMaxInFlight  = 4096
+	DefaultWriteTimeout = 10 * time.Second
+	DefaultHelloTimeout = 5 * time.Second
+)
+
+// keepBuffer is the largest output buffer the writer keeps for reuse after
+// a burst; a larger one is dropped so that one burst does not pin memory
+// for the life of the connection.
+const keepBuffer = 1 << 20
+
+// Errors a connection fails with. A connection that failed reports why in
+// Err, and every Send, Reply, Call and Stream on it returns that error.
+var (
+	// ErrClosed: Close was called on this side.
+	ErrClosed = errors.New("mux: connection closed")
+	// ErrSlowPeer: the peer did not read fast enough: more than
+	// Options.MaxPending bytes were queued, or one write blocked for
+	// Options.WriteTimeout. The connection is cut off rather than buffered
+	// without limit.
+	ErrSlowPeer = errors.New("mux: slow peer cut off")
+	// ErrNoHello: an accepted connection did not start with a Hello frame
+	// within Options.HelloTimeout.
+	ErrNoHello = errors.New("mux: no hello")
+	// ErrNotConnected: a Peer has no live connection; a one-way message
+	// was dropped (and counted), a call was not sent.
+	ErrNotConnected = errors.New("mux: not connected")
+)
+
+// RemoteError is a request error: the peer answered the request with a
+// wire.Error frame. Only that request failed; the connection is fine.
+type RemoteError struct {
+	Code    wire.ErrorCode
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("mux: remote error (%v): %s", e.Code, e.Message)
+}
+
+// Handler receives the frames that are not replies to this side's calls:
+// the Hello, requests and one-way messages.
+type Handler interface {
+	// HandleFrame is called on the connection's reader goroutine, one
+	// frame at a time, in arrival order. The frame has passed wire.Check,
+	// so decoding it succeeds; its memory is valid only during the call.
+	// It must not block for long: the connection reads nothing meanwhile.
+	// Answer a request with c.Reply(f.ReqID, ...), now or later from any
+	// goroutine. A non-nil error is a connection error: it closes c and is
+	// logged.
+	HandleFrame(c *Conn, f wire.Frame) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(c *Conn, f wire.Frame) error
+
+// HandleFrame calls h(c, f).
+func (h HandlerFunc) HandleFrame(c *Conn, f wire.Frame) error { return h(c, f) }
+
+// Options configure a Conn. The zero value works: zero fields take the
+// defaults named.
+type Options struct {
+	// Handler receives the Hello, requests and one-way frames. If nil,
+	// requests are answered with an Error{CodeInvalid} and one-way frames
+	// are counted in Stats.Ignored and dropped.
+	Handler Handler
+	// Logger receives the reason a connection failed (once per
+	// connection). Nil means slog.Default().
+	Logger *slog.Logger
+	// MaxPending bounds the bytes queued for the writer (DefaultMaxPending).
+	// A Send that would go past it cuts the connection off with ErrSlowPeer.
+	// The writer may hold as much again while a write is in progress.
+	MaxPending int
+	// MaxInFlight bounds the calls awaiting a reply (DefaultMaxInFlight).
+	// Call and Stream block, until their context ends, while it is reached.
+	MaxInFlight int
+	// WriteTimeout bounds one write (DefaultWriteTimeout; negative means
+	// none). A peer that does not read for that long is cut off with
+	// ErrSlowPeer.
+	WriteTimeout time.Duration
+	// HelloTimeout, if positive, makes the connection an accepting one:
+	// the first frame must be a Hello and must arrive within HelloTimeout,
+	// else the connection is closed (ErrNoHello), so half-open connections
+	// cannot pile up. If zero, a Hello frame is a protocol violation.
+	HelloTimeout time.Duration
+	// NoCoalesce makes the writer write each frame with its own write, for
+	// comparison with the default of one write per batch.
+	NoCoalesce bool
+	// ReadBufferSize is the size of the read buffer (at least, and by
+	// default, wire.MaxFrameSize).
+	ReadBufferSize int
+	// OnClose, if set, is called once when the connection has failed and
+	// its goroutines are done, with the reason (see Conn.Err).
+	OnClose func(c *Conn, err error)
+
+	// exited, if set, is called last on the reader goroutine, after done
+	// is closed: a Server waits for its connections with it.
+	exited func()
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	return o
+}
+
+// Stats counts a connection's traffic. Frames and bytes are counted when
+// written (sent) or read (received).
+type Stats struct {
+	Writes         uint64 // write calls on the net.Conn
+	FramesSent     uint64 // frames written
+	BytesSent      uint64 // bytes written
+	FramesReceived uint64 // frames read, every type
+	BytesReceived  uint64 // bytes of the frames read
+	InFlight       int    // calls awaiting a reply now
+	UnknownReplies uint64 // replies for no pending call (late, cancelled or bogus): ignored
+	Ignored        uint64 // one-way frames dropped for want of a Handler
+}
+
+// Conn is one multiplexed connection: any number of goroutines may Send
+// one-way frames and make Calls over it at once.
+//
+// It runs two goroutines. The writer takes everything queued since its last
+// write and writes it with a single write call (nats-server's
+// flushOutbound); senders only append to the queue under a short mutex and
+// never wait for I/O. The reader decodes frames into one reused buffer,
+// hands replies to the calls waiting for them (net/rpc's pending table)
+// and everything else to the Handler.
+type Conn struct {
+	// Immutable after NewConn.
+	nc          net.Conn
+	opts        Options
+	wake        chan struct{} // cap 1: "the queue is no longer empty"
+	closing     chan struct{} // closed when the connection starts failing
+	writerDone  chan struct{} // closed when the writer has returned
+	done        chan struct{} // closed when both goroutines have returned
+	slots       chan struct{} // one token per call in flight
+	failOnce    sync.Once
+	peerRole    atomic.Uint32 // the Hello's role; written by the reader before the handler sees the Hello
+	peerName    atomic.Pointer[string]
+	spareWriter []byte // owned by the writer goroutine: the buffer it swaps in
+
+	mu struct {
+		sync.Mutex
+		out    []byte // frames queued for the writer
+		frames int    // number of frames in out
+		err    error  // why the connection failed; nil while it is up
+	}
+
+	calls struct {
+		sync.Mutex
+		nextID  uint64
+		pending map[uint64]*call
+		err     error // set with mu.err; no call is registered after it
+	}
+
+	stats struct {
+		writes, framesSent, bytesSent atomic.Uint64
+		framesReceived, bytesReceived atomic.Uint64
+		unknownReplies, ignored       atomic.Uint64
+	}
+}
+
+// NewConn takes ownership of nc and starts the connection's reader and
+// writer goroutines. TLS, if wanted, is the caller's: wrap nc first.
+func NewConn(nc net.Conn, opts Options) *Conn {
+	opts = opts.withDefaults()
+	c := &Conn{
+		nc:         nc,
+		opts:       opts,
+		wake:       make(chan struct{}, 1),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+		slots:      make(chan struct{}, opts.MaxInFlight),
+	}
+	c.calls.pending = make(map[uint64]*call)
+	go c.writeLoop()
+	go c.readLoop()
+	return c
+}
+
+// Send queues a one-way frame. It returns once m is encoded into the
+// queue: it never waits for the network. It does not retain m, and it does
+// not allocate unless the queue must grow (m may live on the caller's
+// stack).
+//
+// An error wrapping wire.ErrMalformed means m breaks a wire limit and was
+// not queued; the connection is fine. Any other error is the connection's
+// (Err): the frame was not queued, or it was and the connection failed
+// before writing it — one-way frames are never acknowledged.
+func (c *Conn) Send(m wire.Message) error { return c.queue(0, m) }
+
+// Reply queues the reply m (an Outcome, AdminResponse or Error) to the
+// request with id reqID, like Send.
+func (c *Conn) Reply(reqID uint64, m wire.Message) error {
+	if reqID == 0 {
+		panic("mux: Reply with request id 0")
+	}
+	return c.queue(reqID, m)
+}
+
+// queue appends one frame to the writer's queue and wakes the writer if
+// the queue was empty (a non-empty queue means a wake-up is pending).
+func (c *Conn) queue(reqID uint64, m wire.Message) error {
+	c.mu.Lock()
+	if err := c.mu.err; err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	was := len(c.mu.out)
+	out, err := wire.AppendFrame(c.mu.out, reqID, m)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if len(out) > c.opts.MaxPending {
+		c.mu.out = out[:was]
+		c.mu.Unlock()
+		err := fmt.Errorf("%w: %d bytes queued, limit %d", ErrSlowPeer, len(out), c.opts.MaxPending)
+		c.fail(err)
+		return c.Err()
+	}
+	c.mu.out = out
+	c.mu.frames++
+	c.mu.Unlock()
+	if was == 0 {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// writeLoop is the writer goroutine.
+func (c *Conn) writeLoop() {
+	defer close(c.writerDone)
+	for {
+		select {
+		case <-c.wake:
+		case <-c.closing:
+			return
+		}
+		c.mu.Lock()
+		if c.mu.err != nil {
+			c.mu.Unlock()
+			return
+		}
+		buf, frames := c.mu.out, c.mu.frames
+		c.mu.out, c.mu.frames = c.spareWriter[:0], 0
+		c.mu.Unlock()
+		if len(buf) == 0 {
+			c.spareWriter = buf
+			continue
+		}
+		err := c.write(buf, frames)
+		if cap(buf) > keepBuffer {
+			buf = nil
+		}
+		c.spareWriter = buf[:0]
+		if err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// write writes one batch of frames: in one write, or frame by frame with
+// NoCoalesce.
+func (c *Conn) write(buf []byte, frames int) error {
+	if c.opts.WriteTimeout > 0 {
+		if err := c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout)); err != nil {
+			return err
+		}
+	}
+	var err error
+	if c.opts.NoCoalesce {
+		for len(buf) > 0 && err == nil {
+			n, _ := wire.FrameLen(buf) // the queue holds whole frames only
+			_, err = c.nc.Write(buf[:n])
+			buf = buf[n:]
+			c.stats.writes.Add(1)
+			c.stats.bytesSent.Add(uint64(n))
+		}
+	} else {
+		_, err = c.nc.Write(buf)
+		c.stats.writes.Add(1)
+		c.stats.bytesSent.Add(uint64(len(buf)))
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("%w: a write blocked for %v", ErrSlowPeer, c.opts.WriteTimeout)
+		}
+		return err
+	}
+	c.stats.framesSent.Add(uint64(frames))
+	return nil
+}
+
+// readLoop is the reader goroutine; it also finishes the connection.
+func (c *Conn) readLoop() {
+	err := c.read()
+	c.fail(err)
+	<-c.writerDone
+	if c.opts.OnClose != nil {
+		c.opts.OnClose(c, c.Err())
+	}
+	close(c.done)
+	if c.opts.exited != nil {
+		c.opts.exited()
+	}
+}
+
+func (c *Conn) read() error {
+	r := wire.NewReader(c.nc, c.opts.ReadBufferSize)
+	if c.opts.HelloTimeout > 0 {
+		if err := c.readHello(r); err != nil {
+			return err
+		}
+	}
+	for {
+		f, err := r.Next()
+		if err != nil {
+			return err
+		}
+		if err := c.dispatch(f); err != nil {
+			return err
+		}
+	}
+}
+
+// readHello reads and dispatches the first frame of an accepted connection,
+// which must be a Hello that arrives within HelloTimeout.
+func (c *Conn) readHello(r *wire.Reader) error {
+	if err := c.nc.SetReadDeadline(time.Now().Add(c.opts.HelloTimeout)); err != nil {
+		return err
+	}
+	f, err := r.Next()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w within %v", ErrNoHello, c.opts.HelloTimeout)
+	}
+	if err != nil {
+		return err
+	}
+	if f.Type != wire.TypeHello {
+		return fmt.Errorf("%w: first frame is %v", ErrNoHello, f.Type)
+	}
+	var h wire.Hello
+	if err := h.Decode(f); err != nil {
+		return err
+	}
+	name := string(h.Name)
+	c.peerName.Store(&name)
+	c.peerRole.Store(uint32(h.Role))
+	// An error here means the peer has already gone (net.Pipe reports
+	// that); the next read reports it properly, after the frames buffered.
+	_ = c.nc.SetReadDeadline(time.Time{})
+	c.countReceived(f)
+	return c.handle(f)
+}
+
+func (c *Conn) countReceived(f wire.Frame) {
+	c.stats.framesReceived.Add(1)
+	c.stats.bytesReceived.Add(uint64(f.Size()))
+}
+
+// dispatch checks one frame and routes it. An error is a connection error.
+func (c *Conn) dispatch(f wire.Frame) error {
+	c.countReceived(f)
+	if err := wire.Check(f); err != nil {
+		return err
+	}
+	switch {
+	case f.Type.IsReply():
+		c.deliver(f)
+		return nil
+	case f.Type == wire.TypeHello:
+		return fmt.Errorf("%w: unexpected hello", wire.ErrMalformed)
+	}
+	return c.handle(f)
+}
+
+func (c *Conn) handle(f wire.Frame) error {
+	h := c.opts.Handler
+	if h == nil {
+		if f.Type.IsRequest() {
+			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte("no handler for requests")})
+		}
+		c.stats.ignored.Add(1)
+		return nil
+	}
+	if err := h.HandleFrame(c, f); err != nil {
+		return fmt.Errorf("mux: handling %v: %w", f.Type, err)
+	}
+	return nil
+}
+
+// fail closes the connection for reason err, once: later Sends and Calls
+// fail with err, pending calls fail with err, and both goroutines stop.
+func (c *Conn) fail(err error) {
+	c.failOnce.Do(func() {
+		c.mu.Lock()
+		c.mu.err = err
+		c.mu.out = nil
+		c.mu.Unlock()
+		close(c.closing)
+		_ = c.nc.Close() // unblocks the reader and a blocked writer
+		c.failCalls(err)
+		if !errors.Is(err, ErrClosed) && !errors.Is(err, io.EOF) {
+			c.opts.Logger.Warn("mux: connection failed", "remote", c.nc.RemoteAddr(), "err", err)
+		}
+	})
+}
+
+// Close closes the connection. Frames still queued are dropped; pending
+// calls fail with ErrClosed. Close does not wait for the goroutines (it may
+// be called from a Handler); Done does.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	return nil
+}
+
+// Done is closed when the connection has failed and both of its
+// goroutines have returned.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection failed, or nil while it is up: ErrClosed
+// after Close, io.EOF if the peer closed it, ErrSlowPeer, ErrNoHello, a
+// wire error for a malformed frame, a Handler's error or a network error.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.err
+}
+
+// Hello returns the role and name from the peer's Hello on an accepting
+// connection (Options.HelloTimeout > 0), or zero values before it came.
+func (c *Conn) Hello() (wire.Role, string) {
+	role := wire.Role(c.peerRole.Load())
+	if p := c.peerName.Load(); p != nil {
+		return role, *p
+	}
+	return role, ""
+}
+
+// RemoteAddr returns the peer's network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Stats returns the connection's counters.
+func (c *Conn) Stats() Stats {
+	c.calls.Lock()
+	inFlight := len(c.calls.pending)
+	c.calls.Unlock()
+	return Stats{
+		Writes:         c.stats.writes.Load(),
+		FramesSent:     c.stats.framesSent.Load(),
+		BytesSent:      c.stats.bytesSent.Load(),
+		FramesReceived: c.stats.framesReceived.Load(),
+		BytesReceived:  c.stats.bytesReceived.Load(),
+		InFlight:       inFlight,
+		UnknownReplies: c.stats.unknownReplies.Load(),
+		Ignored:        c.stats.ignored.Load(),
+	}
+}
+
+// waitSlot takes an in-flight token, blocking while MaxInFlight calls are
+// in flight.
+func (c *Conn) waitSlot(ctx context.Context) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.closing:
+		return c.Err()
+	}
+}
