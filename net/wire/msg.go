@@ -439,7 +439,7 @@ func endFrame(dst []byte, start int) ([]byte, error) {
 	n := len(dst) - start
 	if n > MaxFrameSize {
 		// Unreachable with the field limits above (the largest Begin is
-		// about 42 KiB); kept so that a new field cannot silently produce
+		// 41,663 bytes); kept so that a new field cannot silently produce
 		// frames every reader refuses.
 		return dst[:start], fmt.Errorf("%w: encoded frame is %d bytes", ErrFrameTooLarge, n)
 	}

@@ -220,6 +220,10 @@ func TestParseFrameHeaderErrors(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v", c.name, err, c.want)
 		}
 	}
+	// The largest Begin is the size the docs state.
+	if b := mustAppend(t, nil, 1, samples()[3].msg); len(b) != 41663 {
+		t.Errorf("largest Begin is %d bytes; docs/wire-format.md says 41,663", len(b))
+	}
 	// The largest frame is accepted.
 	big := mustAppend(t, nil, 1, &AdminResponse{JSON: make([]byte, MaxPayload)})
 	if len(big) != MaxFrameSize {
