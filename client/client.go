@@ -1,0 +1,228 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/link"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+	"github.com/google/uuid"
+)
+
+// Outcome is what a transaction came to.
+type Outcome = engine.Outcome
+
+// The outcomes a transaction can have.
+const (
+	Committed = engine.OutcomeCommitted
+	Aborted   = engine.OutcomeAborted
+	Unknown   = engine.OutcomeUnknown
+	Rejected  = engine.OutcomeRejected
+)
+
+// Branch is one participant's share of a transaction.
+type Branch = engine.Branch
+
+// Result is the outcome of one transaction and, for an abort or a
+// rejection, why.
+type Result struct {
+	Txn     uuid.UUID
+	Outcome Outcome
+	// Cause and Participant say why it aborted: which participant voted
+	// no or did not vote in time. Detail says why it was rejected, or why
+	// the outcome is unknown.
+	Cause       engine.AbortCause
+	Participant string
+	Detail      string
+}
+
+func (r Result) String() string {
+	switch r.Outcome {
+	case Aborted:
+		return fmt.Sprintf("%v aborted (%v at %s)", r.Txn, r.Cause, r.Participant)
+	case Rejected, Unknown:
+		return fmt.Sprintf("%v %v: %s", r.Txn, r.Outcome, r.Detail)
+	}
+	return fmt.Sprintf("%v %v", r.Txn, r.Outcome)
+}
+
+// Options configure a Client. The zero value works.
+type Options struct {
+	// Conns is the number of connections to the coordinator (default 1);
+	// calls go round-robin over them.
+	Conns int
+	// TLS, when set, is used for every connection (mutual TLS: set
+	// Certificates to the client's certificate).
+	TLS *tls.Config
+	// DialTimeout bounds Dial's wait for a first connection (default 5s).
+	DialTimeout time.Duration
+	// MaxInFlight bounds the transactions in flight per connection
+	// (default mux.DefaultMaxInFlight).
+	MaxInFlight int
+}
+
+// Client runs transactions through one coordinator. It is safe for
+// thousands of concurrent callers: their requests are pipelined over a few
+// multiplexed connections.
+type Client struct {
+	peer *mux.Peer
+	pool sync.Pool // *scratch
+}
+
+// scratch is one call's encode and decode buffers, pooled so that a call
+// allocates almost nothing.
+type scratch struct {
+	begin   wire.Begin
+	outcome wire.Outcome
+	buf     []byte
+}
+
+// Dial connects to the coordinator at addr and waits until at least one
+// connection is up. The client reconnects by itself if the coordinator
+// restarts.
+func Dial(addr string, opts Options) (*Client, error) {
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	c := &Client{peer: mux.NewPeer(addr, mux.PeerOptions{
+		Conn:  mux.Options{MaxInFlight: opts.MaxInFlight},
+		Hello: wire.Hello{Role: wire.RoleClient},
+		Dial:  link.Dialer(opts.TLS),
+		Conns: opts.Conns,
+	})}
+	c.pool.New = func() any { return new(scratch) }
+	ctx, cancel := context.WithTimeout(context.Background(), opts.DialTimeout)
+	defer cancel()
+	if err := c.peer.WaitConnected(ctx); err != nil {
+		c.peer.Close()
+		return nil, fmt.Errorf("commitd client: cannot reach the coordinator at %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// Close closes the connections. Calls in flight end with Unknown.
+func (c *Client) Close() error { return c.peer.Close() }
+
+// Run runs one whole transaction — prepare at every branch, decide, tell
+// everyone — in one round trip to the coordinator, and returns its
+// outcome. id should be a fresh time-ordered UUID (uuid.NewV7).
+//
+// The error is nil whenever the coordinator answered, whatever the outcome.
+// When the answer cannot be had (the connection failed after the request
+// was sent, or ctx ended first) Run returns Outcome Unknown with the error:
+// the transaction may or may not have committed, and only the participants
+// can tell. Never a guess: Aborted with an error means the request was
+// never sent or was refused before anything started.
+func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Result, error) {
+	res := Result{Txn: id}
+	if why := checkBranches(branches); why != "" {
+		res.Outcome, res.Cause, res.Detail = Rejected, engine.CauseInvalid, why
+		return res, nil
+	}
+	sc := c.pool.Get().(*scratch)
+	defer c.pool.Put(sc)
+	sc.begin.Txn = wire.TxnID(id)
+	sc.begin.Branches = sc.begin.Branches[:0]
+	for _, b := range branches {
+		sc.begin.Branches = append(sc.begin.Branches, wire.Branch{Participant: []byte(b.Participant), Work: b.Work})
+	}
+	f, err := c.peer.Call(ctx, &sc.begin, sc.buf)
+	if err != nil {
+		var re *mux.RemoteError
+		switch {
+		case errors.As(err, &re) && re.Code == wire.CodeInvalid:
+			res.Outcome, res.Cause, res.Detail = Rejected, engine.CauseInvalid, re.Message
+			return res, nil
+		case errors.As(err, &re) && re.Code == wire.CodeUnavailable:
+			// Nothing was started.
+			res.Outcome, res.Detail = Aborted, re.Message
+			return res, err
+		case errors.Is(err, mux.ErrNotConnected):
+			res.Outcome, res.Detail = Aborted, "not sent: no connection to the coordinator"
+			return res, err
+		}
+		res.Outcome, res.Detail = Unknown, err.Error()
+		return res, err
+	}
+	sc.buf = f.Payload[:0]
+	if err := sc.outcome.Decode(f); err != nil {
+		res.Outcome, res.Detail = Unknown, err.Error()
+		return res, err
+	}
+	res.Outcome = Outcome(sc.outcome.Outcome)
+	res.Cause = engine.AbortCause(sc.outcome.Cause)
+	if len(sc.outcome.Participant) > 0 {
+		res.Participant = string(sc.outcome.Participant)
+	}
+	if len(sc.outcome.Detail) > 0 {
+		res.Detail = string(sc.outcome.Detail)
+	}
+	return res, nil
+}
+
+// Admin asks the server at addr (a coordinator or a participant) for a
+// report and decodes its JSON into v. kind is "status", "accounts" or
+// "outcomes".
+func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v any) error {
+	var k wire.AdminKind
+	switch kind {
+	case "status":
+		k = wire.AdminStatus
+	case "accounts":
+		k = wire.AdminAccounts
+	case "outcomes":
+		k = wire.AdminOutcomes
+	default:
+		return fmt.Errorf("unknown admin report %q (want status, accounts or outcomes)", kind)
+	}
+	nc, err := link.Dialer(tlsCfg)(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("cannot reach %s: %w", addr, err)
+	}
+	conn := mux.NewConn(nc, mux.Options{})
+	defer conn.Close()
+	if err := conn.Send(&wire.Hello{Role: wire.RoleAdmin}); err != nil {
+		return err
+	}
+	var body []byte
+	var resp wire.AdminResponse
+	err = conn.Stream(ctx, &wire.AdminRequest{Kind: k}, func(f wire.Frame) error {
+		if err := resp.Decode(f); err != nil {
+			return err
+		}
+		body = append(body, resp.JSON...)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("admin %s from %s: %w", kind, addr, err)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("admin %s from %s: bad JSON: %w", kind, addr, err)
+	}
+	return nil
+}
+
+// checkBranches refuses, before anything is sent, what the wire cannot
+// carry. What the coordinator must judge (names it knows, duplicates) it
+// judges.
+func checkBranches(branches []Branch) string {
+	if len(branches) > wire.MaxBranches {
+		return fmt.Sprintf("%d branches; at most %d", len(branches), wire.MaxBranches)
+	}
+	for _, b := range branches {
+		if len(b.Participant) > wire.MaxNameLen {
+			return fmt.Sprintf("participant name of %d bytes; at most %d", len(b.Participant), wire.MaxNameLen)
+		}
+		if len(b.Work) > wire.MaxWorkLen {
+			return fmt.Sprintf("work of %d bytes for %s; at most %d", len(b.Work), b.Participant, wire.MaxWorkLen)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,133 @@
+package coordinator
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"time"
+
+	"github.com/commitd/commitd/engine"
+)
+
+// Config is everything a coordinator needs. Zero durations and counts take
+// the defaults noted on each field.
+type Config struct {
+	// Listen is the address for clients, participants and admin queries
+	// (default 127.0.0.1:7400).
+	Listen string
+	// Listener, if set, is used instead of listening on Listen (tests and
+	// the demo make listeners first so that every address is known).
+	Listener net.Listener
+	// DataDir holds the coordinator's log. Required.
+	DataDir string
+	// Participants maps each participant name to its address.
+	Participants map[string]string
+	// Shards is the number of engine shards, each on its own goroutine
+	// (default GOMAXPROCS).
+	Shards int
+
+	// Tick is the engine's clock period (default 10ms). The timeouts below
+	// are converted to ticks of it.
+	Tick time.Duration
+	// PrepareTimeout: a transaction missing a vote this long aborts
+	// (default 2s).
+	PrepareTimeout time.Duration
+	// RedeliverMin and RedeliverMax bound the backoff between redeliveries
+	// of an unacknowledged commit decision (defaults 100ms and 2s).
+	RedeliverMin, RedeliverMax time.Duration
+	// Remember is how long a finished transaction's outcome is kept for
+	// late messages (default 30s).
+	Remember time.Duration
+
+	// GroupCommit lets one fdatasync cover many records (default on; off
+	// is for benchmarks that show what it buys).
+	GroupCommit bool
+	// Coalesce lets one write carry every queued frame for a connection
+	// (default on; off is for benchmarks).
+	Coalesce bool
+	// ConnsPerParticipant is how many connections the coordinator keeps to
+	// each participant (default 2).
+	ConnsPerParticipant int
+
+	// TLS, when set, is required of every connection in both directions
+	// (mutual TLS: its ClientCAs verify peers that dial in, its RootCAs
+	// verify participants dialed out to).
+	TLS *tls.Config
+
+	// HTTP, if set, is the address of the observability endpoint:
+	// /metrics, /debug/pprof/, /healthz.
+	HTTP string
+
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in, for dataDir.
+func DefaultConfig(dataDir string) Config {
+	c := Config{DataDir: dataDir, GroupCommit: true, Coalesce: true}
+	c.fill()
+	return c
+}
+
+func (c *Config) fill() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7400"
+	}
+	if c.Shards <= 0 {
+		c.Shards = runtime.GOMAXPROCS(0)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Tick, 10*time.Millisecond)
+	def(&c.PrepareTimeout, 2*time.Second)
+	def(&c.RedeliverMin, 100*time.Millisecond)
+	def(&c.RedeliverMax, 2*time.Second)
+	def(&c.Remember, 30*time.Second)
+	if c.ConnsPerParticipant <= 0 {
+		c.ConnsPerParticipant = 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("coordinator: a data directory is required")
+	}
+	if len(c.Participants) == 0 {
+		return errors.New("coordinator: at least one participant (NAME=ADDR) is required")
+	}
+	for name, addr := range c.Participants {
+		if name == "" || len(name) > engine.MaxNameLen {
+			return fmt.Errorf("coordinator: participant name %q must be 1 to %d bytes", name, engine.MaxNameLen)
+		}
+		if addr == "" {
+			return fmt.Errorf("coordinator: participant %q has no address", name)
+		}
+	}
+	if c.Shards > 1024 {
+		return fmt.Errorf("coordinator: %d shards is more than 1024", c.Shards)
+	}
+	return nil
+}
+
+// ticks converts a duration to engine ticks, at least 1.
+func (c *Config) ticks(d time.Duration) int {
+	return max(1, int((d+c.Tick-1)/c.Tick))
+}
+
+func (c *Config) shardConfig() engine.ShardConfig {
+	return engine.ShardConfig{
+		PrepareTimeout: c.ticks(c.PrepareTimeout),
+		RedeliverMin:   c.ticks(c.RedeliverMin),
+		RedeliverMax:   c.ticks(c.RedeliverMax),
+		RememberTicks:  c.ticks(c.Remember),
+	}
+}

@@ -1,0 +1,359 @@
+package coordinator
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/datadir"
+	"github.com/commitd/commitd/internal/obs"
+	"github.com/commitd/commitd/internal/pump"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/wal"
+)
+
+// Server is a running coordinator: Config.Shards engine shards, each driven
+// by its own pump goroutine, sharing one write-ahead log (so one fdatasync
+// covers every shard's records), a listener for clients, participants and
+// admin queries, and a few connections to every participant.
+type Server struct {
+	cfg     Config           // immutable after Start
+	lock    *datadir.Lock    // held while running
+	log     *wal.Log         // shared by the pumps
+	shards  []*engine.Shard  // shards[i] is owned by pumps[i]'s goroutine
+	pumps   []*pump.Pump     // immutable after Start
+	stats   []shardStats     // stats[i] written by pumps[i] after each loop
+	peers   map[string]*peer // participant name → connections; immutable after Start
+	names   map[string]string
+	mux     *mux.Server
+	ln      net.Listener
+	clients clientTable
+	metrics *metrics
+	http    *obs.Server
+
+	stop     chan struct{} // closed by Close
+	done     chan struct{} // closed when every goroutine has returned
+	wg       sync.WaitGroup
+	failOnce sync.Once
+	failErr  atomic.Pointer[error] // the first fatal error (a failed log)
+	closing  atomic.Bool
+}
+
+type shardStats struct {
+	mu sync.Mutex
+	s  engine.ShardStats
+}
+
+// Start opens (and recovers) the coordinator's log, starts its shards and
+// starts listening. It returns once the coordinator is serving.
+func Start(cfg Config) (*Server, error) {
+	cfg.fill()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	lock, err := datadir.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:   cfg,
+		lock:  lock,
+		peers: make(map[string]*peer),
+		names: make(map[string]string),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	s.metrics = newMetrics()
+	ok := false
+	defer func() {
+		if !ok {
+			s.abandon()
+		}
+	}()
+	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
+		NoGroupCommit: !cfg.GroupCommit,
+		OnSync:        s.metrics.observeSync,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: opening log in %s: %w", cfg.DataDir, err)
+	}
+	s.shards = make([]*engine.Shard, cfg.Shards)
+	s.pumps = make([]*pump.Pump, cfg.Shards)
+	s.stats = make([]shardStats, cfg.Shards)
+	for i := range s.shards {
+		s.shards[i] = engine.NewShard(cfg.shardConfig())
+		s.pumps[i] = pump.New(s.shards[i], s.log, &shardOutput{s: s}, cfg.Tick)
+		i := i
+		s.pumps[i].OnLoop = func() {
+			st := &s.stats[i]
+			st.mu.Lock()
+			st.s = s.shards[i].Stats()
+			st.mu.Unlock()
+		}
+	}
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	for name, addr := range cfg.Participants {
+		s.names[name] = name
+		s.peers[name] = newPeer(name, addr, &cfg)
+	}
+	if s.ln = cfg.Listener; s.ln == nil {
+		s.ln, err = net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	ln := s.ln
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	if cfg.HTTP != "" {
+		s.http, err = obs.Start(cfg.HTTP, s.metrics.reg, s.Err)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	door := &frontDoor{s: s}
+	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
+		Handler:    door,
+		Logger:     cfg.Logger,
+		NoCoalesce: !cfg.Coalesce,
+		OnClose:    func(c *mux.Conn, _ error) { door.closed(c) },
+	}})
+	for i, p := range s.pumps {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := p.Run(); err != nil && !errors.Is(err, pump.ErrStopped) {
+				s.fail(fmt.Errorf("coordinator shard %d: %w", i, err))
+			}
+		}()
+	}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.mux.Serve(ln)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.retireLoop()
+	}()
+	ok = true
+	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
+		"participants", len(cfg.Participants), "data", cfg.DataDir)
+	return s, nil
+}
+
+// recover replays the log into the shards: every commit decision that was
+// not yet acknowledged by all its participants is driven again.
+func (s *Server) recover() error {
+	idx := make([]uint64, len(s.shards))
+	var rec engine.Record
+	n := 0
+	err := s.log.Replay(1, func(lsn wal.LSN, data []byte) error {
+		rec = engine.Record{}
+		if err := rec.UnmarshalBinary(data); err != nil {
+			return fmt.Errorf("record at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
+		}
+		k := engine.ShardFor(rec.Txn, len(s.shards))
+		s.shards[k].Restore(rec)
+		idx[k]++
+		s.pumps[k].Restored(idx[k], lsn)
+		n++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("coordinator: recovering from %s: %w", s.cfg.DataDir, err)
+	}
+	if n > 0 {
+		s.cfg.Logger.Info("coordinator recovered", "records", n)
+	}
+	return nil
+}
+
+// Addr is the address the coordinator listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Done is closed when the server has stopped, after Close or a fatal error.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is the fatal error that stopped the server, if any.
+func (s *Server) Err() error {
+	if p := s.failErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail stops the server after a fatal error: a log that failed a write or
+// an fsync must not acknowledge anything more (FACTS.md, rule 5).
+func (s *Server) fail(err error) {
+	s.failOnce.Do(func() {
+		s.failErr.Store(&err)
+		s.cfg.Logger.Error("coordinator stopping", "err", err)
+		go s.Close()
+	})
+}
+
+// Close stops the coordinator gracefully: it stops accepting work, gives
+// transactions in flight up to a second to finish, stops the shards and
+// syncs the log. A crash instead of Close loses nothing acknowledged.
+func (s *Server) Close() error {
+	if !s.closing.CompareAndSwap(false, true) {
+		<-s.done
+		return nil
+	}
+	s.ln.Close()
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && s.Err() == nil && s.Status().InFlight > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(s.stop)
+	for _, p := range s.pumps {
+		p.Stop()
+	}
+	s.mux.Close()
+	for _, p := range s.peers {
+		p.close()
+	}
+	s.wg.Wait()
+	s.http.Close()
+	err := s.log.Close()
+	s.lock.Release()
+	close(s.done)
+	return err
+}
+
+// abandon releases what a failed Start acquired.
+func (s *Server) abandon() {
+	if s.log != nil {
+		s.log.Close()
+	}
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.http.Close()
+	for _, p := range s.peers {
+		p.close()
+	}
+	s.lock.Release()
+}
+
+// retireLoop deletes log segments that no shard needs any more: every
+// record below the smallest LSN any shard still needs.
+func (s *Server) retireLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		low := wal.LSN(^uint64(0))
+		for _, p := range s.pumps {
+			low = min(low, p.Needed())
+		}
+		if err := s.log.Retire(low); err != nil {
+			s.fail(fmt.Errorf("coordinator: retiring log segments: %w", err))
+			return
+		}
+	}
+}
+
+// Status is the coordinator's summary for `commitd admin status`.
+type Status struct {
+	Committed   uint64 `json:"committed"`
+	Aborted     uint64 `json:"aborted"`
+	Unknown     uint64 `json:"unknown"`
+	Rejected    uint64 `json:"rejected"`
+	InFlight    int    `json:"in_flight"`
+	InDoubt     int    `json:"in_doubt"` // commit decided, not yet acknowledged by every participant
+	Redelivered uint64 `json:"redelivered"`
+	Shards      int    `json:"shards"`
+	DurableLSN  uint64 `json:"durable_lsn"`
+}
+
+// Status sums the shards' statistics.
+func (s *Server) Status() Status {
+	st := Status{Shards: len(s.shards), DurableLSN: uint64(s.log.DurableLSN())}
+	for i := range s.stats {
+		s.stats[i].mu.Lock()
+		x := s.stats[i].s
+		s.stats[i].mu.Unlock()
+		st.Committed += x.Committed
+		st.Aborted += x.Aborted
+		st.Unknown += x.Unknown
+		st.Rejected += x.Rejected
+		st.InFlight += x.InFlight
+		st.InDoubt += x.Undelivered
+		st.Redelivered += x.Redelivered
+	}
+	return st
+}
+
+// shardOutput sends what a shard produced. It runs on the shard's pump
+// goroutine; queueing a frame on a connection never blocks.
+type shardOutput struct {
+	s       *Server
+	prepare wire.Prepare
+	dec     wire.Decision
+	outcome wire.Outcome
+}
+
+func (o *shardOutput) Deliver(rd *engine.Ready) {
+	s := o.s
+	for i := range rd.Messages {
+		m := &rd.Messages[i]
+		p := s.peers[m.To]
+		if p == nil {
+			// The front door only admits known participants.
+			panic(fmt.Sprintf("coordinator: message for unknown participant %q", m.To))
+		}
+		switch m.Type {
+		case engine.MsgPrepare:
+			o.prepare = wire.Prepare{Txn: wire.TxnID(m.Txn), OnePhase: m.OnePhase, Work: m.Work}
+			p.send(m.Txn, &o.prepare)
+		case engine.MsgDecision:
+			o.dec = wire.Decision{Txn: wire.TxnID(m.Txn), Decision: wire.DecisionCode(m.Decision)}
+			p.send(m.Txn, &o.dec)
+		default:
+			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
+		}
+	}
+	for i := range rd.Replies {
+		r := &rd.Replies[i]
+		s.metrics.outcome(r.Outcome)
+		c, reqID := s.clients.lookup(r.Tag)
+		if c == nil {
+			continue // the client went away; it will see "unknown"
+		}
+		o.outcome = wire.Outcome{
+			Txn:     wire.TxnID(r.Txn),
+			Outcome: wire.OutcomeCode(r.Outcome),
+			Cause:   wire.CauseCode(r.Cause),
+		}
+		o.outcome.Participant = append(o.outcome.Participant[:0], r.Participant...)
+		o.outcome.Detail = append(o.outcome.Detail[:0], r.Detail...)
+		// An error means the connection failed; its client sees "unknown".
+		_ = c.Reply(reqID, &o.outcome)
+	}
+}
+
+// adminJSON answers an admin request.
+func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
+	switch kind {
+	case wire.AdminStatus:
+		return json.Marshal(s.Status())
+	}
+	return nil, fmt.Errorf("the coordinator does not serve admin request %d", kind)
+}

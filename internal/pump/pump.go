@@ -1,0 +1,283 @@
+// Package pump drives one engine state machine against the write-ahead log:
+// it feeds the machine its inputs (messages, ticks, "durable up to index i"),
+// appends the records the machine emits, and hands the machine's messages
+// and replies to an Output. It is the "dumb pump" of STYLE.md: every
+// protocol decision, including what must wait for durability, is the
+// machine's; the pump only moves data. Both servers (coordinator shards and
+// the participant) use it.
+package pump
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/wal"
+)
+
+// Machine is what a pump drives: an engine.Shard or an engine.Participant.
+type Machine interface {
+	Step(m engine.Message)
+	Tick()
+	Durable(index uint64)
+	HasReady() bool
+	Ready() engine.Ready
+}
+
+// Output receives what a machine produced. It is called on the pump's
+// goroutine and must not block for long: it queues frames on connections.
+// The Ready's slices are valid only during the call.
+type Output interface {
+	Deliver(rd *engine.Ready)
+}
+
+// ErrStopped is returned by Run after Stop.
+var ErrStopped = errors.New("pump: stopped")
+
+// Pump owns one machine. Fields are owned by the Run goroutine except where
+// noted.
+type Pump struct {
+	m      Machine
+	log    *wal.Log
+	out    Output
+	tick   time.Duration
+	inbox  inbox         // shared: guarded by its own mutex
+	signal durableSignal // shared: written by the log's flusher
+	stop   chan struct{} // closed by Stop
+	done   chan struct{} // closed when Run returns
+
+	idx    indexMap
+	encBuf []byte
+
+	// needed is the LSN of the oldest record this machine still needs (or,
+	// when it needs none, a bound below every record it will append later);
+	// read by the retirer on another goroutine.
+	needed atomic.Uint64
+
+	// OnLoop, if set before Run, is called on the Run goroutine after every
+	// round of inputs: the place to publish the machine's statistics.
+	OnLoop func()
+}
+
+// New returns a pump for m over log. tick is the period of m.Tick().
+func New(m Machine, log *wal.Log, out Output, tick time.Duration) *Pump {
+	wake := make(chan struct{}, 1)
+	p := &Pump{
+		m:    m,
+		log:  log,
+		out:  out,
+		tick: tick,
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	p.inbox.wakeup = wake
+	p.signal.wakeup = wake
+	p.needed.Store(math.MaxUint64)
+	return p
+}
+
+// Restored tells the pump that the machine restored record index from the
+// log at lsn (recovery, before Run).
+func (p *Pump) Restored(index uint64, lsn wal.LSN) {
+	p.idx.push(index, lsn)
+	p.idx.markDurable(lsn)
+}
+
+// Submit queues a message for the machine. It copies every byte slice in m,
+// so the caller may reuse its buffers as soon as Submit returns. Safe for
+// concurrent use.
+func (p *Pump) Submit(m *engine.Message) { p.inbox.put(m) }
+
+// Needed returns the LSN of the oldest log record this machine still needs;
+// the log may retire everything below the minimum over all pumps sharing it.
+func (p *Pump) Needed() wal.LSN { return wal.LSN(p.needed.Load()) }
+
+// Stop asks Run to return and waits until it has.
+func (p *Pump) Stop() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	<-p.done
+}
+
+// Run drives the machine until Stop or until the log fails. A log failure
+// (a failed write or fsync) is returned: the node must stop acknowledging
+// anything and recover from disk.
+func (p *Pump) Run() error {
+	defer close(p.done)
+	ticker := time.NewTicker(p.tick)
+	defer ticker.Stop()
+	var batch []engine.Message
+	// Deliver whatever recovery produced (re-driven decisions, inquiries).
+	if err := p.flush(); err != nil {
+		return err
+	}
+	for {
+		ticked := false
+		select {
+		case <-p.stop:
+			return ErrStopped
+		case <-p.signal.wakeup:
+		case <-ticker.C:
+			ticked = true
+		}
+		if err := p.signal.failure(); err != nil {
+			return fmt.Errorf("log failed, stopping: %w", err)
+		}
+		if idx, ok := p.idx.markDurable(wal.LSN(p.signal.lsn.Load())); ok {
+			p.m.Durable(idx)
+		}
+		batch = p.inbox.take(batch[:0])
+		for i := range batch {
+			p.m.Step(batch[i])
+		}
+		if ticked {
+			p.m.Tick()
+		}
+		if err := p.flush(); err != nil {
+			return err
+		}
+		if p.OnLoop != nil {
+			p.OnLoop()
+		}
+	}
+}
+
+// flush moves every pending output of the machine out: records into the
+// log (not waiting for durability — the machine holds back what depends
+// on it), messages and replies to the Output.
+func (p *Pump) flush() error {
+	for p.m.HasReady() {
+		rd := p.m.Ready()
+		var last wal.LSN
+		for i := range rd.Records {
+			var err error
+			p.encBuf, err = rd.Records[i].AppendBinary(p.encBuf[:0])
+			if err != nil {
+				// The machine built a record the codec refuses: a programmer error.
+				panic(fmt.Sprintf("pump: encoding %v record: %v", rd.Records[i].Type, err))
+			}
+			lsn, err := p.log.Append(p.encBuf)
+			if err != nil {
+				return fmt.Errorf("log append failed, stopping: %w", err)
+			}
+			p.idx.push(rd.FirstIndex+uint64(i), lsn)
+			last = lsn
+		}
+		if last != 0 {
+			p.log.Notify(last, &p.signal)
+		}
+		p.out.Deliver(&rd)
+		if lsn, ok := p.idx.trim(rd.LowWater); ok {
+			p.needed.Store(uint64(lsn))
+		} else {
+			p.needed.Store(uint64(p.log.LastLSN() + 1))
+		}
+	}
+	return nil
+}
+
+// inbox is a multi-producer queue of messages for one machine. Producers
+// copy message bytes into an arena; the consumer takes the whole batch at
+// once, so at steady state nothing is allocated. Two sets of buffers
+// alternate: producers fill one while the consumer steps the other, and a
+// batch's memory stays put until the consumer's next take.
+type inbox struct {
+	mu      sync.Mutex
+	fill    inboxBuf
+	wakeup  chan struct{}
+	stepped inboxBuf // owned by the consumer
+
+	// branches is the consumer's scratch for the batch's Branch slices.
+	branches []engine.Branch
+}
+
+type inboxBuf struct {
+	msgs     []queued
+	branches []queuedBranch
+	arena    []byte
+}
+
+// queued is a message whose byte slices are held as arena offsets, since
+// the arena may move while the batch fills.
+type queued struct {
+	m           engine.Message // Work and Branches nil
+	work        span
+	firstBranch int
+	nBranches   int
+}
+
+type queuedBranch struct {
+	participant string
+	work        span
+}
+
+type span struct{ off, n int }
+
+func (q *inbox) put(m *engine.Message) {
+	q.mu.Lock()
+	b := &q.fill
+	e := queued{m: *m, firstBranch: len(b.branches), nBranches: len(m.Branches)}
+	e.m.Work, e.m.Branches = nil, nil
+	e.work = b.stash(m.Work)
+	for _, br := range m.Branches {
+		b.branches = append(b.branches, queuedBranch{participant: br.Participant, work: b.stash(br.Work)})
+	}
+	b.msgs = append(b.msgs, e)
+	q.mu.Unlock()
+	select {
+	case q.wakeup <- struct{}{}:
+	default:
+	}
+}
+
+func (b *inboxBuf) stash(p []byte) span {
+	if p == nil {
+		return span{off: -1}
+	}
+	off := len(b.arena)
+	b.arena = append(b.arena, p...)
+	return span{off, len(p)}
+}
+
+func (b *inboxBuf) bytes(s span) []byte {
+	if s.off < 0 {
+		return nil
+	}
+	return b.arena[s.off : s.off+s.n : s.off+s.n]
+}
+
+// take swaps the filled buffers for the stepped ones and appends the batch
+// to dst. The returned messages stay valid until the next take.
+func (q *inbox) take(dst []engine.Message) []engine.Message {
+	q.stepped.msgs = q.stepped.msgs[:0]
+	q.stepped.branches = q.stepped.branches[:0]
+	q.stepped.arena = q.stepped.arena[:0]
+	q.mu.Lock()
+	q.fill, q.stepped = q.stepped, q.fill
+	q.mu.Unlock()
+	b := &q.stepped
+	q.branches = q.branches[:0]
+	for _, e := range b.msgs {
+		for _, br := range b.branches[e.firstBranch : e.firstBranch+e.nBranches] {
+			q.branches = append(q.branches, engine.Branch{Participant: br.participant, Work: b.bytes(br.work)})
+		}
+	}
+	used := 0
+	for _, e := range b.msgs {
+		m := e.m
+		m.Work = b.bytes(e.work)
+		if e.nBranches > 0 {
+			m.Branches = q.branches[used : used+e.nBranches : used+e.nBranches]
+			used += e.nBranches
+		}
+		dst = append(dst, m)
+	}
+	return dst
+}

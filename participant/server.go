@@ -1,0 +1,508 @@
+package participant
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/commitd/commitd/internal/link"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/datadir"
+	"github.com/commitd/commitd/internal/obs"
+	"github.com/commitd/commitd/internal/pump"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/wal"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is everything a participant server needs. Zero values take the
+// defaults noted.
+type Config struct {
+	// Name is the participant's name, as the coordinator knows it. Required.
+	Name string
+	// Listen is the address the coordinator dials (default 127.0.0.1:7401).
+	Listen string
+	// Listener, if set, is used instead of listening on Listen.
+	Listener net.Listener
+	// DataDir holds the participant's log and ledger. Required.
+	DataDir string
+	// Coordinator is the coordinator's address: votes, acks and inquiries
+	// go there. Required.
+	Coordinator string
+	// Resource does the work. Required; the bank resource for the bank
+	// participant.
+	Resource Inspectable
+
+	// Tick is the engine's clock period (default 10ms).
+	Tick time.Duration
+	// InquireAfter: a prepared transaction with no decision this long asks
+	// the coordinator (default 1s), then with backoff up to InquireMax
+	// (default 5s).
+	InquireAfter, InquireMax time.Duration
+	// Remember is how long a decided transaction is kept for duplicates
+	// (default 30s).
+	Remember time.Duration
+	// CheckpointEvery is the number of decided transactions between
+	// checkpoints, which let the log retire (default 10000).
+	CheckpointEvery int
+
+	// GroupCommit and Coalesce: see the coordinator's Config.
+	GroupCommit bool
+	Coalesce    bool
+	// ConnsToCoordinator is the number of connections to the coordinator
+	// (default 2).
+	ConnsToCoordinator int
+	// TLS, when set, is required of every connection (mutual TLS).
+	TLS *tls.Config
+	// HTTP, if set, serves /metrics, /debug/pprof/ and /healthz.
+	HTTP string
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) fill() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7401"
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Tick, 10*time.Millisecond)
+	def(&c.InquireAfter, time.Second)
+	def(&c.InquireMax, 5*time.Second)
+	def(&c.Remember, 30*time.Second)
+	if c.CheckpointEvery <= 0 {
+		c.CheckpointEvery = 10000
+	}
+	if c.ConnsToCoordinator <= 0 {
+		c.ConnsToCoordinator = 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Name == "" || len(c.Name) > engine.MaxNameLen:
+		return fmt.Errorf("participant: name %q must be 1 to %d bytes", c.Name, engine.MaxNameLen)
+	case c.DataDir == "":
+		return errors.New("participant: a data directory is required")
+	case c.Coordinator == "":
+		return errors.New("participant: the coordinator's address is required")
+	case c.Resource == nil:
+		return errors.New("participant: a resource is required")
+	}
+	return nil
+}
+
+func (c *Config) ticks(d time.Duration) int { return max(1, int((d+c.Tick-1)/c.Tick)) }
+
+// Server is a running participant: one engine machine driven by a pump
+// goroutine over its own log, its resource, its ledger, a listener for the
+// coordinator and admin queries, and connections to the coordinator.
+type Server struct {
+	cfg     Config
+	lock    *datadir.Lock
+	log     *wal.Log
+	ledger  *ledger
+	res     *guarded
+	machine *engine.Participant // owned by the pump goroutine
+	pump    *pump.Pump
+	coord   *mux.Peer
+	mux     *mux.Server
+	ln      net.Listener
+	http    *obs.Server
+	reg     *prometheus.Registry
+
+	statsMu sync.Mutex
+	stats   engine.ParticipantStats // published by the pump after each round
+
+	stop     chan struct{}
+	done     chan struct{}
+	wg       sync.WaitGroup
+	failOnce sync.Once
+	failErr  atomic.Pointer[error]
+	closing  atomic.Bool
+}
+
+// Start opens and recovers the participant's log and ledger and starts
+// serving.
+func Start(cfg Config) (*Server, error) {
+	cfg.fill()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	lock, err := datadir.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, lock: lock, stop: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			s.abandon()
+		}
+	}()
+	walOpts := wal.Options{NoGroupCommit: !cfg.GroupCommit}
+	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), walOpts)
+	if err != nil {
+		return nil, fmt.Errorf("participant: opening log in %s: %w", cfg.DataDir, err)
+	}
+	s.ledger, err = openLedger(filepath.Join(cfg.DataDir, "ledger"), walOpts)
+	if err != nil {
+		return nil, fmt.Errorf("participant: opening ledger in %s: %w", cfg.DataDir, err)
+	}
+	s.res = newGuarded(cfg.Resource)
+	s.machine = engine.NewParticipant(engine.ParticipantConfig{
+		Name:            cfg.Name,
+		InquireAfter:    cfg.ticks(cfg.InquireAfter),
+		InquireMax:      cfg.ticks(cfg.InquireMax),
+		RememberTicks:   cfg.ticks(cfg.Remember),
+		CheckpointEvery: cfg.CheckpointEvery,
+	}, s.res)
+	s.pump = pump.New(s.machine, s.log, &output{s: s, name: []byte(cfg.Name)}, cfg.Tick)
+	s.pump.OnLoop = func() {
+		st := s.machine.Stats()
+		s.statsMu.Lock()
+		s.stats = st
+		s.statsMu.Unlock()
+	}
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	s.coord = mux.NewPeer(cfg.Coordinator, mux.PeerOptions{
+		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: !cfg.Coalesce},
+		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
+		Dial:  link.Dialer(cfg.TLS),
+		Conns: cfg.ConnsToCoordinator,
+	})
+	if s.ln = cfg.Listener; s.ln == nil {
+		s.ln, err = net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("participant: listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	ln := s.ln
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	if cfg.HTTP != "" {
+		if s.http, err = obs.Start(cfg.HTTP, s.reg, s.Err); err != nil {
+			return nil, fmt.Errorf("participant: %w", err)
+		}
+	}
+	door := &frontDoor{s: s}
+	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
+		Handler:    door,
+		Logger:     cfg.Logger,
+		NoCoalesce: !cfg.Coalesce,
+		OnClose:    func(c *mux.Conn, _ error) { door.conns.Delete(c) },
+	}})
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		if err := s.pump.Run(); err != nil && !errors.Is(err, pump.ErrStopped) {
+			s.fail(fmt.Errorf("participant %s: %w", cfg.Name, err))
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.mux.Serve(ln)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.retireLoop()
+	}()
+	ok = true
+	cfg.Logger.Info("participant serving", "name", cfg.Name, "addr", s.ln.Addr().String(),
+		"coordinator", cfg.Coordinator, "data", cfg.DataDir)
+	return s, nil
+}
+
+// recover replays the log into the machine and the resource, and makes
+// sure the ledger has every decision the log holds (a ledger entry is
+// written lazily, so a crash can lose one that the log kept).
+func (s *Server) recover() error {
+	var idx uint64
+	var rec engine.Record
+	err := s.log.Replay(1, func(lsn wal.LSN, data []byte) error {
+		rec = engine.Record{}
+		if err := rec.UnmarshalBinary(data); err != nil {
+			return fmt.Errorf("record at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
+		}
+		if err := s.machine.Restore(rec); err != nil {
+			return fmt.Errorf("record at LSN %d: %w", lsn, err)
+		}
+		idx++
+		s.pump.Restored(idx, lsn)
+		switch rec.Type {
+		case engine.RecCommitted:
+			return s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionCommit})
+		case engine.RecAborted:
+			return s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionAbort})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("participant: recovering from %s: %w", s.cfg.DataDir, err)
+	}
+	if idx > 0 {
+		s.cfg.Logger.Info("participant recovered", "name", s.cfg.Name, "records", idx)
+	}
+	return nil
+}
+
+// Addr is the address the participant listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Done is closed when the server has stopped.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is the fatal error that stopped the server, if any.
+func (s *Server) Err() error {
+	if p := s.failErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *Server) fail(err error) {
+	s.failOnce.Do(func() {
+		s.failErr.Store(&err)
+		s.cfg.Logger.Error("participant stopping", "name", s.cfg.Name, "err", err)
+		go s.Close()
+	})
+}
+
+// Close stops the participant: no more prepares are accepted, the machine
+// stops, the log and ledger are synced. Prepared transactions stay
+// prepared on disk and are resolved after the next start.
+func (s *Server) Close() error {
+	if !s.closing.CompareAndSwap(false, true) {
+		<-s.done
+		return nil
+	}
+	s.ln.Close()
+	close(s.stop)
+	s.pump.Stop()
+	s.mux.Close()
+	s.coord.Close()
+	s.wg.Wait()
+	s.http.Close()
+	err := errors.Join(s.ledger.close(), s.log.Close())
+	s.lock.Release()
+	close(s.done)
+	return err
+}
+
+func (s *Server) abandon() {
+	if s.ledger != nil {
+		s.ledger.close()
+	}
+	if s.log != nil {
+		s.log.Close()
+	}
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.coord != nil {
+		s.coord.Close()
+	}
+	s.http.Close()
+	s.lock.Release()
+}
+
+// retireLoop drops log segments older than the last durable checkpoint,
+// after making the ledger durable so no decision drops out of both.
+func (s *Server) retireLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		needed := s.pump.Needed()
+		if err := s.ledger.sync(); err != nil {
+			s.fail(err)
+			return
+		}
+		if err := s.log.Retire(needed); err != nil {
+			s.fail(fmt.Errorf("participant: retiring log segments: %w", err))
+			return
+		}
+	}
+}
+
+// Accounts is the participant's summary for `commitd admin accounts`.
+type Accounts struct {
+	Name     string `json:"name"`
+	Accounts int    `json:"accounts"`
+	Total    int64  `json:"total"`
+	Prepared int    `json:"prepared"`
+}
+
+// AccountsSummary reads the resource.
+func (s *Server) AccountsSummary() Accounts {
+	n, total, prepared := s.res.summary()
+	return Accounts{Name: s.cfg.Name, Accounts: n, Total: total, Prepared: len(prepared)}
+}
+
+// Outcome is one line of `commitd admin outcomes`.
+type Outcome struct {
+	Txn     engine.TxnID `json:"txn"`
+	Outcome string       `json:"outcome"` // committed, aborted or prepared
+}
+
+// Outcomes lists every transaction this participant decided since its data
+// directory was created, and every one it holds prepared now, sorted by id.
+func (s *Server) Outcomes() []Outcome {
+	_, _, prepared := s.res.summary()
+	var out []Outcome
+	s.ledger.each(func(id engine.TxnID, d engine.Decision) {
+		o := "committed"
+		if d == engine.DecisionAbort {
+			o = "aborted"
+		}
+		out = append(out, Outcome{Txn: id, Outcome: o})
+	})
+	for _, id := range prepared {
+		out = append(out, Outcome{Txn: id, Outcome: "prepared"})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return string(out[i].Txn[:]) < string(out[j].Txn[:])
+	})
+	return out
+}
+
+// Stats is the engine's view of the participant.
+func (s *Server) Stats() engine.ParticipantStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.stats
+}
+
+func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
+	switch kind {
+	case wire.AdminStatus:
+		return json.Marshal(s.Stats())
+	case wire.AdminAccounts:
+		return json.Marshal(s.AccountsSummary())
+	case wire.AdminOutcomes:
+		return json.Marshal(s.Outcomes())
+	}
+	return nil, fmt.Errorf("a participant does not serve admin request %d", kind)
+}
+
+// output sends what the machine produced: votes, acks and inquiries to the
+// coordinator; applied decisions into the ledger.
+type output struct {
+	s       *Server
+	name    []byte // the participant's name, for From fields
+	vote    wire.Vote
+	ack     wire.Ack
+	inquire wire.Inquire
+}
+
+func (o *output) Deliver(rd *engine.Ready) {
+	s := o.s
+	for i := range rd.Applied {
+		if err := s.ledger.record(rd.Applied[i]); err != nil {
+			s.fail(err)
+			return
+		}
+	}
+	name := o.name
+	for i := range rd.Messages {
+		m := &rd.Messages[i]
+		var wm wire.Message
+		switch m.Type {
+		case engine.MsgVote:
+			o.vote = wire.Vote{Txn: wire.TxnID(m.Txn), From: name, Vote: wire.VoteCode(m.Vote)}
+			wm = &o.vote
+		case engine.MsgAck:
+			o.ack = wire.Ack{Txn: wire.TxnID(m.Txn), From: name}
+			wm = &o.ack
+		case engine.MsgInquire:
+			o.inquire = wire.Inquire{Txn: wire.TxnID(m.Txn), From: name}
+			wm = &o.inquire
+		default:
+			panic(fmt.Sprintf("participant: machine emitted a %v message", m.Type))
+		}
+		// Not connected: dropped. The coordinator times the vote out, or
+		// redelivers the decision; inquiries repeat.
+		_ = s.coord.Send(wm)
+	}
+}
+
+// frontDoor handles frames from the coordinator and admin tools.
+type frontDoor struct {
+	s     *Server
+	conns sync.Map // *mux.Conn → *connState
+}
+
+type connState struct {
+	prepare wire.Prepare
+	dec     wire.Decision
+	admin   wire.AdminRequest
+	msg     engine.Message
+}
+
+func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
+	s := d.s
+	v, ok := d.conns.Load(c)
+	if !ok {
+		v = &connState{}
+		d.conns.Store(c, v)
+	}
+	st := v.(*connState)
+	switch f.Type {
+	case wire.TypeHello:
+		return nil
+	case wire.TypePrepare:
+		if err := st.prepare.Decode(f); err != nil {
+			return err
+		}
+		if s.closing.Load() {
+			return nil // not taken: the coordinator will time it out
+		}
+		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: engine.TxnID(st.prepare.Txn), To: s.cfg.Name,
+			OnePhase: st.prepare.OnePhase, Work: st.prepare.Work}
+		s.pump.Submit(&st.msg)
+	case wire.TypeDecision:
+		if err := st.dec.Decode(f); err != nil {
+			return err
+		}
+		st.msg = engine.Message{Type: engine.MsgDecision, Txn: engine.TxnID(st.dec.Txn), To: s.cfg.Name,
+			Decision: engine.Decision(st.dec.Decision)}
+		s.pump.Submit(&st.msg)
+	case wire.TypeAdminRequest:
+		if err := st.admin.Decode(f); err != nil {
+			return err
+		}
+		body, err := s.adminJSON(st.admin.Kind)
+		if err != nil {
+			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
+		}
+		return link.ReplyJSON(c, f.ReqID, body)
+	default:
+		if f.ReqID != 0 {
+			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,
+				Message: fmt.Appendf(nil, "a participant does not serve %v requests", f.Type)})
+		}
+	}
+	return nil
+}
