@@ -63,7 +63,9 @@ type Handler interface {
 	// HandleFrame is called on the connection's reader goroutine, one
 	// frame at a time, in arrival order. The frame has passed wire.Check,
 	// so decoding it succeeds; its memory is valid only during the call.
-	// It must not block for long: the connection reads nothing meanwhile.
+	// It must not block for long: the connection reads nothing meanwhile
+	// (so in particular it must not wait for a Call on c, whose reply only
+	// this goroutine could read).
 	// Answer a request with c.Reply(f.ReqID, ...), now or later from any
 	// goroutine. A non-nil error is a connection error: it closes c and is
 	// logged.
