@@ -164,8 +164,8 @@ type Participant struct {
 	inquireT timerHeap[partTxn]
 	forgetT  fifo[timer[partTxn]]
 
-	decided int    // decisions applied since the last checkpoint
-	ckpt    []byte // checkpoint data scratch (reused)
+	decided  int // decisions applied since the last checkpoint
+	ckptSize int // size of the last checkpoint's data
 
 	rd    Ready
 	stats ParticipantStats
@@ -272,7 +272,10 @@ const (
 )
 
 func (p *Participant) appendCheckpoint() {
-	b := p.ckpt[:0]
+	// A fresh buffer each time: the record's Data must stay valid until the
+	// caller drains Ready, and one Ready may carry two checkpoints.
+	// Checkpoints are rare; the size hint avoids regrowing.
+	b := make([]byte, 0, p.ckptSize)
 	b = binary.LittleEndian.AppendUint32(b, 0)
 	b = p.res.Snapshot(b)
 	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
@@ -287,7 +290,7 @@ func (p *Participant) appendCheckpoint() {
 		b = binary.LittleEndian.AppendUint16(b, uint16(len(t.work)))
 		b = append(b, t.work...)
 	}
-	p.ckpt = b
+	p.ckptSize = len(b)
 	if len(b) > MaxCheckpointLen {
 		p.stats.SkippedCheckpoints++
 		return

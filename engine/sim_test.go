@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,16 +63,16 @@ func drawParams(r *rand.Rand) simParams {
 	p := simParams{
 		shards:     2 + r.IntN(3),
 		parts:      3 + r.IntN(3),
-		accounts:   3 + r.IntN(4),
+		accounts:   4 + r.IntN(8),
 		faultTicks: 300,
-		beginP:     0.3 + 0.4*r.Float64(),
+		beginP:     0.1 + 0.4*r.Float64(),
 		dropP:      0.1 * r.Float64(),
 		dupP:       0.1 * r.Float64(),
 		maxDelay:   1 + r.IntN(6),
 		maxSync:    r.IntN(4),
 		crashP:     0.01 * r.Float64(),
-		buggifyP:   0.05 * r.Float64(),
-		maxDown:    1 + r.IntN(80),
+		buggifyP:   0.02 * r.Float64(),
+		maxDown:    1 + r.IntN(50),
 	}
 	p.scfg = engine.ShardConfig{
 		PrepareTimeout: 15 + r.IntN(40),
@@ -177,6 +178,49 @@ type sim struct {
 
 type simStats struct {
 	txns, committed, aborted, unknown, crashes, msgs int
+	// cov counts the paths a run went through (engine counters summed
+	// over every incarnation, and events seen by the simulator), to show
+	// that the faults reach the code they are meant to reach.
+	cov map[string]int
+}
+
+func (st *simStats) add(o simStats) {
+	st.txns += o.txns
+	st.committed += o.committed
+	st.aborted += o.aborted
+	st.unknown += o.unknown
+	st.crashes += o.crashes
+	st.msgs += o.msgs
+	if st.cov == nil {
+		st.cov = map[string]int{}
+	}
+	for k, v := range o.cov {
+		st.cov[k] += v
+	}
+}
+
+// collect adds a machine's counters to the coverage before it is lost.
+func (s *sim) collect(n *simNode) {
+	c := s.stats.cov
+	if n.shard != nil {
+		st := n.shard.Stats()
+		c["shard.redelivered"] += int(st.Redelivered)
+		c["shard.presumed-abort"] += int(st.PresumedAborts)
+		c["shard.inquiry-deferred"] += int(st.Deferred)
+		c["shard.ignored-duplicate"] += int(st.IgnoredDuplicate)
+		c["shard.ignored-late"] += int(st.IgnoredLate)
+		c["shard.ignored-unknown"] += int(st.IgnoredUnknown)
+		return
+	}
+	st := n.part.Stats()
+	c["part.inquiries"] += int(st.Inquiries)
+	c["part.checkpoints"] += int(st.Checkpoints)
+	c["part.acked-unknown"] += int(st.AckedUnknown)
+	c["part.voted-no"] += int(st.VotedNo)
+	c["part.read-only"] += int(st.ReadOnly)
+	c["part.ignored-duplicate"] += int(st.IgnoredDuplicate)
+	c["part.ignored-unknown"] += int(st.IgnoredUnknown)
+	c["part.ignored-invalid"] += int(st.IgnoredInvalid)
 }
 
 func newSim(seed int64, o simOptions, tracing bool) *sim {
@@ -187,6 +231,7 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 		abortedAt: map[engine.TxnID]int{}, committedAt: map[engine.TxnID]int{},
 		coordCommit: map[engine.TxnID]bool{},
 	}
+	s.stats.cov = map[string]int{}
 	for i := range s.p.shards {
 		n := &simNode{id: len(s.nodes), name: fmt.Sprintf("shard%d", i), pi: -1, syncAt: -1, up: true}
 		n.shard = engine.NewShard(s.p.scfg)
@@ -263,6 +308,9 @@ func (s *sim) run() (err error) {
 	}
 	if s.err == nil {
 		s.finalChecks()
+	}
+	for _, n := range s.nodes {
+		s.collect(n)
 	}
 	return s.err
 }
@@ -692,7 +740,14 @@ func (s *sim) crash(n *simNode, why string) {
 		keep++
 	}
 	if tail := len(n.log) - keep; tail > 0 {
-		keep += s.r.IntN(tail + 1)
+		torn := s.r.IntN(tail + 1)
+		keep += torn
+		if torn > 0 {
+			s.stats.cov["crash keeps part of a torn tail"]++
+		}
+		if torn < tail {
+			s.stats.cov["crash loses records"]++
+		}
 	}
 	for i := range n.log[:keep] {
 		if !n.log[i].durable {
@@ -701,6 +756,8 @@ func (s *sim) crash(n *simNode, why string) {
 		}
 	}
 	s.tracef("%s: CRASH (%s), log keeps %d of %d", n.name, why, keep, len(n.log))
+	s.collect(n)
+	s.stats.cov["crash "+why]++
 	n.log = n.log[:keep]
 	n.up = false
 	n.shard, n.part, n.bank = nil, nil, nil
@@ -726,6 +783,9 @@ func (s *sim) restart(n *simNode) {
 	}
 	n.up = true
 	n.trimmed = 0
+	if len(n.log) > 0 && n.log[0].typ == engine.RecCheckpoint {
+		s.stats.cov["restart from a checkpoint"]++
+	}
 	for _, lr := range n.log {
 		var r engine.Record
 		if err := r.UnmarshalBinary(lr.data); err != nil {
@@ -871,12 +931,7 @@ func runSeeds(first, count int64, o simOptions, stopAtFirst bool) (int64, simSta
 				if err != nil && (bad < 0 || seed < bad) {
 					bad, badErr = seed, err
 				}
-				tot.txns += s.stats.txns
-				tot.committed += s.stats.committed
-				tot.aborted += s.stats.aborted
-				tot.unknown += s.stats.unknown
-				tot.crashes += s.stats.crashes
-				tot.msgs += s.stats.msgs
+				tot.add(s.stats)
 				mu.Unlock()
 			}
 		})
@@ -929,6 +984,30 @@ func TestSimulation(t *testing.T) {
 		count, time.Since(start).Round(time.Millisecond), tot.txns, tot.committed, tot.aborted, tot.unknown, tot.crashes, tot.msgs)
 	if tot.committed == 0 || tot.aborted == 0 || tot.unknown == 0 || tot.crashes == 0 {
 		t.Fatalf("the simulation does not exercise every outcome and crashes: %+v", tot)
+	}
+	keys := make([]string, 0, len(tot.cov))
+	for k := range tot.cov {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\n  %-34s %d", k, tot.cov[k])
+	}
+	t.Logf("paths exercised:%s", b.String())
+	if count < 100 {
+		return // too few seeds to insist on every path
+	}
+	for _, k := range []string{
+		"shard.redelivered", "shard.presumed-abort", "shard.inquiry-deferred", "shard.ignored-duplicate",
+		"shard.ignored-late", "shard.ignored-unknown", "part.inquiries", "part.checkpoints", "part.acked-unknown",
+		"part.voted-no", "part.read-only", "part.ignored-duplicate", "part.ignored-unknown",
+		"crash random", "crash after append", "crash after durable", "crash keeps part of a torn tail",
+		"crash loses records", "restart from a checkpoint",
+	} {
+		if tot.cov[k] == 0 {
+			t.Errorf("no seed went through %q", k)
+		}
 	}
 }
 
