@@ -77,7 +77,7 @@ func TestTwoBranchCommit(t *testing.T) {
 		t.Fatal("balances wrong")
 	}
 	st := s.Stats()
-	if st.Committed != 1 || st.InFlight != 0 || st.Undelivered != 0 || st.Ignored() != 0 {
+	if st.Committed != 1 || st.InFlight != 0 || st.Undelivered != 0 || st.Ignored != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -67,14 +67,12 @@ type ParticipantStats struct {
 	// snapshot was over MaxCheckpointLen.
 	SkippedCheckpoints uint64
 
+	// Ignored is the number of input messages that changed nothing: the
+	// sum of the three below.
+	Ignored          uint64
 	IgnoredDuplicate uint64 // a second copy of a prepare or decision already handled
-	IgnoredUnknown   uint64 // an abort for an unknown transaction
+	IgnoredUnknown   uint64 // an abort for an unknown transaction (remembered, in case its prepare follows)
 	IgnoredInvalid   uint64 // cannot be right: misaddressed, contradicts what this participant did
-}
-
-// Ignored is the number of input messages that changed nothing.
-func (s ParticipantStats) Ignored() uint64 {
-	return s.IgnoredDuplicate + s.IgnoredUnknown + s.IgnoredInvalid
 }
 
 // partState is where one transaction is at a participant.
@@ -742,4 +740,8 @@ func (p *Participant) Ready() Ready {
 }
 
 // Stats returns the participant's counters.
-func (p *Participant) Stats() ParticipantStats { return p.stats }
+func (p *Participant) Stats() ParticipantStats {
+	st := p.stats
+	st.Ignored = st.IgnoredDuplicate + st.IgnoredUnknown + st.IgnoredInvalid
+	return st
+}

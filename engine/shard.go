@@ -62,15 +62,13 @@ type ShardStats struct {
 	PresumedAborts uint64 // abort answers to a YES vote or an inquiry for an unknown transaction
 	Deferred       uint64 // inquiries that will be answered by the coming decision
 
+	// Ignored is the number of input messages that changed nothing: the
+	// sum of the four below.
+	Ignored          uint64
 	IgnoredDuplicate uint64 // a second copy of a vote or ack already counted
 	IgnoredLate      uint64 // a vote after the transaction was decided
 	IgnoredUnknown   uint64 // an ack, or a non-YES vote, for an unknown transaction
 	IgnoredInvalid   uint64 // a message that cannot be right (not a branch, wrong state, bad type)
-}
-
-// Ignored is the number of input messages that changed nothing.
-func (s ShardStats) Ignored() uint64 {
-	return s.IgnoredDuplicate + s.IgnoredLate + s.IgnoredUnknown + s.IgnoredInvalid
 }
 
 // coordState is where one transaction is at the coordinator.
@@ -731,7 +729,11 @@ func (s *Shard) Ready() Ready {
 }
 
 // Stats returns the shard's counters.
-func (s *Shard) Stats() ShardStats { return s.stats }
+func (s *Shard) Stats() ShardStats {
+	st := s.stats
+	st.Ignored = st.IgnoredDuplicate + st.IgnoredLate + st.IgnoredUnknown + st.IgnoredInvalid
+	return st
+}
 
 func (s *Shard) alloc(id TxnID) *coordTxn {
 	var t *coordTxn
