@@ -95,7 +95,7 @@ type participantCommit struct {
 
 func newParticipantCommit() *participantCommit {
 	return &participantCommit{
-		p: engine.NewParticipant(engine.ParticipantConfig{Name: "bank-a", RememberTicks: 1}, bank.New(1, 1<<40)),
+		p:       engine.NewParticipant(engine.ParticipantConfig{Name: "bank-a", RememberTicks: 1}, bank.New(1, 1<<40)),
 		prepare: engine.Message{Type: engine.MsgPrepare, To: "bank-a", Work: bank.AppendWork(nil, 0, 1)},
 		commit:  engine.Message{Type: engine.MsgDecision, To: "bank-a", Decision: engine.DecisionCommit},
 	}
