@@ -1,23 +1,100 @@
 // Command commitd runs a two-phase-commit coordinator, a bank participant,
 // an embedded demo cluster, load benchmarks and admin queries.
+//
+//	commitd coordinator --listen ADDR --data DIR --participant NAME=ADDR ... [--shards N] [--http ADDR]
+//	commitd participant --name NAME --listen ADDR --data DIR --coordinator ADDR [--accounts N] [--balance B] [--http ADDR]
+//	commitd demo        [--duration D]
+//	commitd bench       --coordinator ADDR --participants NAME=ADDR,... [flags]
+//	commitd admin status   --coordinator ADDR
+//	commitd admin accounts --participant ADDR
+//	commitd admin outcomes --participant ADDR
+//
+// Errors are one line on standard error and a non-zero exit status.
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
 
+// errUsage marks an error already explained by the flag package.
+var errUsage = errors.New("usage")
+
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: commitd demo|coordinator|participant|bench|admin ...")
-		os.Exit(2)
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) < 1 {
+		usage()
+		return 2
 	}
-	switch os.Args[1] {
+	var err error
+	switch args[0] {
+	case "coordinator":
+		err = runCoordinator(args[1:])
+	case "participant":
+		err = runParticipant(args[1:])
 	case "demo":
-		fmt.Fprintln(os.Stderr, "commitd demo: the embedded cluster does not exist yet (see issue: the running cluster)")
-		os.Exit(1)
+		err = runDemo(args[1:])
+	case "bench":
+		err = runBench(args[1:])
+	case "admin":
+		err = runAdmin(args[1:])
+	case "help", "-h", "--help":
+		usage()
+		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "commitd: unknown command %q\n", os.Args[1])
-		os.Exit(2)
+		fmt.Fprintf(os.Stderr, "commitd: unknown command %q (want coordinator, participant, demo, bench or admin)\n", args[0])
+		return 2
 	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintf(os.Stderr, "commitd %s: %v\n", args[0], err)
+	return 1
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `commitd — a two-phase-commit transaction coordinator
+
+  commitd coordinator --listen ADDR --data DIR --participant NAME=ADDR ... [--shards N] [--http ADDR]
+  commitd participant --name NAME --listen ADDR --data DIR --coordinator ADDR [--accounts N] [--balance B] [--http ADDR]
+  commitd demo        [--duration D]
+  commitd bench       --coordinator ADDR --participants NAME=ADDR,... [--concurrency N] [--duration D | --txns N] ...
+  commitd admin status   --coordinator ADDR
+  commitd admin accounts --participant ADDR
+  commitd admin outcomes --participant ADDR
+
+Run "commitd COMMAND -h" for a command's flags.
+`)
+}
+
+// newFlags returns a flag set that reports errors instead of exiting.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("commitd "+name, flag.ContinueOnError)
+	return fs
+}
+
+// parse parses args, turning a flag error into errUsage (the flag package
+// has already printed it with the usage).
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "commitd: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	return nil
 }

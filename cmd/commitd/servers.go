@@ -1,0 +1,257 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/participant"
+	"github.com/commitd/commitd/participant/bank"
+)
+
+// participantList collects repeated --participant NAME=ADDR flags (or one
+// comma-separated list).
+type participantList map[string]string
+
+func (p participantList) String() string {
+	var parts []string
+	for n, a := range p {
+		parts = append(parts, n+"="+a)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p participantList) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		name, addr, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok || name == "" || addr == "" {
+			return fmt.Errorf("want NAME=ADDR, got %q", item)
+		}
+		if _, dup := p[name]; dup {
+			return fmt.Errorf("participant %q named twice", name)
+		}
+		p[name] = addr
+	}
+	return nil
+}
+
+// tlsFlags are the mutual-TLS flags every server and tool takes.
+type tlsFlags struct {
+	cert, key, ca string
+}
+
+func (t *tlsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.cert, "tls-cert", "", "PEM certificate of this process (enables mutual TLS; needs --tls-key and --tls-ca)")
+	fs.StringVar(&t.key, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringVar(&t.ca, "tls-ca", "", "PEM CA certificate: peers must present a certificate it signed")
+}
+
+// config builds a mutual-TLS configuration, or nil when TLS is off.
+func (t *tlsFlags) config() (*tls.Config, error) {
+	if t.cert == "" && t.key == "" && t.ca == "" {
+		return nil, nil
+	}
+	if t.cert == "" || t.key == "" || t.ca == "" {
+		return nil, errors.New("mutual TLS needs all of --tls-cert, --tls-key and --tls-ca")
+	}
+	cert, err := tls.LoadX509KeyPair(t.cert, t.key)
+	if err != nil {
+		return nil, fmt.Errorf("loading TLS key pair: %w", err)
+	}
+	pem, err := os.ReadFile(t.ca)
+	if err != nil {
+		return nil, fmt.Errorf("reading TLS CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", t.ca)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		RootCAs:      pool,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
+}
+
+func logger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// serveUntilSignal waits for SIGINT/SIGTERM (then closes the server
+// gracefully) or for the server to stop by itself after a fatal error.
+func serveUntilSignal(done <-chan struct{}, closeFn func() error, errFn func() error) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case <-sig:
+		return closeFn()
+	case <-done:
+		return errFn()
+	}
+}
+
+func runCoordinator(args []string) error {
+	fs := newFlags("coordinator")
+	cfg := coordinator.Config{Participants: participantList{}}
+	var tf tlsFlags
+	var logLevel string
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "address for clients, participants and admin queries")
+	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
+	fs.Var(participantList(cfg.Participants), "participant", "a participant as NAME=ADDR (repeat, or comma-separate)")
+	fs.IntVar(&cfg.Shards, "shards", 0, "engine shards, one goroutine each (default GOMAXPROCS)")
+	fs.StringVar(&cfg.HTTP, "http", "", "address for /metrics, /debug/pprof/ and /healthz (off if empty)")
+	fs.DurationVar(&cfg.Tick, "tick", 10*time.Millisecond, "protocol clock period")
+	fs.DurationVar(&cfg.PrepareTimeout, "prepare-timeout", 2*time.Second, "abort a transaction missing a vote this long")
+	fs.DurationVar(&cfg.RedeliverMin, "redeliver-min", 100*time.Millisecond, "first redelivery of an unacknowledged commit")
+	fs.DurationVar(&cfg.RedeliverMax, "redeliver-max", 2*time.Second, "redelivery backoff cap")
+	fs.DurationVar(&cfg.Remember, "remember", 30*time.Second, "how long a finished transaction's outcome is kept")
+	fs.BoolVar(&cfg.GroupCommit, "group-commit", true, "one fdatasync for many log records (false: one per record)")
+	fs.BoolVar(&cfg.Coalesce, "coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
+	fs.IntVar(&cfg.ConnsPerParticipant, "conns", 2, "connections to each participant")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	tf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Logger, err = logger(logLevel); err != nil {
+		return err
+	}
+	if cfg.TLS, err = tf.config(); err != nil {
+		return err
+	}
+	s, err := coordinator.Start(cfg)
+	if err != nil {
+		return err
+	}
+	return serveUntilSignal(s.Done(), s.Close, s.Err)
+}
+
+func runParticipant(args []string) error {
+	fs := newFlags("participant")
+	var cfg participant.Config
+	var tf tlsFlags
+	var accounts int
+	var balance int64
+	var logLevel string
+	fs.StringVar(&cfg.Name, "name", "", "this participant's name, as the coordinator knows it (default: from --listen's port, p<PORT>)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7401", "address the coordinator and admin tools connect to")
+	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
+	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address (required)")
+	fs.IntVar(&accounts, "accounts", 1000, "bank accounts (seeded only when the data directory is new)")
+	fs.Int64Var(&balance, "balance", 1000, "starting balance of each account")
+	fs.StringVar(&cfg.HTTP, "http", "", "address for /metrics, /debug/pprof/ and /healthz (off if empty)")
+	fs.DurationVar(&cfg.Tick, "tick", 10*time.Millisecond, "protocol clock period")
+	fs.DurationVar(&cfg.InquireAfter, "inquire-after", time.Second, "ask the coordinator about a prepared transaction after this long")
+	fs.DurationVar(&cfg.InquireMax, "inquire-max", 5*time.Second, "inquiry backoff cap")
+	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 10000, "decided transactions between checkpoints")
+	fs.BoolVar(&cfg.GroupCommit, "group-commit", true, "one fdatasync for many log records (false: one per record)")
+	fs.BoolVar(&cfg.Coalesce, "coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	tf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Name == "" {
+		i := strings.LastIndexByte(cfg.Listen, ':')
+		cfg.Name = "p" + cfg.Listen[i+1:]
+	}
+	if accounts <= 0 || accounts > 1<<24 {
+		return fmt.Errorf("--accounts %d: want 1 to %d", accounts, 1<<24)
+	}
+	if balance < 0 {
+		return fmt.Errorf("--balance %d: must not be negative", balance)
+	}
+	var err error
+	if cfg.Logger, err = logger(logLevel); err != nil {
+		return err
+	}
+	if cfg.TLS, err = tf.config(); err != nil {
+		return err
+	}
+	if cfg.DataDir == "" {
+		return errors.New("--data is required")
+	}
+	accounts, balance, err = bankSeed(cfg.DataDir, accounts, balance)
+	if err != nil {
+		return err
+	}
+	// A new bank; the participant's recovery brings it to what the data
+	// directory holds.
+	cfg.Resource = bank.New(accounts, balance)
+	s, err := participant.Start(cfg)
+	if err != nil {
+		return err
+	}
+	return serveUntilSignal(s.Done(), s.Close, s.Err)
+}
+
+// bankSeed returns the bank's shape for a data directory: the one recorded
+// when the directory was created, or, for a new directory, the flags' —
+// recorded durably so that a restart with other flags cannot change the
+// starting balances that the log's records are applied to.
+func bankSeed(dir string, accounts int, balance int64) (int, int64, error) {
+	path := filepath.Join(dir, "bank.json")
+	type seed struct {
+		Accounts int   `json:"accounts"`
+		Balance  int64 `json:"balance"`
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		var s seed
+		if err := json.Unmarshal(b, &s); err != nil || s.Accounts <= 0 {
+			return 0, 0, fmt.Errorf("%s is corrupt: %v", path, err)
+		}
+		return s.Accounts, s.Balance, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, 0, err
+	}
+	b, _ := json.Marshal(seed{accounts, balance})
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return 0, 0, err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		var d *os.File
+		if d, err = os.Open(dir); err == nil {
+			err = d.Sync()
+			d.Close()
+		}
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("recording the bank's shape in %s: %w", dir, err)
+	}
+	return accounts, balance, nil
+}

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/commitd/commitd/bench"
+	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/internal/cluster"
+	"github.com/commitd/commitd/participant"
+)
+
+func runAdmin(args []string) error {
+	if len(args) < 1 {
+		fmt.Fprintln(os.Stderr, "commitd admin: want status, accounts or outcomes")
+		return errUsage
+	}
+	kind := args[0]
+	fs := newFlags("admin " + kind)
+	var coord, part string
+	var tf tlsFlags
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	switch kind {
+	case "status":
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address (or use --participant)")
+		fs.StringVar(&part, "participant", "", "a participant's address")
+	case "accounts", "outcomes":
+		fs.StringVar(&part, "participant", "", "the participant's address (required)")
+	default:
+		fmt.Fprintf(os.Stderr, "commitd admin: unknown report %q (want status, accounts or outcomes)\n", kind)
+		return errUsage
+	}
+	tf.register(fs)
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	addr := coord
+	if addr == "" {
+		addr = part
+	}
+	if addr == "" {
+		return errors.New("name a server: --coordinator or --participant ADDR")
+	}
+	tlsCfg, err := tf.config()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if kind == "outcomes" {
+		var outs []participant.Outcome
+		if err := client.Admin(ctx, addr, kind, tlsCfg, &outs); err != nil {
+			return err
+		}
+		var b strings.Builder
+		for _, o := range outs {
+			fmt.Fprintf(&b, "%s %s\n", o.Txn, o.Outcome)
+		}
+		_, err := io.WriteString(os.Stdout, b.String())
+		return err
+	}
+	var v json.RawMessage
+	if err := client.Admin(ctx, addr, kind, tlsCfg, &v); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(os.Stdout, "%s\n", v)
+	return err
+}
+
+// runDemo starts a coordinator and two bank participants in this process,
+// on loopback with fresh data directories, moves money between them for a
+// few seconds, and checks that none was created or lost.
+func runDemo(args []string) error {
+	fs := newFlags("demo")
+	duration := fs.Duration("duration", 5*time.Second, "how long to run transfers")
+	concurrency := fs.Int("concurrency", 100, "concurrent callers")
+	keep := fs.Bool("keep", false, "keep the data directories")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "commitd-demo-")
+	if err != nil {
+		return err
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fmt.Printf("commitd demo: a coordinator and two bank participants on loopback, every log durable (fdatasync)\n")
+	fmt.Printf("data in %s\n", dir)
+	c, err := cluster.Start(cluster.Options{Dir: dir, Participants: 2, Accounts: 10000, Balance: 1000, Logger: quiet})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	before := c.Total()
+	cl, err := client.Dial(c.CoordinatorAddr, client.Options{Conns: 2})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	fmt.Printf("coordinator %s, participants %s; %d callers for %v\n\n", c.CoordinatorAddr, strings.Join(c.Addrs, ", "), *concurrency, *duration)
+	rep, err := bench.Run(ctx, bench.Config{
+		Client:      cl,
+		Work:        bench.Workload{Names: c.Names, Accounts: 10000, PerTxn: 2},
+		Concurrency: *concurrency,
+		Duration:    *duration,
+		Seed:        uint64(time.Now().UnixNano()),
+		Progress:    os.Stdout,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	fmt.Println(rep.Summary())
+	// Wait for the last decisions to reach the participants.
+	deadline := time.Now().Add(10 * time.Second)
+	for prepared(c) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	after := c.Total()
+	if after != before || prepared(c) > 0 {
+		return fmt.Errorf("conservation check FAILED: total before %d, after %d, %d still prepared", before, after, prepared(c))
+	}
+	fmt.Printf("conservation  total before %d, after %d: OK\n", before, after)
+	return nil
+}
+
+func prepared(c *cluster.Cluster) int {
+	n := 0
+	for _, p := range c.Participants {
+		n += p.AccountsSummary().Prepared
+	}
+	return n
+}
+
+func runBench(args []string) error {
+	fs := newFlags("bench")
+	var coord string
+	parts := participantList{}
+	var tf tlsFlags
+	var w bench.Workload
+	concurrency := fs.Int("concurrency", 100, "concurrent callers (closed loop)")
+	duration := fs.Duration("duration", 10*time.Second, "how long to run")
+	txns := fs.Int64("txns", 0, "stop after this many transactions (0: run for --duration)")
+	conns := fs.Int("conns", 2, "connections to the coordinator")
+	jsonPath := fs.String("json", "", "write the report as JSON to this file")
+	ackPath := fs.String("ack-log", "", "write one line per transaction: <uuid> <outcome> <participant>,...")
+	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "workload seed")
+	fs.StringVar(&coord, "coordinator", "", "the coordinator's address (required)")
+	fs.Var(parts, "participants", "participants as NAME=ADDR,NAME=ADDR,... (required)")
+	fs.IntVar(&w.Accounts, "accounts", 1000, "accounts per participant to spread transfers over")
+	fs.IntVar(&w.PerTxn, "per-txn", 2, "participants per transaction (1 to 10)")
+	fs.Float64Var(&w.HotAccounts, "hot-accounts", 0, "confine traffic to this fraction of accounts (contention)")
+	fs.Float64Var(&w.ReadOnly, "read-only", 0, "fraction of credit branches that only read")
+	tf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if coord == "" || len(parts) == 0 {
+		return errors.New("--coordinator and --participants are required")
+	}
+	if w.PerTxn < 1 || w.PerTxn > 10 || w.PerTxn > len(parts) {
+		return fmt.Errorf("--per-txn %d: want 1 to %d (the participants named)", w.PerTxn, min(10, len(parts)))
+	}
+	for n := range parts {
+		w.Names = append(w.Names, n)
+	}
+	tlsCfg, err := tf.config()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	total := func() (int64, error) {
+		var sum int64
+		for n, addr := range parts {
+			var a participant.Accounts
+			if err := client.Admin(ctx, addr, "accounts", tlsCfg, &a); err != nil {
+				return 0, fmt.Errorf("participant %s: %w", n, err)
+			}
+			sum += a.Total
+		}
+		return sum, nil
+	}
+	before, err := total()
+	if err != nil {
+		return err
+	}
+	cl, err := client.Dial(coord, client.Options{Conns: *conns, TLS: tlsCfg})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	cfg := bench.Config{Client: cl, Work: w, Concurrency: *concurrency, Duration: *duration, Txns: *txns, Seed: *seed, Progress: os.Stderr}
+	if *txns > 0 {
+		cfg.Duration = 0
+	}
+	if *ackPath != "" {
+		f, err := os.Create(*ackPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cfg.AckLog = f
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Println(rep.Summary())
+	time.Sleep(500 * time.Millisecond) // let the last decisions land
+	after, err := total()
+	if err != nil {
+		return err
+	}
+	conserved := after == before
+	fmt.Printf("conservation  total before %d, after %d: %v\n", before, after, map[bool]string{true: "OK", false: "FAILED"}[conserved])
+	if *jsonPath != "" {
+		out := struct {
+			bench.Report
+			Conserved bool `json:"conserved"`
+		}{rep, conserved}
+		b, _ := json.MarshalIndent(out, "", "  ")
+		if err := os.WriteFile(*jsonPath, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if !conserved {
+		return fmt.Errorf("money was created or lost: %d before, %d after", before, after)
+	}
+	return nil
+}
