@@ -73,12 +73,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		defer cancel()
 	}
 	var (
-		issued                                       atomic.Int64
+		issued                                      atomic.Int64
 		committed, aborted, unknown, rejected, errs atomic.Int64
-		mu                                           sync.Mutex
-		total                                        = newHistogram()
-		window                                       = newHistogram()
-		ackMu                                        sync.Mutex
+		mu                                          sync.Mutex
+		total                                       = newHistogram()
+		window                                      = newHistogram()
+		ackMu                                       sync.Mutex
 	)
 	start := time.Now()
 	stopProgress := make(chan struct{})

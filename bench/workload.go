@@ -44,7 +44,7 @@ func (w *Workload) Next(rng *rand.Rand, dst []client.Branch) []client.Branch {
 	// Choose k distinct participants: a partial Fisher-Yates over indexes.
 	var idx [64]int
 	n := len(w.Names)
-	order := idx[:0]
+	var order []int
 	if n <= len(idx) {
 		order = idx[:n]
 	} else {
