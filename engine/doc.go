@@ -1,7 +1,58 @@
-// Package engine holds the protocol logic of two-phase commit as deterministic
-// state machines: a coordinator Shard and a Participant. Inputs (messages,
-// ticks, "durable up to index i") go in; outputs (log records, messages,
-// client replies) come out as plain data in a Ready. Nothing in this package
-// touches a socket, a file, a clock or a goroutine, so a seeded simulation can
-// drive the whole protocol.
+// Package engine holds the protocol logic of presumed-abort two-phase commit
+// as deterministic state machines: a coordinator Shard and a Participant.
+// Inputs (messages, ticks, "durable up to index i") go in; outputs (log
+// records, messages, client replies, applied decisions) come out as plain
+// data in a Ready. Nothing in this package touches a socket, a file, a clock,
+// a goroutine or a global random source, so a seeded simulation can drive
+// the whole protocol (sim_test.go) and golden scripts can show it step by
+// step (testdata/*.txt). docs/protocol.md describes the protocol itself.
+//
+// # Driving a machine
+//
+// One goroutine owns a machine (and, for a participant, its Resource) and
+// pumps it; it decides nothing itself:
+//
+//	// At startup, before anything else: every record the log kept, in order.
+//	for _, r := range recordsFromLog {
+//		m.Restore(r)
+//	}
+//	for {
+//		select {
+//		case msg := <-incoming:
+//			m.Step(msg)
+//		case <-ticker.C:
+//			m.Tick()
+//		case idx := <-logSynced: // the log made records up to idx durable
+//			m.Durable(idx)
+//		}
+//		for m.HasReady() {
+//			rd := m.Ready()
+//			// 1. Append rd.Records to the log; Records[i] has index
+//			//    rd.FirstIndex+i. Encode them now (Record.AppendBinary):
+//			//    the slices are reused after the next call into m.
+//			// 2. Send rd.Messages, answer rd.Replies. They are already
+//			//    held back until what they depend on is durable, so they
+//			//    may go out at once, before the records just appended
+//			//    are synced.
+//			// 3. Report rd.Applied; let the log drop records below
+//			//    rd.LowWater.
+//		}
+//	}
+//
+// The caller syncs the log when it likes (group commit) and reports the
+// result with Durable. An fsync error must stop the process: Durable is
+// never called for records that did not reach the disk.
+//
+// # Failures
+//
+// Network junk (duplicate, late, reordered, unknown messages) is ignored
+// and counted in ShardStats / ParticipantStats, never trusted. Operating
+// errors are error values (ErrBadRecord). Programmer errors — an impossible
+// transition, Durable beyond what was appended, Restore after other input —
+// panic with the broken invariant.
+//
+// # Routing
+//
+// A coordinator runs several shards; ShardFor routes every message about a
+// transaction to the shard that owns it. Shards share no state.
 package engine
