@@ -1,6 +1,9 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Default ShardConfig values, used for zero fields.
 const (
@@ -218,6 +221,11 @@ func (s *Shard) Restore(r Record) {
 		}
 		if len(r.Participants) == 0 || len(r.Participants) > MaxBranches {
 			panic(fmt.Sprintf("engine: commit record for %v with %d participants", r.Txn, len(r.Participants)))
+		}
+		for i, p := range r.Participants {
+			if slices.Index(r.Participants[:i], p) >= 0 {
+				panic(fmt.Sprintf("engine: commit record for %v names %q twice", r.Txn, p))
+			}
 		}
 		t := s.alloc(r.Txn)
 		t.replied = true // the client is gone with the old process
