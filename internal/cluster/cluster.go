@@ -5,6 +5,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,7 +31,9 @@ type Options struct {
 	InquireAfter   time.Duration
 	// CheckpointEvery sets the participants' checkpoint interval.
 	CheckpointEvery int
-	Logger          *slog.Logger
+	// TLS, if set, makes every connection mutual TLS.
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
 // Cluster is a running cluster.
@@ -113,6 +116,7 @@ func (c *Cluster) startParticipant(i int, ln net.Listener) (*participant.Server,
 		CheckpointEvery: c.opts.CheckpointEvery,
 		GroupCommit:     true,
 		Coalesce:        true,
+		TLS:             c.opts.TLS,
 		Logger:          c.opts.Logger,
 	})
 }
@@ -130,6 +134,7 @@ func (c *Cluster) startCoordinator(ln net.Listener) (*coordinator.Server, error)
 		PrepareTimeout: c.opts.PrepareTimeout,
 		GroupCommit:    true,
 		Coalesce:       true,
+		TLS:            c.opts.TLS,
 		Logger:         c.opts.Logger,
 	})
 }
