@@ -42,6 +42,11 @@ type Config struct {
 	// late messages (default 30s).
 	Remember time.Duration
 
+	// SegmentSize is the size of each log segment file (default 64 MiB).
+	// Segments are written out in full ahead of need, so small test
+	// clusters use small ones.
+	SegmentSize int64
+
 	// GroupCommit lets one fdatasync cover many records (default on; off
 	// is for benchmarks that show what it buys).
 	GroupCommit bool

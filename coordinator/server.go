@@ -79,6 +79,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}()
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
+		SegmentSize:   cfg.SegmentSize,
 		NoGroupCommit: !cfg.GroupCommit,
 		OnSync:        s.metrics.observeSync,
 	})

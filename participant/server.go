@@ -55,6 +55,10 @@ type Config struct {
 	// checkpoints, which let the log retire (default 10000).
 	CheckpointEvery int
 
+	// SegmentSize is the size of each log segment file (default 64 MiB;
+	// the ledger's are a quarter of it).
+	SegmentSize int64
+
 	// GroupCommit and Coalesce: see the coordinator's Config.
 	GroupCommit bool
 	Coalesce    bool
@@ -155,12 +159,19 @@ func Start(cfg Config) (*Server, error) {
 			s.abandon()
 		}
 	}()
-	walOpts := wal.Options{NoGroupCommit: !cfg.GroupCommit}
+	walOpts := wal.Options{NoGroupCommit: !cfg.GroupCommit, SegmentSize: cfg.SegmentSize}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), walOpts)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening log in %s: %w", cfg.DataDir, err)
 	}
-	s.ledger, err = openLedger(filepath.Join(cfg.DataDir, "ledger"), walOpts)
+	// Ledger entries are small and never retired: smaller segments waste
+	// less when the participant is idle.
+	ledgerOpts := walOpts
+	if ledgerOpts.SegmentSize <= 0 {
+		ledgerOpts.SegmentSize = 64 << 20
+	}
+	ledgerOpts.SegmentSize = max(ledgerOpts.SegmentSize/4, wal.MinSegmentSize)
+	s.ledger, err = openLedger(filepath.Join(cfg.DataDir, "ledger"), ledgerOpts)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening ledger in %s: %w", cfg.DataDir, err)
 	}

@@ -31,6 +31,9 @@ type Options struct {
 	InquireAfter   time.Duration
 	// CheckpointEvery sets the participants' checkpoint interval.
 	CheckpointEvery int
+	// SegmentSize is every log's segment size (default 4 MiB: segments are
+	// written out ahead of need, and a test cluster has seven logs).
+	SegmentSize int64
 	// TLS, if set, makes every connection mutual TLS.
 	TLS    *tls.Config
 	Logger *slog.Logger
@@ -65,6 +68,9 @@ func Start(opts Options) (*Cluster, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.SegmentSize <= 0 {
+		opts.SegmentSize = 4 << 20
 	}
 	c := &Cluster{opts: opts}
 	// Listen first, so that every server knows every address at start.
@@ -116,6 +122,7 @@ func (c *Cluster) startParticipant(i int, ln net.Listener) (*participant.Server,
 		CheckpointEvery: c.opts.CheckpointEvery,
 		GroupCommit:     true,
 		Coalesce:        true,
+		SegmentSize:     c.opts.SegmentSize,
 		TLS:             c.opts.TLS,
 		Logger:          c.opts.Logger,
 	})
@@ -134,6 +141,7 @@ func (c *Cluster) startCoordinator(ln net.Listener) (*coordinator.Server, error)
 		PrepareTimeout: c.opts.PrepareTimeout,
 		GroupCommit:    true,
 		Coalesce:       true,
+		SegmentSize:    c.opts.SegmentSize,
 		TLS:            c.opts.TLS,
 		Logger:         c.opts.Logger,
 	})
