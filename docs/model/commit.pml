@@ -1,34 +1,35 @@
 /*
- * commit.pml -- a SPIN model of commitd's presumed-abort two-phase commit
- * (engine.Shard = coordinator, engine.Participant = participant).
+ * commit.pml -- a SPIN model of commitd's presumed-abort two-phase commit,
+ * following engine/shard.go (coordinator) and engine/participant.go
+ * (participant). README.md maps every process, message and variable to
+ * the Go code; check.sh runs it.
  *
- * One transaction, NP participants (NP == 1 is one-phase commit). The README
- * next to this file maps every process, message and variable to the Go code.
+ * One transaction, NP participants (NP == 1 is one-phase commit).
  *
- * Abstractions (why they are sound for one transaction):
- *  - The network is a SET of messages per direction and participant: a bit
- *    per message kind. With one transaction every copy of a message kind is
- *    identical, so a set captures loss (a send may be dropped), duplication
- *    (a delivery may leave the bit set), reordering and arbitrary delay. Bits
- *    survive a crash of the sender: in-flight messages may still arrive.
- *  - Timers (prepare timeout, inquiry, commit redelivery) are nondeterministic
- *    and may fire at any moment their precondition holds. A retransmission is
- *    only enabled when the same message is not already in flight (a resend of
- *    an in-flight message adds nothing a duplicate does not already give).
- *  - A log is an array of records plus n (appended) and d (durable). The disk
- *    makes everything appended durable at once (one group commit). A crash
- *    keeps every durable record and any prefix of the not-yet-durable ones,
- *    then the node restarts at once, restoring from what it kept.
- *  - RememberTicks: the coordinator may forget a finished transaction at any
- *    time. Participants remember what they decided until they crash (the
- *    model does not let a participant forget: see README, "Assumptions").
+ * Abstractions, and why they are sound for one transaction:
+ *  - The network is a SET of messages per direction and participant: one
+ *    bit per message kind. With one transaction all copies of a kind are
+ *    identical, so a set gives loss, duplication, reordering and any delay.
+ *    A delivery may take the message out, leave a copy (a duplicate comes
+ *    later), or lose it. Bits survive a crash of the sender: in-flight
+ *    messages may still arrive after it restarted.
+ *  - Timers (prepare timeout, inquiry, commit redelivery, forgetting) are
+ *    nondeterministic and may fire whenever their precondition holds. A
+ *    resend is enabled only while the same message is not in flight (a
+ *    resend of an in-flight message adds nothing a duplicate does not).
+ *  - A log is an array of records with n (appended) and d (durable). A
+ *    group commit makes everything appended durable (Durable(n)). A crash
+ *    keeps every durable record and any prefix of the others, and the node
+ *    restarts at once, restoring from what was kept (Restore, then start()).
+ *  - The resource is a fixed answer to Prepare per participant (pvote);
+ *    what it did is recorded in never-reset ghosts g_*.
  *
  * Build options (spin -D...):
- *   NP=n              participants (1, 2 or 3)
- *   MAXCRASH=n        total crashes allowed (any node)
- *   LIVE              liveness run: bounded loss/duplication, LTL claim
- *   MAXLOSS, MAXDUP   budgets for LIVE
- *   BUG_*             planted bugs (see README)
+ *   NP=1|2|3          participants
+ *   MAXCRASH=n        crashes allowed in total (any node, any time)
+ *   LIVE              liveness run: loss and duplication bounded by
+ *                     MAXLOSS / MAXDUP, and the LTL claim `live'
+ *   BUG_*             planted bugs, listed in README.md
  */
 
 #ifndef NP
@@ -44,46 +45,48 @@
 #define MAXDUP 1
 #endif
 
-/* ---- participant volatile states (engine: participant txn states) ---- */
-#define P_UNKNOWN     0  /* nothing known about the txn                     */
-#define P_PREP_WAIT   1  /* RecPrepared appended; YES held until durable    */
-#define P_PREPARED    2  /* voted YES, in doubt                             */
-#define P_COMMIT_WAIT 3  /* RecCommitted appended; ack held until durable   */
-#define P_COMMITTED   4
-#define P_ABORTED     5
-#define P_READONLY    6  /* voted read-only, nothing held                   */
-#define P_1PC_WAIT    7  /* one-phase: RecCommitted{Work} appended; YES held */
+/* ---- participant txn states (participant.go partState; 0 = not in p.txns) ---- */
+#define P_NONE       0
+#define P_PREPARING  1  /* RecPrepared appended, not durable: YES held back      */
+#define P_PREPARED   2  /* YES sent; in doubt; inquires                          */
+#define P_COMMITTING 3  /* RecCommitted appended, not durable: ack (one-phase:    */
+                        /* YES) and res.Commit held back                          */
+#define P_COMMITTED  4
+#define P_ABORTED    5
+#define P_READONLY   6
 
-/* ---- what the resource answers to Prepare (fixed per participant) ---- */
+/* ---- what the resource answers to Prepare ---- */
 #define V_YES 1
 #define V_NO  2
 #define V_RO  3
 
-/* ---- participant log records ---- */
-#define R_PREPARED    1
-#define R_COMMITTED   2
-#define R_ABORTED     3
-#define R_COMMITTED1P 4  /* RecCommitted with Work: one-phase commit */
+/* ---- participant records ---- */
+#define R_PREPARED    1  /* RecPrepared{Work}                  */
+#define R_COMMITTED   2  /* RecCommitted                       */
+#define R_ABORTED     3  /* RecAborted (not forced)            */
+#define R_COMMITTED1P 4  /* RecCommitted{Work}: one-phase      */
 
-/* ---- messages coordinator -> participant i (bits of toP[i]) ---- */
-#define M_PREPARE 1
-#define M_COMMIT  2
-#define M_ABORT   4
-/* ---- messages participant i -> coordinator (bits of toC[i]) ---- */
-#define M_YES 1
-#define M_NO  2
-#define M_RO  4
-#define M_ACK 8
-#define M_INQ 16
+/* ---- messages coordinator -> participant i: bits of toP[i] ---- */
+#define M_PREPARE 1      /* MsgPrepare (OnePhase iff NP == 1)  */
+#define M_COMMIT  2      /* MsgDecision{Commit}                */
+#define M_ABORT   4      /* MsgDecision{Abort}                 */
+/* ---- messages participant i -> coordinator: bits of toC[i] ---- */
+#define M_YES 1          /* MsgVote{VoteYes}                   */
+#define M_NO  2          /* MsgVote{VoteNo}                    */
+#define M_RO  4          /* MsgVote{VoteReadOnly}              */
+#define M_ACK 8          /* MsgAck                             */
+#define M_INQ 16         /* MsgInquire                         */
 
-/* ---- coordinator volatile states ---- */
-#define C_UNKNOWN    0  /* nothing known: presumed abort                     */
-#define C_COLLECT    1  /* prepares sent, collecting votes                   */
-#define C_COMMITTING 2  /* RecCommit appended, not yet durable               */
-#define C_COMMITTED  3  /* RecCommit durable: deliver until every ack        */
-#define C_ENDED      4  /* every ack in, RecEnd appended (not forced)        */
-#define C_ABORTED    5
-#define C_DONE       6  /* all read-only, or one-phase answered              */
+/* ---- coordinator txn states (shard.go coordState; 0 = not in s.txns) ---- */
+#define C_NONE       0
+#define C_VOTING     1  /* prepares sent, collecting votes; nothing logged      */
+#define C_DECIDING   2  /* RecCommit appended, not durable: reply and decisions */
+                        /* held back                                            */
+#define C_DELIVERING 3  /* RecCommit durable: commit redelivered until acked    */
+#define C_ENDING     4  /* every ack in; RecEnd appended, not durable           */
+#define C_COMMITTED  5  /* finished committed (also all read-only, one-phase)   */
+#define C_ABORTED    6  /* finished aborted (never logged)                      */
+#define C_UNKNOWN    7  /* finished: one-phase without an answer                */
 
 /* ---- what the client was told ---- */
 #define O_NONE      0
@@ -91,21 +94,22 @@
 #define O_ABORTED   2
 #define O_UNKNOWN   3
 
-typedef Log { byte rec[2]; byte n; byte d };
+typedef Log { byte rec[3]; byte n; byte d };
 
 /* participants */
-byte pvote[NP];            /* resource's answer to Prepare (chosen at init)   */
-byte pst[NP];              /* volatile state                                  */
-byte pwait[NP];            /* index the held output waits for                 */
+byte pvote[NP];   /* resource's answer to Prepare (chosen at init)        */
+byte pst[NP];     /* partTxn.state                                        */
+byte pwait[NP];   /* index the held output waits for (partWait.index)     */
 Log  plog[NP];
 
 /* coordinator */
-byte cst;                  /* volatile state                                  */
-byte cvote[NP];            /* votes received (volatile)                       */
-byte cacked;               /* bitmask of acks received (volatile)             */
-byte cn, cd;               /* log: record 1 = RecCommit, record 2 = RecEnd    */
-byte cparts;               /* RecCommit.Participants: bitmask of YES voters   */
-byte reply;                /* what the client was told (first reply)          */
+byte cst;         /* coordTxn.state                                       */
+byte cvote[NP];   /* coordBranch.vote                                     */
+byte cacked;      /* bitmask of coordBranch.acked                         */
+byte cn, cd;      /* log: record 1 = RecCommit, record 2 = RecEnd; d = durable */
+byte cparts;      /* RecCommit.Participants (bitmask of YES voters)       */
+bit  creplied;    /* coordTxn.replied                                     */
+byte reply;       /* what the client was told                             */
 
 /* network */
 byte toP[NP];
@@ -117,14 +121,14 @@ byte crashes;
 byte losses, dups;
 #endif
 
-/* ghosts for the properties (never reset by a crash) */
-bit g_prepared[NP];        /* Prepare executed (the vote is pvote[i])          */
-bit g_commit[NP];          /* resource committed                               */
-bit g_abort[NP];           /* resource aborted (includes voting NO)            */
+/* ghosts for the properties: never reset, not even by a crash */
+bit g_prepared[NP];  /* res.Prepare called: participant i voted pvote[i]     */
+bit g_commit[NP];    /* res.Commit applied (live or on recovery)             */
+bit g_abort[NP];     /* res.Abort applied, or voted NO (resource released)   */
 
-/* scratch for loops, used only inside d_step (one indivisible transition,
- * never backtracked into), so it need not be part of the state */
-hidden byte k, kk, anyC, anyA, allOK, votesIn, yesSet;
+/* scratch for loops: set and used inside one atomic step and reset to 0
+ * at its end, so it never tells two states apart */
+byte k, kk, anyC, anyA, allOK, votesIn, yesSet;
 
 /* ================= network ================= */
 
@@ -136,14 +140,13 @@ hidden byte k, kk, anyC, anyA, allOK, votesIn, yesSet;
 #define DUP  skip
 #endif
 
-/* send: the message is in flight. Sends are deterministic; loss happens
- * at delivery (below), which is the same as loss in flight. */
+/* a send puts the message in flight; loss happens at delivery (RECV) */
 inline sendP(i, m) { toP[i] = toP[i] | m }
 inline sendC(i, m) { toC[i] = toC[i] | m }
 
-/* delivery of message m to its receiver, which runs handler: the message
- * leaves the network; or a copy stays behind (a duplicate may come later);
- * or it is lost. (Macros, because an inline cannot take an array name.) */
+/* deliver message m on channel ch[i] to a handler: the message leaves the
+ * network; or a copy stays (a duplicate may come later); or it is lost.
+ * (A macro: an inline cannot take an array name.) */
 #define RECV(ch, i, m, handler) \
 	if \
 	:: ch[i] = ch[i] & (255 - m); handler \
@@ -151,142 +154,155 @@ inline sendC(i, m) { toC[i] = toC[i] | m }
 	:: LOSE; ch[i] = ch[i] & (255 - m) \
 	fi
 
-/* ================= properties ================= */
+/* ================= safety properties ================= */
 
 inline checkSafety() {
-	anyC = 0; anyA = 0; allOK = 1;
-	d_step { for (k : 0 .. NP-1) {
-		anyC = anyC | g_commit[k];
-		anyA = anyA | g_abort[k];
-		if
-		:: !g_prepared[k] || pvote[k] == V_NO -> allOK = 0
-		:: else
-		fi
-	}; k = 0 }
-	assert(!(anyC && anyA));                     /* atomicity */
-	assert(!(reply == O_COMMITTED && anyA));     /* durability: told committed, never aborted */
-	assert(!(reply == O_ABORTED && anyC));       /* told aborted, nothing commits */
-	assert(!((anyC || reply == O_COMMITTED) && !allOK)); /* validity */
+	d_step {
+		anyC = 0; anyA = 0; allOK = 1;
+		for (k : 0 .. NP-1) {
+			anyC = anyC | g_commit[k];
+			anyA = anyA | g_abort[k];
+			if
+			:: !g_prepared[k] || pvote[k] == V_NO -> allOK = 0
+			:: else
+			fi
+		};
+		assert(!(anyC && anyA));                        /* ATOMICITY */
+		assert(!(reply == O_COMMITTED && anyA));        /* DURABILITY: told committed, nobody aborts */
+		assert(!(reply == O_ABORTED && anyC));          /* told aborted, nobody commits */
+		assert(!((anyC || reply == O_COMMITTED) && !allOK)); /* VALIDITY */
+		k = 0; anyC = 0; anyA = 0; allOK = 0
+	}
 }
 
-/* ================= logs ================= */
+/* ================= participant (participant.go) ================= */
 
-inline pappend(i, r) {
+inline pappend(i, r) {              /* appendRecord */
 	plog[i].rec[plog[i].n] = r;
 	plog[i].n++;
 	pwait[i] = plog[i].n
 }
 
-/* ================= participant ================= */
-
-inline pSendYes(i) { sendC(i, M_YES) }
-
 inline applyCommit(i) { g_commit[i] = 1; printf("MSC: P%d commits\n", i); checkSafety() }
 inline applyAbort(i)  { g_abort[i] = 1;  printf("MSC: P%d aborts\n", i);  checkSafety() }
 
-inline onPrepare(i) {
+inline onPrepare(i) {               /* Participant.prepare */
 	if
-	:: pst[i] == P_UNKNOWN ->
+	:: pst[i] == P_NONE ->
 		g_prepared[i] = 1;
 		if
 		:: pvote[i] == V_NO ->
 			pst[i] = P_ABORTED; applyAbort(i); sendC(i, M_NO)
 		:: pvote[i] == V_RO ->
 			pst[i] = P_READONLY; sendC(i, M_RO)
-		:: pvote[i] == V_YES && NP == 1 ->
-			pappend(i, R_COMMITTED1P); pst[i] = P_1PC_WAIT
+		:: pvote[i] == V_YES && NP == 1 ->      /* becomeCommitting, one-phase */
+			pappend(i, R_COMMITTED1P); pst[i] = P_COMMITTING
+		:: pvote[i] == V_YES && NP > 1 ->       /* becomePreparing */
+			pappend(i, R_PREPARED); pst[i] = P_PREPARING
 #ifdef BUG_VOTE_BEFORE_DURABLE
-			; pSendYes(i)
-#endif
-		:: pvote[i] == V_YES && NP > 1 ->
-			pappend(i, R_PREPARED); pst[i] = P_PREP_WAIT
-#ifdef BUG_VOTE_BEFORE_DURABLE
-			; pSendYes(i)
+			; sendC(i, M_YES)
 #endif
 		fi
-	:: pst[i] == P_PREP_WAIT || pst[i] == P_1PC_WAIT ->
+	/* never prepare twice: answer from what was done */
+	:: pst[i] == P_PREPARING || pst[i] == P_COMMITTING ->
 #ifdef BUG_DUP_PREPARE_FROM_MEMORY
-		pSendYes(i)        /* answered from memory: record not durable yet */
+		sendC(i, M_YES)     /* answered from memory, record not durable yet */
 #else
-		skip               /* the held YES goes out once the record is durable */
+		skip                /* the vote goes out when the record is durable */
 #endif
-	:: pst[i] == P_PREPARED || pst[i] == P_COMMIT_WAIT || pst[i] == P_COMMITTED ->
-		pSendYes(i)
+	:: pst[i] == P_PREPARED || pst[i] == P_COMMITTED -> sendC(i, M_YES)
 	:: pst[i] == P_ABORTED  -> sendC(i, M_NO)
 	:: pst[i] == P_READONLY -> sendC(i, M_RO)
 	fi
 }
 
-inline onCommit(i) {
+inline onCommit(i) {                /* Participant.commit */
 	if
-	:: pst[i] == P_PREPARED || pst[i] == P_PREP_WAIT ->
-		pappend(i, R_COMMITTED); pst[i] = P_COMMIT_WAIT
-	:: pst[i] == P_COMMIT_WAIT ->
+	:: pst[i] == P_NONE ->
+		/* "a commit decision exists only if this participant voted YES
+		 * durably ... it committed this one long ago": ack */
+		sendC(i, M_ACK)
+	:: pst[i] == P_PREPARED ->          /* becomeCommitting */
+		pappend(i, R_COMMITTED); pst[i] = P_COMMITTING
 #ifdef BUG_ACK_BEFORE_DURABLE
-		sendC(i, M_ACK)  /* duplicate decision acked from memory */
-#else
-		skip                 /* the held ack goes out once durable */
+		; sendC(i, M_ACK)
 #endif
 	:: pst[i] == P_COMMITTED -> sendC(i, M_ACK)
-	:: pst[i] == P_UNKNOWN ->
-		/* spec: a commit decision exists only if it voted YES durably,
-		 * so it must have committed and forgotten: ack */
-		sendC(i, M_ACK)
-	:: else -> skip          /* aborted / read-only / one-phase: ignored */
+	:: else -> skip     /* committing: ack when durable; others: invalid */
 	fi
 }
 
-inline onAbort(i) {
+inline onAbort(i) {                 /* Participant.abort */
 	if
-	:: pst[i] == P_PREPARED || pst[i] == P_PREP_WAIT ->
-		pst[i] = P_ABORTED; applyAbort(i); pappend(i, R_ABORTED) /* not forced */
+	:: pst[i] == P_NONE -> pst[i] = P_ABORTED   /* overtook its prepare: remember */
+	:: pst[i] == P_PREPARING || pst[i] == P_PREPARED ->
+		pst[i] = P_ABORTED; applyAbort(i); pappend(i, R_ABORTED)
 	:: else -> skip
+	fi
+}
+
+/* Participant.Durable(n): what waited for the record goes out. Called in
+ * the same step as the group commit: a crash between the two is the same
+ * as a crash after both with the output lost in the network. */
+inline pDurable(i) {
+	if
+	:: pst[i] == P_PREPARING && plog[i].d >= pwait[i] ->   /* becomePrepared */
+		pst[i] = P_PREPARED
+#ifndef BUG_VOTE_BEFORE_DURABLE
+		; sendC(i, M_YES)
+#endif
+	:: pst[i] == P_COMMITTING && plog[i].d >= pwait[i] ->
+		pst[i] = P_COMMITTED; applyCommit(i);
+		if
+		:: NP == 1 -> sendC(i, M_YES)       /* one-phase: YES = committed */
+		:: else
+#ifndef BUG_ACK_BEFORE_DURABLE
+			; sendC(i, M_ACK)
+#endif
+		fi
+	:: else
 	fi
 }
 
 proctype Part(byte i) {
 end:
 	do
-	:: atomic { (toP[i] & M_PREPARE) -> RECV(toP, i, M_PREPARE, printf("MSC: C->P%d prepare\n", i); onPrepare(i)) }
-	:: atomic { (toP[i] & M_COMMIT) -> RECV(toP, i, M_COMMIT, printf("MSC: C->P%d commit\n", i); onCommit(i)) }
-	:: atomic { (toP[i] & M_ABORT) -> RECV(toP, i, M_ABORT, printf("MSC: C->P%d abort\n", i); onAbort(i)) }
-	/* outputs held back until the record they depend on is durable */
-	:: atomic { pst[i] == P_PREP_WAIT && plog[i].d >= pwait[i] ->
-		pst[i] = P_PREPARED; pSendYes(i) }
-	:: atomic { pst[i] == P_COMMIT_WAIT && plog[i].d >= pwait[i] ->
-		pst[i] = P_COMMITTED; applyCommit(i); sendC(i, M_ACK) }
-	:: atomic { pst[i] == P_1PC_WAIT && plog[i].d >= pwait[i] ->
-		pst[i] = P_COMMITTED; applyCommit(i); pSendYes(i) }
-	/* in doubt: inquire (InquireAfter, then with backoff, forever) */
-	:: atomic { pst[i] == P_PREPARED && !(toC[i] & M_INQ) -> sendC(i, M_INQ) }
+	:: atomic { (toP[i] & M_PREPARE) ->
+		RECV(toP, i, M_PREPARE, printf("MSC: C->P%d prepare\n", i); onPrepare(i)) }
+	:: atomic { (toP[i] & M_COMMIT) ->
+		RECV(toP, i, M_COMMIT, printf("MSC: C->P%d commit\n", i); onCommit(i)) }
+	:: atomic { (toP[i] & M_ABORT) ->
+		RECV(toP, i, M_ABORT, printf("MSC: C->P%d abort\n", i); onAbort(i)) }
 #ifdef BUG_SELF_ABORT
 	/* a participant that gives up on its own after voting YES */
 	:: atomic { pst[i] == P_PREPARED ->
+		printf("MSC: P%d gives up\n", i);
 		pst[i] = P_ABORTED; applyAbort(i); pappend(i, R_ABORTED) }
 #endif
 	od
 }
 
-/* crash and restart participant i from what its log kept */
+/* crash participant i and restart it from what its log kept */
 inline crashP(i) {
-	/* keep every durable record and any prefix of the rest */
+	/* every durable record survives, and any prefix of the others */
 	do
 	:: plog[i].n > plog[i].d -> plog[i].n--; plog[i].rec[plog[i].n] = 0
 	:: break
 	od;
 	plog[i].d = plog[i].n;
 	pwait[i] = 0;
+	/* Participant.Restore, record by record */
 	if
-	:: plog[i].n == 0 -> pst[i] = P_UNKNOWN
-	:: plog[i].n > 0 && plog[i].rec[0] == R_COMMITTED1P -> pst[i] = P_COMMITTED
-	:: plog[i].n == 1 && plog[i].rec[0] == R_PREPARED -> pst[i] = P_PREPARED
-	:: plog[i].n == 2 && plog[i].rec[1] == R_COMMITTED -> pst[i] = P_COMMITTED
-	:: plog[i].n == 2 && plog[i].rec[1] == R_ABORTED -> pst[i] = P_ABORTED
+	:: plog[i].n == 0 -> pst[i] = P_NONE
+	:: plog[i].rec[0] == R_COMMITTED1P -> pst[i] = P_COMMITTED
+	:: plog[i].rec[0] == R_PREPARED && plog[i].n == 1 -> pst[i] = P_PREPARED
+	:: plog[i].rec[0] == R_PREPARED && plog[i].rec[1] == R_COMMITTED -> pst[i] = P_COMMITTED
+	:: plog[i].rec[0] == R_PREPARED && plog[i].rec[1] == R_ABORTED -> pst[i] = P_ABORTED
 	fi;
 	printf("MSC: crash P%d (log keeps %d records)\n", i, plog[i].n);
-	/* durability: a commit once applied is never undone */
+	/* DURABILITY: a commit once applied is never undone by a crash */
 	assert(!g_commit[i] || pst[i] == P_COMMITTED);
-	/* recovery replays the decision into the resource */
+	/* Restore replays the decision into the resource */
 	if
 	:: pst[i] == P_COMMITTED -> applyCommit(i)
 	:: pst[i] == P_ABORTED -> applyAbort(i)
@@ -294,159 +310,188 @@ inline crashP(i) {
 	fi
 }
 
-/* ================= coordinator ================= */
+/* ================= coordinator (shard.go) ================= */
 
-inline creply(o) {
-	if
-	:: reply == O_NONE -> reply = o; printf("MSC: C->client %d\n", o)
-	:: else -> skip
-	fi;
+inline creply(o) {                  /* Shard.reply */
+	assert(!creplied);
+	creplied = 1;
+	reply = o;
+	printf("MSC: C->client outcome %d\n", o);
 	checkSafety()
 }
 
-/* any NO, the prepare timeout, or an inquiry while collecting: abort now,
- * nothing logged; tell every branch that did not vote NO/read-only, once */
-inline decideAbort() {
-	cst = C_ABORTED;
+/* becomeAborted: reply, then abort to every branch that has not voted or
+ * voted YES, best effort, once; nothing logged */
+inline becomeAborted() {
 	creply(O_ABORTED);
-	d_step { for (kk : 0 .. NP-1) {
-		if
-		:: cvote[kk] != V_NO && cvote[kk] != V_RO -> sendP(kk, M_ABORT)
-		:: else
-		fi
-	}; kk = 0 }
-}
-
-inline onVote(i, v) {
-	if
-	:: cst == C_COLLECT && NP == 1 ->          /* one-phase */
-		cst = C_DONE;
-		if
-		:: v == V_NO -> creply(O_ABORTED)
-		:: else -> creply(O_COMMITTED)
-		fi
-	:: cst == C_COLLECT && NP > 1 ->
-		if
-		:: cvote[i] == 0 -> cvote[i] = v
-		:: else
-		fi;
-		if
-		:: v == V_NO -> decideAbort()
-		:: else ->
-			votesIn = 1; yesSet = 0;
-			d_step { for (kk : 0 .. NP-1) {
-				if
-				:: cvote[kk] == 0 -> votesIn = 0
-				:: cvote[kk] == V_YES -> yesSet = yesSet | (1 << kk)
-				:: else
-				fi
-			}; kk = 0 }
+	d_step {
+		for (kk : 0 .. NP-1) {
 			if
-			:: votesIn && yesSet != 0 ->
-				cst = C_COMMITTING; cparts = yesSet; cn = 1   /* append RecCommit (forced) */
-			:: votesIn && yesSet == 0 ->
-				cst = C_DONE; creply(O_COMMITTED)        /* all read-only */
+			:: cvote[kk] == 0 || cvote[kk] == V_YES -> sendP(kk, M_ABORT)
 			:: else
 			fi
+		};
+		kk = 0
+	};
+	cst = C_ABORTED
+}
+
+inline sendCommits() {
+	d_step {
+		for (kk : 0 .. NP-1) {
+			if
+			:: cvote[kk] == V_YES && !(cacked & (1 << kk)) -> sendP(kk, M_COMMIT)
+			:: else
+			fi
+		};
+		kk = 0
+	}
+}
+
+inline onVote(i, v) {               /* Shard.vote */
+	if
+	:: cst == C_NONE ->
+		if
+		:: v == V_YES -> sendP(i, M_ABORT)      /* presumeAbort */
+		:: else
 		fi
-	:: (cst == C_UNKNOWN || cst == C_ABORTED) && v == V_YES ->
-		sendP(i, M_ABORT)                    /* presumed abort */
-	:: else -> skip                              /* late / duplicate: ignored */
+	:: cst == C_VOTING && cvote[i] == 0 ->
+		cvote[i] = v;
+		if
+		:: NP == 1 && v == V_NO -> becomeAborted()
+		:: NP == 1 && v != V_NO -> creply(O_COMMITTED); cst = C_COMMITTED
+		:: NP > 1 && v == V_NO -> becomeAborted()
+		:: NP > 1 && v != V_NO ->
+			d_step {
+				votesIn = 1; yesSet = 0;
+				for (kk : 0 .. NP-1) {
+					if
+					:: cvote[kk] == 0 -> votesIn = 0
+					:: cvote[kk] == V_YES -> yesSet = yesSet | (1 << kk)
+					:: else
+					fi
+				};
+				kk = 0
+			};
+			if
+			:: votesIn && yesSet == 0 ->        /* decide: all read-only */
+				creply(O_COMMITTED); cst = C_COMMITTED
+			:: votesIn && yesSet != 0 ->        /* decide: becomeDeciding */
+				cst = C_DECIDING; cparts = yesSet; cn = 1  /* append RecCommit */
+#ifdef BUG_DECIDE_BEFORE_DURABLE
+				; creply(O_COMMITTED); sendCommits()
+#endif
+			:: else
+			fi;
+			votesIn = 0; yesSet = 0
+		fi
+	:: cst == C_ABORTED && v == V_YES -> sendP(i, M_ABORT)  /* late YES: tell it */
+	:: else -> skip                         /* duplicate or late: ignored */
 	fi
 }
 
-inline onAck(i) {
+inline onAck(i) {                   /* Shard.ack */
 	if
-	:: cst == C_COMMITTED && (cparts & (1 << i)) ->
+	:: cst == C_DELIVERING && cvote[i] == V_YES && !(cacked & (1 << i)) ->
 		cacked = cacked | (1 << i);
 		if
-		:: cacked == cparts ->
-			/* durability: the commit is complete only if every listed
-			 * participant has really committed */
-			d_step { for (kk : 0 .. NP-1) {
-				assert(!(cparts & (1 << kk)) || g_commit[kk])
-			}; kk = 0 }
-			cst = C_ENDED; cn = 2                    /* append RecEnd (not forced) */
+		:: cacked == cparts ->          /* becomeEnding */
+			/* DURABILITY: the commit is complete only when every YES
+			 * voter has really committed */
+			d_step {
+				for (kk : 0 .. NP-1) {
+					assert(!(cparts & (1 << kk)) || g_commit[kk])
+				};
+				kk = 0
+			};
+			cst = C_ENDING; cn = 2      /* append RecEnd (not forced) */
 		:: else
 		fi
 	:: else -> skip
 	fi
 }
 
-inline onInquire(i) {
+inline onInquire(i) {               /* Shard.inquire */
 	if
-	:: cst == C_UNKNOWN || cst == C_ABORTED || cst == C_DONE -> sendP(i, M_ABORT)
-	:: cst == C_COLLECT -> decideAbort()         /* the inquirer is prepared: abort now */
-	:: cst == C_COMMITTED || cst == C_ENDED -> sendP(i, M_COMMIT)
-	:: cst == C_COMMITTING ->
+	:: cst == C_NONE || cst == C_ABORTED -> sendP(i, M_ABORT)  /* presumeAbort / aborted */
+	:: cst == C_VOTING -> skip          /* deferred: the decision will be sent */
+	:: cst == C_DECIDING ->
 #ifdef BUG_INQUIRY_ABORT_PENDING
-		sendP(i, M_ABORT)                    /* "no durable decision": presumed abort */
+		sendP(i, M_ABORT)               /* "no durable decision": presumed abort */
 #else
-		assert(false)                            /* not enabled: the inquiry waits */
+		skip                            /* deferred: commit goes out when durable */
 #endif
+	:: (cst == C_DELIVERING || cst == C_ENDING || cst == C_COMMITTED) && cvote[i] == V_YES ->
+		sendP(i, M_COMMIT)
+	:: else -> skip                     /* invalid: ignored */
 	fi
 }
 
-/* the coordinator's handling of participant i's link */
+/* the coordinator's side of participant i's connection */
 proctype CoordLink(byte i) {
 end:
 	do
-	:: atomic { (toC[i] & M_YES) -> RECV(toC, i, M_YES, printf("MSC: P%d->C yes\n", i); onVote(i, V_YES)) }
-	:: atomic { (toC[i] & M_NO) -> RECV(toC, i, M_NO, printf("MSC: P%d->C no\n", i); onVote(i, V_NO)) }
-	:: atomic { (toC[i] & M_RO) -> RECV(toC, i, M_RO, printf("MSC: P%d->C read-only\n", i); onVote(i, V_RO)) }
-	:: atomic { (toC[i] & M_ACK) -> RECV(toC, i, M_ACK, printf("MSC: P%d->C ack\n", i); onAck(i)) }
-#ifdef BUG_INQUIRY_ABORT_PENDING
+	:: atomic { (toC[i] & M_YES) ->
+		RECV(toC, i, M_YES, printf("MSC: P%d->C yes\n", i); onVote(i, V_YES)) }
+	:: atomic { (toC[i] & M_NO) ->
+		RECV(toC, i, M_NO, printf("MSC: P%d->C no\n", i); onVote(i, V_NO)) }
+	:: atomic { (toC[i] & M_RO) ->
+		RECV(toC, i, M_RO, printf("MSC: P%d->C read-only\n", i); onVote(i, V_RO)) }
+	:: atomic { (toC[i] & M_ACK) ->
+		RECV(toC, i, M_ACK, printf("MSC: P%d->C ack\n", i); onAck(i)) }
 	:: atomic { (toC[i] & M_INQ) ->
-#else
-	/* an inquiry for a decision appended but not durable waits for it */
-	:: atomic { (toC[i] & M_INQ) && cst != C_COMMITTING ->
-#endif
 		RECV(toC, i, M_INQ, printf("MSC: P%d->C inquire\n", i); onInquire(i)) }
-	/* redelivery of the commit decision until acked */
-	:: atomic { cst == C_COMMITTED && (cparts & (1 << i)) != 0 &&
-		(cacked & (1 << i)) == 0 && (toP[i] & M_COMMIT) == 0 -> sendP(i, M_COMMIT) }
 	od
+}
+
+/* Shard.Durable(n), in the same step as the group commit */
+inline cDurable() {
+	if
+	:: cst == C_DECIDING && cd >= 1 ->      /* becomeDelivering */
+		cst = C_DELIVERING;
+		if
+		:: !creplied -> creply(O_COMMITTED); sendCommits()
+		:: else
+		fi
+	:: cst == C_ENDING && cd >= 2 -> cst = C_COMMITTED   /* becomeFinished */
+	:: else
+	fi
 }
 
 proctype Coord() {
 end:
 	do
-	/* prepare timeout with votes missing */
-	:: atomic { cst == C_COLLECT ->
-		votesIn = 1;
-		d_step { for (kk : 0 .. NP-1) {
-			if
-			:: cvote[kk] == 0 -> votesIn = 0
-			:: else
-			fi
-		}; kk = 0 }
+	/* prepare timeout (Shard.timeout), only while a vote is missing */
+	:: atomic { cst == C_VOTING ->
+		d_step {
+			votesIn = 1;
+			for (kk : 0 .. NP-1) {
+				if
+				:: cvote[kk] == 0 -> votesIn = 0
+				:: else
+				fi
+			};
+			kk = 0
+		};
 		if
 		:: !votesIn ->
 			printf("MSC: C prepare timeout\n");
 			if
-			:: NP == 1 -> cst = C_DONE; creply(O_UNKNOWN)   /* never guess */
-			:: else -> decideAbort()
+			:: NP == 1 -> creply(O_UNKNOWN); cst = C_UNKNOWN   /* never guess */
+			:: else -> becomeAborted()
 			fi
 		:: else
-		fi }
-	/* RecCommit durable: reply and send the decision */
-	:: atomic { cst == C_COMMITTING && cd >= 1 ->
-		cst = C_COMMITTED;
-		creply(O_COMMITTED);
-		d_step { for (kk : 0 .. NP-1) {
-			if
-			:: cparts & (1 << kk) -> sendP(kk, M_COMMIT)
-			:: else
-			fi
-		}; kk = 0 } }
-	/* RememberTicks elapsed: forget a finished transaction */
-	:: atomic { cst == C_ENDED || cst == C_ABORTED || cst == C_DONE ->
+		fi;
+		votesIn = 0 }
+	/* RememberTicks after finishing: release */
+	:: atomic { cst == C_COMMITTED || cst == C_ABORTED || cst == C_UNKNOWN ->
 		printf("MSC: C forgets\n");
-		cst = C_UNKNOWN; cacked = 0;
+		cst = C_NONE; cacked = 0;
 		d_step { for (kk : 0 .. NP-1) { cvote[kk] = 0 }; kk = 0 } }
 	od
 }
 
+/* crash the coordinator and restart it from what its log kept */
 inline crashC() {
 	do
 	:: cn > cd -> cn--
@@ -454,13 +499,30 @@ inline crashC() {
 	od;
 	cd = cn;
 	cacked = 0;
-	d_step { for (kk : 0 .. NP-1) { cvote[kk] = 0 }; kk = 0 }
-#ifdef BUG_NO_REREAD
-	cst = C_UNKNOWN;
-#else
+	creplied = 1;                       /* the client is gone with the process */
+	d_step { for (kk : 0 .. NP-1) { cvote[kk] = 0 }; kk = 0 };
+	cst = C_NONE;
+#ifndef BUG_NO_REREAD
+	/* Shard.Restore: RecCommit -> delivering (branches = its participants,
+	 * all YES); RecEnd -> committed. Once End is durable LowWater passes
+	 * RecCommit, so the records may also be gone already. */
 	if
-	:: cn == 1 -> cst = C_COMMITTED          /* RecCommit without RecEnd: redrive */
-	:: else -> cst = C_UNKNOWN               /* anything else: presumed abort */
+	:: cn >= 1 ->
+		d_step {
+			for (kk : 0 .. NP-1) {
+				if
+				:: cparts & (1 << kk) -> cvote[kk] = V_YES
+				:: else
+				fi
+			};
+			kk = 0
+		};
+		if
+		:: cn == 1 -> cst = C_DELIVERING
+		:: cn == 2 -> cst = C_COMMITTED
+		:: cn == 2 -> cst = C_NONE; cn = 0; cd = 0   /* log recycled past it */
+		fi
+	:: else
 	fi;
 #endif
 	if
@@ -470,19 +532,48 @@ inline crashC() {
 	printf("MSC: crash C (log keeps %d records)\n", cn)
 }
 
+/* ================= timers =================
+ * Each timer is its own process, so that weak fairness (process level in
+ * SPIN) cannot let a busy timer starve the delivery of a message. */
+
+/* participant i in doubt: inquire (at start, after InquireAfter, then with
+ * backoff up to InquireMax, for ever) */
+proctype InquiryTimer(byte i) {
+end:
+	do
+#ifndef BUG_NO_INQUIRY
+	:: atomic { pst[i] == P_PREPARED && !(toC[i] & M_INQ) ->
+		printf("MSC: P%d inquires\n", i); sendC(i, M_INQ) }
+#else
+	:: false    /* a participant that waits for the decision and never asks */
+#endif
+	od
+}
+
+/* commit redelivery to participant i (start() after a restore, then
+ * RedeliverMin doubling up to RedeliverMax) until it acks */
+proctype RedeliveryTimer(byte i) {
+end:
+	do
+	:: atomic { cst == C_DELIVERING && cvote[i] == V_YES && (cacked & (1 << i)) == 0 &&
+		(toP[i] & M_COMMIT) == 0 -> printf("MSC: C redelivers to P%d\n", i); sendP(i, M_COMMIT) }
+	od
+}
+
 /* ================= environment ================= */
 
+/* the coordinator's WAL: a group commit makes every appended record durable */
 proctype DiskC() {
 end:
 	do
-	:: atomic { cn > cd -> cd = cn }
+	:: atomic { cn > cd -> cd = cn; cDurable() }
 	od
 }
 
 proctype DiskP(byte i) {
 end:
 	do
-	:: atomic { plog[i].n > plog[i].d -> plog[i].d = plog[i].n }
+	:: atomic { plog[i].n > plog[i].d -> plog[i].d = plog[i].n; pDurable(i) }
 	od
 }
 
@@ -502,7 +593,7 @@ end:
 
 init {
 	atomic {
-		/* what each resource will answer (unrolled: no choice inside a loop) */
+		/* what each resource will answer */
 		if :: pvote[0] = V_YES :: pvote[0] = V_NO :: pvote[0] = V_RO fi;
 #if NP > 1
 		if :: pvote[1] = V_YES :: pvote[1] = V_NO :: pvote[1] = V_RO fi;
@@ -510,23 +601,29 @@ init {
 #if NP > 2
 		if :: pvote[2] = V_YES :: pvote[2] = V_NO :: pvote[2] = V_RO fi;
 #endif
-		cst = C_COLLECT;
-		d_step { for (k : 0 .. NP-1) { sendP(k, M_PREPARE) }; k = 0 }
+		/* Shard.begin: becomeVoting, a prepare to every branch */
+		cst = C_VOTING;
+		d_step { for (k : 0 .. NP-1) { sendP(k, M_PREPARE) }; k = 0 };
 		run Coord();
 		run DiskC();
 		run Crasher();
-		for (k : 0 .. NP-1) {
-			run CoordLink(k);
-			run Part(k);
-			run DiskP(k)
-		}
+		run CoordLink(0); run Part(0); run DiskP(0);
+		run InquiryTimer(0); run RedeliveryTimer(0);
+#if NP > 1
+		run CoordLink(1); run Part(1); run DiskP(1);
+		run InquiryTimer(1); run RedeliveryTimer(1);
+#endif
+#if NP > 2
+		run CoordLink(2); run Part(2); run DiskP(2);
+		run InquiryTimer(2); run RedeliveryTimer(2);
+#endif
 	}
 }
 
 #ifdef LIVE
-/* termination: a participant in doubt eventually learns the outcome;
- * durability: once the client is told "committed", every YES voter
- * eventually commits */
+/* TERMINATION: a participant in doubt eventually learns the outcome.
+ * DURABILITY (liveness half): once the client is told "committed", every
+ * participant whose resource voted YES eventually commits. */
 #define indoubt(i)  (pst[i] == P_PREPARED)
 #define decided(i)  (pst[i] == P_COMMITTED || pst[i] == P_ABORTED)
 #define yesdone(i)  (pvote[i] != V_YES || pst[i] == P_COMMITTED)
