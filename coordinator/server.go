@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -177,6 +178,18 @@ func (s *Server) recover() error {
 	}
 	if n > 0 {
 		s.cfg.Logger.Info("coordinator recovered", "records", n)
+	}
+	return nil
+}
+
+// WaitConnected waits until the coordinator has a connection to every
+// participant (or ctx ends). Transactions begun before then may time out
+// in prepare: a participant that is not connected misses its prepare.
+func (s *Server) WaitConnected(ctx context.Context) error {
+	for name, p := range s.peers {
+		if err := p.mux.WaitConnected(ctx); err != nil {
+			return fmt.Errorf("coordinator: participant %s not connected: %w", name, err)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package participant
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -271,6 +272,15 @@ func (s *Server) recover() error {
 	}
 	if idx > 0 {
 		s.cfg.Logger.Info("participant recovered", "name", s.cfg.Name, "records", idx)
+	}
+	return nil
+}
+
+// WaitConnected waits until the participant has a connection to the
+// coordinator (or ctx ends).
+func (s *Server) WaitConnected(ctx context.Context) error {
+	if err := s.coord.WaitConnected(ctx); err != nil {
+		return fmt.Errorf("participant %s: coordinator not connected: %w", s.cfg.Name, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -108,7 +109,27 @@ func Start(opts Options) (*Cluster, error) {
 		c.Close()
 		return nil, err
 	}
+	if err := c.WaitConnected(10 * time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
+}
+
+// WaitConnected waits until every server is connected to every peer it
+// sends to, so that the first transactions do not time out in prepare.
+func (c *Cluster) WaitConnected(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := c.Coordinator.WaitConnected(ctx); err != nil {
+		return err
+	}
+	for _, p := range c.Participants {
+		if err := p.WaitConnected(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Cluster) startParticipant(i int, ln net.Listener) (*participant.Server, error) {
@@ -162,7 +183,7 @@ func (c *Cluster) RestartParticipant(i int) error {
 		return err
 	}
 	c.Participants[i] = p
-	return nil
+	return c.WaitConnected(10 * time.Second)
 }
 
 // RestartCoordinator stops the coordinator gracefully and starts it again
@@ -180,7 +201,7 @@ func (c *Cluster) RestartCoordinator() error {
 		return err
 	}
 	c.Coordinator = co
-	return nil
+	return c.WaitConnected(10 * time.Second)
 }
 
 // Total is the sum of every participant's balances.
