@@ -1,10 +1,10 @@
 package wal_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"encoding/binary"
 	"path/filepath"
 	"strings"
 	"sync"

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"sync"
-	"time"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/commitd/commitd/wal"
 	"github.com/commitd/commitd/wal/waltest"
@@ -185,8 +186,8 @@ func TestSyncOfDurableLSNDoesNoIO(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, l, 2)
-	var ops int
-	fs.Inject(func(waltest.Op) error { ops++; return nil })
+	var ops atomic.Int64
+	fs.Inject(func(waltest.Op) error { ops.Add(1); return nil })
 	for range 100 {
 		if err := l.Sync(lsn); err != nil {
 			t.Fatal(err)
@@ -195,8 +196,8 @@ func TestSyncOfDurableLSNDoesNoIO(t *testing.T) {
 	var r recorder
 	l.Notify(lsn, &r)
 	fs.Inject(nil)
-	if ops != 0 {
-		t.Fatalf("Sync/Notify of a durable LSN did %d file operations", ops)
+	if n := ops.Load(); n != 0 {
+		t.Fatalf("Sync/Notify of a durable LSN did %d file operations", n)
 	}
 	if lsns, errs := r.snapshot(); len(lsns) != 1 || lsns[0] != lsn || errs[0] != nil {
 		t.Fatalf("Notify of a durable LSN: %v %v", lsns, errs)

@@ -93,10 +93,12 @@ func NewMemFS() *MemFS {
 	return fs
 }
 
-// Inject installs a hook called (with the file system locked: it must not
-// call back into it) before every operation. A non-nil result fails the
+// Inject installs a hook called before every operation, from the goroutine
+// doing it, without fs locked: the hook may block, call into fs, or Crash
+// it (the operation then fails with ErrCrashed). A non-nil result fails the
 // operation with that error, wrapped in an *fs.PathError, and the operation
-// has no effect. nil removes the hook.
+// has no effect. Hooks run concurrently when operations do. nil removes the
+// hook.
 func (fs *MemFS) Inject(hook func(Op) error) {
 	fs.mu.Lock()
 	fs.mu.hook = hook
@@ -106,11 +108,14 @@ func (fs *MemFS) Inject(hook func(Op) error) {
 // FailNth returns a hook that fails the nth (from 1) operation of kind k
 // with err, and every later one too if sticky.
 func FailNth(k OpKind, nth int, err error, sticky bool) func(Op) error {
+	var mu sync.Mutex
 	seen := 0
 	return func(op Op) error {
 		if op.Kind != k {
 			return nil
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		seen++
 		if seen == nth || (sticky && seen > nth) {
 			return err
@@ -119,15 +124,20 @@ func FailNth(k OpKind, nth int, err error, sticky bool) func(Op) error {
 	}
 }
 
-// begin checks for a crash and runs the hook. fs.mu must be held.
+// begin runs the hook and checks for a crash. fs.mu must be held; it is
+// released while the hook runs, so the hook may block or call into fs
+// (even Crash it). Callers look at fs state only after begin.
 func (fs *MemFS) begin(k OpKind, path string) error {
-	if fs.mu.crashed {
-		return &iofs.PathError{Op: k.String(), Path: path, Err: ErrCrashed}
-	}
-	if fs.mu.hook != nil {
-		if err := fs.mu.hook(Op{k, path}); err != nil {
+	if h := fs.mu.hook; h != nil && !fs.mu.crashed {
+		fs.mu.Unlock()
+		err := h(Op{k, path})
+		fs.mu.Lock()
+		if err != nil && !fs.mu.crashed {
 			return &iofs.PathError{Op: k.String(), Path: path, Err: err}
 		}
+	}
+	if fs.mu.crashed {
+		return &iofs.PathError{Op: k.String(), Path: path, Err: ErrCrashed}
 	}
 	return nil
 }
@@ -371,7 +381,7 @@ func (fs *MemFS) TotalBytes(suffix string) int64 {
 type memFile struct {
 	fs     *MemFS
 	ino    *inode
-	name   string
+	name   string // last known name
 	closed bool
 }
 
@@ -379,7 +389,28 @@ func (f *memFile) begin(k OpKind) error {
 	if f.closed {
 		return &iofs.PathError{Op: k.String(), Path: f.name, Err: iofs.ErrClosed}
 	}
-	return f.fs.begin(k, f.name)
+	if err := f.fs.begin(k, f.path()); err != nil {
+		return err
+	}
+	if f.closed { // closed while the hook ran
+		return &iofs.PathError{Op: k.String(), Path: f.name, Err: iofs.ErrClosed}
+	}
+	return nil
+}
+
+// path is the file's current name (it may have been renamed since it was
+// opened), or its name at open if it has none. fs.mu must be held.
+func (f *memFile) path() string {
+	if f.fs.mu.cur[f.name] == f.ino {
+		return f.name
+	}
+	for name, ino := range f.fs.mu.cur {
+		if ino == f.ino {
+			f.name = name
+			return name
+		}
+	}
+	return f.name
 }
 
 func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
