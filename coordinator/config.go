@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/wal"
 )
 
 // Config is everything a coordinator needs. Zero durations and counts take
@@ -46,6 +47,9 @@ type Config struct {
 	// Segments are written out in full ahead of need, so small test
 	// clusters use small ones.
 	SegmentSize int64
+	// FS is the file system under the log (nil: the operating system's);
+	// tests inject crashes and I/O errors through it.
+	FS wal.FS
 
 	// GroupCommit lets one fdatasync cover many records (default on; off
 	// is for benchmarks that show what it buys).

@@ -80,6 +80,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}()
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
+		FS:            cfg.FS,
 		SegmentSize:   cfg.SegmentSize,
 		NoGroupCommit: !cfg.GroupCommit,
 		OnSync:        s.metrics.observeSync,

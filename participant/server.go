@@ -59,6 +59,9 @@ type Config struct {
 	// SegmentSize is the size of each log segment file (default 64 MiB;
 	// the ledger's are a quarter of it).
 	SegmentSize int64
+	// FS is the file system under the log and the ledger (nil: the
+	// operating system's); tests inject crashes and I/O errors through it.
+	FS wal.FS
 
 	// GroupCommit and Coalesce: see the coordinator's Config.
 	GroupCommit bool
@@ -160,7 +163,7 @@ func Start(cfg Config) (*Server, error) {
 			s.abandon()
 		}
 	}()
-	walOpts := wal.Options{NoGroupCommit: !cfg.GroupCommit, SegmentSize: cfg.SegmentSize}
+	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: !cfg.GroupCommit, SegmentSize: cfg.SegmentSize}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), walOpts)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening log in %s: %w", cfg.DataDir, err)
