@@ -6,7 +6,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME    ?= 5s
 PKGS        := ./...
 
-.PHONY: all build run test unit lint fuzz bench model model3 chaos clean
+.PHONY: all build run test unit lint fuzz bench spin model model3 chaos clean
 
 all: build
 
@@ -17,8 +17,9 @@ build:
 run: build
 	./bin/commitd demo
 
-## test: everything CI runs — lint, the race-enabled unit/simulation tests, and a short fuzz of every target.
-test: lint unit fuzz
+## test: everything CI runs — lint, the race-enabled unit/simulation tests, a short fuzz of every
+## target, and the exhaustive SPIN check of the protocol model.
+test: lint unit fuzz model
 
 unit:
 	$(GO) test -race -timeout 20m $(PKGS)
@@ -40,6 +41,19 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+## model: exhaustive SPIN check of docs/model (2 participants) and every planted bug; model3: a
+## bounded (bitstate) check for 3 participants. SPIN comes from Debian's packages.
+spin:
+	@command -v spin >/dev/null 2>&1 || { echo "installing spin (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq spin >/dev/null) || \
+	  { echo "cannot install spin: run 'apt-get install spin' as root"; exit 1; }; }
+
+model: spin
+	bash docs/model/check.sh
+
+model3: spin
+	bash docs/model/check.sh --bitstate3
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./wal
