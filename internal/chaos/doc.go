@@ -1,0 +1,23 @@
+// Package chaos tests a whole commitd cluster under faults and checks what
+// the clients were told against what the participants hold.
+//
+// Three pieces, each usable alone:
+//
+//   - The checker (Check) is pure: given a History — the client's
+//     acknowledgements, every participant's ledger, the balances — it
+//     reports every violation of atomicity, durability, conservation and
+//     liveness. It knows nothing of processes; checker_test.go feeds it a
+//     history with a violation of each kind to show that it can fail.
+//   - The process harness (Cluster, Proc) builds the commitd binary once and
+//     runs a coordinator and bank participants as separate processes on
+//     loopback, each with its own data directory, which it can kill -9,
+//     SIGSTOP, SIGCONT and restart on the same directory and address.
+//   - The nemesis (Nemesis) injects those faults at seeded random moments,
+//     always restoring what it broke before it returns.
+//
+// TestChaos ties them together against `commitd bench --ack-log`
+// (CHAOS_DURATION sets the load, CHAOS_SEED replays a run's choices). The
+// disk-fault and front-door tests run servers in this process instead, where
+// a failing file system (wal/waltest) and raw sockets are at hand.
+// docs/testing.md says what is tested and the latest results.
+package chaos
