@@ -1,0 +1,169 @@
+package pump
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/wal"
+	"github.com/google/uuid"
+)
+
+func TestIndexMapDurableAndTrim(t *testing.T) {
+	var m indexMap
+	// Records 1..100 at LSNs 10, 20, ... (other machines' records between).
+	for i := uint64(1); i <= 100; i++ {
+		m.push(i, wal.LSN(i*10))
+	}
+	if idx, ok := m.markDurable(5); ok {
+		t.Fatalf("nothing should be durable at LSN 5, got index %d", idx)
+	}
+	if idx, ok := m.markDurable(255); !ok || idx != 25 {
+		t.Fatalf("markDurable(255) = %d, %v; want 25", idx, ok)
+	}
+	// Trim never drops records that are not durable, even if the machine
+	// says it no longer needs them.
+	if lsn, ok := m.trim(90); !ok || lsn != 260 {
+		t.Fatalf("trim(90) = %d, %v; want oldest kept LSN 260", lsn, ok)
+	}
+	if idx, ok := m.markDurable(1000); !ok || idx != 100 {
+		t.Fatalf("markDurable(1000) = %d, %v; want 100", idx, ok)
+	}
+	if lsn, ok := m.trim(50); !ok || lsn != 500 {
+		t.Fatalf("trim(50) = %d, %v; want 500", lsn, ok)
+	}
+	if _, ok := m.trim(101); ok {
+		t.Fatal("trim past every record should leave nothing needed")
+	}
+	// The ring keeps working after wrapping around.
+	for i := uint64(101); i <= 1000; i++ {
+		m.push(i, wal.LSN(i*10))
+		if i%7 == 0 {
+			m.markDurable(wal.LSN(i * 10))
+			m.trim(i - 3)
+		}
+	}
+	if idx, ok := m.markDurable(10000); !ok || idx != 1000 {
+		t.Fatalf("after wrap: markDurable = %d, %v", idx, ok)
+	}
+	if lsn, ok := m.trim(995); !ok || lsn != 9950 {
+		t.Fatalf("after wrap: trim(995) = %d, %v", lsn, ok)
+	}
+}
+
+func TestInboxCopiesAndBatches(t *testing.T) {
+	var q inbox
+	q.wakeup = make(chan struct{}, 1)
+	work := []byte("work-0")
+	var want []engine.Message
+	for i := range 50 {
+		id := uuid.New()
+		m := engine.Message{Type: engine.MsgBegin, Txn: id, Tag: uint64(i),
+			Branches: []engine.Branch{{Participant: "a", Work: work}, {Participant: "b", Work: nil}}}
+		if i%2 == 1 {
+			m = engine.Message{Type: engine.MsgPrepare, Txn: id, Work: work}
+		}
+		q.put(&m)
+		// The caller reuses its buffer at once: the queued copy must not change.
+		want = append(want, engine.Message{Type: m.Type, Txn: id, Tag: m.Tag, Work: bytes.Clone(m.Work),
+			Branches: cloneBranches(m.Branches)})
+		work[5] = byte('0' + (i+1)%10)
+	}
+	got := q.take(nil)
+	if len(got) != len(want) {
+		t.Fatalf("took %d messages, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
+			t.Fatalf("message %d:\n got %v\nwant %v", i, got[i], want[i])
+		}
+	}
+	if got[0].Branches[1].Work != nil {
+		t.Error("a nil work slice came back non-nil")
+	}
+	if len(q.take(nil)) != 0 {
+		t.Error("a second take returned messages again")
+	}
+}
+
+func cloneBranches(bs []engine.Branch) []engine.Branch {
+	if bs == nil {
+		return nil
+	}
+	out := make([]engine.Branch, len(bs))
+	for i, b := range bs {
+		out[i] = engine.Branch{Participant: b.Participant, Work: bytes.Clone(b.Work)}
+	}
+	return out
+}
+
+// The inbox is on every message's path: once warm it must not allocate.
+func TestInboxDoesNotAllocate(t *testing.T) {
+	var q inbox
+	q.wakeup = make(chan struct{}, 1)
+	m := engine.Message{Type: engine.MsgBegin, Txn: uuid.New(),
+		Branches: []engine.Branch{{Participant: "a", Work: make([]byte, 12)}, {Participant: "b", Work: make([]byte, 12)}}}
+	var batch []engine.Message
+	round := func() {
+		for range 64 {
+			q.put(&m)
+		}
+		batch = q.take(batch[:0])
+		select {
+		case <-q.wakeup:
+		default:
+		}
+	}
+	for range 4 {
+		round() // warm both buffer sets
+	}
+	if n := testing.AllocsPerRun(100, round); n != 0 {
+		t.Errorf("a round of 64 puts and a take allocated %.1f times", n)
+	}
+}
+
+func TestInboxConcurrentProducers(t *testing.T) {
+	var q inbox
+	q.wakeup = make(chan struct{}, 1)
+	const producers, each = 8, 2000
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				w := []byte{byte(p), byte(i), byte(i >> 8)}
+				q.put(&engine.Message{Type: engine.MsgPrepare, Tag: uint64(p*each + i), Work: w})
+			}
+		}()
+	}
+	seen := make(map[uint64]bool)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var batch []engine.Message
+	check := func() {
+		batch = q.take(batch[:0])
+		for _, m := range batch {
+			p, i := int(m.Tag)/each, int(m.Tag)%each
+			if !bytes.Equal(m.Work, []byte{byte(p), byte(i), byte(i >> 8)}) {
+				t.Fatalf("message %d carries work %v", m.Tag, m.Work)
+			}
+			seen[m.Tag] = true
+		}
+	}
+	for {
+		select {
+		case <-q.wakeup:
+			check()
+			continue
+		case <-done:
+		}
+		break
+	}
+	check()
+	if len(seen) != producers*each {
+		t.Fatalf("saw %d distinct messages, want %d", len(seen), producers*each)
+	}
+}
