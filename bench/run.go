@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/engine"
 	"github.com/google/uuid"
@@ -20,8 +19,20 @@ import (
 type Config struct {
 	Client *client.Client // connected to the coordinator
 	Work   Workload
-	// Concurrency is the number of closed-loop callers (default 10).
+	// Concurrency is the number of closed-loop callers (default 10): each
+	// starts its next transaction when the previous one has answered.
+	// Ignored when Rate is set.
 	Concurrency int
+	// Rate, if positive, makes the run open-loop: transactions are started
+	// on a fixed schedule of Rate per second whether or not earlier ones
+	// have answered, and each latency is measured from the transaction's
+	// intended start on that schedule, so a stall shows in the latencies
+	// instead of silently lowering the load (no coordinated omission).
+	Rate float64
+	// MaxInFlight bounds the transactions in flight in an open-loop run
+	// (default 10,000). Past it the schedule falls behind, which the
+	// latencies show.
+	MaxInFlight int
 	// Duration bounds the run; Txns bounds the number of transactions.
 	// The run ends at whichever comes first; at least one must be set.
 	Duration time.Duration
@@ -33,10 +44,59 @@ type Config struct {
 	// AckLog, if set, receives one line per transaction:
 	// "<uuid> <outcome> <participant>,<participant>...".
 	AckLog io.Writer
+	// Sample, if set, is called once a second and at the start and end of
+	// the run to read the coordinator's allocation and memory counters.
+	Sample func(context.Context) (ServerSample, error)
 }
 
-// Report is what a run measured. Latencies are in milliseconds.
+// ServerSample is a reading of a server's runtime counters.
+type ServerSample struct {
+	Mallocs    uint64  `json:"mallocs"`     // heap objects allocated since start
+	HeapBytes  uint64  `json:"heap_bytes"`  // live heap (bytes in heap objects)
+	CPUSeconds float64 `json:"cpu_seconds"` // user + system CPU since start
+}
+
+// Latency is a latency distribution in milliseconds.
+type Latency struct {
+	Count  int64   `json:"count"`
+	P50ms  float64 `json:"p50_ms"`
+	P90ms  float64 `json:"p90_ms"`
+	P99ms  float64 `json:"p99_ms"`
+	P999ms float64 `json:"p999_ms"`
+	MaxMs  float64 `json:"max_ms"`
+	MeanMs float64 `json:"mean_ms"`
+	// Spectrum is the latency at quantiles 0.5, 0.75, 0.9, 0.99, ...
+	// (each "nines" step), for plotting.
+	Spectrum []Quantile `json:"spectrum,omitempty"`
+}
+
+// Quantile is one point of a latency spectrum.
+type Quantile struct {
+	Q  float64 `json:"q"` // percentile, 0..100
+	Ms float64 `json:"ms"`
+}
+
+// Interval is one second of a run.
+type Interval struct {
+	T         float64 `json:"t"` // seconds since the start, at the interval's end
+	Committed int64   `json:"committed"`
+	Aborted   int64   `json:"aborted"`
+	Unknown   int64   `json:"unknown"`
+	Errors    int64   `json:"errors"`
+	P50ms     float64 `json:"p50_ms"` // committed in this interval
+	P99ms     float64 `json:"p99_ms"`
+	// HeapBytes is the coordinator's live heap at the interval's end (0
+	// without Config.Sample).
+	HeapBytes uint64 `json:"heap_bytes,omitempty"`
+}
+
+// Report is what a run measured. Latencies are in milliseconds; the
+// top-level percentiles are those of committed transactions.
 type Report struct {
+	Mode          string  `json:"mode"` // "closed" or "open"
+	Concurrency   int     `json:"concurrency,omitempty"`
+	Rate          float64 `json:"rate,omitempty"`
+	PerTxn        int     `json:"per_txn"`
 	Committed     int64   `json:"committed"`
 	Aborted       int64   `json:"aborted"`
 	Unknown       int64   `json:"unknown"`
@@ -49,14 +109,55 @@ type Report struct {
 	P99ms         float64 `json:"p99_ms"`
 	P999ms        float64 `json:"p999_ms"`
 	MaxMs         float64 `json:"max_ms"`
+	// Latency holds the distribution of every outcome seen, by name
+	// (committed, aborted, unknown, rejected, error).
+	Latency map[string]Latency `json:"latency"`
+	Series  []Interval         `json:"series"`
+	// Coordinator is what Config.Sample read: allocations and CPU per
+	// answered transaction over the run, and the heap at start and end.
+	Coordinator *ServerReport `json:"coordinator,omitempty"`
 }
 
-// latency histograms record microseconds from 1µs to 1 minute with 3
-// significant digits.
-func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
+// ServerReport sums up a server's samples over a run.
+type ServerReport struct {
+	AllocsPerTxn   float64 `json:"allocs_per_txn"`
+	CPUusPerTxn    float64 `json:"cpu_us_per_txn"`
+	HeapBytesStart uint64  `json:"heap_bytes_start"`
+	HeapBytesEnd   uint64  `json:"heap_bytes_end"`
+	HeapBytesMax   uint64  `json:"heap_bytes_max"`
+}
 
-// Run drives closed-loop load until the duration or the transaction count
-// is reached, or ctx ends.
+// outcome slots in the recorder; error is for calls that failed without
+// an outcome.
+const (
+	slotCommitted = iota
+	slotAborted
+	slotUnknown
+	slotRejected
+	slotError
+	nSlots
+)
+
+var slotNames = [nSlots]string{"committed", "aborted", "unknown", "rejected", "error"}
+
+func slotOf(o engine.Outcome, err error) int {
+	switch {
+	case err != nil && o != client.Unknown:
+		return slotError
+	case o == client.Committed:
+		return slotCommitted
+	case o == client.Aborted:
+		return slotAborted
+	case o == client.Unknown:
+		return slotUnknown
+	case o == client.Rejected:
+		return slotRejected
+	}
+	return slotError
+}
+
+// Run drives load until the duration or the transaction count is reached,
+// or ctx ends: closed-loop with Concurrency callers, or open-loop at Rate.
 func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Client == nil {
 		return Report{}, errors.New("bench: no client")
@@ -64,143 +165,284 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Duration <= 0 && cfg.Txns <= 0 {
 		return Report{}, errors.New("bench: set a duration or a transaction count")
 	}
+	if cfg.Rate < 0 {
+		return Report{}, errors.New("bench: negative rate")
+	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 10
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 10_000
 	}
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	var (
-		issued                                      atomic.Int64
-		committed, aborted, unknown, rejected, errs atomic.Int64
-		mu                                          sync.Mutex
-		total                                       = newHistogram()
-		window                                      = newHistogram()
-		ackMu                                       sync.Mutex
-	)
-	start := time.Now()
+	r := &runner{cfg: cfg, rec: newRecorder()}
+	var first ServerSample
+	if cfg.Sample != nil {
+		var err error
+		if first, err = cfg.Sample(context.Background()); err != nil {
+			return Report{}, fmt.Errorf("bench: reading the coordinator's counters: %w", err)
+		}
+	}
+	r.start = time.Now()
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
 	go func() {
 		defer close(progressDone)
-		if cfg.Progress == nil {
-			return
-		}
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		var last int64
-		for {
-			select {
-			case <-stopProgress:
-				return
-			case <-t.C:
-			}
-			c := committed.Load()
-			mu.Lock()
-			p99 := float64(window.ValueAtQuantile(99)) / 1000
-			window.Reset()
-			mu.Unlock()
-			fmt.Fprintf(cfg.Progress, "\r%6.1fs  committed %9d  aborted %8d  unknown %5d  errors %5d  rate %8d/s  p99 %7.2f ms ",
-				time.Since(start).Seconds(), c, aborted.Load(), unknown.Load(), errs.Load(), c-last, p99)
-			last = c
-		}
+		r.progress(stopProgress)
 	}()
-	var wg sync.WaitGroup
-	for w := 0; w < cfg.Concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
-			var branches []client.Branch
-			var line []byte
-			for ctx.Err() == nil {
-				if cfg.Txns > 0 && issued.Add(1) > cfg.Txns {
-					return
-				}
-				branches = cfg.Work.Next(rng, branches)
-				id, err := uuid.NewV7()
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				t0 := time.Now()
-				res, err := cfg.Client.Run(ctx, id, branches)
-				us := time.Since(t0).Microseconds()
-				if err != nil && ctx.Err() != nil && res.Outcome == client.Unknown {
-					// Cut off by the end of the run, not by the system: the
-					// ack log still records it as unknown, which it is.
-					writeAck(cfg.AckLog, &ackMu, &line, id, res.Outcome, branches)
-					return
-				}
-				switch {
-				case err != nil && res.Outcome != client.Unknown:
-					errs.Add(1)
-				case res.Outcome == client.Committed:
-					committed.Add(1)
-				case res.Outcome == client.Aborted:
-					aborted.Add(1)
-				case res.Outcome == client.Unknown:
-					unknown.Add(1)
-				case res.Outcome == client.Rejected:
-					rejected.Add(1)
-				}
-				if res.Outcome == client.Committed {
-					mu.Lock()
-					_ = total.RecordValue(us)
-					_ = window.RecordValue(us)
-					mu.Unlock()
-				}
-				writeAck(cfg.AckLog, &ackMu, &line, id, res.Outcome, branches)
-			}
-		}()
+	if cfg.Rate > 0 {
+		r.openLoop(ctx)
+	} else {
+		r.closedLoop(ctx)
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed := time.Since(r.start)
 	close(stopProgress)
 	<-progressDone
 	if cfg.Progress != nil {
 		fmt.Fprintln(cfg.Progress)
 	}
-	r := Report{
-		Committed: committed.Load(), Aborted: aborted.Load(), Unknown: unknown.Load(),
-		Rejected: rejected.Load(), Errors: errs.Load(), Seconds: elapsed.Seconds(),
+	rep := r.rec.report()
+	rep.Series = r.series
+	rep.Seconds = elapsed.Seconds()
+	rep.CommittedPerS = float64(rep.Committed) / elapsed.Seconds()
+	rep.PerTxn = cfg.Work.perTxn()
+	if cfg.Rate > 0 {
+		rep.Mode, rep.Rate = "open", cfg.Rate
+	} else {
+		rep.Mode, rep.Concurrency = "closed", cfg.Concurrency
 	}
-	r.CommittedPerS = float64(r.Committed) / elapsed.Seconds()
-	ms := func(q float64) float64 { return float64(total.ValueAtQuantile(q)) / 1000 }
-	r.P50ms, r.P90ms, r.P99ms, r.P999ms = ms(50), ms(90), ms(99), ms(99.9)
-	r.MaxMs = float64(total.Max()) / 1000
-	return r, nil
+	if cfg.Sample != nil {
+		last, err := cfg.Sample(context.Background())
+		if err != nil {
+			return rep, fmt.Errorf("bench: reading the coordinator's counters: %w", err)
+		}
+		answered := float64(max(1, rep.Committed+rep.Aborted+rep.Unknown+rep.Rejected))
+		sr := &ServerReport{
+			AllocsPerTxn:   float64(last.Mallocs-first.Mallocs) / answered,
+			CPUusPerTxn:    (last.CPUSeconds - first.CPUSeconds) * 1e6 / answered,
+			HeapBytesStart: first.HeapBytes,
+			HeapBytesEnd:   last.HeapBytes,
+			HeapBytesMax:   max(first.HeapBytes, last.HeapBytes),
+		}
+		for _, in := range r.series {
+			sr.HeapBytesMax = max(sr.HeapBytesMax, in.HeapBytes)
+		}
+		rep.Coordinator = sr
+	}
+	return rep, nil
 }
 
-func writeAck(w io.Writer, mu *sync.Mutex, line *[]byte, id uuid.UUID, o engine.Outcome, branches []client.Branch) {
-	if w == nil {
+// runner is one run's shared state.
+type runner struct {
+	cfg    Config
+	rec    *recorder
+	start  time.Time // set before any worker starts
+	issued atomic.Int64
+	ackMu  sync.Mutex
+	series []Interval // owned by the progress goroutine until Run reads it
+}
+
+// next reports whether another transaction may start (Txns not reached).
+func (r *runner) next() bool {
+	return r.cfg.Txns <= 0 || r.issued.Add(1) <= r.cfg.Txns
+}
+
+// worker is one caller's reusable state.
+type worker struct {
+	rng      *rand.Rand
+	branches []client.Branch
+	line     []byte
+	stripe   *stripe
+}
+
+func (r *runner) newWorker(i int) *worker {
+	return &worker{rng: rand.New(rand.NewPCG(r.cfg.Seed, uint64(i))), stripe: r.rec.stripe(i)}
+}
+
+// one runs one transaction whose latency counts from intended. It reports
+// false if the run was cut off by its end (ctx), not by the system.
+func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
+	w.branches = r.cfg.Work.Next(w.rng, w.branches)
+	id, err := uuid.NewV7()
+	if err != nil {
+		w.stripe.record(slotError, 0)
+		return true
+	}
+	res, err := r.cfg.Client.Run(ctx, id, w.branches)
+	us := time.Since(intended).Microseconds()
+	if err != nil && ctx.Err() != nil && res.Outcome == client.Unknown {
+		// Cut off by the end of the run: the ack log still records it as
+		// unknown, which it is, but it is not counted.
+		r.writeAck(w, id, res.Outcome)
+		return false
+	}
+	w.stripe.record(slotOf(res.Outcome, err), us)
+	r.writeAck(w, id, res.Outcome)
+	return true
+}
+
+func (r *runner) closedLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i := 0; i < r.cfg.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := r.newWorker(i)
+			for ctx.Err() == nil && r.next() {
+				if !r.one(ctx, w, time.Now()) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// openLoop is vegeta's pacer shape: a pacer goroutine (this one) hands
+// intended start times to a pool of workers, growing the pool when every
+// worker is busy, up to MaxInFlight. When the pool is exhausted the pacer
+// blocks, but the intended times keep following the schedule, so the
+// waiting shows up in the latencies.
+func (r *runner) openLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	ticks := make(chan time.Time)
+	workers := 0
+	spawn := func() {
+		i := workers
+		workers++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := r.newWorker(i)
+			for t := range ticks {
+				r.one(ctx, w, t)
+			}
+		}()
+	}
+	interval := time.Duration(float64(time.Second) / r.cfg.Rate)
+	if interval <= 0 {
+		interval = 1
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var n int64
+pace:
+	for ctx.Err() == nil {
+		intended := r.start.Add(time.Duration(n) * interval)
+		if d := time.Until(intended); d > 0 {
+			// Sleep to the next due time; every tick already due is sent
+			// in a burst below, so the timer's granularity does not limit
+			// the rate.
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				break pace
+			case <-timer.C:
+			}
+		}
+		if !r.next() {
+			break
+		}
+		select {
+		case ticks <- intended:
+		default:
+			if workers < r.cfg.MaxInFlight {
+				spawn()
+			}
+			select {
+			case ticks <- intended:
+			case <-ctx.Done():
+				break pace
+			}
+		}
+		n++
+	}
+	close(ticks)
+	wg.Wait()
+}
+
+func (r *runner) writeAck(w *worker, id uuid.UUID, o engine.Outcome) {
+	if r.cfg.AckLog == nil {
 		return
 	}
-	b := (*line)[:0]
+	b := w.line[:0]
 	b = append(b, id.String()...)
 	b = append(b, ' ')
 	b = append(b, o.String()...)
 	b = append(b, ' ')
-	for i, br := range branches {
+	for i, br := range w.branches {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, br.Participant...)
 	}
 	b = append(b, '\n')
-	*line = b
-	mu.Lock()
-	_, _ = w.Write(b)
-	mu.Unlock()
+	w.line = b
+	r.ackMu.Lock()
+	_, _ = r.cfg.AckLog.Write(b)
+	r.ackMu.Unlock()
+}
+
+// progress samples the recorder once a second: it keeps the series and
+// prints the live line.
+func (r *runner) progress(stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var total [nSlots]int64
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		in := r.rec.interval()
+		in.T = time.Since(r.start).Seconds()
+		if r.cfg.Sample != nil {
+			if s, err := r.cfg.Sample(context.Background()); err == nil {
+				in.HeapBytes = s.HeapBytes
+			}
+		}
+		r.series = append(r.series, in)
+		total[slotCommitted] += in.Committed
+		total[slotAborted] += in.Aborted
+		total[slotUnknown] += in.Unknown
+		total[slotError] += in.Errors
+		if r.cfg.Progress != nil {
+			fmt.Fprintf(r.cfg.Progress, "\r%6.1fs  committed %9d  aborted %7d  unknown %5d  errors %5d  rate %7d/s  p99 %7.2f ms ",
+				in.T, total[slotCommitted], total[slotAborted], total[slotUnknown], total[slotError], in.Committed, in.P99ms)
+		}
+	}
 }
 
 // Summary formats a report as a small table.
 func (r Report) Summary() string {
-	return fmt.Sprintf(`transactions  committed %d  aborted %d  unknown %d  rejected %d  errors %d
-throughput    %.0f committed/s over %.1fs
-latency (committed)  p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms`,
-		r.Committed, r.Aborted, r.Unknown, r.Rejected, r.Errors, r.CommittedPerS, r.Seconds,
-		r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs)
+	var b []byte
+	b = fmt.Appendf(b, "transactions  committed %d  aborted %d  unknown %d  rejected %d  errors %d\n",
+		r.Committed, r.Aborted, r.Unknown, r.Rejected, r.Errors)
+	load := fmt.Sprintf("closed loop, %d callers", r.Concurrency)
+	if r.Mode == "open" {
+		load = fmt.Sprintf("open loop, %.0f/s scheduled", r.Rate)
+	}
+	b = fmt.Appendf(b, "throughput    %.0f committed/s over %.1fs (%s, %d participants per transaction)\n",
+		r.CommittedPerS, r.Seconds, load, r.PerTxn)
+	b = fmt.Appendf(b, "latency (ms)  %-10s %9s %8s %8s %8s %8s %8s\n", "outcome", "count", "p50", "p90", "p99", "p99.9", "max")
+	for _, name := range slotNames {
+		l, ok := r.Latency[name]
+		if !ok {
+			continue
+		}
+		b = fmt.Appendf(b, "              %-10s %9d %8.2f %8.2f %8.2f %8.2f %8.2f\n",
+			name, l.Count, l.P50ms, l.P90ms, l.P99ms, l.P999ms, l.MaxMs)
+	}
+	if c := r.Coordinator; c != nil {
+		b = fmt.Appendf(b, "coordinator   %.2f allocs/txn  %.1f µs CPU/txn  heap %.1f → %.1f MiB (max %.1f)\n",
+			c.AllocsPerTxn, c.CPUusPerTxn, mib(c.HeapBytesStart), mib(c.HeapBytesEnd), mib(c.HeapBytesMax))
+	}
+	return string(b[:len(b)-1])
 }
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -26,12 +26,17 @@ type Workload struct {
 	MaxAmount int64
 }
 
+// perTxn is the number of branches each transaction has.
+func (w *Workload) perTxn() int {
+	if w.PerTxn == 0 {
+		return min(2, len(w.Names))
+	}
+	return min(max(w.PerTxn, 1), len(w.Names), 10)
+}
+
 // Next fills dst (reusing its memory) with the branches of one transfer.
 func (w *Workload) Next(rng *rand.Rand, dst []client.Branch) []client.Branch {
-	k := min(max(w.PerTxn, 1), len(w.Names), 10)
-	if w.PerTxn == 0 {
-		k = min(2, len(w.Names))
-	}
+	k := w.perTxn()
 	maxAmt := w.MaxAmount
 	if maxAmt <= 0 {
 		maxAmt = 10

@@ -296,11 +296,17 @@ type Status struct {
 	Redelivered uint64 `json:"redelivered"`
 	Shards      int    `json:"shards"`
 	DurableLSN  uint64 `json:"durable_lsn"`
+	// The process's runtime counters: heap objects allocated since start,
+	// bytes in live heap objects, and user+system CPU seconds.
+	Mallocs    uint64  `json:"mallocs"`
+	HeapBytes  uint64  `json:"heap_bytes"`
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 // Status sums the shards' statistics.
 func (s *Server) Status() Status {
 	st := Status{Shards: len(s.shards), DurableLSN: uint64(s.log.DurableLSN())}
+	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	for i := range s.stats {
 		s.stats[i].mu.Lock()
 		x := s.stats[i].s
