@@ -123,10 +123,7 @@ type Log struct {
 	// held; loaded anywhere.
 	durable atomic.Uint64
 	// last is the last appended LSN. Stored with mu held; loaded anywhere.
-	last atomic.Uint64
-	// poison is the error that failed the log. Set once, with mu held.
-	poison atomic.Pointer[error]
-
+	last     atomic.Uint64
 	counters struct {
 		batches, syncs, bytes, created, recycled, removed atomic.Uint64
 	}
@@ -140,7 +137,7 @@ type Log struct {
 		// waiters registered by Notify for LSNs not yet durable, mostly in
 		// LSN order.
 		waiters     []waiter
-		err         error // == *poison
+		err         error // the failure that poisoned the log; set once
 		closing     bool  // Close has begun: no more appends
 		flusherIdle bool  // the flusher waits on flushCond
 		spaceWait   int   // appenders blocked on spaceCond
@@ -159,11 +156,6 @@ type Log struct {
 	spaceCond sync.Cond // on mu: pending was taken, or closing/failed
 	readyCond sync.Cond // on mu: a segment became ready, or failed
 	prepCond  sync.Cond // on mu: a ready segment was taken, or stop/failed
-
-	// syncMu/syncCond wake Sync callers when durable advances or the log
-	// fails; kept apart from mu so waking them does not contend with appends.
-	syncMu   sync.Mutex
-	syncCond sync.Cond
 
 	// retireMu serializes Retire and keeps segments from being retired
 	// under a running Replay (read lock) or Close (write lock).
@@ -223,14 +215,28 @@ func (l *Log) Append(data []byte) (LSN, error) { return l.append(data, nil) }
 // AppendNotify is Append followed by Notify(lsn, w), under one lock.
 func (l *Log) AppendNotify(data []byte, w Waiter) (LSN, error) { return l.append(data, w) }
 
-// AppendSync is Append followed by Sync.
+// AppendSync is Append followed by Sync, registering the wait under the
+// same lock as the append.
 func (l *Log) AppendSync(data []byte) (LSN, error) {
-	lsn, err := l.append(data, nil)
-	if err != nil {
-		return 0, err
+	w := syncWaiters.Get().(*syncWaiter)
+	lsn, err := l.append(data, w)
+	if err == nil {
+		err = <-w.done
 	}
-	return lsn, l.Sync(lsn)
+	syncWaiters.Put(w)
+	return lsn, err
 }
+
+// syncWaiter is the Waiter behind Sync: the caller parks on done, and only
+// the flusher's completion of its own LSN wakes it — no broadcast, no herd
+// of goroutines re-checking a watermark under a lock. Pooled, so waiting
+// does not allocate.
+type syncWaiter struct{ done chan error }
+
+// LogDurable never blocks: done has room for the one result.
+func (w *syncWaiter) LogDurable(_ LSN, err error) { w.done <- err }
+
+var syncWaiters = sync.Pool{New: func() any { return &syncWaiter{done: make(chan error, 1)} }}
 
 func (l *Log) append(data []byte, w Waiter) (LSN, error) {
 	if len(data) > l.maxRecord {
@@ -279,20 +285,11 @@ func (l *Log) Sync(lsn LSN) error {
 	if LSN(l.durable.Load()) >= lsn {
 		return nil
 	}
-	if lsn > LSN(l.last.Load()) {
-		panic(fmt.Sprintf("wal: Sync(%d) beyond the last appended LSN %d", lsn, l.last.Load()))
-	}
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
-	for {
-		if LSN(l.durable.Load()) >= lsn {
-			return nil
-		}
-		if e := l.poison.Load(); e != nil {
-			return *e
-		}
-		l.syncCond.Wait()
-	}
+	w := syncWaiters.Get().(*syncWaiter)
+	l.Notify(lsn, w)
+	err := <-w.done
+	syncWaiters.Put(w)
+	return err
 }
 
 // Notify arranges for w.LogDurable(lsn, err) to be called once: at once on
@@ -408,16 +405,12 @@ func (l *Log) fail(err error) {
 	l.mu.Lock()
 	if l.mu.err == nil {
 		l.mu.err = err
-		l.poison.Store(&err)
 	}
 	l.flushCond.Broadcast()
 	l.spaceCond.Broadcast()
 	l.readyCond.Broadcast()
 	l.prepCond.Broadcast()
 	l.mu.Unlock()
-	l.syncMu.Lock()
-	l.syncCond.Broadcast()
-	l.syncMu.Unlock()
 }
 
 // ioFailure wraps an I/O error into the error that poisons the log.
@@ -577,10 +570,6 @@ func (l *Log) markDurable(lsn LSN) {
 	clear(l.mu.waiters[len(keep):]) // drop references to completed waiters
 	l.mu.waiters = keep
 	l.mu.Unlock()
-
-	l.syncMu.Lock()
-	l.syncCond.Broadcast()
-	l.syncMu.Unlock()
 
 	sortWaiters(firing)
 	for _, w := range firing {

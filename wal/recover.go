@@ -49,7 +49,6 @@ func Open(dir string, opts Options) (*Log, error) {
 		prepareDone: make(chan struct{}),
 	}
 	l.flushCond.L, l.spaceCond.L, l.readyCond.L, l.prepCond.L = &l.mu, &l.mu, &l.mu, &l.mu
-	l.syncCond.L = &l.syncMu
 	if err := l.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("wal: open %s: %w", dir, err)
 	}
