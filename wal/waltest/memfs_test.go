@@ -55,7 +55,7 @@ func TestCrashKeepsOnlyWhatWasSynced(t *testing.T) {
 
 func TestCrashTearsUnsyncedWritesAsAPrefix(t *testing.T) {
 	sawPartial, sawAll, sawNone := false, false, false
-	for seed := range uint64(200) {
+	for seed := range uint64(1000) {
 		fs := waltest.NewMemFS()
 		_ = fs.MkdirAll("/d")
 		f, _ := fs.Create("/d/a")
