@@ -16,11 +16,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 )
 
-// errUsage marks an error already explained by the flag package.
+// errUsage marks an error already explained to the user.
 var errUsage = errors.New("usage")
+
+// usageError is a bad command line: reported in one line, exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() + " (see -h)" }
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -59,6 +65,9 @@ func run(args []string) int {
 		return 2
 	}
 	fmt.Fprintf(os.Stderr, "commitd %s: %v\n", args[0], err)
+	if _, ok := err.(usageError); ok {
+		return 2
+	}
 	return 1
 }
 
@@ -77,24 +86,27 @@ Run "commitd COMMAND -h" for a command's flags.
 `)
 }
 
-// newFlags returns a flag set that reports errors instead of exiting.
+// newFlags returns a flag set that reports errors instead of exiting and
+// prints its flags only when asked (-h): a mistake gets one line.
 func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("commitd "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	return fs
 }
 
-// parse parses args, turning a flag error into errUsage (the flag package
-// has already printed it with the usage).
+// parse parses args; a bad command line becomes a usageError.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stderr)
+			fmt.Fprintf(os.Stderr, "usage of %s:\n", fs.Name())
+			fs.PrintDefaults()
 			return err
 		}
-		return errUsage
+		return usageError{err}
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "commitd: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	return nil
 }
