@@ -57,6 +57,10 @@ type Config struct {
 	// Coalesce lets one write carry every queued frame for a connection
 	// (default on; off is for benchmarks).
 	Coalesce bool
+	// NoBatch makes each shard's pump step and flush one input at a time
+	// instead of a whole inbox batch (see pump.Pump.NoBatch); for
+	// benchmarks that show what batching buys.
+	NoBatch bool
 	// ConnsPerParticipant is how many connections the coordinator keeps to
 	// each participant (default 2).
 	ConnsPerParticipant int

@@ -94,6 +94,7 @@ func Start(cfg Config) (*Server, error) {
 	for i := range s.shards {
 		s.shards[i] = engine.NewShard(cfg.shardConfig())
 		s.pumps[i] = pump.New(s.shards[i], s.log, &shardOutput{s: s}, cfg.Tick)
+		s.pumps[i].NoBatch = cfg.NoBatch
 		i := i
 		s.pumps[i].OnLoop = func() {
 			st := &s.stats[i]

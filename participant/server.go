@@ -66,6 +66,8 @@ type Config struct {
 	// GroupCommit and Coalesce: see the coordinator's Config.
 	GroupCommit bool
 	Coalesce    bool
+	// NoBatch: see the coordinator's Config.
+	NoBatch bool
 	// ConnsToCoordinator is the number of connections to the coordinator
 	// (default 2).
 	ConnsToCoordinator int
@@ -188,6 +190,7 @@ func Start(cfg Config) (*Server, error) {
 		CheckpointEvery: cfg.CheckpointEvery,
 	}, s.res)
 	s.pump = pump.New(s.machine, s.log, &output{s: s, name: []byte(cfg.Name)}, cfg.Tick)
+	s.pump.NoBatch = cfg.NoBatch
 	s.pump.OnLoop = func() {
 		st := s.machine.Stats()
 		s.statsMu.Lock()

@@ -126,12 +126,14 @@ func runCoordinator(args []string) error {
 	fs.DurationVar(&cfg.Remember, "remember", 30*time.Second, "how long a finished transaction's outcome is kept")
 	fs.BoolVar(&cfg.GroupCommit, "group-commit", true, "one fdatasync for many log records (false: one per record)")
 	fs.BoolVar(&cfg.Coalesce, "coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
+	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.IntVar(&cfg.ConnsPerParticipant, "conns", 2, "connections to each participant")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	cfg.NoBatch = !*batch
 	var err error
 	if cfg.Logger, err = logger(logLevel); err != nil {
 		return err
@@ -166,11 +168,13 @@ func runParticipant(args []string) error {
 	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 10000, "decided transactions between checkpoints")
 	fs.BoolVar(&cfg.GroupCommit, "group-commit", true, "one fdatasync for many log records (false: one per record)")
 	fs.BoolVar(&cfg.Coalesce, "coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
+	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	cfg.NoBatch = !*batch
 	if cfg.Name == "" {
 		i := strings.LastIndexByte(cfg.Listen, ':')
 		cfg.Name = "p" + cfg.Listen[i+1:]

@@ -61,6 +61,14 @@ type Pump struct {
 	// OnLoop, if set before Run, is called on the Run goroutine after every
 	// round of inputs: the place to publish the machine's statistics.
 	OnLoop func()
+
+	// NoBatch, if set before Run, turns batching off, for benchmarks that
+	// show what it buys: the pump steps one input at a time and after each
+	// appends that input's records, registers their durability waiter and
+	// hands its messages to the Output before it steps the next — instead
+	// of stepping every input that arrived since the last round and
+	// flushing their outputs together.
+	NoBatch bool
 }
 
 // New returns a pump for m over log. tick is the period of m.Tick().
@@ -133,9 +141,19 @@ func (p *Pump) Run() error {
 		if idx, ok := p.idx.markDurable(wal.LSN(p.signal.lsn.Load())); ok {
 			p.m.Durable(idx)
 		}
+		if p.NoBatch {
+			if err := p.flush(); err != nil {
+				return err
+			}
+		}
 		batch = p.inbox.take(batch[:0])
 		for i := range batch {
 			p.m.Step(batch[i])
+			if p.NoBatch {
+				if err := p.flush(); err != nil {
+					return err
+				}
+			}
 		}
 		if ticked {
 			p.m.Tick()
