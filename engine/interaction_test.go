@@ -30,8 +30,16 @@ var update = flag.Bool("update", false, "rewrite engine/testdata/*.txt with the 
 // Commands (node is "coord" or a participant name):
 //
 //	shard [prepare-timeout=N] [redeliver-min=N] [redeliver-max=N] [remember=N]
-//	participant NAME... [inquire-after=N] [inquire-max=N] [remember=N] [checkpoint-every=N]
-//	begin TXN NAME=WORK... [tag=N]   client → coord; work yes|no|ro|any text (yes)
+//	participant NAME... [inquire-after=N] [inquire-max=N] [remember=N] [checkpoint-every=N] [durable=1]
+//	                                durable=1: a durable resource (a database): no records;
+//	                                commit and abort finish later ("finish", "fail"), and it
+//	                                survives a crash, reporting what it holds prepared on restore
+//	begin TXN NAME=WORK... [tag=N]   client → coord; work yes|no|ro|wait|any text (yes);
+//	                                wait: the resource answers later ("resolve")
+//	resolve NODE TXN yes|no|ro      the resource answers a pending prepare (MsgResPrepared)
+//	finish NODE TXN                 a durable resource finishes the commit/abort it started
+//	fail NODE TXN                   a durable resource fails the commit/abort it started
+//	indoubt NODE TXN                a durable resource's scan finds TXN prepared
 //	deliver [FILTER...]             deliver matching in-flight messages, in order
 //	drop [FILTER...]                lose matching in-flight messages
 //	dup [FILTER...]                 duplicate matching in-flight messages (copies go last)
@@ -337,9 +345,10 @@ func (w *world) run(cmd string) (out string) {
 			cfg := engine.ParticipantConfig{
 				Name: name, InquireAfter: a.int("inquire-after", 0), InquireMax: a.int("inquire-max", 0),
 				RememberTicks: a.int("remember", 0), CheckpointEvery: a.int("checkpoint-every", 0),
+				DurableResource: a.int("durable", 0) == 1,
 			}
 			n := &node{name: name, pcfg: cfg, low: 1}
-			n.res = &scriptRes{name: name, w: w}
+			n.res = &scriptRes{name: name, w: w, durable: cfg.DurableResource}
 			n.part = engine.NewParticipant(cfg, n.res)
 			w.nodes[name] = n
 			w.order = append(w.order, name)
@@ -394,6 +403,8 @@ func (w *world) run(cmd string) (out string) {
 				w.pumpNode(n)
 			}
 		}
+	case "resolve", "finish", "fail", "indoubt":
+		w.resResult(verb, a.pos)
 	case "crash":
 		w.crash(w.node(a.pos[0]), a.int("keep", 0))
 	case "restore":
@@ -545,7 +556,13 @@ func (w *world) restore(name string) {
 	if name == "coord" {
 		n.shard = engine.NewShard(w.scfg)
 	} else {
-		n.res = &scriptRes{name: name, w: w}
+		if !n.pcfg.DurableResource {
+			n.res = &scriptRes{name: name, w: w}
+		}
+		// A durable resource (a database) survived the crash, without
+		// the work that was in flight from the old process.
+		clear(n.res.ops)
+		clear(n.res.pending)
 		n.part = engine.NewParticipant(n.pcfg, n.res)
 	}
 	for _, r := range old {
@@ -558,16 +575,94 @@ func (w *world) restore(name string) {
 		}
 	}
 	w.pumpNode(n)
+	if n.part != nil && n.pcfg.DurableResource {
+		// The startup scan: what the resource holds prepared.
+		for _, id := range n.res.heldSorted() {
+			w.printf("%s: scan finds %s prepared", name, txnName(id))
+			w.step(name, engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: name}, name)
+		}
+	}
+}
+
+// resResult feeds a node the result of its resource's asynchronous work.
+func (w *world) resResult(verb string, pos []string) {
+	n := w.node(pos[0])
+	r := n.res
+	id := txnID(pos[1])
+	m := engine.Message{Txn: id, To: n.name}
+	switch verb {
+	case "resolve":
+		if !r.pending[id] {
+			panic(fmt.Sprintf("%s: no pending prepare for %s", n.name, pos[1]))
+		}
+		delete(r.pending, id)
+		m.Type = engine.MsgResPrepared
+		switch pos[2] {
+		case "yes":
+			m.Vote = engine.VoteYes
+			r.hold(id)
+		case "no":
+			m.Vote = engine.VoteNo
+		case "ro":
+			m.Vote = engine.VoteReadOnly
+		default:
+			panic("resolve: want yes, no or ro")
+		}
+		w.printf("%s: resource answers %s → %v", n.name, pos[1], m.Vote)
+	case "finish", "fail":
+		d, ok := r.ops[id]
+		if !ok {
+			panic(fmt.Sprintf("%s: no commit or abort in flight for %s", n.name, pos[1]))
+		}
+		delete(r.ops, id)
+		m.Type, m.Decision = engine.MsgResFailed, d
+		if verb == "finish" {
+			m.Type = engine.MsgResFinished
+			delete(r.held, id)
+			if d == engine.DecisionCommit {
+				r.committed = append(r.committed, txnName(id))
+			}
+		}
+		w.printf("%s: resource %s %s: %s", n.name, d, pos[1], map[string]string{"finish": "finished", "fail": "failed"}[verb])
+	case "indoubt":
+		r.hold(id)
+		m.Type = engine.MsgResInDoubt
+		w.printf("%s: scan finds %s prepared", n.name, pos[1])
+	}
+	w.step(n.name, m, n.name)
 }
 
 // scriptRes is a Resource whose votes are its work: "no" votes no, "ro"
 // read-only, anything else yes. It prints every call. Its committed state
 // is the list of committed transactions.
+//
+// Work "wait" answers VotePending: the script answers later with
+// "resolve". A durable scriptRes only starts commits and aborts (the
+// script ends them with "finish" or "fail") and outlives its machine.
 type scriptRes struct {
 	name      string
 	w         *world
+	durable   bool
 	held      map[engine.TxnID]bool
 	committed []string
+	pending   map[engine.TxnID]bool            // prepares not answered yet
+	ops       map[engine.TxnID]engine.Decision // durable: commits/aborts started
+}
+
+func (r *scriptRes) hold(txn engine.TxnID) {
+	if r.held == nil {
+		r.held = map[engine.TxnID]bool{}
+	}
+	r.held[txn] = true
+}
+
+func (r *scriptRes) heldSorted() []engine.TxnID {
+	var ids []engine.TxnID
+	for id := range r.held {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return string(ids[i][:]) < string(ids[j][:]) })
+	return ids
 }
 
 func (r *scriptRes) Prepare(txn engine.TxnID, work []byte) engine.Vote {
@@ -577,20 +672,38 @@ func (r *scriptRes) Prepare(txn engine.TxnID, work []byte) engine.Vote {
 		v = engine.VoteNo
 	case "ro":
 		v = engine.VoteReadOnly
+	case "wait":
+		v = engine.VotePending
+		if r.pending == nil {
+			r.pending = map[engine.TxnID]bool{}
+		}
+		r.pending[txn] = true
 	}
 	if v == engine.VoteYes {
-		if r.held == nil {
-			r.held = map[engine.TxnID]bool{}
-		}
-		r.held[txn] = true
+		r.hold(txn)
 	}
 	r.w.printf("%s: resource prepare %s → %v", r.name, txnName(txn), v)
 	return v
 }
 
+func (r *scriptRes) start(txn engine.TxnID, d engine.Decision) {
+	if r.ops == nil {
+		r.ops = map[engine.TxnID]engine.Decision{}
+	}
+	if _, busy := r.ops[txn]; busy {
+		panic(fmt.Sprintf("%s: %v of %s while another is in flight", r.name, d, txnName(txn)))
+	}
+	r.ops[txn] = d
+	r.w.printf("%s: resource %v %s started", r.name, d, txnName(txn))
+}
+
 func (r *scriptRes) Commit(txn engine.TxnID) {
 	if !r.held[txn] {
 		panic(fmt.Sprintf("%s: commit of %s, which holds nothing", r.name, txnName(txn)))
+	}
+	if r.durable {
+		r.start(txn, engine.DecisionCommit)
+		return
 	}
 	delete(r.held, txn)
 	r.committed = append(r.committed, txnName(txn))
@@ -598,15 +711,16 @@ func (r *scriptRes) Commit(txn engine.TxnID) {
 }
 
 func (r *scriptRes) Abort(txn engine.TxnID) {
+	if r.durable {
+		r.start(txn, engine.DecisionAbort)
+		return
+	}
 	delete(r.held, txn)
 	r.w.printf("%s: resource abort %s", r.name, txnName(txn))
 }
 
 func (r *scriptRes) Restore(txn engine.TxnID, work []byte) {
-	if r.held == nil {
-		r.held = map[engine.TxnID]bool{}
-	}
-	r.held[txn] = true
+	r.hold(txn)
 	r.w.printf("%s: resource restore %s work=%s", r.name, txnName(txn), work)
 }
 

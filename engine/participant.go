@@ -26,7 +26,16 @@ type ParticipantConfig struct {
 	RememberTicks int
 	// CheckpointEvery is the number of decisions applied between
 	// checkpoints; 0 means never (then the whole log stays needed).
+	// Ignored with DurableResource.
 	CheckpointEvery int
+	// DurableResource says the resource keeps its prepared and committed
+	// state durably itself (a database's PREPARE TRANSACTION and COMMIT
+	// PREPARED) and finishes Commit and Abort on its own goroutines. The
+	// machine then writes no records at all: a YES vote goes out as soon
+	// as the resource has prepared, an ack (or a one-phase YES) when the
+	// resource reports MsgResFinished; after a restart the transactions
+	// in doubt come from the resource (MsgResInDoubt), not from a log.
+	DurableResource bool
 }
 
 func (c ParticipantConfig) withDefaults() ParticipantConfig {
@@ -46,6 +55,9 @@ func (c ParticipantConfig) withDefaults() ParticipantConfig {
 	if c.RememberTicks == 0 {
 		c.RememberTicks = DefaultRememberTicks
 	}
+	if c.DurableResource {
+		c.CheckpointEvery = 0 // the resource's state is not ours to snapshot
+	}
 	return c
 }
 
@@ -53,6 +65,7 @@ func (c ParticipantConfig) withDefaults() ParticipantConfig {
 type ParticipantStats struct {
 	Prepared   int // YES-prepared and not yet decided: holding the resource
 	Remembered int // decided, kept for duplicates
+	Voting     int // the resource's answer to Prepare is pending
 
 	Committed   uint64 // commits applied (two- and one-phase)
 	Aborted     uint64 // aborts applied to YES-prepared transactions
@@ -66,6 +79,17 @@ type ParticipantStats struct {
 	// SkippedCheckpoints counts checkpoints not written because the
 	// snapshot was over MaxCheckpointLen.
 	SkippedCheckpoints uint64
+	// InDoubtFound counts prepared transactions a durable resource
+	// reported that this machine did not know (after a restart, or a
+	// prepare whose answer was lost): each inquires.
+	InDoubtFound uint64
+	// OrphansAborted counts prepared transactions a durable resource
+	// reported for which this participant had voted no or that were
+	// already aborted: each is rolled back.
+	OrphansAborted uint64
+	// ResourceFailures counts commits and aborts a durable resource could
+	// not finish (MsgResFailed); each transaction goes back to prepared.
+	ResourceFailures uint64
 
 	// Ignored is the number of input messages that changed nothing: the
 	// sum of the three below.
@@ -82,11 +106,20 @@ const (
 	// partPreparing: voted yes in the resource; RecPrepared appended, not
 	// durable. The YES vote is held back.
 	partPreparing partState = iota + 1
+	// partVoting: the resource answered VotePending; its answer comes as
+	// a MsgResPrepared. Nothing is logged and nothing sent yet.
+	partVoting
+	// partAborting: durable resource only: the abort is started in the
+	// resource (which still holds the transaction prepared); a
+	// MsgResFinished ends it.
+	partAborting
 	// partPrepared: RecPrepared durable, YES sent; in doubt until the
 	// decision arrives; inquires with backoff. Never aborts on its own.
 	partPrepared
 	// partCommitting: RecCommitted appended, not durable; the ack (or,
 	// one-phase, the YES vote) and the resource commit are held back.
+	// With a durable resource: the commit is started in the resource; the
+	// ack waits for its MsgResFinished.
 	partCommitting
 	// partCommitted: committed; remembered for RememberTicks.
 	partCommitted
@@ -100,6 +133,10 @@ func (s partState) String() string {
 	switch s {
 	case partPreparing:
 		return "preparing"
+	case partVoting:
+		return "voting"
+	case partAborting:
+		return "aborting"
 	case partPrepared:
 		return "prepared"
 	case partCommitting:
@@ -114,9 +151,10 @@ func (s partState) String() string {
 	return fmt.Sprintf("partState(%d)", uint8(s))
 }
 
-// holding reports whether the resource holds something for the state.
+// holding reports whether the resource holds a YES-prepared transaction
+// for the state (and the transaction is in Participant.held).
 func (s partState) holding() bool {
-	return s == partPreparing || s == partPrepared || s == partCommitting
+	return s == partPreparing || s == partPrepared || s == partCommitting || s == partAborting
 }
 
 // partTxn is one transaction at a participant; reused through
@@ -126,9 +164,12 @@ type partTxn struct {
 	state    partState
 	gen      uint32
 	onePhase bool
-	backoff  int    // current inquiry backoff, ticks
-	heldAt   int    // position in Participant.held while holding
-	work     []byte // copy of the work, for checkpoints (reused)
+	// abortWanted: an abort decision arrived while voting; applied when
+	// the resource answers.
+	abortWanted bool
+	backoff     int    // current inquiry backoff, ticks
+	heldAt      int    // position in Participant.held while holding
+	work        []byte // copy of the work, for checkpoints (reused)
 }
 
 type partWait struct {
@@ -197,6 +238,11 @@ func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
 func (p *Participant) Restore(r Record) error {
 	if p.started {
 		panic("engine: Participant.Restore after other input")
+	}
+	if p.cfg.DurableResource {
+		// This machine never wrote one: the log belongs to another kind of
+		// participant (a data directory reused with another resource).
+		return fmt.Errorf("%w: a participant with a durable resource keeps no records, found a %v record", ErrBadRecord, r.Type)
 	}
 	idx := p.nextIndex
 	p.nextIndex++
@@ -377,8 +423,10 @@ func (p *Participant) start() {
 }
 
 // Step feeds one message to the participant: MsgPrepare or MsgDecision
-// from the coordinator. Anything unexpected is counted in Stats and
-// otherwise ignored.
+// from the coordinator, or a MsgRes* result from its own resource.
+// Anything unexpected from the network is counted in Stats and otherwise
+// ignored; a resource result that contradicts what the machine asked of
+// the resource is a programmer error and panics.
 func (p *Participant) Step(m Message) {
 	p.start()
 	if m.To != p.cfg.Name {
@@ -397,6 +445,14 @@ func (p *Participant) Step(m Message) {
 		default:
 			p.stats.IgnoredInvalid++
 		}
+	case MsgResPrepared:
+		p.resPrepared(m)
+	case MsgResFinished:
+		p.resFinished(m)
+	case MsgResFailed:
+		p.resFailed(m)
+	case MsgResInDoubt:
+		p.resInDoubt(m)
 	default:
 		p.stats.IgnoredInvalid++
 	}
@@ -411,42 +467,153 @@ func (p *Participant) prepare(m Message) {
 		// Never prepare twice: answer from what was done.
 		p.stats.IgnoredDuplicate++
 		switch t.state {
-		case partPreparing, partCommitting:
-			// The vote goes out when the record is durable.
+		case partPreparing, partCommitting, partVoting:
+			// The vote goes out when the record is durable (or the
+			// resource has answered).
 		case partPrepared, partCommitted:
 			p.sendVote(t.id, VoteYes)
-		case partAborted:
+		case partAborted, partAborting:
 			p.sendVote(t.id, VoteNo)
 		case partReadOnly:
 			p.sendVote(t.id, VoteReadOnly)
 		}
 		return
 	}
+	t := p.alloc(m.Txn, m.Work)
+	t.onePhase = m.OnePhase
 	v := p.res.Prepare(m.Txn, m.Work)
+	if v == VotePending {
+		p.becomeVoting(t)
+		return
+	}
+	p.voted(t, v)
+}
+
+// voted acts on the resource's vote for t (new, or voting).
+func (p *Participant) voted(t *partTxn, v Vote) {
 	switch v {
 	case VoteNo:
-		t := p.alloc(m.Txn, nil)
-		t.state = partAborted
 		p.stats.VotedNo++
 		p.becomeDone(t, partAborted)
-		p.sendVote(m.Txn, VoteNo)
+		if !t.abortWanted {
+			p.sendVote(t.id, VoteNo)
+		}
 	case VoteReadOnly:
-		t := p.alloc(m.Txn, nil)
-		t.state = partReadOnly
 		p.stats.ReadOnly++
 		p.becomeDone(t, partReadOnly)
-		p.sendVote(m.Txn, VoteReadOnly)
-	case VoteYes:
-		t := p.alloc(m.Txn, m.Work)
-		p.hold(t)
-		if m.OnePhase {
-			t.onePhase = true
-			p.becomeCommitting(t)
-			return
+		if !t.abortWanted {
+			p.sendVote(t.id, VoteReadOnly)
 		}
-		p.becomePreparing(t)
+	case VoteYes:
+		switch {
+		case t.abortWanted:
+			// The abort overtook the resource's answer: undo the prepare
+			// at once. Nothing was logged and no vote went out.
+			p.hold(t)
+			p.startAbort(t)
+		case t.onePhase:
+			p.hold(t)
+			p.becomeCommitting(t)
+		case p.cfg.DurableResource:
+			// The resource's prepare is durable in the resource: vote now.
+			p.hold(t)
+			p.becomePrepared(t)
+		default:
+			p.hold(t)
+			p.becomePreparing(t)
+		}
 	default:
-		panic(fmt.Sprintf("engine: resource voted %v for %v", v, m.Txn))
+		panic(fmt.Sprintf("engine: resource voted %v for %v", v, t.id))
+	}
+}
+
+// resPrepared: the resource answers a Prepare that returned VotePending.
+func (p *Participant) resPrepared(m Message) {
+	t := p.txns[m.Txn]
+	if t == nil || t.state != partVoting || m.Vote == VotePending {
+		panic(fmt.Sprintf("engine: resource answered %v for %v, which is in state %v", m.Vote, m.Txn, stateOf(t)))
+	}
+	p.stats.Voting--
+	p.voted(t, m.Vote)
+}
+
+// resFinished: a durable resource has made a commit or abort durable.
+func (p *Participant) resFinished(m Message) {
+	t := p.txns[m.Txn]
+	switch {
+	case t == nil || !p.cfg.DurableResource:
+	case m.Decision == DecisionCommit && t.state == partCommitting:
+		p.finishCommit(t)
+		return
+	case m.Decision == DecisionAbort && t.state == partAborting:
+		p.finishAbort(t)
+		return
+	}
+	panic(fmt.Sprintf("engine: resource finished %v for %v, which is in state %v", m.Decision, m.Txn, stateOf(t)))
+}
+
+// resFailed: a durable resource could not finish a commit or abort. The
+// transaction is still prepared there: back to in doubt, so that the
+// coordinator's redelivery or the next inquiry's answer tries again.
+func (p *Participant) resFailed(m Message) {
+	t := p.txns[m.Txn]
+	if t == nil || !p.cfg.DurableResource ||
+		!(m.Decision == DecisionCommit && t.state == partCommitting || m.Decision == DecisionAbort && t.state == partAborting) {
+		panic(fmt.Sprintf("engine: resource failed %v for %v, which is in state %v", m.Decision, m.Txn, stateOf(t)))
+	}
+	p.stats.ResourceFailures++
+	// No vote goes out: the YES (if any) went out before, and a one-phase
+	// YES would mean "committed".
+	t.state = partPrepared
+	t.gen++
+	t.backoff = p.cfg.InquireAfter
+	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+}
+
+// stateOf is t's state for a panic message; "unknown" for nil.
+func stateOf(t *partTxn) string {
+	if t == nil {
+		return "unknown"
+	}
+	return t.state.String()
+}
+
+// resInDoubt: a durable resource holds m.Txn prepared.
+func (p *Participant) resInDoubt(m Message) {
+	if !p.cfg.DurableResource || m.Txn == (TxnID{}) {
+		p.stats.IgnoredInvalid++
+		return
+	}
+	t := p.txns[m.Txn]
+	if t == nil {
+		// Prepared by an earlier incarnation, or a prepare whose answer
+		// was lost: in doubt, exactly like a restored RecPrepared. It
+		// never aborts on its own: it asks.
+		p.stats.InDoubtFound++
+		p.res.Restore(m.Txn, nil)
+		t = p.alloc(m.Txn, nil)
+		p.hold(t)
+		t.state = partPrepared
+		t.gen++
+		p.sendInquire(t)
+		t.backoff = p.cfg.InquireAfter
+		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+		return
+	}
+	switch t.state {
+	case partAborted, partReadOnly:
+		// This participant voted no (its prepare's answer was lost and
+		// the resource prepared after all) or already aborted it: an
+		// orphan holding locks. No YES went out for it from here, or the
+		// abort was decided, so rolling it back is safe.
+		p.stats.OrphansAborted++
+		p.stats.Remembered--
+		p.hold(t)
+		p.startAbort(t)
+	default:
+		// In hand (voting, prepared, committing, aborting), or a scan
+		// older than the commit that finished since.
+		p.stats.IgnoredDuplicate++
 	}
 }
 
@@ -464,7 +631,7 @@ func (p *Participant) commit(m Message) {
 	case partPrepared:
 		p.becomeCommitting(t)
 	case partCommitting:
-		p.stats.IgnoredDuplicate++ // the ack goes out when durable
+		p.stats.IgnoredDuplicate++ // the ack goes out when durable (finished)
 	case partCommitted:
 		p.stats.IgnoredDuplicate++
 		p.sendAck(t.id)
@@ -488,22 +655,62 @@ func (p *Participant) abort(m Message) {
 	}
 	switch t.state {
 	case partPreparing, partPrepared:
-		p.res.Abort(t.id)
-		p.unhold(t)
-		p.stats.Aborted++
-		p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionAbort})
-		// Not forced: if lost, the restarted participant is in doubt and
-		// inquires, and the answer is abort again.
-		p.appendRecord(Record{Type: RecAborted, Txn: t.id})
-		p.becomeDone(t, partAborted)
-		p.noteDecided()
-	case partAborted, partReadOnly:
+		p.startAbort(t)
+	case partVoting:
+		// The coordinator gave up on this vote (or another branch voted
+		// no). The resource is still preparing: abort once it answers.
+		t.abortWanted = true
+	case partAborted, partReadOnly, partAborting:
 		p.stats.IgnoredDuplicate++
 	default:
 		// Committing or committed: a commit was decided, so this abort is
 		// a forgery or a bug elsewhere.
 		p.stats.IgnoredInvalid++
 	}
+}
+
+// startAbort aborts a YES-prepared t in the resource: at once, or, for a
+// durable resource, by starting it and waiting for MsgResFinished.
+func (p *Participant) startAbort(t *partTxn) {
+	p.res.Abort(t.id)
+	if p.cfg.DurableResource {
+		t.state = partAborting
+		t.gen++ // cancels the inquiry timer
+		return
+	}
+	if t.state == partVoting {
+		// Nothing was logged for it: nothing to undo after a crash.
+		t.state = partPrepared
+	} else {
+		// Not forced: if lost, the restarted participant is in doubt and
+		// inquires, and the answer is abort again.
+		p.appendRecord(Record{Type: RecAborted, Txn: t.id})
+	}
+	p.finishAbort(t)
+}
+
+func (p *Participant) finishAbort(t *partTxn) {
+	p.unhold(t)
+	p.stats.Aborted++
+	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionAbort})
+	p.becomeDone(t, partAborted)
+	p.noteDecided()
+}
+
+func (p *Participant) finishCommit(t *partTxn) {
+	if !p.cfg.DurableResource {
+		p.res.Commit(t.id)
+	}
+	p.unhold(t)
+	p.stats.Committed++
+	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionCommit})
+	if t.onePhase {
+		p.sendVote(t.id, VoteYes)
+	} else if !p.bugAckBeforeDurable {
+		p.sendAck(t.id)
+	}
+	p.becomeDone(t, partCommitted)
+	p.noteDecided()
 }
 
 // Tick advances the participant's clock by one tick: inquiries and
@@ -559,17 +766,7 @@ func (p *Participant) Durable(index uint64) {
 		case partPreparing:
 			p.becomePrepared(t)
 		case partCommitting:
-			p.res.Commit(t.id)
-			p.unhold(t)
-			p.stats.Committed++
-			p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionCommit})
-			if t.onePhase {
-				p.sendVote(t.id, VoteYes)
-			} else if !p.bugAckBeforeDurable {
-				p.sendAck(t.id)
-			}
-			p.becomeDone(t, partCommitted)
-			p.noteDecided()
+			p.finishCommit(t)
 		default:
 			panic(fmt.Sprintf("engine: record %d durable for %v in state %v", e.index, t.id, t.state))
 		}
@@ -578,8 +775,17 @@ func (p *Participant) Durable(index uint64) {
 
 // --- transitions ---
 
-func (p *Participant) becomePreparing(t *partTxn) {
+func (p *Participant) becomeVoting(t *partTxn) {
 	if t.state != 0 {
+		panic(fmt.Sprintf("engine: %v: %v → voting", t.id, t.state))
+	}
+	t.state = partVoting
+	t.gen++
+	p.stats.Voting++
+}
+
+func (p *Participant) becomePreparing(t *partTxn) {
+	if t.state != 0 && t.state != partVoting {
 		panic(fmt.Sprintf("engine: %v: %v → preparing", t.id, t.state))
 	}
 	t.state = partPreparing
@@ -592,7 +798,8 @@ func (p *Participant) becomePreparing(t *partTxn) {
 }
 
 func (p *Participant) becomePrepared(t *partTxn) {
-	if t.state != partPreparing {
+	durableNow := p.cfg.DurableResource && (t.state == 0 || t.state == partVoting)
+	if t.state != partPreparing && !durableNow {
 		panic(fmt.Sprintf("engine: %v: %v → prepared", t.id, t.state))
 	}
 	t.state = partPrepared
@@ -605,19 +812,28 @@ func (p *Participant) becomePrepared(t *partTxn) {
 }
 
 func (p *Participant) becomeCommitting(t *partTxn) {
+	fresh := t.state == 0 || t.state == partVoting
 	switch {
-	case t.state == partPrepared && !t.onePhase:
-		p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
-		if p.bugAckBeforeDurable {
-			p.sendAck(t.id)
-		}
-	case t.state == 0 && t.onePhase:
-		p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
+	case t.state == partPrepared || fresh && t.onePhase:
 	default:
 		panic(fmt.Sprintf("engine: %v: %v → committing (one-phase %v)", t.id, t.state, t.onePhase))
 	}
 	t.state = partCommitting
 	t.gen++
+	if p.cfg.DurableResource {
+		// The resource's commit is the durable record; its
+		// MsgResFinished releases the ack (or the one-phase YES).
+		p.res.Commit(t.id)
+		return
+	}
+	if fresh {
+		p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
+	} else {
+		p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
+		if p.bugAckBeforeDurable {
+			p.sendAck(t.id)
+		}
+	}
 	p.waits.push(partWait{index: p.nextIndex - 1, t: t, gen: t.gen})
 }
 
@@ -628,9 +844,12 @@ func (p *Participant) becomeDone(t *partTxn, st partState) {
 	case partCommitted:
 		ok = t.state == partCommitting
 	case partAborted:
-		ok = t.state == partPreparing || t.state == partPrepared || t.state == partAborted
+		switch t.state {
+		case 0, partVoting, partPreparing, partPrepared, partAborting, partAborted:
+			ok = true
+		}
 	case partReadOnly:
-		ok = t.state == partReadOnly
+		ok = t.state == 0 || t.state == partVoting
 	}
 	if !ok || t.heldAt >= 0 {
 		panic(fmt.Sprintf("engine: %v: %v → %v (held %v)", t.id, t.state, st, t.heldAt >= 0))
@@ -686,7 +905,7 @@ func (p *Participant) alloc(id TxnID, work []byte) *partTxn {
 }
 
 func (p *Participant) forget(t *partTxn) {
-	if t.state.holding() {
+	if t.state.holding() || t.state == partVoting {
 		panic(fmt.Sprintf("engine: forgetting %v while %v", t.id, t.state))
 	}
 	delete(p.txns, t.id)
@@ -696,6 +915,9 @@ func (p *Participant) forget(t *partTxn) {
 }
 
 func (p *Participant) sendVote(id TxnID, v Vote) {
+	if v == VotePending {
+		panic(fmt.Sprintf("engine: sending a pending vote for %v", id))
+	}
 	p.rd.Messages = append(p.rd.Messages, Message{Type: MsgVote, Txn: id, From: p.cfg.Name, Vote: v})
 }
 
@@ -709,6 +931,9 @@ func (p *Participant) sendInquire(t *partTxn) {
 }
 
 func (p *Participant) appendRecord(r Record) uint64 {
+	if p.cfg.DurableResource {
+		panic(fmt.Sprintf("engine: a participant with a durable resource appending a %v record", r.Type))
+	}
 	idx := p.nextIndex
 	p.nextIndex++
 	if len(p.rd.Records) == 0 {

@@ -36,6 +36,11 @@ const (
 	VoteYes      Vote = iota + 1 // prepared durably; will obey the decision
 	VoteNo                       // cannot do the work; the transaction must abort
 	VoteReadOnly                 // nothing to change; leave me out of phase two
+	// VotePending is not a vote: Resource.Prepare returns it when it has
+	// started work that finishes on the resource's own goroutines (a round
+	// trip to a database server). The participant waits for the answer,
+	// fed back as a MsgResPrepared. It never leaves the participant.
+	VotePending
 )
 
 func (v Vote) String() string {
@@ -46,6 +51,8 @@ func (v Vote) String() string {
 		return "no"
 	case VoteReadOnly:
 		return "read-only"
+	case VotePending:
+		return "pending"
 	}
 	return fmt.Sprintf("Vote(%d)", uint8(v))
 }
@@ -91,6 +98,26 @@ const (
 	// MsgInquire: participant From → coordinator. "I am prepared: what was
 	// decided?"
 	MsgInquire
+
+	// The Res messages carry the results of a resource's asynchronous work
+	// back to the participant that started it (like raft's local messages
+	// for asynchronous storage): the resource's goroutines hand them to
+	// whoever drives the machine, which Steps them like any input. They
+	// never cross the network. To is the participant's name.
+
+	// MsgResPrepared: the answer to a Prepare that returned VotePending.
+	// Vote (yes, no or read-only).
+	MsgResPrepared
+	// MsgResFinished: a durable resource (ParticipantConfig.DurableResource)
+	// has made the commit or abort it was asked for durable. Decision.
+	MsgResFinished
+	// MsgResFailed: a durable resource could not finish the commit or
+	// abort it was asked for; the transaction is still prepared there.
+	// Decision.
+	MsgResFailed
+	// MsgResInDoubt: a durable resource holds Txn prepared (found by a
+	// scan of the resource, at start or later).
+	MsgResInDoubt
 )
 
 func (t MsgType) String() string {
@@ -107,6 +134,14 @@ func (t MsgType) String() string {
 		return "ack"
 	case MsgInquire:
 		return "inquire"
+	case MsgResPrepared:
+		return "res-prepared"
+	case MsgResFinished:
+		return "res-finished"
+	case MsgResFailed:
+		return "res-failed"
+	case MsgResInDoubt:
+		return "res-in-doubt"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }
@@ -295,16 +330,22 @@ type Ready struct {
 // Resource is the local data service a participant commits into. The
 // participant machine calls it from the one goroutine that drives the
 // machine, so an implementation needs no locking of its own for these
-// calls.
+// calls, and no call may block on I/O: a resource that must wait for a
+// server starts the work and reports the result later (VotePending,
+// ParticipantConfig.DurableResource).
 type Resource interface {
 	// Prepare checks that work can be done and, for VoteYes, holds
 	// whatever it needs (locks, reserved amounts) until Commit or Abort.
-	// VoteNo and VoteReadOnly hold nothing.
+	// VoteNo and VoteReadOnly hold nothing. VotePending means the answer
+	// comes later as a MsgResPrepared; until then the transaction may
+	// hold things, and after a YES it holds them until Commit or Abort.
 	Prepare(txn TxnID, work []byte) Vote
 	// Commit makes a YES-prepared transaction's work permanent and
-	// releases its holds.
+	// releases its holds. For a durable resource it only starts that: a
+	// MsgResFinished (or MsgResFailed) reports the end.
 	Commit(txn TxnID)
-	// Abort releases a YES-prepared transaction's holds.
+	// Abort releases a YES-prepared transaction's holds. For a durable
+	// resource it only starts that, as Commit.
 	Abort(txn TxnID)
 	// Restore re-establishes a YES-prepared hold during recovery, from the
 	// work logged at prepare time. It must not fail: the hold existed.
