@@ -338,7 +338,8 @@ func (r *segmentReader) findFrame(start int64, minLSN LSN) (int64, bool, error) 
 // is valid only during the call; an error from fn stops the replay and is
 // returned. Replay may run right after Open, before any append, and also
 // alongside appends (it stops at the durable watermark it started with);
-// it holds off Retire while it runs. Replaying from before the first record
+// it holds off Retire and Close while it runs, so fn must not call them.
+// Replaying from before the first record
 // still in the log returns an error wrapping ErrRetired.
 func (l *Log) Replay(from LSN, fn func(lsn LSN, data []byte) error) error {
 	l.retireMu.RLock()
