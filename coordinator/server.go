@@ -163,7 +163,10 @@ func (s *Server) recover() error {
 	idx := make([]uint64, len(s.shards))
 	var rec engine.Record
 	n := 0
-	err := s.log.Replay(1, func(lsn wal.LSN, data []byte) error {
+	// From the first record the log still holds: the segments before it
+	// were retired because every commit in them had ended, and replaying
+	// from 1 would fail with wal.ErrRetired once anything was retired.
+	err := s.log.Replay(s.log.Recovery().FirstLSN, func(lsn wal.LSN, data []byte) error {
 		rec = engine.Record{}
 		if err := rec.UnmarshalBinary(data); err != nil {
 			return fmt.Errorf("record at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
