@@ -252,10 +252,23 @@ func Start(cfg Config) (*Server, error) {
 // recover replays the log into the machine and the resource, and makes
 // sure the ledger has every decision the log holds (a ledger entry is
 // written lazily, so a crash can lose one that the log kept).
+//
+// Once segments were retired the log no longer starts at LSN 1, and its
+// first records may be decisions whose prepare was retired: the machine is
+// then restored from the first checkpoint left, which supersedes every
+// record before it (retirement keeps everything from the latest durable
+// checkpoint on), while the ledger still gets every decision before it.
 func (s *Server) recover() error {
+	from := s.log.Recovery().FirstLSN
+	if from > 1 {
+		var err error
+		if from, err = s.firstCheckpoint(from); err != nil {
+			return fmt.Errorf("participant: recovering from %s: %w", s.cfg.DataDir, err)
+		}
+	}
 	var idx uint64
 	var rec engine.Record
-	err := s.log.Replay(1, func(lsn wal.LSN, data []byte) error {
+	err := s.log.Replay(from, func(lsn wal.LSN, data []byte) error {
 		rec = engine.Record{}
 		if err := rec.UnmarshalBinary(data); err != nil {
 			return fmt.Errorf("record at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
@@ -280,6 +293,39 @@ func (s *Server) recover() error {
 		s.cfg.Logger.Info("participant recovered", "name", s.cfg.Name, "records", idx)
 	}
 	return nil
+}
+
+// errFound stops a replay early.
+var errFound = errors.New("found")
+
+// firstCheckpoint returns the LSN of the first checkpoint at or after
+// first, making sure the ledger has every decision before it.
+func (s *Server) firstCheckpoint(first wal.LSN) (wal.LSN, error) {
+	var at wal.LSN
+	var rec engine.Record
+	err := s.log.Replay(first, func(lsn wal.LSN, data []byte) error {
+		rec = engine.Record{}
+		if err := rec.UnmarshalBinary(data); err != nil {
+			return fmt.Errorf("record at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
+		}
+		switch rec.Type {
+		case engine.RecCheckpoint:
+			at = lsn
+			return errFound
+		case engine.RecCommitted:
+			return s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionCommit})
+		case engine.RecAborted:
+			return s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionAbort})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return 0, err
+	}
+	if at == 0 {
+		return 0, fmt.Errorf("the log starts at LSN %d but holds no checkpoint: %w", first, wal.ErrCorrupt)
+	}
+	return at, nil
 }
 
 // WaitConnected waits until the participant has a connection to the
