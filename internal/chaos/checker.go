@@ -141,6 +141,11 @@ type History struct {
 	// MinBalance is each participant's lowest account balance, where known
 	// (read from its data directory after the run).
 	MinBalance map[string]int64
+	// RecoveredTotals are each participant's totals after a restart from
+	// its data directory alone, where known: they must equal Totals (what
+	// the running server reported), or something it had applied was not
+	// durable.
+	RecoveredTotals map[string]int64
 	// Prepared is each participant's count of transactions holding the
 	// resource (voted yes, undecided).
 	Prepared map[string]int
@@ -315,6 +320,12 @@ func Check(h *History) Result {
 	for txn := range seen {
 		if !acked[txn] {
 			r.Unacknowledged++
+		}
+	}
+
+	for _, p := range sortedKeys(h.RecoveredTotals) {
+		if rt, t := h.RecoveredTotals[p], h.Totals[p]; rt != t {
+			add(Durability, uuid.UUID{}, "participant %s: total %d while running, %d after a restart from disk", p, t, rt)
 		}
 	}
 

@@ -31,6 +31,7 @@ func cleanHistory() *History {
 		StartTotal:      3000,
 		Totals:          map[string]int64{"p1": 990, "p2": 1010, "p3": 1000},
 		MinBalance:      map[string]int64{"p1": 0, "p2": 3, "p3": 7},
+		RecoveredTotals: map[string]int64{"p1": 990, "p2": 1010, "p3": 1000},
 		Prepared:        map[string]int{"p1": 0, "p2": 0, "p3": 0},
 		ProbesRun:       5,
 		ProbesCommitted: 5,
@@ -81,9 +82,12 @@ func TestCheckerCatchesEachViolation(t *testing.T) {
 			h.Ledgers["p1"][txn(5)] = StateCommitted
 			h.Ledgers["p2"][txn(5)] = StateCommitted
 		}},
-		{"money created", Conservation, "+5", func(h *History) { h.Totals["p2"] += 5 }},
+		{"restart from disk loses a commit", Durability, "after a restart from disk", func(h *History) {
+			h.RecoveredTotals["p1"] = 980
+		}},
+		{"money created", Conservation, "+5", func(h *History) { h.Totals["p2"] += 5; h.RecoveredTotals["p2"] += 5 }},
 		{"negative balance", Conservation, "balance of -1", func(h *History) { h.MinBalance["p1"] = -1 }},
-		{"a participant's total missing", Conservation, "no total", func(h *History) { delete(h.Totals, "p3"); h.StartTotal -= 1000 }},
+		{"a participant's total missing", Conservation, "no total", func(h *History) { delete(h.Totals, "p3"); delete(h.RecoveredTotals, "p3"); h.StartTotal -= 1000 }},
 		{"left prepared in a ledger", Liveness, "still prepared at p2", func(h *History) {
 			h.Ledgers["p2"][txn(9)] = StatePrepared
 		}},
