@@ -2,8 +2,8 @@ package chaos
 
 import (
 	"context"
-	"os"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
