@@ -6,7 +6,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME    ?= 5s
 PKGS        := ./...
 
-.PHONY: all build run test unit lint fuzz bench spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz bench bench-quick bench-micro spin model model3 chaos clean
 
 all: build
 
@@ -55,8 +55,17 @@ model: spin
 model3: spin
 	bash docs/model/check.sh --bitstate3
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./wal
+## bench: the standard cluster matrix — coordinator and participants as separate processes over
+## loopback, every log durable — written into docs/benchmarks.md (a few minutes; see bench/matrix).
+## bench-quick: fewer, 2-second cells, for iterating (into bin/). bench-micro: the Go micro-benchmarks.
+bench: build
+	$(GO) run ./bench/matrix -no-build
+
+bench-quick: build
+	$(GO) run ./bench/matrix -no-build -quick -out bin/benchmarks-quick.md -plot bin/benchmarks-quick.svg
+
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem ./wal ./engine
 
 clean:
 	rm -rf bin

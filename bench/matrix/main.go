@@ -1,0 +1,505 @@
+// Command matrix runs commitd's standard benchmark matrix on one machine
+// and writes the cluster section of docs/benchmarks.md.
+//
+// Every cell starts a fresh cluster — a coordinator and bank participants,
+// each a separate commitd process with its own new data directory, talking
+// over loopback, every log durable (fdatasync) — runs `commitd bench`
+// against it with --json, reads every process's CPU time from /proc, and
+// stops the processes. The cells: closed loop at 1 to 4,096 callers with 2
+// participants per transaction, 10 participants per transaction, an open
+// loop just under the measured saturation point, and the same load with
+// each optimization switched off (--group-commit=false, --coalesce=false,
+// --batch=false, --shards 1), side by side with the default.
+//
+//	go run ./bench/matrix            # the full matrix (a few minutes)
+//	go run ./bench/matrix -quick     # short cells, fewer of them
+//
+// The generated part of the document sits between the markers
+// <!-- cluster:begin --> and <!-- cluster:end -->; the rest of the file
+// (other sections) is kept.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/commitd/commitd/bench"
+	"github.com/commitd/commitd/client"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "matrix: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	bin, out, plot, dir string
+	duration            time.Duration
+	quick, noBuild      bool
+	only                *regexp.Regexp
+	accounts            int
+}
+
+// cell is one benchmark run.
+type cell struct {
+	group        string // table it belongs to
+	name         string
+	participants int // participant processes
+	perTxn       int
+	callers      int     // closed loop
+	rateFrac     float64 // open loop: this fraction of the measured saturation
+	flags        []string
+	// results
+	rate   float64
+	rep    result
+	cpu    cpuUse
+	load   [2]float64 // 1-minute load average before and after
+	err    error
+	ok     bool
+}
+
+type result struct {
+	bench.Report
+	Conserved bool `json:"conserved"`
+}
+
+// cpuUse is the CPU time the servers used during the run, per committed
+// transaction, in microseconds.
+type cpuUse struct {
+	coordinator, participants float64
+}
+
+func run() error {
+	var o options
+	var only string
+	flag.StringVar(&o.bin, "bin", "bin/commitd", "the commitd binary (built first unless -no-build)")
+	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "the document to write the cluster section into")
+	flag.StringVar(&o.plot, "plot", "docs/benchmarks-cluster.svg", "the plot to draw")
+	flag.StringVar(&o.dir, "dir", "", "where data directories go (default: a new temporary directory)")
+	flag.DurationVar(&o.duration, "duration", 6*time.Second, "length of each cell")
+	flag.BoolVar(&o.quick, "quick", false, "fewer, shorter cells (2s): for iterating")
+	flag.BoolVar(&o.noBuild, "no-build", false, "use -bin as it is")
+	flag.StringVar(&only, "only", "", "run only the cells whose name matches this regular expression (the document is not written)")
+	flag.IntVar(&o.accounts, "accounts", 100000, "accounts per participant: enough that no-wait locking rarely aborts")
+	flag.Parse()
+	if only != "" {
+		var err error
+		if o.only, err = regexp.Compile(only); err != nil {
+			return err
+		}
+	}
+	if o.quick && o.duration == 6*time.Second {
+		o.duration = 2 * time.Second
+	}
+	if !o.noBuild {
+		fmt.Fprintf(os.Stderr, "building %s\n", o.bin)
+		cmd := exec.Command("go", "build", "-o", o.bin, "./cmd/commitd")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go build: %w", err)
+		}
+	}
+	if o.dir == "" {
+		d, err := os.MkdirTemp("", "commitd-matrix-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		o.dir = d
+	}
+	cells := matrix(o.quick)
+	started := time.Now()
+	var saturation float64
+	for i := range cells {
+		c := &cells[i]
+		if o.only != nil && !o.only.MatchString(c.name) {
+			continue
+		}
+		if c.rateFrac > 0 {
+			if saturation == 0 {
+				saturation = 20000 // no closed-loop cell ran (-only)
+			}
+			c.rate = c.rateFrac * saturation
+		}
+		fmt.Fprintf(os.Stderr, "\n== %s\n", c.name)
+		c.err = runCell(&o, c, filepath.Join(o.dir, fmt.Sprintf("cell%02d", i)))
+		if c.err != nil {
+			fmt.Fprintf(os.Stderr, "   FAILED: %v\n", c.err)
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "   %.0f committed/s, p50 %.2f ms, p99 %.2f ms, aborted %d; CPU µs/txn: coordinator %.1f, participants %.1f\n",
+			c.rep.CommittedPerS, c.rep.P50ms, c.rep.P99ms, c.rep.Aborted, c.cpu.coordinator, c.cpu.participants)
+		if c.group == groupClosed && c.perTxn == 2 && c.rep.CommittedPerS > saturation {
+			saturation = c.rep.CommittedPerS
+		}
+	}
+	if o.only != nil {
+		return nil
+	}
+	doc := render(&o, cells, started)
+	if err := writeSection(o.out, doc); err != nil {
+		return err
+	}
+	if err := drawPlot(o.plot, cells); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "\nwrote %s and %s\n", o.out, o.plot)
+	for _, c := range cells {
+		if c.err != nil {
+			return fmt.Errorf("cell %s failed: %w", c.name, c.err)
+		}
+	}
+	return nil
+}
+
+const (
+	groupClosed  = "closed"
+	groupOpen    = "open"
+	groupAblated = "ablation"
+)
+
+// ablations are the optimizations the matrix switches off one at a time,
+// with the server flags that do it.
+var ablations = []struct{ name, what string }{
+	{"--group-commit=false", "one write + fdatasync per log record instead of one per batch"},
+	{"--coalesce=false", "one write system call per frame instead of one per queued batch"},
+	{"--batch=false", "the pump steps and flushes one input at a time instead of a whole inbox batch"},
+	{"--shards=1", "one coordinator shard (one pump goroutine) instead of GOMAXPROCS"},
+}
+
+func matrix(quick bool) []cell {
+	var cs []cell
+	callers := []int{1, 10, 100, 1000, 4096}
+	ablateAt := []int{100, 1000}
+	if quick {
+		callers = []int{1, 100, 1000}
+		ablateAt = []int{100}
+	}
+	for _, n := range callers {
+		cs = append(cs, cell{group: groupClosed, name: fmt.Sprintf("closed %d callers, 2 per txn", n), participants: 2, perTxn: 2, callers: n})
+	}
+	cs = append(cs, cell{group: groupClosed, name: "closed 100 callers, 10 per txn", participants: 10, perTxn: 10, callers: 100})
+	if !quick {
+		cs = append(cs, cell{group: groupClosed, name: "closed 1000 callers, 10 per txn", participants: 10, perTxn: 10, callers: 1000})
+	}
+	cs = append(cs, cell{group: groupOpen, name: "open loop at 80% of saturation, 2 per txn", participants: 2, perTxn: 2, rateFrac: 0.8})
+	for _, n := range ablateAt {
+		for _, a := range ablations {
+			cs = append(cs, cell{group: groupAblated, name: fmt.Sprintf("closed %d callers, 2 per txn, %s", n, a.name),
+				participants: 2, perTxn: 2, callers: n, flags: []string{a.name}})
+		}
+	}
+	return cs
+}
+
+// freePorts finds n free loopback ports (by listening and closing: racy in
+// principle, fine on a benchmark machine).
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func runCell(o *options, c *cell, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ports, err := freePorts(c.participants + 1)
+	if err != nil {
+		return err
+	}
+	coordAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	var parts []string
+	for i := 1; i <= c.participants; i++ {
+		parts = append(parts, fmt.Sprintf("p%d=127.0.0.1:%d", i, ports[i]))
+	}
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			stop(p)
+		}
+	}()
+	start := func(log string, args ...string) error {
+		f, err := os.Create(filepath.Join(dir, log))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cmd := exec.Command(o.bin, args...)
+		cmd.Stdout, cmd.Stderr = f, f
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		procs = append(procs, cmd)
+		return nil
+	}
+	for i := 1; i <= c.participants; i++ {
+		args := []string{"participant", "--name", fmt.Sprintf("p%d", i), "--listen", fmt.Sprintf("127.0.0.1:%d", ports[i]),
+			"--data", filepath.Join(dir, fmt.Sprintf("p%d", i)), "--coordinator", coordAddr,
+			"--accounts", strconv.Itoa(o.accounts), "--log-level", "warn"}
+		args = append(args, serverFlags(c.flags, false)...)
+		if err := start(fmt.Sprintf("p%d.log", i), args...); err != nil {
+			return err
+		}
+	}
+	args := []string{"coordinator", "--listen", coordAddr, "--data", filepath.Join(dir, "coordinator"),
+		"--participant", strings.Join(parts, ","), "--log-level", "warn"}
+	args = append(args, serverFlags(c.flags, true)...)
+	if err := start("coordinator.log", args...); err != nil {
+		return err
+	}
+	if err := waitUp(coordAddr, parts); err != nil {
+		return err
+	}
+	waitIdle(procs)
+	before := make([]float64, len(procs))
+	for i, p := range procs {
+		before[i] = cpuSeconds(p.Process.Pid)
+	}
+	jsonPath := filepath.Join(dir, "report.json")
+	bargs := []string{"bench", "--coordinator", coordAddr, "--participants", strings.Join(parts, ","),
+		"--per-txn", strconv.Itoa(c.perTxn), "--accounts", strconv.Itoa(o.accounts),
+		"--duration", o.duration.String(), "--json", jsonPath, "--seed", "1"}
+	if c.rate > 0 {
+		bargs = append(bargs, "--rate", strconv.FormatFloat(c.rate, 'f', 0, 64))
+	} else {
+		bargs = append(bargs, "--concurrency", strconv.Itoa(c.callers))
+	}
+	c.load[0] = loadavg()
+	cmd := exec.Command(o.bin, bargs...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	c.load[1] = loadavg()
+	after := make([]float64, len(procs))
+	for i, p := range procs {
+		after[i] = cpuSeconds(p.Process.Pid)
+	}
+	b, rerr := os.ReadFile(jsonPath)
+	if rerr != nil {
+		return fmt.Errorf("bench: %v\n%s", err, tail(out.String()))
+	}
+	if err := json.Unmarshal(b, &c.rep); err != nil {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %v\n%s", err, tail(out.String()))
+	}
+	n := float64(max(1, c.rep.Committed))
+	// The coordinator was started last.
+	c.cpu.coordinator = (after[len(procs)-1] - before[len(procs)-1]) * 1e6 / n
+	for i := range len(procs) - 1 {
+		c.cpu.participants += (after[i] - before[i]) * 1e6 / n
+	}
+	c.ok = true
+	return nil
+}
+
+// serverFlags picks the flags that apply to a coordinator or a
+// participant: --shards is the coordinator's only.
+func serverFlags(flags []string, coordinator bool) []string {
+	var out []string
+	for _, f := range flags {
+		if strings.HasPrefix(f, "--shards") && !coordinator {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// waitUp waits until the coordinator and every participant answer admin
+// queries, then a little longer for the servers to dial each other.
+func waitUp(coord string, parts []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	addrs := []string{coord}
+	for _, p := range parts {
+		addrs = append(addrs, p[strings.IndexByte(p, '=')+1:])
+	}
+	for _, a := range addrs {
+		for {
+			var v json.RawMessage
+			err := client.Admin(ctx, a, "status", nil, &v)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s did not come up: %w", a, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	return nil
+}
+
+// waitIdle waits (up to 15 s) until the servers have finished starting:
+// until they used less than 2% of a core over half a second. A new log
+// writes its first segments out in full in the background; a cell that
+// started meanwhile would be charged for it.
+func waitIdle(procs []*exec.Cmd) {
+	total := func() float64 {
+		t := 0.0
+		for _, p := range procs {
+			t += cpuSeconds(p.Process.Pid)
+		}
+		return t
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	last := total()
+	for time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+		now := total()
+		if now-last <= 0.01 {
+			return
+		}
+		last = now
+	}
+}
+
+// stop ends a server with SIGTERM (a graceful close), then SIGKILL after 5s.
+func stop(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// cpuSeconds reads a process's user+system CPU time from /proc.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	// Fields after the command name (which may hold spaces) in parentheses.
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+func loadavg() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+func tail(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > 10 {
+		lines = lines[len(lines)-10:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// machine describes where the matrix ran.
+func machine() []string {
+	var out []string
+	out = append(out, fmt.Sprintf("CPU: %d cores (%s)", runtime.NumCPU(), cpuModel()))
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "MemTotal:") {
+				kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+				out = append(out, fmt.Sprintf("memory: %.1f GiB", kb/(1<<20)))
+			}
+		}
+	}
+	out = append(out, "disk: "+disk())
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		out = append(out, "kernel: Linux "+strings.TrimSpace(string(b)))
+	}
+	out = append(out, "Go: "+runtime.Version())
+	return out
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			return strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
+		}
+	}
+	return "unknown model"
+}
+
+// disk names the file system and block device under the temporary
+// directory, where the data directories live.
+func disk() string {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return "unknown"
+	}
+	tmp, _ := filepath.EvalSymlinks(os.TempDir())
+	best, dev, fs, opts := "", "", "", ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 || !strings.HasPrefix(tmp, f[1]) || len(f[1]) < len(best) {
+			continue
+		}
+		best, dev, fs, opts = f[1], f[0], f[2], f[3]
+	}
+	desc := fmt.Sprintf("%s on %s (mounted at %s", fs, dev, best)
+	if strings.Contains(opts, "discard") {
+		desc += ", discard"
+	}
+	desc += ")"
+	name := filepath.Base(dev)
+	if rot, err := os.ReadFile("/sys/block/" + name + "/queue/rotational"); err == nil {
+		kind := "reports itself non-rotational"
+		if strings.TrimSpace(string(rot)) == "1" {
+			kind = "reports itself rotational"
+		}
+		if strings.HasPrefix(name, "vd") {
+			kind = "a virtio block device, which " + kind + " (the host's storage is not visible)"
+		}
+		desc += ", " + kind
+	}
+	return desc
+}
