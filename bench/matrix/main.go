@@ -66,12 +66,12 @@ type cell struct {
 	rateFrac     float64 // open loop: this fraction of the measured saturation
 	flags        []string
 	// results
-	rate   float64
-	rep    result
-	cpu    cpuUse
-	load   [2]float64 // 1-minute load average before and after
-	err    error
-	ok     bool
+	rate float64
+	rep  result
+	cpu  cpuUse
+	load [2]float64 // 1-minute load average before and after
+	err  error
+	ok   bool
 }
 
 type result struct {
