@@ -165,7 +165,10 @@ func Start(cfg Config) (*Server, error) {
 			s.abandon()
 		}
 	}()
-	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: !cfg.GroupCommit, SegmentSize: cfg.SegmentSize}
+	// A checkpoint is one record holding the whole resource: allow records
+	// up to the engine's bound (the log lowers it to what fits a segment).
+	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: !cfg.GroupCommit, SegmentSize: cfg.SegmentSize,
+		MaxRecordSize: engine.MaxCheckpointLen}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), walOpts)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening log in %s: %w", cfg.DataDir, err)
@@ -280,9 +283,9 @@ func (s *Server) recover() error {
 		s.pump.Restored(idx, lsn)
 		switch rec.Type {
 		case engine.RecCommitted:
-			return s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionCommit})
+			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionCommit})
 		case engine.RecAborted:
-			return s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionAbort})
+			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionAbort})
 		}
 		return nil
 	})
@@ -313,9 +316,9 @@ func (s *Server) firstCheckpoint(first wal.LSN) (wal.LSN, error) {
 			at = lsn
 			return errFound
 		case engine.RecCommitted:
-			return s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionCommit})
+			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionCommit})
 		case engine.RecAborted:
-			return s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionAbort})
+			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionAbort})
 		}
 		return nil
 	})
@@ -493,10 +496,7 @@ type output struct {
 func (o *output) Deliver(rd *engine.Ready) {
 	s := o.s
 	for i := range rd.Applied {
-		if err := s.ledger.record(rd.Applied[i]); err != nil {
-			s.fail(err)
-			return
-		}
+		s.ledger.record(rd.Applied[i])
 	}
 	name := o.name
 	for i := range rd.Messages {

@@ -179,8 +179,10 @@ func runParticipant(args []string) error {
 		i := strings.LastIndexByte(cfg.Listen, ':')
 		cfg.Name = "p" + cfg.Listen[i+1:]
 	}
-	if accounts <= 0 || accounts > 1<<24 {
-		return fmt.Errorf("--accounts %d: want 1 to %d", accounts, 1<<24)
+	// A checkpoint holds every balance in one log record of 8 bytes each,
+	// within a 64 MiB segment.
+	if accounts <= 0 || accounts > 1<<22 {
+		return fmt.Errorf("--accounts %d: want 1 to %d", accounts, 1<<22)
 	}
 	if balance < 0 {
 		return fmt.Errorf("--balance %d: must not be negative", balance)
