@@ -77,29 +77,39 @@ type Ack struct {
 // Branches returns the participants of the transaction.
 func (a Ack) Branches() []string { return strings.Split(a.Participants, ",") }
 
-// ParseAckLog reads an ack log: one line per transaction,
-// "<uuid> <outcome> <participant>,<participant>...". A last line without
-// its newline (the writer died mid-line) is ignored; any other malformed
-// line is an error.
+// ParseAckLog reads a whole ack log into memory (see EachAck).
 func ParseAckLog(r io.Reader) ([]Ack, error) {
+	var acks []Ack
+	err := EachAck(r, func(a Ack) error {
+		acks = append(acks, a)
+		return nil
+	})
+	return acks, err
+}
+
+// EachAck reads an ack log — one line per transaction,
+// "<uuid> <outcome> <participant>,<participant>..." — and calls fn for each
+// line, so that a log of millions of lines is never held in memory. A last
+// line without its newline (the writer died mid-line) is ignored; any other
+// malformed line is an error, as is an error from fn.
+func EachAck(r io.Reader, fn func(Ack) error) error {
 	br := bufio.NewReaderSize(r, 1<<16)
 	intern := map[string]string{}
-	var acks []Ack
 	for n := 1; ; n++ {
 		line, err := br.ReadSlice('\n')
 		if err == io.EOF {
-			return acks, nil // an unterminated tail is a torn write
+			return nil // an unterminated tail is a torn write
 		}
 		if err != nil {
-			return nil, fmt.Errorf("chaos: ack log line %d: %w", n, err)
+			return fmt.Errorf("chaos: ack log line %d: %w", n, err)
 		}
 		f := bytes.Fields(line)
 		if len(f) != 3 {
-			return nil, fmt.Errorf("chaos: ack log line %d: %q: want <uuid> <outcome> <participants>", n, line)
+			return fmt.Errorf("chaos: ack log line %d: %q: want <uuid> <outcome> <participants>", n, line)
 		}
 		id, err := uuid.ParseBytes(f[0])
 		if err != nil {
-			return nil, fmt.Errorf("chaos: ack log line %d: %w", n, err)
+			return fmt.Errorf("chaos: ack log line %d: %w", n, err)
 		}
 		told := Told(0)
 		for i, name := range toldNames[1:] {
@@ -108,22 +118,26 @@ func ParseAckLog(r io.Reader) ([]Ack, error) {
 			}
 		}
 		if told == 0 {
-			return nil, fmt.Errorf("chaos: ack log line %d: unknown outcome %q", n, f[1])
+			return fmt.Errorf("chaos: ack log line %d: unknown outcome %q", n, f[1])
 		}
 		parts, ok := intern[string(f[2])]
 		if !ok {
 			parts = string(f[2])
 			intern[parts] = parts
 		}
-		acks = append(acks, Ack{Txn: id, Told: told, Participants: parts})
+		if err := fn(Ack{Txn: id, Told: told, Participants: parts}); err != nil {
+			return err
+		}
 	}
 }
 
 // History is everything the checker looks at, gathered once the load has
 // ended and recovery has had its chance.
 type History struct {
-	// Acks are the client's answers, one per transaction it ran.
-	Acks []Ack
+	// Acks are the client's answers, one per transaction it ran; AckLog,
+	// if set, holds more of them as an ack log (EachAck), read once.
+	Acks   []Ack
+	AckLog io.Reader
 	// EveryBranchWrites says that no branch of any acknowledged
 	// transaction was read-only, so a committed transaction must appear
 	// committed in the ledger of every one of its participants. When
@@ -238,8 +252,9 @@ const maxPerKind = 20
 
 // Check checks a history against the four invariants. It never stops at
 // the first violation: every kind is checked, and up to maxPerKind
-// violations of each are reported (with a count of the rest).
-func Check(h *History) Result {
+// violations of each are reported (with a count of the rest). The error is
+// a malformed ack log; the result is then incomplete.
+func Check(h *History) (Result, error) {
 	r := Result{Told: map[Told]int{}}
 	counts := map[Kind]int{}
 	add := func(k Kind, txn uuid.UUID, format string, args ...any) {
@@ -279,10 +294,15 @@ func Check(h *History) Result {
 
 	// Durability (and atomicity where every branch writes) over what the
 	// clients were told.
-	acked := make(map[uuid.UUID]bool, len(h.Acks))
-	for _, a := range h.Acks {
+	acked := make(map[uuid.UUID]bool, len(seen))
+	for txn := range seen {
+		acked[txn] = false
+	}
+	check := func(a Ack) error {
 		r.Told[a.Told]++
-		acked[a.Txn] = true
+		if _, ok := acked[a.Txn]; ok {
+			acked[a.Txn] = true
+		}
 		var committed, missing []string
 		for _, p := range a.Branches() {
 			l, ok := h.Ledgers[p]
@@ -316,9 +336,17 @@ func Check(h *History) Result {
 		if h.EveryBranchWrites && len(committed) > 0 && len(missing) > 0 && a.Told != ToldCommitted {
 			add(Atomicity, a.Txn, "committed at %s; not at %s", strings.Join(committed, ","), strings.Join(missing, ", "))
 		}
+		return nil
 	}
-	for txn := range seen {
-		if !acked[txn] {
+	for _, a := range h.Acks {
+		check(a)
+	}
+	var err error
+	if h.AckLog != nil {
+		err = EachAck(h.AckLog, check)
+	}
+	for _, ok := range acked {
+		if !ok {
 			r.Unacknowledged++
 		}
 	}
@@ -373,7 +401,7 @@ func Check(h *History) Result {
 			r.Violations = append(r.Violations, Violation{Kind: k, Detail: fmt.Sprintf("... and %d more", n)})
 		}
 	}
-	return r
+	return r, err
 }
 
 func sortedKeys[V any](m map[string]V) []string {
