@@ -1,6 +1,7 @@
 package participant
 
 import (
+	"context"
 	"sync"
 
 	"github.com/commitd/commitd/engine"
@@ -12,6 +13,31 @@ type Inspectable interface {
 	engine.Resource
 	Accounts() int
 	Total() int64
+}
+
+// Durable is a resource that keeps its prepared and committed state
+// durably itself and talks to a server (participant/postgres): Prepare
+// may answer engine.VotePending, Commit and Abort only start the work,
+// and the results come back through the function given to Attach. The
+// participant then runs its machine in durable-resource mode and forces
+// nothing into its own log (docs/protocol.md, "Durable resources"). Once
+// Start has succeeded, the server owns the resource and closes it.
+type Durable interface {
+	Inspectable
+	// Attach sets where results go (MsgResPrepared, MsgResFinished,
+	// MsgResFailed); called once, before anything else.
+	Attach(report func(engine.Message))
+	// InDoubt lists the transactions the resource holds prepared.
+	InDoubt(ctx context.Context) ([]engine.TxnID, error)
+	// Decided lists decisions the resource remembers and Forget has not
+	// dropped, so that the ledger can catch up after a crash.
+	Decided(ctx context.Context) ([]engine.Applied, error)
+	// Forget drops decisions the ledger has made durable.
+	Forget(ctx context.Context, ids []engine.TxnID) error
+	// Summary is Accounts and Total with an error, safe on any goroutine.
+	Summary(ctx context.Context) (accounts int, total int64, err error)
+	// Close waits for the work in flight; nothing is reported after it.
+	Close() error
 }
 
 // guarded wraps the participant's resource so that admin queries on other
@@ -79,6 +105,11 @@ func (g *guarded) summary() (accounts int, total int64, prepared []engine.TxnID)
 	prepared = make([]engine.TxnID, 0, len(g.prepared))
 	for id := range g.prepared {
 		prepared = append(prepared, id)
+	}
+	if _, ok := g.res.(Durable); ok {
+		// Its numbers are a server round trip away: not under the lock
+		// the pump takes for every prepare (AccountsSummary asks it).
+		return 0, 0, prepared
 	}
 	return g.res.Accounts(), g.res.Total(), prepared
 }

@@ -55,6 +55,9 @@ type Config struct {
 	// CheckpointEvery is the number of decided transactions between
 	// checkpoints, which let the log retire (default 10000).
 	CheckpointEvery int
+	// ScanEvery is how often a Durable resource is asked what it holds
+	// prepared, so that none is left behind holding locks (default 2s).
+	ScanEvery time.Duration
 
 	// SegmentSize is the size of each log segment file (default 64 MiB;
 	// the ledger's are a quarter of it).
@@ -92,6 +95,7 @@ func (c *Config) fill() {
 	def(&c.InquireAfter, time.Second)
 	def(&c.InquireMax, 5*time.Second)
 	def(&c.Remember, 30*time.Second)
+	def(&c.ScanEvery, 2*time.Second)
 	if c.CheckpointEvery <= 0 {
 		c.CheckpointEvery = 10000
 	}
@@ -128,6 +132,7 @@ type Server struct {
 	log     *wal.Log
 	ledger  *ledger
 	res     *guarded
+	durable Durable             // cfg.Resource if it is one, else nil
 	machine *engine.Participant // owned by the pump goroutine
 	pump    *pump.Pump
 	coord   *mux.Peer
@@ -138,6 +143,12 @@ type Server struct {
 
 	statsMu sync.Mutex
 	stats   engine.ParticipantStats // published by the pump after each round
+
+	// forget lists decisions recorded in the ledger whose markers the
+	// Durable resource may drop once the ledger is synced: appended by
+	// the pump, taken by durableLoop.
+	forgetMu sync.Mutex
+	forget   []engine.TxnID
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -185,12 +196,14 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("participant: opening ledger in %s: %w", cfg.DataDir, err)
 	}
 	s.res = newGuarded(cfg.Resource)
+	s.durable, _ = cfg.Resource.(Durable)
 	s.machine = engine.NewParticipant(engine.ParticipantConfig{
 		Name:            cfg.Name,
 		InquireAfter:    cfg.ticks(cfg.InquireAfter),
 		InquireMax:      cfg.ticks(cfg.InquireMax),
 		RememberTicks:   cfg.ticks(cfg.Remember),
 		CheckpointEvery: cfg.CheckpointEvery,
+		DurableResource: s.durable != nil,
 	}, s.res)
 	s.pump = pump.New(s.machine, s.log, &output{s: s, name: []byte(cfg.Name)}, cfg.Tick)
 	s.pump.NoBatch = cfg.NoBatch
@@ -202,6 +215,11 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if err := s.recover(); err != nil {
 		return nil, err
+	}
+	if s.durable != nil {
+		if err := s.recoverDurable(); err != nil {
+			return nil, err
+		}
 	}
 	s.coord = mux.NewPeer(cfg.Coordinator, mux.PeerOptions{
 		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: !cfg.Coalesce},
@@ -246,6 +264,13 @@ func Start(cfg Config) (*Server, error) {
 		defer s.wg.Done()
 		s.retireLoop()
 	}()
+	if s.durable != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.durableLoop()
+		}()
+	}
 	ok = true
 	cfg.Logger.Info("participant serving", "name", cfg.Name, "addr", s.ln.Addr().String(),
 		"coordinator", cfg.Coordinator, "data", cfg.DataDir)
@@ -331,6 +356,98 @@ func (s *Server) firstCheckpoint(first wal.LSN) (wal.LSN, error) {
 	return at, nil
 }
 
+// recoverDurable brings the ledger up to the decisions a Durable resource
+// still remembers (the ledger is synced lazily, the resource's commits are
+// not), and queues every transaction the resource holds prepared as in
+// doubt: the machine inquires for each before anything else happens.
+func (s *Server) recoverDurable() error {
+	s.durable.Attach(func(m engine.Message) {
+		m.To = s.cfg.Name
+		s.pump.Submit(&m)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	decided, err := s.durable.Decided(ctx)
+	if err != nil {
+		return fmt.Errorf("participant: %w", err)
+	}
+	ids := make([]engine.TxnID, 0, len(decided))
+	for _, a := range decided {
+		s.ledger.ensure(a)
+		ids = append(ids, a.Txn)
+	}
+	if err := s.ledger.sync(); err != nil {
+		return fmt.Errorf("participant: %w", err)
+	}
+	if err := s.durable.Forget(ctx, ids); err != nil {
+		return fmt.Errorf("participant: %w", err)
+	}
+	inDoubt, err := s.durable.InDoubt(ctx)
+	if err != nil {
+		return fmt.Errorf("participant: %w", err)
+	}
+	for _, id := range inDoubt {
+		s.pump.Submit(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
+	}
+	if len(decided) > 0 || len(inDoubt) > 0 {
+		s.cfg.Logger.Info("participant recovered from its resource", "name", s.cfg.Name,
+			"decisions", len(decided), "in_doubt", len(inDoubt))
+	}
+	return nil
+}
+
+// durableLoop scans a Durable resource for prepared transactions every
+// ScanEvery (the machine inquires for the ones it does not know and rolls
+// back orphans), and once a second lets the resource forget the
+// decisions the ledger has made durable.
+func (s *Server) durableLoop() {
+	forgetT := time.NewTicker(time.Second)
+	defer forgetT.Stop()
+	scanT := time.NewTicker(s.cfg.ScanEvery)
+	defer scanT.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-scanT.C:
+			ids, err := s.durable.InDoubt(ctx)
+			if err != nil {
+				// The server may be restarting: the next scan will do.
+				s.cfg.Logger.Warn("participant: scanning the resource", "name", s.cfg.Name, "err", err)
+				continue
+			}
+			for _, id := range ids {
+				s.pump.Submit(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
+			}
+		case <-forgetT.C:
+			s.forgetMu.Lock()
+			ids := s.forget
+			s.forget = nil
+			s.forgetMu.Unlock()
+			if len(ids) == 0 {
+				continue
+			}
+			if err := s.ledger.sync(); err != nil {
+				s.fail(err)
+				return
+			}
+			if err := s.durable.Forget(ctx, ids); err != nil {
+				// Kept a while longer; the next start forgets them.
+				s.cfg.Logger.Warn("participant: resource forgetting decisions", "name", s.cfg.Name, "err", err)
+			}
+		}
+	}
+}
+
 // WaitConnected waits until the participant has a connection to the
 // coordinator (or ctx ends).
 func (s *Server) WaitConnected(ctx context.Context) error {
@@ -377,7 +494,11 @@ func (s *Server) Close() error {
 	s.coord.Close()
 	s.wg.Wait()
 	s.http.Close()
-	err := errors.Join(s.ledger.close(), s.log.Close())
+	var derr error
+	if s.durable != nil {
+		derr = s.durable.Close()
+	}
+	err := errors.Join(derr, s.ledger.close(), s.log.Close())
 	s.lock.Release()
 	close(s.done)
 	return err
@@ -431,9 +552,22 @@ type Accounts struct {
 	Prepared int    `json:"prepared"`
 }
 
-// AccountsSummary reads the resource.
+// AccountsSummary reads the resource. For a Durable resource that cannot
+// be read, Total is -1.
 func (s *Server) AccountsSummary() Accounts {
 	n, total, prepared := s.res.summary()
+	if s.durable != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		if n, total, err = s.durable.Summary(ctx); err != nil {
+			s.cfg.Logger.Warn("participant: reading the resource", "name", s.cfg.Name, "err", err)
+			total = -1
+		}
+		if ids, err := s.durable.InDoubt(ctx); err == nil {
+			prepared = ids
+		}
+	}
 	return Accounts{Name: s.cfg.Name, Accounts: n, Total: total, Prepared: len(prepared)}
 }
 
@@ -447,6 +581,15 @@ type Outcome struct {
 // directory was created, and every one it holds prepared now, sorted by id.
 func (s *Server) Outcomes() []Outcome {
 	_, _, prepared := s.res.summary()
+	if s.durable != nil {
+		// The resource's own list: it also has what is still being
+		// prepared, and what a crash left behind.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if ids, err := s.durable.InDoubt(ctx); err == nil {
+			prepared = ids
+		}
+	}
 	var out []Outcome
 	s.ledger.each(func(id engine.TxnID, d engine.Decision) {
 		o := "committed"
@@ -497,6 +640,13 @@ func (o *output) Deliver(rd *engine.Ready) {
 	s := o.s
 	for i := range rd.Applied {
 		s.ledger.record(rd.Applied[i])
+	}
+	if s.durable != nil && len(rd.Applied) > 0 {
+		s.forgetMu.Lock()
+		for i := range rd.Applied {
+			s.forget = append(s.forget, rd.Applied[i].Txn)
+		}
+		s.forgetMu.Unlock()
 	}
 	name := o.name
 	for i := range rd.Messages {
