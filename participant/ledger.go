@@ -19,13 +19,26 @@ import (
 // A decision replayed from the protocol log at recovery may be appended a
 // second time; readers keep the last entry per transaction, which is the
 // same decision.
+//
+// Entries are not appended to the ledger's log as they are recorded but
+// collected in memory and appended in bulk by sync: the log's flusher
+// writes and syncs whatever is appended at once, so appending each entry
+// would cost the participant a second fdatasync stream (and its wake-ups)
+// beside the protocol log's — for entries that need to be durable only
+// before a retirement. An entry lost from memory in a crash is one the
+// protocol log still holds, and recovery puts it back (ensure).
 type ledger struct {
 	log *wal.Log
-	buf [17]byte // owned by the pump goroutine
+
+	// syncMu serializes sync, so entries reach the log in record order;
+	// spare is the buffer sync swaps in, guarded by syncMu.
+	syncMu sync.Mutex
+	spare  []byte
 
 	mu struct {
 		sync.Mutex
 		outcomes map[engine.TxnID]engine.Decision
+		pending  []byte // entries recorded, not yet appended: ledgerEntryLen bytes each
 	}
 }
 
@@ -58,34 +71,48 @@ func openLedger(dir string, opts wal.Options) (*ledger, error) {
 	return l, nil
 }
 
-// record appends one applied decision. It does not wait for durability:
-// sync does, before the protocol log is retired.
-func (l *ledger) record(a engine.Applied) error {
-	copy(l.buf[:16], a.Txn[:])
-	l.buf[16] = byte(a.Decision)
-	if _, err := l.log.Append(l.buf[:]); err != nil {
-		return fmt.Errorf("ledger: %w", err)
-	}
+// record notes one applied decision. It neither appends nor waits for
+// durability: sync does both, before the protocol log is retired.
+func (l *ledger) record(a engine.Applied) {
 	l.mu.Lock()
+	l.mu.pending = append(l.mu.pending, a.Txn[:]...)
+	l.mu.pending = append(l.mu.pending, byte(a.Decision))
 	l.mu.outcomes[a.Txn] = a.Decision
 	l.mu.Unlock()
-	return nil
 }
 
 // ensure records a decision found in the protocol log at recovery, unless
 // the ledger already has it.
-func (l *ledger) ensure(a engine.Applied) error {
+func (l *ledger) ensure(a engine.Applied) {
 	l.mu.Lock()
 	d, ok := l.mu.outcomes[a.Txn]
 	l.mu.Unlock()
 	if ok && d == a.Decision {
-		return nil
+		return
 	}
-	return l.record(a)
+	l.record(a)
 }
 
-// sync makes every entry appended so far durable.
-func (l *ledger) sync() error { return l.log.Sync(l.log.LastLSN()) }
+// sync appends every entry recorded so far to the ledger's log and makes
+// them durable.
+func (l *ledger) sync() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	batch := l.mu.pending
+	l.mu.pending = l.spare[:0]
+	l.mu.Unlock()
+	for off := 0; off < len(batch); off += ledgerEntryLen {
+		if _, err := l.log.Append(batch[off : off+ledgerEntryLen]); err != nil {
+			return fmt.Errorf("ledger: %w", err)
+		}
+	}
+	l.spare = batch[:0]
+	if err := l.log.Sync(l.log.LastLSN()); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	return nil
+}
 
 // each calls fn for every transaction in the ledger, in no particular order.
 func (l *ledger) each(fn func(engine.TxnID, engine.Decision)) {
