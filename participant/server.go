@@ -420,6 +420,9 @@ func (s *Server) durableLoop() {
 			return
 		case <-scanT.C:
 			ids, err := s.durable.InDoubt(ctx)
+			if ctx.Err() != nil {
+				return
+			}
 			if err != nil {
 				// The server may be restarting: the next scan will do.
 				s.cfg.Logger.Warn("participant: scanning the resource", "name", s.cfg.Name, "err", err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/participant/postgres"
 )
 
 // participantList collects repeated --participant NAME=ADDR flags (or one
@@ -170,6 +173,16 @@ func runParticipant(args []string) error {
 	fs.BoolVar(&cfg.Coalesce, "coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	backend := fs.String("backend", "bank", "where the accounts live: bank (in memory, made durable by the participant's log) or postgres (a PostgreSQL database, through PREPARE TRANSACTION)")
+	var pg postgres.Config
+	fs.StringVar(&pg.DSN, "dsn", "", "postgres: the database, e.g. postgres://user@127.0.0.1:5432/db (needs max_prepared_transactions > 0)")
+	fs.Func("pg-max-conns", "postgres: connections in the pool (default 32)", func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		pg.MaxConns = int32(n)
+		return err
+	})
+	fs.DurationVar(&pg.LockTimeout, "pg-lock-timeout", 10*time.Millisecond, "postgres: how long a prepare waits for an account another transaction holds before voting no")
+	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres: how often pg_prepared_xacts is scanned for transactions to resolve")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -196,6 +209,28 @@ func runParticipant(args []string) error {
 	}
 	if cfg.DataDir == "" {
 		return errors.New("--data is required")
+	}
+	switch *backend {
+	case "bank":
+	case "postgres":
+		// The accounts table is seeded once, when it is empty; the data
+		// directory keeps the participant's ledger.
+		pg.Name, pg.Accounts, pg.Balance, pg.Logger = cfg.Name, accounts, balance, cfg.Logger
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		res, err := postgres.Open(ctx, pg)
+		cancel()
+		if err != nil {
+			return err
+		}
+		cfg.Resource = res
+		s, err := participant.Start(cfg)
+		if err != nil {
+			res.Close()
+			return err
+		}
+		return serveUntilSignal(s.Done(), s.Close, s.Err)
+	default:
+		return fmt.Errorf("--backend %q: want bank or postgres", *backend)
 	}
 	accounts, balance, err = bankSeed(cfg.DataDir, accounts, balance)
 	if err != nil {
