@@ -1,0 +1,527 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/participant/bank"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// GIDPrefix starts the global id of every transaction commitd prepares:
+// "commitd:NAME:UUID", with the participant's name and the transaction id.
+// The name keeps two participants sharing one database server from
+// resolving each other's prepared transactions.
+const GIDPrefix = "commitd:"
+
+// ErrNoPreparedTransactions is returned by Open when the server's
+// max_prepared_transactions is 0 (PostgreSQL's default).
+var ErrNoPreparedTransactions = errors.New("postgres: the server has max_prepared_transactions = 0")
+
+// SQLSTATE codes the resource branches on.
+const (
+	codeUndefinedObject   = "42704" // COMMIT/ROLLBACK PREPARED: no such prepared transaction
+	codeCheckViolation    = "23514" // the balance would go negative
+	codeLockNotAvailable  = "55P03" // lock_timeout: the account is held by another transaction
+	codeDeadlockDetected  = "40P01"
+	codeSerialization     = "40001"
+	codeTooManyPreparedTx = "53400" // configuration_limit_exceeded: max_prepared_transactions reached
+)
+
+// Config describes a PostgreSQL resource. Zero values take the defaults
+// noted.
+type Config struct {
+	// DSN is the database to connect to, as a URL or key=value string
+	// (pgx's syntax). Required.
+	DSN string
+	// Name is the participant's name (1..64 bytes of letters, digits and
+	// "._-"): it is part of every global id and marker row. Required.
+	Name string
+	// Accounts and Balance seed the accounts table when it is empty: ids 0
+	// to Accounts-1, each with Balance. A table that has rows is kept.
+	Accounts int
+	Balance  int64
+	// MaxConns bounds the connection pool (default 32): the number of
+	// PostgreSQL round trips in flight.
+	MaxConns int32
+	// LockTimeout is how long a prepare waits for an account another
+	// transaction holds before voting no (default 10ms). Short, because
+	// the holder may be a prepared transaction waiting for its decision,
+	// and two participants waiting on each other's prepared rows would
+	// otherwise deadlock until the coordinator's prepare timeout.
+	LockTimeout time.Duration
+	// RetryMax caps the backoff between attempts of a commit or abort
+	// that failed on a connection error (default 1s).
+	RetryMax time.Duration
+	// Logger receives errors worth a human's attention (default
+	// slog.Default()).
+	Logger *slog.Logger
+}
+
+// Resource is a bank of accounts in a PostgreSQL database, behind the
+// engine's Resource interface. Prepare runs the branch's UPDATE in a
+// transaction and PREPARE TRANSACTION; Commit and Abort run COMMIT
+// PREPARED and ROLLBACK PREPARED. Every round trip runs on a goroutine of
+// its own (bounded by the pool), never on the caller's: results come back
+// through the function given to Attach.
+//
+// Besides the accounts, the database holds one marker row per decided
+// transaction (commitd_decisions), written in the same transaction as the
+// work for a commit and after the rollback for an abort. It tells a
+// commit that finished from one PostgreSQL never saw, and lets the
+// participant's ledger catch up after a crash; Forget deletes the rows
+// once the ledger has them.
+type Resource struct {
+	// Immutable after Open.
+	cfg      Config
+	pool     *pgxpool.Pool
+	prefix   string // "commitd:NAME:"
+	accounts int    // rows in commitd_accounts at Open
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // round trips in flight
+	// report is set once by Attach, before the first Prepare, Commit or
+	// Abort; read by the worker goroutines after that.
+	report func(engine.Message)
+
+	// Counters, written by the workers.
+	retries  atomic.Uint64
+	failures atomic.Uint64
+}
+
+var _ engine.Resource = (*Resource)(nil)
+
+// Open connects to the database, checks that it can prepare
+// transactions, creates the tables if they are missing and seeds the
+// accounts once.
+func Open(ctx context.Context, cfg Config) (*Resource, error) {
+	if cfg.DSN == "" {
+		return nil, errors.New("postgres: a DSN is required")
+	}
+	if err := checkName(cfg.Name); err != nil {
+		return nil, err
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 32
+	}
+	if cfg.LockTimeout <= 0 {
+		cfg.LockTimeout = 10 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: DSN: %w", err)
+	}
+	pcfg.MaxConns = cfg.MaxConns
+	pcfg.ConnConfig.RuntimeParams["lock_timeout"] = fmt.Sprintf("%dms", max(1, cfg.LockTimeout.Milliseconds()))
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "commitd participant " + cfg.Name
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	r := &Resource{cfg: cfg, pool: pool, prefix: GIDPrefix + cfg.Name + ":"}
+	if err := r.setup(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r, nil
+}
+
+func checkName(name string) error {
+	if name == "" || len(name) > engine.MaxNameLen {
+		return fmt.Errorf("postgres: participant name %q must be 1 to %d bytes", name, engine.MaxNameLen)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("postgres: participant name %q: only letters, digits and ._- go into a global transaction id", name)
+		}
+	}
+	return nil
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS commitd_accounts (
+	id      integer PRIMARY KEY,
+	balance bigint  NOT NULL CHECK (balance >= 0)
+);
+CREATE TABLE IF NOT EXISTS commitd_decisions (
+	participant text    NOT NULL,
+	txn         uuid    NOT NULL,
+	committed   boolean NOT NULL,
+	PRIMARY KEY (participant, txn)
+);`
+
+func (r *Resource) setup(ctx context.Context) error {
+	var maxPrepared int
+	if err := r.pool.QueryRow(ctx, "SELECT current_setting('max_prepared_transactions')::int").Scan(&maxPrepared); err != nil {
+		return fmt.Errorf("postgres: connecting: %w", err)
+	}
+	if maxPrepared == 0 {
+		return fmt.Errorf("%w: set max_prepared_transactions in postgresql.conf (or with -c) to at least the number of transactions in flight at once, e.g. 200, and restart the server", ErrNoPreparedTransactions)
+	}
+	if _, err := r.pool.Exec(ctx, schema); err != nil {
+		return fmt.Errorf("postgres: creating tables: %w", err)
+	}
+	tx, err := r.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	// Exclusive: two participants starting on one empty table seed it once.
+	if _, err := tx.Exec(ctx, "LOCK TABLE commitd_accounts IN EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	var n int
+	if err := tx.QueryRow(ctx, "SELECT count(*) FROM commitd_accounts").Scan(&n); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	if n == 0 && r.cfg.Accounts > 0 {
+		if r.cfg.Balance < 0 {
+			return fmt.Errorf("postgres: starting balance %d is negative", r.cfg.Balance)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO commitd_accounts SELECT g, $2 FROM generate_series(0, $1 - 1) g",
+			r.cfg.Accounts, r.cfg.Balance); err != nil {
+			return fmt.Errorf("postgres: seeding accounts: %w", err)
+		}
+		n = r.cfg.Accounts
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	r.accounts = n
+	return nil
+}
+
+// Attach sets where results go: MsgResPrepared, MsgResFinished,
+// MsgResFailed (To left empty, for the caller to fill in). Call it once,
+// before anything is prepared; report is called from the resource's
+// goroutines and must not block for long.
+func (r *Resource) Attach(report func(engine.Message)) { r.report = report }
+
+func (r *Resource) gid(txn engine.TxnID) string { return r.prefix + uuid.UUID(txn).String() }
+
+// Prepare votes no on malformed work or an unknown account and read-only
+// on a zero amount, at once; otherwise it starts the prepare and returns
+// engine.VotePending.
+func (r *Resource) Prepare(txn engine.TxnID, work []byte) engine.Vote {
+	acct, amount, ok := bank.DecodeWork(work)
+	switch {
+	case !ok || int64(acct) >= int64(r.accounts):
+		return engine.VoteNo
+	case amount == 0:
+		return engine.VoteReadOnly
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		v := r.prepare(txn, acct, amount)
+		r.report(engine.Message{Type: engine.MsgResPrepared, Txn: txn, Vote: v})
+	}()
+	return engine.VotePending
+}
+
+// prepare runs the branch in one round trip: the UPDATE (which the CHECK
+// constraint refuses to take below zero), the commit marker and PREPARE
+// TRANSACTION, as one multi-statement query. Every literal is a number, a
+// UUID or a checked name, so nothing needs quoting.
+func (r *Resource) prepare(txn engine.TxnID, acct uint32, amount int64) engine.Vote {
+	gid := r.gid(txn)
+	sql := fmt.Sprintf("BEGIN; UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d; "+
+		"INSERT INTO commitd_decisions VALUES ('%s', '%s', true); PREPARE TRANSACTION '%s'",
+		amount, acct, r.cfg.Name, uuid.UUID(txn), gid)
+	conn, err := r.pool.Acquire(r.ctx)
+	if err != nil {
+		r.cfg.Logger.Warn("postgres: prepare: no connection", "txn", uuid.UUID(txn), "err", err)
+		return engine.VoteNo
+	}
+	defer conn.Release()
+	pc := conn.Conn().PgConn()
+	res, err := pc.Exec(r.ctx, sql).ReadAll()
+	if err != nil {
+		if pc.TxStatus() == 'E' || pc.TxStatus() == 'T' {
+			// Keep the connection: end the failed transaction block.
+			_, _ = pc.Exec(r.ctx, "ROLLBACK").ReadAll()
+		}
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			switch pe.Code {
+			case codeCheckViolation, codeLockNotAvailable, codeDeadlockDetected, codeSerialization:
+				// The expected no: an overdraft or a busy account.
+			case codeTooManyPreparedTx:
+				r.cfg.Logger.Warn("postgres: max_prepared_transactions reached: raise it", "err", err)
+			default:
+				r.cfg.Logger.Warn("postgres: prepare failed", "txn", uuid.UUID(txn), "err", err)
+			}
+			return engine.VoteNo
+		}
+		// A connection error: PostgreSQL may have prepared it all the
+		// same. Voting no is safe; the scan finds the orphan and rolls it
+		// back.
+		r.cfg.Logger.Warn("postgres: prepare: connection failed", "txn", uuid.UUID(txn), "err", err)
+		return engine.VoteNo
+	}
+	if len(res) != 4 || res[1].CommandTag.RowsAffected() != 1 {
+		// The account vanished since Open: undo the (empty) prepare.
+		r.cfg.Logger.Warn("postgres: prepare: account missing", "txn", uuid.UUID(txn), "account", acct)
+		_, _ = pc.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'").ReadAll()
+		return engine.VoteNo
+	}
+	return engine.VoteYes
+}
+
+// Commit starts COMMIT PREPARED; MsgResFinished or MsgResFailed follows.
+func (r *Resource) Commit(txn engine.TxnID) { r.start(txn, engine.DecisionCommit) }
+
+// Abort starts ROLLBACK PREPARED; MsgResFinished or MsgResFailed follows.
+func (r *Resource) Abort(txn engine.TxnID) { r.start(txn, engine.DecisionAbort) }
+
+func (r *Resource) start(txn engine.TxnID, d engine.Decision) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := r.finish(txn, d)
+		switch {
+		case err == nil:
+			r.report(engine.Message{Type: engine.MsgResFinished, Txn: txn, Decision: d})
+		case r.ctx.Err() != nil:
+			// Closing: the transaction stays prepared in PostgreSQL and is
+			// found again at the next start.
+		default:
+			r.failures.Add(1)
+			r.cfg.Logger.Error("postgres: cannot finish a decision", "txn", uuid.UUID(txn), "decision", d, "err", err)
+			r.report(engine.Message{Type: engine.MsgResFailed, Txn: txn, Decision: d})
+		}
+	}()
+}
+
+// finish commits or rolls back txn's prepared transaction, retrying
+// connection errors with backoff until it succeeds or Close is called.
+// Both are idempotent: a transaction already committed (its marker row
+// is visible) commits successfully; one already rolled back, or never
+// prepared, rolls back successfully. A commit of a transaction
+// PostgreSQL has no trace of is an error, never assumed done.
+func (r *Resource) finish(txn engine.TxnID, d engine.Decision) error {
+	stmt := "COMMIT PREPARED '" + r.gid(txn) + "'"
+	if d == engine.DecisionAbort {
+		stmt = "ROLLBACK PREPARED '" + r.gid(txn) + "'"
+	}
+	backoff := 10 * time.Millisecond
+	finished := false // the COMMIT/ROLLBACK PREPARED step is done
+	for {
+		err := r.ctx.Err()
+		if err == nil && !finished {
+			_, err = r.pool.Exec(r.ctx, stmt)
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == codeUndefinedObject {
+				// Finished before (the answer was lost), or never prepared.
+				var committed *bool
+				committed, err = r.marker(txn)
+				switch {
+				case err != nil:
+				case d == engine.DecisionCommit && (committed == nil || !*committed):
+					return fmt.Errorf("%s: PostgreSQL has no such prepared transaction and no commit of it (rolled back by hand?)", stmt)
+				case d == engine.DecisionAbort && committed != nil && *committed:
+					return fmt.Errorf("%s: the transaction was committed", stmt)
+				}
+			} else if pe != nil && !transient(pe) {
+				return fmt.Errorf("%s: %w", stmt, err)
+			}
+			finished = err == nil
+		}
+		if err == nil && finished && d == engine.DecisionAbort {
+			// The abort's marker, for the ledger after a crash.
+			_, err = r.pool.Exec(r.ctx, "INSERT INTO commitd_decisions VALUES ($1, $2, false) ON CONFLICT DO NOTHING",
+				r.cfg.Name, uuid.UUID(txn).String())
+		}
+		if err == nil && finished {
+			return nil
+		}
+		if r.ctx.Err() != nil {
+			return r.ctx.Err()
+		}
+		// A connection error (the server restarting, say): try again.
+		r.retries.Add(1)
+		select {
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, r.cfg.RetryMax)
+	}
+}
+
+// transient reports whether an error from the server is worth retrying:
+// the server is shutting down, restarting or out of connections
+// (SQLSTATE classes 08, 57 and 53).
+func transient(pe *pgconn.PgError) bool {
+	c := pe.Code
+	return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "57") || strings.HasPrefix(c, "53")
+}
+
+// marker reads txn's marker row: nil if there is none.
+func (r *Resource) marker(txn engine.TxnID) (*bool, error) {
+	var committed bool
+	err := r.pool.QueryRow(r.ctx, "SELECT committed FROM commitd_decisions WHERE participant = $1 AND txn = $2",
+		r.cfg.Name, uuid.UUID(txn).String()).Scan(&committed)
+	if err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return &committed, nil
+}
+
+// Restore does nothing: PostgreSQL holds the prepared transaction.
+func (r *Resource) Restore(engine.TxnID, []byte) {}
+
+// Snapshot is never called (a durable resource is not checkpointed): the
+// committed state is the database's.
+func (r *Resource) Snapshot(dst []byte) []byte { return dst }
+
+// Load refuses: the state is the database's, never a snapshot's.
+func (r *Resource) Load([]byte) error {
+	return errors.New("postgres: a PostgreSQL resource has no snapshot to load")
+}
+
+// InDoubt lists the transactions this participant has prepared in the
+// database and not yet committed or rolled back (pg_prepared_xacts with
+// its prefix).
+func (r *Resource) InDoubt(ctx context.Context) ([]engine.TxnID, error) {
+	rows, err := r.pool.Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1)", r.prefix)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: listing prepared transactions: %w", err)
+	}
+	defer rows.Close()
+	var ids []engine.TxnID
+	for rows.Next() {
+		var gid string
+		if err := rows.Scan(&gid); err != nil {
+			return nil, fmt.Errorf("postgres: listing prepared transactions: %w", err)
+		}
+		id, err := uuid.Parse(strings.TrimPrefix(gid, r.prefix))
+		if err != nil {
+			r.cfg.Logger.Warn("postgres: a prepared transaction with commitd's prefix and a bad id; leaving it alone", "gid", gid)
+			continue
+		}
+		ids = append(ids, engine.TxnID(id))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: listing prepared transactions: %w", err)
+	}
+	return ids, nil
+}
+
+// Decided lists the decisions whose marker rows are still in the
+// database (not yet forgotten).
+func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
+	rows, err := r.pool.Query(ctx, "SELECT txn::text, committed FROM commitd_decisions WHERE participant = $1", r.cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: reading decisions: %w", err)
+	}
+	defer rows.Close()
+	var out []engine.Applied
+	for rows.Next() {
+		var s string
+		var committed bool
+		if err := rows.Scan(&s, &committed); err != nil {
+			return nil, fmt.Errorf("postgres: reading decisions: %w", err)
+		}
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: reading decisions: %w", err)
+		}
+		d := engine.DecisionCommit
+		if !committed {
+			d = engine.DecisionAbort
+		}
+		out = append(out, engine.Applied{Txn: engine.TxnID(id), Decision: d})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: reading decisions: %w", err)
+	}
+	return out, nil
+}
+
+// Forget deletes the marker rows of decisions the participant's ledger
+// has made durable.
+func (r *Resource) Forget(ctx context.Context, ids []engine.TxnID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	strs := make([]string, len(ids))
+	for i, id := range ids {
+		strs[i] = uuid.UUID(id).String()
+	}
+	if _, err := r.pool.Exec(ctx, "DELETE FROM commitd_decisions WHERE participant = $1 AND txn = ANY($2::uuid[])", r.cfg.Name, strs); err != nil {
+		return fmt.Errorf("postgres: forgetting decisions: %w", err)
+	}
+	return nil
+}
+
+// Summary counts the accounts and sums their committed balances.
+func (r *Resource) Summary(ctx context.Context) (accounts int, total int64, err error) {
+	err = r.pool.QueryRow(ctx, "SELECT count(*), coalesce(sum(balance), 0)::bigint FROM commitd_accounts").Scan(&accounts, &total)
+	if err != nil {
+		return 0, 0, fmt.Errorf("postgres: summing accounts: %w", err)
+	}
+	return accounts, total, nil
+}
+
+// Accounts is the number of accounts (0 if the database cannot be read).
+func (r *Resource) Accounts() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, _, _ := r.Summary(ctx)
+	return n
+}
+
+// Total is the sum of the committed balances (-1 if the database cannot
+// be read).
+func (r *Resource) Total() int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, t, err := r.Summary(ctx)
+	if err != nil {
+		return -1
+	}
+	return t
+}
+
+// Stats are the resource's counters.
+type Stats struct {
+	Retries  uint64 // commit/abort attempts repeated after a connection error
+	Failures uint64 // commits/aborts reported failed
+}
+
+// Stats returns the resource's counters.
+func (r *Resource) Stats() Stats {
+	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load()}
+}
+
+// Close stops the round trips in flight (their transactions stay prepared
+// in PostgreSQL, to be found at the next start), waits for their
+// goroutines and closes the pool. No result is reported after Close
+// returns.
+func (r *Resource) Close() error {
+	r.cancel()
+	r.wg.Wait()
+	r.pool.Close()
+	return nil
+}
