@@ -4,7 +4,9 @@
 #
 #   up      install PostgreSQL from Debian's packages if it is missing, then
 #           initdb and start one server per port in $COMMITD_PG_PORTS
-#           (default "55432 55433"), with max_prepared_transactions set;
+#           (default "55432 55433"), with max_prepared_transactions set, and
+#           one on $COMMITD_PG_PORT0 (default 55434) left at PostgreSQL's
+#           default of 0, for the test of the error a participant gives then;
 #           servers already running are left alone
 #   down    stop them and delete their data
 #   status  say which are running
@@ -18,6 +20,7 @@ set -euo pipefail
 cmd=${1:-up}
 dir=${COMMITD_PG_DIR:-/tmp/commitd-pg}
 read -r -a ports <<<"${COMMITD_PG_PORTS:-55432 55433}"
+port0=${COMMITD_PG_PORT0:-55434}
 # Enough for 100 callers and a coordinator's redeliveries on each server.
 max_prepared=${COMMITD_PG_MAX_PREPARED:-200}
 
@@ -77,8 +80,9 @@ up() {
 		chown postgres: "$dir"
 		chmod 700 "$dir"
 	fi
-	for port in "${ports[@]}"; do
-		local data="$dir/$port"
+	for port in "${ports[@]}" "$port0"; do
+		local data="$dir/$port" mp=$max_prepared
+		[ "$port" = "$port0" ] && mp=0
 		if [ ! -f "$data/PG_VERSION" ]; then
 			rm -rf "$data"
 			as_pg "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --no-sync >"$dir/initdb-$port.log" 2>&1 ||
@@ -89,7 +93,7 @@ up() {
 			continue
 		fi
 		as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start -o \
-			"-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_prepared_transactions=$max_prepared -c max_connections=300 -c shared_buffers=64MB" \
+			"-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_prepared_transactions=$mp -c max_connections=300 -c shared_buffers=64MB" \
 			>/dev/null || { tail -20 "$data/server.log" >&2; return 1; }
 		echo "pg.sh: server on 127.0.0.1:$port started (data $data)"
 	done
@@ -98,7 +102,7 @@ up() {
 down() {
 	local bin
 	bin=$(bindir) || return 0
-	for port in "${ports[@]}"; do
+	for port in "${ports[@]}" "$port0"; do
 		local data="$dir/$port"
 		[ -d "$data" ] || continue
 		as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
@@ -110,7 +114,7 @@ down() {
 status() {
 	local bin
 	bin=$(bindir) || { echo "PostgreSQL is not installed"; return 1; }
-	for port in "${ports[@]}"; do
+	for port in "${ports[@]}" "$port0"; do
 		if [ -d "$dir/$port" ] && as_pg "$bin/pg_ctl" -D "$dir/$port" status >/dev/null 2>&1; then
 			echo "127.0.0.1:$port running"
 		else
