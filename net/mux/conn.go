@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -272,6 +273,16 @@ func (c *Conn) writeLoop() {
 		case <-c.wake:
 		case <-c.closing:
 			return
+		}
+		if !c.opts.NoCoalesce {
+			// Yield once before taking the queue: goroutines that are
+			// runnable now (callers, a pump delivering a batch, a reader
+			// answering) get to add their frames first, so one write
+			// carries more of them — and a loopback write costs about as
+			// much CPU for one frame as for a hundred. With nothing else
+			// runnable Gosched returns at once, so a lone caller pays
+			// nothing for it.
+			runtime.Gosched()
 		}
 		c.mu.Lock()
 		if c.mu.err != nil {
