@@ -723,7 +723,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if err != nil {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
 		}
-		return link.ReplyJSON(c, f.ReqID, body)
+		return replyPaced(c, f.ReqID, body)
 	default:
 		if f.ReqID != 0 {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,
@@ -731,4 +731,40 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		}
 	}
 	return nil
+}
+
+// adminWindow bounds the bytes of an admin reply queued ahead of what the
+// connection has written.
+const adminWindow = 1 << 20
+
+// replyPaced answers an admin request like link.ReplyJSON, in as many
+// AdminResponse frames as it takes, but waits for the connection to write
+// them out as it goes. The outcomes report grows with the ledger (tens of
+// MB after a few minutes of load); queued all at once it overran the
+// connection's MaxPending bound whenever the reader was slower than the
+// loop, and the participant cut its own admin client off as a slow peer
+// (found by internal/chaos). It runs on the connection's reader goroutine,
+// which may wait: nothing else arrives on an admin connection.
+func replyPaced(c *mux.Conn, reqID uint64, body []byte) error {
+	base := c.Stats().BytesSent
+	var queued uint64 // JSON bytes queued: fewer than the frames' bytes, so the wait below ends
+	for {
+		for queued > c.Stats().BytesSent-base+adminWindow {
+			select {
+			case <-c.Done():
+				return c.Err()
+			case <-time.After(time.Millisecond):
+			}
+		}
+		n := min(len(body), wire.MaxPayload-8)
+		r := wire.AdminResponse{More: n < len(body), JSON: body[:n]}
+		if err := c.Reply(reqID, &r); err != nil {
+			return err
+		}
+		queued += uint64(n)
+		body = body[n:]
+		if len(body) == 0 {
+			return nil
+		}
+	}
 }
