@@ -37,6 +37,8 @@ pg-up:
 pg-down:
 	@bash $(PG_SH) down
 
+## unit: every package's tests with the race detector. This includes internal/chaos, whose TestChaos
+## runs the process-level chaos test for 30 s of load (see chaos).
 unit:
 	$(GO) test -race -timeout 20m $(PKGS)
 
@@ -87,6 +89,14 @@ bench-quick: build
 
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./wal ./engine
+
+## chaos: a coordinator and three bank participants as separate processes, commitd bench at 100
+## callers, and a nemesis that kill -9s, SIGSTOPs and restarts them; then atomicity, durability,
+## conservation and liveness are checked (docs/testing.md). CHAOS_DURATION (default 5m) sets the
+## load, CHAOS_SEED replays a run's choices.
+CHAOS_DURATION ?= 5m
+chaos:
+	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./internal/chaos
 
 clean:
 	rm -rf bin
