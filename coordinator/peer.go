@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
@@ -27,11 +26,13 @@ func newPeer(name, addr string, cfg *Config) *peer {
 	})}
 }
 
-// send queues m. A participant that is not connected misses it: the
-// protocol does not rely on any single message (a missing vote times out,
-// decisions are redelivered, prepared participants inquire).
-func (p *peer) send(_ engine.TxnID, m wire.Message) {
-	_ = p.mux.Send(m)
+// send queues m for the shard that emitted it: each shard keeps to one
+// connection (mux.Peer.SendVia), so a pump's batch for this participant
+// goes out in one write. A participant that is not connected misses it:
+// the protocol does not rely on any single message (a missing vote times
+// out, decisions are redelivered, prepared participants inquire).
+func (p *peer) send(shard int, m wire.Message) {
+	_ = p.mux.SendVia(shard, m)
 }
 
 func (p *peer) close() { p.mux.Close() }

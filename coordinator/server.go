@@ -93,7 +93,7 @@ func Start(cfg Config) (*Server, error) {
 	s.stats = make([]shardStats, cfg.Shards)
 	for i := range s.shards {
 		s.shards[i] = engine.NewShard(cfg.shardConfig())
-		s.pumps[i] = pump.New(s.shards[i], s.log, &shardOutput{s: s}, cfg.Tick)
+		s.pumps[i] = pump.New(s.shards[i], s.log, &shardOutput{s: s, shard: i}, cfg.Tick)
 		s.pumps[i].NoBatch = cfg.NoBatch
 		i := i
 		s.pumps[i].OnLoop = func() {
@@ -330,6 +330,7 @@ func (s *Server) Status() Status {
 // goroutine; queueing a frame on a connection never blocks.
 type shardOutput struct {
 	s       *Server
+	shard   int // the shard's index: which connection to each participant it uses
 	prepare wire.Prepare
 	dec     wire.Decision
 	outcome wire.Outcome
@@ -347,10 +348,10 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		switch m.Type {
 		case engine.MsgPrepare:
 			o.prepare = wire.Prepare{Txn: wire.TxnID(m.Txn), OnePhase: m.OnePhase, Work: m.Work}
-			p.send(m.Txn, &o.prepare)
+			p.send(o.shard, &o.prepare)
 		case engine.MsgDecision:
 			o.dec = wire.Decision{Txn: wire.TxnID(m.Txn), Decision: wire.DecisionCode(m.Decision)}
-			p.send(m.Txn, &o.dec)
+			p.send(o.shard, &o.dec)
 		default:
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
 		}

@@ -670,7 +670,7 @@ func (o *output) Deliver(rd *engine.Ready) {
 		}
 		// Not connected: dropped. The coordinator times the vote out, or
 		// redelivers the decision; inquiries repeat.
-		_ = s.coord.Send(wm)
+		_ = s.coord.SendVia(0, wm) // one connection: a batch goes out in one write
 	}
 }
 

@@ -679,6 +679,45 @@ func TestPeerReconnects(t *testing.T) {
 	}
 }
 
+// TestPeerSendVia: frames sent via one slot all go over one connection
+// (a burst is coalesced), another slot uses the other connection, and a
+// slot with no live connection falls back to one that is.
+func TestPeerSendVia(t *testing.T) {
+	h := newEcho()
+	srv := NewServer(ServerOptions{Conn: Options{Handler: h, Logger: quiet}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	p := NewPeer(ln.Addr().String(), PeerOptions{Conn: Options{Logger: quiet}, Conns: 2,
+		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte("bank-1")}})
+	defer p.Close()
+	waitFor(t, "two connections", func() bool { return p.Stats().Connected == 2 })
+	for range 20 {
+		if err := p.SendVia(1, &vote); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.SendVia(2, &vote); err != nil { // slot 2 is slot 0
+		t.Fatal(err)
+	}
+	waitFor(t, "votes", func() bool { return h.count(wire.TypeVote) == 21 })
+	c0, c1 := p.conns[0].Load(), p.conns[1].Load()
+	if s0, s1 := c0.Stats().FramesSent, c1.Stats().FramesSent; s0 != 2 || s1 != 21 {
+		t.Fatalf("frames sent per connection: %d and %d, want 2 and 21 (hello included)", s0, s1)
+	}
+	c1.Close()
+	<-c1.Done()
+	for p.conns[1].Load() == c1 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := p.SendVia(1, &vote); err != nil && p.Stats().Connected > 0 {
+		t.Fatalf("fallback: %v", err)
+	}
+}
+
 // TestSendDoesNotAllocate: the one-way send path allocates nothing, with
 // the message built on the stack each time.
 func TestSendDoesNotAllocate(t *testing.T) {

@@ -204,6 +204,22 @@ func (p *Peer) Send(m wire.Message) error {
 	return ErrNotConnected
 }
 
+// SendVia is Send over connection slot%Conns when that one is live, else
+// over another. A sender that emits frames in bursts (a pump flushing a
+// batch) keeps them on one connection this way, so they are coalesced into
+// one write and read by one reader, where round-robin would spread each
+// burst over every connection and wake every writer. Frames sent with one
+// slot stay in order as long as its connection lives.
+func (p *Peer) SendVia(slot int, m wire.Message) error {
+	if c := p.conns[uint(slot)%uint(len(p.conns))].Load(); c != nil {
+		err := c.Send(m)
+		if err == nil || c.Err() == nil {
+			return err // sent, or a message error
+		}
+	}
+	return p.Send(m)
+}
+
 // Call makes a call over a live connection (see Conn.Call); with none up it
 // fails at once with ErrNotConnected.
 func (p *Peer) Call(ctx context.Context, req wire.Message, buf []byte) (wire.Frame, error) {
