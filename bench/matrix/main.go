@@ -65,6 +65,7 @@ type cell struct {
 	callers      int     // closed loop
 	rateFrac     float64 // open loop: this fraction of the measured saturation
 	flags        []string
+	duration     time.Duration // overrides -duration (the soak)
 	// results
 	rate float64
 	rep  result
@@ -172,6 +173,7 @@ const (
 	groupClosed  = "closed"
 	groupOpen    = "open"
 	groupAblated = "ablation"
+	groupSoak    = "soak"
 )
 
 // ablations are the optimizations the matrix switches off one at a time,
@@ -204,6 +206,9 @@ func matrix(quick bool) []cell {
 			cs = append(cs, cell{group: groupAblated, name: fmt.Sprintf("closed %d callers, 2 per txn, %s", n, a.name),
 				participants: 2, perTxn: 2, callers: n, flags: []string{a.name}})
 		}
+	}
+	if !quick {
+		cs = append(cs, cell{group: groupSoak, name: "soak: closed 1000 callers, 2 per txn, 60 s", participants: 2, perTxn: 2, callers: 1000, duration: 60 * time.Second})
 	}
 	return cs
 }
@@ -286,10 +291,14 @@ func runCell(o *options, c *cell, dir string) error {
 	for i, p := range procs {
 		before[i] = cpuSeconds(p.Process.Pid)
 	}
+	d := o.duration
+	if c.duration > 0 {
+		d = c.duration
+	}
 	jsonPath := filepath.Join(dir, "report.json")
 	bargs := []string{"bench", "--coordinator", coordAddr, "--participants", strings.Join(parts, ","),
 		"--per-txn", strconv.Itoa(c.perTxn), "--accounts", strconv.Itoa(o.accounts),
-		"--duration", o.duration.String(), "--json", jsonPath, "--seed", "1"}
+		"--duration", d.String(), "--json", jsonPath, "--seed", "1"}
 	if c.rate > 0 {
 		bargs = append(bargs, "--rate", strconv.FormatFloat(c.rate, 'f', 0, 64))
 	} else {

@@ -93,6 +93,25 @@ func render(o *options, cells []cell, started time.Time) string {
 			strings.Join(c.flags, " "), c.callers, c.rep.CommittedPerS, base.rep.CommittedPerS, gain,
 			c.rep.P50ms, base.rep.P50ms, c.cpu.coordinator+c.cpu.participants, base.cpu.coordinator+base.cpu.participants)
 	}
+	for _, c := range cells {
+		if c.group != groupSoak {
+			continue
+		}
+		p("\n### Memory over a long run\n\n")
+		if c.err != nil || !c.ok || c.rep.Coordinator == nil {
+			p("%s: failed: %s\n", c.name, oneLine(c.err))
+			continue
+		}
+		cr := c.rep.Coordinator
+		p("%s: %.0f committed/s, p99 %.2f ms; coordinator %.2f allocs/txn, %.1f µs CPU/txn. ", c.name, c.rep.CommittedPerS, c.rep.P99ms, cr.AllocsPerTxn, cr.CPUusPerTxn)
+		p("Coordinator live heap (runtime/metrics, bytes in heap objects) at the start %.1f MiB, at the end %.1f MiB, at most %.1f MiB; every 10 s:", mibf(cr.HeapBytesStart), mibf(cr.HeapBytesEnd), mibf(cr.HeapBytesMax))
+		for i, in := range c.rep.Series {
+			if (i+1)%10 == 0 {
+				p(" %.0fs %.1f", in.T, mibf(in.HeapBytes))
+			}
+		}
+		p(" MiB. A finished transaction is remembered for `--remember` (30 s) to answer late duplicates, so the heap grows for the first 30 s of a run and is flat after.\n")
+	}
 	p("\n### Targets\n\n")
 	p("| target | measured | |\n|---|---|---|\n")
 	for _, t := range targets(cells) {
@@ -116,6 +135,8 @@ func allocs(r result) string {
 	}
 	return fmt.Sprintf("%.1f", r.Coordinator.AllocsPerTxn)
 }
+
+func mibf(b uint64) float64 { return float64(b) / (1 << 20) }
 
 func oneLine(err error) string {
 	if err == nil {
@@ -197,8 +218,16 @@ func targets(cells []cell) []target {
 }
 
 func estimate(cells []cell, d time.Duration) string {
-	per := d + 3*time.Second // start, warm-up, drain, stop
-	return (time.Duration(len(cells)) * per).Round(time.Minute).String()
+	var total time.Duration
+	for _, c := range cells {
+		total += 4 * time.Second // start, warm-up, drain, stop
+		if c.duration > 0 {
+			total += c.duration
+		} else {
+			total += d
+		}
+	}
+	return total.Round(time.Minute).String()
 }
 
 func relPath(doc, file string) string {
