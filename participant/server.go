@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"github.com/commitd/commitd/internal/link"
 	"log/slog"
+	"math"
 	"net"
 	"path/filepath"
 	"sort"
@@ -536,6 +537,13 @@ func (s *Server) retireLoop() {
 		case <-t.C:
 		}
 		needed := s.pump.Needed()
+		if needed == wal.LSN(math.MaxUint64) {
+			// The machine has published no low water since the start
+			// (it has not stepped): everything restored may be needed,
+			// and retiring "up to infinity" would drop the balances'
+			// only durable copy.
+			continue
+		}
 		if err := s.ledger.sync(); err != nil {
 			s.fail(err)
 			return
