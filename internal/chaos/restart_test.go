@@ -77,3 +77,40 @@ func TestRestartAfterRetirement(t *testing.T) {
 		t.Fatalf("total %d after restarts, want %d", got, want)
 	}
 }
+
+// TestIdleRestartKeepsTheLog restarts a participant whose log spans
+// several segments and holds no checkpoint yet, leaves it idle for longer
+// than the retirer's period, and restarts it again. Found by TestChaos: a
+// participant that had not stepped since its restart published no low
+// water, the retirer took "nothing published" as "nothing needed" and
+// retired every segment but the last, and the next start found a log
+// without its beginning (the balances it held would have been lost).
+func TestIdleRestartKeepsTheLog(t *testing.T) {
+	c, err := cluster.Start(cluster.Options{
+		Dir:             t.TempDir(),
+		SegmentSize:     4096, // a few dozen records a segment
+		CheckpointEvery: 1 << 20,
+		PrepareTimeout:  2 * time.Second,
+		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	commitSome(t, c.CoordinatorAddr, 200, 0)
+	// A client hears "committed" before the participants apply it.
+	for c.Participants[0].AccountsSummary().Prepared > 0 || c.Participants[1].AccountsSummary().Prepared > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := c.Participants[0].AccountsSummary().Total
+	for i := range 2 {
+		if err := c.RestartParticipant(0); err != nil {
+			t.Fatalf("idle restart %d: %v", i+1, err)
+		}
+		time.Sleep(2500 * time.Millisecond) // the retirer runs once a second
+	}
+	if got := c.Participants[0].AccountsSummary().Total; got != before {
+		t.Fatalf("p1's total %d after idle restarts, was %d", got, before)
+	}
+	commitSome(t, c.CoordinatorAddr, 10, 500)
+}
