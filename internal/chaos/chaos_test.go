@@ -96,7 +96,8 @@ func TestChaos(t *testing.T) {
 	defer benchLog.Close()
 	bench := exec.Command(bin, "bench", "--coordinator", c.Coordinator.Addr, "--participants", c.ParticipantList(),
 		"--concurrency", strconv.Itoa(chaosCallers), "--duration", duration.String(), "--ack-log", ackPath,
-		"--accounts", strconv.Itoa(chaosAccounts), "--per-txn", "2", "--seed", strconv.FormatUint(seed, 10))
+		"--accounts", strconv.Itoa(chaosAccounts), "--per-txn", "2", "--read-only", "0", // every branch writes: EveryBranchWrites
+		"--seed", strconv.FormatUint(seed, 10))
 	bench.Stdout, bench.Stderr = benchLog, benchLog
 	if err := bench.Start(); err != nil {
 		t.Fatal(err)
