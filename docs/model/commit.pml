@@ -29,6 +29,8 @@
  *   MAXCRASH=n        crashes allowed in total (any node, any time)
  *   LIVE              liveness run: loss and duplication bounded by
  *                     MAXLOSS / MAXDUP, and the LTL claim `live'
+ *   NETBUDGET         bound loss and duplication in a safety run too
+ *                     (otherwise unbounded)
  *   BUG_*             planted bugs, listed in README.md
  */
 
@@ -117,7 +119,7 @@ byte toC[NP];
 
 /* budgets */
 byte crashes;
-#ifdef LIVE
+#if defined(LIVE) || defined(NETBUDGET)
 byte losses, dups;
 #endif
 
@@ -129,10 +131,11 @@ bit g_abort[NP];     /* res.Abort applied, or voted NO (resource released)   */
 /* scratch for loops: set and used inside one atomic step and reset to 0
  * at its end, so it never tells two states apart */
 byte k, kk, anyC, anyA, allOK, votesIn, yesSet;
+bit  got;
 
 /* ================= network ================= */
 
-#ifdef LIVE
+#if defined(LIVE) || defined(NETBUDGET)
 #define LOSE (losses < MAXLOSS) -> losses++
 #define DUP  (dups < MAXDUP) -> dups++
 #else
@@ -149,9 +152,13 @@ inline sendC(i, m) { toC[i] = toC[i] | m }
  * (A macro: an inline cannot take an array name.) */
 #define RECV(ch, i, m, handler) \
 	if \
-	:: ch[i] = ch[i] & (255 - m); handler \
-	:: DUP; handler \
+	:: ch[i] = ch[i] & (255 - m); got = 1 \
+	:: DUP; got = 1 \
 	:: LOSE; ch[i] = ch[i] & (255 - m) \
+	fi; \
+	if \
+	:: got -> got = 0; handler \
+	:: else \
 	fi
 
 /* ================= safety properties ================= */
