@@ -77,6 +77,9 @@ if [ "$mode" = exhaustive ]; then
 		add "$b" safety FAIL "-DNP=2 -DMAXCRASH=2 -D$b" "-O0 $S" "-w20"
 	done
 	add BUG_NO_INQUIRY live FAIL "-DNP=2 -DLIVE -DMAXCRASH=2 -DMAXLOSS=1 -DMAXDUP=0 -DBUG_NO_INQUIRY" "-O0 $L" "-a -f -w20"
+	# not a bug: what the engine's "no message outlives RememberTicks"
+	# assumption protects (a participant forgets; a duplicate prepare comes)
+	add FORGET_PART safety FAIL "-DNP=2 -DMAXCRASH=2 -DFORGET_PART" "-O0 $S" "-w20"
 else
 	# Bitstate (supertrace): 3 participants is too big to search
 	# exhaustively; each run stops after MODEL_MINUTES (default 4).

@@ -96,7 +96,7 @@
 #define O_ABORTED   2
 #define O_UNKNOWN   3
 
-typedef Log { byte rec[3]; byte n; byte d };
+typedef Log { byte rec[4]; byte n; byte d };
 
 /* participants */
 byte pvote[NP];   /* resource's answer to Prepare (chosen at init)        */
@@ -280,6 +280,13 @@ end:
 		RECV(toP, i, M_COMMIT, printf("MSC: C->P%d commit\n", i); onCommit(i)) }
 	:: atomic { (toP[i] & M_ABORT) ->
 		RECV(toP, i, M_ABORT, printf("MSC: C->P%d abort\n", i); onAbort(i)) }
+#ifdef FORGET_PART
+	/* RememberTicks elapsed: forget a decided transaction (volatile only).
+	 * The engine assumes no message outlives RememberTicks; the model's
+	 * network does not, so this variant shows what the assumption buys. */
+	:: atomic { (pst[i] == P_COMMITTED || pst[i] == P_ABORTED || pst[i] == P_READONLY) &&
+		plog[i].n < 3 -> printf("MSC: P%d forgets\n", i); pst[i] = P_NONE }
+#endif
 #ifdef BUG_SELF_ABORT
 	/* a participant that gives up on its own after voting YES */
 	:: atomic { pst[i] == P_PREPARED ->
@@ -298,14 +305,18 @@ inline crashP(i) {
 	od;
 	plog[i].d = plog[i].n;
 	pwait[i] = 0;
-	/* Participant.Restore, record by record */
-	if
-	:: plog[i].n == 0 -> pst[i] = P_NONE
-	:: plog[i].rec[0] == R_COMMITTED1P -> pst[i] = P_COMMITTED
-	:: plog[i].rec[0] == R_PREPARED && plog[i].n == 1 -> pst[i] = P_PREPARED
-	:: plog[i].rec[0] == R_PREPARED && plog[i].rec[1] == R_COMMITTED -> pst[i] = P_COMMITTED
-	:: plog[i].rec[0] == R_PREPARED && plog[i].rec[1] == R_ABORTED -> pst[i] = P_ABORTED
-	fi;
+	/* Participant.Restore, record by record, in log order */
+	d_step {
+		pst[i] = P_NONE;
+		for (k : 0 .. plog[i].n - 1) {
+			if
+			:: plog[i].rec[k] == R_PREPARED -> pst[i] = P_PREPARED
+			:: plog[i].rec[k] == R_COMMITTED || plog[i].rec[k] == R_COMMITTED1P -> pst[i] = P_COMMITTED
+			:: plog[i].rec[k] == R_ABORTED -> pst[i] = P_ABORTED
+			fi
+		};
+		k = 0
+	};
 	printf("MSC: crash P%d (log keeps %d records)\n", i, plog[i].n);
 	/* DURABILITY: a commit once applied is never undone by a crash */
 	assert(!g_commit[i] || pst[i] == P_COMMITTED);
