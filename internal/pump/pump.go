@@ -10,7 +10,6 @@ package pump
 import (
 	"errors"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,7 +83,9 @@ func New(m Machine, log *wal.Log, out Output, tick time.Duration) *Pump {
 	}
 	p.inbox.wakeup = wake
 	p.signal.wakeup = wake
-	p.needed.Store(math.MaxUint64)
+	// Until the machine has published a low water, everything it restored
+	// may be needed: 0 lets the log retire nothing.
+	p.needed.Store(0)
 	return p
 }
 
@@ -100,8 +101,9 @@ func (p *Pump) Restored(index uint64, lsn wal.LSN) {
 // concurrent use.
 func (p *Pump) Submit(m *engine.Message) { p.inbox.put(m) }
 
-// Needed returns the LSN of the oldest log record this machine still needs;
-// the log may retire everything below the minimum over all pumps sharing it.
+// Needed returns the LSN of the oldest log record this machine still needs
+// (0 until the machine has first reported, which retires nothing); the log
+// may retire everything below the minimum over all pumps sharing it.
 func (p *Pump) Needed() wal.LSN { return wal.LSN(p.needed.Load()) }
 
 // Stop asks Run to return and waits until it has.
