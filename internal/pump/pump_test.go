@@ -167,3 +167,17 @@ func TestInboxConcurrentProducers(t *testing.T) {
 		t.Fatalf("saw %d distinct messages, want %d", len(seen), producers*each)
 	}
 }
+
+// A pump whose machine has not yet reported must let the log retire
+// nothing: its restored records may be the only copy of needed state.
+func TestNeededBeforeFirstReadyRetiresNothing(t *testing.T) {
+	log, err := wal.Open(t.TempDir(), wal.Options{SegmentSize: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	p := New(engine.NewShard(engine.ShardConfig{}), log, nil, 1)
+	if got := p.Needed(); got != 0 {
+		t.Fatalf("Needed() before the first Ready = %d, want 0", got)
+	}
+}
