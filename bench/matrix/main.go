@@ -66,6 +66,7 @@ type cell struct {
 	rateFrac     float64 // open loop: this fraction of the measured saturation
 	flags        []string
 	duration     time.Duration // overrides -duration (the soak)
+	base         int           // ablation: index of the default run paired with it
 	// results
 	rate float64
 	rep  result
@@ -174,6 +175,7 @@ const (
 	groupOpen    = "open"
 	groupAblated = "ablation"
 	groupSoak    = "soak"
+	groupPaired  = "paired" // the default run just before an ablation
 )
 
 // ablations are the optimizations the matrix switches off one at a time,
@@ -201,10 +203,15 @@ func matrix(quick bool) []cell {
 		cs = append(cs, cell{group: groupClosed, name: "closed 1000 callers, 10 per txn", participants: 10, perTxn: 10, callers: 1000})
 	}
 	cs = append(cs, cell{group: groupOpen, name: "open loop at 80% of saturation, 2 per txn", participants: 2, perTxn: 2, rateFrac: 0.8})
+	// Each ablation runs right after a default run of its own, so that the
+	// ratio compares two runs seconds apart: on a shared machine the load
+	// from other jobs drifts over minutes.
 	for _, n := range ablateAt {
 		for _, a := range ablations {
+			cs = append(cs, cell{group: groupPaired, name: fmt.Sprintf("closed %d callers, 2 per txn, default (paired with %s)", n, a.name),
+				participants: 2, perTxn: 2, callers: n})
 			cs = append(cs, cell{group: groupAblated, name: fmt.Sprintf("closed %d callers, 2 per txn, %s", n, a.name),
-				participants: 2, perTxn: 2, callers: n, flags: []string{a.name}})
+				participants: 2, perTxn: 2, callers: n, flags: []string{a.name}, base: len(cs) - 1})
 		}
 	}
 	if !quick {

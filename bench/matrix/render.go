@@ -73,7 +73,7 @@ func render(o *options, cells []cell, started time.Time) string {
 			c.rate, r.CommittedPerS, r.Aborted, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs, c.load[0], c.load[1])
 	}
 	p("\n### What each optimization buys\n\n")
-	p("The same load with one optimization switched off (a server flag on the coordinator and the participants), next to the default run at the same number of callers. *Gain* is the default's committed/s divided by the ablated run's.\n\n")
+	p("The same load with one optimization switched off (a server flag on the coordinator and the participants), each right after a default run of its own at the same number of callers (a fresh cluster each), so that the two runs of a pair are seconds apart. *Gain* is the default's committed/s divided by the ablated run's.\n\n")
 	for _, a := range ablations {
 		p("- `%s`: %s.\n", a.name, a.what)
 	}
@@ -83,8 +83,8 @@ func render(o *options, cells []cell, started time.Time) string {
 		if c.group != groupAblated {
 			continue
 		}
-		base := baseline(cells, c.callers)
-		if c.err != nil || !c.ok || base == nil {
+		base := &cells[c.base]
+		if c.err != nil || !c.ok || !base.ok {
 			p("| `%s` | %d | failed: %s |||||||\n", strings.Join(c.flags, " "), c.callers, oneLine(c.err))
 			continue
 		}
@@ -147,16 +147,6 @@ func oneLine(err error) string {
 		s = s[:i]
 	}
 	return strings.ReplaceAll(s, "|", "/")
-}
-
-func baseline(cells []cell, callers int) *cell {
-	for i := range cells {
-		c := &cells[i]
-		if c.group == groupClosed && c.perTxn == 2 && c.callers == callers && c.ok {
-			return c
-		}
-	}
-	return nil
 }
 
 type target struct{ what, measured, verdict string }
@@ -227,7 +217,7 @@ func targets(cells []cell) []target {
 	}
 	for _, c := range cells {
 		if c.group == groupAblated && c.callers == 100 && len(c.flags) == 1 && c.flags[0] == "--group-commit=false" && c.ok {
-			if b := baseline(cells, 100); b != nil {
+			if b := &cells[c.base]; b.ok {
 				g := b.rep.CommittedPerS / max(c.rep.CommittedPerS, 1e-9)
 				ts = append(ts, target{"group commit on vs off at 100 callers: ≥ 20×", fmt.Sprintf("%.1f×", g), verdict(g >= 20)})
 			}
