@@ -178,31 +178,24 @@ func (r *Resource) setup(ctx context.Context) error {
 	if _, err := r.pool.Exec(ctx, schema); err != nil {
 		return fmt.Errorf("postgres: creating tables: %w", err)
 	}
-	tx, err := r.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
-	defer tx.Rollback(ctx)
-	// Exclusive: two participants starting on one empty table seed it once.
-	if _, err := tx.Exec(ctx, "LOCK TABLE commitd_accounts IN EXCLUSIVE MODE"); err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
+	// No table lock: prepared transactions left by a crash hold row locks
+	// (and the table lock that goes with them) until they are resolved,
+	// which happens only after this start. Two participants seeding one
+	// empty table at once insert the same rows; the second insert does
+	// nothing.
 	var n int
-	if err := tx.QueryRow(ctx, "SELECT count(*) FROM commitd_accounts").Scan(&n); err != nil {
+	if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM commitd_accounts").Scan(&n); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	if n == 0 && r.cfg.Accounts > 0 {
 		if r.cfg.Balance < 0 {
 			return fmt.Errorf("postgres: starting balance %d is negative", r.cfg.Balance)
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO commitd_accounts SELECT g, $2 FROM generate_series(0, $1 - 1) g",
+		if _, err := r.pool.Exec(ctx, "INSERT INTO commitd_accounts SELECT g, $2 FROM generate_series(0, $1 - 1) g ON CONFLICT DO NOTHING",
 			r.cfg.Accounts, r.cfg.Balance); err != nil {
 			return fmt.Errorf("postgres: seeding accounts: %w", err)
 		}
 		n = r.cfg.Accounts
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("postgres: %w", err)
 	}
 	r.accounts = n
 	return nil
