@@ -103,32 +103,51 @@ func EachAck(r io.Reader, fn func(Ack) error) error {
 		if err != nil {
 			return fmt.Errorf("chaos: ack log line %d: %w", n, err)
 		}
-		f := bytes.Fields(line)
-		if len(f) != 3 {
+		f0, f1, f2, ok := fields3(line)
+		if !ok {
 			return fmt.Errorf("chaos: ack log line %d: %q: want <uuid> <outcome> <participants>", n, line)
 		}
-		id, err := uuid.ParseBytes(f[0])
+		id, err := uuid.ParseBytes(f0)
 		if err != nil {
 			return fmt.Errorf("chaos: ack log line %d: %w", n, err)
 		}
 		told := Told(0)
 		for i, name := range toldNames[1:] {
-			if string(f[1]) == name {
+			if string(f1) == name {
 				told = Told(i + 1)
 			}
 		}
 		if told == 0 {
-			return fmt.Errorf("chaos: ack log line %d: unknown outcome %q", n, f[1])
+			return fmt.Errorf("chaos: ack log line %d: unknown outcome %q", n, f1)
 		}
-		parts, ok := intern[string(f[2])]
-		if !ok {
-			parts = string(f[2])
+		parts, seen := intern[string(f2)]
+		if !seen {
+			parts = string(f2)
 			intern[parts] = parts
 		}
 		if err := fn(Ack{Txn: id, Told: told, Participants: parts}); err != nil {
 			return err
 		}
 	}
+}
+
+// fields3 splits an ack log line into its three space-separated fields,
+// without allocating.
+func fields3(line []byte) (id, outcome, parts []byte, ok bool) {
+	line = bytes.TrimRight(line, "\r\n")
+	a := bytes.IndexByte(line, ' ')
+	if a <= 0 {
+		return nil, nil, nil, false
+	}
+	b := bytes.IndexByte(line[a+1:], ' ')
+	if b <= 0 {
+		return nil, nil, nil, false
+	}
+	b += a + 1
+	if b+1 >= len(line) || bytes.IndexByte(line[b+1:], ' ') >= 0 {
+		return nil, nil, nil, false
+	}
+	return line[:a], line[a+1 : b], line[b+1:], true
 }
 
 // History is everything the checker looks at, gathered once the load has
@@ -298,43 +317,79 @@ func Check(h *History) (Result, error) {
 	for txn := range seen {
 		acked[txn] = false
 	}
-	check := func(a Ack) error {
-		r.Told[a.Told]++
-		if _, ok := acked[a.Txn]; ok {
-			acked[a.Txn] = true
-		}
-		var committed, missing []string
-		for _, p := range a.Branches() {
-			l, ok := h.Ledgers[p]
-			if !ok {
-				add(Durability, a.Txn, "participant %q has no ledger in the history", p)
-				continue
+	// Ack.Participants → its branches and their ledgers: one lookup per
+	// ack, not one per branch (a long run's ack log has tens of millions
+	// of lines).
+	type branchSet struct {
+		names   []string
+		ledgers []map[uuid.UUID]State
+	}
+	split := map[string]branchSet{}
+	var told [len(toldNames)]int
+	// where lists the branches committed (or not) at their participant,
+	// for a violation's text.
+	where := func(txn uuid.UUID, branches []string, committed bool) string {
+		var out []string
+		for _, p := range branches {
+			s := h.Ledgers[p][txn]
+			switch {
+			case committed && s == StateCommitted:
+				out = append(out, p)
+			case !committed && s != StateCommitted:
+				out = append(out, p+" ("+s.String()+")")
 			}
+		}
+		return strings.Join(out, ", ")
+	}
+	check := func(a Ack) error {
+		if int(a.Told) < len(told) {
+			told[a.Told]++
+		}
+		if len(acked) > 0 {
+			if _, ok := acked[a.Txn]; ok {
+				acked[a.Txn] = true
+			}
+		}
+		bs, ok := split[a.Participants]
+		if !ok {
+			bs.names = a.Branches()
+			for _, p := range bs.names {
+				l, ok := h.Ledgers[p]
+				if !ok {
+					add(Durability, a.Txn, "participant %q has no ledger in the history", p)
+				}
+				bs.ledgers = append(bs.ledgers, l)
+			}
+			split[a.Participants] = bs
+		}
+		branches := bs.names
+		committed, missing := 0, 0
+		for _, l := range bs.ledgers {
 			if l[a.Txn] == StateCommitted {
-				committed = append(committed, p)
+				committed++
 			} else {
-				missing = append(missing, p+" ("+l[a.Txn].String()+")")
+				missing++
 			}
 		}
 		switch a.Told {
 		case ToldCommitted:
-			if len(missing) > 0 && (h.EveryBranchWrites || len(committed) == 0) {
-				add(Durability, a.Txn, "client told committed; not committed at %s", strings.Join(missing, ", "))
+			if missing > 0 && (h.EveryBranchWrites || committed == 0) {
+				add(Durability, a.Txn, "client told committed; not committed at %s", where(a.Txn, branches, false))
 			}
 		case ToldAborted, ToldRejected:
-			if len(committed) > 0 {
-				add(Durability, a.Txn, "client told %v; committed at %s", a.Told, strings.Join(committed, ","))
+			if committed > 0 {
+				add(Durability, a.Txn, "client told %v; committed at %s", a.Told, where(a.Txn, branches, true))
 			}
 		case ToldUnknown:
 			switch {
-			case len(committed) == 0:
+			case committed == 0:
 				r.UnknownAborted++
-			case len(missing) == 0:
+			case missing == 0:
 				r.UnknownCommitted++
 			}
 		}
-		if h.EveryBranchWrites && len(committed) > 0 && len(missing) > 0 && a.Told != ToldCommitted {
-			add(Atomicity, a.Txn, "committed at %s; not at %s", strings.Join(committed, ","), strings.Join(missing, ", "))
+		if h.EveryBranchWrites && committed > 0 && missing > 0 && a.Told != ToldCommitted {
+			add(Atomicity, a.Txn, "committed at %s; not at %s", where(a.Txn, branches, true), where(a.Txn, branches, false))
 		}
 		return nil
 	}
@@ -348,6 +403,11 @@ func Check(h *History) (Result, error) {
 	for _, ok := range acked {
 		if !ok {
 			r.Unacknowledged++
+		}
+	}
+	for i, n := range told {
+		if n > 0 {
+			r.Told[Told(i)] = n
 		}
 	}
 
