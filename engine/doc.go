@@ -43,6 +43,18 @@
 // result with Durable. An fsync error must stop the process: Durable is
 // never called for records that did not reach the disk.
 //
+// # Resources that wait for a server
+//
+// A Resource is called on the driving goroutine and must not block. One
+// that needs a round trip answers Prepare with VotePending and later hands
+// its answer to the driver as a MsgResPrepared message, which the driver
+// Steps like any input. With ParticipantConfig.DurableResource the
+// resource (a database's PREPARE TRANSACTION) keeps the prepared and
+// committed state itself: the machine writes no records, waits for
+// MsgResFinished before acknowledging, and learns after a restart what is
+// in doubt from MsgResInDoubt (the resource's scan). docs/protocol.md
+// says why that is safe.
+//
 // # Failures
 //
 // Network junk (duplicate, late, reordered, unknown messages) is ignored
