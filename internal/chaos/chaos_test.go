@@ -195,7 +195,7 @@ func TestChaos(t *testing.T) {
 	t.Logf("SUMMARY seed %d, load %v, %d callers, %d participants", seed, duration, chaosCallers, len(c.Participants))
 	t.Logf("  faults injected      %d: %s; network faults: not run", total, strings.Join(faults, ", "))
 	t.Logf("  acknowledged         %d: committed %d, aborted %d, unknown %d, rejected %d (probes included: %d)",
-		len(h.Acks), r.Told[ToldCommitted], r.Told[ToldAborted], r.Told[ToldUnknown], r.Told[ToldRejected], h.ProbesRun)
+		r.Told[ToldCommitted]+r.Told[ToldAborted]+r.Told[ToldUnknown]+r.Told[ToldRejected], r.Told[ToldCommitted], r.Told[ToldAborted], r.Told[ToldUnknown], r.Told[ToldRejected], h.ProbesRun)
 	t.Logf("  in doubt             %d as the last fault was repaired; %d held by servers as they came back from a kill",
 		inDoubtAtEnd, nem.InDoubtAtRestart())
 	t.Logf("  unknown outcomes     resolved by recovery: %d committed everywhere, %d committed nowhere",
