@@ -133,10 +133,13 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("bench still running %v after its load ended", benchGrace)
 	}
 	if out, err := os.ReadFile(benchLog.Name()); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(line, "transactions") || strings.HasPrefix(line, "throughput") {
-				t.Logf("bench: %s", line)
+		// Its report, without the progress lines (carriage returns).
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		for _, line := range lines[max(0, len(lines)-8):] {
+			if i := strings.LastIndexByte(line, '\r'); i >= 0 {
+				line = line[i+1:]
 			}
+			t.Logf("bench: %s", line)
 		}
 	}
 	if !waitQuiet(t, c, recoverBound) {
