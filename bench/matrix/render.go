@@ -208,7 +208,7 @@ func targets(cells []cell) []target {
 		ts = append(ts, target{"coordinator allocations per transaction ≤ 4 (steady state)", fmt.Sprintf("%.2f (%s)", a, allocWhat), verdict(a <= 4)})
 	}
 	for i := range cells {
-		if c := &cells[i]; c.group == groupSoak && c.ok && c.rep.Coordinator != nil && len(c.rep.Series) >= 60 {
+		if c := &cells[i]; c.group == groupSoak && c.ok && c.rep.Coordinator != nil && len(c.rep.Series) >= 50 {
 			at30, end := c.rep.Series[29].HeapBytes, c.rep.Coordinator.HeapBytesEnd
 			growth := float64(end)/float64(max(at30, 1)) - 1
 			ts = append(ts, target{"coordinator memory flat over a 60-second run",
