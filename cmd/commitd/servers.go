@@ -126,7 +126,7 @@ func runCoordinator(args []string) error {
 	fs.DurationVar(&cfg.PrepareTimeout, "prepare-timeout", 2*time.Second, "abort a transaction missing a vote this long")
 	fs.DurationVar(&cfg.RedeliverMin, "redeliver-min", 100*time.Millisecond, "first redelivery of an unacknowledged commit")
 	fs.DurationVar(&cfg.RedeliverMax, "redeliver-max", 2*time.Second, "redelivery backoff cap")
-	fs.DurationVar(&cfg.Remember, "remember", 30*time.Second, "how long a finished transaction's outcome is kept")
+	fs.DurationVar(&cfg.Remember, "remember", 5*time.Second, "how long a finished transaction's outcome is kept (for late messages and to refuse a reused id)")
 	fs.BoolVar(&cfg.GroupCommit, "group-commit", true, "one fdatasync for many log records (false: one per record)")
 	fs.BoolVar(&cfg.Coalesce, "coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
