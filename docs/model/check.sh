@@ -9,8 +9,8 @@
 #   check.sh -v ...       also print the message sequence of every
 #                         counterexample found.
 #
-# Prints a table (variant, run, expected, result, states stored, seconds,
-# what failed) and exits non-zero if any result differs from what is
+# Prints a table (variant, run, bounds, expected, result, states stored,
+# wall and cpu seconds, what failed) and exits non-zero if any result differs from what is
 # expected. Needs spin (Debian/Ubuntu: apt-get install spin) and a C
 # compiler. Works from any directory; builds in a temporary directory and
 # removes it.
@@ -106,7 +106,7 @@ what() {
 	*'reply==2)&&anyC'*) echo "told aborted, a participant commits" ;;
 	*allOK*) echo "validity: commit without every vote yes/read-only" ;;
 	*g_commit\[kk\]*) echo "durability: ended while a YES voter never committed" ;;
-	*'pst[i]==4'*) echo "durability: a crash undid a commit" ;;
+	*'||(pst['*) echo "durability: a commit undone (restored in doubt)" ;;
 	*creplied*) echo "second reply to the client" ;;
 	'') grep -m1 -E 'error|invalid' "$out" | cut -c1-60 ;;
 	*) echo "${a#pan:1: }" | cut -c1-60 ;;
@@ -128,20 +128,22 @@ bounds() {
 
 # one: build and run the i-th entry in its own directory, write a result line
 one() {
-	local i=$1 spec=$2 name kind exp dflags ccflags panflags d t0 t1 res states secs why
+	local i=$1 spec=$2 name kind exp dflags ccflags panflags d t0 t1 res states secs cpu why
 	IFS='|' read -r name kind exp dflags ccflags panflags <<<"$spec"
 	d=$work/$i
 	mkdir -p "$d"
 	cp "$model" "$d/commit.pml"
 	t0=$(date +%s.%N)
-	(
+	local TIMEFORMAT='%U %S'
+	{ time (
 		cd "$d" &&
 			spin $dflags -a commit.pml >spin.out 2>&1 &&
 			$CC -w $ccflags -o pan pan.c >cc.out 2>&1 &&
 			./pan -m20000 $panflags >pan.out 2>&1
-	)
+	) ; } 2>"$d/cpu"
 	t1=$(date +%s.%N)
 	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+	cpu=$(awk '{ printf "%.1f", $1 + $2 }' "$d/cpu")
 	states=$(awk '/states, stored/ { print $1; exit }' "$d/pan.out" 2>/dev/null)
 	states=${states:--}
 	why=""
@@ -169,7 +171,7 @@ one() {
 		(cd "$d" && spin $dflags -t commit.pml 2>/dev/null | grep -E 'MSC:|START OF CYCLE' |
 			sed -e 's/^ *//' -e 's/^MSC: //' -e 's/<<<<<START OF CYCLE>>>>>/-- cycle: --/' >trail.msc)
 	fi
-	printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "$name" "$kind" "$(bounds "$dflags")" "$exp" "$res" "$states" "$secs" "$why" >"$d/result"
+	printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$name" "$kind" "$(bounds "$dflags")" "$exp" "$res" "$states" "$secs" "$cpu" "$why" >"$d/result"
 }
 
 start=$(date +%s.%N)
@@ -186,16 +188,16 @@ done
 wait
 
 bad=0
-printf '\n%-28s %-6s %-15s %-8s %-6s %10s %7s  %s\n' variant run bounds expected result states seconds "what failed / note"
-printf '%-28s %-6s %-15s %-8s %-6s %10s %7s  %s\n' ---------------------------- ------ --------------- -------- ------ ---------- ------- ------------------
+printf '\n%-28s %-6s %-15s %-8s %-6s %10s %7s %7s  %s\n' variant run bounds expected result states "wall s" "cpu s" "what failed / note"
+printf '%-28s %-6s %-15s %-8s %-6s %10s %7s %7s  %s\n' ---------------------------- ------ --------------- -------- ------ ---------- ------- ------- ------------------
 for i in "${!runs[@]}"; do
-	IFS='|' read -r name kind bnd exp res states secs why <"$work/$i/result"
+	IFS='|' read -r name kind bnd exp res states secs cpu why <"$work/$i/result"
 	mark=""
 	if [ "$res" != "$exp" ]; then
 		mark="  <-- UNEXPECTED"
 		bad=1
 	fi
-	printf '%-28s %-6s %-15s %-8s %-6s %10s %7s  %s%s\n' "$name" "$kind" "$bnd" "$exp" "$res" "$states" "$secs" "$why" "$mark"
+	printf '%-28s %-6s %-15s %-8s %-6s %10s %7s %7s  %s%s\n' "$name" "$kind" "$bnd" "$exp" "$res" "$states" "$secs" "$cpu" "$why" "$mark"
 	if [ -s "$work/$i/trail.msc" ] && { [ "$verbose" = 1 ] || [ "$res" != "$exp" ]; }; then
 		sed 's/^/      /' "$work/$i/trail.msc"
 	fi
@@ -204,10 +206,11 @@ for i in "${!runs[@]}"; do
 	fi
 done
 total=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+totalcpu=$(cat "$work"/*/cpu | awk '{ s += $1 + $2 } END { printf "%.1f", s }')
 echo
 if [ "$bad" = 0 ]; then
-	echo "OK: every result as expected (${total}s)"
+	echo "OK: every result as expected (${total}s wall, ${totalcpu}s cpu)"
 else
-	echo "FAILED: some results differ from what is expected (${total}s)"
+	echo "FAILED: some results differ from what is expected (${total}s wall, ${totalcpu}s cpu)"
 fi
 exit "$bad"
