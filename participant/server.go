@@ -50,7 +50,12 @@ type Config struct {
 	// (default 5s).
 	InquireAfter, InquireMax time.Duration
 	// Remember is how long a decided transaction is kept for duplicates
-	// (default 30s).
+	// (default 30s). Keep it longer than the coordinator's Remember (5 s by
+	// default): a participant that forgot a transaction the coordinator
+	// still remembers as committed could, on a stale duplicate prepare,
+	// prepare it again and be told to commit it again (docs/model/README.md,
+	// FORGET_PART). The coordinator sends each prepare once over TCP, so a
+	// stale duplicate needs a network that replays old segments.
 	Remember time.Duration
 	// CheckpointEvery is the number of decided transactions between
 	// checkpoints, which let the log retire (default 10000).
