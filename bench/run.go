@@ -12,6 +12,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/net/mux"
 	"github.com/google/uuid"
 )
 
@@ -282,8 +283,22 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 	}
 	w.stripe.record(slotOf(res.Outcome, err), us)
 	r.writeAck(w, id, res.Outcome)
+	if errors.Is(err, mux.ErrNotConnected) {
+		// The coordinator is down (a restart, a chaos test): nothing was
+		// sent. Without a pause every caller would spin here, logging
+		// hundreds of thousands of not-sent aborts a second and taking the
+		// CPU the restarting servers need.
+		select {
+		case <-ctx.Done():
+		case <-time.After(notConnectedPause):
+		}
+	}
 	return true
 }
+
+// notConnectedPause is how long a caller waits after a transaction could
+// not be sent for want of a connection.
+const notConnectedPause = 10 * time.Millisecond
 
 func (r *runner) closedLoop(ctx context.Context) {
 	var wg sync.WaitGroup
