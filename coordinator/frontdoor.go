@@ -5,6 +5,7 @@ import (
 	"github.com/commitd/commitd/internal/link"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/net/mux"
@@ -20,16 +21,36 @@ type frontDoor struct {
 	conns sync.Map // *mux.Conn → *connState
 }
 
-// closed forgets a connection that has gone.
+// closed forgets a connection that has gone, keeping its write counts.
 func (d *frontDoor) closed(c *mux.Conn) {
+	d.s.metrics.closedConn(c.Stats())
 	d.conns.Delete(c)
 	d.s.clients.remove(c)
+}
+
+// writeStats sums the write counters of the live connections: the
+// clients' (replies) and the participants' (prepares and decisions).
+func (d *frontDoor) writeStats() (st mux.Stats) {
+	add := func(x mux.Stats) {
+		st.Writes += x.Writes
+		st.FramesSent += x.FramesSent
+		st.BytesSent += x.BytesSent
+	}
+	d.conns.Range(func(k, _ any) bool {
+		add(k.(*mux.Conn).Stats())
+		return true
+	})
+	for _, p := range d.s.peers {
+		add(p.mux.ConnStats())
+	}
+	return st
 }
 
 // connState is the per-connection scratch of the reader goroutine that
 // calls HandleFrame for that connection.
 type connState struct {
 	id       uint64
+	client   *clientConn
 	begin    wire.Begin
 	vote     wire.Vote
 	ack      wire.Ack
@@ -48,7 +69,8 @@ func (d *frontDoor) state(c *mux.Conn) *connState {
 	if st, ok := d.conns.Load(c); ok {
 		return st.(*connState)
 	}
-	st := &connState{id: d.s.clients.add(c)}
+	id, cc := d.s.clients.add(c)
+	st := &connState{id: id, client: cc}
 	d.conns.Store(c, st)
 	return st
 }
@@ -120,6 +142,7 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	}
 	st.msg.Branches = st.branches[:len(b.Branches)]
 	s.metrics.begun.Inc()
+	st.client.started(reqID)
 	s.pumps[engine.ShardFor(st.msg.Txn, len(s.pumps))].Submit(&st.msg)
 	return nil
 }
@@ -148,21 +171,50 @@ func (d *frontDoor) toShard(st *connState, t engine.MsgType, txn wire.TxnID, fro
 type clientTable struct {
 	next atomic.Uint64
 	mu   sync.RWMutex
-	byID map[uint64]*mux.Conn
+	byID map[uint64]*clientConn
 	ids  map[*mux.Conn]uint64
 }
 
-func (t *clientTable) add(c *mux.Conn) uint64 {
+// startSlots is how many requests per connection have their start time
+// kept for the latency histogram. A connection with more in flight
+// overwrites older slots; those requests then go unmeasured (or are
+// measured short), which skews nothing but the metric.
+const startSlots = 4096
+
+// clientConn is a client connection and the arrival times of its
+// requests, indexed by request id: written by the connection's reader,
+// read by whichever shard answers. Lock-free so that the hot path takes no
+// lock for a metric.
+type clientConn struct {
+	conn   *mux.Conn
+	starts [startSlots]atomic.Int64 // UnixNano at arrival; 0 = none
+}
+
+func (c *clientConn) started(reqID uint64) {
+	c.starts[reqID%startSlots].Store(time.Now().UnixNano())
+}
+
+// elapsed returns how long ago request reqID arrived, once.
+func (c *clientConn) elapsed(reqID uint64) (time.Duration, bool) {
+	t0 := c.starts[reqID%startSlots].Swap(0)
+	if t0 == 0 {
+		return 0, false
+	}
+	return time.Duration(time.Now().UnixNano() - t0), true
+}
+
+func (t *clientTable) add(c *mux.Conn) (uint64, *clientConn) {
 	id := t.next.Add(1)
+	cc := &clientConn{conn: c}
 	t.mu.Lock()
 	if t.byID == nil {
-		t.byID = make(map[uint64]*mux.Conn)
+		t.byID = make(map[uint64]*clientConn)
 		t.ids = make(map[*mux.Conn]uint64)
 	}
-	t.byID[id] = c
+	t.byID[id] = cc
 	t.ids[c] = id
 	t.mu.Unlock()
-	return id
+	return id, cc
 }
 
 func (t *clientTable) remove(c *mux.Conn) {
@@ -174,7 +226,7 @@ func (t *clientTable) remove(c *mux.Conn) {
 	t.mu.Unlock()
 }
 
-func (t *clientTable) lookup(tag uint64) (*mux.Conn, uint64) {
+func (t *clientTable) lookup(tag uint64) (*clientConn, uint64) {
 	t.mu.RLock()
 	c := t.byID[tag>>tagReqBits]
 	t.mu.RUnlock()

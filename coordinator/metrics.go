@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/obs"
+	"github.com/commitd/commitd/net/mux"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -14,9 +16,10 @@ type metrics struct {
 	begun     prometheus.Counter
 	outcomes  *prometheus.CounterVec
 	byOutcome [engine.OutcomeRejected + 1]prometheus.Counter
+	latencies [engine.OutcomeRejected + 1]prometheus.Observer
 	ignored   prometheus.Counter
-	syncs     prometheus.Histogram
-	batch     prometheus.Histogram
+	wal       *obs.WAL
+	writes    *obs.Writes
 }
 
 func newMetrics() *metrics {
@@ -25,19 +28,32 @@ func newMetrics() *metrics {
 		Name: "commitd_coordinator_begun_total", Help: "Transactions handed to a shard."})
 	m.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "commitd_coordinator_transactions_total", Help: "Transactions answered, by outcome."}, []string{"outcome"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "commitd_coordinator_transaction_seconds",
+		Help:    "From a Begin's arrival to its answer (prepare, decision forced, reply), by outcome.",
+		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16)}, []string{"outcome"})
 	for o := engine.OutcomeCommitted; o <= engine.OutcomeRejected; o++ {
 		m.byOutcome[o] = m.outcomes.WithLabelValues(o.String())
+		m.latencies[o] = latency.WithLabelValues(o.String())
 	}
 	m.ignored = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "commitd_coordinator_ignored_frames_total", Help: "Well-formed frames that made no sense here (unknown participant, wrong type)."})
-	m.syncs = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "commitd_wal_fsync_seconds", Help: "Duration of one log write + fdatasync.",
-		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14)})
-	m.batch = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "commitd_wal_batch_records", Help: "Records made durable by one fdatasync.",
-		Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
-	m.reg.MustRegister(m.begun, m.outcomes, m.ignored, m.syncs, m.batch)
+	m.reg.MustRegister(m.begun, m.outcomes, latency, m.ignored)
+	m.wal = obs.NewWAL(m.reg, "wal")
 	return m
+}
+
+// gauges registers the series read from the running server at scrape time.
+func (m *metrics) gauges(s *Server, door *frontDoor) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "commitd_coordinator_in_flight", Help: "Transactions begun and not yet answered."},
+			func() float64 { return float64(s.Status().InFlight) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "commitd_coordinator_in_doubt", Help: "Commits decided and not yet acknowledged by every participant."},
+			func() float64 { return float64(s.Status().InDoubt) }),
+	)
+	m.writes = obs.NewWrites(m.reg, door.writeStats)
 }
 
 func (m *metrics) outcome(o engine.Outcome) {
@@ -46,8 +62,19 @@ func (m *metrics) outcome(o engine.Outcome) {
 	}
 }
 
+func (m *metrics) latency(o engine.Outcome, d time.Duration) {
+	if int(o) < len(m.latencies) && m.latencies[o] != nil {
+		m.latencies[o].Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) closedConn(st mux.Stats) {
+	if m.writes != nil {
+		m.writes.Closed(st)
+	}
+}
+
 // observeSync is the log's OnSync hook (called on the log's flusher).
-func (m *metrics) observeSync(records, _ int, d time.Duration) {
-	m.syncs.Observe(d.Seconds())
-	m.batch.Observe(float64(records))
+func (m *metrics) observeSync(records, bytes int, d time.Duration) {
+	m.wal.OnSync(records, bytes, d)
 }

@@ -127,6 +127,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	door := &frontDoor{s: s}
+	s.metrics.gauges(s, door)
 	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
 		Handler:    door,
 		Logger:     cfg.Logger,
@@ -359,10 +360,14 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 	for i := range rd.Replies {
 		r := &rd.Replies[i]
 		s.metrics.outcome(r.Outcome)
-		c, reqID := s.clients.lookup(r.Tag)
-		if c == nil {
+		cc, reqID := s.clients.lookup(r.Tag)
+		if cc == nil {
 			continue // the client went away; it will see "unknown"
 		}
+		if d, ok := cc.elapsed(reqID); ok {
+			s.metrics.latency(r.Outcome, d)
+		}
+		c := cc.conn
 		o.outcome = wire.Outcome{
 			Txn:     wire.TxnID(r.Txn),
 			Outcome: wire.OutcomeCode(r.Outcome),

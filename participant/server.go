@@ -145,6 +145,7 @@ type Server struct {
 	ln      net.Listener
 	http    *obs.Server
 	reg     *prometheus.Registry
+	metrics *metrics // set before the front door opens
 
 	statsMu sync.Mutex
 	stats   engine.ParticipantStats // published by the pump after each round
@@ -184,6 +185,7 @@ func Start(cfg Config) (*Server, error) {
 	// A checkpoint is one record holding the whole resource: allow records
 	// up to the engine's bound (the log lowers it to what fits a segment).
 	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: !cfg.GroupCommit, SegmentSize: cfg.SegmentSize,
+		OnSync:        obs.NewWAL(s.reg, "wal").OnSync,
 		MaxRecordSize: engine.MaxCheckpointLen}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), walOpts)
 	if err != nil {
@@ -192,6 +194,7 @@ func Start(cfg Config) (*Server, error) {
 	// Ledger entries are small and never retired: smaller segments waste
 	// less when the participant is idle.
 	ledgerOpts := walOpts
+	ledgerOpts.OnSync = obs.NewWAL(s.reg, "ledger").OnSync
 	if ledgerOpts.SegmentSize <= 0 {
 		ledgerOpts.SegmentSize = 64 << 20
 	}
@@ -248,11 +251,15 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	door := &frontDoor{s: s}
+	s.metrics = newMetrics(s, door)
 	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
 		Handler:    door,
 		Logger:     cfg.Logger,
 		NoCoalesce: !cfg.Coalesce,
-		OnClose:    func(c *mux.Conn, _ error) { door.conns.Delete(c) },
+		OnClose: func(c *mux.Conn, _ error) {
+			s.metrics.writes.Closed(c.Stats())
+			door.conns.Delete(c)
+		},
 	}})
 	s.wg.Add(3)
 	go func() {
@@ -669,6 +676,9 @@ func (o *output) Deliver(rd *engine.Ready) {
 		var wm wire.Message
 		switch m.Type {
 		case engine.MsgVote:
+			if s.metrics != nil {
+				s.metrics.voteSent(m.Txn)
+			}
 			o.vote = wire.Vote{Txn: wire.TxnID(m.Txn), From: name, Vote: wire.VoteCode(m.Vote)}
 			wm = &o.vote
 		case engine.MsgAck:
@@ -719,6 +729,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		}
 		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: engine.TxnID(st.prepare.Txn), To: s.cfg.Name,
 			OnePhase: st.prepare.OnePhase, Work: st.prepare.Work}
+		s.metrics.prepareArrived(st.msg.Txn)
 		s.pump.Submit(&st.msg)
 	case wire.TypeDecision:
 		if err := st.dec.Decode(f); err != nil {

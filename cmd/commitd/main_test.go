@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/wal"
 	"github.com/google/uuid"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,4 +185,154 @@ func TestCorruptDataDirectory(t *testing.T) {
 	}
 	r := commitd(t, 20*time.Second, "participant", "--name", "p1", "--listen", freeAddr(t), "--data", dir, "--coordinator", "127.0.0.1:1")
 	oneLineError(t, r, "corrupt")
+}
+
+// TestClusterOfProcesses runs a coordinator and two participants as
+// separate processes with --http, moves money with commitd bench, and
+// checks the operator's view: admin reports, /metrics, /healthz, pprof.
+func TestClusterOfProcesses(t *testing.T) {
+	dir := t.TempDir()
+	coord, p1, p2 := freeAddr(t), freeAddr(t), freeAddr(t)
+	chttp, phttp := freeAddr(t), freeAddr(t)
+	start := func(args ...string) {
+		cmd := exec.Command(binary, append(args, "--log-level", "error")...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		})
+	}
+	start("participant", "--name", "p1", "--listen", p1, "--data", filepath.Join(dir, "p1"), "--coordinator", coord, "--accounts", "100", "--http", phttp)
+	start("participant", "--name", "p2", "--listen", p2, "--data", filepath.Join(dir, "p2"), "--coordinator", coord, "--accounts", "100")
+	start("coordinator", "--listen", coord, "--data", filepath.Join(dir, "c"), "--participant", "p1="+p1+",p2="+p2, "--http", chttp)
+	for _, addr := range []string{p1, p2, coord, chttp, phttp} {
+		waitListening(t, addr)
+	}
+	time.Sleep(300 * time.Millisecond) // let the servers dial each other
+	report := filepath.Join(dir, "bench.json")
+	r := commitd(t, 60*time.Second, "bench", "--coordinator", coord, "--participants", "p1="+p1+",p2="+p2,
+		"--accounts", "100", "--concurrency", "4", "--txns", "300", "--json", report)
+	if r.code != 0 {
+		t.Fatalf("bench failed (%d): %s\n%s", r.code, r.stderr, r.stdout)
+	}
+	var rep struct {
+		Committed int64 `json:"committed"`
+		Conserved bool  `json:"conserved"`
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Committed == 0 || !rep.Conserved {
+		t.Fatalf("bench report: %s", b)
+	}
+	st := commitd(t, 20*time.Second, "admin", "status", "--coordinator", coord)
+	if st.code != 0 || !strings.Contains(st.stdout, `"committed":`) {
+		t.Fatalf("admin status: %d %q %q", st.code, st.stdout, st.stderr)
+	}
+	var sum int64
+	for _, p := range []string{p1, p2} {
+		acc := commitd(t, 20*time.Second, "admin", "accounts", "--participant", p)
+		var a struct {
+			Accounts int   `json:"accounts"`
+			Total    int64 `json:"total"`
+		}
+		if acc.code != 0 || json.Unmarshal([]byte(acc.stdout), &a) != nil || a.Accounts != 100 {
+			t.Fatalf("admin accounts: %d %q %q", acc.code, acc.stdout, acc.stderr)
+		}
+		sum += a.Total
+	}
+	if sum != 2*100*1000 {
+		t.Fatalf("the participants' totals add up to %d, want %d", sum, 2*100*1000)
+	}
+	outs := commitd(t, 20*time.Second, "admin", "outcomes", "--participant", p1)
+	if outs.code != 0 || !strings.Contains(outs.stdout, " committed\n") {
+		t.Fatalf("admin outcomes: %d %q", outs.code, outs.stderr)
+	}
+	get := func(url string) string {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %s", url, resp.Status)
+		}
+		return string(body)
+	}
+	cm := get("http://" + chttp + "/metrics")
+	for _, series := range []string{
+		`commitd_coordinator_transactions_total{outcome="committed"}`,
+		`commitd_coordinator_transaction_seconds_count{outcome="committed"}`,
+		`commitd_wal_fsync_seconds_count{log="wal"}`, `commitd_wal_batch_records_count{log="wal"}`,
+		"commitd_conn_frames_written_total", "commitd_conn_writes_total", "go_goroutines",
+	} {
+		if !hasNonZero(cm, series) {
+			t.Errorf("coordinator /metrics: %s missing or zero", series)
+		}
+	}
+	// Gauges that are rightly zero once the load is over: present.
+	for _, series := range []string{"commitd_coordinator_in_flight ", "commitd_coordinator_in_doubt "} {
+		if !strings.Contains(cm, "\n"+series) {
+			t.Errorf("coordinator /metrics: %s missing", series)
+		}
+	}
+	pm := get("http://" + phttp + "/metrics")
+	for _, series := range []string{"commitd_participant_prepare_seconds_count", "commitd_participant_committed_total",
+		`commitd_wal_fsync_seconds_count{log="wal"}`, "commitd_conn_frames_written_total"} {
+		if !hasNonZero(pm, series) {
+			t.Errorf("participant /metrics: %s missing or zero", series)
+		}
+	}
+	if !strings.Contains(get("http://"+chttp+"/healthz"), "ok") {
+		t.Error("/healthz is not ok")
+	}
+	if !strings.Contains(get("http://"+chttp+"/debug/pprof/"), "goroutine") {
+		t.Error("/debug/pprof/ does not list profiles")
+	}
+}
+
+// hasNonZero reports whether the exposition text has the series (name and
+// labels as written, or the name of an unlabelled series) with a value
+// other than 0.
+func hasNonZero(text, series string) bool {
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if name == series || (!strings.Contains(series, "{") && strings.HasPrefix(name, series+"{")) {
+			if value != "0" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// waitListening waits until something accepts connections at addr.
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens at %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -282,3 +282,23 @@ func (p *Peer) Stats() PeerStats {
 	}
 	return s
 }
+
+// ConnStats sums the traffic counters of the Peer's live connections (a
+// connection that failed takes its counts with it).
+func (p *Peer) ConnStats() Stats {
+	var s Stats
+	for i := range p.conns {
+		c := p.conns[i].Load()
+		if c == nil {
+			continue
+		}
+		x := c.Stats()
+		s.Writes += x.Writes
+		s.FramesSent += x.FramesSent
+		s.BytesSent += x.BytesSent
+		s.FramesReceived += x.FramesReceived
+		s.BytesReceived += x.BytesReceived
+		s.InFlight += x.InFlight
+	}
+	return s
+}
