@@ -110,7 +110,7 @@ func render(o *options, cells []cell, started time.Time) string {
 				p(" %.0fs %.1f", in.T, mibf(in.HeapBytes))
 			}
 		}
-		p(" MiB. A finished transaction is remembered for `--remember` (30 s) to answer late duplicates, so the heap grows for the first 30 s of a run and is flat after.\n")
+		p(" MiB. A finished transaction is remembered for `--remember` (5 s by default) to answer late duplicates, so the heap should grow for the first seconds of a run and then stay flat.\n")
 	}
 	p("\n### Targets\n\n")
 	p("| target | measured | |\n|---|---|---|\n")
