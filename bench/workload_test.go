@@ -1,0 +1,50 @@
+package bench
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/commitd/commitd/participant/bank"
+)
+
+// Every transfer must conserve money and name distinct participants, or
+// the benchmark's conservation check would blame the system for the
+// workload's mistake.
+func TestWorkloadTransfersConserveMoney(t *testing.T) {
+	names := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"}
+	for _, w := range []Workload{
+		{Names: names[:2], Accounts: 10, PerTxn: 2},
+		{Names: names, Accounts: 1000, PerTxn: 10, ReadOnly: 0.5},
+		{Names: names[:3], Accounts: 5, PerTxn: 3, HotAccounts: 0.2, MaxAmount: 1000},
+		{Names: names[:4], Accounts: 100, PerTxn: 1},
+	} {
+		rng := rand.New(rand.NewPCG(1, 2))
+		var branches = w.Next(rng, nil)
+		for range 5000 {
+			branches = w.Next(rng, branches)
+			want := min(max(w.PerTxn, 1), len(w.Names))
+			if len(branches) != want {
+				t.Fatalf("%+v: %d branches, want %d", w, len(branches), want)
+			}
+			seen := map[string]bool{}
+			var sum int64
+			for _, b := range branches {
+				if seen[b.Participant] {
+					t.Fatalf("%+v: participant %s twice", w, b.Participant)
+				}
+				seen[b.Participant] = true
+				acct, amt, ok := bank.DecodeWork(b.Work)
+				if !ok || int(acct) >= w.Accounts {
+					t.Fatalf("%+v: bad work %x", w, b.Work)
+				}
+				if w.HotAccounts > 0 && int(acct) >= max(1, int(float64(w.Accounts)*w.HotAccounts)) {
+					t.Fatalf("%+v: account %d outside the hot set", w, acct)
+				}
+				sum += amt
+			}
+			if sum != 0 {
+				t.Fatalf("%+v: transfer sums to %d: %v", w, sum, branches)
+			}
+		}
+	}
+}
