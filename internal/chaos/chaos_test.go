@@ -25,7 +25,12 @@ const (
 	chaosCallers    = 100
 	chaosAccounts   = 1000
 	chaosProbes     = 10
+	chaosParts      = 3
 	defaultDuration = 30 * time.Second
+	// partitionsFrom is the shortest load that runs partitions unless
+	// CHAOS_PARTITIONS says otherwise: `make chaos`, not `make test`'s
+	// 30 s (docs/testing.md says why).
+	partitionsFrom = 2 * time.Minute
 )
 
 // logWriter turns writes into test log lines.
@@ -42,7 +47,10 @@ func (w logWriter) Write(p []byte) (int, error) {
 // balances for atomicity, durability, conservation and liveness.
 //
 // CHAOS_DURATION sets the length of the load (default 30s; `make chaos`
-// runs 5m); CHAOS_SEED replays a run's choices.
+// runs 5m); CHAOS_SEED replays a run's choices. Loads of 2m or more also
+// partition the network, where network namespaces can be made (root,
+// iproute2): each process then runs in its own namespace. CHAOS_PARTITIONS
+// =1 or =0 turns partitions on or off whatever the load.
 func TestChaos(t *testing.T) {
 	duration := defaultDuration
 	if s := os.Getenv("CHAOS_DURATION"); s != "" {
@@ -77,15 +85,16 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewCluster(Options{Bin: bin, Dir: dir, Accounts: chaosAccounts})
+	cnet, netNote := chaosNet(t, duration, bin)
+	c, err := NewCluster(Options{Bin: bin, Dir: dir, Participants: chaosParts, Accounts: chaosAccounts, Net: cnet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
+	t.Cleanup(c.Close) // before cnet's cleanup: a namespace lives while a process is in it
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("chaos: network faults: not run (not implemented; see docs/testing.md)")
+	t.Logf("chaos: network faults: %s", netNote)
 
 	// The load.
 	ackPath := filepath.Join(dir, "acks.log")
@@ -191,12 +200,13 @@ func TestChaos(t *testing.T) {
 	counts := nem.Counts()
 	var faults []string
 	total := 0
-	for _, k := range Faults {
+	for _, k := range nem.Kinds() {
 		faults = append(faults, fmt.Sprintf("%v %d", k, counts[k]))
 		total += counts[k]
 	}
 	t.Logf("SUMMARY seed %d, load %v, %d callers, %d participants", seed, duration, chaosCallers, len(c.Participants))
-	t.Logf("  faults injected      %d: %s; network faults: not run", total, strings.Join(faults, ", "))
+	t.Logf("  faults injected      %d: %s", total, strings.Join(faults, ", "))
+	t.Logf("  network faults       %s", netNote)
 	t.Logf("  acknowledged         %d: committed %d, aborted %d, unknown %d, rejected %d (probes included: %d)",
 		r.Told[ToldCommitted]+r.Told[ToldAborted]+r.Told[ToldUnknown]+r.Told[ToldRejected], r.Told[ToldCommitted], r.Told[ToldAborted], r.Told[ToldUnknown], r.Told[ToldRejected], h.ProbesRun)
 	t.Logf("  in doubt             %d as the last fault was repaired; %d held by servers as they came back from a kill",
@@ -231,6 +241,40 @@ func TestChaos(t *testing.T) {
 			t.Logf("--- %s log tail:\n%s", p.Name, p.LogTail(30))
 		}
 	}
+}
+
+// chaosNet decides whether this run partitions the network and, if so,
+// builds the namespaces (removed when the test ends). It returns nil, and
+// says why, when partitions are off or cannot be had here: the rest of the
+// test then runs on loopback as before, and does not fail for it.
+func chaosNet(t *testing.T, duration time.Duration, bin string) (*Net, string) {
+	const never = "delay and loss are never injected (no netem on this kernel)"
+	switch v := os.Getenv("CHAOS_PARTITIONS"); v {
+	case "0":
+		return nil, "partitions off (CHAOS_PARTITIONS=0); " + never
+	case "1":
+	case "":
+		if duration < partitionsFrom {
+			return nil, fmt.Sprintf("partitions off for loads under %v (CHAOS_PARTITIONS=1 turns them on); %s", partitionsFrom, never)
+		}
+	default:
+		t.Fatalf("CHAOS_PARTITIONS=%q: want 1 (on), 0 (off) or nothing (on for loads of %v or more)", v, partitionsFrom)
+	}
+	n, err := NewNet(ProcNames(chaosParts))
+	if err == nil {
+		if err = n.Check(bin); err != nil {
+			n.Close()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Sprintf("partitions skipped, network namespaces unavailable (%v); the rest runs on loopback; %s", err, never)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Logf("chaos: removing the network namespaces: %v", err)
+		}
+	})
+	return n, fmt.Sprintf("partitions on: each process in its own namespace (%s-*, %s, via a bridge); %s", n.Name(), n.Subnet(), never)
 }
 
 // inDoubt counts what is in doubt now: commit decisions the coordinator

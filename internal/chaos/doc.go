@@ -1,7 +1,7 @@
 // Package chaos tests a whole commitd cluster under faults and checks what
 // the clients were told against what the participants hold.
 //
-// Three pieces, each usable alone:
+// Four pieces, each usable alone:
 //
 //   - The checker (Check) is pure: given a History — the client's
 //     acknowledgements, every participant's ledger, the balances — it
@@ -12,11 +12,19 @@
 //     runs a coordinator and bank participants as separate processes on
 //     loopback, each with its own data directory, which it can kill -9,
 //     SIGSTOP, SIGCONT and restart on the same directory and address.
+//   - The network (Net), where the machine allows it (root, iproute2): each
+//     process in a network namespace of its own, linked through veth pairs
+//     to a bridge in a hub namespace that the root namespace also reaches,
+//     on a private 10.213.X.0/24 that exists only on those links. A
+//     partition sets a process's link down. Everything it makes is named
+//     after the creating process, removed at the end, and removed by a
+//     later run if that process died first (CleanLeftovers).
 //   - The nemesis (Nemesis) injects those faults at seeded random moments,
 //     always restoring what it broke before it returns.
 //
 // TestChaos ties them together against `commitd bench --ack-log`
-// (CHAOS_DURATION sets the load, CHAOS_SEED replays a run's choices). The
+// (CHAOS_DURATION sets the load, CHAOS_SEED replays a run's choices; loads
+// of 2m or more also partition, CHAOS_PARTITIONS=1/0 forces it). The
 // disk-fault and front-door tests run servers in this process instead, where
 // a failing file system (wal/waltest) and raw sockets are at hand.
 // docs/testing.md says what is tested and the latest results.

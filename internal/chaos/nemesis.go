@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -24,12 +25,16 @@ const (
 	// Pause: SIGSTOP one process for longer than the prepare timeout, then
 	// SIGCONT.
 	Pause
+	// Partition: cut one or two processes off the network (their links
+	// down: packets dropped, connections kept), then heal it. Only dealt
+	// when the cluster runs in a Net.
+	Partition
 )
 
 // Faults lists every Fault, in report order.
-var Faults = []Fault{KillCoordinator, KillParticipants, KillAll, Pause}
+var Faults = []Fault{KillCoordinator, KillParticipants, KillAll, Pause, Partition}
 
-var faultNames = [...]string{"?", "kill coordinator", "kill participants", "kill all", "pause (SIGSTOP)"}
+var faultNames = [...]string{"?", "kill coordinator", "kill participants", "kill all", "pause (SIGSTOP)", "partition"}
 
 func (f Fault) String() string {
 	if int(f) < len(faultNames) {
@@ -102,16 +107,29 @@ func (n *Nemesis) logf(format string, args ...any) {
 	fmt.Fprintf(n.log, "nemesis %6.2fs  %s\n", time.Since(n.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
+// Kinds returns the faults the nemesis deals: every kind, but Partition
+// only if the cluster runs in a Net.
+func (n *Nemesis) Kinds() []Fault {
+	var ks []Fault
+	for _, f := range Faults {
+		if f != Partition || n.c.net != nil {
+			ks = append(ks, f)
+		}
+	}
+	return ks
+}
+
 // Run injects faults until ctx ends, one at a time: a random gap, then a
 // fault, then whatever it broke is restored and the processes answer again.
-// Faults are dealt from a shuffled deck of every kind, so a short run sees
-// each kind. Run returns once everything is running again; an error means
-// a process would not come back.
+// Faults are dealt from a shuffled deck of every kind it deals (Kinds), so
+// a short run sees each kind. Run returns once everything is running and
+// connected again; an error means a process would not come back.
 func (n *Nemesis) Run(ctx context.Context) error {
+	kinds := n.Kinds()
 	var deck []Fault
 	for {
 		if len(deck) == 0 {
-			deck = append(deck, Faults...)
+			deck = append(deck, kinds...)
 			n.rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
 		}
 		f := deck[0]
@@ -158,6 +176,18 @@ func (n *Nemesis) inject(f Fault) error {
 		}
 		time.Sleep(d)
 		return p.Resume()
+	case Partition:
+		procs := c.Procs()
+		k := 1 + n.rng.IntN(2)
+		var victims []*Proc
+		var names []string
+		for _, i := range n.rng.Perm(len(procs))[:k] {
+			victims = append(victims, procs[i])
+			names = append(names, procs[i].Name)
+		}
+		d := n.prepareTimeout + n.between(100*time.Millisecond, 2500*time.Millisecond)
+		n.logf("partition %s off the network for %v", strings.Join(names, ","), d.Round(time.Millisecond))
+		return n.partition(victims, d)
 	}
 	panic(fmt.Sprintf("chaos: nemesis dealt %v", f))
 }
@@ -201,6 +231,33 @@ func (n *Nemesis) killRestart(victims []*Proc) error {
 		n.mu.Lock()
 		n.mu.inDoubtAtRestart += held
 		n.mu.Unlock()
+	}
+	return nil
+}
+
+// partition sets the victims' links down for d, then up again (all of
+// them, even if setting one down failed), and waits until each answers.
+func (n *Nemesis) partition(victims []*Proc, d time.Duration) error {
+	var errs []error
+	for _, p := range victims {
+		if err := n.c.net.Partition(p.Name, false); err != nil {
+			errs = append(errs, err)
+			break
+		}
+	}
+	time.Sleep(d)
+	for _, p := range victims {
+		if err := n.c.net.Partition(p.Name, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	for _, p := range victims {
+		if err := WaitReady(p, 30*time.Second); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -42,6 +42,9 @@ type Proc struct {
 	bin  string
 	args []string
 	log  string // stdout and stderr are appended here
+	// netns is the network namespace it runs in (`ip netns exec`), or ""
+	// for the test's own.
+	netns string
 
 	mu struct {
 		sync.Mutex
@@ -70,6 +73,11 @@ func (p *Proc) Start() error {
 	}
 	fmt.Fprintf(f, "=== start %d at %s\n", p.mu.starts+1, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(p.bin, p.args...)
+	if p.netns != "" {
+		// ip execs the command in place (no fork), so the process
+		// signalled below is commitd itself.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", p.netns, p.bin}, p.args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -181,12 +189,28 @@ type Options struct {
 	// PrepareTimeout, InquireAfter and RedeliverMin are short so that
 	// recovery after a fault is quick (defaults 500ms, 200ms, 50ms).
 	PrepareTimeout, InquireAfter, RedeliverMin time.Duration
+	// Net, if set, runs each process in its own namespace of Net (built
+	// for ProcNames(Participants)), on its own address; otherwise all run on
+	// loopback.
+	Net *Net
+}
+
+// ProcNames returns the names of a cluster's processes: "coordinator" and
+// participants p1..pN.
+func ProcNames(participants int) []string {
+	names := []string{"coordinator"}
+	for i := range participants {
+		names = append(names, fmt.Sprintf("p%d", i+1))
+	}
+	return names
 }
 
 // Cluster is a coordinator and bank participants, each a separate commitd
-// process on loopback with its own data directory.
+// process on loopback (or in its namespace of Options.Net) with its own
+// data directory.
 type Cluster struct {
 	opts         Options
+	net          *Net // nil on loopback
 	Coordinator  *Proc
 	Participants []*Proc
 }
@@ -221,21 +245,35 @@ func NewCluster(opts Options) (*Cluster, error) {
 	def(&opts.PrepareTimeout, 500*time.Millisecond)
 	def(&opts.InquireAfter, 200*time.Millisecond)
 	def(&opts.RedeliverMin, 50*time.Millisecond)
-	c := &Cluster{opts: opts}
-	coordAddr, err := freeAddr()
+	c := &Cluster{opts: opts, net: opts.Net}
+	addrOf := func(name string) (string, error) {
+		if c.net != nil {
+			if c.net.Namespace(name) == "" {
+				return "", fmt.Errorf("chaos: the network has no namespace for %s", name)
+			}
+			return c.net.Addr(name), nil
+		}
+		return freeAddr()
+	}
+	nsOf := func(name string) string {
+		if c.net != nil {
+			return c.net.Namespace(name)
+		}
+		return ""
+	}
+	coordAddr, err := addrOf("coordinator")
 	if err != nil {
 		return nil, err
 	}
 	var peers []string
-	for i := range opts.Participants {
-		name := fmt.Sprintf("p%d", i+1)
-		addr, err := freeAddr()
+	for _, name := range ProcNames(opts.Participants)[1:] {
+		addr, err := addrOf(name)
 		if err != nil {
 			return nil, err
 		}
 		peers = append(peers, name+"="+addr)
 		c.Participants = append(c.Participants, &Proc{
-			Name: name, Addr: addr, bin: opts.Bin,
+			Name: name, Addr: addr, bin: opts.Bin, netns: nsOf(name),
 			log: filepath.Join(opts.Dir, name+".log"),
 			args: []string{"participant", "--name", name, "--listen", addr,
 				"--data", filepath.Join(opts.Dir, name), "--coordinator", coordAddr,
@@ -245,7 +283,7 @@ func NewCluster(opts Options) (*Cluster, error) {
 		})
 	}
 	c.Coordinator = &Proc{
-		Name: "coordinator", Addr: coordAddr, bin: opts.Bin,
+		Name: "coordinator", Addr: coordAddr, bin: opts.Bin, netns: nsOf("coordinator"),
 		log: filepath.Join(opts.Dir, "coordinator.log"),
 		args: []string{"coordinator", "--listen", coordAddr, "--data", filepath.Join(opts.Dir, "coordinator"),
 			"--participant", strings.Join(peers, ","),
