@@ -36,6 +36,17 @@ func TestNetPartition(t *testing.T) {
 	if err != nil {
 		t.Skipf("network namespaces unavailable here: %v", err)
 	}
+	// A machine that lets a namespace be made may still refuse to run
+	// anything in it (ip netns exec remounts /sys); that, too, is the
+	// machine's limit, not the Net's, and TestChaos then runs on loopback.
+	if _, err := exec.LookPath("bash"); err != nil {
+		n.Close()
+		t.Skipf("no bash to dial with: %v", err)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", n.Namespace("a"), "true").CombinedOutput(); err != nil {
+		n.Close()
+		t.Skipf("cannot run a command in a network namespace here: %v: %s", err, out)
+	}
 	closed := false
 	t.Cleanup(func() {
 		if !closed {
