@@ -31,17 +31,12 @@ func (d *frontDoor) closed(c *mux.Conn) {
 // writeStats sums the write counters of the live connections: the
 // clients' (replies) and the participants' (prepares and decisions).
 func (d *frontDoor) writeStats() (st mux.Stats) {
-	add := func(x mux.Stats) {
-		st.Writes += x.Writes
-		st.FramesSent += x.FramesSent
-		st.BytesSent += x.BytesSent
-	}
 	d.conns.Range(func(k, _ any) bool {
-		add(k.(*mux.Conn).Stats())
+		st.Add(k.(*mux.Conn).Stats())
 		return true
 	})
 	for _, p := range d.s.peers {
-		add(p.mux.ConnStats())
+		st.Add(p.mux.ConnStats())
 	}
 	return st
 }

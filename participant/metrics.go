@@ -62,17 +62,12 @@ func newMetrics(s *Server, door *frontDoor) *metrics {
 	)
 	m.writes = obs.NewWrites(reg, func() mux.Stats {
 		var st mux.Stats
-		add := func(x mux.Stats) {
-			st.Writes += x.Writes
-			st.FramesSent += x.FramesSent
-			st.BytesSent += x.BytesSent
-		}
 		door.conns.Range(func(k, _ any) bool {
-			add(k.(*mux.Conn).Stats())
+			st.Add(k.(*mux.Conn).Stats())
 			return true
 		})
 		if s.coord != nil {
-			add(s.coord.ConnStats())
+			st.Add(s.coord.ConnStats())
 		}
 		return st
 	})

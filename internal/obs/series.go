@@ -66,9 +66,7 @@ func NewWrites(reg prometheus.Registerer, live func() mux.Stats) *Writes {
 // Closed adds a closed connection's final counts.
 func (w *Writes) Closed(st mux.Stats) {
 	w.mu.Lock()
-	w.closed.Writes += st.Writes
-	w.closed.FramesSent += st.FramesSent
-	w.closed.BytesSent += st.BytesSent
+	w.closed.Add(st)
 	w.mu.Unlock()
 }
 
@@ -76,8 +74,6 @@ func (w *Writes) total() mux.Stats {
 	live := w.live()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	live.Writes += w.closed.Writes
-	live.FramesSent += w.closed.FramesSent
-	live.BytesSent += w.closed.BytesSent
+	live.Add(w.closed)
 	return live
 }

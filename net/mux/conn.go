@@ -149,6 +149,19 @@ type Stats struct {
 	Ignored        uint64 // one-way frames dropped for want of a Handler
 }
 
+// Add adds x's counters to s, for summing over connections (InFlight,
+// a gauge, is summed too).
+func (s *Stats) Add(x Stats) {
+	s.Writes += x.Writes
+	s.FramesSent += x.FramesSent
+	s.BytesSent += x.BytesSent
+	s.FramesReceived += x.FramesReceived
+	s.BytesReceived += x.BytesReceived
+	s.InFlight += x.InFlight
+	s.UnknownReplies += x.UnknownReplies
+	s.Ignored += x.Ignored
+}
+
 // Conn is one multiplexed connection: any number of goroutines may Send
 // one-way frames and make Calls over it at once.
 //

@@ -292,13 +292,7 @@ func (p *Peer) ConnStats() Stats {
 		if c == nil {
 			continue
 		}
-		x := c.Stats()
-		s.Writes += x.Writes
-		s.FramesSent += x.FramesSent
-		s.BytesSent += x.BytesSent
-		s.FramesReceived += x.FramesReceived
-		s.BytesReceived += x.BytesReceived
-		s.InFlight += x.InFlight
+		s.Add(c.Stats())
 	}
 	return s
 }
