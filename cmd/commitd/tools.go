@@ -129,24 +129,13 @@ func runDemo(args []string) error {
 	fmt.Println()
 	fmt.Println(rep.Summary())
 	// Wait for the last decisions to reach the participants.
-	deadline := time.Now().Add(10 * time.Second)
-	for prepared(c) > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	settled := c.WaitSettled(10 * time.Second)
 	after := c.Total()
-	if after != before || prepared(c) > 0 {
-		return fmt.Errorf("conservation check FAILED: total before %d, after %d, %d still prepared", before, after, prepared(c))
+	if after != before || settled != nil {
+		return fmt.Errorf("conservation check FAILED: total before %d, after %d, %d still prepared", before, after, c.Prepared())
 	}
 	fmt.Printf("conservation  total before %d, after %d: OK\n", before, after)
 	return nil
-}
-
-func prepared(c *cluster.Cluster) int {
-	n := 0
-	for _, p := range c.Participants {
-		n += p.AccountsSummary().Prepared
-	}
-	return n
 }
 
 func runBench(args []string) error {

@@ -204,6 +204,31 @@ func (c *Cluster) RestartCoordinator() error {
 	return c.WaitConnected(10 * time.Second)
 }
 
+// Prepared is the number of transactions the participants hold prepared.
+func (c *Cluster) Prepared() int {
+	n := 0
+	for _, p := range c.Participants {
+		n += p.AccountsSummary().Prepared
+	}
+	return n
+}
+
+// WaitSettled waits until no participant holds a prepared transaction: the
+// last decisions of a load have reached everyone.
+func (c *Cluster) WaitSettled(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n := c.Prepared()
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster: %d transactions still prepared after %v", n, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Total is the sum of every participant's balances.
 func (c *Cluster) Total() int64 {
 	var t int64

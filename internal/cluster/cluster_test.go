@@ -116,19 +116,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Wait until no participant holds anything prepared.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		prepared := 0
-		for _, p := range c.Participants {
-			prepared += p.AccountsSummary().Prepared
-		}
-		if prepared == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d transactions still prepared 30s after the load", prepared)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := c.WaitSettled(30 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 	if got, want := c.Total(), c.InitialTotal(); got != want {
 		t.Errorf("money not conserved: total %d, want %d", got, want)

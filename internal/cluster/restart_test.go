@@ -96,19 +96,8 @@ func TestRestartsUnderLoad(t *testing.T) {
 	cancel()
 	wg.Wait()
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		prepared := 0
-		for _, p := range c.Participants {
-			prepared += p.AccountsSummary().Prepared
-		}
-		if prepared == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d transactions still prepared 30s after the load", prepared)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := c.WaitSettled(30 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 	if got, want := c.Total(), c.InitialTotal(); got != want {
 		t.Fatalf("money not conserved: total %d, want %d", got, want)
