@@ -58,6 +58,13 @@ func TestAppendDoesNotAllocate(t *testing.T) {
 		f    func()
 	}{
 		{"Append+Notify", appendNotify},
+		{"AppendLazy+Notify", func() {
+			lsn, err := l.AppendLazy(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Notify(lsn, w)
+		}},
 		{"AppendNotify", func() {
 			if _, err := l.AppendNotify(data, w); err != nil {
 				t.Fatal(err)
@@ -86,7 +93,7 @@ func TestAppendDoesNotAllocate(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if want := int64(6*burst + 2); w.n.Load() != want || w.failed.Load() != 0 {
+	if want := int64(7*burst + 3); w.n.Load() != want || w.failed.Load() != 0 {
 		t.Fatalf("waiter called %d times (%d failed), want %d", w.n.Load(), w.failed.Load(), want)
 	}
 }

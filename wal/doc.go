@@ -21,12 +21,26 @@
 // spare, fills in the checksums, writes the whole batch with one WriteAt
 // and one fsync, advances the durable watermark and then completes every
 // waiter the batch covered, in LSN order, on its own goroutine. While it
-// syncs, the next batch accumulates. There is no timer: an idle flusher
-// wakes on the first Append, so a lone appender pays one goroutine hand-off
+// syncs, the next batch accumulates. There is no batching timer: an idle
+// flusher wakes on the first Append, so a lone appender pays one goroutine hand-off
 // plus its fsync, and batches grow by themselves with load. Sync parks the
 // caller on a pooled channel that only its own completion signals, so 1,000
 // waiting goroutines are not all woken per batch. Options.NoGroupCommit
 // writes and fsyncs every record on its own (the baseline for comparisons).
+//
+// # Lazy records
+//
+// AppendLazy is for records nothing waits on urgently (a coordinator's end
+// record, a participant's commit record whose acknowledgement may come a
+// little late). It does not wake the flusher: the record is written with
+// the next batch that something else makes the flusher write (an Append, a
+// Sync, an appender waiting for room), and at the latest Options.LazyDelay
+// (5 ms) after it was appended, when a timer makes it urgent. Under load
+// lazy records cost no fsync of their own; at low load they halve the
+// fsyncs of a two-phase commit, which matters because every fdatasync
+// flushes the whole device cache and concurrent ones queue behind each
+// other. Durability is unchanged: a lazy record is durable exactly when a
+// Waiter or Sync says so.
 //
 // # On disk
 //

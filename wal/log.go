@@ -21,6 +21,7 @@ const (
 	DefaultMaxRecordSize   = 1 << 20
 	DefaultMaxPendingBytes = 4 << 20
 	DefaultSegmentsAhead   = 2
+	DefaultLazyDelay       = 5 * time.Millisecond
 	// MinSegmentSize is the smallest SegmentSize Open accepts.
 	MinSegmentSize = 256
 )
@@ -68,6 +69,10 @@ type Options struct {
 	// SegmentsAhead is how many segment files are kept ready, written and
 	// synced, ahead of need (default 2).
 	SegmentsAhead int
+	// LazyDelay bounds how long a record appended with AppendLazy waits
+	// for a batch (default 5 ms): if nothing else makes the flusher write
+	// by then, it writes and syncs the lazy records on their own.
+	LazyDelay time.Duration
 }
 
 // Waiter is told when a record is durable (err nil) or can never become
@@ -140,6 +145,13 @@ type Log struct {
 		err         error // the failure that poisoned the log; set once
 		closing     bool  // Close has begun: no more appends
 		flusherIdle bool  // the flusher waits on flushCond
+		// urgent: a pending record was appended with Append (not
+		// AppendLazy), or Sync waits, or a lazy record's delay ran out:
+		// the flusher takes the pending batch now. Cleared when it does.
+		urgent bool
+		// lazyArmed: lazyTimer runs, so pending lazy records will turn
+		// urgent within LazyDelay.
+		lazyArmed bool
 		spaceWait   int   // appenders blocked on spaceCond
 		// live are the used segments, oldest first; the last is the one being
 		// written (once the flusher started writing this incarnation).
@@ -152,7 +164,10 @@ type Log struct {
 		nextSeq     uint64 // next unused segment sequence number
 		stopPrepare bool
 	}
-	flushCond sync.Cond // on mu: pending became non-empty, or closing/failed
+	flushCond sync.Cond // on mu: pending became urgent, or closing/failed
+	// lazyTimer makes pending lazy records urgent (lazyFire) LazyDelay
+	// after the first of them; armed under mu.
+	lazyTimer *time.Timer
 	spaceCond sync.Cond // on mu: pending was taken, or closing/failed
 	readyCond sync.Cond // on mu: a segment became ready, or failed
 	prepCond  sync.Cond // on mu: a ready segment was taken, or stop/failed
@@ -204,22 +219,35 @@ func (o *Options) normalize() error {
 	if o.SegmentsAhead <= 0 {
 		o.SegmentsAhead = DefaultSegmentsAhead
 	}
+	if o.LazyDelay <= 0 {
+		o.LazyDelay = DefaultLazyDelay
+	}
 	return nil
 }
 
 // Append adds a record to the log and returns its LSN at once; it copies
 // data. The record is durable once Sync(lsn) returns nil or a Waiter is told
 // so. Append blocks only while MaxPendingBytes are waiting for the flusher.
-func (l *Log) Append(data []byte) (LSN, error) { return l.append(data, nil) }
+func (l *Log) Append(data []byte) (LSN, error) { return l.append(data, nil, false) }
+
+// AppendLazy is Append for a record nothing waits on urgently (the end of
+// a transaction, a decision whose acknowledgement may come late): it does
+// not wake the flusher. The record becomes durable with the next batch the
+// flusher writes for any other reason — an Append, a Sync — or, if none
+// comes, Options.LazyDelay after it was appended. Under load the lazy
+// records ride in batches that are written anyway and cost no fsync of
+// their own; a lone lazy record costs one after LazyDelay. A Waiter
+// registered for it by Notify is told as usual, when that happens.
+func (l *Log) AppendLazy(data []byte) (LSN, error) { return l.append(data, nil, true) }
 
 // AppendNotify is Append followed by Notify(lsn, w), under one lock.
-func (l *Log) AppendNotify(data []byte, w Waiter) (LSN, error) { return l.append(data, w) }
+func (l *Log) AppendNotify(data []byte, w Waiter) (LSN, error) { return l.append(data, w, false) }
 
 // AppendSync is Append followed by Sync, registering the wait under the
 // same lock as the append.
 func (l *Log) AppendSync(data []byte) (LSN, error) {
 	w := syncWaiters.Get().(*syncWaiter)
-	lsn, err := l.append(data, w)
+	lsn, err := l.append(data, w, false)
 	if err == nil {
 		err = <-w.done
 	}
@@ -238,7 +266,7 @@ func (w *syncWaiter) LogDurable(_ LSN, err error) { w.done <- err }
 
 var syncWaiters = sync.Pool{New: func() any { return &syncWaiter{done: make(chan error, 1)} }}
 
-func (l *Log) append(data []byte, w Waiter) (LSN, error) {
+func (l *Log) append(data []byte, w Waiter, lazy bool) (LSN, error) {
 	if len(data) > l.maxRecord {
 		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), l.maxRecord)
 	}
@@ -246,6 +274,9 @@ func (l *Log) append(data []byte, w Waiter) (LSN, error) {
 	l.mu.Lock()
 	for l.mu.err == nil && !l.mu.closing && len(l.mu.pending) > headroom &&
 		len(l.mu.pending)-headroom+n > l.opts.MaxPendingBytes {
+		// Full of lazy records, perhaps: write them now rather than
+		// make this appender wait out LazyDelay.
+		l.hurryLocked()
 		l.mu.spaceWait++
 		l.spaceCond.Wait()
 		l.mu.spaceWait--
@@ -269,22 +300,58 @@ func (l *Log) append(data []byte, w Waiter) (LSN, error) {
 	if w != nil {
 		l.mu.waiters = append(l.mu.waiters, waiter{lsn, w})
 	}
-	if l.mu.flusherIdle {
-		l.mu.flusherIdle = false
-		l.flushCond.Signal()
+	switch {
+	case !lazy:
+		l.hurryLocked()
+	case !l.mu.urgent && !l.mu.lazyArmed:
+		l.mu.lazyArmed = true
+		l.lazyTimer.Reset(l.opts.LazyDelay)
 	}
 	l.mu.Unlock()
 	return lsn, nil
 }
 
-// Sync waits until lsn is durable. It does no I/O and takes no lock when lsn
-// is already durable. It returns the log's failure if lsn can no longer
+// hurryLocked makes the pending records urgent and wakes the flusher if it
+// sleeps. l.mu is held.
+func (l *Log) hurryLocked() {
+	l.mu.urgent = true
+	if l.mu.flusherIdle {
+		l.mu.flusherIdle = false
+		l.flushCond.Signal()
+	}
+}
+
+// lazyFire runs on the lazy timer's goroutine: LazyDelay has passed since
+// a lazy record was appended, so whatever is pending is written now. A
+// timer that fires after its records were written by an earlier batch
+// finds nothing pending, or records younger than LazyDelay — writing
+// those a little early is harmless.
+func (l *Log) lazyFire() {
+	l.mu.Lock()
+	l.mu.lazyArmed = false
+	if len(l.mu.pending) > headroom {
+		l.hurryLocked()
+	}
+	l.mu.Unlock()
+}
+
+// Sync waits until lsn is durable, hurrying the flusher if lsn was
+// appended lazily. It does no I/O and takes no lock when lsn is already
+// durable. It returns the log's failure if lsn can no longer
 // become durable; an LSN made durable before a failure still returns nil.
 // Sync of an LSN never appended is a programmer error and panics.
 func (l *Log) Sync(lsn LSN) error {
 	if LSN(l.durable.Load()) >= lsn {
 		return nil
 	}
+	// lsn may be a lazy record still pending: someone waits for it now.
+	// (Pending records may all be newer than lsn; writing them early is
+	// harmless.)
+	l.mu.Lock()
+	if len(l.mu.pending) > headroom {
+		l.hurryLocked()
+	}
+	l.mu.Unlock()
 	w := syncWaiters.Get().(*syncWaiter)
 	l.Notify(lsn, w)
 	err := <-w.done
@@ -377,6 +444,7 @@ func (l *Log) Close() error {
 	l.spaceCond.Broadcast()
 	l.mu.Unlock()
 	<-l.flusherDone
+	l.lazyTimer.Stop() // a late lazyFire finds nothing pending: harmless
 
 	l.mu.Lock()
 	l.mu.stopPrepare = true
@@ -428,13 +496,14 @@ func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
 // flushLoop is the flusher goroutine: it takes everything pending, writes it
 // with one write and one fsync (two of each when it crosses into a new
 // segment), then completes every waiter the batch covered, in LSN order.
-// It never waits for a timer: when idle it sleeps until the next Append, so
-// a lone appender pays one hand-off, not a batching delay.
+// It never waits for a timer when a record is urgent: it sleeps until the
+// next Append (or Sync), so a lone appender pays one hand-off, not a
+// batching delay. Lazy records alone wake it only after LazyDelay.
 func (l *Log) flushLoop() {
 	defer close(l.flusherDone)
 	for {
 		l.mu.Lock()
-		for len(l.mu.pending) == headroom && l.mu.err == nil && !l.mu.closing {
+		for (len(l.mu.pending) == headroom || !l.mu.urgent) && l.mu.err == nil && !l.mu.closing {
 			l.mu.flusherIdle = true
 			l.flushCond.Wait()
 		}
@@ -455,6 +524,7 @@ func (l *Log) flushLoop() {
 		}
 		batch := l.mu.pending
 		l.mu.pending = l.fl.spare[:headroom]
+		l.mu.urgent = false
 		if l.mu.spaceWait > 0 {
 			l.spaceCond.Broadcast()
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 )
 
 // Recovery describes what Open found on disk.
@@ -49,6 +50,8 @@ func Open(dir string, opts Options) (*Log, error) {
 		prepareDone: make(chan struct{}),
 	}
 	l.flushCond.L, l.spaceCond.L, l.readyCond.L, l.prepCond.L = &l.mu, &l.mu, &l.mu, &l.mu
+	l.lazyTimer = time.AfterFunc(time.Hour, l.lazyFire)
+	l.lazyTimer.Stop()
 	if err := l.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("wal: open %s: %w", dir, err)
 	}
