@@ -152,7 +152,7 @@ type Log struct {
 		// lazyArmed: lazyTimer runs, so pending lazy records will turn
 		// urgent within LazyDelay.
 		lazyArmed bool
-		spaceWait   int   // appenders blocked on spaceCond
+		spaceWait int // appenders blocked on spaceCond
 		// live are the used segments, oldest first; the last is the one being
 		// written (once the flusher started writing this incarnation).
 		live []*segment
