@@ -82,6 +82,10 @@ type scratch struct {
 	begin   wire.Begin
 	outcome wire.Outcome
 	buf     []byte
+	// names holds the branches' participant names, copied out of the
+	// caller's strings: a []byte(name) conversion per branch would
+	// allocate on every call.
+	names []byte
 }
 
 // Dial connects to the coordinator at addr and waits until at least one
@@ -130,10 +134,18 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 	defer c.pool.Put(sc)
 	sc.begin.Txn = wire.TxnID(id)
 	sc.begin.Branches = sc.begin.Branches[:0]
+	sc.names = sc.names[:0]
 	for _, b := range branches {
-		sc.begin.Branches = append(sc.begin.Branches, wire.Branch{Participant: []byte(b.Participant), Work: b.Work})
+		at := len(sc.names)
+		sc.names = append(sc.names, b.Participant...)
+		// If names grew, earlier branches keep pointing into the old
+		// array, whose bytes are unchanged: still right.
+		sc.begin.Branches = append(sc.begin.Branches, wire.Branch{Participant: sc.names[at:len(sc.names):len(sc.names)], Work: b.Work})
 	}
 	f, err := c.peer.Call(ctx, &sc.begin, sc.buf)
+	// Call has encoded the request; drop the caller's work slices so the
+	// pool does not keep them alive.
+	clear(sc.begin.Branches)
 	if err != nil {
 		var re *mux.RemoteError
 		switch {
