@@ -251,7 +251,11 @@ func (w *world) pump(n *node, lastLow *uint64) {
 				panic(err)
 			}
 			n.log = append(n.log, logRec{rec: back})
-			w.printf("%s: append #%d %s", n.name, idx, fmtRec(r))
+			lazy := ""
+			if rd.Lazy {
+				lazy = " (lazy)"
+			}
+			w.printf("%s: append #%d %s%s", n.name, idx, fmtRec(r), lazy)
 		}
 		for _, a := range rd.Applied {
 			w.printf("%s: applied %s %v", n.name, txnName(a.Txn), a.Decision)

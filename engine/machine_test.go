@@ -31,7 +31,7 @@ func TestTwoBranchCommit(t *testing.T) {
 		p := ps[m.To]
 		p.Step(m)
 		prd := p.Ready()
-		if len(prd.Records) != 1 || prd.Records[0].Type != engine.RecPrepared || len(prd.Messages) != 0 {
+		if len(prd.Records) != 1 || prd.Records[0].Type != engine.RecPrepared || len(prd.Messages) != 0 || prd.Lazy {
 			t.Fatalf("%s prepare: %+v", m.To, prd)
 		}
 		p.Durable(prd.FirstIndex)
@@ -42,7 +42,7 @@ func TestTwoBranchCommit(t *testing.T) {
 		s.Step(prd.Messages[0])
 	}
 	rd = s.Ready()
-	if len(rd.Records) != 1 || rd.Records[0].Type != engine.RecCommit || len(rd.Messages) != 0 || len(rd.Replies) != 0 {
+	if len(rd.Records) != 1 || rd.Records[0].Type != engine.RecCommit || len(rd.Messages) != 0 || len(rd.Replies) != 0 || rd.Lazy {
 		t.Fatalf("votes in: %+v", rd)
 	}
 	s.Durable(rd.FirstIndex)
@@ -55,18 +55,20 @@ func TestTwoBranchCommit(t *testing.T) {
 		p := ps[m.To]
 		p.Step(m)
 		prd := p.Ready()
-		if len(prd.Messages) != 0 || len(prd.Applied) != 0 || banks[m.To].Locked() != 1 {
+		// Applied (locks released) as soon as the decision is logged; the
+		// record is lazy and the ack waits for it to be durable.
+		if len(prd.Messages) != 0 || len(prd.Applied) != 1 || banks[m.To].Locked() != 0 || !prd.Lazy {
 			t.Fatalf("%s decision before durable: %+v", m.To, prd)
 		}
 		p.Durable(prd.FirstIndex)
 		prd = p.Ready()
-		if len(prd.Applied) != 1 || len(prd.Messages) != 1 || prd.Messages[0].Type != engine.MsgAck || banks[m.To].Locked() != 0 {
+		if len(prd.Applied) != 0 || len(prd.Messages) != 1 || prd.Messages[0].Type != engine.MsgAck {
 			t.Fatalf("%s decision durable: %+v", m.To, prd)
 		}
 		s.Step(prd.Messages[0])
 	}
 	rd = s.Ready()
-	if len(rd.Records) != 1 || rd.Records[0].Type != engine.RecEnd {
+	if len(rd.Records) != 1 || rd.Records[0].Type != engine.RecEnd || !rd.Lazy {
 		t.Fatalf("acks in: %+v", rd)
 	}
 	s.Durable(rd.FirstIndex)

@@ -117,9 +117,11 @@ const (
 	// decision arrives; inquires with backoff. Never aborts on its own.
 	partPrepared
 	// partCommitting: RecCommitted appended, not durable; the ack (or,
-	// one-phase, the YES vote) and the resource commit are held back.
-	// With a durable resource: the commit is started in the resource; the
-	// ack waits for its MsgResFinished.
+	// one-phase, the YES vote) is held back. Two-phase: the commit is
+	// already applied and the resource released (early lock release, see
+	// becomeCommitting). One-phase: the resource commit waits for
+	// durability too. With a durable resource: the commit is started in
+	// the resource; the ack waits for its MsgResFinished.
 	partCommitting
 	// partCommitted: committed; remembered for RememberTicks.
 	partCommitted
@@ -151,8 +153,9 @@ func (s partState) String() string {
 	return fmt.Sprintf("partState(%d)", uint8(s))
 }
 
-// holding reports whether the resource holds a YES-prepared transaction
-// for the state (and the transaction is in Participant.held).
+// holding reports whether the resource may hold a YES-prepared
+// transaction in the state (a two-phase partCommitting one has released
+// it already: heldAt < 0 and it is not in Participant.held).
 func (s partState) holding() bool {
 	return s == partPreparing || s == partPrepared || s == partCommitting || s == partAborting
 }
@@ -206,7 +209,10 @@ type Participant struct {
 	decided  int // decisions applied since the last checkpoint
 	ckptSize int // size of the last checkpoint's data
 
-	rd    Ready
+	rd Ready
+	// forced: rd.Records holds a record a vote waits on (RecPrepared, a
+	// one-phase RecCommitted).
+	forced bool
 	stats ParticipantStats
 
 	// Test-only knobs that break the durability ordering, to show the
@@ -697,13 +703,24 @@ func (p *Participant) finishAbort(t *partTxn) {
 	p.noteDecided()
 }
 
-func (p *Participant) finishCommit(t *partTxn) {
+// applyCommit commits t in the resource (a durable resource has done so
+// already) and releases it.
+func (p *Participant) applyCommit(t *partTxn) {
 	if !p.cfg.DurableResource {
 		p.res.Commit(t.id)
 	}
 	p.unhold(t)
 	p.stats.Committed++
 	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionCommit})
+}
+
+// finishCommit runs when t's commit is durable (RecCommitted, or the
+// durable resource's own commit): it applies the commit if that has not
+// happened yet and sends the ack (or the one-phase YES).
+func (p *Participant) finishCommit(t *partTxn) {
+	if t.heldAt >= 0 {
+		p.applyCommit(t)
+	}
 	if t.onePhase {
 		p.sendVote(t.id, VoteYes)
 	} else if !p.bugAckBeforeDurable {
@@ -791,6 +808,7 @@ func (p *Participant) becomePreparing(t *partTxn) {
 	t.state = partPreparing
 	t.gen++
 	idx := p.appendRecord(Record{Type: RecPrepared, Txn: t.id, Work: t.work})
+	p.forced = true // the YES vote waits for it
 	p.waits.push(partWait{index: idx, t: t, gen: t.gen})
 	if p.bugVoteBeforeDurable {
 		p.sendVote(t.id, VoteYes)
@@ -828,8 +846,19 @@ func (p *Participant) becomeCommitting(t *partTxn) {
 	}
 	if fresh {
 		p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
+		p.forced = true // the one-phase YES (= committed) waits for it
 	} else {
 		p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
+		// Early lock release: the decision is logged (appended) and the
+		// commit is already durable at the coordinator, so apply it now
+		// rather than hold the resource's locks through an fsync. Safe
+		// because (1) only the ack waits for durability, and until the
+		// ack the coordinator keeps the decision: a crash that loses this
+		// record leaves the transaction in doubt, and the inquiry's answer
+		// is commit again; (2) anything a later transaction does on top
+		// of this commit reaches the log after this record, so its own
+		// forced RecPrepared makes this record durable first.
+		p.applyCommit(t)
 		if p.bugAckBeforeDurable {
 			p.sendAck(t.id)
 		}
@@ -956,6 +985,8 @@ func (p *Participant) Ready() Ready {
 	p.start()
 	rd := p.rd
 	rd.LowWater = p.lowWater
+	rd.Lazy = len(rd.Records) > 0 && !p.forced
+	p.forced = false
 	p.lastLowWater = p.lowWater
 	p.rd.FirstIndex = 0
 	p.rd.Records = p.rd.Records[:0]

@@ -182,7 +182,9 @@ type Shard struct {
 	forgetT  fifo[timer[coordTxn]]
 	resendT  timerHeap[coordTxn]
 
-	rd           Ready
+	rd Ready
+	// forced: rd.Records holds a record something waits on (RecCommit).
+	forced       bool
 	lastLowWater uint64
 	stats        ShardStats
 
@@ -592,6 +594,7 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	t.unacked = len(t.yes)
 	s.stats.Undelivered++
 	idx := s.appendRecord(Record{Type: RecCommit, Txn: t.id, Participants: t.yes})
+	s.forced = true // the reply and the decisions wait for it
 	t.commitIndex = idx
 	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
 	s.open.push(coordWait{index: idx, t: t})
@@ -728,6 +731,8 @@ func (s *Shard) Ready() Ready {
 	s.start()
 	rd := s.rd
 	rd.LowWater = s.lowWater()
+	rd.Lazy = len(rd.Records) > 0 && !s.forced
+	s.forced = false
 	s.lastLowWater = rd.LowWater
 	s.rd.FirstIndex = 0
 	s.rd.Records = s.rd.Records[:0]

@@ -538,6 +538,16 @@ func (s *sim) pump(n *simNode) {
 	}
 }
 
+// logged reports whether n's log holds a record of type typ for txn.
+func (n *simNode) logged(typ engine.RecordType, txn engine.TxnID) bool {
+	for i := len(n.log) - 1; i >= 0; i-- {
+		if n.log[i].typ == typ && n.log[i].txn == txn {
+			return true
+		}
+	}
+	return false
+}
+
 // sync makes everything appended so far durable, as one group commit.
 func (s *sim) sync(n *simNode) {
 	n.syncAt = -1
@@ -599,8 +609,19 @@ func (s *sim) applied(n *simNode, a engine.Applied) {
 	s.tracef("%s: applied %s %v", n.name, short(a.Txn), a.Decision)
 	switch a.Decision {
 	case engine.DecisionCommit:
-		if !s.durCommitted[n.pi][a.Txn] {
-			s.fail("%s applied the commit of %s before its record was durable", n.name, short(a.Txn))
+		// A one-phase commit is the participant's own decision: applied
+		// only once its record is durable. A two-phase commit may be
+		// applied early (locks released before the fsync), but only once
+		// the decision is durable at the coordinator and logged here.
+		switch {
+		case len(t.branches) == 1 && !s.durCommitted[n.pi][a.Txn]:
+			s.fail("%s applied the one-phase commit of %s before its record was durable", n.name, short(a.Txn))
+			return
+		case len(t.branches) > 1 && !s.coordCommit[a.Txn]:
+			s.fail("%s applied the commit of %s before the coordinator's commit record was durable", n.name, short(a.Txn))
+			return
+		case len(t.branches) > 1 && !n.logged(engine.RecCommitted, a.Txn):
+			s.fail("%s applied the commit of %s before logging it", n.name, short(a.Txn))
 			return
 		}
 		if s.appliedNow[n.pi][a.Txn] {

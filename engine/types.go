@@ -250,8 +250,11 @@ const (
 	// RecPrepared (participant, forced before the YES vote): Work, so the
 	// resource can re-establish the prepared state after a restart.
 	RecPrepared
-	// RecCommitted (participant, forced before the ack): commit decision.
-	// Also written, with Work, for a one-phase commit.
+	// RecCommitted (participant, durable before the ack): commit decision.
+	// Also written, with Work, for a one-phase commit (forced: the YES
+	// vote waits for it). A two-phase commit is applied to the resource
+	// as soon as this record is appended (early lock release) and is
+	// written lazily: only its ack waits for it.
 	RecCommitted
 	// RecAborted (participant, not forced): abort decision.
 	RecAborted
@@ -316,6 +319,12 @@ type Ready struct {
 	FirstIndex uint64
 	// Records to append to the log, in order.
 	Records []Record
+	// Lazy is true when nothing waits urgently for Records to become
+	// durable (only unforced records, or a commit record whose ack may go
+	// out a little late): the log may write them with its next batch, or
+	// after a short delay, rather than at once (wal.Log.AppendLazy).
+	// Correctness never depends on it; it saves fsyncs at low load.
+	Lazy bool
 	// Messages to send now.
 	Messages []Message
 	// Replies to clients (coordinator shard only).

@@ -52,7 +52,7 @@
 #define P_PREPARING  1  /* RecPrepared appended, not durable: YES held back      */
 #define P_PREPARED   2  /* YES sent; in doubt; inquires                          */
 #define P_COMMITTING 3  /* RecCommitted appended, not durable: ack (one-phase:    */
-                        /* YES) and res.Commit held back                          */
+                        /* YES and res.Commit) held back                          */
 #define P_COMMITTED  4
 #define P_ABORTED    5
 #define P_READONLY   6
@@ -230,7 +230,9 @@ inline onCommit(i) {                /* Participant.commit */
 		 * durably ... it committed this one long ago": ack */
 		sendC(i, M_ACK)
 	:: pst[i] == P_PREPARED ->          /* becomeCommitting */
-		pappend(i, R_COMMITTED); pst[i] = P_COMMITTING
+		/* early lock release: applied once appended; only the ack
+		 * waits for the record to be durable */
+		pappend(i, R_COMMITTED); pst[i] = P_COMMITTING; applyCommit(i)
 #ifdef BUG_ACK_BEFORE_DURABLE
 		; sendC(i, M_ACK)
 #endif
@@ -259,9 +261,9 @@ inline pDurable(i) {
 		; sendC(i, M_YES)
 #endif
 	:: pst[i] == P_COMMITTING && plog[i].d >= pwait[i] ->
-		pst[i] = P_COMMITTED; applyCommit(i);
+		pst[i] = P_COMMITTED;
 		if
-		:: NP == 1 -> sendC(i, M_YES)       /* one-phase: YES = committed */
+		:: NP == 1 -> applyCommit(i); sendC(i, M_YES)  /* one-phase: YES = committed */
 		:: else
 #ifndef BUG_ACK_BEFORE_DURABLE
 			; sendC(i, M_ACK)
@@ -318,8 +320,11 @@ inline crashP(i) {
 		k = 0
 	};
 	printf("MSC: crash P%d (log keeps %d records)\n", i, plog[i].n);
-	/* DURABILITY: a commit once applied is never undone by a crash */
-	assert(!g_commit[i] || pst[i] == P_COMMITTED);
+	/* DURABILITY: a commit once applied is never undone by a crash. A
+	 * two-phase commit applied before its record was durable may come
+	 * back in doubt (prepared): it must then be committed again, which
+	 * checkSafety enforces (an abort now would break ATOMICITY). */
+	assert(!g_commit[i] || pst[i] == P_COMMITTED || NP > 1 && pst[i] == P_PREPARED);
 	/* Restore replays the decision into the resource */
 	if
 	:: pst[i] == P_COMMITTED -> applyCommit(i)

@@ -183,7 +183,14 @@ func (p *Pump) flush() error {
 				// The machine built a record the codec refuses: a programmer error.
 				panic(fmt.Sprintf("pump: encoding %v record: %v", rd.Records[i].Type, err))
 			}
-			lsn, err := p.log.Append(p.encBuf)
+			// Only the last record of an urgent batch hurries the log: it
+			// takes every record appended before it along.
+			var lsn wal.LSN
+			if rd.Lazy || i < len(rd.Records)-1 {
+				lsn, err = p.log.AppendLazy(p.encBuf)
+			} else {
+				lsn, err = p.log.Append(p.encBuf)
+			}
 			if err != nil {
 				return fmt.Errorf("log append failed, stopping: %w", err)
 			}
