@@ -2,12 +2,12 @@ package coordinator
 
 import (
 	"fmt"
-	"github.com/commitd/commitd/internal/link"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 )
@@ -124,7 +124,7 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	if reqID >= 1<<tagReqBits {
 		return fmt.Errorf("request id %d is beyond %d bits", reqID, tagReqBits)
 	}
-	if s.closing.Load() {
+	if s.life.Closing() {
 		return c.Reply(reqID, &wire.Error{Code: wire.CodeUnavailable, Message: []byte("coordinator is shutting down")})
 	}
 	st.msg = engine.Message{Type: engine.MsgBegin, Txn: engine.TxnID(b.Txn), Tag: st.id<<tagReqBits | reqID}

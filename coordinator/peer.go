@@ -34,5 +34,3 @@ func newPeer(name, addr string, cfg *Config) *peer {
 func (p *peer) send(shard int, m wire.Message) {
 	_ = p.mux.SendVia(shard, m)
 }
-
-func (p *peer) close() { p.mux.Close() }

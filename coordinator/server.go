@@ -2,18 +2,16 @@ package coordinator
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/datadir"
+	"github.com/commitd/commitd/internal/node"
 	"github.com/commitd/commitd/internal/obs"
 	"github.com/commitd/commitd/internal/pump"
 	"github.com/commitd/commitd/net/mux"
@@ -39,13 +37,7 @@ type Server struct {
 	clients clientTable
 	metrics *metrics
 	http    *obs.Server
-
-	stop     chan struct{} // closed by Close
-	done     chan struct{} // closed when every goroutine has returned
-	wg       sync.WaitGroup
-	failOnce sync.Once
-	failErr  atomic.Pointer[error] // the first fatal error (a failed log)
-	closing  atomic.Bool
+	life    *node.Lifecycle // goroutines, Close, Done, Err
 }
 
 type shardStats struct {
@@ -69,14 +61,13 @@ func Start(cfg Config) (*Server, error) {
 		lock:  lock,
 		peers: make(map[string]*peer),
 		names: make(map[string]string),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		life:  node.New(node.Config{Name: "coordinator", Logger: cfg.Logger}),
 	}
 	s.metrics = newMetrics()
 	ok := false
 	defer func() {
 		if !ok {
-			s.abandon()
+			node.Abandon(s.parts())
 		}
 	}()
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
@@ -110,15 +101,9 @@ func Start(cfg Config) (*Server, error) {
 		s.names[name] = name
 		s.peers[name] = newPeer(name, addr, &cfg)
 	}
-	if s.ln = cfg.Listener; s.ln == nil {
-		s.ln, err = net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("coordinator: listen on %s: %w", cfg.Listen, err)
-		}
-	}
-	ln := s.ln
-	if cfg.TLS != nil {
-		ln = tls.NewListener(ln, cfg.TLS)
+	var ln net.Listener
+	if s.ln, ln, err = node.Listen(cfg.Listener, cfg.Listen, cfg.TLS); err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	if cfg.HTTP != "" {
 		s.http, err = obs.Start(cfg.HTTP, s.metrics.reg, s.Err)
@@ -134,24 +119,7 @@ func Start(cfg Config) (*Server, error) {
 		NoCoalesce: !cfg.Coalesce,
 		OnClose:    func(c *mux.Conn, _ error) { door.closed(c) },
 	}})
-	for i, p := range s.pumps {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := p.Run(); err != nil && !errors.Is(err, pump.ErrStopped) {
-				s.fail(fmt.Errorf("coordinator shard %d: %w", i, err))
-			}
-		}()
-	}
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		s.mux.Serve(ln)
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.retireLoop()
-	}()
+	s.life.Serve(s.parts(), ln)
 	ok = true
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
 		"participants", len(cfg.Participants), "data", cfg.DataDir)
@@ -204,89 +172,43 @@ func (s *Server) WaitConnected(ctx context.Context) error {
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Done is closed when the server has stopped, after Close or a fatal error.
-func (s *Server) Done() <-chan struct{} { return s.done }
+func (s *Server) Done() <-chan struct{} { return s.life.Done() }
 
 // Err is the fatal error that stopped the server, if any.
-func (s *Server) Err() error {
-	if p := s.failErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// fail stops the server after a fatal error: a log that failed a write or
-// an fsync must not acknowledge anything more (FACTS.md, rule 5).
-func (s *Server) fail(err error) {
-	s.failOnce.Do(func() {
-		s.failErr.Store(&err)
-		s.cfg.Logger.Error("coordinator stopping", "err", err)
-		go s.Close()
-	})
-}
+func (s *Server) Err() error { return s.life.Err() }
 
 // Close stops the coordinator gracefully: it stops accepting work, gives
-// transactions in flight up to a second to finish, stops the shards and
-// syncs the log. A crash instead of Close loses nothing acknowledged.
-func (s *Server) Close() error {
-	if !s.closing.CompareAndSwap(false, true) {
-		<-s.done
-		return nil
-	}
-	s.ln.Close()
+// transactions in flight up to a second to finish (drain), stops the
+// shards and syncs the log. A crash instead of Close loses nothing
+// acknowledged.
+func (s *Server) Close() error { return s.life.Close() }
+
+// drain waits up to a second for the transactions in flight to finish, so
+// that a graceful stop answers their clients.
+func (s *Server) drain() {
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) && s.Err() == nil && s.Status().InFlight > 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
-	close(s.stop)
-	for _, p := range s.pumps {
-		p.Stop()
-	}
-	s.mux.Close()
-	for _, p := range s.peers {
-		p.close()
-	}
-	s.wg.Wait()
-	s.http.Close()
-	err := s.log.Close()
-	s.lock.Release()
-	close(s.done)
-	return err
 }
 
-// abandon releases what a failed Start acquired.
-func (s *Server) abandon() {
-	if s.log != nil {
-		s.log.Close()
-	}
-	if s.ln != nil {
-		s.ln.Close()
-	}
-	s.http.Close()
+// parts lists what the coordinator holds, for node's shutdown order; what a
+// failed Start never acquired is nil.
+func (s *Server) parts() node.Parts {
+	peers := make([]*mux.Peer, 0, len(s.peers))
 	for _, p := range s.peers {
-		p.close()
+		peers = append(peers, p.mux)
 	}
-	s.lock.Release()
-}
-
-// retireLoop deletes log segments that no shard needs any more: every
-// record below the smallest LSN any shard still needs.
-func (s *Server) retireLoop() {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		low := wal.LSN(^uint64(0))
-		for _, p := range s.pumps {
-			low = min(low, p.Needed())
-		}
-		if err := s.log.Retire(low); err != nil {
-			s.fail(fmt.Errorf("coordinator: retiring log segments: %w", err))
-			return
-		}
+	return node.Parts{
+		Listener: s.ln,
+		Drain:    s.drain,
+		Pumps:    s.pumps,
+		PumpName: func(i int) string { return fmt.Sprintf("coordinator shard %d", i) },
+		Mux:      s.mux,
+		Peers:    peers,
+		HTTP:     s.http,
+		Log:      s.log,
+		Lock:     s.lock,
 	}
 }
 

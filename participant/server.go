@@ -6,17 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/commitd/commitd/internal/link"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/datadir"
+	"github.com/commitd/commitd/internal/link"
+	"github.com/commitd/commitd/internal/node"
 	"github.com/commitd/commitd/internal/obs"
 	"github.com/commitd/commitd/internal/pump"
 	"github.com/commitd/commitd/net/mux"
@@ -156,12 +156,7 @@ type Server struct {
 	forgetMu sync.Mutex
 	forget   []engine.TxnID
 
-	stop     chan struct{}
-	done     chan struct{}
-	wg       sync.WaitGroup
-	failOnce sync.Once
-	failErr  atomic.Pointer[error]
-	closing  atomic.Bool
+	life *node.Lifecycle // goroutines, Close, Done, Err
 }
 
 // Start opens and recovers the participant's log and ledger and starts
@@ -175,11 +170,18 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, lock: lock, stop: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, lock: lock, reg: prometheus.NewRegistry()}
+	s.life = node.New(node.Config{
+		Name:   "participant",
+		Logger: cfg.Logger.With("name", cfg.Name),
+		// The ledger is synced before the protocol log retires anything,
+		// so no decision ever drops out of both.
+		BeforeRetire: func() error { return s.ledger.sync() },
+	})
 	ok := false
 	defer func() {
 		if !ok {
-			s.abandon()
+			node.Abandon(s.parts(false))
 		}
 	}()
 	// A checkpoint is one record holding the whole resource: allow records
@@ -235,15 +237,9 @@ func Start(cfg Config) (*Server, error) {
 		Dial:  link.Dialer(cfg.TLS),
 		Conns: cfg.ConnsToCoordinator,
 	})
-	if s.ln = cfg.Listener; s.ln == nil {
-		s.ln, err = net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("participant: listen on %s: %w", cfg.Listen, err)
-		}
-	}
-	ln := s.ln
-	if cfg.TLS != nil {
-		ln = tls.NewListener(ln, cfg.TLS)
+	var ln net.Listener
+	if s.ln, ln, err = node.Listen(cfg.Listener, cfg.Listen, cfg.TLS); err != nil {
+		return nil, fmt.Errorf("participant: %w", err)
 	}
 	if cfg.HTTP != "" {
 		if s.http, err = obs.Start(cfg.HTTP, s.reg, s.Err); err != nil {
@@ -261,27 +257,9 @@ func Start(cfg Config) (*Server, error) {
 			door.conns.Delete(c)
 		},
 	}})
-	s.wg.Add(3)
-	go func() {
-		defer s.wg.Done()
-		if err := s.pump.Run(); err != nil && !errors.Is(err, pump.ErrStopped) {
-			s.fail(fmt.Errorf("participant %s: %w", cfg.Name, err))
-		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.mux.Serve(ln)
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.retireLoop()
-	}()
+	s.life.Serve(s.parts(true), ln)
 	if s.durable != nil {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.durableLoop()
-		}()
+		s.life.Go(s.durableLoop)
 	}
 	ok = true
 	cfg.Logger.Info("participant serving", "name", cfg.Name, "addr", s.ln.Addr().String(),
@@ -421,14 +399,14 @@ func (s *Server) durableLoop() {
 	defer cancel()
 	go func() {
 		select {
-		case <-s.stop:
+		case <-s.life.Stopping():
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.life.Stopping():
 			return
 		case <-scanT.C:
 			ids, err := s.durable.InDoubt(ctx)
@@ -452,7 +430,7 @@ func (s *Server) durableLoop() {
 				continue
 			}
 			if err := s.ledger.sync(); err != nil {
-				s.fail(err)
+				s.life.Fail(err)
 				return
 			}
 			if err := s.durable.Forget(ctx, ids); err != nil {
@@ -475,95 +453,42 @@ func (s *Server) WaitConnected(ctx context.Context) error {
 // Addr is the address the participant listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Done is closed when the server has stopped.
-func (s *Server) Done() <-chan struct{} { return s.done }
+// Done is closed when the server has stopped, after Close or a fatal error.
+func (s *Server) Done() <-chan struct{} { return s.life.Done() }
 
 // Err is the fatal error that stopped the server, if any.
-func (s *Server) Err() error {
-	if p := s.failErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-func (s *Server) fail(err error) {
-	s.failOnce.Do(func() {
-		s.failErr.Store(&err)
-		s.cfg.Logger.Error("participant stopping", "name", s.cfg.Name, "err", err)
-		go s.Close()
-	})
-}
+func (s *Server) Err() error { return s.life.Err() }
 
 // Close stops the participant: no more prepares are accepted, the machine
 // stops, the log and ledger are synced. Prepared transactions stay
 // prepared on disk and are resolved after the next start.
-func (s *Server) Close() error {
-	if !s.closing.CompareAndSwap(false, true) {
-		<-s.done
-		return nil
-	}
-	s.ln.Close()
-	close(s.stop)
-	s.pump.Stop()
-	s.mux.Close()
-	s.coord.Close()
-	s.wg.Wait()
-	s.http.Close()
-	var derr error
-	if s.durable != nil {
-		derr = s.durable.Close()
-	}
-	err := errors.Join(derr, s.ledger.close(), s.log.Close())
-	s.lock.Release()
-	close(s.done)
-	return err
-}
+func (s *Server) Close() error { return s.life.Close() }
 
-func (s *Server) abandon() {
-	if s.ledger != nil {
-		s.ledger.close()
+// parts lists what the participant holds, for node's shutdown order; what a
+// failed Start never acquired is nil. The Durable resource is the server's
+// to close only once Start has succeeded (serving).
+func (s *Server) parts(serving bool) node.Parts {
+	p := node.Parts{
+		Listener: s.ln,
+		Mux:      s.mux,
+		HTTP:     s.http,
+		Log:      s.log,
+		Lock:     s.lock,
 	}
-	if s.log != nil {
-		s.log.Close()
-	}
-	if s.ln != nil {
-		s.ln.Close()
+	if s.pump != nil {
+		p.Pumps = []*pump.Pump{s.pump}
+		p.PumpName = func(int) string { return "participant " + s.cfg.Name }
 	}
 	if s.coord != nil {
-		s.coord.Close()
+		p.Peers = []*mux.Peer{s.coord}
 	}
-	s.http.Close()
-	s.lock.Release()
-}
-
-// retireLoop drops log segments older than the last durable checkpoint,
-// after making the ledger durable so no decision drops out of both.
-func (s *Server) retireLoop() {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		needed := s.pump.Needed()
-		if needed == 0 {
-			// The machine has published no low water since the start
-			// (it has not stepped): everything restored may be needed.
-			// (Retiring "up to infinity" here once dropped the balances'
-			// only durable copy; see internal/chaos TestIdleRestartKeepsTheLog.)
-			continue
-		}
-		if err := s.ledger.sync(); err != nil {
-			s.fail(err)
-			return
-		}
-		if err := s.log.Retire(needed); err != nil {
-			s.fail(fmt.Errorf("participant: retiring log segments: %w", err))
-			return
-		}
+	if serving && s.durable != nil {
+		p.Stores = append(p.Stores, s.durable.Close)
 	}
+	if s.ledger != nil {
+		p.Stores = append(p.Stores, s.ledger.close)
+	}
+	return p
 }
 
 // Accounts is the participant's summary for `commitd admin accounts`.
@@ -724,7 +649,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if err := st.prepare.Decode(f); err != nil {
 			return err
 		}
-		if s.closing.Load() {
+		if s.life.Closing() {
 			return nil // not taken: the coordinator will time it out
 		}
 		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: engine.TxnID(st.prepare.Txn), To: s.cfg.Name,
