@@ -1,0 +1,418 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/wal"
+	"github.com/commitd/commitd/wal/waltest"
+	"github.com/google/uuid"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// fakeParticipant stands in for a participant, as the coordinator sees one:
+// it accepts the coordinator's connections and records every prepare and
+// decision they carry, and answers through a connection of its own to the
+// coordinator — a vote (if vote is set) for each prepare, an ack (if ack is
+// set) for each commit decision.
+type fakeParticipant struct {
+	name string
+	ln   net.Listener
+	srv  *mux.Server
+	vote atomic.Uint32 // wire.VoteCode to answer prepares with; 0: none
+	ack  atomic.Bool
+
+	mu struct {
+		sync.Mutex
+		coord     *mux.Peer // to the coordinator; replaced by connect
+		prepares  []wire.TxnID
+		decisions []wire.Decision
+	}
+}
+
+func newFakeParticipant(t *testing.T, name string) *fakeParticipant {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeParticipant{name: name, ln: ln}
+	f.vote.Store(uint32(wire.VoteYes))
+	f.ack.Store(true)
+	f.srv = mux.NewServer(mux.ServerOptions{Conn: mux.Options{Handler: mux.HandlerFunc(f.handle), Logger: quiet()}})
+	go f.srv.Serve(ln)
+	t.Cleanup(func() {
+		f.srv.Close()
+		f.mu.Lock()
+		if f.mu.coord != nil {
+			f.mu.coord.Close()
+		}
+		f.mu.Unlock()
+	})
+	return f
+}
+
+// connect (re)points the fake's own connection at the coordinator at addr.
+func (f *fakeParticipant) connect(t *testing.T, addr string) {
+	t.Helper()
+	p := mux.NewPeer(addr, mux.PeerOptions{
+		Conn:  mux.Options{Logger: quiet()},
+		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(f.name)},
+	})
+	f.mu.Lock()
+	old := f.mu.coord
+	f.mu.coord = p
+	f.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fakeParticipant) send(m wire.Message) {
+	f.mu.Lock()
+	p := f.mu.coord
+	f.mu.Unlock()
+	if p != nil {
+		_ = p.Send(m) // lost if not connected: the coordinator copes
+	}
+}
+
+func (f *fakeParticipant) handle(_ *mux.Conn, fr wire.Frame) error {
+	switch fr.Type {
+	case wire.TypePrepare:
+		var m wire.Prepare
+		if err := m.Decode(fr); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.mu.prepares = append(f.mu.prepares, m.Txn)
+		f.mu.Unlock()
+		if v := wire.VoteCode(f.vote.Load()); v != 0 {
+			f.send(&wire.Vote{Txn: m.Txn, From: []byte(f.name), Vote: v})
+		}
+	case wire.TypeDecision:
+		var m wire.Decision
+		if err := m.Decode(fr); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.mu.decisions = append(f.mu.decisions, m)
+		f.mu.Unlock()
+		if m.Decision == wire.DecisionCommit && f.ack.Load() {
+			f.send(&wire.Ack{Txn: m.Txn, From: []byte(f.name)})
+		}
+	}
+	return nil
+}
+
+// decisionsFor counts the decisions d for txn received so far.
+func (f *fakeParticipant) decisionsFor(txn uuid.UUID, d wire.DecisionCode) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, m := range f.mu.decisions {
+		if m.Txn == wire.TxnID(txn) && m.Decision == d {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *fakeParticipant) prepared(txn uuid.UUID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range f.mu.prepares {
+		if id == wire.TxnID(txn) {
+			return true
+		}
+	}
+	return false
+}
+
+// eventually polls cond for up to 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// rig is a coordinator with two fake participants, p1 and p2, and a client.
+type rig struct {
+	t     *testing.T
+	cfg   coordinator.Config
+	coord *coordinator.Server
+	parts map[string]*fakeParticipant
+	cl    *client.Client
+}
+
+func newRig(t *testing.T, fs wal.FS) *rig {
+	t.Helper()
+	r := &rig{t: t, parts: map[string]*fakeParticipant{}}
+	r.cfg = coordinator.Config{
+		Listen:         "127.0.0.1:0",
+		DataDir:        t.TempDir(),
+		Participants:   map[string]string{},
+		Shards:         2,
+		PrepareTimeout: 300 * time.Millisecond,
+		RedeliverMin:   20 * time.Millisecond,
+		RedeliverMax:   200 * time.Millisecond,
+		SegmentSize:    1 << 20,
+		FS:             fs,
+		GroupCommit:    true,
+		Coalesce:       true,
+		Logger:         quiet(),
+	}
+	for _, name := range []string{"p1", "p2"} {
+		f := newFakeParticipant(t, name)
+		r.parts[name] = f
+		r.cfg.Participants[name] = f.ln.Addr().String()
+	}
+	r.start()
+	return r
+}
+
+// start starts the coordinator on the rig's data directory, connects the
+// fakes and a client to it.
+func (r *rig) start() {
+	t := r.t
+	t.Helper()
+	c, err := coordinator.Start(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.coord = c
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range r.parts {
+		f.connect(t, c.Addr().String())
+	}
+	if r.cl != nil {
+		r.cl.Close()
+	}
+	r.cl, err = client.Dial(c.Addr().String(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := r.cl
+	t.Cleanup(func() { cl.Close() })
+}
+
+func (r *rig) run(id uuid.UUID, branches ...string) client.Result {
+	r.t.Helper()
+	bs := make([]client.Branch, len(branches))
+	for i, name := range branches {
+		bs[i] = client.Branch{Participant: name, Work: []byte("work")}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := r.cl.Run(ctx, id, bs)
+	if err != nil {
+		r.t.Fatalf("run %v: %v", branches, err)
+	}
+	return res
+}
+
+func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
+
+// Begins that cannot run get a rejection that says why, a request the
+// coordinator does not serve gets an error reply, a malformed frame closes
+// only its own connection — and the coordinator keeps committing.
+func TestBadRequestsAreAnsweredAndServingGoesOn(t *testing.T) {
+	r := newRig(t, nil)
+	used := newID()
+	if res := r.run(used, "p1", "p2"); res.Outcome != client.Committed {
+		t.Fatalf("first transaction: %v", res)
+	}
+	cases := []struct {
+		name     string
+		id       uuid.UUID
+		branches []string
+		want     string // in the Detail
+	}{
+		{"more participants than the coordinator knows", newID(), []string{"p1", "p2", "p3"}, `unknown participant "p3"`},
+		{"an unknown participant name", newID(), []string{"nobody"}, `unknown participant "nobody"`},
+		{"one participant twice", newID(), []string{"p1", "p1"}, ""},
+		{"no branches", newID(), nil, ""},
+		{"an id already used", used, []string{"p1", "p2"}, ""},
+	}
+	for _, tc := range cases {
+		res := r.run(tc.id, tc.branches...)
+		if res.Outcome != client.Rejected || res.Cause != engine.CauseInvalid || res.Detail == "" ||
+			!strings.Contains(res.Detail, tc.want) {
+			t.Errorf("%s: %v (cause %v, detail %q), want rejected saying %q", tc.name, res.Outcome, res.Cause, res.Detail, tc.want)
+		}
+	}
+	for _, f := range r.parts {
+		for _, tc := range cases[:4] {
+			if f.prepared(tc.id) {
+				t.Errorf("%s: %s was asked to prepare a rejected transaction", tc.name, f.name)
+			}
+		}
+	}
+
+	// An admin report only participants serve: an error reply, and the
+	// connection stays usable for the next request.
+	nc, err := net.Dial("tcp", r.coord.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := mux.NewConn(nc, mux.Options{Logger: quiet()})
+	defer conn.Close()
+	if err := conn.Send(&wire.Hello{Role: wire.RoleAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminAccounts}, nil)
+	var re *mux.RemoteError
+	if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, "does not serve") {
+		t.Errorf("admin accounts from the coordinator: %v, want an invalid-request error", err)
+	}
+	var st coordinator.Status
+	if err := client.Admin(ctx, r.coord.Addr().String(), "status", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	// The shards count the rejections they judge; the two the front door
+	// judges (names it does not know) never reach a shard and are counted
+	// only in the commitd_coordinator_transactions_total series.
+	if want := uint64(len(cases) - 2); st.Committed != 1 || st.Rejected != want || st.InFlight != 0 {
+		t.Errorf("status %+v, want 1 committed, %d rejected, none in flight", st, want)
+	}
+
+	// A Begin whose branch count says 11: the wire refuses it, and the
+	// coordinator closes that connection.
+	frame, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: wire.TxnID(newID()),
+		Branches: []wire.Branch{{Participant: []byte("p1"), Work: []byte("w")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame[wire.HeaderSize+16] = wire.MaxBranches + 1 // the payload: txn (16), then the count
+	hello, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleClient})
+	raw, err := net.Dial("tcp", r.coord.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write(append(hello, frame...)); err != nil {
+		t.Fatal(err)
+	}
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ne net.Error
+	if _, err := io.Copy(io.Discard, raw); errors.As(err, &ne) && ne.Timeout() {
+		t.Error("a malformed Begin left its connection open")
+	}
+
+	if res := r.run(newID(), "p1", "p2"); res.Outcome != client.Committed {
+		t.Fatalf("after the bad requests: %v", res)
+	}
+	if err := r.coord.Err(); err != nil {
+		t.Fatalf("the coordinator failed: %v", err)
+	}
+}
+
+// A participant that does not vote in time aborts the transaction, and the
+// participant that voted yes is told so.
+func TestPrepareTimeoutAborts(t *testing.T) {
+	r := newRig(t, nil)
+	r.parts["p2"].vote.Store(0)
+	id := newID()
+	res := r.run(id, "p1", "p2")
+	if res.Outcome != client.Aborted || res.Cause != engine.CauseTimeout || res.Participant != "p2" {
+		t.Fatalf("%v (cause %v at %q), want aborted: p2 timed out", res, res.Cause, res.Participant)
+	}
+	eventually(t, "p1 told to abort", func() bool { return r.parts["p1"].decisionsFor(id, wire.DecisionAbort) > 0 })
+	if n := r.parts["p1"].decisionsFor(id, wire.DecisionCommit); n != 0 {
+		t.Fatalf("p1 told to commit an aborted transaction %d times", n)
+	}
+}
+
+// A commit decided but not acknowledged when the coordinator stops is
+// decided again from its log after a restart, and delivered until
+// acknowledged.
+func TestRestartRedrivesAnUnacknowledgedCommit(t *testing.T) {
+	r := newRig(t, nil)
+	p1 := r.parts["p1"]
+	p1.ack.Store(false)
+	id := newID()
+	if res := r.run(id, "p1", "p2"); res.Outcome != client.Committed {
+		t.Fatalf("%v, want committed", res)
+	}
+	eventually(t, "one commit in doubt", func() bool { return r.coord.Status().InDoubt == 1 })
+	if err := r.coord.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p1.mu.Lock()
+	p1.mu.decisions = nil // only what comes after the restart counts
+	p1.mu.Unlock()
+
+	r.start() // the same data directory, a new address
+	// The shards publish their statistics after their first loop.
+	eventually(t, "the unacknowledged commit in doubt after the restart", func() bool { return r.coord.Status().InDoubt == 1 })
+	// Acks are not logged, so every participant is told again
+	// (docs/protocol.md, "Recovery"); p2 had acked and acks again.
+	eventually(t, "the commit redelivered to p1", func() bool { return p1.decisionsFor(id, wire.DecisionCommit) > 0 })
+	eventually(t, "the commit redelivered to p2", func() bool { return r.parts["p2"].decisionsFor(id, wire.DecisionCommit) == 2 })
+	if n := p1.decisionsFor(id, wire.DecisionAbort) + r.parts["p2"].decisionsFor(id, wire.DecisionAbort); n != 0 {
+		t.Fatalf("%d abort decisions for a committed transaction", n)
+	}
+	p1.ack.Store(true)
+	eventually(t, "nothing in doubt once p1 acknowledges", func() bool { return r.coord.Status().InDoubt == 0 })
+}
+
+// A failed fsync stops the coordinator: Done closes, Err names the failure,
+// and the client is never told its transaction committed.
+func TestFsyncFailureStopsTheCoordinator(t *testing.T) {
+	fs := waltest.NewMemFS()
+	r := newRig(t, fs)
+	if res := r.run(newID(), "p1", "p2"); res.Outcome != client.Committed {
+		t.Fatalf("before the fault: %v", res)
+	}
+	fs.Inject(waltest.FailNth(waltest.OpSync, 1, syscall.EIO, true))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, _ := r.cl.Run(ctx, newID(), []client.Branch{{Participant: "p1", Work: []byte("w")}, {Participant: "p2", Work: []byte("w")}})
+	if res.Outcome == client.Committed {
+		t.Fatalf("a transaction committed over a failed fsync: %v", res)
+	}
+	select {
+	case <-r.coord.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the coordinator kept running after a failed fsync")
+	}
+	err := r.coord.Err()
+	if !errors.Is(err, syscall.EIO) || !errors.Is(err, wal.ErrFailed) || !strings.HasPrefix(err.Error(), "coordinator") {
+		t.Fatalf("Err() = %v, want the coordinator's failed log (EIO)", err)
+	}
+	if _, err := client.Dial(r.coord.Addr().String(), client.Options{DialTimeout: 200 * time.Millisecond}); err == nil {
+		t.Fatal("a stopped coordinator still accepts clients")
+	}
+}
