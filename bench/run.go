@@ -43,7 +43,18 @@ type Config struct {
 	// Progress, if set, receives a live progress line every second.
 	Progress io.Writer
 	// AckLog, if set, receives one line per transaction:
-	// "<uuid> <outcome> <participant>,<participant>...".
+	// "<uuid> <outcome> <participant>,<participant>...\n", the outcome the
+	// caller was told (a transaction cut off by the end of the run is
+	// logged as unknown but not counted). A caller queues its line as soon
+	// as it has recorded the outcome, before it starts its next
+	// transaction; one writer goroutine writes everything queued with one
+	// Write call per round, starting the next round as soon as a Write
+	// returns, and Run writes the rest before it returns. Nothing is held
+	// in a user-space buffer across rounds, so with an *os.File every line
+	// reaches the kernel (a write(2)) one round after its outcome is
+	// known: a kill -9 loses only the lines queued since the last round
+	// began, and can leave the last line cut short. If a Write fails the
+	// run stops and Run returns the error.
 	AckLog io.Writer
 	// Sample, if set, is called once a second and at the start and end of
 	// the run to read the coordinator's allocation and memory counters.
@@ -181,6 +192,13 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		defer cancel()
 	}
 	r := &runner{cfg: cfg, rec: newRecorder()}
+	if cfg.AckLog != nil {
+		// A failed ack log makes the run worthless to a crash test: stop.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		r.ack = newAckLog(cfg.AckLog, cancel)
+	}
 	var first ServerSample
 	if cfg.Sample != nil {
 		var err error
@@ -203,6 +221,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	elapsed := time.Since(r.start)
 	close(stopProgress)
 	<-progressDone
+	var ackErr error
+	if r.ack != nil {
+		if err := r.ack.close(); err != nil {
+			ackErr = fmt.Errorf("bench: writing the ack log: %w", err)
+		}
+	}
 	if cfg.Progress != nil {
 		fmt.Fprintln(cfg.Progress)
 	}
@@ -219,7 +243,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Sample != nil {
 		last, err := cfg.Sample(context.Background())
 		if err != nil {
-			return rep, fmt.Errorf("bench: reading the coordinator's counters: %w", err)
+			return rep, errors.Join(ackErr, fmt.Errorf("bench: reading the coordinator's counters: %w", err))
 		}
 		answered := float64(max(1, rep.Committed+rep.Aborted+rep.Unknown+rep.Rejected))
 		sr := &ServerReport{
@@ -234,16 +258,16 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 		rep.Coordinator = sr
 	}
-	return rep, nil
+	return rep, ackErr
 }
 
 // runner is one run's shared state.
 type runner struct {
-	cfg    Config
-	rec    *recorder
+	cfg    Config    // immutable
+	rec    *recorder // safe for concurrent use
+	ack    *ackLog   // nil without Config.AckLog; safe for concurrent use
 	start  time.Time // set before any worker starts
 	issued atomic.Int64
-	ackMu  sync.Mutex
 	series []Interval // owned by the progress goroutine until Run reads it
 }
 
@@ -252,27 +276,24 @@ func (r *runner) next() bool {
 	return r.cfg.Txns <= 0 || r.issued.Add(1) <= r.cfg.Txns
 }
 
-// worker is one caller's reusable state.
+// worker is one caller's reusable state, owned by its goroutine.
 type worker struct {
-	rng      *rand.Rand
+	rng      *rand.Rand // the workload's, from Config.Seed
+	ids      *idSource
 	branches []client.Branch
 	line     []byte
 	stripe   *stripe
 }
 
 func (r *runner) newWorker(i int) *worker {
-	return &worker{rng: rand.New(rand.NewPCG(r.cfg.Seed, uint64(i))), stripe: r.rec.stripe(i)}
+	return &worker{rng: rand.New(rand.NewPCG(r.cfg.Seed, uint64(i))), ids: newIDSource(), stripe: r.rec.stripe(i)}
 }
 
 // one runs one transaction whose latency counts from intended. It reports
 // false if the run was cut off by its end (ctx), not by the system.
 func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 	w.branches = r.cfg.Work.Next(w.rng, w.branches)
-	id, err := uuid.NewV7()
-	if err != nil {
-		w.stripe.record(slotError, 0)
-		return true
-	}
+	id := w.ids.next(intended)
 	res, err := r.cfg.Client.Run(ctx, id, w.branches)
 	us := time.Since(intended).Microseconds()
 	if err != nil && ctx.Err() != nil && res.Outcome == client.Unknown {
@@ -380,26 +401,13 @@ pace:
 	wg.Wait()
 }
 
+// writeAck queues the transaction's ack log line (see Config.AckLog).
 func (r *runner) writeAck(w *worker, id uuid.UUID, o engine.Outcome) {
-	if r.cfg.AckLog == nil {
+	if r.ack == nil {
 		return
 	}
-	b := w.line[:0]
-	b = append(b, id.String()...)
-	b = append(b, ' ')
-	b = append(b, o.String()...)
-	b = append(b, ' ')
-	for i, br := range w.branches {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, br.Participant...)
-	}
-	b = append(b, '\n')
-	w.line = b
-	r.ackMu.Lock()
-	_, _ = r.cfg.AckLog.Write(b)
-	r.ackMu.Unlock()
+	w.line = appendAck(w.line[:0], id, o, w.branches)
+	r.ack.add(w.line)
 }
 
 // progress samples the recorder once a second: it keeps the series and

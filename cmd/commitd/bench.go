@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,7 +34,9 @@ func runBench(args []string) error {
 	conns := fs.Int("conns", 2, "connections to the coordinator")
 	jsonPath := fs.String("json", "", "write the report (every figure) as JSON to this file")
 	plotPath := fs.String("plot", "", "draw throughput over time and the latency spectrum into this SVG file")
-	ackPath := fs.String("ack-log", "", "write one line per transaction: <uuid> <outcome> <participant>,...")
+	ackPath := fs.String("ack-log", "", "write one line per transaction to this file: <uuid> <outcome> <participant>,..., the outcome the caller was told. "+
+		"Lines are written with one write(2) per round, the next round starting as soon as a write returns, never held in a user-space buffer: "+
+		"a kill -9 loses only the lines queued since the last round began (and may cut the last line short); the page cache keeps the rest")
 	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "workload seed")
 	fs.StringVar(&coord, "coordinator", "", "the coordinator's address (required)")
@@ -111,14 +112,14 @@ func runBench(args []string) error {
 		cfg.Duration = 0
 	}
 	if *ackPath != "" {
+		// The file itself, unbuffered: bench.Run writes it in rounds (see
+		// bench.Config.AckLog).
 		f, err := os.Create(*ackPath)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		bw := bufio.NewWriterSize(f, 1<<16)
-		defer bw.Flush()
-		cfg.AckLog = bw
+		cfg.AckLog = f
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,178 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/client/clienttest"
+	"github.com/commitd/commitd/internal/chaos"
+	"github.com/google/uuid"
+)
+
+// fake starts a stand-in coordinator (decide as in clienttest.Start) and
+// a client connected to it.
+func fake(t testing.TB, decide func(uuid.UUID) client.Outcome) (*clienttest.Coordinator, *client.Client) {
+	t.Helper()
+	c, err := clienttest.Start(decide)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cl, err := client.Dial(c.Addr, client.Options{Conns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return c, cl
+}
+
+var twoBanks = Workload{Names: []string{"p1", "p2"}, Accounts: 1000, PerTxn: 2}
+
+// BenchmarkRunner is the load generator's cost per transaction (client
+// and runner, and the stand-in coordinator in the same process) with 256
+// closed-loop callers, without and with an ack log. Run with -benchmem:
+// allocs/op are the runner's and the client's per transaction, plus the
+// run's fixed setup spread over b.N.
+func BenchmarkRunner(b *testing.B) {
+	for _, ack := range []bool{false, true} {
+		name := "noack"
+		if ack {
+			name = "ack"
+		}
+		b.Run(name, func(b *testing.B) {
+			_, cl := fake(b, nil)
+			cfg := Config{Client: cl, Work: twoBanks, Concurrency: 256, Txns: int64(b.N), Seed: 1}
+			if ack {
+				cfg.AckLog = io.Discard
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			rep, err := Run(context.Background(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if rep.Committed != int64(b.N) {
+				b.Fatalf("%d committed of %d", rep.Committed, b.N)
+			}
+		})
+	}
+}
+
+// TestIDs checks the ids a caller makes: valid version 7 UUIDs in the RFC
+// variant, stamped with the time given, distinct across callers seeded
+// separately, and ordered by time within a caller.
+func TestIDs(t *testing.T) {
+	seen := map[uuid.UUID]bool{}
+	base := time.Date(2026, 11, 26, 5, 0, 0, 0, time.UTC)
+	for c := range 50 {
+		src := newIDSource()
+		var prev uuid.UUID
+		for i := range 200 {
+			now := base.Add(time.Duration(i) * 300 * time.Microsecond)
+			id := src.next(now)
+			if id.Version() != 7 || id.Variant() != uuid.RFC4122 {
+				t.Fatalf("%v: version %v variant %v", id, id.Version(), id.Variant())
+			}
+			if sec, nsec := id.Time().UnixTime(); sec*1000+nsec/1e6 != now.UnixMilli() {
+				t.Fatalf("%v carries %d ms, want %d", id, sec*1000+nsec/1e6, now.UnixMilli())
+			}
+			if seen[id] {
+				t.Fatalf("caller %d made %v twice", c, id)
+			}
+			seen[id] = true
+			if i > 0 && bytes.Compare(prev[:8], id[:8]) >= 0 {
+				t.Fatalf("%v does not sort after %v, 300 µs earlier", id, prev)
+			}
+			prev = id
+		}
+	}
+	// The random half differs between ids stamped with the same instant.
+	src := newIDSource()
+	if a, b := src.next(base), src.next(base); a == b {
+		t.Fatalf("two ids at one instant are equal: %v", a)
+	}
+}
+
+// TestRunLogsEveryOutcome runs the load generator against a stand-in
+// coordinator that answers a mix of outcomes, with an ack log: every
+// transaction must be counted once under the outcome it was told and
+// logged once, well-formed for the chaos checker, with that outcome.
+func TestRunLogsEveryOutcome(t *testing.T) {
+	decide := func(id uuid.UUID) client.Outcome {
+		switch id[15] % 8 {
+		case 0:
+			return client.Aborted
+		case 1:
+			return client.Rejected
+		}
+		return client.Committed
+	}
+	coord, cl := fake(t, decide)
+	var ack bytes.Buffer // written by the ack log's goroutine only, read after Run
+	const txns = 5000
+	rep, err := Run(context.Background(), Config{Client: cl, Work: twoBanks, Concurrency: 32, Txns: txns, Seed: 7, AckLog: &ack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rep.Committed + rep.Aborted + rep.Rejected; got != txns || rep.Unknown != 0 || rep.Errors != 0 {
+		t.Fatalf("report: %+v; want %d transactions, all answered", rep, txns)
+	}
+	if coord.Begins() != txns {
+		t.Fatalf("the coordinator saw %d Begins, want %d", coord.Begins(), txns)
+	}
+	told := map[client.Outcome]int64{}
+	ids := map[uuid.UUID]bool{}
+	err = chaos.EachAck(bytes.NewReader(ack.Bytes()), func(a chaos.Ack) error {
+		if ids[a.Txn] {
+			return fmt.Errorf("%v logged twice", a.Txn)
+		}
+		ids[a.Txn] = true
+		if a.Txn.Version() != 7 {
+			return fmt.Errorf("%v is not a version 7 id", a.Txn)
+		}
+		if a.Participants != "p1,p2" && a.Participants != "p2,p1" {
+			return fmt.Errorf("%v: participants %q", a.Txn, a.Participants)
+		}
+		want := decide(a.Txn)
+		if a.Told.String() != want.String() {
+			return fmt.Errorf("%v logged %v, the coordinator said %v", a.Txn, a.Told, want)
+		}
+		told[want]++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(ack.Bytes(), []byte("\n")) {
+		t.Fatal("the ack log does not end with a whole line")
+	}
+	if len(ids) != txns || told[client.Committed] != rep.Committed || told[client.Aborted] != rep.Aborted || told[client.Rejected] != rep.Rejected {
+		t.Fatalf("logged %d lines %v; report %+v", len(ids), told, rep)
+	}
+}
+
+// failWriter fails every write.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestRunStopsOnAckLogError: a run whose ack log cannot be written stops
+// early and says so.
+func TestRunStopsOnAckLogError(t *testing.T) {
+	_, cl := fake(t, nil)
+	start := time.Now()
+	_, err := Run(context.Background(), Config{Client: cl, Work: twoBanks, Concurrency: 4, Duration: time.Minute, AckLog: failWriter{}})
+	if err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("Run: %v, want the ack log's error", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("the run went on for %v after its ack log failed", d)
+	}
+}
