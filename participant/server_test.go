@@ -1,0 +1,418 @@
+package participant_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/participant"
+	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/wal"
+	"github.com/commitd/commitd/wal/waltest"
+	"github.com/google/uuid"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// fakeCoordinator stands in for the coordinator, as a participant sees it:
+// it accepts the participant's connections and records the votes, acks and
+// inquiries they carry, and sends prepares and decisions over a connection
+// of its own to the participant.
+type fakeCoordinator struct {
+	ln  net.Listener
+	srv *mux.Server
+
+	mu struct {
+		sync.Mutex
+		peer     *mux.Peer // to the participant; replaced by connect
+		votes    map[wire.TxnID]wire.VoteCode
+		acks     map[wire.TxnID]int
+		inquires map[wire.TxnID]int
+	}
+}
+
+func newFakeCoordinator(t *testing.T) *fakeCoordinator {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeCoordinator{ln: ln}
+	f.mu.votes = map[wire.TxnID]wire.VoteCode{}
+	f.mu.acks = map[wire.TxnID]int{}
+	f.mu.inquires = map[wire.TxnID]int{}
+	f.srv = mux.NewServer(mux.ServerOptions{Conn: mux.Options{Handler: mux.HandlerFunc(f.handle), Logger: quiet()}})
+	go f.srv.Serve(ln)
+	t.Cleanup(func() {
+		f.srv.Close()
+		f.mu.Lock()
+		if f.mu.peer != nil {
+			f.mu.peer.Close()
+		}
+		f.mu.Unlock()
+	})
+	return f
+}
+
+func (f *fakeCoordinator) handle(_ *mux.Conn, fr wire.Frame) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch fr.Type {
+	case wire.TypeVote:
+		var m wire.Vote
+		if err := m.Decode(fr); err != nil {
+			return err
+		}
+		f.mu.votes[m.Txn] = m.Vote
+	case wire.TypeAck:
+		var m wire.Ack
+		if err := m.Decode(fr); err != nil {
+			return err
+		}
+		f.mu.acks[m.Txn]++
+	case wire.TypeInquire:
+		var m wire.Inquire
+		if err := m.Decode(fr); err != nil {
+			return err
+		}
+		f.mu.inquires[m.Txn]++
+	}
+	return nil
+}
+
+// connect (re)points the fake's connection at the participant at addr.
+func (f *fakeCoordinator) connect(t *testing.T, addr string) {
+	t.Helper()
+	p := mux.NewPeer(addr, mux.PeerOptions{
+		Conn:  mux.Options{Logger: quiet()},
+		Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte("coordinator")},
+	})
+	f.mu.Lock()
+	old := f.mu.peer
+	f.mu.peer = p
+	f.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fakeCoordinator) send(t *testing.T, m wire.Message) {
+	t.Helper()
+	f.mu.Lock()
+	p := f.mu.peer
+	f.mu.Unlock()
+	if err := p.Send(m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fakeCoordinator) prepare(t *testing.T, id uuid.UUID, account uint32, amount int64) {
+	t.Helper()
+	f.send(t, &wire.Prepare{Txn: wire.TxnID(id), Work: bank.AppendWork(nil, account, amount)})
+}
+
+func (f *fakeCoordinator) decide(t *testing.T, id uuid.UUID, d wire.DecisionCode) {
+	t.Helper()
+	f.send(t, &wire.Decision{Txn: wire.TxnID(id), Decision: d})
+}
+
+func (f *fakeCoordinator) vote(id uuid.UUID) wire.VoteCode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mu.votes[wire.TxnID(id)]
+}
+
+func (f *fakeCoordinator) acked(id uuid.UUID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mu.acks[wire.TxnID(id)] > 0
+}
+
+func (f *fakeCoordinator) inquired(id uuid.UUID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mu.inquires[wire.TxnID(id)] > 0
+}
+
+// eventually polls cond for up to 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+const (
+	accounts = 10
+	balance  = 100
+)
+
+// rig is a participant p1 with a bank of 10 accounts of 100, and a fake
+// coordinator.
+type rig struct {
+	t     *testing.T
+	cfg   participant.Config
+	bank  *bank.Bank // the running server's; read it only once it is closed
+	p     *participant.Server
+	coord *fakeCoordinator
+}
+
+func newRig(t *testing.T, fs wal.FS) *rig {
+	t.Helper()
+	r := &rig{t: t, coord: newFakeCoordinator(t)}
+	r.cfg = participant.Config{
+		Name:         "p1",
+		Listen:       "127.0.0.1:0",
+		DataDir:      t.TempDir(),
+		Coordinator:  r.coord.ln.Addr().String(),
+		InquireAfter: 50 * time.Millisecond,
+		InquireMax:   200 * time.Millisecond,
+		SegmentSize:  1 << 20,
+		FS:           fs,
+		GroupCommit:  true,
+		Coalesce:     true,
+		Logger:       quiet(),
+	}
+	r.start()
+	return r
+}
+
+// start starts the participant on the rig's data directory with a fresh
+// bank (recovery fills it from the log) and connects the fake to it.
+func (r *rig) start() {
+	t := r.t
+	t.Helper()
+	r.bank = bank.New(accounts, balance)
+	r.cfg.Resource = r.bank
+	p, err := participant.Start(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p = p
+	t.Cleanup(func() { p.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.coord.connect(t, p.Addr().String())
+}
+
+func (r *rig) restart() {
+	r.t.Helper()
+	if err := r.p.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.start()
+}
+
+// outcomes asks for `admin outcomes` over the wire and keeps the last line
+// per transaction, as every reader does.
+func (r *rig) outcomes() map[uuid.UUID]string {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var outs []participant.Outcome
+	if err := client.Admin(ctx, r.p.Addr().String(), "outcomes", nil, &outs); err != nil {
+		r.t.Fatal(err)
+	}
+	m := map[uuid.UUID]string{}
+	for _, o := range outs {
+		m[o.Txn] = o.Outcome
+	}
+	return m
+}
+
+func (r *rig) accounts() participant.Accounts {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var a participant.Accounts
+	if err := client.Admin(ctx, r.p.Addr().String(), "accounts", nil, &a); err != nil {
+		r.t.Fatal(err)
+	}
+	return a
+}
+
+func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
+
+// Prepares and decisions over the wire: yes for what the bank can hold, no
+// for an overdraft; an ack once a commit is durable; the bank moves only
+// for the commit; the outcomes report says what was decided.
+func TestPrepareAndDecideOverTheWire(t *testing.T) {
+	r := newRig(t, nil)
+	commit, overdraw, abort := newID(), newID(), newID()
+	r.coord.prepare(t, commit, 1, -40)
+	r.coord.prepare(t, overdraw, 2, -balance-1)
+	r.coord.prepare(t, abort, 3, 25)
+	eventually(t, "three votes", func() bool {
+		return r.coord.vote(commit) != 0 && r.coord.vote(overdraw) != 0 && r.coord.vote(abort) != 0
+	})
+	if v := r.coord.vote(commit); v != wire.VoteYes {
+		t.Errorf("vote on a withdrawal the account covers: %v, want yes", v)
+	}
+	if v := r.coord.vote(overdraw); v != wire.VoteNo {
+		t.Errorf("vote on an overdraft: %v, want no", v)
+	}
+	if a := r.accounts(); a.Prepared != 2 || a.Total != accounts*balance {
+		t.Errorf("accounts while two are prepared: %+v, want 2 prepared and the total untouched", a)
+	}
+	r.coord.decide(t, commit, wire.DecisionCommit)
+	r.coord.decide(t, abort, wire.DecisionAbort)
+	eventually(t, "the commit acked", func() bool { return r.coord.acked(commit) })
+	eventually(t, "nothing prepared", func() bool { return r.accounts().Prepared == 0 })
+	if a := r.accounts(); a.Total != accounts*balance-40 || a.Accounts != accounts {
+		t.Errorf("accounts after the commit: %+v, want total %d", a, accounts*balance-40)
+	}
+	outs := r.outcomes()
+	if outs[commit] != "committed" || outs[abort] != "aborted" {
+		t.Errorf("outcomes %v: want %v committed and %v aborted", outs, commit, abort)
+	}
+	if err := r.p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b1, b3 := r.bank.Balance(1), r.bank.Balance(3); b1 != balance-40 || b3 != balance {
+		t.Errorf("balances %d and %d, want %d and %d", b1, b3, balance-40, balance)
+	}
+}
+
+// A participant restarted with a transaction prepared and undecided holds
+// it prepared (its lock and its amount), asks the coordinator, and applies
+// the answer.
+func TestRestartInDoubtInquires(t *testing.T) {
+	r := newRig(t, nil)
+	id := newID()
+	r.coord.prepare(t, id, 4, -30)
+	eventually(t, "the yes vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
+	r.restart()
+	if a := r.accounts(); a.Prepared != 1 {
+		t.Fatalf("after the restart %d prepared, want the one in doubt", a.Prepared)
+	}
+	if o := r.outcomes()[id]; o != "prepared" {
+		t.Fatalf("outcome of the one in doubt %q, want prepared", o)
+	}
+	eventually(t, "an inquiry", func() bool { return r.coord.inquired(id) })
+	// A second prepare of the same account must wait: the restored hold
+	// keeps its lock.
+	other := newID()
+	r.coord.prepare(t, other, 4, -1)
+	eventually(t, "a vote on the locked account", func() bool { return r.coord.vote(other) != 0 })
+	if v := r.coord.vote(other); v != wire.VoteNo {
+		t.Fatalf("vote on an account held by the transaction in doubt: %v, want no", v)
+	}
+	r.coord.decide(t, id, wire.DecisionCommit)
+	eventually(t, "the commit acked", func() bool { return r.coord.acked(id) })
+	if o := r.outcomes()[id]; o != "committed" {
+		t.Fatalf("outcome %q after the commit, want committed", o)
+	}
+	if a := r.accounts(); a.Prepared != 0 || a.Total != accounts*balance-30 {
+		t.Fatalf("accounts %+v, want nothing prepared and total %d", a, accounts*balance-30)
+	}
+}
+
+// The admin reports survive restarts: every decision is still listed, the
+// balances are recovered, and a report the participant does not serve
+// gets an error reply on a connection that stays usable.
+func TestAdminReportsAfterRestart(t *testing.T) {
+	r := newRig(t, nil)
+	want := map[uuid.UUID]string{}
+	total := int64(accounts * balance)
+	for i := range 6 {
+		id := newID()
+		r.coord.prepare(t, id, uint32(i), 10)
+		eventually(t, "a yes vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
+		if i%2 == 0 {
+			r.coord.decide(t, id, wire.DecisionCommit)
+			eventually(t, "an ack", func() bool { return r.coord.acked(id) })
+			want[id] = "committed"
+			total += 10
+		} else {
+			r.coord.decide(t, id, wire.DecisionAbort)
+			want[id] = "aborted"
+		}
+	}
+	eventually(t, "every decision listed", func() bool { return len(r.outcomes()) == len(want) })
+	for range 2 {
+		r.restart()
+		got := r.outcomes()
+		for id, o := range want {
+			if got[id] != o {
+				t.Errorf("after restart: %v is %q, want %q", id, got[id], o)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("after restart: %d transactions listed, want %d", len(got), len(want))
+		}
+		if a := r.accounts(); a.Total != total || a.Prepared != 0 {
+			t.Errorf("after restart: %+v, want total %d, nothing prepared", a, total)
+		}
+	}
+
+	nc, err := net.Dial("tcp", r.p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := mux.NewConn(nc, mux.Options{Logger: quiet()})
+	defer conn.Close()
+	if err := conn.Send(&wire.Hello{Role: wire.RoleAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var re *mux.RemoteError
+	_, err = conn.Call(ctx, &wire.AdminRequest{Kind: 99}, nil)
+	if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, "does not serve") {
+		t.Errorf("admin request of kind 99: %v, want an invalid-request error", err)
+	}
+	_, err = conn.Call(ctx, &wire.Begin{Txn: wire.TxnID(newID())}, nil)
+	if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, "does not serve") {
+		t.Errorf("a Begin sent to a participant: %v, want an invalid-request error", err)
+	}
+	if _, err := conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminStatus}, nil); err != nil {
+		t.Errorf("status on the same connection after the errors: %v", err)
+	}
+}
+
+// A failed fsync stops the participant before it votes yes on what it
+// could not make durable; Err names the failure.
+func TestFsyncFailureStopsTheParticipant(t *testing.T) {
+	fs := waltest.NewMemFS()
+	r := newRig(t, fs)
+	before := newID()
+	r.coord.prepare(t, before, 0, -1)
+	eventually(t, "a yes vote before the fault", func() bool { return r.coord.vote(before) == wire.VoteYes })
+	fs.Inject(waltest.FailNth(waltest.OpSync, 1, syscall.EIO, true))
+	id := newID()
+	r.coord.prepare(t, id, 1, -1)
+	select {
+	case <-r.p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the participant kept running after a failed fsync")
+	}
+	err := r.p.Err()
+	if !errors.Is(err, syscall.EIO) || !errors.Is(err, wal.ErrFailed) || !strings.HasPrefix(err.Error(), "participant") {
+		t.Fatalf("Err() = %v, want the participant's failed log (EIO)", err)
+	}
+	if v := r.coord.vote(id); v == wire.VoteYes {
+		t.Fatal("voted yes on a prepare whose record never became durable")
+	}
+}
