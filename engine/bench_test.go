@@ -10,10 +10,13 @@ import (
 
 // shardCommit drives one two-branch transaction through a shard: begin,
 // two yes votes, the commit record durable, two acks, the end record
-// durable, and a tick (which forgets the transaction finished one tick
-// earlier, RememberTicks being 1).
+// durable, and every tickEvery transactions a tick (with RememberTicks 1
+// and tickEvery 1, a transaction is forgotten a tick or two after it
+// finished; the "remembering" benchmarks keep ~100k finished transactions,
+// as a coordinator at 20k/s with --remember 5s does).
 type shardCommit struct {
 	s                  *engine.Shard
+	tickEvery          uint64
 	begin              engine.Message
 	voteA, voteB       engine.Message
 	ackA, ackB         engine.Message
@@ -21,10 +24,11 @@ type shardCommit struct {
 	lastMsgs, lastRecs int
 }
 
-func newShardCommit() *shardCommit {
+func newShardCommit(remember, tickEvery int) *shardCommit {
 	w := bank.AppendWork(nil, 1, 10)
 	return &shardCommit{
-		s: engine.NewShard(engine.ShardConfig{RememberTicks: 1}),
+		s:         engine.NewShard(engine.ShardConfig{RememberTicks: remember}),
+		tickEvery: uint64(tickEvery),
 		begin: engine.Message{Type: engine.MsgBegin, Branches: []engine.Branch{
 			{Participant: "bank-a", Work: w}, {Participant: "bank-b", Work: w},
 		}},
@@ -56,26 +60,43 @@ func (c *shardCommit) run() {
 	c.lastRecs = len(rd.Records)
 	s.Durable(rd.FirstIndex)
 	s.Ready()
-	s.Tick()
+	if c.id%c.tickEvery == 0 {
+		s.Tick()
+	}
 }
 
 // BenchmarkShardCommit is the coordinator's share of one two-branch
 // commit; allocs/op is per transaction.
 func BenchmarkShardCommit(b *testing.B) {
-	c := newShardCommit()
-	b.ReportAllocs()
-	for b.Loop() {
-		c.run()
-	}
-	if c.lastMsgs != 5 || c.lastRecs != 1 || c.s.Stats().Remembered > 2 {
-		b.Fatalf("the transaction did not run as expected: %d messages, %d records, %+v", c.lastMsgs, c.lastRecs, c.s.Stats())
+	for _, bc := range []struct {
+		name                string
+		remember, tickEvery int
+	}{
+		{"forgetting", 1, 1},
+		{"remembering", 2500, 20}, // 50k-100k finished transactions remembered
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := newShardCommit(bc.remember, bc.tickEvery)
+			for range 2 * bc.remember * bc.tickEvery { // reach the steady state
+				c.run()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				c.run()
+			}
+			b.ReportMetric(float64(c.s.Stats().Remembered), "remembered")
+			if c.lastMsgs != 5 || c.lastRecs != 1 || c.s.Stats().Remembered > 2*bc.remember*bc.tickEvery {
+				b.Fatalf("the transaction did not run as expected: %d messages, %d records, %+v", c.lastMsgs, c.lastRecs, c.s.Stats())
+			}
+		})
 	}
 }
 
 // TestShardCommitAllocs keeps the coordinator's hot path allocation-free
 // in the steady state (structs, queues and Ready slices are reused).
 func TestShardCommitAllocs(t *testing.T) {
-	c := newShardCommit()
+	c := newShardCommit(1, 1)
 	for range 1000 {
 		c.run()
 	}
@@ -87,15 +108,17 @@ func TestShardCommitAllocs(t *testing.T) {
 // participantCommit drives one participant through prepare, durable,
 // commit decision, durable.
 type participantCommit struct {
-	p       *engine.Participant
+	p         *engine.Participant
+	tickEvery uint64
 	prepare engine.Message
 	commit  engine.Message
 	id      uint64
 }
 
-func newParticipantCommit() *participantCommit {
+func newParticipantCommit(remember, tickEvery int) *participantCommit {
 	return &participantCommit{
-		p:       engine.NewParticipant(engine.ParticipantConfig{Name: "bank-a", RememberTicks: 1}, bank.New(1, 1<<40)),
+		p:         engine.NewParticipant(engine.ParticipantConfig{Name: "bank-a", RememberTicks: remember}, bank.New(1, 1<<40)),
+		tickEvery: uint64(tickEvery),
 		prepare: engine.Message{Type: engine.MsgPrepare, To: "bank-a", Work: bank.AppendWork(nil, 0, 1)},
 		commit:  engine.Message{Type: engine.MsgDecision, To: "bank-a", Decision: engine.DecisionCommit},
 	}
@@ -115,15 +138,32 @@ func (c *participantCommit) run() {
 	rd = p.Ready()
 	p.Durable(rd.FirstIndex)
 	p.Ready() // applied, the ack
-	p.Tick()
+	if c.id%c.tickEvery == 0 {
+		p.Tick()
+	}
 }
 
 // BenchmarkParticipantCommit is one participant's share of a two-phase
 // commit, with the bank resource.
 func BenchmarkParticipantCommit(b *testing.B) {
-	c := newParticipantCommit()
-	b.ReportAllocs()
-	for b.Loop() {
-		c.run()
+	for _, bc := range []struct {
+		name                string
+		remember, tickEvery int
+	}{
+		{"forgetting", 1, 1},
+		{"remembering", 2500, 20},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := newParticipantCommit(bc.remember, bc.tickEvery)
+			for range 2 * bc.remember * bc.tickEvery {
+				c.run()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				c.run()
+			}
+			b.ReportMetric(float64(c.p.Stats().Remembered), "remembered")
+		})
 	}
 }

@@ -190,8 +190,11 @@ type Participant struct {
 	res Resource
 	now int64
 
+	// txns are the transactions in hand (voting to committing); decided
+	// ones move to done, and their partTxn back to free.
 	txns map[TxnID]*partTxn
 	free []*partTxn
+	done recent[partState]
 	// held lists the transactions holding the resource, in a
 	// deterministic order (swap-removal), for checkpoints and recovery.
 	held []*partTxn
@@ -204,7 +207,6 @@ type Participant struct {
 
 	waits    fifo[partWait]
 	inquireT timerHeap[partTxn]
-	forgetT  fifo[timer[partTxn]]
 
 	decided  int // decisions applied since the last checkpoint
 	ckptSize int // size of the last checkpoint's data
@@ -225,8 +227,10 @@ type Participant struct {
 // NewParticipant returns a participant with no transactions. It panics on
 // an empty or over-long name or a negative duration.
 func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
+	cfg = cfg.withDefaults()
 	return &Participant{
-		cfg:          cfg.withDefaults(),
+		cfg:          cfg,
+		done:         newRecent[partState](cfg.RememberTicks),
 		res:          res,
 		txns:         make(map[TxnID]*partTxn),
 		nextIndex:    1,
@@ -253,7 +257,7 @@ func (p *Participant) Restore(r Record) error {
 	idx := p.nextIndex
 	p.nextIndex++
 	p.durable = idx
-	t := p.txns[r.Txn]
+	t, st := p.find(r.Txn)
 	switch r.Type {
 	case RecCheckpoint:
 		if err := p.restoreCheckpoint(r.Data); err != nil {
@@ -262,12 +266,11 @@ func (p *Participant) Restore(r Record) error {
 		p.lowWater = idx
 	case RecPrepared:
 		if t != nil {
-			if t.state.holding() {
-				return fmt.Errorf("%w: %v prepared twice", ErrBadRecord, r.Txn)
-			}
-			// Forgotten and prepared again by a late duplicate prepare.
-			p.forget(t)
+			return fmt.Errorf("%w: %v prepared twice", ErrBadRecord, r.Txn)
 		}
+		// Decided before, forgotten, and prepared again by a late
+		// duplicate prepare: the new incarnation replaces the old.
+		p.done.remove(r.Txn)
 		p.res.Restore(r.Txn, r.Work)
 		t = p.alloc(r.Txn, r.Work)
 		p.hold(t)
@@ -275,33 +278,32 @@ func (p *Participant) Restore(r Record) error {
 		t.gen++
 	case RecCommitted:
 		switch {
-		case t == nil:
+		case st == 0:
 			// One-phase: prepared and committed in one record.
 			p.res.Restore(r.Txn, r.Work)
 			t = p.alloc(r.Txn, r.Work)
 			t.onePhase = true
 			t.state = partCommitting
 			p.hold(t)
-		case t.state == partPrepared:
+		case st == partPrepared:
 			t.state = partCommitting
 		default:
-			return fmt.Errorf("%w: %v committed while %v", ErrBadRecord, r.Txn, t.state)
+			return fmt.Errorf("%w: %v committed while %v", ErrBadRecord, r.Txn, st)
 		}
 		p.res.Commit(r.Txn)
 		p.unhold(t)
 		p.becomeDone(t, partCommitted)
 	case RecAborted:
 		switch {
-		case t == nil:
-			t = p.alloc(r.Txn, nil)
-			t.state = partAborted // placeholder so becomeDone's check passes
-		case t.state == partPrepared:
+		case st == 0:
+			p.done.put(r.Txn, partAborted)
+		case st == partPrepared:
 			p.res.Abort(r.Txn)
 			p.unhold(t)
+			p.becomeDone(t, partAborted)
 		default:
-			return fmt.Errorf("%w: %v aborted while %v", ErrBadRecord, r.Txn, t.state)
+			return fmt.Errorf("%w: %v aborted while %v", ErrBadRecord, r.Txn, st)
 		}
-		p.becomeDone(t, partAborted)
 	default:
 		return fmt.Errorf("%w: a participant cannot restore a %v record", ErrBadRecord, r.Type)
 	}
@@ -370,8 +372,8 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 	clear(p.txns)
 	clear(p.held)
 	p.held = p.held[:0]
-	p.stats.Prepared, p.stats.Remembered = 0, 0
-	p.forgetT.reset()
+	p.stats.Prepared = 0
+	p.done.reset()
 	p.inquireT.reset()
 	if len(data) < 4 {
 		return bad("truncated")
@@ -469,19 +471,19 @@ func (p *Participant) prepare(m Message) {
 		p.stats.IgnoredInvalid++
 		return
 	}
-	if t := p.txns[m.Txn]; t != nil {
+	if _, st := p.find(m.Txn); st != 0 {
 		// Never prepare twice: answer from what was done.
 		p.stats.IgnoredDuplicate++
-		switch t.state {
+		switch st {
 		case partPreparing, partCommitting, partVoting:
 			// The vote goes out when the record is durable (or the
 			// resource has answered).
 		case partPrepared, partCommitted:
-			p.sendVote(t.id, VoteYes)
+			p.sendVote(m.Txn, VoteYes)
 		case partAborted, partAborting:
-			p.sendVote(t.id, VoteNo)
+			p.sendVote(m.Txn, VoteNo)
 		case partReadOnly:
-			p.sendVote(t.id, VoteReadOnly)
+			p.sendVote(m.Txn, VoteReadOnly)
 		}
 		return
 	}
@@ -500,16 +502,16 @@ func (p *Participant) voted(t *partTxn, v Vote) {
 	switch v {
 	case VoteNo:
 		p.stats.VotedNo++
-		p.becomeDone(t, partAborted)
 		if !t.abortWanted {
 			p.sendVote(t.id, VoteNo)
 		}
+		p.becomeDone(t, partAborted)
 	case VoteReadOnly:
 		p.stats.ReadOnly++
-		p.becomeDone(t, partReadOnly)
 		if !t.abortWanted {
 			p.sendVote(t.id, VoteReadOnly)
 		}
+		p.becomeDone(t, partReadOnly)
 	case VoteYes:
 		switch {
 		case t.abortWanted:
@@ -590,8 +592,8 @@ func (p *Participant) resInDoubt(m Message) {
 		p.stats.IgnoredInvalid++
 		return
 	}
-	t := p.txns[m.Txn]
-	if t == nil {
+	t, st := p.find(m.Txn)
+	if st == 0 {
 		// Prepared by an earlier incarnation, or a prepare whose answer
 		// was lost: in doubt, exactly like a restored RecPrepared. It
 		// never aborts on its own: it asks.
@@ -606,14 +608,16 @@ func (p *Participant) resInDoubt(m Message) {
 		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 		return
 	}
-	switch t.state {
+	switch st {
 	case partAborted, partReadOnly:
 		// This participant voted no (its prepare's answer was lost and
 		// the resource prepared after all) or already aborted it: an
 		// orphan holding locks. No YES went out for it from here, or the
 		// abort was decided, so rolling it back is safe.
 		p.stats.OrphansAborted++
-		p.stats.Remembered--
+		p.done.remove(m.Txn)
+		t = p.alloc(m.Txn, nil)
+		t.state = st
 		p.hold(t)
 		p.startAbort(t)
 	default:
@@ -624,8 +628,8 @@ func (p *Participant) resInDoubt(m Message) {
 }
 
 func (p *Participant) commit(m Message) {
-	t := p.txns[m.Txn]
-	if t == nil {
+	t, st := p.find(m.Txn)
+	if st == 0 {
 		// A commit decision exists only if this participant voted YES
 		// durably, and it forgets only decided transactions: it committed
 		// this one long ago.
@@ -633,14 +637,14 @@ func (p *Participant) commit(m Message) {
 		p.sendAck(m.Txn)
 		return
 	}
-	switch t.state {
+	switch st {
 	case partPrepared:
 		p.becomeCommitting(t)
 	case partCommitting:
 		p.stats.IgnoredDuplicate++ // the ack goes out when durable (finished)
 	case partCommitted:
 		p.stats.IgnoredDuplicate++
-		p.sendAck(t.id)
+		p.sendAck(m.Txn)
 	default:
 		// Preparing (our YES is not out yet), aborted or read-only: no
 		// coordinator could have decided commit. Never trust it.
@@ -649,17 +653,15 @@ func (p *Participant) commit(m Message) {
 }
 
 func (p *Participant) abort(m Message) {
-	t := p.txns[m.Txn]
-	if t == nil {
+	t, st := p.find(m.Txn)
+	if st == 0 {
 		// Probably overtook its prepare: remember the abort so that the
 		// prepare, if it comes, is answered no without taking locks.
 		p.stats.IgnoredUnknown++
-		t = p.alloc(m.Txn, nil)
-		t.state = partAborted
-		p.becomeDone(t, partAborted)
+		p.done.put(m.Txn, partAborted)
 		return
 	}
-	switch t.state {
+	switch st {
 	case partPreparing, partPrepared:
 		p.startAbort(t)
 	case partVoting:
@@ -749,13 +751,7 @@ func (p *Participant) Tick() {
 		t.backoff = min(2*t.backoff, p.cfg.InquireMax)
 		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 	}
-	for p.forgetT.len() > 0 && p.forgetT.front().at <= p.now {
-		e := *p.forgetT.front()
-		p.forgetT.pop()
-		if e.t.gen == e.gen {
-			p.forget(e.t)
-		}
-	}
+	p.done.tick(p.now)
 }
 
 // Durable tells the participant that every record up to index is durable:
@@ -866,7 +862,8 @@ func (p *Participant) becomeCommitting(t *partTxn) {
 	p.waits.push(partWait{index: p.nextIndex - 1, t: t, gen: t.gen})
 }
 
-// becomeDone moves t to a final state and schedules forgetting it.
+// becomeDone moves t to a final state: the state goes to done, to answer
+// duplicates, and t itself is released. t must not be used after.
 func (p *Participant) becomeDone(t *partTxn, st partState) {
 	ok := false
 	switch st {
@@ -883,10 +880,8 @@ func (p *Participant) becomeDone(t *partTxn, st partState) {
 	if !ok || t.heldAt >= 0 {
 		panic(fmt.Sprintf("engine: %v: %v → %v (held %v)", t.id, t.state, st, t.heldAt >= 0))
 	}
-	t.state = st
-	t.gen++
-	p.stats.Remembered++
-	p.forgetT.push(timer[partTxn]{at: p.now + int64(p.cfg.RememberTicks), t: t, gen: t.gen})
+	p.done.put(t.id, st)
+	p.release(t)
 }
 
 func (p *Participant) noteDecided() {
@@ -933,12 +928,22 @@ func (p *Participant) alloc(id TxnID, work []byte) *partTxn {
 	return t
 }
 
-func (p *Participant) forget(t *partTxn) {
-	if t.state.holding() || t.state == partVoting {
-		panic(fmt.Sprintf("engine: forgetting %v while %v", t.id, t.state))
+// find returns the transaction in hand for id and its state, or, for a
+// decided one, nil and its remembered state; (nil, 0) if unknown.
+func (p *Participant) find(id TxnID) (*partTxn, partState) {
+	if t := p.txns[id]; t != nil {
+		return t, t.state
 	}
+	if st, ok := p.done.get(id); ok {
+		return nil, st
+	}
+	return nil, 0
+}
+
+// release returns a decided t to the free list; gen changes, so queued
+// timers and durability waits for it go stale.
+func (p *Participant) release(t *partTxn) {
 	delete(p.txns, t.id)
-	p.stats.Remembered--
 	*t = partTxn{gen: t.gen + 1, work: t.work[:0], heldAt: -1}
 	p.free = append(p.free, t)
 }
@@ -998,6 +1003,7 @@ func (p *Participant) Ready() Ready {
 // Stats returns the participant's counters.
 func (p *Participant) Stats() ParticipantStats {
 	st := p.stats
+	st.Remembered = p.done.len()
 	st.Ignored = st.IgnoredDuplicate + st.IgnoredUnknown + st.IgnoredInvalid
 	return st
 }

@@ -25,7 +25,8 @@ type ShardConfig struct {
 	// RedeliverMax caps the doubling redelivery backoff.
 	RedeliverMax int
 	// RememberTicks is how long a finished transaction is remembered, to
-	// answer late votes, inquiries and duplicate begins.
+	// answer late votes, inquiries and duplicate begins: at least this
+	// long, and at most twice as long (see recent).
 	RememberTicks int
 }
 
@@ -88,7 +89,8 @@ const (
 	coordDelivering
 	// coordEnding: every ack in; RecEnd appended, not yet durable.
 	coordEnding
-	// coordCommitted: finished, committed. Remembered for RememberTicks.
+	// coordCommitted: finished, committed. Remembered (a finishedTxn in
+	// Shard.done) for RememberTicks; never the state of a coordTxn.
 	coordCommitted
 	// coordAborted: finished, aborted (never logged). Remembered.
 	coordAborted
@@ -153,6 +155,39 @@ func (t *coordTxn) branch(name string) int {
 	return -1
 }
 
+// finishedTxn is what a shard remembers of a finished transaction: enough
+// to answer a late vote, ack or inquiry and to refuse a duplicate begin,
+// with no pointers (see recent). Branches are known by a 32-bit hash of
+// their names: two names of one transaction that collide could only
+// confuse the answer to a message from a participant that is not a
+// branch, which no correct participant sends.
+type finishedTxn struct {
+	state coordState // coordCommitted, coordAborted or coordUnknown
+	n     uint8
+	votes [MaxBranches]Vote
+	names [MaxBranches]uint32
+}
+
+func (f *finishedTxn) branch(name string) int {
+	h := nameHash(name)
+	for i := range int(f.n) {
+		if f.names[i] == h {
+			return i
+		}
+	}
+	return -1
+}
+
+// nameHash is 32-bit FNV-1a.
+func nameHash(name string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	return h
+}
+
 type coordWait struct {
 	index uint64
 	t     *coordTxn
@@ -167,8 +202,11 @@ type Shard struct {
 	cfg ShardConfig
 	now int64 // ticks since creation
 
+	// txns are the transactions in flight (voting to ending); finished
+	// ones move to done, and their coordTxn back to free.
 	txns map[TxnID]*coordTxn
 	free []*coordTxn
+	done recent[finishedTxn]
 
 	nextIndex uint64 // index the next record takes
 	durable   uint64 // every record up to here is durable
@@ -179,7 +217,6 @@ type Shard struct {
 	waits    fifo[coordWait] // records appended, not yet durable (index order)
 	open     fifo[coordWait] // RecCommit indexes in order, for LowWater
 	prepareT fifo[timer[coordTxn]]
-	forgetT  fifo[timer[coordTxn]]
 	resendT  timerHeap[coordTxn]
 
 	rd Ready
@@ -197,8 +234,10 @@ type Shard struct {
 // NewShard returns an empty shard. Zero config fields take their defaults;
 // a negative one panics.
 func NewShard(cfg ShardConfig) *Shard {
+	cfg = cfg.withDefaults()
 	return &Shard{
-		cfg:          cfg.withDefaults(),
+		cfg:          cfg,
+		done:         newRecent[finishedTxn](cfg.RememberTicks),
 		txns:         make(map[TxnID]*coordTxn),
 		nextIndex:    1,
 		lastLowWater: 1,
@@ -218,7 +257,7 @@ func (s *Shard) Restore(r Record) {
 	s.durable = idx
 	switch r.Type {
 	case RecCommit:
-		if s.txns[r.Txn] != nil {
+		if s.txns[r.Txn] != nil || s.done.has(r.Txn) {
 			panic(fmt.Sprintf("engine: second commit record for %v", r.Txn))
 		}
 		if len(r.Participants) == 0 || len(r.Participants) > MaxBranches {
@@ -308,7 +347,7 @@ func (s *Shard) checkBegin(m Message) string {
 		return "no branches"
 	case len(m.Branches) > MaxBranches:
 		return "too many branches"
-	case s.txns[m.Txn] != nil:
+	case s.txns[m.Txn] != nil || s.done.has(m.Txn):
 		return "transaction id in use"
 	}
 	for i, b := range m.Branches {
@@ -360,6 +399,10 @@ func (s *Shard) begin(m Message) {
 func (s *Shard) vote(m Message) {
 	t := s.txns[m.Txn]
 	if t == nil {
+		if f, ok := s.done.get(m.Txn); ok {
+			s.voteFinished(m, &f)
+			return
+		}
 		if m.Vote == VoteYes {
 			// Forgotten, or lost with a crash before any decision: a
 			// prepared participant must not wait for ever.
@@ -380,11 +423,6 @@ func (s *Shard) vote(m Message) {
 			s.stats.IgnoredDuplicate++
 		} else {
 			s.stats.IgnoredLate++
-		}
-		if t.state == coordAborted && m.Vote == VoteYes {
-			// A late YES holds locks: tell it at once rather than make it
-			// wait to inquire.
-			s.sendDecision(t.id, m.From, DecisionAbort)
 		}
 		return
 	}
@@ -410,6 +448,25 @@ func (s *Shard) vote(m Message) {
 	}
 }
 
+// voteFinished handles a vote for a finished transaction.
+func (s *Shard) voteFinished(m Message, f *finishedTxn) {
+	i := f.branch(m.From)
+	if i < 0 || m.Vote < VoteYes || m.Vote > VoteReadOnly {
+		s.stats.IgnoredInvalid++
+		return
+	}
+	if f.votes[i] != 0 {
+		s.stats.IgnoredDuplicate++
+	} else {
+		s.stats.IgnoredLate++
+	}
+	if f.state == coordAborted && m.Vote == VoteYes {
+		// A late YES holds locks: tell it at once rather than make it
+		// wait to inquire.
+		s.sendDecision(m.Txn, m.From, DecisionAbort)
+	}
+}
+
 // decide runs when every vote is yes or read-only.
 func (s *Shard) decide(t *coordTxn) {
 	t.yes = t.yes[:0]
@@ -430,6 +487,16 @@ func (s *Shard) decide(t *coordTxn) {
 func (s *Shard) ack(m Message) {
 	t := s.txns[m.Txn]
 	if t == nil {
+		if f, ok := s.done.get(m.Txn); ok {
+			i := f.branch(m.From)
+			switch {
+			case i < 0 || f.votes[i] != VoteYes || f.state != coordCommitted:
+				s.stats.IgnoredInvalid++
+			default:
+				s.stats.IgnoredDuplicate++
+			}
+			return
+		}
 		s.stats.IgnoredUnknown++
 		return
 	}
@@ -450,7 +517,7 @@ func (s *Shard) ack(m Message) {
 		if t.unacked == 0 {
 			s.becomeEnding(t)
 		}
-	case coordEnding, coordCommitted:
+	case coordEnding:
 		s.stats.IgnoredDuplicate++
 	default:
 		// No commit decision has left this shard yet.
@@ -461,6 +528,10 @@ func (s *Shard) ack(m Message) {
 func (s *Shard) inquire(m Message) {
 	t := s.txns[m.Txn]
 	if t == nil {
+		if f, ok := s.done.get(m.Txn); ok {
+			s.inquireFinished(m, &f)
+			return
+		}
 		s.presumeAbort(m.Txn, m.From)
 		return
 	}
@@ -475,14 +546,27 @@ func (s *Shard) inquire(m Message) {
 		// abort now could contradict the coming commit. The decision will
 		// be sent to this participant when it is made.
 		s.stats.Deferred++
-	case coordDelivering, coordEnding, coordCommitted:
+	case coordDelivering, coordEnding:
 		if t.branches[i].vote != VoteYes {
 			s.stats.IgnoredInvalid++
 			return
 		}
 		s.sendDecision(t.id, m.From, DecisionCommit)
-	case coordAborted:
-		s.sendDecision(t.id, m.From, DecisionAbort)
+	default:
+		s.stats.IgnoredInvalid++
+	}
+}
+
+// inquireFinished answers an inquiry about a finished transaction.
+func (s *Shard) inquireFinished(m Message, f *finishedTxn) {
+	i := f.branch(m.From)
+	switch {
+	case i < 0:
+		s.stats.IgnoredInvalid++
+	case f.state == coordCommitted && f.votes[i] == VoteYes:
+		s.sendDecision(m.Txn, m.From, DecisionCommit)
+	case f.state == coordAborted:
+		s.sendDecision(m.Txn, m.From, DecisionAbort)
 	default:
 		s.stats.IgnoredInvalid++
 	}
@@ -515,14 +599,7 @@ func (s *Shard) Tick() {
 		t.backoff = min(2*t.backoff, s.cfg.RedeliverMax)
 		s.resendT.push(s.now+int64(t.backoff), t, t.gen)
 	}
-	for s.forgetT.len() > 0 && s.forgetT.front().at <= s.now {
-		e := *s.forgetT.front()
-		s.forgetT.pop()
-		if e.t.gen == e.gen {
-			s.stats.Remembered--
-			s.release(e.t)
-		}
-	}
+	s.done.tick(s.now)
 }
 
 func (s *Shard) timeout(t *coordTxn) {
@@ -644,7 +721,8 @@ func (s *Shard) becomeAborted(t *coordTxn, cause AbortCause, who string) {
 	s.becomeFinished(t, coordAborted)
 }
 
-// becomeFinished moves t to a final state and schedules forgetting it.
+// becomeFinished moves t to a final state: what late messages need of it
+// goes to done, and t itself is released. t must not be used after.
 func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 	switch {
 	case st == coordCommitted && (t.state == coordVoting || t.state == coordEnding || t.state == coordDelivering && t.unacked == 0):
@@ -655,10 +733,13 @@ func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 	if !t.replied {
 		panic(fmt.Sprintf("engine: %v finished (%v) without a reply", t.id, st))
 	}
-	t.state = st
-	t.gen++
-	s.stats.Remembered++
-	s.forgetT.push(timer[coordTxn]{at: s.now + int64(s.cfg.RememberTicks), t: t, gen: t.gen})
+	f := finishedTxn{state: st, n: uint8(t.n)}
+	for i := range t.n {
+		f.votes[i] = t.branches[i].vote
+		f.names[i] = nameHash(t.branches[i].name)
+	}
+	s.done.put(t.id, f)
+	s.release(t)
 }
 
 // --- output ---
@@ -710,7 +791,9 @@ func (s *Shard) appendRecord(r Record) uint64 {
 func (s *Shard) lowWater() uint64 {
 	for s.open.len() > 0 {
 		e := s.open.front()
-		if e.t.commitIndex == e.index && e.t.state != coordCommitted {
+		// A finished transaction's coordTxn was released (commitIndex
+		// zeroed) and may serve another one by now: the index tells.
+		if e.t.commitIndex == e.index {
 			return e.index
 		}
 		s.open.pop()
@@ -744,6 +827,7 @@ func (s *Shard) Ready() Ready {
 // Stats returns the shard's counters.
 func (s *Shard) Stats() ShardStats {
 	st := s.stats
+	st.Remembered = s.done.len()
 	st.Ignored = st.IgnoredDuplicate + st.IgnoredLate + st.IgnoredUnknown + st.IgnoredInvalid
 	return st
 }

@@ -1,0 +1,68 @@
+package engine
+
+// recent remembers finished transactions for a while, to answer late and
+// duplicate messages about them, in two generations of maps rather than a
+// timer per transaction: a value put during one period survives the next
+// rotation (in old) and is dropped at the one after, so it is remembered
+// for at least period ticks and at most twice that. Forgetting costs
+// nothing per transaction — a whole generation goes at once — and V holds
+// no pointers, so a remembered set of hundreds of thousands of
+// transactions costs the garbage collector nothing to scan, and the maps
+// of transactions still in flight stay small enough to stay in cache.
+type recent[V any] struct {
+	cur, old map[TxnID]V
+	period   int64 // ticks between rotations
+	next     int64 // tick of the next rotation
+}
+
+func newRecent[V any](period int) recent[V] {
+	return recent[V]{
+		cur:    make(map[TxnID]V),
+		old:    make(map[TxnID]V),
+		period: int64(period),
+		next:   int64(period),
+	}
+}
+
+func (r *recent[V]) get(id TxnID) (V, bool) {
+	if v, ok := r.cur[id]; ok {
+		return v, true
+	}
+	v, ok := r.old[id]
+	return v, ok
+}
+
+func (r *recent[V]) has(id TxnID) bool {
+	_, ok := r.get(id)
+	return ok
+}
+
+// put remembers v for id from now on (replacing any older value).
+func (r *recent[V]) put(id TxnID, v V) {
+	delete(r.old, id)
+	r.cur[id] = v
+}
+
+func (r *recent[V]) remove(id TxnID) {
+	delete(r.cur, id)
+	delete(r.old, id)
+}
+
+func (r *recent[V]) len() int { return len(r.cur) + len(r.old) }
+
+// tick rotates the generations when now reaches the next rotation. The
+// dropped generation's map is cleared and reused, so steady state
+// allocates nothing.
+func (r *recent[V]) tick(now int64) {
+	if now < r.next {
+		return
+	}
+	clear(r.old)
+	r.old, r.cur = r.cur, r.old
+	r.next = now + r.period
+}
+
+func (r *recent[V]) reset() {
+	clear(r.cur)
+	clear(r.old)
+}
