@@ -110,17 +110,17 @@ func TestShardCommitAllocs(t *testing.T) {
 type participantCommit struct {
 	p         *engine.Participant
 	tickEvery uint64
-	prepare engine.Message
-	commit  engine.Message
-	id      uint64
+	prepare   engine.Message
+	commit    engine.Message
+	id        uint64
 }
 
 func newParticipantCommit(remember, tickEvery int) *participantCommit {
 	return &participantCommit{
 		p:         engine.NewParticipant(engine.ParticipantConfig{Name: "bank-a", RememberTicks: remember}, bank.New(1, 1<<40)),
 		tickEvery: uint64(tickEvery),
-		prepare: engine.Message{Type: engine.MsgPrepare, To: "bank-a", Work: bank.AppendWork(nil, 0, 1)},
-		commit:  engine.Message{Type: engine.MsgDecision, To: "bank-a", Decision: engine.DecisionCommit},
+		prepare:   engine.Message{Type: engine.MsgPrepare, To: "bank-a", Work: bank.AppendWork(nil, 0, 1)},
+		commit:    engine.Message{Type: engine.MsgDecision, To: "bank-a", Decision: engine.DecisionCommit},
 	}
 }
 

@@ -153,13 +153,6 @@ func (s partState) String() string {
 	return fmt.Sprintf("partState(%d)", uint8(s))
 }
 
-// holding reports whether the resource may hold a YES-prepared
-// transaction in the state (a two-phase partCommitting one has released
-// it already: heldAt < 0 and it is not in Participant.held).
-func (s partState) holding() bool {
-	return s == partPreparing || s == partPrepared || s == partCommitting || s == partAborting
-}
-
 // partTxn is one transaction at a participant; reused through
 // Participant.free, with gen as in coordTxn.
 type partTxn struct {
@@ -215,7 +208,7 @@ type Participant struct {
 	// forced: rd.Records holds a record a vote waits on (RecPrepared, a
 	// one-phase RecCommitted).
 	forced bool
-	stats ParticipantStats
+	stats  ParticipantStats
 
 	// Test-only knobs that break the durability ordering, to show the
 	// simulation catches it: vote YES before RecPrepared is durable, ack
@@ -592,7 +585,8 @@ func (p *Participant) resInDoubt(m Message) {
 		p.stats.IgnoredInvalid++
 		return
 	}
-	t, st := p.find(m.Txn)
+	_, st := p.find(m.Txn)
+	var t *partTxn
 	if st == 0 {
 		// Prepared by an earlier incarnation, or a prepare whose answer
 		// was lost: in doubt, exactly like a restored RecPrepared. It

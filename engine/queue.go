@@ -49,12 +49,6 @@ func (q *fifo[T]) pop() {
 	q.head++
 }
 
-func (q *fifo[T]) reset() {
-	clear(q.buf)
-	q.buf = q.buf[:0]
-	q.head = 0
-}
-
 // timer is one deadline for a transaction of type T.
 type timer[T any] struct {
 	at  int64 // tick at which it fires
