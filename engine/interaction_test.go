@@ -365,7 +365,7 @@ func (w *world) run(cmd string) (out string) {
 			}
 		}
 		w.step("coord", m, "client")
-	case "deliver", "drop", "dup":
+	case "deliver", "drop", "dup", "notsent":
 		w.network(verb, a)
 	case "durable":
 		n := w.node(a.pos[0])
@@ -498,6 +498,16 @@ func (w *world) network(verb string, a args) {
 		w.inflight, w.from = keep, keepFrom
 		for i, m := range take {
 			w.printf("dropped %s", fmtMsg(m, takeFrom[i]))
+		}
+	case "notsent":
+		// The coordinator's server could not send these (no connection):
+		// they are dropped and each prepare's shard is told.
+		w.inflight, w.from = keep, keepFrom
+		for i, m := range take {
+			w.printf("not sent %s", fmtMsg(m, takeFrom[i]))
+			if m.Type == engine.MsgPrepare {
+				w.step("coord", engine.Message{Type: engine.MsgNotSent, Txn: m.Txn, From: m.To}, "server")
+			}
 		}
 	case "dup":
 		for i, m := range take {

@@ -64,6 +64,7 @@ type ShardStats struct {
 
 	Redelivered    uint64 // commit decisions sent again after a timeout or restart
 	PresumedAborts uint64 // abort answers to a YES vote or an inquiry for an unknown transaction
+	NotSent        uint64 // transactions aborted because a prepare could not be sent
 	Deferred       uint64 // inquiries that will be answered by the coming decision
 
 	// Ignored is the number of input messages that changed nothing: the
@@ -320,7 +321,7 @@ func (s *Shard) start() {
 }
 
 // Step feeds one message to the shard: MsgBegin from a client, MsgVote,
-// MsgAck or MsgInquire from a participant. Byte slices in m are copied if
+// MsgAck or MsgInquire from a participant, MsgNotSent from its server. Byte slices in m are copied if
 // kept. Anything unexpected is counted in Stats and otherwise ignored.
 func (s *Shard) Step(m Message) {
 	s.start()
@@ -333,6 +334,8 @@ func (s *Shard) Step(m Message) {
 		s.ack(m)
 	case MsgInquire:
 		s.inquire(m)
+	case MsgNotSent:
+		s.notSent(m)
 	default:
 		s.stats.IgnoredInvalid++
 	}
@@ -465,6 +468,26 @@ func (s *Shard) voteFinished(m Message, f *finishedTxn) {
 		// wait to inquire.
 		s.sendDecision(m.Txn, m.From, DecisionAbort)
 	}
+}
+
+// notSent: the prepare to m.From was dropped before it left the process.
+// That participant cannot have prepared, so aborting now is safe — even
+// for a one-phase transaction, which otherwise could only be answered
+// Unknown after the prepare timeout — and the client need not wait for
+// the timeout to hear it.
+func (s *Shard) notSent(m Message) {
+	t := s.txns[m.Txn]
+	if t == nil || t.state != coordVoting {
+		s.stats.IgnoredLate++
+		return
+	}
+	i := t.branch(m.From)
+	if i < 0 || t.branches[i].vote != 0 {
+		s.stats.IgnoredInvalid++
+		return
+	}
+	s.stats.NotSent++
+	s.becomeAborted(t, CauseUnreachable, m.From)
 }
 
 // decide runs when every vote is yes or read-only.

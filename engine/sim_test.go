@@ -206,6 +206,7 @@ func (s *sim) collect(n *simNode) {
 		st := n.shard.Stats()
 		c["shard.redelivered"] += int(st.Redelivered)
 		c["shard.presumed-abort"] += int(st.PresumedAborts)
+		c["shard.not-sent"] += int(st.NotSent)
 		c["shard.inquiry-deferred"] += int(st.Deferred)
 		c["shard.ignored-duplicate"] += int(st.IgnoredDuplicate)
 		c["shard.ignored-late"] += int(st.IgnoredLate)
@@ -436,6 +437,14 @@ func (s *sim) send(from *simNode, m engine.Message) {
 	copies := 1
 	if s.faults && s.r.Float64() < s.p.dropP {
 		copies = 0
+		if m.Type == engine.MsgPrepare && from.shard != nil && s.r.IntN(2) == 0 {
+			// Dropped before it left (no connection), and the server says
+			// so: the shard may abort at once. Never duplicated.
+			s.tracef("%s: prepare %s to %s not sent", from.name, short(m.Txn), m.To)
+			s.net = append(s.net, envelope{at: s.now + 1, from: from.id, to: from.id,
+				m: engine.Message{Type: engine.MsgNotSent, Txn: m.Txn, From: m.To}})
+			return
+		}
 	}
 	if s.faults && s.r.Float64() < s.p.dupP {
 		copies++
@@ -1020,7 +1029,7 @@ func TestSimulation(t *testing.T) {
 		return // too few seeds to insist on every path
 	}
 	for _, k := range []string{
-		"shard.redelivered", "shard.presumed-abort", "shard.inquiry-deferred", "shard.ignored-duplicate",
+		"shard.redelivered", "shard.presumed-abort", "shard.not-sent", "shard.inquiry-deferred", "shard.ignored-duplicate",
 		"shard.ignored-late", "shard.ignored-unknown", "part.inquiries", "part.checkpoints", "part.acked-unknown",
 		"part.voted-no", "part.read-only", "part.ignored-duplicate", "part.ignored-unknown",
 		"crash random", "crash after append", "crash after durable", "crash keeps part of a torn tail",

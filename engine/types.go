@@ -118,6 +118,12 @@ const (
 	// MsgResInDoubt: a durable resource holds Txn prepared (found by a
 	// scan of the resource, at start or later).
 	MsgResInDoubt
+
+	// MsgNotSent: the coordinator's server → its shard. The MsgPrepare
+	// for Txn to participant From was dropped before it left this
+	// process (no connection to From), so From cannot have prepared or,
+	// one-phase, committed it. Never crosses the network.
+	MsgNotSent
 )
 
 func (t MsgType) String() string {
@@ -142,6 +148,8 @@ func (t MsgType) String() string {
 		return "res-failed"
 	case MsgResInDoubt:
 		return "res-in-doubt"
+	case MsgNotSent:
+		return "not-sent"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }
@@ -207,9 +215,10 @@ type AbortCause uint8
 
 // Causes start at 1; zero means none.
 const (
-	CauseVotedNo AbortCause = iota + 1 // Participant voted no
-	CauseTimeout                       // Participant did not vote within the prepare timeout
-	CauseInvalid                       // the request was rejected; Detail says why
+	CauseVotedNo     AbortCause = iota + 1 // Participant voted no
+	CauseTimeout                           // Participant did not vote within the prepare timeout
+	CauseInvalid                           // the request was rejected; Detail says why
+	CauseUnreachable                       // Participant was not connected: its prepare was never sent
 )
 
 func (c AbortCause) String() string {
@@ -220,6 +229,8 @@ func (c AbortCause) String() string {
 		return "timeout"
 	case CauseInvalid:
 		return "invalid"
+	case CauseUnreachable:
+		return "unreachable"
 	}
 	return fmt.Sprintf("AbortCause(%d)", uint8(c))
 }

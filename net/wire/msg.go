@@ -175,6 +175,7 @@ const (
 	CauseVotedNo CauseCode = iota + 1
 	CauseTimeout
 	CauseInvalid
+	CauseUnreachable // a participant was not connected: its prepare was never sent
 )
 
 // AdminKind says what an AdminRequest asks for. Any non-zero kind is well
@@ -382,7 +383,7 @@ func (m *Outcome) check() error {
 	if err := checkEnum("outcome", uint8(m.Outcome), uint8(OutcomeCommitted), uint8(OutcomeRejected)); err != nil {
 		return err
 	}
-	if err := checkEnum("cause", uint8(m.Cause), 0, uint8(CauseInvalid)); err != nil {
+	if err := checkEnum("cause", uint8(m.Cause), 0, uint8(CauseUnreachable)); err != nil {
 		return err
 	}
 	if err := checkLen("participant", m.Participant, MaxNameLen); err != nil {
