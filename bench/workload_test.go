@@ -48,3 +48,13 @@ func TestWorkloadTransfersConserveMoney(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWorkloadNext is the cost of making one two-branch transfer.
+func BenchmarkWorkloadNext(b *testing.B) {
+	w := Workload{Names: []string{"p1", "p2"}, Accounts: 100_000, PerTxn: 2}
+	rng := rand.New(rand.NewPCG(1, 2))
+	branches := w.Next(rng, nil)
+	for b.Loop() {
+		branches = w.Next(rng, branches)
+	}
+}

@@ -1,3 +1,14 @@
 // Package client is the Go client of a commitd coordinator: one call runs a
 // whole transaction in one round trip.
+//
+// A Client keeps a few multiplexed connections to the coordinator (Options.Conns)
+// and pipelines the calls of thousands of concurrent callers over them;
+// it reconnects by itself. Run returns the transaction's outcome, or Unknown
+// with an error when the answer was lost: the transaction may or may not
+// have committed, and only the participants can tell. Nothing is guessed.
+//
+// Run allocates nothing for a committed transaction once its pools are
+// warm (the request is encoded from pooled scratch, the reply decoded into
+// it), so that a load generator measures the system, not the client.
+// Package clienttest has a stand-in coordinator for tests and benchmarks.
 package client
