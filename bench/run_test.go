@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -174,5 +175,33 @@ func TestRunStopsOnAckLogError(t *testing.T) {
 	}
 	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("the run went on for %v after its ack log failed", d)
+	}
+}
+
+// TestRunAllocs checks that the load generator allocates nothing per
+// transaction (client, runner, ack log, ids; the stand-in coordinator in
+// this process too): heap allocations over a whole run of 20,000
+// transactions, setup included, must stay far below one per transaction.
+// It bites without -race (go test ./bench/).
+func TestRunAllocs(t *testing.T) {
+	_, cl := fake(t, nil)
+	cfg := Config{Client: cl, Work: twoBanks, Concurrency: 64, Seed: 3, AckLog: io.Discard}
+	cfg.Txns = 2000 // warm the pools
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	const txns = 20_000
+	cfg.Txns = txns
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	rep, err := Run(context.Background(), cfg)
+	runtime.ReadMemStats(&after)
+	if err != nil || rep.Committed != txns {
+		t.Fatalf("%d committed, %v", rep.Committed, err)
+	}
+	perTxn := float64(after.Mallocs-before.Mallocs) / txns
+	t.Logf("%.3f allocations per transaction, setup included", perTxn)
+	if perTxn > 0.25 && !raceEnabled {
+		t.Fatalf("%.3f allocations per transaction, want about 0", perTxn)
 	}
 }

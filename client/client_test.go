@@ -76,7 +76,7 @@ func TestRunOutcomes(t *testing.T) {
 
 // TestRunAllocs pins the allocations of a committed call: none, once the
 // pools are warm (the names are copied into pooled scratch, not converted
-// to fresh byte slices).
+// to fresh byte slices). It bites without -race (go test ./client/).
 func TestRunAllocs(t *testing.T) {
 	_, cl := startFake(t, nil)
 	ctx := context.Background()
@@ -87,8 +87,10 @@ func TestRunAllocs(t *testing.T) {
 			t.Fatalf("%v, %v", res, err)
 		}
 	})
-	// A pooled call can miss its pool after a GC; allow for that.
-	if allocs > 0.5 {
+	// A pooled call can miss its pool after a GC; allow for that. Under
+	// the race detector pools drop items on purpose: only the calls are
+	// checked there.
+	if allocs > 0.5 && !raceEnabled {
 		t.Fatalf("%.2f allocations per committed call, want 0", allocs)
 	}
 }
