@@ -16,88 +16,156 @@ import (
 // durable before the protocol log retires the records that imply them, so
 // no decision ever drops out of both.
 //
-// A decision replayed from the protocol log at recovery may be appended a
-// second time; readers keep the last entry per transaction, which is the
-// same decision.
+// Memory does not grow with the ledger: the disk holds it, and the
+// outcomes report streams it from there (each). In memory are only the
+// entries recorded and not yet appended — at most maxPending of them (plus
+// a spare buffer of that size) — and, while the server starts, the
+// decisions recovery found, which settle checks against the disk and then
+// drops. Nothing looks a transaction up in memory, so nothing needs a map of
+// every decision.
+//
+// Readers keep the last entry per transaction: settle keeps recovery from
+// recording a decision the ledger already has, but nothing promises one
+// entry per transaction, and every entry for it says the same decision.
 //
 // Entries are not appended to the ledger's log as they are recorded but
-// collected in memory and appended in bulk by sync: the log's flusher
-// writes and syncs whatever is appended at once, so appending each entry
-// would cost the participant a second fdatasync stream (and its wake-ups)
-// beside the protocol log's — for entries that need to be durable only
-// before a retirement. An entry lost from memory in a crash is one the
-// protocol log still holds, and recovery puts it back (ensure).
+// collected in memory and appended in bulk — by sync, or by record itself
+// once maxPending are waiting: the log's flusher writes and syncs whatever
+// is appended at once, so appending each entry would cost the participant
+// a second fdatasync stream (and its wake-ups) beside the protocol log's —
+// for entries that need to be durable only before a retirement. An entry
+// lost from memory in a crash is one the protocol log still holds, and
+// recovery puts it back (ensure).
 type ledger struct {
-	log *wal.Log
+	log        *wal.Log // immutable
+	maxPending int      // entries; immutable after openLedger (tests lower it)
 
-	// syncMu serializes sync, so entries reach the log in record order;
-	// spare is the buffer sync swaps in, guarded by syncMu.
-	syncMu sync.Mutex
-	spare  []byte
+	// appendMu serializes moving entries from pending into the log, so they
+	// reach it in record order; spare is the buffer swapped in for pending,
+	// guarded by appendMu.
+	appendMu sync.Mutex
+	spare    []byte
 
 	mu struct {
 		sync.Mutex
-		outcomes map[engine.TxnID]engine.Decision
-		pending  []byte // entries recorded, not yet appended: ledgerEntryLen bytes each
+		pending []byte // entries recorded, not yet appended: ledgerEntryLen bytes each
+		err     error  // the first append record failed, for sync to return
 	}
+
+	// wanted are the decisions recovery found (ensure), in the order found,
+	// until settle checks them against the disk. Used only by Start's
+	// goroutine, before the pump runs.
+	wanted map[engine.TxnID]wantedEntry
+	order  []engine.TxnID
 }
 
-const ledgerEntryLen = 17 // txn id (16) + decision (1)
+// wantedEntry is a decision recovery found, and whether the ledger's last
+// entry for the transaction already says it.
+type wantedEntry struct {
+	d    engine.Decision
+	have bool
+}
+
+const (
+	ledgerEntryLen = 17 // txn id (16) + decision (1)
+	// defaultLedgerPending bounds the entries waiting in memory: ~1.1 MB,
+	// about a second of decisions at a high rate. The retirer syncs the
+	// ledger every second, so record appends by itself only under a load
+	// that outpaces it.
+	defaultLedgerPending = 1 << 16
+)
 
 func openLedger(dir string, opts wal.Options) (*ledger, error) {
 	log, err := wal.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	l := &ledger{log: log}
-	l.mu.outcomes = make(map[engine.TxnID]engine.Decision)
-	err = log.Replay(1, func(lsn wal.LSN, data []byte) error {
-		if len(data) != ledgerEntryLen {
-			return fmt.Errorf("ledger entry at LSN %d is %d bytes, want %d: %w", lsn, len(data), ledgerEntryLen, wal.ErrCorrupt)
-		}
-		var id engine.TxnID
-		copy(id[:], data[:16])
-		d := engine.Decision(data[16])
-		if d != engine.DecisionCommit && d != engine.DecisionAbort {
-			return fmt.Errorf("ledger entry at LSN %d has decision %d: %w", lsn, data[16], wal.ErrCorrupt)
-		}
-		l.mu.outcomes[id] = d
-		return nil
-	})
-	if err != nil {
-		log.Close()
-		return nil, fmt.Errorf("ledger: %w", err)
-	}
-	return l, nil
+	return &ledger{log: log, maxPending: defaultLedgerPending}, nil
 }
 
-// record notes one applied decision. It neither appends nor waits for
-// durability: sync does both, before the protocol log is retired.
+// decodeEntry checks and decodes the ledger entry at lsn.
+func decodeEntry(lsn wal.LSN, data []byte) (engine.TxnID, engine.Decision, error) {
+	var id engine.TxnID
+	if len(data) != ledgerEntryLen {
+		return id, 0, fmt.Errorf("ledger entry at LSN %d is %d bytes, want %d: %w", lsn, len(data), ledgerEntryLen, wal.ErrCorrupt)
+	}
+	copy(id[:], data[:16])
+	d := engine.Decision(data[16])
+	if d != engine.DecisionCommit && d != engine.DecisionAbort {
+		return id, 0, fmt.Errorf("ledger entry at LSN %d has decision %d: %w", lsn, data[16], wal.ErrCorrupt)
+	}
+	return id, d, nil
+}
+
+// record notes one applied decision. It does not wait for durability (sync
+// does), and appends only once maxPending entries are waiting. It runs on
+// the pump goroutine and returns no error: a failed append is kept for the
+// next sync, which the server treats as fatal.
 func (l *ledger) record(a engine.Applied) {
 	l.mu.Lock()
 	l.mu.pending = append(l.mu.pending, a.Txn[:]...)
 	l.mu.pending = append(l.mu.pending, byte(a.Decision))
-	l.mu.outcomes[a.Txn] = a.Decision
+	full := len(l.mu.pending) >= l.maxPending*ledgerEntryLen
 	l.mu.Unlock()
-}
-
-// ensure records a decision found in the protocol log at recovery, unless
-// the ledger already has it.
-func (l *ledger) ensure(a engine.Applied) {
-	l.mu.Lock()
-	d, ok := l.mu.outcomes[a.Txn]
-	l.mu.Unlock()
-	if ok && d == a.Decision {
-		return
+	if full {
+		if err := l.appendPending(); err != nil {
+			l.mu.Lock()
+			if l.mu.err == nil {
+				l.mu.err = err
+			}
+			l.mu.Unlock()
+		}
 	}
-	l.record(a)
 }
 
-// sync appends every entry recorded so far to the ledger's log and makes
-// them durable.
-func (l *ledger) sync() error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
+// ensure notes a decision found at recovery (in the protocol log, or in a
+// Durable resource); settle records it unless the ledger already has it.
+// Only Start's goroutine calls it, before settle.
+func (l *ledger) ensure(a engine.Applied) {
+	if l.wanted == nil {
+		l.wanted = make(map[engine.TxnID]wantedEntry)
+	}
+	if _, ok := l.wanted[a.Txn]; !ok {
+		l.order = append(l.order, a.Txn)
+	}
+	l.wanted[a.Txn] = wantedEntry{d: a.Decision}
+}
+
+// settle reads the whole ledger once, at start: it checks every entry (a
+// corrupt ledger refuses to start) and records, in the order recovery found
+// them, the decisions passed to ensure whose last entry on disk does not
+// already say the same. Then it forgets them: the memory they took is
+// bounded by the protocol log, which retirement bounds, and held only
+// while the server starts.
+func (l *ledger) settle() error {
+	err := l.log.Replay(1, func(lsn wal.LSN, data []byte) error {
+		id, d, err := decodeEntry(lsn, data)
+		if err != nil {
+			return err
+		}
+		if w, ok := l.wanted[id]; ok {
+			w.have = w.d == d
+			l.wanted[id] = w
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	for _, id := range l.order {
+		if w := l.wanted[id]; !w.have {
+			l.record(engine.Applied{Txn: id, Decision: w.d})
+		}
+	}
+	l.wanted, l.order = nil, nil
+	return nil
+}
+
+// appendPending appends every entry recorded so far to the ledger's log,
+// without waiting for durability.
+func (l *ledger) appendPending() error {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
 	l.mu.Lock()
 	batch := l.mu.pending
 	l.mu.pending = l.spare[:0]
@@ -108,19 +176,44 @@ func (l *ledger) sync() error {
 		}
 	}
 	l.spare = batch[:0]
+	return nil
+}
+
+// sync makes every entry recorded before the call durable.
+func (l *ledger) sync() error {
+	// Entries recorded before now are in pending, or in a batch another
+	// appendPending holds appendMu for: either way in the log once ours
+	// has the mutex and is done, so LastLSN below covers them.
+	if err := l.appendPending(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	err := l.mu.err
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if err := l.log.Sync(l.log.LastLSN()); err != nil {
 		return fmt.Errorf("ledger: %w", err)
 	}
 	return nil
 }
 
-// each calls fn for every transaction in the ledger, in no particular order.
-func (l *ledger) each(fn func(engine.TxnID, engine.Decision)) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id, d := range l.mu.outcomes {
-		fn(id, d)
+// each calls fn for every entry in the ledger, oldest first, reading them
+// from disk after making every entry recorded so far durable. A transaction
+// may come more than once; its last entry is its decision. An error from fn
+// stops the reading and is returned. fn must not call into the ledger.
+func (l *ledger) each(fn func(engine.TxnID, engine.Decision) error) error {
+	if err := l.sync(); err != nil {
+		return err
 	}
+	return l.log.Replay(1, func(lsn wal.LSN, data []byte) error {
+		id, d, err := decodeEntry(lsn, data)
+		if err != nil {
+			return fmt.Errorf("ledger: %w", err)
+		}
+		return fn(id, d)
+	})
 }
 
 func (l *ledger) close() error {

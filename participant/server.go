@@ -230,6 +230,8 @@ func Start(cfg Config) (*Server, error) {
 		if err := s.recoverDurable(); err != nil {
 			return nil, err
 		}
+	} else if err := s.ledger.settle(); err != nil {
+		return nil, fmt.Errorf("participant: reading ledger in %s: %w", cfg.DataDir, err)
 	}
 	s.coord = mux.NewPeer(cfg.Coordinator, mux.PeerOptions{
 		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: !cfg.Coalesce},
@@ -267,9 +269,10 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// recover replays the log into the machine and the resource, and makes
-// sure the ledger has every decision the log holds (a ledger entry is
-// written lazily, so a crash can lose one that the log kept).
+// recover replays the log into the machine and the resource, and hands
+// the ledger every decision the log holds (a ledger entry is written
+// lazily, so a crash can lose one that the log kept); the ledger's settle
+// then records the ones it lacks.
 //
 // Once segments were retired the log no longer starts at LSN 1, and its
 // first records may be decisions whose prepare was retired: the machine is
@@ -346,10 +349,11 @@ func (s *Server) firstCheckpoint(first wal.LSN) (wal.LSN, error) {
 	return at, nil
 }
 
-// recoverDurable brings the ledger up to the decisions a Durable resource
-// still remembers (the ledger is synced lazily, the resource's commits are
-// not), and queues every transaction the resource holds prepared as in
-// doubt: the machine inquires for each before anything else happens.
+// recoverDurable brings the ledger up to the decisions the log holds and a
+// Durable resource still remembers (the ledger is synced lazily, the
+// resource's commits are not), lets the resource forget those, and queues
+// every transaction the resource holds prepared as in doubt: the machine
+// inquires for each before anything else happens.
 func (s *Server) recoverDurable() error {
 	s.durable.Attach(func(m engine.Message) {
 		m.To = s.cfg.Name
@@ -365,6 +369,9 @@ func (s *Server) recoverDurable() error {
 	for _, a := range decided {
 		s.ledger.ensure(a)
 		ids = append(ids, a.Txn)
+	}
+	if err := s.ledger.settle(); err != nil {
+		return fmt.Errorf("participant: reading ledger in %s: %w", s.cfg.DataDir, err)
 	}
 	if err := s.ledger.sync(); err != nil {
 		return fmt.Errorf("participant: %w", err)
@@ -524,9 +531,14 @@ type Outcome struct {
 	Outcome string       `json:"outcome"` // committed, aborted or prepared
 }
 
-// Outcomes lists every transaction this participant decided since its data
-// directory was created, and every one it holds prepared now, sorted by id.
-func (s *Server) Outcomes() []Outcome {
+// EachOutcome calls fn for every transaction this participant holds
+// prepared now, then for every decision in its ledger since its data
+// directory was created, oldest first. The ledger is read from disk as fn
+// goes, so memory does not grow with it. A transaction may come more than
+// once — prepared and then decided meanwhile, or a decision recorded twice
+// at recovery — and its last line is its outcome. An error from fn stops
+// the listing and is returned, as is an error reading the ledger.
+func (s *Server) EachOutcome(fn func(Outcome) error) error {
 	_, _, prepared := s.res.summary()
 	if s.durable != nil {
 		// The resource's own list: it also has what is still being
@@ -537,16 +549,37 @@ func (s *Server) Outcomes() []Outcome {
 			prepared = ids
 		}
 	}
-	var out []Outcome
-	s.ledger.each(func(id engine.TxnID, d engine.Decision) {
+	for _, id := range prepared {
+		if err := fn(Outcome{Txn: id, Outcome: "prepared"}); err != nil {
+			return err
+		}
+	}
+	return s.ledger.each(func(id engine.TxnID, d engine.Decision) error {
 		o := "committed"
 		if d == engine.DecisionAbort {
 			o = "aborted"
 		}
-		out = append(out, Outcome{Txn: id, Outcome: o})
+		return fn(Outcome{Txn: id, Outcome: o})
 	})
-	for _, id := range prepared {
-		out = append(out, Outcome{Txn: id, Outcome: "prepared"})
+}
+
+// Outcomes is EachOutcome gathered in memory, one line per transaction (the
+// last), sorted by id: for tests and tools in the same process. Its memory
+// grows with the ledger; `commitd admin outcomes` streams instead. An error
+// reading the ledger (a failed disk, a stopped server) is logged and ends
+// the list where it happened.
+func (s *Server) Outcomes() []Outcome {
+	last := make(map[engine.TxnID]string)
+	err := s.EachOutcome(func(o Outcome) error {
+		last[o.Txn] = o.Outcome
+		return nil
+	})
+	if err != nil {
+		s.cfg.Logger.Error("participant: listing outcomes", "name", s.cfg.Name, "err", err)
+	}
+	out := make([]Outcome, 0, len(last))
+	for id, o := range last {
+		out = append(out, Outcome{Txn: id, Outcome: o})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return string(out[i].Txn[:]) < string(out[j].Txn[:])
@@ -567,8 +600,6 @@ func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
 		return json.Marshal(s.Stats())
 	case wire.AdminAccounts:
 		return json.Marshal(s.AccountsSummary())
-	case wire.AdminOutcomes:
-		return json.Marshal(s.Outcomes())
 	}
 	return nil, fmt.Errorf("a participant does not serve admin request %d", kind)
 }
@@ -667,11 +698,18 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if err := st.admin.Decode(f); err != nil {
 			return err
 		}
+		r := &pacedReply{c: c, reqID: f.ReqID, base: c.Stats().BytesSent}
+		if st.admin.Kind == wire.AdminOutcomes {
+			return s.replyOutcomes(r)
+		}
 		body, err := s.adminJSON(st.admin.Kind)
 		if err != nil {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
 		}
-		return replyPaced(c, f.ReqID, body)
+		if _, err := r.Write(body); err != nil {
+			return err
+		}
+		return r.finish()
 	default:
 		if f.ReqID != 0 {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,
@@ -681,38 +719,96 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	return nil
 }
 
+// replyOutcomes answers `admin outcomes` with EachOutcome as one JSON
+// array, encoded a line at a time as the ledger is read from disk: the
+// report of a participant that has run for years is gigabytes, and neither
+// the ledger nor the reply is ever whole in memory. A ledger that cannot be
+// read ends the reply with an Error frame, so the client sees the request
+// fail rather than a short list.
+func (s *Server) replyOutcomes(r *pacedReply) error {
+	enc := json.NewEncoder(r) // one Write per Encode
+	sep := []byte{'['}
+	var connErr error // the connection failed under the reply
+	err := s.EachOutcome(func(o Outcome) error {
+		if _, connErr = r.Write(sep); connErr != nil {
+			return connErr
+		}
+		sep[0] = ','
+		connErr = enc.Encode(o)
+		return connErr
+	})
+	if connErr != nil {
+		return connErr // closes the connection: nothing more can be said on it
+	}
+	if err != nil {
+		return r.c.Reply(r.reqID, &wire.Error{Code: wire.CodeInternal, Message: []byte(err.Error())})
+	}
+	if sep[0] == '[' {
+		if _, err := r.Write(sep); err != nil {
+			return err
+		}
+	}
+	if _, err := r.Write([]byte{']'}); err != nil {
+		return err
+	}
+	return r.finish()
+}
+
 // adminWindow bounds the bytes of an admin reply queued ahead of what the
 // connection has written.
 const adminWindow = 1 << 20
 
-// replyPaced answers an admin request like link.ReplyJSON, in as many
-// AdminResponse frames as it takes, but waits for the connection to write
-// them out as it goes. The outcomes report grows with the ledger (tens of
-// MB after a few minutes of load); queued all at once it overran the
-// connection's MaxPending bound whenever the reader was slower than the
-// loop, and the participant cut its own admin client off as a slow peer
-// (found by internal/chaos). It runs on the connection's reader goroutine,
-// which may wait: nothing else arrives on an admin connection.
-func replyPaced(c *mux.Conn, reqID uint64, body []byte) error {
-	base := c.Stats().BytesSent
-	var queued uint64 // JSON bytes queued: fewer than the frames' bytes, so the wait below ends
-	for {
-		for queued > c.Stats().BytesSent-base+adminWindow {
-			select {
-			case <-c.Done():
-				return c.Err()
-			case <-time.After(time.Millisecond):
-			}
+// adminChunk is the most JSON one AdminResponse frame carries.
+const adminChunk = wire.MaxPayload - 8
+
+// pacedReply answers one admin request like link.ReplyJSON, with JSON in as
+// many AdminResponse frames as it takes, but waits for the connection to
+// write them out as it goes, and takes the JSON as it is made (Write), so
+// neither the whole body nor its frames need be in memory at once. The
+// outcomes report grows with the ledger (tens of MB after a few minutes of
+// load); queued all at once it overran the connection's MaxPending bound
+// whenever the reader was slower than the loop, and the participant cut its
+// own admin client off as a slow peer (found by internal/chaos). It runs on
+// the connection's reader goroutine, which may wait: nothing else arrives
+// on an admin connection.
+type pacedReply struct {
+	c      *mux.Conn
+	reqID  uint64
+	base   uint64 // the connection's BytesSent when the reply began
+	queued uint64 // JSON bytes queued: fewer than the frames' bytes, so the wait in send ends
+	buf    []byte // JSON not yet queued: at most adminChunk bytes between Writes
+}
+
+// Write takes more of the reply's JSON, queueing every full frame but the
+// last (finish sends that one, so the reply never ends with an empty frame).
+// An error is the connection's.
+func (r *pacedReply) Write(p []byte) (int, error) {
+	r.buf = append(r.buf, p...)
+	for len(r.buf) > adminChunk {
+		if err := r.send(r.buf[:adminChunk], true); err != nil {
+			return 0, err
 		}
-		n := min(len(body), wire.MaxPayload-8)
-		r := wire.AdminResponse{More: n < len(body), JSON: body[:n]}
-		if err := c.Reply(reqID, &r); err != nil {
-			return err
-		}
-		queued += uint64(n)
-		body = body[n:]
-		if len(body) == 0 {
-			return nil
+		r.buf = r.buf[:copy(r.buf, r.buf[adminChunk:])]
+	}
+	return len(p), nil
+}
+
+// finish sends the rest of the reply, in its last frame.
+func (r *pacedReply) finish() error { return r.send(r.buf, false) }
+
+// send queues one frame, once the connection has written out all but
+// adminWindow bytes of what the reply queued before.
+func (r *pacedReply) send(json []byte, more bool) error {
+	for r.queued > r.c.Stats().BytesSent-r.base+adminWindow {
+		select {
+		case <-r.c.Done():
+			return r.c.Err()
+		case <-time.After(time.Millisecond):
 		}
 	}
+	if err := r.c.Reply(r.reqID, &wire.AdminResponse{More: more, JSON: json}); err != nil {
+		return err
+	}
+	r.queued += uint64(len(json))
+	return nil
 }

@@ -6,8 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -178,6 +180,14 @@ type rig struct {
 
 func newRig(t *testing.T, fs wal.FS) *rig {
 	t.Helper()
+	r := unstartedRig(t, fs)
+	r.start()
+	return r
+}
+
+// unstartedRig is newRig before the participant starts.
+func unstartedRig(t *testing.T, fs wal.FS) *rig {
+	t.Helper()
 	r := &rig{t: t, coord: newFakeCoordinator(t)}
 	r.cfg = participant.Config{
 		Name:         "p1",
@@ -192,7 +202,6 @@ func newRig(t *testing.T, fs wal.FS) *rig {
 		Coalesce:     true,
 		Logger:       quiet(),
 	}
-	r.start()
 	return r
 }
 
@@ -414,5 +423,114 @@ func TestFsyncFailureStopsTheParticipant(t *testing.T) {
 	}
 	if v := r.coord.vote(id); v == wire.VoteYes {
 		t.Fatal("voted yes on a prepare whose record never became durable")
+	}
+}
+
+// The outcomes report streams the ledger from disk: a ledger of many
+// decisions comes over the wire whole, oldest first, in many frames and
+// more than the reply's pacing window; a ledger that cannot be read ends
+// the reply with an error (never a short list), and the participant keeps
+// serving.
+func TestOutcomesStreamFromTheLedger(t *testing.T) {
+	const n = 20_000 // ~1.3 MB of JSON: 21 frames, past the 1 MiB window
+	fs := waltest.NewMemFS()
+	r := unstartedRig(t, fs)
+	// The ledger's format (ledger.go): one 17-byte record per decision,
+	// the transaction id then the decision; its segments are a quarter of
+	// the log's.
+	lg, err := wal.Open(filepath.Join(r.cfg.DataDir, "ledger"), wal.Options{FS: fs, SegmentSize: r.cfg.SegmentSize / 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]uuid.UUID, n)
+	var rec [17]byte
+	for i := range ids {
+		ids[i] = newID()
+		copy(rec[:16], ids[i][:])
+		rec[16] = byte(wire.DecisionCommit)
+		if i%3 == 0 {
+			rec[16] = byte(wire.DecisionAbort)
+		}
+		if _, err := lg.Append(rec[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lg.Sync(lg.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	if err := lg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+
+	// Count the ledger's reads for one listing, to fail the next one
+	// halfway through: after some frames of the reply have gone out.
+	var reads atomic.Int64
+	isLedgerRead := func(op waltest.Op) bool {
+		return op.Kind == waltest.OpRead && strings.Contains(op.Path, "ledger")
+	}
+	fs.Inject(func(op waltest.Op) error {
+		if isLedgerRead(op) {
+			reads.Add(1)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var outs []participant.Outcome
+	if err := client.Admin(ctx, r.p.Addr().String(), "outcomes", nil, &outs); err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != n {
+		t.Fatalf("%d outcomes, want %d", len(outs), n)
+	}
+	for i, o := range outs {
+		want := "committed"
+		if i%3 == 0 {
+			want = "aborted"
+		}
+		if o.Txn != ids[i] || o.Outcome != want {
+			t.Fatalf("line %d: %v %s, want %v %s", i, o.Txn, o.Outcome, ids[i], want)
+		}
+	}
+
+	total := reads.Load()
+	if total < 4 {
+		t.Fatalf("a listing read the ledger %d times: too few to fail halfway", total)
+	}
+	reads.Store(0)
+	fs.Inject(func(op waltest.Op) error {
+		if isLedgerRead(op) && reads.Add(1) > total/2 {
+			return syscall.EIO
+		}
+		return nil
+	})
+	var frames int
+	nc, err := net.Dial("tcp", r.p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := mux.NewConn(nc, mux.Options{Logger: quiet()})
+	defer conn.Close()
+	if err := conn.Send(&wire.Hello{Role: wire.RoleAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	err = conn.Stream(ctx, &wire.AdminRequest{Kind: wire.AdminOutcomes}, func(wire.Frame) error {
+		frames++
+		return nil
+	})
+	var re *mux.RemoteError
+	if !errors.As(err, &re) || re.Code != wire.CodeInternal || !strings.Contains(re.Message, "input/output error") {
+		t.Fatalf("outcomes from an unreadable ledger: %v; want an internal error naming EIO", err)
+	}
+	if frames == 0 {
+		t.Fatal("the ledger failed before any of the reply went out: the test does not fail it halfway")
+	}
+	fs.Inject(nil)
+	if a := r.accounts(); a.Accounts != accounts {
+		t.Fatalf("after the failed report: %+v", a)
+	}
+	if err := r.p.Err(); err != nil {
+		t.Fatalf("a failed read of the ledger for a report stopped the participant: %v", err)
 	}
 }
