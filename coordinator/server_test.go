@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/wal"
@@ -23,23 +23,18 @@ import (
 	"github.com/google/uuid"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 // fakeParticipant stands in for a participant, as the coordinator sees one:
-// it accepts the coordinator's connections and records every prepare and
-// decision they carry, and answers through a connection of its own to the
-// coordinator — a vote (if vote is set) for each prepare, an ack (if ack is
-// set) for each commit decision.
+// it records every prepare and decision on the coordinator's connections,
+// and answers on its own — a vote (if vote is set) for each prepare, an
+// ack (if ack is set) for each commit decision.
 type fakeParticipant struct {
+	*nodetest.Peer
 	name string
-	ln   net.Listener
-	srv  *mux.Server
 	vote atomic.Uint32 // wire.VoteCode to answer prepares with; 0: none
 	ack  atomic.Bool
 
 	mu struct {
 		sync.Mutex
-		coord     *mux.Peer // to the coordinator; replaced by connect
 		prepares  []wire.TxnID
 		decisions []wire.Decision
 	}
@@ -47,54 +42,11 @@ type fakeParticipant struct {
 
 func newFakeParticipant(t *testing.T, name string) *fakeParticipant {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeParticipant{name: name, ln: ln}
+	f := &fakeParticipant{name: name}
 	f.vote.Store(uint32(wire.VoteYes))
 	f.ack.Store(true)
-	f.srv = mux.NewServer(mux.ServerOptions{Conn: mux.Options{Handler: mux.HandlerFunc(f.handle), Logger: quiet()}})
-	go f.srv.Serve(ln)
-	t.Cleanup(func() {
-		f.srv.Close()
-		f.mu.Lock()
-		if f.mu.coord != nil {
-			f.mu.coord.Close()
-		}
-		f.mu.Unlock()
-	})
+	f.Peer = nodetest.Listen(t, wire.Hello{Role: wire.RoleParticipant, Name: []byte(name)}, f.handle)
 	return f
-}
-
-// connect (re)points the fake's own connection at the coordinator at addr.
-func (f *fakeParticipant) connect(t *testing.T, addr string) {
-	t.Helper()
-	p := mux.NewPeer(addr, mux.PeerOptions{
-		Conn:  mux.Options{Logger: quiet()},
-		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(f.name)},
-	})
-	f.mu.Lock()
-	old := f.mu.coord
-	f.mu.coord = p
-	f.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (f *fakeParticipant) send(m wire.Message) {
-	f.mu.Lock()
-	p := f.mu.coord
-	f.mu.Unlock()
-	if p != nil {
-		_ = p.Send(m) // lost if not connected: the coordinator copes
-	}
 }
 
 func (f *fakeParticipant) handle(_ *mux.Conn, fr wire.Frame) error {
@@ -108,7 +60,7 @@ func (f *fakeParticipant) handle(_ *mux.Conn, fr wire.Frame) error {
 		f.mu.prepares = append(f.mu.prepares, m.Txn)
 		f.mu.Unlock()
 		if v := wire.VoteCode(f.vote.Load()); v != 0 {
-			f.send(&wire.Vote{Txn: m.Txn, From: []byte(f.name), Vote: v})
+			_ = f.Send(&wire.Vote{Txn: m.Txn, From: []byte(f.name), Vote: v}) // lost if not connected: the coordinator copes
 		}
 	case wire.TypeDecision:
 		var m wire.Decision
@@ -119,7 +71,7 @@ func (f *fakeParticipant) handle(_ *mux.Conn, fr wire.Frame) error {
 		f.mu.decisions = append(f.mu.decisions, m)
 		f.mu.Unlock()
 		if m.Decision == wire.DecisionCommit && f.ack.Load() {
-			f.send(&wire.Ack{Txn: m.Txn, From: []byte(f.name)})
+			_ = f.Send(&wire.Ack{Txn: m.Txn, From: []byte(f.name)})
 		}
 	}
 	return nil
@@ -149,18 +101,6 @@ func (f *fakeParticipant) prepared(txn uuid.UUID) bool {
 	return false
 }
 
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // rig is a coordinator with two fake participants, p1 and p2, and a client.
 type rig struct {
 	t     *testing.T
@@ -185,12 +125,12 @@ func newRig(t *testing.T, fs wal.FS) *rig {
 		FS:             fs,
 		GroupCommit:    true,
 		Coalesce:       true,
-		Logger:         quiet(),
+		Logger:         nodetest.Quiet(),
 	}
 	for _, name := range []string{"p1", "p2"} {
 		f := newFakeParticipant(t, name)
 		r.parts[name] = f
-		r.cfg.Participants[name] = f.ln.Addr().String()
+		r.cfg.Participants[name] = f.Addr()
 	}
 	r.start()
 	return r
@@ -213,7 +153,7 @@ func (r *rig) start() {
 		t.Fatal(err)
 	}
 	for _, f := range r.parts {
-		f.connect(t, c.Addr().String())
+		f.Connect(t, c.Addr().String())
 	}
 	if r.cl != nil {
 		r.cl.Close()
@@ -281,21 +221,16 @@ func TestBadRequestsAreAnsweredAndServingGoesOn(t *testing.T) {
 
 	// An admin report only participants serve: an error reply, and the
 	// connection stays usable for the next request.
-	nc, err := net.Dial("tcp", r.coord.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := mux.NewConn(nc, mux.Options{Logger: quiet()})
-	defer conn.Close()
-	if err := conn.Send(&wire.Hello{Role: wire.RoleAdmin}); err != nil {
-		t.Fatal(err)
-	}
+	conn := nodetest.Admin(t, r.coord.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminAccounts}, nil)
+	_, err := conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminAccounts}, nil)
 	var re *mux.RemoteError
 	if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, "does not serve") {
 		t.Errorf("admin accounts from the coordinator: %v, want an invalid-request error", err)
+	}
+	if _, err := conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminStatus}, nil); err != nil {
+		t.Errorf("status on the same connection after the error: %v", err)
 	}
 	var st coordinator.Status
 	if err := client.Admin(ctx, r.coord.Addr().String(), "status", nil, &st); err != nil {
@@ -349,7 +284,7 @@ func TestPrepareTimeoutAborts(t *testing.T) {
 	if res.Outcome != client.Aborted || res.Cause != engine.CauseTimeout || res.Participant != "p2" {
 		t.Fatalf("%v (cause %v at %q), want aborted: p2 timed out", res, res.Cause, res.Participant)
 	}
-	eventually(t, "p1 told to abort", func() bool { return r.parts["p1"].decisionsFor(id, wire.DecisionAbort) > 0 })
+	nodetest.Eventually(t, "p1 told to abort", func() bool { return r.parts["p1"].decisionsFor(id, wire.DecisionAbort) > 0 })
 	if n := r.parts["p1"].decisionsFor(id, wire.DecisionCommit); n != 0 {
 		t.Fatalf("p1 told to commit an aborted transaction %d times", n)
 	}
@@ -366,7 +301,7 @@ func TestRestartRedrivesAnUnacknowledgedCommit(t *testing.T) {
 	if res := r.run(id, "p1", "p2"); res.Outcome != client.Committed {
 		t.Fatalf("%v, want committed", res)
 	}
-	eventually(t, "one commit in doubt", func() bool { return r.coord.Status().InDoubt == 1 })
+	nodetest.Eventually(t, "one commit in doubt", func() bool { return r.coord.Status().InDoubt == 1 })
 	if err := r.coord.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -376,16 +311,16 @@ func TestRestartRedrivesAnUnacknowledgedCommit(t *testing.T) {
 
 	r.start() // the same data directory, a new address
 	// The shards publish their statistics after their first loop.
-	eventually(t, "the unacknowledged commit in doubt after the restart", func() bool { return r.coord.Status().InDoubt == 1 })
+	nodetest.Eventually(t, "the unacknowledged commit in doubt after the restart", func() bool { return r.coord.Status().InDoubt == 1 })
 	// Acks are not logged, so every participant is told again
 	// (docs/protocol.md, "Recovery"); p2 had acked and acks again.
-	eventually(t, "the commit redelivered to p1", func() bool { return p1.decisionsFor(id, wire.DecisionCommit) > 0 })
-	eventually(t, "the commit redelivered to p2", func() bool { return r.parts["p2"].decisionsFor(id, wire.DecisionCommit) == 2 })
+	nodetest.Eventually(t, "the commit redelivered to p1", func() bool { return p1.decisionsFor(id, wire.DecisionCommit) > 0 })
+	nodetest.Eventually(t, "the commit redelivered to p2", func() bool { return r.parts["p2"].decisionsFor(id, wire.DecisionCommit) == 2 })
 	if n := p1.decisionsFor(id, wire.DecisionAbort) + r.parts["p2"].decisionsFor(id, wire.DecisionAbort); n != 0 {
 		t.Fatalf("%d abort decisions for a committed transaction", n)
 	}
 	p1.ack.Store(true)
-	eventually(t, "nothing in doubt once p1 acknowledges", func() bool { return r.coord.Status().InDoubt == 0 })
+	nodetest.Eventually(t, "nothing in doubt once p1 acknowledges", func() bool { return r.coord.Status().InDoubt == 0 })
 }
 
 // A failed fsync stops the coordinator: Done closes, Err names the failure,

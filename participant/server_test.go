@@ -3,9 +3,6 @@ package participant_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +12,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/participant"
@@ -24,19 +22,14 @@ import (
 	"github.com/google/uuid"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 // fakeCoordinator stands in for the coordinator, as a participant sees it:
-// it accepts the participant's connections and records the votes, acks and
-// inquiries they carry, and sends prepares and decisions over a connection
-// of its own to the participant.
+// it records the votes, acks and inquiries on the participant's
+// connections, and sends prepares and decisions on its own.
 type fakeCoordinator struct {
-	ln  net.Listener
-	srv *mux.Server
+	*nodetest.Peer
 
 	mu struct {
 		sync.Mutex
-		peer     *mux.Peer // to the participant; replaced by connect
 		votes    map[wire.TxnID]wire.VoteCode
 		acks     map[wire.TxnID]int
 		inquires map[wire.TxnID]int
@@ -45,24 +38,11 @@ type fakeCoordinator struct {
 
 func newFakeCoordinator(t *testing.T) *fakeCoordinator {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeCoordinator{ln: ln}
+	f := &fakeCoordinator{}
 	f.mu.votes = map[wire.TxnID]wire.VoteCode{}
 	f.mu.acks = map[wire.TxnID]int{}
 	f.mu.inquires = map[wire.TxnID]int{}
-	f.srv = mux.NewServer(mux.ServerOptions{Conn: mux.Options{Handler: mux.HandlerFunc(f.handle), Logger: quiet()}})
-	go f.srv.Serve(ln)
-	t.Cleanup(func() {
-		f.srv.Close()
-		f.mu.Lock()
-		if f.mu.peer != nil {
-			f.mu.peer.Close()
-		}
-		f.mu.Unlock()
-	})
+	f.Peer = nodetest.Listen(t, wire.Hello{Role: wire.RoleCoordinator, Name: []byte("coordinator")}, f.handle)
 	return f
 }
 
@@ -92,33 +72,9 @@ func (f *fakeCoordinator) handle(_ *mux.Conn, fr wire.Frame) error {
 	return nil
 }
 
-// connect (re)points the fake's connection at the participant at addr.
-func (f *fakeCoordinator) connect(t *testing.T, addr string) {
-	t.Helper()
-	p := mux.NewPeer(addr, mux.PeerOptions{
-		Conn:  mux.Options{Logger: quiet()},
-		Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte("coordinator")},
-	})
-	f.mu.Lock()
-	old := f.mu.peer
-	f.mu.peer = p
-	f.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func (f *fakeCoordinator) send(t *testing.T, m wire.Message) {
 	t.Helper()
-	f.mu.Lock()
-	p := f.mu.peer
-	f.mu.Unlock()
-	if err := p.Send(m); err != nil {
+	if err := f.Send(m); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -151,18 +107,6 @@ func (f *fakeCoordinator) inquired(id uuid.UUID) bool {
 	return f.mu.inquires[wire.TxnID(id)] > 0
 }
 
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 const (
 	accounts = 10
 	balance  = 100
@@ -193,14 +137,14 @@ func unstartedRig(t *testing.T, fs wal.FS) *rig {
 		Name:         "p1",
 		Listen:       "127.0.0.1:0",
 		DataDir:      t.TempDir(),
-		Coordinator:  r.coord.ln.Addr().String(),
+		Coordinator:  r.coord.Addr(),
 		InquireAfter: 50 * time.Millisecond,
 		InquireMax:   200 * time.Millisecond,
 		SegmentSize:  1 << 20,
 		FS:           fs,
 		GroupCommit:  true,
 		Coalesce:     true,
-		Logger:       quiet(),
+		Logger:       nodetest.Quiet(),
 	}
 	return r
 }
@@ -223,7 +167,7 @@ func (r *rig) start() {
 	if err := p.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.coord.connect(t, p.Addr().String())
+	r.coord.Connect(t, p.Addr().String())
 }
 
 func (r *rig) restart() {
@@ -273,7 +217,7 @@ func TestPrepareAndDecideOverTheWire(t *testing.T) {
 	r.coord.prepare(t, commit, 1, -40)
 	r.coord.prepare(t, overdraw, 2, -balance-1)
 	r.coord.prepare(t, abort, 3, 25)
-	eventually(t, "three votes", func() bool {
+	nodetest.Eventually(t, "three votes", func() bool {
 		return r.coord.vote(commit) != 0 && r.coord.vote(overdraw) != 0 && r.coord.vote(abort) != 0
 	})
 	if v := r.coord.vote(commit); v != wire.VoteYes {
@@ -287,8 +231,8 @@ func TestPrepareAndDecideOverTheWire(t *testing.T) {
 	}
 	r.coord.decide(t, commit, wire.DecisionCommit)
 	r.coord.decide(t, abort, wire.DecisionAbort)
-	eventually(t, "the commit acked", func() bool { return r.coord.acked(commit) })
-	eventually(t, "nothing prepared", func() bool { return r.accounts().Prepared == 0 })
+	nodetest.Eventually(t, "the commit acked", func() bool { return r.coord.acked(commit) })
+	nodetest.Eventually(t, "nothing prepared", func() bool { return r.accounts().Prepared == 0 })
 	if a := r.accounts(); a.Total != accounts*balance-40 || a.Accounts != accounts {
 		t.Errorf("accounts after the commit: %+v, want total %d", a, accounts*balance-40)
 	}
@@ -311,7 +255,7 @@ func TestRestartInDoubtInquires(t *testing.T) {
 	r := newRig(t, nil)
 	id := newID()
 	r.coord.prepare(t, id, 4, -30)
-	eventually(t, "the yes vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
+	nodetest.Eventually(t, "the yes vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
 	r.restart()
 	if a := r.accounts(); a.Prepared != 1 {
 		t.Fatalf("after the restart %d prepared, want the one in doubt", a.Prepared)
@@ -319,17 +263,17 @@ func TestRestartInDoubtInquires(t *testing.T) {
 	if o := r.outcomes()[id]; o != "prepared" {
 		t.Fatalf("outcome of the one in doubt %q, want prepared", o)
 	}
-	eventually(t, "an inquiry", func() bool { return r.coord.inquired(id) })
+	nodetest.Eventually(t, "an inquiry", func() bool { return r.coord.inquired(id) })
 	// A second prepare of the same account must wait: the restored hold
 	// keeps its lock.
 	other := newID()
 	r.coord.prepare(t, other, 4, -1)
-	eventually(t, "a vote on the locked account", func() bool { return r.coord.vote(other) != 0 })
+	nodetest.Eventually(t, "a vote on the locked account", func() bool { return r.coord.vote(other) != 0 })
 	if v := r.coord.vote(other); v != wire.VoteNo {
 		t.Fatalf("vote on an account held by the transaction in doubt: %v, want no", v)
 	}
 	r.coord.decide(t, id, wire.DecisionCommit)
-	eventually(t, "the commit acked", func() bool { return r.coord.acked(id) })
+	nodetest.Eventually(t, "the commit acked", func() bool { return r.coord.acked(id) })
 	if o := r.outcomes()[id]; o != "committed" {
 		t.Fatalf("outcome %q after the commit, want committed", o)
 	}
@@ -348,10 +292,10 @@ func TestAdminReportsAfterRestart(t *testing.T) {
 	for i := range 6 {
 		id := newID()
 		r.coord.prepare(t, id, uint32(i), 10)
-		eventually(t, "a yes vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
+		nodetest.Eventually(t, "a yes vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
 		if i%2 == 0 {
 			r.coord.decide(t, id, wire.DecisionCommit)
-			eventually(t, "an ack", func() bool { return r.coord.acked(id) })
+			nodetest.Eventually(t, "an ack", func() bool { return r.coord.acked(id) })
 			want[id] = "committed"
 			total += 10
 		} else {
@@ -359,7 +303,7 @@ func TestAdminReportsAfterRestart(t *testing.T) {
 			want[id] = "aborted"
 		}
 	}
-	eventually(t, "every decision listed", func() bool { return len(r.outcomes()) == len(want) })
+	nodetest.Eventually(t, "every decision listed", func() bool { return len(r.outcomes()) == len(want) })
 	for range 2 {
 		r.restart()
 		got := r.outcomes()
@@ -376,19 +320,11 @@ func TestAdminReportsAfterRestart(t *testing.T) {
 		}
 	}
 
-	nc, err := net.Dial("tcp", r.p.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := mux.NewConn(nc, mux.Options{Logger: quiet()})
-	defer conn.Close()
-	if err := conn.Send(&wire.Hello{Role: wire.RoleAdmin}); err != nil {
-		t.Fatal(err)
-	}
+	conn := nodetest.Admin(t, r.p.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var re *mux.RemoteError
-	_, err = conn.Call(ctx, &wire.AdminRequest{Kind: 99}, nil)
+	_, err := conn.Call(ctx, &wire.AdminRequest{Kind: 99}, nil)
 	if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, "does not serve") {
 		t.Errorf("admin request of kind 99: %v, want an invalid-request error", err)
 	}
@@ -408,7 +344,7 @@ func TestFsyncFailureStopsTheParticipant(t *testing.T) {
 	r := newRig(t, fs)
 	before := newID()
 	r.coord.prepare(t, before, 0, -1)
-	eventually(t, "a yes vote before the fault", func() bool { return r.coord.vote(before) == wire.VoteYes })
+	nodetest.Eventually(t, "a yes vote before the fault", func() bool { return r.coord.vote(before) == wire.VoteYes })
 	fs.Inject(waltest.FailNth(waltest.OpSync, 1, syscall.EIO, true))
 	id := newID()
 	r.coord.prepare(t, id, 1, -1)
@@ -506,15 +442,7 @@ func TestOutcomesStreamFromTheLedger(t *testing.T) {
 		return nil
 	})
 	var frames int
-	nc, err := net.Dial("tcp", r.p.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := mux.NewConn(nc, mux.Options{Logger: quiet()})
-	defer conn.Close()
-	if err := conn.Send(&wire.Hello{Role: wire.RoleAdmin}); err != nil {
-		t.Fatal(err)
-	}
+	conn := nodetest.Admin(t, r.p.Addr().String())
 	err = conn.Stream(ctx, &wire.AdminRequest{Kind: wire.AdminOutcomes}, func(wire.Frame) error {
 		frames++
 		return nil
