@@ -2,6 +2,7 @@ package bench
 
 import (
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/commitd/commitd/engine"
@@ -16,14 +17,12 @@ const maxAckQueue = 4 << 20
 // keepAckBuffer is the largest round buffer kept for reuse after a burst.
 const keepAckBuffer = 256 << 10
 
-// ackLog writes the ack log in rounds. Callers queue their lines (add); one
-// writer goroutine takes everything queued and hands it to w in one Write
-// call, then starts the next round as soon as that call returns and more
-// is queued. No line waits in a user-space buffer across rounds, so with w
-// an *os.File a line is in the kernel (one write(2)) at most one round
-// after it is queued: a kill -9 loses only the lines queued since the last
-// round began, and may cut the last line of a write it interrupts (an
-// unterminated last line, which the chaos checker ignores).
+// ackLog writes the ack log in rounds (see Config.AckLog). Callers queue
+// their lines (add); one writer goroutine, woken by the first line queued
+// after a round, yields once and then hands everything queued to w in one
+// Write call. No line waits in a user-space buffer across rounds, so with
+// w an *os.File a line is in the kernel (one write(2)) by the end of the
+// first round that begins after it is queued.
 type ackLog struct {
 	w    io.Writer     // immutable; used only by the writer goroutine
 	fail func()        // immutable; called once, on the first write error
@@ -91,6 +90,11 @@ func (a *ackLog) run() {
 	for {
 		select {
 		case <-a.wake:
+			// Yield once first, as mux's writer does: callers that are
+			// runnable now add their lines to this round instead of each
+			// waking a round of its own (a write per transaction). With
+			// nothing else runnable Gosched returns at once.
+			runtime.Gosched()
 			a.round()
 		case <-a.stop:
 			a.round() // the lines queued before close

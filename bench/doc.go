@@ -18,15 +18,16 @@
 //
 // with the outcome its caller was told, for a crash test to check
 // afterwards (internal/chaos reads it). The caller queues the line right
-// after it has recorded the outcome; one writer goroutine takes everything
-// queued and writes it with one Write call (one write(2) for an *os.File),
-// and starts the next round as soon as that call returns. No line is held
-// in a user-space buffer across rounds, so each is in the kernel within one
-// write round of its outcome: a kill -9 of the bench loses at most the lines
-// queued since the last round began (at most one per caller and round in
-// practice) and may leave the last line cut short, which the checker
-// ignores. The kernel's page cache keeps what was written; nothing is
-// fsynced, as a crash test kills processes, not the machine.
+// after it has recorded the outcome. One writer goroutine writes in rounds:
+// woken by the first line queued after a round, it yields once so that the
+// callers already runnable add theirs, then takes everything queued and
+// writes it with one Write call (one write(2) for an *os.File). No line is
+// held in a user-space buffer across rounds, so each is in the kernel
+// within one write round of its outcome: a kill -9 of the bench loses at
+// most the lines queued since the last round began, and may leave the last
+// line cut short, which the checker ignores. The kernel's page cache keeps
+// what was written; nothing is fsynced, as a crash test kills processes,
+// not the machine.
 //
 // # Cost
 //

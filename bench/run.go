@@ -47,14 +47,17 @@ type Config struct {
 	// caller was told (a transaction cut off by the end of the run is
 	// logged as unknown but not counted). A caller queues its line as soon
 	// as it has recorded the outcome, before it starts its next
-	// transaction; one writer goroutine writes everything queued with one
-	// Write call per round, starting the next round as soon as a Write
-	// returns, and Run writes the rest before it returns. Nothing is held
-	// in a user-space buffer across rounds, so with an *os.File every line
-	// reaches the kernel (a write(2)) one round after its outcome is
-	// known: a kill -9 loses only the lines queued since the last round
-	// began, and can leave the last line cut short. If a Write fails the
-	// run stops and Run returns the error.
+	// transaction. One writer goroutine writes in rounds: woken by the
+	// first line queued after a round, it yields once so that the callers
+	// runnable at that moment queue theirs too, then writes everything
+	// queued with one Write call. Nothing is held in a user-space buffer
+	// across rounds: with an *os.File every line is in the kernel (one
+	// write(2)) by the end of the first round that begins after it is
+	// queued, so a kill -9 loses only the lines queued since the last
+	// round began, and a write it interrupts may leave the last line cut
+	// short. Run writes the rest before it returns. Callers wait while
+	// 4 MiB of lines are queued. If a Write fails the run stops and Run
+	// returns the error.
 	AckLog io.Writer
 	// Sample, if set, is called once a second and at the start and end of
 	// the run to read the coordinator's allocation and memory counters.

@@ -34,9 +34,9 @@ func runBench(args []string) error {
 	conns := fs.Int("conns", 2, "connections to the coordinator")
 	jsonPath := fs.String("json", "", "write the report (every figure) as JSON to this file")
 	plotPath := fs.String("plot", "", "draw throughput over time and the latency spectrum into this SVG file")
-	ackPath := fs.String("ack-log", "", "write one line per transaction to this file: <uuid> <outcome> <participant>,..., the outcome the caller was told. "+
-		"Lines are written with one write(2) per round, the next round starting as soon as a write returns, never held in a user-space buffer: "+
-		"a kill -9 loses only the lines queued since the last round began (and may cut the last line short); the page cache keeps the rest")
+	ackPath := fs.String("ack-log", "", "write one line per transaction to this file, <uuid> <outcome> <participant>,...: the outcome the caller was told. "+
+		"Each line is in the kernel within one write round of its outcome (one write(2) per round, no user-space buffer across rounds), "+
+		"so a kill -9 loses at most the lines queued since the last round began and may cut the last line short")
 	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "workload seed")
 	fs.StringVar(&coord, "coordinator", "", "the coordinator's address (required)")
