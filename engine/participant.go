@@ -464,14 +464,23 @@ func (p *Participant) prepare(m Message) {
 		p.stats.IgnoredInvalid++
 		return
 	}
-	if _, st := p.find(m.Txn); st != 0 {
+	if t, st := p.find(m.Txn); st != 0 {
 		// Never prepare twice: answer from what was done.
 		p.stats.IgnoredDuplicate++
 		switch st {
 		case partPreparing, partCommitting, partVoting:
 			// The vote goes out when the record is durable (or the
 			// resource has answered).
-		case partPrepared, partCommitted:
+		case partPrepared:
+			if t.onePhase {
+				// A durable resource failed this one-phase commit
+				// (MsgResFailed): it is prepared, not committed, and a
+				// one-phase YES would say committed. Its outcome is now
+				// the coordinator's answer to an inquiry.
+				break
+			}
+			p.sendVote(m.Txn, VoteYes)
+		case partCommitted:
 			p.sendVote(m.Txn, VoteYes)
 		case partAborted, partAborting:
 			p.sendVote(m.Txn, VoteNo)
