@@ -23,12 +23,11 @@ type idSource struct {
 	rng rand.PCG
 }
 
-func newIDSource() *idSource {
+// seed seeds the generator from crypto/rand.
+func (s *idSource) seed() {
 	var seed [16]byte
 	_, _ = crand.Read(seed[:]) // never fails (crypto/rand crashes the program instead)
-	s := &idSource{}
 	s.rng.Seed(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))
-	return s
 }
 
 // next returns a fresh id stamped with now:

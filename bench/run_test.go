@@ -43,7 +43,8 @@ func TestIDs(t *testing.T) {
 	seen := map[uuid.UUID]bool{}
 	base := time.Date(2026, 11, 26, 5, 0, 0, 0, time.UTC)
 	for c := range 50 {
-		src := newIDSource()
+		var src idSource
+		src.seed()
 		var prev uuid.UUID
 		for i := range 200 {
 			now := base.Add(time.Duration(i) * 300 * time.Microsecond)
@@ -65,7 +66,8 @@ func TestIDs(t *testing.T) {
 		}
 	}
 	// The random half differs between ids stamped with the same instant.
-	src := newIDSource()
+	var src idSource
+	src.seed()
 	if a, b := src.next(base), src.next(base); a == b {
 		t.Fatalf("two ids at one instant are equal: %v", a)
 	}
