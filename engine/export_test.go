@@ -10,6 +10,15 @@ func SetParticipantBugs(p *Participant, voteBeforeDurable, ackBeforeDurable bool
 	p.bugAckBeforeDurable = ackBeforeDurable
 }
 
+// SetDurableResourceBugs makes p, a participant with a durable resource,
+// vote YES (one-phase: committed) as soon as its resource has started the
+// prepare and/or ack a commit as soon as its resource has started it, not
+// when the resource reports either durable.
+func SetDurableResourceBugs(p *Participant, voteEarly, ackEarly bool) {
+	p.bugResVoteEarly = voteEarly
+	p.bugResAckEarly = ackEarly
+}
+
 // SetShardBugs makes s send commit decisions and the client's reply
 // before the commit record is durable.
 func SetShardBugs(s *Shard, decideBeforeDurable bool) {
