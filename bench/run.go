@@ -195,19 +195,20 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		defer cancel()
 	}
 	r := &runner{cfg: cfg, rec: newRecorder()}
-	if cfg.AckLog != nil {
-		// A failed ack log makes the run worthless to a crash test: stop.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		r.ack = newAckLog(cfg.AckLog, cancel)
-	}
 	var first ServerSample
 	if cfg.Sample != nil {
 		var err error
 		if first, err = cfg.Sample(context.Background()); err != nil {
 			return Report{}, fmt.Errorf("bench: reading the coordinator's counters: %w", err)
 		}
+	}
+	if cfg.AckLog != nil {
+		// A failed ack log makes the run worthless to a crash test: stop.
+		// From here on Run returns only after closing the log.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		r.ack = newAckLog(cfg.AckLog, cancel)
 	}
 	r.start = time.Now()
 	stopProgress := make(chan struct{})
