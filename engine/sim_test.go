@@ -18,7 +18,7 @@ import (
 )
 
 // The simulation runs one coordinator (2–4 shards, one log each, crashing
-// together) and 3–5 bank participants on one goroutine, driven by one
+// together) and 3–5 participants (banks) on one goroutine, driven by one
 // seeded random source: random transfers, a network that drops,
 // duplicates, delays and reorders, durability that arrives late (the group
 // commit window), and crashes that keep only what a real log could keep
@@ -26,6 +26,28 @@ import (
 // are rebuilt only from their logs, through the record codec. Invariants
 // are checked after every event; after the fault phase every transaction
 // must finish and every lock be released within a bounded number of ticks.
+//
+// In two seeds of three, all or some participants run in durable-resource
+// mode (ParticipantConfig.DurableResource, as the PostgreSQL participant
+// does) over a simulated database, simRes (simres_test.go): it keeps
+// prepared transactions, their locks and its commits across crashes of
+// the participant, which keeps no log; it answers prepares VotePending
+// (sometimes at once) and finishes prepares, commits and aborts after
+// random delays, in random order; while faults last, a prepare may lose
+// its connection (answered no, and prepared in the database or not: an
+// orphan) and a commit or abort may fail (MsgResFailed) and must be
+// retried; a crash cancels the work in flight or leaves it to finish
+// without telling anyone. Every restart begins with a scan
+// (MsgResInDoubt for each transaction the database holds prepared), and
+// later scans arrive up to a few ticks late, so stale. Besides the
+// invariants above (with "durable" meaning done in the database), it
+// checks that a YES vote goes out only once the database has prepared,
+// an ack or one-phase YES only once it has committed; that the database
+// commits a two-phase transaction only after the coordinator's RecCommit
+// is durable, never rolls one back after that, and is never asked to
+// commit what it does not hold prepared or to roll back what it
+// committed; that such a participant appends no record; and, at
+// quiescence, that no transaction is left prepared in any database.
 //
 //	go test ./engine -run Simulation                      a few hundred seeds
 //	COMMITD_SIM_SEEDS=10000 go test ./engine -run Simulation
@@ -39,9 +61,15 @@ type simOptions struct {
 	// end-to-end invariants (atomicity, durability, conservation, client
 	// honesty) remain — the broken-variant test uses both.
 	checkOutputs bool
-	voteEarly    bool // participants: bugVoteBeforeDurable
-	ackEarly     bool // participants: bugAckBeforeDurable
+	voteEarly    bool // participants with a log: bugVoteBeforeDurable
+	ackEarly     bool // participants with a log: bugAckBeforeDurable
 	decideEarly  bool // shards: bugDecideBeforeDurable
+	resVoteEarly bool // participants with a durable resource: bugResVoteEarly
+	resAckEarly  bool // participants with a durable resource: bugResAckEarly
+	// lateLeftovers lets work a crashed participant left running in its
+	// durable resource finish after the restarted participant's first
+	// scan (COMMITD_SIM_LATE_LEFTOVERS=1): see restartRes.
+	lateLeftovers bool
 }
 
 // simParams is drawn from the seed.
@@ -57,6 +85,16 @@ type simParams struct {
 	crashP                  float64
 	buggifyP                float64 // crash at a dangerous point
 	maxDown                 int
+
+	// Participants with a durable resource (simRes) instead of a bank
+	// and a log: none, all or some, by seed.
+	durable     []bool
+	resMaxDelay int     // resource work takes effect after 0..resMaxDelay ticks
+	resSyncP    float64 // chance a prepare is answered at once
+	resErrP     float64 // chance a prepare loses its connection (faults only)
+	resFailP    float64 // chance a commit or abort fails (faults only)
+	scanEvery   int     // ticks between scans of the resource
+	scanLag     int     // a scan's results arrive 0..scanLag ticks late
 }
 
 func drawParams(r *rand.Rand) simParams {
@@ -90,6 +128,19 @@ func drawParams(r *rand.Rand) simParams {
 	if r.IntN(3) > 0 {
 		p.pcfg.CheckpointEvery = 2 + r.IntN(15)
 	}
+	p.durable = make([]bool, p.parts)
+	mode := r.IntN(3) // 0: every participant has a log, 1: none has, 2: some have
+	for i := range p.durable {
+		p.durable[i] = mode == 1 || mode == 2 && r.IntN(2) == 0
+	}
+	p.resMaxDelay = r.IntN(8)
+	p.resSyncP = 0.3 * r.Float64()
+	p.resErrP = 0.1 * r.Float64()
+	p.resFailP = 0.2 * r.Float64()
+	p.scanEvery = 10 + r.IntN(60)
+	// Well within RememberTicks (≥ 20): the engine's assumption about
+	// scan results.
+	p.scanLag = r.IntN(10)
 	return p
 }
 
@@ -107,6 +158,8 @@ type simNode struct {
 	part    *engine.Participant
 	bank    *bank.Bank
 	pi      int      // participant number, -1 for a shard
+	res     *simRes  // a durable resource (survives crashes), or nil: then bank and log
+	inc     int      // incarnation, counted from 1 (restarts)
 	log     []simRec // this incarnation's records still kept; log[i] has index trimmed+i+1
 	trimmed uint64
 	syncAt  int64 // tick of the pending sync, -1 if none
@@ -153,13 +206,17 @@ type sim struct {
 	shards []*simNode
 	parts  []*simNode
 	net    []envelope
+	resOps []*resOp // durable resources' work and scan results, in flight
 
 	txns     map[engine.TxnID]*simTxn
 	order    []*simTxn // in begin order
 	awaiting map[engine.TxnID]*simTxn
 	nextID   uint64
 
-	// What each participant has done, across its restarts.
+	// What each participant has done, across its restarts. With a
+	// durable resource, a prepare or commit is durable once it has taken
+	// effect in the resource, and appliedNow lists the commits the
+	// machine reported applied, in any incarnation.
 	durPrepared  []map[engine.TxnID]bool // RecPrepared durable
 	durCommitted []map[engine.TxnID]bool // RecCommitted durable (the commit is permanent)
 	appliedNow   []map[engine.TxnID]bool // commits reflected in the current bank
@@ -178,6 +235,7 @@ type sim struct {
 
 type simStats struct {
 	txns, committed, aborted, unknown, crashes, msgs int
+	parts, durableParts                              int
 	// cov counts the paths a run went through (engine counters summed
 	// over every incarnation, and events seen by the simulator), to show
 	// that the faults reach the code they are meant to reach.
@@ -191,6 +249,8 @@ func (st *simStats) add(o simStats) {
 	st.unknown += o.unknown
 	st.crashes += o.crashes
 	st.msgs += o.msgs
+	st.parts += o.parts
+	st.durableParts += o.durableParts
 	if st.cov == nil {
 		st.cov = map[string]int{}
 	}
@@ -222,6 +282,9 @@ func (s *sim) collect(n *simNode) {
 	c["part.ignored-duplicate"] += int(st.IgnoredDuplicate)
 	c["part.ignored-unknown"] += int(st.IgnoredUnknown)
 	c["part.ignored-invalid"] += int(st.IgnoredInvalid)
+	c["part.in-doubt-found"] += int(st.InDoubtFound)
+	c["part.orphans-aborted"] += int(st.OrphansAborted)
+	c["part.resource-failures"] += int(st.ResourceFailures)
 }
 
 func newSim(seed int64, o simOptions, tracing bool) *sim {
@@ -242,6 +305,12 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 	}
 	for i := range s.p.parts {
 		n := &simNode{id: len(s.nodes), name: fmt.Sprintf("p%d", i), pi: i, syncAt: -1, up: true}
+		s.stats.parts++
+		if s.p.durable[i] {
+			s.stats.durableParts++
+			n.res = newSimRes(s, n)
+			n.res.nextScan = int64(s.p.scanEvery)
+		}
 		s.newParticipant(n)
 		s.nodes = append(s.nodes, n)
 		s.parts = append(s.parts, n)
@@ -254,9 +323,17 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 }
 
 func (s *sim) newParticipant(n *simNode) {
-	n.bank = bank.New(s.p.accounts, initialBalance)
+	n.inc++
 	cfg := s.p.pcfg
 	cfg.Name = n.name
+	if n.res != nil {
+		n.bank = n.res.bank
+		cfg.DurableResource = true
+		n.part = engine.NewParticipant(cfg, n.res)
+		engine.SetDurableResourceBugs(n.part, s.o.resVoteEarly, s.o.resAckEarly)
+		return
+	}
+	n.bank = bank.New(s.p.accounts, initialBalance)
 	n.part = engine.NewParticipant(cfg, n.bank)
 	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly)
 }
@@ -295,6 +372,18 @@ func (s *sim) run() (err error) {
 	}
 	bound := int64(s.p.scfg.PrepareTimeout + s.p.pcfg.InquireMax + s.p.scfg.RedeliverMax +
 		10*(s.p.maxDelay+s.p.maxSync+1))
+	for _, d := range s.p.durable {
+		if d {
+			// Work left by a crash runs, a scan finds the orphan, and a
+			// one-phase transaction found in doubt whose coordinator
+			// answered "unknown" ignores its inquiries until the
+			// coordinator forgets it (up to twice RememberTicks): then it
+			// presumes abort.
+			bound += int64(2*s.p.scfg.RememberTicks + s.p.pcfg.InquireMax + s.p.scanEvery + s.p.scanLag +
+				4*(s.p.resMaxDelay+3))
+			break
+		}
+	}
 	start := s.now
 	for ; s.err == nil; s.now++ {
 		if s.quiescent() {
@@ -340,6 +429,7 @@ func (s *sim) step() {
 		}
 	}
 	s.deliver()
+	s.runResources()
 	for _, n := range s.nodes {
 		if n.up && n.syncAt >= 0 && n.syncAt <= s.now && s.err == nil {
 			s.sync(n)
@@ -500,6 +590,10 @@ func (s *sim) pump(n *simNode) {
 			}
 			rd = n.part.Ready()
 		}
+		if len(rd.Records) > 0 && n.res != nil {
+			s.fail("%s, with a durable resource, appended a %v record", n.name, rd.Records[0].Type)
+			return
+		}
 		if len(rd.Records) > 0 {
 			if want := n.trimmed + uint64(len(n.log)) + 1; rd.FirstIndex != want {
 				s.fail("%s: records start at %d, log expects %d", n.name, rd.FirstIndex, want)
@@ -618,6 +712,18 @@ func (s *sim) applied(n *simNode, a engine.Applied) {
 	s.tracef("%s: applied %s %v", n.name, short(a.Txn), a.Decision)
 	switch a.Decision {
 	case engine.DecisionCommit:
+		if n.res != nil {
+			// Reported once the resource has committed (its balance
+			// changed then); at most once, across restarts.
+			switch {
+			case !s.durCommitted[n.pi][a.Txn]:
+				s.fail("%s reported the commit of %s applied before its resource committed it", n.name, short(a.Txn))
+			case s.appliedNow[n.pi][a.Txn]:
+				s.fail("%s applied the commit of %s twice", n.name, short(a.Txn))
+			}
+			s.appliedNow[n.pi][a.Txn] = true
+			return
+		}
 		// A one-phase commit is the participant's own decision: applied
 		// only once its record is durable. A two-phase commit may be
 		// applied early (locks released before the fsync), but only once
@@ -787,6 +893,9 @@ func (s *sim) crash(n *simNode, why string) {
 	}
 	s.tracef("%s: CRASH (%s), log keeps %d of %d", n.name, why, keep, len(n.log))
 	s.collect(n)
+	if n.res != nil {
+		s.crashRes(n)
+	}
 	s.stats.cov["crash "+why]++
 	n.log = n.log[:keep]
 	n.up = false
@@ -830,23 +939,31 @@ func (s *sim) restart(n *simNode) {
 		}
 	}
 	if n.pi >= 0 {
-		// The rebuilt bank holds exactly the commits that were durable.
-		s.appliedNow[n.pi] = map[engine.TxnID]bool{}
+		// The rebuilt bank (or the resource) holds exactly the commits
+		// that were durable.
+		if n.res == nil {
+			s.appliedNow[n.pi] = map[engine.TxnID]bool{}
+		}
 		s.expected[n.pi] = int64(s.p.accounts) * initialBalance
 		for id := range s.durCommitted[n.pi] {
 			amt, _ := s.txns[id].amount(n.pi)
-			s.appliedNow[n.pi][id] = true
+			if n.res == nil {
+				s.appliedNow[n.pi][id] = true
+			}
 			s.expected[n.pi] += amt
 		}
 		if got := n.bank.Total(); got != s.expected[n.pi] {
 			s.fail("%s restored with total %d, durable commits say %d", n.name, got, s.expected[n.pi])
 		}
 	}
+	if n.res != nil {
+		s.restartRes(n)
+	}
 	s.pump(n)
 }
 
 func (s *sim) quiescent() bool {
-	if len(s.net) > 0 {
+	if len(s.net) > 0 || len(s.resOps) > 0 {
 		return false
 	}
 	for _, n := range s.nodes {
@@ -857,7 +974,7 @@ func (s *sim) quiescent() bool {
 			if st := n.shard.Stats(); st.InFlight > 0 || st.Undelivered > 0 {
 				return false
 			}
-		} else if n.part.Stats().Prepared > 0 || n.bank.Locked() > 0 {
+		} else if n.part.Stats().Prepared > 0 || n.bank.Locked() > 0 || n.res != nil && s.resPending(n) != "" {
 			return false
 		}
 	}
@@ -872,7 +989,11 @@ func (s *sim) pendingSummary() string {
 			st := n.shard.Stats()
 			fmt.Fprintf(&b, " %s in-flight=%d undelivered=%d;", n.name, st.InFlight, st.Undelivered)
 		} else {
-			fmt.Fprintf(&b, " %s prepared=%d locked=%d;", n.name, n.part.Stats().Prepared, n.bank.Locked())
+			fmt.Fprintf(&b, " %s prepared=%d locked=%d", n.name, n.part.Stats().Prepared, n.bank.Locked())
+			if n.res != nil {
+				fmt.Fprintf(&b, " voting=%d %s", n.part.Stats().Voting, s.resPending(n))
+			}
+			b.WriteString(";")
 		}
 	}
 	return b.String()
@@ -986,22 +1107,24 @@ func reportFailure(t *testing.T, seed int64, err error, o simOptions) {
 }
 
 func TestSimulation(t *testing.T) {
-	o := simOptions{checkOutputs: true}
+	o := simOptions{checkOutputs: true, lateLeftovers: envInt("COMMITD_SIM_LATE_LEFTOVERS", 0) == 1}
 	if v := os.Getenv("COMMITD_SIM_SEED"); v != "" {
 		seed, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s := newSim(seed, o, true)
-		if err := s.run(); err != nil {
-			reportFailure(t, seed, err, o)
-		}
+		err = s.run()
 		if testing.Verbose() {
-			t.Logf("seed %d: %+v params %+v quiescent after %d ticks", seed, s.stats, s.p, s.quiesced)
+			// The whole trace, the failing event last.
 			for _, l := range s.trace {
 				fmt.Println(l)
 			}
 		}
+		if err != nil {
+			reportFailure(t, seed, err, o)
+		}
+		t.Logf("seed %d: %+v params %+v quiescent after %d ticks", seed, s.stats, s.p, s.quiesced)
 		return
 	}
 	count := int64(envInt("COMMITD_SIM_SEEDS", 300))
@@ -1010,8 +1133,9 @@ func TestSimulation(t *testing.T) {
 	if bad >= 0 {
 		reportFailure(t, bad, err, o)
 	}
-	t.Logf("%d seeds in %v: %d txns (%d committed, %d aborted, %d unknown), %d crashes, %d messages",
-		count, time.Since(start).Round(time.Millisecond), tot.txns, tot.committed, tot.aborted, tot.unknown, tot.crashes, tot.msgs)
+	t.Logf("%d seeds in %v: %d txns (%d committed, %d aborted, %d unknown), %d crashes, %d messages, %d of %d participants with a durable resource",
+		count, time.Since(start).Round(time.Millisecond), tot.txns, tot.committed, tot.aborted, tot.unknown, tot.crashes, tot.msgs,
+		tot.durableParts, tot.parts)
 	if tot.committed == 0 || tot.aborted == 0 || tot.unknown == 0 || tot.crashes == 0 {
 		t.Fatalf("the simulation does not exercise every outcome and crashes: %+v", tot)
 	}
@@ -1028,12 +1152,20 @@ func TestSimulation(t *testing.T) {
 	if count < 100 {
 		return // too few seeds to insist on every path
 	}
+	if tot.durableParts == 0 || tot.durableParts == tot.parts {
+		t.Errorf("%d of %d participants with a durable resource: want both kinds", tot.durableParts, tot.parts)
+	}
 	for _, k := range []string{
 		"shard.redelivered", "shard.presumed-abort", "shard.not-sent", "shard.inquiry-deferred", "shard.ignored-duplicate",
 		"shard.ignored-late", "shard.ignored-unknown", "part.inquiries", "part.checkpoints", "part.acked-unknown",
 		"part.voted-no", "part.read-only", "part.ignored-duplicate", "part.ignored-unknown",
 		"crash random", "crash after append", "crash after durable", "crash keeps part of a torn tail",
 		"crash loses records", "restart from a checkpoint",
+		"part.in-doubt-found", "part.orphans-aborted", "part.resource-failures",
+		"res.prepare pending", "res.prepare answered at once", "res.prepare lost its connection, runs later",
+		"res.failed", "res.stale scan result", "res.abort of nothing prepared", "res.work nobody waits for ran",
+		"crash after resource work", "crash cancels resource work", "crash leaves resource work to run",
+		"restart finds prepared transactions in the resource",
 	} {
 		if tot.cov[k] == 0 {
 			t.Errorf("no seed went through %q", k)
@@ -1044,7 +1176,9 @@ func TestSimulation(t *testing.T) {
 // TestSimulationCatchesBugs shows the simulation can fail: each
 // deliberately broken variant of the engine is caught within a few
 // seeds, both by the direct output checks and by the end-to-end
-// invariants alone.
+// invariants alone. The durable-resource variants break only the
+// participants with a durable resource, the others only those with a
+// log.
 func TestSimulationCatchesBugs(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -1053,6 +1187,8 @@ func TestSimulationCatchesBugs(t *testing.T) {
 		{"vote-before-durable", simOptions{voteEarly: true}},
 		{"ack-before-durable", simOptions{ackEarly: true}},
 		{"decide-before-durable", simOptions{decideEarly: true}},
+		{"durable-resource/vote-before-prepared", simOptions{resVoteEarly: true}},
+		{"durable-resource/ack-before-committed", simOptions{resAckEarly: true}},
 	} {
 		for _, direct := range []bool{true, false} {
 			o := c.o
