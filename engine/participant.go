@@ -188,6 +188,10 @@ type Participant struct {
 	txns map[TxnID]*partTxn
 	free []*partTxn
 	done recent[partState]
+	// retired and draining: as in Shard — a decided partTxn's work may be
+	// in the pending or last Ready's records (RecPrepared, a one-phase
+	// RecCommitted), so it is reused only once that Ready is superseded.
+	retired, draining []*partTxn
 	// held lists the transactions holding the resource, in a
 	// deterministic order (swap-removal), for checkpoints and recovery.
 	held []*partTxn
@@ -896,7 +900,8 @@ func (p *Participant) becomeDone(t *partTxn, st partState) {
 		panic(fmt.Sprintf("engine: %v: %v → %v (held %v)", t.id, t.state, st, t.heldAt >= 0))
 	}
 	p.done.put(t.id, st)
-	p.release(t)
+	t.state = st
+	p.retire(t)
 }
 
 func (p *Participant) noteDecided() {
@@ -955,12 +960,24 @@ func (p *Participant) find(id TxnID) (*partTxn, partState) {
 	return nil, 0
 }
 
-// release returns a decided t to the free list; gen changes, so queued
-// timers and durability waits for it go stale.
-func (p *Participant) release(t *partTxn) {
+// retire takes a decided t out of the machine at once — lookups find it
+// in done, and gen changes, so queued timers and durability waits for it
+// go stale — but keeps its memory intact until the Ready that may refer to
+// its work is superseded.
+func (p *Participant) retire(t *partTxn) {
 	delete(p.txns, t.id)
-	*t = partTxn{gen: t.gen + 1, work: t.work[:0], heldAt: -1}
-	p.free = append(p.free, t)
+	t.gen++
+	p.retired = append(p.retired, t)
+}
+
+// recycle returns the draining structs to free.
+func (p *Participant) recycle() {
+	for i, t := range p.draining {
+		*t = partTxn{gen: t.gen + 1, work: t.work[:0], heldAt: -1}
+		p.free = append(p.free, t)
+		p.draining[i] = nil
+	}
+	p.draining = p.draining[:0]
 }
 
 func (p *Participant) sendVote(id TxnID, v Vote) {
@@ -1003,6 +1020,11 @@ func (p *Participant) HasReady() bool {
 // call into p.
 func (p *Participant) Ready() Ready {
 	p.start()
+	// The previous Ready is superseded by this call: what was decided
+	// before it can be reused; what was decided since is referred to by
+	// this one.
+	p.recycle()
+	p.draining, p.retired = p.retired, p.draining
 	rd := p.rd
 	rd.LowWater = p.lowWater
 	rd.Lazy = len(rd.Records) > 0 && !p.forced

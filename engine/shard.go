@@ -208,6 +208,11 @@ type Shard struct {
 	txns map[TxnID]*coordTxn
 	free []*coordTxn
 	done recent[finishedTxn]
+	// retired are finished since the last Ready, draining finished before
+	// it: the pending or last-handed-out Ready may still point into their
+	// buffers (a prepare's Work, a record's Participants), so they go back
+	// to free only once that Ready is superseded (see Ready).
+	retired, draining []*coordTxn
 
 	nextIndex uint64 // index the next record takes
 	durable   uint64 // every record up to here is durable
@@ -762,7 +767,8 @@ func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 		f.names[i] = nameHash(t.branches[i].name)
 	}
 	s.done.put(t.id, f)
-	s.release(t)
+	t.state = st
+	s.retire(t)
 }
 
 // --- output ---
@@ -814,9 +820,10 @@ func (s *Shard) appendRecord(r Record) uint64 {
 func (s *Shard) lowWater() uint64 {
 	for s.open.len() > 0 {
 		e := s.open.front()
-		// A finished transaction's coordTxn was released (commitIndex
-		// zeroed) and may serve another one by now: the index tells.
-		if e.t.commitIndex == e.index {
+		// A finished transaction's coordTxn is committed until recycled
+		// (commitIndex zeroed), and may serve another one after: the
+		// state and the index tell.
+		if e.t.commitIndex == e.index && e.t.state != coordCommitted {
 			return e.index
 		}
 		s.open.pop()
@@ -835,6 +842,10 @@ func (s *Shard) HasReady() bool {
 // call into s.
 func (s *Shard) Ready() Ready {
 	s.start()
+	// The previous Ready is superseded by this call: what finished before
+	// it can be reused; what finished since is referred to by this one.
+	s.recycle()
+	s.draining, s.retired = s.retired, s.draining
 	rd := s.rd
 	rd.LowWater = s.lowWater()
 	rd.Lazy = len(rd.Records) > 0 && !s.forced
@@ -868,11 +879,24 @@ func (s *Shard) alloc(id TxnID) *coordTxn {
 	return t
 }
 
-func (s *Shard) release(t *coordTxn) {
+// retire takes a finished t out of the shard at once (lookups find it in
+// done; its timers go stale) but keeps its memory intact until the Ready
+// that may refer to it is superseded.
+func (s *Shard) retire(t *coordTxn) {
 	delete(s.txns, t.id)
-	clear(t.yes)
-	*t = coordTxn{gen: t.gen + 1, yes: t.yes[:0], workBuf: t.workBuf[:0]}
-	s.free = append(s.free, t)
+	t.gen++
+	s.retired = append(s.retired, t)
+}
+
+// recycle returns the draining structs to free.
+func (s *Shard) recycle() {
+	for i, t := range s.draining {
+		clear(t.yes)
+		*t = coordTxn{gen: t.gen + 1, yes: t.yes[:0], workBuf: t.workBuf[:0]}
+		s.free = append(s.free, t)
+		s.draining[i] = nil
+	}
+	s.draining = s.draining[:0]
 }
 
 // ShardFor routes a transaction to one of n shards (FNV-1a of its id), so
