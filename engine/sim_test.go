@@ -760,18 +760,22 @@ func (s *sim) checkOutput(n *simNode, m engine.Message) {
 		return
 	}
 	t := s.txns[m.Txn]
+	prepared, committed := "its prepared record is durable", "its committed record is durable"
+	if n.res != nil {
+		prepared, committed = "its resource has prepared it", "its resource has committed it"
+	}
 	switch {
 	case m.Type == engine.MsgVote && m.Vote == engine.VoteYes:
 		if t == nil {
 			s.fail("%s voted for unknown %s", n.name, short(m.Txn))
 		} else if len(t.branches) == 1 && !s.durCommitted[n.pi][m.Txn] {
-			s.fail("%s: one-phase YES for %s before its committed record is durable", n.name, short(m.Txn))
+			s.fail("%s: one-phase YES for %s before %s", n.name, short(m.Txn), committed)
 		} else if len(t.branches) > 1 && !s.durPrepared[n.pi][m.Txn] {
-			s.fail("%s: YES for %s before its prepared record is durable", n.name, short(m.Txn))
+			s.fail("%s: YES for %s before %s", n.name, short(m.Txn), prepared)
 		}
 	case m.Type == engine.MsgAck:
 		if !s.durCommitted[n.pi][m.Txn] {
-			s.fail("%s: ack for %s before its committed record is durable", n.name, short(m.Txn))
+			s.fail("%s: ack for %s before %s", n.name, short(m.Txn), committed)
 		}
 	case m.Type == engine.MsgDecision && m.Decision == engine.DecisionCommit:
 		if !s.coordCommit[m.Txn] {
