@@ -18,6 +18,7 @@ type metrics struct {
 	byOutcome [engine.OutcomeRejected + 1]prometheus.Counter
 	latencies [engine.OutcomeRejected + 1]prometheus.Observer
 	ignored   prometheus.Counter
+	notSent   prometheus.Counter
 	wal       *obs.WAL
 	writes    *obs.Writes
 }
@@ -38,7 +39,9 @@ func newMetrics() *metrics {
 	}
 	m.ignored = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "commitd_coordinator_ignored_frames_total", Help: "Well-formed frames that made no sense here (unknown participant, wrong type)."})
-	m.reg.MustRegister(m.begun, m.outcomes, latency, m.ignored)
+	m.notSent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "commitd_coordinator_prepares_not_sent_total", Help: "Prepares dropped for want of a connection to their participant (the transaction was aborted at once)."})
+	m.reg.MustRegister(m.begun, m.outcomes, latency, m.ignored, m.notSent)
 	m.wal = obs.NewWAL(m.reg, "wal")
 	return m
 }
@@ -67,6 +70,8 @@ func (m *metrics) latency(o engine.Outcome, d time.Duration) {
 		m.latencies[o].Observe(d.Seconds())
 	}
 }
+
+func (m *metrics) prepareNotSent() { m.notSent.Inc() }
 
 func (m *metrics) closedConn(st mux.Stats) {
 	if m.writes != nil {

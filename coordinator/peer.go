@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"errors"
+
 	"github.com/commitd/commitd/internal/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
@@ -30,7 +32,9 @@ func newPeer(name, addr string, cfg *Config) *peer {
 // connection (mux.Peer.SendVia), so a pump's batch for this participant
 // goes out in one write. A participant that is not connected misses it:
 // the protocol does not rely on any single message (a missing vote times
-// out, decisions are redelivered, prepared participants inquire).
-func (p *peer) send(shard int, m wire.Message) {
-	_ = p.mux.SendVia(shard, m)
+// out, decisions are redelivered, prepared participants inquire). send
+// reports false when m was dropped before it was queued on any connection
+// (mux.ErrNotConnected): then it certainly never reached the participant.
+func (p *peer) send(shard int, m wire.Message) bool {
+	return !errors.Is(p.mux.SendVia(shard, m), mux.ErrNotConnected)
 }

@@ -257,6 +257,7 @@ type shardOutput struct {
 	prepare wire.Prepare
 	dec     wire.Decision
 	outcome wire.Outcome
+	notSent engine.Message
 }
 
 func (o *shardOutput) Deliver(rd *engine.Ready) {
@@ -271,7 +272,14 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		switch m.Type {
 		case engine.MsgPrepare:
 			o.prepare = wire.Prepare{Txn: wire.TxnID(m.Txn), OnePhase: m.OnePhase, Work: m.Work}
-			p.send(o.shard, &o.prepare)
+			if !p.send(o.shard, &o.prepare) {
+				// Never left: the participant cannot have prepared, so the
+				// shard may abort now rather than after the prepare
+				// timeout (and a one-phase one need not end unknown).
+				o.notSent = engine.Message{Type: engine.MsgNotSent, Txn: m.Txn, From: m.To}
+				s.pumps[o.shard].Submit(&o.notSent)
+				s.metrics.prepareNotSent()
+			}
 		case engine.MsgDecision:
 			o.dec = wire.Decision{Txn: wire.TxnID(m.Txn), Decision: wire.DecisionCode(m.Decision)}
 			p.send(o.shard, &o.dec)

@@ -351,3 +351,69 @@ func TestFsyncFailureStopsTheCoordinator(t *testing.T) {
 		t.Fatal("a stopped coordinator still accepts clients")
 	}
 }
+
+// A prepare for a participant the coordinator has no connection to never
+// leaves it: the transaction is aborted at once (cause unreachable) —
+// one-phase too, which would otherwise end unknown after the prepare
+// timeout — and the participants that may have prepared are told abort.
+func TestPrepareNotSentAbortsAtOnce(t *testing.T) {
+	p1 := newFakeParticipant(t, "p1")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there: p3 is never connected
+	c, err := coordinator.Start(coordinator.Config{
+		Listen:         "127.0.0.1:0",
+		DataDir:        t.TempDir(),
+		Participants:   map[string]string{"p1": p1.Addr(), "p3": dead},
+		Shards:         2,
+		PrepareTimeout: time.Minute, // far beyond the test's patience
+		SegmentSize:    1 << 20,
+		GroupCommit:    true,
+		Coalesce:       true,
+		Logger:         nodetest.Quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	p1.Connect(t, c.Addr().String())
+	cl, err := client.Dial(c.Addr().String(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	run := func(id uuid.UUID, names ...string) client.Result {
+		t.Helper()
+		bs := make([]client.Branch, len(names))
+		for i, n := range names {
+			bs[i] = client.Branch{Participant: n, Work: []byte("work")}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := cl.Run(ctx, id, bs)
+		if err != nil {
+			t.Fatalf("run %v: %v (waited for the prepare timeout?)", names, err)
+		}
+		return res
+	}
+	// p1's connection may still be coming up: wait until it is, so that
+	// only p3 is unreachable.
+	nodetest.Eventually(t, "p1 connected", func() bool {
+		id := newID()
+		return run(id, "p1").Outcome == client.Committed
+	})
+
+	res := run(newID(), "p3")
+	if res.Outcome != client.Aborted || res.Cause != engine.CauseUnreachable || res.Participant != "p3" {
+		t.Fatalf("one-phase to an unconnected participant: %v (cause %v at %q), want aborted, unreachable p3", res.Outcome, res.Cause, res.Participant)
+	}
+	id := newID()
+	res = run(id, "p1", "p3")
+	if res.Outcome != client.Aborted || res.Cause != engine.CauseUnreachable || res.Participant != "p3" {
+		t.Fatalf("two-phase with an unconnected participant: %v (cause %v at %q), want aborted, unreachable p3", res.Outcome, res.Cause, res.Participant)
+	}
+	nodetest.Eventually(t, "p1 told to abort", func() bool { return p1.decisionsFor(id, wire.DecisionAbort) > 0 })
+}
