@@ -595,6 +595,13 @@ func (s *Shard) inquireFinished(m Message, f *finishedTxn) {
 		s.sendDecision(m.Txn, m.From, DecisionCommit)
 	case f.state == coordAborted:
 		s.sendDecision(m.Txn, m.From, DecisionAbort)
+	case f.state == coordUnknown:
+		// A one-phase transaction whose participant did not answer in
+		// time: the client was told unknown, so either outcome keeps
+		// every promise. A participant that asks has not committed it
+		// (it would not be in doubt), so abort it now rather than leave
+		// it holding locks until this shard forgets and presumes abort.
+		s.sendDecision(m.Txn, m.From, DecisionAbort)
 	default:
 		s.stats.IgnoredInvalid++
 	}

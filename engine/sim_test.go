@@ -557,6 +557,7 @@ func (s *sim) deliver() {
 	}
 	s.net = kept
 	s.r.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+	unpumped := make([]bool, len(s.nodes))
 	for _, e := range due {
 		if s.err != nil {
 			return
@@ -571,7 +572,19 @@ func (s *sim) deliver() {
 		} else {
 			n.part.Step(e.m)
 		}
-		s.pump(n)
+		// Like the real pump, often step several inputs before draining
+		// Ready: what one input finishes must not disturb what another in
+		// the same batch still has in the pending Ready.
+		if s.r.IntN(2) == 0 {
+			s.pump(n)
+		} else {
+			unpumped[e.to] = true
+		}
+	}
+	for id, n := range s.nodes {
+		if unpumped[id] && n.up && s.err == nil {
+			s.pump(n)
+		}
 	}
 }
 
