@@ -50,8 +50,9 @@ type Config struct {
 	// (default 5s).
 	InquireAfter, InquireMax time.Duration
 	// Remember is how long a decided transaction is kept for duplicates
-	// (default 30s). Keep it longer than the coordinator's Remember (5 s by
-	// default): a participant that forgot a transaction the coordinator
+	// (default 30s; at least this long and at most twice as long). Keep it
+	// at least twice the coordinator's Remember (5 s by default), as each
+	// side may forget anywhere between its window and twice it: a participant that forgot a transaction the coordinator
 	// still remembers as committed could, on a stale duplicate prepare,
 	// prepare it again and be told to commit it again (docs/model/README.md,
 	// FORGET_PART). The coordinator sends each prepare once over TCP, so a
