@@ -38,6 +38,14 @@ type Config struct {
 	// The run ends at whichever comes first; at least one must be set.
 	Duration time.Duration
 	Txns     int64
+	// Warmup, with Duration, runs the load for this long first without
+	// measuring it: transactions that start (are scheduled) before the
+	// warmup ends are logged (AckLog) but counted in no figure, and the
+	// coordinator's counters are read when it ends. Servers that just
+	// started are still preparing log segments (writing 64 MiB files) and
+	// growing their maps: the warmup keeps that out of steady-state
+	// figures. The run then lasts Warmup + Duration.
+	Warmup time.Duration
 	// Seed makes the workload repeatable.
 	Seed uint64
 	// Progress, if set, receives a live progress line every second.
@@ -183,6 +191,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Rate < 0 {
 		return Report{}, errors.New("bench: negative rate")
 	}
+	if cfg.Warmup < 0 || cfg.Warmup > 0 && cfg.Duration <= 0 {
+		return Report{}, errors.New("bench: a warmup needs a duration (and cannot be negative)")
+	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 10
 	}
@@ -191,12 +202,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		ctx, cancel = context.WithTimeout(ctx, cfg.Warmup+cfg.Duration)
 		defer cancel()
 	}
 	r := &runner{cfg: cfg, rec: newRecorder()}
 	var first ServerSample
-	if cfg.Sample != nil {
+	if cfg.Sample != nil && cfg.Warmup == 0 {
 		var err error
 		if first, err = cfg.Sample(context.Background()); err != nil {
 			return Report{}, fmt.Errorf("bench: reading the coordinator's counters: %w", err)
@@ -211,6 +222,18 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		r.ack = newAckLog(cfg.AckLog, cancel)
 	}
 	r.start = time.Now()
+	r.measureFrom = r.start.Add(cfg.Warmup)
+	var firstDone chan error
+	if cfg.Sample != nil && cfg.Warmup > 0 {
+		// Read the coordinator's counters when the warmup ends.
+		firstDone = make(chan error, 1)
+		go func() {
+			time.Sleep(time.Until(r.measureFrom))
+			var err error
+			first, err = cfg.Sample(context.Background())
+			firstDone <- err
+		}()
+	}
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
 	go func() {
@@ -222,8 +245,13 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	} else {
 		r.closedLoop(ctx)
 	}
-	elapsed := time.Since(r.start)
+	elapsed := time.Since(r.measureFrom)
 	close(stopProgress)
+	if firstDone != nil {
+		if err := <-firstDone; err != nil {
+			return Report{}, fmt.Errorf("bench: reading the coordinator's counters after the warmup: %w", err)
+		}
+	}
 	<-progressDone
 	var ackErr error
 	if r.ack != nil {
@@ -267,12 +295,15 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 
 // runner is one run's shared state.
 type runner struct {
-	cfg    Config    // immutable
-	rec    *recorder // safe for concurrent use
-	ack    *ackLog   // nil without Config.AckLog; safe for concurrent use
-	start  time.Time // set before any worker starts
-	issued atomic.Int64
-	series []Interval // owned by the progress goroutine until Run reads it
+	cfg   Config    // immutable
+	rec   *recorder // safe for concurrent use
+	ack   *ackLog   // nil without Config.AckLog; safe for concurrent use
+	start time.Time // set before any worker starts
+	// measureFrom is start + Config.Warmup: transactions intended to start
+	// earlier are not recorded. Set before any worker starts.
+	measureFrom time.Time
+	issued      atomic.Int64
+	series      []Interval // owned by the progress goroutine until Run reads it
 }
 
 // next reports whether another transaction may start (Txns not reached).
@@ -314,7 +345,9 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 		r.writeAck(w, id, res.Outcome)
 		return false
 	}
-	w.stripe.record(slotOf(res.Outcome, err), us)
+	if !intended.Before(r.measureFrom) {
+		w.stripe.record(slotOf(res.Outcome, err), us)
+	}
 	r.writeAck(w, id, res.Outcome)
 	if errors.Is(err, mux.ErrNotConnected) {
 		// The coordinator is down (a restart, a chaos test): nothing was
@@ -434,8 +467,14 @@ func (r *runner) progress(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		if time.Now().Before(r.measureFrom) {
+			if r.cfg.Progress != nil {
+				fmt.Fprintf(r.cfg.Progress, "\r%6.1fs  warming up (not measured) ", time.Since(r.start).Seconds())
+			}
+			continue
+		}
 		in := r.rec.interval()
-		in.T = time.Since(r.start).Seconds()
+		in.T = time.Since(r.measureFrom).Seconds()
 		if r.cfg.Sample != nil {
 			if s, err := r.cfg.Sample(context.Background()); err == nil {
 				in.HeapBytes = s.HeapBytes

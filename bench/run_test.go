@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,5 +193,48 @@ func TestRunAllocs(t *testing.T) {
 	t.Logf("%.3f allocations per transaction, setup included", perTxn)
 	if perTxn > 0.25 && !raceEnabled {
 		t.Fatalf("%.3f allocations per transaction, want about 0", perTxn)
+	}
+}
+
+// TestWarmupIsNotMeasured: transactions of the warmup are logged but in no
+// figure, the coordinator's counters are read when it ends, and the
+// figures cover only the measured part.
+func TestWarmupIsNotMeasured(t *testing.T) {
+	coord, cl := fake(t, nil)
+	ack := &countingWriter{}
+	var mu sync.Mutex
+	samples := 0
+	var firstAt time.Time
+	start := time.Now()
+	rep, err := Run(context.Background(), Config{
+		Client: cl, Work: twoBanks, Concurrency: 8, Seed: 3, AckLog: ack,
+		Warmup: 400 * time.Millisecond, Duration: 400 * time.Millisecond,
+		Sample: func(context.Context) (ServerSample, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			samples++
+			if samples == 1 {
+				firstAt = time.Now()
+			}
+			return ServerSample{Mallocs: uint64(samples)}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := int64(bytes.Count(ack.Bytes(), []byte("\n")))
+	measured := rep.Committed + rep.Aborted + rep.Unknown + rep.Rejected + rep.Errors
+	t.Logf("%d begins, %d logged, %d measured over %.2f s", coord.Begins(), lines, measured, rep.Seconds)
+	if measured == 0 || measured >= lines || lines < coord.Begins()-8 {
+		t.Fatalf("measured %d of %d logged transactions (%d begins): the warmup should be logged, not measured", measured, lines, coord.Begins())
+	}
+	if rep.Seconds < 0.3 || rep.Seconds > 0.7 {
+		t.Fatalf("measured over %.2f s, want the 0.4 s after the warmup", rep.Seconds)
+	}
+	if d := firstAt.Sub(start); d < 350*time.Millisecond {
+		t.Fatalf("the coordinator's counters were first read %v after the start, before the warmup ended", d)
+	}
+	if _, err := Run(context.Background(), Config{Client: cl, Work: twoBanks, Txns: 10, Warmup: time.Second}); err == nil {
+		t.Fatal("a warmup without a duration was accepted")
 	}
 }

@@ -50,7 +50,7 @@ func main() {
 
 type options struct {
 	bin, out, plot, dir string
-	duration            time.Duration
+	duration, warmup    time.Duration
 	quick, noBuild      bool
 	only                *regexp.Regexp
 	accounts            int
@@ -94,7 +94,8 @@ func run() error {
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "the document to write the cluster section into")
 	flag.StringVar(&o.plot, "plot", "docs/benchmarks-cluster.svg", "the plot to draw")
 	flag.StringVar(&o.dir, "dir", "", "where data directories go (default: a new temporary directory)")
-	flag.DurationVar(&o.duration, "duration", 6*time.Second, "length of each cell")
+	flag.DurationVar(&o.duration, "duration", 6*time.Second, "length of each cell (after the warmup)")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "load run before each cell's measured part and left out of it (fresh servers are still preparing log segments)")
 	flag.BoolVar(&o.quick, "quick", false, "fewer, shorter cells (2s): for iterating")
 	flag.BoolVar(&o.noBuild, "no-build", false, "use -bin as it is")
 	flag.StringVar(&only, "only", "", "run only the cells whose name matches this regular expression (the document is not written)")
@@ -305,7 +306,7 @@ func runCell(o *options, c *cell, dir string) error {
 	jsonPath := filepath.Join(dir, "report.json")
 	bargs := []string{"bench", "--coordinator", coordAddr, "--participants", strings.Join(parts, ","),
 		"--per-txn", strconv.Itoa(c.perTxn), "--accounts", strconv.Itoa(o.accounts),
-		"--duration", d.String(), "--json", jsonPath, "--seed", "1"}
+		"--duration", d.String(), "--warmup", o.warmup.String(), "--json", jsonPath, "--seed", "1"}
 	if c.rate > 0 {
 		bargs = append(bargs, "--rate", strconv.FormatFloat(c.rate, 'f', 0, 64))
 	} else {
@@ -315,7 +316,16 @@ func runCell(o *options, c *cell, dir string) error {
 	cmd := exec.Command(o.bin, bargs...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// The servers' CPU counts from the end of the warmup, as the
+	// transactions it is divided by do.
+	time.Sleep(o.warmup)
+	for i, p := range procs {
+		before[i] = cpuSeconds(p.Process.Pid)
+	}
+	err = cmd.Wait()
 	c.load[1] = loadavg()
 	after := make([]float64, len(procs))
 	for i, p := range procs {

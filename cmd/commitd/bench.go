@@ -29,7 +29,8 @@ func runBench(args []string) error {
 	concurrency := fs.Int("concurrency", 100, "concurrent callers (closed loop)")
 	rate := fs.Float64("rate", 0, "open loop: start this many transactions per second, latency measured from each one's scheduled start (overrides --concurrency)")
 	maxInFlight := fs.Int("max-in-flight", 10000, "open loop: bound on transactions in flight")
-	duration := fs.Duration("duration", 10*time.Second, "how long to run")
+	duration := fs.Duration("duration", 10*time.Second, "how long to run (after --warmup)")
+	warmup := fs.Duration("warmup", 0, "run the load this long first without measuring it (servers that just started are still preparing log segments)")
 	txns := fs.Int64("txns", 0, "stop after this many transactions (0: run for --duration)")
 	conns := fs.Int("conns", 2, "connections to the coordinator")
 	jsonPath := fs.String("json", "", "write the report (every figure) as JSON to this file")
@@ -101,7 +102,7 @@ func runBench(args []string) error {
 	defer cl.Close()
 	cfg := bench.Config{
 		Client: cl, Work: w, Concurrency: *concurrency, Rate: *rate, MaxInFlight: *maxInFlight,
-		Duration: *duration, Txns: *txns, Seed: *seed, Progress: os.Stderr,
+		Duration: *duration, Warmup: *warmup, Txns: *txns, Seed: *seed, Progress: os.Stderr,
 		Sample: func(ctx context.Context) (bench.ServerSample, error) {
 			var st coordinator.Status
 			err := client.Admin(ctx, coord, "status", tlsCfg, &st)
