@@ -666,3 +666,48 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	r.checkOutcomes(l)
 }
+
+// Open ends the sessions an earlier incarnation of the same participant
+// left in the database (a killed process's COMMIT PREPARED may still be
+// running there) before anything scans pg_prepared_xacts — and only those:
+// another participant's sessions, even one whose name starts the same,
+// are left alone.
+func TestOpenEndsAnEarlierIncarnationsSessions(t *testing.T) {
+	dsn := freshDB(t, server(t, "COMMITD_PG_DSN1"))
+	ctx := context.Background()
+	connect := func(appName string) *pgx.Conn {
+		t.Helper()
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RuntimeParams["application_name"] = appName
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+	earlier := connect("commitd participant a 0123456789ab")
+	legacy := connect("commitd participant a") // before incarnations were named
+	other := connect("commitd participant ab 0123456789ab")
+	r, err := postgres.Open(ctx, postgres.Config{DSN: dsn, Name: "a", Accounts: 1, Balance: 1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := earlier.Ping(ctx); err == nil {
+		t.Fatal("the earlier incarnation's session is still alive after Open")
+	}
+	if err := legacy.Ping(ctx); err == nil {
+		t.Fatal("the earlier (unnamed) incarnation's session is still alive after Open")
+	}
+	if err := other.Ping(ctx); err != nil {
+		t.Fatalf("participant ab's session was ended by participant a's start: %v", err)
+	}
+	// The new incarnation's own sessions work.
+	if _, err := r.InDoubt(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -129,7 +131,14 @@ func Open(ctx context.Context, cfg Config) (*Resource, error) {
 	}
 	pcfg.MaxConns = cfg.MaxConns
 	pcfg.ConnConfig.RuntimeParams["lock_timeout"] = fmt.Sprintf("%dms", max(1, cfg.LockTimeout.Milliseconds()))
-	pcfg.ConnConfig.RuntimeParams["application_name"] = "commitd participant " + cfg.Name
+	// Every incarnation names its connections uniquely, so that the next
+	// one can find and end what this one leaves running (endLeftovers).
+	var nonce [6]byte
+	if _, err := crand.Read(nonce[:]); err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	appName := appNamePrefix(cfg.Name) + hex.EncodeToString(nonce[:])
+	pcfg.ConnConfig.RuntimeParams["application_name"] = appName
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -139,8 +148,77 @@ func Open(ctx context.Context, cfg Config) (*Resource, error) {
 		pool.Close()
 		return nil, err
 	}
+	if err := r.endLeftovers(ctx, appName); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
+}
+
+// appNamePrefix starts the application_name of every connection of the
+// participant called name (a unique suffix per incarnation follows).
+func appNamePrefix(name string) string { return "commitd participant " + name + " " }
+
+// endLeftovers ends the database sessions an earlier incarnation of this
+// participant left behind, and waits until they are gone, before anything
+// reads pg_prepared_xacts. A participant killed while a COMMIT PREPARED or
+// a PREPARE TRANSACTION of its was running in PostgreSQL leaves that
+// statement running: the startup scan could then list a transaction as
+// prepared that is committed a moment later — a one-phase commit the
+// coordinator, asked, would answer with abort, and whose rollback could
+// then never succeed. Terminating a backend cannot split a commit (it is
+// not interruptible), so once they are gone the prepared set is settled.
+// Sessions of another role cannot be ended without privileges: that is
+// logged, and the start goes on.
+func (r *Resource) endLeftovers(ctx context.Context, self string) error {
+	const match = `datname = current_database() AND application_name <> $2 AND
+		(starts_with(application_name, $1) OR application_name = rtrim($1))`
+	prefix := appNamePrefix(r.cfg.Name)
+	var ended, failed int
+	rows, err := r.pool.Query(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "+match, prefix, self)
+	if err != nil {
+		return fmt.Errorf("postgres: ending an earlier incarnation's sessions: %w", err)
+	}
+	for rows.Next() {
+		var ok bool
+		if err := rows.Scan(&ok); err != nil {
+			rows.Close()
+			return fmt.Errorf("postgres: ending an earlier incarnation's sessions: %w", err)
+		}
+		if ok {
+			ended++
+		} else {
+			failed++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		// Permission denied for another role's sessions, for example.
+		r.cfg.Logger.Warn("postgres: could not end an earlier incarnation's sessions", "participant", r.cfg.Name, "err", err)
+		return nil
+	}
+	if ended == 0 {
+		return nil
+	}
+	r.cfg.Logger.Info("postgres: ended sessions an earlier incarnation left", "participant", r.cfg.Name, "sessions", ended, "failed", failed)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var left int
+		if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE "+match, prefix, self).Scan(&left); err != nil {
+			return fmt.Errorf("postgres: waiting for an earlier incarnation's sessions to end: %w", err)
+		}
+		if left <= failed {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postgres: %d sessions of an earlier incarnation of %s still running after 30 s", left, r.cfg.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 func checkName(name string) error {
