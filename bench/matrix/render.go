@@ -38,7 +38,7 @@ func render(o *options, cells []cell, started time.Time) string {
 	p("The servers run with their defaults (`--shards` = GOMAXPROCS = %d, 64 MiB segments). ", numCPU())
 	p("Latencies are those of committed transactions, from the client's call (closed loop) or from the transaction's scheduled start (open loop). ")
 	p("*CPU µs/txn* is the servers' user+system CPU time (from /proc) over the measured part of the run divided by its committed transactions; *allocs/txn* is the coordinator's heap allocations per answered transaction (runtime/metrics, read through `admin status`). ")
-	p("*Load* is the machine's 1-minute load average before → after the cell: the machine is shared with other jobs, and anything above ~%d means the cluster did not have the cores to itself, so absolute numbers are pessimistic; ratios between cells run minutes apart are the more robust figures.\n\n", numCPU())
+	p("*Load* is the machine's 1-minute load average before → after the cell. The cell's own processes raise it (a 2-participant cluster and the bench keep 3–4 threads busy, a 10-participant one more), and the *before* figure still carries the previous cell (it is a 1-minute average): on this shared %d-core machine a high figure is a reason to rerun a cell, not proof that other jobs interfered; when they did, absolute numbers are pessimistic. Ratios between cells run minutes apart are the more robust figures.\n\n", numCPU())
 
 	p("### Closed loop\n\n")
 	p("| callers | participants per txn | committed/s | aborted | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | coordinator CPU µs/txn | participants CPU µs/txn | allocs/txn | load |\n")
