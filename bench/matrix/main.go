@@ -185,7 +185,25 @@ var ablations = []struct{ name, what string }{
 	{"--group-commit=false", "one write + fdatasync per log record instead of one per batch"},
 	{"--coalesce=false", "one write system call per frame instead of one per queued batch"},
 	{"--batch=false", "the pump steps and flushes one input at a time instead of a whole inbox batch"},
-	{"--shards=1", "one coordinator shard (one pump goroutine) instead of GOMAXPROCS"},
+	{"--shards=2", "two coordinator shards (two pump goroutines) instead of one per core the coordinator may use (GOMAXPROCS, 1 here)"},
+	{"GOMAXPROCS=cores", "every process may use every core (Go's default, GOMAXPROCS = cores) instead of the cores split between the processes"},
+}
+
+// gomaxprocs is the GOMAXPROCS every process of a cell runs with: the
+// cores split between the servers and the bench (at least 1 each), as a
+// deployment gives co-located processes their own cores. With Go's
+// default each of four processes on two cores runs two Ps, whose idle Ms
+// spin looking for work and wake each other: that costs more CPU per
+// transaction than the second P gains (the GOMAXPROCS=cores ablation
+// shows how much). A cell whose flags include "GOMAXPROCS=cores" runs
+// with the default.
+func gomaxprocs(c *cell) string {
+	for _, f := range c.flags {
+		if f == "GOMAXPROCS=cores" {
+			return strconv.Itoa(numCPU())
+		}
+	}
+	return strconv.Itoa(max(1, numCPU()/(c.participants+2)))
 }
 
 func matrix(quick bool) []cell {
@@ -269,6 +287,7 @@ func runCell(o *options, c *cell, dir string) error {
 		}
 		defer f.Close()
 		cmd := exec.Command(o.bin, args...)
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+gomaxprocs(c))
 		cmd.Stdout, cmd.Stderr = f, f
 		if err := cmd.Start(); err != nil {
 			return err
@@ -314,6 +333,7 @@ func runCell(o *options, c *cell, dir string) error {
 	}
 	c.load[0] = loadavg()
 	cmd := exec.Command(o.bin, bargs...)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+gomaxprocs(c))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -356,8 +376,8 @@ func runCell(o *options, c *cell, dir string) error {
 func serverFlags(flags []string, coordinator bool) []string {
 	var out []string
 	for _, f := range flags {
-		if strings.HasPrefix(f, "--shards") && !coordinator {
-			continue
+		if strings.HasPrefix(f, "--shards") && !coordinator || !strings.HasPrefix(f, "--") {
+			continue // --shards is the coordinator's; GOMAXPROCS=cores is no flag
 		}
 		out = append(out, f)
 	}

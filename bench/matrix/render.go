@@ -35,7 +35,7 @@ func render(o *options, cells []cell, started time.Time) string {
 		p("- %s\n", m)
 	}
 	p("\nSetup: every cell starts a fresh cluster — one `commitd coordinator` and bank `commitd participant`s, each a separate process with a new data directory, over loopback, every log durable (a write + fdatasync before anything depends on a record) — and runs `commitd bench --json` against it with %d accounts per participant and `--seed 1`. ", o.accounts)
-	p("The servers run with their defaults (`--shards` = GOMAXPROCS = %d, 64 MiB segments). ", numCPU())
+	p("The %d cores are split between a cell's processes: each server and the bench run with `GOMAXPROCS` = cores ÷ processes, at least 1 (1 here), as a deployment would give co-located processes cores of their own; with Go's default every process would schedule on every core, and four of them on two cores spend more CPU spinning and waking each other than the second core gains (the `GOMAXPROCS=cores` rows below). Otherwise the servers run with their defaults (`--shards` = GOMAXPROCS, 64 MiB segments). ", numCPU())
 	p("Latencies are those of committed transactions, from the client's call (closed loop) or from the transaction's scheduled start (open loop). ")
 	p("*CPU µs/txn* is the servers' user+system CPU time (from /proc) over the measured part of the run divided by its committed transactions; *allocs/txn* is the coordinator's heap allocations per answered transaction (runtime/metrics, read through `admin status`). ")
 	p("*Load* is the machine's 1-minute load average before → after the cell. The cell's own processes raise it (a 2-participant cluster and the bench keep 3–4 threads busy, a 10-participant one more), and the *before* figure still carries the previous cell (it is a 1-minute average): on this shared %d-core machine a high figure is a reason to rerun a cell, not proof that other jobs interfered; when they did, absolute numbers are pessimistic. Ratios between cells run minutes apart are the more robust figures.\n\n", numCPU())
@@ -73,7 +73,7 @@ func render(o *options, cells []cell, started time.Time) string {
 			c.rate, r.CommittedPerS, r.Aborted, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs, c.load[0], c.load[1])
 	}
 	p("\n### What each optimization buys\n\n")
-	p("The same load with one optimization switched off (a server flag on the coordinator and the participants), each right after a default run of its own at the same number of callers (a fresh cluster each), so that the two runs of a pair are seconds apart. *Gain* is the default's committed/s divided by the ablated run's.\n\n")
+	p("The same load with one optimization switched off (a server flag on the coordinator and the participants, or the processes' GOMAXPROCS), each right after a default run of its own at the same number of callers (a fresh cluster each), so that the two runs of a pair are seconds apart. *Gain* is the default's committed/s divided by the ablated run's.\n\n")
 	for _, a := range ablations {
 		p("- `%s`: %s.\n", a.name, a.what)
 	}
