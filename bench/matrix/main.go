@@ -314,10 +314,6 @@ func runCell(o *options, c *cell, dir string) error {
 		return err
 	}
 	waitIdle(procs)
-	before := make([]float64, len(procs))
-	for i, p := range procs {
-		before[i] = cpuSeconds(p.Process.Pid)
-	}
 	d := o.duration
 	if c.duration > 0 {
 		d = c.duration
@@ -342,6 +338,7 @@ func runCell(o *options, c *cell, dir string) error {
 	// The servers' CPU counts from the end of the warmup, as the
 	// transactions it is divided by do.
 	time.Sleep(o.warmup)
+	before := make([]float64, len(procs))
 	for i, p := range procs {
 		before[i] = cpuSeconds(p.Process.Pid)
 	}
