@@ -159,3 +159,38 @@ func TestCloseWritesLazyRecords(t *testing.T) {
 		t.Fatalf("replayed %d records after Close and a crash, want 3", len(recs))
 	}
 }
+
+// A batch that takes lazy records along disarms their timer: a lazy record
+// appended after it waits its own LazyDelay, rather than being written
+// alone when the earlier record's timer runs out (an extra fsync). The
+// record is looked at between the earlier record's deadline and its own
+// (LazyDelay/6 after the first, LazyDelay/6 before the second); a slow
+// machine that oversleeps past its own skips the check rather than fail.
+func TestAppendLazyTimerDisarmedByBatch(t *testing.T) {
+	const delay = 900 * time.Millisecond
+	l := openMem(t, waltest.NewMemFS(), wal.Options{LazyDelay: delay})
+	defer l.Close()
+	start := time.Now()
+	if _, err := l.AppendLazy([]byte("rides along")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AppendSync([]byte("urgent")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(delay / 3)
+	second := time.Now()
+	lsn, err := l.AppendLazy([]byte("later"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first record's timer would have fired at start+delay.
+	time.Sleep(time.Until(start.Add(delay + delay/6)))
+	if time.Since(second) < delay {
+		if d := l.DurableLSN(); d >= lsn {
+			t.Fatalf("lazy record written %v after its append, before its own LazyDelay (%v): the earlier record's timer fired for it", time.Since(second), delay)
+		}
+	}
+	if err := l.Sync(lsn); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -322,10 +322,11 @@ func (l *Log) hurryLocked() {
 }
 
 // lazyFire runs on the lazy timer's goroutine: LazyDelay has passed since
-// a lazy record was appended, so whatever is pending is written now. A
-// timer that fires after its records were written by an earlier batch
-// finds nothing pending, or records younger than LazyDelay — writing
-// those a little early is harmless.
+// a lazy record was appended, so whatever is pending is written now. The
+// flusher disarms the timer when a batch takes the lazy records along; one
+// that fires all the same (Stop lost the race) finds nothing pending, or
+// records younger than LazyDelay — writing those a little early is
+// harmless.
 func (l *Log) lazyFire() {
 	l.mu.Lock()
 	l.mu.lazyArmed = false
@@ -525,6 +526,14 @@ func (l *Log) flushLoop() {
 		batch := l.mu.pending
 		l.mu.pending = l.fl.spare[:headroom]
 		l.mu.urgent = false
+		if l.mu.lazyArmed {
+			// The batch takes every lazy record along. Left armed, the
+			// timer would fire early for the next lazy record and write it
+			// alone: an extra fsync competing with the next urgent batch's
+			// for the disk — at low load about one batch in ten.
+			l.mu.lazyArmed = false
+			l.lazyTimer.Stop()
+		}
 		if l.mu.spaceWait > 0 {
 			l.spaceCond.Broadcast()
 		}
