@@ -19,8 +19,9 @@ type Workload struct {
 	// HotAccounts, in (0, 1], confines that fraction of each participant's
 	// accounts to carry all traffic (contention); 0 spreads it over all.
 	HotAccounts float64
-	// ReadOnly is the fraction of branches that only read (amount 0) — a
-	// read-only vote that skips phase two. The debit is never read-only.
+	// ReadOnly is the fraction of the credit branches that only read
+	// (amount 0) — a read-only vote that skips phase two. The debit and the
+	// last credit always write; with ReadOnly 0 every branch does.
 	ReadOnly float64
 	// MaxAmount bounds a debit (default 10).
 	MaxAmount int64
@@ -62,30 +63,43 @@ func (w *Workload) Next(rng *rand.Rand, dst []client.Branch) []client.Branch {
 		j := i + rng.IntN(n-i)
 		order[i], order[j] = order[j], order[i]
 	}
-	amount := 1 + rng.Int64N(maxAmt)
+	// Which branches only read: the debit never, the last branch never
+	// (something must receive the money), each other one with probability
+	// ReadOnly. Every other branch is a credit of at least 1, so with
+	// ReadOnly 0 all k participants write — a zero credit would be a
+	// read-only vote, which skips the forced prepare and phase two and
+	// would make a "k participants" run cheaper than it says.
+	var readOnly [10]bool
+	credits := int64(0)
+	for i := 1; i < k; i++ {
+		readOnly[i] = i < k-1 && w.ReadOnly > 0 && rng.Float64() < w.ReadOnly
+		if !readOnly[i] {
+			credits++
+		}
+	}
+	// The debit is 1..maxAmt, raised to one unit per credit; the credits
+	// share it: one unit each, the rest spread at random.
+	amount := max(1+rng.Int64N(maxAmt), credits)
 	if k == 1 {
 		// One participant: a transfer between two accounts is not expressible
 		// in one branch of the bank's work, so a single-branch transaction
 		// moves nothing (a read, or a deposit and withdrawal of zero).
 		amount = 0
 	}
-	left := amount
-	// Credits go to the branches that are not read-only; at least the last
-	// non-debit branch is a credit.
+	spare := amount - credits // shared out beyond the one unit per credit
 	for i := 0; i < k; i++ {
 		var amt int64
 		switch {
 		case i == 0:
 			amt = -amount
-		case i == k-1:
-			amt = left
-		case w.ReadOnly > 0 && rng.Float64() < w.ReadOnly:
+		case readOnly[i]:
 			amt = 0
+		case i == k-1:
+			amt = 1 + spare
 		default:
-			amt = rng.Int64N(left + 1)
-		}
-		if i > 0 {
-			left -= amt
+			extra := rng.Int64N(spare + 1)
+			spare -= extra
+			amt = 1 + extra
 		}
 		slot := len(dst)
 		if slot < cap(dst) {

@@ -20,6 +20,7 @@ func TestWorkloadTransfersConserveMoney(t *testing.T) {
 	} {
 		rng := rand.New(rand.NewPCG(1, 2))
 		var branches = w.Next(rng, nil)
+		var reads, mayRead int // zero branches, and branches that may be zero
 		for range 5000 {
 			branches = w.Next(rng, branches)
 			want := min(max(w.PerTxn, 1), len(w.Names))
@@ -44,6 +45,30 @@ func TestWorkloadTransfersConserveMoney(t *testing.T) {
 			}
 			if sum != 0 {
 				t.Fatalf("%+v: transfer sums to %d: %v", w, sum, branches)
+			}
+			if len(branches) < 2 {
+				continue
+			}
+			// Only the branches between the debit and the last credit may
+			// read; with ReadOnly 0 every branch writes, so that "k
+			// participants per transaction" means k forced prepares.
+			for i, b := range branches {
+				_, amt, _ := bank.DecodeWork(b.Work)
+				inner := i > 0 && i < len(branches)-1
+				if amt == 0 && (!inner || w.ReadOnly == 0) {
+					t.Fatalf("%+v: branch %d of %v moves nothing", w, i, branches)
+				}
+				if inner {
+					mayRead++
+					if amt == 0 {
+						reads++
+					}
+				}
+			}
+		}
+		if w.ReadOnly > 0 {
+			if got := float64(reads) / float64(mayRead); got < w.ReadOnly-0.05 || got > w.ReadOnly+0.05 {
+				t.Errorf("%+v: %.3f of the inner branches read only, want about %.2f", w, got, w.ReadOnly)
 			}
 		}
 	}

@@ -45,7 +45,7 @@ func runBench(args []string) error {
 	fs.IntVar(&w.Accounts, "accounts", 1000, "accounts per participant to spread transfers over (at most what the participants have)")
 	fs.IntVar(&w.PerTxn, "per-txn", 2, "participants per transaction (1 to 10)")
 	fs.Float64Var(&w.HotAccounts, "hot-accounts", 0, "confine traffic to this fraction of accounts (contention)")
-	fs.Float64Var(&w.ReadOnly, "read-only", 0, "fraction of credit branches that only read")
+	fs.Float64Var(&w.ReadOnly, "read-only", 0, "fraction of credit branches that only read (never the last: with 0, every branch writes)")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
