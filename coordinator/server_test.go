@@ -141,24 +141,16 @@ func newRig(t *testing.T, fs wal.FS) *rig {
 func (r *rig) start() {
 	t := r.t
 	t.Helper()
-	c, err := coordinator.Start(r.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.coord = c
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r.coord = nodetest.Start(t, coordinator.Start, r.cfg)
+	addr := r.coord.Addr().String()
 	for _, f := range r.parts {
-		f.Connect(t, c.Addr().String())
+		f.Connect(t, addr)
 	}
 	if r.cl != nil {
 		r.cl.Close()
 	}
-	r.cl, err = client.Dial(c.Addr().String(), client.Options{})
+	var err error
+	r.cl, err = client.Dial(addr, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,17 +217,14 @@ func TestBadRequestsAreAnsweredAndServingGoesOn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminAccounts}, nil)
-	var re *mux.RemoteError
-	if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, "does not serve") {
+	if !nodetest.RemoteError(err, wire.CodeInvalid, "does not serve") {
 		t.Errorf("admin accounts from the coordinator: %v, want an invalid-request error", err)
 	}
 	if _, err := conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminStatus}, nil); err != nil {
 		t.Errorf("status on the same connection after the error: %v", err)
 	}
 	var st coordinator.Status
-	if err := client.Admin(ctx, r.coord.Addr().String(), "status", nil, &st); err != nil {
-		t.Fatal(err)
-	}
+	nodetest.Report(t, r.coord.Addr().String(), "status", &st)
 	// The shards count the rejections they judge; the two the front door
 	// judges (names it does not know) never reach a shard and are counted
 	// only in the commitd_coordinator_transactions_total series.
@@ -338,15 +327,7 @@ func TestFsyncFailureStopsTheCoordinator(t *testing.T) {
 	if res.Outcome == client.Committed {
 		t.Fatalf("a transaction committed over a failed fsync: %v", res)
 	}
-	select {
-	case <-r.coord.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the coordinator kept running after a failed fsync")
-	}
-	err := r.coord.Err()
-	if !errors.Is(err, syscall.EIO) || !errors.Is(err, wal.ErrFailed) || !strings.HasPrefix(err.Error(), "coordinator") {
-		t.Fatalf("Err() = %v, want the coordinator's failed log (EIO)", err)
-	}
+	nodetest.WaitFailed(t, r.coord, "coordinator", syscall.EIO, wal.ErrFailed)
 	if _, err := client.Dial(r.coord.Addr().String(), client.Options{DialTimeout: 200 * time.Millisecond}); err == nil {
 		t.Fatal("a stopped coordinator still accepts clients")
 	}
@@ -358,12 +339,7 @@ func TestFsyncFailureStopsTheCoordinator(t *testing.T) {
 // timeout — and the participants that may have prepared are told abort.
 func TestPrepareNotSentAbortsAtOnce(t *testing.T) {
 	p1 := newFakeParticipant(t, "p1")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close() // nothing listens there: p3 is never connected
+	dead := nodetest.FreeAddr(t) // nothing listens there: p3 is never connected
 	c, err := coordinator.Start(coordinator.Config{
 		Listen:         "127.0.0.1:0",
 		DataDir:        t.TempDir(),

@@ -2,7 +2,6 @@ package participant_test
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -156,18 +155,8 @@ func (r *rig) start() {
 	t.Helper()
 	r.bank = bank.New(accounts, balance)
 	r.cfg.Resource = r.bank
-	p, err := participant.Start(r.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.p = p
-	t.Cleanup(func() { p.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r.coord.Connect(t, p.Addr().String())
+	r.p = nodetest.Start(t, participant.Start, r.cfg)
+	r.coord.Connect(t, r.p.Addr().String())
 }
 
 func (r *rig) restart() {
@@ -182,12 +171,8 @@ func (r *rig) restart() {
 // per transaction, as every reader does.
 func (r *rig) outcomes() map[uuid.UUID]string {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	var outs []participant.Outcome
-	if err := client.Admin(ctx, r.p.Addr().String(), "outcomes", nil, &outs); err != nil {
-		r.t.Fatal(err)
-	}
+	nodetest.Report(r.t, r.p.Addr().String(), "outcomes", &outs)
 	m := map[uuid.UUID]string{}
 	for _, o := range outs {
 		m[o.Txn] = o.Outcome
@@ -197,12 +182,8 @@ func (r *rig) outcomes() map[uuid.UUID]string {
 
 func (r *rig) accounts() participant.Accounts {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	var a participant.Accounts
-	if err := client.Admin(ctx, r.p.Addr().String(), "accounts", nil, &a); err != nil {
-		r.t.Fatal(err)
-	}
+	nodetest.Report(r.t, r.p.Addr().String(), "accounts", &a)
 	return a
 }
 
@@ -323,13 +304,12 @@ func TestAdminReportsAfterRestart(t *testing.T) {
 	conn := nodetest.Admin(t, r.p.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var re *mux.RemoteError
 	_, err := conn.Call(ctx, &wire.AdminRequest{Kind: 99}, nil)
-	if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, "does not serve") {
+	if !nodetest.RemoteError(err, wire.CodeInvalid, "does not serve") {
 		t.Errorf("admin request of kind 99: %v, want an invalid-request error", err)
 	}
 	_, err = conn.Call(ctx, &wire.Begin{Txn: wire.TxnID(newID())}, nil)
-	if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, "does not serve") {
+	if !nodetest.RemoteError(err, wire.CodeInvalid, "does not serve") {
 		t.Errorf("a Begin sent to a participant: %v, want an invalid-request error", err)
 	}
 	if _, err := conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminStatus}, nil); err != nil {
@@ -348,15 +328,7 @@ func TestFsyncFailureStopsTheParticipant(t *testing.T) {
 	fs.Inject(waltest.FailNth(waltest.OpSync, 1, syscall.EIO, true))
 	id := newID()
 	r.coord.prepare(t, id, 1, -1)
-	select {
-	case <-r.p.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the participant kept running after a failed fsync")
-	}
-	err := r.p.Err()
-	if !errors.Is(err, syscall.EIO) || !errors.Is(err, wal.ErrFailed) || !strings.HasPrefix(err.Error(), "participant") {
-		t.Fatalf("Err() = %v, want the participant's failed log (EIO)", err)
-	}
+	nodetest.WaitFailed(t, r.p, "participant", syscall.EIO, wal.ErrFailed)
 	if v := r.coord.vote(id); v == wire.VoteYes {
 		t.Fatal("voted yes on a prepare whose record never became durable")
 	}
@@ -447,8 +419,7 @@ func TestOutcomesStreamFromTheLedger(t *testing.T) {
 		frames++
 		return nil
 	})
-	var re *mux.RemoteError
-	if !errors.As(err, &re) || re.Code != wire.CodeInternal || !strings.Contains(re.Message, "input/output error") {
+	if !nodetest.RemoteError(err, wire.CodeInternal, "input/output error") {
 		t.Fatalf("outcomes from an unreadable ledger: %v; want an internal error naming EIO", err)
 	}
 	if frames == 0 {

@@ -1,13 +1,6 @@
-// Package nodetest stands in for the far side of a commitd server in tests
-// of one server alone: a fake participant for the coordinator's tests, a
-// fake coordinator for the participant's. Either side of the protocol
-// accepts the other's connections (prepares and decisions flow one way,
-// votes, acks and inquiries the other) and dials its own, so one Peer type
-// serves both: what it does with each frame is the test's handler.
 package nodetest
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -74,11 +67,7 @@ func (p *Peer) Connect(t testing.TB, addr string) {
 	if old != nil {
 		old.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := out.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
+	waitConnected(t, out)
 }
 
 // Send sends m to the server on the Peer's own connection. Like a real

@@ -1,0 +1,104 @@
+package nodetest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+)
+
+// Server is what the helpers use of a running server:
+// *coordinator.Server and *participant.Server are both one.
+type Server interface {
+	Addr() net.Addr
+	WaitConnected(ctx context.Context) error
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+}
+
+// Start starts a server with start(cfg) (coordinator.Start or
+// participant.Start), closes it at test cleanup and waits until it is
+// connected to its far side. It fails the test if the server does not
+// start or does not connect within 5 s.
+func Start[C any, S Server](t testing.TB, start func(C) (S, error), cfg C) S {
+	t.Helper()
+	s, err := start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	waitConnected(t, s)
+	return s
+}
+
+// waitConnected waits up to 5 s for w (a server, or a Peer's own
+// connection) to be connected, and fails the test if it is not.
+func waitConnected(t testing.TB, w interface{ WaitConnected(context.Context) error }) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WaitFailed waits up to 10 s for s to stop by itself after a fatal error,
+// and checks what Err says: it begins with name (the server's role, as
+// every error it reports does) and wraps every one of causes.
+func WaitFailed(t testing.TB, s Server, name string, causes ...error) {
+	t.Helper()
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the %s kept running after a fatal error", name)
+	}
+	err := s.Err()
+	if err == nil || !strings.HasPrefix(err.Error(), name) {
+		t.Fatalf("Err() = %v, want the %s's error", err, name)
+	}
+	for _, c := range causes {
+		if !errors.Is(err, c) {
+			t.Fatalf("Err() = %v, want one that wraps %v", err, c)
+		}
+	}
+}
+
+// Report asks the server at addr for the admin report kind ("status",
+// "accounts" or "outcomes", as `commitd admin` does) and decodes it into v.
+// It fails the test if the report does not arrive within 10 s.
+func Report(t testing.TB, addr, kind string, v any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.Admin(ctx, addr, kind, nil, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RemoteError reports whether err is an error reply from the far side with
+// code whose message contains text.
+func RemoteError(err error, code wire.ErrorCode, text string) bool {
+	var re *mux.RemoteError
+	return errors.As(err, &re) && re.Code == code && strings.Contains(re.Message, text)
+}
+
+// FreeAddr returns a loopback address that nothing listens on: it was free
+// a moment ago. For what a server must be told before it starts (its
+// metrics address) or must fail to reach.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
