@@ -67,6 +67,7 @@ type cell struct {
 	flags        []string
 	duration     time.Duration // overrides -duration (the soak)
 	base         int           // ablation: index of the default run paired with it
+	memLogs      bool          // data directories on tmpfs (groupMemory)
 	// results
 	rate float64
 	rep  result
@@ -129,6 +130,7 @@ func run() error {
 	cells := matrix(o.quick)
 	started := time.Now()
 	var saturation float64
+	var memDir string // made for the first groupMemory cell
 	for i := range cells {
 		c := &cells[i]
 		if o.only != nil && !o.only.MatchString(c.name) {
@@ -141,7 +143,21 @@ func run() error {
 			c.rate = c.rateFrac * saturation
 		}
 		fmt.Fprintf(os.Stderr, "\n== %s\n", c.name)
-		c.err = runCell(&o, c, filepath.Join(o.dir, fmt.Sprintf("cell%02d", i)))
+		dir := filepath.Join(o.dir, fmt.Sprintf("cell%02d", i))
+		if c.memLogs {
+			if memDir == "" {
+				d, err := memTempDir()
+				if err != nil {
+					c.err = err
+					fmt.Fprintf(os.Stderr, "   FAILED: %v\n", c.err)
+					continue
+				}
+				defer os.RemoveAll(d)
+				memDir = d
+			}
+			dir = filepath.Join(memDir, fmt.Sprintf("cell%02d", i))
+		}
+		c.err = runCell(&o, c, dir)
 		if c.err != nil {
 			fmt.Fprintf(os.Stderr, "   FAILED: %v\n", c.err)
 			continue
@@ -177,6 +193,11 @@ const (
 	groupAblated = "ablation"
 	groupSoak    = "soak"
 	groupPaired  = "paired" // the default run just before an ablation
+	// groupMemory: closed-loop cells again with every log on tmpfs, where
+	// an fdatasync costs nothing — not durable, and labelled so; they
+	// split each durable cell's time between the disk and the rest (CPU,
+	// loopback) with ratios measured in the same run.
+	groupMemory = "memory"
 )
 
 // ablations are the optimizations the matrix switches off one at a time,
@@ -233,10 +254,32 @@ func matrix(quick bool) []cell {
 				participants: 2, perTxn: 2, callers: n, flags: []string{a.name}, base: len(cs) - 1})
 		}
 	}
+	memAt := []struct{ callers, perTxn int }{{1, 2}, {100, 2}, {1000, 2}, {100, 10}}
+	if quick {
+		memAt = memAt[1:2]
+	}
+	for _, m := range memAt {
+		cs = append(cs, cell{group: groupMemory, name: fmt.Sprintf("closed %d callers, %d per txn, logs in memory (tmpfs, not durable)", m.callers, m.perTxn),
+			participants: m.perTxn, perTxn: m.perTxn, callers: m.callers, memLogs: true})
+	}
 	if !quick {
 		cs = append(cs, cell{group: groupSoak, name: "soak: closed 1000 callers, 2 per txn, 60 s", participants: 2, perTxn: 2, callers: 1000, duration: 60 * time.Second})
 	}
 	return cs
+}
+
+// memTempDir makes a temporary directory on /dev/shm, if that is a tmpfs:
+// the in-memory cells' data directories.
+func memTempDir() (string, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &st); err != nil {
+		return "", fmt.Errorf("logs in memory need a tmpfs at /dev/shm: %w", err)
+	}
+	const tmpfsMagic = 0x01021994
+	if st.Type != tmpfsMagic {
+		return "", fmt.Errorf("logs in memory need a tmpfs at /dev/shm; it is a file system of type %#x", st.Type)
+	}
+	return os.MkdirTemp("/dev/shm", "commitd-matrix-")
 }
 
 // freePorts finds n free loopback ports (by listening and closing: racy in

@@ -34,7 +34,7 @@ func render(o *options, cells []cell, started time.Time) string {
 	for _, m := range machine() {
 		p("- %s\n", m)
 	}
-	p("\nSetup: every cell starts a fresh cluster — one `commitd coordinator` and bank `commitd participant`s, each a separate process with a new data directory, over loopback, every log durable (a write + fdatasync before anything depends on a record) — and runs `commitd bench --json` against it with %d accounts per participant and `--seed 1`. ", o.accounts)
+	p("\nSetup: every cell starts a fresh cluster — one `commitd coordinator` and bank `commitd participant`s, each a separate process with a new data directory, over loopback, every log durable (a write + fdatasync before anything depends on a record; the one exception is the section that puts the logs in memory, and says so) — and runs `commitd bench --json` against it with %d accounts per participant and `--seed 1`. ", o.accounts)
 	p("The %d cores are split between a cell's processes: each server and the bench run with `GOMAXPROCS` = cores ÷ processes, at least 1 (1 here), as a deployment would give co-located processes cores of their own; with Go's default every process would schedule on every core, and four of them on two cores spend more CPU spinning and waking each other than the second core gains (the `GOMAXPROCS=cores` rows below). Otherwise the servers run with their defaults (`--shards` = GOMAXPROCS, 64 MiB segments). ", numCPU())
 	p("Latencies are those of committed transactions, from the client's call (closed loop) or from the transaction's scheduled start (open loop). ")
 	p("*CPU µs/txn* is the servers' user+system CPU time (from /proc) over the measured part of the run divided by its committed transactions; *allocs/txn* is the coordinator's heap allocations per answered transaction (runtime/metrics, read through `admin status`). ")
@@ -93,6 +93,7 @@ func render(o *options, cells []cell, started time.Time) string {
 			strings.Join(c.flags, " "), c.callers, c.rep.CommittedPerS, base.rep.CommittedPerS, gain,
 			c.rep.P50ms, base.rep.P50ms, c.cpu.coordinator+c.cpu.participants, base.cpu.coordinator+base.cpu.participants)
 	}
+	memoryTable(p, cells)
 	for _, c := range cells {
 		if c.group != groupSoak {
 			continue
@@ -125,6 +126,42 @@ func render(o *options, cells []cell, started time.Time) string {
 	p("bin/commitd bench --coordinator 127.0.0.1:7400 --participants p1=127.0.0.1:7401,p2=127.0.0.1:7402 \\\n    --concurrency 100 --warmup 1s --duration 10s --accounts %d --json out.json --plot out.svg --cpuprofile bench.prof\n", o.accounts)
 	p("go tool pprof -top 'http://127.0.0.1:7480/debug/pprof/profile?seconds=5'   # the coordinator, while it runs\n```\n")
 	return b.String()
+}
+
+// memoryTable renders the in-memory cells beside their durable twins.
+func memoryTable(p func(string, ...any), cells []cell) {
+	var mem []*cell
+	for i := range cells {
+		if cells[i].group == groupMemory {
+			mem = append(mem, &cells[i])
+		}
+	}
+	if len(mem) == 0 {
+		return
+	}
+	p("\n### The disk's share: the same cells with the logs in memory\n\n")
+	p("Closed-loop cells run again with every data directory on tmpfs (`/dev/shm`), where a write + fdatasync costs a memory copy: **not durable**, and no configuration to deploy — a measurement of what the disk costs. Everything else is as above (the same processes, GOMAXPROCS, flags and seed). *Durable ÷ memory* is the durable cell's committed/s divided by the in-memory one's, both from this run: the share of what the CPU and loopback allow that the disk leaves.\n\n")
+	p("| callers | participants per txn | committed/s in memory | committed/s durable | durable ÷ memory | p50 ms in memory | p50 ms durable | p99 ms in memory | CPU µs/txn in memory (coord + parts) | CPU µs/txn durable |\n")
+	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, m := range mem {
+		var d *cell
+		for i := range cells {
+			if c := &cells[i]; c.group == groupClosed && c.callers == m.callers && c.perTxn == m.perTxn {
+				d = c
+			}
+		}
+		if m.err != nil || !m.ok {
+			p("| %d | %d | failed: %s ||||||||\n", m.callers, m.perTxn, oneLine(m.err))
+			continue
+		}
+		if d == nil || !d.ok {
+			p("| %d | %d | %.0f | – | – | %.2f | – | %.2f | %.1f | – |\n", m.callers, m.perTxn, m.rep.CommittedPerS, m.rep.P50ms, m.rep.P99ms, m.cpu.coordinator+m.cpu.participants)
+			continue
+		}
+		p("| %d | %d | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f |\n", m.callers, m.perTxn, m.rep.CommittedPerS, d.rep.CommittedPerS,
+			d.rep.CommittedPerS/max(m.rep.CommittedPerS, 1e-9), m.rep.P50ms, d.rep.P50ms, m.rep.P99ms,
+			m.cpu.coordinator+m.cpu.participants, d.cpu.coordinator+d.cpu.participants)
+	}
 }
 
 func numCPU() int { return runtime.NumCPU() }
