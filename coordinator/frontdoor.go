@@ -142,7 +142,10 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	return nil
 }
 
+// reject answers a begin the front door will not hand to a shard. It is
+// counted here, once, for both Status and the metrics: no shard sees it.
 func (d *frontDoor) reject(c *mux.Conn, st *connState, reqID uint64, why string) error {
+	d.s.rejected.Add(1)
 	d.s.metrics.outcome(engine.OutcomeRejected)
 	st.outcome = wire.Outcome{Txn: st.begin.Txn, Outcome: wire.OutcomeRejected, Cause: wire.CauseInvalid, Detail: []byte(why)}
 	return c.Reply(reqID, &st.outcome)

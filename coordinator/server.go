@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commitd/commitd/engine"
@@ -38,6 +39,12 @@ type Server struct {
 	metrics *metrics
 	http    *obs.Server
 	life    *node.Lifecycle // goroutines, Close, Done, Err
+
+	// rejected counts the begins the front door rejected itself (a
+	// participant it does not know) without handing them to a shard; the
+	// shards count the rejections they judge. Added to by the connections'
+	// readers, read by Status.
+	rejected atomic.Uint64
 }
 
 type shardStats struct {
@@ -217,7 +224,7 @@ type Status struct {
 	Committed   uint64 `json:"committed"`
 	Aborted     uint64 `json:"aborted"`
 	Unknown     uint64 `json:"unknown"`
-	Rejected    uint64 `json:"rejected"`
+	Rejected    uint64 `json:"rejected"` // invalid begins, judged by a shard or by the front door
 	InFlight    int    `json:"in_flight"`
 	InDoubt     int    `json:"in_doubt"` // commit decided, not yet acknowledged by every participant
 	Redelivered uint64 `json:"redelivered"`
@@ -230,9 +237,12 @@ type Status struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
-// Status sums the shards' statistics.
+// Status sums the shards' statistics, and adds the front door's rejections
+// to theirs: Rejected is every begin answered "rejected", the number the
+// commitd_coordinator_transactions_total{outcome="rejected"} series counts.
 func (s *Server) Status() Status {
 	st := Status{Shards: len(s.shards), DurableLSN: uint64(s.log.DurableLSN())}
+	st.Rejected = s.rejected.Load()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	for i := range s.stats {
 		s.stats[i].mu.Lock()

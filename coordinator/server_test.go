@@ -112,6 +112,14 @@ type rig struct {
 
 func newRig(t *testing.T, fs wal.FS) *rig {
 	t.Helper()
+	r := unstartedRig(t, fs)
+	r.start()
+	return r
+}
+
+// unstartedRig is newRig before the coordinator starts.
+func unstartedRig(t *testing.T, fs wal.FS) *rig {
+	t.Helper()
 	r := &rig{t: t, parts: map[string]*fakeParticipant{}}
 	r.cfg = coordinator.Config{
 		Listen:         "127.0.0.1:0",
@@ -132,7 +140,6 @@ func newRig(t *testing.T, fs wal.FS) *rig {
 		r.parts[name] = f
 		r.cfg.Participants[name] = f.Addr()
 	}
-	r.start()
 	return r
 }
 
@@ -174,6 +181,32 @@ func (r *rig) run(id uuid.UUID, branches ...string) client.Result {
 }
 
 func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
+
+// sendMalformedBegin sends a Begin whose branch count says 11, which the
+// wire refuses, on a connection of its own to the coordinator at addr, and
+// reports whether the coordinator closed that connection (within 5 s).
+func sendMalformedBegin(t *testing.T, addr string) (closed bool) {
+	t.Helper()
+	frame, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: wire.TxnID(newID()),
+		Branches: []wire.Branch{{Participant: []byte("p1"), Work: []byte("w")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame[wire.HeaderSize+16] = wire.MaxBranches + 1 // the payload: txn (16), then the count
+	hello, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleClient})
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write(append(hello, frame...)); err != nil {
+		t.Fatal(err)
+	}
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ne net.Error
+	_, err = io.Copy(io.Discard, raw)
+	return !errors.As(err, &ne) || !ne.Timeout()
+}
 
 // Begins that cannot run get a rejection that says why, a request the
 // coordinator does not serve gets an error reply, a malformed frame closes
@@ -225,33 +258,13 @@ func TestBadRequestsAreAnsweredAndServingGoesOn(t *testing.T) {
 	}
 	var st coordinator.Status
 	nodetest.Report(t, r.coord.Addr().String(), "status", &st)
-	// The shards count the rejections they judge; the two the front door
-	// judges (names it does not know) never reach a shard and are counted
-	// only in the commitd_coordinator_transactions_total series.
-	if want := uint64(len(cases) - 2); st.Committed != 1 || st.Rejected != want || st.InFlight != 0 {
+	// Every rejection counts: the three the shards judge and the two the
+	// front door judges (names it does not know) without a shard.
+	if want := uint64(len(cases)); st.Committed != 1 || st.Rejected != want || st.InFlight != 0 {
 		t.Errorf("status %+v, want 1 committed, %d rejected, none in flight", st, want)
 	}
 
-	// A Begin whose branch count says 11: the wire refuses it, and the
-	// coordinator closes that connection.
-	frame, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: wire.TxnID(newID()),
-		Branches: []wire.Branch{{Participant: []byte("p1"), Work: []byte("w")}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	frame[wire.HeaderSize+16] = wire.MaxBranches + 1 // the payload: txn (16), then the count
-	hello, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleClient})
-	raw, err := net.Dial("tcp", r.coord.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	if _, err := raw.Write(append(hello, frame...)); err != nil {
-		t.Fatal(err)
-	}
-	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var ne net.Error
-	if _, err := io.Copy(io.Discard, raw); errors.As(err, &ne) && ne.Timeout() {
+	if !sendMalformedBegin(t, r.coord.Addr().String()) {
 		t.Error("a malformed Begin left its connection open")
 	}
 
@@ -261,6 +274,50 @@ func TestBadRequestsAreAnsweredAndServingGoesOn(t *testing.T) {
 	if err := r.coord.Err(); err != nil {
 		t.Fatalf("the coordinator failed: %v", err)
 	}
+}
+
+// A begin the front door rejects itself (a participant it does not know)
+// never reaches a shard, yet Status().Rejected counts it, once, as the
+// metrics do; a rejection a shard judges is counted once by each too, not
+// by the shard and the front door both; and a malformed Begin, answered by
+// closing its connection rather than with a rejection, is counted by
+// neither.
+func TestRejectionsCountOnceInStatusAndMetrics(t *testing.T) {
+	r := unstartedRig(t, nil)
+	r.cfg.HTTP = nodetest.FreeAddr(t)
+	r.start()
+	const series = `commitd_coordinator_transactions_total{outcome="rejected"}`
+	status, metric := r.coord.Status().Rejected, nodetest.Metric(t, r.cfg.HTTP, series)
+	moved := func(what string, want uint64) {
+		t.Helper()
+		st, m := r.coord.Status().Rejected, nodetest.Metric(t, r.cfg.HTTP, series)
+		if st != status+want || m != metric+float64(want) {
+			t.Fatalf("%s: Status().Rejected %d → %d, metric %v → %v; want both to move by %d",
+				what, status, st, metric, m, want)
+		}
+		status, metric = st, m
+	}
+
+	res := r.run(newID(), "p1", "nobody")
+	if res.Outcome != client.Rejected || !strings.Contains(res.Detail, `unknown participant "nobody"`) {
+		t.Fatalf("a begin naming an unknown participant: %v (detail %q), want rejected", res.Outcome, res.Detail)
+	}
+	// The front door counts before it replies: no waiting.
+	moved("the front door's rejection", 1)
+
+	res = r.run(newID(), "p1", "p1")
+	if res.Outcome != client.Rejected || !strings.Contains(res.Detail, "duplicate participant") {
+		t.Fatalf("a begin naming p1 twice: %v (detail %q), want rejected by the shard", res.Outcome, res.Detail)
+	}
+	// A shard publishes its statistics after its loop, which may end after
+	// the reply has gone out; the metric is counted before the reply.
+	nodetest.Eventually(t, "the shard's rejection in Status", func() bool { return r.coord.Status().Rejected > status })
+	moved("the shard's rejection", 1)
+
+	if !sendMalformedBegin(t, r.coord.Addr().String()) {
+		t.Fatal("a malformed Begin left its connection open")
+	}
+	moved("a malformed Begin", 0)
 }
 
 // A participant that does not vote in time aborts the transaction, and the

@@ -12,6 +12,7 @@
 // waits until it is connected; WaitFailed checks that a fatal error stopped
 // it and is what Err reports. Both take any Server, which both servers are.
 //
-// The admin side: Admin (a raw admin connection), Report (an admin report,
-// decoded) and RemoteError (what an error reply said).
+// The operator's side: Admin (a raw admin connection), Report (an admin
+// report, decoded), RemoteError (what an error reply said) and Metric (one
+// series from /metrics).
 package nodetest
