@@ -110,15 +110,9 @@ type rig struct {
 	cl    *client.Client
 }
 
-func newRig(t *testing.T, fs wal.FS) *rig {
-	t.Helper()
-	r := unstartedRig(t, fs)
-	r.start()
-	return r
-}
-
-// unstartedRig is newRig before the coordinator starts.
-func unstartedRig(t *testing.T, fs wal.FS) *rig {
+// newRig starts the rig's coordinator on fs (nil: the operating system's),
+// with its configuration changed first by each of with.
+func newRig(t *testing.T, fs wal.FS, with ...func(*coordinator.Config)) *rig {
 	t.Helper()
 	r := &rig{t: t, parts: map[string]*fakeParticipant{}}
 	r.cfg = coordinator.Config{
@@ -140,6 +134,10 @@ func unstartedRig(t *testing.T, fs wal.FS) *rig {
 		r.parts[name] = f
 		r.cfg.Participants[name] = f.Addr()
 	}
+	for _, w := range with {
+		w(&r.cfg)
+	}
+	r.start()
 	return r
 }
 
@@ -283,9 +281,7 @@ func TestBadRequestsAreAnsweredAndServingGoesOn(t *testing.T) {
 // closing its connection rather than with a rejection, is counted by
 // neither.
 func TestRejectionsCountOnceInStatusAndMetrics(t *testing.T) {
-	r := unstartedRig(t, nil)
-	r.cfg.HTTP = nodetest.FreeAddr(t)
-	r.start()
+	r := newRig(t, nil, func(c *coordinator.Config) { c.HTTP = nodetest.FreeAddr(t) })
 	const series = `commitd_coordinator_transactions_total{outcome="rejected"}`
 	status, metric := r.coord.Status().Rejected, nodetest.Metric(t, r.cfg.HTTP, series)
 	moved := func(what string, want uint64) {
