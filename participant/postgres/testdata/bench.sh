@@ -6,6 +6,9 @@
 #
 #   COMMITD_BENCH_DURATION  how long to run (default 10s)
 #   COMMITD_BENCH_CALLERS   concurrent callers (default 100)
+#   COMMITD_BENCH_WARMUP    load run first and left out of the figures (default 1s),
+#                           as in the cluster matrix: fresh servers and connection
+#                           pools are still starting
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 bin=${COMMITD_BIN:-bin/commitd}
@@ -13,6 +16,7 @@ dsn1=${COMMITD_PG_DSN1:-postgres://postgres@127.0.0.1:55432/postgres?sslmode=dis
 dsn2=${COMMITD_PG_DSN2:-postgres://postgres@127.0.0.1:55433/postgres?sslmode=disable}
 duration=${COMMITD_BENCH_DURATION:-10s}
 callers=${COMMITD_BENCH_CALLERS:-100}
+warmup=${COMMITD_BENCH_WARMUP:-1s}
 dir=$(mktemp -d /tmp/commitd-pgbench-XXXXXX)
 pids=()
 cleanup() {
@@ -50,8 +54,8 @@ for _ in $(seq 50); do
 done
 sleep 1 # the coordinator connects to both
 before=$(total)
-echo "bench-postgres: coordinator + 2 PostgreSQL participants ($dsn1, $dsn2), $callers callers, $duration"
-"$bin" bench --coordinator $coord --participants pgb1=$p1,pgb2=$p2 --concurrency "$callers" --duration "$duration" --accounts 1000
+echo "bench-postgres: coordinator + 2 PostgreSQL participants ($dsn1, $dsn2), $callers callers, $duration after a $warmup warmup"
+"$bin" bench --coordinator $coord --participants pgb1=$p1,pgb2=$p2 --concurrency "$callers" --duration "$duration" --warmup "$warmup" --accounts 1000
 # Let the last decisions reach PostgreSQL before summing.
 sleep 3
 after=$(total)
