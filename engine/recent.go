@@ -37,9 +37,15 @@ func (r *recent[V]) has(id TxnID) bool {
 	return ok
 }
 
-// put remembers v for id from now on (replacing any older value).
+// put remembers v for id from now on. id must not be remembered already:
+// the machines put a transaction when it finishes, and a transaction in
+// flight is never also remembered (they look it up before starting one,
+// and remove it before starting one again). So put does not probe old to
+// delete a stale value — with hundreds of thousands of remembered
+// transactions every probe is a cache miss, and this one would always
+// miss. (Were id in old all the same, get would still find the new value
+// first; only len would count it twice until old is dropped.)
 func (r *recent[V]) put(id TxnID, v V) {
-	delete(r.old, id)
 	r.cur[id] = v
 }
 

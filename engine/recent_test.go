@@ -30,18 +30,24 @@ func TestRecentRemembersAtLeastOnePeriod(t *testing.T) {
 	}
 }
 
-func TestRecentPutReplacesAndRemove(t *testing.T) {
+func TestRecentPutAndRemove(t *testing.T) {
 	r := newRecent[uint8](5)
 	a, b := TxnID{1}, TxnID{2}
 	r.put(a, 1)
 	r.tick(5) // a moves to old
-	r.put(a, 2)
+	r.remove(a)
+	r.put(a, 2) // started again and finished: the machines remove first
 	if v, _ := r.get(a); v != 2 || r.len() != 1 {
-		t.Fatalf("after a second put: value %d, len %d; want 2, 1", v, r.len())
+		t.Fatalf("after remove and a second put: value %d, len %d; want 2, 1", v, r.len())
+	}
+	r.put(TxnID{9}, 4)
+	r.tick(10) // a and 9 move to old; a shadowed value would show in len
+	if v, _ := r.get(a); v != 2 || r.len() != 2 {
+		t.Fatalf("after a rotation: value %d, len %d; want 2, 2", v, r.len())
 	}
 	r.put(b, 3)
 	r.remove(a)
-	if r.has(a) || !r.has(b) || r.len() != 1 {
+	if r.has(a) || !r.has(b) || r.len() != 2 { // b and 9
 		t.Fatalf("after remove: has(a) %v has(b) %v len %d", r.has(a), r.has(b), r.len())
 	}
 	r.reset()
