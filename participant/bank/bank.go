@@ -43,10 +43,14 @@ type hold struct {
 // most one prepared transaction's hold.
 type Bank struct {
 	balances []int64
-	// owner[a] is the transaction holding account a's lock, zero if none.
-	owner []engine.TxnID
-	holds map[engine.TxnID]hold
-	total int64 // sum of balances, kept as they change
+	// locked has bit a set while account a is held by a prepared
+	// transaction (holds says which). A bitset rather than the holder's
+	// id per account: 100,000 accounts take 12.5 KB, which stays in cache,
+	// where 16 bytes an account (1.6 MB) cost a cache miss per prepare
+	// and per commit.
+	locked []uint64
+	holds  map[engine.TxnID]hold
+	total  int64 // sum of balances, kept as they change
 }
 
 var _ engine.Resource = (*Bank)(nil)
@@ -68,7 +72,7 @@ func New(accounts int, balance int64) *Bank {
 
 func (b *Bank) reset(accounts int) {
 	b.balances = make([]int64, accounts)
-	b.owner = make([]engine.TxnID, accounts)
+	b.locked = make([]uint64, (accounts+63)/64)
 	clear(b.holds)
 	b.total = 0
 }
@@ -88,7 +92,7 @@ func (b *Bank) Prepare(txn engine.TxnID, work []byte) engine.Vote {
 	if _, dup := b.holds[txn]; dup {
 		return engine.VoteNo
 	}
-	if b.owner[acct] != (engine.TxnID{}) {
+	if b.isLocked(acct) {
 		return engine.VoteNo
 	}
 	if nb := b.balances[acct] + amount; nb < 0 || (amount > 0) != (nb > b.balances[acct]) {
@@ -99,7 +103,7 @@ func (b *Bank) Prepare(txn engine.TxnID, work []byte) engine.Vote {
 }
 
 func (b *Bank) lock(txn engine.TxnID, acct uint32, amount int64) {
-	b.owner[acct] = txn
+	b.locked[acct/64] |= 1 << (acct % 64)
 	b.holds[txn] = hold{account: acct, amount: amount}
 }
 
@@ -124,8 +128,10 @@ func (b *Bank) Abort(txn engine.TxnID) {
 	}
 }
 
+func (b *Bank) isLocked(acct uint32) bool { return b.locked[acct/64]&(1<<(acct%64)) != 0 }
+
 func (b *Bank) unlock(txn engine.TxnID, h hold) {
-	b.owner[h.account] = engine.TxnID{}
+	b.locked[h.account/64] &^= 1 << (h.account % 64)
 	delete(b.holds, txn)
 }
 
@@ -138,7 +144,7 @@ func (b *Bank) Restore(txn engine.TxnID, work []byte) {
 	if !ok || int64(acct) >= int64(len(b.balances)) || amount == 0 {
 		panic(fmt.Sprintf("bank: restore of %v with work %x", txn, work))
 	}
-	if _, dup := b.holds[txn]; dup || b.owner[acct] != (engine.TxnID{}) {
+	if _, dup := b.holds[txn]; dup || b.isLocked(acct) {
 		panic(fmt.Sprintf("bank: restore of %v: account %d already locked", txn, acct))
 	}
 	b.lock(txn, acct, amount)

@@ -2,6 +2,7 @@ package bank
 
 import (
 	"errors"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/commitd/commitd/engine"
@@ -126,4 +127,34 @@ func TestRestoreConflictPanics(t *testing.T) {
 		}
 	}()
 	b.Restore(tx(2), AppendWork(nil, 0, 1))
+}
+
+// BenchmarkPrepareCommit is one branch's work at a bank of 100,000
+// accounts: prepare (lock) and commit (apply, unlock) of a random account,
+// with 1,000 other transactions holding locks, as under load.
+func BenchmarkPrepareCommit(b *testing.B) {
+	const accounts, held = 100_000, 1_000
+	bk := New(accounts, 1_000_000)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var work []byte
+	for i := range held {
+		work = AppendWork(work[:0], uint32(rng.IntN(accounts)), 1)
+		bk.Prepare(engine.TxnID{byte(i), byte(i >> 8), 1}, work)
+	}
+	works := make([][]byte, 1<<16)
+	for i := range works {
+		works[i] = AppendWork(nil, uint32(rng.IntN(accounts)), int64(rng.IntN(21)-10)|1)
+	}
+	var id engine.TxnID
+	i := 0
+	for b.Loop() {
+		id[15]++
+		if id[15] == 0 {
+			id[14]++
+		}
+		if bk.Prepare(id, works[i&(len(works)-1)]) == engine.VoteYes {
+			bk.Commit(id)
+		}
+		i++
+	}
 }
