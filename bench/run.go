@@ -75,7 +75,7 @@ type Config struct {
 // ServerSample is a reading of a server's runtime counters.
 type ServerSample struct {
 	Mallocs    uint64  `json:"mallocs"`     // heap objects allocated since start
-	HeapBytes  uint64  `json:"heap_bytes"`  // live heap (bytes in heap objects)
+	HeapBytes  uint64  `json:"heap_bytes"`  // bytes in heap objects, garbage not yet collected included
 	CPUSeconds float64 `json:"cpu_seconds"` // user + system CPU since start
 }
 
@@ -108,8 +108,9 @@ type Interval struct {
 	Errors    int64   `json:"errors"`
 	P50ms     float64 `json:"p50_ms"` // committed in this interval
 	P99ms     float64 `json:"p99_ms"`
-	// HeapBytes is the coordinator's live heap at the interval's end (0
-	// without Config.Sample).
+	// HeapBytes is the coordinator's heap (bytes in heap objects, garbage
+	// not yet collected included) at the interval's end (0 without
+	// Config.Sample).
 	HeapBytes uint64 `json:"heap_bytes,omitempty"`
 }
 

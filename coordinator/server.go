@@ -231,7 +231,9 @@ type Status struct {
 	Shards      int    `json:"shards"`
 	DurableLSN  uint64 `json:"durable_lsn"`
 	// The process's runtime counters: heap objects allocated since start,
-	// bytes in live heap objects, and user+system CPU seconds.
+	// bytes in heap objects (garbage not yet collected included: the live
+	// heap is what /debug/pprof/heap?gc=1 reports), and user+system CPU
+	// seconds.
 	Mallocs    uint64  `json:"mallocs"`
 	HeapBytes  uint64  `json:"heap_bytes"`
 	CPUSeconds float64 `json:"cpu_seconds"`

@@ -25,7 +25,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,13 +75,22 @@ type cell struct {
 	rep  result
 	cpu  cpuUse
 	load [2]float64 // 1-minute load average before and after
-	err  error
-	ok   bool
+	// liveHeap (soak only): the coordinator's heap right after a forced
+	// collection, every 10 s of the measured run.
+	liveHeap []heapSample
+	err      error
+	ok       bool
 }
 
 type result struct {
 	bench.Report
 	Conserved bool `json:"conserved"`
+}
+
+// heapSample is the coordinator's live heap t seconds into the measured run.
+type heapSample struct {
+	t     float64
+	bytes uint64
 }
 
 // cpuUse is the CPU time the servers used during the run, per committed
@@ -164,6 +175,13 @@ func run() error {
 		}
 		fmt.Fprintf(os.Stderr, "   %.0f committed/s, p50 %.2f ms, p99 %.2f ms, aborted %d; CPU µs/txn: coordinator %.1f, participants %.1f\n",
 			c.rep.CommittedPerS, c.rep.P50ms, c.rep.P99ms, c.rep.Aborted, c.cpu.coordinator, c.cpu.participants)
+		if len(c.liveHeap) > 0 {
+			fmt.Fprintf(os.Stderr, "   coordinator live heap after a forced collection:")
+			for _, h := range c.liveHeap {
+				fmt.Fprintf(os.Stderr, " %.0fs %.1f MiB", h.t, float64(h.bytes)/(1<<20))
+			}
+			fmt.Fprintln(os.Stderr)
+		}
 		if c.group == groupClosed && c.perTxn == 2 && c.rep.CommittedPerS > saturation {
 			saturation = c.rep.CommittedPerS
 		}
@@ -282,6 +300,39 @@ func memTempDir() (string, error) {
 	return os.MkdirTemp("/dev/shm", "commitd-matrix-")
 }
 
+// sampleLiveHeap reads the coordinator's live heap every 10 s for d: the
+// heap right after a collection it forces (/debug/pprof/heap?gc=1, whose
+// text form ends with runtime.MemStats; HeapAlloc is the live heap then).
+// The heap the bench reports (bytes in heap objects, runtime/metrics)
+// includes garbage not yet collected: with a few allocations per second a
+// collection comes minutes apart, and that figure climbs in between
+// without any leak. The forced collections cost a few milliseconds each.
+func sampleLiveHeap(addr string, d time.Duration) []heapSample {
+	var out []heapSample
+	hc := &http.Client{Timeout: 5 * time.Second}
+	start := time.Now()
+	for t := 10 * time.Second; t <= d; t += 10 * time.Second {
+		time.Sleep(time.Until(start.Add(t)))
+		resp, err := hc.Get("http://" + addr + "/debug/pprof/heap?debug=1&gc=1")
+		if err != nil {
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		if m := heapAllocRE.FindSubmatch(body); m != nil {
+			if n, err := strconv.ParseUint(string(m[1]), 10, 64); err == nil {
+				out = append(out, heapSample{t: time.Since(start).Seconds(), bytes: n})
+			}
+		}
+	}
+	return out
+}
+
+var heapAllocRE = regexp.MustCompile(`(?m)^# HeapAlloc = (\d+)$`)
+
 // freePorts finds n free loopback ports (by listening and closing: racy in
 // principle, fine on a benchmark machine).
 func freePorts(n int) ([]int, error) {
@@ -308,10 +359,11 @@ func runCell(o *options, c *cell, dir string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ports, err := freePorts(c.participants + 1)
+	ports, err := freePorts(c.participants + 2) // the last: the soak's coordinator HTTP
 	if err != nil {
 		return err
 	}
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[c.participants+1])
 	coordAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	var parts []string
 	for i := 1; i <= c.participants; i++ {
@@ -350,6 +402,9 @@ func runCell(o *options, c *cell, dir string) error {
 	args := []string{"coordinator", "--listen", coordAddr, "--data", filepath.Join(dir, "coordinator"),
 		"--participant", strings.Join(parts, ","), "--log-level", "warn"}
 	args = append(args, serverFlags(c.flags, true)...)
+	if c.group == groupSoak {
+		args = append(args, "--http", httpAddr)
+	}
 	if err := start("coordinator.log", args...); err != nil {
 		return err
 	}
@@ -385,7 +440,15 @@ func runCell(o *options, c *cell, dir string) error {
 	for i, p := range procs {
 		before[i] = cpuSeconds(p.Process.Pid)
 	}
+	var sampled chan []heapSample
+	if c.group == groupSoak {
+		sampled = make(chan []heapSample, 1)
+		go func() { sampled <- sampleLiveHeap(httpAddr, d) }()
+	}
 	err = cmd.Wait()
+	if sampled != nil {
+		c.liveHeap = <-sampled
+	}
 	c.load[1] = loadavg()
 	after := make([]float64, len(procs))
 	for i, p := range procs {

@@ -105,13 +105,20 @@ func render(o *options, cells []cell, started time.Time) string {
 		}
 		cr := c.rep.Coordinator
 		p("%s: %.0f committed/s, p99 %.2f ms; coordinator %.2f allocs/txn, %.1f µs CPU/txn. ", c.name, c.rep.CommittedPerS, c.rep.P99ms, cr.AllocsPerTxn, cr.CPUusPerTxn)
-		p("Coordinator live heap (runtime/metrics, bytes in heap objects) at the start %.1f MiB, at the end %.1f MiB, at most %.1f MiB; every 10 s:", mibf(cr.HeapBytesStart), mibf(cr.HeapBytesEnd), mibf(cr.HeapBytesMax))
+		p("Coordinator live heap right after a collection the matrix forces every 10 s (`/debug/pprof/heap?gc=1`, `HeapAlloc`):")
+		for _, h := range c.liveHeap {
+			p(" %.0fs %.1f", h.t, mibf(h.bytes))
+		}
+		if len(c.liveHeap) == 0 {
+			p(" not read")
+		}
+		p(" MiB. For comparison, the heap the bench reports (runtime/metrics, bytes in heap objects, garbage not yet collected included) at the start %.1f MiB, at the end %.1f MiB, at most %.1f MiB; every 10 s:", mibf(cr.HeapBytesStart), mibf(cr.HeapBytesEnd), mibf(cr.HeapBytesMax))
 		for i, in := range c.rep.Series {
 			if (i+1)%10 == 0 {
 				p(" %.0fs %.1f", in.T, mibf(in.HeapBytes))
 			}
 		}
-		p(" MiB. A finished transaction is remembered for `--remember` (5 s by default) to answer late duplicates, so the heap should grow for the first seconds of a run and then stay flat.\n")
+		p(" MiB: with so few allocations a collection comes minutes apart, and that figure climbs between collections without a leak. A finished transaction is remembered for `--remember` (5 s by default) to answer late duplicates, so the live heap grows for the first seconds of a run and then stays flat.\n")
 	}
 	p("\n### Targets\n\n")
 	p("| target | measured | |\n|---|---|---|\n")
@@ -245,11 +252,12 @@ func targets(cells []cell) []target {
 		ts = append(ts, target{"coordinator allocations per transaction ≤ 4 (steady state)", fmt.Sprintf("%.2f (%s)", a, allocWhat), verdict(a <= 4)})
 	}
 	for i := range cells {
-		if c := &cells[i]; c.group == groupSoak && c.ok && c.rep.Coordinator != nil && len(c.rep.Series) >= 50 {
-			at30, end := c.rep.Series[29].HeapBytes, c.rep.Coordinator.HeapBytesEnd
-			growth := float64(end)/float64(max(at30, 1)) - 1
+		if c := &cells[i]; c.group == groupSoak && c.ok && len(c.liveHeap) >= 6 {
+			// The live heap after a forced collection at 30 s and at the end.
+			mid, end := c.liveHeap[2], c.liveHeap[len(c.liveHeap)-1]
+			growth := float64(end.bytes)/float64(max(mid.bytes, 1)) - 1
 			ts = append(ts, target{"coordinator memory flat over a 60-second run",
-				fmt.Sprintf("heap %.0f MiB at 30 s, %.0f MiB at 60 s (+%.0f%%)", mibf(at30), mibf(end), 100*growth), verdict(growth <= 0.1)})
+				fmt.Sprintf("live heap %.0f MiB at %.0f s, %.0f MiB at %.0f s (%+.0f%%)", mibf(mid.bytes), mid.t, mibf(end.bytes), end.t, 100*growth), verdict(growth <= 0.1)})
 		}
 	}
 	for _, c := range cells {
