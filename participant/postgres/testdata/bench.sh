@@ -6,9 +6,8 @@
 #
 #   COMMITD_BENCH_DURATION  how long to run (default 10s)
 #   COMMITD_BENCH_CALLERS   concurrent callers (default 100)
-#   COMMITD_BENCH_WARMUP    load run first and left out of the figures (default 1s),
-#                           as in the cluster matrix: fresh servers and connection
-#                           pools are still starting
+#   COMMITD_BENCH_WARMUP    load run first and left out of the figures (default 3s:
+#                           PostgreSQL and the connection pools ramp up for ~3 s)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 bin=${COMMITD_BIN:-bin/commitd}
@@ -16,7 +15,7 @@ dsn1=${COMMITD_PG_DSN1:-postgres://postgres@127.0.0.1:55432/postgres?sslmode=dis
 dsn2=${COMMITD_PG_DSN2:-postgres://postgres@127.0.0.1:55433/postgres?sslmode=disable}
 duration=${COMMITD_BENCH_DURATION:-10s}
 callers=${COMMITD_BENCH_CALLERS:-100}
-warmup=${COMMITD_BENCH_WARMUP:-1s}
+warmup=${COMMITD_BENCH_WARMUP:-3s}
 dir=$(mktemp -d /tmp/commitd-pgbench-XXXXXX)
 pids=()
 cleanup() {
