@@ -126,7 +126,7 @@ func render(o *options, cells []cell, started time.Time) string {
 		p("| %s | %s | %s |\n", t.what, t.measured, t.verdict)
 	}
 	p("\n![throughput and latency](%s)\n\n", relPath(o.out, o.plot))
-	p("Reproduce: `make bench` (full matrix, about %s) or `make bench-quick`. A single cell by hand:\n\n", estimate(cells, o.duration))
+	p("Reproduce: `make bench` (full matrix, about %s) or `make bench-quick`. A single cell by hand:\n\n", estimate(cells, o.duration, o.warmup))
 	p("```\nbin/commitd participant --name p1 --listen 127.0.0.1:7401 --data /tmp/p1 --coordinator 127.0.0.1:7400 --accounts %d &\n", o.accounts)
 	p("bin/commitd participant --name p2 --listen 127.0.0.1:7402 --data /tmp/p2 --coordinator 127.0.0.1:7400 --accounts %d &\n", o.accounts)
 	p("bin/commitd coordinator --listen 127.0.0.1:7400 --data /tmp/c --participant p1=127.0.0.1:7401,p2=127.0.0.1:7402 --http 127.0.0.1:7480 &\n")
@@ -271,17 +271,20 @@ func targets(cells []cell) []target {
 	return ts
 }
 
-func estimate(cells []cell, d time.Duration) string {
+func estimate(cells []cell, d, warmup time.Duration) string {
 	var total time.Duration
 	for _, c := range cells {
-		total += 4 * time.Second // start, warm-up, drain, stop
+		// Start, wait for the servers to go idle, drain, stop: about 7 s a
+		// cell on the 2-core machine (the 10:04 UTC matrix of 2026-11-26:
+		// 33 cells in 8.5 minutes).
+		total += 7*time.Second + warmup
 		if c.duration > 0 {
 			total += c.duration
 		} else {
 			total += d
 		}
 	}
-	return total.Round(time.Minute).String()
+	return total.Round(time.Minute).String() + ", and about a minute for bench-postgres"
 }
 
 func relPath(doc, file string) string {
