@@ -11,7 +11,7 @@ export COMMITD_PG_DSN1 ?= postgres://postgres@127.0.0.1:55432/postgres?sslmode=d
 export COMMITD_PG_DSN2 ?= postgres://postgres@127.0.0.1:55433/postgres?sslmode=disable
 export COMMITD_PG_DSN0 ?= postgres://postgres@127.0.0.1:55434/postgres?sslmode=disable
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench bench-quick bench-micro spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
 
 all: build
 
@@ -75,7 +75,14 @@ model3: spin
 
 ## bench: the standard cluster matrix — coordinator and participants as separate processes over
 ## loopback, every log durable — written into docs/benchmarks.md (a few minutes; see bench/matrix).
-## bench-quick: fewer, 2-second cells, for iterating (into bin/). bench-micro: the Go micro-benchmarks.
+## bench-quick: fewer, 2-second cells, for iterating (into bin/). ## soak: the matrix's soak cell alone for SOAK_DURATION (default 10m): a coordinator and two bank
+## participants at 1,000 callers; fails if money is not conserved or the coordinator's live heap
+## (after a forced collection, every 10 s) grows more than 10% after the first 30 s.
+SOAK_DURATION ?= 10m
+soak: build
+	$(GO) run ./bench/matrix -no-build -only '^soak' -soak $(SOAK_DURATION)
+
+bench-micro: the Go micro-benchmarks.
 bench: build
 	$(GO) run ./bench/matrix -no-build
 	$(MAKE) bench-postgres

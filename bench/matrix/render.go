@@ -239,7 +239,7 @@ func targets(cells []cell) []target {
 	allocCell, allocWhat := (*cell)(nil), ""
 	for i := range cells {
 		if c := &cells[i]; c.group == groupSoak && c.ok && c.rep.Coordinator != nil {
-			allocCell, allocWhat = c, "60 s soak, 1000 callers"
+			allocCell, allocWhat = c, fmt.Sprintf("%s soak, 1000 callers", c.duration)
 		}
 	}
 	if allocCell == nil {
@@ -252,12 +252,12 @@ func targets(cells []cell) []target {
 		ts = append(ts, target{"coordinator allocations per transaction ≤ 4 (steady state)", fmt.Sprintf("%.2f (%s)", a, allocWhat), verdict(a <= 4)})
 	}
 	for i := range cells {
-		if c := &cells[i]; c.group == groupSoak && c.ok && len(c.liveHeap) >= 6 {
+		if c := &cells[i]; c.group == groupSoak && c.ok {
 			// The live heap after a forced collection at 30 s and at the end.
-			mid, end := c.liveHeap[2], c.liveHeap[len(c.liveHeap)-1]
-			growth := float64(end.bytes)/float64(max(mid.bytes, 1)) - 1
-			ts = append(ts, target{"coordinator memory flat over a 60-second run",
-				fmt.Sprintf("live heap %.0f MiB at %.0f s, %.0f MiB at %.0f s (%+.0f%%)", mibf(mid.bytes), mid.t, mibf(end.bytes), end.t, 100*growth), verdict(growth <= 0.1)})
+			if mid, end, growth, ok := heapGrowth(c); ok {
+				ts = append(ts, target{"coordinator memory flat over a 60-second run",
+					fmt.Sprintf("live heap %.0f MiB at %.0f s, %.0f MiB at %.0f s (%+.0f%%)", mibf(mid.bytes), mid.t, mibf(end.bytes), end.t, 100*growth), verdict(growth <= maxSoakGrowth)})
+			}
 		}
 	}
 	for _, c := range cells {
