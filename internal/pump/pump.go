@@ -51,6 +51,11 @@ type Pump struct {
 
 	idx    indexMap
 	encBuf []byte
+	// rd holds the machine's latest Ready while flush hands it out: a
+	// field, not a local, because the Output takes its address and a
+	// local would escape — an allocation per Ready, which at low load is
+	// one or more per transaction.
+	rd engine.Ready
 
 	// needed is the LSN of the oldest record this machine still needs (or,
 	// when it needs none, a bound below every record it will append later);
@@ -174,7 +179,8 @@ func (p *Pump) Run() error {
 // on it), messages and replies to the Output.
 func (p *Pump) flush() error {
 	for p.m.HasReady() {
-		rd := p.m.Ready()
+		p.rd = p.m.Ready()
+		rd := &p.rd
 		var last wal.LSN
 		for i := range rd.Records {
 			var err error
@@ -200,7 +206,7 @@ func (p *Pump) flush() error {
 		if last != 0 {
 			p.log.Notify(last, &p.signal)
 		}
-		p.out.Deliver(&rd)
+		p.out.Deliver(rd)
 		if lsn, ok := p.idx.trim(rd.LowWater); ok {
 			p.needed.Store(uint64(lsn))
 		} else {
