@@ -205,7 +205,7 @@ func run() error {
 		if len(c.liveHeap) > 0 {
 			fmt.Fprintf(os.Stderr, "   coordinator live heap after a forced collection:")
 			for _, h := range c.liveHeap {
-				fmt.Fprintf(os.Stderr, " %.0fs %.1f MiB", h.t, float64(h.bytes)/(1<<20))
+				fmt.Fprintf(os.Stderr, " %.0fs %.1f MiB", h.t, mibf(h.bytes))
 			}
 			fmt.Fprintln(os.Stderr)
 		}
