@@ -75,14 +75,15 @@ model3: spin
 
 ## bench: the standard cluster matrix — coordinator and participants as separate processes over
 ## loopback, every log durable — written into docs/benchmarks.md (a few minutes; see bench/matrix).
-## bench-quick: fewer, 2-second cells, for iterating (into bin/). ## soak: the matrix's soak cell alone for SOAK_DURATION (default 10m): a coordinator and two bank
+## bench-quick: fewer, 2-second cells, for iterating (into bin/).
+## soak: the matrix's soak cell alone for SOAK_DURATION (default 10m): a coordinator and two bank
 ## participants at 1,000 callers; fails if money is not conserved or the coordinator's live heap
 ## (after a forced collection, every 10 s) grows more than 10% after the first 30 s.
 SOAK_DURATION ?= 10m
 soak: build
 	$(GO) run ./bench/matrix -no-build -only '^soak' -soak $(SOAK_DURATION)
 
-bench-micro: the Go micro-benchmarks.
+## bench-micro: the Go micro-benchmarks.
 bench: build
 	$(GO) run ./bench/matrix -no-build
 	$(MAKE) bench-postgres

@@ -56,12 +56,12 @@ type Config struct {
 	// tests inject crashes and I/O errors through it.
 	FS wal.FS
 
-	// GroupCommit lets one fdatasync cover many records (default on; off
-	// is for benchmarks that show what it buys).
-	GroupCommit bool
-	// Coalesce lets one write carry every queued frame for a connection
-	// (default on; off is for benchmarks).
-	Coalesce bool
+	// NoGroupCommit gives every record its own fdatasync instead of one for
+	// many; for benchmarks that show what group commit buys.
+	NoGroupCommit bool
+	// NoCoalesce writes each frame with its own write instead of one write
+	// for every queued frame on a connection; for benchmarks.
+	NoCoalesce bool
 	// NoBatch makes each shard's pump step and flush one input at a time
 	// instead of a whole inbox batch (see pump.Pump.NoBatch); for
 	// benchmarks that show what batching buys.
@@ -85,7 +85,7 @@ type Config struct {
 
 // DefaultConfig returns a Config with every default filled in, for dataDir.
 func DefaultConfig(dataDir string) Config {
-	c := Config{DataDir: dataDir, GroupCommit: true, Coalesce: true}
+	c := Config{DataDir: dataDir}
 	c.fill()
 	return c
 }
@@ -143,9 +143,9 @@ func (c *Config) ticks(d time.Duration) int {
 
 func (c *Config) shardConfig() engine.ShardConfig {
 	return engine.ShardConfig{
-		PrepareTimeout: c.ticks(c.PrepareTimeout),
-		RedeliverMin:   c.ticks(c.RedeliverMin),
-		RedeliverMax:   c.ticks(c.RedeliverMax),
-		RememberTicks:  c.ticks(c.Remember),
+		PrepareTimeoutTicks: c.ticks(c.PrepareTimeout),
+		RedeliverMinTicks:   c.ticks(c.RedeliverMin),
+		RedeliverMaxTicks:   c.ticks(c.RedeliverMax),
+		RememberTicks:       c.ticks(c.Remember),
 	}
 }

@@ -20,7 +20,7 @@ func newPeer(name, addr string, cfg *Config) *peer {
 	return &peer{name: name, mux: mux.NewPeer(addr, mux.PeerOptions{
 		Conn: mux.Options{
 			Logger:     cfg.Logger,
-			NoCoalesce: !cfg.Coalesce,
+			NoCoalesce: cfg.NoCoalesce,
 		},
 		Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte("coordinator")},
 		Dial:  link.Dialer(cfg.TLS),

@@ -80,7 +80,7 @@ func Start(cfg Config) (*Server, error) {
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
 		FS:            cfg.FS,
 		SegmentSize:   cfg.SegmentSize,
-		NoGroupCommit: !cfg.GroupCommit,
+		NoGroupCommit: cfg.NoGroupCommit,
 		OnSync:        s.metrics.observeSync,
 	})
 	if err != nil {
@@ -123,7 +123,7 @@ func Start(cfg Config) (*Server, error) {
 	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
 		Handler:    door,
 		Logger:     cfg.Logger,
-		NoCoalesce: !cfg.Coalesce,
+		NoCoalesce: cfg.NoCoalesce,
 		OnClose:    func(c *mux.Conn, _ error) { door.closed(c) },
 	}})
 	s.life.Serve(s.parts(), ln)

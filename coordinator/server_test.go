@@ -125,8 +125,6 @@ func newRig(t *testing.T, fs wal.FS, with ...func(*coordinator.Config)) *rig {
 		RedeliverMax:   200 * time.Millisecond,
 		SegmentSize:    1 << 20,
 		FS:             fs,
-		GroupCommit:    true,
-		Coalesce:       true,
 		Logger:         nodetest.Quiet(),
 	}
 	for _, name := range []string{"p1", "p2"} {
@@ -400,8 +398,6 @@ func TestPrepareNotSentAbortsAtOnce(t *testing.T) {
 		Shards:         2,
 		PrepareTimeout: time.Minute, // far beyond the test's patience
 		SegmentSize:    1 << 20,
-		GroupCommit:    true,
-		Coalesce:       true,
 		Logger:         nodetest.Quiet(),
 	})
 	if err != nil {

@@ -339,15 +339,15 @@ func (w *world) run(cmd string) (out string) {
 	switch verb {
 	case "shard":
 		w.scfg = engine.ShardConfig{
-			PrepareTimeout: a.int("prepare-timeout", 0), RedeliverMin: a.int("redeliver-min", 0),
-			RedeliverMax: a.int("redeliver-max", 0), RememberTicks: a.int("remember", 0),
+			PrepareTimeoutTicks: a.int("prepare-timeout", 0), RedeliverMinTicks: a.int("redeliver-min", 0),
+			RedeliverMaxTicks: a.int("redeliver-max", 0), RememberTicks: a.int("remember", 0),
 		}
 		w.nodes["coord"] = &node{name: "coord", shard: engine.NewShard(w.scfg), low: 1}
 		w.order = append([]string{"coord"}, w.order...)
 	case "participant":
 		for _, name := range a.pos {
 			cfg := engine.ParticipantConfig{
-				Name: name, InquireAfter: a.int("inquire-after", 0), InquireMax: a.int("inquire-max", 0),
+				Name: name, InquireAfterTicks: a.int("inquire-after", 0), InquireMaxTicks: a.int("inquire-max", 0),
 				RememberTicks: a.int("remember", 0), CheckpointEvery: a.int("checkpoint-every", 0),
 				DurableResource: a.int("durable", 0) == 1,
 			}

@@ -7,8 +7,8 @@ import (
 
 // Default ParticipantConfig values, used for zero fields.
 const (
-	DefaultInquireAfter = 20
-	DefaultInquireMax   = 200
+	DefaultInquireAfterTicks = 20
+	DefaultInquireMaxTicks   = 200
 )
 
 // ParticipantConfig tunes a participant. Durations are in ticks; a zero
@@ -16,11 +16,11 @@ const (
 type ParticipantConfig struct {
 	// Name is how the coordinator addresses this participant (1..MaxNameLen bytes).
 	Name string
-	// InquireAfter is how long a YES-prepared transaction waits for its
+	// InquireAfterTicks is how long a YES-prepared transaction waits for its
 	// decision before the first inquiry.
-	InquireAfter int
-	// InquireMax caps the doubling inquiry backoff.
-	InquireMax int
+	InquireAfterTicks int
+	// InquireMaxTicks caps the doubling inquiry backoff.
+	InquireMaxTicks int
 	// RememberTicks is how long a decided transaction is remembered, to
 	// answer duplicate prepares and decisions (default 1000).
 	RememberTicks int
@@ -42,16 +42,16 @@ func (c ParticipantConfig) withDefaults() ParticipantConfig {
 	if c.Name == "" || len(c.Name) > MaxNameLen {
 		panic(fmt.Sprintf("engine: participant name %q", c.Name))
 	}
-	if c.InquireAfter < 0 || c.InquireMax < 0 || c.RememberTicks < 0 || c.CheckpointEvery < 0 {
+	if c.InquireAfterTicks < 0 || c.InquireMaxTicks < 0 || c.RememberTicks < 0 || c.CheckpointEvery < 0 {
 		panic(fmt.Sprintf("engine: negative value in %+v", c))
 	}
-	if c.InquireAfter == 0 {
-		c.InquireAfter = DefaultInquireAfter
+	if c.InquireAfterTicks == 0 {
+		c.InquireAfterTicks = DefaultInquireAfterTicks
 	}
-	if c.InquireMax == 0 {
-		c.InquireMax = DefaultInquireMax
+	if c.InquireMaxTicks == 0 {
+		c.InquireMaxTicks = DefaultInquireMaxTicks
 	}
-	c.InquireMax = max(c.InquireMax, c.InquireAfter)
+	c.InquireMaxTicks = max(c.InquireMaxTicks, c.InquireAfterTicks)
 	if c.RememberTicks == 0 {
 		c.RememberTicks = DefaultRememberTicks
 	}
@@ -428,7 +428,7 @@ func (p *Participant) start() {
 			panic(fmt.Sprintf("engine: restored %v in state %v", t.id, t.state))
 		}
 		p.sendInquire(t)
-		t.backoff = p.cfg.InquireAfter
+		t.backoff = p.cfg.InquireAfterTicks
 		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 	}
 }
@@ -589,7 +589,7 @@ func (p *Participant) resFailed(m Message) {
 	// YES would mean "committed".
 	t.state = partPrepared
 	t.gen++
-	t.backoff = p.cfg.InquireAfter
+	t.backoff = p.cfg.InquireAfterTicks
 	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 }
 
@@ -620,7 +620,7 @@ func (p *Participant) resInDoubt(m Message) {
 		t.state = partPrepared
 		t.gen++
 		p.sendInquire(t)
-		t.backoff = p.cfg.InquireAfter
+		t.backoff = p.cfg.InquireAfterTicks
 		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 		return
 	}
@@ -764,7 +764,7 @@ func (p *Participant) Tick() {
 			panic(fmt.Sprintf("engine: inquiry timer for %v in state %v", t.id, t.state))
 		}
 		p.sendInquire(t)
-		t.backoff = min(2*t.backoff, p.cfg.InquireMax)
+		t.backoff = min(2*t.backoff, p.cfg.InquireMaxTicks)
 		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 	}
 	p.done.tick(p.now)
@@ -837,7 +837,7 @@ func (p *Participant) becomePrepared(t *partTxn) {
 	if !p.bugVoteBeforeDurable {
 		p.sendVote(t.id, VoteYes)
 	}
-	t.backoff = p.cfg.InquireAfter
+	t.backoff = p.cfg.InquireAfterTicks
 	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 }
 

@@ -7,23 +7,23 @@ import (
 
 // Default ShardConfig values, used for zero fields.
 const (
-	DefaultPrepareTimeout = 50
-	DefaultRedeliverMin   = 10
-	DefaultRedeliverMax   = 200
-	DefaultRememberTicks  = 1000
+	DefaultPrepareTimeoutTicks = 50
+	DefaultRedeliverMinTicks   = 10
+	DefaultRedeliverMaxTicks   = 200
+	DefaultRememberTicks       = 1000
 )
 
 // ShardConfig tunes a coordinator shard. Durations are in ticks; a zero
 // field takes its default.
 type ShardConfig struct {
-	// PrepareTimeout is how long after Begin the shard waits for every
+	// PrepareTimeoutTicks is how long after Begin the shard waits for every
 	// vote before it aborts (or, for one branch, answers Unknown).
-	PrepareTimeout int
-	// RedeliverMin is the wait before the first redelivery of a commit
+	PrepareTimeoutTicks int
+	// RedeliverMinTicks is the wait before the first redelivery of a commit
 	// decision to a participant that has not acknowledged it.
-	RedeliverMin int
-	// RedeliverMax caps the doubling redelivery backoff.
-	RedeliverMax int
+	RedeliverMinTicks int
+	// RedeliverMaxTicks caps the doubling redelivery backoff.
+	RedeliverMaxTicks int
 	// RememberTicks is how long a finished transaction is remembered, to
 	// answer late votes, inquiries and duplicate begins: at least this
 	// long, and at most twice as long (see recent).
@@ -31,19 +31,19 @@ type ShardConfig struct {
 }
 
 func (c ShardConfig) withDefaults() ShardConfig {
-	if c.PrepareTimeout < 0 || c.RedeliverMin < 0 || c.RedeliverMax < 0 || c.RememberTicks < 0 {
+	if c.PrepareTimeoutTicks < 0 || c.RedeliverMinTicks < 0 || c.RedeliverMaxTicks < 0 || c.RememberTicks < 0 {
 		panic(fmt.Sprintf("engine: negative duration in %+v", c))
 	}
-	if c.PrepareTimeout == 0 {
-		c.PrepareTimeout = DefaultPrepareTimeout
+	if c.PrepareTimeoutTicks == 0 {
+		c.PrepareTimeoutTicks = DefaultPrepareTimeoutTicks
 	}
-	if c.RedeliverMin == 0 {
-		c.RedeliverMin = DefaultRedeliverMin
+	if c.RedeliverMinTicks == 0 {
+		c.RedeliverMinTicks = DefaultRedeliverMinTicks
 	}
-	if c.RedeliverMax == 0 {
-		c.RedeliverMax = DefaultRedeliverMax
+	if c.RedeliverMaxTicks == 0 {
+		c.RedeliverMaxTicks = DefaultRedeliverMaxTicks
 	}
-	c.RedeliverMax = max(c.RedeliverMax, c.RedeliverMin)
+	c.RedeliverMaxTicks = max(c.RedeliverMaxTicks, c.RedeliverMinTicks)
 	if c.RememberTicks == 0 {
 		c.RememberTicks = DefaultRememberTicks
 	}
@@ -318,7 +318,7 @@ func (s *Shard) start() {
 		if t.state == coordDelivering {
 			s.sendCommits(t)
 			s.stats.Redelivered += uint64(t.n)
-			t.backoff = s.cfg.RedeliverMin
+			t.backoff = s.cfg.RedeliverMinTicks
 			s.resendT.push(s.now+int64(t.backoff), t, t.gen)
 		}
 	}
@@ -631,7 +631,7 @@ func (s *Shard) Tick() {
 		}
 		s.sendCommits(t)
 		s.stats.Redelivered += uint64(t.unacked)
-		t.backoff = min(2*t.backoff, s.cfg.RedeliverMax)
+		t.backoff = min(2*t.backoff, s.cfg.RedeliverMaxTicks)
 		s.resendT.push(s.now+int64(t.backoff), t, t.gen)
 	}
 	s.done.tick(s.now)
@@ -694,7 +694,7 @@ func (s *Shard) becomeVoting(t *coordTxn) {
 	t.gen++
 	s.stats.Begun++
 	s.stats.InFlight++
-	s.prepareT.push(timer[coordTxn]{at: s.now + int64(s.cfg.PrepareTimeout), t: t, gen: t.gen})
+	s.prepareT.push(timer[coordTxn]{at: s.now + int64(s.cfg.PrepareTimeoutTicks), t: t, gen: t.gen})
 }
 
 func (s *Shard) becomeDeciding(t *coordTxn) {
@@ -726,7 +726,7 @@ func (s *Shard) becomeDelivering(t *coordTxn) {
 		s.reply(t, OutcomeCommitted, 0, "")
 		s.sendCommits(t)
 	}
-	t.backoff = s.cfg.RedeliverMin
+	t.backoff = s.cfg.RedeliverMinTicks
 	s.resendT.push(s.now+int64(t.backoff), t, t.gen)
 }
 

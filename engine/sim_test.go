@@ -113,17 +113,17 @@ func drawParams(r *rand.Rand) simParams {
 		maxDown:    1 + r.IntN(50),
 	}
 	p.scfg = engine.ShardConfig{
-		PrepareTimeout: 15 + r.IntN(40),
-		RedeliverMin:   3 + r.IntN(10),
-		RedeliverMax:   30 + r.IntN(60),
+		PrepareTimeoutTicks: 15 + r.IntN(40),
+		RedeliverMinTicks:   3 + r.IntN(10),
+		RedeliverMaxTicks:   30 + r.IntN(60),
 		// Longer than any message can live in the network (maxDelay):
 		// the engine's assumption for answering duplicates from memory.
 		RememberTicks: 20 + r.IntN(200),
 	}
 	p.pcfg = engine.ParticipantConfig{
-		InquireAfter:  5 + r.IntN(20),
-		InquireMax:    30 + r.IntN(80),
-		RememberTicks: 20 + r.IntN(200),
+		InquireAfterTicks: 5 + r.IntN(20),
+		InquireMaxTicks:   30 + r.IntN(80),
+		RememberTicks:     20 + r.IntN(200),
 	}
 	if r.IntN(3) > 0 {
 		p.pcfg.CheckpointEvery = 2 + r.IntN(15)
@@ -370,7 +370,7 @@ func (s *sim) run() (err error) {
 			s.restart(n)
 		}
 	}
-	bound := int64(s.p.scfg.PrepareTimeout + s.p.pcfg.InquireMax + s.p.scfg.RedeliverMax +
+	bound := int64(s.p.scfg.PrepareTimeoutTicks + s.p.pcfg.InquireMaxTicks + s.p.scfg.RedeliverMaxTicks +
 		10*(s.p.maxDelay+s.p.maxSync+1))
 	for _, d := range s.p.durable {
 		if d {
@@ -379,7 +379,7 @@ func (s *sim) run() (err error) {
 			// answered "unknown" ignores its inquiries until the
 			// coordinator forgets it (up to twice RememberTicks): then it
 			// presumes abort.
-			bound += int64(2*s.p.scfg.RememberTicks + s.p.pcfg.InquireMax + s.p.scanEvery + s.p.scanLag +
+			bound += int64(2*s.p.scfg.RememberTicks + s.p.pcfg.InquireMaxTicks + s.p.scanEvery + s.p.scanLag +
 				4*(s.p.resMaxDelay+3))
 			break
 		}

@@ -72,9 +72,9 @@ type Config struct {
 	// operating system's); tests inject crashes and I/O errors through it.
 	FS wal.FS
 
-	// GroupCommit and Coalesce: see the coordinator's Config.
-	GroupCommit bool
-	Coalesce    bool
+	// NoGroupCommit and NoCoalesce: see the coordinator's Config.
+	NoGroupCommit bool
+	NoCoalesce    bool
 	// NoBatch: see the coordinator's Config.
 	NoBatch bool
 	// ConnsToCoordinator is the number of connections to the coordinator
@@ -187,7 +187,7 @@ func Start(cfg Config) (*Server, error) {
 	}()
 	// A checkpoint is one record holding the whole resource: allow records
 	// up to the engine's bound (the log lowers it to what fits a segment).
-	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: !cfg.GroupCommit, SegmentSize: cfg.SegmentSize,
+	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: cfg.NoGroupCommit, SegmentSize: cfg.SegmentSize,
 		OnSync:        obs.NewWAL(s.reg, "wal").OnSync,
 		MaxRecordSize: engine.MaxCheckpointLen}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), walOpts)
@@ -209,12 +209,12 @@ func Start(cfg Config) (*Server, error) {
 	s.res = newGuarded(cfg.Resource)
 	s.durable, _ = cfg.Resource.(Durable)
 	s.machine = engine.NewParticipant(engine.ParticipantConfig{
-		Name:            cfg.Name,
-		InquireAfter:    cfg.ticks(cfg.InquireAfter),
-		InquireMax:      cfg.ticks(cfg.InquireMax),
-		RememberTicks:   cfg.ticks(cfg.Remember),
-		CheckpointEvery: cfg.CheckpointEvery,
-		DurableResource: s.durable != nil,
+		Name:              cfg.Name,
+		InquireAfterTicks: cfg.ticks(cfg.InquireAfter),
+		InquireMaxTicks:   cfg.ticks(cfg.InquireMax),
+		RememberTicks:     cfg.ticks(cfg.Remember),
+		CheckpointEvery:   cfg.CheckpointEvery,
+		DurableResource:   s.durable != nil,
 	}, s.res)
 	s.pump = pump.New(s.machine, s.log, &output{s: s, name: []byte(cfg.Name)}, cfg.Tick)
 	s.pump.NoBatch = cfg.NoBatch
@@ -235,7 +235,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("participant: reading ledger in %s: %w", cfg.DataDir, err)
 	}
 	s.coord = mux.NewPeer(cfg.Coordinator, mux.PeerOptions{
-		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: !cfg.Coalesce},
+		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
 		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
 		Dial:  link.Dialer(cfg.TLS),
 		Conns: cfg.ConnsToCoordinator,
@@ -254,7 +254,7 @@ func Start(cfg Config) (*Server, error) {
 	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
 		Handler:    door,
 		Logger:     cfg.Logger,
-		NoCoalesce: !cfg.Coalesce,
+		NoCoalesce: cfg.NoCoalesce,
 		OnClose: func(c *mux.Conn, _ error) {
 			s.metrics.writes.Closed(c.Stats())
 			door.conns.Delete(c)
@@ -767,7 +767,7 @@ const adminChunk = wire.MaxPayload - 8
 // write them out as it goes, and takes the JSON as it is made (Write), so
 // neither the whole body nor its frames need be in memory at once. The
 // outcomes report grows with the ledger (tens of MB after a few minutes of
-// load); queued all at once it overran the connection's MaxPending bound
+// load); queued all at once it overran the connection's MaxPendingBytes bound
 // whenever the reader was slower than the loop, and the participant cut its
 // own admin client off as a slow peer (found by internal/chaos). It runs on
 // the connection's reader goroutine, which may wait: nothing else arrives

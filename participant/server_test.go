@@ -141,8 +141,6 @@ func unstartedRig(t *testing.T, fs wal.FS) *rig {
 		InquireMax:   200 * time.Millisecond,
 		SegmentSize:  1 << 20,
 		FS:           fs,
-		GroupCommit:  true,
-		Coalesce:     true,
 		Logger:       nodetest.Quiet(),
 	}
 	return r

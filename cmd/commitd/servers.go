@@ -127,8 +127,8 @@ func runCoordinator(args []string) error {
 	fs.DurationVar(&cfg.RedeliverMin, "redeliver-min", 100*time.Millisecond, "first redelivery of an unacknowledged commit")
 	fs.DurationVar(&cfg.RedeliverMax, "redeliver-max", 2*time.Second, "redelivery backoff cap")
 	fs.DurationVar(&cfg.Remember, "remember", 5*time.Second, "how long a finished transaction's outcome is kept (for late messages and to refuse a reused id)")
-	fs.BoolVar(&cfg.GroupCommit, "group-commit", true, "one fdatasync for many log records (false: one per record)")
-	fs.BoolVar(&cfg.Coalesce, "coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
+	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
+	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.IntVar(&cfg.ConnsPerParticipant, "conns", 2, "connections to each participant")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -136,7 +136,7 @@ func runCoordinator(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg.NoBatch = !*batch
+	cfg.NoBatch, cfg.NoGroupCommit, cfg.NoCoalesce = !*batch, !*groupCommit, !*coalesce
 	var err error
 	if cfg.Logger, err = logger(logLevel); err != nil {
 		return err
@@ -169,8 +169,8 @@ func runParticipant(args []string) error {
 	fs.DurationVar(&cfg.InquireAfter, "inquire-after", time.Second, "ask the coordinator about a prepared transaction after this long")
 	fs.DurationVar(&cfg.InquireMax, "inquire-max", 5*time.Second, "inquiry backoff cap")
 	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 10000, "decided transactions between checkpoints")
-	fs.BoolVar(&cfg.GroupCommit, "group-commit", true, "one fdatasync for many log records (false: one per record)")
-	fs.BoolVar(&cfg.Coalesce, "coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
+	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
+	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	backend := fs.String("backend", "bank", "where the accounts live: bank (in memory, made durable by the participant's log) or postgres (a PostgreSQL database, through PREPARE TRANSACTION)")
@@ -187,7 +187,7 @@ func runParticipant(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg.NoBatch = !*batch
+	cfg.NoBatch, cfg.NoGroupCommit, cfg.NoCoalesce = !*batch, !*groupCommit, !*coalesce
 	if cfg.Name == "" {
 		i := strings.LastIndexByte(cfg.Listen, ':')
 		cfg.Name = "p" + cfg.Listen[i+1:]

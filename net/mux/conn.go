@@ -18,10 +18,10 @@ import (
 
 // Defaults for zero Options fields.
 const (
-	DefaultMaxPending   = 4 << 20
-	DefaultMaxInFlight  = 4096
-	DefaultWriteTimeout = 10 * time.Second
-	DefaultHelloTimeout = 5 * time.Second
+	DefaultMaxPendingBytes = 4 << 20
+	DefaultMaxInFlight     = 4096
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultHelloTimeout    = 5 * time.Second
 )
 
 // keepBuffer is the largest output buffer the writer keeps for reuse after
@@ -35,7 +35,7 @@ var (
 	// ErrClosed: Close was called on this side.
 	ErrClosed = errors.New("mux: connection closed")
 	// ErrSlowPeer: the peer did not read fast enough: more than
-	// Options.MaxPending bytes were queued, or one write blocked for
+	// Options.MaxPendingBytes bytes were queued, or one write blocked for
 	// Options.WriteTimeout. The connection is cut off rather than buffered
 	// without limit.
 	ErrSlowPeer = errors.New("mux: slow peer cut off")
@@ -89,10 +89,10 @@ type Options struct {
 	// Logger receives the reason a connection failed (once per
 	// connection). Nil means slog.Default().
 	Logger *slog.Logger
-	// MaxPending bounds the bytes queued for the writer (DefaultMaxPending).
+	// MaxPendingBytes bounds the bytes queued for the writer (DefaultMaxPendingBytes).
 	// A Send that would go past it cuts the connection off with ErrSlowPeer.
 	// The writer may hold as much again while a write is in progress.
-	MaxPending int
+	MaxPendingBytes int
 	// MaxInFlight bounds the calls awaiting a reply (DefaultMaxInFlight).
 	// Call and Stream block, until their context ends, while it is reached.
 	MaxInFlight int
@@ -124,8 +124,8 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.MaxPending <= 0 {
-		o.MaxPending = DefaultMaxPending
+	if o.MaxPendingBytes <= 0 {
+		o.MaxPendingBytes = DefaultMaxPendingBytes
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
@@ -259,10 +259,10 @@ func (c *Conn) queue(reqID uint64, m wire.Message) error {
 		c.mu.Unlock()
 		return err
 	}
-	if len(out) > c.opts.MaxPending {
+	if len(out) > c.opts.MaxPendingBytes {
 		c.mu.out = out[:was]
 		c.mu.Unlock()
-		err := fmt.Errorf("%w: %d bytes queued, limit %d", ErrSlowPeer, len(out), c.opts.MaxPending)
+		err := fmt.Errorf("%w: %d bytes queued, limit %d", ErrSlowPeer, len(out), c.opts.MaxPendingBytes)
 		c.fail(err)
 		return c.Err()
 	}

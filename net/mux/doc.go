@@ -14,7 +14,7 @@
 // and never wait for the network; the writer swaps the queue for its spare
 // buffer and writes everything in it with one write call (Stats counts
 // writes and frames, so coalescing is measurable; Options.NoCoalesce turns
-// it off for comparison). The queue is bounded (Options.MaxPending), and
+// it off for comparison). The queue is bounded (Options.MaxPendingBytes), and
 // so is a single write (Options.WriteTimeout): a peer that does not read is
 // cut off with ErrSlowPeer, never buffered without limit.
 //

@@ -196,13 +196,13 @@ func TestCoalescing(t *testing.T) {
 	}
 }
 
-// TestSlowPeerCutOff: a peer that never reads is cut off once MaxPending
+// TestSlowPeerCutOff: a peer that never reads is cut off once MaxPendingBytes
 // bytes are queued, not buffered without limit.
 func TestSlowPeerCutOff(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()
 	const maxPending = 64 << 10
-	c := NewConn(a, Options{Logger: quiet, MaxPending: maxPending})
+	c := NewConn(a, Options{Logger: quiet, MaxPendingBytes: maxPending})
 	frameSize := len(mustFrame(t, &vote))
 	sent := 0
 	var err error
@@ -781,7 +781,7 @@ func BenchmarkSend(b *testing.B) {
 					b.Fatal(err)
 				}
 				n++
-				// Send never blocks, and a writer that falls MaxPending
+				// Send never blocks, and a writer that falls MaxPendingBytes
 				// behind is cut off: keep at most a window of frames
 				// unreceived, as a real sender's in-flight bound does.
 				if n%1024 == 0 {

@@ -360,8 +360,6 @@ func newRig(t *testing.T, processes bool) *rig {
 		PrepareTimeout: time.Second,
 		RedeliverMin:   50 * time.Millisecond,
 		RedeliverMax:   500 * time.Millisecond,
-		GroupCommit:    true,
-		Coalesce:       true,
 		SegmentSize:    4 << 20,
 		Logger:         quiet(),
 	})
@@ -418,7 +416,7 @@ func (r *rig) startParticipant(i int) {
 	p, err := participant.Start(participant.Config{
 		Name: r.names[i], Listener: ln, DataDir: data, Coordinator: r.coordLn, Resource: res,
 		InquireAfter: 200 * time.Millisecond, InquireMax: time.Second, ScanEvery: 300 * time.Millisecond,
-		GroupCommit: true, Coalesce: true, SegmentSize: 4 << 20, Logger: quiet(),
+		SegmentSize: 4 << 20, Logger: quiet(),
 	})
 	if err != nil {
 		res.Close()
