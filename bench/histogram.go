@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/commitd/commitd/engine"
 )
 
 // Latencies are recorded in microseconds from 1µs to 1 minute with 3
@@ -35,6 +38,48 @@ type stripe struct {
 	total  [nSlots]*hdrhistogram.Histogram
 	window *hdrhistogram.Histogram // committed, this interval
 	counts [nSlots]int64           // this interval
+	// causes counts every outcome but committed by why it happened, at
+	// most maxCauses distinct keys; the rest are counted under otherCause.
+	causes map[causeKey]int64
+}
+
+// causeKey is why a transaction did not commit. Its strings come from the
+// client's Result, so counting a cause seen before allocates nothing.
+type causeKey struct {
+	slot        int
+	cause       engine.AbortCause
+	participant string
+	detail      string
+}
+
+// maxCauses bounds the distinct causes a stripe keeps: an error text that
+// varies from call to call cannot grow the recorder without bound.
+const maxCauses = 32
+
+// otherCause is the detail of the key that counts causes past maxCauses.
+const otherCause = "(other causes)"
+
+// Cause is one reason transactions did not commit, and how many.
+type Cause struct {
+	Outcome     string `json:"outcome"`               // aborted, unknown, rejected or error
+	Cause       string `json:"cause,omitempty"`       // voted-no, timeout, invalid, unreachable
+	Participant string `json:"participant,omitempty"` // who voted no or did not answer
+	Detail      string `json:"detail,omitempty"`      // the coordinator's or the client's words
+	Count       int64  `json:"count"`
+}
+
+func (c Cause) String() string {
+	s := c.Outcome
+	if c.Cause != "" {
+		s += " " + c.Cause
+	}
+	if c.Participant != "" {
+		s += " at " + c.Participant
+	}
+	if c.Detail != "" {
+		s += ": " + c.Detail
+	}
+	return s
 }
 
 func newRecorder() *recorder {
@@ -51,12 +96,23 @@ func newRecorder() *recorder {
 
 func (r *recorder) stripe(worker int) *stripe { return &r.stripes[worker%nStripes] }
 
-func (s *stripe) record(slot int, us int64) {
+// record counts one transaction's outcome and latency; why is the cause
+// of an outcome other than committed (ignored for committed).
+func (s *stripe) record(slot int, us int64, why causeKey) {
 	us = min(max(us, histMinUs), histMaxUs)
 	s.mu.Lock()
 	_ = s.total[slot].RecordValue(us)
 	if slot == slotCommitted {
 		_ = s.window.RecordValue(us)
+	} else {
+		why.slot = slot
+		if s.causes == nil {
+			s.causes = make(map[causeKey]int64)
+		}
+		if _, ok := s.causes[why]; !ok && len(s.causes) >= maxCauses {
+			why = causeKey{slot: slot, detail: otherCause}
+		}
+		s.causes[why]++
 	}
 	s.counts[slot]++
 	s.mu.Unlock()
@@ -94,11 +150,15 @@ func (r *recorder) report() Report {
 	for j := range h {
 		h[j] = newHistogram()
 	}
+	causes := map[causeKey]int64{}
 	for i := range r.stripes {
 		s := &r.stripes[i]
 		s.mu.Lock()
 		for j := range h {
 			h[j].Merge(s.total[j])
+		}
+		for k, n := range s.causes {
+			causes[k] += n
 		}
 		s.mu.Unlock()
 	}
@@ -115,6 +175,19 @@ func (r *recorder) report() Report {
 			rep.Latency[name] = latencyOf(h[j])
 		}
 	}
+	for k, n := range causes {
+		c := Cause{Outcome: slotNames[k.slot], Participant: k.participant, Detail: k.detail, Count: n}
+		if k.cause != 0 {
+			c.Cause = k.cause.String()
+		}
+		rep.Causes = append(rep.Causes, c)
+	}
+	slices.SortFunc(rep.Causes, func(a, b Cause) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.String(), b.String())
+	})
 	c := rep.Latency["committed"]
 	rep.P50ms, rep.P90ms, rep.P99ms, rep.P999ms, rep.MaxMs = c.P50ms, c.P90ms, c.P99ms, c.P999ms, c.MaxMs
 	return rep

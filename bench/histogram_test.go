@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/commitd/commitd/engine"
 )
 
 // TestRecorderLosesNothing records from many goroutines while intervals
@@ -29,7 +32,7 @@ func TestRecorderLosesNothing(t *testing.T) {
 			for i := 0; i < 1000 || (!done.Load() && i < 20_000); i++ {
 				slot := (c + i) % nSlots
 				us := int64(1 + (c*7919+i*31)%50_000)
-				s.record(slot, us)
+				s.record(slot, us, causeKey{detail: "x"})
 				mine[slot]++
 				if slot == slotCommitted {
 					committed = append(committed, us)
@@ -91,10 +94,40 @@ func BenchmarkRecorder(b *testing.B) {
 		if x%10 == 0 {
 			slot = slotAborted
 		}
-		rec.stripe(int(x>>32)).record(slot, int64(5_000+x%55_000))
+		rec.stripe(int(x>>32)).record(slot, int64(5_000+x%55_000), causeKey{cause: engine.CauseVotedNo, participant: "p1"})
 		if i++; i == perSecond {
 			i = 0
 			rec.interval()
 		}
+	}
+}
+
+// TestRecorderBoundsCauses: causes are counted by kind, and a detail that
+// differs every time cannot grow the recorder past maxCauses keys.
+func TestRecorderBoundsCauses(t *testing.T) {
+	rec := newRecorder()
+	s := rec.stripe(0)
+	for i := range 1000 {
+		s.record(slotError, 10, causeKey{detail: fmt.Sprintf("error %d", i)})
+		s.record(slotAborted, 10, causeKey{cause: engine.CauseVotedNo, participant: "p1"})
+		s.record(slotCommitted, 10, causeKey{})
+	}
+	if len(s.causes) > maxCauses+1 {
+		t.Fatalf("%d causes kept, want at most %d", len(s.causes), maxCauses+1)
+	}
+	rep := rec.report()
+	var sum int64
+	for _, c := range rep.Causes {
+		sum += c.Count
+	}
+	if sum != 2000 {
+		t.Fatalf("causes add up to %d, want 2000 (every transaction not committed): %v", sum, rep.Causes)
+	}
+	top := rep.Causes[0]
+	if top.String() != "aborted voted-no at p1" || top.Count != 1000 {
+		t.Fatalf("top cause %q ×%d, want aborted voted-no at p1 ×1000", top, top.Count)
+	}
+	if other := rep.Causes[1]; other.Detail != otherCause || other.Count != 1000-(maxCauses-1) {
+		t.Fatalf("second cause %+v, want the overflow of %d", other, 1000-(maxCauses-1))
 	}
 }

@@ -136,7 +136,11 @@ type Report struct {
 	// Latency holds the distribution of every outcome seen, by name
 	// (committed, aborted, unknown, rejected, error).
 	Latency map[string]Latency `json:"latency"`
-	Series  []Interval         `json:"series"`
+	// Causes counts the transactions that did not commit by why, most
+	// frequent first (the same participant voting no, the same rejection,
+	// the same error).
+	Causes []Cause    `json:"causes,omitempty"`
+	Series []Interval `json:"series"`
 	// Coordinator is what Config.Sample read: allocations and CPU per
 	// answered transaction over the run, and the heap at start and end.
 	Coordinator *ServerReport `json:"coordinator,omitempty"`
@@ -195,10 +199,13 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Warmup < 0 || cfg.Warmup > 0 && cfg.Duration <= 0 {
 		return Report{}, errors.New("bench: a warmup needs a duration (and cannot be negative)")
 	}
-	if cfg.Concurrency <= 0 {
+	if cfg.Concurrency < 0 || cfg.MaxInFlight < 0 || cfg.Txns < 0 || cfg.Duration < 0 {
+		return Report{}, errors.New("bench: negative concurrency, in-flight bound, transaction count or duration")
+	}
+	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 10
 	}
-	if cfg.MaxInFlight <= 0 {
+	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 10_000
 	}
 	if cfg.Duration > 0 {
@@ -347,7 +354,11 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 		return false
 	}
 	if !intended.Before(r.measureFrom) {
-		w.stripe.record(slotOf(res.Outcome, err), us)
+		why := causeKey{cause: res.Cause, participant: res.Participant, detail: res.Detail}
+		if err != nil && why.detail == "" {
+			why.detail = err.Error()
+		}
+		w.stripe.record(slotOf(res.Outcome, err), us, why)
 	}
 	r.writeAck(w, id, res.Outcome)
 	if errors.Is(err, mux.ErrNotConnected) {
@@ -513,11 +524,31 @@ func (r Report) Summary() string {
 		b = fmt.Appendf(b, "              %-10s %9d %8.2f %8.2f %8.2f %8.2f %8.2f\n",
 			name, l.Count, l.P50ms, l.P90ms, l.P99ms, l.P999ms, l.MaxMs)
 	}
+	for i, c := range r.Causes {
+		if i == summaryCauses {
+			b = fmt.Appendf(b, "              ... and %d more causes (see --json)\n", len(r.Causes)-i)
+			break
+		}
+		label := "not committed"
+		if i > 0 {
+			label = ""
+		}
+		b = fmt.Appendf(b, "%-13s %9d  %s\n", label, c.Count, c)
+	}
 	if c := r.Coordinator; c != nil {
 		b = fmt.Appendf(b, "coordinator   %.2f allocs/txn  %.1f µs CPU/txn  heap %.1f → %.1f MiB (max %.1f)\n",
 			c.AllocsPerTxn, c.CPUusPerTxn, mib(c.HeapBytesStart), mib(c.HeapBytesEnd), mib(c.HeapBytesMax))
 	}
 	return string(b[:len(b)-1])
+}
+
+// summaryCauses is how many causes Summary lists.
+const summaryCauses = 5
+
+// Answered is the number of transactions measured: every outcome,
+// errors included.
+func (r Report) Answered() int64 {
+	return r.Committed + r.Aborted + r.Unknown + r.Rejected + r.Errors
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -130,6 +130,18 @@ func TestRunLogsEveryOutcome(t *testing.T) {
 	if len(ids) != txns || told[client.Committed] != rep.Committed || told[client.Aborted] != rep.Aborted || told[client.Rejected] != rep.Rejected {
 		t.Fatalf("logged %d lines %v; report %+v", len(ids), told, rep)
 	}
+	// Every transaction not committed is counted under its cause, and the
+	// summary names the causes.
+	causes := map[string]int64{}
+	for _, c := range rep.Causes {
+		causes[c.String()] += c.Count
+	}
+	if len(causes) != 2 || causes["aborted voted-no at p1"] != rep.Aborted || causes["rejected invalid"] != rep.Rejected {
+		t.Fatalf("causes %v; report aborted %d rejected %d", causes, rep.Aborted, rep.Rejected)
+	}
+	if sum := rep.Summary(); !strings.Contains(sum, "aborted voted-no at p1") || !strings.Contains(sum, "rejected invalid") {
+		t.Fatalf("the summary names no cause:\n%s", sum)
+	}
 	// Rounds gather the lines of concurrent callers: far fewer writes than
 	// lines (a write per transaction is what the ack log exists to avoid).
 	t.Logf("%d lines in %d writes", txns, ack.writes)
@@ -236,5 +248,22 @@ func TestWarmupIsNotMeasured(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), Config{Client: cl, Work: twoBanks, Txns: 10, Warmup: time.Second}); err == nil {
 		t.Fatal("a warmup without a duration was accepted")
+	}
+}
+
+// TestRunRejectsNegativeSettings: a negative count is a mistake, not a
+// request for the default.
+func TestRunRejectsNegativeSettings(t *testing.T) {
+	_, cl := fake(t, nil)
+	for _, cfg := range []Config{
+		{Concurrency: -5, Txns: 10},
+		{MaxInFlight: -1, Rate: 100, Txns: 10},
+		{Txns: -1, Duration: time.Second},
+		{Txns: 10, Duration: -time.Second},
+	} {
+		cfg.Client, cfg.Work = cl, twoBanks
+		if _, err := Run(context.Background(), cfg); err == nil {
+			t.Errorf("%+v was accepted", cfg)
+		}
 	}
 }
