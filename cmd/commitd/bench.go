@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -51,13 +53,13 @@ func runBench(args []string) error {
 		return err
 	}
 	if coord == "" || len(parts) == 0 {
-		return errors.New("--coordinator and --participants are required")
+		return usageError{errors.New("--coordinator and --participants are required")}
 	}
-	if w.PerTxn < 1 || w.PerTxn > 10 || w.PerTxn > len(parts) {
-		return fmt.Errorf("--per-txn %d: want 1 to %d (the participants named)", w.PerTxn, min(10, len(parts)))
-	}
-	if *rate < 0 {
-		return fmt.Errorf("--rate %v: must not be negative", *rate)
+	if err := checkBenchFlags(benchFlags{
+		concurrency: *concurrency, rate: *rate, maxInFlight: *maxInFlight, duration: *duration, warmup: *warmup,
+		txns: *txns, conns: *conns, participants: len(parts), work: w,
+	}); err != nil {
+		return usageError{err}
 	}
 	for n := range parts {
 		w.Names = append(w.Names, n)
@@ -90,6 +92,9 @@ func runBench(args []string) error {
 			sum += a.Total
 		}
 		return sum, nil
+	}
+	if err := checkAccounts(ctx, parts, tlsCfg, w.Accounts); err != nil {
+		return err
 	}
 	before, err := total()
 	if err != nil {
@@ -174,6 +179,109 @@ func runBench(args []string) error {
 	}
 	if !conserved {
 		return fmt.Errorf("money was created or lost: %d before, %d after", before, after)
+	}
+	if err := verdict(rep); err != nil {
+		return err
+	}
+	if n := rep.Answered(); n > 0 && 2*(n-rep.Committed) > n {
+		fmt.Fprintf(os.Stderr, "commitd bench: warning: %.1f%% of transactions did not commit (causes above)\n", 100*float64(n-rep.Committed)/float64(n))
+	}
+	return nil
+}
+
+// benchFlags are bench's numbers, checked together by checkBenchFlags.
+type benchFlags struct {
+	concurrency, maxInFlight, conns, participants int
+	rate                                          float64
+	duration, warmup                              time.Duration
+	txns                                          int64
+	work                                          bench.Workload
+}
+
+// checkBenchFlags rejects every number bench cannot run with, naming the
+// flag: a zero or negative count is a mistake, never a request for a
+// default.
+func checkBenchFlags(f benchFlags) error {
+	switch {
+	case f.concurrency < 1:
+		return fmt.Errorf("--concurrency %d: want at least 1 caller", f.concurrency)
+	case math.IsNaN(f.rate) || math.IsInf(f.rate, 0) || f.rate < 0:
+		return fmt.Errorf("--rate %v: want a number of transactions per second, 0 for a closed loop", f.rate)
+	case f.maxInFlight < 1:
+		return fmt.Errorf("--max-in-flight %d: want at least 1", f.maxInFlight)
+	case f.txns < 0:
+		return fmt.Errorf("--txns %d: want a positive count, or 0 to run for --duration", f.txns)
+	case f.duration < 0 || f.duration == 0 && f.txns == 0:
+		return fmt.Errorf("--duration %v: want a positive duration (or set --txns)", f.duration)
+	case f.warmup < 0:
+		return fmt.Errorf("--warmup %v: must not be negative", f.warmup)
+	case f.warmup > 0 && f.txns > 0:
+		return errors.New("--warmup needs --duration, not --txns")
+	case f.conns < 1 || f.conns > maxConns:
+		return fmt.Errorf("--conns %d: want 1 to %d connections", f.conns, maxConns)
+	case f.work.Accounts < 1 || f.work.Accounts > maxAccounts:
+		return fmt.Errorf("--accounts %d: want 1 to %d (at most what each participant has)", f.work.Accounts, maxAccounts)
+	case f.work.PerTxn < 1 || f.work.PerTxn > 10 || f.work.PerTxn > f.participants:
+		return fmt.Errorf("--per-txn %d: want 1 to %d (the participants named)", f.work.PerTxn, min(10, f.participants))
+	case !(f.work.HotAccounts >= 0 && f.work.HotAccounts <= 1):
+		return fmt.Errorf("--hot-accounts %v: want a fraction from 0 to 1", f.work.HotAccounts)
+	case !(f.work.ReadOnly >= 0 && f.work.ReadOnly <= 1):
+		return fmt.Errorf("--read-only %v: want a fraction from 0 to 1", f.work.ReadOnly)
+	}
+	return nil
+}
+
+// Bounds of bench's flags: connections to the coordinator, and accounts
+// (the bank's work names an account in 32 bits).
+const (
+	maxConns    = 1024
+	maxAccounts = math.MaxUint32
+)
+
+// checkAccounts asks each participant how many accounts it has and fails,
+// naming it, if the workload would address accounts it lacks: every such
+// transfer would be voted down. A participant that cannot say (a
+// PostgreSQL participant whose database cannot be read reports a total of
+// -1) is left unchecked, with a warning.
+func checkAccounts(ctx context.Context, parts participantList, tlsCfg *tls.Config, want int) error {
+	names := make([]string, 0, len(parts))
+	for n := range parts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		var a participant.Accounts
+		if err := client.Admin(ctx, parts[n], "accounts", tlsCfg, &a); err != nil {
+			return fmt.Errorf("participant %s: %w", n, err)
+		}
+		if a.Total < 0 {
+			fmt.Fprintf(os.Stderr, "commitd bench: warning: participant %s cannot count its accounts; --accounts %d is not checked\n", n, want)
+			continue
+		}
+		if a.Accounts < want {
+			return usageError{fmt.Errorf("--accounts %d: participant %s has %d accounts", want, n, a.Accounts)}
+		}
+	}
+	return nil
+}
+
+// verdict fails a run that measured nothing useful: no transaction
+// committed, or every one was rejected. The summary above it lists the
+// causes; the error repeats the first.
+func verdict(rep bench.Report) error {
+	n := rep.Answered()
+	why := ""
+	if len(rep.Causes) > 0 {
+		c := rep.Causes[0]
+		why = fmt.Sprintf("; most (%d of %d): %s", c.Count, n, c)
+	}
+	switch {
+	case n == 0:
+		return errors.New("no transaction was answered")
+	case rep.Rejected == n:
+		return fmt.Errorf("every transaction was rejected%s", why)
+	case rep.Committed == 0:
+		return fmt.Errorf("no transaction committed%s", why)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commitd/commitd/bench"
 	"github.com/commitd/commitd/internal/chaos"
 	"github.com/commitd/commitd/internal/cluster"
 	"github.com/google/uuid"
@@ -150,4 +151,123 @@ func splitCR(data []byte, atEOF bool) (int, []byte, error) {
 		return len(data), data, nil
 	}
 	return 0, nil, nil
+}
+
+// TestBenchRejectsBadNumbers: every number bench cannot run with is a
+// usage error (exit status 2) naming the flag, found before any server is
+// asked — never a silent default.
+func TestBenchRejectsBadNumbers(t *testing.T) {
+	base := []string{"bench", "--coordinator", "127.0.0.1:1", "--participants", "p1=127.0.0.1:1,p2=127.0.0.1:1"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--concurrency", "0"}, "--concurrency 0"},
+		{[]string{"--concurrency", "-5"}, "--concurrency -5"},
+		{[]string{"--duration", "0s"}, "--duration 0s"},
+		{[]string{"--duration", "-1s"}, "--duration -1s"},
+		{[]string{"--txns", "-1"}, "--txns -1"},
+		{[]string{"--per-txn", "0"}, "--per-txn 0"},
+		{[]string{"--per-txn", "3"}, "--per-txn 3"},
+		{[]string{"--accounts", "0"}, "--accounts 0"},
+		{[]string{"--accounts", "-7"}, "--accounts -7"},
+		{[]string{"--rate", "-1"}, "--rate -1"},
+		{[]string{"--rate", "NaN"}, "--rate NaN"},
+		{[]string{"--max-in-flight", "0"}, "--max-in-flight 0"},
+		{[]string{"--conns", "0"}, "--conns 0"},
+		{[]string{"--warmup", "-1s"}, "--warmup -1s"},
+		{[]string{"--warmup", "1s", "--txns", "10"}, "--warmup needs --duration"},
+		{[]string{"--hot-accounts", "1.5"}, "--hot-accounts 1.5"},
+		{[]string{"--read-only", "-0.1"}, "--read-only -0.1"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := commitd(t, 20*time.Second, append(base, tc.args...)...)
+			oneLineError(t, r, tc.want)
+			if r.code != 2 {
+				t.Fatalf("exit status %d, want 2 (a usage error)", r.code)
+			}
+		})
+	}
+	r := commitd(t, 20*time.Second, "demo", "--concurrency", "0")
+	oneLineError(t, r, "--concurrency 0")
+	if r.code != 2 {
+		t.Fatalf("demo --concurrency 0: exit status %d, want 2", r.code)
+	}
+}
+
+// startCluster starts a coordinator and two bank participants of 100
+// accounts in this process, and returns them with bench's --participants.
+func startCluster(t *testing.T) (*cluster.Cluster, string) {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := cluster.Start(cluster.Options{Dir: t.TempDir(), Participants: 2, Accounts: 100, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.WaitConnected(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return c, fmt.Sprintf("%s=%s,%s=%s", c.Names[0], c.Addrs[0], c.Names[1], c.Addrs[1])
+}
+
+// TestBenchFailsWhenAllRejected names a participant the coordinator does
+// not know (at a real participant's address, so the accounts check
+// passes): every transaction is rejected, and bench must say why in its
+// summary and exit non-zero. It used to exit 0 with no reason.
+func TestBenchFailsWhenAllRejected(t *testing.T) {
+	c, _ := startCluster(t)
+	parts := fmt.Sprintf("%s=%s,stranger=%s", c.Names[0], c.Addrs[0], c.Addrs[1])
+	r := commitd(t, 60*time.Second, "bench", "--coordinator", c.CoordinatorAddr, "--participants", parts,
+		"--accounts", "100", "--concurrency", "2", "--txns", "50")
+	oneLineError(t, r, "every transaction was rejected")
+	if !strings.Contains(r.stderr, `unknown participant \"stranger\"`) && !strings.Contains(r.stderr, `unknown participant "stranger"`) {
+		t.Fatalf("the error does not name the cause: %q", r.stderr)
+	}
+	if !strings.Contains(r.stdout, `rejected invalid: unknown participant "stranger"`) {
+		t.Fatalf("the summary does not list the cause:\n%s", r.stdout)
+	}
+}
+
+// TestBenchChecksAccounts asks for more accounts than the participants
+// have: bench must refuse before it starts, naming a participant and its
+// count, instead of running transfers that nearly all abort (it used to
+// report 99.9 % aborts and exit 0).
+func TestBenchChecksAccounts(t *testing.T) {
+	c, parts := startCluster(t)
+	r := commitd(t, 60*time.Second, "bench", "--coordinator", c.CoordinatorAddr, "--participants", parts,
+		"--accounts", "1000", "--concurrency", "2", "--txns", "50")
+	oneLineError(t, r, "--accounts 1000: participant p1 has 100 accounts")
+	if r.code != 2 {
+		t.Fatalf("exit status %d, want 2", r.code)
+	}
+	if st := c.Coordinator.Status(); st.Committed+st.Aborted+st.Rejected != 0 {
+		t.Fatalf("bench ran transactions before refusing: %+v", st)
+	}
+	// The accounts there are: a clean run, exit 0.
+	r = commitd(t, 60*time.Second, "bench", "--coordinator", c.CoordinatorAddr, "--participants", parts,
+		"--accounts", "100", "--concurrency", "2", "--txns", "50")
+	if r.code != 0 {
+		t.Fatalf("bench --accounts 100: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestVerdict: a run fails when nothing committed or every transaction
+// was rejected, and the error names the top cause.
+func TestVerdict(t *testing.T) {
+	voted := bench.Cause{Outcome: "aborted", Cause: "voted-no", Participant: "p1", Count: 10}
+	for _, tc := range []struct {
+		rep  bench.Report
+		want string // "" for success
+	}{
+		{bench.Report{Committed: 1, Aborted: 999, Causes: []bench.Cause{voted}}, ""},
+		{bench.Report{Aborted: 10, Causes: []bench.Cause{voted}}, "no transaction committed; most (10 of 10): aborted voted-no at p1"},
+		{bench.Report{Rejected: 5, Causes: []bench.Cause{{Outcome: "rejected", Cause: "invalid", Detail: "x", Count: 5}}}, "every transaction was rejected"},
+		{bench.Report{}, "no transaction was answered"},
+	} {
+		err := verdict(tc.rep)
+		if (err == nil) != (tc.want == "") || err != nil && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("verdict(%+v) = %v, want %q", tc.rep, err, tc.want)
+		}
+	}
 }

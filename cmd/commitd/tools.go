@@ -87,6 +87,12 @@ func runDemo(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if *duration <= 0 {
+		return usageError{fmt.Errorf("--duration %v: want a positive duration", *duration)}
+	}
+	if *concurrency < 1 {
+		return usageError{fmt.Errorf("--concurrency %d: want at least 1 caller", *concurrency)}
+	}
 	dir, err := os.MkdirTemp("", "commitd-demo-")
 	if err != nil {
 		return err
