@@ -8,6 +8,7 @@
 //	commitd admin status   --coordinator ADDR
 //	commitd admin accounts --participant ADDR
 //	commitd admin outcomes --participant ADDR
+//	commitd version
 //
 // Errors are one line on standard error and a non-zero exit status.
 package main
@@ -18,6 +19,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 )
 
 // errUsage marks an error already explained to the user.
@@ -35,6 +38,7 @@ func main() {
 func run(args []string) int {
 	if len(args) < 1 {
 		usage()
+		fmt.Fprintln(os.Stderr, "commitd: no command given")
 		return 2
 	}
 	var err error
@@ -49,11 +53,14 @@ func run(args []string) int {
 		err = runBench(args[1:])
 	case "admin":
 		err = runAdmin(args[1:])
+	case "version", "-version", "--version":
+		fmt.Println(version())
+		return 0
 	case "help", "-h", "--help":
 		usage()
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "commitd: unknown command %q (want coordinator, participant, demo, bench or admin)\n", args[0])
+		fmt.Fprintf(os.Stderr, "commitd: unknown command %q (want coordinator, participant, demo, bench, admin or version)\n", args[0])
 		return 2
 	}
 	switch {
@@ -81,9 +88,47 @@ func usage() {
   commitd admin status   --coordinator ADDR
   commitd admin accounts --participant ADDR
   commitd admin outcomes --participant ADDR
+  commitd version
 
-Run "commitd COMMAND -h" for a command's flags.
+Run "commitd COMMAND -h" (or "commitd admin REPORT -h") for a command's flags.
 `)
+}
+
+// version describes this binary: the module's version (or "(devel)" when
+// built from a work tree), the commit and its time when the build recorded
+// them (a "+dirty" commit had uncommitted changes), and the Go release.
+func version() string {
+	bi, _ := debug.ReadBuildInfo()
+	return formatVersion(bi, runtime.Version())
+}
+
+// formatVersion is version for the build information bi (nil if the binary
+// carries none) and the Go release goVersion.
+func formatVersion(bi *debug.BuildInfo, goVersion string) string {
+	v, vcs := "unknown", ""
+	if bi != nil {
+		v = bi.Main.Version
+		var rev, at, dirty string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				at = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "+dirty"
+				}
+			}
+		}
+		if rev != "" {
+			vcs = fmt.Sprintf(" commit %s%s", rev, dirty)
+			if at != "" {
+				vcs += " of " + at
+			}
+		}
+	}
+	return fmt.Sprintf("commitd %s%s, %s %s/%s", v, vcs, goVersion, runtime.GOOS, runtime.GOARCH)
 }
 
 // newFlags returns a flag set that reports errors instead of exiting and

@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -79,23 +81,37 @@ func oneLineError(t *testing.T, r result, want string) {
 }
 
 func TestBadInvocations(t *testing.T) {
+	// code is the exit status wanted when it must be 2 (a usage error);
+	// 0 accepts any failure.
 	for _, tc := range []struct {
 		args []string
 		want string
+		code int
 	}{
-		{[]string{"frobnicate"}, "unknown command"},
-		{[]string{"coordinator", "--shards", "many"}, "invalid value"},
-		{[]string{"coordinator", "--data", t.TempDir()}, "at least one participant"},
-		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1"}, "NAME=ADDR"},
-		{[]string{"participant", "--coordinator", "127.0.0.1:1"}, "--data is required"},
-		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "0"}, "--accounts"},
-		{[]string{"admin", "status", "--coordinator", "127.0.0.1:1"}, "cannot reach"},
-		{[]string{"admin", "payroll"}, "unknown report"},
-		{[]string{"bench", "--coordinator", "127.0.0.1:1"}, "required"},
-		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--tls-cert", "x.pem"}, "needs all of"},
+		{[]string{"frobnicate"}, "unknown command", 2},
+		{[]string{"nonsense"}, "want coordinator, participant, demo, bench, admin or version", 2},
+		{nil, "no command given", 2},
+		{[]string{"coordinator", "--bogus"}, "flag provided but not defined: -bogus", 2},
+		{[]string{"bench", "--bogus"}, "flag provided but not defined: -bogus", 2},
+		{[]string{"admin"}, "name a report: status, accounts or outcomes", 2},
+		{[]string{"admin", "status", "--bogus"}, "flag provided but not defined: -bogus", 2},
+		{[]string{"coordinator", "--shards", "many"}, "invalid value", 2},
+		{[]string{"coordinator", "--data", t.TempDir()}, "at least one participant", 0},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1"}, "NAME=ADDR", 2},
+		{[]string{"participant", "--coordinator", "127.0.0.1:1"}, "--data is required", 2},
+		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "0"}, "--accounts", 2},
+		{[]string{"admin", "status", "--coordinator", "127.0.0.1:1"}, "cannot reach", 0},
+		{[]string{"admin", "payroll"}, "unknown report \"payroll\" (want status, accounts or outcomes)", 0},
+		{[]string{"bench", "--coordinator", "127.0.0.1:1"}, "required", 2},
+		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "oracle"}, "--backend", 2},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--tls-cert", "x.pem"}, "needs all of", 0},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			oneLineError(t, commitd(t, 20*time.Second, tc.args...), tc.want)
+			r := commitd(t, 20*time.Second, tc.args...)
+			oneLineError(t, r, tc.want)
+			if tc.code != 0 && r.code != tc.code {
+				t.Fatalf("exit status %d, want %d", r.code, tc.code)
+			}
 		})
 	}
 }
@@ -334,5 +350,66 @@ func waitListening(t *testing.T, addr string) {
 			t.Fatalf("nothing listens at %s: %v", addr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestHelp: every way of asking for help prints usage on standard error
+// and exits 0 — "commitd admin --help" used to answer `unknown report
+// "--help"` with exit status 2.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"help"}, {"-h"}, {"--help"},
+		{"admin", "--help"}, {"admin", "-h"}, {"admin", "help"},
+		{"admin", "status", "--help"}, {"admin", "accounts", "-h"}, {"admin", "outcomes", "--help"},
+		{"coordinator", "-h"}, {"participant", "--help"}, {"demo", "-h"}, {"bench", "--help"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			r := commitd(t, 20*time.Second, args...)
+			if r.code != 0 || !strings.Contains(r.stderr, "usage") && !strings.Contains(r.stderr, "commitd coordinator --listen") {
+				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+			}
+		})
+	}
+	// Admin's usage names every report.
+	r := commitd(t, 20*time.Second, "admin", "--help")
+	for _, kind := range []string{"status", "accounts", "outcomes"} {
+		if !strings.Contains(r.stderr, "commitd admin "+kind) {
+			t.Errorf("admin --help does not mention %s: %q", kind, r.stderr)
+		}
+	}
+}
+
+// TestVersion: "commitd version" and "commitd --version" print one line
+// naming the Go release, exit 0.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version", "-version"} {
+		r := commitd(t, 20*time.Second, arg)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "commitd ") || !strings.Contains(r.stdout, runtime.Version()) ||
+			strings.Count(r.stdout, "\n") != 1 {
+			t.Fatalf("commitd %s: exit %d, stdout %q, stderr %q", arg, r.code, r.stdout, r.stderr)
+		}
+	}
+}
+
+// TestFormatVersion: the module version, the commit with its time and
+// whether the tree was modified, when the build recorded them.
+func TestFormatVersion(t *testing.T) {
+	bi := &debug.BuildInfo{Main: debug.Module{Path: "github.com/commitd/commitd", Version: "v1.2.3"}, Settings: []debug.BuildSetting{
+		{Key: "vcs", Value: "git"},
+		{Key: "vcs.revision", Value: "0123abcd"},
+		{Key: "vcs.time", Value: "2026-12-06T03:00:00Z"},
+		{Key: "vcs.modified", Value: "true"},
+	}}
+	want := "commitd v1.2.3 commit 0123abcd+dirty of 2026-12-06T03:00:00Z, go1.99 " + runtime.GOOS + "/" + runtime.GOARCH
+	if got := formatVersion(bi, "go1.99"); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	bi.Settings = nil
+	bi.Main.Version = "(devel)"
+	if got, want := formatVersion(bi, "go1.99"), "commitd (devel), go1.99 "+runtime.GOOS+"/"+runtime.GOARCH; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if got := formatVersion(nil, "go1.99"); !strings.HasPrefix(got, "commitd unknown, go1.99") {
+		t.Errorf("without build information: %q", got)
 	}
 }

@@ -195,10 +195,10 @@ func runParticipant(args []string) error {
 	// A checkpoint holds every balance in one log record of 8 bytes each,
 	// within a 64 MiB segment.
 	if accounts <= 0 || accounts > 1<<22 {
-		return fmt.Errorf("--accounts %d: want 1 to %d", accounts, 1<<22)
+		return usageError{fmt.Errorf("--accounts %d: want 1 to %d", accounts, 1<<22)}
 	}
 	if balance < 0 {
-		return fmt.Errorf("--balance %d: must not be negative", balance)
+		return usageError{fmt.Errorf("--balance %d: must not be negative", balance)}
 	}
 	var err error
 	if cfg.Logger, err = logger(logLevel); err != nil {
@@ -208,7 +208,7 @@ func runParticipant(args []string) error {
 		return err
 	}
 	if cfg.DataDir == "" {
-		return errors.New("--data is required")
+		return usageError{errors.New("--data is required")}
 	}
 	switch *backend {
 	case "bank":
@@ -230,7 +230,7 @@ func runParticipant(args []string) error {
 		}
 		return serveUntilSignal(s.Done(), s.Close, s.Err)
 	default:
-		return fmt.Errorf("--backend %q: want bank or postgres", *backend)
+		return usageError{fmt.Errorf("--backend %q: want bank or postgres", *backend)}
 	}
 	accounts, balance, err = bankSeed(cfg.DataDir, accounts, balance)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,12 +20,28 @@ import (
 	"github.com/commitd/commitd/participant"
 )
 
+// adminUsage is what "commitd admin --help" prints.
+const adminUsage = `usage of commitd admin: a report from a running server, as JSON (outcomes: one line each)
+
+  commitd admin status   --coordinator ADDR | --participant ADDR   counters and state
+  commitd admin accounts --participant ADDR                        accounts, total balance, prepared
+  commitd admin outcomes --participant ADDR                        every decision in the ledger
+
+Run "commitd admin REPORT -h" for a report's flags (--timeout, TLS).
+`
+
 func runAdmin(args []string) error {
 	if len(args) < 1 {
-		fmt.Fprintln(os.Stderr, "commitd admin: want status, accounts or outcomes")
+		fmt.Fprint(os.Stderr, adminUsage)
+		fmt.Fprintln(os.Stderr, "commitd admin: name a report: status, accounts or outcomes")
 		return errUsage
 	}
 	kind := args[0]
+	switch kind {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(os.Stderr, adminUsage)
+		return flag.ErrHelp
+	}
 	fs := newFlags("admin " + kind)
 	var coord, part string
 	var tf tlsFlags
