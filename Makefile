@@ -4,6 +4,11 @@ GOBIN       ?= $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME    ?= 5s
+# Time spent minimizing each new input the fuzzer finds (go test's default is 60s). 0 turns
+# minimization off: a 5-second run then fuzzes instead of minimizing (FuzzDecodeFrame, 2 cores:
+# ~75,000 execs in 5 s against ~7,400 at the default). A failing input is still saved under
+# testdata/fuzz; for a long run that should minimize what it finds, set e.g. FUZZMINIMIZETIME=10s.
+FUZZMINIMIZETIME ?= 0
 PKGS        := ./...
 # PostgreSQL test servers (participant/postgres): pg-up starts them, the tests find them here.
 PG_SH       := participant/postgres/testdata/pg.sh
@@ -51,12 +56,12 @@ lint: $(STATICCHECK)
 	$(GO) vet $(PKGS)
 	$(STATICCHECK) $(PKGS)
 
-## fuzz: a short run of every fuzz target (FUZZTIME each).
+## fuzz: a short run of every fuzz target (FUZZTIME each, minimizing for FUZZMINIMIZETIME).
 fuzz:
 	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$t"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg; \
 	  done; \
 	done
 
