@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/wal"
 	"github.com/google/uuid"
 	"io"
@@ -227,7 +229,10 @@ func TestClusterOfProcesses(t *testing.T) {
 	for _, addr := range []string{p1, p2, coord, chttp, phttp} {
 		waitListening(t, addr)
 	}
-	time.Sleep(300 * time.Millisecond) // let the servers dial each other
+	// The servers find each other in the background, the coordinator
+	// retrying with backoff: wait until a transaction commits rather than
+	// for a guessed while.
+	waitCommitting(t, coord, "p1", "p2")
 	report := filepath.Join(dir, "bench.json")
 	r := commitd(t, 60*time.Second, "bench", "--coordinator", coord, "--participants", "p1="+p1+",p2="+p2,
 		"--accounts", "100", "--concurrency", "4", "--txns", "300", "--json", report)
@@ -411,5 +416,34 @@ func TestFormatVersion(t *testing.T) {
 	}
 	if got := formatVersion(nil, "go1.99"); !strings.HasPrefix(got, "commitd unknown, go1.99") {
 		t.Errorf("without build information: %q", got)
+	}
+}
+
+// waitCommitting runs a transaction that only reads (account 0 at each
+// named participant) until one commits: then the coordinator is connected
+// to every one of them. It moves no money.
+func waitCommitting(t *testing.T, coord string, names ...string) {
+	t.Helper()
+	cl, err := client.Dial(coord, client.Options{DialTimeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var branches []client.Branch
+	for _, n := range names {
+		branches = append(branches, client.Branch{Participant: n, Work: bank.AppendWork(nil, 0, 0)})
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := cl.Run(ctx, uuid.Must(uuid.NewV7()), branches)
+		cancel()
+		if err == nil && res.Outcome == client.Committed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no transaction committed within 15 s: %v %v", res, err)
+		}
+		time.Sleep(10 * time.Millisecond) // a polling interval, not a guess at readiness
 	}
 }
