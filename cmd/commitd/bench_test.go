@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,10 @@ import (
 	"github.com/commitd/commitd/bench"
 	"github.com/commitd/commitd/internal/chaos"
 	"github.com/commitd/commitd/internal/cluster"
+	"github.com/commitd/commitd/internal/link"
+	"github.com/commitd/commitd/internal/node/nodetest"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
 	"github.com/google/uuid"
 )
 
@@ -269,5 +274,35 @@ func TestVerdict(t *testing.T) {
 		if (err == nil) != (tc.want == "") || err != nil && !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("verdict(%+v) = %v, want %q", tc.rep, err, tc.want)
 		}
+	}
+}
+
+// fakeParticipant answers every admin request with body, as a participant
+// answers "accounts".
+func fakeParticipant(t *testing.T, body string) string {
+	t.Helper()
+	p := nodetest.Listen(t, wire.Hello{Role: wire.RoleParticipant, Name: []byte("fake")}, func(c *mux.Conn, f wire.Frame) error {
+		if f.Type == wire.TypeAdminRequest {
+			return link.ReplyJSON(c, f.ReqID, []byte(body))
+		}
+		return nil
+	})
+	return p.Addr()
+}
+
+// TestCheckAccounts: --accounts beyond a participant's count fails naming
+// it; a participant that cannot count its accounts (a PostgreSQL
+// participant whose database cannot be read reports a total of -1) is let
+// through.
+func TestCheckAccounts(t *testing.T) {
+	ctx := context.Background()
+	small := fakeParticipant(t, `{"name":"pg1","accounts":50,"total":50000,"prepared":0}`)
+	unreadable := fakeParticipant(t, `{"name":"pg2","accounts":0,"total":-1,"prepared":0}`)
+	err := checkAccounts(ctx, participantList{"pg1": small, "pg2": unreadable}, nil, 100)
+	if err == nil || !strings.Contains(err.Error(), "--accounts 100: participant pg1 has 50 accounts") {
+		t.Fatalf("checkAccounts: %v", err)
+	}
+	if err := checkAccounts(ctx, participantList{"pg1": small, "pg2": unreadable}, nil, 50); err != nil {
+		t.Fatalf("checkAccounts with an unreadable participant: %v", err)
 	}
 }
