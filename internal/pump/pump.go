@@ -73,6 +73,12 @@ type Pump struct {
 	// of stepping every input that arrived since the last round and
 	// flushing their outputs together.
 	NoBatch bool
+
+	// afterFailureCheck, if set before Run (tests only), runs on the Run
+	// goroutine between the check of the log's failure and the read of its
+	// durable position: the window a failure may land in, which a test
+	// must be able to hit deterministically.
+	afterFailureCheck func()
 }
 
 // New returns a pump for m over log. tick is the period of m.Tick().
@@ -144,6 +150,9 @@ func (p *Pump) Run() error {
 		}
 		if err := p.signal.failure(); err != nil {
 			return fmt.Errorf("log failed, stopping: %w", err)
+		}
+		if p.afterFailureCheck != nil {
+			p.afterFailureCheck()
 		}
 		if idx, ok := p.idx.markDurable(wal.LSN(p.signal.lsn.Load())); ok {
 			p.m.Durable(idx)
