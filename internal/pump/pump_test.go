@@ -2,12 +2,16 @@ package pump
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/wal"
+	"github.com/commitd/commitd/wal/waltest"
 	"github.com/google/uuid"
 )
 
@@ -227,3 +231,81 @@ func TestFlushDoesNotAllocate(t *testing.T) {
 		t.Fatalf("delivered %d messages, want at least 1000", out.n)
 	}
 }
+
+// oneRecord is a machine with one lazy record ready at start; it notes
+// every Durable it is told.
+type oneRecord struct {
+	ready   bool
+	durable []uint64
+}
+
+func (m *oneRecord) Step(engine.Message) {}
+func (m *oneRecord) Tick()               {}
+func (m *oneRecord) Durable(i uint64)    { m.durable = append(m.durable, i) }
+func (m *oneRecord) HasReady() bool      { return m.ready }
+func (m *oneRecord) Ready() engine.Ready {
+	m.ready = false
+	return engine.Ready{FirstIndex: 1, Lazy: true,
+		Records: []engine.Record{{Type: engine.RecAborted, Txn: uuid.New()}}}
+}
+
+// A failed fsync must never be reported durable, even when the failure
+// lands between the pump's check for a failure and its read of the
+// durable position — the interleaving that let a YES vote or a
+// "committed" reply leave for a record whose fsync failed: the signal
+// used to record the error and also advance its durable LSN to the
+// failed record.
+func TestFailureBetweenReadsMarksNothingDurable(t *testing.T) {
+	fs := waltest.NewMemFS()
+	log, err := wal.Open("wal", wal.Options{FS: fs, SegmentSize: 1 << 16, LazyDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	m := &oneRecord{ready: true}
+	p := New(m, log, &countOutput{}, time.Hour)
+	var failing atomic.Bool
+	fs.Inject(func(op waltest.Op) error {
+		if op.Kind == waltest.OpSync && failing.Load() {
+			return errInjected
+		}
+		return nil
+	})
+	hit := false
+	p.afterFailureCheck = func() {
+		if hit {
+			return
+		}
+		hit = true
+		// The failure check has passed. Now the record's fsync fails, and
+		// the pump's waiter hears of it before the pump reads on.
+		failing.Store(true)
+		if err := log.Sync(1); err == nil {
+			t.Error("Sync succeeded with every fsync failing")
+		}
+		<-p.signal.wakeup
+		p.signal.wakeup <- struct{}{} // so that the next round sees the failure
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run() }()
+	// Wake the pump once (after its first flush appended the record):
+	// that round runs the hook.
+	p.Submit(&engine.Message{Type: engine.MsgPrepare})
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errInjected) {
+			t.Fatalf("Run returned %v, want the injected fsync error", err)
+		}
+	case <-time.After(10 * time.Second):
+		p.Stop()
+		t.Fatal("the pump did not stop after the log failed")
+	}
+	if !hit {
+		t.Fatal("the pump never ran a round between its failure check and its durable read")
+	}
+	if len(m.durable) != 0 {
+		t.Fatalf("the machine was told records %v are durable; their fsync failed", m.durable)
+	}
+}
+
+var errInjected = errors.New("injected fsync failure")
