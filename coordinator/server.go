@@ -224,7 +224,7 @@ type Status struct {
 	Committed   uint64 `json:"committed"`
 	Aborted     uint64 `json:"aborted"`
 	Unknown     uint64 `json:"unknown"`
-	Rejected    uint64 `json:"rejected"` // invalid begins, judged by a shard or by the front door
+	Rejected    uint64 `json:"rejected"` // begins refused: invalid (a shard or the front door) or overloaded (a shard)
 	InFlight    int    `json:"in_flight"`
 	InDoubt     int    `json:"in_doubt"` // commit decided, not yet acknowledged by every participant
 	Redelivered uint64 `json:"redelivered"`

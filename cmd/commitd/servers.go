@@ -127,6 +127,7 @@ func runCoordinator(args []string) error {
 	fs.DurationVar(&cfg.RedeliverMin, "redeliver-min", 100*time.Millisecond, "first redelivery of an unacknowledged commit")
 	fs.DurationVar(&cfg.RedeliverMax, "redeliver-max", 2*time.Second, "redelivery backoff cap")
 	fs.DurationVar(&cfg.Remember, "remember", 5*time.Second, "how long a finished transaction's outcome is kept (for late messages and to refuse a reused id)")
+	fs.IntVar(&cfg.MaxTxns, "max-txns", 1<<20, "most transactions held at once, in flight and remembered; beyond it a begin is rejected as overloaded")
 	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
