@@ -289,7 +289,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 				// shard may abort now rather than after the prepare
 				// timeout (and a one-phase one need not end unknown).
 				o.notSent = engine.Message{Type: engine.MsgNotSent, Txn: m.Txn, From: m.To}
-				s.pumps[o.shard].Submit(&o.notSent)
+				s.pumps[o.shard].Inject(&o.notSent) // on that pump's goroutine: must not wait
 				s.metrics.prepareNotSent()
 			}
 		case engine.MsgDecision:

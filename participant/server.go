@@ -358,7 +358,7 @@ func (s *Server) firstCheckpoint(first wal.LSN) (wal.LSN, error) {
 func (s *Server) recoverDurable() error {
 	s.durable.Attach(func(m engine.Message) {
 		m.To = s.cfg.Name
-		s.pump.Submit(&m)
+		s.pump.Inject(&m) // the resource's answers: bounded by what it was asked
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -385,7 +385,7 @@ func (s *Server) recoverDurable() error {
 		return fmt.Errorf("participant: %w", err)
 	}
 	for _, id := range inDoubt {
-		s.pump.Submit(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
+		s.pump.Inject(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
 	}
 	if len(decided) > 0 || len(inDoubt) > 0 {
 		s.cfg.Logger.Info("participant recovered from its resource", "name", s.cfg.Name,
@@ -427,7 +427,7 @@ func (s *Server) durableLoop() {
 				continue
 			}
 			for _, id := range ids {
-				s.pump.Submit(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
+				s.pump.Inject(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
 			}
 		case <-forgetT.C:
 			s.forgetMu.Lock()
