@@ -170,6 +170,7 @@ func runParticipant(args []string) error {
 	fs.DurationVar(&cfg.InquireAfter, "inquire-after", time.Second, "ask the coordinator about a prepared transaction after this long")
 	fs.DurationVar(&cfg.InquireMax, "inquire-max", 5*time.Second, "inquiry backoff cap")
 	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 10000, "decided transactions between checkpoints")
+	fs.DurationVar(&cfg.LedgerRetention, "ledger-retention", participant.DefaultLedgerRetention, "how long the ledger keeps each decision for admin outcomes (retired by segment once older and out of the protocol log)")
 	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
