@@ -38,7 +38,12 @@ type ShardConfig struct {
 	// (what refusing a reused id relies on) where forgetting early to make
 	// room would break it; and waiting would not help a client soon: the
 	// remembered set shrinks only when a generation rotates. The bound
-	// caps throughput at MaxTxns per RememberTicks (to twice that).
+	// caps throughput at MaxTxns per RememberTicks (to twice that). It
+	// also bounds the prepare-timeout queue, which keeps an entry for
+	// every transaction begun in the last PrepareTimeoutTicks, finished
+	// or not (a quarter of the heap in an unbounded flood of aborts), as
+	// long as PrepareTimeoutTicks ≤ RememberTicks, as by default: each of
+	// those is still held.
 	MaxTxns int
 }
 
