@@ -65,7 +65,7 @@ type Config struct {
 	// prepared, so that none is left behind holding locks (default 2s).
 	ScanEvery time.Duration
 	// LedgerRetention is how long the ledger keeps a decision for `admin
-	// outcomes` (default 24h): its segments are retired once every entry
+	// outcomes` (default 1h): its segments are retired once every entry
 	// in them is older and the protocol log has retired every record they
 	// came from (see ledger). The ledger has no protocol role, so any
 	// retention is safe; it bounds the ledger's disk (17 bytes a decision)
