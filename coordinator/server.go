@@ -310,13 +310,16 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			s.metrics.latency(r.Outcome, d)
 		}
 		c := cc.conn
+		// The byte buffers are kept across replies: assigning a fresh
+		// Outcome would drop them and allocate both again per reply.
+		part, detail := o.outcome.Participant[:0], o.outcome.Detail[:0]
 		o.outcome = wire.Outcome{
-			Txn:     wire.TxnID(r.Txn),
-			Outcome: wire.OutcomeCode(r.Outcome),
-			Cause:   wire.CauseCode(r.Cause),
+			Txn:         wire.TxnID(r.Txn),
+			Outcome:     wire.OutcomeCode(r.Outcome),
+			Cause:       wire.CauseCode(r.Cause),
+			Participant: append(part, r.Participant...),
+			Detail:      append(detail, r.Detail...),
 		}
-		o.outcome.Participant = append(o.outcome.Participant[:0], r.Participant...)
-		o.outcome.Detail = append(o.outcome.Detail[:0], r.Detail...)
 		// An error means the connection failed; its client sees "unknown".
 		_ = c.Reply(reqID, &o.outcome)
 	}
