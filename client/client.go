@@ -24,7 +24,11 @@ const (
 	Committed = engine.OutcomeCommitted
 	Aborted   = engine.OutcomeAborted
 	Unknown   = engine.OutcomeUnknown
-	Rejected  = engine.OutcomeRejected
+	// Rejected: nothing was started. Result.Cause says why:
+	// engine.CauseInvalid, the request is wrong and fails again unchanged;
+	// engine.CauseOverloaded, the coordinator held as many transactions as
+	// it may — retry later, with the same id or a new one.
+	Rejected = engine.OutcomeRejected
 )
 
 // Branch is one participant's share of a transaction.
@@ -36,8 +40,9 @@ type Result struct {
 	Txn     uuid.UUID
 	Outcome Outcome
 	// Cause and Participant say why it aborted: which participant voted
-	// no or did not vote in time. Detail says why it was rejected, or why
-	// the outcome is unknown.
+	// no or did not vote in time. For a rejection Cause says whether
+	// retrying can help (CauseOverloaded) or not (CauseInvalid), and
+	// Detail says why; for an unknown outcome Detail says why.
 	Cause       engine.AbortCause
 	Participant string
 	Detail      string

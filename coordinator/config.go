@@ -47,6 +47,20 @@ type Config struct {
 	// pointer-free map (id, outcome, votes, branch-name hashes), so at
 	// 30,000 transactions/s a 30 s window holds up to ~180 MiB.
 	Remember time.Duration
+	// MaxTxns bounds the transactions the coordinator holds at once, in
+	// flight and remembered, over all shards (default 1,048,576; each
+	// shard holds its share). A begin beyond it is rejected with cause
+	// overloaded: remembering is by time, so without a bound a flood of
+	// quick aborts grows the heap with its rate (5.8 M aborts in 40 s
+	// left 281 MB). A remembered transaction takes 80–160 bytes of map
+	// (a 68-byte slot and the map's slack: 928k remembered aborts took
+	// 151 MiB in TestFloodOfQuickAbortsKeepsHeapBounded without the
+	// bound), so the default caps that set near 160 MiB — more while the
+	// dropped generation's map keeps its size — and admits at least
+	// MaxTxns per 2×Remember: 100,000 transactions/s with the default
+	// Remember, more than the coordinator sustains on the machines we
+	// measure. Lower it, or Remember, to trade throughput for memory.
+	MaxTxns int
 
 	// SegmentSize is the size of each log segment file (default 64 MiB).
 	// Segments are written out in full ahead of need, so small test
@@ -107,6 +121,9 @@ func (c *Config) fill() {
 	def(&c.RedeliverMin, 100*time.Millisecond)
 	def(&c.RedeliverMax, 2*time.Second)
 	def(&c.Remember, 5*time.Second)
+	if c.MaxTxns <= 0 {
+		c.MaxTxns = 1 << 20
+	}
 	if c.ConnsPerParticipant <= 0 {
 		c.ConnsPerParticipant = 2
 	}
@@ -147,5 +164,6 @@ func (c *Config) shardConfig() engine.ShardConfig {
 		RedeliverMinTicks:   c.ticks(c.RedeliverMin),
 		RedeliverMaxTicks:   c.ticks(c.RedeliverMax),
 		RememberTicks:       c.ticks(c.Remember),
+		MaxTxns:             max(1, (c.MaxTxns+c.Shards-1)/c.Shards),
 	}
 }

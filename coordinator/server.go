@@ -224,7 +224,7 @@ type Status struct {
 	Committed   uint64 `json:"committed"`
 	Aborted     uint64 `json:"aborted"`
 	Unknown     uint64 `json:"unknown"`
-	Rejected    uint64 `json:"rejected"` // invalid begins, judged by a shard or by the front door
+	Rejected    uint64 `json:"rejected"` // begins refused: invalid (a shard or the front door) or overloaded (a shard)
 	InFlight    int    `json:"in_flight"`
 	InDoubt     int    `json:"in_doubt"` // commit decided, not yet acknowledged by every participant
 	Redelivered uint64 `json:"redelivered"`
@@ -289,7 +289,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 				// shard may abort now rather than after the prepare
 				// timeout (and a one-phase one need not end unknown).
 				o.notSent = engine.Message{Type: engine.MsgNotSent, Txn: m.Txn, From: m.To}
-				s.pumps[o.shard].Submit(&o.notSent)
+				s.pumps[o.shard].Inject(&o.notSent) // on that pump's goroutine: must not wait
 				s.metrics.prepareNotSent()
 			}
 		case engine.MsgDecision:
@@ -310,13 +310,16 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			s.metrics.latency(r.Outcome, d)
 		}
 		c := cc.conn
+		// The byte buffers are kept across replies: assigning a fresh
+		// Outcome would drop them and allocate both again per reply.
+		part, detail := o.outcome.Participant[:0], o.outcome.Detail[:0]
 		o.outcome = wire.Outcome{
-			Txn:     wire.TxnID(r.Txn),
-			Outcome: wire.OutcomeCode(r.Outcome),
-			Cause:   wire.CauseCode(r.Cause),
+			Txn:         wire.TxnID(r.Txn),
+			Outcome:     wire.OutcomeCode(r.Outcome),
+			Cause:       wire.CauseCode(r.Cause),
+			Participant: append(part, r.Participant...),
+			Detail:      append(detail, r.Detail...),
 		}
-		o.outcome.Participant = append(o.outcome.Participant[:0], r.Participant...)
-		o.outcome.Detail = append(o.outcome.Detail[:0], r.Detail...)
 		// An error means the connection failed; its client sees "unknown".
 		_ = c.Reply(reqID, &o.outcome)
 	}

@@ -11,6 +11,7 @@ const (
 	DefaultRedeliverMinTicks   = 10
 	DefaultRedeliverMaxTicks   = 200
 	DefaultRememberTicks       = 1000
+	DefaultMaxTxns             = 1 << 18
 )
 
 // ShardConfig tunes a coordinator shard. Durations are in ticks; a zero
@@ -28,11 +29,30 @@ type ShardConfig struct {
 	// answer late votes, inquiries and duplicate begins: at least this
 	// long, and at most twice as long (see recent).
 	RememberTicks int
+	// MaxTxns bounds the transactions the shard holds at once, in flight
+	// and remembered together; a begin beyond it is rejected with
+	// CauseOverloaded. Remembering is by time (RememberTicks), so without
+	// a bound memory grows with the rate of transactions — a flood of
+	// quick aborts grew a coordinator's heap to 281 MB. Refusing keeps the
+	// promise that a finished transaction is remembered for RememberTicks
+	// (what refusing a reused id relies on) where forgetting early to make
+	// room would break it; and waiting would not help a client soon: the
+	// remembered set shrinks only when a generation rotates. The bound
+	// caps throughput at MaxTxns per RememberTicks (to twice that). It
+	// also bounds the prepare-timeout queue, which keeps an entry for
+	// every transaction begun in the last PrepareTimeoutTicks, finished
+	// or not (a quarter of the heap in an unbounded flood of aborts), as
+	// long as PrepareTimeoutTicks ≤ RememberTicks, as by default: each of
+	// those is still held.
+	MaxTxns int
 }
 
 func (c ShardConfig) withDefaults() ShardConfig {
-	if c.PrepareTimeoutTicks < 0 || c.RedeliverMinTicks < 0 || c.RedeliverMaxTicks < 0 || c.RememberTicks < 0 {
-		panic(fmt.Sprintf("engine: negative duration in %+v", c))
+	if c.PrepareTimeoutTicks < 0 || c.RedeliverMinTicks < 0 || c.RedeliverMaxTicks < 0 || c.RememberTicks < 0 || c.MaxTxns < 0 {
+		panic(fmt.Sprintf("engine: negative duration or bound in %+v", c))
+	}
+	if c.MaxTxns == 0 {
+		c.MaxTxns = DefaultMaxTxns
 	}
 	if c.PrepareTimeoutTicks == 0 {
 		c.PrepareTimeoutTicks = DefaultPrepareTimeoutTicks
@@ -56,7 +76,10 @@ type ShardStats struct {
 	Committed uint64 // clients told OutcomeCommitted
 	Aborted   uint64 // clients told OutcomeAborted
 	Unknown   uint64 // clients told OutcomeUnknown (one-phase, no answer)
-	Rejected  uint64 // invalid begins
+	Rejected  uint64 // begins answered rejected: invalid, or overloaded
+	// Overloaded counts the begins rejected because the shard held
+	// MaxTxns transactions (also counted in Rejected).
+	Overloaded uint64
 
 	InFlight    int // begun, client not yet answered
 	Undelivered int // commit decided, not yet acknowledged by every YES voter
@@ -376,11 +399,24 @@ func (s *Shard) checkBegin(m Message) string {
 	return ""
 }
 
+// overloadedDetail is the Detail of a begin rejected with CauseOverloaded.
+const overloadedDetail = "the coordinator holds as many transactions as it may (in flight and remembered); nothing was started, retry later"
+
 func (s *Shard) begin(m Message) {
 	if detail := s.checkBegin(m); detail != "" {
 		s.stats.Rejected++
 		s.rd.Replies = append(s.rd.Replies, Reply{
 			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: CauseInvalid, Detail: detail,
+		})
+		return
+	}
+	// After checkBegin, so that a duplicate begin is still told its id is
+	// in use rather than to retry.
+	if len(s.txns)+s.done.len() >= s.cfg.MaxTxns {
+		s.stats.Rejected++
+		s.stats.Overloaded++
+		s.rd.Replies = append(s.rd.Replies, Reply{
+			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: CauseOverloaded, Detail: overloadedDetail,
 		})
 		return
 	}

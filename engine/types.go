@@ -191,8 +191,10 @@ const (
 	// participant did not answer, or a caller that lost the coordinator).
 	// Never a guess.
 	OutcomeUnknown
-	// OutcomeRejected: the request was invalid and nothing was started
-	// (too many branches, a duplicate participant, an id in use...).
+	// OutcomeRejected: the request was refused and nothing was started:
+	// it was invalid (too many branches, a duplicate participant, an id
+	// in use...: CauseInvalid), or the coordinator was full
+	// (CauseOverloaded, worth retrying later).
 	OutcomeRejected
 )
 
@@ -219,6 +221,10 @@ const (
 	CauseTimeout                           // Participant did not vote within the prepare timeout
 	CauseInvalid                           // the request was rejected; Detail says why
 	CauseUnreachable                       // Participant was not connected: its prepare was never sent
+	// CauseOverloaded: the begin was rejected because the coordinator
+	// holds its maximum of transactions (in flight and remembered).
+	// Nothing was started, so retrying later, with the same id, is safe.
+	CauseOverloaded
 )
 
 func (c AbortCause) String() string {
@@ -231,6 +237,8 @@ func (c AbortCause) String() string {
 		return "invalid"
 	case CauseUnreachable:
 		return "unreachable"
+	case CauseOverloaded:
+		return "overloaded"
 	}
 	return fmt.Sprintf("AbortCause(%d)", uint8(c))
 }

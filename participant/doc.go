@@ -12,8 +12,9 @@
 // Two logs live in the data directory. The protocol log (wal/) holds
 // prepared, committed, aborted and checkpoint records and is retired below
 // the machine's low water. The ledger (ledger/) holds one 17-byte entry per
-// decision applied, is never retired, and is synced before every
-// retirement of the protocol log, so that no decision drops out of both.
+// decision applied, is synced before every retirement of the protocol
+// log, so that no decision drops out of both, and keeps each decision for
+// Config.LedgerRetention (see ledger for when a segment may go).
 // The ledger is the participant's answer to `commitd admin outcomes`, which
 // streams it from disk: its memory does not grow with it (see ledger).
 //

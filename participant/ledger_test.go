@@ -4,6 +4,7 @@ import (
 	"errors"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/wal"
@@ -13,7 +14,7 @@ import (
 
 func openTestLedger(t *testing.T, fs *waltest.MemFS) *ledger {
 	t.Helper()
-	l, err := openLedger("/ledger", wal.Options{FS: fs, SegmentSize: 64 << 10})
+	l, err := openLedger("/ledger", wal.Options{FS: fs, SegmentSize: 64 << 10}, &fakeProtocol{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,5 +167,133 @@ func TestLedgerSyncReportsAFailedAppend(t *testing.T) {
 	}
 	if err := l.sync(); !errors.Is(err, wal.ErrFailed) {
 		t.Fatalf("sync after a failed append: %v, want wal.ErrFailed", err)
+	}
+}
+
+// fakeProtocol stands in for the protocol log: its last LSN grows as the
+// test "appends" a decision's record, and its first is set by the test.
+type fakeProtocol struct{ first, last wal.LSN }
+
+func (p *fakeProtocol) LastLSN() wal.LSN { return p.last }
+func (p *fakeProtocol) Stats() wal.Stats { return wal.Stats{FirstLSN: p.first, LastLSN: p.last} }
+
+// Retention retires the ledger's segments whose every entry is older than
+// the retention and whose decisions the protocol log has retired, keeps
+// the young ones and those the protocol log still holds, and the ledger
+// still recovers — and retires by its marks — after a restart.
+func TestLedgerRetention(t *testing.T) {
+	const retention = time.Hour
+	fs := waltest.NewMemFS()
+	proto := &fakeProtocol{first: 1}
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	open := func() *ledger {
+		t.Helper()
+		l, err := openLedger("/ledger", wal.Options{FS: fs, SegmentSize: 64 << 10}, proto, retention)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.now = func() time.Time { return clock }
+		return l
+	}
+	// decide records n decisions over span, syncing (and so marking) as
+	// the retirer would, and returns them.
+	decide := func(l *ledger, n int, span time.Duration) []entry {
+		t.Helper()
+		es := make([]entry, n)
+		for i := range es {
+			es[i] = entry{uuid.Must(uuid.NewV7()), decisionOf(i)}
+			proto.last++ // the decision's protocol record comes first
+			l.record(engine.Applied{Txn: es[i].id, Decision: es[i].d})
+			if i%100 == 99 {
+				clock = clock.Add(span / time.Duration(n/100))
+				if err := l.sync(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return es
+	}
+	// kept lists the ledger and reports which of es it still has; it
+	// checks that what it has is a suffix of es (retirement cuts the
+	// oldest) and that nothing else is listed.
+	kept := func(l *ledger, es []entry) int {
+		t.Helper()
+		got := listLedger(t, l)
+		if len(got) > len(es) {
+			t.Fatalf("listed %d entries, more than the %d recorded", len(got), len(es))
+		}
+		tail := es[len(es)-len(got):]
+		for i := range got {
+			if got[i] != tail[i] {
+				t.Fatalf("entry %d of the listing is %v, want %v: not the newest recorded, in order", i, got[i], tail[i])
+			}
+		}
+		return len(got)
+	}
+	retire := func(l *ledger) {
+		t.Helper()
+		if err := l.sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.retire(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l := open()
+	if err := l.settle(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 6000 // about 4 segments of 64 KiB
+	old := decide(l, n, 10*time.Minute)
+	oldLast := proto.last
+	clock = clock.Add(2 * retention)
+	young := decide(l, n, 10*time.Minute)
+	all := append(append([]entry(nil), old...), young...)
+
+	// Old enough, but the protocol log still holds every decision:
+	// recovery could hand them back, so nothing goes.
+	retire(l)
+	if got := kept(l, all); got != 2*n {
+		t.Fatalf("with the protocol log holding everything the ledger kept %d of %d entries", got, 2*n)
+	}
+	// The protocol log has retired the old decisions' records.
+	proto.first = oldLast + 1
+	retire(l)
+	got := kept(l, all)
+	segs := l.log.Stats().Segments
+	t.Logf("after retiring: %d of %d entries kept, %d segments", got, 2*n, segs)
+	if got < n {
+		t.Fatalf("kept %d entries: young ones (the newest %d) were retired", got, n)
+	}
+	if got > n+n/2 {
+		t.Fatalf("kept %d entries: fewer than half of the %d old ones were retired", got, n)
+	}
+
+	// A restart: the ledger recovers from what is left, and the protocol
+	// log's decisions it lacks are recorded again (one young, one new).
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	l = open()
+	defer l.close()
+	extra := entry{uuid.Must(uuid.NewV7()), engine.DecisionCommit}
+	l.ensure(engine.Applied{Txn: young[n-1].id, Decision: young[n-1].d})
+	l.ensure(engine.Applied{Txn: extra.id, Decision: extra.d})
+	if err := l.settle(); err != nil {
+		t.Fatalf("settle after retirement: %v", err)
+	}
+	all = append(all, extra)
+	if k := kept(l, all); k != got+1 {
+		t.Fatalf("after the restart %d entries, want the %d kept and the one recovery added", k, got+1)
+	}
+	// The marks on disk still date the young entries: once they are
+	// old and out of the protocol log, they go too.
+	clock = clock.Add(2 * retention)
+	proto.last++
+	proto.first = proto.last + 1
+	retire(l)
+	if k := kept(l, all); k > n/2 {
+		t.Fatalf("after the restart and another retention, %d entries kept; want most of the young ones retired", k)
 	}
 }

@@ -64,6 +64,13 @@ type Config struct {
 	// ScanEvery is how often a Durable resource is asked what it holds
 	// prepared, so that none is left behind holding locks (default 2s).
 	ScanEvery time.Duration
+	// LedgerRetention is how long the ledger keeps a decision for `admin
+	// outcomes` (default 1h): its segments are retired once every entry
+	// in them is older and the protocol log has retired every record they
+	// came from (see ledger). The ledger has no protocol role, so any
+	// retention is safe; it bounds the ledger's disk (17 bytes a decision)
+	// and the read of it at every start.
+	LedgerRetention time.Duration
 
 	// SegmentSize is the size of each log segment file (default 64 MiB;
 	// the ledger's are a quarter of it).
@@ -102,6 +109,7 @@ func (c *Config) fill() {
 	def(&c.InquireMax, 5*time.Second)
 	def(&c.Remember, 30*time.Second)
 	def(&c.ScanEvery, 2*time.Second)
+	def(&c.LedgerRetention, DefaultLedgerRetention)
 	if c.CheckpointEvery <= 0 {
 		c.CheckpointEvery = 10000
 	}
@@ -176,8 +184,14 @@ func Start(cfg Config) (*Server, error) {
 		Name:   "participant",
 		Logger: cfg.Logger.With("name", cfg.Name),
 		// The ledger is synced before the protocol log retires anything,
-		// so no decision ever drops out of both.
-		BeforeRetire: func() error { return s.ledger.sync() },
+		// so no decision drops out of both before the ledger's retention
+		// has passed; then what the retention lets go is retired.
+		BeforeRetire: func() error {
+			if err := s.ledger.sync(); err != nil {
+				return err
+			}
+			return s.ledger.retire()
+		},
 	})
 	ok := false
 	defer func() {
@@ -194,15 +208,16 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening log in %s: %w", cfg.DataDir, err)
 	}
-	// Ledger entries are small and never retired: smaller segments waste
-	// less when the participant is idle.
+	// Ledger entries are small, and retired by segment: smaller segments
+	// waste less when the participant is idle and retire closer to the
+	// retention.
 	ledgerOpts := walOpts
 	ledgerOpts.OnSync = obs.NewWAL(s.reg, "ledger").OnSync
 	if ledgerOpts.SegmentSize <= 0 {
 		ledgerOpts.SegmentSize = 64 << 20
 	}
 	ledgerOpts.SegmentSize = max(ledgerOpts.SegmentSize/4, wal.MinSegmentSize)
-	s.ledger, err = openLedger(filepath.Join(cfg.DataDir, "ledger"), ledgerOpts)
+	s.ledger, err = openLedger(filepath.Join(cfg.DataDir, "ledger"), ledgerOpts, s.log, cfg.LedgerRetention)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening ledger in %s: %w", cfg.DataDir, err)
 	}
@@ -358,7 +373,7 @@ func (s *Server) firstCheckpoint(first wal.LSN) (wal.LSN, error) {
 func (s *Server) recoverDurable() error {
 	s.durable.Attach(func(m engine.Message) {
 		m.To = s.cfg.Name
-		s.pump.Submit(&m)
+		s.pump.Inject(&m) // the resource's answers: bounded by what it was asked
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -385,7 +400,7 @@ func (s *Server) recoverDurable() error {
 		return fmt.Errorf("participant: %w", err)
 	}
 	for _, id := range inDoubt {
-		s.pump.Submit(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
+		s.pump.Inject(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
 	}
 	if len(decided) > 0 || len(inDoubt) > 0 {
 		s.cfg.Logger.Info("participant recovered from its resource", "name", s.cfg.Name,
@@ -427,7 +442,7 @@ func (s *Server) durableLoop() {
 				continue
 			}
 			for _, id := range ids {
-				s.pump.Submit(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
+				s.pump.Inject(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
 			}
 		case <-forgetT.C:
 			s.forgetMu.Lock()
@@ -533,8 +548,8 @@ type Outcome struct {
 }
 
 // EachOutcome calls fn for every transaction this participant holds
-// prepared now, then for every decision in its ledger since its data
-// directory was created, oldest first. The ledger is read from disk as fn
+// prepared now, then for every decision in its ledger (those of the last
+// Config.LedgerRetention, at least), oldest first. The ledger is read from disk as fn
 // goes, so memory does not grow with it. A transaction may come more than
 // once — prepared and then decided meanwhile, or a decision recorded twice
 // at recovery — and its last line is its outcome. An error from fn stops

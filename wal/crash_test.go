@@ -194,11 +194,9 @@ type ackWaiter struct {
 	id uint64
 }
 
-func (w ackWaiter) LogDurable(lsn wal.LSN, err error) {
-	if err == nil {
-		w.a.add(lsn, w.id)
-	}
-}
+func (w ackWaiter) LogDurable(lsn wal.LSN) { w.a.add(lsn, w.id) }
+
+func (w ackWaiter) LogFailed(wal.LSN, error) {}
 
 // acks collects durability reports until the crash.
 type acks struct {

@@ -7,7 +7,7 @@
 //	l, err := wal.Open(dir, wal.Options{})  // recovers; creates dir
 //	l.Replay(from, fn)                      // what survived, in order
 //	lsn, err := l.Append(rec)               // copies rec, returns at once
-//	l.Notify(lsn, w)                        // w.LogDurable(lsn, err) later, in LSN order
+//	l.Notify(lsn, w)                        // w.LogDurable(lsn) or w.LogFailed(lsn, err) later, in LSN order
 //	err = l.Sync(lsn)                       // or wait, on this goroutine
 //	l.Retire(lowest)                        // owner no longer needs records < lowest
 //

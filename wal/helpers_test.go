@@ -110,7 +110,11 @@ type recorder struct {
 	errs []error
 }
 
-func (r *recorder) LogDurable(lsn wal.LSN, err error) {
+func (r *recorder) LogDurable(lsn wal.LSN) { r.add(lsn, nil) }
+
+func (r *recorder) LogFailed(lsn wal.LSN, err error) { r.add(lsn, err) }
+
+func (r *recorder) add(lsn wal.LSN, err error) {
 	r.mu.Lock()
 	r.lsns = append(r.lsns, lsn)
 	r.errs = append(r.errs, err)

@@ -75,12 +75,20 @@ type Options struct {
 	LazyDelay time.Duration
 }
 
-// Waiter is told when a record is durable (err nil) or can never become
-// durable because the log failed (err non-nil). LogDurable is called on the
-// flusher goroutine, in LSN order, and must not block or call into the Log;
-// Notify calls it on the caller's goroutine when the answer is already known.
+// Waiter is told once, for the LSN it was registered for, either that the
+// record is durable (LogDurable) or that it never will be because the log
+// failed (LogFailed). Progress and failure travel apart: LogDurable's LSN
+// is always durable, so a waiter that keeps a durable watermark can never
+// advance it to a record whose write or fsync failed. Both are called on
+// the flusher goroutine, in LSN order, and must not block or call into the
+// Log; Notify calls them on the caller's goroutine when the answer is
+// already known.
 type Waiter interface {
-	LogDurable(lsn LSN, err error)
+	// LogDurable: every record up to lsn is durable.
+	LogDurable(lsn LSN)
+	// LogFailed: record lsn is not durable and never will be; err is the
+	// failure that poisoned the log (wrapping ErrFailed).
+	LogFailed(lsn LSN, err error)
 }
 
 // headroom is reserved at the front of each batch buffer so that a segment
@@ -262,7 +270,10 @@ func (l *Log) AppendSync(data []byte) (LSN, error) {
 type syncWaiter struct{ done chan error }
 
 // LogDurable never blocks: done has room for the one result.
-func (w *syncWaiter) LogDurable(_ LSN, err error) { w.done <- err }
+func (w *syncWaiter) LogDurable(LSN) { w.done <- nil }
+
+// LogFailed never blocks, as LogDurable.
+func (w *syncWaiter) LogFailed(_ LSN, err error) { w.done <- err }
 
 var syncWaiters = sync.Pool{New: func() any { return &syncWaiter{done: make(chan error, 1)} }}
 
@@ -360,7 +371,8 @@ func (l *Log) Sync(lsn LSN) error {
 	return err
 }
 
-// Notify arranges for w.LogDurable(lsn, err) to be called once: at once on
+// Notify arranges for w.LogDurable(lsn) or w.LogFailed(lsn, err) to be
+// called once: at once on
 // this goroutine if lsn is already durable or the log has failed, otherwise
 // on the flusher goroutine, in LSN order with other waiters. Registering
 // does not allocate once the waiter list has grown to its working size.
@@ -369,12 +381,12 @@ func (l *Log) Notify(lsn LSN, w Waiter) {
 	l.mu.Lock()
 	if lsn <= LSN(l.durable.Load()) {
 		l.mu.Unlock()
-		w.LogDurable(lsn, nil)
+		w.LogDurable(lsn)
 		return
 	}
 	if err := l.mu.err; err != nil {
 		l.mu.Unlock()
-		w.LogDurable(lsn, err)
+		w.LogFailed(lsn, err)
 		return
 	}
 	if lsn >= l.mu.nextLSN {
@@ -515,7 +527,7 @@ func (l *Log) flushLoop() {
 			l.mu.Unlock()
 			sortWaiters(ws)
 			for _, w := range ws {
-				w.w.LogDurable(w.lsn, err)
+				w.w.LogFailed(w.lsn, err)
 			}
 			return
 		}
@@ -652,7 +664,7 @@ func (l *Log) markDurable(lsn LSN) {
 
 	sortWaiters(firing)
 	for _, w := range firing {
-		w.w.LogDurable(w.lsn, nil)
+		w.w.LogDurable(w.lsn)
 	}
 	clear(firing)
 	l.fl.firing = firing[:0]

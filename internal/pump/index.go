@@ -71,30 +71,41 @@ func (m *indexMap) trim(lowWater uint64) (needed wal.LSN, ok bool) {
 
 // durableSignal carries "the log is durable up to LSN x" from the log's
 // flusher goroutine to a pump goroutine without blocking the flusher and
-// without allocating: the flusher stores the highest LSN (or the poison
-// error) and pokes a one-slot channel.
+// without allocating: the flusher stores the highest durable LSN, or the
+// poison error, and pokes a one-slot channel. Progress and failure are
+// kept apart: lsn only ever holds an LSN the log said was durable, so a
+// failure that arrives between the pump's two reads (error, then lsn)
+// cannot make it report a record whose write or fsync failed.
 type durableSignal struct {
-	lsn    atomic.Uint64
+	lsn    atomic.Uint64 // highest LSN reported durable; never a failed one
 	errMu  sync.Mutex
 	err    error
 	wakeup chan struct{} // capacity 1, shared with the pump's other inputs
 }
 
 // LogDurable implements wal.Waiter.
-func (s *durableSignal) LogDurable(lsn wal.LSN, err error) {
-	if err != nil {
-		s.errMu.Lock()
-		if s.err == nil {
-			s.err = err
-		}
-		s.errMu.Unlock()
-	}
+func (s *durableSignal) LogDurable(lsn wal.LSN) {
 	for {
 		cur := s.lsn.Load()
 		if uint64(lsn) <= cur || s.lsn.CompareAndSwap(cur, uint64(lsn)) {
 			break
 		}
 	}
+	s.poke()
+}
+
+// LogFailed implements wal.Waiter. It records the failure and leaves the
+// durable LSN where it was: the failed record is not durable.
+func (s *durableSignal) LogFailed(_ wal.LSN, err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+	s.poke()
+}
+
+func (s *durableSignal) poke() {
 	select {
 	case s.wakeup <- struct{}{}:
 	default:

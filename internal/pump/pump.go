@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/wal"
@@ -66,6 +67,9 @@ type Pump struct {
 	// round of inputs: the place to publish the machine's statistics.
 	OnLoop func()
 
+	// MaxInboxBytes, if set before Run, replaces DefaultMaxInboxBytes.
+	MaxInboxBytes int
+
 	// NoBatch, if set before Run, turns batching off, for benchmarks that
 	// show what it buys: the pump steps one input at a time and after each
 	// appends that input's records, registers their durability waiter and
@@ -73,6 +77,12 @@ type Pump struct {
 	// of stepping every input that arrived since the last round and
 	// flushing their outputs together.
 	NoBatch bool
+
+	// afterFailureCheck, if set before Run (tests only), runs on the Run
+	// goroutine between the check of the log's failure and the read of its
+	// durable position: the window a failure may land in, which a test
+	// must be able to hit deterministically.
+	afterFailureCheck func()
 }
 
 // New returns a pump for m over log. tick is the period of m.Tick().
@@ -101,10 +111,31 @@ func (p *Pump) Restored(index uint64, lsn wal.LSN) {
 	p.idx.markDurable(lsn)
 }
 
-// Submit queues a message for the machine. It copies every byte slice in m,
-// so the caller may reuse its buffers as soon as Submit returns. Safe for
-// concurrent use.
-func (p *Pump) Submit(m *engine.Message) { p.inbox.put(m) }
+// DefaultMaxInboxBytes bounds the messages (structs and their bytes)
+// waiting for a pump's next round: about 25,000 small ones, far more than
+// a round steps at any load we measure.
+const DefaultMaxInboxBytes = 4 << 20
+
+// Submit queues a message from the network for the machine, waiting while
+// the inbox holds MaxInboxBytes (or until the pump stops). Waiting is the
+// back-pressure: the caller is a connection's reader, which reads nothing
+// meanwhile, so TCP's window closes and the sender slows down — rather
+// than the inbox growing without limit when the inputs outpace the
+// machine. Waiting loses nothing and needs no answer for every message
+// type (a vote or an ack has no way to be refused), and it lasts until the
+// pump's next round, not longer. It copies every byte slice in m, so the
+// caller may reuse its buffers as soon as Submit returns. Safe for
+// concurrent use; never call it on the pump's goroutine (Output.Deliver),
+// where waiting for the pump would never end: use Inject.
+func (p *Pump) Submit(m *engine.Message) { p.inbox.put(m, true) }
+
+// Inject queues a message without waiting for room: for inputs that the
+// machine's own outputs caused (a prepare that could not be sent, a
+// resource's answer, a prepared transaction found in the resource), which
+// are bounded by what the machine has in flight rather than by a sender,
+// and may be submitted on the pump's own goroutine or before Run. It
+// copies m as Submit does.
+func (p *Pump) Inject(m *engine.Message) { p.inbox.put(m, false) }
 
 // Needed returns the LSN of the oldest log record this machine still needs
 // (0 until the machine has first reported, which retires nothing); the log
@@ -126,6 +157,10 @@ func (p *Pump) Stop() {
 // anything and recover from disk.
 func (p *Pump) Run() error {
 	defer close(p.done)
+	// Nobody takes from the inbox once Run returns: release the senders
+	// waiting for room.
+	defer p.inbox.close()
+	p.inbox.setMax(p.MaxInboxBytes)
 	ticker := time.NewTicker(p.tick)
 	defer ticker.Stop()
 	var batch []engine.Message
@@ -144,6 +179,9 @@ func (p *Pump) Run() error {
 		}
 		if err := p.signal.failure(); err != nil {
 			return fmt.Errorf("log failed, stopping: %w", err)
+		}
+		if p.afterFailureCheck != nil {
+			p.afterFailureCheck()
 		}
 		if idx, ok := p.idx.markDurable(wal.LSN(p.signal.lsn.Load())); ok {
 			p.m.Durable(idx)
@@ -221,9 +259,17 @@ func (p *Pump) flush() error {
 // once, so at steady state nothing is allocated. Two sets of buffers
 // alternate: producers fill one while the consumer steps the other, and a
 // batch's memory stays put until the consumer's next take.
+//
+// The inbox is bounded in bytes: put with wait set blocks while the filling
+// buffers hold maxBytes (one message may overshoot it, so that no message
+// is too big to ever fit), until take swaps them out or close.
 type inbox struct {
 	mu      sync.Mutex
 	fill    inboxBuf
+	bytes   int       // what fill holds, counted as in size; guarded by mu
+	max     int       // bound on bytes; guarded by mu
+	room    sync.Cond // on mu: take emptied fill, or close
+	closed  bool      // guarded by mu: nobody will take again
 	wakeup  chan struct{}
 	stepped inboxBuf // owned by the consumer
 
@@ -253,8 +299,53 @@ type queuedBranch struct {
 
 type span struct{ off, n int }
 
-func (q *inbox) put(m *engine.Message) {
+// Sizes for the inbox's bound: what a message and a branch take in the
+// buffers, besides their bytes.
+const (
+	queuedSize       = int(unsafe.Sizeof(queued{}))
+	queuedBranchSize = int(unsafe.Sizeof(queuedBranch{}))
+)
+
+// size is what m takes in the inbox's buffers.
+func size(m *engine.Message) int {
+	n := queuedSize + len(m.Work)
+	for _, br := range m.Branches {
+		n += queuedBranchSize + len(br.Work)
+	}
+	return n
+}
+
+// setMax sets the bound (0: the default).
+func (q *inbox) setMax(n int) {
+	if n <= 0 {
+		n = DefaultMaxInboxBytes
+	}
 	q.mu.Lock()
+	q.max = n
+	q.mu.Unlock()
+}
+
+// close releases every put waiting for room, for good.
+func (q *inbox) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.room.Broadcast()
+	q.mu.Unlock()
+}
+
+// put queues a copy of m; with wait it first waits while the inbox is full.
+func (q *inbox) put(m *engine.Message, wait bool) {
+	q.mu.Lock()
+	if q.room.L == nil { // set here so that a zero inbox works
+		q.room.L = &q.mu
+	}
+	if q.max == 0 {
+		q.max = DefaultMaxInboxBytes
+	}
+	for wait && q.bytes >= q.max && !q.closed {
+		q.room.Wait()
+	}
+	q.bytes += size(m)
 	b := &q.fill
 	e := queued{m: *m, firstBranch: len(b.branches), nBranches: len(m.Branches)}
 	e.m.Work, e.m.Branches = nil, nil
@@ -294,6 +385,10 @@ func (q *inbox) take(dst []engine.Message) []engine.Message {
 	q.stepped.arena = q.stepped.arena[:0]
 	q.mu.Lock()
 	q.fill, q.stepped = q.stepped, q.fill
+	if q.bytes >= q.max && q.room.L != nil {
+		q.room.Broadcast()
+	}
+	q.bytes = 0
 	q.mu.Unlock()
 	b := &q.stepped
 	q.branches = q.branches[:0]

@@ -2,12 +2,16 @@ package pump
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/wal"
+	"github.com/commitd/commitd/wal/waltest"
 	"github.com/google/uuid"
 )
 
@@ -65,7 +69,7 @@ func TestInboxCopiesAndBatches(t *testing.T) {
 		if i%2 == 1 {
 			m = engine.Message{Type: engine.MsgPrepare, Txn: id, Work: work}
 		}
-		q.put(&m)
+		q.put(&m, true)
 		// The caller reuses its buffer at once: the queued copy must not change.
 		want = append(want, engine.Message{Type: m.Type, Txn: id, Tag: m.Tag, Work: bytes.Clone(m.Work),
 			Branches: cloneBranches(m.Branches)})
@@ -108,7 +112,7 @@ func TestInboxDoesNotAllocate(t *testing.T) {
 	var batch []engine.Message
 	round := func() {
 		for range 64 {
-			q.put(&m)
+			q.put(&m, true)
 		}
 		batch = q.take(batch[:0])
 		select {
@@ -135,7 +139,7 @@ func TestInboxConcurrentProducers(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				w := []byte{byte(p), byte(i), byte(i >> 8)}
-				q.put(&engine.Message{Type: engine.MsgPrepare, Tag: uint64(p*each + i), Work: w})
+				q.put(&engine.Message{Type: engine.MsgPrepare, Tag: uint64(p*each + i), Work: w}, true)
 			}
 		}()
 	}
@@ -225,5 +229,187 @@ func TestFlushDoesNotAllocate(t *testing.T) {
 	}
 	if out.n < 1000 {
 		t.Fatalf("delivered %d messages, want at least 1000", out.n)
+	}
+}
+
+// oneRecord is a machine with one lazy record ready at start; it notes
+// every Durable it is told.
+type oneRecord struct {
+	ready   bool
+	durable []uint64
+}
+
+func (m *oneRecord) Step(engine.Message) {}
+func (m *oneRecord) Tick()               {}
+func (m *oneRecord) Durable(i uint64)    { m.durable = append(m.durable, i) }
+func (m *oneRecord) HasReady() bool      { return m.ready }
+func (m *oneRecord) Ready() engine.Ready {
+	m.ready = false
+	return engine.Ready{FirstIndex: 1, Lazy: true,
+		Records: []engine.Record{{Type: engine.RecAborted, Txn: uuid.New()}}}
+}
+
+// A failed fsync must never be reported durable, even when the failure
+// lands between the pump's check for a failure and its read of the
+// durable position — the interleaving that let a YES vote or a
+// "committed" reply leave for a record whose fsync failed: the signal
+// used to record the error and also advance its durable LSN to the
+// failed record.
+func TestFailureBetweenReadsMarksNothingDurable(t *testing.T) {
+	fs := waltest.NewMemFS()
+	log, err := wal.Open("wal", wal.Options{FS: fs, SegmentSize: 1 << 16, LazyDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	m := &oneRecord{ready: true}
+	p := New(m, log, &countOutput{}, time.Hour)
+	var failing atomic.Bool
+	fs.Inject(func(op waltest.Op) error {
+		if op.Kind == waltest.OpSync && failing.Load() {
+			return errInjected
+		}
+		return nil
+	})
+	hit := false
+	p.afterFailureCheck = func() {
+		if hit {
+			return
+		}
+		hit = true
+		// The failure check has passed. Now the record's fsync fails, and
+		// the pump's waiter hears of it before the pump reads on.
+		failing.Store(true)
+		if err := log.Sync(1); err == nil {
+			t.Error("Sync succeeded with every fsync failing")
+		}
+		<-p.signal.wakeup
+		p.signal.wakeup <- struct{}{} // so that the next round sees the failure
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run() }()
+	// Wake the pump once (after its first flush appended the record):
+	// that round runs the hook.
+	p.Submit(&engine.Message{Type: engine.MsgPrepare})
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errInjected) {
+			t.Fatalf("Run returned %v, want the injected fsync error", err)
+		}
+	case <-time.After(10 * time.Second):
+		p.Stop()
+		t.Fatal("the pump did not stop after the log failed")
+	}
+	if !hit {
+		t.Fatal("the pump never ran a round between its failure check and its durable read")
+	}
+	if len(m.durable) != 0 {
+		t.Fatalf("the machine was told records %v are durable; their fsync failed", m.durable)
+	}
+}
+
+var errInjected = errors.New("injected fsync failure")
+
+// Producers faster than the consumer fill the inbox only up to its bound,
+// then wait (the back-pressure that stops a connection's reader) — and
+// every message still arrives, once, intact.
+func TestInboxBoundPushesBack(t *testing.T) {
+	const (
+		maxBytes           = 64 << 10
+		producers, each    = 8, 5000
+		workLen            = 100
+		consumerPauseRound = 200 * time.Microsecond
+	)
+	var q inbox
+	q.wakeup = make(chan struct{}, 1)
+	q.setMax(maxBytes)
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Go(func() {
+			w := make([]byte, workLen)
+			for i := range each {
+				w[0], w[1], w[2] = byte(p), byte(i), byte(i>>8)
+				q.put(&engine.Message{Type: engine.MsgPrepare, Tag: uint64(p*each + i), Work: w}, true)
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	msgSize := size(&engine.Message{Work: make([]byte, workLen)})
+	seen := make(map[uint64]bool)
+	var batch []engine.Message
+	most, rounds := 0, 0
+	take := func() {
+		batch = q.take(batch[:0])
+		rounds++
+		bytes := 0
+		for _, m := range batch {
+			bytes += size(&m)
+			p, i := int(m.Tag)/each, int(m.Tag)%each
+			if m.Work[0] != byte(p) || m.Work[1] != byte(i) || m.Work[2] != byte(i>>8) || seen[m.Tag] {
+				t.Fatalf("message %d: work %v, seen before %v", m.Tag, m.Work[:3], seen[m.Tag])
+			}
+			seen[m.Tag] = true
+		}
+		most = max(most, bytes)
+	}
+	for finished := false; !finished; {
+		// A slow consumer: the producers outpace it.
+		time.Sleep(consumerPauseRound)
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		take()
+	}
+	take()
+	t.Logf("%d messages of %d bytes in %d rounds; the largest batch held %d bytes (bound %d)",
+		len(seen), msgSize, rounds, most, maxBytes)
+	if len(seen) != producers*each {
+		t.Fatalf("%d distinct messages arrived, want %d", len(seen), producers*each)
+	}
+	// Each producer may overshoot the bound by its one message.
+	if limit := maxBytes + producers*msgSize; most > limit {
+		t.Fatalf("a batch held %d bytes, more than the bound %d plus one message per producer (%d)", most, maxBytes, limit)
+	}
+}
+
+// A sender waiting for room is released when the pump stops taking.
+func TestInboxCloseReleasesWaiters(t *testing.T) {
+	var q inbox
+	q.wakeup = make(chan struct{}, 1)
+	q.setMax(1)
+	q.put(&engine.Message{Type: engine.MsgAck}, true) // fills it
+	released := make(chan struct{})
+	go func() {
+		q.put(&engine.Message{Type: engine.MsgAck}, true)
+		close(released)
+	}()
+	select {
+	case <-released:
+		t.Fatal("a put into a full inbox did not wait")
+	case <-time.After(50 * time.Millisecond):
+	}
+	q.close()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("close did not release the waiting put")
+	}
+	// Inject never waits, full or not.
+	q2 := inbox{wakeup: make(chan struct{}, 1)}
+	q2.setMax(1)
+	injected := make(chan struct{})
+	go func() {
+		for range 3 {
+			q2.put(&engine.Message{Type: engine.MsgNotSent}, false)
+		}
+		close(injected)
+	}()
+	select {
+	case <-injected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a put without wait waited for room")
 	}
 }

@@ -1,0 +1,39 @@
+package coordinator
+
+import (
+	"io"
+	"net"
+	"testing"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/node/nodetest"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/google/uuid"
+)
+
+// Answering clients does not allocate, whatever the reply carries: an
+// abort names its participant, a rejection says why — and under overload
+// every begin is answered with a rejection, as fast as clients send them.
+// (Each reply used to allocate its participant and detail afresh: 2.45 M
+// allocations for 2.44 M rejections in a probe.)
+func TestDeliverRepliesDoNotAllocate(t *testing.T) {
+	near, far := net.Pipe()
+	go func() { _, _ = io.Copy(io.Discard, far) }()
+	c := mux.NewConn(near, mux.Options{Logger: nodetest.Quiet()})
+	defer c.Close()
+	s := &Server{metrics: newMetrics()}
+	id, _ := s.clients.add(c)
+	o := &shardOutput{s: s}
+	rd := &engine.Ready{Replies: []engine.Reply{
+		{Txn: uuid.New(), Tag: id<<tagReqBits | 1, Outcome: engine.OutcomeAborted, Cause: engine.CauseVotedNo, Participant: "p1"},
+		{Txn: uuid.New(), Tag: id<<tagReqBits | 2, Outcome: engine.OutcomeRejected, Cause: engine.CauseOverloaded,
+			Detail: "the coordinator holds as many transactions as it may"},
+	}}
+	for range 1000 { // the connection's queue grows to its working size
+		o.Deliver(rd)
+	}
+	// A little slack: the writer may fall behind and the queue grow once.
+	if n := testing.AllocsPerRun(1000, func() { o.Deliver(rd) }); n > 0.1 {
+		t.Fatalf("%.2f allocations per Ready of two replies", n)
+	}
+}
