@@ -72,9 +72,14 @@
 // # Recovery
 //
 // Open reads the header of every *.wal file. A file whose header is intact
-// and names its own sequence number is a used segment; the others are
-// spare files, recycled under new names. Used segments are ordered by
-// first LSN (then sequence). Every checksum is verified:
+// and names its own sequence number is a used segment. A file that provably
+// never held a record under its name is a spare, recycled under a new name:
+// its header is an intact one of an earlier incarnation, or it is damaged
+// (zeroes, a crash tearing the first write) and no frame of this segment
+// validates anywhere in the file. Any other damaged header is corruption: a
+// file that holds or may hold records is never reused or skipped. Used
+// segments are ordered by first LSN (then sequence). Every checksum is
+// verified:
 //   - a segment that is not the last must hold every record up to its
 //     successor's first LSN; bytes after that are stale and ignored;
 //   - the last is read to its first bad frame. That frame starts the tail,

@@ -74,6 +74,26 @@ func parseSegmentHeader(b []byte) (seq uint64, first LSN, ok bool) {
 	return seq, first, true
 }
 
+// headerWhy says what is wrong with a segment header that parseSegmentHeader
+// rejected or that names another sequence number than seq, the file's.
+func headerWhy(b []byte, seq uint64) string {
+	switch {
+	case len(b) < segmentHeaderSize:
+		return fmt.Sprintf("file of %d bytes is shorter than a header", len(b))
+	case [segmentHeaderSize]byte(b[:segmentHeaderSize]) == [segmentHeaderSize]byte{}:
+		return "zeroes"
+	case [8]byte(b[0:8]) != segmentMagic:
+		return fmt.Sprintf("bad magic %q", b[0:8])
+	case le.Uint32(b[28:32]) != crc32.Checksum(b[:28], castagnoli):
+		return "checksum mismatch"
+	case le.Uint32(b[24:28]) != formatVersion:
+		return fmt.Sprintf("format version %d, want %d", le.Uint32(b[24:28]), formatVersion)
+	case le.Uint64(b[16:24]) == 0:
+		return "first LSN 0"
+	}
+	return fmt.Sprintf("names segment %d", le.Uint64(b[8:16]))
+}
+
 // putFrameHeader writes the length and LSN of a frame; sealFrame adds the
 // checksum once the frame's segment is known.
 func putFrameHeader(b []byte, n int, lsn LSN) {

@@ -29,8 +29,9 @@ const (
 // Errors callers branch on. I/O failures are returned wrapped in ErrFailed
 // together with the cause (errors.Is works for both, e.g. syscall.ENOSPC).
 var (
-	// ErrCorrupt: Open or Replay found a bad frame that is not a torn tail.
-	// The message names the segment file and the offset.
+	// ErrCorrupt: Open or Replay found a bad frame that is not a torn tail,
+	// or a damaged segment header in a file that holds records. The
+	// message names the segment file and the offset.
 	ErrCorrupt = errors.New("wal: corrupt log")
 	// ErrClosed: the log was closed.
 	ErrClosed = errors.New("wal: log closed")

@@ -84,6 +84,7 @@ func (l *Log) recover() error {
 		used    []*segment
 		pool    []string
 		discard []string // leftover temporary files and odd-sized unused ones
+		r       = &segmentReader{}
 	)
 	for _, name := range names {
 		seq, tmp, ok := parseSegmentName(name)
@@ -99,9 +100,27 @@ func (l *Log) recover() error {
 		if err != nil {
 			return err
 		}
-		if hseq, first, ok := parseSegmentHeader(hdr); ok && hseq == seq {
+		hseq, first, ok := parseSegmentHeader(hdr)
+		switch {
+		case ok && hseq == seq:
 			used = append(used, &segment{seq: seq, first: first, name: name, size: size, durable: true})
-		} else if size == l.opts.SegmentSize {
+			continue
+		case ok && hseq < seq:
+			// The intact header of an earlier incarnation: a recycled file
+			// never written under this name, since the first write under
+			// it starts at offset 0 with the new header.
+		default:
+			// A damaged header. It is a spare only if provably no record
+			// was ever written to it under this name (zero-filled, or a
+			// crash tore the first write before its fsync), since a byte
+			// flipped in the header of a used segment must not make its
+			// records vanish: refuse while any frame of this segment
+			// validates.
+			if err := l.checkUnused(r, name, seq, size, hdr); err != nil {
+				return err
+			}
+		}
+		if size == l.opts.SegmentSize {
 			pool = append(pool, name) // prepared but never used, or recycled
 		} else {
 			discard = append(discard, name)
@@ -114,7 +133,6 @@ func (l *Log) recover() error {
 		return cmp.Or(cmp.Compare(a.first, b.first), cmp.Compare(a.seq, b.seq))
 	})
 
-	r := &segmentReader{}
 	for i, s := range used {
 		last := i == len(used)-1
 		if err := l.scan(r, s, used, i, last); err != nil {
@@ -162,6 +180,29 @@ func (l *Log) readHeader(name string) ([]byte, int64, error) {
 		return nil, 0, fmt.Errorf("wal: open: read %s: %w", name, err)
 	}
 	return hdr, size, nil
+}
+
+// checkUnused returns an error wrapping ErrCorrupt if the file name, whose
+// header does not parse as segment seq's, holds a valid frame of segment
+// seq anywhere: only the writer of that segment could have put one there,
+// after writing the header, so the header was damaged afterwards. A file
+// without one never held a record under this name and may be reused.
+func (l *Log) checkUnused(r *segmentReader, name string, seq uint64, size int64, hdr []byte) error {
+	f, err := l.fs.Open(l.path(name))
+	if err != nil {
+		return fmt.Errorf("wal: open: %w", err)
+	}
+	defer f.Close()
+	r.reset(f, size, seq)
+	off, found, err := r.findFrame(segmentHeaderSize, 1)
+	if err != nil {
+		return fmt.Errorf("wal: open: read %s: %w", name, err)
+	}
+	if found {
+		return fmt.Errorf("%w: segment %s offset 0: segment header: %s, yet a valid frame of this segment follows at offset %d (the file holds records; it is neither read nor reused)",
+			ErrCorrupt, l.path(name), headerWhy(hdr, seq), off)
+	}
+	return nil
 }
 
 func (l *Log) syncFile(name string) error {
