@@ -82,6 +82,7 @@ func Start(cfg Config) (*Server, error) {
 		SegmentSize:   cfg.SegmentSize,
 		NoGroupCommit: cfg.NoGroupCommit,
 		OnSync:        s.metrics.observeSync,
+		Logger:        cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: opening log in %s: %w", cfg.DataDir, err)

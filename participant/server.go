@@ -189,7 +189,8 @@ func Start(cfg Config) (*Server, error) {
 	// up to the engine's bound (the log lowers it to what fits a segment).
 	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: cfg.NoGroupCommit, SegmentSize: cfg.SegmentSize,
 		OnSync:        obs.NewWAL(s.reg, "wal").OnSync,
-		MaxRecordSize: engine.MaxCheckpointLen}
+		MaxRecordSize: engine.MaxCheckpointLen,
+		Logger:        cfg.Logger.With("name", cfg.Name)}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), walOpts)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening log in %s: %w", cfg.DataDir, err)

@@ -84,8 +84,9 @@
 //     successor's first LSN; bytes after that are stale and ignored;
 //   - the last is read to its first bad frame. That frame starts the tail,
 //     which is cut — left in place, untouched, and never read again (see
-//     Recovery) — unless a valid frame of the same segment follows it at
-//     any 8-aligned offset.
+//     Recovery; a torn one is logged to Options.Logger with file, offset
+//     and bytes dropped) — unless a valid frame of the same segment
+//     follows it at any 8-aligned offset.
 //
 // Any other bad frame is corruption: Open fails with an error wrapping
 // ErrCorrupt that names the segment file and offset. Nothing is skipped.

@@ -3,6 +3,7 @@ package wal
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -74,6 +75,10 @@ type Options struct {
 	// for a batch (default 5 ms): if nothing else makes the flusher write
 	// by then, it writes and syncs the lazy records on their own.
 	LazyDelay time.Duration
+	// Logger receives what Open repaired (a torn tail cut off: file,
+	// offset, bytes dropped); nil means slog.Default(). Failures are
+	// returned, not logged.
+	Logger *slog.Logger
 }
 
 // Waiter is told when a record is durable (err nil) or can never become
@@ -222,6 +227,9 @@ func (o *Options) normalize() error {
 	}
 	if o.LazyDelay <= 0 {
 		o.LazyDelay = DefaultLazyDelay
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	return nil
 }

@@ -26,6 +26,11 @@ type Recovery struct {
 	// complete — neither zeroes nor stale frames from an earlier use of a
 	// recycled file.
 	Torn bool
+	// TailBytes, when Torn, is how many bytes were dropped: from the tail
+	// to the next zeroes (16 zero bytes at an 8-aligned offset) or the end
+	// of the file. In a recycled file it may include stale bytes of the
+	// file's earlier life that follow the torn write.
+	TailBytes int64
 }
 
 // Open opens the log in dir, creating dir if missing, and recovers it: it
@@ -57,6 +62,13 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	if err := l.recover(); err != nil {
 		return nil, err
+	}
+	if rec := l.recovery; rec.Torn {
+		// A repair, not a failure: the operator may want to look at the
+		// cut bytes, which stay in place until the segment is retired.
+		l.opts.Logger.Warn("wal: cut a torn tail left by an interrupted write",
+			"segment", l.path(rec.TailSegment), "offset", rec.TailOffset,
+			"dropped_bytes", rec.TailBytes, "reason", rec.TailReason, "last_lsn", uint64(rec.LastLSN))
 	}
 	l.mu.pending = make([]byte, headroom, 64<<10)
 	l.fl.spare = make([]byte, headroom, 64<<10)
@@ -263,6 +275,11 @@ func (l *Log) scan(r *segmentReader, s *segment, used []*segment, i int, last bo
 		return fmt.Errorf("%w: segment %s offset %d: %s, yet a valid frame follows at offset %d",
 			ErrCorrupt, l.path(s.name), tail, why, off)
 	}
+	if torn {
+		if l.recovery.TailBytes, err = r.extent(tail); err != nil {
+			return fmt.Errorf("wal: open: read %s: %w", s.name, err)
+		}
+	}
 	l.recovery.LastLSN = lsn - 1
 	l.recovery.TailSegment, l.recovery.TailOffset, l.recovery.TailReason = s.name, tail, why
 	l.recovery.Torn = torn
@@ -376,6 +393,31 @@ func (r *segmentReader) findFrame(start int64, minLSN LSN) (int64, bool, error) 
 		}
 	}
 	return 0, false, nil
+}
+
+// extent returns how many bytes from start on come before the first 16
+// zero bytes at an 8-aligned offset, or the end of the file.
+func (r *segmentReader) extent(start int64) (int64, error) {
+	for o := start; o < r.size; o += 8 {
+		r.off = o
+		h, err := r.window(frameHeaderSize)
+		if err != nil {
+			return 0, err
+		}
+		if allZero(h) {
+			return o - start, nil
+		}
+	}
+	return r.size - start, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Replay calls fn for every durable record from LSN from on, in order. data
