@@ -25,7 +25,10 @@
 // flusher wakes on the first Append, so a lone appender pays one goroutine hand-off
 // plus its fsync, and batches grow by themselves with load. Sync parks the
 // caller on a pooled channel that only its own completion signals, so 1,000
-// waiting goroutines are not all woken per batch. Options.NoGroupCommit
+// waiting goroutines are not all woken per batch. Both queues are bounded:
+// appends block while Options.MaxPendingBytes wait for the flusher, and
+// registering a waiter (Notify, AppendNotify, AppendSync, Sync) blocks
+// while Options.MaxWaiters wait for durability. Options.NoGroupCommit
 // writes and fsyncs every record on its own (the baseline for comparisons).
 //
 // # Lazy records

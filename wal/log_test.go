@@ -344,3 +344,73 @@ func TestBackPressure(t *testing.T) {
 		t.Fatalf("%d records", len(lsns))
 	}
 }
+
+// TestWaitersAreBounded floods a log whose fsync is stuck with Notify calls
+// (many for one record) and AppendNotify calls: the waiter list must stop
+// growing at MaxWaiters, the flood blocking (back-pressure) instead, and
+// every waiter must be told once the fsync completes. Before the bound, the
+// list grew with every call: 200,000 Notify calls made 200,000 entries.
+func TestWaitersAreBounded(t *testing.T) {
+	fs := waltest.NewMemFS()
+	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 20})
+	defer l.Close()
+	waitReady(t, l, 2)
+	release := make(chan struct{})
+	fs.Inject(func(op waltest.Op) error {
+		if op.Kind == waltest.OpSync && strings.HasSuffix(op.Path, ".wal") {
+			<-release
+		}
+		return nil
+	})
+	first, err := l.Append([]byte("stuck in fsync"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const notifies, appends = 200_000, 100_000
+	w := &countWaiter{}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range notifies {
+			l.Notify(first, w)
+		}
+	})
+	wg.Go(func() {
+		for range appends {
+			if _, err := l.AppendNotify(nil, w); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	// Watch until the flood finishes or stops making progress.
+	peak, last, still := 0, -1, 0
+	for still < 100 {
+		select {
+		case <-done:
+			still = 100
+		case <-time.After(time.Millisecond):
+		}
+		n := l.Waiters()
+		peak = max(peak, n)
+		if n == last {
+			still++
+		} else {
+			still = 0
+		}
+		last = n
+	}
+	close(release)
+	<-done
+	if peak > wal.DefaultMaxWaiters {
+		t.Fatalf("waiter list grew to %d entries, bound %d", peak, wal.DefaultMaxWaiters)
+	}
+	if err := l.Sync(l.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.n.Load(); got != notifies+appends || w.failed.Load() != 0 {
+		t.Fatalf("%d waiters told (%d failed), want %d", got, w.failed.Load(), notifies+appends)
+	}
+	t.Logf("peak %d waiters", peak)
+}
