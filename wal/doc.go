@@ -113,7 +113,10 @@
 // A failed write, fsync, create, rename or directory fsync poisons the log:
 // the flusher fails every waiter with the error, and every later Append,
 // Sync or Notify of a record not yet durable returns it (wrapping ErrFailed
-// and the cause; ENOSPC says the disk is full). Nothing retries an fsync:
+// and the cause; the message says what the log was doing — preparing,
+// writing, recycling or retiring which segment — and which operation on
+// which file failed, and ENOSPC that the disk is full). Open waits for the
+// first segment to be ready, so a disk without room for one fails Open. Nothing retries an fsync:
 // after a failed fsync the kernel may have dropped the dirty pages, and a
 // retry that succeeds would lie. Restart and recover from disk.
 //

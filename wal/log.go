@@ -520,14 +520,17 @@ func (l *Log) fail(err error) {
 	l.mu.Unlock()
 }
 
-// ioFailure wraps an I/O error into the error that poisons the log.
-func ioFailure(op, path string, err error) error {
+// ioFailure wraps an I/O error into the error that poisons the log. task
+// says what the log was doing ("preparing segment X"), op which operation
+// failed on which file: whoever reports the error later (an append, a
+// retirement, Close) reports the failure where it happened.
+func ioFailure(task, op, path string, err error) error {
+	what := "failed"
 	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: disk full (no space left on device) during %s of %s; the log accepts no more records: %w",
-			ErrFailed, op, filepath.Base(path), err)
+		what = "disk full (no space left on device)"
 	}
-	return fmt.Errorf("%w: %s of %s failed; the log accepts no more records: %w",
-		ErrFailed, op, filepath.Base(path), err)
+	return fmt.Errorf("%w: %s: %s of %s: %s; the log accepts no more records: %w",
+		ErrFailed, task, op, filepath.Base(path), what, err)
 }
 
 func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
@@ -622,10 +625,10 @@ func (l *Log) writeBatch(buf []byte) error {
 			t0 = time.Now()
 		}
 		if _, err := l.fl.file.WriteAt(w, off); err != nil {
-			return ioFailure("write", l.fl.seg.name, err)
+			return ioFailure("writing segment "+l.fl.seg.name, "write", l.fl.seg.name, err)
 		}
 		if err := l.fl.file.Sync(); err != nil {
-			return ioFailure("fsync", l.fl.seg.name, err)
+			return ioFailure("writing segment "+l.fl.seg.name, "fsync", l.fl.seg.name, err)
 		}
 		l.counters.syncs.Add(1)
 		l.counters.bytes.Add(uint64(len(w)))

@@ -78,6 +78,21 @@ func Open(dir string, opts Options) (*Log, error) {
 	l.last.Store(uint64(l.recovery.LastLSN))
 	go l.flushLoop()
 	go l.prepareLoop()
+	// Wait for the first segment, so that a disk that cannot hold one
+	// fails Open: a server never starts serving on a log that fails at its
+	// first append.
+	l.mu.Lock()
+	for len(l.mu.ready) == 0 && l.mu.err == nil {
+		l.readyCond.Wait()
+	}
+	err := l.mu.err
+	l.mu.Unlock()
+	if err != nil {
+		// Both goroutines stop by themselves once the log has failed.
+		<-l.flusherDone
+		<-l.prepareDone
+		return nil, err
+	}
 	return l, nil
 }
 
