@@ -39,6 +39,10 @@ var (
 // header, the data and zero padding up to a multiple of 8.
 func frameSize(n int) int { return (frameHeaderSize + n + 7) &^ 7 }
 
+// SegmentSizeFor returns the smallest Options.SegmentSize whose segments
+// hold a record of n bytes: the segment header and one frame.
+func SegmentSizeFor(n int) int64 { return int64(segmentHeaderSize + frameSize(n)) }
+
 // segmentSeed is the CRC-32C of the segment sequence number. Every frame
 // checksum starts from it, so a frame validates only in the segment (file
 // incarnation) it was written for: stale frames in a recycled file carry
