@@ -442,3 +442,42 @@ func TestPrepareNotSentAbortsAtOnce(t *testing.T) {
 	}
 	nodetest.Eventually(t, "p1 told to abort", func() bool { return p1.decisionsFor(id, wire.DecisionAbort) > 0 })
 }
+
+// A byte flipped in the header of the coordinator's first segment (its
+// first-LSN field) stops the next start with an error naming the file:
+// the coordinator must not start on an empty log and forget the commit
+// decisions it holds.
+func TestDamagedSegmentHeaderRefusesToStart(t *testing.T) {
+	fs := waltest.NewMemFS()
+	r := newRig(t, fs)
+	if res := r.run(newID(), "p1", "p2"); res.Outcome != client.Committed {
+		t.Fatalf("%v, want committed", res)
+	}
+	if err := r.coord.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	for _, name := range fs.Files() {
+		b, err := fs.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(name, ".wal") && len(b) > 32 && string(b[:8]) == "commitdW" {
+			b[16] ^= 0x40
+			fs.WriteFile(name, b)
+			first = name
+			break
+		}
+	}
+	if first == "" {
+		t.Fatalf("no used segment among %v", fs.Files())
+	}
+	c, err := coordinator.Start(r.cfg)
+	if err == nil {
+		c.Close()
+		t.Fatal("the coordinator started on a log whose first segment header is damaged")
+	}
+	if !errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), first+" offset 0") {
+		t.Fatalf("Start: %v", err)
+	}
+}
