@@ -149,6 +149,12 @@ func TestSparesAreReused(t *testing.T) {
 	if st := l.Stats(); st.SegmentsRecycled != 4 || st.SegmentsCreated != 0 || st.LastLSN != 30 {
 		t.Fatalf("stats %+v, want the 4 spares recycled and none created", st)
 	}
+	// The preparer takes the highest-named spares first: these four.
+	for name := range spares {
+		if slices.Contains(fs.Files(), filepath.Join(testDir, name)) {
+			t.Fatalf("spare %s was not recycled: %v", name, fs.Files())
+		}
+	}
 	if _, err := l.AppendSync([]byte("after")); err != nil {
 		t.Fatal(err)
 	}
