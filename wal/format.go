@@ -95,7 +95,7 @@ func headerWhy(b []byte, seq uint64) string {
 	case le.Uint64(b[16:24]) == 0:
 		return "first LSN 0"
 	}
-	return fmt.Sprintf("names segment %d", le.Uint64(b[8:16]))
+	return fmt.Sprintf("names segment %d, not %d", le.Uint64(b[8:16]), seq)
 }
 
 // putFrameHeader writes the length and LSN of a frame; sealFrame adds the

@@ -413,8 +413,9 @@ func (l *Log) Notify(lsn LSN, w Waiter) {
 			l.mu.Unlock()
 			panic(fmt.Sprintf("wal: Notify(%d) beyond the last appended LSN %d", lsn, next-1))
 		}
-		// Closing: the flusher writes everything and completes every
-		// waiter, so lsn becomes durable (or the log fails) while we wait.
+		// No need to look at closing: Close has the flusher write
+		// everything and complete every waiter, so while this waits, lsn
+		// becomes durable or the log fails.
 		if len(l.mu.waiters) < l.opts.MaxWaiters {
 			break
 		}
