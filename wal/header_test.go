@@ -277,3 +277,21 @@ func crashPrepareLife(l *wal.Log, life int, acked map[wal.LSN]uint64, retired *w
 		}
 	}
 }
+
+// TestDamagedHeaderAfterSegmentSizeChange: once the segment size changed
+// (--segment-size), a file of the old size with a damaged header used to be
+// deleted as an odd-sized leftover. It holds records: Open must refuse and
+// leave it in place.
+func TestDamagedHeaderAfterSegmentSizeChange(t *testing.T) {
+	fs := writeLog(t, 100) // 1 KiB segments
+	s := usedSegments(t, fs)[0]
+	s.data[16] ^= 0x01
+	fs.WriteFile(s.path, s.data)
+	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 4096})
+	if !errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), s.path+" offset 0") {
+		t.Fatalf("Open with a damaged header and another segment size: %v", err)
+	}
+	if !slices.Contains(fs.Files(), s.path) {
+		t.Fatalf("%s was deleted", s.path)
+	}
+}
