@@ -175,15 +175,15 @@ func TestCrashDuringSegmentPreparation(t *testing.T) {
 				for s := range uint64(3) {
 					rngs = append(rngs, rand.New(rand.NewPCG(uint64(k), s)))
 				}
-				crashed := true
+				crashed := false
 				for _, rng := range rngs {
-					crashed = crashPrepareRun(t, ahead, life, k, rng) && crashed
+					crashed = crashPrepareRun(t, ahead, life, k, rng) || crashed
 					if t.Failed() {
 						t.Fatalf("SegmentsAhead %d, life %d, crash at operation %d (rng %v)", ahead, life, k, rng != nil)
 					}
 				}
 				if !crashed {
-					// The run ended before operation k: every point was tried.
+					// No run reached operation k: every point was tried.
 					t.Logf("SegmentsAhead %d, life %d: crashed at each of %d operations", ahead, life, k-1)
 					break
 				}
