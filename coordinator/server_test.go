@@ -1,9 +1,13 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -480,4 +484,67 @@ func TestDamagedSegmentHeaderRefusesToStart(t *testing.T) {
 	if !errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), first+" offset 0") {
 		t.Fatalf("Start: %v", err)
 	}
+}
+
+// The coordinator hands its logger to its log: a torn tail cut at the
+// start is reported there, with the segment file, offset and bytes dropped.
+func TestTornTailIsLoggedAtStart(t *testing.T) {
+	fs := waltest.NewMemFS()
+	r := newRig(t, fs)
+	if res := r.run(newID(), "p1", "p2"); res.Outcome != client.Committed {
+		t.Fatalf("%v, want committed", res)
+	}
+	if err := r.coord.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Behind the last frame of the last used segment, the start of a frame
+	// whose write was interrupted: its checksum does not match.
+	var last string
+	var lastFirst uint64
+	for _, name := range fs.Files() {
+		b, _ := fs.ReadFile(name)
+		if strings.HasSuffix(name, ".wal") && len(b) > 32 && string(b[:8]) == "commitdW" {
+			if first := binary.LittleEndian.Uint64(b[16:]); first >= lastFirst {
+				last, lastFirst = name, first
+			}
+		}
+	}
+	b, _ := fs.ReadFile(last)
+	off, lsn := 32, lastFirst-1
+	for binary.LittleEndian.Uint64(b[off+8:]) != 0 { // frames: crc, length, LSN, data padded to 8
+		lsn = binary.LittleEndian.Uint64(b[off+8:])
+		off += (16 + int(binary.LittleEndian.Uint32(b[off+4:])) + 7) &^ 7
+	}
+	binary.LittleEndian.PutUint32(b[off:], 0xdeadbeef)
+	binary.LittleEndian.PutUint32(b[off+4:], 8)
+	binary.LittleEndian.PutUint64(b[off+8:], lsn+1)
+	copy(b[off+16:], "torn!!!!")
+	fs.WriteFile(last, b)
+
+	var buf lockedBuffer
+	r.cfg.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+	r.start()
+	for _, want := range []string{"torn tail", "segment=" + last, fmt.Sprintf("offset=%d", off), "dropped_bytes=24"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Fatalf("log %q does not mention %q", buf.String(), want)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer for a logger that several goroutines use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
