@@ -77,11 +77,20 @@ func Start(cfg Config) (*Server, error) {
 			node.Abandon(s.parts())
 		}
 	}()
+	if cfg.FS == nil {
+		// A data directory too small for the segments fails here, with
+		// the sizes, not after "serving".
+		err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("log", filepath.Join(cfg.DataDir, "wal"), cfg.SegmentSize)}, datadir.FreeBytes)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+	}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
 		FS:            cfg.FS,
 		SegmentSize:   cfg.SegmentSize,
 		NoGroupCommit: cfg.NoGroupCommit,
 		OnSync:        s.metrics.observeSync,
+		Logger:        cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: opening log in %s: %w", cfg.DataDir, err)
@@ -131,6 +140,16 @@ func Start(cfg Config) (*Server, error) {
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
 		"participants", len(cfg.Participants), "data", cfg.DataDir)
 	return s, nil
+}
+
+// logSpace is what a log with segments of size bytes (0: the default)
+// needs to start: the segment being written, the one before it until
+// retirement catches up, and the ones the preparer keeps ready.
+func logSpace(name, dir string, size int64) datadir.LogSpace {
+	if size <= 0 {
+		size = wal.DefaultSegmentSize
+	}
+	return datadir.LogSpace{Name: name, Dir: dir, Segments: wal.DefaultSegmentsAhead + 2, SegmentSize: size}
 }
 
 // recover replays the log into the shards: every commit decision that was

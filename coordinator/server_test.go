@@ -1,9 +1,13 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -441,4 +445,106 @@ func TestPrepareNotSentAbortsAtOnce(t *testing.T) {
 		t.Fatalf("two-phase with an unconnected participant: %v (cause %v at %q), want aborted, unreachable p3", res.Outcome, res.Cause, res.Participant)
 	}
 	nodetest.Eventually(t, "p1 told to abort", func() bool { return p1.decisionsFor(id, wire.DecisionAbort) > 0 })
+}
+
+// A byte flipped in the header of the coordinator's first segment (its
+// first-LSN field) stops the next start with an error naming the file:
+// the coordinator must not start on an empty log and forget the commit
+// decisions it holds.
+func TestDamagedSegmentHeaderRefusesToStart(t *testing.T) {
+	fs := waltest.NewMemFS()
+	r := newRig(t, fs)
+	if res := r.run(newID(), "p1", "p2"); res.Outcome != client.Committed {
+		t.Fatalf("%v, want committed", res)
+	}
+	if err := r.coord.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	for _, name := range fs.Files() {
+		b, err := fs.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(name, ".wal") && len(b) > 32 && string(b[:8]) == "commitdW" {
+			b[16] ^= 0x40
+			fs.WriteFile(name, b)
+			first = name
+			break
+		}
+	}
+	if first == "" {
+		t.Fatalf("no used segment among %v", fs.Files())
+	}
+	c, err := coordinator.Start(r.cfg)
+	if err == nil {
+		c.Close()
+		t.Fatal("the coordinator started on a log whose first segment header is damaged")
+	}
+	if !errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), first+" offset 0") {
+		t.Fatalf("Start: %v", err)
+	}
+}
+
+// The coordinator hands its logger to its log: a torn tail cut at the
+// start is reported there, with the segment file, offset and bytes dropped.
+func TestTornTailIsLoggedAtStart(t *testing.T) {
+	fs := waltest.NewMemFS()
+	r := newRig(t, fs)
+	if res := r.run(newID(), "p1", "p2"); res.Outcome != client.Committed {
+		t.Fatalf("%v, want committed", res)
+	}
+	if err := r.coord.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Behind the last frame of the last used segment, the start of a frame
+	// whose write was interrupted: its checksum does not match.
+	var last string
+	var lastFirst uint64
+	for _, name := range fs.Files() {
+		b, _ := fs.ReadFile(name)
+		if strings.HasSuffix(name, ".wal") && len(b) > 32 && string(b[:8]) == "commitdW" {
+			if first := binary.LittleEndian.Uint64(b[16:]); first >= lastFirst {
+				last, lastFirst = name, first
+			}
+		}
+	}
+	b, _ := fs.ReadFile(last)
+	off, lsn := 32, lastFirst-1
+	for binary.LittleEndian.Uint64(b[off+8:]) != 0 { // frames: crc, length, LSN, data padded to 8
+		lsn = binary.LittleEndian.Uint64(b[off+8:])
+		off += (16 + int(binary.LittleEndian.Uint32(b[off+4:])) + 7) &^ 7
+	}
+	binary.LittleEndian.PutUint32(b[off:], 0xdeadbeef)
+	binary.LittleEndian.PutUint32(b[off+4:], 8)
+	binary.LittleEndian.PutUint64(b[off+8:], lsn+1)
+	copy(b[off+16:], "torn!!!!")
+	fs.WriteFile(last, b)
+
+	var buf lockedBuffer
+	r.cfg.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+	r.start()
+	for _, want := range []string{"torn tail", "segment=" + last, fmt.Sprintf("offset=%d", off), "dropped_bytes=24"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Fatalf("log %q does not mention %q", buf.String(), want)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer for a logger that several goroutines use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

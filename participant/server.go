@@ -1,6 +1,7 @@
 package participant
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -203,7 +204,20 @@ func Start(cfg Config) (*Server, error) {
 	// up to the engine's bound (the log lowers it to what fits a segment).
 	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: cfg.NoGroupCommit, SegmentSize: cfg.SegmentSize,
 		OnSync:        obs.NewWAL(s.reg, "wal").OnSync,
-		MaxRecordSize: engine.MaxCheckpointLen}
+		MaxRecordSize: engine.MaxCheckpointLen,
+		Logger:        cfg.Logger.With("name", cfg.Name)}
+	ledgerSize := max(cmp.Or(cfg.SegmentSize, wal.DefaultSegmentSize)/4, wal.MinSegmentSize)
+	if cfg.FS == nil {
+		// A data directory too small for the segments fails here, with
+		// the sizes, not after "serving".
+		err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{
+			logSpace("log", filepath.Join(cfg.DataDir, "wal"), cmp.Or(cfg.SegmentSize, wal.DefaultSegmentSize)),
+			logSpace("ledger", filepath.Join(cfg.DataDir, "ledger"), ledgerSize),
+		}, datadir.FreeBytes)
+		if err != nil {
+			return nil, fmt.Errorf("participant: %w", err)
+		}
+	}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), walOpts)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening log in %s: %w", cfg.DataDir, err)
@@ -213,10 +227,7 @@ func Start(cfg Config) (*Server, error) {
 	// retention.
 	ledgerOpts := walOpts
 	ledgerOpts.OnSync = obs.NewWAL(s.reg, "ledger").OnSync
-	if ledgerOpts.SegmentSize <= 0 {
-		ledgerOpts.SegmentSize = 64 << 20
-	}
-	ledgerOpts.SegmentSize = max(ledgerOpts.SegmentSize/4, wal.MinSegmentSize)
+	ledgerOpts.SegmentSize = ledgerSize
 	s.ledger, err = openLedger(filepath.Join(cfg.DataDir, "ledger"), ledgerOpts, s.log, cfg.LedgerRetention)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening ledger in %s: %w", cfg.DataDir, err)
@@ -283,6 +294,13 @@ func Start(cfg Config) (*Server, error) {
 	cfg.Logger.Info("participant serving", "name", cfg.Name, "addr", s.ln.Addr().String(),
 		"coordinator", cfg.Coordinator, "data", cfg.DataDir)
 	return s, nil
+}
+
+// logSpace is what a log with segments of size bytes needs to start: the
+// segment being written, the one before it until retirement catches up,
+// and the ones the preparer keeps ready.
+func logSpace(name, dir string, size int64) datadir.LogSpace {
+	return datadir.LogSpace{Name: name, Dir: dir, Segments: wal.DefaultSegmentsAhead + 2, SegmentSize: size}
 }
 
 // recover replays the log into the machine and the resource, and hands

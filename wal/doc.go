@@ -25,7 +25,10 @@
 // flusher wakes on the first Append, so a lone appender pays one goroutine hand-off
 // plus its fsync, and batches grow by themselves with load. Sync parks the
 // caller on a pooled channel that only its own completion signals, so 1,000
-// waiting goroutines are not all woken per batch. Options.NoGroupCommit
+// waiting goroutines are not all woken per batch. Both queues are bounded:
+// appends block while Options.MaxPendingBytes wait for the flusher, and
+// registering a waiter (Notify, AppendNotify, AppendSync, Sync) blocks
+// while Options.MaxWaiters wait for durability. Options.NoGroupCommit
 // writes and fsyncs every record on its own (the baseline for comparisons).
 //
 // # Lazy records
@@ -72,15 +75,21 @@
 // # Recovery
 //
 // Open reads the header of every *.wal file. A file whose header is intact
-// and names its own sequence number is a used segment; the others are
-// spare files, recycled under new names. Used segments are ordered by
-// first LSN (then sequence). Every checksum is verified:
+// and names its own sequence number is a used segment. A file that provably
+// never held a record under its name is a spare, recycled under a new name:
+// its header is an intact one of an earlier incarnation, or it is damaged
+// (zeroes, a crash tearing the first write) and no frame of this segment
+// validates anywhere in the file. Any other damaged header is corruption: a
+// file that holds or may hold records is never reused or skipped. Used
+// segments are ordered by first LSN (then sequence). Every checksum is
+// verified:
 //   - a segment that is not the last must hold every record up to its
 //     successor's first LSN; bytes after that are stale and ignored;
 //   - the last is read to its first bad frame. That frame starts the tail,
 //     which is cut — left in place, untouched, and never read again (see
-//     Recovery) — unless a valid frame of the same segment follows it at
-//     any 8-aligned offset.
+//     Recovery; a torn one is logged to Options.Logger with file, offset
+//     and bytes dropped) — unless a valid frame of the same segment
+//     follows it at any 8-aligned offset.
 //
 // Any other bad frame is corruption: Open fails with an error wrapping
 // ErrCorrupt that names the segment file and offset. Nothing is skipped.
@@ -104,7 +113,10 @@
 // A failed write, fsync, create, rename or directory fsync poisons the log:
 // the flusher fails every waiter with the error, and every later Append,
 // Sync or Notify of a record not yet durable returns it (wrapping ErrFailed
-// and the cause; ENOSPC says the disk is full). Nothing retries an fsync:
+// and the cause; the message says what the log was doing — preparing,
+// writing, recycling or retiring which segment — and which operation on
+// which file failed, and ENOSPC that the disk is full). Open waits for the
+// first segment to be ready, so a disk without room for one fails Open. Nothing retries an fsync:
 // after a failed fsync the kernel may have dropped the dirty pages, and a
 // retry that succeeds would lie. Restart and recover from disk.
 //

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/commitd/commitd/wal"
 	"github.com/commitd/commitd/wal/waltest"
@@ -137,7 +138,14 @@ func TestDiskFullMessage(t *testing.T) {
 				return nil
 			}
 			if !tc.data {
+				// Open waits for the first segment, so preparing it
+				// fails Open.
 				fs.Inject(hook)
+				_, err := wal.Open(testDir, wal.Options{FS: fs})
+				if !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, wal.ErrFailed) || !strings.Contains(err.Error(), "disk full") {
+					t.Fatalf("Open: %v", err)
+				}
+				return
 			}
 			l := openMem(t, fs, wal.Options{})
 			if tc.data {
@@ -166,15 +174,31 @@ func TestDirectoryErrorsPoison(t *testing.T) {
 		kind waltest.OpKind
 		nth  int
 	}{
-		{waltest.OpRename, 1},
-		{waltest.OpSyncDir, 2}, // Open's own directory fsync is the first
+		// The second segment's, prepared after Open returned (it waits
+		// for the first; a failure there fails Open).
+		{waltest.OpRename, 2},
+		{waltest.OpSyncDir, 3}, // Open's own directory fsync is the first
 	} {
 		t.Run(tc.kind.String(), func(t *testing.T) {
 			fs := waltest.NewMemFS()
 			fs.Inject(waltest.FailNth(tc.kind, tc.nth, errInjected, false))
-			l := openMem(t, fs, wal.Options{})
-			if _, err := l.AppendSync([]byte("x")); !errors.Is(err, errInjected) {
-				t.Fatalf("got %v", err)
+			l, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 1024})
+			if err != nil {
+				// The log failed before Open had returned.
+				if !errors.Is(err, errInjected) {
+					t.Fatalf("Open: %v", err)
+				}
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				_, err := l.AppendSync([]byte("x"))
+				if errors.Is(err, errInjected) {
+					break
+				}
+				if err != nil || time.Now().After(deadline) {
+					t.Fatalf("got %v", err)
+				}
 			}
 			if err := l.Close(); !errors.Is(err, errInjected) {
 				t.Fatalf("Close: %v", err)
@@ -210,5 +234,34 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if _, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 100}); err == nil {
 		t.Fatal("Open accepted a 100-byte SegmentSize")
+	}
+}
+
+// TestOpenFailsWhenNoSegmentFits: Open waits for the first segment to be
+// prepared, so a disk that cannot hold one fails Open — the server never
+// says it is serving — with an error that says what failed: preparing
+// which segment, which operation, disk full. Before, Open succeeded and
+// the failure surfaced later, at the first append or under "retiring log
+// segments".
+func TestOpenFailsWhenNoSegmentFits(t *testing.T) {
+	fs := waltest.NewMemFS()
+	fs.Inject(func(op waltest.Op) error {
+		if op.Kind == waltest.OpWrite {
+			return waltest.ErrNoSpace
+		}
+		return nil
+	})
+	l, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 1024})
+	if err == nil {
+		_ = l.Close()
+		t.Fatal("Open succeeded on a disk with no room for a segment")
+	}
+	if !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, wal.ErrFailed) {
+		t.Fatalf("Open: %v", err)
+	}
+	for _, want := range []string{"preparing segment 0000000000000001.wal", "zero-fill", "disk full"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %q does not mention %q", err, want)
+		}
 	}
 }

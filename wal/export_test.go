@@ -18,3 +18,10 @@ const (
 
 // FrameSize exposes frameSize.
 var FrameSize = frameSize
+
+// Waiters returns how many waiters are registered.
+func (l *Log) Waiters() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.mu.waiters)
+}

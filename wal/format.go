@@ -39,6 +39,10 @@ var (
 // header, the data and zero padding up to a multiple of 8.
 func frameSize(n int) int { return (frameHeaderSize + n + 7) &^ 7 }
 
+// SegmentSizeFor returns the smallest Options.SegmentSize whose segments
+// hold a record of n bytes: the segment header and one frame.
+func SegmentSizeFor(n int) int64 { return int64(segmentHeaderSize + frameSize(n)) }
+
 // segmentSeed is the CRC-32C of the segment sequence number. Every frame
 // checksum starts from it, so a frame validates only in the segment (file
 // incarnation) it was written for: stale frames in a recycled file carry
@@ -72,6 +76,26 @@ func parseSegmentHeader(b []byte) (seq uint64, first LSN, ok bool) {
 		return 0, 0, false
 	}
 	return seq, first, true
+}
+
+// headerWhy says what is wrong with a segment header that parseSegmentHeader
+// rejected or that names another sequence number than seq, the file's.
+func headerWhy(b []byte, seq uint64) string {
+	switch {
+	case len(b) < segmentHeaderSize:
+		return fmt.Sprintf("file of %d bytes is shorter than a header", len(b))
+	case [segmentHeaderSize]byte(b[:segmentHeaderSize]) == [segmentHeaderSize]byte{}:
+		return "zeroes"
+	case [8]byte(b[0:8]) != segmentMagic:
+		return fmt.Sprintf("bad magic %q", b[0:8])
+	case le.Uint32(b[28:32]) != crc32.Checksum(b[:28], castagnoli):
+		return "checksum mismatch"
+	case le.Uint32(b[24:28]) != formatVersion:
+		return fmt.Sprintf("format version %d, want %d", le.Uint32(b[24:28]), formatVersion)
+	case le.Uint64(b[16:24]) == 0:
+		return "first LSN 0"
+	}
+	return fmt.Sprintf("names segment %d, not %d", le.Uint64(b[8:16]), seq)
 }
 
 // putFrameHeader writes the length and LSN of a frame; sealFrame adds the

@@ -3,6 +3,7 @@ package wal
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -22,6 +23,7 @@ const (
 	DefaultMaxPendingBytes = 4 << 20
 	DefaultSegmentsAhead   = 2
 	DefaultLazyDelay       = 5 * time.Millisecond
+	DefaultMaxWaiters      = 1 << 16
 	// MinSegmentSize is the smallest SegmentSize Open accepts.
 	MinSegmentSize = 256
 )
@@ -29,8 +31,9 @@ const (
 // Errors callers branch on. I/O failures are returned wrapped in ErrFailed
 // together with the cause (errors.Is works for both, e.g. syscall.ENOSPC).
 var (
-	// ErrCorrupt: Open or Replay found a bad frame that is not a torn tail.
-	// The message names the segment file and the offset.
+	// ErrCorrupt: Open or Replay found a bad frame that is not a torn tail,
+	// or a damaged segment header in a file that holds records. The
+	// message names the segment file and the offset.
 	ErrCorrupt = errors.New("wal: corrupt log")
 	// ErrClosed: the log was closed.
 	ErrClosed = errors.New("wal: log closed")
@@ -66,6 +69,12 @@ type Options struct {
 	// MaxPendingBytes bounds the bytes appended but not yet taken by the
 	// flusher (default 4 MiB); Append blocks beyond it (back-pressure).
 	MaxPendingBytes int
+	// MaxWaiters bounds the Waiters registered (by Notify, AppendNotify,
+	// AppendSync and Sync) for records not yet durable (default 65,536,
+	// ~1.5 MiB); registering blocks beyond it until a batch completes some
+	// (back-pressure). Pending bytes bound the records; this bounds the
+	// waiters, which Notify can register many to a record.
+	MaxWaiters int
 	// SegmentsAhead is how many segment files are kept ready, written and
 	// synced, ahead of need (default 2).
 	SegmentsAhead int
@@ -73,6 +82,10 @@ type Options struct {
 	// for a batch (default 5 ms): if nothing else makes the flusher write
 	// by then, it writes and syncs the lazy records on their own.
 	LazyDelay time.Duration
+	// Logger receives what Open repaired (a torn tail cut off: file,
+	// offset, bytes dropped); nil means slog.Default(). Failures are
+	// returned, not logged.
+	Logger *slog.Logger
 }
 
 // Waiter is told once, for the LSN it was registered for, either that the
@@ -160,7 +173,7 @@ type Log struct {
 		// lazyArmed: lazyTimer runs, so pending lazy records will turn
 		// urgent within LazyDelay.
 		lazyArmed bool
-		spaceWait int // appenders blocked on spaceCond
+		spaceWait int // appenders and Notify blocked on spaceCond
 		// live are the used segments, oldest first; the last is the one being
 		// written (once the flusher started writing this incarnation).
 		live []*segment
@@ -176,7 +189,7 @@ type Log struct {
 	// lazyTimer makes pending lazy records urgent (lazyFire) LazyDelay
 	// after the first of them; armed under mu.
 	lazyTimer *time.Timer
-	spaceCond sync.Cond // on mu: pending was taken, or closing/failed
+	spaceCond sync.Cond // on mu: pending was taken, waiters completed, or closing/failed
 	readyCond sync.Cond // on mu: a segment became ready, or failed
 	prepCond  sync.Cond // on mu: a ready segment was taken, or stop/failed
 
@@ -224,18 +237,25 @@ func (o *Options) normalize() error {
 		o.MaxPendingBytes = DefaultMaxPendingBytes
 	}
 	o.MaxPendingBytes = max(o.MaxPendingBytes, frameSize(o.MaxRecordSize))
+	if o.MaxWaiters <= 0 {
+		o.MaxWaiters = DefaultMaxWaiters
+	}
 	if o.SegmentsAhead <= 0 {
 		o.SegmentsAhead = DefaultSegmentsAhead
 	}
 	if o.LazyDelay <= 0 {
 		o.LazyDelay = DefaultLazyDelay
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	return nil
 }
 
 // Append adds a record to the log and returns its LSN at once; it copies
 // data. The record is durable once Sync(lsn) returns nil or a Waiter is told
-// so. Append blocks only while MaxPendingBytes are waiting for the flusher.
+// so. Append blocks only while MaxPendingBytes are waiting for the flusher
+// (AppendNotify and AppendSync also while MaxWaiters wait).
 func (l *Log) Append(data []byte) (LSN, error) { return l.append(data, nil, false) }
 
 // AppendLazy is Append for a record nothing waits on urgently (the end of
@@ -283,14 +303,10 @@ func (l *Log) append(data []byte, w Waiter, lazy bool) (LSN, error) {
 	}
 	n := frameSize(len(data))
 	l.mu.Lock()
-	for l.mu.err == nil && !l.mu.closing && len(l.mu.pending) > headroom &&
-		len(l.mu.pending)-headroom+n > l.opts.MaxPendingBytes {
-		// Full of lazy records, perhaps: write them now rather than
-		// make this appender wait out LazyDelay.
-		l.hurryLocked()
-		l.mu.spaceWait++
-		l.spaceCond.Wait()
-		l.mu.spaceWait--
+	for l.mu.err == nil && !l.mu.closing && (len(l.mu.pending) > headroom &&
+		len(l.mu.pending)-headroom+n > l.opts.MaxPendingBytes ||
+		w != nil && len(l.mu.waiters) >= l.opts.MaxWaiters) {
+		l.waitRoomLocked()
 	}
 	if err := l.mu.err; err != nil {
 		l.mu.Unlock()
@@ -320,6 +336,19 @@ func (l *Log) append(data []byte, w Waiter, lazy bool) (LSN, error) {
 	}
 	l.mu.Unlock()
 	return lsn, nil
+}
+
+// waitRoomLocked waits for the flusher to take the pending records or
+// complete waiters. l.mu is held.
+func (l *Log) waitRoomLocked() {
+	if len(l.mu.pending) > headroom {
+		// Full of lazy records, perhaps, or the waiters wait for pending
+		// ones: write them now rather than wait out LazyDelay.
+		l.hurryLocked()
+	}
+	l.mu.spaceWait++
+	l.spaceCond.Wait()
+	l.mu.spaceWait--
 }
 
 // hurryLocked makes the pending records urgent and wakes the flusher if it
@@ -375,24 +404,34 @@ func (l *Log) Sync(lsn LSN) error {
 // called once: at once on
 // this goroutine if lsn is already durable or the log has failed, otherwise
 // on the flusher goroutine, in LSN order with other waiters. Registering
-// does not allocate once the waiter list has grown to its working size.
+// does not allocate once the waiter list has grown to its working size; it
+// blocks while MaxWaiters are registered, until a batch completes some.
 // Notify of an LSN never appended is a programmer error and panics.
 func (l *Log) Notify(lsn LSN, w Waiter) {
 	l.mu.Lock()
-	if lsn <= LSN(l.durable.Load()) {
-		l.mu.Unlock()
-		w.LogDurable(lsn)
-		return
-	}
-	if err := l.mu.err; err != nil {
-		l.mu.Unlock()
-		w.LogFailed(lsn, err)
-		return
-	}
-	if lsn >= l.mu.nextLSN {
-		next := l.mu.nextLSN
-		l.mu.Unlock()
-		panic(fmt.Sprintf("wal: Notify(%d) beyond the last appended LSN %d", lsn, next-1))
+	for {
+		if lsn <= LSN(l.durable.Load()) {
+			l.mu.Unlock()
+			w.LogDurable(lsn)
+			return
+		}
+		if err := l.mu.err; err != nil {
+			l.mu.Unlock()
+			w.LogFailed(lsn, err)
+			return
+		}
+		if lsn >= l.mu.nextLSN {
+			next := l.mu.nextLSN
+			l.mu.Unlock()
+			panic(fmt.Sprintf("wal: Notify(%d) beyond the last appended LSN %d", lsn, next-1))
+		}
+		// No need to look at closing: Close has the flusher write
+		// everything and complete every waiter, so while this waits, lsn
+		// becomes durable or the log fails.
+		if len(l.mu.waiters) < l.opts.MaxWaiters {
+			break
+		}
+		l.waitRoomLocked()
 	}
 	l.mu.waiters = append(l.mu.waiters, waiter{lsn, w})
 	l.mu.Unlock()
@@ -494,14 +533,17 @@ func (l *Log) fail(err error) {
 	l.mu.Unlock()
 }
 
-// ioFailure wraps an I/O error into the error that poisons the log.
-func ioFailure(op, path string, err error) error {
+// ioFailure wraps an I/O error into the error that poisons the log. task
+// says what the log was doing ("preparing segment X"), op which operation
+// failed on which file: whoever reports the error later (an append, a
+// retirement, Close) reports the failure where it happened.
+func ioFailure(task, op, path string, err error) error {
+	what := "failed"
 	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: disk full (no space left on device) during %s of %s; the log accepts no more records: %w",
-			ErrFailed, op, filepath.Base(path), err)
+		what = "disk full (no space left on device)"
 	}
-	return fmt.Errorf("%w: %s of %s failed; the log accepts no more records: %w",
-		ErrFailed, op, filepath.Base(path), err)
+	return fmt.Errorf("%w: %s: %s of %s: %s; the log accepts no more records: %w",
+		ErrFailed, task, op, filepath.Base(path), what, err)
 }
 
 func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
@@ -596,10 +638,10 @@ func (l *Log) writeBatch(buf []byte) error {
 			t0 = time.Now()
 		}
 		if _, err := l.fl.file.WriteAt(w, off); err != nil {
-			return ioFailure("write", l.fl.seg.name, err)
+			return ioFailure("writing segment "+l.fl.seg.name, "write", l.fl.seg.name, err)
 		}
 		if err := l.fl.file.Sync(); err != nil {
-			return ioFailure("fsync", l.fl.seg.name, err)
+			return ioFailure("writing segment "+l.fl.seg.name, "fsync", l.fl.seg.name, err)
 		}
 		l.counters.syncs.Add(1)
 		l.counters.bytes.Add(uint64(len(w)))
@@ -659,6 +701,9 @@ func (l *Log) markDurable(lsn LSN) {
 		}
 	}
 	clear(l.mu.waiters[len(keep):]) // drop references to completed waiters
+	if len(keep) < len(l.mu.waiters) && l.mu.spaceWait > 0 {
+		l.spaceCond.Broadcast() // room for waiters
+	}
 	l.mu.waiters = keep
 	l.mu.Unlock()
 

@@ -3,6 +3,8 @@ package wal_test
 import (
 	"bytes"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -113,14 +115,39 @@ func TestTooLarge(t *testing.T) {
 	}
 }
 
+// TestGroupCommitBatches: while the flusher syncs a batch, every other
+// writer's record queues up and goes into the next batch. On the in-memory
+// file system a sync is instant, so left alone the flusher would often take
+// each record before the next writer appended it, and whether appends batch
+// would depend on scheduling (it failed most runs without -race). So each
+// sync of segment data holds until every writer still running has its
+// record appended — the state a real fsync's ~100 µs leaves behind.
 func TestGroupCommitBatches(t *testing.T) {
 	fs := waltest.NewMemFS()
 	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 20})
 	defer l.Close()
-	var wg sync.WaitGroup
 	const writers, each = 50, 40
+	var finished atomic.Int64
+	fs.Inject(func(op waltest.Op) error {
+		if op.Kind != waltest.OpSync || !strings.HasSuffix(op.Path, ".wal") {
+			return nil
+		}
+		// Each running writer has exactly one record appended and not yet
+		// durable, or is about to append one.
+		deadline := time.Now().Add(10 * time.Second)
+		for l.LastLSN()-l.DurableLSN() < wal.LSN(writers-finished.Load()) {
+			if time.Now().After(deadline) {
+				t.Errorf("writers did not queue: last %d durable %d finished %d", l.LastLSN(), l.DurableLSN(), finished.Load())
+				return nil
+			}
+			runtime.Gosched()
+		}
+		return nil
+	})
+	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
+			defer finished.Add(1)
 			for i := range each {
 				if _, err := l.AppendSync(record(uint64(w*each+i), 64)); err != nil {
 					t.Error(err)
@@ -130,12 +157,16 @@ func TestGroupCommitBatches(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	fs.Inject(nil)
 	st := l.Stats()
 	if st.Appends != writers*each || st.DurableLSN != writers*each {
 		t.Fatalf("stats %+v", st)
 	}
-	// With 50 concurrent writers a batch almost always covers many records.
-	if st.Syncs*2 > st.Appends {
+	t.Logf("%d syncs for %d records", st.Syncs, st.Appends)
+	// Each sync finds every running writer waiting, so a round of 50
+	// records takes at most two batches: the one being synced and the one
+	// queued behind it.
+	if st.Syncs > 2*each+2 {
 		t.Fatalf("group commit did not batch: %d syncs for %d records", st.Syncs, st.Appends)
 	}
 }
@@ -312,4 +343,74 @@ func TestBackPressure(t *testing.T) {
 	if lsns, _ := replayAll(t, l, 1); len(lsns) != 1600 {
 		t.Fatalf("%d records", len(lsns))
 	}
+}
+
+// TestWaitersAreBounded floods a log whose fsync is stuck with Notify calls
+// (many for one record) and AppendNotify calls: the waiter list must stop
+// growing at MaxWaiters, the flood blocking (back-pressure) instead, and
+// every waiter must be told once the fsync completes. Before the bound, the
+// list grew with every call: 200,000 Notify calls made 200,000 entries.
+func TestWaitersAreBounded(t *testing.T) {
+	fs := waltest.NewMemFS()
+	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 20})
+	defer l.Close()
+	waitReady(t, l, 2)
+	release := make(chan struct{})
+	fs.Inject(func(op waltest.Op) error {
+		if op.Kind == waltest.OpSync && strings.HasSuffix(op.Path, ".wal") {
+			<-release
+		}
+		return nil
+	})
+	first, err := l.Append([]byte("stuck in fsync"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const notifies, appends = 200_000, 100_000
+	w := &countWaiter{}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range notifies {
+			l.Notify(first, w)
+		}
+	})
+	wg.Go(func() {
+		for range appends {
+			if _, err := l.AppendNotify(nil, w); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	// Watch until the flood finishes or stops making progress.
+	peak, last, still := 0, -1, 0
+	for still < 100 {
+		select {
+		case <-done:
+			still = 100
+		case <-time.After(time.Millisecond):
+		}
+		n := l.Waiters()
+		peak = max(peak, n)
+		if n == last {
+			still++
+		} else {
+			still = 0
+		}
+		last = n
+	}
+	close(release)
+	<-done
+	if peak > wal.DefaultMaxWaiters {
+		t.Fatalf("waiter list grew to %d entries, bound %d", peak, wal.DefaultMaxWaiters)
+	}
+	if err := l.Sync(l.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.n.Load(); got != notifies+appends || w.failed.Load() != 0 {
+		t.Fatalf("%d waiters told (%d failed), want %d", got, w.failed.Load(), notifies+appends)
+	}
+	t.Logf("peak %d waiters", peak)
 }

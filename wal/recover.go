@@ -26,6 +26,11 @@ type Recovery struct {
 	// complete — neither zeroes nor stale frames from an earlier use of a
 	// recycled file.
 	Torn bool
+	// TailBytes, when Torn, is how many bytes were dropped: from the tail
+	// to the next zeroes (16 zero bytes at an 8-aligned offset) or the end
+	// of the file. In a recycled file it may include stale bytes of the
+	// file's earlier life that follow the torn write.
+	TailBytes int64
 }
 
 // Open opens the log in dir, creating dir if missing, and recovers it: it
@@ -58,6 +63,13 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := l.recover(); err != nil {
 		return nil, err
 	}
+	if rec := l.recovery; rec.Torn {
+		// A repair, not a failure: the operator may want to look at the
+		// cut bytes, which stay in place until the segment is retired.
+		l.opts.Logger.Warn("wal: cut a torn tail left by an interrupted write",
+			"segment", l.path(rec.TailSegment), "offset", rec.TailOffset,
+			"dropped_bytes", rec.TailBytes, "reason", rec.TailReason, "last_lsn", uint64(rec.LastLSN))
+	}
 	l.mu.pending = make([]byte, headroom, 64<<10)
 	l.fl.spare = make([]byte, headroom, 64<<10)
 	l.mu.nextLSN = l.recovery.LastLSN + 1
@@ -66,6 +78,21 @@ func Open(dir string, opts Options) (*Log, error) {
 	l.last.Store(uint64(l.recovery.LastLSN))
 	go l.flushLoop()
 	go l.prepareLoop()
+	// Wait for the first segment, so that a disk that cannot hold one
+	// fails Open: a server never starts serving on a log that fails at its
+	// first append.
+	l.mu.Lock()
+	for len(l.mu.ready) == 0 && l.mu.err == nil {
+		l.readyCond.Wait()
+	}
+	err := l.mu.err
+	l.mu.Unlock()
+	if err != nil {
+		// Both goroutines stop by themselves once the log has failed.
+		<-l.flusherDone
+		<-l.prepareDone
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -84,6 +111,7 @@ func (l *Log) recover() error {
 		used    []*segment
 		pool    []string
 		discard []string // leftover temporary files and odd-sized unused ones
+		r       = &segmentReader{}
 	)
 	for _, name := range names {
 		seq, tmp, ok := parseSegmentName(name)
@@ -99,9 +127,27 @@ func (l *Log) recover() error {
 		if err != nil {
 			return err
 		}
-		if hseq, first, ok := parseSegmentHeader(hdr); ok && hseq == seq {
+		hseq, first, ok := parseSegmentHeader(hdr)
+		switch {
+		case ok && hseq == seq:
 			used = append(used, &segment{seq: seq, first: first, name: name, size: size, durable: true})
-		} else if size == l.opts.SegmentSize {
+			continue
+		case ok && hseq < seq:
+			// The intact header of an earlier incarnation: a recycled file
+			// never written under this name, since the first write under
+			// it starts at offset 0 with the new header.
+		default:
+			// A damaged header. It is a spare only if provably no record
+			// was ever written to it under this name (zero-filled, or a
+			// crash tore the first write before its fsync), since a byte
+			// flipped in the header of a used segment must not make its
+			// records vanish: refuse while any frame of this segment
+			// validates.
+			if err := l.checkUnused(r, name, seq, size, hdr); err != nil {
+				return err
+			}
+		}
+		if size == l.opts.SegmentSize {
 			pool = append(pool, name) // prepared but never used, or recycled
 		} else {
 			discard = append(discard, name)
@@ -114,7 +160,6 @@ func (l *Log) recover() error {
 		return cmp.Or(cmp.Compare(a.first, b.first), cmp.Compare(a.seq, b.seq))
 	})
 
-	r := &segmentReader{}
 	for i, s := range used {
 		last := i == len(used)-1
 		if err := l.scan(r, s, used, i, last); err != nil {
@@ -162,6 +207,29 @@ func (l *Log) readHeader(name string) ([]byte, int64, error) {
 		return nil, 0, fmt.Errorf("wal: open: read %s: %w", name, err)
 	}
 	return hdr, size, nil
+}
+
+// checkUnused returns an error wrapping ErrCorrupt if the file name, whose
+// header does not parse as segment seq's, holds a valid frame of segment
+// seq anywhere: only the writer of that segment could have put one there,
+// after writing the header, so the header was damaged afterwards. A file
+// without one never held a record under this name and may be reused.
+func (l *Log) checkUnused(r *segmentReader, name string, seq uint64, size int64, hdr []byte) error {
+	f, err := l.fs.Open(l.path(name))
+	if err != nil {
+		return fmt.Errorf("wal: open: %w", err)
+	}
+	defer f.Close()
+	r.reset(f, size, seq)
+	off, found, err := r.findFrame(segmentHeaderSize, 1)
+	if err != nil {
+		return fmt.Errorf("wal: open: read %s: %w", name, err)
+	}
+	if found {
+		return fmt.Errorf("%w: segment %s offset 0: segment header: %s, yet a valid frame of this segment follows at offset %d (the file holds records; it is neither read nor reused)",
+			ErrCorrupt, l.path(name), headerWhy(hdr, seq), off)
+	}
+	return nil
 }
 
 func (l *Log) syncFile(name string) error {
@@ -221,6 +289,11 @@ func (l *Log) scan(r *segmentReader, s *segment, used []*segment, i int, last bo
 	if found {
 		return fmt.Errorf("%w: segment %s offset %d: %s, yet a valid frame follows at offset %d",
 			ErrCorrupt, l.path(s.name), tail, why, off)
+	}
+	if torn {
+		if l.recovery.TailBytes, err = r.extent(tail); err != nil {
+			return fmt.Errorf("wal: open: read %s: %w", s.name, err)
+		}
 	}
 	l.recovery.LastLSN = lsn - 1
 	l.recovery.TailSegment, l.recovery.TailOffset, l.recovery.TailReason = s.name, tail, why
@@ -335,6 +408,31 @@ func (r *segmentReader) findFrame(start int64, minLSN LSN) (int64, bool, error) 
 		}
 	}
 	return 0, false, nil
+}
+
+// extent returns how many bytes from start on come before the first 16
+// zero bytes at an 8-aligned offset, or the end of the file.
+func (r *segmentReader) extent(start int64) (int64, error) {
+	for o := start; o < r.size; o += 8 {
+		r.off = o
+		h, err := r.window(frameHeaderSize)
+		if err != nil {
+			return 0, err
+		}
+		if allZero(h) {
+			return o - start, nil
+		}
+	}
+	return r.size - start, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Replay calls fn for every durable record from LSN from on, in order. data

@@ -48,32 +48,33 @@ func (l *Log) prepareLoop() {
 // from, or by writing a new zero-filled one.
 func (l *Log) prepare(seq uint64, from string) (readySegment, error) {
 	name := segmentName(seq)
+	task := "preparing segment " + name
 	if from != "" {
-		return l.recycle(l.path(from), seq)
+		return l.recycle(task+" from spare "+from, l.path(from), seq)
 	}
 	tmp := l.path(name[:len(name)-len(segmentSuffix)] + tmpSuffix)
 	f, err := l.fs.Create(tmp)
 	if err != nil {
-		return readySegment{}, ioFailure("create", tmp, err)
+		return readySegment{}, ioFailure(task, "create", tmp, err)
 	}
 	for off := int64(0); off < l.opts.SegmentSize; off += int64(len(zeroBlock)) {
 		n := min(int64(len(zeroBlock)), l.opts.SegmentSize-off)
 		if _, err := f.WriteAt(zeroBlock[:n], off); err != nil {
 			_ = f.Close()
-			return readySegment{}, ioFailure("zero-fill", tmp, err)
+			return readySegment{}, ioFailure(task, "zero-fill", tmp, err)
 		}
 	}
 	if err := f.Sync(); err != nil {
 		_ = f.Close()
-		return readySegment{}, ioFailure("fsync", tmp, err)
+		return readySegment{}, ioFailure(task, "fsync", tmp, err)
 	}
 	if err := l.fs.Rename(tmp, l.path(name)); err != nil {
 		_ = f.Close()
-		return readySegment{}, ioFailure("rename", tmp, err)
+		return readySegment{}, ioFailure(task, "rename", tmp, err)
 	}
 	if err := l.fs.SyncDir(l.dir); err != nil {
 		_ = f.Close()
-		return readySegment{}, ioFailure("directory fsync", l.dir, err)
+		return readySegment{}, ioFailure(task, "directory fsync", l.dir, err)
 	}
 	l.counters.created.Add(1)
 	return readySegment{seq: seq, name: name, f: f}, nil
@@ -81,18 +82,18 @@ func (l *Log) prepare(seq uint64, from string) (readySegment, error) {
 
 // recycle renames the synced, full-size file at path to segment seq and
 // opens it. Its old frames carry another sequence number in their checksum
-// and can never validate under the new name.
-func (l *Log) recycle(path string, seq uint64) (readySegment, error) {
+// and can never validate under the new name. task names the job for errors.
+func (l *Log) recycle(task, path string, seq uint64) (readySegment, error) {
 	name := segmentName(seq)
 	if err := l.fs.Rename(path, l.path(name)); err != nil {
-		return readySegment{}, ioFailure("rename", path, err)
+		return readySegment{}, ioFailure(task, "rename", path, err)
 	}
 	if err := l.fs.SyncDir(l.dir); err != nil {
-		return readySegment{}, ioFailure("directory fsync", l.dir, err)
+		return readySegment{}, ioFailure(task, "directory fsync", l.dir, err)
 	}
 	f, err := l.fs.Open(l.path(name))
 	if err != nil {
-		return readySegment{}, ioFailure("open", name, err)
+		return readySegment{}, ioFailure(task, "open", name, err)
 	}
 	l.counters.recycled.Add(1)
 	return readySegment{seq: seq, name: name, f: f}, nil
@@ -148,7 +149,7 @@ func (l *Log) retire(s *segment) error {
 	}
 	l.mu.Unlock()
 	if reuse {
-		r, err := l.recycle(l.path(s.name), seq)
+		r, err := l.recycle("recycling retired segment "+s.name+" as "+segmentName(seq), l.path(s.name), seq)
 		if err != nil {
 			return err
 		}
@@ -159,10 +160,10 @@ func (l *Log) retire(s *segment) error {
 		return nil
 	}
 	if err := l.fs.Remove(l.path(s.name)); err != nil {
-		return ioFailure("remove", s.name, err)
+		return ioFailure("retiring segment "+s.name, "remove", s.name, err)
 	}
 	if err := l.fs.SyncDir(l.dir); err != nil {
-		return ioFailure("directory fsync", l.dir, err)
+		return ioFailure("retiring segment "+s.name, "directory fsync", l.dir, err)
 	}
 	l.counters.removed.Add(1)
 	return nil

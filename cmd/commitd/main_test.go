@@ -107,6 +107,9 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"bench", "--coordinator", "127.0.0.1:1"}, "required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "oracle"}, "--backend", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--tls-cert", "x.pem"}, "needs all of", 0},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--segment-size", "1KiB"}, "--segment-size 1024: a segment must hold the largest record", 2},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--segment-size", "8Q"}, "want a byte count", 2},
+		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "100000", "--segment-size", "512KiB"}, "--segment-size 524288: a segment must hold the largest record, 800033 bytes", 2},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := commitd(t, 20*time.Second, tc.args...)
@@ -203,6 +206,51 @@ func TestCorruptDataDirectory(t *testing.T) {
 	}
 	r := commitd(t, 20*time.Second, "participant", "--name", "p1", "--listen", freeAddr(t), "--data", dir, "--coordinator", "127.0.0.1:1")
 	oneLineError(t, r, "corrupt")
+}
+
+// TestDamagedSegmentHeader flips one byte of the first-LSN field in the
+// header of a participant's only used segment: the next start must refuse,
+// in one line naming the file and offset — not start on an empty log (as it
+// did when such a file was taken for a spare and recycled).
+func TestDamagedSegmentHeader(t *testing.T) {
+	dir := t.TempDir()
+	walDir := filepath.Join(dir, "wal")
+	log, err := wal.Open(walDir, wal.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec []byte
+	for i := range 10 {
+		r := engine.Record{Type: engine.RecAborted, Txn: uuid.New()}
+		if rec, err = r.AppendBinary(rec[:0]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.AppendSync(rec); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(walDir, "*.wal"))
+	damaged := ""
+	for _, seg := range segs {
+		b, err := os.ReadFile(seg)
+		if err != nil || string(b[:8]) != "commitdW" {
+			continue // a segment prepared ahead, not yet used
+		}
+		b[16] ^= 0x01 // the header's first LSN: 1 becomes 0
+		if err := os.WriteFile(seg, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		damaged = seg
+		break
+	}
+	if damaged == "" {
+		t.Fatalf("found no used segment among %v", segs)
+	}
+	r := commitd(t, 20*time.Second, "participant", "--name", "p1", "--listen", freeAddr(t), "--data", dir, "--coordinator", "127.0.0.1:1")
+	oneLineError(t, r, damaged+" offset 0: segment header")
 }
 
 // TestClusterOfProcesses runs a coordinator and two participants as

@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/participant/postgres"
+	"github.com/commitd/commitd/wal"
 )
 
 // participantList collects repeated --participant NAME=ADDR flags (or one
@@ -90,6 +92,61 @@ func (t *tlsFlags) config() (*tls.Config, error) {
 	}, nil
 }
 
+// segmentSizeFlag registers --segment-size, a byte count with an optional
+// binary unit (K/KiB, M/MiB, G/GiB), into *size.
+func segmentSizeFlag(fs *flag.FlagSet, size *int64, usage string) {
+	fs.Func("segment-size", usage, func(v string) error {
+		n, err := parseSize(v)
+		*size = n
+		return err
+	})
+}
+
+// parseSize parses "67108864", "64MiB", "64M", "512KiB", "1G".
+func parseSize(v string) (int64, error) {
+	num := strings.TrimRight(v, "KMGiB")
+	unit := int64(1)
+	switch strings.TrimSuffix(strings.TrimSuffix(v[len(num):], "B"), "i") {
+	case "":
+	case "K":
+		unit = 1 << 10
+	case "M":
+		unit = 1 << 20
+	case "G":
+		unit = 1 << 30
+	default:
+		return 0, fmt.Errorf("%q: want a byte count like 67108864, 64MiB or 512KiB", v)
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/unit {
+		return 0, fmt.Errorf("%q: want a byte count like 67108864, 64MiB or 512KiB", v)
+	}
+	return n * unit, nil
+}
+
+// largestRecord is the longest protocol record besides a checkpoint: a
+// prepared or committed record with the most work (engine/codec.go: type,
+// transaction id, u16 length, work).
+const largestRecord = 1 + 16 + 2 + engine.MaxWorkLen
+
+// checkSegmentSize refuses a --segment-size whose segments cannot hold the
+// largest record the server writes (the log would fail at the first such
+// record, long after starting): largestRecord, or for a bank participant
+// also a checkpoint of its balances.
+func checkSegmentSize(size int64, record int) error {
+	record = max(record, largestRecord)
+	if least := wal.SegmentSizeFor(record); size != 0 && size < least {
+		return fmt.Errorf("--segment-size %d: a segment must hold the largest record, %d bytes here, with its headers: at least %d", size, record, least)
+	}
+	return nil
+}
+
+// checkpointLen is the length of a bank participant's checkpoint record
+// holding accounts balances and no prepared transaction (engine/codec.go
+// and engine/participant.go: type, id, u32 length, then u32 snapshot
+// length, the bank's u32 count and 8 bytes per account, u32 prepared).
+func checkpointLen(accounts int) int { return 1 + 16 + 4 + 4 + 4 + 8*accounts + 4 }
+
 func logger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -133,11 +190,15 @@ func runCoordinator(args []string) error {
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.IntVar(&cfg.ConnsPerParticipant, "conns", 2, "connections to each participant")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each log segment file, e.g. 8MiB (default 64MiB); the log needs 4 of them free to start")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg.NoBatch, cfg.NoGroupCommit, cfg.NoCoalesce = !*batch, !*groupCommit, !*coalesce
+	if err := checkSegmentSize(cfg.SegmentSize, 0); err != nil {
+		return usageError{err}
+	}
 	var err error
 	if cfg.Logger, err = logger(logLevel); err != nil {
 		return err
@@ -185,6 +246,7 @@ func runParticipant(args []string) error {
 	})
 	fs.DurationVar(&pg.LockTimeout, "pg-lock-timeout", 10*time.Millisecond, "postgres: how long a prepare waits for an account another transaction holds before voting no")
 	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres: how often pg_prepared_xacts is scanned for transactions to resolve")
+	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -201,6 +263,13 @@ func runParticipant(args []string) error {
 	}
 	if balance < 0 {
 		return usageError{fmt.Errorf("--balance %d: must not be negative", balance)}
+	}
+	ckpt := 0
+	if *backend == "bank" {
+		ckpt = checkpointLen(accounts)
+	}
+	if err := checkSegmentSize(cfg.SegmentSize, ckpt); err != nil {
+		return usageError{err}
 	}
 	var err error
 	if cfg.Logger, err = logger(logLevel); err != nil {

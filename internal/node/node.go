@@ -266,7 +266,13 @@ func (l *Lifecycle) retireLoop() {
 			}
 		}
 		if err := l.parts.Log.Retire(low); err != nil {
-			l.Fail(fmt.Errorf("%s: retiring log segments: %w", l.cfg.Name, err))
+			if errors.Is(err, wal.ErrFailed) {
+				// The log failed, here or earlier (preparing a segment,
+				// writing a batch): its error says where.
+				l.Fail(fmt.Errorf("%s: %w", l.cfg.Name, err))
+			} else {
+				l.Fail(fmt.Errorf("%s: retiring log segments: %w", l.cfg.Name, err))
+			}
 			return
 		}
 	}
