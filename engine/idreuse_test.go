@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -105,5 +106,63 @@ func TestParticipantPrepareAgain(t *testing.T) {
 				t.Errorf("RefusedReuse = %d, want %v", st.RefusedReuse, fmt.Sprint(c.want == "no"))
 			}
 		})
+	}
+}
+
+// TestShardIDWindowCoversMemory: a shard accepts a begin only if, had its
+// id been used before, it would still remember that use — so a reused id
+// is always refused (in use, or stale), never started again. Random
+// configurations; the first use at the edge of the window (oldest age
+// accepted, or ahead by the most allowed); wall time advancing as slowly
+// as a time.Ticker allows against the ticks (one tick early), and the
+// reuse stamped a tick before the shard sees it (its wait in the inbox).
+func TestShardIDWindowCoversMemory(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 2))
+	const base = int64(1_800_000_000_000) // Unix ms, 2027
+	for trial := range 300 {
+		cfg := engine.ShardConfig{
+			RememberTicks: 3 + r.IntN(300),
+			TickMicros:    []int{500, 1000, 10_000, 25_000}[r.IntN(4)],
+		}
+		remembered := int64(cfg.RememberTicks-2) * int64(cfg.TickMicros) / 1000
+		if remembered >= 2 {
+			cfg.MaxIDAheadMs = 1 + r.IntN(int(remembered/2))
+		}
+		tickMs := float64(cfg.TickMicros) / 1000
+		s := engine.NewShard(cfg)
+		up := r.IntN(3 * cfg.RememberTicks)
+		for range up {
+			s.Tick()
+		}
+		wall := func(ticks int) int64 { return base + int64(float64(ticks)*tickMs) }
+		u1 := wall(up)
+		ahead := int64(cfg.MaxIDAheadMs)
+		ts := u1 + ahead // the newest accepted: stays acceptable longest
+		if r.IntN(2) == 0 {
+			ts = u1 - min(remembered-ahead, int64(float64(up)*tickMs)) // the oldest accepted
+		}
+		id := v7ID(1, ts)
+		s.Step(engine.Message{Type: engine.MsgBegin, Txn: id, UnixMs: u1,
+			Branches: []engine.Branch{{Participant: "a", Work: []byte("w")}}})
+		if rd := s.Ready(); len(rd.Messages) != 1 {
+			t.Fatalf("trial %d %+v: first begin (age %d ms, uptime %d ticks) not started: %+v", trial, cfg, u1-ts, up, rd.Replies)
+		}
+		s.Step(engine.Message{Type: engine.MsgVote, Txn: id, From: "a", Vote: engine.VoteYes})
+		if rd := s.Ready(); len(rd.Replies) != 1 || rd.Replies[0].Outcome != engine.OutcomeCommitted {
+			t.Fatalf("trial %d: first use not committed: %+v", trial, rd.Replies)
+		}
+		for k := 1; k <= 3*cfg.RememberTicks; k++ {
+			s.Tick()
+			// k ticks, the first of them early: k-1 ticks of wall time,
+			// and the reuse was stamped one tick before the shard sees it.
+			u2 := wall(up + k - 2)
+			s.Step(engine.Message{Type: engine.MsgBegin, Txn: id, UnixMs: max(u2, u1),
+				Branches: []engine.Branch{{Participant: "b", Work: []byte("other")}}})
+			rd := s.Ready()
+			if len(rd.Replies) != 1 || rd.Replies[0].Outcome != engine.OutcomeRejected {
+				t.Fatalf("trial %d %+v: id used at age %d ms, reused %d ticks later (stamped %d ms later) was started again",
+					trial, cfg, u1-ts, k, u2-u1)
+			}
+		}
 	}
 }

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"github.com/google/uuid"
 )
 
 // Default ShardConfig values, used for zero fields.
@@ -11,6 +14,8 @@ const (
 	DefaultRedeliverMinTicks   = 10
 	DefaultRedeliverMaxTicks   = 200
 	DefaultRememberTicks       = 1000
+	DefaultTickMicros          = 10_000 // the servers' tick: 10 ms
+	DefaultMaxIDAheadMs        = 1000
 )
 
 // ShardConfig tunes a coordinator shard. Durations are in ticks; a zero
@@ -28,10 +33,23 @@ type ShardConfig struct {
 	// answer late votes, inquiries and duplicate begins: at least this
 	// long, and at most twice as long (see recent).
 	RememberTicks int
+	// TickMicros is the wall-clock length of one tick, in microseconds
+	// (default 10,000, the servers' tick). The shard uses it only to
+	// turn RememberTicks into the wall-clock window of transaction ids it
+	// accepts (checkIDTime).
+	TickMicros int
+	// MaxIDAheadMs is how far a transaction id's time may be ahead of the
+	// Begin's UnixMs — how far a client's clock may run ahead of the
+	// coordinator's (default 1000, at most half the remembered window; a
+	// larger value panics). The same amount is taken off the oldest age
+	// accepted: an id ahead by A stays acceptable A longer than one that
+	// is not, and the shard must still remember its first use then.
+	MaxIDAheadMs int
 }
 
 func (c ShardConfig) withDefaults() ShardConfig {
-	if c.PrepareTimeoutTicks < 0 || c.RedeliverMinTicks < 0 || c.RedeliverMaxTicks < 0 || c.RememberTicks < 0 {
+	if c.PrepareTimeoutTicks < 0 || c.RedeliverMinTicks < 0 || c.RedeliverMaxTicks < 0 || c.RememberTicks < 0 ||
+		c.TickMicros < 0 || c.MaxIDAheadMs < 0 {
 		panic(fmt.Sprintf("engine: negative duration in %+v", c))
 	}
 	if c.PrepareTimeoutTicks == 0 {
@@ -47,7 +65,27 @@ func (c ShardConfig) withDefaults() ShardConfig {
 	if c.RememberTicks == 0 {
 		c.RememberTicks = DefaultRememberTicks
 	}
+	if c.TickMicros == 0 {
+		c.TickMicros = DefaultTickMicros
+	}
+	half := c.rememberedMs() / 2
+	if c.MaxIDAheadMs == 0 {
+		c.MaxIDAheadMs = int(min(DefaultMaxIDAheadMs, half))
+	}
+	if int64(c.MaxIDAheadMs) > half {
+		panic(fmt.Sprintf("engine: MaxIDAheadMs %d is more than half of the %d ms remembered", c.MaxIDAheadMs, c.rememberedMs()))
+	}
 	return c
+}
+
+// rememberedMs is the shortest wall-clock time for which a finished
+// transaction is remembered: RememberTicks ticks, less one for a tick
+// that comes early (a time.Ticker delivers at most one tick more than the
+// time elapsed holds) and one for the time a Begin waits between the
+// front door, which stamps it, and the shard (the pump steps its inbox
+// between two ticks).
+func (c ShardConfig) rememberedMs() int64 {
+	return int64(max(c.RememberTicks-2, 0)) * int64(c.TickMicros) / 1000
 }
 
 // ShardStats counts what a shard did and what it ignored.
@@ -376,11 +414,61 @@ func (s *Shard) checkBegin(m Message) string {
 	return ""
 }
 
+// checkIDTime returns why a begin's id cannot be checked for reuse, or 0.
+//
+// The shard refuses a begin whose id it has in flight or remembers
+// (checkBegin), but it forgets a finished transaction after RememberTicks,
+// and a restarted shard knows only what its log kept. A reused id it has
+// forgotten would start a second transaction under the first one's id,
+// which participants that still remember the first refuse or, worse,
+// answer as a duplicate (see Participant.prepareAgain). So it accepts only
+// ids whose UUIDv7 time shows that, had the id been used before, the
+// shard would still remember it: an id whose time is ts, stamped U, is
+// accepted when
+//
+//	-MaxIDAheadMs ≤ U - ts ≤ min(rememberedMs - MaxIDAheadMs, uptime)
+//
+// An earlier use was stamped U1 ≥ ts - MaxIDAheadMs and finished after
+// that, so U - U1 ≤ rememberedMs: it is still remembered. uptime is this
+// shard's ticks so far, which never exceed the wall time since it started:
+// an id used before a restart (older than the restart, for a client whose
+// clock is right) is refused too. A client whose clock runs ahead by up
+// to MaxIDAheadMs can still reuse an id it used at most that long before
+// a restart; the participants' rule holds then (docs/protocol.md).
+func (s *Shard) checkIDTime(m Message) (AbortCause, string) {
+	if m.UnixMs == 0 {
+		return 0, "" // no wall time: the engine's own tests
+	}
+	if m.Txn.Version() != 7 || m.Txn.Variant() != uuid.RFC4122 {
+		return CauseInvalid, "transaction id is not a UUIDv7: its age, and so whether it may be a reused id, cannot be checked"
+	}
+	ts := int64(binary.BigEndian.Uint64(m.Txn[:8]) >> 16) // the first 48 bits: Unix ms
+	age := m.UnixMs - ts
+	ahead := int64(s.cfg.MaxIDAheadMs)
+	if age < -ahead {
+		return CauseStaleID, fmt.Sprintf("transaction id is %d ms ahead of the coordinator's clock, more than the %d ms allowed", -age, ahead)
+	}
+	window := s.cfg.rememberedMs() - ahead
+	if up := s.now * int64(s.cfg.TickMicros) / 1000; up < window {
+		if age > up {
+			return CauseStaleID, fmt.Sprintf("transaction id is %d ms old, older than this coordinator's %d ms since it started: it may have been used before and forgotten", age, up)
+		}
+	}
+	if age > window {
+		return CauseStaleID, fmt.Sprintf("transaction id is %d ms old; the coordinator checks ids at most %d ms old for reuse", age, window)
+	}
+	return 0, ""
+}
+
 func (s *Shard) begin(m Message) {
-	if detail := s.checkBegin(m); detail != "" {
+	cause, detail := CauseInvalid, s.checkBegin(m)
+	if detail == "" {
+		cause, detail = s.checkIDTime(m)
+	}
+	if detail != "" {
 		s.stats.Rejected++
 		s.rd.Replies = append(s.rd.Replies, Reply{
-			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: CauseInvalid, Detail: detail,
+			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: cause, Detail: detail,
 		})
 		return
 	}

@@ -26,6 +26,8 @@ func TestWireCodesMatchEngine(t *testing.T) {
 		{"cause voted no", uint8(wire.CauseVotedNo), uint8(engine.CauseVotedNo)},
 		{"cause timeout", uint8(wire.CauseTimeout), uint8(engine.CauseTimeout)},
 		{"cause invalid", uint8(wire.CauseInvalid), uint8(engine.CauseInvalid)},
+		{"cause unreachable", uint8(wire.CauseUnreachable), uint8(engine.CauseUnreachable)},
+		{"cause stale id", uint8(wire.CauseStaleID), uint8(engine.CauseStaleID)},
 	}
 	for _, p := range pairs {
 		if p.wire != p.eng {
