@@ -46,7 +46,20 @@ type Config struct {
 	// and each remembered transaction costs about 100 bytes of
 	// pointer-free map (id, outcome, votes, branch-name hashes), so at
 	// 30,000 transactions/s a 30 s window holds up to ~180 MiB.
+	//
+	// It also bounds the transaction ids accepted: a Begin's id is a
+	// UUIDv7, and one whose time is older than Remember less MaxIDAhead
+	// (less two ticks), or older than the coordinator's uptime, is
+	// rejected (engine.CauseStaleID) — had it been used before, the
+	// coordinator could have forgotten it, and a reused id must never start
+	// a second transaction (docs/protocol.md, "Transaction ids have a
+	// lifetime").
 	Remember time.Duration
+	// MaxIDAhead is how far ahead of the coordinator's clock a Begin's id
+	// time may be — how far clients' clocks may run ahead (default 1s, at
+	// most half of Remember). Every id may be up to this much less old, as
+	// an id ahead stays acceptable that much longer.
+	MaxIDAhead time.Duration
 
 	// SegmentSize is the size of each log segment file (default 64 MiB).
 	// Segments are written out in full ahead of need, so small test
@@ -107,6 +120,7 @@ func (c *Config) fill() {
 	def(&c.RedeliverMin, 100*time.Millisecond)
 	def(&c.RedeliverMax, 2*time.Second)
 	def(&c.Remember, 5*time.Second)
+	def(&c.MaxIDAhead, min(time.Second, c.Remember/4))
 	if c.ConnsPerParticipant <= 0 {
 		c.ConnsPerParticipant = 2
 	}
@@ -130,6 +144,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("coordinator: participant %q has no address", name)
 		}
 	}
+	if c.Tick < time.Microsecond {
+		return fmt.Errorf("coordinator: tick %v is shorter than a microsecond", c.Tick)
+	}
+	if c.MaxIDAhead*2 > c.Remember-2*c.Tick {
+		return fmt.Errorf("coordinator: max id ahead %v is more than half of remember %v (less two ticks)", c.MaxIDAhead, c.Remember)
+	}
 	if c.Shards > 1024 {
 		return fmt.Errorf("coordinator: %d shards is more than 1024", c.Shards)
 	}
@@ -147,5 +167,7 @@ func (c *Config) shardConfig() engine.ShardConfig {
 		RedeliverMinTicks:   c.ticks(c.RedeliverMin),
 		RedeliverMaxTicks:   c.ticks(c.RedeliverMax),
 		RememberTicks:       c.ticks(c.Remember),
+		TickMicros:          int(c.Tick / time.Microsecond),
+		MaxIDAheadMs:        int(c.MaxIDAhead / time.Millisecond),
 	}
 }

@@ -426,15 +426,17 @@ func (s *Shard) checkBegin(m Message) string {
 // shard would still remember it: an id whose time is ts, stamped U, is
 // accepted when
 //
-//	-MaxIDAheadMs ≤ U - ts ≤ min(rememberedMs - MaxIDAheadMs, uptime)
+//	-MaxIDAheadMs ≤ U - ts ≤ min(rememberedMs - MaxIDAheadMs, uptime + MaxIDAheadMs)
 //
 // An earlier use was stamped U1 ≥ ts - MaxIDAheadMs and finished after
 // that, so U - U1 ≤ rememberedMs: it is still remembered. uptime is this
-// shard's ticks so far, which never exceed the wall time since it started:
-// an id used before a restart (older than the restart, for a client whose
-// clock is right) is refused too. A client whose clock runs ahead by up
-// to MaxIDAheadMs can still reuse an id it used at most that long before
-// a restart; the participants' rule holds then (docs/protocol.md).
+// shard's ticks so far, which do not exceed the wall time since it
+// started, so an id used before a restart that took longer than
+// MaxIDAheadMs is refused too, when the client's clock is right. The
+// slack lets a fresh coordinator take the ids its clients made a moment
+// before it started. A reuse that still gets through (a faster restart,
+// a client clock ahead) is refused by the participants that remember the
+// id (docs/protocol.md).
 func (s *Shard) checkIDTime(m Message) (AbortCause, string) {
 	if m.UnixMs == 0 {
 		return 0, "" // no wall time: the engine's own tests
@@ -449,10 +451,8 @@ func (s *Shard) checkIDTime(m Message) (AbortCause, string) {
 		return CauseStaleID, fmt.Sprintf("transaction id is %d ms ahead of the coordinator's clock, more than the %d ms allowed", -age, ahead)
 	}
 	window := s.cfg.rememberedMs() - ahead
-	if up := s.now * int64(s.cfg.TickMicros) / 1000; up < window {
-		if age > up {
-			return CauseStaleID, fmt.Sprintf("transaction id is %d ms old, older than this coordinator's %d ms since it started: it may have been used before and forgotten", age, up)
-		}
+	if up := s.now * int64(s.cfg.TickMicros) / 1000; up+ahead < window && age > up+ahead {
+		return CauseStaleID, fmt.Sprintf("transaction id is %d ms old, older than this coordinator's %d ms since it started (+%d ms): it may have been used before and forgotten", age, up, ahead)
 	}
 	if age > window {
 		return CauseStaleID, fmt.Sprintf("transaction id is %d ms old; the coordinator checks ids at most %d ms old for reuse", age, window)
