@@ -19,6 +19,13 @@ func SetDurableResourceBugs(p *Participant, voteEarly, ackEarly bool) {
 	p.bugResAckEarly = ackEarly
 }
 
+// ParticipantKnows reports whether p has id in hand or remembers it
+// decided: a prepare for it would not be prepared as a new transaction.
+func ParticipantKnows(p *Participant, id TxnID) bool {
+	_, st := p.find(id)
+	return st != 0
+}
+
 // SetShardBugs makes s send commit decisions and the client's reply
 // before the commit record is durable.
 func SetShardBugs(s *Shard, decideBeforeDurable bool) {

@@ -166,3 +166,34 @@ func TestShardIDWindowCoversMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreReusedID: a log may hold two transactions under one id, the
+// second begun after the first had finished and been forgotten (before a
+// restart, or where no id window refused it). Both machines restore it
+// (the old shard panicked on a second RecCommit, the old participant
+// failed on a second one-phase RecCommitted), and the later one counts.
+func TestRestoreReusedID(t *testing.T) {
+	id := tid(1)
+	s := engine.NewShard(engine.ShardConfig{})
+	s.Restore(engine.Record{Type: engine.RecCommit, Txn: id, Participants: []string{"a", "b"}})
+	s.Restore(engine.Record{Type: engine.RecEnd, Txn: id})
+	s.Restore(engine.Record{Type: engine.RecCommit, Txn: id, Participants: []string{"a", "c"}})
+	var to []string
+	for _, m := range s.Ready().Messages {
+		to = append(to, m.To+":"+m.Decision.String())
+	}
+	if got := strings.Join(to, " "); got != "a:commit c:commit" {
+		t.Errorf("after restore the shard sends %q, want the second transaction's commits", got)
+	}
+
+	b := bank.New(2, 100)
+	p := engine.NewParticipant(engine.ParticipantConfig{Name: "a"}, b)
+	for _, amt := range []int64{-10, -7} {
+		if err := p.Restore(engine.Record{Type: engine.RecCommitted, Txn: id, Work: bank.AppendWork(nil, 0, amt)}); err != nil {
+			t.Fatalf("restore the one-phase commit of %d: %v", amt, err)
+		}
+	}
+	if got := b.Balance(0); got != 83 {
+		t.Errorf("balance %d after both one-phase commits, want 83", got)
+	}
+}

@@ -293,8 +293,12 @@ func (p *Participant) Restore(r Record) error {
 		t.gen++
 	case RecCommitted:
 		switch {
-		case st == 0:
-			// One-phase: prepared and committed in one record.
+		case st == 0 || t == nil:
+			// One-phase: prepared and committed in one record. (t nil
+			// with a state: decided before, forgotten, and the id used
+			// again; the new transaction replaces the old, as for
+			// RecPrepared above.)
+			p.done.remove(r.Txn)
 			p.res.Restore(r.Txn, r.Work)
 			t = p.alloc(r.Txn, r.Work)
 			t.onePhase = true

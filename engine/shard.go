@@ -301,9 +301,14 @@ func (s *Shard) Restore(r Record) {
 	s.durable = idx
 	switch r.Type {
 	case RecCommit:
-		if s.txns[r.Txn] != nil || s.done.has(r.Txn) {
+		if s.txns[r.Txn] != nil {
 			panic(fmt.Sprintf("engine: second commit record for %v", r.Txn))
 		}
+		// A commit record for a transaction that ended before it in the
+		// log: its id was used again once this shard had forgotten the
+		// first use (a restart, or no id window). The log is right; the
+		// new one replaces the old.
+		s.done.remove(r.Txn)
 		if len(r.Participants) == 0 || len(r.Participants) > MaxBranches {
 			panic(fmt.Sprintf("engine: commit record for %v with %d participants", r.Txn, len(r.Participants)))
 		}
