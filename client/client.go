@@ -130,7 +130,7 @@ func (c *Client) Close() error { return c.peer.Close() }
 // Unknown: an id names one transaction. The coordinator rejects an id it
 // can no longer check for reuse — older than it remembers finished
 // transactions (its Remember less MaxIDAhead: 4 s by default) or than its
-// uptime, or too far ahead of its clock — with Rejected and Cause
+// own start, or too far ahead of its clock — with Rejected and Cause
 // engine.CauseStaleID, and an id that is not a UUIDv7 with CauseInvalid;
 // nothing is started then, and a new id may be tried at once. A reused id
 // it has forgotten is refused by the participants that remember it

@@ -49,7 +49,7 @@ type Config struct {
 	//
 	// It also bounds the transaction ids accepted: a Begin's id is a
 	// UUIDv7, and one whose time is older than Remember less MaxIDAhead
-	// (less two ticks), or older than the coordinator's uptime, is
+	// (less two ticks), or older than the coordinator's start, is
 	// rejected (engine.CauseStaleID) — had it been used before, the
 	// coordinator could have forgotten it, and a reused id must never start
 	// a second transaction (docs/protocol.md, "Transaction ids have a

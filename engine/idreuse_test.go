@@ -129,6 +129,7 @@ func TestShardIDWindowCoversMemory(t *testing.T) {
 			cfg.MaxIDAheadMs = 1 + r.IntN(int(remembered/2))
 		}
 		tickMs := float64(cfg.TickMicros) / 1000
+		cfg.StartUnixMs = base
 		s := engine.NewShard(cfg)
 		up := r.IntN(3 * cfg.RememberTicks)
 		for range up {
@@ -139,7 +140,7 @@ func TestShardIDWindowCoversMemory(t *testing.T) {
 		ahead := int64(cfg.MaxIDAheadMs)
 		ts := u1 + ahead // the newest accepted: stays acceptable longest
 		if r.IntN(2) == 0 {
-			ts = u1 - min(remembered-ahead, int64(float64(up)*tickMs)) // the oldest accepted
+			ts = u1 - min(remembered-ahead, u1-base) // the oldest accepted
 		}
 		id := v7ID(1, ts)
 		s.Step(engine.Message{Type: engine.MsgBegin, Txn: id, UnixMs: u1,

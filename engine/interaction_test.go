@@ -30,7 +30,7 @@ var update = flag.Bool("update", false, "rewrite engine/testdata/*.txt with the 
 //
 // Commands (node is "coord" or a participant name):
 //
-//	shard [prepare-timeout=N] [redeliver-min=N] [redeliver-max=N] [remember=N] [tick-us=N] [ahead-ms=N]
+//	shard [prepare-timeout=N] [redeliver-min=N] [redeliver-max=N] [remember=N] [tick-us=N] [ahead-ms=N] [start-ms=N]
 //	participant NAME... [inquire-after=N] [inquire-max=N] [remember=N] [checkpoint-every=N] [durable=1]
 //	                                durable=1: a durable resource (a database): no records;
 //	                                commit and abort finish later ("finish", "fail"), and it
@@ -52,7 +52,8 @@ var update = flag.Bool("update", false, "rewrite engine/testdata/*.txt with the 
 //	crash NODE [keep=K]             lose the machine, its resource, its records below low
 //	                                water and its non-durable records except the first K;
 //	                                messages in flight to it are lost
-//	restore NODE                    a new machine rebuilt from what its log kept
+//	restore NODE [start-ms=N]       a new machine rebuilt from what its log kept
+//	                                (start-ms: the coordinator's wall time at its start)
 //	log NODE | stats NODE | inflight
 //
 // FILTER: type=prepare|vote|decision|ack|inquire, txn=T, from=NODE, to=NODE, n=COUNT.
@@ -361,7 +362,7 @@ func (w *world) run(cmd string) (out string) {
 		w.scfg = engine.ShardConfig{
 			PrepareTimeoutTicks: a.int("prepare-timeout", 0), RedeliverMinTicks: a.int("redeliver-min", 0),
 			RedeliverMaxTicks: a.int("redeliver-max", 0), RememberTicks: a.int("remember", 0),
-			TickMicros: a.int("tick-us", 0), MaxIDAheadMs: a.int("ahead-ms", 0),
+			TickMicros: a.int("tick-us", 0), MaxIDAheadMs: a.int("ahead-ms", 0), StartUnixMs: int64(a.int("start-ms", 0)),
 		}
 		w.nodes["coord"] = &node{name: "coord", shard: engine.NewShard(w.scfg), low: 1}
 		w.order = append([]string{"coord"}, w.order...)
@@ -438,6 +439,9 @@ func (w *world) run(cmd string) (out string) {
 	case "crash":
 		w.crash(w.node(a.pos[0]), a.int("keep", 0))
 	case "restore":
+		if ms, ok := a.kv["start-ms"]; ok {
+			w.scfg.StartUnixMs, _ = strconv.ParseInt(ms, 10, 64)
+		}
 		w.restore(a.pos[0])
 	case "log":
 		n := w.nodes[a.pos[0]]

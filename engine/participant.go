@@ -237,6 +237,9 @@ type Participant struct {
 	// in the resource.
 	bugResVoteEarly bool
 	bugResAckEarly  bool
+	// bugReuseYes answers a prepare for an id it has as a copy of the one
+	// it handled, whatever its work (the code before issue 13's fix).
+	bugReuseYes bool
 }
 
 // NewParticipant returns a participant with no transactions. It panics on
@@ -549,6 +552,9 @@ func (p *Participant) prepareAgain(m Message, t *partTxn, st partState) {
 		if st == partCommitted && !d.onePhase {
 			same = false
 		}
+	}
+	if p.bugReuseYes {
+		same = true
 	}
 	if !same && st != partAborted && st != partAborting {
 		p.stats.RefusedReuse++

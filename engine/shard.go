@@ -45,11 +45,16 @@ type ShardConfig struct {
 	// accepted: an id ahead by A stays acceptable A longer than one that
 	// is not, and the shard must still remember its first use then.
 	MaxIDAheadMs int
+	// StartUnixMs is the wall-clock time, in Unix milliseconds, at which
+	// this shard was created (before its log was restored): it refuses
+	// ids older than that, which it may have forgotten in a restart
+	// (checkIDTime). Zero: none refused for that.
+	StartUnixMs int64
 }
 
 func (c ShardConfig) withDefaults() ShardConfig {
 	if c.PrepareTimeoutTicks < 0 || c.RedeliverMinTicks < 0 || c.RedeliverMaxTicks < 0 || c.RememberTicks < 0 ||
-		c.TickMicros < 0 || c.MaxIDAheadMs < 0 {
+		c.TickMicros < 0 || c.MaxIDAheadMs < 0 || c.StartUnixMs < 0 {
 		panic(fmt.Sprintf("engine: negative duration in %+v", c))
 	}
 	if c.PrepareTimeoutTicks == 0 {
@@ -431,17 +436,16 @@ func (s *Shard) checkBegin(m Message) string {
 // shard would still remember it: an id whose time is ts, stamped U, is
 // accepted when
 //
-//	-MaxIDAheadMs ≤ U - ts ≤ min(rememberedMs - MaxIDAheadMs, uptime + MaxIDAheadMs)
+//	-MaxIDAheadMs ≤ U - ts ≤ rememberedMs - MaxIDAheadMs  and  ts ≥ StartUnixMs
 //
 // An earlier use was stamped U1 ≥ ts - MaxIDAheadMs and finished after
-// that, so U - U1 ≤ rememberedMs: it is still remembered. uptime is this
-// shard's ticks so far, which do not exceed the wall time since it
-// started, so an id used before a restart that took longer than
-// MaxIDAheadMs is refused too, when the client's clock is right. The
-// slack lets a fresh coordinator take the ids its clients made a moment
-// before it started. A reuse that still gets through (a faster restart,
-// a client clock ahead) is refused by the participants that remember the
-// id (docs/protocol.md).
+// that, so U - U1 ≤ rememberedMs: it is still remembered. And an id older
+// than this shard's start may have been used before a restart and
+// forgotten: refused. The one gap is a client whose clock runs ahead of
+// the coordinator's by more than a restart takes: its id used just before
+// a crash can look younger than the restart. The participants refuse such
+// a reuse (Participant.prepareAgain) unless a vote of theirs for the
+// first use was still on its way when it began (docs/protocol.md).
 func (s *Shard) checkIDTime(m Message) (AbortCause, string) {
 	if m.UnixMs == 0 {
 		return 0, "" // no wall time: the engine's own tests
@@ -455,10 +459,10 @@ func (s *Shard) checkIDTime(m Message) (AbortCause, string) {
 	if age < -ahead {
 		return CauseStaleID, fmt.Sprintf("transaction id is %d ms ahead of the coordinator's clock, more than the %d ms allowed", -age, ahead)
 	}
-	window := s.cfg.rememberedMs() - ahead
-	if up := s.now * int64(s.cfg.TickMicros) / 1000; up+ahead < window && age > up+ahead {
-		return CauseStaleID, fmt.Sprintf("transaction id is %d ms old, older than this coordinator's %d ms since it started (+%d ms): it may have been used before and forgotten", age, up, ahead)
+	if ts < s.cfg.StartUnixMs {
+		return CauseStaleID, fmt.Sprintf("transaction id is %d ms older than this coordinator's start: it may have been used before a restart and forgotten", s.cfg.StartUnixMs-ts)
 	}
+	window := s.cfg.rememberedMs() - ahead
 	if age > window {
 		return CauseStaleID, fmt.Sprintf("transaction id is %d ms old; the coordinator checks ids at most %d ms old for reuse", age, window)
 	}
@@ -658,7 +662,14 @@ func (s *Shard) inquire(m Message) {
 	}
 	i := t.branch(m.From)
 	if i < 0 {
-		s.stats.IgnoredInvalid++
+		// Not a branch of the transaction this shard runs under the id:
+		// the asker prepared an earlier one under the same id, which this
+		// shard forgot before the id was begun again (it accepts a begin
+		// only for an id it does not know). That one never committed — a
+		// commit is remembered until every YES voter acks — so abort it
+		// now rather than leave it holding locks until this one is
+		// forgotten too.
+		s.presumeAbort(m.Txn, m.From)
 		return
 	}
 	switch t.state {
@@ -683,7 +694,8 @@ func (s *Shard) inquireFinished(m Message, f *finishedTxn) {
 	i := f.branch(m.From)
 	switch {
 	case i < 0:
-		s.stats.IgnoredInvalid++
+		// An earlier transaction under the same id, as in inquire.
+		s.presumeAbort(m.Txn, m.From)
 	case f.state == coordCommitted && f.votes[i] == VoteYes:
 		s.sendDecision(m.Txn, m.From, DecisionCommit)
 	case f.state == coordAborted:
