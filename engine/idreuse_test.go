@@ -198,3 +198,25 @@ func TestRestoreReusedID(t *testing.T) {
 		t.Errorf("balance %d after both one-phase commits, want 83", got)
 	}
 }
+
+// TestShardAbortsInquiryFromNonBranch: a participant that asks about an
+// id whose transaction at the shard does not name it holds an earlier
+// transaction under that id, which the shard forgot before the id was
+// begun again — so it never committed. It is told abort at once; it used
+// to be ignored until the shard forgot the new one too (up to twice
+// RememberTicks of locks held; found by the simulation with id reuse).
+func TestShardAbortsInquiryFromNonBranch(t *testing.T) {
+	s := engine.NewShard(engine.ShardConfig{})
+	inFlight, finished := tid(1), tid(2)
+	s.Step(engine.Message{Type: engine.MsgBegin, Txn: inFlight, Branches: []engine.Branch{{Participant: "a"}, {Participant: "b"}}})
+	s.Step(engine.Message{Type: engine.MsgBegin, Txn: finished, Branches: []engine.Branch{{Participant: "a"}}})
+	s.Step(engine.Message{Type: engine.MsgVote, Txn: finished, From: "a", Vote: engine.VoteYes})
+	s.Ready()
+	for _, id := range []engine.TxnID{inFlight, finished} {
+		s.Step(engine.Message{Type: engine.MsgInquire, Txn: id, From: "c"})
+		rd := s.Ready()
+		if len(rd.Messages) != 1 || rd.Messages[0].To != "c" || rd.Messages[0].Decision != engine.DecisionAbort {
+			t.Errorf("inquiry from c, not a branch of %v: %+v, want Decision{Abort} to c", id, rd.Messages)
+		}
+	}
+}
