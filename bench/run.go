@@ -344,7 +344,10 @@ func (r *runner) newWorker(i int) *worker {
 // false if the run was cut off by its end (ctx), not by the system.
 func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 	w.branches = r.cfg.Work.Next(&w.rng, w.branches)
-	id := w.ids.next(intended)
+	// The id's time is when the transaction is sent, not when it was
+	// intended: an open-loop run that falls behind its schedule would
+	// otherwise send ids older than the coordinator accepts (stale-id).
+	id := w.ids.next(time.Now())
 	res, err := r.cfg.Client.Run(ctx, id, w.branches)
 	us := time.Since(intended).Microseconds()
 	if err != nil && ctx.Err() != nil && res.Outcome == client.Unknown {

@@ -41,8 +41,11 @@ type Result struct {
 	Outcome Outcome
 	// Cause and Participant say why it aborted: which participant voted
 	// no or did not vote in time. For a rejection Cause says whether
-	// retrying can help (CauseOverloaded) or not (CauseInvalid), and
-	// Detail says why; for an unknown outcome Detail says why.
+	// retrying can help: CauseOverloaded (the coordinator held as many
+	// transactions as it may; retry later, same id), CauseStaleID (an id
+	// the coordinator can no longer check for reuse; retry with a new id)
+	// or CauseInvalid (the request is wrong and fails again unchanged).
+	// Detail says why it was rejected, or why the outcome is unknown.
 	Cause       engine.AbortCause
 	Participant string
 	Detail      string
@@ -52,7 +55,12 @@ func (r Result) String() string {
 	switch r.Outcome {
 	case Aborted:
 		return fmt.Sprintf("%v aborted (%v at %s)", r.Txn, r.Cause, r.Participant)
-	case Rejected, Unknown:
+	case Rejected:
+		if r.Cause == engine.CauseStaleID {
+			return fmt.Sprintf("%v rejected (stale id: make a new one): %s", r.Txn, r.Detail)
+		}
+		return fmt.Sprintf("%v %v: %s", r.Txn, r.Outcome, r.Detail)
+	case Unknown:
 		return fmt.Sprintf("%v %v: %s", r.Txn, r.Outcome, r.Detail)
 	}
 	return fmt.Sprintf("%v %v", r.Txn, r.Outcome)
@@ -121,7 +129,18 @@ func (c *Client) Close() error { return c.peer.Close() }
 
 // Run runs one whole transaction — prepare at every branch, decide, tell
 // everyone — in one round trip to the coordinator, and returns its
-// outcome. id should be a fresh time-ordered UUID (uuid.NewV7).
+// outcome.
+//
+// id must be a fresh UUIDv7 (uuid.NewV7), made just before the call and
+// never used again, not even to retry a transaction whose outcome was
+// Unknown: an id names one transaction. The coordinator rejects an id it
+// can no longer check for reuse — older than it remembers finished
+// transactions (its Remember less MaxIDAhead: 4 s by default) or than its
+// own start, or too far ahead of its clock — with Rejected and Cause
+// engine.CauseStaleID, and an id that is not a UUIDv7 with CauseInvalid;
+// nothing is started then, and a new id may be tried at once. A reused id
+// it has forgotten is refused by the participants that remember it
+// (Aborted, voted no).
 //
 // The error is nil whenever the coordinator answered, whatever the outcome.
 // When the answer cannot be had (the connection failed after the request

@@ -7,6 +7,11 @@
 // with an error when the answer was lost: the transaction may or may not
 // have committed, and only the participants can tell. Nothing is guessed.
 //
+// Every transaction needs a new id: a UUIDv7 (uuid.NewV7), made just
+// before Run and never reused, not even to retry after Unknown. The
+// coordinator checks an id's time against what it can still remember and
+// rejects a stale one (engine.CauseStaleID): see Client.Run.
+//
 // Run allocates nothing for a committed transaction once its pools are
 // warm (the request is encoded from pooled scratch, the reply decoded into
 // it), so that a load generator measures the system, not the client.

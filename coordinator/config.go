@@ -46,6 +46,14 @@ type Config struct {
 	// and each remembered transaction costs about 100 bytes of
 	// pointer-free map (id, outcome, votes, branch-name hashes), so at
 	// 30,000 transactions/s a 30 s window holds up to ~180 MiB.
+	//
+	// It also bounds the transaction ids accepted: a Begin's id is a
+	// UUIDv7, and one whose time is older than Remember less MaxIDAhead
+	// (less two ticks), or older than the coordinator's start, is
+	// rejected (engine.CauseStaleID) — had it been used before, the
+	// coordinator could have forgotten it, and a reused id must never start
+	// a second transaction (docs/protocol.md, "Transaction ids have a
+	// lifetime").
 	Remember time.Duration
 	// MaxTxns bounds the transactions the coordinator holds at once, in
 	// flight and remembered, over all shards (default 1,048,576; each
@@ -61,6 +69,11 @@ type Config struct {
 	// Remember, more than the coordinator sustains on the machines we
 	// measure. Lower it, or Remember, to trade throughput for memory.
 	MaxTxns int
+	// MaxIDAhead is how far ahead of the coordinator's clock a Begin's id
+	// time may be — how far clients' clocks may run ahead (default 1s, at
+	// most half of Remember). Every id may be up to this much less old, as
+	// an id ahead stays acceptable that much longer.
+	MaxIDAhead time.Duration
 
 	// SegmentSize is the size of each log segment file (default 64 MiB).
 	// Segments are written out in full ahead of need, so small test
@@ -124,6 +137,7 @@ func (c *Config) fill() {
 	if c.MaxTxns <= 0 {
 		c.MaxTxns = 1 << 20
 	}
+	def(&c.MaxIDAhead, min(time.Second, c.Remember/4))
 	if c.ConnsPerParticipant <= 0 {
 		c.ConnsPerParticipant = 2
 	}
@@ -147,6 +161,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("coordinator: participant %q has no address", name)
 		}
 	}
+	if c.Tick < time.Microsecond {
+		return fmt.Errorf("coordinator: tick %v is shorter than a microsecond", c.Tick)
+	}
+	if c.MaxIDAhead*2 > c.Remember-2*c.Tick {
+		return fmt.Errorf("coordinator: max id ahead %v is more than half of remember %v (less two ticks)", c.MaxIDAhead, c.Remember)
+	}
 	if c.Shards > 1024 {
 		return fmt.Errorf("coordinator: %d shards is more than 1024", c.Shards)
 	}
@@ -165,5 +185,7 @@ func (c *Config) shardConfig() engine.ShardConfig {
 		RedeliverMaxTicks:   c.ticks(c.RedeliverMax),
 		RememberTicks:       c.ticks(c.Remember),
 		MaxTxns:             max(1, (c.MaxTxns+c.Shards-1)/c.Shards),
+		TickMicros:          int(c.Tick / time.Microsecond),
+		MaxIDAheadMs:        int(c.MaxIDAhead / time.Millisecond),
 	}
 }

@@ -127,7 +127,10 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	if s.life.Closing() {
 		return c.Reply(reqID, &wire.Error{Code: wire.CodeUnavailable, Message: []byte("coordinator is shutting down")})
 	}
-	st.msg = engine.Message{Type: engine.MsgBegin, Txn: engine.TxnID(b.Txn), Tag: st.id<<tagReqBits | reqID}
+	// The shard reads no clock: the time of arrival is how it learns the
+	// id's age (engine.Shard.checkIDTime).
+	st.msg = engine.Message{Type: engine.MsgBegin, Txn: engine.TxnID(b.Txn), Tag: st.id<<tagReqBits | reqID,
+		UnixMs: time.Now().UnixMilli()}
 	for i := range b.Branches {
 		name, ok := s.names[string(b.Branches[i].Participant)]
 		if !ok {

@@ -98,8 +98,13 @@ func Start(cfg Config) (*Server, error) {
 	s.shards = make([]*engine.Shard, cfg.Shards)
 	s.pumps = make([]*pump.Pump, cfg.Shards)
 	s.stats = make([]shardStats, cfg.Shards)
+	// Before the log is restored: what this process does not restore it
+	// has forgotten, and ids older than its start may name such
+	// transactions (engine.ShardConfig.StartUnixMs).
+	scfg := cfg.shardConfig()
+	scfg.StartUnixMs = time.Now().UnixMilli()
 	for i := range s.shards {
-		s.shards[i] = engine.NewShard(cfg.shardConfig())
+		s.shards[i] = engine.NewShard(scfg)
 		s.pumps[i] = pump.New(s.shards[i], s.log, &shardOutput{s: s, shard: i}, cfg.Tick)
 		s.pumps[i].NoBatch = cfg.NoBatch
 		i := i

@@ -19,6 +19,18 @@ func SetDurableResourceBugs(p *Participant, voteEarly, ackEarly bool) {
 	p.bugResAckEarly = ackEarly
 }
 
+// SetReuseBug makes p answer a prepare for an id it already has as a copy
+// of the one it handled, whatever its work: the code before the fix of
+// issue 13 (a reused id committed half a transaction).
+func SetReuseBug(p *Participant, reuseYes bool) { p.bugReuseYes = reuseYes }
+
+// ParticipantKnows reports whether p has id in hand or remembers it
+// decided: a prepare for it would not be prepared as a new transaction.
+func ParticipantKnows(p *Participant, id TxnID) bool {
+	_, st := p.find(id)
+	return st != 0
+}
+
 // SetShardBugs makes s send commit decisions and the client's reply
 // before the commit record is durable.
 func SetShardBugs(s *Shard, decideBeforeDurable bool) {

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"os"
@@ -29,13 +30,16 @@ var update = flag.Bool("update", false, "rewrite engine/testdata/*.txt with the 
 //
 // Commands (node is "coord" or a participant name):
 //
-//	shard [prepare-timeout=N] [redeliver-min=N] [redeliver-max=N] [remember=N]
+//	shard [prepare-timeout=N] [redeliver-min=N] [redeliver-max=N] [remember=N] [tick-us=N] [ahead-ms=N] [start-ms=N]
 //	participant NAME... [inquire-after=N] [inquire-max=N] [remember=N] [checkpoint-every=N] [durable=1]
 //	                                durable=1: a durable resource (a database): no records;
 //	                                commit and abort finish later ("finish", "fail"), and it
 //	                                survives a crash, reporting what it holds prepared on restore
-//	begin TXN NAME=WORK... [tag=N]   client → coord; work yes|no|ro|wait|any text (yes);
-//	                                wait: the resource answers later ("resolve")
+//	begin TXN NAME=WORK... [tag=N] [at=MS] [id-ms=MS]
+//	                                client → coord; work yes|no|ro|wait|any text (yes);
+//	                                wait: the resource answers later ("resolve");
+//	                                at: the front door's wall time (Message.UnixMs);
+//	                                id-ms: TXN is a UUIDv7 with this time (still printed TXN)
 //	resolve NODE TXN yes|no|ro      the resource answers a pending prepare (MsgResPrepared)
 //	finish NODE TXN                 a durable resource finishes the commit/abort it started
 //	fail NODE TXN                   a durable resource fails the commit/abort it started
@@ -48,7 +52,8 @@ var update = flag.Bool("update", false, "rewrite engine/testdata/*.txt with the 
 //	crash NODE [keep=K]             lose the machine, its resource, its records below low
 //	                                water and its non-durable records except the first K;
 //	                                messages in flight to it are lost
-//	restore NODE                    a new machine rebuilt from what its log kept
+//	restore NODE [start-ms=N]       a new machine rebuilt from what its log kept
+//	                                (start-ms: the coordinator's wall time at its start)
 //	log NODE | stats NODE | inflight
 //
 // FILTER: type=prepare|vote|decision|ack|inquire, txn=T, from=NODE, to=NODE, n=COUNT.
@@ -172,12 +177,26 @@ func newWorld() *world {
 func (w *world) printf(format string, args ...any) { fmt.Fprintf(w.out, format+"\n", args...) }
 
 func txnName(id engine.TxnID) string {
+	if id == v7ID(id[15], int64(binary.BigEndian.Uint64(id[:8])>>16)) {
+		return "t" + strconv.Itoa(int(id[15])) // a script's UUIDv7 (id-ms)
+	}
 	for _, b := range id[:15] {
 		if b != 0 {
 			return id.String()
 		}
 	}
 	return "t" + strconv.Itoa(int(id[15]))
+}
+
+// v7ID is script transaction n as a UUIDv7 with time ms: the time, the
+// version and the variant, and n in the last byte.
+func v7ID(n byte, ms int64) engine.TxnID {
+	var id engine.TxnID
+	binary.BigEndian.PutUint64(id[:8], uint64(ms)<<16)
+	id[6] = 0x70
+	id[8] = 0x80
+	id[15] = n
+	return id
 }
 
 func txnID(name string) engine.TxnID {
@@ -269,6 +288,8 @@ func (w *world) pump(n *node, lastLow *uint64) {
 		for _, r := range rd.Replies {
 			s := fmt.Sprintf("%s: reply %s %v", n.name, txnName(r.Txn), r.Outcome)
 			switch {
+			case r.Detail != "" && r.Cause != engine.CauseInvalid:
+				s += fmt.Sprintf(" (%v: %s)", r.Cause, r.Detail)
 			case r.Detail != "":
 				s += fmt.Sprintf(" (%s)", r.Detail)
 			case r.Cause != 0:
@@ -341,6 +362,7 @@ func (w *world) run(cmd string) (out string) {
 		w.scfg = engine.ShardConfig{
 			PrepareTimeoutTicks: a.int("prepare-timeout", 0), RedeliverMinTicks: a.int("redeliver-min", 0),
 			RedeliverMaxTicks: a.int("redeliver-max", 0), RememberTicks: a.int("remember", 0),
+			TickMicros: a.int("tick-us", 0), MaxIDAheadMs: a.int("ahead-ms", 0), StartUnixMs: int64(a.int("start-ms", 0)),
 		}
 		w.nodes["coord"] = &node{name: "coord", shard: engine.NewShard(w.scfg), low: 1}
 		w.order = append([]string{"coord"}, w.order...)
@@ -358,9 +380,14 @@ func (w *world) run(cmd string) (out string) {
 			w.order = append(w.order, name)
 		}
 	case "begin":
-		m := engine.Message{Type: engine.MsgBegin, Txn: txnID(a.pos[0]), Tag: uint64(a.int("tag", 0))}
+		m := engine.Message{Type: engine.MsgBegin, Txn: txnID(a.pos[0]), Tag: uint64(a.int("tag", 0)),
+			UnixMs: int64(a.int("at", 0))}
+		if ms, ok := a.kv["id-ms"]; ok {
+			v, _ := strconv.ParseInt(ms, 10, 64)
+			m.Txn = v7ID(m.Txn[15], v)
+		}
 		for _, f := range fields[2:] {
-			if p, work, ok := strings.Cut(f, "="); ok && p != "tag" {
+			if p, work, ok := strings.Cut(f, "="); ok && p != "tag" && p != "at" && p != "id-ms" {
 				m.Branches = append(m.Branches, engine.Branch{Participant: p, Work: []byte(work)})
 			}
 		}
@@ -412,6 +439,9 @@ func (w *world) run(cmd string) (out string) {
 	case "crash":
 		w.crash(w.node(a.pos[0]), a.int("keep", 0))
 	case "restore":
+		if ms, ok := a.kv["start-ms"]; ok {
+			w.scfg.StartUnixMs, _ = strconv.ParseInt(ms, 10, 64)
+		}
 		w.restore(a.pos[0])
 	case "log":
 		n := w.nodes[a.pos[0]]

@@ -90,6 +90,11 @@ type ParticipantStats struct {
 	// ResourceFailures counts commits and aborts a durable resource could
 	// not finish (MsgResFailed); each transaction goes back to prepared.
 	ResourceFailures uint64
+	// RefusedReuse counts prepares voted no because this participant
+	// already had the transaction id with other work or as the other
+	// kind (one- or two-phase), or had committed it two-phase: the id
+	// was reused by a coordinator that had forgotten it (see prepare).
+	RefusedReuse uint64
 
 	// Ignored is the number of input messages that changed nothing: the
 	// sum of the three below.
@@ -163,9 +168,16 @@ type partTxn struct {
 	// abortWanted: an abort decision arrived while voting; applied when
 	// the resource answers.
 	abortWanted bool
-	backoff     int    // current inquiry backoff, ticks
-	heldAt      int    // position in Participant.held while holding
-	work        []byte // copy of the work, for checkpoints (reused)
+	// refused: a prepare that reused this id for other work was voted
+	// no, so the coordinator now runs a new transaction under this id
+	// and this one is dead there (it forgot it, so presumes abort): a
+	// YES sent for this one from now on would count as a vote for the
+	// new one. No YES (and no read-only) goes out for t any more; it
+	// learns its abort by inquiry.
+	refused bool
+	backoff int    // current inquiry backoff, ticks
+	heldAt  int    // position in Participant.held while holding
+	work    []byte // copy of the work, for checkpoints (reused)
 }
 
 type partWait struct {
@@ -187,7 +199,7 @@ type Participant struct {
 	// ones move to done, and their partTxn back to free.
 	txns map[TxnID]*partTxn
 	free []*partTxn
-	done recent[partState]
+	done recent[partDone]
 	// retired and draining: as in Shard — a decided partTxn's work may be
 	// in the pending or last Ready's records (RecPrepared, a one-phase
 	// RecCommitted), so it is reused only once that Ready is superseded.
@@ -225,6 +237,9 @@ type Participant struct {
 	// in the resource.
 	bugResVoteEarly bool
 	bugResAckEarly  bool
+	// bugReuseYes answers a prepare for an id it has as a copy of the one
+	// it handled, whatever its work (the code before issue 13's fix).
+	bugReuseYes bool
 }
 
 // NewParticipant returns a participant with no transactions. It panics on
@@ -233,7 +248,7 @@ func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
 	cfg = cfg.withDefaults()
 	return &Participant{
 		cfg:          cfg,
-		done:         newRecent[partState](cfg.RememberTicks),
+		done:         newRecent[partDone](cfg.RememberTicks),
 		res:          res,
 		txns:         make(map[TxnID]*partTxn),
 		nextIndex:    1,
@@ -281,8 +296,12 @@ func (p *Participant) Restore(r Record) error {
 		t.gen++
 	case RecCommitted:
 		switch {
-		case st == 0:
-			// One-phase: prepared and committed in one record.
+		case st == 0 || t == nil:
+			// One-phase: prepared and committed in one record. (t nil
+			// with a state: decided before, forgotten, and the id used
+			// again; the new transaction replaces the old, as for
+			// RecPrepared above.)
+			p.done.remove(r.Txn)
 			p.res.Restore(r.Txn, r.Work)
 			t = p.alloc(r.Txn, r.Work)
 			t.onePhase = true
@@ -299,7 +318,7 @@ func (p *Participant) Restore(r Record) error {
 	case RecAborted:
 		switch {
 		case st == 0:
-			p.done.put(r.Txn, partAborted)
+			p.done.put(r.Txn, partDone{state: partAborted})
 		case st == partPrepared:
 			p.res.Abort(r.Txn)
 			p.unhold(t)
@@ -406,6 +425,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 			continue
 		}
 		t.state = partCommitting
+		t.onePhase = true // only a one-phase commit is held while committing
 		p.res.Commit(id)
 		p.unhold(t)
 		p.becomeDone(t, partCommitted)
@@ -475,28 +495,7 @@ func (p *Participant) prepare(m Message) {
 		return
 	}
 	if t, st := p.find(m.Txn); st != 0 {
-		// Never prepare twice: answer from what was done.
-		p.stats.IgnoredDuplicate++
-		switch st {
-		case partPreparing, partCommitting, partVoting:
-			// The vote goes out when the record is durable (or the
-			// resource has answered).
-		case partPrepared:
-			if t.onePhase {
-				// A durable resource failed this one-phase commit
-				// (MsgResFailed): it is prepared, not committed, and a
-				// one-phase YES would say committed. Its outcome is now
-				// the coordinator's answer to an inquiry.
-				break
-			}
-			p.sendVote(m.Txn, VoteYes)
-		case partCommitted:
-			p.sendVote(m.Txn, VoteYes)
-		case partAborted, partAborting:
-			p.sendVote(m.Txn, VoteNo)
-		case partReadOnly:
-			p.sendVote(m.Txn, VoteReadOnly)
-		}
+		p.prepareAgain(m, t, st)
 		return
 	}
 	t := p.alloc(m.Txn, m.Work)
@@ -512,18 +511,116 @@ func (p *Participant) prepare(m Message) {
 	p.voted(t, v)
 }
 
+// prepareAgain answers a prepare for a transaction id this participant
+// already has in hand (t) or remembers decided (t nil). It never prepares
+// twice. The prepare is either a copy of the one it handled (a network
+// duplicate: answer from what was done) or a new transaction reusing the
+// id at a coordinator that forgot the old one (a client reused the id
+// after the coordinator's window, or the coordinator restarted): its
+// work, its other branches or both differ, and a YES here would make the
+// coordinator commit them while this participant applies nothing new —
+// half a transaction. So a YES (or read-only) is answered only where a
+// copy of the same prepare may still need it and no reuse can be hurt by
+// it; everything else is voted no, which is always safe: the coordinator
+// ignores a no from a branch that has voted or for a transaction past
+// voting, and a transaction still voting merely aborts. In detail:
+//
+//   - Committed two-phase: no. Its coordinator decided commit, so it is
+//     past voting and ignores a copy's answer; only a reuse can still be
+//     voting, and it must not count this commit as a YES for its work.
+//   - Committed one-phase, the same work: yes. The coordinator may still
+//     be voting (the first YES lost or overtaken) and a yes is the only
+//     true answer: "committed". A reuse with the same single branch and
+//     work is the same request, and its answer is also true.
+//   - Prepared (or preparing, voting, committing) with the same work and
+//     kind: as before — yes once durable. A reuse that sends the same work
+//     takes over the prepared state; the old transaction is dead at the
+//     coordinator (it forgot it, so it is aborted there), so the work is
+//     done at most once, under the new one.
+//   - Read-only with the same work: read-only; aborted: no.
+//   - Anything with other work or the other kind (one- vs two-phase): no,
+//     and a transaction still in hand is marked refused, so that its own
+//     YES, pending on a record or a resource, never goes out (see
+//     partTxn.refused).
+func (p *Participant) prepareAgain(m Message, t *partTxn, st partState) {
+	var same bool
+	if t != nil {
+		same = !t.refused && t.onePhase == m.OnePhase && string(t.work) == string(m.Work)
+	} else {
+		d, _ := p.done.get(m.Txn)
+		same = d.onePhase == m.OnePhase && d.work == workHash(m.Work)
+		if st == partCommitted && !d.onePhase {
+			same = false
+		}
+	}
+	if p.bugReuseYes {
+		same = true
+	}
+	if !same && st != partAborted && st != partAborting {
+		p.stats.RefusedReuse++
+		if t != nil {
+			t.refused = true
+		}
+		p.sendVote(m.Txn, VoteNo)
+		return
+	}
+	p.stats.IgnoredDuplicate++
+	switch st {
+	case partPreparing, partCommitting, partVoting:
+		// The vote goes out when the record is durable (or the
+		// resource has answered).
+	case partPrepared:
+		if t.onePhase {
+			// A durable resource failed this one-phase commit
+			// (MsgResFailed): it is prepared, not committed, and a
+			// one-phase YES would say committed. Its outcome is now
+			// the coordinator's answer to an inquiry.
+			break
+		}
+		p.sendVote(m.Txn, VoteYes)
+	case partCommitted:
+		p.sendVote(m.Txn, VoteYes) // one-phase: "committed"
+	case partAborted, partAborting:
+		p.sendVote(m.Txn, VoteNo)
+	case partReadOnly:
+		p.sendVote(m.Txn, VoteReadOnly)
+	}
+}
+
+// partDone is what a participant remembers of a decided transaction, with
+// no pointers (see recent): its final state, and enough of its prepare to
+// tell a copy of it from a reuse of its id (prepareAgain).
+type partDone struct {
+	state    partState
+	onePhase bool
+	work     uint64 // workHash of the prepare's work
+}
+
+// workHash is 64-bit FNV-1a. A collision can only make a reused id with
+// other work pass for a copy of a one-phase (single-branch) transaction
+// or a read-only one: that client is told committed for work not done,
+// and no other participant is involved to be left half done.
+func workHash(w []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, b := range w {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	return h
+}
+
 // voted acts on the resource's vote for t (new, or voting).
 func (p *Participant) voted(t *partTxn, v Vote) {
 	switch v {
 	case VoteNo:
 		p.stats.VotedNo++
-		if !t.abortWanted {
+		if !t.abortWanted && !t.refused {
 			p.sendVote(t.id, VoteNo)
 		}
 		p.becomeDone(t, partAborted)
 	case VoteReadOnly:
 		p.stats.ReadOnly++
-		if !t.abortWanted {
+		if !t.abortWanted && !t.refused {
 			p.sendVote(t.id, VoteReadOnly)
 		}
 		p.becomeDone(t, partReadOnly)
@@ -674,7 +771,7 @@ func (p *Participant) abort(m Message) {
 		// Probably overtook its prepare: remember the abort so that the
 		// prepare, if it comes, is answered no without taking locks.
 		p.stats.IgnoredUnknown++
-		p.done.put(m.Txn, partAborted)
+		p.done.put(m.Txn, partDone{state: partAborted})
 		return
 	}
 	switch st {
@@ -740,7 +837,9 @@ func (p *Participant) finishCommit(t *partTxn) {
 		p.applyCommit(t)
 	}
 	if t.onePhase {
-		p.sendVote(t.id, VoteYes)
+		if !t.refused {
+			p.sendVote(t.id, VoteYes)
+		}
 	} else if !p.bugAckBeforeDurable {
 		p.sendAck(t.id)
 	}
@@ -834,7 +933,7 @@ func (p *Participant) becomePrepared(t *partTxn) {
 	}
 	t.state = partPrepared
 	t.gen++
-	if !p.bugVoteBeforeDurable {
+	if !p.bugVoteBeforeDurable && !t.refused {
 		p.sendVote(t.id, VoteYes)
 	}
 	t.backoff = p.cfg.InquireAfterTicks
@@ -899,7 +998,7 @@ func (p *Participant) becomeDone(t *partTxn, st partState) {
 	if !ok || t.heldAt >= 0 {
 		panic(fmt.Sprintf("engine: %v: %v → %v (held %v)", t.id, t.state, st, t.heldAt >= 0))
 	}
-	p.done.put(t.id, st)
+	p.done.put(t.id, partDone{state: st, onePhase: t.onePhase, work: workHash(t.work)})
 	t.state = st
 	p.retire(t)
 }
@@ -954,8 +1053,8 @@ func (p *Participant) find(id TxnID) (*partTxn, partState) {
 	if t := p.txns[id]; t != nil {
 		return t, t.state
 	}
-	if st, ok := p.done.get(id); ok {
-		return nil, st
+	if d, ok := p.done.get(id); ok {
+		return nil, d.state
 	}
 	return nil, 0
 }

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"github.com/google/uuid"
 )
 
 // Default ShardConfig values, used for zero fields.
@@ -12,6 +15,8 @@ const (
 	DefaultRedeliverMaxTicks   = 200
 	DefaultRememberTicks       = 1000
 	DefaultMaxTxns             = 1 << 18
+	DefaultTickMicros          = 10_000 // the servers' tick: 10 ms
+	DefaultMaxIDAheadMs        = 1000
 )
 
 // ShardConfig tunes a coordinator shard. Durations are in ticks; a zero
@@ -45,10 +50,28 @@ type ShardConfig struct {
 	// long as PrepareTimeoutTicks ≤ RememberTicks, as by default: each of
 	// those is still held.
 	MaxTxns int
+	// TickMicros is the wall-clock length of one tick, in microseconds
+	// (default 10,000, the servers' tick). The shard uses it only to
+	// turn RememberTicks into the wall-clock window of transaction ids it
+	// accepts (checkIDTime).
+	TickMicros int
+	// MaxIDAheadMs is how far a transaction id's time may be ahead of the
+	// Begin's UnixMs — how far a client's clock may run ahead of the
+	// coordinator's (default 1000, at most half the remembered window; a
+	// larger value panics). The same amount is taken off the oldest age
+	// accepted: an id ahead by A stays acceptable A longer than one that
+	// is not, and the shard must still remember its first use then.
+	MaxIDAheadMs int
+	// StartUnixMs is the wall-clock time, in Unix milliseconds, at which
+	// this shard was created (before its log was restored): it refuses
+	// ids older than that, which it may have forgotten in a restart
+	// (checkIDTime). Zero: none refused for that.
+	StartUnixMs int64
 }
 
 func (c ShardConfig) withDefaults() ShardConfig {
-	if c.PrepareTimeoutTicks < 0 || c.RedeliverMinTicks < 0 || c.RedeliverMaxTicks < 0 || c.RememberTicks < 0 || c.MaxTxns < 0 {
+	if c.PrepareTimeoutTicks < 0 || c.RedeliverMinTicks < 0 || c.RedeliverMaxTicks < 0 || c.RememberTicks < 0 || c.MaxTxns < 0 ||
+		c.TickMicros < 0 || c.MaxIDAheadMs < 0 || c.StartUnixMs < 0 {
 		panic(fmt.Sprintf("engine: negative duration or bound in %+v", c))
 	}
 	if c.MaxTxns == 0 {
@@ -67,7 +90,27 @@ func (c ShardConfig) withDefaults() ShardConfig {
 	if c.RememberTicks == 0 {
 		c.RememberTicks = DefaultRememberTicks
 	}
+	if c.TickMicros == 0 {
+		c.TickMicros = DefaultTickMicros
+	}
+	half := c.rememberedMs() / 2
+	if c.MaxIDAheadMs == 0 {
+		c.MaxIDAheadMs = int(min(DefaultMaxIDAheadMs, half))
+	}
+	if int64(c.MaxIDAheadMs) > half {
+		panic(fmt.Sprintf("engine: MaxIDAheadMs %d is more than half of the %d ms remembered", c.MaxIDAheadMs, c.rememberedMs()))
+	}
 	return c
+}
+
+// rememberedMs is the shortest wall-clock time for which a finished
+// transaction is remembered: RememberTicks ticks, less one for a tick
+// that comes early (a time.Ticker delivers at most one tick more than the
+// time elapsed holds) and one for the time a Begin waits between the
+// front door, which stamps it, and the shard (the pump steps its inbox
+// between two ticks).
+func (c ShardConfig) rememberedMs() int64 {
+	return int64(max(c.RememberTicks-2, 0)) * int64(c.TickMicros) / 1000
 }
 
 // ShardStats counts what a shard did and what it ignored.
@@ -286,9 +329,14 @@ func (s *Shard) Restore(r Record) {
 	s.durable = idx
 	switch r.Type {
 	case RecCommit:
-		if s.txns[r.Txn] != nil || s.done.has(r.Txn) {
+		if s.txns[r.Txn] != nil {
 			panic(fmt.Sprintf("engine: second commit record for %v", r.Txn))
 		}
+		// A commit record for a transaction that ended before it in the
+		// log: its id was used again once this shard had forgotten the
+		// first use (a restart, or no id window). The log is right; the
+		// new one replaces the old.
+		s.done.remove(r.Txn)
 		if len(r.Participants) == 0 || len(r.Participants) > MaxBranches {
 			panic(fmt.Sprintf("engine: commit record for %v with %d participants", r.Txn, len(r.Participants)))
 		}
@@ -402,11 +450,60 @@ func (s *Shard) checkBegin(m Message) string {
 // overloadedDetail is the Detail of a begin rejected with CauseOverloaded.
 const overloadedDetail = "the coordinator holds as many transactions as it may (in flight and remembered); nothing was started, retry later"
 
+// checkIDTime returns why a begin's id cannot be checked for reuse, or 0.
+//
+// The shard refuses a begin whose id it has in flight or remembers
+// (checkBegin), but it forgets a finished transaction after RememberTicks,
+// and a restarted shard knows only what its log kept. A reused id it has
+// forgotten would start a second transaction under the first one's id,
+// which participants that still remember the first refuse or, worse,
+// answer as a duplicate (see Participant.prepareAgain). So it accepts only
+// ids whose UUIDv7 time shows that, had the id been used before, the
+// shard would still remember it: an id whose time is ts, stamped U, is
+// accepted when
+//
+//	-MaxIDAheadMs ≤ U - ts ≤ rememberedMs - MaxIDAheadMs  and  ts ≥ StartUnixMs
+//
+// An earlier use was stamped U1 ≥ ts - MaxIDAheadMs and finished after
+// that, so U - U1 ≤ rememberedMs: it is still remembered. And an id older
+// than this shard's start may have been used before a restart and
+// forgotten: refused. The one gap is a client whose clock runs ahead of
+// the coordinator's by more than a restart takes: its id used just before
+// a crash can look younger than the restart. The participants refuse such
+// a reuse (Participant.prepareAgain) unless a vote of theirs for the
+// first use was still on its way when it began (docs/protocol.md).
+func (s *Shard) checkIDTime(m Message) (AbortCause, string) {
+	if m.UnixMs == 0 {
+		return 0, "" // no wall time: the engine's own tests
+	}
+	if m.Txn.Version() != 7 || m.Txn.Variant() != uuid.RFC4122 {
+		return CauseInvalid, "transaction id is not a UUIDv7: its age, and so whether it may be a reused id, cannot be checked"
+	}
+	ts := int64(binary.BigEndian.Uint64(m.Txn[:8]) >> 16) // the first 48 bits: Unix ms
+	age := m.UnixMs - ts
+	ahead := int64(s.cfg.MaxIDAheadMs)
+	if age < -ahead {
+		return CauseStaleID, fmt.Sprintf("transaction id is %d ms ahead of the coordinator's clock, more than the %d ms allowed", -age, ahead)
+	}
+	if ts < s.cfg.StartUnixMs {
+		return CauseStaleID, fmt.Sprintf("transaction id is %d ms older than this coordinator's start: it may have been used before a restart and forgotten", s.cfg.StartUnixMs-ts)
+	}
+	window := s.cfg.rememberedMs() - ahead
+	if age > window {
+		return CauseStaleID, fmt.Sprintf("transaction id is %d ms old; the coordinator checks ids at most %d ms old for reuse", age, window)
+	}
+	return 0, ""
+}
+
 func (s *Shard) begin(m Message) {
-	if detail := s.checkBegin(m); detail != "" {
+	cause, detail := CauseInvalid, s.checkBegin(m)
+	if detail == "" {
+		cause, detail = s.checkIDTime(m)
+	}
+	if detail != "" {
 		s.stats.Rejected++
 		s.rd.Replies = append(s.rd.Replies, Reply{
-			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: CauseInvalid, Detail: detail,
+			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: cause, Detail: detail,
 		})
 		return
 	}
@@ -601,7 +698,14 @@ func (s *Shard) inquire(m Message) {
 	}
 	i := t.branch(m.From)
 	if i < 0 {
-		s.stats.IgnoredInvalid++
+		// Not a branch of the transaction this shard runs under the id:
+		// the asker prepared an earlier one under the same id, which this
+		// shard forgot before the id was begun again (it accepts a begin
+		// only for an id it does not know). That one never committed — a
+		// commit is remembered until every YES voter acks — so abort it
+		// now rather than leave it holding locks until this one is
+		// forgotten too.
+		s.presumeAbort(m.Txn, m.From)
 		return
 	}
 	switch t.state {
@@ -626,7 +730,8 @@ func (s *Shard) inquireFinished(m Message, f *finishedTxn) {
 	i := f.branch(m.From)
 	switch {
 	case i < 0:
-		s.stats.IgnoredInvalid++
+		// An earlier transaction under the same id, as in inquire.
+		s.presumeAbort(m.Txn, m.From)
 	case f.state == coordCommitted && f.votes[i] == VoteYes:
 		s.sendDecision(m.Txn, m.From, DecisionCommit)
 	case f.state == coordAborted:

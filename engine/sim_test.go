@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -66,6 +67,8 @@ type simOptions struct {
 	decideEarly  bool // shards: bugDecideBeforeDurable
 	resVoteEarly bool // participants with a durable resource: bugResVoteEarly
 	resAckEarly  bool // participants with a durable resource: bugResAckEarly
+	reuseYes     bool // every participant: bugReuseYes
+	noIDWindow   bool // shards accept any id they do not remember (no stamps)
 	// lateLeftovers lets work a crashed participant left running in its
 	// durable resource finish after the restarted participant's first
 	// scan (COMMITD_SIM_LATE_LEFTOVERS=1): see restartRes.
@@ -95,6 +98,19 @@ type simParams struct {
 	resFailP    float64 // chance a commit or abort fails (faults only)
 	scanEvery   int     // ticks between scans of the resource
 	scanLag     int     // a scan's results arrive 0..scanLag ticks late
+
+	// Transaction ids: UUIDv7s stamped with the client's clock, which
+	// runs up to clientAheadMs ahead of the coordinator's (wall time is
+	// tickMs per tick; less than a tick, so less than any restart takes:
+	// the id window's assumption). reuseP is the chance a begin reuses
+	// the id of a transaction whose client has its outcome, with new
+	// branches. The front door stamps begins with its wall time and the
+	// shards refuse ids they can no longer check (Shard.checkIDTime);
+	// with simOptions.noIDWindow they do not, and accept any id they
+	// have forgotten.
+	tickMs        int
+	clientAheadMs int
+	reuseP        float64
 }
 
 func drawParams(r *rand.Rand) simParams {
@@ -141,6 +157,12 @@ func drawParams(r *rand.Rand) simParams {
 	// Well within RememberTicks (≥ 20): the engine's assumption about
 	// scan results.
 	p.scanLag = r.IntN(10)
+	p.tickMs = 10
+	p.scfg.TickMicros = p.tickMs * 1000
+	remembered := (p.scfg.RememberTicks - 2) * p.tickMs
+	p.scfg.MaxIDAheadMs = 1 + r.IntN(remembered/2)
+	p.clientAheadMs = r.IntN(min(p.tickMs, p.scfg.MaxIDAheadMs+1))
+	p.reuseP = 0.15 * r.Float64()
 	return p
 }
 
@@ -171,6 +193,7 @@ type envelope struct {
 	at       int64
 	from, to int
 	m        engine.Message
+	inc      *simTxn // a prepare's transaction: the id alone may name several
 }
 
 type simBranch struct {
@@ -178,12 +201,15 @@ type simBranch struct {
 	amount int64
 }
 
+// simTxn is one transaction: one begin of an id. A reused id has one per
+// begin, and the maps that follow transactions are keyed by *simTxn.
 type simTxn struct {
 	id       engine.TxnID
 	branches []simBranch
 	begun    int64
 	outcome  engine.Outcome // what the client was told; 0 = nothing yet
 	shard    int
+	reuse    bool // the id was used before: the coordinator may reject it
 }
 
 func (t *simTxn) amount(part int) (int64, bool) {
@@ -208,22 +234,30 @@ type sim struct {
 	net    []envelope
 	resOps []*resOp // durable resources' work and scan results, in flight
 
+	// txns maps an id to the transaction the coordinator runs (or last
+	// ran) under it; partInc, per participant, to the one whose prepare
+	// that participant took as new (a reuse it refused, or answered from
+	// memory, is not one it works on).
 	txns     map[engine.TxnID]*simTxn
+	partInc  []map[engine.TxnID]*simTxn
 	order    []*simTxn // in begin order
 	awaiting map[engine.TxnID]*simTxn
 	nextID   uint64
+	// retry: ids whose clients lost the coordinator (told unknown) —
+	// the ids a careless client reuses first, right after the restart.
+	retry []engine.TxnID
 
 	// What each participant has done, across its restarts. With a
 	// durable resource, a prepare or commit is durable once it has taken
 	// effect in the resource, and appliedNow lists the commits the
 	// machine reported applied, in any incarnation.
-	durPrepared  []map[engine.TxnID]bool // RecPrepared durable
-	durCommitted []map[engine.TxnID]bool // RecCommitted durable (the commit is permanent)
-	appliedNow   []map[engine.TxnID]bool // commits reflected in the current bank
-	expected     []int64                 // what the current bank's total must be
-	abortedAt    map[engine.TxnID]int    // a participant that applied an abort
-	committedAt  map[engine.TxnID]int    // a participant where the commit is durable
-	coordCommit  map[engine.TxnID]bool   // RecCommit durable at the coordinator
+	durPrepared  []map[*simTxn]bool // RecPrepared durable
+	durCommitted []map[*simTxn]bool // RecCommitted durable (the commit is permanent)
+	appliedNow   []map[*simTxn]bool // commits reflected in the current bank
+	expected     []int64            // what the current bank's total must be
+	abortedAt    map[*simTxn]int    // a participant that applied an abort
+	committedAt  map[*simTxn]int    // a participant where the commit is durable
+	coordCommit  map[*simTxn]bool   // RecCommit durable at the coordinator
 
 	faults   bool
 	err      error
@@ -285,6 +319,7 @@ func (s *sim) collect(n *simNode) {
 	c["part.in-doubt-found"] += int(st.InDoubtFound)
 	c["part.orphans-aborted"] += int(st.OrphansAborted)
 	c["part.resource-failures"] += int(st.ResourceFailures)
+	c["part.refused-reuse"] += int(st.RefusedReuse)
 }
 
 func newSim(seed int64, o simOptions, tracing bool) *sim {
@@ -292,13 +327,13 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 	s := &sim{
 		seed: seed, r: r, p: drawParams(r), o: o, tracing: tracing,
 		txns: map[engine.TxnID]*simTxn{}, awaiting: map[engine.TxnID]*simTxn{},
-		abortedAt: map[engine.TxnID]int{}, committedAt: map[engine.TxnID]int{},
-		coordCommit: map[engine.TxnID]bool{},
+		abortedAt: map[*simTxn]int{}, committedAt: map[*simTxn]int{},
+		coordCommit: map[*simTxn]bool{},
 	}
 	s.stats.cov = map[string]int{}
 	for i := range s.p.shards {
 		n := &simNode{id: len(s.nodes), name: fmt.Sprintf("shard%d", i), pi: -1, syncAt: -1, up: true}
-		n.shard = engine.NewShard(s.p.scfg)
+		n.shard = s.newShard()
 		engine.SetShardBugs(n.shard, o.decideEarly)
 		s.nodes = append(s.nodes, n)
 		s.shards = append(s.shards, n)
@@ -314,12 +349,20 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 		s.newParticipant(n)
 		s.nodes = append(s.nodes, n)
 		s.parts = append(s.parts, n)
-		s.durPrepared = append(s.durPrepared, map[engine.TxnID]bool{})
-		s.durCommitted = append(s.durCommitted, map[engine.TxnID]bool{})
-		s.appliedNow = append(s.appliedNow, map[engine.TxnID]bool{})
+		s.durPrepared = append(s.durPrepared, map[*simTxn]bool{})
+		s.durCommitted = append(s.durCommitted, map[*simTxn]bool{})
+		s.appliedNow = append(s.appliedNow, map[*simTxn]bool{})
+		s.partInc = append(s.partInc, map[engine.TxnID]*simTxn{})
 		s.expected = append(s.expected, int64(s.p.accounts)*initialBalance)
 	}
 	return s
+}
+
+// newShard makes a shard starting now (at wall time s.wallMs()).
+func (s *sim) newShard() *engine.Shard {
+	cfg := s.p.scfg
+	cfg.StartUnixMs = s.wallMs()
+	return engine.NewShard(cfg)
 }
 
 func (s *sim) newParticipant(n *simNode) {
@@ -331,11 +374,13 @@ func (s *sim) newParticipant(n *simNode) {
 		cfg.DurableResource = true
 		n.part = engine.NewParticipant(cfg, n.res)
 		engine.SetDurableResourceBugs(n.part, s.o.resVoteEarly, s.o.resAckEarly)
+		engine.SetReuseBug(n.part, s.o.reuseYes)
 		return
 	}
 	n.bank = bank.New(s.p.accounts, initialBalance)
 	n.part = engine.NewParticipant(cfg, n.bank)
 	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly)
+	engine.SetReuseBug(n.part, s.o.reuseYes)
 }
 
 func (s *sim) tracef(format string, args ...any) {
@@ -448,20 +493,41 @@ func (s *sim) step() {
 	s.checkBanks()
 }
 
+// simEpochMs is the simulation's wall time at tick 0, in Unix ms.
+const simEpochMs = 1_800_000_000_000
+
+// wallMs is the coordinator's wall clock now.
+func (s *sim) wallMs() int64 { return simEpochMs + s.now*int64(s.p.tickMs) }
+
 // begin starts a random transaction: 1–4 distinct participants; several
 // branches move money between accounts with amounts summing to zero (some
 // read-only, amount 0); a single branch is a one-phase deposit, withdrawal
-// or read.
+// or read. Its id is a new UUIDv7 from the client's clock, or, with
+// chance reuseP, the id of a transaction whose client has its outcome
+// (the client reuses it, with new branches).
 func (s *sim) begin() {
 	s.nextID++
 	var id engine.TxnID
-	for i := range 8 {
-		id[8+i] = byte(s.nextID >> (8 * (7 - i)))
+	ms := s.wallMs() + int64(s.r.IntN(s.p.clientAheadMs+1))
+	binary.BigEndian.PutUint64(id[:8], uint64(ms)<<16|0x7000)
+	binary.BigEndian.PutUint64(id[8:], s.nextID|1<<63)
+	var prev *simTxn
+	if len(s.retry) > 0 && s.r.Float64() < 2*s.p.reuseP {
+		id = s.retry[len(s.retry)-1]
+		s.retry = s.retry[:len(s.retry)-1]
+		prev = s.txns[id]
+	} else if len(s.order) > 0 && s.r.Float64() < s.p.reuseP {
+		for i, n := s.r.IntN(len(s.order)), 0; n < len(s.order); i, n = (i+1)%len(s.order), n+1 {
+			if o := s.order[i]; o.outcome != 0 && o.outcome != engine.OutcomeRejected {
+				prev = s.txns[o.id]
+				id = o.id
+				break
+			}
+		}
 	}
-	id[0] = byte(s.seed)
 	k := 1 + s.r.IntN(min(4, len(s.parts)))
 	perm := s.r.Perm(len(s.parts))[:k]
-	t := &simTxn{id: id, begun: s.now}
+	t := &simTxn{id: id, begun: s.now, reuse: prev != nil}
 	if k == 1 {
 		t.branches = []simBranch{{part: perm[0], amount: int64(s.r.IntN(41) - 20)}}
 	} else {
@@ -484,6 +550,9 @@ func (s *sim) begin() {
 		}
 	}
 	m := engine.Message{Type: engine.MsgBegin, Txn: id, Tag: s.nextID}
+	if !s.o.noIDWindow {
+		m.UnixMs = s.wallMs() // the front door's stamp
+	}
 	for _, b := range t.branches {
 		acct := uint32(s.r.IntN(s.p.accounts))
 		m.Branches = append(m.Branches, engine.Branch{
@@ -495,13 +564,28 @@ func (s *sim) begin() {
 	if !sh.up {
 		return // the client cannot reach the coordinator: nothing begun
 	}
+	waiting, inFlight := s.awaiting[id] // the reuse of an id still in flight is refused
 	s.txns[id] = t
 	s.order = append(s.order, t)
 	s.awaiting[id] = t
 	s.stats.txns++
-	s.tracef("begin %s %v", short(id), t.branches)
+	if t.reuse {
+		s.tracef("begin %s again %v (reused id, %d ms old)", short(id), t.branches, s.wallMs()-int64(binary.BigEndian.Uint64(id[:8])>>16))
+	} else {
+		s.tracef("begin %s %v", short(id), t.branches)
+	}
 	sh.shard.Step(m)
 	s.pump(sh)
+	if t.outcome == engine.OutcomeRejected {
+		// Nothing started: the id still names the transaction before.
+		s.txns[id] = prev
+		if inFlight {
+			s.awaiting[id] = waiting
+		}
+	} else if t.reuse {
+		s.stats.cov["reused id started"]++
+
+	}
 }
 
 func short(id engine.TxnID) string { return fmt.Sprintf("t%d", uint64(id[14])<<8|uint64(id[15])) }
@@ -539,8 +623,12 @@ func (s *sim) send(from *simNode, m engine.Message) {
 	if s.faults && s.r.Float64() < s.p.dupP {
 		copies++
 	}
+	var inc *simTxn
+	if m.Type == engine.MsgPrepare {
+		inc = s.txns[m.Txn]
+	}
 	for range copies {
-		s.net = append(s.net, envelope{at: s.now + 1 + int64(s.r.IntN(s.p.maxDelay)), from: from.id, to: to, m: m})
+		s.net = append(s.net, envelope{at: s.now + 1 + int64(s.r.IntN(s.p.maxDelay)), from: from.id, to: to, m: m, inc: inc})
 	}
 }
 
@@ -570,6 +658,14 @@ func (s *sim) deliver() {
 		if n.shard != nil {
 			n.shard.Step(e.m)
 		} else {
+			if e.m.Type == engine.MsgPrepare && !engine.ParticipantKnows(n.part, e.m.Txn) {
+				// Prepared as a new transaction: what n does under this
+				// id from now on is this one's.
+				if old := s.partInc[n.pi][e.m.Txn]; old != nil && old != e.inc {
+					s.stats.cov["participant prepares a reused id as new"]++
+				}
+				s.partInc[n.pi][e.m.Txn] = e.inc
+			}
 			n.part.Step(e.m)
 		}
 		// Like the real pump, often step several inputs before draining
@@ -692,18 +788,18 @@ func (s *sim) sync(n *simNode) {
 func (s *sim) nowDurable(n *simNode, r simRec) {
 	switch r.typ {
 	case engine.RecCommit:
-		s.coordCommit[r.txn] = true
+		s.coordCommit[s.txns[r.txn]] = true
 	case engine.RecPrepared:
-		s.durPrepared[n.pi][r.txn] = true
+		s.durPrepared[n.pi][s.partInc[n.pi][r.txn]] = true
 	case engine.RecCommitted:
-		s.durCommitted[n.pi][r.txn] = true
-		s.committed(n, r.txn)
+		t := s.partInc[n.pi][r.txn]
+		s.durCommitted[n.pi][t] = true
+		s.committed(n, t, r.txn)
 	}
 }
 
 // committed: the commit of txn is now permanent at n.
-func (s *sim) committed(n *simNode, txn engine.TxnID) {
-	t := s.txns[txn]
+func (s *sim) committed(n *simNode, t *simTxn, txn engine.TxnID) {
 	if t == nil {
 		s.fail("%s committed unknown txn %s", n.name, short(txn))
 		return
@@ -711,30 +807,34 @@ func (s *sim) committed(n *simNode, txn engine.TxnID) {
 	if a, ok := t.amount(n.pi); !ok || a == 0 {
 		s.fail("%s committed %s, where it has no (or a read-only) branch", n.name, short(txn))
 	}
-	if p, ok := s.abortedAt[txn]; ok {
+	if p, ok := s.abortedAt[t]; ok {
 		s.fail("atomicity: %s committed at %s but aborted at %s", short(txn), n.name, s.parts[p].name)
 	}
 	if t.outcome == engine.OutcomeAborted {
 		s.fail("honesty: %s committed at %s but the client was told aborted", short(txn), n.name)
 	}
-	s.committedAt[txn] = n.pi
+	s.committedAt[t] = n.pi
 }
 
 func (s *sim) applied(n *simNode, a engine.Applied) {
-	t := s.txns[a.Txn]
+	t := s.partInc[n.pi][a.Txn]
 	s.tracef("%s: applied %s %v", n.name, short(a.Txn), a.Decision)
+	if t == nil {
+		s.fail("%s applied %v for %s, which it never prepared", n.name, a.Decision, short(a.Txn))
+		return
+	}
 	switch a.Decision {
 	case engine.DecisionCommit:
 		if n.res != nil {
 			// Reported once the resource has committed (its balance
 			// changed then); at most once, across restarts.
 			switch {
-			case !s.durCommitted[n.pi][a.Txn]:
+			case !s.durCommitted[n.pi][t]:
 				s.fail("%s reported the commit of %s applied before its resource committed it", n.name, short(a.Txn))
-			case s.appliedNow[n.pi][a.Txn]:
+			case s.appliedNow[n.pi][t]:
 				s.fail("%s applied the commit of %s twice", n.name, short(a.Txn))
 			}
-			s.appliedNow[n.pi][a.Txn] = true
+			s.appliedNow[n.pi][t] = true
 			return
 		}
 		// A one-phase commit is the participant's own decision: applied
@@ -742,28 +842,28 @@ func (s *sim) applied(n *simNode, a engine.Applied) {
 		// applied early (locks released before the fsync), but only once
 		// the decision is durable at the coordinator and logged here.
 		switch {
-		case len(t.branches) == 1 && !s.durCommitted[n.pi][a.Txn]:
+		case len(t.branches) == 1 && !s.durCommitted[n.pi][t]:
 			s.fail("%s applied the one-phase commit of %s before its record was durable", n.name, short(a.Txn))
 			return
-		case len(t.branches) > 1 && !s.coordCommit[a.Txn]:
+		case len(t.branches) > 1 && !s.coordCommit[t]:
 			s.fail("%s applied the commit of %s before the coordinator's commit record was durable", n.name, short(a.Txn))
 			return
 		case len(t.branches) > 1 && !n.logged(engine.RecCommitted, a.Txn):
 			s.fail("%s applied the commit of %s before logging it", n.name, short(a.Txn))
 			return
 		}
-		if s.appliedNow[n.pi][a.Txn] {
+		if s.appliedNow[n.pi][t] {
 			s.fail("%s applied the commit of %s twice", n.name, short(a.Txn))
 			return
 		}
 		amt, _ := t.amount(n.pi)
-		s.appliedNow[n.pi][a.Txn] = true
+		s.appliedNow[n.pi][t] = true
 		s.expected[n.pi] += amt
 	case engine.DecisionAbort:
-		if p, ok := s.committedAt[a.Txn]; ok {
+		if p, ok := s.committedAt[t]; ok {
 			s.fail("atomicity: %s aborted at %s but committed at %s", short(a.Txn), n.name, s.parts[p].name)
 		}
-		s.abortedAt[a.Txn] = n.pi
+		s.abortedAt[t] = n.pi
 	}
 }
 
@@ -772,7 +872,12 @@ func (s *sim) checkOutput(n *simNode, m engine.Message) {
 	if !s.o.checkOutputs {
 		return
 	}
-	t := s.txns[m.Txn]
+	var t *simTxn // the transaction the output is about
+	if n.pi >= 0 {
+		t = s.partInc[n.pi][m.Txn]
+	} else {
+		t = s.txns[m.Txn]
+	}
 	prepared, committed := "its prepared record is durable", "its committed record is durable"
 	if n.res != nil {
 		prepared, committed = "its resource has prepared it", "its resource has committed it"
@@ -781,17 +886,17 @@ func (s *sim) checkOutput(n *simNode, m engine.Message) {
 	case m.Type == engine.MsgVote && m.Vote == engine.VoteYes:
 		if t == nil {
 			s.fail("%s voted for unknown %s", n.name, short(m.Txn))
-		} else if len(t.branches) == 1 && !s.durCommitted[n.pi][m.Txn] {
+		} else if len(t.branches) == 1 && !s.durCommitted[n.pi][t] {
 			s.fail("%s: one-phase YES for %s before %s", n.name, short(m.Txn), committed)
-		} else if len(t.branches) > 1 && !s.durPrepared[n.pi][m.Txn] {
+		} else if len(t.branches) > 1 && !s.durPrepared[n.pi][t] {
 			s.fail("%s: YES for %s before %s", n.name, short(m.Txn), prepared)
 		}
 	case m.Type == engine.MsgAck:
-		if !s.durCommitted[n.pi][m.Txn] {
+		if !s.durCommitted[n.pi][t] {
 			s.fail("%s: ack for %s before %s", n.name, short(m.Txn), committed)
 		}
 	case m.Type == engine.MsgDecision && m.Decision == engine.DecisionCommit:
-		if !s.coordCommit[m.Txn] {
+		if !s.coordCommit[t] {
 			s.fail("%s: commit decision for %s before the commit record is durable", n.name, short(m.Txn))
 		}
 	}
@@ -809,7 +914,7 @@ func (s *sim) reply(r engine.Reply) {
 	switch r.Outcome {
 	case engine.OutcomeCommitted:
 		s.stats.committed++
-		if p, ok := s.abortedAt[r.Txn]; ok {
+		if p, ok := s.abortedAt[t]; ok {
 			s.fail("honesty: client told %s committed, but %s aborted it", short(r.Txn), s.parts[p].name)
 		}
 		if s.o.checkOutputs {
@@ -818,19 +923,31 @@ func (s *sim) reply(r engine.Reply) {
 				yes = yes || b.amount != 0
 			}
 			switch {
-			case len(t.branches) == 1 && yes && !s.durCommitted[t.branches[0].part][r.Txn]:
+			case len(t.branches) == 1 && yes && !s.durCommitted[t.branches[0].part][t]:
 				s.fail("client told one-phase %s committed before it is durable", short(r.Txn))
-			case len(t.branches) > 1 && yes && !s.coordCommit[r.Txn]:
+			case len(t.branches) > 1 && yes && !s.coordCommit[t]:
 				s.fail("client told %s committed before the commit record is durable", short(r.Txn))
 			}
 		}
 	case engine.OutcomeAborted:
 		s.stats.aborted++
-		if p, ok := s.committedAt[r.Txn]; ok {
+		if p, ok := s.committedAt[t]; ok {
 			s.fail("honesty: client told %s aborted, but it is committed at %s", short(r.Txn), s.parts[p].name)
 		}
 	case engine.OutcomeUnknown:
 		s.stats.unknown++
+	case engine.OutcomeRejected:
+		// Only a reused id may be refused: as in use, or as stale.
+		switch {
+		case !t.reuse:
+			s.fail("a new id %s was rejected: %v %s", short(r.Txn), r.Cause, r.Detail)
+		case r.Cause == engine.CauseStaleID:
+			s.stats.cov["reused id refused: stale"]++
+		case r.Detail == "transaction id in use":
+			s.stats.cov["reused id refused: in use"]++
+		default:
+			s.fail("reused id %s rejected: %v %s", short(r.Txn), r.Cause, r.Detail)
+		}
 	default:
 		s.fail("unexpected reply %v (%s) for %s", r.Outcome, r.Detail, short(r.Txn))
 	}
@@ -876,7 +993,9 @@ func (s *sim) crashCoordinator(why string) {
 		t.outcome = engine.OutcomeUnknown
 		s.stats.unknown++
 		delete(s.awaiting, id)
+		s.retry = append(s.retry, id)
 	}
+	sort.Slice(s.retry, func(i, j int) bool { return string(s.retry[i][:]) < string(s.retry[j][:]) }) // map order is random
 	down := s.shards[0].downTil
 	for _, n := range s.shards {
 		n.downTil = down
@@ -932,7 +1051,7 @@ func (s *sim) crash(n *simNode, why string) {
 func (s *sim) restart(n *simNode) {
 	s.tracef("%s: restart from %d records", n.name, len(n.log))
 	if n.pi < 0 {
-		n.shard = engine.NewShard(s.p.scfg)
+		n.shard = s.newShard()
 		engine.SetShardBugs(n.shard, s.o.decideEarly)
 	} else {
 		s.newParticipant(n)
@@ -959,13 +1078,13 @@ func (s *sim) restart(n *simNode) {
 		// The rebuilt bank (or the resource) holds exactly the commits
 		// that were durable.
 		if n.res == nil {
-			s.appliedNow[n.pi] = map[engine.TxnID]bool{}
+			s.appliedNow[n.pi] = map[*simTxn]bool{}
 		}
 		s.expected[n.pi] = int64(s.p.accounts) * initialBalance
-		for id := range s.durCommitted[n.pi] {
-			amt, _ := s.txns[id].amount(n.pi)
+		for t := range s.durCommitted[n.pi] {
+			amt, _ := t.amount(n.pi)
 			if n.res == nil {
-				s.appliedNow[n.pi][id] = true
+				s.appliedNow[n.pi][t] = true
 			}
 			s.expected[n.pi] += amt
 		}
@@ -1036,7 +1155,7 @@ func (s *sim) finalChecks() {
 				continue
 			}
 			writers++
-			if s.durCommitted[b.part][t.id] {
+			if s.durCommitted[b.part][t] {
 				committed++
 				want += b.amount
 			}
@@ -1186,6 +1305,10 @@ func TestSimulation(t *testing.T) {
 		"res.failed", "res.stale scan result", "res.abort of nothing prepared", "res.work nobody waits for ran",
 		"crash after resource work", "crash cancels resource work", "crash leaves resource work to run",
 		"restart finds prepared transactions in the resource",
+		// With the id window no reuse is ever started: the
+		// participants' rule (part.refused-reuse) is exercised by the
+		// variants without it, in TestSimulationCatchesBugs.
+		"reused id refused: in use", "reused id refused: stale",
 	} {
 		if tot.cov[k] == 0 {
 			t.Errorf("no seed went through %q", k)
@@ -1209,6 +1332,8 @@ func TestSimulationCatchesBugs(t *testing.T) {
 		{"decide-before-durable", simOptions{decideEarly: true}},
 		{"durable-resource/vote-before-prepared", simOptions{resVoteEarly: true}},
 		{"durable-resource/ack-before-committed", simOptions{resAckEarly: true}},
+		{"reused-id-answered-as-a-copy", simOptions{reuseYes: true, noIDWindow: true}},
+		{"no-id-window", simOptions{noIDWindow: true}},
 	} {
 		for _, direct := range []bool{true, false} {
 			o := c.o

@@ -137,7 +137,7 @@ func (r *simRes) runPrepare(txn engine.TxnID, work []byte) engine.Vote {
 	v := r.bank.Prepare(txn, work)
 	if v == engine.VoteYes {
 		r.prepared[txn] = true
-		r.s.durPrepared[r.n.pi][txn] = true
+		r.s.durPrepared[r.n.pi][r.s.partInc[r.n.pi][txn]] = true
 		r.s.tracef("%s: resource prepared %s", r.n.name, short(txn))
 	}
 	return v
@@ -147,14 +147,14 @@ func (r *simRes) runPrepare(txn engine.TxnID, work []byte) engine.Vote {
 // succeeded.
 func (r *simRes) runFinish(txn engine.TxnID, d engine.Decision) bool {
 	s, n := r.s, r.n
-	t := s.txns[txn]
+	t := s.partInc[n.pi][txn]
 	if t == nil {
 		s.fail("%s: resource asked to %v unknown %s", n.name, d, short(txn))
 		return false
 	}
 	switch {
 	case d == engine.DecisionCommit && r.prepared[txn]:
-		if len(t.branches) > 1 && !s.coordCommit[txn] {
+		if len(t.branches) > 1 && !s.coordCommit[t] {
 			s.fail("%s: resource committed %s before the coordinator's commit record was durable", n.name, short(txn))
 		}
 		amt, _ := t.amount(n.pi)
@@ -162,9 +162,9 @@ func (r *simRes) runFinish(txn engine.TxnID, d engine.Decision) bool {
 		delete(r.prepared, txn)
 		r.committed[txn] = true
 		s.tracef("%s: resource committed %s", n.name, short(txn))
-		s.durCommitted[n.pi][txn] = true
+		s.durCommitted[n.pi][t] = true
 		s.expected[n.pi] += amt
-		s.committed(n, txn)
+		s.committed(n, t, txn)
 		return true
 	case d == engine.DecisionCommit && r.committed[txn]:
 		s.stats.cov["res.commit found committed (marker)"]++
@@ -173,15 +173,15 @@ func (r *simRes) runFinish(txn engine.TxnID, d engine.Decision) bool {
 		s.fail("atomicity: %s asked its resource to commit %s, which it does not hold prepared and never committed", n.name, short(txn))
 		return false
 	case r.prepared[txn]:
-		if s.coordCommit[txn] {
+		if s.coordCommit[t] {
 			s.fail("atomicity: %s rolled back %s, whose commit record is durable", n.name, short(txn))
 		}
-		if p, ok := s.committedAt[txn]; ok {
+		if p, ok := s.committedAt[t]; ok {
 			s.fail("atomicity: %s rolled back at %s but committed at %s", short(txn), n.name, s.parts[p].name)
 		}
 		r.bank.Abort(txn)
 		delete(r.prepared, txn)
-		s.abortedAt[txn] = n.pi
+		s.abortedAt[t] = n.pi
 		s.tracef("%s: resource rolled back %s", n.name, short(txn))
 		return true
 	case r.committed[txn]:

@@ -6,9 +6,10 @@ import (
 	"github.com/google/uuid"
 )
 
-// TxnID names one distributed transaction. Clients should use a
-// time-ordered UUID (version 7) so that the records of transactions begun
-// close together sit close together in the logs.
+// TxnID names one distributed transaction. Clients use a time-ordered
+// UUID (version 7): the records of transactions begun close together sit
+// close together in the logs, and the id's time tells a coordinator
+// whether it can still check the id for reuse (ShardConfig.MaxIDAheadMs).
 type TxnID = uuid.UUID
 
 // MaxBranches is the most participants one transaction may name.
@@ -175,6 +176,13 @@ type Message struct {
 	// Tag is chosen by whoever delivers a MsgBegin (the server: which
 	// client connection and request) and is echoed in the Reply.
 	Tag uint64
+	// UnixMs is the wall-clock time, in Unix milliseconds, at which
+	// whoever delivers a MsgBegin received it (the server's front door).
+	// The shard reads no clock: this is how it learns the age of the
+	// Begin's id, which it refuses when it can no longer check it for
+	// reuse (see Shard.checkIDTime). Zero: no wall time is known, and the
+	// id's age is not checked (the engine's own tests).
+	UnixMs int64
 }
 
 // Outcome is what a client is told about its transaction.
@@ -225,6 +233,10 @@ const (
 	// holds its maximum of transactions (in flight and remembered).
 	// Nothing was started, so retrying later, with the same id, is safe.
 	CauseOverloaded
+	// CauseStaleID: the begin was rejected because its transaction id's
+	// time (UUIDv7) is older than the coordinator can check for reuse, or
+	// too far ahead of its clock; Detail says which. Retry with a new id.
+	CauseStaleID
 )
 
 func (c AbortCause) String() string {
@@ -239,6 +251,8 @@ func (c AbortCause) String() string {
 		return "unreachable"
 	case CauseOverloaded:
 		return "overloaded"
+	case CauseStaleID:
+		return "stale-id"
 	}
 	return fmt.Sprintf("AbortCause(%d)", uint8(c))
 }

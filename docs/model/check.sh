@@ -63,7 +63,8 @@ nfair() { echo $(((10 + 5 * $1) / 4)); }
 # Big runs are compiled with -O1 (the best compile + run time here), the
 # quick ones with -O0.
 BUGS="BUG_VOTE_BEFORE_DURABLE BUG_DUP_PREPARE_FROM_MEMORY BUG_INQUIRY_ABORT_PENDING
-	BUG_SELF_ABORT BUG_NO_REREAD BUG_ACK_BEFORE_DURABLE BUG_DECIDE_BEFORE_DURABLE"
+	BUG_SELF_ABORT BUG_NO_REREAD BUG_ACK_BEFORE_DURABLE BUG_DECIDE_BEFORE_DURABLE
+	BUG_REUSE_YES BUG_ID_WINDOW"
 if [ "$mode" = exhaustive ]; then
 	S="-DSAFETY -DNOCLAIM"
 	L="-DNFAIR=$(nfair 2)"
@@ -71,6 +72,8 @@ if [ "$mode" = exhaustive ]; then
 	# liveness: two budgets, so that each run stays small
 	add correct   live   PASS "-DNP=2 -DLIVE -DMAXCRASH=2 -DMAXLOSS=1 -DMAXDUP=0" "-O1 $L" "-a -f -w21"
 	add correct   live   PASS "-DNP=2 -DLIVE -DMAXCRASH=1 -DMAXLOSS=1 -DMAXDUP=1" "-O1 $L" "-a -f -w21"
+	# the id used again once the coordinator forgot it: the participants' rule
+	add reuse     safety PASS "-DNP=2 -DMAXCRASH=2 -DREUSE" "-O1 $S" "-w24"
 	add one-phase safety PASS "-DNP=1 -DMAXCRASH=2" "-O0 $S" "-w16"
 	add one-phase live   PASS "-DNP=1 -DLIVE -DMAXCRASH=2 -DMAXLOSS=1 -DMAXDUP=1" "-O0 -DNFAIR=$(nfair 1)" "-a -f -w16"
 	for b in $BUGS; do
@@ -101,11 +104,14 @@ what() {
 	local a
 	a=$(grep -m1 'assertion violated' "$out")
 	case $a in
+	*reply2*allOK*) echo "validity (reuse): committed without every participant preparing its work" ;;
+	*'reply2==1)&&anyA'*) echo "durability (reuse): told committed, a participant aborts" ;;
+	*'reply2==2)&&anyC'*) echo "told aborted (reuse), a participant commits" ;;
 	*'anyC&&anyA'*) echo "atomicity: one commits, another aborts" ;;
 	*'reply==1)&&anyA'*) echo "durability: told committed, a participant aborts" ;;
 	*'reply==2)&&anyC'*) echo "told aborted, a participant commits" ;;
 	*allOK*) echo "validity: commit without every vote yes/read-only" ;;
-	*g_commit\[kk\]*) echo "durability: ended while a YES voter never committed" ;;
+	*g_commit\[*kk*) echo "durability: ended while a YES voter never committed" ;;
 	*'||(pst['*) echo "durability: a commit undone (restored in doubt)" ;;
 	*creplied*) echo "second reply to the client" ;;
 	'') grep -m1 -E 'error|invalid' "$out" | cut -c1-60 ;;

@@ -31,6 +31,14 @@
  *                     MAXLOSS / MAXDUP, and the LTL claim `live'
  *   NETBUDGET         bound loss and duplication in a safety run too
  *                     (otherwise unbounded)
+ *   REUSE             (NP >= 2, safety only) the client begins the id
+ *                     again, for other work at every participant, once the
+ *                     coordinator has forgotten it (after finishing it, or
+ *                     in a crash) and once no vote of the first use is
+ *                     still to be sent: the reuses the id window
+ *                     (Shard.checkIDTime) would have refused, minus the
+ *                     one the participants cannot help (docs/protocol.md).
+ *                     Checks the participants' rule (prepareAgain).
  *   BUG_*             planted bugs, listed in README.md
  */
 
@@ -70,6 +78,7 @@
 
 /* ---- messages coordinator -> participant i: bits of toP[i] ---- */
 #define M_PREPARE 1      /* MsgPrepare (OnePhase iff NP == 1)  */
+#define M_PREPARE2 8     /* MsgPrepare of the reuse: the same id, other work */
 #define M_COMMIT  2      /* MsgDecision{Commit}                */
 #define M_ABORT   4      /* MsgDecision{Abort}                 */
 /* ---- messages participant i -> coordinator: bits of toC[i] ---- */
@@ -123,10 +132,47 @@ byte crashes;
 byte losses, dups;
 #endif
 
-/* ghosts for the properties: never reset, not even by a crash */
+#if (defined(BUG_ID_WINDOW) || defined(BUG_REUSE_YES)) && !defined(REUSE)
+#define REUSE
+#endif
+#ifdef BUG_ID_WINDOW
+#define REUSE_SETTLED 1
+#else
+/* no participant has a vote (or an ack) of the first use still to send */
+#define SETTLED(i) (pst[i] != P_PREPARING && pst[i] != P_COMMITTING)
+#if NP > 2
+#define REUSE_SETTLED (SETTLED(0) && SETTLED(1) && SETTLED(2))
+#else
+#define REUSE_SETTLED (SETTLED(0) && SETTLED(1))
+#endif
+#endif
+
+/* ghosts for the properties: never reset, not even by a crash. With
+ * REUSE, entries NP.. are the reuse's (the second transaction under the
+ * id): GI(i) is participant i's entry for the work it holds. */
+#ifdef REUSE
+#if NP < 2 || defined(LIVE)
+#error REUSE needs NP >= 2 and a safety run
+#endif
+bit g_prepared[2*NP];  /* res.Prepare called: participant i voted pvote[i]   */
+bit g_commit[2*NP];    /* res.Commit applied (live or on recovery)           */
+bit g_abort[2*NP];     /* res.Abort applied, or voted NO (resource released) */
+byte cinc = 1;     /* which transaction the coordinator runs under the id: 1, or 2 (the reuse) */
+byte reply2;       /* what the reuse's client was told                     */
+byte pwork[NP];    /* whose work participant i holds under the id: 1 or 2 (0 none) */
+bit  prefused[NP]; /* partTxn.refused: a reuse was voted no while i held the first */
+#define GI(i) ((i) + (pwork[i] == 2 -> NP : 0))
+#define SAMEW(i, w) (pwork[i] == (w))
+#define CI(i) ((i) + (cinc == 2 -> NP : 0))
+#else
 bit g_prepared[NP];  /* res.Prepare called: participant i voted pvote[i]     */
 bit g_commit[NP];    /* res.Commit applied (live or on recovery)             */
 bit g_abort[NP];     /* res.Abort applied, or voted NO (resource released)   */
+#define GI(i) (i)
+#define CI(i) (i)
+#define SAMEW(i, w) 1
+bit prefused[NP];  /* never set without REUSE */
+#endif
 
 /* scratch for loops: set and used inside one atomic step and reset to 0
  * at its end, so it never tells two states apart */
@@ -179,7 +225,26 @@ inline checkSafety() {
 		assert(!(reply == O_ABORTED && anyC));          /* told aborted, nobody commits */
 		assert(!((anyC || reply == O_COMMITTED) && !allOK)); /* VALIDITY */
 		k = 0; anyC = 0; anyA = 0; allOK = 0
+	};
+#ifdef REUSE
+	/* the same four for the reuse, the second transaction under the id */
+	d_step {
+		anyC = 0; anyA = 0; allOK = 1;
+		for (k : 0 .. NP-1) {
+			anyC = anyC | g_commit[NP + k];
+			anyA = anyA | g_abort[NP + k];
+			if
+			:: !g_prepared[NP + k] || pvote[k] == V_NO -> allOK = 0
+			:: else
+			fi
+		};
+		assert(!(anyC && anyA));                         /* ATOMICITY (reuse) */
+		assert(!(reply2 == O_COMMITTED && anyA));        /* DURABILITY (reuse) */
+		assert(!(reply2 == O_ABORTED && anyC));
+		assert(!((anyC || reply2 == O_COMMITTED) && !allOK)); /* VALIDITY (reuse) */
+		k = 0; anyC = 0; anyA = 0; allOK = 0
 	}
+#endif
 }
 
 /* ================= participant (participant.go) ================= */
@@ -190,13 +255,19 @@ inline pappend(i, r) {              /* appendRecord */
 	pwait[i] = plog[i].n
 }
 
-inline applyCommit(i) { g_commit[i] = 1; printf("MSC: P%d commits\n", i); checkSafety() }
-inline applyAbort(i)  { g_abort[i] = 1;  printf("MSC: P%d aborts\n", i);  checkSafety() }
+inline applyCommit(i) { g_commit[GI(i)] = 1; printf("MSC: P%d commits\n", i); checkSafety() }
+inline applyAbort(i)  { g_abort[GI(i)] = 1;  printf("MSC: P%d aborts\n", i);  checkSafety() }
 
-inline onPrepare(i) {               /* Participant.prepare */
+/* Participant.prepare for the work of transaction w (1; with REUSE also
+ * 2, the reuse): a prepare for an id the participant holds or has decided
+ * is answered by prepareAgain */
+inline onPrepare(i, w) {
 	if
 	:: pst[i] == P_NONE ->
-		g_prepared[i] = 1;
+#ifdef REUSE
+		pwork[i] = w; prefused[i] = 0;
+#endif
+		g_prepared[GI(i)] = 1;
 		if
 		:: pvote[i] == V_NO ->
 			pst[i] = P_ABORTED; applyAbort(i); sendC(i, M_NO)
@@ -210,16 +281,42 @@ inline onPrepare(i) {               /* Participant.prepare */
 			; sendC(i, M_YES)
 #endif
 		fi
-	/* never prepare twice: answer from what was done */
-	:: pst[i] == P_PREPARING || pst[i] == P_COMMITTING ->
+#ifdef REUSE
+	/* another transaction's work under this id: a reuse (prepareAgain) */
+	:: pst[i] != P_NONE && pwork[i] != w ->
+#ifdef BUG_REUSE_YES
+		/* the old code: answered like a copy of the first prepare */
+		if
+		:: pst[i] == P_PREPARED || pst[i] == P_COMMITTED -> sendC(i, M_YES)
+		:: pst[i] == P_ABORTED  -> sendC(i, M_NO)
+		:: pst[i] == P_READONLY -> sendC(i, M_RO)
+		:: else -> skip
+		fi
+#else
+		/* vote no; one in hand never sends its own YES any more */
+		prefused[i] = 1; sendC(i, M_NO)
+#endif
+#endif
+	/* never prepare twice: answer a copy from what was done */
+	:: (pst[i] == P_PREPARING || pst[i] == P_COMMITTING) && SAMEW(i, w) ->
 #ifdef BUG_DUP_PREPARE_FROM_MEMORY
 		sendC(i, M_YES)     /* answered from memory, record not durable yet */
 #else
 		skip                /* the vote goes out when the record is durable */
 #endif
-	:: pst[i] == P_PREPARED || pst[i] == P_COMMITTED -> sendC(i, M_YES)
-	:: pst[i] == P_ABORTED  -> sendC(i, M_NO)
-	:: pst[i] == P_READONLY -> sendC(i, M_RO)
+	:: pst[i] == P_PREPARED && SAMEW(i, w) && prefused[i] -> sendC(i, M_NO)
+	:: pst[i] == P_PREPARED && SAMEW(i, w) && !prefused[i] -> sendC(i, M_YES)
+	/* committed: one-phase "committed" again; two-phase no (its
+	 * coordinator is past voting; only a reuse could count a YES) */
+	:: pst[i] == P_COMMITTED && SAMEW(i, w) && NP == 1 -> sendC(i, M_YES)
+	:: pst[i] == P_COMMITTED && SAMEW(i, w) && NP > 1 ->
+#ifdef BUG_REUSE_YES
+		sendC(i, M_YES)
+#else
+		sendC(i, M_NO)
+#endif
+	:: pst[i] == P_ABORTED && SAMEW(i, w) -> sendC(i, M_NO)
+	:: pst[i] == P_READONLY && SAMEW(i, w) -> sendC(i, M_RO)
 	fi
 }
 
@@ -258,7 +355,11 @@ inline pDurable(i) {
 	:: pst[i] == P_PREPARING && plog[i].d >= pwait[i] ->   /* becomePrepared */
 		pst[i] = P_PREPARED
 #ifndef BUG_VOTE_BEFORE_DURABLE
+#ifdef REUSE
+		; if :: !prefused[i] -> sendC(i, M_YES) :: else fi
+#else
 		; sendC(i, M_YES)
+#endif
 #endif
 	:: pst[i] == P_COMMITTING && plog[i].d >= pwait[i] ->
 		pst[i] = P_COMMITTED;
@@ -277,7 +378,11 @@ proctype Part(byte i) {
 end:
 	do
 	:: atomic { (toP[i] & M_PREPARE) ->
-		RECV(toP, i, M_PREPARE, printf("MSC: C->P%d prepare\n", i); onPrepare(i)) }
+		RECV(toP, i, M_PREPARE, printf("MSC: C->P%d prepare\n", i); onPrepare(i, 1)) }
+#ifdef REUSE
+	:: atomic { (toP[i] & M_PREPARE2) ->
+		RECV(toP, i, M_PREPARE2, printf("MSC: C->P%d prepare (the reuse's work)\n", i); onPrepare(i, 2)) }
+#endif
 	:: atomic { (toP[i] & M_COMMIT) ->
 		RECV(toP, i, M_COMMIT, printf("MSC: C->P%d commit\n", i); onCommit(i)) }
 	:: atomic { (toP[i] & M_ABORT) ->
@@ -324,7 +429,7 @@ inline crashP(i) {
 	 * two-phase commit applied before its record was durable may come
 	 * back in doubt (prepared): it must then be committed again, which
 	 * checkSafety enforces (an abort now would break ATOMICITY). */
-	assert(!g_commit[i] || pst[i] == P_COMMITTED || NP > 1 && pst[i] == P_PREPARED);
+	assert(!g_commit[GI(i)] || pst[i] == P_COMMITTED || NP > 1 && pst[i] == P_PREPARED);
 	/* Restore replays the decision into the resource */
 	if
 	:: pst[i] == P_COMMITTED -> applyCommit(i)
@@ -338,7 +443,11 @@ inline crashP(i) {
 inline creply(o) {                  /* Shard.reply */
 	assert(!creplied);
 	creplied = 1;
+#ifdef REUSE
+	if :: cinc == 2 -> reply2 = o :: else -> reply = o fi;
+#else
 	reply = o;
+#endif
 	printf("MSC: C->client outcome %d\n", o);
 	checkSafety()
 }
@@ -423,7 +532,7 @@ inline onAck(i) {                   /* Shard.ack */
 			 * voter has really committed */
 			d_step {
 				for (kk : 0 .. NP-1) {
-					assert(!(cparts & (1 << kk)) || g_commit[kk])
+					assert(!(cparts & (1 << kk)) || g_commit[CI(kk)])
 				};
 				kk = 0
 			};
@@ -511,6 +620,21 @@ end:
 		printf("MSC: C forgets\n");
 		cst = C_NONE; cacked = 0;
 		d_step { for (kk : 0 .. NP-1) { cvote[kk] = 0 }; kk = 0 } }
+#if defined(REUSE) || defined(BUG_ID_WINDOW)
+	/* The client begins the id again, for other work at every
+	 * participant, and the coordinator, which has forgotten it, starts
+	 * it (Shard.begin). The messages of the first use are gone (none
+	 * outlives RememberTicks; a crashed coordinator's connections were
+	 * reset). With REUSE no participant still has a vote of the first
+	 * use to send (PREPARING, COMMITTING): the participants' rule cannot
+	 * stop one, and the id window is there to refuse such a reuse.
+	 * BUG_ID_WINDOW: a coordinator without the window, which starts it
+	 * anyway. */
+	:: atomic { cinc == 1 && cst == C_NONE && REUSE_SETTLED ->
+		printf("MSC: client begins the id again, other work\n");
+		cinc = 2; cst = C_VOTING; creplied = 0; cacked = 0; cparts = 0; cn = 0; cd = 0;
+		d_step { for (kk : 0 .. NP-1) { cvote[kk] = 0; toP[kk] = M_PREPARE2; toC[kk] = 0 }; kk = 0 } }
+#endif
 	od
 }
 

@@ -30,6 +30,10 @@ type Options struct {
 	// of the servers when zero).
 	PrepareTimeout time.Duration
 	InquireAfter   time.Duration
+	// Remember is how long the coordinator remembers a finished
+	// transaction (its default when zero); it also bounds the age of the
+	// transaction ids it accepts.
+	Remember time.Duration
 	// CheckpointEvery sets the participants' checkpoint interval.
 	CheckpointEvery int
 	// SegmentSize is every log's segment size (default 4 MiB: segments are
@@ -158,6 +162,7 @@ func (c *Cluster) startCoordinator(ln net.Listener) (*coordinator.Server, error)
 		Participants:   parts,
 		Shards:         c.opts.Shards,
 		PrepareTimeout: c.opts.PrepareTimeout,
+		Remember:       c.opts.Remember,
 		SegmentSize:    c.opts.SegmentSize,
 		TLS:            c.opts.TLS,
 		Logger:         c.opts.Logger,

@@ -28,6 +28,7 @@ func TestWireCodesMatchEngine(t *testing.T) {
 		{"cause invalid", uint8(wire.CauseInvalid), uint8(engine.CauseInvalid)},
 		{"cause unreachable", uint8(wire.CauseUnreachable), uint8(engine.CauseUnreachable)},
 		{"cause overloaded", uint8(wire.CauseOverloaded), uint8(engine.CauseOverloaded)},
+		{"cause stale id", uint8(wire.CauseStaleID), uint8(engine.CauseStaleID)},
 	}
 	for _, p := range pairs {
 		if p.wire != p.eng {

@@ -177,6 +177,7 @@ const (
 	CauseInvalid
 	CauseUnreachable // a participant was not connected: its prepare was never sent
 	CauseOverloaded  // the coordinator held its maximum of transactions; nothing was started
+	CauseStaleID     // the id's time is outside the window the coordinator can check for reuse
 )
 
 // AdminKind says what an AdminRequest asks for. Any non-zero kind is well
@@ -384,7 +385,7 @@ func (m *Outcome) check() error {
 	if err := checkEnum("outcome", uint8(m.Outcome), uint8(OutcomeCommitted), uint8(OutcomeRejected)); err != nil {
 		return err
 	}
-	if err := checkEnum("cause", uint8(m.Cause), 0, uint8(CauseOverloaded)); err != nil {
+	if err := checkEnum("cause", uint8(m.Cause), 0, uint8(CauseStaleID)); err != nil {
 		return err
 	}
 	if err := checkLen("participant", m.Participant, MaxNameLen); err != nil {

@@ -149,7 +149,7 @@ func TestEncodeRefusesBrokenLimits(t *testing.T) {
 		{0, &Hello{Role: RoleAdmin + 1}},
 		{0, &Hello{Role: RoleClient, Name: long}},
 		{1, &Outcome{Outcome: 0}},
-		{1, &Outcome{Outcome: OutcomeAborted, Cause: CauseOverloaded + 1}},
+		{1, &Outcome{Outcome: OutcomeAborted, Cause: CauseStaleID + 1}},
 		{1, &Outcome{Outcome: OutcomeRejected, Detail: make([]byte, MaxDetailLen+1)}},
 		{0, &Prepare{Work: make([]byte, MaxWorkLen+1)}},
 		{0, &Vote{Vote: 0}},
