@@ -136,6 +136,33 @@ func (r Role) String() string {
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
 
+// Sender returns the only role that may send frames of type t unasked
+// (requests and one-way messages), or 0 for a Hello and for replies, which
+// any role sends. Every protocol message has exactly one sending role, so
+// this one table is the authorization rule at both servers:
+//
+//	Begin                  client       → coordinator
+//	Prepare, Decision      coordinator  → participant
+//	Vote, Ack, Inquire     participant  → coordinator
+//	AdminRequest           admin        → either server
+//
+// A receiver that checks it against the role of the connection's Hello
+// (and that role against the peer's name and certificate) can trust the
+// role of every message it acts on.
+func Sender(t Type) Role {
+	switch t {
+	case TypeBegin:
+		return RoleClient
+	case TypePrepare, TypeDecision:
+		return RoleCoordinator
+	case TypeVote, TypeAck, TypeInquire:
+		return RoleParticipant
+	case TypeAdminRequest:
+		return RoleAdmin
+	}
+	return 0
+}
+
 // VoteCode is a participant's vote. The values are engine.Vote's.
 type VoteCode uint8
 
@@ -206,6 +233,12 @@ const (
 	CodeUnavailable
 	// CodeInternal: the server failed. For a Begin the outcome is unknown.
 	CodeInternal
+	// CodeRefused: the server will not take this from this peer: a hello
+	// whose role, name or certificate it does not accept, a message the
+	// peer's role does not send, or a connection beyond its bound. Sent
+	// as a connection error (request id 0), after which the server
+	// closes the connection; nothing the peer sent on it changed state.
+	CodeRefused
 )
 
 func (c ErrorCode) String() string {
@@ -216,6 +249,8 @@ func (c ErrorCode) String() string {
 		return "unavailable"
 	case CodeInternal:
 		return "internal"
+	case CodeRefused:
+		return "refused"
 	}
 	return fmt.Sprintf("ErrorCode(%d)", uint16(c))
 }
@@ -300,7 +335,9 @@ type AdminResponse struct {
 }
 
 // Error is the reply to a request that failed: a request error. It is a
-// frame, not a Go error; the connection stays open.
+// frame, not a Go error; the connection stays open. With request id 0 it is
+// a connection error instead: why the sender is closing the connection
+// (usually CodeRefused).
 type Error struct {
 	Code    ErrorCode // non-zero
 	Message []byte    // ≤ MaxDetailLen, human-readable
