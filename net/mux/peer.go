@@ -49,6 +49,18 @@ type PeerStats struct {
 	DialErrors  uint64 // attempts that failed
 	Connections uint64 // connections established
 	Dropped     uint64 // one-way frames dropped for want of a connection
+	// LastError is why the last connection failed or the last dial did
+	// not connect ("" if none has), at LastErrorAt: a peer that refuses
+	// our Hello (a wrong name, a certificate it does not accept) says why
+	// here, and in the log at most once a second.
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// peerError is a Peer's last connection failure.
+type peerError struct {
+	err string
+	at  time.Time
 }
 
 // Peer keeps Conns connections to one address, redialling each with capped
@@ -72,6 +84,8 @@ type Peer struct {
 
 	next                                    atomic.Uint64 // round-robin cursor
 	dials, dialErrors, connections, dropped atomic.Uint64
+	lastErr                                 atomic.Pointer[peerError]
+	logs                                    limiter // the connections' failures
 	connectedMu                             sync.Mutex
 	connectedCh                             chan struct{} // closed and replaced when a connection comes up; guarded by connectedMu
 }
@@ -101,7 +115,9 @@ func NewPeer(addr string, opts PeerOptions) *Peer {
 		opts:        opts,
 		conns:       make([]atomic.Pointer[Conn], opts.Conns),
 		connectedCh: make(chan struct{}),
+		logs:        limiter{every: logEvery},
 	}
+	p.opts.Conn.logs = &p.logs
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for i := range p.conns {
 		p.wg.Add(1)
@@ -121,6 +137,7 @@ func (p *Peer) dialLoop(i int) {
 			p.signalConnected()
 			select {
 			case <-c.Done():
+				p.setErr(c.Err())
 			case <-p.ctx.Done():
 				c.Close()
 				<-c.Done()
@@ -150,6 +167,7 @@ func (p *Peer) connect() *Conn {
 	if err != nil {
 		p.dialErrors.Add(1)
 		if p.ctx.Err() == nil {
+			p.setErr(err)
 			p.opts.Conn.withDefaults().Logger.Debug("mux: dial failed", "addr", p.addr, "err", err)
 		}
 		return nil
@@ -164,6 +182,12 @@ func (p *Peer) connect() *Conn {
 	}
 	p.connections.Add(1)
 	return c
+}
+
+func (p *Peer) setErr(err error) {
+	if err != nil {
+		p.lastErr.Store(&peerError{err: err.Error(), at: time.Now()})
+	}
 }
 
 func (p *Peer) signalConnected() {
@@ -279,6 +303,9 @@ func (p *Peer) Stats() PeerStats {
 		if c := p.conns[i].Load(); c != nil && c.Err() == nil {
 			s.Connected++
 		}
+	}
+	if e := p.lastErr.Load(); e != nil {
+		s.LastError, s.LastErrorAt = e.err, e.at
 	}
 	return s
 }
