@@ -162,6 +162,11 @@ type Options struct {
 	// would only lose the next prepare. Measured between 7/8 and all of
 	// IdleTimeout after the last frame.
 	IdleTimeout time.Duration
+	// Answer is, on an accepting connection, this side's own Hello: the
+	// answer to a peer whose Hello asks for one (wire.Hello.Answer), sent
+	// once the Handler has accepted the peer's Hello. A peer that asks
+	// while Answer has no role is refused.
+	Answer wire.Hello
 	// NoCoalesce makes the writer write each frame with its own write, for
 	// comparison with the default of one write per batch.
 	NoCoalesce bool
@@ -183,6 +188,9 @@ type Options struct {
 	// logs, if set, rate-limits the connection's failure logs, shared by
 	// every connection of a Server or a Peer.
 	logs *limiter
+	// awaitAnswer makes a dialing connection expect the accepting side's
+	// Hello as the first frame (a Peer whose Hello asked for one).
+	awaitAnswer bool
 }
 
 func (o Options) withDefaults() Options {
@@ -253,6 +261,7 @@ type Conn struct {
 	closing     chan struct{} // closed when the connection starts failing
 	writerDone  chan struct{} // closed when the writer has returned
 	done        chan struct{} // closed when both goroutines have returned
+	answered    chan struct{} // with awaitAnswer: closed when the peer's Hello has come
 	slots       chan struct{} // one token per call in flight
 	failOnce    sync.Once
 	peerRole    atomic.Uint32 // the Hello's role; written by the reader before the handler sees the Hello
@@ -293,6 +302,7 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 		slots:      make(chan struct{}, opts.MaxInFlight),
+		answered:   make(chan struct{}),
 	}
 	c.calls.pending = make(map[uint64]*call)
 	go c.writeLoop()
@@ -501,6 +511,11 @@ func (c *Conn) read() error {
 		}
 	}
 	dr.mode = modeUnset
+	if c.opts.awaitAnswer {
+		if err := c.readAnswer(r); err != nil {
+			return err
+		}
+	}
 	for {
 		f, err := r.Next()
 		if err != nil {
@@ -544,7 +559,50 @@ func (c *Conn) readHello(r *wire.Reader) error {
 			return err
 		}
 	}
-	return c.handle(f)
+	if err := c.handle(f); err != nil {
+		return err
+	}
+	if h.Answer {
+		if c.opts.Answer.Role == 0 {
+			return Refuse("this server does not answer hellos")
+		}
+		return c.Send(&c.opts.Answer)
+	}
+	return nil
+}
+
+// readAnswer reads the first frame on a dialing connection whose Hello
+// asked for an answer: the accepting side's Hello, or the Error frame it
+// refused ours with.
+func (c *Conn) readAnswer(r *wire.Reader) error {
+	f, err := r.Next()
+	if err != nil {
+		return err
+	}
+	c.countReceived(f)
+	if err := wire.Check(f); err != nil {
+		return err
+	}
+	if f.Type != wire.TypeHello {
+		return c.dispatchFirst(f)
+	}
+	var h wire.Hello
+	_ = h.Decode(f) // checked above
+	name := string(h.Name)
+	c.peerName.Store(&name)
+	c.peerRole.Store(uint32(h.Role))
+	close(c.answered)
+	return nil
+}
+
+// dispatchFirst handles a first frame that is not the awaited Hello: a
+// refusal fails the connection with the peer's reason; anything else is a
+// protocol violation.
+func (c *Conn) dispatchFirst(f wire.Frame) error {
+	if f.Type == wire.TypeError && f.ReqID == 0 {
+		return c.dispatch(f)
+	}
+	return fmt.Errorf("%w: first frame is %v, want the peer's hello", wire.ErrMalformed, f.Type)
 }
 
 // Read modes of a deadlineReader: what the next read is waiting for.
@@ -618,6 +676,16 @@ func (c *Conn) dispatch(f wire.Frame) error {
 		var e wire.Error
 		_ = e.Decode(f) // checked above
 		return fmt.Errorf("%w (%v): %s", ErrRefused, e.Code, e.Message)
+	}
+	if f.Type == wire.TypeHello && !c.opts.awaitAnswer && c.opts.HelloTimeout == 0 && c.stats.framesReceived.Load() == 1 {
+		// The answer to a Hello that asked for one, on a connection made
+		// without a Peer: kept, and not an error.
+		var h wire.Hello
+		_ = h.Decode(f)
+		name := string(h.Name)
+		c.peerName.Store(&name)
+		c.peerRole.Store(uint32(h.Role))
+		return nil
 	}
 	if c.opts.HelloTimeout > 0 {
 		// The authorization table (wire.Sender): each message has one
@@ -699,7 +767,8 @@ func (c *Conn) Err() error {
 }
 
 // Hello returns the role and name from the peer's Hello on an accepting
-// connection (Options.HelloTimeout > 0), or zero values before it came.
+// connection (Options.HelloTimeout > 0), or from its answer to ours, or
+// zero values before it came.
 func (c *Conn) Hello() (wire.Role, string) {
 	role := wire.Role(c.peerRole.Load())
 	if p := c.peerName.Load(); p != nil {

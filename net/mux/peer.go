@@ -2,6 +2,7 @@ package mux
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -31,6 +32,13 @@ type PeerOptions struct {
 	Conn Options
 	// Hello is sent as the first frame on every new connection.
 	Hello wire.Hello
+	// Check, if set, makes the Peer ask for the accepting side's Hello
+	// (wire.Hello.Answer) and use a connection only once that answer has
+	// come within DefaultHelloTimeout and Check has accepted it. A
+	// connection the peer refuses — or that Check refuses — is thus never
+	// used: no message is sent on it to be lost. The refusal is kept in
+	// Stats.LastError and logged, at most once a second.
+	Check func(answer wire.Hello) error
 	// Dial opens a connection to addr. The default dials TCP with
 	// DefaultDialTimeout. Plug TLS in here (tls.Dialer.DialContext).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -172,16 +180,50 @@ func (p *Peer) connect() *Conn {
 		}
 		return nil
 	}
-	c := NewConn(nc, p.opts.Conn)
+	opts := p.opts.Conn
+	hello := p.opts.Hello
+	if p.opts.Check != nil {
+		opts.awaitAnswer, hello.Answer = true, true
+	}
+	c := NewConn(nc, opts)
 	// Queued before the connection is published, so it is the first frame.
-	if err := c.Send(&p.opts.Hello); err != nil {
+	if err := c.Send(&hello); err != nil {
 		c.Close()
 		<-c.Done()
 		p.dialErrors.Add(1)
 		return nil
 	}
+	if p.opts.Check != nil {
+		if err := p.awaitAnswer(c); err != nil {
+			c.fail(err)
+			<-c.Done()
+			p.dialErrors.Add(1)
+			p.setErr(c.Err())
+			return nil
+		}
+	}
 	p.connections.Add(1)
 	return c
+}
+
+// awaitAnswer waits for the accepting side's Hello on c and checks it.
+func (p *Peer) awaitAnswer(c *Conn) error {
+	t := time.NewTimer(DefaultHelloTimeout)
+	defer t.Stop()
+	select {
+	case <-c.answered:
+	case <-c.Done():
+		return c.Err()
+	case <-t.C:
+		return fmt.Errorf("%w: no answer to our hello within %v", ErrNoHello, DefaultHelloTimeout)
+	case <-p.ctx.Done():
+		return ErrClosed
+	}
+	role, name := c.Hello()
+	if err := p.opts.Check(wire.Hello{Role: role, Name: []byte(name)}); err != nil {
+		return fmt.Errorf("mux: %s answered as %v %q: %w", p.addr, role, name, err)
+	}
+	return nil
 }
 
 func (p *Peer) setErr(err error) {

@@ -104,12 +104,19 @@ const (
 	// FlagMore (AdminResponse): more response frames with the same
 	// request id follow.
 	FlagMore Flags = 1 << 0
+	// FlagAnswer (Hello): the sender waits for the accepting side's own
+	// Hello before it uses the connection, so that nothing is sent on a
+	// connection the peer is about to refuse (see Hello.Answer).
+	FlagAnswer Flags = 1 << 1
 )
 
 // allowedFlags returns the flag bits that frames of type t may carry.
 func allowedFlags(t Type) Flags {
-	if t == TypeAdminResponse {
+	switch t {
+	case TypeAdminResponse:
 		return FlagMore
+	case TypeHello:
+		return FlagAnswer
 	}
 	return 0
 }

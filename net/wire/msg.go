@@ -255,10 +255,19 @@ func (c ErrorCode) String() string {
 	return fmt.Sprintf("ErrorCode(%d)", uint16(c))
 }
 
-// Hello is the first frame a connecting side sends: who it is.
+// Hello is the first frame a connecting side sends: who it is, and, from
+// the coordinator, whom it expects to reach.
 type Hello struct {
 	Role Role
-	Name []byte // ≤ MaxNameLen; for a participant, its participant name
+	// Name is ≤ MaxNameLen bytes: for a participant, its participant
+	// name; for the coordinator dialing a participant, the name it knows
+	// that participant by (the participant refuses any name but its own);
+	// empty for clients and admin tools.
+	Name []byte
+	// Answer (FlagAnswer) asks the accepting side to answer with its own
+	// Hello once it has accepted this one; the sender uses the connection
+	// only after that answer, so a refusal costs no lost message.
+	Answer bool
 }
 
 // Branch is one participant's share of a Begin.
@@ -503,7 +512,11 @@ func (m *Hello) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 	if err := m.check(); err != nil {
 		return dst, err
 	}
-	dst, start := beginFrame(dst, TypeHello, 0, reqID)
+	var fl Flags
+	if m.Answer {
+		fl = FlagAnswer
+	}
+	dst, start := beginFrame(dst, TypeHello, fl, reqID)
 	return endFrame(appendName(append(dst, byte(m.Role)), m.Name), start)
 }
 
@@ -710,6 +723,7 @@ func (m *Hello) Decode(f Frame) error {
 	if err != nil {
 		return err
 	}
+	m.Answer = f.Flags&FlagAnswer != 0
 	m.Role = Role(d.u8("role"))
 	m.Name = d.name("name")
 	if err := d.finish(TypeHello); err != nil {

@@ -47,6 +47,7 @@ func samples() []sample {
 		{3, &AdminResponse{JSON: bytes.Repeat([]byte(" "), MaxPayload)}},
 		{4, &Error{Code: CodeUnavailable, Message: []byte("shutting down")}},
 		{0, &Error{Code: CodeRefused, Message: []byte("this is participant p2, not p1")}},
+		{0, &Hello{Role: RoleCoordinator, Name: []byte("p1"), Answer: true}},
 	}
 }
 
@@ -215,6 +216,8 @@ func TestParseFrameHeaderErrors(t *testing.T) {
 		{"request-without-id", header(12, Version, TypeBegin, 0, 0), ErrMalformed},
 		{"reply-without-id", header(12, Version, TypeOutcome, 0, 0), ErrMalformed},
 		{"admin-reply-without-id", header(12, Version, TypeAdminResponse, 0, 0), ErrMalformed},
+		{"more-on-hello", header(12, Version, TypeHello, FlagMore, 0), ErrMalformed},
+		{"answer-on-admin-reply", header(12, Version, TypeAdminResponse, FlagAnswer, 1), ErrMalformed},
 	}
 	for _, c := range cases {
 		// The header alone is enough to refuse: no payload is present.
