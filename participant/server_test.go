@@ -2,7 +2,9 @@ package participant_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -507,5 +509,69 @@ func TestOnlyTheCoordinatorMayPrepare(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "refused"); n == 0 {
 		t.Errorf("no refusal logged")
+	}
+}
+
+// With mutual TLS, a certificate the CA signed is not enough to act as the
+// coordinator or to read reports: the coordinator's hello must come with a
+// certificate for CoordinatorIdentity (--coordinator-identity), an admin's
+// with one for an AdminIdentities entry (--admin-identity). Another node's
+// certificate is refused, and its prepare changes nothing.
+func TestCertificatesMustMatchTheRole(t *testing.T) {
+	ca := nodetest.NewCA(t)
+	r := unstartedRig(t, nil)
+	r.cfg.TLS = ca.Config(t, "p1")
+	r.cfg.CoordinatorIdentity = "coordinator.test"
+	r.cfg.AdminIdentities = []string{"ops"}
+	r.bank = bank.New(accounts, balance)
+	r.cfg.Resource = r.bank
+	p, err := participant.Start(r.cfg) // its coordinator does not speak TLS: it never connects
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	addr := p.Addr().String()
+	dial := func(cfg *tls.Config) net.Conn {
+		t.Helper()
+		nc, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc
+	}
+	asCoordinator := wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p1")}
+	prepare := func(amount int64) *wire.Prepare {
+		return &wire.Prepare{Txn: wire.TxnID(newID()), OnePhase: true, Work: bank.AppendWork(nil, 1, amount)}
+	}
+	other := ca.Config(t, "p7", "p7.test")
+	e := nodetest.RefusedOn(t, dial(other), asCoordinator, prepare(1_000_000))
+	if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), "want one for coordinator.test") {
+		t.Errorf("another node's certificate as the coordinator: %v %q, want a refusal", e.Code, e.Message)
+	}
+	e = nodetest.RefusedOn(t, dial(other), wire.Hello{Role: wire.RoleAdmin}, &wire.AdminRequest{Kind: wire.AdminAccounts})
+	if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), "want one for ops") {
+		t.Errorf("another node's certificate as an admin: %v %q, want a refusal", e.Code, e.Message)
+	}
+	if a := p.AccountsSummary(); a.Total != accounts*balance {
+		t.Fatalf("after the refusals: total %d, want %d", a.Total, accounts*balance)
+	}
+
+	// The coordinator's certificate (by DNS name) may prepare; the
+	// operator's (by common name) may read.
+	nc := dial(ca.Config(t, "commitd coordinator", "coordinator.test"))
+	defer nc.Close()
+	b, _ := wire.AppendFrame(nil, 0, &asCoordinator)
+	b, _ = wire.AppendFrame(b, 0, prepare(5))
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Eventually(t, "the coordinator's one-phase prepare applied", func() bool {
+		return p.AccountsSummary().Total == accounts*balance+5
+	})
+	var a participant.Accounts
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.Admin(ctx, addr, "accounts", ca.Config(t, "ops"), &a); err != nil || a.Total != accounts*balance+5 {
+		t.Errorf("accounts for the operator: %+v, %v", a, err)
 	}
 }

@@ -93,6 +93,8 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"admin", "payroll"}, "unknown report"},
 		{[]string{"bench", "--coordinator", "127.0.0.1:1"}, "required"},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--tls-cert", "x.pem"}, "needs all of"},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p1"}, "NAME=ID"},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p9=p9.test"}, "no --participant names"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			oneLineError(t, commitd(t, 20*time.Second, tc.args...), tc.want)

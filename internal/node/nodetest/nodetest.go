@@ -151,6 +151,13 @@ func Refused(t testing.TB, addr string, hello wire.Hello, msgs ...wire.Message) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return RefusedOn(t, nc, hello, msgs...)
+}
+
+// RefusedOn is Refused on a connection the test has made (over TLS, say);
+// it closes nc.
+func RefusedOn(t testing.TB, nc net.Conn, hello wire.Hello, msgs ...wire.Message) wire.Error {
+	t.Helper()
 	defer nc.Close()
 	b, err := wire.AppendFrame(nil, 0, &hello)
 	if err != nil {
