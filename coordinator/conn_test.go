@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"runtime"
 	"strings"
@@ -241,4 +242,66 @@ func TestIdleConnectionsAreCheapAndBounded(t *testing.T) {
 		t.Errorf("a transaction at the bound: %v, want committed", res.Outcome)
 	}
 	nodetest.Eventually(t, "the refusal logged", func() bool { return strings.Contains(logs.String(), "server full") })
+}
+
+// With mutual TLS, a connection that says it is participant p1 must bring
+// a certificate for p1 (its name, the host of its address, or its
+// --participant-identity): a certificate the CA signed for another node is
+// refused, and its vote never reaches a shard.
+func TestParticipantCertificateMustMatchItsName(t *testing.T) {
+	ca := nodetest.NewCA(t)
+	coord, err := coordinator.Start(coordinator.Config{
+		Listen:                "127.0.0.1:0",
+		DataDir:               t.TempDir(),
+		Participants:          map[string]string{"p1": "p1.test:7401", "p2": "p2.test:7402"},
+		ParticipantIdentities: map[string]string{"p2": "bank-two"},
+		SegmentSize:           1 << 20,
+		TLS:                   ca.Config(t, "coordinator"),
+		Logger:                nodetest.Quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coord.Close() })
+	addr := coord.Addr().String()
+	hello := func(name string) wire.Hello {
+		return wire.Hello{Role: wire.RoleParticipant, Name: []byte(name), Answer: true}
+	}
+	vote := &wire.Vote{Txn: wire.TxnID(newID()), From: []byte("p1"), Vote: wire.VoteYes}
+	for _, tc := range []struct {
+		name, as string
+		cert     *tls.Config
+		want     string // in the refusal; "" if accepted
+	}{
+		{"another node's certificate as p1", "p1", ca.Config(t, "p7", "p7.test"), `participant "p1" not accepted: certificate for p7, p7.test, 127.0.0.1; want one for p1 or p1.test`},
+		{"p1's name as its common name", "p1", ca.Config(t, "p1"), ""},
+		{"p1's address as its DNS name", "p1", ca.Config(t, "x", "p1.test"), ""},
+		{"p2's name when p2 has an identity", "p2", ca.Config(t, "p2", "p2.test"), "want one for bank-two"},
+		{"p2's configured identity", "p2", ca.Config(t, "bank-two"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := tls.Dial("tcp", addr, tc.cert)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want != "" {
+				e := nodetest.RefusedOn(t, nc, hello(tc.as), vote)
+				if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), tc.want) {
+					t.Errorf("refused with %v %q, want one saying %q", e.Code, e.Message, tc.want)
+				}
+				return
+			}
+			defer nc.Close()
+			b, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleParticipant, Name: []byte(tc.as), Answer: true})
+			if _, err := nc.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			f, err := wire.NewReader(nc, 0).Next()
+			var h wire.Hello
+			if err != nil || f.Type != wire.TypeHello || h.Decode(f) != nil || h.Role != wire.RoleCoordinator {
+				t.Fatalf("accepted connection: %v %v, want the coordinator's answering hello", f.Type, err)
+			}
+		})
+	}
 }

@@ -1042,3 +1042,68 @@ func TestIdleTimeoutSparesProtocolConnections(t *testing.T) {
 	waitFor(t, "the participant's vote", func() bool { return h.count(wire.TypeVote) == 1 })
 	_ = srv
 }
+
+// TestPeerUsesOnlyAnsweredConnections: a Peer with a Check asks for the
+// far side's Hello and publishes a connection only once it has come and
+// passed the Check. A server that refuses the Peer's Hello, or answers as
+// someone the Check does not want, never gets a message on it, and the
+// Peer says why in Stats.LastError.
+func TestPeerUsesOnlyAnsweredConnections(t *testing.T) {
+	start := func(answer wire.Hello, h Handler) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := NewServer(ServerOptions{Conn: Options{Handler: h, Logger: quiet, Answer: answer}})
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return ln.Addr().String()
+	}
+	want := wire.Hello{Role: wire.RoleParticipant, Name: []byte("bank-1")}
+	check := func(h wire.Hello) error {
+		if h.Role != want.Role || string(h.Name) != string(want.Name) {
+			return errors.New("not bank-1")
+		}
+		return nil
+	}
+	refusing := HandlerFunc(func(c *Conn, f wire.Frame) error {
+		if f.Type == wire.TypeHello {
+			return Refuse("this is bank-2")
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		name string
+		addr string
+		err  string
+	}{
+		{"refused", start(want, refusing), "this is bank-2"},
+		{"answered by another", start(wire.Hello{Role: wire.RoleParticipant, Name: []byte("bank-2")}, newEcho()), `answered as participant "bank-2": not bank-1`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewPeer(tc.addr, PeerOptions{Conn: Options{Logger: quiet}, Check: check, BackoffMin: 5 * time.Millisecond,
+				Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte("bank-1")}})
+			defer p.Close()
+			waitFor(t, "a failed attempt", func() bool { return strings.Contains(p.Stats().LastError, tc.err) })
+			if st := p.Stats(); st.Connected != 0 || st.Connections != 0 {
+				t.Fatalf("stats %+v, want no connection used", st)
+			}
+			if err := p.Send(&vote); !errors.Is(err, ErrNotConnected) {
+				t.Fatalf("send: %v, want ErrNotConnected", err)
+			}
+		})
+	}
+	h := newEcho()
+	p := NewPeer(start(want, h), PeerOptions{Conn: Options{Logger: quiet}, Check: check,
+		Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte("bank-1")}})
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Send(&wire.Decision{Txn: txnOf(1), Decision: wire.DecisionAbort}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the decision", func() bool { return h.count(wire.TypeDecision) == 1 })
+}
