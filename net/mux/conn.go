@@ -738,9 +738,11 @@ func (c *Conn) fail(err error) {
 			// Routine: the client redials when it has work.
 			c.opts.Logger.Debug("mux: connection closed", "remote", c.nc.RemoteAddr(), "err", err)
 		default:
-			role, name := c.Hello()
-			c.opts.logs.log(c.opts.Logger, "mux: connection failed", "remote", c.nc.RemoteAddr(),
-				"role", role, "name", name, "err", err)
+			args := []any{"remote", c.nc.RemoteAddr(), "err", err}
+			if role, name := c.Hello(); role != 0 {
+				args = append(args, "role", role, "name", name)
+			}
+			c.opts.logs.log(c.opts.Logger, "mux: connection failed", args...)
 		}
 	})
 }
