@@ -843,7 +843,7 @@ func BenchmarkSend(b *testing.B) {
 		b.Run(mode.name, func(b *testing.B) {
 			var got atomic.Int64
 			h := HandlerFunc(func(c *Conn, f wire.Frame) error { got.Add(1); return nil })
-			_, c, _ := loopback(b, h, ServerOptions{}, Options{NoCoalesce: mode.noCoalesce})
+			_, c, _ := loopbackAs(b, wire.RoleParticipant, h, ServerOptions{}, Options{NoCoalesce: mode.noCoalesce})
 			got.Store(-1) // the Hello
 			b.ReportAllocs()
 			b.ResetTimer()
