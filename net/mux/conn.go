@@ -69,6 +69,20 @@ var (
 	ErrStalledFrame = errors.New("mux: frame not finished in time")
 )
 
+// ClosedError is how a connection fails when the peer closed it with an
+// Error frame (request id 0) that says why. It wraps ErrRefused.
+type ClosedError struct {
+	Code   wire.ErrorCode
+	Reason string
+}
+
+func (e *ClosedError) Error() string {
+	return fmt.Sprintf("%v (%v): %s", ErrRefused, e.Code, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrRefused) true.
+func (e *ClosedError) Unwrap() error { return ErrRefused }
+
 // Refusal is the error a Handler returns to refuse a peer: the connection
 // then sends the peer an Error frame (request id 0, CodeRefused, Reason)
 // before it closes, instead of leaving it a bare EOF, and logs the reason.
@@ -675,7 +689,7 @@ func (c *Conn) dispatch(f wire.Frame) error {
 	if f.Type == wire.TypeError && f.ReqID == 0 {
 		var e wire.Error
 		_ = e.Decode(f) // checked above
-		return fmt.Errorf("%w (%v): %s", ErrRefused, e.Code, e.Message)
+		return &ClosedError{Code: e.Code, Reason: string(e.Message)}
 	}
 	if f.Type == wire.TypeHello && !c.opts.awaitAnswer && c.opts.HelloTimeout == 0 && c.stats.framesReceived.Load() == 1 {
 		// The answer to a Hello that asked for one, on a connection made
@@ -732,10 +746,12 @@ func (c *Conn) fail(err error) {
 		close(c.closing)
 		_ = c.nc.Close() // unblocks the reader and a blocked writer
 		c.failCalls(err)
+		var closed *ClosedError
 		switch {
 		case errors.Is(err, ErrClosed), errors.Is(err, io.EOF):
-		case errors.Is(err, ErrIdle):
-			// Routine: the client redials when it has work.
+		case errors.Is(err, ErrIdle), errors.As(err, &closed) && closed.Code == wire.CodeUnavailable:
+			// Routine: an idle connection cut (on either side), or a
+			// server going away; the client redials when it has work.
 			c.opts.Logger.Debug("mux: connection closed", "remote", c.nc.RemoteAddr(), "err", err)
 		default:
 			args := []any{"remote", c.nc.RemoteAddr(), "err", err}
