@@ -305,3 +305,47 @@ func TestParticipantCertificateMustMatchItsName(t *testing.T) {
 		})
 	}
 }
+
+// A connection that says Hello and then sends half a frame is cut off
+// after FrameTimeout, and an idle client after IdleTimeout (told why, in
+// an Error frame); the connections to and from the participants, idle as
+// long, are not, and the next transaction commits at once.
+func TestStalledAndIdleConnectionsAreCut(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	r := newRig(t, nil, func(c *coordinator.Config) { c.FrameTimeout, c.IdleTimeout = timeout, timeout })
+	addr := r.coord.Addr().String()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	hello, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleClient})
+	begin, _ := wire.AppendFrame(nil, 1, &wire.Begin{Txn: wire.TxnID(newID())})
+	start := time.Now()
+	if _, err := nc.Write(append(hello, begin[:len(begin)-3]...)); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r0 := wire.NewReader(nc, 0)
+	if f, err := r0.Next(); err == nil || f.Type != 0 {
+		t.Fatalf("half a frame: got %v %v, want the connection closed", f.Type, err)
+	}
+	if d := time.Since(start); d < timeout*7/8 || d > 5*time.Second {
+		t.Errorf("half a frame: closed after %v, want about %v", d, timeout)
+	}
+
+	e := nodetest.Refused(t, addr, wire.Hello{Role: wire.RoleClient})
+	if e.Code != wire.CodeUnavailable || !strings.Contains(string(e.Message), "idle") {
+		t.Errorf("an idle client: closed with %v %q, want unavailable, idle", e.Code, e.Message)
+	}
+	time.Sleep(3 * timeout)
+	st := r.coord.Status()
+	for name, p := range st.Participants {
+		if p.Connected != 2 || p.LastError != "" {
+			t.Errorf("after %v idle: %s %+v, want both connections up, never failed", 3*timeout, name, p)
+		}
+	}
+	if res := r.run(newID(), "p1", "p2"); res.Outcome != client.Committed {
+		t.Errorf("after the idle time: %v, want committed", res.Outcome)
+	}
+}
