@@ -74,7 +74,9 @@ type Options struct {
 	// TLS, when set, is used for every connection (mutual TLS: set
 	// Certificates to the client's certificate).
 	TLS *tls.Config
-	// DialTimeout bounds Dial's wait for a first connection (default 5s).
+	// DialTimeout bounds Dial's wait for a first connection (default 5s),
+	// and Run's wait for a new one when none is up (the coordinator
+	// restarted, or closed a connection that was idle for minutes).
 	DialTimeout time.Duration
 	// MaxInFlight bounds the transactions in flight per connection
 	// (default mux.DefaultMaxInFlight).
@@ -85,8 +87,9 @@ type Options struct {
 // thousands of concurrent callers: their requests are pipelined over a few
 // multiplexed connections.
 type Client struct {
-	peer *mux.Peer
-	pool sync.Pool // *scratch
+	peer        *mux.Peer
+	pool        sync.Pool     // *scratch
+	dialTimeout time.Duration // immutable
 }
 
 // scratch is one call's encode and decode buffers, pooled so that a call
@@ -114,6 +117,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 		Dial:  link.Dialer(opts.TLS),
 		Conns: opts.Conns,
 	})}
+	c.dialTimeout = opts.DialTimeout
 	c.pool.New = func() any { return new(scratch) }
 	ctx, cancel := context.WithTimeout(context.Background(), opts.DialTimeout)
 	defer cancel()
@@ -170,6 +174,10 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 	// next use; clearing them here would cost a cache miss per call, and
 	// the pool lets go of idle scratch at the next garbage collections.
 	f, err := c.peer.Call(ctx, &sc.begin, sc.buf)
+	if errors.Is(err, mux.ErrNotConnected) && c.waitConnected(ctx) {
+		// Nothing was sent, so sending now is safe.
+		f, err = c.peer.Call(ctx, &sc.begin, sc.buf)
+	}
 	if err != nil {
 		var re *mux.RemoteError
 		switch {
@@ -201,6 +209,14 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 		res.Detail = string(sc.outcome.Detail)
 	}
 	return res, nil
+}
+
+// waitConnected waits up to DialTimeout (and within ctx) for a connection
+// to come up, and reports whether one did.
+func (c *Client) waitConnected(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	return c.peer.WaitConnected(ctx) == nil
 }
 
 // Admin asks the server at addr (a coordinator or a participant) for a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/link"
 	"github.com/commitd/commitd/wal"
 )
 
@@ -101,6 +102,29 @@ type Config struct {
 	// (mutual TLS: its ClientCAs verify peers that dial in, its RootCAs
 	// verify participants dialed out to).
 	TLS *tls.Config
+	// ParticipantIdentities maps a participant's name to what the
+	// certificate of a connection that says Hello as that participant
+	// must be valid for, with TLS (a DNS name or IP address in its subject
+	// alternative names, or its common name). A participant not listed
+	// must present a certificate for its name or for the host of its
+	// address (the identity the coordinator already requires when it
+	// dials it). Any other certificate is refused.
+	ParticipantIdentities map[string]string
+	// AdminIdentities are, with TLS, the certificate identities allowed to
+	// read admin reports. Default: any certificate the CA signed — the
+	// reports change nothing.
+	AdminIdentities []string
+
+	// MaxClients bounds the client connections (default
+	// mux.DefaultMaxConns, 10,000); mux.DefaultReservedConns more are kept
+	// for participants and admin tools. A client beyond it is refused with
+	// an Error frame that says so, and the refusal is logged.
+	MaxClients int
+	// FrameTimeout and IdleTimeout bound how long a frame may take to
+	// arrive whole and how long a client or admin connection may send
+	// nothing (defaults mux.DefaultFrameTimeout, 10 s, and
+	// mux.DefaultIdleTimeout, 5 min; see mux.Options).
+	FrameTimeout, IdleTimeout time.Duration
 
 	// HTTP, if set, is the address of the observability endpoint:
 	// /metrics, /debug/pprof/, /healthz.
@@ -171,6 +195,15 @@ func (c *Config) validate() error {
 		return fmt.Errorf("coordinator: %d shards is more than 1024", c.Shards)
 	}
 	return nil
+}
+
+// participantIdentities lists the identities a certificate may carry to
+// speak for participant name (see ParticipantIdentities).
+func (c *Config) participantIdentities(name string) []string {
+	if id, ok := c.ParticipantIdentities[name]; ok {
+		return []string{id}
+	}
+	return []string{name, link.Host(c.Participants[name])}
 }
 
 // ticks converts a duration to engine ticks, at least 1.

@@ -44,8 +44,9 @@ func (d *frontDoor) writeStats() (st mux.Stats) {
 // connState is the per-connection scratch of the reader goroutine that
 // calls HandleFrame for that connection.
 type connState struct {
-	id       uint64
-	client   *clientConn
+	name     string      // the participant this connection speaks for (its Hello's name)
+	id       uint64      // the client's id in tags, once it has begun a transaction
+	client   *clientConn // nil until the first Begin: an idle connection costs no start-time table
 	begin    wire.Begin
 	vote     wire.Vote
 	ack      wire.Ack
@@ -64,8 +65,7 @@ func (d *frontDoor) state(c *mux.Conn) *connState {
 	if st, ok := d.conns.Load(c); ok {
 		return st.(*connState)
 	}
-	id, cc := d.s.clients.add(c)
-	st := &connState{id: id, client: cc}
+	st := &connState{}
 	d.conns.Store(c, st)
 	return st
 }
@@ -76,7 +76,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	st := d.state(c)
 	switch f.Type {
 	case wire.TypeHello:
-		return nil
+		return d.hello(c, st, f)
 	case wire.TypeBegin:
 		if err := st.begin.Decode(f); err != nil {
 			return err // cannot happen after wire.Check; closes the connection
@@ -86,17 +86,17 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if err := st.vote.Decode(f); err != nil {
 			return err
 		}
-		d.toShard(st, engine.MsgVote, st.vote.Txn, st.vote.From, engine.Vote(st.vote.Vote))
+		return d.toShard(st, f.Type, engine.MsgVote, st.vote.Txn, st.vote.From, engine.Vote(st.vote.Vote))
 	case wire.TypeAck:
 		if err := st.ack.Decode(f); err != nil {
 			return err
 		}
-		d.toShard(st, engine.MsgAck, st.ack.Txn, st.ack.From, 0)
+		return d.toShard(st, f.Type, engine.MsgAck, st.ack.Txn, st.ack.From, 0)
 	case wire.TypeInquire:
 		if err := st.inquire.Decode(f); err != nil {
 			return err
 		}
-		d.toShard(st, engine.MsgInquire, st.inquire.Txn, st.inquire.From, 0)
+		return d.toShard(st, f.Type, engine.MsgInquire, st.inquire.Txn, st.inquire.From, 0)
 	case wire.TypeAdminRequest:
 		if err := st.admin.Decode(f); err != nil {
 			return err
@@ -116,6 +116,39 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	return nil
 }
 
+// hello admits a connection by its Hello, before any frame on it is
+// handled: clients; participants the coordinator knows, by name (and, with
+// TLS, by a certificate for that participant); admin tools (with TLS, the
+// identities allowed to read reports). The mux has checked that each later
+// frame comes from its sender's role (wire.Sender). A refusal closes the
+// connection with an Error frame and is logged.
+func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
+	cfg := &d.s.cfg
+	var h wire.Hello
+	if err := h.Decode(f); err != nil {
+		return err
+	}
+	switch h.Role {
+	case wire.RoleClient:
+	case wire.RoleParticipant:
+		name, ok := d.s.names[string(h.Name)]
+		if !ok {
+			return mux.Refuse("unknown participant %q: not one of this coordinator's --participant names", h.Name)
+		}
+		if err := link.Identity(c, cfg.participantIdentities(name)); err != nil {
+			return mux.Refuse("participant %q not accepted: %v", name, err)
+		}
+		st.name = name
+	case wire.RoleAdmin:
+		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
+			return mux.Refuse("admin not accepted: %v", err)
+		}
+	default:
+		return mux.Refuse("a coordinator does not take %v connections", h.Role)
+	}
+	return nil
+}
+
 // begin admits a client's transaction: it checks what only the server can
 // (that every participant is one it knows) and hands the rest to the shard.
 func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
@@ -126,6 +159,9 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	}
 	if s.life.Closing() {
 		return c.Reply(reqID, &wire.Error{Code: wire.CodeUnavailable, Message: []byte("coordinator is shutting down")})
+	}
+	if st.client == nil {
+		st.id, st.client = d.s.clients.add(c)
 	}
 	// The shard reads no clock: the time of arrival is how it learns the
 	// id's age (engine.Shard.checkIDTime).
@@ -155,17 +191,16 @@ func (d *frontDoor) reject(c *mux.Conn, st *connState, reqID uint64, why string)
 }
 
 // toShard routes a participant's message to the shard that owns the
-// transaction. A message from a participant the coordinator does not know
-// is dropped and counted: it cannot be part of any of its transactions.
-func (d *frontDoor) toShard(st *connState, t engine.MsgType, txn wire.TxnID, from []byte, vote engine.Vote) {
-	s := d.s
-	name, ok := s.names[string(from)]
-	if !ok {
-		s.metrics.ignored.Inc()
-		return
+// transaction. The message must speak for the participant the connection
+// said Hello as (hello checked that one is known): a connection that sends
+// for another is refused, and the message never reaches a shard.
+func (d *frontDoor) toShard(st *connState, wt wire.Type, t engine.MsgType, txn wire.TxnID, from []byte, vote engine.Vote) error {
+	if string(from) != st.name {
+		return mux.Refuse("participant %q sent a %v from %q", st.name, wt, from)
 	}
-	st.msg = engine.Message{Type: t, Txn: engine.TxnID(txn), From: name, Vote: vote}
-	s.pumps[engine.ShardFor(st.msg.Txn, len(s.pumps))].Submit(&st.msg)
+	st.msg = engine.Message{Type: t, Txn: engine.TxnID(txn), From: st.name, Vote: vote}
+	d.s.pumps[engine.ShardFor(st.msg.Txn, len(d.s.pumps))].Submit(&st.msg)
+	return nil
 }
 
 // clientTable maps the connection part of a tag back to the connection.

@@ -38,7 +38,7 @@ func newMetrics() *metrics {
 		m.latencies[o] = latency.WithLabelValues(o.String())
 	}
 	m.ignored = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "commitd_coordinator_ignored_frames_total", Help: "Well-formed frames that made no sense here (unknown participant, wrong type)."})
+		Name: "commitd_coordinator_ignored_frames_total", Help: "Well-formed frames the front door had no use for (refused ones close their connection instead)."})
 	m.notSent = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "commitd_coordinator_prepares_not_sent_total", Help: "Prepares dropped for want of a connection to their participant (the transaction was aborted at once)."})
 	m.reg.MustRegister(m.begun, m.outcomes, latency, m.ignored, m.notSent)

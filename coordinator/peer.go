@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/commitd/commitd/internal/link"
 	"github.com/commitd/commitd/net/mux"
@@ -12,17 +13,31 @@ import (
 // decisions go out on them; votes, acks and inquiries come back on the
 // connections the participant dials to the coordinator's listener.
 type peer struct {
-	name string
-	mux  *mux.Peer
+	name, addr string
+	mux        *mux.Peer
 }
 
 func newPeer(name, addr string, cfg *Config) *peer {
-	return &peer{name: name, mux: mux.NewPeer(addr, mux.PeerOptions{
+	return &peer{name: name, addr: addr, mux: mux.NewPeer(addr, mux.PeerOptions{
 		Conn: mux.Options{
 			Logger:     cfg.Logger,
 			NoCoalesce: cfg.NoCoalesce,
 		},
-		Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte("coordinator")},
+		// The participant we expect to reach at addr: it refuses a
+		// coordinator that asks for another name, so a --participant
+		// NAME that differs from the participant's --name fails loudly
+		// on both sides instead of losing every vote.
+		Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte(name)},
+		// Used only once the participant has answered as itself: a
+		// prepare never goes out on a connection it refuses, so a
+		// participant that will not have us is "unreachable" at once,
+		// not a lost prepare that times out.
+		Check: func(h wire.Hello) error {
+			if h.Role != wire.RoleParticipant || string(h.Name) != name {
+				return fmt.Errorf("want participant %q", name)
+			}
+			return nil
+		},
 		Dial:  link.Dialer(cfg.TLS),
 		Conns: cfg.ConnsPerParticipant,
 	})}

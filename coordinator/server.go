@@ -12,6 +12,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/datadir"
+	"github.com/commitd/commitd/internal/link"
 	"github.com/commitd/commitd/internal/node"
 	"github.com/commitd/commitd/internal/obs"
 	"github.com/commitd/commitd/internal/pump"
@@ -126,20 +127,24 @@ func Start(cfg Config) (*Server, error) {
 	if s.ln, ln, err = node.Listen(cfg.Listener, cfg.Listen, cfg.TLS); err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	door := &frontDoor{s: s}
+	s.metrics.gauges(s, door)
+	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
+		Handler:      door,
+		Logger:       cfg.Logger,
+		NoCoalesce:   cfg.NoCoalesce,
+		FrameTimeout: cfg.FrameTimeout,
+		IdleTimeout:  cfg.IdleTimeout,
+		Answer:       wire.Hello{Role: wire.RoleCoordinator},
+		OnClose:      func(c *mux.Conn, _ error) { door.closed(c) },
+	}, MaxConns: cfg.MaxClients})
+	// After the mux server: /metrics reads Status, which reads its stats.
 	if cfg.HTTP != "" {
 		s.http, err = obs.Start(cfg.HTTP, s.metrics.reg, s.Err)
 		if err != nil {
 			return nil, fmt.Errorf("coordinator: %w", err)
 		}
 	}
-	door := &frontDoor{s: s}
-	s.metrics.gauges(s, door)
-	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
-		Handler:    door,
-		Logger:     cfg.Logger,
-		NoCoalesce: cfg.NoCoalesce,
-		OnClose:    func(c *mux.Conn, _ error) { door.closed(c) },
-	}})
 	s.life.Serve(s.parts(), ln)
 	ok = true
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
@@ -261,6 +266,23 @@ type Status struct {
 	Mallocs    uint64  `json:"mallocs"`
 	HeapBytes  uint64  `json:"heap_bytes"`
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// Participants shows the coordinator's connections to each
+	// participant, by name: a participant that refuses them (it has
+	// another --name, or does not accept the coordinator's certificate)
+	// says why in last_error.
+	Participants map[string]link.PeerStatus `json:"participants"`
+	// Conns counts the connections to the coordinator's listener.
+	Conns Conns `json:"conns"`
+}
+
+// Conns counts the connections to a server's listener: open now (Clients
+// of them clients), accepted since the start, and refused because a bound
+// was reached.
+type Conns struct {
+	Open     int    `json:"open"`
+	Clients  int    `json:"clients"`
+	Accepted uint64 `json:"accepted"`
+	Rejected uint64 `json:"rejected"`
 }
 
 // Status sums the shards' statistics, and adds the front door's rejections
@@ -270,6 +292,12 @@ func (s *Server) Status() Status {
 	st := Status{Shards: len(s.shards), DurableLSN: uint64(s.log.DurableLSN())}
 	st.Rejected = s.rejected.Load()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
+	ms := s.mux.Stats()
+	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}
+	st.Participants = make(map[string]link.PeerStatus, len(s.peers))
+	for name, p := range s.peers {
+		st.Participants[name] = link.StatusOf(p.mux, p.addr)
+	}
 	for i := range s.stats {
 		s.stats[i].mu.Lock()
 		x := s.stats[i].s

@@ -90,6 +90,17 @@ type Config struct {
 	ConnsToCoordinator int
 	// TLS, when set, is required of every connection (mutual TLS).
 	TLS *tls.Config
+	// CoordinatorIdentity is, with TLS, what the certificate of a
+	// connection that says Hello as the coordinator must be valid for (a
+	// DNS name or IP address in its subject alternative names, or its
+	// common name); any other is refused. Default: the host of
+	// Coordinator — the identity this participant already requires of the
+	// coordinator when it dials it.
+	CoordinatorIdentity string
+	// AdminIdentities are, with TLS, the certificate identities allowed
+	// to read admin reports (matched like CoordinatorIdentity). Default:
+	// any certificate the CA signed — the reports change nothing.
+	AdminIdentities []string
 	// HTTP, if set, serves /metrics, /debug/pprof/ and /healthz.
 	HTTP string
 	// Logger receives structured logs (default slog.Default()).
@@ -116,6 +127,9 @@ func (c *Config) fill() {
 	}
 	if c.ConnsToCoordinator <= 0 {
 		c.ConnsToCoordinator = 2
+	}
+	if c.CoordinatorIdentity == "" {
+		c.CoordinatorIdentity = link.Host(c.Coordinator)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -263,6 +277,13 @@ func Start(cfg Config) (*Server, error) {
 	s.coord = mux.NewPeer(cfg.Coordinator, mux.PeerOptions{
 		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
 		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
+		// Votes go out only once the coordinator has accepted us by name.
+		Check: func(h wire.Hello) error {
+			if h.Role != wire.RoleCoordinator {
+				return errors.New("want the coordinator")
+			}
+			return nil
+		},
 		Dial:  link.Dialer(cfg.TLS),
 		Conns: cfg.ConnsToCoordinator,
 	})
@@ -281,6 +302,7 @@ func Start(cfg Config) (*Server, error) {
 		Handler:    door,
 		Logger:     cfg.Logger,
 		NoCoalesce: cfg.NoCoalesce,
+		Answer:     wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
 		OnClose: func(c *mux.Conn, _ error) {
 			s.metrics.writes.Closed(c.Stats())
 			door.conns.Delete(c)
@@ -628,10 +650,17 @@ func (s *Server) Stats() engine.ParticipantStats {
 	return s.stats
 }
 
+// Status is the participant's summary for `commitd admin status`: the
+// engine's counters and its connections to the coordinator.
+type Status struct {
+	engine.ParticipantStats
+	Coordinator link.PeerStatus `json:"coordinator"`
+}
+
 func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
 	switch kind {
 	case wire.AdminStatus:
-		return json.Marshal(s.Stats())
+		return json.Marshal(Status{s.Stats(), link.StatusOf(s.coord, s.cfg.Coordinator)})
 	case wire.AdminAccounts:
 		return json.Marshal(s.AccountsSummary())
 	}
@@ -709,7 +738,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	st := v.(*connState)
 	switch f.Type {
 	case wire.TypeHello:
-		return nil
+		return d.hello(c, f)
 	case wire.TypePrepare:
 		if err := st.prepare.Decode(f); err != nil {
 			return err
@@ -749,6 +778,39 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,
 				Message: fmt.Appendf(nil, "a participant does not serve %v requests", f.Type)})
 		}
+	}
+	return nil
+}
+
+// hello admits a connection by its Hello, before any frame on it is
+// handled: the coordinator, if it asks for this participant by name (and,
+// with TLS, presents the coordinator's certificate), and admin tools. The
+// mux has checked that each later frame comes from its sender's role
+// (wire.Sender), so a connection admitted as an admin can never prepare.
+// A refusal closes the connection with an Error frame and is logged.
+func (d *frontDoor) hello(c *mux.Conn, f wire.Frame) error {
+	cfg := &d.s.cfg
+	var h wire.Hello
+	if err := h.Decode(f); err != nil {
+		return err
+	}
+	switch h.Role {
+	case wire.RoleCoordinator:
+		if string(h.Name) != cfg.Name {
+			// A coordinator configured with another name for this
+			// address: its prepares are for someone else, and our
+			// votes would come back under a name it does not know.
+			return mux.Refuse("this is participant %q, not %q: the coordinator's --participant NAME must be this participant's --name", cfg.Name, h.Name)
+		}
+		if err := link.Identity(c, []string{cfg.CoordinatorIdentity}); err != nil {
+			return mux.Refuse("coordinator not accepted: %v", err)
+		}
+	case wire.RoleAdmin:
+		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
+			return mux.Refuse("admin not accepted: %v", err)
+		}
+	default:
+		return mux.Refuse("participant %q serves the coordinator and admin tools, not %v connections", cfg.Name, h.Role)
 	}
 	return nil
 }

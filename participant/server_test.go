@@ -2,6 +2,9 @@ package participant_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -41,7 +44,9 @@ func newFakeCoordinator(t *testing.T) *fakeCoordinator {
 	f.mu.votes = map[wire.TxnID]wire.VoteCode{}
 	f.mu.acks = map[wire.TxnID]int{}
 	f.mu.inquires = map[wire.TxnID]int{}
-	f.Peer = nodetest.Listen(t, wire.Hello{Role: wire.RoleCoordinator, Name: []byte("coordinator")}, f.handle)
+	// It asks for participant p1, the rig's name, as the real coordinator
+	// asks for each participant by the name it knows it by.
+	f.Peer = nodetest.Listen(t, wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p1")}, f.handle)
 	return f
 }
 
@@ -306,12 +311,17 @@ func TestAdminReportsAfterRestart(t *testing.T) {
 	if !nodetest.RemoteError(err, wire.CodeInvalid, "does not serve") {
 		t.Errorf("admin request of kind 99: %v, want an invalid-request error", err)
 	}
-	_, err = conn.Call(ctx, &wire.Begin{Txn: wire.TxnID(newID())}, nil)
-	if !nodetest.RemoteError(err, wire.CodeInvalid, "does not serve") {
-		t.Errorf("a Begin sent to a participant: %v, want an invalid-request error", err)
-	}
 	if _, err := conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminStatus}, nil); err != nil {
-		t.Errorf("status on the same connection after the errors: %v", err)
+		t.Errorf("status on the same connection after the error: %v", err)
+	}
+	// A Begin is no admin's to send (wire.Sender): the connection is
+	// refused, and a new one is served.
+	_, err = conn.Call(ctx, &wire.Begin{Txn: wire.TxnID(newID())}, nil)
+	if !errors.Is(err, mux.ErrRefused) || !strings.Contains(err.Error(), "may not send begin") {
+		t.Errorf("a Begin sent to a participant: %v, want the connection refused", err)
+	}
+	if _, err := nodetest.Admin(t, r.p.Addr().String()).Call(ctx, &wire.AdminRequest{Kind: wire.AdminStatus}, nil); err != nil {
+		t.Errorf("status on a new connection after the refusal: %v", err)
 	}
 }
 
@@ -429,5 +439,139 @@ func TestOutcomesStreamFromTheLedger(t *testing.T) {
 	}
 	if err := r.p.Err(); err != nil {
 		t.Fatalf("a failed read of the ledger for a report stopped the participant: %v", err)
+	}
+}
+
+// Only the coordinator that asks for this participant by name may prepare
+// or decide here (issue 13, defects 3 and 4). Every other combination of
+// hello and message is refused — an Error frame (refused) that says why,
+// the connection closed, the refusal logged — and changes nothing: a
+// one-phase prepare of +1,000,000 from a client, an admin, a participant
+// or a coordinator that wants another participant leaves the bank's total
+// as it was and nothing prepared or decided.
+func TestOnlyTheCoordinatorMayPrepare(t *testing.T) {
+	var logs nodetest.Logs
+	r := unstartedRig(t, nil)
+	r.cfg.Logger = logs.Logger()
+	r.start()
+	before := r.accounts()
+	addr := r.p.Addr().String()
+	rich := func() *wire.Prepare {
+		return &wire.Prepare{Txn: wire.TxnID(newID()), OnePhase: true, Work: bank.AppendWork(nil, 1, 1_000_000)}
+	}
+	commit := func() *wire.Decision {
+		return &wire.Decision{Txn: wire.TxnID(newID()), Decision: wire.DecisionCommit}
+	}
+	client := wire.Hello{Role: wire.RoleClient}
+	admin := wire.Hello{Role: wire.RoleAdmin}
+	self := wire.Hello{Role: wire.RoleParticipant, Name: []byte("p1")}
+	coordP1 := wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p1")}
+	coordP2 := wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p2")}
+	cases := []struct {
+		name  string
+		hello wire.Hello
+		m     wire.Message
+		want  string
+	}{
+		{"client prepares", client, rich(), "not client connections"},
+		{"client decides", client, commit(), "not client connections"},
+		{"client begins", client, &wire.Begin{Txn: wire.TxnID(newID())}, "not client connections"},
+		{"participant prepares", self, rich(), "not participant connections"},
+		{"admin prepares", admin, rich(), "admin connection"},
+		{"admin decides", admin, commit(), "may not send decision"},
+		{"coordinator of p2 prepares", coordP2, rich(), `this is participant "p1", not "p2"`},
+		{"coordinator of p2 decides", coordP2, commit(), `not "p2"`},
+		{"coordinator votes", coordP1, &wire.Vote{Txn: wire.TxnID(newID()), From: []byte("p1"), Vote: wire.VoteYes}, "may not send vote"},
+		{"coordinator acks", coordP1, &wire.Ack{Txn: wire.TxnID(newID()), From: []byte("p1")}, "may not send ack"},
+		{"coordinator inquires", coordP1, &wire.Inquire{Txn: wire.TxnID(newID()), From: []byte("p1")}, "may not send inquire"},
+		{"coordinator asks for a report", coordP1, &wire.AdminRequest{Kind: wire.AdminAccounts}, "may not send admin-request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := nodetest.Refused(t, addr, tc.hello, tc.m)
+			if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), tc.want) {
+				t.Errorf("refused with %v %q, want one saying %q", e.Code, e.Message, tc.want)
+			}
+		})
+	}
+	// The real coordinator's connection is served meanwhile, and what it
+	// prepares after all of that is stepped after anything they could
+	// have submitted.
+	id := newID()
+	r.coord.prepare(t, id, 2, 5)
+	nodetest.Eventually(t, "the coordinator's vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
+	r.coord.decide(t, id, wire.DecisionAbort)
+	if a := r.accounts(); a.Total != before.Total || a.Prepared != 0 {
+		t.Errorf("after the refused connections: %+v, want total %d and nothing prepared", a, before.Total)
+	}
+	if outs := r.outcomes(); len(outs) != 1 {
+		t.Errorf("after the refused connections: %d transactions in the ledger, want only the coordinator's", len(outs))
+	}
+	if n := strings.Count(logs.String(), "refused"); n == 0 {
+		t.Errorf("no refusal logged")
+	}
+}
+
+// With mutual TLS, a certificate the CA signed is not enough to act as the
+// coordinator or to read reports: the coordinator's hello must come with a
+// certificate for CoordinatorIdentity (--coordinator-identity), an admin's
+// with one for an AdminIdentities entry (--admin-identity). Another node's
+// certificate is refused, and its prepare changes nothing.
+func TestCertificatesMustMatchTheRole(t *testing.T) {
+	ca := nodetest.NewCA(t)
+	r := unstartedRig(t, nil)
+	r.cfg.TLS = ca.Config(t, "p1")
+	r.cfg.CoordinatorIdentity = "coordinator.test"
+	r.cfg.AdminIdentities = []string{"ops"}
+	r.bank = bank.New(accounts, balance)
+	r.cfg.Resource = r.bank
+	p, err := participant.Start(r.cfg) // its coordinator does not speak TLS: it never connects
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	addr := p.Addr().String()
+	dial := func(cfg *tls.Config) net.Conn {
+		t.Helper()
+		nc, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc
+	}
+	asCoordinator := wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p1")}
+	prepare := func(amount int64) *wire.Prepare {
+		return &wire.Prepare{Txn: wire.TxnID(newID()), OnePhase: true, Work: bank.AppendWork(nil, 1, amount)}
+	}
+	other := ca.Config(t, "p7", "p7.test")
+	e := nodetest.RefusedOn(t, dial(other), asCoordinator, prepare(1_000_000))
+	if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), "want one for coordinator.test") {
+		t.Errorf("another node's certificate as the coordinator: %v %q, want a refusal", e.Code, e.Message)
+	}
+	e = nodetest.RefusedOn(t, dial(other), wire.Hello{Role: wire.RoleAdmin}, &wire.AdminRequest{Kind: wire.AdminAccounts})
+	if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), "want one for ops") {
+		t.Errorf("another node's certificate as an admin: %v %q, want a refusal", e.Code, e.Message)
+	}
+	if a := p.AccountsSummary(); a.Total != accounts*balance {
+		t.Fatalf("after the refusals: total %d, want %d", a.Total, accounts*balance)
+	}
+
+	// The coordinator's certificate (by DNS name) may prepare; the
+	// operator's (by common name) may read.
+	nc := dial(ca.Config(t, "commitd coordinator", "coordinator.test"))
+	defer nc.Close()
+	b, _ := wire.AppendFrame(nil, 0, &asCoordinator)
+	b, _ = wire.AppendFrame(b, 0, prepare(5))
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Eventually(t, "the coordinator's one-phase prepare applied", func() bool {
+		return p.AccountsSummary().Total == accounts*balance+5
+	})
+	var a participant.Accounts
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.Admin(ctx, addr, "accounts", ca.Config(t, "ops"), &a); err != nil || a.Total != accounts*balance+5 {
+		t.Errorf("accounts for the operator: %+v, %v", a, err)
 	}
 }

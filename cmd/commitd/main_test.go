@@ -110,6 +110,8 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--segment-size", "1KiB"}, "--segment-size 1024: a segment must hold the largest record", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--segment-size", "8Q"}, "want a byte count", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "100000", "--segment-size", "512KiB"}, "--segment-size 524288: a segment must hold the largest record, 800033 bytes", 2},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p1"}, "NAME=ID", 2},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p9=p9.test"}, "no --participant names", 0},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := commitd(t, 20*time.Second, tc.args...)

@@ -52,6 +52,22 @@ func (p participantList) Set(v string) error {
 	return nil
 }
 
+// identityList collects repeated identity flags (or one comma-separated
+// list).
+type identityList []string
+
+func (l *identityList) String() string { return strings.Join(*l, ",") }
+
+func (l *identityList) Set(v string) error {
+	for _, id := range strings.Split(v, ",") {
+		if id = strings.TrimSpace(id); id == "" {
+			return fmt.Errorf("empty identity in %q", v)
+		}
+		*l = append(*l, id)
+	}
+	return nil
+}
+
 // tlsFlags are the mutual-TLS flags every server and tool takes.
 type tlsFlags struct {
 	cert, key, ca string
@@ -190,11 +206,27 @@ func runCoordinator(args []string) error {
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.IntVar(&cfg.ConnsPerParticipant, "conns", 2, "connections to each participant")
+	fs.IntVar(&cfg.MaxClients, "max-clients", 10000, "client connections; a few more are kept for participants and admin tools")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each log segment file, e.g. 8MiB (default 64MiB); the log needs 4 of them free to start")
 	tf.register(fs)
+	cfg.ParticipantIdentities = map[string]string{}
+	fs.Func("participant-identity", "with TLS, NAME=ID: participant NAME's certificate must be valid for ID (a DNS name or IP in its SANs, or its CN); default: NAME or the host of its address (repeat)", func(v string) error {
+		name, id, ok := strings.Cut(v, "=")
+		if !ok || name == "" || id == "" {
+			return fmt.Errorf("want NAME=ID, got %q", v)
+		}
+		cfg.ParticipantIdentities[name] = id
+		return nil
+	})
+	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	for name := range cfg.ParticipantIdentities {
+		if _, ok := cfg.Participants[name]; !ok {
+			return fmt.Errorf("--participant-identity for %q, which no --participant names", name)
+		}
 	}
 	cfg.NoBatch, cfg.NoGroupCommit, cfg.NoCoalesce = !*batch, !*groupCommit, !*coalesce
 	if err := checkSegmentSize(cfg.SegmentSize, 0); err != nil {
@@ -248,6 +280,8 @@ func runParticipant(args []string) error {
 	fs.DurationVar(&pg.LockTimeout, "pg-lock-timeout", 10*time.Millisecond, "postgres: how long a prepare waits for an account another transaction holds before voting no")
 	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres: how often pg_prepared_xacts is scanned for transactions to resolve")
 	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
+	fs.StringVar(&cfg.CoordinatorIdentity, "coordinator-identity", "", "with TLS, the coordinator's certificate must be valid for this (a DNS name or IP in its SANs, or its CN; default: the host of --coordinator)")
+	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err

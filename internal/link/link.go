@@ -6,7 +6,10 @@ package link
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
+	"strings"
+	"time"
 
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
@@ -39,4 +42,61 @@ func ReplyJSON(c *mux.Conn, reqID uint64, body []byte) error {
 			return nil
 		}
 	}
+}
+
+// Identity checks who the peer of an accepted connection is, by its TLS
+// certificate: the certificate (already verified against the CA by the
+// handshake) must be valid for one of allowed — a DNS name or IP address
+// in its subject alternative names (as crypto/x509's VerifyHostname
+// matches them) or its subject's common name. A connection without TLS
+// carries no identity and passes: without TLS the network must be trusted
+// (README, "Security"). So does any certificate when allowed is empty.
+// The error says what was presented and what was wanted, for a refusal.
+func Identity(c *mux.Conn, allowed []string) error {
+	st, ok := c.TLS()
+	if !ok || len(allowed) == 0 {
+		return nil
+	}
+	if len(st.PeerCertificates) == 0 {
+		return fmt.Errorf("no client certificate; want one for %s", strings.Join(allowed, " or "))
+	}
+	cert := st.PeerCertificates[0]
+	for _, id := range allowed {
+		if id != "" && (cert.Subject.CommonName == id || cert.VerifyHostname(id) == nil) {
+			return nil
+		}
+	}
+	names := append([]string{cert.Subject.CommonName}, cert.DNSNames...)
+	for _, ip := range cert.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return fmt.Errorf("certificate for %s; want one for %s", strings.Join(names, ", "), strings.Join(allowed, " or "))
+}
+
+// Host returns the host part of a host:port address (the whole of addr if
+// it has no port): the identity a certificate must carry to be dialed at
+// addr, and so by default to dial in as the node at addr.
+func Host(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// PeerStatus is what `commitd admin status` shows of the connections a
+// server dials out (the coordinator to each participant, a participant to
+// the coordinator): how many are up and, if one failed or was refused,
+// why. A peer that refuses our hello (a name it does not answer to, a
+// certificate it does not accept) says so in LastError.
+type PeerStatus struct {
+	Addr        string    `json:"addr"`
+	Connected   int       `json:"connected"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// StatusOf reads p's PeerStatus; addr is where p dials.
+func StatusOf(p *mux.Peer, addr string) PeerStatus {
+	st := p.Stats()
+	return PeerStatus{Addr: addr, Connected: st.Connected, LastError: st.LastError, LastErrorAt: st.LastErrorAt}
 }

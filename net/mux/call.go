@@ -81,7 +81,7 @@ func (c *Conn) do(ctx context.Context, req wire.Message, cl *call) error {
 	c.calls.pending[id] = cl
 	c.calls.Unlock()
 
-	if err := c.queue(id, req); err != nil {
+	if err := c.queue(id, req, nil); err != nil {
 		if !c.forget(id) {
 			<-cl.done // failCalls completed it concurrently
 		}

@@ -1,7 +1,9 @@
 package mux
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +24,16 @@ const (
 	DefaultMaxInFlight     = 4096
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultHelloTimeout    = 5 * time.Second
+	DefaultFrameTimeout    = 10 * time.Second
+	DefaultIdleTimeout     = 5 * time.Minute
 )
+
+// lingerTimeout bounds how long a connection that is closing with an
+// Error frame (a refusal, an idle cut) keeps reading and discarding what
+// the peer still sends, so that its close does not reset the connection
+// and destroy the Error frame in the peer's receive buffer before the
+// peer has read it.
+const lingerTimeout = 250 * time.Millisecond
 
 // keepBuffer is the largest output buffer the writer keeps for reuse after
 // a burst; a larger one is dropped so that one burst does not pin memory
@@ -45,7 +56,47 @@ var (
 	// ErrNotConnected: a Peer has no live connection; a one-way message
 	// was dropped (and counted), a call was not sent.
 	ErrNotConnected = errors.New("mux: not connected")
+	// ErrRefused: the peer closed the connection with an Error frame
+	// (request id 0) that says why: it refused our hello, a message our
+	// role may not send, or a connection beyond its bound; or we were
+	// idle too long. The error's text carries the peer's code and reason.
+	ErrRefused = errors.New("mux: closed by the peer")
+	// ErrIdle: an accepted client or admin connection sent no frame for
+	// Options.IdleTimeout.
+	ErrIdle = errors.New("mux: idle connection closed")
+	// ErrStalledFrame: a frame was begun and not finished within
+	// Options.FrameTimeout.
+	ErrStalledFrame = errors.New("mux: frame not finished in time")
 )
+
+// ClosedError is how a connection fails when the peer closed it with an
+// Error frame (request id 0) that says why. It wraps ErrRefused.
+type ClosedError struct {
+	Code   wire.ErrorCode
+	Reason string
+}
+
+func (e *ClosedError) Error() string {
+	return fmt.Sprintf("%v (%v): %s", ErrRefused, e.Code, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrRefused) true.
+func (e *ClosedError) Unwrap() error { return ErrRefused }
+
+// Refusal is the error a Handler returns to refuse a peer: the connection
+// then sends the peer an Error frame (request id 0, CodeRefused, Reason)
+// before it closes, instead of leaving it a bare EOF, and logs the reason.
+// The frame that caused it, and everything after it, is not handled.
+type Refusal struct {
+	Reason string
+}
+
+// Refuse returns a *Refusal with a formatted reason.
+func Refuse(format string, args ...any) error {
+	return &Refusal{Reason: fmt.Sprintf(format, args...)}
+}
+
+func (r *Refusal) Error() string { return "mux: refused: " + r.Reason }
 
 // RemoteError is a request error: the peer answered the request with a
 // wire.Error frame. Only that request failed; the connection is fine.
@@ -104,12 +155,39 @@ type Options struct {
 	// the first frame must be a Hello and must arrive within HelloTimeout,
 	// else the connection is closed (ErrNoHello), so half-open connections
 	// cannot pile up. If zero, a Hello frame is a protocol violation.
+	//
+	// On an accepting connection every request and one-way frame must
+	// come from the role wire.Sender names for its type, the role of the
+	// peer's Hello; any other is refused (see Refusal) before the Handler
+	// sees it.
 	HelloTimeout time.Duration
+	// FrameTimeout bounds the time from a frame's first bytes to its last
+	// (DefaultFrameTimeout; negative means none): a peer that sends half a
+	// frame and stops is cut off (ErrStalledFrame) instead of holding the
+	// connection forever. The deadline is re-armed lazily, so a frame may
+	// be cut off after 7/8 of it.
+	FrameTimeout time.Duration
+	// IdleTimeout closes an accepting connection whose peer said it is a
+	// client or an admin tool and sent no frame for this long
+	// (DefaultIdleTimeout; negative means none), with an Error frame
+	// (CodeUnavailable) that says so (ErrIdle). Coordinator and
+	// participant connections are exempt: they are few, authenticated by
+	// their hello, and idle whenever there is no traffic — cutting them
+	// would only lose the next prepare. Measured between 7/8 and all of
+	// IdleTimeout after the last frame.
+	IdleTimeout time.Duration
+	// Answer is, on an accepting connection, this side's own Hello: the
+	// answer to a peer whose Hello asks for one (wire.Hello.Answer), sent
+	// once the Handler has accepted the peer's Hello. A peer that asks
+	// while Answer has no role is refused.
+	Answer wire.Hello
 	// NoCoalesce makes the writer write each frame with its own write, for
 	// comparison with the default of one write per batch.
 	NoCoalesce bool
-	// ReadBufferSize is the size of the read buffer (at least, and by
-	// default, wire.MaxFrameSize).
+	// ReadBufferSize is the size of the connection's own read buffer
+	// (wire.DefaultReadBuffer); while frames and reads ask for more it
+	// reads into a wire.MaxFrameSize buffer from a shared pool instead
+	// (see wire.Reader).
 	ReadBufferSize int
 	// OnClose, if set, is called once when the connection has failed and
 	// its goroutines are done, with the reason (see Conn.Err).
@@ -118,6 +196,16 @@ type Options struct {
 	// exited, if set, is called last on the reader goroutine, after done
 	// is closed: a Server waits for its connections with it.
 	exited func()
+	// admit, if set, judges the peer's Hello before the Handler sees it;
+	// a *Refusal refuses the connection. A Server bounds client
+	// connections with it.
+	admit func(c *Conn, h *wire.Hello) error
+	// logs, if set, rate-limits the connection's failure logs, shared by
+	// every connection of a Server or a Peer.
+	logs *limiter
+	// awaitAnswer makes a dialing connection expect the accepting side's
+	// Hello as the first frame (a Peer whose Hello asked for one).
+	awaitAnswer bool
 }
 
 func (o Options) withDefaults() Options {
@@ -132,6 +220,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.FrameTimeout == 0 {
+		o.FrameTimeout = DefaultFrameTimeout
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.logs == nil {
+		o.logs = &limiter{every: 0} // a lone connection logs every failure
 	}
 	return o
 }
@@ -179,6 +276,7 @@ type Conn struct {
 	closing     chan struct{} // closed when the connection starts failing
 	writerDone  chan struct{} // closed when the writer has returned
 	done        chan struct{} // closed when both goroutines have returned
+	answered    chan struct{} // with awaitAnswer: closed when the peer's Hello has come
 	slots       chan struct{} // one token per call in flight
 	failOnce    sync.Once
 	peerRole    atomic.Uint32 // the Hello's role; written by the reader before the handler sees the Hello
@@ -190,6 +288,7 @@ type Conn struct {
 		out    []byte // frames queued for the writer
 		frames int    // number of frames in out
 		err    error  // why the connection failed; nil while it is up
+		ending error  // set when a closing Error frame is queued: nothing more is, and the writer stops once it is out
 	}
 
 	calls struct {
@@ -218,6 +317,7 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 		slots:      make(chan struct{}, opts.MaxInFlight),
+		answered:   make(chan struct{}),
 	}
 	c.calls.pending = make(map[uint64]*call)
 	go c.writeLoop()
@@ -234,7 +334,7 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 // not queued; the connection is fine. Any other error is the connection's
 // (Err): the frame was not queued, or it was and the connection failed
 // before writing it — one-way frames are never acknowledged.
-func (c *Conn) Send(m wire.Message) error { return c.queue(0, m) }
+func (c *Conn) Send(m wire.Message) error { return c.queue(0, m, nil) }
 
 // Reply queues the reply m (an Outcome, AdminResponse or Error) to the
 // request with id reqID, like Send.
@@ -242,14 +342,16 @@ func (c *Conn) Reply(reqID uint64, m wire.Message) error {
 	if reqID == 0 {
 		panic("mux: Reply with request id 0")
 	}
-	return c.queue(reqID, m)
+	return c.queue(reqID, m, nil)
 }
 
 // queue appends one frame to the writer's queue and wakes the writer if
-// the queue was empty (a non-empty queue means a wake-up is pending).
-func (c *Conn) queue(reqID uint64, m wire.Message) error {
+// the queue was empty (a non-empty queue means a wake-up is pending). If
+// end is not nil the frame is the last: later ones fail with end, and the
+// writer stops once it has written it.
+func (c *Conn) queue(reqID uint64, m wire.Message, end error) error {
 	c.mu.Lock()
-	if err := c.mu.err; err != nil {
+	if err := cmp.Or(c.mu.err, c.mu.ending); err != nil {
 		c.mu.Unlock()
 		return err
 	}
@@ -268,6 +370,7 @@ func (c *Conn) queue(reqID uint64, m wire.Message) error {
 	}
 	c.mu.out = out
 	c.mu.frames++
+	c.mu.ending = end
 	c.mu.Unlock()
 	if was == 0 {
 		select {
@@ -318,6 +421,12 @@ func (c *Conn) writeLoop() {
 			c.fail(err)
 			return
 		}
+		c.mu.Lock()
+		last := c.mu.ending != nil && len(c.mu.out) == 0
+		c.mu.Unlock()
+		if last {
+			return // the closing Error frame is out: see closeWith
+		}
 	}
 }
 
@@ -356,6 +465,13 @@ func (c *Conn) write(buf []byte, frames int) error {
 // readLoop is the reader goroutine; it also finishes the connection.
 func (c *Conn) readLoop() {
 	err := c.read()
+	var ref *Refusal
+	switch {
+	case errors.As(err, &ref):
+		c.closeWith(wire.CodeRefused, ref.Reason, err)
+	case errors.Is(err, ErrIdle):
+		c.closeWith(wire.CodeUnavailable, err.Error(), err)
+	}
 	c.fail(err)
 	<-c.writerDone
 	if c.opts.OnClose != nil {
@@ -367,10 +483,54 @@ func (c *Conn) readLoop() {
 	}
 }
 
+// closeWith tells the peer why the connection closes, in an Error frame
+// with request id 0, before the reader fails it: it queues the frame last
+// (nothing is queued after it), waits for the writer to write it out, closes
+// the sending half, and reads and drops what the peer still sends for a
+// moment, so that closing with unread bytes does not reset the connection
+// and destroy the frame before the peer reads it.
+func (c *Conn) closeWith(code wire.ErrorCode, why string, err error) {
+	msg := []byte(why)
+	if len(msg) > wire.MaxDetailLen {
+		msg = msg[:wire.MaxDetailLen]
+	}
+	if c.queue(0, &wire.Error{Code: code, Message: msg}, err) != nil {
+		return // the connection failed already
+	}
+	// The writer wakes for the frame (queue woke it if it was idle), writes
+	// everything up to it, and returns; WriteTimeout bounds the write.
+	t := time.NewTimer(lingerTimeout + max(c.opts.WriteTimeout, 0))
+	defer t.Stop()
+	select {
+	case <-c.writerDone:
+	case <-t.C:
+		return
+	}
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, wire.MaxFrameSize))
+}
+
 func (c *Conn) read() error {
-	r := wire.NewReader(c.nc, c.opts.ReadBufferSize)
+	dr := &deadlineReader{c: c, mode: modeHello}
+	r := wire.NewReader(dr, c.opts.ReadBufferSize)
+	// No frame of r's is used after read returns (handlers copy what they
+	// keep), so its large buffer can serve the next busy connection.
+	defer r.Release()
+	dr.r = r
 	if c.opts.HelloTimeout > 0 {
 		if err := c.readHello(r); err != nil {
+			return err
+		}
+		if role, _ := c.Hello(); role == wire.RoleClient || role == wire.RoleAdmin {
+			dr.idle = c.opts.IdleTimeout
+		}
+	}
+	dr.mode = modeUnset
+	if c.opts.awaitAnswer {
+		if err := c.readAnswer(r); err != nil {
 			return err
 		}
 	}
@@ -412,7 +572,111 @@ func (c *Conn) readHello(r *wire.Reader) error {
 	// that); the next read reports it properly, after the frames buffered.
 	_ = c.nc.SetReadDeadline(time.Time{})
 	c.countReceived(f)
-	return c.handle(f)
+	if c.opts.admit != nil {
+		if err := c.opts.admit(c, &h); err != nil {
+			return err
+		}
+	}
+	if err := c.handle(f); err != nil {
+		return err
+	}
+	if h.Answer {
+		if c.opts.Answer.Role == 0 {
+			return Refuse("this server does not answer hellos")
+		}
+		return c.Send(&c.opts.Answer)
+	}
+	return nil
+}
+
+// readAnswer reads the first frame on a dialing connection whose Hello
+// asked for an answer: the accepting side's Hello, or the Error frame it
+// refused ours with.
+func (c *Conn) readAnswer(r *wire.Reader) error {
+	f, err := r.Next()
+	if err != nil {
+		return err
+	}
+	c.countReceived(f)
+	if err := wire.Check(f); err != nil {
+		return err
+	}
+	if f.Type != wire.TypeHello {
+		return c.dispatchFirst(f)
+	}
+	var h wire.Hello
+	_ = h.Decode(f) // checked above
+	name := string(h.Name)
+	c.peerName.Store(&name)
+	c.peerRole.Store(uint32(h.Role))
+	close(c.answered)
+	return nil
+}
+
+// dispatchFirst handles a first frame that is not the awaited Hello: a
+// refusal fails the connection with the peer's reason; anything else is a
+// protocol violation.
+func (c *Conn) dispatchFirst(f wire.Frame) error {
+	if f.Type == wire.TypeError && f.ReqID == 0 {
+		return c.dispatch(f)
+	}
+	return fmt.Errorf("%w: first frame is %v, want the peer's hello", wire.ErrMalformed, f.Type)
+}
+
+// Read modes of a deadlineReader: what the next read is waiting for.
+const (
+	modeUnset   = iota // no deadline armed yet
+	modeHello          // readHello's own deadline is armed
+	modeNone           // no deadline: a protocol connection between frames
+	modeIdle           // between frames, IdleTimeout armed
+	modePartial        // inside a frame, FrameTimeout armed
+)
+
+// deadlineReader arms the read deadline for what the wire.Reader is waiting
+// for: the rest of a frame it has begun (FrameTimeout), or the next frame
+// on a connection that may idle only so long (IdleTimeout). It re-arms only
+// when the mode changes or the deadline is 1/8 used, so a busy connection
+// does not pay a deadline update per read.
+type deadlineReader struct {
+	c     *Conn
+	r     *wire.Reader  // whose Buffered says whether a frame is begun
+	idle  time.Duration // IdleTimeout for this connection's role, or 0
+	mode  int
+	armed time.Time // when the deadline was last set
+	limit time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if d.mode != modeHello {
+		mode, limit := modeNone, time.Duration(0)
+		switch {
+		case d.r.Buffered() > 0 && d.c.opts.FrameTimeout > 0:
+			mode, limit = modePartial, d.c.opts.FrameTimeout
+		case d.r.Buffered() == 0 && d.idle > 0:
+			mode, limit = modeIdle, d.idle
+		}
+		now := time.Now()
+		if mode != d.mode || (limit > 0 && now.Sub(d.armed) > limit/8) {
+			var at time.Time
+			if limit > 0 {
+				at = now.Add(limit)
+			}
+			if err := d.c.nc.SetReadDeadline(at); err != nil {
+				return 0, err
+			}
+			d.mode, d.armed, d.limit = mode, now, limit
+		}
+	}
+	n, err := d.c.nc.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		switch d.mode {
+		case modePartial:
+			err = fmt.Errorf("%w: %d bytes of a frame in %v", ErrStalledFrame, d.r.Buffered()+n, d.limit)
+		case modeIdle:
+			err = fmt.Errorf("%w: no frame for %v", ErrIdle, d.limit)
+		}
+	}
+	return n, err
 }
 
 func (c *Conn) countReceived(f wire.Frame) {
@@ -425,6 +689,30 @@ func (c *Conn) dispatch(f wire.Frame) error {
 	c.countReceived(f)
 	if err := wire.Check(f); err != nil {
 		return err
+	}
+	if f.Type == wire.TypeError && f.ReqID == 0 {
+		var e wire.Error
+		_ = e.Decode(f) // checked above
+		return &ClosedError{Code: e.Code, Reason: string(e.Message)}
+	}
+	if f.Type == wire.TypeHello && !c.opts.awaitAnswer && c.opts.HelloTimeout == 0 && c.stats.framesReceived.Load() == 1 {
+		// The answer to a Hello that asked for one, on a connection made
+		// without a Peer: kept, and not an error.
+		var h wire.Hello
+		_ = h.Decode(f)
+		name := string(h.Name)
+		c.peerName.Store(&name)
+		c.peerRole.Store(uint32(h.Role))
+		return nil
+	}
+	if c.opts.HelloTimeout > 0 {
+		// The authorization table (wire.Sender): each message has one
+		// sending role, and the accepting side knows the peer's.
+		if want := wire.Sender(f.Type); want != 0 {
+			if role, name := c.Hello(); role != want {
+				return Refuse("a %v connection (%q) may not send %v: only a %v does", role, name, f.Type, want)
+			}
+		}
 	}
 	switch {
 	case f.Type.IsReply():
@@ -462,8 +750,19 @@ func (c *Conn) fail(err error) {
 		close(c.closing)
 		_ = c.nc.Close() // unblocks the reader and a blocked writer
 		c.failCalls(err)
-		if !errors.Is(err, ErrClosed) && !errors.Is(err, io.EOF) {
-			c.opts.Logger.Warn("mux: connection failed", "remote", c.nc.RemoteAddr(), "err", err)
+		var closed *ClosedError
+		switch {
+		case errors.Is(err, ErrClosed), errors.Is(err, io.EOF):
+		case errors.Is(err, ErrIdle), errors.As(err, &closed) && closed.Code == wire.CodeUnavailable:
+			// Routine: an idle connection cut (on either side), or a
+			// server going away; the client redials when it has work.
+			c.opts.Logger.Debug("mux: connection closed", "remote", c.nc.RemoteAddr(), "err", err)
+		default:
+			args := []any{"remote", c.nc.RemoteAddr(), "err", err}
+			if role, name := c.Hello(); role != 0 {
+				args = append(args, "role", role, "name", name)
+			}
+			c.opts.logs.log(c.opts.Logger, "mux: connection failed", args...)
 		}
 	})
 }
@@ -490,13 +789,24 @@ func (c *Conn) Err() error {
 }
 
 // Hello returns the role and name from the peer's Hello on an accepting
-// connection (Options.HelloTimeout > 0), or zero values before it came.
+// connection (Options.HelloTimeout > 0), or from its answer to ours, or
+// zero values before it came.
 func (c *Conn) Hello() (wire.Role, string) {
 	role := wire.Role(c.peerRole.Load())
 	if p := c.peerName.Load(); p != nil {
 		return role, *p
 	}
 	return role, ""
+}
+
+// TLS returns the connection's TLS state, or false if it is not over TLS.
+// On an accepting connection the handshake is done by the time the Hello
+// is handled: the peer's verified certificate is in PeerCertificates.
+func (c *Conn) TLS() (tls.ConnectionState, bool) {
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
 }
 
 // RemoteAddr returns the peer's network address.

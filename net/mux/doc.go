@@ -30,19 +30,27 @@
 // As in HTTP/2, a broken stream or a broken peer is a connection error: a
 // frame that fails wire.Check (malformed, wrong version, oversized), a
 // Hello anywhere but first, an accepted connection without a timely Hello,
-// or an error returned by the Handler closes the connection, logs the
-// reason once (Options.Logger) and fails everything pending on it. A
+// a frame that stalls half-way (Options.FrameTimeout), a message the peer's
+// role does not send (wire.Sender), or an error returned by the Handler
+// closes the connection, logs the reason once (Options.Logger; a Server's
+// and a Peer's connections at most once a second between them) and fails
+// everything pending on it. A refusal (a *Refusal from the Handler, a
+// message from the wrong role, a full server) and an idle cut first tell
+// the peer why, in a wire.Error frame with request id 0. A
 // request that is well formed but cannot be served is a request error: the
 // server replies with a wire.Error frame, Call returns a *RemoteError, and
 // the connection carries on.
 //
 // # Server and Peer
 //
-// Server accepts connections (bounded by ServerOptions.MaxConns) and
-// requires each to open with a Hello within a timeout, so half-open
-// connections cannot pile up. Peer keeps one or more connections to an
-// address, redialling with capped, jittered exponential backoff and sending
-// its Hello first on each; its Dial function is where TLS plugs in. A Peer
+// Server accepts connections (clients bounded by ServerOptions.MaxConns,
+// with ReservedConns more for the other roles) and requires each to open
+// with a Hello within a timeout, so half-open connections cannot pile up;
+// idle client and admin connections are closed after Options.IdleTimeout.
+// Peer keeps one or more connections to an address, redialling with capped,
+// jittered exponential backoff and sending its Hello first on each; with a
+// Check it uses a connection only once the far side has answered with its
+// own Hello; its Dial function is where TLS plugs in. A Peer
 // drops one-way frames while disconnected (counted): the protocol redelivers
 // what matters.
 //

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -114,6 +115,13 @@ func (e *echo) count(t wire.Type) int {
 // with a client Conn that has sent its Hello.
 func loopback(t testing.TB, h Handler, srvOpts ServerOptions, cliOpts Options) (*Server, *Conn, string) {
 	t.Helper()
+	return loopbackAs(t, wire.RoleClient, h, srvOpts, cliOpts)
+}
+
+// loopbackAs is loopback with a Conn that says Hello as role: the server
+// takes from it only the messages that role sends (wire.Sender).
+func loopbackAs(t testing.TB, role wire.Role, h Handler, srvOpts ServerOptions, cliOpts Options) (*Server, *Conn, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +140,7 @@ func loopback(t testing.TB, h Handler, srvOpts ServerOptions, cliOpts Options) (
 		cliOpts.Logger = quiet
 	}
 	c := NewConn(nc, cliOpts)
-	if err := c.Send(&wire.Hello{Role: wire.RoleClient, Name: []byte("test")}); err != nil {
+	if err := c.Send(&wire.Hello{Role: role, Name: []byte("test")}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -555,7 +563,7 @@ func TestStream(t *testing.T) {
 		}
 		return nil
 	})
-	_, c, _ := loopback(t, h, ServerOptions{}, Options{})
+	_, c, _ := loopbackAs(t, wire.RoleAdmin, h, ServerOptions{}, Options{})
 	var got []byte
 	err := c.Stream(context.Background(), &wire.AdminRequest{Kind: wire.AdminOutcomes}, func(f wire.Frame) error {
 		var r wire.AdminResponse
@@ -594,21 +602,85 @@ func TestNoHandlerAnswersRequests(t *testing.T) {
 	waitFor(t, "ignored", func() bool { return srv.Stats().Ignored == 1 })
 }
 
+// TestServerMaxConns: past MaxConns clients, a client is refused after its
+// Hello, with an Error frame that says why, while an admin still gets one
+// of the reserved connections; past MaxConns+ReservedConns every new
+// connection is refused at once, again with an Error frame, not a bare EOF.
 func TestServerMaxConns(t *testing.T) {
 	h := newEcho()
-	srv, _, addr := loopback(t, h, ServerOptions{MaxConns: 1}, Options{})
+	var logs syncBuffer
+	srv, _, addr := loopback(t, h, ServerOptions{MaxConns: 1, ReservedConns: 1,
+		Conn: Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}}, Options{})
+	refused := func(hello wire.Role) string {
+		t.Helper()
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		b, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: hello})
+		if _, err := nc.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		f, err := wire.NewReader(nc, 0).Next()
+		var e wire.Error
+		if err != nil || f.Type != wire.TypeError || f.ReqID != 0 || e.Decode(f) != nil || e.Code != wire.CodeRefused {
+			t.Fatalf("a %v beyond the bound: %v %v, want a refusal", hello, f.Type, err)
+		}
+		return string(e.Message)
+	}
+	waitFor(t, "the first client's hello", func() bool { return srv.Stats().Clients == 1 })
+	if why := refused(wire.RoleClient); !strings.Contains(why, "1 client connections") {
+		t.Fatalf("second client refused with %q", why)
+	}
+	// A refused connection holds its slot until it has lingered.
+	waitFor(t, "the refused client gone", func() bool { return srv.Stats().Open == 1 })
+	admin, _ := nodeConn(t, addr, wire.RoleAdmin)
+	waitFor(t, "the admin's connection", func() bool { return srv.Stats().Open == 2 })
+	if admin.Err() != nil {
+		t.Fatal(admin.Err())
+	}
+	if why := refused(wire.RoleAdmin); !strings.Contains(why, "2 connections open") {
+		t.Fatalf("a connection beyond every bound refused with %q", why)
+	}
+	if st := srv.Stats(); st.Rejected != 2 || st.Open != 2 || st.Clients != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	waitFor(t, "the refusals logged", func() bool { return strings.Contains(logs.String(), "server full") })
+}
+
+// nodeConn dials addr and says Hello as role.
+func nodeConn(t testing.TB, addr string, role wire.Role) (*Conn, net.Conn) {
+	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := nc.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("second connection: %v, want EOF", err)
+	c := NewConn(nc, Options{Logger: quiet})
+	t.Cleanup(func() { closeConn(c) })
+	if err := c.Send(&wire.Hello{Role: role}); err != nil {
+		t.Fatal(err)
 	}
-	if st := srv.Stats(); st.Rejected != 1 || st.Open != 1 {
-		t.Fatalf("stats %+v", st)
-	}
+	return c, nc
+}
+
+// syncBuffer is a bytes.Buffer for a logger that goroutines share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestPeerReconnects: a Peer finds a restarted server again, says Hello
@@ -667,10 +739,10 @@ func TestPeerReconnects(t *testing.T) {
 	if err := p.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f, err := p.Call(ctx, &wire.Begin{Txn: txnOf(2)}, nil)
-	if err != nil || f.Type != wire.TypeOutcome {
-		t.Fatalf("call after restart: %v", err)
+	if err := p.Send(&vote); err != nil {
+		t.Fatalf("send after restart: %v", err)
 	}
+	waitFor(t, "a vote at s2", func() bool { return h2.count(wire.TypeVote) == 1 })
 	if h2.count(wire.TypeHello) < 1 || h2.hellos[0] != "bank-1" {
 		t.Fatalf("no hello on the new connection: %v", h2.hellos)
 	}
@@ -722,7 +794,7 @@ func TestPeerSendVia(t *testing.T) {
 // the message built on the stack each time.
 func TestSendDoesNotAllocate(t *testing.T) {
 	h := newEcho()
-	_, c, _ := loopback(t, h, ServerOptions{}, Options{})
+	_, c, _ := loopbackAs(t, wire.RoleParticipant, h, ServerOptions{}, Options{})
 	from := []byte("bank-1")
 	i := 0
 	allocs := testing.AllocsPerRun(10000, func() {
@@ -771,7 +843,7 @@ func BenchmarkSend(b *testing.B) {
 		b.Run(mode.name, func(b *testing.B) {
 			var got atomic.Int64
 			h := HandlerFunc(func(c *Conn, f wire.Frame) error { got.Add(1); return nil })
-			_, c, _ := loopback(b, h, ServerOptions{}, Options{NoCoalesce: mode.noCoalesce})
+			_, c, _ := loopbackAs(b, wire.RoleParticipant, h, ServerOptions{}, Options{NoCoalesce: mode.noCoalesce})
 			got.Store(-1) // the Hello
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -823,4 +895,215 @@ func BenchmarkCall(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 	st := c.Stats()
 	b.ReportMetric(float64(st.FramesSent)/float64(max(st.Writes, 1)), "frames/write")
+}
+
+// readRefusal reads from nc until the connection-level Error frame that
+// the server closes with, and returns it; it fails the test if the
+// connection ends without one, or nothing comes within 10 s.
+func readRefusal(t *testing.T, nc net.Conn) wire.Error {
+	t.Helper()
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := wire.NewReader(nc, 0)
+	for {
+		f, err := r.Next()
+		if err != nil {
+			t.Fatalf("connection ended without an error frame: %v", err)
+		}
+		if f.Type == wire.TypeError && f.ReqID == 0 {
+			var e wire.Error
+			if err := e.Decode(f); err != nil {
+				t.Fatal(err)
+			}
+			e.Message = bytes.Clone(e.Message)
+			if _, err := r.Next(); err != io.EOF {
+				t.Fatalf("after the error frame: %v, want the connection closed", err)
+			}
+			return e
+		}
+	}
+}
+
+// TestRoleTable: on an accepted connection each request and one-way
+// message is taken only from the role that sends it (wire.Sender); from any
+// other role it is refused — an Error frame (refused), the connection
+// closed, the refusal logged — and the handler never sees it.
+func TestRoleTable(t *testing.T) {
+	msgs := []struct {
+		reqID uint64
+		m     wire.Message
+	}{
+		{1, &wire.Begin{Txn: txnOf(1)}},
+		{0, &wire.Prepare{Txn: txnOf(1), OnePhase: true, Work: []byte("+1000000")}},
+		{0, &wire.Decision{Txn: txnOf(1), Decision: wire.DecisionCommit}},
+		{0, &vote},
+		{0, &wire.Ack{Txn: txnOf(1), From: []byte("bank-1")}},
+		{0, &wire.Inquire{Txn: txnOf(1), From: []byte("bank-1")}},
+		{1, &wire.AdminRequest{Kind: wire.AdminStatus}},
+	}
+	var logs syncBuffer
+	h := newEcho()
+	srv := NewServer(ServerOptions{Conn: Options{Handler: h, Logger: slog.New(slog.NewTextHandler(&logs, nil))}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	for role := wire.RoleClient; role <= wire.RoleAdmin; role++ {
+		for _, m := range msgs {
+			if wire.Sender(m.m.Type()) == role {
+				continue
+			}
+			t.Run(fmt.Sprintf("%v-sends-%v", role, m.m.Type()), func(t *testing.T) {
+				nc, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				b, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: role, Name: []byte("x")})
+				b, _ = wire.AppendFrame(b, m.reqID, m.m)
+				if _, err := nc.Write(b); err != nil {
+					t.Fatal(err)
+				}
+				e := readRefusal(t, nc)
+				if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), "may not send "+m.m.Type().String()) {
+					t.Fatalf("refusal %v %q", e.Code, e.Message)
+				}
+				if n := h.count(m.m.Type()); n != 0 {
+					t.Fatalf("the handler saw %d %v frames", n, m.m.Type())
+				}
+			})
+		}
+	}
+	if !strings.Contains(logs.String(), "may not send") {
+		t.Fatalf("no refusal logged:\n%s", logs.String())
+	}
+}
+
+// TestHalfFrameIsCutOff: a peer that says Hello and then sends half a
+// frame is cut off after FrameTimeout instead of holding its connection
+// (and its slot) forever.
+func TestHalfFrameIsCutOff(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	srv, _, addr := loopback(t, newEcho(), ServerOptions{Conn: Options{FrameTimeout: timeout}}, Options{})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleClient})
+	begin, _ := wire.AppendFrame(nil, 1, &wire.Begin{Txn: txnOf(1)})
+	start := time.Now()
+	if _, err := nc.Write(append(b, begin[:len(begin)/2]...)); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, nc); err != nil {
+		t.Fatalf("the half-frame connection: %v, want it closed", err)
+	}
+	if d := time.Since(start); d < timeout*7/8 || d > 5*time.Second {
+		t.Fatalf("closed after %v, want about %v", d, timeout)
+	}
+	waitFor(t, "the connection forgotten", func() bool { return srv.Stats().Open == 1 })
+}
+
+// TestIdleTimeoutSparesProtocolConnections: an accepted client connection
+// that sends nothing for IdleTimeout is closed with an Error frame that says
+// so; a participant's connection, idle as long, is not.
+func TestIdleTimeoutSparesProtocolConnections(t *testing.T) {
+	const idle = 150 * time.Millisecond
+	h := newEcho()
+	srv, _, addr := loopback(t, h, ServerOptions{Conn: Options{IdleTimeout: idle}}, Options{})
+	part, _ := nodeConn(t, addr, wire.RoleParticipant)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleClient})
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	e := readRefusal(t, nc)
+	if e.Code != wire.CodeUnavailable || !strings.Contains(string(e.Message), "idle") {
+		t.Fatalf("idle client closed with %v %q", e.Code, e.Message)
+	}
+	if d := time.Since(start); d < idle*7/8 {
+		t.Fatalf("closed after %v, before the idle timeout %v", d, idle)
+	}
+	time.Sleep(2 * idle)
+	if err := part.Err(); err != nil {
+		t.Fatalf("the participant's idle connection failed: %v", err)
+	}
+	if err := part.Send(&vote); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the participant's vote", func() bool { return h.count(wire.TypeVote) == 1 })
+	_ = srv
+}
+
+// TestPeerUsesOnlyAnsweredConnections: a Peer with a Check asks for the
+// far side's Hello and publishes a connection only once it has come and
+// passed the Check. A server that refuses the Peer's Hello, or answers as
+// someone the Check does not want, never gets a message on it, and the
+// Peer says why in Stats.LastError.
+func TestPeerUsesOnlyAnsweredConnections(t *testing.T) {
+	start := func(answer wire.Hello, h Handler) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := NewServer(ServerOptions{Conn: Options{Handler: h, Logger: quiet, Answer: answer}})
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return ln.Addr().String()
+	}
+	want := wire.Hello{Role: wire.RoleParticipant, Name: []byte("bank-1")}
+	check := func(h wire.Hello) error {
+		if h.Role != want.Role || string(h.Name) != string(want.Name) {
+			return errors.New("not bank-1")
+		}
+		return nil
+	}
+	refusing := HandlerFunc(func(c *Conn, f wire.Frame) error {
+		if f.Type == wire.TypeHello {
+			return Refuse("this is bank-2")
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		name string
+		addr string
+		err  string
+	}{
+		{"refused", start(want, refusing), "this is bank-2"},
+		{"answered by another", start(wire.Hello{Role: wire.RoleParticipant, Name: []byte("bank-2")}, newEcho()), `answered as participant "bank-2": not bank-1`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewPeer(tc.addr, PeerOptions{Conn: Options{Logger: quiet}, Check: check, BackoffMin: 5 * time.Millisecond,
+				Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte("bank-1")}})
+			defer p.Close()
+			waitFor(t, "a failed attempt", func() bool { return strings.Contains(p.Stats().LastError, tc.err) })
+			if st := p.Stats(); st.Connected != 0 || st.Connections != 0 {
+				t.Fatalf("stats %+v, want no connection used", st)
+			}
+			if err := p.Send(&vote); !errors.Is(err, ErrNotConnected) {
+				t.Fatalf("send: %v, want ErrNotConnected", err)
+			}
+		})
+	}
+	h := newEcho()
+	p := NewPeer(start(want, h), PeerOptions{Conn: Options{Logger: quiet}, Check: check,
+		Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte("bank-1")}})
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Send(&wire.Decision{Txn: txnOf(1), Decision: wire.DecisionAbort}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the decision", func() bool { return h.count(wire.TypeDecision) == 1 })
 }

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -31,6 +32,13 @@ type PeerOptions struct {
 	Conn Options
 	// Hello is sent as the first frame on every new connection.
 	Hello wire.Hello
+	// Check, if set, makes the Peer ask for the accepting side's Hello
+	// (wire.Hello.Answer) and use a connection only once that answer has
+	// come within DefaultHelloTimeout and Check has accepted it. A
+	// connection the peer refuses — or that Check refuses — is thus never
+	// used: no message is sent on it to be lost. The refusal is kept in
+	// Stats.LastError and logged, at most once a second.
+	Check func(answer wire.Hello) error
 	// Dial opens a connection to addr. The default dials TCP with
 	// DefaultDialTimeout. Plug TLS in here (tls.Dialer.DialContext).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -49,6 +57,18 @@ type PeerStats struct {
 	DialErrors  uint64 // attempts that failed
 	Connections uint64 // connections established
 	Dropped     uint64 // one-way frames dropped for want of a connection
+	// LastError is why the last connection failed or the last dial did
+	// not connect ("" if none has), at LastErrorAt: a peer that refuses
+	// our Hello (a wrong name, a certificate it does not accept) says why
+	// here, and in the log at most once a second.
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// peerError is a Peer's last connection failure.
+type peerError struct {
+	err string
+	at  time.Time
 }
 
 // Peer keeps Conns connections to one address, redialling each with capped
@@ -72,6 +92,8 @@ type Peer struct {
 
 	next                                    atomic.Uint64 // round-robin cursor
 	dials, dialErrors, connections, dropped atomic.Uint64
+	lastErr                                 atomic.Pointer[peerError]
+	logs                                    limiter // the connections' failures
 	connectedMu                             sync.Mutex
 	connectedCh                             chan struct{} // closed and replaced when a connection comes up; guarded by connectedMu
 }
@@ -101,7 +123,9 @@ func NewPeer(addr string, opts PeerOptions) *Peer {
 		opts:        opts,
 		conns:       make([]atomic.Pointer[Conn], opts.Conns),
 		connectedCh: make(chan struct{}),
+		logs:        limiter{every: logEvery},
 	}
+	p.opts.Conn.logs = &p.logs
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for i := range p.conns {
 		p.wg.Add(1)
@@ -121,6 +145,7 @@ func (p *Peer) dialLoop(i int) {
 			p.signalConnected()
 			select {
 			case <-c.Done():
+				p.setErr(c.Err())
 			case <-p.ctx.Done():
 				c.Close()
 				<-c.Done()
@@ -150,20 +175,61 @@ func (p *Peer) connect() *Conn {
 	if err != nil {
 		p.dialErrors.Add(1)
 		if p.ctx.Err() == nil {
+			p.setErr(err)
 			p.opts.Conn.withDefaults().Logger.Debug("mux: dial failed", "addr", p.addr, "err", err)
 		}
 		return nil
 	}
-	c := NewConn(nc, p.opts.Conn)
+	opts := p.opts.Conn
+	hello := p.opts.Hello
+	if p.opts.Check != nil {
+		opts.awaitAnswer, hello.Answer = true, true
+	}
+	c := NewConn(nc, opts)
 	// Queued before the connection is published, so it is the first frame.
-	if err := c.Send(&p.opts.Hello); err != nil {
+	if err := c.Send(&hello); err != nil {
 		c.Close()
 		<-c.Done()
 		p.dialErrors.Add(1)
 		return nil
 	}
+	if p.opts.Check != nil {
+		if err := p.awaitAnswer(c); err != nil {
+			c.fail(err)
+			<-c.Done()
+			p.dialErrors.Add(1)
+			p.setErr(c.Err())
+			return nil
+		}
+	}
 	p.connections.Add(1)
 	return c
+}
+
+// awaitAnswer waits for the accepting side's Hello on c and checks it.
+func (p *Peer) awaitAnswer(c *Conn) error {
+	t := time.NewTimer(DefaultHelloTimeout)
+	defer t.Stop()
+	select {
+	case <-c.answered:
+	case <-c.Done():
+		return c.Err()
+	case <-t.C:
+		return fmt.Errorf("%w: no answer to our hello within %v", ErrNoHello, DefaultHelloTimeout)
+	case <-p.ctx.Done():
+		return ErrClosed
+	}
+	role, name := c.Hello()
+	if err := p.opts.Check(wire.Hello{Role: role, Name: []byte(name)}); err != nil {
+		return fmt.Errorf("mux: %s answered as %v %q: %w", p.addr, role, name, err)
+	}
+	return nil
+}
+
+func (p *Peer) setErr(err error) {
+	if err != nil {
+		p.lastErr.Store(&peerError{err: err.Error(), at: time.Now()})
+	}
 }
 
 func (p *Peer) signalConnected() {
@@ -279,6 +345,9 @@ func (p *Peer) Stats() PeerStats {
 		if c := p.conns[i].Load(); c != nil && c.Err() == nil {
 			s.Connected++
 		}
+	}
+	if e := p.lastErr.Load(); e != nil {
+		s.LastError, s.LastErrorAt = e.err, e.at
 	}
 	return s
 }

@@ -31,7 +31,7 @@
 // Payloads, with name = u8 length + bytes (≤ 64), bytes16 = u16 length +
 // bytes, txn = 16 raw UUID bytes:
 //
-//	Hello          role u8 | name
+//	Hello          role u8 | name; flags bit 1 = answer with your own Hello
 //	Begin          txn | n u8 (≤ 10) | n × (participant name | work bytes16 (≤ 4096))
 //	Outcome        txn | outcome u8 | cause u8 | participant name | detail bytes16 (≤ 1024)
 //	Prepare        txn | onePhase u8 (0/1) | work bytes16 (≤ 4096)
@@ -40,7 +40,8 @@
 //	Ack, Inquire   txn | from name
 //	AdminRequest   kind u8 (≠ 0)
 //	AdminResponse  JSON bytes (rest of the frame); flags bit 0 = more frames follow
-//	Error          code u16 (≠ 0) | message bytes16 (≤ 1024)
+//	Error          code u16 (≠ 0) | message bytes16 (≤ 1024); with request id 0,
+//	               why the sender closes the connection
 //
 // Every message has exactly one encoding (no trailing bytes, booleans 0 or
 // 1, enums in range), so decoding and re-encoding a valid frame reproduces

@@ -89,7 +89,9 @@ func (t Type) valid() bool { return t >= TypeHello && t < typeEnd }
 func (t Type) IsRequest() bool { return t == TypeBegin || t == TypeAdminRequest }
 
 // IsReply reports whether frames of type t answer a request: their request
-// id is the request's.
+// id is the request's. The one exception is an Error with request id 0,
+// which answers no request: it is the reason the sender closes the
+// connection.
 func (t Type) IsReply() bool {
 	return t == TypeOutcome || t == TypeAdminResponse || t == TypeError
 }
@@ -102,12 +104,19 @@ const (
 	// FlagMore (AdminResponse): more response frames with the same
 	// request id follow.
 	FlagMore Flags = 1 << 0
+	// FlagAnswer (Hello): the sender waits for the accepting side's own
+	// Hello before it uses the connection, so that nothing is sent on a
+	// connection the peer is about to refuse (see Hello.Answer).
+	FlagAnswer Flags = 1 << 1
 )
 
 // allowedFlags returns the flag bits that frames of type t may carry.
 func allowedFlags(t Type) Flags {
-	if t == TypeAdminResponse {
+	switch t {
+	case TypeAdminResponse:
 		return FlagMore
+	case TypeHello:
+		return FlagAnswer
 	}
 	return 0
 }
@@ -203,6 +212,12 @@ func checkHeader(t Type, fl Flags, reqID uint64) error {
 	}
 	if fl&^allowedFlags(t) != 0 {
 		return fmt.Errorf("%w: flags %#x not allowed on %v", ErrMalformed, uint16(fl), t)
+	}
+	if t == TypeError && reqID == 0 {
+		// A connection error: the sender says why it closes the
+		// connection (a refused hello, a message the peer's role may not
+		// send) instead of leaving the peer a bare EOF.
+		return nil
 	}
 	if needID := t.IsRequest() || t.IsReply(); needID != (reqID != 0) {
 		if needID {

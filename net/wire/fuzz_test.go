@@ -62,7 +62,8 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 			splits = append(splits, len(data)/2, len(data)/3)
 		}
-		r := NewReader(nil, 0)
+		// The smallest buffer, so that the fuzzer also drives its growth.
+		r := NewReader(nil, minReadBuffer)
 		for _, at := range splits {
 			r.Reset(io.MultiReader(bytes.NewReader(data[:at]), bytes.NewReader(data[at:])))
 			for i := 0; ; i++ {

@@ -136,6 +136,33 @@ func (r Role) String() string {
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
 
+// Sender returns the only role that may send frames of type t unasked
+// (requests and one-way messages), or 0 for a Hello and for replies, which
+// any role sends. Every protocol message has exactly one sending role, so
+// this one table is the authorization rule at both servers:
+//
+//	Begin                  client       → coordinator
+//	Prepare, Decision      coordinator  → participant
+//	Vote, Ack, Inquire     participant  → coordinator
+//	AdminRequest           admin        → either server
+//
+// A receiver that checks it against the role of the connection's Hello
+// (and that role against the peer's name and certificate) can trust the
+// role of every message it acts on.
+func Sender(t Type) Role {
+	switch t {
+	case TypeBegin:
+		return RoleClient
+	case TypePrepare, TypeDecision:
+		return RoleCoordinator
+	case TypeVote, TypeAck, TypeInquire:
+		return RoleParticipant
+	case TypeAdminRequest:
+		return RoleAdmin
+	}
+	return 0
+}
+
 // VoteCode is a participant's vote. The values are engine.Vote's.
 type VoteCode uint8
 
@@ -208,6 +235,12 @@ const (
 	CodeUnavailable
 	// CodeInternal: the server failed. For a Begin the outcome is unknown.
 	CodeInternal
+	// CodeRefused: the server will not take this from this peer: a hello
+	// whose role, name or certificate it does not accept, a message the
+	// peer's role does not send, or a connection beyond its bound. Sent
+	// as a connection error (request id 0), after which the server
+	// closes the connection; nothing the peer sent on it changed state.
+	CodeRefused
 )
 
 func (c ErrorCode) String() string {
@@ -218,14 +251,25 @@ func (c ErrorCode) String() string {
 		return "unavailable"
 	case CodeInternal:
 		return "internal"
+	case CodeRefused:
+		return "refused"
 	}
 	return fmt.Sprintf("ErrorCode(%d)", uint16(c))
 }
 
-// Hello is the first frame a connecting side sends: who it is.
+// Hello is the first frame a connecting side sends: who it is, and, from
+// the coordinator, whom it expects to reach.
 type Hello struct {
 	Role Role
-	Name []byte // ≤ MaxNameLen; for a participant, its participant name
+	// Name is ≤ MaxNameLen bytes: for a participant, its participant
+	// name; for the coordinator dialing a participant, the name it knows
+	// that participant by (the participant refuses any name but its own);
+	// empty for clients and admin tools.
+	Name []byte
+	// Answer (FlagAnswer) asks the accepting side to answer with its own
+	// Hello once it has accepted this one; the sender uses the connection
+	// only after that answer, so a refusal costs no lost message.
+	Answer bool
 }
 
 // Branch is one participant's share of a Begin.
@@ -302,7 +346,9 @@ type AdminResponse struct {
 }
 
 // Error is the reply to a request that failed: a request error. It is a
-// frame, not a Go error; the connection stays open.
+// frame, not a Go error; the connection stays open. With request id 0 it is
+// a connection error instead: why the sender is closing the connection
+// (usually CodeRefused).
 type Error struct {
 	Code    ErrorCode // non-zero
 	Message []byte    // ≤ MaxDetailLen, human-readable
@@ -468,7 +514,11 @@ func (m *Hello) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 	if err := m.check(); err != nil {
 		return dst, err
 	}
-	dst, start := beginFrame(dst, TypeHello, 0, reqID)
+	var fl Flags
+	if m.Answer {
+		fl = FlagAnswer
+	}
+	dst, start := beginFrame(dst, TypeHello, fl, reqID)
 	return endFrame(appendName(append(dst, byte(m.Role)), m.Name), start)
 }
 
@@ -675,6 +725,7 @@ func (m *Hello) Decode(f Frame) error {
 	if err != nil {
 		return err
 	}
+	m.Answer = f.Flags&FlagAnswer != 0
 	m.Role = Role(d.u8("role"))
 	m.Name = d.name("name")
 	if err := d.finish(TypeHello); err != nil {

@@ -46,6 +46,8 @@ func samples() []sample {
 		{3, &AdminResponse{More: true, JSON: []byte(`[{"txn":"x"}`)}},
 		{3, &AdminResponse{JSON: bytes.Repeat([]byte(" "), MaxPayload)}},
 		{4, &Error{Code: CodeUnavailable, Message: []byte("shutting down")}},
+		{0, &Error{Code: CodeRefused, Message: []byte("this is participant p2, not p1")}},
+		{0, &Hello{Role: RoleCoordinator, Name: []byte("p1"), Answer: true}},
 	}
 }
 
@@ -212,7 +214,10 @@ func TestParseFrameHeaderErrors(t *testing.T) {
 		{"unknown-flag", header(12, Version, TypeAdminResponse, 2, 1), ErrMalformed},
 		{"one-way-with-id", header(12, Version, TypeDecision, 0, 9), ErrMalformed},
 		{"request-without-id", header(12, Version, TypeBegin, 0, 0), ErrMalformed},
-		{"reply-without-id", header(12, Version, TypeError, 0, 0), ErrMalformed},
+		{"reply-without-id", header(12, Version, TypeOutcome, 0, 0), ErrMalformed},
+		{"admin-reply-without-id", header(12, Version, TypeAdminResponse, 0, 0), ErrMalformed},
+		{"more-on-hello", header(12, Version, TypeHello, FlagMore, 0), ErrMalformed},
+		{"answer-on-admin-reply", header(12, Version, TypeAdminResponse, FlagAnswer, 1), ErrMalformed},
 	}
 	for _, c := range cases {
 		// The header alone is enough to refuse: no payload is present.
@@ -339,15 +344,63 @@ func TestReaderStreams(t *testing.T) {
 		"data-err":  func() io.Reader { return iotest.DataErrReader(bytes.NewReader(b3)) },
 		"chunk-999": func() io.Reader { return &chunkReader{b: b3, n: 999} },
 	}
-	for name, mk := range readers {
-		got, err := readAll(NewReader(mk(), 0))
-		if err != io.EOF {
-			t.Errorf("%s: err = %v, want io.EOF", name, err)
-		}
-		if !reflect.DeepEqual(got, want3) {
-			t.Errorf("%s: read %d frames, want %d (or contents differ)", name, len(got), len(want3))
+	// From the smallest buffer (which must grow for the largest frames)
+	// to one that never has to.
+	for _, size := range []int{minReadBuffer, 0, MaxFrameSize} {
+		for name, mk := range readers {
+			got, err := readAll(NewReader(mk(), size))
+			if err != io.EOF {
+				t.Errorf("%s, buffer %d: err = %v, want io.EOF", name, size, err)
+			}
+			if !reflect.DeepEqual(got, want3) {
+				t.Errorf("%s, buffer %d: read %d frames, want %d (or contents differ)", name, size, len(got), len(want3))
+			}
 		}
 	}
+}
+
+// The buffer grows for a frame larger than itself and for reads that fill
+// it, and shrinks back to its first size once reads stay small: an idle
+// connection costs its small buffer, not MaxFrameSize.
+func TestReaderBufferGrowsAndShrinks(t *testing.T) {
+	big, err := AppendFrame(nil, 3, &AdminResponse{JSON: bytes.Repeat([]byte(" "), MaxPayload)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, _ := AppendFrame(nil, 0, &Ack{Txn: txn, From: []byte("p1")})
+	src := io.MultiReader(bytes.NewReader(big), &repeatReader{b: small, n: 2 * shrinkAfter * 8})
+	r := NewReader(src, 0)
+	if r.BufferSize() != DefaultReadBuffer {
+		t.Fatalf("new reader: %d-byte buffer, want %d", r.BufferSize(), DefaultReadBuffer)
+	}
+	f, err := r.Next()
+	if err != nil || f.Type != TypeAdminResponse || r.BufferSize() != MaxFrameSize {
+		t.Fatalf("after the largest frame: %v, %v, buffer %d; want it whole in a %d-byte buffer", f.Type, err, r.BufferSize(), MaxFrameSize)
+	}
+	for {
+		if _, err := r.Next(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.BufferSize() != DefaultReadBuffer {
+		t.Fatalf("after many small reads: %d-byte buffer, want %d again", r.BufferSize(), DefaultReadBuffer)
+	}
+}
+
+// repeatReader returns b, one copy per Read, n times.
+type repeatReader struct {
+	b []byte
+	n int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	r.n--
+	return copy(p, r.b), nil
 }
 
 // chunkReader returns at most n bytes per Read.
@@ -488,5 +541,28 @@ func BenchmarkAppendParseVote(b *testing.B) {
 		buf, _ = AppendFrame(buf[:0], 0, &v)
 		f, _, _ := ParseFrame(buf)
 		_ = out.Decode(f)
+	}
+}
+
+// Every type that is sent unasked has exactly one sending role, and the
+// table is what docs/wire-format.md says; a Hello and replies have none.
+func TestSender(t *testing.T) {
+	want := map[Type]Role{
+		TypeHello: 0, TypeBegin: RoleClient, TypeOutcome: 0,
+		TypePrepare: RoleCoordinator, TypeVote: RoleParticipant, TypeDecision: RoleCoordinator,
+		TypeAck: RoleParticipant, TypeInquire: RoleParticipant, TypeAdminRequest: RoleAdmin,
+		TypeAdminResponse: 0, TypeError: 0,
+	}
+	for ty := TypeHello; ty < typeEnd; ty++ {
+		w, ok := want[ty]
+		if !ok {
+			t.Fatalf("%v: not in the test's table", ty)
+		}
+		if got := Sender(ty); got != w {
+			t.Errorf("Sender(%v) = %v, want %v", ty, got, w)
+		}
+		if (Sender(ty) == 0) != (ty == TypeHello || ty.IsReply()) {
+			t.Errorf("%v: a sender role exactly when it is neither a hello nor a reply", ty)
+		}
 	}
 }

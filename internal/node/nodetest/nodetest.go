@@ -1,6 +1,7 @@
 package nodetest
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
@@ -39,7 +40,7 @@ func Listen(t testing.TB, hello wire.Hello, handler mux.HandlerFunc) *Peer {
 		t.Fatal(err)
 	}
 	p := &Peer{ln: ln, hello: hello}
-	p.srv = mux.NewServer(mux.ServerOptions{Conn: mux.Options{Handler: handler, Logger: Quiet()}})
+	p.srv = mux.NewServer(mux.ServerOptions{Conn: mux.Options{Handler: handler, Logger: Quiet(), Answer: hello}})
 	go p.srv.Serve(ln)
 	t.Cleanup(func() {
 		p.srv.Close()
@@ -109,5 +110,89 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("not within 10s: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Logs is a logger's output kept for a test to read: servers log
+// refusals, and a test checks that they did.
+type Logs struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Logger returns a logger that writes into l at every level.
+func (l *Logs) Logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// Write implements io.Writer for the logger.
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything logged so far.
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Refused dials addr, sends hello and then each of msgs (a request with
+// request id 1), and returns the Error frame with request id 0 that the
+// server must close the connection with. It fails the test if the
+// connection ends without one, stays open after it, or nothing comes
+// within 10 s — so a test of a refusal fails, not hangs, on a server that
+// obeys instead.
+func Refused(t testing.TB, addr string, hello wire.Hello, msgs ...wire.Message) wire.Error {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return RefusedOn(t, nc, hello, msgs...)
+}
+
+// RefusedOn is Refused on a connection the test has made (over TLS, say);
+// it closes nc.
+func RefusedOn(t testing.TB, nc net.Conn, hello wire.Hello, msgs ...wire.Message) wire.Error {
+	t.Helper()
+	defer nc.Close()
+	b, err := wire.AppendFrame(nil, 0, &hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		var id uint64
+		if m.Type().IsRequest() {
+			id = 1
+		}
+		if b, err = wire.AppendFrame(b, id, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := wire.NewReader(nc, 0)
+	for {
+		f, err := r.Next()
+		if err != nil {
+			t.Fatalf("hello %v %q: the connection ended without an error frame: %v", hello.Role, hello.Name, err)
+		}
+		if f.Type != wire.TypeError || f.ReqID != 0 {
+			continue
+		}
+		var e wire.Error
+		if err := e.Decode(f); err != nil {
+			t.Fatal(err)
+		}
+		e.Message = bytes.Clone(e.Message)
+		if _, err := r.Next(); err != io.EOF {
+			t.Fatalf("hello %v %q: after the error frame %q: %v, want the connection closed", hello.Role, hello.Name, e.Message, err)
+		}
+		return e
 	}
 }
