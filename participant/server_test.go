@@ -501,6 +501,9 @@ func TestOnlyTheCoordinatorMayPrepare(t *testing.T) {
 	r.coord.prepare(t, id, 2, 5)
 	nodetest.Eventually(t, "the coordinator's vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
 	r.coord.decide(t, id, wire.DecisionAbort)
+	// Under presumed abort nothing acknowledges the abort: wait until it
+	// is applied, then look at what the refused connections left.
+	nodetest.Eventually(t, "the coordinator's abort applied", func() bool { return r.accounts().Prepared == 0 })
 	if a := r.accounts(); a.Total != before.Total || a.Prepared != 0 {
 		t.Errorf("after the refused connections: %+v, want total %d and nothing prepared", a, before.Total)
 	}
