@@ -864,7 +864,7 @@ const adminChunk = wire.MaxPayload - 8
 // outcomes report grows with the ledger (tens of MB after a few minutes of
 // load); queued all at once it overran the connection's MaxPendingBytes bound
 // whenever the reader was slower than the loop, and the participant cut its
-// own admin client off as a slow peer (found by internal/chaos). It runs on
+// own admin client off as a slow peer (found by harness/chaos). It runs on
 // the connection's reader goroutine, which may wait: nothing else arrives
 // on an admin connection.
 type pacedReply struct {

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/bench"
-	"github.com/commitd/commitd/internal/chaos"
-	"github.com/commitd/commitd/internal/cluster"
+	"github.com/commitd/commitd/harness/chaos"
+	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/internal/link"
 	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/net/mux"
