@@ -42,7 +42,7 @@ pg-up:
 pg-down:
 	@bash $(PG_SH) down
 
-## unit: every package's tests with the race detector. This includes internal/chaos, whose TestChaos
+## unit: every package's tests with the race detector. This includes harness/chaos, whose TestChaos
 ## runs the process-level chaos test for 30 s of load (see chaos), and engine's TestSimulation, 5,000
 ## seeds under the race detector (about a minute on 2 cores; COMMITD_SIM_SEEDS sets the count).
 unit:
@@ -110,7 +110,7 @@ bench-micro:
 ## load, CHAOS_SEED replays a run's choices.
 CHAOS_DURATION ?= 5m
 chaos:
-	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./internal/chaos
+	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./harness/chaos
 
 clean:
 	rm -rf bin

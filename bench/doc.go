@@ -17,7 +17,7 @@
 //	<uuid> <outcome> <participant>,<participant>...
 //
 // with the outcome its caller was told, for a crash test to check
-// afterwards (internal/chaos reads it). The caller queues the line right
+// afterwards (harness/chaos reads it). The caller queues the line right
 // after it has recorded the outcome. One writer goroutine writes in rounds:
 // woken by the first line queued after a round, it yields once so that the
 // callers already runnable add theirs, then takes everything queued and

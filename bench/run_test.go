@@ -14,7 +14,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/client/clienttest"
-	"github.com/commitd/commitd/internal/chaos"
+	"github.com/commitd/commitd/harness/chaos"
 	"github.com/google/uuid"
 )
 

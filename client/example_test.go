@@ -9,7 +9,7 @@ import (
 	"os"
 
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/internal/cluster"
+	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/google/uuid"
 )

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
-	"github.com/commitd/commitd/internal/link"
+	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 )

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/commitd/commitd/internal/link"
+	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 )

@@ -12,10 +12,10 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/datadir"
-	"github.com/commitd/commitd/internal/link"
 	"github.com/commitd/commitd/internal/node"
 	"github.com/commitd/commitd/internal/obs"
 	"github.com/commitd/commitd/internal/pump"
+	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/wal"

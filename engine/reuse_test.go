@@ -11,7 +11,7 @@ import (
 // The pump steps a whole batch of inputs before it drains Ready. A
 // transaction that finishes within that batch must not have its memory
 // reused by the next one before Ready is drained: the records and messages
-// Ready hands out point into it. (Found by internal/cluster's restart test:
+// Ready hands out point into it. (Found by harness/cluster's restart test:
 // a participant restored a RecPrepared whose work had been overwritten.)
 
 func TestParticipantReuseWaitsForReady(t *testing.T) {

@@ -1,22 +1,3 @@
-// Command matrix runs commitd's standard benchmark matrix on one machine
-// and writes the cluster section of docs/benchmarks.md.
-//
-// Every cell starts a fresh cluster — a coordinator and bank participants,
-// each a separate commitd process with its own new data directory, talking
-// over loopback, every log durable (fdatasync) — runs `commitd bench`
-// against it with --json, reads every process's CPU time from /proc, and
-// stops the processes. The cells: closed loop at 1 to 4,096 callers with 2
-// participants per transaction, 10 participants per transaction, an open
-// loop just under the measured saturation point, and the same load with
-// each optimization switched off (--group-commit=false, --coalesce=false,
-// --batch=false, --shards 1), side by side with the default.
-//
-//	go run ./bench/matrix            # the full matrix (a few minutes)
-//	go run ./bench/matrix -quick     # short cells, fewer of them
-//
-// The generated part of the document sits between the markers
-// <!-- cluster:begin --> and <!-- cluster:end -->; the rest of the file
-// (other sections) is kept.
 package main
 
 import (

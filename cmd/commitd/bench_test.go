@@ -17,10 +17,10 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/bench"
-	"github.com/commitd/commitd/internal/chaos"
-	"github.com/commitd/commitd/internal/cluster"
-	"github.com/commitd/commitd/internal/link"
+	"github.com/commitd/commitd/harness/chaos"
+	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/internal/node/nodetest"
+	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/google/uuid"

@@ -16,7 +16,7 @@ import (
 
 	"github.com/commitd/commitd/bench"
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/internal/cluster"
+	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/participant"
 )
 

@@ -1,4 +1,3 @@
-// Package datadir guards a server's data directory: one process at a time.
 package datadir
 
 import (

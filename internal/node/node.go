@@ -257,7 +257,7 @@ func (l *Lifecycle) retireLoop() {
 		// Retire(0) retires nothing but still reports a failed log, so it
 		// is called anyway; the hook, which prepares for a retirement, is
 		// not. (Retiring "up to infinity" here once dropped a participant's
-		// only durable copy of its balances; see internal/chaos
+		// only durable copy of its balances; see harness/chaos
 		// TestIdleRestartKeepsTheLog.)
 		if low != 0 && l.cfg.BeforeRetire != nil {
 			if err := l.cfg.BeforeRetire(); err != nil {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/engine"
-	"github.com/commitd/commitd/internal/cluster"
+	"github.com/commitd/commitd/harness/cluster"
 	"github.com/google/uuid"
 )
 

@@ -21,7 +21,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
-	"github.com/commitd/commitd/internal/cluster"
+	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/google/uuid"

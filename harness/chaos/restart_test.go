@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/internal/cluster"
+	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/google/uuid"
 )

@@ -1,6 +1,3 @@
-// Package link holds what both servers need at their network edge: dialing
-// (with or without TLS) and answering admin requests with JSON that may
-// span several frames.
 package link
 
 import (

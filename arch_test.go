@@ -1,0 +1,179 @@
+package commitd
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/commitd/commitd"
+
+// layer is a package's place in the architecture, read top-down in
+// docs/ARCHITECTURE.md: a package imports only packages of lower layers.
+type layer int
+
+const (
+	leaf      layer = iota // the core: no module imports
+	base                   // one step above the core: the transport, a resource, a test file system
+	helper                 // what the servers stand on
+	lifecycle              // internal/node: the shared server lifecycle
+	server                 // the servers and the client: what users run and import
+	stand                  // stand-ins for tests, and the load generator
+	harness                // whole clusters in tests, the benchmark matrix
+	command                // cmd/commitd
+)
+
+// arch is the architecture: every package of the module (by its path inside
+// the module), its layer, and every module package its non-test files
+// import — exactly, so that this table and the graph in
+// docs/ARCHITECTURE.md, which mirrors it, stay the real one. A new package,
+// or a new edge between packages, is a decision: make it here and there.
+//
+// The shared vocabulary package (issue 15, part 1) enters as a leaf with no
+// imports, and in the lists of engine, net/wire and client.
+var arch = map[string]struct {
+	layer   layer
+	imports []string
+}{
+	"":                 {leaf, nil}, // this package: documentation and this test
+	"engine":           {leaf, nil},
+	"wal":              {leaf, nil},
+	"net/wire":         {leaf, nil},
+	"internal/datadir": {leaf, nil},
+
+	"wal/waltest":      {base, []string{"wal"}},
+	"net/mux":          {base, []string{"net/wire"}},
+	"participant/bank": {base, []string{"engine"}},
+
+	"net/link":             {helper, []string{"net/mux", "net/wire"}},
+	"internal/obs":         {helper, []string{"net/mux"}},
+	"internal/pump":        {helper, []string{"engine", "wal"}},
+	"participant/postgres": {helper, []string{"engine", "participant/bank"}},
+
+	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
+
+	"coordinator": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "wal"}},
+	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "wal"}},
+	"client":      {server, []string{"engine", "net/link", "net/mux", "net/wire"}},
+
+	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire"}},
+	"internal/node/nodetest": {stand, []string{"client", "net/mux", "net/wire"}},
+	"bench":                  {stand, []string{"client", "engine", "net/mux", "participant/bank"}},
+
+	"harness/cluster": {harness, []string{"coordinator", "participant", "participant/bank"}},
+	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank"}},
+	"bench/matrix":    {harness, []string{"bench", "client"}},
+
+	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "engine", "harness/cluster", "participant", "participant/bank", "participant/postgres", "wal"}},
+}
+
+// TestArchitecture checks the module's import graph against arch: every
+// package is in the table, imports only what its row allows (and all of it),
+// and only from lower layers. It parses the non-test files' imports; tests
+// may reach higher (a client test runs a harness/cluster).
+func TestArchitecture(t *testing.T) {
+	// The table itself reads top-down.
+	for pkg, row := range arch {
+		for _, imp := range row.imports {
+			dep, ok := arch[imp]
+			switch {
+			case !ok:
+				t.Errorf("arch: %s may import %s, which is not in the table", name(pkg), imp)
+			case dep.layer >= row.layer:
+				t.Errorf("arch: %s (layer %d) may import %s (layer %d): imports must point to a lower layer", name(pkg), row.layer, imp, dep.layer)
+			}
+		}
+	}
+
+	got := moduleImports(t)
+	for pkg, imports := range got {
+		row, ok := arch[pkg]
+		if !ok {
+			t.Errorf("package %s is not in the architecture: add it to arch (arch_test.go) and to docs/ARCHITECTURE.md", name(pkg))
+			continue
+		}
+		for imp, file := range imports {
+			if !slices.Contains(row.imports, imp) {
+				t.Errorf("%s imports %s, which the architecture does not allow %s to import (arch_test.go, docs/ARCHITECTURE.md)", file, imp, name(pkg))
+			}
+		}
+		for _, imp := range row.imports {
+			if _, ok := imports[imp]; !ok {
+				t.Errorf("arch says %s imports %s, and it no longer does: remove the edge here and in docs/ARCHITECTURE.md", name(pkg), imp)
+			}
+		}
+	}
+	for pkg := range arch {
+		if _, ok := got[pkg]; !ok {
+			t.Errorf("arch lists %s, which has no Go files: remove it here and in docs/ARCHITECTURE.md", name(pkg))
+		}
+	}
+}
+
+func name(pkg string) string {
+	if pkg == "" {
+		return "the module root"
+	}
+	return pkg
+}
+
+// moduleImports parses the imports of every non-test Go file in the module
+// and returns, for each package directory (relative to the root, "" for the
+// root), the module packages it imports and one file that imports each.
+func moduleImports(t *testing.T) map[string]map[string]string {
+	t.Helper()
+	got := map[string]map[string]string{}
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			base := d.Name()
+			if path != "." && (base == "testdata" || strings.HasPrefix(base, ".") || strings.HasPrefix(base, "_")) {
+				return filepath.SkipDir
+			}
+			if path != "." {
+				if _, err := os.Stat(filepath.Join(path, "go.mod")); err == nil {
+					return filepath.SkipDir // another module
+				}
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		pkg := filepath.ToSlash(filepath.Dir(path))
+		if pkg == "." {
+			pkg = ""
+		}
+		if got[pkg] == nil {
+			got[pkg] = map[string]string{}
+		}
+		for _, spec := range f.Imports {
+			imp, err := strconv.Unquote(spec.Path.Value)
+			if err != nil {
+				return err
+			}
+			if rel, ok := strings.CutPrefix(imp, module+"/"); ok {
+				got[pkg][rel] = path
+			} else if imp == module {
+				got[pkg][""] = path
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}

@@ -1,0 +1,224 @@
+// This file holds the admin reports (status, accounts, outcomes) and the
+// paced reply that streams the outcomes report.
+
+package participant
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/net/link"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+)
+
+// Accounts is the participant's summary for `commitd admin accounts`.
+type Accounts struct {
+	Name     string `json:"name"`
+	Accounts int    `json:"accounts"`
+	Total    int64  `json:"total"`
+	Prepared int    `json:"prepared"`
+}
+
+// AccountsSummary reads the resource. For a Durable resource that cannot
+// be read, Total is -1.
+func (s *Server) AccountsSummary() Accounts {
+	n, total, prepared := s.res.summary()
+	if s.durable != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		if n, total, err = s.durable.Summary(ctx); err != nil {
+			s.cfg.Logger.Warn("participant: reading the resource", "name", s.cfg.Name, "err", err)
+			total = -1
+		}
+		if ids, err := s.durable.InDoubt(ctx); err == nil {
+			prepared = ids
+		}
+	}
+	return Accounts{Name: s.cfg.Name, Accounts: n, Total: total, Prepared: len(prepared)}
+}
+
+// Outcome is one line of `commitd admin outcomes`.
+type Outcome struct {
+	Txn     engine.TxnID `json:"txn"`
+	Outcome string       `json:"outcome"` // committed, aborted or prepared
+}
+
+// EachOutcome calls fn for every transaction this participant holds
+// prepared now, then for every decision in its ledger (those of the last
+// Config.LedgerRetention, at least), oldest first. The ledger is read from disk as fn
+// goes, so memory does not grow with it. A transaction may come more than
+// once — prepared and then decided meanwhile, or a decision recorded twice
+// at recovery — and its last line is its outcome. An error from fn stops
+// the listing and is returned, as is an error reading the ledger.
+func (s *Server) EachOutcome(fn func(Outcome) error) error {
+	_, _, prepared := s.res.summary()
+	if s.durable != nil {
+		// The resource's own list: it also has what is still being
+		// prepared, and what a crash left behind.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if ids, err := s.durable.InDoubt(ctx); err == nil {
+			prepared = ids
+		}
+	}
+	for _, id := range prepared {
+		if err := fn(Outcome{Txn: id, Outcome: "prepared"}); err != nil {
+			return err
+		}
+	}
+	return s.ledger.each(func(id engine.TxnID, d engine.Decision) error {
+		o := "committed"
+		if d == engine.DecisionAbort {
+			o = "aborted"
+		}
+		return fn(Outcome{Txn: id, Outcome: o})
+	})
+}
+
+// Outcomes is EachOutcome gathered in memory, one line per transaction (the
+// last), sorted by id: for tests and tools in the same process. Its memory
+// grows with the ledger; `commitd admin outcomes` streams instead. An error
+// reading the ledger (a failed disk, a stopped server) is logged and ends
+// the list where it happened.
+func (s *Server) Outcomes() []Outcome {
+	last := make(map[engine.TxnID]string)
+	err := s.EachOutcome(func(o Outcome) error {
+		last[o.Txn] = o.Outcome
+		return nil
+	})
+	if err != nil {
+		s.cfg.Logger.Error("participant: listing outcomes", "name", s.cfg.Name, "err", err)
+	}
+	out := make([]Outcome, 0, len(last))
+	for id, o := range last {
+		out = append(out, Outcome{Txn: id, Outcome: o})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return string(out[i].Txn[:]) < string(out[j].Txn[:])
+	})
+	return out
+}
+
+// Stats is the engine's view of the participant.
+func (s *Server) Stats() engine.ParticipantStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.stats
+}
+
+// Status is the participant's summary for `commitd admin status`: the
+// engine's counters and its connections to the coordinator.
+type Status struct {
+	engine.ParticipantStats
+	Coordinator link.PeerStatus `json:"coordinator"`
+}
+
+func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
+	switch kind {
+	case wire.AdminStatus:
+		return json.Marshal(Status{s.Stats(), link.StatusOf(s.coord, s.cfg.Coordinator)})
+	case wire.AdminAccounts:
+		return json.Marshal(s.AccountsSummary())
+	}
+	return nil, fmt.Errorf("a participant does not serve admin request %d", kind)
+}
+
+// replyOutcomes answers `admin outcomes` with EachOutcome as one JSON
+// array, encoded a line at a time as the ledger is read from disk: the
+// report of a participant that has run for years is gigabytes, and neither
+// the ledger nor the reply is ever whole in memory. A ledger that cannot be
+// read ends the reply with an Error frame, so the client sees the request
+// fail rather than a short list.
+func (s *Server) replyOutcomes(r *pacedReply) error {
+	enc := json.NewEncoder(r) // one Write per Encode
+	sep := []byte{'['}
+	var connErr error // the connection failed under the reply
+	err := s.EachOutcome(func(o Outcome) error {
+		if _, connErr = r.Write(sep); connErr != nil {
+			return connErr
+		}
+		sep[0] = ','
+		connErr = enc.Encode(o)
+		return connErr
+	})
+	if connErr != nil {
+		return connErr // closes the connection: nothing more can be said on it
+	}
+	if err != nil {
+		return r.c.Reply(r.reqID, &wire.Error{Code: wire.CodeInternal, Message: []byte(err.Error())})
+	}
+	if sep[0] == '[' {
+		if _, err := r.Write(sep); err != nil {
+			return err
+		}
+	}
+	if _, err := r.Write([]byte{']'}); err != nil {
+		return err
+	}
+	return r.finish()
+}
+
+// adminWindow bounds the bytes of an admin reply queued ahead of what the
+// connection has written.
+const adminWindow = 1 << 20
+
+// adminChunk is the most JSON one AdminResponse frame carries.
+const adminChunk = wire.MaxPayload - 8
+
+// pacedReply answers one admin request like link.ReplyJSON, with JSON in as
+// many AdminResponse frames as it takes, but waits for the connection to
+// write them out as it goes, and takes the JSON as it is made (Write), so
+// neither the whole body nor its frames need be in memory at once. The
+// outcomes report grows with the ledger (tens of MB after a few minutes of
+// load); queued all at once it overran the connection's MaxPendingBytes bound
+// whenever the reader was slower than the loop, and the participant cut its
+// own admin client off as a slow peer (found by harness/chaos). It runs on
+// the connection's reader goroutine, which may wait: nothing else arrives
+// on an admin connection.
+type pacedReply struct {
+	c      *mux.Conn
+	reqID  uint64
+	base   uint64 // the connection's BytesSent when the reply began
+	queued uint64 // JSON bytes queued: fewer than the frames' bytes, so the wait in send ends
+	buf    []byte // JSON not yet queued: at most adminChunk bytes between Writes
+}
+
+// Write takes more of the reply's JSON, queueing every full frame but the
+// last (finish sends that one, so the reply never ends with an empty frame).
+// An error is the connection's.
+func (r *pacedReply) Write(p []byte) (int, error) {
+	r.buf = append(r.buf, p...)
+	for len(r.buf) > adminChunk {
+		if err := r.send(r.buf[:adminChunk], true); err != nil {
+			return 0, err
+		}
+		r.buf = r.buf[:copy(r.buf, r.buf[adminChunk:])]
+	}
+	return len(p), nil
+}
+
+// finish sends the rest of the reply, in its last frame.
+func (r *pacedReply) finish() error { return r.send(r.buf, false) }
+
+// send queues one frame, once the connection has written out all but
+// adminWindow bytes of what the reply queued before.
+func (r *pacedReply) send(json []byte, more bool) error {
+	for r.queued > r.c.Stats().BytesSent-r.base+adminWindow {
+		select {
+		case <-r.c.Done():
+			return r.c.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if err := r.c.Reply(r.reqID, &wire.AdminResponse{More: more, JSON: json}); err != nil {
+		return err
+	}
+	r.queued += uint64(len(json))
+	return nil
+}

@@ -1,0 +1,114 @@
+// This file holds the front door: the frames from the coordinator and admin
+// tools, and which connections are admitted.
+
+package participant
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/net/link"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+)
+
+// frontDoor handles frames from the coordinator and admin tools.
+type frontDoor struct {
+	s     *Server
+	conns sync.Map // *mux.Conn → *connState
+}
+
+type connState struct {
+	prepare wire.Prepare
+	dec     wire.Decision
+	admin   wire.AdminRequest
+	msg     engine.Message
+}
+
+func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
+	s := d.s
+	v, ok := d.conns.Load(c)
+	if !ok {
+		v = &connState{}
+		d.conns.Store(c, v)
+	}
+	st := v.(*connState)
+	switch f.Type {
+	case wire.TypeHello:
+		return d.hello(c, f)
+	case wire.TypePrepare:
+		if err := st.prepare.Decode(f); err != nil {
+			return err
+		}
+		if s.life.Closing() {
+			return nil // not taken: the coordinator will time it out
+		}
+		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: engine.TxnID(st.prepare.Txn), To: s.cfg.Name,
+			OnePhase: st.prepare.OnePhase, Work: st.prepare.Work}
+		s.metrics.prepareArrived(st.msg.Txn)
+		s.pump.Submit(&st.msg)
+	case wire.TypeDecision:
+		if err := st.dec.Decode(f); err != nil {
+			return err
+		}
+		st.msg = engine.Message{Type: engine.MsgDecision, Txn: engine.TxnID(st.dec.Txn), To: s.cfg.Name,
+			Decision: engine.Decision(st.dec.Decision)}
+		s.pump.Submit(&st.msg)
+	case wire.TypeAdminRequest:
+		if err := st.admin.Decode(f); err != nil {
+			return err
+		}
+		r := &pacedReply{c: c, reqID: f.ReqID, base: c.Stats().BytesSent}
+		if st.admin.Kind == wire.AdminOutcomes {
+			return s.replyOutcomes(r)
+		}
+		body, err := s.adminJSON(st.admin.Kind)
+		if err != nil {
+			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
+		}
+		if _, err := r.Write(body); err != nil {
+			return err
+		}
+		return r.finish()
+	default:
+		if f.ReqID != 0 {
+			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,
+				Message: fmt.Appendf(nil, "a participant does not serve %v requests", f.Type)})
+		}
+	}
+	return nil
+}
+
+// hello admits a connection by its Hello, before any frame on it is
+// handled: the coordinator, if it asks for this participant by name (and,
+// with TLS, presents the coordinator's certificate), and admin tools. The
+// mux has checked that each later frame comes from its sender's role
+// (wire.Sender), so a connection admitted as an admin can never prepare.
+// A refusal closes the connection with an Error frame and is logged.
+func (d *frontDoor) hello(c *mux.Conn, f wire.Frame) error {
+	cfg := &d.s.cfg
+	var h wire.Hello
+	if err := h.Decode(f); err != nil {
+		return err
+	}
+	switch h.Role {
+	case wire.RoleCoordinator:
+		if string(h.Name) != cfg.Name {
+			// A coordinator configured with another name for this
+			// address: its prepares are for someone else, and our
+			// votes would come back under a name it does not know.
+			return mux.Refuse("this is participant %q, not %q: the coordinator's --participant NAME must be this participant's --name", cfg.Name, h.Name)
+		}
+		if err := link.Identity(c, []string{cfg.CoordinatorIdentity}); err != nil {
+			return mux.Refuse("coordinator not accepted: %v", err)
+		}
+	case wire.RoleAdmin:
+		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
+			return mux.Refuse("admin not accepted: %v", err)
+		}
+	default:
+		return mux.Refuse("participant %q serves the coordinator and admin tools, not %v connections", cfg.Name, h.Role)
+	}
+	return nil
+}

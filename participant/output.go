@@ -1,0 +1,117 @@
+// This file holds what becomes of the machine's output: messages to the
+// coordinator, decisions into the ledger, and the forgetting (and scanning)
+// a Durable resource is driven through.
+
+package participant
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/net/wire"
+)
+
+// output sends what the machine produced: votes, acks and inquiries to the
+// coordinator; applied decisions into the ledger.
+type output struct {
+	s       *Server
+	name    []byte // the participant's name, for From fields
+	vote    wire.Vote
+	ack     wire.Ack
+	inquire wire.Inquire
+}
+
+func (o *output) Deliver(rd *engine.Ready) {
+	s := o.s
+	for i := range rd.Applied {
+		s.ledger.record(rd.Applied[i])
+	}
+	if s.durable != nil && len(rd.Applied) > 0 {
+		s.forgetMu.Lock()
+		for i := range rd.Applied {
+			s.forget = append(s.forget, rd.Applied[i].Txn)
+		}
+		s.forgetMu.Unlock()
+	}
+	name := o.name
+	for i := range rd.Messages {
+		m := &rd.Messages[i]
+		var wm wire.Message
+		switch m.Type {
+		case engine.MsgVote:
+			if s.metrics != nil {
+				s.metrics.voteSent(m.Txn)
+			}
+			o.vote = wire.Vote{Txn: wire.TxnID(m.Txn), From: name, Vote: wire.VoteCode(m.Vote)}
+			wm = &o.vote
+		case engine.MsgAck:
+			o.ack = wire.Ack{Txn: wire.TxnID(m.Txn), From: name}
+			wm = &o.ack
+		case engine.MsgInquire:
+			o.inquire = wire.Inquire{Txn: wire.TxnID(m.Txn), From: name}
+			wm = &o.inquire
+		default:
+			panic(fmt.Sprintf("participant: machine emitted a %v message", m.Type))
+		}
+		// Not connected: dropped. The coordinator times the vote out, or
+		// redelivers the decision; inquiries repeat.
+		_ = s.coord.SendVia(0, wm) // one connection: a batch goes out in one write
+	}
+}
+
+// durableLoop scans a Durable resource for prepared transactions every
+// ScanEvery (the machine inquires for the ones it does not know and rolls
+// back orphans), and once a second lets the resource forget the
+// decisions the ledger has made durable.
+func (s *Server) durableLoop() {
+	forgetT := time.NewTicker(time.Second)
+	defer forgetT.Stop()
+	scanT := time.NewTicker(s.cfg.ScanEvery)
+	defer scanT.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.life.Stopping():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-s.life.Stopping():
+			return
+		case <-scanT.C:
+			ids, err := s.durable.InDoubt(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				// The server may be restarting: the next scan will do.
+				s.cfg.Logger.Warn("participant: scanning the resource", "name", s.cfg.Name, "err", err)
+				continue
+			}
+			for _, id := range ids {
+				s.pump.Inject(&engine.Message{Type: engine.MsgResInDoubt, Txn: id, To: s.cfg.Name})
+			}
+		case <-forgetT.C:
+			s.forgetMu.Lock()
+			ids := s.forget
+			s.forget = nil
+			s.forgetMu.Unlock()
+			if len(ids) == 0 {
+				continue
+			}
+			if err := s.ledger.sync(); err != nil {
+				s.life.Fail(err)
+				return
+			}
+			if err := s.durable.Forget(ctx, ids); err != nil {
+				// Kept a while longer; the next start forgets them.
+				s.cfg.Logger.Warn("participant: resource forgetting decisions", "name", s.cfg.Name, "err", err)
+			}
+		}
+	}
+}
