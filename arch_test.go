@@ -46,6 +46,7 @@ var arch = map[string]struct {
 	"wal":              {leaf, nil},
 	"net/wire":         {leaf, nil},
 	"internal/datadir": {leaf, nil},
+	"protocol":         {leaf, nil},
 
 	"wal/waltest":      {base, []string{"wal"}},
 	"net/mux":          {base, []string{"net/wire"}},
