@@ -19,14 +19,15 @@ const module = "github.com/commitd/commitd"
 type layer int
 
 const (
-	leaf      layer = iota // the core: no module imports
-	base                   // one step above the core: the transport, a resource, a test file system
-	helper                 // what the servers stand on
-	lifecycle              // internal/node: the shared server lifecycle
-	server                 // the servers and the client: what users run and import
-	stand                  // stand-ins for tests, and the load generator
-	harness                // whole clusters in tests, the benchmark matrix
-	command                // cmd/commitd
+	vocabulary layer = iota // protocol: the names every layer speaks; no module imports
+	leaf                    // the core: no module imports but the vocabulary
+	base                    // one step above the core: the transport, a resource, a test file system
+	helper                  // what the servers stand on
+	lifecycle               // internal/node: the shared server lifecycle
+	server                  // the servers and the client: what users run and import
+	stand                   // stand-ins for tests, and the load generator
+	harness                 // whole clusters in tests, the benchmark matrix
+	command                 // cmd/commitd
 )
 
 // arch is the architecture: every package of the module (by its path inside
@@ -34,44 +35,41 @@ const (
 // import — exactly, so that this table and the graph in
 // docs/ARCHITECTURE.md, which mirrors it, stay the real one. A new package,
 // or a new edge between packages, is a decision: make it here and there.
-//
-// The shared vocabulary package (issue 15, part 1) enters as a leaf with no
-// imports, and in the lists of engine, net/wire and client.
 var arch = map[string]struct {
 	layer   layer
 	imports []string
 }{
 	"":                 {leaf, nil}, // this package: documentation and this test
-	"engine":           {leaf, nil},
+	"engine":           {leaf, []string{"protocol"}},
 	"wal":              {leaf, nil},
 	"net/wire":         {leaf, nil},
 	"internal/datadir": {leaf, nil},
-	"protocol":         {leaf, nil},
+	"protocol":         {vocabulary, nil},
 
 	"wal/waltest":      {base, []string{"wal"}},
 	"net/mux":          {base, []string{"net/wire"}},
-	"participant/bank": {base, []string{"engine"}},
+	"participant/bank": {base, []string{"engine", "protocol"}},
 
 	"net/link":             {helper, []string{"net/mux", "net/wire"}},
 	"internal/obs":         {helper, []string{"net/mux"}},
 	"internal/pump":        {helper, []string{"engine", "wal"}},
-	"participant/postgres": {helper, []string{"engine", "participant/bank"}},
+	"participant/postgres": {helper, []string{"engine", "participant/bank", "protocol"}},
 
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
-	"coordinator": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "wal"}},
-	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "wal"}},
-	"client":      {server, []string{"engine", "net/link", "net/mux", "net/wire"}},
+	"coordinator": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"client":      {server, []string{"engine", "net/link", "net/mux", "net/wire", "protocol"}},
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire"}},
 	"internal/node/nodetest": {stand, []string{"client", "net/mux", "net/wire"}},
-	"bench":                  {stand, []string{"client", "engine", "net/mux", "participant/bank"}},
+	"bench":                  {stand, []string{"client", "engine", "net/mux", "participant/bank", "protocol"}},
 
 	"harness/cluster": {harness, []string{"coordinator", "participant", "participant/bank"}},
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
 
-	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "engine", "harness/cluster", "participant", "participant/bank", "participant/postgres", "wal"}},
+	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/postgres", "protocol", "wal"}},
 }
 
 // TestArchitecture checks the module's import graph against arch: every

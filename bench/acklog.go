@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -130,7 +131,7 @@ func (a *ackLog) round() {
 }
 
 // appendAck appends one ack log line: "<uuid> <outcome> <p>,<p>...\n".
-func appendAck(b []byte, id uuid.UUID, o engine.Outcome, branches []engine.Branch) []byte {
+func appendAck(b []byte, id uuid.UUID, o protocol.Outcome, branches []engine.Branch) []byte {
 	b = appendUUID(b, id)
 	b = append(b, ' ')
 	b = append(b, o.String()...)

@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
 // Latencies are recorded in microseconds from 1µs to 1 minute with 3
@@ -47,7 +47,7 @@ type stripe struct {
 // client's Result, so counting a cause seen before allocates nothing.
 type causeKey struct {
 	slot        int
-	cause       engine.AbortCause
+	cause       protocol.Cause
 	participant string
 	detail      string
 }

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
 // TestRecorderLosesNothing records from many goroutines while intervals
@@ -94,7 +94,7 @@ func BenchmarkRecorder(b *testing.B) {
 		if x%10 == 0 {
 			slot = slotAborted
 		}
-		rec.stripe(int(x>>32)).record(slot, int64(5_000+x%55_000), causeKey{cause: engine.CauseVotedNo, participant: "p1"})
+		rec.stripe(int(x>>32)).record(slot, int64(5_000+x%55_000), causeKey{cause: protocol.CauseVotedNo, participant: "p1"})
 		if i++; i == perSecond {
 			i = 0
 			rec.interval()
@@ -109,7 +109,7 @@ func TestRecorderBoundsCauses(t *testing.T) {
 	s := rec.stripe(0)
 	for i := range 1000 {
 		s.record(slotError, 10, causeKey{detail: fmt.Sprintf("error %d", i)})
-		s.record(slotAborted, 10, causeKey{cause: engine.CauseVotedNo, participant: "p1"})
+		s.record(slotAborted, 10, causeKey{cause: protocol.CauseVotedNo, participant: "p1"})
 		s.record(slotCommitted, 10, causeKey{})
 	}
 	if len(s.causes) > maxCauses+1 {

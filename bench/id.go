@@ -10,7 +10,7 @@ import (
 )
 
 // idSource makes one caller's transaction ids: version 7 UUIDs (RFC 9562,
-// time-ordered, as engine.TxnID asks) whose random bits come from a PCG
+// time-ordered, as protocol.TxnID asks) whose random bits come from a PCG
 // seeded once from crypto/rand, instead of uuid.NewV7's crypto/rand read
 // and process-wide lock per id. The ids must be unique, not secret: 62
 // random bits per id from independently seeded generators, under a

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -168,7 +168,7 @@ const (
 
 var slotNames = [nSlots]string{"committed", "aborted", "unknown", "rejected", "error"}
 
-func slotOf(o engine.Outcome, err error) int {
+func slotOf(o protocol.Outcome, err error) int {
 	switch {
 	case err != nil && o != client.Unknown:
 		return slotError
@@ -462,7 +462,7 @@ pace:
 }
 
 // writeAck queues the transaction's ack log line (see Config.AckLog).
-func (r *runner) writeAck(w *worker, id uuid.UUID, o engine.Outcome) {
+func (r *runner) writeAck(w *worker, id uuid.UUID, o protocol.Outcome) {
 	if r.ack == nil {
 		return
 	}

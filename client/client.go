@@ -13,22 +13,23 @@ import (
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
 // Outcome is what a transaction came to.
-type Outcome = engine.Outcome
+type Outcome = protocol.Outcome
 
 // The outcomes a transaction can have.
 const (
-	Committed = engine.OutcomeCommitted
-	Aborted   = engine.OutcomeAborted
-	Unknown   = engine.OutcomeUnknown
+	Committed = protocol.OutcomeCommitted
+	Aborted   = protocol.OutcomeAborted
+	Unknown   = protocol.OutcomeUnknown
 	// Rejected: nothing was started. Result.Cause says why:
-	// engine.CauseInvalid, the request is wrong and fails again unchanged;
-	// engine.CauseOverloaded, the coordinator held as many transactions as
+	// protocol.CauseInvalid, the request is wrong and fails again unchanged;
+	// protocol.CauseOverloaded, the coordinator held as many transactions as
 	// it may — retry later, with the same id or a new one.
-	Rejected = engine.OutcomeRejected
+	Rejected = protocol.OutcomeRejected
 )
 
 // Branch is one participant's share of a transaction.
@@ -46,7 +47,7 @@ type Result struct {
 	// the coordinator can no longer check for reuse; retry with a new id)
 	// or CauseInvalid (the request is wrong and fails again unchanged).
 	// Detail says why it was rejected, or why the outcome is unknown.
-	Cause       engine.AbortCause
+	Cause       protocol.Cause
 	Participant string
 	Detail      string
 }
@@ -56,7 +57,7 @@ func (r Result) String() string {
 	case Aborted:
 		return fmt.Sprintf("%v aborted (%v at %s)", r.Txn, r.Cause, r.Participant)
 	case Rejected:
-		if r.Cause == engine.CauseStaleID {
+		if r.Cause == protocol.CauseStaleID {
 			return fmt.Sprintf("%v rejected (stale id: make a new one): %s", r.Txn, r.Detail)
 		}
 		return fmt.Sprintf("%v %v: %s", r.Txn, r.Outcome, r.Detail)
@@ -141,7 +142,7 @@ func (c *Client) Close() error { return c.peer.Close() }
 // can no longer check for reuse — older than it remembers finished
 // transactions (its Remember less MaxIDAhead: 4 s by default) or than its
 // own start, or too far ahead of its clock — with Rejected and Cause
-// engine.CauseStaleID, and an id that is not a UUIDv7 with CauseInvalid;
+// protocol.CauseStaleID, and an id that is not a UUIDv7 with CauseInvalid;
 // nothing is started then, and a new id may be tried at once. A reused id
 // it has forgotten is refused by the participants that remember it
 // (Aborted, voted no).
@@ -155,7 +156,7 @@ func (c *Client) Close() error { return c.peer.Close() }
 func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Result, error) {
 	res := Result{Txn: id}
 	if why := checkBranches(branches); why != "" {
-		res.Outcome, res.Cause, res.Detail = Rejected, engine.CauseInvalid, why
+		res.Outcome, res.Cause, res.Detail = Rejected, protocol.CauseInvalid, why
 		return res, nil
 	}
 	sc := c.pool.Get().(*scratch)
@@ -182,7 +183,7 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 		var re *mux.RemoteError
 		switch {
 		case errors.As(err, &re) && re.Code == wire.CodeInvalid:
-			res.Outcome, res.Cause, res.Detail = Rejected, engine.CauseInvalid, re.Message
+			res.Outcome, res.Cause, res.Detail = Rejected, protocol.CauseInvalid, re.Message
 			return res, nil
 		case errors.As(err, &re) && re.Code == wire.CodeUnavailable:
 			// Nothing was started.
@@ -201,7 +202,7 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 		return res, err
 	}
 	res.Outcome = Outcome(sc.outcome.Outcome)
-	res.Cause = engine.AbortCause(sc.outcome.Cause)
+	res.Cause = protocol.Cause(sc.outcome.Cause)
 	if len(sc.outcome.Participant) > 0 {
 		res.Participant = string(sc.outcome.Participant)
 	}

@@ -6,8 +6,8 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/client/clienttest"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -52,11 +52,11 @@ func TestRunOutcomes(t *testing.T) {
 		}
 		switch want {
 		case client.Aborted:
-			if res.Cause != engine.CauseVotedNo || res.Participant != "p1" {
+			if res.Cause != protocol.CauseVotedNo || res.Participant != "p1" {
 				t.Fatalf("call %d: abort %v at %q, want voted-no at p1", i, res.Cause, res.Participant)
 			}
 		case client.Rejected:
-			if res.Cause != engine.CauseInvalid {
+			if res.Cause != protocol.CauseInvalid {
 				t.Fatalf("call %d: rejection cause %v", i, res.Cause)
 			}
 		}

@@ -10,7 +10,7 @@
 // Every transaction needs a new id: a UUIDv7 (uuid.NewV7), made just
 // before Run and never reused, not even to retry after Unknown. The
 // coordinator checks an id's time against what it can still remember and
-// rejects a stale one (engine.CauseStaleID): see Client.Run.
+// rejects a stale one (protocol.CauseStaleID): see Client.Run.
 //
 // Run allocates nothing for a committed transaction once its pools are
 // warm (the request is encoded from pooled scratch, the reply decoded into

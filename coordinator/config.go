@@ -11,6 +11,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/net/link"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 )
 
@@ -51,7 +52,7 @@ type Config struct {
 	// It also bounds the transaction ids accepted: a Begin's id is a
 	// UUIDv7, and one whose time is older than Remember less MaxIDAhead
 	// (less two ticks), or older than the coordinator's start, is
-	// rejected (engine.CauseStaleID) — had it been used before, the
+	// rejected (protocol.CauseStaleID) — had it been used before, the
 	// coordinator could have forgotten it, and a reused id must never start
 	// a second transaction (docs/protocol.md, "Transaction ids have a
 	// lifetime").
@@ -178,8 +179,8 @@ func (c *Config) validate() error {
 		return errors.New("coordinator: at least one participant (NAME=ADDR) is required")
 	}
 	for name, addr := range c.Participants {
-		if name == "" || len(name) > engine.MaxNameLen {
-			return fmt.Errorf("coordinator: participant name %q must be 1 to %d bytes", name, engine.MaxNameLen)
+		if name == "" || len(name) > protocol.MaxNameLen {
+			return fmt.Errorf("coordinator: participant name %q must be 1 to %d bytes", name, protocol.MaxNameLen)
 		}
 		if addr == "" {
 			return fmt.Errorf("coordinator: participant %q has no address", name)

@@ -11,11 +11,11 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 )
 
 // A participant whose --name (p2) is not the name the coordinator knows it
@@ -164,7 +164,7 @@ func TestOnlyTheRightRoleIsObeyed(t *testing.T) {
 		})
 	}
 	res := <-done
-	if res.Outcome != client.Aborted || res.Cause != engine.CauseTimeout {
+	if res.Outcome != client.Aborted || res.Cause != protocol.CauseTimeout {
 		t.Errorf("the transaction p1 never voted for: %v (cause %v), want aborted by the timeout", res.Outcome, res.Cause)
 	}
 	var st coordinator.Status

@@ -8,6 +8,7 @@ import (
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -25,8 +26,8 @@ func TestDeliverRepliesDoNotAllocate(t *testing.T) {
 	id, _ := s.clients.add(c)
 	o := &shardOutput{s: s}
 	rd := &engine.Ready{Replies: []engine.Reply{
-		{Txn: uuid.New(), Tag: id<<tagReqBits | 1, Outcome: engine.OutcomeAborted, Cause: engine.CauseVotedNo, Participant: "p1"},
-		{Txn: uuid.New(), Tag: id<<tagReqBits | 2, Outcome: engine.OutcomeRejected, Cause: engine.CauseOverloaded,
+		{Txn: uuid.New(), Tag: id<<tagReqBits | 1, Outcome: protocol.OutcomeAborted, Cause: protocol.CauseVotedNo, Participant: "p1"},
+		{Txn: uuid.New(), Tag: id<<tagReqBits | 2, Outcome: protocol.OutcomeRejected, Cause: protocol.CauseOverloaded,
 			Detail: "the coordinator holds as many transactions as it may"},
 	}}
 	for range 1000 { // the connection's queue grows to its working size

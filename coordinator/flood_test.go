@@ -10,8 +10,8 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/node/nodetest"
+	"github.com/commitd/commitd/protocol"
 )
 
 // liveHeap is the heap in use right after a collection.
@@ -78,9 +78,9 @@ func TestFloodOfQuickAbortsKeepsHeapBounded(t *testing.T) {
 				case err != nil:
 					t.Errorf("run: %v", err)
 					return
-				case res.Outcome == client.Aborted && res.Cause == engine.CauseUnreachable:
+				case res.Outcome == client.Aborted && res.Cause == protocol.CauseUnreachable:
 					aborted.Add(1)
-				case res.Outcome == client.Rejected && res.Cause == engine.CauseOverloaded:
+				case res.Outcome == client.Rejected && res.Cause == protocol.CauseOverloaded:
 					overloaded.Add(1)
 				default:
 					t.Errorf("result %v (cause %v), want aborted (unreachable) or rejected (overloaded)", res, res.Cause)

@@ -3,9 +3,9 @@ package coordinator
 import (
 	"time"
 
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/obs"
 	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,8 +15,8 @@ type metrics struct {
 	reg       *prometheus.Registry
 	begun     prometheus.Counter
 	outcomes  *prometheus.CounterVec
-	byOutcome [engine.OutcomeRejected + 1]prometheus.Counter
-	latencies [engine.OutcomeRejected + 1]prometheus.Observer
+	byOutcome [protocol.OutcomeRejected + 1]prometheus.Counter
+	latencies [protocol.OutcomeRejected + 1]prometheus.Observer
 	ignored   prometheus.Counter
 	notSent   prometheus.Counter
 	wal       *obs.WAL
@@ -33,7 +33,7 @@ func newMetrics() *metrics {
 		Name:    "commitd_coordinator_transaction_seconds",
 		Help:    "From a Begin's arrival to its answer (prepare, decision forced, reply), by outcome.",
 		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16)}, []string{"outcome"})
-	for o := engine.OutcomeCommitted; o <= engine.OutcomeRejected; o++ {
+	for o := protocol.OutcomeCommitted; o <= protocol.OutcomeRejected; o++ {
 		m.byOutcome[o] = m.outcomes.WithLabelValues(o.String())
 		m.latencies[o] = latency.WithLabelValues(o.String())
 	}
@@ -59,13 +59,13 @@ func (m *metrics) gauges(s *Server, door *frontDoor) {
 	m.writes = obs.NewWrites(m.reg, door.writeStats)
 }
 
-func (m *metrics) outcome(o engine.Outcome) {
+func (m *metrics) outcome(o protocol.Outcome) {
 	if int(o) < len(m.byOutcome) && m.byOutcome[o] != nil {
 		m.byOutcome[o].Inc()
 	}
 }
 
-func (m *metrics) latency(o engine.Outcome, d time.Duration) {
+func (m *metrics) latency(o protocol.Outcome, d time.Duration) {
 	if int(o) < len(m.latencies) && m.latencies[o] != nil {
 		m.latencies[o].Observe(d.Seconds())
 	}

@@ -18,10 +18,10 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 	"github.com/commitd/commitd/wal/waltest"
 	"github.com/google/uuid"
@@ -231,7 +231,7 @@ func TestBadRequestsAreAnsweredAndServingGoesOn(t *testing.T) {
 	}
 	for _, tc := range cases {
 		res := r.run(tc.id, tc.branches...)
-		if res.Outcome != client.Rejected || res.Cause != engine.CauseInvalid || res.Detail == "" ||
+		if res.Outcome != client.Rejected || res.Cause != protocol.CauseInvalid || res.Detail == "" ||
 			!strings.Contains(res.Detail, tc.want) {
 			t.Errorf("%s: %v (cause %v, detail %q), want rejected saying %q", tc.name, res.Outcome, res.Cause, res.Detail, tc.want)
 		}
@@ -325,7 +325,7 @@ func TestPrepareTimeoutAborts(t *testing.T) {
 	r.parts["p2"].vote.Store(0)
 	id := newID()
 	res := r.run(id, "p1", "p2")
-	if res.Outcome != client.Aborted || res.Cause != engine.CauseTimeout || res.Participant != "p2" {
+	if res.Outcome != client.Aborted || res.Cause != protocol.CauseTimeout || res.Participant != "p2" {
 		t.Fatalf("%v (cause %v at %q), want aborted: p2 timed out", res, res.Cause, res.Participant)
 	}
 	nodetest.Eventually(t, "p1 told to abort", func() bool { return r.parts["p1"].decisionsFor(id, wire.DecisionAbort) > 0 })
@@ -436,12 +436,12 @@ func TestPrepareNotSentAbortsAtOnce(t *testing.T) {
 	})
 
 	res := run(newID(), "p3")
-	if res.Outcome != client.Aborted || res.Cause != engine.CauseUnreachable || res.Participant != "p3" {
+	if res.Outcome != client.Aborted || res.Cause != protocol.CauseUnreachable || res.Participant != "p3" {
 		t.Fatalf("one-phase to an unconnected participant: %v (cause %v at %q), want aborted, unreachable p3", res.Outcome, res.Cause, res.Participant)
 	}
 	id := newID()
 	res = run(id, "p1", "p3")
-	if res.Outcome != client.Aborted || res.Cause != engine.CauseUnreachable || res.Participant != "p3" {
+	if res.Outcome != client.Aborted || res.Cause != protocol.CauseUnreachable || res.Participant != "p3" {
 		t.Fatalf("two-phase with an unconnected participant: %v (cause %v at %q), want aborted, unreachable p3", res.Outcome, res.Cause, res.Participant)
 	}
 	nodetest.Eventually(t, "p1 told to abort", func() bool { return p1.decisionsFor(id, wire.DecisionAbort) > 0 })

@@ -6,6 +6,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 )
 
 // shardCommit drives one two-branch transaction through a shard: begin,
@@ -32,8 +33,8 @@ func newShardCommit(remember, tickEvery int) *shardCommit {
 		begin: engine.Message{Type: engine.MsgBegin, Branches: []engine.Branch{
 			{Participant: "bank-a", Work: w}, {Participant: "bank-b", Work: w},
 		}},
-		voteA: engine.Message{Type: engine.MsgVote, From: "bank-a", Vote: engine.VoteYes},
-		voteB: engine.Message{Type: engine.MsgVote, From: "bank-b", Vote: engine.VoteYes},
+		voteA: engine.Message{Type: engine.MsgVote, From: "bank-a", Vote: protocol.VoteYes},
+		voteB: engine.Message{Type: engine.MsgVote, From: "bank-b", Vote: protocol.VoteYes},
 		ackA:  engine.Message{Type: engine.MsgAck, From: "bank-a"},
 		ackB:  engine.Message{Type: engine.MsgAck, From: "bank-b"},
 	}
@@ -41,7 +42,7 @@ func newShardCommit(remember, tickEvery int) *shardCommit {
 
 func (c *shardCommit) run() {
 	c.id++
-	var txn engine.TxnID
+	var txn protocol.TxnID
 	binary.BigEndian.PutUint64(txn[8:], c.id)
 	c.begin.Txn, c.voteA.Txn, c.voteB.Txn, c.ackA.Txn, c.ackB.Txn = txn, txn, txn, txn, txn
 	s := c.s
@@ -120,13 +121,13 @@ func newParticipantCommit(remember, tickEvery int) *participantCommit {
 		p:         engine.NewParticipant(engine.ParticipantConfig{Name: "bank-a", RememberTicks: remember}, bank.New(1, 1<<40)),
 		tickEvery: uint64(tickEvery),
 		prepare:   engine.Message{Type: engine.MsgPrepare, To: "bank-a", Work: bank.AppendWork(nil, 0, 1)},
-		commit:    engine.Message{Type: engine.MsgDecision, To: "bank-a", Decision: engine.DecisionCommit},
+		commit:    engine.Message{Type: engine.MsgDecision, To: "bank-a", Decision: protocol.DecisionCommit},
 	}
 }
 
 func (c *participantCommit) run() {
 	c.id++
-	var txn engine.TxnID
+	var txn protocol.TxnID
 	binary.BigEndian.PutUint64(txn[8:], c.id)
 	c.prepare.Txn, c.commit.Txn = txn, txn
 	p := c.p

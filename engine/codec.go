@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/commitd/commitd/protocol"
 )
 
 // MaxCheckpointLen bounds the Data of a RecCheckpoint (a resource snapshot
@@ -68,16 +70,16 @@ func (r *Record) MarshalBinary() ([]byte, error) {
 func (r *Record) validate() error {
 	switch r.Type {
 	case RecCommit:
-		if len(r.Participants) == 0 || len(r.Participants) > MaxBranches {
+		if len(r.Participants) == 0 || len(r.Participants) > protocol.MaxBranches {
 			return fmt.Errorf("%w: commit record with %d participants", ErrBadRecord, len(r.Participants))
 		}
 		for _, p := range r.Participants {
-			if len(p) == 0 || len(p) > MaxNameLen {
+			if len(p) == 0 || len(p) > protocol.MaxNameLen {
 				return fmt.Errorf("%w: participant name of %d bytes", ErrBadRecord, len(p))
 			}
 		}
 	case RecPrepared, RecCommitted:
-		if len(r.Work) > MaxWorkLen {
+		if len(r.Work) > protocol.MaxWorkLen {
 			return fmt.Errorf("%w: work of %d bytes", ErrBadRecord, len(r.Work))
 		}
 	case RecCheckpoint:
@@ -118,7 +120,7 @@ func (r *Record) unmarshal(b []byte) error {
 		}
 		n := int(b[0])
 		b = b[1:]
-		if n == 0 || n > MaxBranches {
+		if n == 0 || n > protocol.MaxBranches {
 			return fmt.Errorf("%w: commit record with %d participants", ErrBadRecord, n)
 		}
 		r.Participants = make([]string, n)
@@ -128,7 +130,7 @@ func (r *Record) unmarshal(b []byte) error {
 			}
 			l := int(b[0])
 			b = b[1:]
-			if l == 0 || l > MaxNameLen || l > len(b) {
+			if l == 0 || l > protocol.MaxNameLen || l > len(b) {
 				return fmt.Errorf("%w: participant name of %d bytes", ErrBadRecord, l)
 			}
 			r.Participants[i] = string(b[:l])
@@ -140,7 +142,7 @@ func (r *Record) unmarshal(b []byte) error {
 		}
 		l := int(binary.LittleEndian.Uint16(b))
 		b = b[2:]
-		if l > MaxWorkLen || l > len(b) {
+		if l > protocol.MaxWorkLen || l > len(b) {
 			return fmt.Errorf("%w: work of %d bytes", ErrBadRecord, l)
 		}
 		if l > 0 {

@@ -6,17 +6,19 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/commitd/commitd/protocol"
 )
 
-var codecTxn = TxnID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+var codecTxn = protocol.TxnID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 
 func validRecords() []Record {
 	return []Record{
 		{Type: RecCommit, Txn: codecTxn, Participants: []string{"a", "bank-2"}},
-		{Type: RecCommit, Txn: codecTxn, Participants: []string{"p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", strings.Repeat("x", MaxNameLen)}},
+		{Type: RecCommit, Txn: codecTxn, Participants: []string{"p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", strings.Repeat("x", protocol.MaxNameLen)}},
 		{Type: RecEnd, Txn: codecTxn},
 		{Type: RecPrepared, Txn: codecTxn, Work: []byte("work")},
-		{Type: RecPrepared, Txn: codecTxn, Work: bytes.Repeat([]byte{7}, MaxWorkLen)},
+		{Type: RecPrepared, Txn: codecTxn, Work: bytes.Repeat([]byte{7}, protocol.MaxWorkLen)},
 		{Type: RecCommitted, Txn: codecTxn},
 		{Type: RecCommitted, Txn: codecTxn, Work: []byte{1}},
 		{Type: RecAborted, Txn: codecTxn},
@@ -58,11 +60,11 @@ func TestRecordBounds(t *testing.T) {
 		{Type: 0},
 		{Type: RecCheckpoint + 1},
 		{Type: RecCommit, Txn: codecTxn},
-		{Type: RecCommit, Txn: codecTxn, Participants: make([]string, MaxBranches+1)},
+		{Type: RecCommit, Txn: codecTxn, Participants: make([]string, protocol.MaxBranches+1)},
 		{Type: RecCommit, Txn: codecTxn, Participants: []string{""}},
-		{Type: RecCommit, Txn: codecTxn, Participants: []string{strings.Repeat("x", MaxNameLen+1)}},
-		{Type: RecPrepared, Txn: codecTxn, Work: make([]byte, MaxWorkLen+1)},
-		{Type: RecCommitted, Txn: codecTxn, Work: make([]byte, MaxWorkLen+1)},
+		{Type: RecCommit, Txn: codecTxn, Participants: []string{strings.Repeat("x", protocol.MaxNameLen+1)}},
+		{Type: RecPrepared, Txn: codecTxn, Work: make([]byte, protocol.MaxWorkLen+1)},
+		{Type: RecCommitted, Txn: codecTxn, Work: make([]byte, protocol.MaxWorkLen+1)},
 	}
 	for _, r := range bad {
 		b, err := r.AppendBinary([]byte("x"))
@@ -76,8 +78,8 @@ func TestRecordBounds(t *testing.T) {
 		"11 participants": append(append([]byte{}, hdr...), 11),
 		"0 participants":  append(append([]byte{}, hdr...), 0),
 		"empty name":      append(append([]byte{}, hdr...), 1, 0),
-		"long name":       append(append(append([]byte{}, hdr...), 1, MaxNameLen+1), make([]byte, MaxNameLen+1)...),
-		"long work":       append(append(append([]byte{byte(RecPrepared)}, codecTxn[:]...), 0x01, 0x10), make([]byte, MaxWorkLen+1)...),
+		"long name":       append(append(append([]byte{}, hdr...), 1, protocol.MaxNameLen+1), make([]byte, protocol.MaxNameLen+1)...),
+		"long work":       append(append(append([]byte{byte(RecPrepared)}, codecTxn[:]...), 0x01, 0x10), make([]byte, protocol.MaxWorkLen+1)...),
 		"unknown type":    append([]byte{99}, codecTxn[:]...),
 		"short":           {byte(RecEnd), 1, 2},
 	} {
@@ -138,7 +140,7 @@ func FuzzRecordDecode(f *testing.F) {
 func TestShardFor(t *testing.T) {
 	counts := make([]int, 4)
 	for i := range 4000 {
-		var id TxnID
+		var id protocol.TxnID
 		id[15], id[14] = byte(i), byte(i>>8)
 		s := ShardFor(id, 4)
 		if s != ShardFor(id, 4) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
 // pendingRes answers every prepare VotePending and records what the
@@ -14,12 +15,12 @@ type pendingRes struct {
 	started []string
 }
 
-func (r *pendingRes) Prepare(engine.TxnID, []byte) engine.Vote { return engine.VotePending }
-func (r *pendingRes) Commit(engine.TxnID)                      { r.started = append(r.started, "commit") }
-func (r *pendingRes) Abort(engine.TxnID)                       { r.started = append(r.started, "abort") }
-func (r *pendingRes) Restore(engine.TxnID, []byte)             {}
-func (r *pendingRes) Snapshot(dst []byte) []byte               { return dst }
-func (r *pendingRes) Load([]byte) error                        { return nil }
+func (r *pendingRes) Prepare(protocol.TxnID, []byte) protocol.Vote { return protocol.VotePending }
+func (r *pendingRes) Commit(protocol.TxnID)                        { r.started = append(r.started, "commit") }
+func (r *pendingRes) Abort(protocol.TxnID)                         { r.started = append(r.started, "abort") }
+func (r *pendingRes) Restore(protocol.TxnID, []byte)               {}
+func (r *pendingRes) Snapshot(dst []byte) []byte                   { return dst }
+func (r *pendingRes) Load([]byte) error                            { return nil }
 
 func mustPanic(t *testing.T, want string, f func()) {
 	t.Helper()
@@ -46,7 +47,7 @@ func TestDurableResourceKeepsNoRecords(t *testing.T) {
 	res := &pendingRes{}
 	p = engine.NewParticipant(cfg, res)
 	mustPanic(t, "which is in state unknown", func() {
-		p.Step(engine.Message{Type: engine.MsgResPrepared, Txn: tid(1), To: "a", Vote: engine.VoteYes})
+		p.Step(engine.Message{Type: engine.MsgResPrepared, Txn: tid(1), To: "a", Vote: protocol.VoteYes})
 	})
 	p = engine.NewParticipant(cfg, res)
 	p.Step(engine.Message{Type: engine.MsgPrepare, Txn: tid(1), To: "a", Work: []byte("x")})
@@ -54,21 +55,21 @@ func TestDurableResourceKeepsNoRecords(t *testing.T) {
 		t.Fatalf("after a pending prepare: %+v, ready %v", st, p.HasReady())
 	}
 	mustPanic(t, "which is in state voting", func() {
-		p.Step(engine.Message{Type: engine.MsgResFinished, Txn: tid(1), To: "a", Decision: engine.DecisionCommit})
+		p.Step(engine.Message{Type: engine.MsgResFinished, Txn: tid(1), To: "a", Decision: protocol.DecisionCommit})
 	})
-	p.Step(engine.Message{Type: engine.MsgResPrepared, Txn: tid(1), To: "a", Vote: engine.VoteYes})
+	p.Step(engine.Message{Type: engine.MsgResPrepared, Txn: tid(1), To: "a", Vote: protocol.VoteYes})
 	rd := p.Ready()
-	if len(rd.Records) != 0 || len(rd.Messages) != 1 || rd.Messages[0].Vote != engine.VoteYes {
+	if len(rd.Records) != 0 || len(rd.Messages) != 1 || rd.Messages[0].Vote != protocol.VoteYes {
 		t.Fatalf("after the resource's yes: %+v", rd)
 	}
-	p.Step(engine.Message{Type: engine.MsgDecision, Txn: tid(1), To: "a", Decision: engine.DecisionCommit})
+	p.Step(engine.Message{Type: engine.MsgDecision, Txn: tid(1), To: "a", Decision: protocol.DecisionCommit})
 	if rd := p.Ready(); len(rd.Messages) != 0 || len(rd.Records) != 0 || len(res.started) != 1 {
 		t.Fatalf("the ack must wait for the resource: %+v, started %v", rd, res.started)
 	}
-	p.Step(engine.Message{Type: engine.MsgResFinished, Txn: tid(1), To: "a", Decision: engine.DecisionCommit})
+	p.Step(engine.Message{Type: engine.MsgResFinished, Txn: tid(1), To: "a", Decision: protocol.DecisionCommit})
 	rd = p.Ready()
 	if len(rd.Records) != 0 || len(rd.Messages) != 1 || rd.Messages[0].Type != engine.MsgAck ||
-		len(rd.Applied) != 1 || rd.Applied[0].Decision != engine.DecisionCommit {
+		len(rd.Applied) != 1 || rd.Applied[0].Decision != protocol.DecisionCommit {
 		t.Fatalf("after the resource finished: %+v", rd)
 	}
 	if st := p.Stats(); st.Checkpoints != 0 || st.Committed != 1 || st.Prepared != 0 {

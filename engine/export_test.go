@@ -1,5 +1,7 @@
 package engine
 
+import "github.com/commitd/commitd/protocol"
+
 // Test-only access to the deliberately broken variants, so that the
 // simulation can show it catches each.
 
@@ -26,7 +28,7 @@ func SetReuseBug(p *Participant, reuseYes bool) { p.bugReuseYes = reuseYes }
 
 // ParticipantKnows reports whether p has id in hand or remembers it
 // decided: a prepare for it would not be prepared as a new transaction.
-func ParticipantKnows(p *Participant, id TxnID) bool {
+func ParticipantKnows(p *Participant, id protocol.TxnID) bool {
 	_, st := p.find(id)
 	return st != 0
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 )
 
 // TestParticipantPrepareAgain: a prepare for a transaction id the
@@ -73,7 +74,7 @@ func TestParticipantPrepareAgain(t *testing.T) {
 			case "committed":
 				durable()
 				if !c.phase1 {
-					p.Step(engine.Message{Type: engine.MsgDecision, Txn: id, To: "a", Decision: engine.DecisionCommit})
+					p.Step(engine.Message{Type: engine.MsgDecision, Txn: id, To: "a", Decision: protocol.DecisionCommit})
 					durable()
 				}
 			case "prepared":
@@ -148,8 +149,8 @@ func TestShardIDWindowCoversMemory(t *testing.T) {
 		if rd := s.Ready(); len(rd.Messages) != 1 {
 			t.Fatalf("trial %d %+v: first begin (age %d ms, uptime %d ticks) not started: %+v", trial, cfg, u1-ts, up, rd.Replies)
 		}
-		s.Step(engine.Message{Type: engine.MsgVote, Txn: id, From: "a", Vote: engine.VoteYes})
-		if rd := s.Ready(); len(rd.Replies) != 1 || rd.Replies[0].Outcome != engine.OutcomeCommitted {
+		s.Step(engine.Message{Type: engine.MsgVote, Txn: id, From: "a", Vote: protocol.VoteYes})
+		if rd := s.Ready(); len(rd.Replies) != 1 || rd.Replies[0].Outcome != protocol.OutcomeCommitted {
 			t.Fatalf("trial %d: first use not committed: %+v", trial, rd.Replies)
 		}
 		for k := 1; k <= 3*cfg.RememberTicks; k++ {
@@ -160,7 +161,7 @@ func TestShardIDWindowCoversMemory(t *testing.T) {
 			s.Step(engine.Message{Type: engine.MsgBegin, Txn: id, UnixMs: max(u2, u1),
 				Branches: []engine.Branch{{Participant: "b", Work: []byte("other")}}})
 			rd := s.Ready()
-			if len(rd.Replies) != 1 || rd.Replies[0].Outcome != engine.OutcomeRejected {
+			if len(rd.Replies) != 1 || rd.Replies[0].Outcome != protocol.OutcomeRejected {
 				t.Fatalf("trial %d %+v: id used at age %d ms, reused %d ticks later (stamped %d ms later) was started again",
 					trial, cfg, u1-ts, k, u2-u1)
 			}
@@ -210,12 +211,12 @@ func TestShardAbortsInquiryFromNonBranch(t *testing.T) {
 	inFlight, finished := tid(1), tid(2)
 	s.Step(engine.Message{Type: engine.MsgBegin, Txn: inFlight, Branches: []engine.Branch{{Participant: "a"}, {Participant: "b"}}})
 	s.Step(engine.Message{Type: engine.MsgBegin, Txn: finished, Branches: []engine.Branch{{Participant: "a"}}})
-	s.Step(engine.Message{Type: engine.MsgVote, Txn: finished, From: "a", Vote: engine.VoteYes})
+	s.Step(engine.Message{Type: engine.MsgVote, Txn: finished, From: "a", Vote: protocol.VoteYes})
 	s.Ready()
-	for _, id := range []engine.TxnID{inFlight, finished} {
+	for _, id := range []protocol.TxnID{inFlight, finished} {
 		s.Step(engine.Message{Type: engine.MsgInquire, Txn: id, From: "c"})
 		rd := s.Ready()
-		if len(rd.Messages) != 1 || rd.Messages[0].To != "c" || rd.Messages[0].Decision != engine.DecisionAbort {
+		if len(rd.Messages) != 1 || rd.Messages[0].To != "c" || rd.Messages[0].Decision != protocol.DecisionAbort {
 			t.Errorf("inquiry from c, not a branch of %v: %+v, want Decision{Abort} to c", id, rd.Messages)
 		}
 	}

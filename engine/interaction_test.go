@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
 var update = flag.Bool("update", false, "rewrite engine/testdata/*.txt with the current output")
@@ -176,7 +177,7 @@ func newWorld() *world {
 
 func (w *world) printf(format string, args ...any) { fmt.Fprintf(w.out, format+"\n", args...) }
 
-func txnName(id engine.TxnID) string {
+func txnName(id protocol.TxnID) string {
 	if id == v7ID(id[15], int64(binary.BigEndian.Uint64(id[:8])>>16)) {
 		return "t" + strconv.Itoa(int(id[15])) // a script's UUIDv7 (id-ms)
 	}
@@ -190,8 +191,8 @@ func txnName(id engine.TxnID) string {
 
 // v7ID is script transaction n as a UUIDv7 with time ms: the time, the
 // version and the variant, and n in the last byte.
-func v7ID(n byte, ms int64) engine.TxnID {
-	var id engine.TxnID
+func v7ID(n byte, ms int64) protocol.TxnID {
+	var id protocol.TxnID
 	binary.BigEndian.PutUint64(id[:8], uint64(ms)<<16)
 	id[6] = 0x70
 	id[8] = 0x80
@@ -199,12 +200,12 @@ func v7ID(n byte, ms int64) engine.TxnID {
 	return id
 }
 
-func txnID(name string) engine.TxnID {
+func txnID(name string) protocol.TxnID {
 	n, err := strconv.Atoi(strings.TrimPrefix(name, "t"))
 	if err != nil || !strings.HasPrefix(name, "t") || n < 0 || n > 255 {
 		panic(fmt.Sprintf("bad txn name %q (want t0..t255)", name))
 	}
-	return engine.TxnID{15: byte(n)}
+	return protocol.TxnID{15: byte(n)}
 }
 
 func fmtMsg(m engine.Message, from string) string {
@@ -288,7 +289,7 @@ func (w *world) pump(n *node, lastLow *uint64) {
 		for _, r := range rd.Replies {
 			s := fmt.Sprintf("%s: reply %s %v", n.name, txnName(r.Txn), r.Outcome)
 			switch {
-			case r.Detail != "" && r.Cause != engine.CauseInvalid:
+			case r.Detail != "" && r.Cause != protocol.CauseInvalid:
 				s += fmt.Sprintf(" (%v: %s)", r.Cause, r.Detail)
 			case r.Detail != "":
 				s += fmt.Sprintf(" (%s)", r.Detail)
@@ -643,12 +644,12 @@ func (w *world) resResult(verb string, pos []string) {
 		m.Type = engine.MsgResPrepared
 		switch pos[2] {
 		case "yes":
-			m.Vote = engine.VoteYes
+			m.Vote = protocol.VoteYes
 			r.hold(id)
 		case "no":
-			m.Vote = engine.VoteNo
+			m.Vote = protocol.VoteNo
 		case "ro":
-			m.Vote = engine.VoteReadOnly
+			m.Vote = protocol.VoteReadOnly
 		default:
 			panic("resolve: want yes, no or ro")
 		}
@@ -663,7 +664,7 @@ func (w *world) resResult(verb string, pos []string) {
 		if verb == "finish" {
 			m.Type = engine.MsgResFinished
 			delete(r.held, id)
-			if d == engine.DecisionCommit {
+			if d == protocol.DecisionCommit {
 				r.committed = append(r.committed, txnName(id))
 			}
 		}
@@ -687,21 +688,21 @@ type scriptRes struct {
 	name      string
 	w         *world
 	durable   bool
-	held      map[engine.TxnID]bool
+	held      map[protocol.TxnID]bool
 	committed []string
-	pending   map[engine.TxnID]bool            // prepares not answered yet
-	ops       map[engine.TxnID]engine.Decision // durable: commits/aborts started
+	pending   map[protocol.TxnID]bool              // prepares not answered yet
+	ops       map[protocol.TxnID]protocol.Decision // durable: commits/aborts started
 }
 
-func (r *scriptRes) hold(txn engine.TxnID) {
+func (r *scriptRes) hold(txn protocol.TxnID) {
 	if r.held == nil {
-		r.held = map[engine.TxnID]bool{}
+		r.held = map[protocol.TxnID]bool{}
 	}
 	r.held[txn] = true
 }
 
-func (r *scriptRes) heldSorted() []engine.TxnID {
-	var ids []engine.TxnID
+func (r *scriptRes) heldSorted() []protocol.TxnID {
+	var ids []protocol.TxnID
 	for id := range r.held {
 		ids = append(ids, id)
 	}
@@ -709,30 +710,30 @@ func (r *scriptRes) heldSorted() []engine.TxnID {
 	return ids
 }
 
-func (r *scriptRes) Prepare(txn engine.TxnID, work []byte) engine.Vote {
-	v := engine.VoteYes
+func (r *scriptRes) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
+	v := protocol.VoteYes
 	switch string(work) {
 	case "no":
-		v = engine.VoteNo
+		v = protocol.VoteNo
 	case "ro":
-		v = engine.VoteReadOnly
+		v = protocol.VoteReadOnly
 	case "wait":
-		v = engine.VotePending
+		v = protocol.VotePending
 		if r.pending == nil {
-			r.pending = map[engine.TxnID]bool{}
+			r.pending = map[protocol.TxnID]bool{}
 		}
 		r.pending[txn] = true
 	}
-	if v == engine.VoteYes {
+	if v == protocol.VoteYes {
 		r.hold(txn)
 	}
 	r.w.printf("%s: resource prepare %s → %v", r.name, txnName(txn), v)
 	return v
 }
 
-func (r *scriptRes) start(txn engine.TxnID, d engine.Decision) {
+func (r *scriptRes) start(txn protocol.TxnID, d protocol.Decision) {
 	if r.ops == nil {
-		r.ops = map[engine.TxnID]engine.Decision{}
+		r.ops = map[protocol.TxnID]protocol.Decision{}
 	}
 	if _, busy := r.ops[txn]; busy {
 		panic(fmt.Sprintf("%s: %v of %s while another is in flight", r.name, d, txnName(txn)))
@@ -741,12 +742,12 @@ func (r *scriptRes) start(txn engine.TxnID, d engine.Decision) {
 	r.w.printf("%s: resource %v %s started", r.name, d, txnName(txn))
 }
 
-func (r *scriptRes) Commit(txn engine.TxnID) {
+func (r *scriptRes) Commit(txn protocol.TxnID) {
 	if !r.held[txn] {
 		panic(fmt.Sprintf("%s: commit of %s, which holds nothing", r.name, txnName(txn)))
 	}
 	if r.durable {
-		r.start(txn, engine.DecisionCommit)
+		r.start(txn, protocol.DecisionCommit)
 		return
 	}
 	delete(r.held, txn)
@@ -754,16 +755,16 @@ func (r *scriptRes) Commit(txn engine.TxnID) {
 	r.w.printf("%s: resource commit %s", r.name, txnName(txn))
 }
 
-func (r *scriptRes) Abort(txn engine.TxnID) {
+func (r *scriptRes) Abort(txn protocol.TxnID) {
 	if r.durable {
-		r.start(txn, engine.DecisionAbort)
+		r.start(txn, protocol.DecisionAbort)
 		return
 	}
 	delete(r.held, txn)
 	r.w.printf("%s: resource abort %s", r.name, txnName(txn))
 }
 
-func (r *scriptRes) Restore(txn engine.TxnID, work []byte) {
+func (r *scriptRes) Restore(txn protocol.TxnID, work []byte) {
 	r.hold(txn)
 	r.w.printf("%s: resource restore %s work=%s", r.name, txnName(txn), work)
 }

@@ -5,9 +5,10 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 )
 
-func tid(n byte) engine.TxnID { return engine.TxnID{15: n} }
+func tid(n byte) protocol.TxnID { return protocol.TxnID{15: n} }
 
 // TestTwoBranchCommit drives one transfer by hand and checks the order in
 // which outputs are released.
@@ -36,7 +37,7 @@ func TestTwoBranchCommit(t *testing.T) {
 		}
 		p.Durable(prd.FirstIndex)
 		prd = p.Ready()
-		if len(prd.Messages) != 1 || prd.Messages[0].Vote != engine.VoteYes {
+		if len(prd.Messages) != 1 || prd.Messages[0].Vote != protocol.VoteYes {
 			t.Fatalf("%s after durable: %+v", m.To, prd)
 		}
 		s.Step(prd.Messages[0])
@@ -47,7 +48,7 @@ func TestTwoBranchCommit(t *testing.T) {
 	}
 	s.Durable(rd.FirstIndex)
 	rd = s.Ready()
-	if len(rd.Replies) != 1 || rd.Replies[0].Outcome != engine.OutcomeCommitted || rd.Replies[0].Tag != 7 || len(rd.Messages) != 2 {
+	if len(rd.Replies) != 1 || rd.Replies[0].Outcome != protocol.OutcomeCommitted || rd.Replies[0].Tag != 7 || len(rd.Messages) != 2 {
 		t.Fatalf("commit durable: %+v", rd)
 	}
 	decisions := append([]engine.Message(nil), rd.Messages...)
@@ -96,7 +97,7 @@ func TestTwoCheckpointsInOneReady(t *testing.T) {
 	p.Durable(p.Ready().FirstIndex + 1)
 	p.Ready()
 	for i := range byte(2) {
-		p.Step(engine.Message{Type: engine.MsgDecision, Txn: tid(i + 1), To: "a", Decision: engine.DecisionCommit})
+		p.Step(engine.Message{Type: engine.MsgDecision, Txn: tid(i + 1), To: "a", Decision: protocol.DecisionCommit})
 	}
 	rd := p.Ready()
 	p.Durable(rd.FirstIndex + 1)

@@ -5,9 +5,10 @@ import (
 	"testing"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
-func begin(id engine.TxnID) engine.Message {
+func begin(id protocol.TxnID) engine.Message {
 	return engine.Message{Type: engine.MsgBegin, Txn: id, Tag: uint64(id[15]),
 		Branches: []engine.Branch{{Participant: "a"}, {Participant: "b"}}}
 }
@@ -36,19 +37,19 @@ func TestShardRejectsBeginsBeyondMaxTxns(t *testing.T) {
 		}
 	}
 	r := oneReply(t, s, begin(tid(4)))
-	if r.Outcome != engine.OutcomeRejected || r.Cause != engine.CauseOverloaded || r.Tag != 4 || r.Detail == "" {
+	if r.Outcome != protocol.OutcomeRejected || r.Cause != protocol.CauseOverloaded || r.Tag != 4 || r.Detail == "" {
 		t.Fatalf("begin beyond MaxTxns: %+v, want rejected, overloaded", r)
 	}
 	r = oneReply(t, s, begin(tid(2)))
-	if r.Cause != engine.CauseInvalid || r.Detail != "transaction id in use" {
+	if r.Cause != protocol.CauseInvalid || r.Detail != "transaction id in use" {
 		t.Fatalf("duplicate begin while full: %+v, want id in use", r)
 	}
 	// A finished transaction still counts while it is remembered.
-	r = oneReply(t, s, engine.Message{Type: engine.MsgVote, Txn: tid(1), From: "a", Vote: engine.VoteNo})
-	if r.Outcome != engine.OutcomeAborted {
+	r = oneReply(t, s, engine.Message{Type: engine.MsgVote, Txn: tid(1), From: "a", Vote: protocol.VoteNo})
+	if r.Outcome != protocol.OutcomeAborted {
 		t.Fatalf("vote no: %+v", r)
 	}
-	if r = oneReply(t, s, begin(tid(5))); r.Cause != engine.CauseOverloaded {
+	if r = oneReply(t, s, begin(tid(5))); r.Cause != protocol.CauseOverloaded {
 		t.Fatalf("begin with 2 in flight and 1 remembered: %+v, want overloaded", r)
 	}
 	for range 21 { // past twice RememberTicks: tid(1) is forgotten
@@ -71,15 +72,15 @@ func TestShardFloodOfAbortsStaysBounded(t *testing.T) {
 	s := engine.NewShard(engine.ShardConfig{MaxTxns: maxTxns, RememberTicks: remember})
 	var accepted, overloaded, most int
 	for i := range 100_000 {
-		var id engine.TxnID
+		var id protocol.TxnID
 		binary.BigEndian.PutUint64(id[8:], uint64(i+1))
 		s.Step(begin(id))
-		s.Step(engine.Message{Type: engine.MsgVote, Txn: id, From: "a", Vote: engine.VoteNo})
+		s.Step(engine.Message{Type: engine.MsgVote, Txn: id, From: "a", Vote: protocol.VoteNo})
 		for _, r := range s.Ready().Replies {
 			switch {
-			case r.Outcome == engine.OutcomeAborted:
+			case r.Outcome == protocol.OutcomeAborted:
 				accepted++
-			case r.Cause == engine.CauseOverloaded:
+			case r.Cause == protocol.CauseOverloaded:
 				overloaded++
 			default:
 				t.Fatalf("reply %+v", r)

@@ -3,6 +3,8 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/commitd/commitd/protocol"
 )
 
 // Default ParticipantConfig values, used for zero fields.
@@ -39,7 +41,7 @@ type ParticipantConfig struct {
 }
 
 func (c ParticipantConfig) withDefaults() ParticipantConfig {
-	if c.Name == "" || len(c.Name) > MaxNameLen {
+	if c.Name == "" || len(c.Name) > protocol.MaxNameLen {
 		panic(fmt.Sprintf("engine: participant name %q", c.Name))
 	}
 	if c.InquireAfterTicks < 0 || c.InquireMaxTicks < 0 || c.RememberTicks < 0 || c.CheckpointEvery < 0 {
@@ -161,7 +163,7 @@ func (s partState) String() string {
 // partTxn is one transaction at a participant; reused through
 // Participant.free, with gen as in coordTxn.
 type partTxn struct {
-	id       TxnID
+	id       protocol.TxnID
 	state    partState
 	gen      uint32
 	onePhase bool
@@ -197,7 +199,7 @@ type Participant struct {
 
 	// txns are the transactions in hand (voting to committing); decided
 	// ones move to done, and their partTxn back to free.
-	txns map[TxnID]*partTxn
+	txns map[protocol.TxnID]*partTxn
 	free []*partTxn
 	done recent[partDone]
 	// retired and draining: as in Shard — a decided partTxn's work may be
@@ -250,7 +252,7 @@ func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
 		cfg:          cfg,
 		done:         newRecent[partDone](cfg.RememberTicks),
 		res:          res,
-		txns:         make(map[TxnID]*partTxn),
+		txns:         make(map[protocol.TxnID]*partTxn),
 		nextIndex:    1,
 		lowWater:     1,
 		lastLowWater: 1,
@@ -406,12 +408,12 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 		if len(data) < 16+1+2 {
 			return bad("truncated entry")
 		}
-		var id TxnID
+		var id protocol.TxnID
 		copy(id[:], data)
 		kind := data[16]
 		l := int(binary.LittleEndian.Uint16(data[17:]))
 		data = data[19:]
-		if l > MaxWorkLen || l > len(data) || (kind != ckptPrepared && kind != ckptCommitted) || p.txns[id] != nil {
+		if l > protocol.MaxWorkLen || l > len(data) || (kind != ckptPrepared && kind != ckptCommitted) || p.txns[id] != nil {
 			return bad("bad entry")
 		}
 		work := data[:l]
@@ -469,9 +471,9 @@ func (p *Participant) Step(m Message) {
 		p.prepare(m)
 	case MsgDecision:
 		switch m.Decision {
-		case DecisionCommit:
+		case protocol.DecisionCommit:
 			p.commit(m)
-		case DecisionAbort:
+		case protocol.DecisionAbort:
 			p.abort(m)
 		default:
 			p.stats.IgnoredInvalid++
@@ -490,7 +492,7 @@ func (p *Participant) Step(m Message) {
 }
 
 func (p *Participant) prepare(m Message) {
-	if len(m.Work) > MaxWorkLen {
+	if len(m.Work) > protocol.MaxWorkLen {
 		p.stats.IgnoredInvalid++
 		return
 	}
@@ -501,10 +503,10 @@ func (p *Participant) prepare(m Message) {
 	t := p.alloc(m.Txn, m.Work)
 	t.onePhase = m.OnePhase
 	v := p.res.Prepare(m.Txn, m.Work)
-	if v == VotePending {
+	if v == protocol.VotePending {
 		p.becomeVoting(t)
 		if p.bugResVoteEarly && p.cfg.DurableResource {
-			p.sendVote(m.Txn, VoteYes)
+			p.sendVote(m.Txn, protocol.VoteYes)
 		}
 		return
 	}
@@ -561,7 +563,7 @@ func (p *Participant) prepareAgain(m Message, t *partTxn, st partState) {
 		if t != nil {
 			t.refused = true
 		}
-		p.sendVote(m.Txn, VoteNo)
+		p.sendVote(m.Txn, protocol.VoteNo)
 		return
 	}
 	p.stats.IgnoredDuplicate++
@@ -577,13 +579,13 @@ func (p *Participant) prepareAgain(m Message, t *partTxn, st partState) {
 			// the coordinator's answer to an inquiry.
 			break
 		}
-		p.sendVote(m.Txn, VoteYes)
+		p.sendVote(m.Txn, protocol.VoteYes)
 	case partCommitted:
-		p.sendVote(m.Txn, VoteYes) // one-phase: "committed"
+		p.sendVote(m.Txn, protocol.VoteYes) // one-phase: "committed"
 	case partAborted, partAborting:
-		p.sendVote(m.Txn, VoteNo)
+		p.sendVote(m.Txn, protocol.VoteNo)
 	case partReadOnly:
-		p.sendVote(m.Txn, VoteReadOnly)
+		p.sendVote(m.Txn, protocol.VoteReadOnly)
 	}
 }
 
@@ -610,21 +612,21 @@ func workHash(w []byte) uint64 {
 }
 
 // voted acts on the resource's vote for t (new, or voting).
-func (p *Participant) voted(t *partTxn, v Vote) {
+func (p *Participant) voted(t *partTxn, v protocol.Vote) {
 	switch v {
-	case VoteNo:
+	case protocol.VoteNo:
 		p.stats.VotedNo++
 		if !t.abortWanted && !t.refused {
-			p.sendVote(t.id, VoteNo)
+			p.sendVote(t.id, protocol.VoteNo)
 		}
 		p.becomeDone(t, partAborted)
-	case VoteReadOnly:
+	case protocol.VoteReadOnly:
 		p.stats.ReadOnly++
 		if !t.abortWanted && !t.refused {
-			p.sendVote(t.id, VoteReadOnly)
+			p.sendVote(t.id, protocol.VoteReadOnly)
 		}
 		p.becomeDone(t, partReadOnly)
-	case VoteYes:
+	case protocol.VoteYes:
 		switch {
 		case t.abortWanted:
 			// The abort overtook the resource's answer: undo the prepare
@@ -650,7 +652,7 @@ func (p *Participant) voted(t *partTxn, v Vote) {
 // resPrepared: the resource answers a Prepare that returned VotePending.
 func (p *Participant) resPrepared(m Message) {
 	t := p.txns[m.Txn]
-	if t == nil || t.state != partVoting || m.Vote == VotePending {
+	if t == nil || t.state != partVoting || m.Vote == protocol.VotePending {
 		panic(fmt.Sprintf("engine: resource answered %v for %v, which is in state %v", m.Vote, m.Txn, stateOf(t)))
 	}
 	p.stats.Voting--
@@ -662,10 +664,10 @@ func (p *Participant) resFinished(m Message) {
 	t := p.txns[m.Txn]
 	switch {
 	case t == nil || !p.cfg.DurableResource:
-	case m.Decision == DecisionCommit && t.state == partCommitting:
+	case m.Decision == protocol.DecisionCommit && t.state == partCommitting:
 		p.finishCommit(t)
 		return
-	case m.Decision == DecisionAbort && t.state == partAborting:
+	case m.Decision == protocol.DecisionAbort && t.state == partAborting:
 		p.finishAbort(t)
 		return
 	}
@@ -678,7 +680,7 @@ func (p *Participant) resFinished(m Message) {
 func (p *Participant) resFailed(m Message) {
 	t := p.txns[m.Txn]
 	if t == nil || !p.cfg.DurableResource ||
-		!(m.Decision == DecisionCommit && t.state == partCommitting || m.Decision == DecisionAbort && t.state == partAborting) {
+		!(m.Decision == protocol.DecisionCommit && t.state == partCommitting || m.Decision == protocol.DecisionAbort && t.state == partAborting) {
 		panic(fmt.Sprintf("engine: resource failed %v for %v, which is in state %v", m.Decision, m.Txn, stateOf(t)))
 	}
 	p.stats.ResourceFailures++
@@ -700,7 +702,7 @@ func stateOf(t *partTxn) string {
 
 // resInDoubt: a durable resource holds m.Txn prepared.
 func (p *Participant) resInDoubt(m Message) {
-	if !p.cfg.DurableResource || m.Txn == (TxnID{}) {
+	if !p.cfg.DurableResource || m.Txn == (protocol.TxnID{}) {
 		p.stats.IgnoredInvalid++
 		return
 	}
@@ -813,7 +815,7 @@ func (p *Participant) startAbort(t *partTxn) {
 func (p *Participant) finishAbort(t *partTxn) {
 	p.unhold(t)
 	p.stats.Aborted++
-	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionAbort})
+	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: protocol.DecisionAbort})
 	p.becomeDone(t, partAborted)
 	p.noteDecided()
 }
@@ -826,7 +828,7 @@ func (p *Participant) applyCommit(t *partTxn) {
 	}
 	p.unhold(t)
 	p.stats.Committed++
-	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionCommit})
+	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: protocol.DecisionCommit})
 }
 
 // finishCommit runs when t's commit is durable (RecCommitted, or the
@@ -838,7 +840,7 @@ func (p *Participant) finishCommit(t *partTxn) {
 	}
 	if t.onePhase {
 		if !t.refused {
-			p.sendVote(t.id, VoteYes)
+			p.sendVote(t.id, protocol.VoteYes)
 		}
 	} else if !p.bugAckBeforeDurable {
 		p.sendAck(t.id)
@@ -922,7 +924,7 @@ func (p *Participant) becomePreparing(t *partTxn) {
 	p.forced = true // the YES vote waits for it
 	p.waits.push(partWait{index: idx, t: t, gen: t.gen})
 	if p.bugVoteBeforeDurable {
-		p.sendVote(t.id, VoteYes)
+		p.sendVote(t.id, protocol.VoteYes)
 	}
 }
 
@@ -934,7 +936,7 @@ func (p *Participant) becomePrepared(t *partTxn) {
 	t.state = partPrepared
 	t.gen++
 	if !p.bugVoteBeforeDurable && !t.refused {
-		p.sendVote(t.id, VoteYes)
+		p.sendVote(t.id, protocol.VoteYes)
 	}
 	t.backoff = p.cfg.InquireAfterTicks
 	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
@@ -1032,7 +1034,7 @@ func (p *Participant) unhold(t *partTxn) {
 	p.stats.Prepared--
 }
 
-func (p *Participant) alloc(id TxnID, work []byte) *partTxn {
+func (p *Participant) alloc(id protocol.TxnID, work []byte) *partTxn {
 	var t *partTxn
 	if n := len(p.free); n > 0 {
 		t = p.free[n-1]
@@ -1049,7 +1051,7 @@ func (p *Participant) alloc(id TxnID, work []byte) *partTxn {
 
 // find returns the transaction in hand for id and its state, or, for a
 // decided one, nil and its remembered state; (nil, 0) if unknown.
-func (p *Participant) find(id TxnID) (*partTxn, partState) {
+func (p *Participant) find(id protocol.TxnID) (*partTxn, partState) {
 	if t := p.txns[id]; t != nil {
 		return t, t.state
 	}
@@ -1079,14 +1081,14 @@ func (p *Participant) recycle() {
 	p.draining = p.draining[:0]
 }
 
-func (p *Participant) sendVote(id TxnID, v Vote) {
-	if v == VotePending {
+func (p *Participant) sendVote(id protocol.TxnID, v protocol.Vote) {
+	if v == protocol.VotePending {
 		panic(fmt.Sprintf("engine: sending a pending vote for %v", id))
 	}
 	p.rd.Messages = append(p.rd.Messages, Message{Type: MsgVote, Txn: id, From: p.cfg.Name, Vote: v})
 }
 
-func (p *Participant) sendAck(id TxnID) {
+func (p *Participant) sendAck(id protocol.TxnID) {
 	p.rd.Messages = append(p.rd.Messages, Message{Type: MsgAck, Txn: id, From: p.cfg.Name})
 }
 

@@ -1,5 +1,7 @@
 package engine
 
+import "github.com/commitd/commitd/protocol"
+
 // recent remembers finished transactions for a while, to answer late and
 // duplicate messages about them, in two generations of maps rather than a
 // timer per transaction: a value put during one period survives the next
@@ -10,21 +12,21 @@ package engine
 // transactions costs the garbage collector nothing to scan, and the maps
 // of transactions still in flight stay small enough to stay in cache.
 type recent[V any] struct {
-	cur, old map[TxnID]V
+	cur, old map[protocol.TxnID]V
 	period   int64 // ticks between rotations
 	next     int64 // tick of the next rotation
 }
 
 func newRecent[V any](period int) recent[V] {
 	return recent[V]{
-		cur:    make(map[TxnID]V),
-		old:    make(map[TxnID]V),
+		cur:    make(map[protocol.TxnID]V),
+		old:    make(map[protocol.TxnID]V),
 		period: int64(period),
 		next:   int64(period),
 	}
 }
 
-func (r *recent[V]) get(id TxnID) (V, bool) {
+func (r *recent[V]) get(id protocol.TxnID) (V, bool) {
 	if v, ok := r.cur[id]; ok {
 		return v, true
 	}
@@ -32,7 +34,7 @@ func (r *recent[V]) get(id TxnID) (V, bool) {
 	return v, ok
 }
 
-func (r *recent[V]) has(id TxnID) bool {
+func (r *recent[V]) has(id protocol.TxnID) bool {
 	_, ok := r.get(id)
 	return ok
 }
@@ -45,11 +47,11 @@ func (r *recent[V]) has(id TxnID) bool {
 // transactions every probe is a cache miss, and this one would always
 // miss. (Were id in old all the same, get would still find the new value
 // first; only len would count it twice until old is dropped.)
-func (r *recent[V]) put(id TxnID, v V) {
+func (r *recent[V]) put(id protocol.TxnID, v V) {
 	r.cur[id] = v
 }
 
-func (r *recent[V]) remove(id TxnID) {
+func (r *recent[V]) remove(id protocol.TxnID) {
 	delete(r.cur, id)
 	delete(r.old, id)
 }

@@ -1,6 +1,10 @@
 package engine
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/commitd/commitd/protocol"
+)
 
 // A value is remembered for at least period ticks after it was put, and
 // forgotten by twice that, whenever in a period it was put.
@@ -8,7 +12,7 @@ func TestRecentRemembersAtLeastOnePeriod(t *testing.T) {
 	const period = 10
 	for putAt := int64(0); putAt < 3*period; putAt++ {
 		r := newRecent[uint8](period)
-		id := TxnID{1}
+		id := protocol.TxnID{1}
 		var now int64
 		for ; now < putAt; now++ {
 			r.tick(now)
@@ -32,7 +36,7 @@ func TestRecentRemembersAtLeastOnePeriod(t *testing.T) {
 
 func TestRecentPutAndRemove(t *testing.T) {
 	r := newRecent[uint8](5)
-	a, b := TxnID{1}, TxnID{2}
+	a, b := protocol.TxnID{1}, protocol.TxnID{2}
 	r.put(a, 1)
 	r.tick(5) // a moves to old
 	r.remove(a)
@@ -40,7 +44,7 @@ func TestRecentPutAndRemove(t *testing.T) {
 	if v, _ := r.get(a); v != 2 || r.len() != 1 {
 		t.Fatalf("after remove and a second put: value %d, len %d; want 2, 1", v, r.len())
 	}
-	r.put(TxnID{9}, 4)
+	r.put(protocol.TxnID{9}, 4)
 	r.tick(10) // a and 9 move to old; a shadowed value would show in len
 	if v, _ := r.get(a); v != 2 || r.len() != 2 {
 		t.Fatalf("after a rotation: value %d, len %d; want 2, 2", v, r.len())
@@ -64,7 +68,7 @@ func TestRecentSteadyStateDoesNotAllocate(t *testing.T) {
 	var n uint64
 	step := func() {
 		n++
-		var id TxnID
+		var id protocol.TxnID
 		for i := range 8 {
 			id[i] = byte(n >> (8 * i))
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 )
 
 // The pump steps a whole batch of inputs before it drains Ready. A
@@ -17,11 +18,11 @@ import (
 func TestParticipantReuseWaitsForReady(t *testing.T) {
 	p := engine.NewParticipant(engine.ParticipantConfig{Name: "a"}, bank.New(10, 100))
 	w1, w2 := bank.AppendWork(nil, 1, -5), bank.AppendWork(nil, 2, 7)
-	t1, t2 := engine.TxnID{1}, engine.TxnID{2}
+	t1, t2 := protocol.TxnID{1}, protocol.TxnID{2}
 	// One batch: T1 prepares (RecPrepared carries w1), is aborted, and T2
 	// prepares with other work.
 	p.Step(engine.Message{Type: engine.MsgPrepare, Txn: t1, To: "a", Work: w1})
-	p.Step(engine.Message{Type: engine.MsgDecision, Txn: t1, To: "a", Decision: engine.DecisionAbort})
+	p.Step(engine.Message{Type: engine.MsgDecision, Txn: t1, To: "a", Decision: protocol.DecisionAbort})
 	p.Step(engine.Message{Type: engine.MsgPrepare, Txn: t2, To: "a", Work: w2})
 	rd := p.Ready()
 	found := 0
@@ -46,14 +47,14 @@ func TestParticipantReuseWaitsForReady(t *testing.T) {
 func TestShardReuseWaitsForReady(t *testing.T) {
 	s := engine.NewShard(engine.ShardConfig{})
 	w1, w2 := []byte("work of t1"), []byte("t2's")
-	t1, t2 := engine.TxnID{1}, engine.TxnID{2}
+	t1, t2 := protocol.TxnID{1}, protocol.TxnID{2}
 	// One batch: T1 begins (its prepares carry w1), a no vote for it
 	// arrives (a duplicate or forged one, in the same batch), and T2
 	// begins with other work.
 	s.Step(engine.Message{Type: engine.MsgBegin, Txn: t1, Branches: []engine.Branch{
 		{Participant: "a", Work: w1}, {Participant: "b", Work: w1},
 	}})
-	s.Step(engine.Message{Type: engine.MsgVote, Txn: t1, From: "b", Vote: engine.VoteNo})
+	s.Step(engine.Message{Type: engine.MsgVote, Txn: t1, From: "b", Vote: protocol.VoteNo})
 	s.Step(engine.Message{Type: engine.MsgBegin, Txn: t2, Branches: []engine.Branch{
 		{Participant: "a", Work: w2}, {Participant: "b", Work: w2},
 	}})

@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/google/uuid"
+
+	"github.com/commitd/commitd/protocol"
 )
 
 // Default ShardConfig values, used for zero fields.
@@ -116,9 +118,9 @@ func (c ShardConfig) rememberedMs() int64 {
 // ShardStats counts what a shard did and what it ignored.
 type ShardStats struct {
 	Begun     uint64 // transactions started (valid begins)
-	Committed uint64 // clients told OutcomeCommitted
-	Aborted   uint64 // clients told OutcomeAborted
-	Unknown   uint64 // clients told OutcomeUnknown (one-phase, no answer)
+	Committed uint64 // clients told protocol.OutcomeCommitted
+	Aborted   uint64 // clients told protocol.OutcomeAborted
+	Unknown   uint64 // clients told protocol.OutcomeUnknown (one-phase, no answer)
 	Rejected  uint64 // begins answered rejected: invalid, or overloaded
 	// Overloaded counts the begins rejected because the shard held
 	// MaxTxns transactions (also counted in Rejected).
@@ -188,7 +190,7 @@ func (s coordState) String() string {
 
 type coordBranch struct {
 	name  string
-	vote  Vote // zero until the vote arrives
+	vote  protocol.Vote // zero until the vote arrives
 	acked bool
 }
 
@@ -196,7 +198,7 @@ type coordBranch struct {
 // through Shard.free; gen changes whenever the state changes or the struct
 // is freed, so queued timers and durability waits can tell they are stale.
 type coordTxn struct {
-	id       TxnID
+	id       protocol.TxnID
 	tag      uint64
 	state    coordState
 	gen      uint32
@@ -205,7 +207,7 @@ type coordTxn struct {
 	votes    int
 	unacked  int
 	backoff  int // current redelivery backoff, ticks
-	branches [MaxBranches]coordBranch
+	branches [protocol.MaxBranches]coordBranch
 	// commitIndex is the index of this transaction's RecCommit, zero if
 	// none; LowWater is the smallest of those still open.
 	commitIndex uint64
@@ -231,8 +233,8 @@ func (t *coordTxn) branch(name string) int {
 type finishedTxn struct {
 	state coordState // coordCommitted, coordAborted or coordUnknown
 	n     uint8
-	votes [MaxBranches]Vote
-	names [MaxBranches]uint32
+	votes [protocol.MaxBranches]protocol.Vote
+	names [protocol.MaxBranches]uint32
 }
 
 func (f *finishedTxn) branch(name string) int {
@@ -271,7 +273,7 @@ type Shard struct {
 
 	// txns are the transactions in flight (voting to ending); finished
 	// ones move to done, and their coordTxn back to free.
-	txns map[TxnID]*coordTxn
+	txns map[protocol.TxnID]*coordTxn
 	free []*coordTxn
 	done recent[finishedTxn]
 	// retired are finished since the last Ready, draining finished before
@@ -310,7 +312,7 @@ func NewShard(cfg ShardConfig) *Shard {
 	return &Shard{
 		cfg:          cfg,
 		done:         newRecent[finishedTxn](cfg.RememberTicks),
-		txns:         make(map[TxnID]*coordTxn),
+		txns:         make(map[protocol.TxnID]*coordTxn),
 		nextIndex:    1,
 		lastLowWater: 1,
 	}
@@ -337,7 +339,7 @@ func (s *Shard) Restore(r Record) {
 		// first use (a restart, or no id window). The log is right; the
 		// new one replaces the old.
 		s.done.remove(r.Txn)
-		if len(r.Participants) == 0 || len(r.Participants) > MaxBranches {
+		if len(r.Participants) == 0 || len(r.Participants) > protocol.MaxBranches {
 			panic(fmt.Sprintf("engine: commit record for %v with %d participants", r.Txn, len(r.Participants)))
 		}
 		for i, p := range r.Participants {
@@ -349,7 +351,7 @@ func (s *Shard) Restore(r Record) {
 		t.replied = true // the client is gone with the old process
 		t.n = len(r.Participants)
 		for i, p := range r.Participants {
-			t.branches[i] = coordBranch{name: p, vote: VoteYes}
+			t.branches[i] = coordBranch{name: p, vote: protocol.VoteYes}
 		}
 		t.yes = append(t.yes, r.Participants...)
 		t.votes, t.unacked = t.n, t.n
@@ -420,11 +422,11 @@ func (s *Shard) Step(m Message) {
 // checkBegin returns why a begin is invalid, or "".
 func (s *Shard) checkBegin(m Message) string {
 	switch {
-	case m.Txn == TxnID{}:
+	case m.Txn == protocol.TxnID{}:
 		return "zero transaction id"
 	case len(m.Branches) == 0:
 		return "no branches"
-	case len(m.Branches) > MaxBranches:
+	case len(m.Branches) > protocol.MaxBranches:
 		return "too many branches"
 	case s.txns[m.Txn] != nil || s.done.has(m.Txn):
 		return "transaction id in use"
@@ -433,9 +435,9 @@ func (s *Shard) checkBegin(m Message) string {
 		switch {
 		case b.Participant == "":
 			return "empty participant name"
-		case len(b.Participant) > MaxNameLen:
+		case len(b.Participant) > protocol.MaxNameLen:
 			return "participant name too long"
-		case len(b.Work) > MaxWorkLen:
+		case len(b.Work) > protocol.MaxWorkLen:
 			return "work too long"
 		}
 		for _, o := range m.Branches[:i] {
@@ -472,38 +474,38 @@ const overloadedDetail = "the coordinator holds as many transactions as it may (
 // a crash can look younger than the restart. The participants refuse such
 // a reuse (Participant.prepareAgain) unless a vote of theirs for the
 // first use was still on its way when it began (docs/protocol.md).
-func (s *Shard) checkIDTime(m Message) (AbortCause, string) {
+func (s *Shard) checkIDTime(m Message) (protocol.Cause, string) {
 	if m.UnixMs == 0 {
 		return 0, "" // no wall time: the engine's own tests
 	}
 	if m.Txn.Version() != 7 || m.Txn.Variant() != uuid.RFC4122 {
-		return CauseInvalid, "transaction id is not a UUIDv7: its age, and so whether it may be a reused id, cannot be checked"
+		return protocol.CauseInvalid, "transaction id is not a UUIDv7: its age, and so whether it may be a reused id, cannot be checked"
 	}
 	ts := int64(binary.BigEndian.Uint64(m.Txn[:8]) >> 16) // the first 48 bits: Unix ms
 	age := m.UnixMs - ts
 	ahead := int64(s.cfg.MaxIDAheadMs)
 	if age < -ahead {
-		return CauseStaleID, fmt.Sprintf("transaction id is %d ms ahead of the coordinator's clock, more than the %d ms allowed", -age, ahead)
+		return protocol.CauseStaleID, fmt.Sprintf("transaction id is %d ms ahead of the coordinator's clock, more than the %d ms allowed", -age, ahead)
 	}
 	if ts < s.cfg.StartUnixMs {
-		return CauseStaleID, fmt.Sprintf("transaction id is %d ms older than this coordinator's start: it may have been used before a restart and forgotten", s.cfg.StartUnixMs-ts)
+		return protocol.CauseStaleID, fmt.Sprintf("transaction id is %d ms older than this coordinator's start: it may have been used before a restart and forgotten", s.cfg.StartUnixMs-ts)
 	}
 	window := s.cfg.rememberedMs() - ahead
 	if age > window {
-		return CauseStaleID, fmt.Sprintf("transaction id is %d ms old; the coordinator checks ids at most %d ms old for reuse", age, window)
+		return protocol.CauseStaleID, fmt.Sprintf("transaction id is %d ms old; the coordinator checks ids at most %d ms old for reuse", age, window)
 	}
 	return 0, ""
 }
 
 func (s *Shard) begin(m Message) {
-	cause, detail := CauseInvalid, s.checkBegin(m)
+	cause, detail := protocol.CauseInvalid, s.checkBegin(m)
 	if detail == "" {
 		cause, detail = s.checkIDTime(m)
 	}
 	if detail != "" {
 		s.stats.Rejected++
 		s.rd.Replies = append(s.rd.Replies, Reply{
-			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: cause, Detail: detail,
+			Txn: m.Txn, Tag: m.Tag, Outcome: protocol.OutcomeRejected, Cause: cause, Detail: detail,
 		})
 		return
 	}
@@ -513,7 +515,7 @@ func (s *Shard) begin(m Message) {
 		s.stats.Rejected++
 		s.stats.Overloaded++
 		s.rd.Replies = append(s.rd.Replies, Reply{
-			Txn: m.Txn, Tag: m.Tag, Outcome: OutcomeRejected, Cause: CauseOverloaded, Detail: overloadedDetail,
+			Txn: m.Txn, Tag: m.Tag, Outcome: protocol.OutcomeRejected, Cause: protocol.CauseOverloaded, Detail: overloadedDetail,
 		})
 		return
 	}
@@ -544,7 +546,7 @@ func (s *Shard) vote(m Message) {
 			s.voteFinished(m, &f)
 			return
 		}
-		if m.Vote == VoteYes {
+		if m.Vote == protocol.VoteYes {
 			// Forgotten, or lost with a crash before any decision: a
 			// prepared participant must not wait for ever.
 			s.presumeAbort(m.Txn, m.From)
@@ -554,7 +556,7 @@ func (s *Shard) vote(m Message) {
 		return
 	}
 	i := t.branch(m.From)
-	if i < 0 || m.Vote < VoteYes || m.Vote > VoteReadOnly {
+	if i < 0 || m.Vote < protocol.VoteYes || m.Vote > protocol.VoteReadOnly {
 		s.stats.IgnoredInvalid++
 		return
 	}
@@ -576,14 +578,14 @@ func (s *Shard) vote(m Message) {
 	switch {
 	case t.n == 1:
 		// One-phase: the vote is the outcome.
-		if m.Vote == VoteNo {
-			s.becomeAborted(t, CauseVotedNo, b.name)
+		if m.Vote == protocol.VoteNo {
+			s.becomeAborted(t, protocol.CauseVotedNo, b.name)
 		} else {
-			s.reply(t, OutcomeCommitted, 0, "")
+			s.reply(t, protocol.OutcomeCommitted, 0, "")
 			s.becomeFinished(t, coordCommitted)
 		}
-	case m.Vote == VoteNo:
-		s.becomeAborted(t, CauseVotedNo, b.name)
+	case m.Vote == protocol.VoteNo:
+		s.becomeAborted(t, protocol.CauseVotedNo, b.name)
 	case t.votes == t.n:
 		s.decide(t)
 	}
@@ -592,7 +594,7 @@ func (s *Shard) vote(m Message) {
 // voteFinished handles a vote for a finished transaction.
 func (s *Shard) voteFinished(m Message, f *finishedTxn) {
 	i := f.branch(m.From)
-	if i < 0 || m.Vote < VoteYes || m.Vote > VoteReadOnly {
+	if i < 0 || m.Vote < protocol.VoteYes || m.Vote > protocol.VoteReadOnly {
 		s.stats.IgnoredInvalid++
 		return
 	}
@@ -601,10 +603,10 @@ func (s *Shard) voteFinished(m Message, f *finishedTxn) {
 	} else {
 		s.stats.IgnoredLate++
 	}
-	if f.state == coordAborted && m.Vote == VoteYes {
+	if f.state == coordAborted && m.Vote == protocol.VoteYes {
 		// A late YES holds locks: tell it at once rather than make it
 		// wait to inquire.
-		s.sendDecision(m.Txn, m.From, DecisionAbort)
+		s.sendDecision(m.Txn, m.From, protocol.DecisionAbort)
 	}
 }
 
@@ -625,20 +627,20 @@ func (s *Shard) notSent(m Message) {
 		return
 	}
 	s.stats.NotSent++
-	s.becomeAborted(t, CauseUnreachable, m.From)
+	s.becomeAborted(t, protocol.CauseUnreachable, m.From)
 }
 
 // decide runs when every vote is yes or read-only.
 func (s *Shard) decide(t *coordTxn) {
 	t.yes = t.yes[:0]
 	for i := range t.n {
-		if t.branches[i].vote == VoteYes {
+		if t.branches[i].vote == protocol.VoteYes {
 			t.yes = append(t.yes, t.branches[i].name)
 		}
 	}
 	if len(t.yes) == 0 {
 		// All read-only: nothing to commit anywhere, nothing to log.
-		s.reply(t, OutcomeCommitted, 0, "")
+		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.becomeFinished(t, coordCommitted)
 		return
 	}
@@ -651,7 +653,7 @@ func (s *Shard) ack(m Message) {
 		if f, ok := s.done.get(m.Txn); ok {
 			i := f.branch(m.From)
 			switch {
-			case i < 0 || f.votes[i] != VoteYes || f.state != coordCommitted:
+			case i < 0 || f.votes[i] != protocol.VoteYes || f.state != coordCommitted:
 				s.stats.IgnoredInvalid++
 			default:
 				s.stats.IgnoredDuplicate++
@@ -662,7 +664,7 @@ func (s *Shard) ack(m Message) {
 		return
 	}
 	i := t.branch(m.From)
-	if i < 0 || t.branches[i].vote != VoteYes {
+	if i < 0 || t.branches[i].vote != protocol.VoteYes {
 		s.stats.IgnoredInvalid++
 		return
 	}
@@ -715,11 +717,11 @@ func (s *Shard) inquire(m Message) {
 		// be sent to this participant when it is made.
 		s.stats.Deferred++
 	case coordDelivering, coordEnding:
-		if t.branches[i].vote != VoteYes {
+		if t.branches[i].vote != protocol.VoteYes {
 			s.stats.IgnoredInvalid++
 			return
 		}
-		s.sendDecision(t.id, m.From, DecisionCommit)
+		s.sendDecision(t.id, m.From, protocol.DecisionCommit)
 	default:
 		s.stats.IgnoredInvalid++
 	}
@@ -732,17 +734,17 @@ func (s *Shard) inquireFinished(m Message, f *finishedTxn) {
 	case i < 0:
 		// An earlier transaction under the same id, as in inquire.
 		s.presumeAbort(m.Txn, m.From)
-	case f.state == coordCommitted && f.votes[i] == VoteYes:
-		s.sendDecision(m.Txn, m.From, DecisionCommit)
+	case f.state == coordCommitted && f.votes[i] == protocol.VoteYes:
+		s.sendDecision(m.Txn, m.From, protocol.DecisionCommit)
 	case f.state == coordAborted:
-		s.sendDecision(m.Txn, m.From, DecisionAbort)
+		s.sendDecision(m.Txn, m.From, protocol.DecisionAbort)
 	case f.state == coordUnknown:
 		// A one-phase transaction whose participant did not answer in
 		// time: the client was told unknown, so either outcome keeps
 		// every promise. A participant that asks has not committed it
 		// (it would not be in doubt), so abort it now rather than leave
 		// it holding locks until this shard forgets and presumes abort.
-		s.sendDecision(m.Txn, m.From, DecisionAbort)
+		s.sendDecision(m.Txn, m.From, protocol.DecisionAbort)
 	default:
 		s.stats.IgnoredInvalid++
 	}
@@ -784,13 +786,13 @@ func (s *Shard) timeout(t *coordTxn) {
 	}
 	if t.n == 1 {
 		// The participant may have committed on its own: never guess.
-		s.reply(t, OutcomeUnknown, 0, "")
+		s.reply(t, protocol.OutcomeUnknown, 0, "")
 		s.becomeFinished(t, coordUnknown)
 		return
 	}
 	for i := range t.n {
 		if t.branches[i].vote == 0 {
-			s.becomeAborted(t, CauseTimeout, t.branches[i].name)
+			s.becomeAborted(t, protocol.CauseTimeout, t.branches[i].name)
 			return
 		}
 	}
@@ -852,7 +854,7 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
 	s.open.push(coordWait{index: idx, t: t})
 	if s.bugDecideBeforeDurable {
-		s.reply(t, OutcomeCommitted, 0, "")
+		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.sendCommits(t)
 	}
 }
@@ -864,7 +866,7 @@ func (s *Shard) becomeDelivering(t *coordTxn) {
 	t.state = coordDelivering
 	t.gen++
 	if !t.replied {
-		s.reply(t, OutcomeCommitted, 0, "")
+		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.sendCommits(t)
 	}
 	t.backoff = s.cfg.RedeliverMinTicks
@@ -882,16 +884,16 @@ func (s *Shard) becomeEnding(t *coordTxn) {
 	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
 }
 
-func (s *Shard) becomeAborted(t *coordTxn, cause AbortCause, who string) {
+func (s *Shard) becomeAborted(t *coordTxn, cause protocol.Cause, who string) {
 	if t.state != coordVoting {
 		panic(fmt.Sprintf("engine: %v: %v → aborted", t.id, t.state))
 	}
-	s.reply(t, OutcomeAborted, cause, who)
+	s.reply(t, protocol.OutcomeAborted, cause, who)
 	// Best effort, once: whoever holds locks and misses this will inquire,
 	// or vote late and be told.
 	for i := range t.n {
-		if b := &t.branches[i]; b.vote == 0 || b.vote == VoteYes {
-			s.sendDecision(t.id, b.name, DecisionAbort)
+		if b := &t.branches[i]; b.vote == 0 || b.vote == protocol.VoteYes {
+			s.sendDecision(t.id, b.name, protocol.DecisionAbort)
 		}
 	}
 	s.becomeFinished(t, coordAborted)
@@ -921,18 +923,18 @@ func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 
 // --- output ---
 
-func (s *Shard) reply(t *coordTxn, o Outcome, cause AbortCause, who string) {
+func (s *Shard) reply(t *coordTxn, o protocol.Outcome, cause protocol.Cause, who string) {
 	if t.replied {
 		panic(fmt.Sprintf("engine: second reply for %v", t.id))
 	}
 	t.replied = true
 	s.stats.InFlight--
 	switch o {
-	case OutcomeCommitted:
+	case protocol.OutcomeCommitted:
 		s.stats.Committed++
-	case OutcomeAborted:
+	case protocol.OutcomeAborted:
 		s.stats.Aborted++
-	case OutcomeUnknown:
+	case protocol.OutcomeUnknown:
 		s.stats.Unknown++
 	}
 	s.rd.Replies = append(s.rd.Replies, Reply{Txn: t.id, Tag: t.tag, Outcome: o, Cause: cause, Participant: who})
@@ -940,19 +942,19 @@ func (s *Shard) reply(t *coordTxn, o Outcome, cause AbortCause, who string) {
 
 func (s *Shard) sendCommits(t *coordTxn) {
 	for i := range t.n {
-		if b := &t.branches[i]; b.vote == VoteYes && !b.acked {
-			s.sendDecision(t.id, b.name, DecisionCommit)
+		if b := &t.branches[i]; b.vote == protocol.VoteYes && !b.acked {
+			s.sendDecision(t.id, b.name, protocol.DecisionCommit)
 		}
 	}
 }
 
-func (s *Shard) sendDecision(id TxnID, to string, d Decision) {
+func (s *Shard) sendDecision(id protocol.TxnID, to string, d protocol.Decision) {
 	s.rd.Messages = append(s.rd.Messages, Message{Type: MsgDecision, Txn: id, To: to, Decision: d})
 }
 
-func (s *Shard) presumeAbort(id TxnID, to string) {
+func (s *Shard) presumeAbort(id protocol.TxnID, to string) {
 	s.stats.PresumedAborts++
-	s.sendDecision(id, to, DecisionAbort)
+	s.sendDecision(id, to, protocol.DecisionAbort)
 }
 
 func (s *Shard) appendRecord(r Record) uint64 {
@@ -1014,7 +1016,7 @@ func (s *Shard) Stats() ShardStats {
 	return st
 }
 
-func (s *Shard) alloc(id TxnID) *coordTxn {
+func (s *Shard) alloc(id protocol.TxnID) *coordTxn {
 	var t *coordTxn
 	if n := len(s.free); n > 0 {
 		t = s.free[n-1]
@@ -1049,7 +1051,7 @@ func (s *Shard) recycle() {
 
 // ShardFor routes a transaction to one of n shards (FNV-1a of its id), so
 // that every message about a transaction reaches the same shard.
-func ShardFor(id TxnID, n int) int {
+func ShardFor(id protocol.TxnID, n int) int {
 	if n <= 0 {
 		panic(fmt.Sprintf("engine: ShardFor with %d shards", n))
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 )
 
 // The simulation runs one coordinator (2–4 shards, one log each, crashing
@@ -169,7 +170,7 @@ func drawParams(r *rand.Rand) simParams {
 type simRec struct {
 	data    []byte // the encoded record, as a log would hold it
 	typ     engine.RecordType
-	txn     engine.TxnID
+	txn     protocol.TxnID
 	durable bool
 }
 
@@ -204,10 +205,10 @@ type simBranch struct {
 // simTxn is one transaction: one begin of an id. A reused id has one per
 // begin, and the maps that follow transactions are keyed by *simTxn.
 type simTxn struct {
-	id       engine.TxnID
+	id       protocol.TxnID
 	branches []simBranch
 	begun    int64
-	outcome  engine.Outcome // what the client was told; 0 = nothing yet
+	outcome  protocol.Outcome // what the client was told; 0 = nothing yet
 	shard    int
 	reuse    bool // the id was used before: the coordinator may reject it
 }
@@ -238,14 +239,14 @@ type sim struct {
 	// ran) under it; partInc, per participant, to the one whose prepare
 	// that participant took as new (a reuse it refused, or answered from
 	// memory, is not one it works on).
-	txns     map[engine.TxnID]*simTxn
-	partInc  []map[engine.TxnID]*simTxn
+	txns     map[protocol.TxnID]*simTxn
+	partInc  []map[protocol.TxnID]*simTxn
 	order    []*simTxn // in begin order
-	awaiting map[engine.TxnID]*simTxn
+	awaiting map[protocol.TxnID]*simTxn
 	nextID   uint64
 	// retry: ids whose clients lost the coordinator (told unknown) —
 	// the ids a careless client reuses first, right after the restart.
-	retry []engine.TxnID
+	retry []protocol.TxnID
 
 	// What each participant has done, across its restarts. With a
 	// durable resource, a prepare or commit is durable once it has taken
@@ -326,7 +327,7 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 	r := rand.New(rand.NewPCG(uint64(seed), 0x636f6d6d697464))
 	s := &sim{
 		seed: seed, r: r, p: drawParams(r), o: o, tracing: tracing,
-		txns: map[engine.TxnID]*simTxn{}, awaiting: map[engine.TxnID]*simTxn{},
+		txns: map[protocol.TxnID]*simTxn{}, awaiting: map[protocol.TxnID]*simTxn{},
 		abortedAt: map[*simTxn]int{}, committedAt: map[*simTxn]int{},
 		coordCommit: map[*simTxn]bool{},
 	}
@@ -352,7 +353,7 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 		s.durPrepared = append(s.durPrepared, map[*simTxn]bool{})
 		s.durCommitted = append(s.durCommitted, map[*simTxn]bool{})
 		s.appliedNow = append(s.appliedNow, map[*simTxn]bool{})
-		s.partInc = append(s.partInc, map[engine.TxnID]*simTxn{})
+		s.partInc = append(s.partInc, map[protocol.TxnID]*simTxn{})
 		s.expected = append(s.expected, int64(s.p.accounts)*initialBalance)
 	}
 	return s
@@ -507,7 +508,7 @@ func (s *sim) wallMs() int64 { return simEpochMs + s.now*int64(s.p.tickMs) }
 // (the client reuses it, with new branches).
 func (s *sim) begin() {
 	s.nextID++
-	var id engine.TxnID
+	var id protocol.TxnID
 	ms := s.wallMs() + int64(s.r.IntN(s.p.clientAheadMs+1))
 	binary.BigEndian.PutUint64(id[:8], uint64(ms)<<16|0x7000)
 	binary.BigEndian.PutUint64(id[8:], s.nextID|1<<63)
@@ -518,7 +519,7 @@ func (s *sim) begin() {
 		prev = s.txns[id]
 	} else if len(s.order) > 0 && s.r.Float64() < s.p.reuseP {
 		for i, n := s.r.IntN(len(s.order)), 0; n < len(s.order); i, n = (i+1)%len(s.order), n+1 {
-			if o := s.order[i]; o.outcome != 0 && o.outcome != engine.OutcomeRejected {
+			if o := s.order[i]; o.outcome != 0 && o.outcome != protocol.OutcomeRejected {
 				prev = s.txns[o.id]
 				id = o.id
 				break
@@ -576,7 +577,7 @@ func (s *sim) begin() {
 	}
 	sh.shard.Step(m)
 	s.pump(sh)
-	if t.outcome == engine.OutcomeRejected {
+	if t.outcome == protocol.OutcomeRejected {
 		// Nothing started: the id still names the transaction before.
 		s.txns[id] = prev
 		if inFlight {
@@ -588,7 +589,7 @@ func (s *sim) begin() {
 	}
 }
 
-func short(id engine.TxnID) string { return fmt.Sprintf("t%d", uint64(id[14])<<8|uint64(id[15])) }
+func short(id protocol.TxnID) string { return fmt.Sprintf("t%d", uint64(id[14])<<8|uint64(id[15])) }
 
 // send puts a message on the network: dropped, duplicated, delayed.
 func (s *sim) send(from *simNode, m engine.Message) {
@@ -751,7 +752,7 @@ func (s *sim) pump(n *simNode) {
 }
 
 // logged reports whether n's log holds a record of type typ for txn.
-func (n *simNode) logged(typ engine.RecordType, txn engine.TxnID) bool {
+func (n *simNode) logged(typ engine.RecordType, txn protocol.TxnID) bool {
 	for i := len(n.log) - 1; i >= 0; i-- {
 		if n.log[i].typ == typ && n.log[i].txn == txn {
 			return true
@@ -799,7 +800,7 @@ func (s *sim) nowDurable(n *simNode, r simRec) {
 }
 
 // committed: the commit of txn is now permanent at n.
-func (s *sim) committed(n *simNode, t *simTxn, txn engine.TxnID) {
+func (s *sim) committed(n *simNode, t *simTxn, txn protocol.TxnID) {
 	if t == nil {
 		s.fail("%s committed unknown txn %s", n.name, short(txn))
 		return
@@ -810,7 +811,7 @@ func (s *sim) committed(n *simNode, t *simTxn, txn engine.TxnID) {
 	if p, ok := s.abortedAt[t]; ok {
 		s.fail("atomicity: %s committed at %s but aborted at %s", short(txn), n.name, s.parts[p].name)
 	}
-	if t.outcome == engine.OutcomeAborted {
+	if t.outcome == protocol.OutcomeAborted {
 		s.fail("honesty: %s committed at %s but the client was told aborted", short(txn), n.name)
 	}
 	s.committedAt[t] = n.pi
@@ -824,7 +825,7 @@ func (s *sim) applied(n *simNode, a engine.Applied) {
 		return
 	}
 	switch a.Decision {
-	case engine.DecisionCommit:
+	case protocol.DecisionCommit:
 		if n.res != nil {
 			// Reported once the resource has committed (its balance
 			// changed then); at most once, across restarts.
@@ -859,7 +860,7 @@ func (s *sim) applied(n *simNode, a engine.Applied) {
 		amt, _ := t.amount(n.pi)
 		s.appliedNow[n.pi][t] = true
 		s.expected[n.pi] += amt
-	case engine.DecisionAbort:
+	case protocol.DecisionAbort:
 		if p, ok := s.committedAt[t]; ok {
 			s.fail("atomicity: %s aborted at %s but committed at %s", short(a.Txn), n.name, s.parts[p].name)
 		}
@@ -883,7 +884,7 @@ func (s *sim) checkOutput(n *simNode, m engine.Message) {
 		prepared, committed = "its resource has prepared it", "its resource has committed it"
 	}
 	switch {
-	case m.Type == engine.MsgVote && m.Vote == engine.VoteYes:
+	case m.Type == engine.MsgVote && m.Vote == protocol.VoteYes:
 		if t == nil {
 			s.fail("%s voted for unknown %s", n.name, short(m.Txn))
 		} else if len(t.branches) == 1 && !s.durCommitted[n.pi][t] {
@@ -895,7 +896,7 @@ func (s *sim) checkOutput(n *simNode, m engine.Message) {
 		if !s.durCommitted[n.pi][t] {
 			s.fail("%s: ack for %s before %s", n.name, short(m.Txn), committed)
 		}
-	case m.Type == engine.MsgDecision && m.Decision == engine.DecisionCommit:
+	case m.Type == engine.MsgDecision && m.Decision == protocol.DecisionCommit:
 		if !s.coordCommit[t] {
 			s.fail("%s: commit decision for %s before the commit record is durable", n.name, short(m.Txn))
 		}
@@ -912,7 +913,7 @@ func (s *sim) reply(r engine.Reply) {
 	delete(s.awaiting, r.Txn)
 	t.outcome = r.Outcome
 	switch r.Outcome {
-	case engine.OutcomeCommitted:
+	case protocol.OutcomeCommitted:
 		s.stats.committed++
 		if p, ok := s.abortedAt[t]; ok {
 			s.fail("honesty: client told %s committed, but %s aborted it", short(r.Txn), s.parts[p].name)
@@ -929,19 +930,19 @@ func (s *sim) reply(r engine.Reply) {
 				s.fail("client told %s committed before the commit record is durable", short(r.Txn))
 			}
 		}
-	case engine.OutcomeAborted:
+	case protocol.OutcomeAborted:
 		s.stats.aborted++
 		if p, ok := s.committedAt[t]; ok {
 			s.fail("honesty: client told %s aborted, but it is committed at %s", short(r.Txn), s.parts[p].name)
 		}
-	case engine.OutcomeUnknown:
+	case protocol.OutcomeUnknown:
 		s.stats.unknown++
-	case engine.OutcomeRejected:
+	case protocol.OutcomeRejected:
 		// Only a reused id may be refused: as in use, or as stale.
 		switch {
 		case !t.reuse:
 			s.fail("a new id %s was rejected: %v %s", short(r.Txn), r.Cause, r.Detail)
-		case r.Cause == engine.CauseStaleID:
+		case r.Cause == protocol.CauseStaleID:
 			s.stats.cov["reused id refused: stale"]++
 		case r.Detail == "transaction id in use":
 			s.stats.cov["reused id refused: in use"]++
@@ -990,7 +991,7 @@ func (s *sim) crashCoordinator(why string) {
 	// Clients waiting on the coordinator lose it: their library reports
 	// an ambiguous result.
 	for id, t := range s.awaiting {
-		t.outcome = engine.OutcomeUnknown
+		t.outcome = protocol.OutcomeUnknown
 		s.stats.unknown++
 		delete(s.awaiting, id)
 		s.retry = append(s.retry, id)
@@ -1163,9 +1164,9 @@ func (s *sim) finalChecks() {
 		switch {
 		case committed != 0 && committed != writers:
 			s.fail("atomicity: %s committed at %d of its %d writing participants", short(t.id), committed, writers)
-		case t.outcome == engine.OutcomeCommitted && committed != writers:
+		case t.outcome == protocol.OutcomeCommitted && committed != writers:
 			s.fail("durability: client told %s committed, committed at %d of %d", short(t.id), committed, writers)
-		case t.outcome == engine.OutcomeAborted && committed != 0:
+		case t.outcome == protocol.OutcomeAborted && committed != 0:
 			s.fail("honesty: client told %s aborted, committed at %d", short(t.id), committed)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 )
 
 // simRes is the simulation's durable resource, a stand-in for
@@ -38,8 +39,8 @@ type simRes struct {
 	// bank holds the committed balances and, as holds, the row locks of
 	// the prepared transactions.
 	bank      *bank.Bank
-	prepared  map[engine.TxnID]bool // pg_prepared_xacts
-	committed map[engine.TxnID]bool // commit markers
+	prepared  map[protocol.TxnID]bool // pg_prepared_xacts
+	committed map[protocol.TxnID]bool // commit markers
 	nextScan  int64
 }
 
@@ -53,9 +54,9 @@ type resOp struct {
 	// may reach; 0 for work left behind by a crash (it still runs).
 	inc  int
 	typ  engine.MsgType // MsgResPrepared: a prepare; MsgResFinished: a commit or abort; MsgResInDoubt: a scan result
-	txn  engine.TxnID
+	txn  protocol.TxnID
 	work []byte
-	dec  engine.Decision
+	dec  protocol.Decision
 	// runAt is when the work takes effect in the resource; -1 once it has
 	// (or for a scan result): then answer goes to the machine at answerAt.
 	runAt    int64
@@ -70,22 +71,22 @@ func newSimRes(s *sim, n *simNode) *simRes {
 	return &simRes{
 		s: s, n: n,
 		bank:      bank.New(s.p.accounts, initialBalance),
-		prepared:  map[engine.TxnID]bool{},
-		committed: map[engine.TxnID]bool{},
+		prepared:  map[protocol.TxnID]bool{},
+		committed: map[protocol.TxnID]bool{},
 	}
 }
 
 // Prepare answers read-only and malformed work at once, as
 // participant/postgres does; otherwise it runs the prepare at once
 // (sometimes) or starts it and answers VotePending.
-func (r *simRes) Prepare(txn engine.TxnID, work []byte) engine.Vote {
+func (r *simRes) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 	s := r.s
 	_, amount, ok := bank.DecodeWork(work)
 	switch {
 	case !ok:
-		return engine.VoteNo
+		return protocol.VoteNo
 	case amount == 0:
-		return engine.VoteReadOnly
+		return protocol.VoteReadOnly
 	case s.r.Float64() < s.p.resSyncP:
 		s.stats.cov["res.prepare answered at once"]++
 		return r.runPrepare(txn, work)
@@ -95,16 +96,16 @@ func (r *simRes) Prepare(txn engine.TxnID, work []byte) engine.Vote {
 	op.lostConn = s.faults && s.r.Float64() < s.p.resErrP
 	s.resOps = append(s.resOps, op)
 	s.stats.cov["res.prepare pending"]++
-	return engine.VotePending
+	return protocol.VotePending
 }
 
 // Commit starts COMMIT PREPARED.
-func (r *simRes) Commit(txn engine.TxnID) { r.start(txn, engine.DecisionCommit) }
+func (r *simRes) Commit(txn protocol.TxnID) { r.start(txn, protocol.DecisionCommit) }
 
 // Abort starts ROLLBACK PREPARED.
-func (r *simRes) Abort(txn engine.TxnID) { r.start(txn, engine.DecisionAbort) }
+func (r *simRes) Abort(txn protocol.TxnID) { r.start(txn, protocol.DecisionAbort) }
 
-func (r *simRes) start(txn engine.TxnID, d engine.Decision) {
+func (r *simRes) start(txn protocol.TxnID, d protocol.Decision) {
 	s := r.s
 	s.tracef("%s: resource %v %s started", r.n.name, d, short(txn))
 	op := &resOp{n: r.n, inc: r.n.inc, typ: engine.MsgResFinished, txn: txn, dec: d,
@@ -115,7 +116,7 @@ func (r *simRes) start(txn engine.TxnID, d engine.Decision) {
 
 // Restore is called for each transaction a scan reports that the machine
 // did not know: the resource holds it already.
-func (r *simRes) Restore(engine.TxnID, []byte) {}
+func (r *simRes) Restore(protocol.TxnID, []byte) {}
 
 // Snapshot is never called: a durable resource is not checkpointed.
 func (r *simRes) Snapshot([]byte) []byte {
@@ -130,12 +131,12 @@ func (r *simRes) Load([]byte) error {
 // runPrepare makes the prepare take effect: BEGIN; UPDATE; INSERT marker;
 // PREPARE TRANSACTION. A global id already prepared or with a marker is
 // refused, as PostgreSQL refuses it.
-func (r *simRes) runPrepare(txn engine.TxnID, work []byte) engine.Vote {
+func (r *simRes) runPrepare(txn protocol.TxnID, work []byte) protocol.Vote {
 	if r.prepared[txn] || r.committed[txn] {
-		return engine.VoteNo
+		return protocol.VoteNo
 	}
 	v := r.bank.Prepare(txn, work)
-	if v == engine.VoteYes {
+	if v == protocol.VoteYes {
 		r.prepared[txn] = true
 		r.s.durPrepared[r.n.pi][r.s.partInc[r.n.pi][txn]] = true
 		r.s.tracef("%s: resource prepared %s", r.n.name, short(txn))
@@ -145,7 +146,7 @@ func (r *simRes) runPrepare(txn engine.TxnID, work []byte) engine.Vote {
 
 // runFinish makes a commit or abort take effect and says whether it
 // succeeded.
-func (r *simRes) runFinish(txn engine.TxnID, d engine.Decision) bool {
+func (r *simRes) runFinish(txn protocol.TxnID, d protocol.Decision) bool {
 	s, n := r.s, r.n
 	t := s.partInc[n.pi][txn]
 	if t == nil {
@@ -153,7 +154,7 @@ func (r *simRes) runFinish(txn engine.TxnID, d engine.Decision) bool {
 		return false
 	}
 	switch {
-	case d == engine.DecisionCommit && r.prepared[txn]:
+	case d == protocol.DecisionCommit && r.prepared[txn]:
 		if len(t.branches) > 1 && !s.coordCommit[t] {
 			s.fail("%s: resource committed %s before the coordinator's commit record was durable", n.name, short(txn))
 		}
@@ -166,10 +167,10 @@ func (r *simRes) runFinish(txn engine.TxnID, d engine.Decision) bool {
 		s.expected[n.pi] += amt
 		s.committed(n, t, txn)
 		return true
-	case d == engine.DecisionCommit && r.committed[txn]:
+	case d == protocol.DecisionCommit && r.committed[txn]:
 		s.stats.cov["res.commit found committed (marker)"]++
 		return true
-	case d == engine.DecisionCommit:
+	case d == protocol.DecisionCommit:
 		s.fail("atomicity: %s asked its resource to commit %s, which it does not hold prepared and never committed", n.name, short(txn))
 		return false
 	case r.prepared[txn]:
@@ -202,7 +203,7 @@ func (r *simRes) run(op *resOp) {
 	case op.typ == engine.MsgResPrepared && op.lostConn:
 		// The connection broke: the resource answers no, and the
 		// prepare may yet run in the database (an orphan).
-		op.answer.Vote = engine.VoteNo
+		op.answer.Vote = protocol.VoteNo
 		op.lostConn = false
 		if s.r.IntN(2) == 0 {
 			s.stats.cov["res.prepare lost its connection, runs later"]++
@@ -223,8 +224,8 @@ func (r *simRes) run(op *resOp) {
 }
 
 // scan lists the prepared transactions, in a deterministic order.
-func (r *simRes) scan() []engine.TxnID {
-	ids := make([]engine.TxnID, 0, len(r.prepared))
+func (r *simRes) scan() []protocol.TxnID {
+	ids := make([]protocol.TxnID, 0, len(r.prepared))
 	for id := range r.prepared {
 		ids = append(ids, id)
 	}

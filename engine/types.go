@@ -3,78 +3,14 @@ package engine
 import (
 	"fmt"
 
-	"github.com/google/uuid"
+	"github.com/commitd/commitd/protocol"
 )
-
-// TxnID names one distributed transaction. Clients use a time-ordered
-// UUID (version 7): the records of transactions begun close together sit
-// close together in the logs, and the id's time tells a coordinator
-// whether it can still check the id for reuse (ShardConfig.MaxIDAheadMs).
-type TxnID = uuid.UUID
-
-// MaxBranches is the most participants one transaction may name.
-const MaxBranches = 10
-
-// MaxNameLen bounds a participant name, so a name read from the wire or a
-// log is bounded before anything is allocated for it.
-const MaxNameLen = 64
-
-// MaxWorkLen bounds one branch's work.
-const MaxWorkLen = 4096
 
 // Branch is one participant's share of a transaction: who, and what to do.
 // The work is opaque to the coordinator; the participant's Resource reads it.
 type Branch struct {
 	Participant string
 	Work        []byte
-}
-
-// Vote is a participant's answer to Prepare.
-type Vote uint8
-
-// Votes start at 1 so that a zero value is never mistaken for a real vote.
-const (
-	VoteYes      Vote = iota + 1 // prepared durably; will obey the decision
-	VoteNo                       // cannot do the work; the transaction must abort
-	VoteReadOnly                 // nothing to change; leave me out of phase two
-	// VotePending is not a vote: Resource.Prepare returns it when it has
-	// started work that finishes on the resource's own goroutines (a round
-	// trip to a database server). The participant waits for the answer,
-	// fed back as a MsgResPrepared. It never leaves the participant.
-	VotePending
-)
-
-func (v Vote) String() string {
-	switch v {
-	case VoteYes:
-		return "yes"
-	case VoteNo:
-		return "no"
-	case VoteReadOnly:
-		return "read-only"
-	case VotePending:
-		return "pending"
-	}
-	return fmt.Sprintf("Vote(%d)", uint8(v))
-}
-
-// Decision is the outcome the coordinator chose for a transaction.
-type Decision uint8
-
-// Decisions start at 1; the zero value means "none yet".
-const (
-	DecisionCommit Decision = iota + 1
-	DecisionAbort
-)
-
-func (d Decision) String() string {
-	switch d {
-	case DecisionCommit:
-		return "commit"
-	case DecisionAbort:
-		return "abort"
-	}
-	return fmt.Sprintf("Decision(%d)", uint8(d))
 }
 
 // MsgType says what a Message is.
@@ -161,13 +97,13 @@ func (t MsgType) String() string {
 // Ready stay valid until the next call into the machine.
 type Message struct {
 	Type MsgType
-	Txn  TxnID
+	Txn  protocol.TxnID
 	// From is the sending participant (votes, acks, inquiries).
 	From string
 	// To is the receiving participant (prepares, decisions).
 	To       string
-	Vote     Vote
-	Decision Decision
+	Vote     protocol.Vote
+	Decision protocol.Decision
 	// OnePhase marks a prepare that the participant must commit on its own
 	// if it can: the transaction has a single branch.
 	OnePhase bool
@@ -185,86 +121,14 @@ type Message struct {
 	UnixMs int64
 }
 
-// Outcome is what a client is told about its transaction.
-type Outcome uint8
-
-// Outcomes start at 1.
-const (
-	// OutcomeCommitted: the commit decision is durable; it will reach every
-	// participant.
-	OutcomeCommitted Outcome = iota + 1
-	// OutcomeAborted: nothing was or will be committed anywhere.
-	OutcomeAborted
-	// OutcomeUnknown: the coordinator cannot say (a one-phase commit whose
-	// participant did not answer, or a caller that lost the coordinator).
-	// Never a guess.
-	OutcomeUnknown
-	// OutcomeRejected: the request was refused and nothing was started:
-	// it was invalid (too many branches, a duplicate participant, an id
-	// in use...: CauseInvalid), or the coordinator was full
-	// (CauseOverloaded, worth retrying later).
-	OutcomeRejected
-)
-
-func (o Outcome) String() string {
-	switch o {
-	case OutcomeCommitted:
-		return "committed"
-	case OutcomeAborted:
-		return "aborted"
-	case OutcomeUnknown:
-		return "unknown"
-	case OutcomeRejected:
-		return "rejected"
-	}
-	return fmt.Sprintf("Outcome(%d)", uint8(o))
-}
-
-// AbortCause says why a transaction was aborted or rejected.
-type AbortCause uint8
-
-// Causes start at 1; zero means none.
-const (
-	CauseVotedNo     AbortCause = iota + 1 // Participant voted no
-	CauseTimeout                           // Participant did not vote within the prepare timeout
-	CauseInvalid                           // the request was rejected; Detail says why
-	CauseUnreachable                       // Participant was not connected: its prepare was never sent
-	// CauseOverloaded: the begin was rejected because the coordinator
-	// holds its maximum of transactions (in flight and remembered).
-	// Nothing was started, so retrying later, with the same id, is safe.
-	CauseOverloaded
-	// CauseStaleID: the begin was rejected because its transaction id's
-	// time (UUIDv7) is older than the coordinator can check for reuse, or
-	// too far ahead of its clock; Detail says which. Retry with a new id.
-	CauseStaleID
-)
-
-func (c AbortCause) String() string {
-	switch c {
-	case CauseVotedNo:
-		return "voted-no"
-	case CauseTimeout:
-		return "timeout"
-	case CauseInvalid:
-		return "invalid"
-	case CauseUnreachable:
-		return "unreachable"
-	case CauseOverloaded:
-		return "overloaded"
-	case CauseStaleID:
-		return "stale-id"
-	}
-	return fmt.Sprintf("AbortCause(%d)", uint8(c))
-}
-
 // Reply answers a client's MsgBegin.
 type Reply struct {
-	Txn     TxnID
+	Txn     protocol.TxnID
 	Tag     uint64
-	Outcome Outcome
+	Outcome protocol.Outcome
 	// Cause and Participant say why an aborted transaction aborted;
 	// Detail is a human-readable reason for a rejected one.
-	Cause       AbortCause
+	Cause       protocol.Cause
 	Participant string
 	Detail      string
 }
@@ -322,7 +186,7 @@ func (t RecordType) String() string {
 // positions is the caller's business.
 type Record struct {
 	Type         RecordType
-	Txn          TxnID
+	Txn          protocol.TxnID
 	Participants []string // RecCommit
 	Work         []byte   // RecPrepared, RecCommitted (one-phase)
 	Data         []byte   // RecCheckpoint
@@ -330,8 +194,8 @@ type Record struct {
 
 // Applied reports one decision a participant has applied to its resource.
 type Applied struct {
-	Txn      TxnID
-	Decision Decision
+	Txn      protocol.TxnID
+	Decision protocol.Decision
 }
 
 // Ready is everything a machine asks its caller to do, as plain data. The
@@ -381,17 +245,17 @@ type Resource interface {
 	// VoteNo and VoteReadOnly hold nothing. VotePending means the answer
 	// comes later as a MsgResPrepared; until then the transaction may
 	// hold things, and after a YES it holds them until Commit or Abort.
-	Prepare(txn TxnID, work []byte) Vote
+	Prepare(txn protocol.TxnID, work []byte) protocol.Vote
 	// Commit makes a YES-prepared transaction's work permanent and
 	// releases its holds. For a durable resource it only starts that: a
 	// MsgResFinished (or MsgResFailed) reports the end.
-	Commit(txn TxnID)
+	Commit(txn protocol.TxnID)
 	// Abort releases a YES-prepared transaction's holds. For a durable
 	// resource it only starts that, as Commit.
-	Abort(txn TxnID)
+	Abort(txn protocol.TxnID)
 	// Restore re-establishes a YES-prepared hold during recovery, from the
 	// work logged at prepare time. It must not fail: the hold existed.
-	Restore(txn TxnID, work []byte)
+	Restore(txn protocol.TxnID, work []byte)
 	// Snapshot appends the committed state (not the holds) to dst.
 	Snapshot(dst []byte) []byte
 	// Load replaces all state, holds included, with a snapshot.

@@ -14,6 +14,7 @@ import (
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 )
 
 // Accounts is the participant's summary for `commitd admin accounts`.
@@ -45,8 +46,8 @@ func (s *Server) AccountsSummary() Accounts {
 
 // Outcome is one line of `commitd admin outcomes`.
 type Outcome struct {
-	Txn     engine.TxnID `json:"txn"`
-	Outcome string       `json:"outcome"` // committed, aborted or prepared
+	Txn     protocol.TxnID `json:"txn"`
+	Outcome string         `json:"outcome"` // committed, aborted or prepared
 }
 
 // EachOutcome calls fn for every transaction this participant holds
@@ -72,9 +73,9 @@ func (s *Server) EachOutcome(fn func(Outcome) error) error {
 			return err
 		}
 	}
-	return s.ledger.each(func(id engine.TxnID, d engine.Decision) error {
+	return s.ledger.each(func(id protocol.TxnID, d protocol.Decision) error {
 		o := "committed"
-		if d == engine.DecisionAbort {
+		if d == protocol.DecisionAbort {
 			o = "aborted"
 		}
 		return fn(Outcome{Txn: id, Outcome: o})
@@ -87,7 +88,7 @@ func (s *Server) EachOutcome(fn func(Outcome) error) error {
 // reading the ledger (a failed disk, a stopped server) is logged and ends
 // the list where it happened.
 func (s *Server) Outcomes() []Outcome {
-	last := make(map[engine.TxnID]string)
+	last := make(map[protocol.TxnID]string)
 	err := s.EachOutcome(func(o Outcome) error {
 		last[o.Txn] = o.Outcome
 		return nil

@@ -10,8 +10,8 @@ import (
 	"net"
 	"time"
 
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/net/link"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 )
 
@@ -127,8 +127,8 @@ func (c *Config) fill() {
 
 func (c *Config) validate() error {
 	switch {
-	case c.Name == "" || len(c.Name) > engine.MaxNameLen:
-		return fmt.Errorf("participant: name %q must be 1 to %d bytes", c.Name, engine.MaxNameLen)
+	case c.Name == "" || len(c.Name) > protocol.MaxNameLen:
+		return fmt.Errorf("participant: name %q must be 1 to %d bytes", c.Name, protocol.MaxNameLen)
 	case c.DataDir == "":
 		return errors.New("participant: a data directory is required")
 	case c.Coordinator == "":

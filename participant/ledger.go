@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 )
 
@@ -110,14 +111,14 @@ type ledger struct {
 	// wanted are the decisions recovery found (ensure), in the order found,
 	// until settle checks them against the disk. Used only by Start's
 	// goroutine, before the pump runs.
-	wanted map[engine.TxnID]wantedEntry
-	order  []engine.TxnID
+	wanted map[protocol.TxnID]wantedEntry
+	order  []protocol.TxnID
 }
 
 // wantedEntry is a decision recovery found, and whether the ledger's last
 // entry for the transaction already says it.
 type wantedEntry struct {
-	d    engine.Decision
+	d    protocol.Decision
 	have bool
 }
 
@@ -178,14 +179,14 @@ func openLedger(dir string, opts wal.Options, protocol protocolLog, retention ti
 
 // decodeEntry checks and decodes the ledger entry at lsn. A mark comes
 // back with decision markDecision and its content in m.
-func decodeEntry(lsn wal.LSN, data []byte) (id engine.TxnID, d engine.Decision, m ledgerMark, err error) {
+func decodeEntry(lsn wal.LSN, data []byte) (id protocol.TxnID, d protocol.Decision, m ledgerMark, err error) {
 	if len(data) != ledgerEntryLen {
 		return id, 0, m, fmt.Errorf("ledger entry at LSN %d is %d bytes, want %d: %w", lsn, len(data), ledgerEntryLen, wal.ErrCorrupt)
 	}
 	copy(id[:], data[:16])
-	d = engine.Decision(data[16])
+	d = protocol.Decision(data[16])
 	switch d {
-	case engine.DecisionCommit, engine.DecisionAbort:
+	case protocol.DecisionCommit, protocol.DecisionAbort:
 	case markDecision:
 		m = ledgerMark{lsn: lsn, at: time.Unix(0, int64(binary.LittleEndian.Uint64(data[:8]))),
 			protocol: wal.LSN(binary.LittleEndian.Uint64(data[8:16]))}
@@ -197,7 +198,7 @@ func decodeEntry(lsn wal.LSN, data []byte) (id engine.TxnID, d engine.Decision, 
 
 // replay calls fn for every entry still in the ledger, marks included,
 // oldest first. The caller holds reading, so nothing retires meanwhile.
-func (l *ledger) replay(fn func(lsn wal.LSN, id engine.TxnID, d engine.Decision, m ledgerMark) error) error {
+func (l *ledger) replay(fn func(lsn wal.LSN, id protocol.TxnID, d protocol.Decision, m ledgerMark) error) error {
 	// From the first entry still there: replaying from 1 fails with
 	// wal.ErrRetired once a segment was retired.
 	return l.log.Replay(l.log.Stats().FirstLSN, func(lsn wal.LSN, data []byte) error {
@@ -236,7 +237,7 @@ func (l *ledger) record(a engine.Applied) {
 // Only Start's goroutine calls it, before settle.
 func (l *ledger) ensure(a engine.Applied) {
 	if l.wanted == nil {
-		l.wanted = make(map[engine.TxnID]wantedEntry)
+		l.wanted = make(map[protocol.TxnID]wantedEntry)
 	}
 	if _, ok := l.wanted[a.Txn]; !ok {
 		l.order = append(l.order, a.Txn)
@@ -252,7 +253,7 @@ func (l *ledger) ensure(a engine.Applied) {
 // while the server starts.
 func (l *ledger) settle() error {
 	l.reading.RLock()
-	err := l.replay(func(_ wal.LSN, id engine.TxnID, d engine.Decision, m ledgerMark) error {
+	err := l.replay(func(_ wal.LSN, id protocol.TxnID, d protocol.Decision, m ledgerMark) error {
 		if d == markDecision {
 			l.marks = append(l.marks, m)
 			return nil
@@ -351,13 +352,13 @@ func (l *ledger) sync() error {
 // from disk after making every entry recorded so far durable. A transaction
 // may come more than once; its last entry is its decision. An error from fn
 // stops the reading and is returned. fn must not call into the ledger.
-func (l *ledger) each(fn func(engine.TxnID, engine.Decision) error) error {
+func (l *ledger) each(fn func(protocol.TxnID, protocol.Decision) error) error {
 	if err := l.sync(); err != nil {
 		return err
 	}
 	l.reading.RLock()
 	defer l.reading.RUnlock()
-	err := l.replay(func(_ wal.LSN, id engine.TxnID, d engine.Decision, _ ledgerMark) error {
+	err := l.replay(func(_ wal.LSN, id protocol.TxnID, d protocol.Decision, _ ledgerMark) error {
 		if d == markDecision {
 			return nil
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 	"github.com/commitd/commitd/wal/waltest"
 	"github.com/google/uuid"
@@ -21,11 +22,11 @@ func openTestLedger(t *testing.T, fs *waltest.MemFS) *ledger {
 	return l
 }
 
-func decisionOf(i int) engine.Decision {
+func decisionOf(i int) protocol.Decision {
 	if i%3 == 0 {
-		return engine.DecisionAbort
+		return protocol.DecisionAbort
 	}
-	return engine.DecisionCommit
+	return protocol.DecisionCommit
 }
 
 // pendingEntries is how many entries wait in memory.
@@ -36,14 +37,14 @@ func (l *ledger) pendingEntries() int {
 }
 
 type entry struct {
-	id engine.TxnID
-	d  engine.Decision
+	id protocol.TxnID
+	d  protocol.Decision
 }
 
 func listLedger(t *testing.T, l *ledger) []entry {
 	t.Helper()
 	var got []entry
-	if err := l.each(func(id engine.TxnID, d engine.Decision) error {
+	if err := l.each(func(id protocol.TxnID, d protocol.Decision) error {
 		got = append(got, entry{id, d})
 		return nil
 	}); err != nil {
@@ -91,23 +92,23 @@ func TestLedgerSettleRecordsOnlyWhatItLacks(t *testing.T) {
 	fs := waltest.NewMemFS()
 	l := openTestLedger(t, fs)
 	a, b, c := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
-	l.record(engine.Applied{Txn: a, Decision: engine.DecisionCommit})
-	l.record(engine.Applied{Txn: b, Decision: engine.DecisionAbort})
+	l.record(engine.Applied{Txn: a, Decision: protocol.DecisionCommit})
+	l.record(engine.Applied{Txn: b, Decision: protocol.DecisionAbort})
 	if err := l.close(); err != nil {
 		t.Fatal(err)
 	}
 
 	l = openTestLedger(t, fs)
 	defer l.close()
-	l.ensure(engine.Applied{Txn: b, Decision: engine.DecisionAbort})
-	l.ensure(engine.Applied{Txn: c, Decision: engine.DecisionCommit})
-	l.ensure(engine.Applied{Txn: a, Decision: engine.DecisionCommit})
-	l.ensure(engine.Applied{Txn: c, Decision: engine.DecisionCommit}) // found twice
+	l.ensure(engine.Applied{Txn: b, Decision: protocol.DecisionAbort})
+	l.ensure(engine.Applied{Txn: c, Decision: protocol.DecisionCommit})
+	l.ensure(engine.Applied{Txn: a, Decision: protocol.DecisionCommit})
+	l.ensure(engine.Applied{Txn: c, Decision: protocol.DecisionCommit}) // found twice
 	if err := l.settle(); err != nil {
 		t.Fatal(err)
 	}
 	got := listLedger(t, l)
-	want := []entry{{a, engine.DecisionCommit}, {b, engine.DecisionAbort}, {c, engine.DecisionCommit}}
+	want := []entry{{a, protocol.DecisionCommit}, {b, protocol.DecisionAbort}, {c, protocol.DecisionCommit}}
 	if len(got) != len(want) {
 		t.Fatalf("ledger %v, want %v", got, want)
 	}
@@ -151,13 +152,13 @@ func TestLedgerSyncReportsAFailedAppend(t *testing.T) {
 	l.maxPending = 4
 	fs.Inject(waltest.FailNth(waltest.OpWrite, 1, syscall.EIO, true))
 	for range 4 { // the fourth appends: the flusher's write fails
-		l.record(engine.Applied{Txn: uuid.Must(uuid.NewV7()), Decision: engine.DecisionCommit})
+		l.record(engine.Applied{Txn: uuid.Must(uuid.NewV7()), Decision: protocol.DecisionCommit})
 	}
 	if err := l.sync(); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("sync after a failed write: %v, want EIO", err)
 	}
 	for range 4 { // appends into the failed log: record keeps the error
-		l.record(engine.Applied{Txn: uuid.Must(uuid.NewV7()), Decision: engine.DecisionCommit})
+		l.record(engine.Applied{Txn: uuid.Must(uuid.NewV7()), Decision: protocol.DecisionCommit})
 	}
 	l.mu.Lock()
 	kept := l.mu.err
@@ -277,7 +278,7 @@ func TestLedgerRetention(t *testing.T) {
 	}
 	l = open()
 	defer l.close()
-	extra := entry{uuid.Must(uuid.NewV7()), engine.DecisionCommit}
+	extra := entry{uuid.Must(uuid.NewV7()), protocol.DecisionCommit}
 	l.ensure(engine.Applied{Txn: young[n-1].id, Decision: young[n-1].d})
 	l.ensure(engine.Applied{Txn: extra.id, Decision: extra.d})
 	if err := l.settle(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/obs"
 	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -32,7 +33,7 @@ type prepareStart struct {
 	at  atomic.Int64
 }
 
-func slotOf(txn engine.TxnID) (int, uint64) {
+func slotOf(txn protocol.TxnID) (int, uint64) {
 	tag := binary.LittleEndian.Uint64(txn[8:16]) // a v7 id's random half
 	return int(tag % prepareSlots), tag
 }
@@ -75,14 +76,14 @@ func newMetrics(s *Server, door *frontDoor) *metrics {
 }
 
 // prepareArrived notes when a prepare came in (the connection's reader).
-func (m *metrics) prepareArrived(txn engine.TxnID) {
+func (m *metrics) prepareArrived(txn protocol.TxnID) {
 	i, tag := slotOf(txn)
 	m.starts[i].at.Store(time.Now().UnixNano())
 	m.starts[i].tag.Store(tag)
 }
 
 // voteSent observes the prepare latency of txn (the pump goroutine).
-func (m *metrics) voteSent(txn engine.TxnID) {
+func (m *metrics) voteSent(txn protocol.TxnID) {
 	i, tag := slotOf(txn)
 	if m.starts[i].tag.Load() != tag {
 		return

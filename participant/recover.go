@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 )
 
@@ -45,9 +46,9 @@ func (s *Server) recover() error {
 		s.pump.Restored(idx, lsn)
 		switch rec.Type {
 		case engine.RecCommitted:
-			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionCommit})
+			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: protocol.DecisionCommit})
 		case engine.RecAborted:
-			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionAbort})
+			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: protocol.DecisionAbort})
 		}
 		return nil
 	})
@@ -78,9 +79,9 @@ func (s *Server) firstCheckpoint(first wal.LSN) (wal.LSN, error) {
 			at = lsn
 			return errFound
 		case engine.RecCommitted:
-			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionCommit})
+			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: protocol.DecisionCommit})
 		case engine.RecAborted:
-			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: engine.DecisionAbort})
+			s.ledger.ensure(engine.Applied{Txn: rec.Txn, Decision: protocol.DecisionAbort})
 		}
 		return nil
 	})
@@ -109,7 +110,7 @@ func (s *Server) recoverDurable() error {
 	if err != nil {
 		return fmt.Errorf("participant: %w", err)
 	}
-	ids := make([]engine.TxnID, 0, len(decided))
+	ids := make([]protocol.TxnID, 0, len(decided))
 	for _, a := range decided {
 		s.ledger.ensure(a)
 		ids = append(ids, a.Txn)

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
 // Inspectable is a Resource that admin queries can read: how many accounts
@@ -17,7 +18,7 @@ type Inspectable interface {
 
 // Durable is a resource that keeps its prepared and committed state
 // durably itself and talks to a server (participant/postgres): Prepare
-// may answer engine.VotePending, Commit and Abort only start the work,
+// may answer protocol.VotePending, Commit and Abort only start the work,
 // and the results come back through the function given to Attach. The
 // participant then runs its machine in durable-resource mode and forces
 // nothing into its own log (docs/protocol.md, "Durable resources"). Once
@@ -28,12 +29,12 @@ type Durable interface {
 	// MsgResFailed); called once, before anything else.
 	Attach(report func(engine.Message))
 	// InDoubt lists the transactions the resource holds prepared.
-	InDoubt(ctx context.Context) ([]engine.TxnID, error)
+	InDoubt(ctx context.Context) ([]protocol.TxnID, error)
 	// Decided lists decisions the resource remembers and Forget has not
 	// dropped, so that the ledger can catch up after a crash.
 	Decided(ctx context.Context) ([]engine.Applied, error)
 	// Forget drops decisions the ledger has made durable.
-	Forget(ctx context.Context, ids []engine.TxnID) error
+	Forget(ctx context.Context, ids []protocol.TxnID) error
 	// Summary is Accounts and Total with an error, safe on any goroutine.
 	Summary(ctx context.Context) (accounts int, total int64, err error)
 	// Close waits for the work in flight; nothing is reported after it.
@@ -47,38 +48,38 @@ type Durable interface {
 type guarded struct {
 	mu       sync.Mutex
 	res      Inspectable
-	prepared map[engine.TxnID]struct{}
+	prepared map[protocol.TxnID]struct{}
 }
 
 func newGuarded(res Inspectable) *guarded {
-	return &guarded{res: res, prepared: make(map[engine.TxnID]struct{})}
+	return &guarded{res: res, prepared: make(map[protocol.TxnID]struct{})}
 }
 
-func (g *guarded) Prepare(txn engine.TxnID, work []byte) engine.Vote {
+func (g *guarded) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	v := g.res.Prepare(txn, work)
-	if v == engine.VoteYes {
+	if v == protocol.VoteYes {
 		g.prepared[txn] = struct{}{}
 	}
 	return v
 }
 
-func (g *guarded) Commit(txn engine.TxnID) {
+func (g *guarded) Commit(txn protocol.TxnID) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.res.Commit(txn)
 	delete(g.prepared, txn)
 }
 
-func (g *guarded) Abort(txn engine.TxnID) {
+func (g *guarded) Abort(txn protocol.TxnID) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.res.Abort(txn)
 	delete(g.prepared, txn)
 }
 
-func (g *guarded) Restore(txn engine.TxnID, work []byte) {
+func (g *guarded) Restore(txn protocol.TxnID, work []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.res.Restore(txn, work)
@@ -99,10 +100,10 @@ func (g *guarded) Load(snapshot []byte) error {
 }
 
 // summary reads the resource for an admin query.
-func (g *guarded) summary() (accounts int, total int64, prepared []engine.TxnID) {
+func (g *guarded) summary() (accounts int, total int64, prepared []protocol.TxnID) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	prepared = make([]engine.TxnID, 0, len(g.prepared))
+	prepared = make([]protocol.TxnID, 0, len(g.prepared))
 	for id := range g.prepared {
 		prepared = append(prepared, id)
 	}

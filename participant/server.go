@@ -20,6 +20,7 @@ import (
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -50,7 +51,7 @@ type Server struct {
 	// Durable resource may drop once the ledger is synced: appended by
 	// the pump, taken by durableLoop.
 	forgetMu sync.Mutex
-	forget   []engine.TxnID
+	forget   []protocol.TxnID
 
 	life *node.Lifecycle // goroutines, Close, Done, Err
 }

@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/coordinator"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/participant/postgres"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 )
 
@@ -143,7 +143,7 @@ func parseSize(v string) (int64, error) {
 // largestRecord is the longest protocol record besides a checkpoint: a
 // prepared or committed record with the most work (engine/codec.go: type,
 // transaction id, u16 length, work).
-const largestRecord = 1 + 16 + 2 + engine.MaxWorkLen
+const largestRecord = 1 + 16 + 2 + protocol.MaxWorkLen
 
 // checkSegmentSize refuses a --segment-size whose segments cannot hold the
 // largest record the server writes (the log would fail at the first such

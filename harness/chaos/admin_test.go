@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 	"github.com/google/uuid"
 )
@@ -36,9 +36,9 @@ func TestAdminOutcomesOfABigLedger(t *testing.T) {
 	for i := range n {
 		id := uuid.Must(uuid.NewV7())
 		copy(rec[:16], id[:])
-		rec[16] = byte(engine.DecisionCommit)
+		rec[16] = byte(protocol.DecisionCommit)
 		if i%3 == 0 {
-			rec[16] = byte(engine.DecisionAbort)
+			rec[16] = byte(protocol.DecisionAbort)
 		}
 		if _, err := lg.Append(rec[:]); err != nil {
 			t.Fatal(err)

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -69,7 +69,7 @@ func TestEndToEnd(t *testing.T) {
 	defer cl.Close()
 
 	type told struct {
-		outcome  engine.Outcome
+		outcome  protocol.Outcome
 		branches []client.Branch
 	}
 	var mu sync.Mutex
@@ -103,15 +103,15 @@ func TestEndToEnd(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	counts := map[engine.Outcome]int{}
+	counts := map[protocol.Outcome]int{}
 	for _, r := range results {
 		counts[r.outcome]++
 	}
 	t.Logf("outcomes: %v, abort causes: %v", counts, causes)
-	if counts[engine.OutcomeCommitted] < total/2 {
-		t.Errorf("only %d of %d committed", counts[engine.OutcomeCommitted], total)
+	if counts[protocol.OutcomeCommitted] < total/2 {
+		t.Errorf("only %d of %d committed", counts[protocol.OutcomeCommitted], total)
 	}
-	if counts[engine.OutcomeUnknown] != 0 || counts[engine.OutcomeRejected] != 0 {
+	if counts[protocol.OutcomeUnknown] != 0 || counts[protocol.OutcomeRejected] != 0 {
 		t.Errorf("unexpected outcomes without faults: %v", counts)
 	}
 
@@ -154,13 +154,13 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 		switch r.outcome {
-		case engine.OutcomeCommitted:
+		case protocol.OutcomeCommitted:
 			for _, o := range seen {
 				if o != "committed" {
 					t.Fatalf("%v: told committed, ledger says %v", id, seen)
 				}
 			}
-		case engine.OutcomeAborted:
+		case protocol.OutcomeAborted:
 			for _, o := range seen {
 				if o == "committed" {
 					t.Fatalf("%v: told aborted, ledger says %v", id, seen)

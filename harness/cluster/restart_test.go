@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/harness/cluster"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -36,7 +36,7 @@ func TestRestartsUnderLoad(t *testing.T) {
 	defer cl.Close()
 
 	type told struct {
-		outcome  engine.Outcome
+		outcome  protocol.Outcome
 		branches []client.Branch
 	}
 	var mu sync.Mutex
@@ -55,13 +55,13 @@ func TestRestartsUnderLoad(t *testing.T) {
 				callCtx, cancelCall := context.WithTimeout(ctx, 5*time.Second)
 				res, _ := cl.Run(callCtx, id, b)
 				cancelCall()
-				if res.Outcome == engine.OutcomeCommitted {
+				if res.Outcome == protocol.OutcomeCommitted {
 					committedDuring.Add(1)
 				}
 				mu.Lock()
 				results[id] = told{res.Outcome, b}
 				mu.Unlock()
-				if res.Outcome == engine.OutcomeUnknown || res.Outcome == engine.OutcomeAborted {
+				if res.Outcome == protocol.OutcomeUnknown || res.Outcome == protocol.OutcomeAborted {
 					time.Sleep(5 * time.Millisecond) // don't spin while a server is down
 				}
 			}
@@ -110,7 +110,7 @@ func TestRestartsUnderLoad(t *testing.T) {
 		}
 		ledgers[c.Names[i]] = m
 	}
-	counts := map[engine.Outcome]int{}
+	counts := map[protocol.Outcome]int{}
 	for id, r := range results {
 		counts[r.outcome]++
 		var seen []string
@@ -124,14 +124,14 @@ func TestRestartsUnderLoad(t *testing.T) {
 				t.Fatalf("%v: participants disagree: %v", id, seen)
 			}
 		}
-		if r.outcome == engine.OutcomeCommitted {
+		if r.outcome == protocol.OutcomeCommitted {
 			for _, b := range r.branches {
 				if o := ledgers[b.Participant][id]; o != "committed" && !readOnly(b) {
 					t.Fatalf("%v: told committed, %s's ledger says %q", id, b.Participant, o)
 				}
 			}
 		}
-		if r.outcome == engine.OutcomeAborted {
+		if r.outcome == protocol.OutcomeAborted {
 			for _, o := range seen {
 				if o == "committed" {
 					t.Fatalf("%v: told aborted, ledger says %v", id, seen)

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -49,7 +49,7 @@ func TestReusedIDAfterTheCoordinatorForgets(t *testing.T) {
 	if res.Outcome == client.Committed {
 		t.Errorf("the reused id was committed: %v", res)
 	}
-	if res.Outcome != client.Rejected || res.Cause != engine.CauseStaleID {
+	if res.Outcome != client.Rejected || res.Cause != protocol.CauseStaleID {
 		t.Errorf("the reused id: %v (cause %v), want rejected as stale-id", res, res.Cause)
 	}
 	if err := c.WaitSettled(10 * time.Second); err != nil {

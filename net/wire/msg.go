@@ -163,7 +163,7 @@ func Sender(t Type) Role {
 	return 0
 }
 
-// VoteCode is a participant's vote. The values are engine.Vote's.
+// VoteCode is a participant's vote. The values are protocol.Vote's.
 type VoteCode uint8
 
 // Votes start at 1.
@@ -173,7 +173,7 @@ const (
 	VoteReadOnly
 )
 
-// DecisionCode is a coordinator's decision. The values are engine.Decision's.
+// DecisionCode is a coordinator's decision. The values are protocol.Decision's.
 type DecisionCode uint8
 
 // Decisions start at 1.
@@ -182,7 +182,7 @@ const (
 	DecisionAbort
 )
 
-// OutcomeCode is what a client is told. The values are engine.Outcome's.
+// OutcomeCode is what a client is told. The values are protocol.Outcome's.
 type OutcomeCode uint8
 
 // Outcomes start at 1.
@@ -194,7 +194,7 @@ const (
 )
 
 // CauseCode says why a transaction aborted or was rejected; zero means
-// none. The values are engine.AbortCause's.
+// none. The values are protocol.Cause's.
 type CauseCode uint8
 
 // Causes start at 1.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
 // WorkLen is the size of one branch's work: u32 account, i64 amount,
@@ -49,7 +50,7 @@ type Bank struct {
 	// where 16 bytes an account (1.6 MB) cost a cache miss per prepare
 	// and per commit.
 	locked []uint64
-	holds  map[engine.TxnID]hold
+	holds  map[protocol.TxnID]hold
 	total  int64 // sum of balances, kept as they change
 }
 
@@ -61,7 +62,7 @@ func New(accounts int, balance int64) *Bank {
 	if accounts < 0 || accounts > MaxAccounts {
 		panic(fmt.Sprintf("bank: %d accounts", accounts))
 	}
-	b := &Bank{holds: make(map[engine.TxnID]hold)}
+	b := &Bank{holds: make(map[protocol.TxnID]hold)}
 	b.reset(accounts)
 	for i := range b.balances {
 		b.balances[i] = balance
@@ -81,28 +82,28 @@ func (b *Bank) reset(accounts int) {
 // an account locked by another transaction, an overdraft, or a
 // transaction that already holds a lock here; read-only for amount 0;
 // otherwise it locks the account, reserves the amount and votes yes.
-func (b *Bank) Prepare(txn engine.TxnID, work []byte) engine.Vote {
+func (b *Bank) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 	acct, amount, ok := DecodeWork(work)
 	if !ok || int64(acct) >= int64(len(b.balances)) {
-		return engine.VoteNo
+		return protocol.VoteNo
 	}
 	if amount == 0 {
-		return engine.VoteReadOnly
+		return protocol.VoteReadOnly
 	}
 	if _, dup := b.holds[txn]; dup {
-		return engine.VoteNo
+		return protocol.VoteNo
 	}
 	if b.isLocked(acct) {
-		return engine.VoteNo
+		return protocol.VoteNo
 	}
 	if nb := b.balances[acct] + amount; nb < 0 || (amount > 0) != (nb > b.balances[acct]) {
-		return engine.VoteNo // overdraft, or overflow
+		return protocol.VoteNo // overdraft, or overflow
 	}
 	b.lock(txn, acct, amount)
-	return engine.VoteYes
+	return protocol.VoteYes
 }
 
-func (b *Bank) lock(txn engine.TxnID, acct uint32, amount int64) {
+func (b *Bank) lock(txn protocol.TxnID, acct uint32, amount int64) {
 	b.locked[acct/64] |= 1 << (acct % 64)
 	b.holds[txn] = hold{account: acct, amount: amount}
 }
@@ -110,7 +111,7 @@ func (b *Bank) lock(txn engine.TxnID, acct uint32, amount int64) {
 // Commit applies a prepared transaction's amount and unlocks its account.
 // It panics if txn holds nothing: the participant commits only what it
 // prepared.
-func (b *Bank) Commit(txn engine.TxnID) {
+func (b *Bank) Commit(txn protocol.TxnID) {
 	h, ok := b.holds[txn]
 	if !ok {
 		panic(fmt.Sprintf("bank: commit of %v, which holds nothing", txn))
@@ -122,7 +123,7 @@ func (b *Bank) Commit(txn engine.TxnID) {
 
 // Abort unlocks a prepared transaction's account; it does nothing for a
 // transaction that holds nothing.
-func (b *Bank) Abort(txn engine.TxnID) {
+func (b *Bank) Abort(txn protocol.TxnID) {
 	if h, ok := b.holds[txn]; ok {
 		b.unlock(txn, h)
 	}
@@ -130,7 +131,7 @@ func (b *Bank) Abort(txn engine.TxnID) {
 
 func (b *Bank) isLocked(acct uint32) bool { return b.locked[acct/64]&(1<<(acct%64)) != 0 }
 
-func (b *Bank) unlock(txn engine.TxnID, h hold) {
+func (b *Bank) unlock(txn protocol.TxnID, h hold) {
 	b.locked[h.account/64] &^= 1 << (h.account % 64)
 	delete(b.holds, txn)
 }
@@ -139,7 +140,7 @@ func (b *Bank) unlock(txn engine.TxnID, h hold) {
 // checks of Prepare (the hold existed before the crash). It panics on work
 // Prepare would not have accepted or a lock already taken: the log and the
 // snapshot disagree.
-func (b *Bank) Restore(txn engine.TxnID, work []byte) {
+func (b *Bank) Restore(txn protocol.TxnID, work []byte) {
 	acct, amount, ok := DecodeWork(work)
 	if !ok || int64(acct) >= int64(len(b.balances)) || amount == 0 {
 		panic(fmt.Sprintf("bank: restore of %v with work %x", txn, work))

@@ -5,10 +5,10 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
-func tx(n byte) engine.TxnID { return engine.TxnID{15: n} }
+func tx(n byte) protocol.TxnID { return protocol.TxnID{15: n} }
 
 func TestWorkCodec(t *testing.T) {
 	w := AppendWork([]byte("x"), 7, -42)
@@ -34,20 +34,20 @@ func TestPrepare(t *testing.T) {
 		name    string
 		txn     byte
 		work    []byte
-		want    engine.Vote
+		want    protocol.Vote
 		locked  int
 		balance int64 // of account 0 after the step
 	}{
-		{"malformed work", 1, []byte{1, 2, 3}, engine.VoteNo, 0, 100},
-		{"unknown account", 1, AppendWork(nil, 3, 5), engine.VoteNo, 0, 100},
-		{"read", 1, AppendWork(nil, 0, 0), engine.VoteReadOnly, 0, 100},
-		{"overdraft", 1, AppendWork(nil, 0, -101), engine.VoteNo, 0, 100},
-		{"overflow", 1, AppendWork(nil, 0, 1<<63-50), engine.VoteNo, 0, 100},
-		{"debit to zero", 1, AppendWork(nil, 0, -100), engine.VoteYes, 1, 100},
-		{"lock conflict", 2, AppendWork(nil, 0, 10), engine.VoteNo, 1, 100},
-		{"read of locked account", 2, AppendWork(nil, 0, 0), engine.VoteReadOnly, 1, 100},
-		{"same txn twice", 1, AppendWork(nil, 1, 10), engine.VoteNo, 1, 100},
-		{"other account", 3, AppendWork(nil, 1, 10), engine.VoteYes, 2, 100},
+		{"malformed work", 1, []byte{1, 2, 3}, protocol.VoteNo, 0, 100},
+		{"unknown account", 1, AppendWork(nil, 3, 5), protocol.VoteNo, 0, 100},
+		{"read", 1, AppendWork(nil, 0, 0), protocol.VoteReadOnly, 0, 100},
+		{"overdraft", 1, AppendWork(nil, 0, -101), protocol.VoteNo, 0, 100},
+		{"overflow", 1, AppendWork(nil, 0, 1<<63-50), protocol.VoteNo, 0, 100},
+		{"debit to zero", 1, AppendWork(nil, 0, -100), protocol.VoteYes, 1, 100},
+		{"lock conflict", 2, AppendWork(nil, 0, 10), protocol.VoteNo, 1, 100},
+		{"read of locked account", 2, AppendWork(nil, 0, 0), protocol.VoteReadOnly, 1, 100},
+		{"same txn twice", 1, AppendWork(nil, 1, 10), protocol.VoteNo, 1, 100},
+		{"other account", 3, AppendWork(nil, 1, 10), protocol.VoteYes, 2, 100},
 	}
 	for _, s := range steps {
 		if got := b.Prepare(tx(s.txn), s.work); got != s.want {
@@ -64,7 +64,7 @@ func TestPrepare(t *testing.T) {
 		t.Fatalf("after decisions: %d %d locked %d total %d", b.Balance(0), b.Balance(1), b.Locked(), b.Total())
 	}
 	// The lock is free again.
-	if v := b.Prepare(tx(2), AppendWork(nil, 0, 10)); v != engine.VoteYes {
+	if v := b.Prepare(tx(2), AppendWork(nil, 0, 10)); v != protocol.VoteYes {
 		t.Fatalf("after unlock: %v", v)
 	}
 }
@@ -80,11 +80,11 @@ func TestCommitUnknownPanics(t *testing.T) {
 
 func TestSnapshotRestore(t *testing.T) {
 	b := New(4, 50)
-	if b.Prepare(tx(1), AppendWork(nil, 2, -20)) != engine.VoteYes {
+	if b.Prepare(tx(1), AppendWork(nil, 2, -20)) != protocol.VoteYes {
 		t.Fatal("prepare")
 	}
 	b.Commit(tx(1))
-	if b.Prepare(tx(2), AppendWork(nil, 3, 5)) != engine.VoteYes {
+	if b.Prepare(tx(2), AppendWork(nil, 3, 5)) != protocol.VoteYes {
 		t.Fatal("prepare")
 	}
 	snap := b.Snapshot([]byte("hdr"))[3:]
@@ -99,7 +99,7 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	// Restore re-establishes a hold without checks and it commits as usual.
 	c.Restore(tx(2), AppendWork(nil, 3, 5))
-	if c.Locked() != 1 || c.Prepare(tx(5), AppendWork(nil, 3, 1)) != engine.VoteNo {
+	if c.Locked() != 1 || c.Prepare(tx(5), AppendWork(nil, 3, 1)) != protocol.VoteNo {
 		t.Fatal("restored hold does not lock")
 	}
 	c.Commit(tx(2))
@@ -139,20 +139,20 @@ func BenchmarkPrepareCommit(b *testing.B) {
 	var work []byte
 	for i := range held {
 		work = AppendWork(work[:0], uint32(rng.IntN(accounts)), 1)
-		bk.Prepare(engine.TxnID{byte(i), byte(i >> 8), 1}, work)
+		bk.Prepare(protocol.TxnID{byte(i), byte(i >> 8), 1}, work)
 	}
 	works := make([][]byte, 1<<16)
 	for i := range works {
 		works[i] = AppendWork(nil, uint32(rng.IntN(accounts)), int64(rng.IntN(21)-10)|1)
 	}
-	var id engine.TxnID
+	var id protocol.TxnID
 	i := 0
 	for b.Loop() {
 		id[15]++
 		if id[15] == 0 {
 			id[14]++
 		}
-		if bk.Prepare(id, works[i&(len(works)-1)]) == engine.VoteYes {
+		if bk.Prepare(id, works[i&(len(works)-1)]) == protocol.VoteYes {
 			bk.Commit(id)
 		}
 		i++

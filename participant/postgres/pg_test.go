@@ -24,6 +24,7 @@ import (
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/participant/postgres"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
@@ -211,10 +212,10 @@ func TestResource(t *testing.T) {
 		}
 		return engine.Message{}
 	}
-	prepare := func(id engine.TxnID, acct uint32, amount int64) engine.Vote {
+	prepare := func(id protocol.TxnID, acct uint32, amount int64) protocol.Vote {
 		t.Helper()
 		v := r.Prepare(id, bank.AppendWork(nil, acct, amount))
-		if v != engine.VotePending {
+		if v != protocol.VotePending {
 			return v
 		}
 		m := next()
@@ -223,9 +224,9 @@ func TestResource(t *testing.T) {
 		}
 		return m.Vote
 	}
-	finish := func(id engine.TxnID, d engine.Decision) engine.MsgType {
+	finish := func(id protocol.TxnID, d protocol.Decision) engine.MsgType {
 		t.Helper()
-		if d == engine.DecisionCommit {
+		if d == protocol.DecisionCommit {
 			r.Commit(id)
 		} else {
 			r.Abort(id)
@@ -236,45 +237,45 @@ func TestResource(t *testing.T) {
 		}
 		return m.Type
 	}
-	t1, t2, t3, t4 := engine.TxnID(uuid.New()), engine.TxnID(uuid.New()), engine.TxnID(uuid.New()), engine.TxnID(uuid.New())
-	if v := prepare(t1, 0, -101); v != engine.VoteNo {
+	t1, t2, t3, t4 := protocol.TxnID(uuid.New()), protocol.TxnID(uuid.New()), protocol.TxnID(uuid.New()), protocol.TxnID(uuid.New())
+	if v := prepare(t1, 0, -101); v != protocol.VoteNo {
 		t.Fatalf("overdraft voted %v", v)
 	}
-	if v := prepare(t1, 7, 5); v != engine.VoteNo {
+	if v := prepare(t1, 7, 5); v != protocol.VoteNo {
 		t.Fatalf("unknown account voted %v", v)
 	}
-	if v := prepare(t1, 1, 0); v != engine.VoteReadOnly {
+	if v := prepare(t1, 1, 0); v != protocol.VoteReadOnly {
 		t.Fatalf("zero amount voted %v", v)
 	}
-	if v := prepare(t1, 0, -100); v != engine.VoteYes {
+	if v := prepare(t1, 0, -100); v != protocol.VoteYes {
 		t.Fatalf("withdrawing everything voted %v", v)
 	}
-	if v := prepare(t2, 0, 5); v != engine.VoteNo {
+	if v := prepare(t2, 0, 5); v != protocol.VoteNo {
 		t.Fatalf("an account held by a prepared transaction voted %v", v)
 	}
-	if v := prepare(t2, 1, 5); v != engine.VoteYes {
+	if v := prepare(t2, 1, 5); v != protocol.VoteYes {
 		t.Fatalf("a deposit voted %v", v)
 	}
 	ids, err := r.InDoubt(ctx)
 	if err != nil || len(ids) != 2 {
 		t.Fatalf("InDoubt: %v %v, want t1 and t2", ids, err)
 	}
-	if got := finish(t1, engine.DecisionCommit); got != engine.MsgResFinished {
+	if got := finish(t1, protocol.DecisionCommit); got != engine.MsgResFinished {
 		t.Fatalf("commit: %v", got)
 	}
-	if got := finish(t1, engine.DecisionCommit); got != engine.MsgResFinished {
+	if got := finish(t1, protocol.DecisionCommit); got != engine.MsgResFinished {
 		t.Fatalf("a second commit (already committed) must succeed: %v", got)
 	}
-	if got := finish(t1, engine.DecisionAbort); got != engine.MsgResFailed {
+	if got := finish(t1, protocol.DecisionAbort); got != engine.MsgResFailed {
 		t.Fatalf("an abort of a committed transaction must fail: %v", got)
 	}
-	if got := finish(t2, engine.DecisionAbort); got != engine.MsgResFinished {
+	if got := finish(t2, protocol.DecisionAbort); got != engine.MsgResFinished {
 		t.Fatalf("abort: %v", got)
 	}
-	if got := finish(t3, engine.DecisionAbort); got != engine.MsgResFinished {
+	if got := finish(t3, protocol.DecisionAbort); got != engine.MsgResFinished {
 		t.Fatalf("an abort of a transaction PostgreSQL never saw must succeed: %v", got)
 	}
-	if got := finish(t4, engine.DecisionCommit); got != engine.MsgResFailed {
+	if got := finish(t4, protocol.DecisionCommit); got != engine.MsgResFailed {
 		t.Fatalf("a commit of a transaction PostgreSQL never saw must be reported: %v", got)
 	}
 	if st := r.Stats(); st.Failures != 2 {
@@ -288,11 +289,11 @@ func TestResource(t *testing.T) {
 		t.Fatalf("Decided: %v %v, want t1 committed, t2 and t3 aborted", decided, err)
 	}
 	for _, a := range decided {
-		if want := a.Txn == t1; (a.Decision == engine.DecisionCommit) != want {
+		if want := a.Txn == t1; (a.Decision == protocol.DecisionCommit) != want {
 			t.Fatalf("marker %+v", a)
 		}
 	}
-	if err := r.Forget(ctx, []engine.TxnID{t1, t2, t3}); err != nil {
+	if err := r.Forget(ctx, []protocol.TxnID{t1, t2, t3}); err != nil {
 		t.Fatal(err)
 	}
 	if decided, _ := r.Decided(ctx); len(decided) != 0 {
@@ -573,7 +574,7 @@ func TestTransfers(t *testing.T) {
 		{Participant: "pga", Work: bank.AppendWork(nil, 0, -1_000_000)},
 		{Participant: "pgb", Work: bank.AppendWork(nil, 0, 1_000_000)},
 	})
-	if err != nil || res.Outcome != client.Aborted || res.Cause != engine.CauseVotedNo || res.Participant != "pga" {
+	if err != nil || res.Outcome != client.Aborted || res.Cause != protocol.CauseVotedNo || res.Participant != "pga" {
 		t.Fatalf("overdraft: %v %v, want aborted, pga voted no", res, err)
 	}
 	waitResolved(t, r.dbs, 10*time.Second)

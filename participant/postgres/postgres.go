@@ -14,6 +14,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -222,8 +223,8 @@ func (r *Resource) endLeftovers(ctx context.Context, self string) error {
 }
 
 func checkName(name string) error {
-	if name == "" || len(name) > engine.MaxNameLen {
-		return fmt.Errorf("postgres: participant name %q must be 1 to %d bytes", name, engine.MaxNameLen)
+	if name == "" || len(name) > protocol.MaxNameLen {
+		return fmt.Errorf("postgres: participant name %q must be 1 to %d bytes", name, protocol.MaxNameLen)
 	}
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
@@ -285,18 +286,18 @@ func (r *Resource) setup(ctx context.Context) error {
 // goroutines and must not block for long.
 func (r *Resource) Attach(report func(engine.Message)) { r.report = report }
 
-func (r *Resource) gid(txn engine.TxnID) string { return r.prefix + uuid.UUID(txn).String() }
+func (r *Resource) gid(txn protocol.TxnID) string { return r.prefix + uuid.UUID(txn).String() }
 
 // Prepare votes no on malformed work or an unknown account and read-only
 // on a zero amount, at once; otherwise it starts the prepare and returns
-// engine.VotePending.
-func (r *Resource) Prepare(txn engine.TxnID, work []byte) engine.Vote {
+// protocol.VotePending.
+func (r *Resource) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 	acct, amount, ok := bank.DecodeWork(work)
 	switch {
 	case !ok || int64(acct) >= int64(r.accounts):
-		return engine.VoteNo
+		return protocol.VoteNo
 	case amount == 0:
-		return engine.VoteReadOnly
+		return protocol.VoteReadOnly
 	}
 	r.wg.Add(1)
 	go func() {
@@ -304,14 +305,14 @@ func (r *Resource) Prepare(txn engine.TxnID, work []byte) engine.Vote {
 		v := r.prepare(txn, acct, amount)
 		r.report(engine.Message{Type: engine.MsgResPrepared, Txn: txn, Vote: v})
 	}()
-	return engine.VotePending
+	return protocol.VotePending
 }
 
 // prepare runs the branch in one round trip: the UPDATE (which the CHECK
 // constraint refuses to take below zero), the commit marker and PREPARE
 // TRANSACTION, as one multi-statement query. Every literal is a number, a
 // UUID or a checked name, so nothing needs quoting.
-func (r *Resource) prepare(txn engine.TxnID, acct uint32, amount int64) engine.Vote {
+func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protocol.Vote {
 	gid := r.gid(txn)
 	sql := fmt.Sprintf("BEGIN; UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d; "+
 		"INSERT INTO commitd_decisions VALUES ('%s', '%s', true); PREPARE TRANSACTION '%s'",
@@ -319,7 +320,7 @@ func (r *Resource) prepare(txn engine.TxnID, acct uint32, amount int64) engine.V
 	conn, err := r.pool.Acquire(r.ctx)
 	if err != nil {
 		r.cfg.Logger.Warn("postgres: prepare: no connection", "txn", uuid.UUID(txn), "err", err)
-		return engine.VoteNo
+		return protocol.VoteNo
 	}
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
@@ -339,30 +340,30 @@ func (r *Resource) prepare(txn engine.TxnID, acct uint32, amount int64) engine.V
 			default:
 				r.cfg.Logger.Warn("postgres: prepare failed", "txn", uuid.UUID(txn), "err", err)
 			}
-			return engine.VoteNo
+			return protocol.VoteNo
 		}
 		// A connection error: PostgreSQL may have prepared it all the
 		// same. Voting no is safe; the scan finds the orphan and rolls it
 		// back.
 		r.cfg.Logger.Warn("postgres: prepare: connection failed", "txn", uuid.UUID(txn), "err", err)
-		return engine.VoteNo
+		return protocol.VoteNo
 	}
 	if len(res) != 4 || res[1].CommandTag.RowsAffected() != 1 {
 		// The account vanished since Open: undo the (empty) prepare.
 		r.cfg.Logger.Warn("postgres: prepare: account missing", "txn", uuid.UUID(txn), "account", acct)
 		_, _ = pc.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'").ReadAll()
-		return engine.VoteNo
+		return protocol.VoteNo
 	}
-	return engine.VoteYes
+	return protocol.VoteYes
 }
 
 // Commit starts COMMIT PREPARED; MsgResFinished or MsgResFailed follows.
-func (r *Resource) Commit(txn engine.TxnID) { r.start(txn, engine.DecisionCommit) }
+func (r *Resource) Commit(txn protocol.TxnID) { r.start(txn, protocol.DecisionCommit) }
 
 // Abort starts ROLLBACK PREPARED; MsgResFinished or MsgResFailed follows.
-func (r *Resource) Abort(txn engine.TxnID) { r.start(txn, engine.DecisionAbort) }
+func (r *Resource) Abort(txn protocol.TxnID) { r.start(txn, protocol.DecisionAbort) }
 
-func (r *Resource) start(txn engine.TxnID, d engine.Decision) {
+func (r *Resource) start(txn protocol.TxnID, d protocol.Decision) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -387,9 +388,9 @@ func (r *Resource) start(txn engine.TxnID, d engine.Decision) {
 // is visible) commits successfully; one already rolled back, or never
 // prepared, rolls back successfully. A commit of a transaction
 // PostgreSQL has no trace of is an error, never assumed done.
-func (r *Resource) finish(txn engine.TxnID, d engine.Decision) error {
+func (r *Resource) finish(txn protocol.TxnID, d protocol.Decision) error {
 	stmt := "COMMIT PREPARED '" + r.gid(txn) + "'"
-	if d == engine.DecisionAbort {
+	if d == protocol.DecisionAbort {
 		stmt = "ROLLBACK PREPARED '" + r.gid(txn) + "'"
 	}
 	backoff := 10 * time.Millisecond
@@ -405,9 +406,9 @@ func (r *Resource) finish(txn engine.TxnID, d engine.Decision) error {
 				committed, err = r.marker(txn)
 				switch {
 				case err != nil:
-				case d == engine.DecisionCommit && (committed == nil || !*committed):
+				case d == protocol.DecisionCommit && (committed == nil || !*committed):
 					return fmt.Errorf("%s: PostgreSQL has no such prepared transaction and no commit of it (rolled back by hand?)", stmt)
-				case d == engine.DecisionAbort && committed != nil && *committed:
+				case d == protocol.DecisionAbort && committed != nil && *committed:
 					return fmt.Errorf("%s: the transaction was committed", stmt)
 				}
 			} else if pe != nil && !transient(pe) {
@@ -415,7 +416,7 @@ func (r *Resource) finish(txn engine.TxnID, d engine.Decision) error {
 			}
 			finished = err == nil
 		}
-		if err == nil && finished && d == engine.DecisionAbort {
+		if err == nil && finished && d == protocol.DecisionAbort {
 			// The abort's marker, for the ledger after a crash.
 			_, err = r.pool.Exec(r.ctx, "INSERT INTO commitd_decisions VALUES ($1, $2, false) ON CONFLICT DO NOTHING",
 				r.cfg.Name, uuid.UUID(txn).String())
@@ -446,7 +447,7 @@ func transient(pe *pgconn.PgError) bool {
 }
 
 // marker reads txn's marker row: nil if there is none.
-func (r *Resource) marker(txn engine.TxnID) (*bool, error) {
+func (r *Resource) marker(txn protocol.TxnID) (*bool, error) {
 	var committed bool
 	err := r.pool.QueryRow(r.ctx, "SELECT committed FROM commitd_decisions WHERE participant = $1 AND txn = $2",
 		r.cfg.Name, uuid.UUID(txn).String()).Scan(&committed)
@@ -460,7 +461,7 @@ func (r *Resource) marker(txn engine.TxnID) (*bool, error) {
 }
 
 // Restore does nothing: PostgreSQL holds the prepared transaction.
-func (r *Resource) Restore(engine.TxnID, []byte) {}
+func (r *Resource) Restore(protocol.TxnID, []byte) {}
 
 // Snapshot is never called (a durable resource is not checkpointed): the
 // committed state is the database's.
@@ -474,13 +475,13 @@ func (r *Resource) Load([]byte) error {
 // InDoubt lists the transactions this participant has prepared in the
 // database and not yet committed or rolled back (pg_prepared_xacts with
 // its prefix).
-func (r *Resource) InDoubt(ctx context.Context) ([]engine.TxnID, error) {
+func (r *Resource) InDoubt(ctx context.Context) ([]protocol.TxnID, error) {
 	rows, err := r.pool.Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1)", r.prefix)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: listing prepared transactions: %w", err)
 	}
 	defer rows.Close()
-	var ids []engine.TxnID
+	var ids []protocol.TxnID
 	for rows.Next() {
 		var gid string
 		if err := rows.Scan(&gid); err != nil {
@@ -491,7 +492,7 @@ func (r *Resource) InDoubt(ctx context.Context) ([]engine.TxnID, error) {
 			r.cfg.Logger.Warn("postgres: a prepared transaction with commitd's prefix and a bad id; leaving it alone", "gid", gid)
 			continue
 		}
-		ids = append(ids, engine.TxnID(id))
+		ids = append(ids, protocol.TxnID(id))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("postgres: listing prepared transactions: %w", err)
@@ -518,11 +519,11 @@ func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
 		if err != nil {
 			return nil, fmt.Errorf("postgres: reading decisions: %w", err)
 		}
-		d := engine.DecisionCommit
+		d := protocol.DecisionCommit
 		if !committed {
-			d = engine.DecisionAbort
+			d = protocol.DecisionAbort
 		}
-		out = append(out, engine.Applied{Txn: engine.TxnID(id), Decision: d})
+		out = append(out, engine.Applied{Txn: protocol.TxnID(id), Decision: d})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("postgres: reading decisions: %w", err)
@@ -532,7 +533,7 @@ func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
 
 // Forget deletes the marker rows of decisions the participant's ledger
 // has made durable.
-func (r *Resource) Forget(ctx context.Context, ids []engine.TxnID) error {
+func (r *Resource) Forget(ctx context.Context, ids []protocol.TxnID) error {
 	if len(ids) == 0 {
 		return nil
 	}
