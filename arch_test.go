@@ -42,7 +42,7 @@ var arch = map[string]struct {
 	"":                 {leaf, nil}, // this package: documentation and this test
 	"engine":           {leaf, []string{"protocol"}},
 	"wal":              {leaf, nil},
-	"net/wire":         {leaf, nil},
+	"net/wire":         {leaf, []string{"protocol"}},
 	"internal/datadir": {leaf, nil},
 	"protocol":         {vocabulary, nil},
 
@@ -61,7 +61,7 @@ var arch = map[string]struct {
 	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"client":      {server, []string{"engine", "net/link", "net/mux", "net/wire", "protocol"}},
 
-	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire"}},
+	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},
 	"internal/node/nodetest": {stand, []string{"client", "net/mux", "net/wire"}},
 	"bench":                  {stand, []string{"client", "engine", "net/mux", "participant/bank", "protocol"}},
 

@@ -161,7 +161,7 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 	}
 	sc := c.pool.Get().(*scratch)
 	defer c.pool.Put(sc)
-	sc.begin.Txn = wire.TxnID(id)
+	sc.begin.Txn = id
 	sc.begin.Branches = sc.begin.Branches[:0]
 	sc.names = sc.names[:0]
 	for _, b := range branches {
@@ -202,7 +202,7 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 		return res, err
 	}
 	res.Outcome = Outcome(sc.outcome.Outcome)
-	res.Cause = protocol.Cause(sc.outcome.Cause)
+	res.Cause = sc.outcome.Cause
 	if len(sc.outcome.Participant) > 0 {
 		res.Participant = string(sc.outcome.Participant)
 	}
@@ -266,15 +266,15 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 // carry. What the coordinator must judge (names it knows, duplicates) it
 // judges.
 func checkBranches(branches []Branch) string {
-	if len(branches) > wire.MaxBranches {
-		return fmt.Sprintf("%d branches; at most %d", len(branches), wire.MaxBranches)
+	if len(branches) > protocol.MaxBranches {
+		return fmt.Sprintf("%d branches; at most %d", len(branches), protocol.MaxBranches)
 	}
 	for _, b := range branches {
-		if len(b.Participant) > wire.MaxNameLen {
-			return fmt.Sprintf("participant name of %d bytes; at most %d", len(b.Participant), wire.MaxNameLen)
+		if len(b.Participant) > protocol.MaxNameLen {
+			return fmt.Sprintf("participant name of %d bytes; at most %d", len(b.Participant), protocol.MaxNameLen)
 		}
-		if len(b.Work) > wire.MaxWorkLen {
-			return fmt.Sprintf("work of %d bytes for %s; at most %d", len(b.Work), b.Participant, wire.MaxWorkLen)
+		if len(b.Work) > protocol.MaxWorkLen {
+			return fmt.Sprintf("work of %d bytes for %s; at most %d", len(b.Work), b.Participant, protocol.MaxWorkLen)
 		}
 	}
 	return ""

@@ -126,11 +126,11 @@ func TestOnlyTheRightRoleIsObeyed(t *testing.T) {
 	go func() { done <- r.run(id, "p1", "p2") }()
 	nodetest.Eventually(t, "p1 asked to prepare", func() bool { return r.parts["p1"].prepared(id) })
 	addr := r.coord.Addr().String()
-	txn := wire.TxnID(id)
-	yes := &wire.Vote{Txn: txn, From: []byte("p1"), Vote: wire.VoteYes}
+	txn := id
+	yes := &wire.Vote{Txn: txn, From: []byte("p1"), Vote: protocol.VoteYes}
 	ack := &wire.Ack{Txn: txn, From: []byte("p1")}
 	inquire := &wire.Inquire{Txn: txn, From: []byte("p1")}
-	begin := &wire.Begin{Txn: wire.TxnID(newID()), Branches: []wire.Branch{{Participant: []byte("p1"), Work: []byte("w")}}}
+	begin := &wire.Begin{Txn: newID(), Branches: []wire.Branch{{Participant: []byte("p1"), Work: []byte("w")}}}
 	status := &wire.AdminRequest{Kind: wire.AdminStatus}
 	cl := wire.Hello{Role: wire.RoleClient}
 	admin := wire.Hello{Role: wire.RoleAdmin}
@@ -153,7 +153,7 @@ func TestOnlyTheRightRoleIsObeyed(t *testing.T) {
 		{"p2 votes for p1", p2, yes, `participant "p2" sent a vote from "p1"`},
 		{"p2 acks for p1", p2, ack, `participant "p2" sent a ack from "p1"`},
 		{"unknown participant votes", wire.Hello{Role: wire.RoleParticipant, Name: []byte("p9")}, yes, `unknown participant "p9"`},
-		{"a coordinator", wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p1")}, &wire.Decision{Txn: txn, Decision: wire.DecisionCommit}, "does not take coordinator connections"},
+		{"a coordinator", wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p1")}, &wire.Decision{Txn: txn, Decision: protocol.DecisionCommit}, "does not take coordinator connections"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,7 +267,7 @@ func TestParticipantCertificateMustMatchItsName(t *testing.T) {
 	hello := func(name string) wire.Hello {
 		return wire.Hello{Role: wire.RoleParticipant, Name: []byte(name), Answer: true}
 	}
-	vote := &wire.Vote{Txn: wire.TxnID(newID()), From: []byte("p1"), Vote: wire.VoteYes}
+	vote := &wire.Vote{Txn: newID(), From: []byte("p1"), Vote: protocol.VoteYes}
 	for _, tc := range []struct {
 		name, as string
 		cert     *tls.Config
@@ -320,7 +320,7 @@ func TestStalledAndIdleConnectionsAreCut(t *testing.T) {
 	}
 	defer nc.Close()
 	hello, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleClient})
-	begin, _ := wire.AppendFrame(nil, 1, &wire.Begin{Txn: wire.TxnID(newID())})
+	begin, _ := wire.AppendFrame(nil, 1, &wire.Begin{Txn: newID()})
 	start := time.Now()
 	if _, err := nc.Write(append(hello, begin[:len(begin)-3]...)); err != nil {
 		t.Fatal(err)

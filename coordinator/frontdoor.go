@@ -54,7 +54,7 @@ type connState struct {
 	inquire  wire.Inquire
 	admin    wire.AdminRequest
 	msg      engine.Message
-	branches [wire.MaxBranches]engine.Branch
+	branches [protocol.MaxBranches]engine.Branch
 	outcome  wire.Outcome
 }
 
@@ -87,7 +87,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if err := st.vote.Decode(f); err != nil {
 			return err
 		}
-		return d.toShard(st, f.Type, engine.MsgVote, st.vote.Txn, st.vote.From, protocol.Vote(st.vote.Vote))
+		return d.toShard(st, f.Type, engine.MsgVote, st.vote.Txn, st.vote.From, st.vote.Vote)
 	case wire.TypeAck:
 		if err := st.ack.Decode(f); err != nil {
 			return err
@@ -166,7 +166,7 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	}
 	// The shard reads no clock: the time of arrival is how it learns the
 	// id's age (engine.Shard.checkIDTime).
-	st.msg = engine.Message{Type: engine.MsgBegin, Txn: protocol.TxnID(b.Txn), Tag: st.id<<tagReqBits | reqID,
+	st.msg = engine.Message{Type: engine.MsgBegin, Txn: b.Txn, Tag: st.id<<tagReqBits | reqID,
 		UnixMs: time.Now().UnixMilli()}
 	for i := range b.Branches {
 		name, ok := s.names[string(b.Branches[i].Participant)]
@@ -187,7 +187,7 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 func (d *frontDoor) reject(c *mux.Conn, st *connState, reqID uint64, why string) error {
 	d.s.rejected.Add(1)
 	d.s.metrics.outcome(protocol.OutcomeRejected)
-	st.outcome = wire.Outcome{Txn: st.begin.Txn, Outcome: wire.OutcomeRejected, Cause: wire.CauseInvalid, Detail: []byte(why)}
+	st.outcome = wire.Outcome{Txn: st.begin.Txn, Outcome: protocol.OutcomeRejected, Cause: protocol.CauseInvalid, Detail: []byte(why)}
 	return c.Reply(reqID, &st.outcome)
 }
 
@@ -195,11 +195,11 @@ func (d *frontDoor) reject(c *mux.Conn, st *connState, reqID uint64, why string)
 // transaction. The message must speak for the participant the connection
 // said Hello as (hello checked that one is known): a connection that sends
 // for another is refused, and the message never reaches a shard.
-func (d *frontDoor) toShard(st *connState, wt wire.Type, t engine.MsgType, txn wire.TxnID, from []byte, vote protocol.Vote) error {
+func (d *frontDoor) toShard(st *connState, wt wire.Type, t engine.MsgType, txn protocol.TxnID, from []byte, vote protocol.Vote) error {
 	if string(from) != st.name {
 		return mux.Refuse("participant %q sent a %v from %q", st.name, wt, from)
 	}
-	st.msg = engine.Message{Type: t, Txn: protocol.TxnID(txn), From: st.name, Vote: vote}
+	st.msg = engine.Message{Type: t, Txn: txn, From: st.name, Vote: vote}
 	d.s.pumps[engine.ShardFor(st.msg.Txn, len(d.s.pumps))].Submit(&st.msg)
 	return nil
 }

@@ -335,7 +335,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		}
 		switch m.Type {
 		case engine.MsgPrepare:
-			o.prepare = wire.Prepare{Txn: wire.TxnID(m.Txn), OnePhase: m.OnePhase, Work: m.Work}
+			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Work: m.Work}
 			if !p.send(o.shard, &o.prepare) {
 				// Never left: the participant cannot have prepared, so the
 				// shard may abort now rather than after the prepare
@@ -345,7 +345,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 				s.metrics.prepareNotSent()
 			}
 		case engine.MsgDecision:
-			o.dec = wire.Decision{Txn: wire.TxnID(m.Txn), Decision: wire.DecisionCode(m.Decision)}
+			o.dec = wire.Decision{Txn: m.Txn, Decision: m.Decision}
 			p.send(o.shard, &o.dec)
 		default:
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
@@ -366,9 +366,9 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		// Outcome would drop them and allocate both again per reply.
 		part, detail := o.outcome.Participant[:0], o.outcome.Detail[:0]
 		o.outcome = wire.Outcome{
-			Txn:         wire.TxnID(r.Txn),
-			Outcome:     wire.OutcomeCode(r.Outcome),
-			Cause:       wire.CauseCode(r.Cause),
+			Txn:         r.Txn,
+			Outcome:     r.Outcome,
+			Cause:       r.Cause,
 			Participant: append(part, r.Participant...),
 			Detail:      append(detail, r.Detail...),
 		}

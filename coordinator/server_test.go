@@ -34,12 +34,12 @@ import (
 type fakeParticipant struct {
 	*nodetest.Peer
 	name string
-	vote atomic.Uint32 // wire.VoteCode to answer prepares with; 0: none
+	vote atomic.Uint32 // protocol.Vote to answer prepares with; 0: none
 	ack  atomic.Bool
 
 	mu struct {
 		sync.Mutex
-		prepares  []wire.TxnID
+		prepares  []protocol.TxnID
 		decisions []wire.Decision
 	}
 }
@@ -47,7 +47,7 @@ type fakeParticipant struct {
 func newFakeParticipant(t *testing.T, name string) *fakeParticipant {
 	t.Helper()
 	f := &fakeParticipant{name: name}
-	f.vote.Store(uint32(wire.VoteYes))
+	f.vote.Store(uint32(protocol.VoteYes))
 	f.ack.Store(true)
 	f.Peer = nodetest.Listen(t, wire.Hello{Role: wire.RoleParticipant, Name: []byte(name)}, f.handle)
 	return f
@@ -63,7 +63,7 @@ func (f *fakeParticipant) handle(_ *mux.Conn, fr wire.Frame) error {
 		f.mu.Lock()
 		f.mu.prepares = append(f.mu.prepares, m.Txn)
 		f.mu.Unlock()
-		if v := wire.VoteCode(f.vote.Load()); v != 0 {
+		if v := protocol.Vote(f.vote.Load()); v != 0 {
 			_ = f.Send(&wire.Vote{Txn: m.Txn, From: []byte(f.name), Vote: v}) // lost if not connected: the coordinator copes
 		}
 	case wire.TypeDecision:
@@ -74,7 +74,7 @@ func (f *fakeParticipant) handle(_ *mux.Conn, fr wire.Frame) error {
 		f.mu.Lock()
 		f.mu.decisions = append(f.mu.decisions, m)
 		f.mu.Unlock()
-		if m.Decision == wire.DecisionCommit && f.ack.Load() {
+		if m.Decision == protocol.DecisionCommit && f.ack.Load() {
 			_ = f.Send(&wire.Ack{Txn: m.Txn, From: []byte(f.name)})
 		}
 	}
@@ -82,12 +82,12 @@ func (f *fakeParticipant) handle(_ *mux.Conn, fr wire.Frame) error {
 }
 
 // decisionsFor counts the decisions d for txn received so far.
-func (f *fakeParticipant) decisionsFor(txn uuid.UUID, d wire.DecisionCode) int {
+func (f *fakeParticipant) decisionsFor(txn uuid.UUID, d protocol.Decision) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
 	for _, m := range f.mu.decisions {
-		if m.Txn == wire.TxnID(txn) && m.Decision == d {
+		if m.Txn == txn && m.Decision == d {
 			n++
 		}
 	}
@@ -98,7 +98,7 @@ func (f *fakeParticipant) prepared(txn uuid.UUID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, id := range f.mu.prepares {
-		if id == wire.TxnID(txn) {
+		if id == txn {
 			return true
 		}
 	}
@@ -187,12 +187,12 @@ func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
 // reports whether the coordinator closed that connection (within 5 s).
 func sendMalformedBegin(t *testing.T, addr string) (closed bool) {
 	t.Helper()
-	frame, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: wire.TxnID(newID()),
+	frame, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: newID(),
 		Branches: []wire.Branch{{Participant: []byte("p1"), Work: []byte("w")}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame[wire.HeaderSize+16] = wire.MaxBranches + 1 // the payload: txn (16), then the count
+	frame[wire.HeaderSize+16] = protocol.MaxBranches + 1 // the payload: txn (16), then the count
 	hello, _ := wire.AppendFrame(nil, 0, &wire.Hello{Role: wire.RoleClient})
 	raw, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -328,8 +328,8 @@ func TestPrepareTimeoutAborts(t *testing.T) {
 	if res.Outcome != client.Aborted || res.Cause != protocol.CauseTimeout || res.Participant != "p2" {
 		t.Fatalf("%v (cause %v at %q), want aborted: p2 timed out", res, res.Cause, res.Participant)
 	}
-	nodetest.Eventually(t, "p1 told to abort", func() bool { return r.parts["p1"].decisionsFor(id, wire.DecisionAbort) > 0 })
-	if n := r.parts["p1"].decisionsFor(id, wire.DecisionCommit); n != 0 {
+	nodetest.Eventually(t, "p1 told to abort", func() bool { return r.parts["p1"].decisionsFor(id, protocol.DecisionAbort) > 0 })
+	if n := r.parts["p1"].decisionsFor(id, protocol.DecisionCommit); n != 0 {
 		t.Fatalf("p1 told to commit an aborted transaction %d times", n)
 	}
 }
@@ -358,9 +358,9 @@ func TestRestartRedrivesAnUnacknowledgedCommit(t *testing.T) {
 	nodetest.Eventually(t, "the unacknowledged commit in doubt after the restart", func() bool { return r.coord.Status().InDoubt == 1 })
 	// Acks are not logged, so every participant is told again
 	// (docs/protocol.md, "Recovery"); p2 had acked and acks again.
-	nodetest.Eventually(t, "the commit redelivered to p1", func() bool { return p1.decisionsFor(id, wire.DecisionCommit) > 0 })
-	nodetest.Eventually(t, "the commit redelivered to p2", func() bool { return r.parts["p2"].decisionsFor(id, wire.DecisionCommit) == 2 })
-	if n := p1.decisionsFor(id, wire.DecisionAbort) + r.parts["p2"].decisionsFor(id, wire.DecisionAbort); n != 0 {
+	nodetest.Eventually(t, "the commit redelivered to p1", func() bool { return p1.decisionsFor(id, protocol.DecisionCommit) > 0 })
+	nodetest.Eventually(t, "the commit redelivered to p2", func() bool { return r.parts["p2"].decisionsFor(id, protocol.DecisionCommit) == 2 })
+	if n := p1.decisionsFor(id, protocol.DecisionAbort) + r.parts["p2"].decisionsFor(id, protocol.DecisionAbort); n != 0 {
 		t.Fatalf("%d abort decisions for a committed transaction", n)
 	}
 	p1.ack.Store(true)
@@ -444,7 +444,7 @@ func TestPrepareNotSentAbortsAtOnce(t *testing.T) {
 	if res.Outcome != client.Aborted || res.Cause != protocol.CauseUnreachable || res.Participant != "p3" {
 		t.Fatalf("two-phase with an unconnected participant: %v (cause %v at %q), want aborted, unreachable p3", res.Outcome, res.Cause, res.Participant)
 	}
-	nodetest.Eventually(t, "p1 told to abort", func() bool { return p1.decisionsFor(id, wire.DecisionAbort) > 0 })
+	nodetest.Eventually(t, "p1 told to abort", func() bool { return p1.decisionsFor(id, protocol.DecisionAbort) > 0 })
 }
 
 // A byte flipped in the header of the coordinator's first segment (its

@@ -11,7 +11,6 @@ import (
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
-	"github.com/commitd/commitd/protocol"
 )
 
 // frontDoor handles frames from the coordinator and admin tools.
@@ -45,7 +44,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if s.life.Closing() {
 			return nil // not taken: the coordinator will time it out
 		}
-		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: protocol.TxnID(st.prepare.Txn), To: s.cfg.Name,
+		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: st.prepare.Txn, To: s.cfg.Name,
 			OnePhase: st.prepare.OnePhase, Work: st.prepare.Work}
 		s.metrics.prepareArrived(st.msg.Txn)
 		s.pump.Submit(&st.msg)
@@ -53,8 +52,8 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if err := st.dec.Decode(f); err != nil {
 			return err
 		}
-		st.msg = engine.Message{Type: engine.MsgDecision, Txn: protocol.TxnID(st.dec.Txn), To: s.cfg.Name,
-			Decision: protocol.Decision(st.dec.Decision)}
+		st.msg = engine.Message{Type: engine.MsgDecision, Txn: st.dec.Txn, To: s.cfg.Name,
+			Decision: st.dec.Decision}
 		s.pump.Submit(&st.msg)
 	case wire.TypeAdminRequest:
 		if err := st.admin.Decode(f); err != nil {

@@ -44,13 +44,13 @@ func (o *output) Deliver(rd *engine.Ready) {
 			if s.metrics != nil {
 				s.metrics.voteSent(m.Txn)
 			}
-			o.vote = wire.Vote{Txn: wire.TxnID(m.Txn), From: name, Vote: wire.VoteCode(m.Vote)}
+			o.vote = wire.Vote{Txn: m.Txn, From: name, Vote: m.Vote}
 			wm = &o.vote
 		case engine.MsgAck:
-			o.ack = wire.Ack{Txn: wire.TxnID(m.Txn), From: name}
+			o.ack = wire.Ack{Txn: m.Txn, From: name}
 			wm = &o.ack
 		case engine.MsgInquire:
-			o.inquire = wire.Inquire{Txn: wire.TxnID(m.Txn), From: name}
+			o.inquire = wire.Inquire{Txn: m.Txn, From: name}
 			wm = &o.inquire
 		default:
 			panic(fmt.Sprintf("participant: machine emitted a %v message", m.Type))

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/internal/node/nodetest"
-	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -33,7 +33,7 @@ func TestLedgerRetentionInAServer(t *testing.T) {
 		for i := range ids {
 			ids[i] = newID()
 			r.coord.prepare(t, ids[i], uint32(i%accounts), 1)
-			r.coord.decide(t, ids[i], wire.DecisionAbort)
+			r.coord.decide(t, ids[i], protocol.DecisionAbort)
 		}
 		return ids
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 	"github.com/commitd/commitd/wal/waltest"
 	"github.com/google/uuid"
@@ -32,18 +33,18 @@ type fakeCoordinator struct {
 
 	mu struct {
 		sync.Mutex
-		votes    map[wire.TxnID]wire.VoteCode
-		acks     map[wire.TxnID]int
-		inquires map[wire.TxnID]int
+		votes    map[protocol.TxnID]protocol.Vote
+		acks     map[protocol.TxnID]int
+		inquires map[protocol.TxnID]int
 	}
 }
 
 func newFakeCoordinator(t *testing.T) *fakeCoordinator {
 	t.Helper()
 	f := &fakeCoordinator{}
-	f.mu.votes = map[wire.TxnID]wire.VoteCode{}
-	f.mu.acks = map[wire.TxnID]int{}
-	f.mu.inquires = map[wire.TxnID]int{}
+	f.mu.votes = map[protocol.TxnID]protocol.Vote{}
+	f.mu.acks = map[protocol.TxnID]int{}
+	f.mu.inquires = map[protocol.TxnID]int{}
 	// It asks for participant p1, the rig's name, as the real coordinator
 	// asks for each participant by the name it knows it by.
 	f.Peer = nodetest.Listen(t, wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p1")}, f.handle)
@@ -85,30 +86,30 @@ func (f *fakeCoordinator) send(t *testing.T, m wire.Message) {
 
 func (f *fakeCoordinator) prepare(t *testing.T, id uuid.UUID, account uint32, amount int64) {
 	t.Helper()
-	f.send(t, &wire.Prepare{Txn: wire.TxnID(id), Work: bank.AppendWork(nil, account, amount)})
+	f.send(t, &wire.Prepare{Txn: id, Work: bank.AppendWork(nil, account, amount)})
 }
 
-func (f *fakeCoordinator) decide(t *testing.T, id uuid.UUID, d wire.DecisionCode) {
+func (f *fakeCoordinator) decide(t *testing.T, id uuid.UUID, d protocol.Decision) {
 	t.Helper()
-	f.send(t, &wire.Decision{Txn: wire.TxnID(id), Decision: d})
+	f.send(t, &wire.Decision{Txn: id, Decision: d})
 }
 
-func (f *fakeCoordinator) vote(id uuid.UUID) wire.VoteCode {
+func (f *fakeCoordinator) vote(id uuid.UUID) protocol.Vote {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.mu.votes[wire.TxnID(id)]
+	return f.mu.votes[id]
 }
 
 func (f *fakeCoordinator) acked(id uuid.UUID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.mu.acks[wire.TxnID(id)] > 0
+	return f.mu.acks[id] > 0
 }
 
 func (f *fakeCoordinator) inquired(id uuid.UUID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.mu.inquires[wire.TxnID(id)] > 0
+	return f.mu.inquires[id] > 0
 }
 
 const (
@@ -204,17 +205,17 @@ func TestPrepareAndDecideOverTheWire(t *testing.T) {
 	nodetest.Eventually(t, "three votes", func() bool {
 		return r.coord.vote(commit) != 0 && r.coord.vote(overdraw) != 0 && r.coord.vote(abort) != 0
 	})
-	if v := r.coord.vote(commit); v != wire.VoteYes {
+	if v := r.coord.vote(commit); v != protocol.VoteYes {
 		t.Errorf("vote on a withdrawal the account covers: %v, want yes", v)
 	}
-	if v := r.coord.vote(overdraw); v != wire.VoteNo {
+	if v := r.coord.vote(overdraw); v != protocol.VoteNo {
 		t.Errorf("vote on an overdraft: %v, want no", v)
 	}
 	if a := r.accounts(); a.Prepared != 2 || a.Total != accounts*balance {
 		t.Errorf("accounts while two are prepared: %+v, want 2 prepared and the total untouched", a)
 	}
-	r.coord.decide(t, commit, wire.DecisionCommit)
-	r.coord.decide(t, abort, wire.DecisionAbort)
+	r.coord.decide(t, commit, protocol.DecisionCommit)
+	r.coord.decide(t, abort, protocol.DecisionAbort)
 	nodetest.Eventually(t, "the commit acked", func() bool { return r.coord.acked(commit) })
 	nodetest.Eventually(t, "nothing prepared", func() bool { return r.accounts().Prepared == 0 })
 	if a := r.accounts(); a.Total != accounts*balance-40 || a.Accounts != accounts {
@@ -239,7 +240,7 @@ func TestRestartInDoubtInquires(t *testing.T) {
 	r := newRig(t, nil)
 	id := newID()
 	r.coord.prepare(t, id, 4, -30)
-	nodetest.Eventually(t, "the yes vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
+	nodetest.Eventually(t, "the yes vote", func() bool { return r.coord.vote(id) == protocol.VoteYes })
 	r.restart()
 	if a := r.accounts(); a.Prepared != 1 {
 		t.Fatalf("after the restart %d prepared, want the one in doubt", a.Prepared)
@@ -253,10 +254,10 @@ func TestRestartInDoubtInquires(t *testing.T) {
 	other := newID()
 	r.coord.prepare(t, other, 4, -1)
 	nodetest.Eventually(t, "a vote on the locked account", func() bool { return r.coord.vote(other) != 0 })
-	if v := r.coord.vote(other); v != wire.VoteNo {
+	if v := r.coord.vote(other); v != protocol.VoteNo {
 		t.Fatalf("vote on an account held by the transaction in doubt: %v, want no", v)
 	}
-	r.coord.decide(t, id, wire.DecisionCommit)
+	r.coord.decide(t, id, protocol.DecisionCommit)
 	nodetest.Eventually(t, "the commit acked", func() bool { return r.coord.acked(id) })
 	if o := r.outcomes()[id]; o != "committed" {
 		t.Fatalf("outcome %q after the commit, want committed", o)
@@ -276,14 +277,14 @@ func TestAdminReportsAfterRestart(t *testing.T) {
 	for i := range 6 {
 		id := newID()
 		r.coord.prepare(t, id, uint32(i), 10)
-		nodetest.Eventually(t, "a yes vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
+		nodetest.Eventually(t, "a yes vote", func() bool { return r.coord.vote(id) == protocol.VoteYes })
 		if i%2 == 0 {
-			r.coord.decide(t, id, wire.DecisionCommit)
+			r.coord.decide(t, id, protocol.DecisionCommit)
 			nodetest.Eventually(t, "an ack", func() bool { return r.coord.acked(id) })
 			want[id] = "committed"
 			total += 10
 		} else {
-			r.coord.decide(t, id, wire.DecisionAbort)
+			r.coord.decide(t, id, protocol.DecisionAbort)
 			want[id] = "aborted"
 		}
 	}
@@ -316,7 +317,7 @@ func TestAdminReportsAfterRestart(t *testing.T) {
 	}
 	// A Begin is no admin's to send (wire.Sender): the connection is
 	// refused, and a new one is served.
-	_, err = conn.Call(ctx, &wire.Begin{Txn: wire.TxnID(newID())}, nil)
+	_, err = conn.Call(ctx, &wire.Begin{Txn: newID()}, nil)
 	if !errors.Is(err, mux.ErrRefused) || !strings.Contains(err.Error(), "may not send begin") {
 		t.Errorf("a Begin sent to a participant: %v, want the connection refused", err)
 	}
@@ -332,12 +333,12 @@ func TestFsyncFailureStopsTheParticipant(t *testing.T) {
 	r := newRig(t, fs)
 	before := newID()
 	r.coord.prepare(t, before, 0, -1)
-	nodetest.Eventually(t, "a yes vote before the fault", func() bool { return r.coord.vote(before) == wire.VoteYes })
+	nodetest.Eventually(t, "a yes vote before the fault", func() bool { return r.coord.vote(before) == protocol.VoteYes })
 	fs.Inject(waltest.FailNth(waltest.OpSync, 1, syscall.EIO, true))
 	id := newID()
 	r.coord.prepare(t, id, 1, -1)
 	nodetest.WaitFailed(t, r.p, "participant", syscall.EIO, wal.ErrFailed)
-	if v := r.coord.vote(id); v == wire.VoteYes {
+	if v := r.coord.vote(id); v == protocol.VoteYes {
 		t.Fatal("voted yes on a prepare whose record never became durable")
 	}
 }
@@ -363,9 +364,9 @@ func TestOutcomesStreamFromTheLedger(t *testing.T) {
 	for i := range ids {
 		ids[i] = newID()
 		copy(rec[:16], ids[i][:])
-		rec[16] = byte(wire.DecisionCommit)
+		rec[16] = byte(protocol.DecisionCommit)
 		if i%3 == 0 {
-			rec[16] = byte(wire.DecisionAbort)
+			rec[16] = byte(protocol.DecisionAbort)
 		}
 		if _, err := lg.Append(rec[:]); err != nil {
 			t.Fatal(err)
@@ -457,10 +458,10 @@ func TestOnlyTheCoordinatorMayPrepare(t *testing.T) {
 	before := r.accounts()
 	addr := r.p.Addr().String()
 	rich := func() *wire.Prepare {
-		return &wire.Prepare{Txn: wire.TxnID(newID()), OnePhase: true, Work: bank.AppendWork(nil, 1, 1_000_000)}
+		return &wire.Prepare{Txn: newID(), OnePhase: true, Work: bank.AppendWork(nil, 1, 1_000_000)}
 	}
 	commit := func() *wire.Decision {
-		return &wire.Decision{Txn: wire.TxnID(newID()), Decision: wire.DecisionCommit}
+		return &wire.Decision{Txn: newID(), Decision: protocol.DecisionCommit}
 	}
 	client := wire.Hello{Role: wire.RoleClient}
 	admin := wire.Hello{Role: wire.RoleAdmin}
@@ -475,15 +476,15 @@ func TestOnlyTheCoordinatorMayPrepare(t *testing.T) {
 	}{
 		{"client prepares", client, rich(), "not client connections"},
 		{"client decides", client, commit(), "not client connections"},
-		{"client begins", client, &wire.Begin{Txn: wire.TxnID(newID())}, "not client connections"},
+		{"client begins", client, &wire.Begin{Txn: newID()}, "not client connections"},
 		{"participant prepares", self, rich(), "not participant connections"},
 		{"admin prepares", admin, rich(), "admin connection"},
 		{"admin decides", admin, commit(), "may not send decision"},
 		{"coordinator of p2 prepares", coordP2, rich(), `this is participant "p1", not "p2"`},
 		{"coordinator of p2 decides", coordP2, commit(), `not "p2"`},
-		{"coordinator votes", coordP1, &wire.Vote{Txn: wire.TxnID(newID()), From: []byte("p1"), Vote: wire.VoteYes}, "may not send vote"},
-		{"coordinator acks", coordP1, &wire.Ack{Txn: wire.TxnID(newID()), From: []byte("p1")}, "may not send ack"},
-		{"coordinator inquires", coordP1, &wire.Inquire{Txn: wire.TxnID(newID()), From: []byte("p1")}, "may not send inquire"},
+		{"coordinator votes", coordP1, &wire.Vote{Txn: newID(), From: []byte("p1"), Vote: protocol.VoteYes}, "may not send vote"},
+		{"coordinator acks", coordP1, &wire.Ack{Txn: newID(), From: []byte("p1")}, "may not send ack"},
+		{"coordinator inquires", coordP1, &wire.Inquire{Txn: newID(), From: []byte("p1")}, "may not send inquire"},
 		{"coordinator asks for a report", coordP1, &wire.AdminRequest{Kind: wire.AdminAccounts}, "may not send admin-request"},
 	}
 	for _, tc := range cases {
@@ -499,8 +500,8 @@ func TestOnlyTheCoordinatorMayPrepare(t *testing.T) {
 	// have submitted.
 	id := newID()
 	r.coord.prepare(t, id, 2, 5)
-	nodetest.Eventually(t, "the coordinator's vote", func() bool { return r.coord.vote(id) == wire.VoteYes })
-	r.coord.decide(t, id, wire.DecisionAbort)
+	nodetest.Eventually(t, "the coordinator's vote", func() bool { return r.coord.vote(id) == protocol.VoteYes })
+	r.coord.decide(t, id, protocol.DecisionAbort)
 	// Under presumed abort nothing acknowledges the abort: wait until it
 	// is applied, then look at what the refused connections left.
 	nodetest.Eventually(t, "the coordinator's abort applied", func() bool { return r.accounts().Prepared == 0 })
@@ -544,7 +545,7 @@ func TestCertificatesMustMatchTheRole(t *testing.T) {
 	}
 	asCoordinator := wire.Hello{Role: wire.RoleCoordinator, Name: []byte("p1")}
 	prepare := func(amount int64) *wire.Prepare {
-		return &wire.Prepare{Txn: wire.TxnID(newID()), OnePhase: true, Work: bank.AppendWork(nil, 1, amount)}
+		return &wire.Prepare{Txn: newID(), OnePhase: true, Work: bank.AppendWork(nil, 1, amount)}
 	}
 	other := ca.Config(t, "p7", "p7.test")
 	e := nodetest.RefusedOn(t, dial(other), asCoordinator, prepare(1_000_000))

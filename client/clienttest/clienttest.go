@@ -9,6 +9,7 @@ import (
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -89,14 +90,14 @@ func (c *Coordinator) handle(conn *mux.Conn, f wire.Frame) error {
 	}
 	o := client.Committed
 	if c.decide != nil {
-		o = c.decide(uuid.UUID(sc.begin.Txn))
+		o = c.decide(sc.begin.Txn)
 	}
-	sc.outcome = wire.Outcome{Txn: sc.begin.Txn, Outcome: wire.OutcomeCode(o)}
+	sc.outcome = wire.Outcome{Txn: sc.begin.Txn, Outcome: o}
 	switch o {
 	case client.Aborted:
-		sc.outcome.Cause, sc.outcome.Participant = wire.CauseVotedNo, p1
+		sc.outcome.Cause, sc.outcome.Participant = protocol.CauseVotedNo, p1
 	case client.Rejected:
-		sc.outcome.Cause = wire.CauseInvalid
+		sc.outcome.Cause = protocol.CauseInvalid
 	}
 	c.begins.Add(1)
 	// Reply encodes the outcome into the connection's queue before it

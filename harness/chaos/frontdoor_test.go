@@ -56,7 +56,7 @@ func badInputs(t *testing.T) []struct {
 	halfClose bool
 } {
 	hello := helloFrame(t)
-	begin, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: wire.TxnID(uuid.Must(uuid.NewV7())),
+	begin, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: uuid.Must(uuid.NewV7()),
 		Branches: []wire.Branch{
 			{Participant: []byte("p1"), Work: bank.AppendWork(nil, 1, -1)},
 			{Participant: []byte("p2"), Work: bank.AppendWork(nil, 1, 1)},

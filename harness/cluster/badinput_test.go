@@ -24,6 +24,7 @@ import (
 	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
 
@@ -156,7 +157,7 @@ func header(length uint32, version, typ uint8) []byte {
 // connection is closed, and the cluster keeps committing.
 func TestBadFramesAtTheFrontDoor(t *testing.T) {
 	c, cl := startCluster(t, cluster.Options{})
-	valid, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: wire.TxnID(uuid.Must(uuid.NewV7())),
+	valid, err := wire.AppendFrame(nil, 1, &wire.Begin{Txn: uuid.Must(uuid.NewV7()),
 		Branches: []wire.Branch{{Participant: []byte("p1"), Work: bank.AppendWork(nil, 1, 0)}}})
 	if err != nil {
 		t.Fatal(err)
@@ -230,11 +231,11 @@ func TestUnknownTransactionMessages(t *testing.T) {
 	var b []byte
 	b, _ = wire.AppendFrame(b, 0, &wire.Hello{Role: wire.RoleParticipant, Name: []byte("p1")})
 	for range 100 {
-		id := wire.TxnID(uuid.Must(uuid.NewV7()))
-		b, _ = wire.AppendFrame(b, 0, &wire.Vote{Txn: id, From: []byte("p1"), Vote: wire.VoteYes})
+		id := uuid.Must(uuid.NewV7())
+		b, _ = wire.AppendFrame(b, 0, &wire.Vote{Txn: id, From: []byte("p1"), Vote: protocol.VoteYes})
 		b, _ = wire.AppendFrame(b, 0, &wire.Ack{Txn: id, From: []byte("p1")})
 		b, _ = wire.AppendFrame(b, 0, &wire.Inquire{Txn: id, From: []byte("p2")})
-		b, _ = wire.AppendFrame(b, 0, &wire.Vote{Txn: id, From: []byte("stranger"), Vote: wire.VoteYes})
+		b, _ = wire.AppendFrame(b, 0, &wire.Vote{Txn: id, From: []byte("stranger"), Vote: protocol.VoteYes})
 	}
 	if _, err := nc.Write(b); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -39,13 +40,13 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-func txnOf(i int) wire.TxnID {
-	var id wire.TxnID
+func txnOf(i int) protocol.TxnID {
+	var id protocol.TxnID
 	binary.BigEndian.PutUint64(id[8:], uint64(i))
 	return id
 }
 
-var vote = wire.Vote{Txn: txnOf(1), From: []byte("bank-1"), Vote: wire.VoteYes}
+var vote = wire.Vote{Txn: txnOf(1), From: []byte("bank-1"), Vote: protocol.VoteYes}
 
 // waitFor polls cond until it holds or a generous deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -102,7 +103,7 @@ func (e *echo) HandleFrame(c *Conn, f wire.Frame) error {
 	if b.Txn[0] == 0xee {
 		return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeUnavailable, Message: []byte("try later")})
 	}
-	return c.Reply(f.ReqID, &wire.Outcome{Txn: b.Txn, Outcome: wire.OutcomeCommitted})
+	return c.Reply(f.ReqID, &wire.Outcome{Txn: b.Txn, Outcome: protocol.OutcomeCommitted})
 }
 
 func (e *echo) count(t wire.Type) int {
@@ -381,7 +382,7 @@ func TestConcurrentCalls(t *testing.T) {
 			if err == nil {
 				err = o.Decode(f)
 			}
-			if err != nil || o.Txn != txnOf(i) || o.Outcome != wire.OutcomeCommitted {
+			if err != nil || o.Txn != txnOf(i) || o.Outcome != protocol.OutcomeCommitted {
 				failed.Add(1)
 				t.Errorf("call %d: %v, outcome %+v", i, err, o)
 			}
@@ -429,14 +430,14 @@ func TestInFlightBound(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || h.count(wire.TypeBegin) != 4 {
 		t.Fatalf("fifth call: %v, server saw %d begins", err, h.count(wire.TypeBegin))
 	}
-	if err := srv.Reply(999, &wire.Outcome{Outcome: wire.OutcomeAborted}); err != nil {
+	if err := srv.Reply(999, &wire.Outcome{Outcome: protocol.OutcomeAborted}); err != nil {
 		t.Fatal(err)
 	}
 	h.mu.Lock()
 	held := append([]uint64(nil), h.held...)
 	h.mu.Unlock()
 	for _, id := range held {
-		if err := srv.Reply(id, &wire.Outcome{Outcome: wire.OutcomeCommitted}); err != nil {
+		if err := srv.Reply(id, &wire.Outcome{Outcome: protocol.OutcomeCommitted}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -472,7 +473,7 @@ func TestCancelledCallReplyIgnored(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
 	}
-	if err := srv.Reply(h.held[0], &wire.Outcome{Outcome: wire.OutcomeCommitted}); err != nil {
+	if err := srv.Reply(h.held[0], &wire.Outcome{Outcome: protocol.OutcomeCommitted}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "unknown reply", func() bool { return c.Stats().UnknownReplies == 1 })
@@ -799,7 +800,7 @@ func TestSendDoesNotAllocate(t *testing.T) {
 	i := 0
 	allocs := testing.AllocsPerRun(10000, func() {
 		i++
-		v := wire.Vote{Txn: txnOf(i), From: from, Vote: wire.VoteYes}
+		v := wire.Vote{Txn: txnOf(i), From: from, Vote: protocol.VoteYes}
 		if err := c.Send(&v); err != nil {
 			t.Fatal(err)
 		}
@@ -934,7 +935,7 @@ func TestRoleTable(t *testing.T) {
 	}{
 		{1, &wire.Begin{Txn: txnOf(1)}},
 		{0, &wire.Prepare{Txn: txnOf(1), OnePhase: true, Work: []byte("+1000000")}},
-		{0, &wire.Decision{Txn: txnOf(1), Decision: wire.DecisionCommit}},
+		{0, &wire.Decision{Txn: txnOf(1), Decision: protocol.DecisionCommit}},
 		{0, &vote},
 		{0, &wire.Ack{Txn: txnOf(1), From: []byte("bank-1")}},
 		{0, &wire.Inquire{Txn: txnOf(1), From: []byte("bank-1")}},
@@ -1102,7 +1103,7 @@ func TestPeerUsesOnlyAnsweredConnections(t *testing.T) {
 	if err := p.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Send(&wire.Decision{Txn: txnOf(1), Decision: wire.DecisionAbort}); err != nil {
+	if err := p.Send(&wire.Decision{Txn: txnOf(1), Decision: protocol.DecisionAbort}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the decision", func() bool { return h.count(wire.TypeDecision) == 1 })

@@ -3,8 +3,10 @@
 // coordinators, participants and admin tools.
 //
 // The package knows nothing of the engine: it defines its own message
-// structs mirroring the protocol (the enum values equal the engine's), and
-// the servers convert. docs/wire-format.md is the full reference.
+// structs, whose ids, votes, decisions, outcomes and causes are the
+// protocol package's types (each one byte on the wire; their Valid methods
+// are the range checks), so nothing converts between layers.
+// docs/wire-format.md is the full reference.
 //
 // # Frames
 //

@@ -23,13 +23,11 @@ const (
 	MaxPayload = MaxFrameSize - HeaderSize
 )
 
-// Field limits, checked when a message is encoded and when it is decoded.
-const (
-	MaxNameLen   = 64   // participant and peer names
-	MaxBranches  = 10   // branches of one Begin
-	MaxWorkLen   = 4096 // one branch's work
-	MaxDetailLen = 1024 // Outcome.Detail and Error.Message
-)
+// MaxDetailLen bounds Outcome.Detail and Error.Message. The other field
+// limits are the protocol's (protocol.MaxNameLen for participant and peer
+// names, protocol.MaxBranches, protocol.MaxWorkLen), checked when a message
+// is encoded and when it is decoded.
+const MaxDetailLen = 1024
 
 // Sentinel errors. Decoding errors wrap one of them with the reason.
 var (

@@ -3,6 +3,8 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/commitd/commitd/protocol"
 )
 
 // Message is the payload of one frame type: *Hello, *Begin, *Outcome,
@@ -73,7 +75,7 @@ func Check(f Frame) error {
 		var m Hello
 		return m.Decode(f)
 	case TypeBegin:
-		var bs [MaxBranches]Branch
+		var bs [protocol.MaxBranches]Branch
 		m := Begin{Branches: bs[:0]}
 		return m.Decode(f)
 	case TypeOutcome:
@@ -106,10 +108,6 @@ func Check(f Frame) error {
 	}
 	return fmt.Errorf("%w: unknown frame type %d", ErrMalformed, uint8(f.Type))
 }
-
-// TxnID is a transaction id: a UUID as 16 raw bytes. It has the same
-// underlying type as github.com/google/uuid.UUID, so the two convert.
-type TxnID [16]byte
 
 // Role says what kind of program opened a connection.
 type Role uint8
@@ -162,50 +160,6 @@ func Sender(t Type) Role {
 	}
 	return 0
 }
-
-// VoteCode is a participant's vote. The values are protocol.Vote's.
-type VoteCode uint8
-
-// Votes start at 1.
-const (
-	VoteYes VoteCode = iota + 1
-	VoteNo
-	VoteReadOnly
-)
-
-// DecisionCode is a coordinator's decision. The values are protocol.Decision's.
-type DecisionCode uint8
-
-// Decisions start at 1.
-const (
-	DecisionCommit DecisionCode = iota + 1
-	DecisionAbort
-)
-
-// OutcomeCode is what a client is told. The values are protocol.Outcome's.
-type OutcomeCode uint8
-
-// Outcomes start at 1.
-const (
-	OutcomeCommitted OutcomeCode = iota + 1
-	OutcomeAborted
-	OutcomeUnknown
-	OutcomeRejected
-)
-
-// CauseCode says why a transaction aborted or was rejected; zero means
-// none. The values are protocol.Cause's.
-type CauseCode uint8
-
-// Causes start at 1.
-const (
-	CauseVotedNo CauseCode = iota + 1
-	CauseTimeout
-	CauseInvalid
-	CauseUnreachable // a participant was not connected: its prepare was never sent
-	CauseOverloaded  // the coordinator held its maximum of transactions; nothing was started
-	CauseStaleID     // the id's time is outside the window the coordinator can check for reuse
-)
 
 // AdminKind says what an AdminRequest asks for. Any non-zero kind is well
 // formed on the wire; a server answers a kind it does not serve with an
@@ -274,8 +228,8 @@ type Hello struct {
 
 // Branch is one participant's share of a Begin.
 type Branch struct {
-	Participant []byte // ≤ MaxNameLen
-	Work        []byte // ≤ MaxWorkLen
+	Participant []byte // ≤ protocol.MaxNameLen
+	Work        []byte // ≤ protocol.MaxWorkLen
 }
 
 // Begin asks a coordinator to run a transaction (request; reply Outcome).
@@ -283,7 +237,7 @@ type Branch struct {
 // make a valid transaction (at least one, distinct non-empty names) is the
 // coordinator's to judge, with an Outcome{OutcomeRejected}.
 type Begin struct {
-	Txn TxnID
+	Txn protocol.TxnID
 	// Branches is reused by Decode: it decodes into Branches[:0], so a
 	// Begin decoded again and again allocates only while it grows.
 	Branches []Branch
@@ -291,43 +245,43 @@ type Begin struct {
 
 // Outcome answers a Begin.
 type Outcome struct {
-	Txn         TxnID
-	Outcome     OutcomeCode
-	Cause       CauseCode // zero unless aborted or rejected
-	Participant []byte    // ≤ MaxNameLen: the participant that caused an abort
-	Detail      []byte    // ≤ MaxDetailLen: why a Begin was rejected
+	Txn         protocol.TxnID
+	Outcome     protocol.Outcome
+	Cause       protocol.Cause // zero unless aborted or rejected
+	Participant []byte         // ≤ protocol.MaxNameLen: the participant that caused an abort
+	Detail      []byte         // ≤ MaxDetailLen: why a Begin was rejected
 }
 
 // Prepare asks a participant to prepare its branch (one-way).
 type Prepare struct {
-	Txn      TxnID
+	Txn      protocol.TxnID
 	OnePhase bool // the only branch: commit at once if possible
 	Work     []byte
 }
 
 // Vote is a participant's answer to Prepare (one-way).
 type Vote struct {
-	Txn  TxnID
+	Txn  protocol.TxnID
 	From []byte
-	Vote VoteCode
+	Vote protocol.Vote
 }
 
 // Decision tells a participant the outcome of a transaction (one-way).
 type Decision struct {
-	Txn      TxnID
-	Decision DecisionCode
+	Txn      protocol.TxnID
+	Decision protocol.Decision
 }
 
 // Ack says the commit decision is durable at participant From (one-way).
 type Ack struct {
-	Txn  TxnID
+	Txn  protocol.TxnID
 	From []byte
 }
 
 // Inquire asks the coordinator for the decision on a transaction that
 // participant From holds prepared (one-way).
 type Inquire struct {
-	Txn  TxnID
+	Txn  protocol.TxnID
 	From []byte
 }
 
@@ -398,6 +352,20 @@ func checkLen(what string, b []byte, max int) error {
 	return nil
 }
 
+// enum is one of the protocol's enums (protocol.Vote, Decision, Outcome,
+// Cause): a byte on the wire that knows which of its values may be sent.
+type enum interface {
+	~uint8
+	Valid() bool
+}
+
+func checkValid[E enum](what string, v E) error {
+	if !v.Valid() {
+		return fmt.Errorf("%w: %s %d out of range", ErrMalformed, what, uint8(v))
+	}
+	return nil
+}
+
 func checkEnum(what string, v, lo, hi uint8) error {
 	if v < lo || v > hi {
 		return fmt.Errorf("%w: %s %d out of range", ErrMalformed, what, v)
@@ -409,18 +377,18 @@ func (m *Hello) check() error {
 	if err := checkEnum("role", uint8(m.Role), uint8(RoleClient), uint8(RoleAdmin)); err != nil {
 		return err
 	}
-	return checkLen("name", m.Name, MaxNameLen)
+	return checkLen("name", m.Name, protocol.MaxNameLen)
 }
 
 func (m *Begin) check() error {
-	if len(m.Branches) > MaxBranches {
-		return fmt.Errorf("%w: %d branches, limit %d", ErrMalformed, len(m.Branches), MaxBranches)
+	if len(m.Branches) > protocol.MaxBranches {
+		return fmt.Errorf("%w: %d branches, limit %d", ErrMalformed, len(m.Branches), protocol.MaxBranches)
 	}
 	for i := range m.Branches {
-		if err := checkLen("participant", m.Branches[i].Participant, MaxNameLen); err != nil {
+		if err := checkLen("participant", m.Branches[i].Participant, protocol.MaxNameLen); err != nil {
 			return err
 		}
-		if err := checkLen("work", m.Branches[i].Work, MaxWorkLen); err != nil {
+		if err := checkLen("work", m.Branches[i].Work, protocol.MaxWorkLen); err != nil {
 			return err
 		}
 	}
@@ -428,33 +396,33 @@ func (m *Begin) check() error {
 }
 
 func (m *Outcome) check() error {
-	if err := checkEnum("outcome", uint8(m.Outcome), uint8(OutcomeCommitted), uint8(OutcomeRejected)); err != nil {
+	if err := checkValid("outcome", m.Outcome); err != nil {
 		return err
 	}
-	if err := checkEnum("cause", uint8(m.Cause), 0, uint8(CauseStaleID)); err != nil {
+	if err := checkValid("cause", m.Cause); err != nil {
 		return err
 	}
-	if err := checkLen("participant", m.Participant, MaxNameLen); err != nil {
+	if err := checkLen("participant", m.Participant, protocol.MaxNameLen); err != nil {
 		return err
 	}
 	return checkLen("detail", m.Detail, MaxDetailLen)
 }
 
-func (m *Prepare) check() error { return checkLen("work", m.Work, MaxWorkLen) }
+func (m *Prepare) check() error { return checkLen("work", m.Work, protocol.MaxWorkLen) }
 
 func (m *Vote) check() error {
-	if err := checkEnum("vote", uint8(m.Vote), uint8(VoteYes), uint8(VoteReadOnly)); err != nil {
+	if err := checkValid("vote", m.Vote); err != nil {
 		return err
 	}
-	return checkLen("from", m.From, MaxNameLen)
+	return checkLen("from", m.From, protocol.MaxNameLen)
 }
 
 func (m *Decision) check() error {
-	return checkEnum("decision", uint8(m.Decision), uint8(DecisionCommit), uint8(DecisionAbort))
+	return checkValid("decision", m.Decision)
 }
 
-func (m *Ack) check() error     { return checkLen("from", m.From, MaxNameLen) }
-func (m *Inquire) check() error { return checkLen("from", m.From, MaxNameLen) }
+func (m *Ack) check() error     { return checkLen("from", m.From, protocol.MaxNameLen) }
+func (m *Inquire) check() error { return checkLen("from", m.From, protocol.MaxNameLen) }
 
 func (m *AdminRequest) check() error {
 	if m.Kind == 0 {
@@ -673,7 +641,7 @@ func (d *decoder) u16(what string) uint16 {
 	return 0
 }
 
-func (d *decoder) txn() (id TxnID) {
+func (d *decoder) txn() (id protocol.TxnID) {
 	copy(id[:], d.take(16, "txn"))
 	return id
 }
@@ -742,15 +710,15 @@ func (m *Begin) Decode(f Frame) error {
 	}
 	m.Txn = d.txn()
 	n := int(d.u8("branch count"))
-	if n > MaxBranches {
+	if n > protocol.MaxBranches {
 		// Checked before the branches are read, so that a hostile count
 		// never grows m.Branches.
-		return fmt.Errorf("%w: %d branches, limit %d", ErrMalformed, n, MaxBranches)
+		return fmt.Errorf("%w: %d branches, limit %d", ErrMalformed, n, protocol.MaxBranches)
 	}
 	// Reslice rather than append, so that escape analysis sees no new
 	// backing array flowing into m and Check's scratch stays on the stack.
 	if cap(m.Branches) < n {
-		m.Branches = make([]Branch, n, MaxBranches)
+		m.Branches = make([]Branch, n, protocol.MaxBranches)
 	}
 	m.Branches = m.Branches[:n]
 	for i := range m.Branches {
@@ -770,8 +738,8 @@ func (m *Outcome) Decode(f Frame) error {
 		return err
 	}
 	m.Txn = d.txn()
-	m.Outcome = OutcomeCode(d.u8("outcome"))
-	m.Cause = CauseCode(d.u8("cause"))
+	m.Outcome = protocol.Outcome(d.u8("outcome"))
+	m.Cause = protocol.Cause(d.u8("cause"))
 	m.Participant = d.name("participant")
 	m.Detail = d.bytes16("detail")
 	if err := d.finish(TypeOutcome); err != nil {
@@ -802,7 +770,7 @@ func (m *Vote) Decode(f Frame) error {
 		return err
 	}
 	m.Txn = d.txn()
-	m.Vote = VoteCode(d.u8("vote"))
+	m.Vote = protocol.Vote(d.u8("vote"))
 	m.From = d.name("from")
 	if err := d.finish(TypeVote); err != nil {
 		return err
@@ -817,7 +785,7 @@ func (m *Decision) Decode(f Frame) error {
 		return err
 	}
 	m.Txn = d.txn()
-	m.Decision = DecisionCode(d.u8("decision"))
+	m.Decision = protocol.Decision(d.u8("decision"))
 	if err := d.finish(TypeDecision); err != nil {
 		return err
 	}

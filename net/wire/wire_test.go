@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/commitd/commitd/protocol"
 )
 
 type sample struct {
@@ -16,16 +18,16 @@ type sample struct {
 	msg   Message
 }
 
-var txn = TxnID{0x01, 0x93, 0x7a, 0x10, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x2a}
+var txn = protocol.TxnID{0x01, 0x93, 0x7a, 0x10, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x2a}
 
 // samples returns one or more valid messages of every type, including the
 // largest each limit allows.
 func samples() []sample {
-	long := bytes.Repeat([]byte("n"), MaxNameLen)
-	work := bytes.Repeat([]byte{0xab}, MaxWorkLen)
+	long := bytes.Repeat([]byte("n"), protocol.MaxNameLen)
+	work := bytes.Repeat([]byte{0xab}, protocol.MaxWorkLen)
 	var full []Branch
-	for i := range MaxBranches {
-		full = append(full, Branch{Participant: append(long[:MaxNameLen-1:MaxNameLen-1], byte('0'+i)), Work: work})
+	for i := range protocol.MaxBranches {
+		full = append(full, Branch{Participant: append(long[:protocol.MaxNameLen-1:protocol.MaxNameLen-1], byte('0'+i)), Work: work})
 	}
 	return []sample{
 		{0, &Hello{Role: RoleParticipant, Name: []byte("bank-1")}},
@@ -33,12 +35,12 @@ func samples() []sample {
 		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: []byte("a"), Work: []byte{1, 2, 3}}, {Participant: []byte("b"), Work: []byte{}}}}},
 		{1<<64 - 1, &Begin{Txn: txn, Branches: full}},
 		{7, &Begin{Txn: txn}},
-		{7, &Outcome{Txn: txn, Outcome: OutcomeAborted, Cause: CauseVotedNo, Participant: []byte("b"), Detail: []byte{}}},
-		{8, &Outcome{Txn: txn, Outcome: OutcomeRejected, Cause: CauseInvalid, Participant: []byte{}, Detail: bytes.Repeat([]byte("x"), MaxDetailLen)}},
+		{7, &Outcome{Txn: txn, Outcome: protocol.OutcomeAborted, Cause: protocol.CauseVotedNo, Participant: []byte("b"), Detail: []byte{}}},
+		{8, &Outcome{Txn: txn, Outcome: protocol.OutcomeRejected, Cause: protocol.CauseInvalid, Participant: []byte{}, Detail: bytes.Repeat([]byte("x"), MaxDetailLen)}},
 		{0, &Prepare{Txn: txn, OnePhase: true, Work: work}},
 		{0, &Prepare{Txn: txn, Work: []byte{}}},
-		{0, &Vote{Txn: txn, From: long, Vote: VoteReadOnly}},
-		{0, &Decision{Txn: txn, Decision: DecisionAbort}},
+		{0, &Vote{Txn: txn, From: long, Vote: protocol.VoteReadOnly}},
+		{0, &Decision{Txn: txn, Decision: protocol.DecisionAbort}},
 		{0, &Ack{Txn: txn, From: []byte("bank-2")}},
 		{0, &Inquire{Txn: txn, From: []byte("bank-2")}},
 		{3, &AdminRequest{Kind: AdminOutcomes}},
@@ -125,7 +127,7 @@ func TestRoundTrip(t *testing.T) {
 
 // TestDecodeIsZeroCopy: decoded byte slices alias the frame, as documented.
 func TestDecodeIsZeroCopy(t *testing.T) {
-	b := mustAppend(t, nil, 0, &Vote{Txn: txn, From: []byte("bank-1"), Vote: VoteYes})
+	b := mustAppend(t, nil, 0, &Vote{Txn: txn, From: []byte("bank-1"), Vote: protocol.VoteYes})
 	f, _, _ := ParseFrame(b)
 	var v Vote
 	if err := v.Decode(f); err != nil {
@@ -138,24 +140,24 @@ func TestDecodeIsZeroCopy(t *testing.T) {
 }
 
 func TestEncodeRefusesBrokenLimits(t *testing.T) {
-	long := bytes.Repeat([]byte("n"), MaxNameLen+1)
-	branches := make([]Branch, MaxBranches+1)
+	long := bytes.Repeat([]byte("n"), protocol.MaxNameLen+1)
+	branches := make([]Branch, protocol.MaxBranches+1)
 	for i := range branches {
 		branches[i] = Branch{Participant: []byte{byte('a' + i)}}
 	}
 	cases := []sample{
 		{1, &Begin{Txn: txn, Branches: branches}},
 		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: long}}}},
-		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: []byte("a"), Work: make([]byte, MaxWorkLen+1)}}}},
+		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: []byte("a"), Work: make([]byte, protocol.MaxWorkLen+1)}}}},
 		{0, &Hello{Role: 0}},
 		{0, &Hello{Role: RoleAdmin + 1}},
 		{0, &Hello{Role: RoleClient, Name: long}},
 		{1, &Outcome{Outcome: 0}},
-		{1, &Outcome{Outcome: OutcomeAborted, Cause: CauseStaleID + 1}},
-		{1, &Outcome{Outcome: OutcomeRejected, Detail: make([]byte, MaxDetailLen+1)}},
-		{0, &Prepare{Work: make([]byte, MaxWorkLen+1)}},
+		{1, &Outcome{Outcome: protocol.OutcomeAborted, Cause: protocol.CauseStaleID + 1}},
+		{1, &Outcome{Outcome: protocol.OutcomeRejected, Detail: make([]byte, MaxDetailLen+1)}},
+		{0, &Prepare{Work: make([]byte, protocol.MaxWorkLen+1)}},
 		{0, &Vote{Vote: 0}},
-		{0, &Vote{Vote: VoteReadOnly + 1}},
+		{0, &Vote{Vote: protocol.VoteReadOnly + 1}},
 		{0, &Decision{Decision: 3}},
 		{0, &Ack{From: long}},
 		{0, &Inquire{From: long}},
@@ -177,7 +179,7 @@ func TestEncodeRefusesBrokenLimits(t *testing.T) {
 }
 
 func TestEncodeWrongRequestIDPanics(t *testing.T) {
-	for _, c := range []sample{{1, &Vote{Vote: VoteYes}}, {0, &Begin{}}, {0, &Outcome{Outcome: OutcomeCommitted}}} {
+	for _, c := range []sample{{1, &Vote{Vote: protocol.VoteYes}}, {0, &Begin{}}, {0, &Outcome{Outcome: protocol.OutcomeCommitted}}} {
 		func() {
 			defer func() {
 				if recover() == nil {
@@ -495,7 +497,7 @@ func TestReaderTruncatedAndErrors(t *testing.T) {
 func TestAllocations(t *testing.T) {
 	buf := make([]byte, 0, 1<<16)
 	if n := testing.AllocsPerRun(1000, func() {
-		v := Vote{Txn: txn, From: []byte("bank-1"), Vote: VoteYes}
+		v := Vote{Txn: txn, From: []byte("bank-1"), Vote: protocol.VoteYes}
 		buf, _ = AppendFrame(buf[:0], 0, &v)
 	}); n != 0 {
 		t.Errorf("AppendFrame of a stack message: %v allocs", n)
@@ -534,7 +536,7 @@ func TestAllocations(t *testing.T) {
 
 func BenchmarkAppendParseVote(b *testing.B) {
 	buf := make([]byte, 0, 256)
-	v := Vote{Txn: txn, From: []byte("bank-1"), Vote: VoteYes}
+	v := Vote{Txn: txn, From: []byte("bank-1"), Vote: protocol.VoteYes}
 	var out Vote
 	b.ReportAllocs()
 	for b.Loop() {

@@ -237,7 +237,7 @@ func TestResource(t *testing.T) {
 		}
 		return m.Type
 	}
-	t1, t2, t3, t4 := protocol.TxnID(uuid.New()), protocol.TxnID(uuid.New()), protocol.TxnID(uuid.New()), protocol.TxnID(uuid.New())
+	t1, t2, t3, t4 := uuid.New(), uuid.New(), uuid.New(), uuid.New()
 	if v := prepare(t1, 0, -101); v != protocol.VoteNo {
 		t.Fatalf("overdraft voted %v", v)
 	}
@@ -520,7 +520,7 @@ func (r *rig) checkOutcomes(l *load) {
 		}
 		ledgers[i] = map[uuid.UUID]string{}
 		for _, o := range outs {
-			ledgers[i][uuid.UUID(o.Txn)] = o.Outcome
+			ledgers[i][o.Txn] = o.Outcome
 		}
 	}
 	n := 0

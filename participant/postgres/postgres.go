@@ -286,7 +286,7 @@ func (r *Resource) setup(ctx context.Context) error {
 // goroutines and must not block for long.
 func (r *Resource) Attach(report func(engine.Message)) { r.report = report }
 
-func (r *Resource) gid(txn protocol.TxnID) string { return r.prefix + uuid.UUID(txn).String() }
+func (r *Resource) gid(txn protocol.TxnID) string { return r.prefix + txn.String() }
 
 // Prepare votes no on malformed work or an unknown account and read-only
 // on a zero amount, at once; otherwise it starts the prepare and returns
@@ -316,10 +316,10 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 	gid := r.gid(txn)
 	sql := fmt.Sprintf("BEGIN; UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d; "+
 		"INSERT INTO commitd_decisions VALUES ('%s', '%s', true); PREPARE TRANSACTION '%s'",
-		amount, acct, r.cfg.Name, uuid.UUID(txn), gid)
+		amount, acct, r.cfg.Name, txn, gid)
 	conn, err := r.pool.Acquire(r.ctx)
 	if err != nil {
-		r.cfg.Logger.Warn("postgres: prepare: no connection", "txn", uuid.UUID(txn), "err", err)
+		r.cfg.Logger.Warn("postgres: prepare: no connection", "txn", txn, "err", err)
 		return protocol.VoteNo
 	}
 	defer conn.Release()
@@ -338,19 +338,19 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 			case codeTooManyPreparedTx:
 				r.cfg.Logger.Warn("postgres: max_prepared_transactions reached: raise it", "err", err)
 			default:
-				r.cfg.Logger.Warn("postgres: prepare failed", "txn", uuid.UUID(txn), "err", err)
+				r.cfg.Logger.Warn("postgres: prepare failed", "txn", txn, "err", err)
 			}
 			return protocol.VoteNo
 		}
 		// A connection error: PostgreSQL may have prepared it all the
 		// same. Voting no is safe; the scan finds the orphan and rolls it
 		// back.
-		r.cfg.Logger.Warn("postgres: prepare: connection failed", "txn", uuid.UUID(txn), "err", err)
+		r.cfg.Logger.Warn("postgres: prepare: connection failed", "txn", txn, "err", err)
 		return protocol.VoteNo
 	}
 	if len(res) != 4 || res[1].CommandTag.RowsAffected() != 1 {
 		// The account vanished since Open: undo the (empty) prepare.
-		r.cfg.Logger.Warn("postgres: prepare: account missing", "txn", uuid.UUID(txn), "account", acct)
+		r.cfg.Logger.Warn("postgres: prepare: account missing", "txn", txn, "account", acct)
 		_, _ = pc.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'").ReadAll()
 		return protocol.VoteNo
 	}
@@ -376,7 +376,7 @@ func (r *Resource) start(txn protocol.TxnID, d protocol.Decision) {
 			// found again at the next start.
 		default:
 			r.failures.Add(1)
-			r.cfg.Logger.Error("postgres: cannot finish a decision", "txn", uuid.UUID(txn), "decision", d, "err", err)
+			r.cfg.Logger.Error("postgres: cannot finish a decision", "txn", txn, "decision", d, "err", err)
 			r.report(engine.Message{Type: engine.MsgResFailed, Txn: txn, Decision: d})
 		}
 	}()
@@ -419,7 +419,7 @@ func (r *Resource) finish(txn protocol.TxnID, d protocol.Decision) error {
 		if err == nil && finished && d == protocol.DecisionAbort {
 			// The abort's marker, for the ledger after a crash.
 			_, err = r.pool.Exec(r.ctx, "INSERT INTO commitd_decisions VALUES ($1, $2, false) ON CONFLICT DO NOTHING",
-				r.cfg.Name, uuid.UUID(txn).String())
+				r.cfg.Name, txn.String())
 		}
 		if err == nil && finished {
 			return nil
@@ -450,7 +450,7 @@ func transient(pe *pgconn.PgError) bool {
 func (r *Resource) marker(txn protocol.TxnID) (*bool, error) {
 	var committed bool
 	err := r.pool.QueryRow(r.ctx, "SELECT committed FROM commitd_decisions WHERE participant = $1 AND txn = $2",
-		r.cfg.Name, uuid.UUID(txn).String()).Scan(&committed)
+		r.cfg.Name, txn.String()).Scan(&committed)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, nil
@@ -492,7 +492,7 @@ func (r *Resource) InDoubt(ctx context.Context) ([]protocol.TxnID, error) {
 			r.cfg.Logger.Warn("postgres: a prepared transaction with commitd's prefix and a bad id; leaving it alone", "gid", gid)
 			continue
 		}
-		ids = append(ids, protocol.TxnID(id))
+		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("postgres: listing prepared transactions: %w", err)
@@ -523,7 +523,7 @@ func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
 		if !committed {
 			d = protocol.DecisionAbort
 		}
-		out = append(out, engine.Applied{Txn: protocol.TxnID(id), Decision: d})
+		out = append(out, engine.Applied{Txn: id, Decision: d})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("postgres: reading decisions: %w", err)
@@ -539,7 +539,7 @@ func (r *Resource) Forget(ctx context.Context, ids []protocol.TxnID) error {
 	}
 	strs := make([]string, len(ids))
 	for i, id := range ids {
-		strs[i] = uuid.UUID(id).String()
+		strs[i] = id.String()
 	}
 	if _, err := r.pool.Exec(ctx, "DELETE FROM commitd_decisions WHERE participant = $1 AND txn = ANY($2::uuid[])", r.cfg.Name, strs); err != nil {
 		return fmt.Errorf("postgres: forgetting decisions: %w", err)
