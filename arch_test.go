@@ -59,11 +59,11 @@ var arch = map[string]struct {
 
 	"coordinator": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
-	"client":      {server, []string{"engine", "net/link", "net/mux", "net/wire", "protocol"}},
+	"client":      {server, []string{"net/link", "net/mux", "net/wire", "protocol"}},
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},
 	"internal/node/nodetest": {stand, []string{"client", "net/mux", "net/wire"}},
-	"bench":                  {stand, []string{"client", "engine", "net/mux", "participant/bank", "protocol"}},
+	"bench":                  {stand, []string{"client", "participant/bank", "protocol"}},
 
 	"harness/cluster": {harness, []string{"coordinator", "participant", "participant/bank"}},
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank"}},

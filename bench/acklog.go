@@ -5,7 +5,7 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
@@ -131,7 +131,7 @@ func (a *ackLog) round() {
 }
 
 // appendAck appends one ack log line: "<uuid> <outcome> <p>,<p>...\n".
-func appendAck(b []byte, id uuid.UUID, o protocol.Outcome, branches []engine.Branch) []byte {
+func appendAck(b []byte, id uuid.UUID, o protocol.Outcome, branches []client.Branch) []byte {
 	b = appendUUID(b, id)
 	b = append(b, ' ')
 	b = append(b, o.String()...)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
@@ -171,7 +171,7 @@ func TestAckLogBoundsTheQueue(t *testing.T) {
 
 func TestAppendAck(t *testing.T) {
 	id := uuid.MustParse("0193a5b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b")
-	got := appendAck(nil, id, protocol.OutcomeAborted, []engine.Branch{{Participant: "p1"}, {Participant: "p22"}})
+	got := appendAck(nil, id, protocol.OutcomeAborted, []client.Branch{{Participant: "p1"}, {Participant: "p22"}})
 	if want := "0193a5b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b aborted p1,p22\n"; string(got) != want {
 		t.Fatalf("%q, want %q", got, want)
 	}

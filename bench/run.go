@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
-	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
@@ -364,7 +363,7 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 		w.stripe.record(slotOf(res.Outcome, err), us, why)
 	}
 	r.writeAck(w, id, res.Outcome)
-	if errors.Is(err, mux.ErrNotConnected) {
+	if errors.Is(err, client.ErrNotConnected) {
 		// The coordinator is down (a restart, a chaos test): nothing was
 		// sent. Without a pause every caller would spin here, logging
 		// hundreds of thousands of not-sent aborts a second and taking the

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
@@ -32,8 +31,19 @@ const (
 	Rejected = protocol.OutcomeRejected
 )
 
-// Branch is one participant's share of a transaction.
-type Branch = engine.Branch
+// Branch is one participant's share of a transaction: who, and what to do
+// (opaque to the coordinator; the participant's resource reads it).
+type Branch struct {
+	Participant string
+	Work        []byte
+}
+
+// ErrNotConnected is the error (test it with errors.Is) of a transaction
+// that was never sent: no connection to the coordinator was up within
+// DialTimeout. Its Result is Aborted, as nothing was started; the
+// coordinator may be restarting, so a caller retrying in a loop should
+// pause first.
+var ErrNotConnected = mux.ErrNotConnected
 
 // Result is the outcome of one transaction and, for an abort or a
 // rejection, why.
@@ -152,7 +162,8 @@ func (c *Client) Close() error { return c.peer.Close() }
 // was sent, or ctx ended first) Run returns Outcome Unknown with the error:
 // the transaction may or may not have committed, and only the participants
 // can tell. Never a guess: Aborted with an error means the request was
-// never sent or was refused before anything started.
+// never sent (errors.Is(err, ErrNotConnected)) or was refused before
+// anything started.
 func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Result, error) {
 	res := Result{Txn: id}
 	if why := checkBranches(branches); why != "" {

@@ -2,7 +2,9 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/client/clienttest"
@@ -128,4 +130,35 @@ func BenchmarkRunParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestRunNotConnected checks that a transaction that could not be sent is
+// Aborted with an error a caller can classify with client.ErrNotConnected
+// alone, without importing the transport.
+func TestRunNotConnected(t *testing.T) {
+	fake, err := clienttest.Start(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.Dial(fake.Addr, client.Options{DialTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	fake.Close()
+	// A call racing the connection's end may be sent and come back
+	// Unknown; once the client knows the connection is gone, none is sent.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := cl.Run(context.Background(), uuid.Must(uuid.NewV7()), transfer())
+		if errors.Is(err, client.ErrNotConnected) {
+			if res.Outcome != client.Aborted {
+				t.Fatalf("not sent, yet %v", res)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %v, %v after the coordinator closed", res, err)
+		}
+	}
 }
