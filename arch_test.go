@@ -39,12 +39,13 @@ var arch = map[string]struct {
 	layer   layer
 	imports []string
 }{
+	"protocol": {vocabulary, nil},
+
 	"":                 {leaf, nil}, // this package: documentation and this test
 	"engine":           {leaf, []string{"protocol"}},
 	"wal":              {leaf, nil},
 	"net/wire":         {leaf, []string{"protocol"}},
 	"internal/datadir": {leaf, nil},
-	"protocol":         {vocabulary, nil},
 
 	"wal/waltest":      {base, []string{"wal"}},
 	"net/mux":          {base, []string{"net/wire"}},
