@@ -27,7 +27,7 @@ type Message interface {
 // AppendFrame appends m as one frame with the given request id and returns
 // the extended buffer. It allocates only if dst must grow.
 //
-// If m breaks a limit (a name over MaxNameLen, more than MaxBranches
+// If m breaks a limit (a name over protocol.MaxNameLen, more than protocol.MaxBranches
 // branches, an enum out of range...) AppendFrame returns dst unchanged and
 // an error wrapping ErrMalformed: such a frame would make the peer close the
 // connection. A request id that does not fit the type (zero for a request or
@@ -215,7 +215,7 @@ func (c ErrorCode) String() string {
 // the coordinator, whom it expects to reach.
 type Hello struct {
 	Role Role
-	// Name is ≤ MaxNameLen bytes: for a participant, its participant
+	// Name is ≤ protocol.MaxNameLen bytes: for a participant, its participant
 	// name; for the coordinator dialing a participant, the name it knows
 	// that participant by (the participant refuses any name but its own);
 	// empty for clients and admin tools.
@@ -233,9 +233,9 @@ type Branch struct {
 }
 
 // Begin asks a coordinator to run a transaction (request; reply Outcome).
-// The wire bounds the branches (≤ MaxBranches) and their sizes; whether they
+// The wire bounds the branches (≤ protocol.MaxBranches) and their sizes; whether they
 // make a valid transaction (at least one, distinct non-empty names) is the
-// coordinator's to judge, with an Outcome{OutcomeRejected}.
+// coordinator's to judge, with an Outcome{protocol.OutcomeRejected}.
 type Begin struct {
 	Txn protocol.TxnID
 	// Branches is reused by Decode: it decodes into Branches[:0], so a
