@@ -175,56 +175,44 @@ type partTxn struct {
 	// new one. No YES (and no read-only) goes out for t any more; it
 	// learns its abort by inquiry.
 	refused bool
-	backoff int    // current inquiry backoff, ticks
 	heldAt  int    // position in Participant.held while holding
 	work    []byte // copy of the work, for checkpoints (reused)
 }
 
-type partWait struct {
-	index uint64
-	t     *partTxn // nil for a checkpoint
-	gen   uint32
-}
+func (t *partTxn) generation() uint32 { return t.gen }
+func (t *partTxn) retire()            { t.gen++ }
+func (t *partTxn) recycle()           { *t = partTxn{gen: t.gen + 1, work: t.work[:0], heldAt: -1} }
 
 // Participant is the machine for one named participant and its Resource.
 // It does no I/O: feed it with Step, Tick and Durable, drain it with
 // Ready. It is not safe for concurrent use; one goroutine owns it and the
 // Resource.
 type Participant struct {
+	// outbox holds the transactions in hand (voting to committing;
+	// decided ones move to done) and the output: YES votes wait there for
+	// RecPrepared to be durable, acks and one-phase YES votes for
+	// RecCommitted. A decided partTxn's work may be in the pending or last
+	// Ready's records (RecPrepared, a one-phase RecCommitted): it is
+	// reused only once that Ready is superseded.
+	outbox[partTxn, *partTxn]
+
 	cfg ParticipantConfig
 	res Resource
 	now int64
 
-	// txns are the transactions in hand (voting to committing); decided
-	// ones move to done, and their partTxn back to free.
-	txns map[TxnID]*partTxn
-	free []*partTxn
 	done recent[partDone]
-	// retired and draining: as in Shard — a decided partTxn's work may be
-	// in the pending or last Ready's records (RecPrepared, a one-phase
-	// RecCommitted), so it is reused only once that Ready is superseded.
-	retired, draining []*partTxn
 	// held lists the transactions holding the resource, in a
 	// deterministic order (swap-removal), for checkpoints and recovery.
 	held []*partTxn
 
-	nextIndex    uint64
-	durable      uint64
-	lowWater     uint64 // index of the latest durable checkpoint, or 1
-	lastLowWater uint64
-	started      bool
+	lowWater uint64 // index of the latest durable checkpoint, or 1
 
-	waits    fifo[partWait]
-	inquireT timerHeap[partTxn]
+	inquire retries[partTxn, *partTxn]
 
 	decided  int // decisions applied since the last checkpoint
 	ckptSize int // size of the last checkpoint's data
 
-	rd Ready
-	// forced: rd.Records holds a record a vote waits on (RecPrepared, a
-	// one-phase RecCommitted).
-	forced bool
-	stats  ParticipantStats
+	stats ParticipantStats
 
 	// Test-only knobs that break the durability ordering, to show the
 	// simulation catches it: vote YES before RecPrepared is durable, ack
@@ -247,13 +235,12 @@ type Participant struct {
 func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
 	cfg = cfg.withDefaults()
 	return &Participant{
-		cfg:          cfg,
-		done:         newRecent[partDone](cfg.RememberTicks),
-		res:          res,
-		txns:         make(map[TxnID]*partTxn),
-		nextIndex:    1,
-		lowWater:     1,
-		lastLowWater: 1,
+		outbox:   newOutbox[partTxn](),
+		cfg:      cfg,
+		done:     newRecent[partDone](cfg.RememberTicks),
+		res:      res,
+		lowWater: 1,
+		inquire:  retries[partTxn, *partTxn]{first: cfg.InquireAfterTicks, most: cfg.InquireMaxTicks},
 	}
 }
 
@@ -272,9 +259,7 @@ func (p *Participant) Restore(r Record) error {
 		// participant (a data directory reused with another resource).
 		return fmt.Errorf("%w: a participant with a durable resource keeps no records, found a %v record", ErrBadRecord, r.Type)
 	}
-	idx := p.nextIndex
-	p.nextIndex++
-	p.durable = idx
+	idx := p.restoreRecord("Participant")
 	t, st := p.find(r.Txn)
 	switch r.Type {
 	case RecCheckpoint:
@@ -371,7 +356,7 @@ func (p *Participant) appendCheckpoint() {
 	}
 	p.stats.Checkpoints++
 	idx := p.appendRecord(Record{Type: RecCheckpoint, Data: b})
-	p.waits.push(partWait{index: idx})
+	p.holdUntilDurable(idx, nil, 0, false) // the low water
 }
 
 func (p *Participant) restoreCheckpoint(data []byte) error {
@@ -396,7 +381,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 	p.held = p.held[:0]
 	p.stats.Prepared = 0
 	p.done.reset()
-	p.inquireT.reset()
+	p.inquire.reset()
 	if len(data) < 4 {
 		return bad("truncated")
 	}
@@ -439,17 +424,15 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 // start ends the restore phase: every in-doubt transaction inquires at
 // once, then with backoff.
 func (p *Participant) start() {
-	if p.started {
+	if !p.outbox.start() {
 		return
 	}
-	p.started = true
 	for _, t := range p.held {
 		if t.state != partPrepared {
 			panic(fmt.Sprintf("engine: restored %v in state %v", t.id, t.state))
 		}
 		p.sendInquire(t)
-		t.backoff = p.cfg.InquireAfterTicks
-		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+		p.inquire.start(p.now, t)
 	}
 }
 
@@ -686,8 +669,7 @@ func (p *Participant) resFailed(m Message) {
 	// YES would mean "committed".
 	t.state = partPrepared
 	t.gen++
-	t.backoff = p.cfg.InquireAfterTicks
-	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+	p.inquire.start(p.now, t)
 }
 
 // stateOf is t's state for a panic message; "unknown" for nil.
@@ -717,8 +699,7 @@ func (p *Participant) resInDoubt(m Message) {
 		t.state = partPrepared
 		t.gen++
 		p.sendInquire(t)
-		t.backoff = p.cfg.InquireAfterTicks
-		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+		p.inquire.start(p.now, t)
 		return
 	}
 	switch st {
@@ -852,19 +833,11 @@ func (p *Participant) finishCommit(t *partTxn) {
 func (p *Participant) Tick() {
 	p.start()
 	p.now++
-	for p.inquireT.len() > 0 && p.inquireT.min().at <= p.now {
-		e := p.inquireT.min()
-		p.inquireT.pop()
-		if e.t.gen != e.gen {
-			continue
-		}
-		t := e.t
+	for t, ok := p.inquire.due(p.now); ok; t, ok = p.inquire.due(p.now) {
 		if t.state != partPrepared {
 			panic(fmt.Sprintf("engine: inquiry timer for %v in state %v", t.id, t.state))
 		}
 		p.sendInquire(t)
-		t.backoff = min(2*t.backoff, p.cfg.InquireMaxTicks)
-		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 	}
 	p.done.tick(p.now)
 }
@@ -873,16 +846,10 @@ func (p *Participant) Tick() {
 // the votes, commits and acks waiting on them go out.
 func (p *Participant) Durable(index uint64) {
 	p.start()
-	if index >= p.nextIndex {
-		panic(fmt.Sprintf("engine: Durable(%d) but only %d records appended", index, p.nextIndex-1))
-	}
-	if index <= p.durable {
+	if !p.markDurable(index) {
 		return
 	}
-	p.durable = index
-	for p.waits.len() > 0 && p.waits.front().index <= index {
-		e := *p.waits.front()
-		p.waits.pop()
+	for e, ok := p.popDurable(); ok; e, ok = p.popDurable() {
 		if e.t == nil {
 			p.lowWater = e.index // a checkpoint
 			continue
@@ -919,8 +886,7 @@ func (p *Participant) becomePreparing(t *partTxn) {
 	t.state = partPreparing
 	t.gen++
 	idx := p.appendRecord(Record{Type: RecPrepared, Txn: t.id, Work: t.work})
-	p.forced = true // the YES vote waits for it
-	p.waits.push(partWait{index: idx, t: t, gen: t.gen})
+	p.holdUntilDurable(idx, t, t.gen, true) // the YES vote
 	if p.bugVoteBeforeDurable {
 		p.sendVote(t.id, VoteYes)
 	}
@@ -936,8 +902,7 @@ func (p *Participant) becomePrepared(t *partTxn) {
 	if !p.bugVoteBeforeDurable && !t.refused {
 		p.sendVote(t.id, VoteYes)
 	}
-	t.backoff = p.cfg.InquireAfterTicks
-	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+	p.inquire.start(p.now, t)
 }
 
 func (p *Participant) becomeCommitting(t *partTxn) {
@@ -959,25 +924,25 @@ func (p *Participant) becomeCommitting(t *partTxn) {
 		return
 	}
 	if fresh {
-		p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
-		p.forced = true // the one-phase YES (= committed) waits for it
-	} else {
-		p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
-		// Early lock release: the decision is logged (appended) and the
-		// commit is already durable at the coordinator, so apply it now
-		// rather than hold the resource's locks through an fsync. Safe
-		// because (1) only the ack waits for durability, and until the
-		// ack the coordinator keeps the decision: a crash that loses this
-		// record leaves the transaction in doubt, and the inquiry's answer
-		// is commit again; (2) anything a later transaction does on top
-		// of this commit reaches the log after this record, so its own
-		// forced RecPrepared makes this record durable first.
-		p.applyCommit(t)
-		if p.bugAckBeforeDurable {
-			p.sendAck(t.id)
-		}
+		idx := p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
+		p.holdUntilDurable(idx, t, t.gen, true) // the one-phase YES (= committed)
+		return
 	}
-	p.waits.push(partWait{index: p.nextIndex - 1, t: t, gen: t.gen})
+	idx := p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
+	// Early lock release: the decision is logged (appended) and the
+	// commit is already durable at the coordinator, so apply it now
+	// rather than hold the resource's locks through an fsync. Safe
+	// because (1) only the ack waits for durability, and until the
+	// ack the coordinator keeps the decision: a crash that loses this
+	// record leaves the transaction in doubt, and the inquiry's answer
+	// is commit again; (2) anything a later transaction does on top
+	// of this commit reaches the log after this record, so its own
+	// forced RecPrepared makes this record durable first.
+	p.applyCommit(t)
+	if p.bugAckBeforeDurable {
+		p.sendAck(t.id)
+	}
+	p.holdUntilDurable(idx, t, t.gen, false) // the ack
 }
 
 // becomeDone moves t to a final state: the state goes to done, to answer
@@ -1000,7 +965,7 @@ func (p *Participant) becomeDone(t *partTxn, st partState) {
 	}
 	p.done.put(t.id, partDone{state: st, onePhase: t.onePhase, work: workHash(t.work)})
 	t.state = st
-	p.retire(t)
+	p.retire(t.id, t)
 }
 
 func (p *Participant) noteDecided() {
@@ -1033,17 +998,10 @@ func (p *Participant) unhold(t *partTxn) {
 }
 
 func (p *Participant) alloc(id TxnID, work []byte) *partTxn {
-	var t *partTxn
-	if n := len(p.free); n > 0 {
-		t = p.free[n-1]
-		p.free = p.free[:n-1]
-	} else {
-		t = new(partTxn)
-	}
+	t := p.outbox.alloc(id)
 	t.id = id
 	t.heldAt = -1
 	t.work = append(t.work[:0], work...)
-	p.txns[id] = t
 	return t
 }
 
@@ -1057,26 +1015,6 @@ func (p *Participant) find(id TxnID) (*partTxn, partState) {
 		return nil, d.state
 	}
 	return nil, 0
-}
-
-// retire takes a decided t out of the machine at once — lookups find it
-// in done, and gen changes, so queued timers and durability waits for it
-// go stale — but keeps its memory intact until the Ready that may refer to
-// its work is superseded.
-func (p *Participant) retire(t *partTxn) {
-	delete(p.txns, t.id)
-	t.gen++
-	p.retired = append(p.retired, t)
-}
-
-// recycle returns the draining structs to free.
-func (p *Participant) recycle() {
-	for i, t := range p.draining {
-		*t = partTxn{gen: t.gen + 1, work: t.work[:0], heldAt: -1}
-		p.free = append(p.free, t)
-		p.draining[i] = nil
-	}
-	p.draining = p.draining[:0]
 }
 
 func (p *Participant) sendVote(id TxnID, v Vote) {
@@ -1099,41 +1037,20 @@ func (p *Participant) appendRecord(r Record) uint64 {
 	if p.cfg.DurableResource {
 		panic(fmt.Sprintf("engine: a participant with a durable resource appending a %v record", r.Type))
 	}
-	idx := p.nextIndex
-	p.nextIndex++
-	if len(p.rd.Records) == 0 {
-		p.rd.FirstIndex = idx
-	}
-	p.rd.Records = append(p.rd.Records, r)
-	return idx
+	return p.outbox.appendRecord(r)
 }
 
 // HasReady reports whether Ready has anything to hand out.
 func (p *Participant) HasReady() bool {
 	p.start()
-	return len(p.rd.Records) > 0 || len(p.rd.Messages) > 0 || len(p.rd.Applied) > 0 ||
-		p.lowWater != p.lastLowWater
+	return p.hasReady(p.lowWater)
 }
 
 // Ready drains the pending output. Its slices stay valid until the next
 // call into p.
 func (p *Participant) Ready() Ready {
 	p.start()
-	// The previous Ready is superseded by this call: what was decided
-	// before it can be reused; what was decided since is referred to by
-	// this one.
-	p.recycle()
-	p.draining, p.retired = p.retired, p.draining
-	rd := p.rd
-	rd.LowWater = p.lowWater
-	rd.Lazy = len(rd.Records) > 0 && !p.forced
-	p.forced = false
-	p.lastLowWater = p.lowWater
-	p.rd.FirstIndex = 0
-	p.rd.Records = p.rd.Records[:0]
-	p.rd.Messages = p.rd.Messages[:0]
-	p.rd.Applied = p.rd.Applied[:0]
-	return rd
+	return p.ready(p.lowWater)
 }
 
 // Stats returns the participant's counters.

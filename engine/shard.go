@@ -204,13 +204,20 @@ type coordTxn struct {
 	n        int  // branches in use
 	votes    int
 	unacked  int
-	backoff  int // current redelivery backoff, ticks
 	branches [MaxBranches]coordBranch
 	// commitIndex is the index of this transaction's RecCommit, zero if
 	// none; LowWater is the smallest of those still open.
 	commitIndex uint64
 	yes         []string // YES voters: RecCommit.Participants (reused)
 	workBuf     []byte   // copies of the branches' work for the prepares (reused)
+}
+
+func (t *coordTxn) generation() uint32 { return t.gen }
+func (t *coordTxn) retire()            { t.gen++ }
+
+func (t *coordTxn) recycle() {
+	clear(t.yes)
+	*t = coordTxn{gen: t.gen + 1, yes: t.yes[:0], workBuf: t.workBuf[:0]}
 }
 
 func (t *coordTxn) branch(name string) int {
@@ -255,47 +262,28 @@ func nameHash(name string) uint32 {
 	return h
 }
 
-type coordWait struct {
-	index uint64
-	t     *coordTxn
-	gen   uint32
-}
-
 // Shard is the coordinator machine for the transactions routed to one
 // shard (see ShardFor). It does no I/O: feed it with Step, Tick and
 // Durable, drain it with Ready. It is not safe for concurrent use; one
 // goroutine owns it.
 type Shard struct {
+	// outbox holds the transactions in flight (voting to ending; finished
+	// ones move to done) and the output: the commit decisions and replies
+	// wait there for RecCommit to be durable.
+	outbox[coordTxn, *coordTxn]
+
 	cfg ShardConfig
 	now int64 // ticks since creation
 
-	// txns are the transactions in flight (voting to ending); finished
-	// ones move to done, and their coordTxn back to free.
-	txns map[TxnID]*coordTxn
-	free []*coordTxn
 	done recent[finishedTxn]
-	// retired are finished since the last Ready, draining finished before
-	// it: the pending or last-handed-out Ready may still point into their
-	// buffers (a prepare's Work, a record's Participants), so they go back
-	// to free only once that Ready is superseded (see Ready).
-	retired, draining []*coordTxn
 
-	nextIndex uint64 // index the next record takes
-	durable   uint64 // every record up to here is durable
-
-	started  bool        // an input other than Restore has arrived
 	restored []*coordTxn // restored commits, in log order, until start
 
-	waits    fifo[coordWait] // records appended, not yet durable (index order)
-	open     fifo[coordWait] // RecCommit indexes in order, for LowWater
-	prepareT fifo[timer[coordTxn]]
-	resendT  timerHeap[coordTxn]
+	open      fifo[wait[coordTxn]] // RecCommit indexes in order, for LowWater
+	prepareT  fifo[timer[coordTxn]]
+	redeliver retries[coordTxn, *coordTxn]
 
-	rd Ready
-	// forced: rd.Records holds a record something waits on (RecCommit).
-	forced       bool
-	lastLowWater uint64
-	stats        ShardStats
+	stats ShardStats
 
 	// bugDecideBeforeDurable (tests only) sends commit decisions and the
 	// client's reply as soon as RecCommit is appended, to show that the
@@ -308,11 +296,10 @@ type Shard struct {
 func NewShard(cfg ShardConfig) *Shard {
 	cfg = cfg.withDefaults()
 	return &Shard{
-		cfg:          cfg,
-		done:         newRecent[finishedTxn](cfg.RememberTicks),
-		txns:         make(map[TxnID]*coordTxn),
-		nextIndex:    1,
-		lastLowWater: 1,
+		outbox:    newOutbox[coordTxn](),
+		cfg:       cfg,
+		done:      newRecent[finishedTxn](cfg.RememberTicks),
+		redeliver: retries[coordTxn, *coordTxn]{first: cfg.RedeliverMinTicks, most: cfg.RedeliverMaxTicks},
 	}
 }
 
@@ -321,12 +308,7 @@ func NewShard(cfg ShardConfig) *Shard {
 // and counts as durable. It panics on a record no coordinator writes or on
 // a second RecCommit for one transaction: that log is not this shard's.
 func (s *Shard) Restore(r Record) {
-	if s.started {
-		panic("engine: Shard.Restore after other input")
-	}
-	idx := s.nextIndex
-	s.nextIndex++
-	s.durable = idx
+	idx := s.restoreRecord("Shard")
 	switch r.Type {
 	case RecCommit:
 		if s.txns[r.Txn] != nil {
@@ -354,7 +336,7 @@ func (s *Shard) Restore(r Record) {
 		t.yes = append(t.yes, r.Participants...)
 		t.votes, t.unacked = t.n, t.n
 		t.commitIndex = idx
-		s.open.push(coordWait{index: idx, t: t})
+		s.open.push(wait[coordTxn]{index: idx, t: t})
 		s.stats.Undelivered++
 		// Straight to delivering: the record is durable. The decisions go
 		// out when the first real input arrives (start).
@@ -381,16 +363,14 @@ func (s *Shard) Restore(r Record) {
 // start ends the restore phase: every restored commit without an end is
 // redelivered at once.
 func (s *Shard) start() {
-	if s.started {
+	if !s.outbox.start() {
 		return
 	}
-	s.started = true
 	for _, t := range s.restored {
 		if t.state == coordDelivering {
 			s.sendCommits(t)
 			s.stats.Redelivered += uint64(t.n)
-			t.backoff = s.cfg.RedeliverMinTicks
-			s.resendT.push(s.now+int64(t.backoff), t, t.gen)
+			s.redeliver.start(s.now, t)
 		}
 	}
 	s.restored = nil
@@ -760,20 +740,12 @@ func (s *Shard) Tick() {
 			s.timeout(e.t)
 		}
 	}
-	for s.resendT.len() > 0 && s.resendT.min().at <= s.now {
-		e := s.resendT.min()
-		s.resendT.pop()
-		if e.t.gen != e.gen {
-			continue
-		}
-		t := e.t
+	for t, ok := s.redeliver.due(s.now); ok; t, ok = s.redeliver.due(s.now) {
 		if t.state != coordDelivering {
 			panic(fmt.Sprintf("engine: redelivery timer for %v in state %v", t.id, t.state))
 		}
 		s.sendCommits(t)
 		s.stats.Redelivered += uint64(t.unacked)
-		t.backoff = min(2*t.backoff, s.cfg.RedeliverMaxTicks)
-		s.resendT.push(s.now+int64(t.backoff), t, t.gen)
 	}
 	s.done.tick(s.now)
 }
@@ -801,16 +773,10 @@ func (s *Shard) timeout(t *coordTxn) {
 // commit decisions and replies waiting on them go out.
 func (s *Shard) Durable(index uint64) {
 	s.start()
-	if index >= s.nextIndex {
-		panic(fmt.Sprintf("engine: Durable(%d) but only %d records appended", index, s.nextIndex-1))
-	}
-	if index <= s.durable {
+	if !s.markDurable(index) {
 		return
 	}
-	s.durable = index
-	for s.waits.len() > 0 && s.waits.front().index <= index {
-		e := *s.waits.front()
-		s.waits.pop()
+	for e, ok := s.popDurable(); ok; e, ok = s.popDurable() {
 		if e.t.gen != e.gen {
 			panic(fmt.Sprintf("engine: transaction %v changed while its record %d was not durable", e.t.id, e.index))
 		}
@@ -847,10 +813,9 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	t.unacked = len(t.yes)
 	s.stats.Undelivered++
 	idx := s.appendRecord(Record{Type: RecCommit, Txn: t.id, Participants: t.yes})
-	s.forced = true // the reply and the decisions wait for it
 	t.commitIndex = idx
-	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
-	s.open.push(coordWait{index: idx, t: t})
+	s.holdUntilDurable(idx, t, t.gen, true) // the reply and the decisions
+	s.open.push(wait[coordTxn]{index: idx, t: t})
 	if s.bugDecideBeforeDurable {
 		s.reply(t, OutcomeCommitted, 0, "")
 		s.sendCommits(t)
@@ -867,8 +832,7 @@ func (s *Shard) becomeDelivering(t *coordTxn) {
 		s.reply(t, OutcomeCommitted, 0, "")
 		s.sendCommits(t)
 	}
-	t.backoff = s.cfg.RedeliverMinTicks
-	s.resendT.push(s.now+int64(t.backoff), t, t.gen)
+	s.redeliver.start(s.now, t)
 }
 
 func (s *Shard) becomeEnding(t *coordTxn) {
@@ -879,7 +843,7 @@ func (s *Shard) becomeEnding(t *coordTxn) {
 	t.gen++
 	s.stats.Undelivered--
 	idx := s.appendRecord(Record{Type: RecEnd, Txn: t.id})
-	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
+	s.holdUntilDurable(idx, t, t.gen, false) // only the end and the low water
 }
 
 func (s *Shard) becomeAborted(t *coordTxn, cause AbortCause, who string) {
@@ -916,7 +880,7 @@ func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 	}
 	s.done.put(t.id, f)
 	t.state = st
-	s.retire(t)
+	s.retire(t.id, t)
 }
 
 // --- output ---
@@ -955,16 +919,6 @@ func (s *Shard) presumeAbort(id TxnID, to string) {
 	s.sendDecision(id, to, DecisionAbort)
 }
 
-func (s *Shard) appendRecord(r Record) uint64 {
-	idx := s.nextIndex
-	s.nextIndex++
-	if len(s.rd.Records) == 0 {
-		s.rd.FirstIndex = idx
-	}
-	s.rd.Records = append(s.rd.Records, r)
-	return idx
-}
-
 func (s *Shard) lowWater() uint64 {
 	for s.open.len() > 0 {
 		e := s.open.front()
@@ -982,28 +936,14 @@ func (s *Shard) lowWater() uint64 {
 // HasReady reports whether Ready has anything to hand out.
 func (s *Shard) HasReady() bool {
 	s.start()
-	return len(s.rd.Records) > 0 || len(s.rd.Messages) > 0 || len(s.rd.Replies) > 0 ||
-		s.lowWater() != s.lastLowWater
+	return s.hasReady(s.lowWater())
 }
 
 // Ready drains the pending output. Its slices stay valid until the next
 // call into s.
 func (s *Shard) Ready() Ready {
 	s.start()
-	// The previous Ready is superseded by this call: what finished before
-	// it can be reused; what finished since is referred to by this one.
-	s.recycle()
-	s.draining, s.retired = s.retired, s.draining
-	rd := s.rd
-	rd.LowWater = s.lowWater()
-	rd.Lazy = len(rd.Records) > 0 && !s.forced
-	s.forced = false
-	s.lastLowWater = rd.LowWater
-	s.rd.FirstIndex = 0
-	s.rd.Records = s.rd.Records[:0]
-	s.rd.Messages = s.rd.Messages[:0]
-	s.rd.Replies = s.rd.Replies[:0]
-	return rd
+	return s.ready(s.lowWater())
 }
 
 // Stats returns the shard's counters.
@@ -1015,36 +955,9 @@ func (s *Shard) Stats() ShardStats {
 }
 
 func (s *Shard) alloc(id TxnID) *coordTxn {
-	var t *coordTxn
-	if n := len(s.free); n > 0 {
-		t = s.free[n-1]
-		s.free = s.free[:n-1]
-	} else {
-		t = new(coordTxn)
-	}
+	t := s.outbox.alloc(id)
 	t.id = id
-	s.txns[id] = t
 	return t
-}
-
-// retire takes a finished t out of the shard at once (lookups find it in
-// done; its timers go stale) but keeps its memory intact until the Ready
-// that may refer to it is superseded.
-func (s *Shard) retire(t *coordTxn) {
-	delete(s.txns, t.id)
-	t.gen++
-	s.retired = append(s.retired, t)
-}
-
-// recycle returns the draining structs to free.
-func (s *Shard) recycle() {
-	for i, t := range s.draining {
-		clear(t.yes)
-		*t = coordTxn{gen: t.gen + 1, yes: t.yes[:0], workBuf: t.workBuf[:0]}
-		s.free = append(s.free, t)
-		s.draining[i] = nil
-	}
-	s.draining = s.draining[:0]
 }
 
 // ShardFor routes a transaction to one of n shards (FNV-1a of its id), so
