@@ -305,28 +305,29 @@ func NewShard(cfg ShardConfig) *Shard {
 
 // Restore replays one record read back from the log. Call it for every
 // record, in log order, before any other input; each takes the next index
-// and counts as durable. It panics on a record no coordinator writes or on
-// a second RecCommit for one transaction: that log is not this shard's.
-func (s *Shard) Restore(r Record) {
+// and counts as durable. It returns an error (wrapping ErrBadRecord) for a
+// record no coordinator writes or a second RecCommit for one transaction:
+// that log is not this shard's, and the shard must not be used.
+func (s *Shard) Restore(r Record) error {
 	idx := s.restoreRecord("Shard")
 	switch r.Type {
 	case RecCommit:
 		if s.txns[r.Txn] != nil {
-			panic(fmt.Sprintf("engine: second commit record for %v", r.Txn))
+			return fmt.Errorf("%w: second commit record for %v", ErrBadRecord, r.Txn)
 		}
 		// A commit record for a transaction that ended before it in the
 		// log: its id was used again once this shard had forgotten the
 		// first use (a restart, or no id window). The log is right; the
 		// new one replaces the old.
-		s.done.remove(r.Txn)
 		if len(r.Participants) == 0 || len(r.Participants) > MaxBranches {
-			panic(fmt.Sprintf("engine: commit record for %v with %d participants", r.Txn, len(r.Participants)))
+			return fmt.Errorf("%w: commit record for %v with %d participants", ErrBadRecord, r.Txn, len(r.Participants))
 		}
 		for i, p := range r.Participants {
 			if slices.Index(r.Participants[:i], p) >= 0 {
-				panic(fmt.Sprintf("engine: commit record for %v names %q twice", r.Txn, p))
+				return fmt.Errorf("%w: commit record for %v names %q twice", ErrBadRecord, r.Txn, p)
 			}
 		}
+		s.done.remove(r.Txn)
 		t := s.alloc(r.Txn)
 		t.replied = true // the client is gone with the old process
 		t.n = len(r.Participants)
@@ -347,7 +348,7 @@ func (s *Shard) Restore(r Record) {
 		t := s.txns[r.Txn]
 		if t == nil || t.state != coordDelivering {
 			// Its RecCommit was below LowWater and is gone: nothing to do.
-			return
+			return nil
 		}
 		for i := range t.n {
 			t.branches[i].acked = true
@@ -356,8 +357,9 @@ func (s *Shard) Restore(r Record) {
 		s.stats.Undelivered--
 		s.becomeFinished(t, coordCommitted)
 	default:
-		panic(fmt.Sprintf("engine: a shard cannot restore a %v record", r.Type))
+		return fmt.Errorf("%w: a shard cannot restore a %v record", ErrBadRecord, r.Type)
 	}
+	return nil
 }
 
 // start ends the restore phase: every restored commit without an end is

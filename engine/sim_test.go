@@ -1063,13 +1063,17 @@ func (s *sim) restart(n *simNode) {
 	}
 	for _, lr := range n.log {
 		var r engine.Record
-		if err := r.UnmarshalBinary(lr.data); err != nil {
+		err := r.UnmarshalBinary(lr.data)
+		if err != nil {
 			s.fail("%s: decode: %v", n.name, err)
 			return
 		}
 		if n.shard != nil {
-			n.shard.Restore(r)
-		} else if err := n.part.Restore(r); err != nil {
+			err = n.shard.Restore(r)
+		} else {
+			err = n.part.Restore(r)
+		}
+		if err != nil {
 			s.fail("%s: restore: %v", n.name, err)
 			return
 		}
