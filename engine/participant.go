@@ -213,21 +213,6 @@ type Participant struct {
 	ckptSize int // size of the last checkpoint's data
 
 	stats ParticipantStats
-
-	// Test-only knobs that break the durability ordering, to show the
-	// simulation catches it: vote YES before RecPrepared is durable, ack
-	// before RecCommitted is durable.
-	bugVoteBeforeDurable bool
-	bugAckBeforeDurable  bool
-	// The same two for a durable resource: vote YES (one-phase: "committed")
-	// as soon as the resource's prepare has started, and ack a commit as
-	// soon as the resource's commit has started, before either is durable
-	// in the resource.
-	bugResVoteEarly bool
-	bugResAckEarly  bool
-	// bugReuseYes answers a prepare for an id it has as a copy of the one
-	// it handled, whatever its work (the code before issue 13's fix).
-	bugReuseYes bool
 }
 
 // NewParticipant returns a participant with no transactions. It panics on
@@ -486,7 +471,7 @@ func (p *Participant) prepare(m Message) {
 	v := p.res.Prepare(m.Txn, m.Work)
 	if v == VotePending {
 		p.becomeVoting(t)
-		if p.bugResVoteEarly && p.cfg.DurableResource {
+		if planted(p, bugResVoteEarly) {
 			p.sendVote(m.Txn, VoteYes)
 		}
 		return
@@ -536,7 +521,7 @@ func (p *Participant) prepareAgain(m Message, t *partTxn, st partState) {
 			same = false
 		}
 	}
-	if p.bugReuseYes {
+	if planted(p, bugReuseYes) {
 		same = true
 	}
 	if !same && st != partAborted && st != partAborting {
@@ -821,7 +806,7 @@ func (p *Participant) finishCommit(t *partTxn) {
 		if !t.refused {
 			p.sendVote(t.id, VoteYes)
 		}
-	} else if !p.bugAckBeforeDurable {
+	} else if !planted(p, bugAckBeforeDurable) {
 		p.sendAck(t.id)
 	}
 	p.becomeDone(t, partCommitted)
@@ -887,7 +872,7 @@ func (p *Participant) becomePreparing(t *partTxn) {
 	t.gen++
 	idx := p.appendRecord(Record{Type: RecPrepared, Txn: t.id, Work: t.work})
 	p.holdUntilDurable(idx, t, t.gen, true) // the YES vote
-	if p.bugVoteBeforeDurable {
+	if planted(p, bugVoteBeforeDurable) {
 		p.sendVote(t.id, VoteYes)
 	}
 }
@@ -899,7 +884,7 @@ func (p *Participant) becomePrepared(t *partTxn) {
 	}
 	t.state = partPrepared
 	t.gen++
-	if !p.bugVoteBeforeDurable && !t.refused {
+	if !t.refused && !planted(p, bugVoteBeforeDurable) {
 		p.sendVote(t.id, VoteYes)
 	}
 	p.inquire.start(p.now, t)
@@ -918,7 +903,7 @@ func (p *Participant) becomeCommitting(t *partTxn) {
 		// The resource's commit is the durable record; its
 		// MsgResFinished releases the ack (or the one-phase YES).
 		p.res.Commit(t.id)
-		if p.bugResAckEarly && !t.onePhase {
+		if !t.onePhase && planted(p, bugResAckEarly) {
 			p.sendAck(t.id)
 		}
 		return
@@ -939,7 +924,7 @@ func (p *Participant) becomeCommitting(t *partTxn) {
 	// of this commit reaches the log after this record, so its own
 	// forced RecPrepared makes this record durable first.
 	p.applyCommit(t)
-	if p.bugAckBeforeDurable {
+	if planted(p, bugAckBeforeDurable) {
 		p.sendAck(t.id)
 	}
 	p.holdUntilDurable(idx, t, t.gen, false) // the ack

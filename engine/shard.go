@@ -284,11 +284,6 @@ type Shard struct {
 	redeliver retries[coordTxn, *coordTxn]
 
 	stats ShardStats
-
-	// bugDecideBeforeDurable (tests only) sends commit decisions and the
-	// client's reply as soon as RecCommit is appended, to show that the
-	// simulation catches it.
-	bugDecideBeforeDurable bool
 }
 
 // NewShard returns an empty shard. Zero config fields take their defaults;
@@ -818,7 +813,7 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	t.commitIndex = idx
 	s.holdUntilDurable(idx, t, t.gen, true) // the reply and the decisions
 	s.open.push(wait[coordTxn]{index: idx, t: t})
-	if s.bugDecideBeforeDurable {
+	if planted(s, bugDecideBeforeDurable) {
 		s.reply(t, OutcomeCommitted, 0, "")
 		s.sendCommits(t)
 	}

@@ -373,14 +373,12 @@ func (s *sim) newParticipant(n *simNode) {
 		n.bank = n.res.bank
 		cfg.DurableResource = true
 		n.part = engine.NewParticipant(cfg, n.res)
-		engine.SetDurableResourceBugs(n.part, s.o.resVoteEarly, s.o.resAckEarly)
-		engine.SetReuseBug(n.part, s.o.reuseYes)
+		engine.SetDurableResourceBugs(n.part, s.o.resVoteEarly, s.o.resAckEarly, s.o.reuseYes)
 		return
 	}
 	n.bank = bank.New(s.p.accounts, initialBalance)
 	n.part = engine.NewParticipant(cfg, n.bank)
-	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly)
-	engine.SetReuseBug(n.part, s.o.reuseYes)
+	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly, s.o.reuseYes)
 }
 
 func (s *sim) tracef(format string, args ...any) {
