@@ -55,9 +55,6 @@ func (c ParticipantConfig) withDefaults() ParticipantConfig {
 	if c.RememberTicks == 0 {
 		c.RememberTicks = DefaultRememberTicks
 	}
-	if c.DurableResource {
-		c.CheckpointEvery = 0 // the resource's state is not ours to snapshot
-	}
 	return c
 }
 
@@ -198,7 +195,10 @@ type Participant struct {
 
 	cfg ParticipantConfig
 	res Resource
-	now int64
+	// mode keeps transactions durable: in the participant's log, or in
+	// the resource (ParticipantConfig.DurableResource). Chosen once.
+	mode partMode
+	now  int64
 
 	done recent[partDone]
 	// held lists the transactions holding the resource, in a
@@ -219,87 +219,20 @@ type Participant struct {
 // an empty or over-long name or a negative duration.
 func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
 	cfg = cfg.withDefaults()
+	var mode partMode = logMode{}
+	if cfg.DurableResource {
+		mode = resMode{}
+		cfg.CheckpointEvery = 0 // the resource's state is not ours to snapshot
+	}
 	return &Participant{
 		outbox:   newOutbox[partTxn](),
+		mode:     mode,
 		cfg:      cfg,
 		done:     newRecent[partDone](cfg.RememberTicks),
 		res:      res,
 		lowWater: 1,
 		inquire:  retries[partTxn, *partTxn]{first: cfg.InquireAfterTicks, most: cfg.InquireMaxTicks},
 	}
-}
-
-// Restore replays one record read back from the log, rebuilding both the
-// machine and the resource. Call it for every record, in log order, before
-// any other input; each takes the next index and counts as durable. A
-// checkpoint replaces everything before it. Decisions replayed here are
-// not reported in Ready.Applied. It returns an error (wrapping
-// ErrBadRecord) for a record that contradicts the ones before it.
-func (p *Participant) Restore(r Record) error {
-	if p.started {
-		panic("engine: Participant.Restore after other input")
-	}
-	if p.cfg.DurableResource {
-		// This machine never wrote one: the log belongs to another kind of
-		// participant (a data directory reused with another resource).
-		return fmt.Errorf("%w: a participant with a durable resource keeps no records, found a %v record", ErrBadRecord, r.Type)
-	}
-	idx := p.restoreRecord("Participant")
-	t, st := p.find(r.Txn)
-	switch r.Type {
-	case RecCheckpoint:
-		if err := p.restoreCheckpoint(r.Data); err != nil {
-			return err
-		}
-		p.lowWater = idx
-	case RecPrepared:
-		if t != nil {
-			return fmt.Errorf("%w: %v prepared twice", ErrBadRecord, r.Txn)
-		}
-		// Decided before, forgotten, and prepared again by a late
-		// duplicate prepare: the new incarnation replaces the old.
-		p.done.remove(r.Txn)
-		p.res.Restore(r.Txn, r.Work)
-		t = p.alloc(r.Txn, r.Work)
-		p.hold(t)
-		t.state = partPrepared
-		t.gen++
-	case RecCommitted:
-		switch {
-		case st == 0 || t == nil:
-			// One-phase: prepared and committed in one record. (t nil
-			// with a state: decided before, forgotten, and the id used
-			// again; the new transaction replaces the old, as for
-			// RecPrepared above.)
-			p.done.remove(r.Txn)
-			p.res.Restore(r.Txn, r.Work)
-			t = p.alloc(r.Txn, r.Work)
-			t.onePhase = true
-			t.state = partCommitting
-			p.hold(t)
-		case st == partPrepared:
-			t.state = partCommitting
-		default:
-			return fmt.Errorf("%w: %v committed while %v", ErrBadRecord, r.Txn, st)
-		}
-		p.res.Commit(r.Txn)
-		p.unhold(t)
-		p.becomeDone(t, partCommitted)
-	case RecAborted:
-		switch {
-		case st == 0:
-			p.done.put(r.Txn, partDone{state: partAborted})
-		case st == partPrepared:
-			p.res.Abort(r.Txn)
-			p.unhold(t)
-			p.becomeDone(t, partAborted)
-		default:
-			return fmt.Errorf("%w: %v aborted while %v", ErrBadRecord, r.Txn, st)
-		}
-	default:
-		return fmt.Errorf("%w: a participant cannot restore a %v record", ErrBadRecord, r.Type)
-	}
-	return nil
 }
 
 // Checkpoint data:
@@ -447,11 +380,11 @@ func (p *Participant) Step(m Message) {
 	case MsgResPrepared:
 		p.resPrepared(m)
 	case MsgResFinished:
-		p.resFinished(m)
+		p.mode.resFinished(p, m)
 	case MsgResFailed:
-		p.resFailed(m)
+		p.mode.resFailed(p, m)
 	case MsgResInDoubt:
-		p.resInDoubt(m)
+		p.mode.resInDoubt(p, m)
 	default:
 		p.stats.IgnoredInvalid++
 	}
@@ -602,13 +535,9 @@ func (p *Participant) voted(t *partTxn, v Vote) {
 		case t.onePhase:
 			p.hold(t)
 			p.becomeCommitting(t)
-		case p.cfg.DurableResource:
-			// The resource's prepare is durable in the resource: vote now.
-			p.hold(t)
-			p.becomePrepared(t)
 		default:
 			p.hold(t)
-			p.becomePreparing(t)
+			p.mode.prepared(p, t)
 		}
 	default:
 		panic(fmt.Sprintf("engine: resource voted %v for %v", v, t.id))
@@ -625,85 +554,12 @@ func (p *Participant) resPrepared(m Message) {
 	p.voted(t, m.Vote)
 }
 
-// resFinished: a durable resource has made a commit or abort durable.
-func (p *Participant) resFinished(m Message) {
-	t := p.txns[m.Txn]
-	switch {
-	case t == nil || !p.cfg.DurableResource:
-	case m.Decision == DecisionCommit && t.state == partCommitting:
-		p.finishCommit(t)
-		return
-	case m.Decision == DecisionAbort && t.state == partAborting:
-		p.finishAbort(t)
-		return
-	}
-	panic(fmt.Sprintf("engine: resource finished %v for %v, which is in state %v", m.Decision, m.Txn, stateOf(t)))
-}
-
-// resFailed: a durable resource could not finish a commit or abort. The
-// transaction is still prepared there: back to in doubt, so that the
-// coordinator's redelivery or the next inquiry's answer tries again.
-func (p *Participant) resFailed(m Message) {
-	t := p.txns[m.Txn]
-	if t == nil || !p.cfg.DurableResource ||
-		!(m.Decision == DecisionCommit && t.state == partCommitting || m.Decision == DecisionAbort && t.state == partAborting) {
-		panic(fmt.Sprintf("engine: resource failed %v for %v, which is in state %v", m.Decision, m.Txn, stateOf(t)))
-	}
-	p.stats.ResourceFailures++
-	// No vote goes out: the YES (if any) went out before, and a one-phase
-	// YES would mean "committed".
-	t.state = partPrepared
-	t.gen++
-	p.inquire.start(p.now, t)
-}
-
 // stateOf is t's state for a panic message; "unknown" for nil.
 func stateOf(t *partTxn) string {
 	if t == nil {
 		return "unknown"
 	}
 	return t.state.String()
-}
-
-// resInDoubt: a durable resource holds m.Txn prepared.
-func (p *Participant) resInDoubt(m Message) {
-	if !p.cfg.DurableResource || m.Txn == (TxnID{}) {
-		p.stats.IgnoredInvalid++
-		return
-	}
-	_, st := p.find(m.Txn)
-	var t *partTxn
-	if st == 0 {
-		// Prepared by an earlier incarnation, or a prepare whose answer
-		// was lost: in doubt, exactly like a restored RecPrepared. It
-		// never aborts on its own: it asks.
-		p.stats.InDoubtFound++
-		p.res.Restore(m.Txn, nil)
-		t = p.alloc(m.Txn, nil)
-		p.hold(t)
-		t.state = partPrepared
-		t.gen++
-		p.sendInquire(t)
-		p.inquire.start(p.now, t)
-		return
-	}
-	switch st {
-	case partAborted, partReadOnly:
-		// This participant voted no (its prepare's answer was lost and
-		// the resource prepared after all) or already aborted it: an
-		// orphan holding locks. No YES went out for it from here, or the
-		// abort was decided, so rolling it back is safe.
-		p.stats.OrphansAborted++
-		p.done.remove(m.Txn)
-		t = p.alloc(m.Txn, nil)
-		t.state = st
-		p.hold(t)
-		p.startAbort(t)
-	default:
-		// In hand (voting, prepared, committing, aborting), or a scan
-		// older than the commit that finished since.
-		p.stats.IgnoredDuplicate++
-	}
 }
 
 func (p *Participant) commit(m Message) {
@@ -760,20 +616,7 @@ func (p *Participant) abort(m Message) {
 // durable resource, by starting it and waiting for MsgResFinished.
 func (p *Participant) startAbort(t *partTxn) {
 	p.res.Abort(t.id)
-	if p.cfg.DurableResource {
-		t.state = partAborting
-		t.gen++ // cancels the inquiry timer
-		return
-	}
-	if t.state == partVoting {
-		// Nothing was logged for it: nothing to undo after a crash.
-		t.state = partPrepared
-	} else {
-		// Not forced: if lost, the restarted participant is in doubt and
-		// inquires, and the answer is abort again.
-		p.appendRecord(Record{Type: RecAborted, Txn: t.id})
-	}
-	p.finishAbort(t)
+	p.mode.abort(p, t)
 }
 
 func (p *Participant) finishAbort(t *partTxn) {
@@ -784,12 +627,9 @@ func (p *Participant) finishAbort(t *partTxn) {
 	p.noteDecided()
 }
 
-// applyCommit commits t in the resource (a durable resource has done so
-// already) and releases it.
-func (p *Participant) applyCommit(t *partTxn) {
-	if !p.cfg.DurableResource {
-		p.res.Commit(t.id)
-	}
+// releaseCommit releases t, whose commit is applied to the resource (or,
+// for a durable resource, finished there), and reports it.
+func (p *Participant) releaseCommit(t *partTxn) {
 	p.unhold(t)
 	p.stats.Committed++
 	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: DecisionCommit})
@@ -800,7 +640,7 @@ func (p *Participant) applyCommit(t *partTxn) {
 // happened yet and sends the ack (or the one-phase YES).
 func (p *Participant) finishCommit(t *partTxn) {
 	if t.heldAt >= 0 {
-		p.applyCommit(t)
+		p.mode.applyCommit(p, t)
 	}
 	if t.onePhase {
 		if !t.refused {
@@ -844,7 +684,7 @@ func (p *Participant) Durable(index uint64) {
 		}
 		switch t := e.t; t.state {
 		case partPreparing:
-			p.becomePrepared(t)
+			p.becomePrepared(t, false)
 		case partCommitting:
 			p.finishCommit(t)
 		default:
@@ -877,9 +717,10 @@ func (p *Participant) becomePreparing(t *partTxn) {
 	}
 }
 
-func (p *Participant) becomePrepared(t *partTxn) {
-	durableNow := p.cfg.DurableResource && (t.state == 0 || t.state == partVoting)
-	if t.state != partPreparing && !durableNow {
+// becomePrepared sends the YES vote for t: its prepared state is durable,
+// in RecPrepared, or at once (durableNow) in a durable resource.
+func (p *Participant) becomePrepared(t *partTxn, durableNow bool) {
+	if t.state != partPreparing && !(durableNow && (t.state == 0 || t.state == partVoting)) {
 		panic(fmt.Sprintf("engine: %v: %v → prepared", t.id, t.state))
 	}
 	t.state = partPrepared
@@ -899,35 +740,7 @@ func (p *Participant) becomeCommitting(t *partTxn) {
 	}
 	t.state = partCommitting
 	t.gen++
-	if p.cfg.DurableResource {
-		// The resource's commit is the durable record; its
-		// MsgResFinished releases the ack (or the one-phase YES).
-		p.res.Commit(t.id)
-		if !t.onePhase && planted(p, bugResAckEarly) {
-			p.sendAck(t.id)
-		}
-		return
-	}
-	if fresh {
-		idx := p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
-		p.holdUntilDurable(idx, t, t.gen, true) // the one-phase YES (= committed)
-		return
-	}
-	idx := p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
-	// Early lock release: the decision is logged (appended) and the
-	// commit is already durable at the coordinator, so apply it now
-	// rather than hold the resource's locks through an fsync. Safe
-	// because (1) only the ack waits for durability, and until the
-	// ack the coordinator keeps the decision: a crash that loses this
-	// record leaves the transaction in doubt, and the inquiry's answer
-	// is commit again; (2) anything a later transaction does on top
-	// of this commit reaches the log after this record, so its own
-	// forced RecPrepared makes this record durable first.
-	p.applyCommit(t)
-	if planted(p, bugAckBeforeDurable) {
-		p.sendAck(t.id)
-	}
-	p.holdUntilDurable(idx, t, t.gen, false) // the ack
+	p.mode.commit(p, t, fresh)
 }
 
 // becomeDone moves t to a final state: the state goes to done, to answer
@@ -1016,13 +829,6 @@ func (p *Participant) sendAck(id TxnID) {
 func (p *Participant) sendInquire(t *partTxn) {
 	p.stats.Inquiries++
 	p.rd.Messages = append(p.rd.Messages, Message{Type: MsgInquire, Txn: t.id, From: p.cfg.Name})
-}
-
-func (p *Participant) appendRecord(r Record) uint64 {
-	if p.cfg.DurableResource {
-		panic(fmt.Sprintf("engine: a participant with a durable resource appending a %v record", r.Type))
-	}
-	return p.outbox.appendRecord(r)
 }
 
 // HasReady reports whether Ready has anything to hand out.
