@@ -27,16 +27,8 @@ import "fmt"
 //     finished transaction is retired at once (its lookups fail, its
 //     timers and waits go stale) but reused only once the Ready that may
 //     point into it is superseded, by the next call to ready.
-type outbox[T any, P txnPtr[T]] struct {
-	rd Ready
-	// forced: rd.Records holds a record an output waits for (a commit
-	// decision, a YES vote, a one-phase commit): the caller should sync
-	// it at once rather than lazily (Ready.Lazy).
-	forced       bool
-	nextIndex    uint64 // index the next record takes
-	durable      uint64 // every record up to here is durable
-	lastLowWater uint64 // the LowWater of the last Ready
-	started      bool   // an input other than Restore has arrived
+type outbox[T any] struct {
+	output
 
 	// waits are the records appended and not yet durable that something
 	// waits for (an output, a transaction's end, the low-water mark), in
@@ -53,18 +45,19 @@ type outbox[T any, P txnPtr[T]] struct {
 	retired, draining []*T
 }
 
-// txnPtr is what the outbox needs of a machine's transaction struct T.
-type txnPtr[T any] interface {
-	*T
-	// generation changes whenever the transaction's state does, and when
-	// it is retired and recycled.
-	generation() uint32
-	// retire marks the transaction as finished: its generation changes,
-	// so every timer and wait still queued for it goes stale.
-	retire()
-	// recycle readies a retired struct for reuse: zero but for its
-	// generation (changed again) and the buffers it keeps.
-	recycle()
+// output is the part of the outbox that knows no transaction type: the
+// pending Ready and the numbering of records. (Its methods are not
+// generic, so that the hot path copies a Ready as plainly as before.)
+type output struct {
+	rd Ready
+	// forced: rd.Records holds a record an output waits for (a commit
+	// decision, a YES vote, a one-phase commit): the caller should sync
+	// it at once rather than lazily (Ready.Lazy).
+	forced       bool
+	nextIndex    uint64 // index the next record takes
+	durable      uint64 // every record up to here is durable
+	lastLowWater uint64 // the LowWater of the last Ready
+	started      bool   // an input other than Restore has arrived
 }
 
 // wait is a record a transaction's output waits for: its index, and the
@@ -75,13 +68,13 @@ type wait[T any] struct {
 	gen   uint32
 }
 
-func newOutbox[T any, P txnPtr[T]]() outbox[T, P] {
-	return outbox[T, P]{txns: make(map[TxnID]*T), nextIndex: 1, lastLowWater: 1}
+func newOutbox[T any]() outbox[T] {
+	return outbox[T]{output: output{nextIndex: 1, lastLowWater: 1}, txns: make(map[TxnID]*T)}
 }
 
 // restoreRecord counts a record replayed from the log: it takes the next
 // index and is durable. It panics once other input has arrived.
-func (o *outbox[T, P]) restoreRecord(machine string) uint64 {
+func (o *output) restoreRecord(machine string) uint64 {
 	if o.started {
 		panic(fmt.Sprintf("engine: %s.Restore after other input", machine))
 	}
@@ -92,7 +85,7 @@ func (o *outbox[T, P]) restoreRecord(machine string) uint64 {
 }
 
 // start reports whether this is the first input after the restore phase.
-func (o *outbox[T, P]) start() bool {
+func (o *output) start() bool {
 	if o.started {
 		return false
 	}
@@ -101,7 +94,7 @@ func (o *outbox[T, P]) start() bool {
 }
 
 // appendRecord adds r to the pending Ready and returns its index.
-func (o *outbox[T, P]) appendRecord(r Record) uint64 {
+func (o *output) appendRecord(r Record) uint64 {
 	idx := o.nextIndex
 	o.nextIndex++
 	if len(o.rd.Records) == 0 {
@@ -114,7 +107,7 @@ func (o *outbox[T, P]) appendRecord(r Record) uint64 {
 // holdUntilDurable holds back t's output that depends on record idx: it
 // comes out of popDurable once Durable covers idx. forced says the output
 // is one the caller should not wait for long (see forced).
-func (o *outbox[T, P]) holdUntilDurable(idx uint64, t *T, gen uint32, forced bool) {
+func (o *outbox[T]) holdUntilDurable(idx uint64, t *T, gen uint32, forced bool) {
 	o.waits.push(wait[T]{index: idx, t: t, gen: gen})
 	if forced {
 		o.forced = true
@@ -123,7 +116,7 @@ func (o *outbox[T, P]) holdUntilDurable(idx uint64, t *T, gen uint32, forced boo
 
 // markDurable records that every record up to index is durable and
 // reports whether that is news. It panics beyond the records appended.
-func (o *outbox[T, P]) markDurable(index uint64) bool {
+func (o *output) markDurable(index uint64) bool {
 	if index >= o.nextIndex {
 		panic(fmt.Sprintf("engine: Durable(%d) but only %d records appended", index, o.nextIndex-1))
 	}
@@ -135,7 +128,7 @@ func (o *outbox[T, P]) markDurable(index uint64) bool {
 }
 
 // popDurable returns the oldest wait whose record is now durable.
-func (o *outbox[T, P]) popDurable() (wait[T], bool) {
+func (o *outbox[T]) popDurable() (wait[T], bool) {
 	if o.waits.len() == 0 || o.waits.front().index > o.durable {
 		return wait[T]{}, false
 	}
@@ -146,7 +139,7 @@ func (o *outbox[T, P]) popDurable() (wait[T], bool) {
 
 // alloc returns a transaction struct for id, in hand from now on; the
 // caller sets its id.
-func (o *outbox[T, P]) alloc(id TxnID) *T {
+func (o *outbox[T]) alloc(id TxnID) *T {
 	var t *T
 	if n := len(o.free); n > 0 {
 		t = o.free[n-1]
@@ -158,31 +151,35 @@ func (o *outbox[T, P]) alloc(id TxnID) *T {
 	return t
 }
 
-// retire takes the finished t (known as id) out of hand at once — lookups
-// no longer find it, and its timers and waits go stale — but keeps its
-// memory intact until the Ready that may refer to it is superseded.
-func (o *outbox[T, P]) retire(id TxnID, t *T) {
+// retire takes the finished t (known as id) out of hand at once, so that
+// lookups no longer find it, but keeps its memory intact until the Ready
+// that may refer to it is superseded. The caller has changed t's
+// generation, so that its timers and waits are stale.
+func (o *outbox[T]) retire(id TxnID, t *T) {
 	delete(o.txns, id)
-	P(t).retire()
 	o.retired = append(o.retired, t)
 }
 
 // hasReady reports whether ready has anything to hand out.
-func (o *outbox[T, P]) hasReady(lowWater uint64) bool {
+func (o *output) hasReady(lowWater uint64) bool {
 	return len(o.rd.Records) > 0 || len(o.rd.Messages) > 0 || len(o.rd.Replies) > 0 || len(o.rd.Applied) > 0 ||
 		lowWater != o.lastLowWater
 }
 
-// ready drains the pending output, with lowWater. The previous Ready is
-// superseded by this call: what was retired before it is reused; what
-// was retired since is referred to by this one.
-func (o *outbox[T, P]) ready(lowWater uint64) Ready {
-	for i, t := range o.draining {
-		P(t).recycle()
-		o.free = append(o.free, t)
-		o.draining[i] = nil
-	}
+// reuse returns the structs retired before the last Ready to free, and
+// returns them too: the caller resets each before it allocates again.
+// Call it as a Ready is handed out (take), which supersedes the last one;
+// what was retired since is referred to by the new one.
+func (o *outbox[T]) reuse() []*T {
+	n := len(o.free)
+	o.free = append(o.free, o.draining...)
+	clear(o.draining)
 	o.draining, o.retired = o.retired, o.draining[:0]
+	return o.free[n:]
+}
+
+// take drains the pending output, with lowWater.
+func (o *output) take(lowWater uint64) Ready {
 	rd := o.rd
 	rd.LowWater = lowWater
 	rd.Lazy = len(rd.Records) > 0 && !o.forced

@@ -133,34 +133,18 @@ const (
 	partReadOnly
 )
 
-func (s partState) String() string {
-	switch s {
-	case partPreparing:
-		return "preparing"
-	case partVoting:
-		return "voting"
-	case partAborting:
-		return "aborting"
-	case partPrepared:
-		return "prepared"
-	case partCommitting:
-		return "committing"
-	case partCommitted:
-		return "committed"
-	case partAborted:
-		return "aborted"
-	case partReadOnly:
-		return "read-only"
-	}
-	return fmt.Sprintf("partState(%d)", uint8(s))
+var partStateNames = [...]string{
+	partPreparing: "preparing", partVoting: "voting", partAborting: "aborting", partPrepared: "prepared",
+	partCommitting: "committing", partCommitted: "committed", partAborted: "aborted", partReadOnly: "read-only",
 }
 
+func (s partState) String() string { return stateName(partStateNames[:], s, "partState") }
+
 // partTxn is one transaction at a participant; reused through
-// Participant.free, with gen as in coordTxn.
+// the outbox, with a generation as coordTxn.
 type partTxn struct {
-	id       TxnID
-	state    partState
-	gen      uint32
+	id TxnID
+	txnLife[partState]
 	onePhase bool
 	// abortWanted: an abort decision arrived while voting; applied when
 	// the resource answers.
@@ -176,9 +160,13 @@ type partTxn struct {
 	work    []byte // copy of the work, for checkpoints (reused)
 }
 
-func (t *partTxn) generation() uint32 { return t.gen }
-func (t *partTxn) retire()            { t.gen++ }
-func (t *partTxn) recycle()           { *t = partTxn{gen: t.gen + 1, work: t.work[:0], heldAt: -1} }
+// recyclePartTxns readies retired structs for reuse: zero but for the
+// generation (changed again) and the work buffer.
+func recyclePartTxns(ts []*partTxn) {
+	for _, t := range ts {
+		*t = partTxn{txnLife: txnLife[partState]{gen: t.gen + 1}, work: t.work[:0], heldAt: -1}
+	}
+}
 
 // Participant is the machine for one named participant and its Resource.
 // It does no I/O: feed it with Step, Tick and Durable, drain it with
@@ -191,7 +179,7 @@ type Participant struct {
 	// RecCommitted. A decided partTxn's work may be in the pending or last
 	// Ready's records (RecPrepared, a one-phase RecCommitted): it is
 	// reused only once that Ready is superseded.
-	outbox[partTxn, *partTxn]
+	outbox[partTxn]
 
 	cfg ParticipantConfig
 	res Resource
@@ -323,8 +311,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 		t := p.alloc(id, work)
 		p.hold(t)
 		if kind == ckptPrepared {
-			t.state = partPrepared
-			t.gen++
+			t.become(t.id, partPrepared, t.state == 0)
 			continue
 		}
 		t.state = partCommitting
@@ -350,7 +337,7 @@ func (p *Participant) start() {
 			panic(fmt.Sprintf("engine: restored %v in state %v", t.id, t.state))
 		}
 		p.sendInquire(t)
-		p.inquire.start(p.now, t)
+		p.inquire.start(p.now, t, t.gen)
 	}
 }
 
@@ -696,20 +683,12 @@ func (p *Participant) Durable(index uint64) {
 // --- transitions ---
 
 func (p *Participant) becomeVoting(t *partTxn) {
-	if t.state != 0 {
-		panic(fmt.Sprintf("engine: %v: %v → voting", t.id, t.state))
-	}
-	t.state = partVoting
-	t.gen++
+	t.become(t.id, partVoting, t.state == 0)
 	p.stats.Voting++
 }
 
 func (p *Participant) becomePreparing(t *partTxn) {
-	if t.state != 0 && t.state != partVoting {
-		panic(fmt.Sprintf("engine: %v: %v → preparing", t.id, t.state))
-	}
-	t.state = partPreparing
-	t.gen++
+	t.become(t.id, partPreparing, t.state == 0 || t.state == partVoting)
 	idx := p.appendRecord(Record{Type: RecPrepared, Txn: t.id, Work: t.work})
 	p.holdUntilDurable(idx, t, t.gen, true) // the YES vote
 	if planted(p, bugVoteBeforeDurable) {
@@ -720,26 +699,16 @@ func (p *Participant) becomePreparing(t *partTxn) {
 // becomePrepared sends the YES vote for t: its prepared state is durable,
 // in RecPrepared, or at once (durableNow) in a durable resource.
 func (p *Participant) becomePrepared(t *partTxn, durableNow bool) {
-	if t.state != partPreparing && !(durableNow && (t.state == 0 || t.state == partVoting)) {
-		panic(fmt.Sprintf("engine: %v: %v → prepared", t.id, t.state))
-	}
-	t.state = partPrepared
-	t.gen++
+	t.become(t.id, partPrepared, t.state == partPreparing || durableNow && (t.state == 0 || t.state == partVoting))
 	if !t.refused && !planted(p, bugVoteBeforeDurable) {
 		p.sendVote(t.id, VoteYes)
 	}
-	p.inquire.start(p.now, t)
+	p.inquire.start(p.now, t, t.gen)
 }
 
 func (p *Participant) becomeCommitting(t *partTxn) {
 	fresh := t.state == 0 || t.state == partVoting
-	switch {
-	case t.state == partPrepared || fresh && t.onePhase:
-	default:
-		panic(fmt.Sprintf("engine: %v: %v → committing (one-phase %v)", t.id, t.state, t.onePhase))
-	}
-	t.state = partCommitting
-	t.gen++
+	t.become(t.id, partCommitting, t.state == partPrepared || fresh && t.onePhase)
 	p.mode.commit(p, t, fresh)
 }
 
@@ -763,6 +732,7 @@ func (p *Participant) becomeDone(t *partTxn, st partState) {
 	}
 	p.done.put(t.id, partDone{state: st, onePhase: t.onePhase, work: workHash(t.work)})
 	t.state = st
+	t.gen++ // its timers and waits go stale
 	p.retire(t.id, t)
 }
 
@@ -841,7 +811,8 @@ func (p *Participant) HasReady() bool {
 // call into p.
 func (p *Participant) Ready() Ready {
 	p.start()
-	return p.ready(p.lowWater)
+	recyclePartTxns(p.reuse())
+	return p.take(p.lowWater)
 }
 
 // Stats returns the participant's counters.

@@ -75,8 +75,7 @@ func (logMode) restore(p *Participant, r Record) error {
 		p.res.Restore(r.Txn, r.Work)
 		t = p.alloc(r.Txn, r.Work)
 		p.hold(t)
-		t.state = partPrepared
-		t.gen++
+		t.become(t.id, partPrepared, t.state == 0)
 	case RecCommitted:
 		switch {
 		case st == 0 || t == nil:
@@ -188,8 +187,8 @@ func (logMode) abort(p *Participant, t *partTxn) {
 
 func (resMode) abort(_ *Participant, t *partTxn) {
 	// Finished when the resource reports it (resFinished).
-	t.state = partAborting
-	t.gen++ // cancels the inquiry timer
+	// A new generation cancels the inquiry timer.
+	t.become(t.id, partAborting, t.state == partPrepared || t.state == partVoting || t.state == partAborted || t.state == partReadOnly)
 }
 
 // A resource with a log behind it answers at once and finishes nothing
@@ -234,9 +233,8 @@ func (resMode) resFailed(p *Participant, m Message) {
 	p.stats.ResourceFailures++
 	// No vote goes out: the YES (if any) went out before, and a one-phase
 	// YES would mean "committed".
-	t.state = partPrepared
-	t.gen++
-	p.inquire.start(p.now, t)
+	t.become(t.id, partPrepared, t.state == partCommitting || t.state == partAborting)
+	p.inquire.start(p.now, t, t.gen)
 }
 
 // resInDoubt: a durable resource holds m.Txn prepared.
@@ -255,10 +253,9 @@ func (resMode) resInDoubt(p *Participant, m Message) {
 		p.res.Restore(m.Txn, nil)
 		t = p.alloc(m.Txn, nil)
 		p.hold(t)
-		t.state = partPrepared
-		t.gen++
+		t.become(t.id, partPrepared, t.state == 0)
 		p.sendInquire(t)
-		p.inquire.start(p.now, t)
+		p.inquire.start(p.now, t, t.gen)
 		return
 	}
 	switch st {

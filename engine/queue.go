@@ -124,14 +124,21 @@ func (th *timerHeap[T]) reset() {
 // repeated until the decision arrives. Neither ever gives up: a prepared
 // participant must not decide on its own, and a commit decision must
 // reach every YES voter.
-type retries[T any, P txnPtr[T]] struct {
+type retries[T any, P genPtr[T]] struct {
 	heap        timerHeap[T]
 	first, most int // ticks
 }
 
-// start arms t's retry, first due at now+first.
-func (r *retries[T, P]) start(now int64, t *T) {
-	r.heap.push(timer[T]{at: now + int64(r.first), t: t, gen: P(t).generation(), backoff: int32(r.first)})
+// genPtr is what retries need of a transaction struct T: its generation
+// (txnLife), to drop the retries of a transaction that has changed.
+type genPtr[T any] interface {
+	*T
+	generation() uint32
+}
+
+// start arms the retry of t, at generation gen, first due at now+first.
+func (r *retries[T, P]) start(now int64, t *T, gen uint32) {
+	r.heap.push(timer[T]{at: now + int64(r.first), t: t, gen: gen, backoff: int32(r.first)})
 }
 
 // due returns the next transaction whose retry is due at now, and arms its

@@ -166,25 +166,12 @@ const (
 	coordUnknown
 )
 
-func (s coordState) String() string {
-	switch s {
-	case coordVoting:
-		return "voting"
-	case coordDeciding:
-		return "deciding"
-	case coordDelivering:
-		return "delivering"
-	case coordEnding:
-		return "ending"
-	case coordCommitted:
-		return "committed"
-	case coordAborted:
-		return "aborted"
-	case coordUnknown:
-		return "unknown"
-	}
-	return fmt.Sprintf("coordState(%d)", uint8(s))
+var coordStateNames = [...]string{
+	coordVoting: "voting", coordDeciding: "deciding", coordDelivering: "delivering", coordEnding: "ending",
+	coordCommitted: "committed", coordAborted: "aborted", coordUnknown: "unknown",
 }
+
+func (s coordState) String() string { return stateName(coordStateNames[:], s, "coordState") }
 
 type coordBranch struct {
 	name  string
@@ -193,13 +180,12 @@ type coordBranch struct {
 }
 
 // coordTxn is one transaction at the coordinator. Structs are reused
-// through Shard.free; gen changes whenever the state changes or the struct
-// is freed, so queued timers and durability waits can tell they are stale.
+// through the outbox; its generation (txnLife) tells queued timers and
+// durability waits that they are stale.
 type coordTxn struct {
-	id       TxnID
-	tag      uint64
-	state    coordState
-	gen      uint32
+	id  TxnID
+	tag uint64
+	txnLife[coordState]
 	replied  bool // the client has its answer (always true when restored)
 	n        int  // branches in use
 	votes    int
@@ -212,12 +198,13 @@ type coordTxn struct {
 	workBuf     []byte   // copies of the branches' work for the prepares (reused)
 }
 
-func (t *coordTxn) generation() uint32 { return t.gen }
-func (t *coordTxn) retire()            { t.gen++ }
-
-func (t *coordTxn) recycle() {
-	clear(t.yes)
-	*t = coordTxn{gen: t.gen + 1, yes: t.yes[:0], workBuf: t.workBuf[:0]}
+// recycleCoordTxns readies retired structs for reuse: zero but for the
+// generation (changed again) and the buffers they keep.
+func recycleCoordTxns(ts []*coordTxn) {
+	for _, t := range ts {
+		clear(t.yes)
+		*t = coordTxn{txnLife: txnLife[coordState]{gen: t.gen + 1}, yes: t.yes[:0], workBuf: t.workBuf[:0]}
+	}
 }
 
 func (t *coordTxn) branch(name string) int {
@@ -270,7 +257,7 @@ type Shard struct {
 	// outbox holds the transactions in flight (voting to ending; finished
 	// ones move to done) and the output: the commit decisions and replies
 	// wait there for RecCommit to be durable.
-	outbox[coordTxn, *coordTxn]
+	outbox[coordTxn]
 
 	cfg ShardConfig
 	now int64 // ticks since creation
@@ -336,8 +323,7 @@ func (s *Shard) Restore(r Record) error {
 		s.stats.Undelivered++
 		// Straight to delivering: the record is durable. The decisions go
 		// out when the first real input arrives (start).
-		t.state = coordDelivering
-		t.gen++
+		t.become(t.id, coordDelivering, t.state == 0)
 		s.restored = append(s.restored, t)
 	case RecEnd:
 		t := s.txns[r.Txn]
@@ -367,7 +353,7 @@ func (s *Shard) start() {
 		if t.state == coordDelivering {
 			s.sendCommits(t)
 			s.stats.Redelivered += uint64(t.n)
-			s.redeliver.start(s.now, t)
+			s.redeliver.start(s.now, t, t.gen)
 		}
 	}
 	s.restored = nil
@@ -791,22 +777,14 @@ func (s *Shard) Durable(index uint64) {
 // --- transitions: each asserts where it comes from ---
 
 func (s *Shard) becomeVoting(t *coordTxn) {
-	if t.state != 0 {
-		panic(fmt.Sprintf("engine: %v: %v → voting", t.id, t.state))
-	}
-	t.state = coordVoting
-	t.gen++
+	t.become(t.id, coordVoting, t.state == 0)
 	s.stats.Begun++
 	s.stats.InFlight++
 	s.prepareT.push(timer[coordTxn]{at: s.now + int64(s.cfg.PrepareTimeoutTicks), t: t, gen: t.gen})
 }
 
 func (s *Shard) becomeDeciding(t *coordTxn) {
-	if t.state != coordVoting {
-		panic(fmt.Sprintf("engine: %v: %v → deciding", t.id, t.state))
-	}
-	t.state = coordDeciding
-	t.gen++
+	t.become(t.id, coordDeciding, t.state == coordVoting)
 	t.unacked = len(t.yes)
 	s.stats.Undelivered++
 	idx := s.appendRecord(Record{Type: RecCommit, Txn: t.id, Participants: t.yes})
@@ -820,24 +798,16 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 }
 
 func (s *Shard) becomeDelivering(t *coordTxn) {
-	if t.state != coordDeciding {
-		panic(fmt.Sprintf("engine: %v: %v → delivering", t.id, t.state))
-	}
-	t.state = coordDelivering
-	t.gen++
+	t.become(t.id, coordDelivering, t.state == coordDeciding)
 	if !t.replied {
 		s.reply(t, OutcomeCommitted, 0, "")
 		s.sendCommits(t)
 	}
-	s.redeliver.start(s.now, t)
+	s.redeliver.start(s.now, t, t.gen)
 }
 
 func (s *Shard) becomeEnding(t *coordTxn) {
-	if t.state != coordDelivering || t.unacked != 0 {
-		panic(fmt.Sprintf("engine: %v: %v → ending with %d unacked", t.id, t.state, t.unacked))
-	}
-	t.state = coordEnding
-	t.gen++
+	t.become(t.id, coordEnding, t.state == coordDelivering && t.unacked == 0)
 	s.stats.Undelivered--
 	idx := s.appendRecord(Record{Type: RecEnd, Txn: t.id})
 	s.holdUntilDurable(idx, t, t.gen, false) // only the end and the low water
@@ -877,6 +847,7 @@ func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 	}
 	s.done.put(t.id, f)
 	t.state = st
+	t.gen++ // its timers and waits go stale
 	s.retire(t.id, t)
 }
 
@@ -940,7 +911,8 @@ func (s *Shard) HasReady() bool {
 // call into s.
 func (s *Shard) Ready() Ready {
 	s.start()
-	return s.ready(s.lowWater())
+	recycleCoordTxns(s.reuse())
+	return s.take(s.lowWater())
 }
 
 // Stats returns the shard's counters.

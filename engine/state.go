@@ -1,0 +1,38 @@
+package engine
+
+import "fmt"
+
+// txnLife is what a transaction struct of either machine carries to move
+// through its states (coordState, partState): the state, and a generation
+// that changes with every transition and again when the struct is retired
+// and recycled, so that a timer or durability wait queued for it can tell
+// it has gone stale (see queue.go).
+type txnLife[S ~uint8] struct {
+	state S
+	gen   uint32
+}
+
+// become moves the transaction to state to. ok says the transition is
+// possible from where it is; an impossible one is a programmer error and
+// panics with both states.
+func (l *txnLife[S]) become(id TxnID, to S, ok bool) {
+	if !ok {
+		badTransition(id, l.state, to)
+	}
+	l.state = to
+	l.gen++
+}
+
+func badTransition(id TxnID, from, to any) {
+	panic(fmt.Sprintf("engine: %v: %v → %v", id, from, to))
+}
+
+func (l *txnLife[S]) generation() uint32 { return l.gen }
+
+// stateName is names[s], or typ(s) for a state without a name.
+func stateName[S ~uint8](names []string, s S, typ string) string {
+	if int(s) < len(names) && names[s] != "" {
+		return names[s]
+	}
+	return fmt.Sprintf("%s(%d)", typ, uint8(s))
+}
