@@ -45,16 +45,9 @@ func (c ParticipantConfig) withDefaults() ParticipantConfig {
 	if c.InquireAfterTicks < 0 || c.InquireMaxTicks < 0 || c.RememberTicks < 0 || c.CheckpointEvery < 0 {
 		panic(fmt.Sprintf("engine: negative value in %+v", c))
 	}
-	if c.InquireAfterTicks == 0 {
-		c.InquireAfterTicks = DefaultInquireAfterTicks
-	}
-	if c.InquireMaxTicks == 0 {
-		c.InquireMaxTicks = DefaultInquireMaxTicks
-	}
-	c.InquireMaxTicks = max(c.InquireMaxTicks, c.InquireAfterTicks)
-	if c.RememberTicks == 0 {
-		c.RememberTicks = DefaultRememberTicks
-	}
+	c.InquireAfterTicks, c.InquireMaxTicks = backoffRange(c.InquireAfterTicks, c.InquireMaxTicks,
+		DefaultInquireAfterTicks, DefaultInquireMaxTicks)
+	c.RememberTicks = orDefault(c.RememberTicks, DefaultRememberTicks)
 	return c
 }
 
@@ -132,13 +125,6 @@ const (
 	// partReadOnly: voted read-only, held nothing; remembered.
 	partReadOnly
 )
-
-var partStateNames = [...]string{
-	partPreparing: "preparing", partVoting: "voting", partAborting: "aborting", partPrepared: "prepared",
-	partCommitting: "committing", partCommitted: "committed", partAborted: "aborted", partReadOnly: "read-only",
-}
-
-func (s partState) String() string { return stateName(partStateNames[:], s, "partState") }
 
 // partTxn is one transaction at a participant; reused through
 // the outbox, with a generation as coordTxn.

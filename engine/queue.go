@@ -160,3 +160,19 @@ func (r *retries[T, P]) due(now int64) (*T, bool) {
 }
 
 func (r *retries[T, P]) reset() { r.heap.reset() }
+
+// backoffRange returns the first and the longest wait of a doubling
+// backoff from a config, each defaulted where zero, the longest at least
+// the first.
+func backoffRange(first, most, defFirst, defMost int) (int, int) {
+	first = orDefault(first, defFirst)
+	return first, max(orDefault(most, defMost), first)
+}
+
+// orDefault is v, or def for a zero (unset) config field.
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}

@@ -74,29 +74,14 @@ func (c ShardConfig) withDefaults() ShardConfig {
 		c.TickMicros < 0 || c.MaxIDAheadMs < 0 || c.StartUnixMs < 0 {
 		panic(fmt.Sprintf("engine: negative duration or bound in %+v", c))
 	}
-	if c.MaxTxns == 0 {
-		c.MaxTxns = DefaultMaxTxns
-	}
-	if c.PrepareTimeoutTicks == 0 {
-		c.PrepareTimeoutTicks = DefaultPrepareTimeoutTicks
-	}
-	if c.RedeliverMinTicks == 0 {
-		c.RedeliverMinTicks = DefaultRedeliverMinTicks
-	}
-	if c.RedeliverMaxTicks == 0 {
-		c.RedeliverMaxTicks = DefaultRedeliverMaxTicks
-	}
-	c.RedeliverMaxTicks = max(c.RedeliverMaxTicks, c.RedeliverMinTicks)
-	if c.RememberTicks == 0 {
-		c.RememberTicks = DefaultRememberTicks
-	}
-	if c.TickMicros == 0 {
-		c.TickMicros = DefaultTickMicros
-	}
+	c.MaxTxns = orDefault(c.MaxTxns, DefaultMaxTxns)
+	c.PrepareTimeoutTicks = orDefault(c.PrepareTimeoutTicks, DefaultPrepareTimeoutTicks)
+	c.RedeliverMinTicks, c.RedeliverMaxTicks = backoffRange(c.RedeliverMinTicks, c.RedeliverMaxTicks,
+		DefaultRedeliverMinTicks, DefaultRedeliverMaxTicks)
+	c.RememberTicks = orDefault(c.RememberTicks, DefaultRememberTicks)
+	c.TickMicros = orDefault(c.TickMicros, DefaultTickMicros)
 	half := c.rememberedMs() / 2
-	if c.MaxIDAheadMs == 0 {
-		c.MaxIDAheadMs = int(min(DefaultMaxIDAheadMs, half))
-	}
+	c.MaxIDAheadMs = orDefault(c.MaxIDAheadMs, int(min(DefaultMaxIDAheadMs, half)))
 	if int64(c.MaxIDAheadMs) > half {
 		panic(fmt.Sprintf("engine: MaxIDAheadMs %d is more than half of the %d ms remembered", c.MaxIDAheadMs, c.rememberedMs()))
 	}
@@ -142,36 +127,30 @@ type ShardStats struct {
 	IgnoredInvalid   uint64 // a message that cannot be right (not a branch, wrong state, bad type)
 }
 
-// coordState is where one transaction is at the coordinator.
+// coordState is where one transaction is at the coordinator:
+//
+//	voting      prepares sent, collecting votes. Nothing logged.
+//	deciding    every vote yes or read-only; RecCommit appended but not
+//	            durable. Decisions and the reply are held back.
+//	delivering  RecCommit durable; client told; commit decisions
+//	            redelivered until every YES voter acks.
+//	ending      every ack in; RecEnd appended, not yet durable.
+//	committed   finished, committed. Remembered (a finishedTxn in
+//	            Shard.done) for RememberTicks; never the state of a coordTxn.
+//	aborted     finished, aborted (never logged). Remembered.
+//	unknown     finished, a one-phase transaction whose participant never
+//	            answered. Remembered.
 type coordState uint8
 
 const (
-	// coordVoting: prepares sent, collecting votes. Nothing logged.
 	coordVoting coordState = iota + 1
-	// coordDeciding: every vote yes or read-only; RecCommit appended but
-	// not durable. Decisions and the reply are held back.
 	coordDeciding
-	// coordDelivering: RecCommit durable; client told; commit decisions
-	// redelivered until every YES voter acks.
 	coordDelivering
-	// coordEnding: every ack in; RecEnd appended, not yet durable.
 	coordEnding
-	// coordCommitted: finished, committed. Remembered (a finishedTxn in
-	// Shard.done) for RememberTicks; never the state of a coordTxn.
 	coordCommitted
-	// coordAborted: finished, aborted (never logged). Remembered.
 	coordAborted
-	// coordUnknown: finished, a one-phase transaction whose participant
-	// never answered. Remembered.
 	coordUnknown
 )
-
-var coordStateNames = [...]string{
-	coordVoting: "voting", coordDeciding: "deciding", coordDelivering: "delivering", coordEnding: "ending",
-	coordCommitted: "committed", coordAborted: "aborted", coordUnknown: "unknown",
-}
-
-func (s coordState) String() string { return stateName(coordStateNames[:], s, "coordState") }
 
 type coordBranch struct {
 	name  string

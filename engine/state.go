@@ -36,3 +36,19 @@ func stateName[S ~uint8](names []string, s S, typ string) string {
 	}
 	return fmt.Sprintf("%s(%d)", typ, uint8(s))
 }
+
+// The machines' states by name, for panics and tests.
+
+var coordStateNames = [...]string{
+	coordVoting: "voting", coordDeciding: "deciding", coordDelivering: "delivering", coordEnding: "ending",
+	coordCommitted: "committed", coordAborted: "aborted", coordUnknown: "unknown",
+}
+
+func (s coordState) String() string { return stateName(coordStateNames[:], s, "coordState") }
+
+var partStateNames = [...]string{
+	partPreparing: "preparing", partVoting: "voting", partAborting: "aborting", partPrepared: "prepared",
+	partCommitting: "committing", partCommitted: "committed", partAborted: "aborted", partReadOnly: "read-only",
+}
+
+func (s partState) String() string { return stateName(partStateNames[:], s, "partState") }
