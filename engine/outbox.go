@@ -118,7 +118,7 @@ func (o *outbox[T]) holdUntilDurable(idx uint64, t *T, gen uint32, forced bool) 
 // reports whether that is news. It panics beyond the records appended.
 func (o *output) markDurable(index uint64) bool {
 	if index >= o.nextIndex {
-		panic(fmt.Sprintf("engine: Durable(%d) but only %d records appended", index, o.nextIndex-1))
+		panic(durableBeyond{index, o.nextIndex - 1})
 	}
 	if index <= o.durable {
 		return false
@@ -127,13 +127,23 @@ func (o *output) markDurable(index uint64) bool {
 	return true
 }
 
+// durableBeyond is the panic of a Durable beyond the records appended (a
+// value, not a message: formatting it here would keep markDurable from
+// being inlined).
+type durableBeyond struct{ index, appended uint64 }
+
+func (d durableBeyond) Error() string {
+	return fmt.Sprintf("engine: Durable(%d) but only %d records appended", d.index, d.appended)
+}
+
 // popDurable returns the oldest wait whose record is now durable.
-func (o *outbox[T]) popDurable() (wait[T], bool) {
-	if o.waits.len() == 0 || o.waits.front().index > o.durable {
-		return wait[T]{}, false
+func (o *outbox[T]) popDurable() (e wait[T], ok bool) {
+	q := &o.waits
+	if q.head == len(q.buf) || q.buf[q.head].index > o.durable {
+		return e, false
 	}
-	e := *o.waits.front()
-	o.waits.pop()
+	e = q.buf[q.head]
+	q.pop()
 	return e, true
 }
 
@@ -172,8 +182,13 @@ func (o *output) hasReady(lowWater uint64) bool {
 // what was retired since is referred to by the new one.
 func (o *outbox[T]) reuse() []*T {
 	n := len(o.free)
-	o.free = append(o.free, o.draining...)
-	clear(o.draining)
+	for i, t := range o.draining {
+		// One by one: a bulk append and clear of a slice of pointers cost
+		// more here, in runtime calls, than the one or two there usually
+		// are.
+		o.free = append(o.free, t)
+		o.draining[i] = nil
+	}
 	o.draining, o.retired = o.retired, o.draining[:0]
 	return o.free[n:]
 }

@@ -17,14 +17,21 @@ type txnLife[S ~uint8] struct {
 // panics with both states.
 func (l *txnLife[S]) become(id TxnID, to S, ok bool) {
 	if !ok {
-		badTransition(id, l.state, to)
+		panic(badTransition[S]{id, l.state, to})
 	}
 	l.state = to
 	l.gen++
 }
 
-func badTransition(id TxnID, from, to any) {
-	panic(fmt.Sprintf("engine: %v: %v → %v", id, from, to))
+// badTransition is the panic of an impossible transition (a value, not a
+// message: formatting it here would keep become from being inlined).
+type badTransition[S ~uint8] struct {
+	id       TxnID
+	from, to S
+}
+
+func (b badTransition[S]) Error() string {
+	return fmt.Sprintf("engine: %v: %v → %v", b.id, b.from, b.to)
 }
 
 func (l *txnLife[S]) generation() uint32 { return l.gen }
