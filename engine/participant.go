@@ -248,7 +248,7 @@ func (p *Participant) appendCheckpoint() {
 	}
 	p.stats.Checkpoints++
 	idx := p.appendRecord(Record{Type: RecCheckpoint, Data: b})
-	p.holdUntilDurable(idx, nil, 0, false) // the low water
+	p.waits.push(wait[partTxn]{index: idx}) // the low water
 }
 
 func (p *Participant) restoreCheckpoint(data []byte) error {
@@ -631,7 +631,7 @@ func (p *Participant) finishCommit(t *partTxn) {
 func (p *Participant) Tick() {
 	p.start()
 	p.now++
-	for t, ok := p.inquire.due(p.now); ok; t, ok = p.inquire.due(p.now) {
+	for t := p.inquire.due(p.now); t != nil; t = p.inquire.due(p.now) {
 		if t.state != partPrepared {
 			panic(fmt.Sprintf("engine: inquiry timer for %v in state %v", t.id, t.state))
 		}
@@ -676,7 +676,8 @@ func (p *Participant) becomeVoting(t *partTxn) {
 func (p *Participant) becomePreparing(t *partTxn) {
 	t.become(t.id, partPreparing, t.state == 0 || t.state == partVoting)
 	idx := p.appendRecord(Record{Type: RecPrepared, Txn: t.id, Work: t.work})
-	p.holdUntilDurable(idx, t, t.gen, true) // the YES vote
+	p.waits.push(wait[partTxn]{index: idx, t: t, gen: t.gen}) // the YES vote
+	p.forced = true
 	if planted(p, bugVoteBeforeDurable) {
 		p.sendVote(t.id, VoteYes)
 	}

@@ -135,7 +135,8 @@ func (resMode) prepared(p *Participant, t *partTxn) {
 func (logMode) commit(p *Participant, t *partTxn, fresh bool) {
 	if fresh {
 		idx := p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
-		p.holdUntilDurable(idx, t, t.gen, true) // the one-phase YES (= committed)
+		p.waits.push(wait[partTxn]{index: idx, t: t, gen: t.gen}) // the one-phase YES (= committed)
+		p.forced = true
 		return
 	}
 	idx := p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
@@ -152,7 +153,7 @@ func (logMode) commit(p *Participant, t *partTxn, fresh bool) {
 	if planted(p, bugAckBeforeDurable) {
 		p.sendAck(t.id)
 	}
-	p.holdUntilDurable(idx, t, t.gen, false) // the ack
+	p.waits.push(wait[partTxn]{index: idx, t: t, gen: t.gen}) // the ack
 }
 
 func (resMode) commit(p *Participant, t *partTxn, _ bool) {

@@ -142,9 +142,10 @@ func (r *retries[T, P]) start(now int64, t *T, gen uint32) {
 }
 
 // due returns the next transaction whose retry is due at now, and arms its
-// next retry, twice as far off (at most most ticks). Retries of
-// transactions that have changed since they were armed are dropped.
-func (r *retries[T, P]) due(now int64) (*T, bool) {
+// next retry, twice as far off (at most most ticks); nil when none is due.
+// Retries of transactions that have changed since they were armed are
+// dropped.
+func (r *retries[T, P]) due(now int64) *T {
 	for r.heap.len() > 0 && r.heap.min().at <= now {
 		e := r.heap.min()
 		r.heap.pop()
@@ -154,9 +155,9 @@ func (r *retries[T, P]) due(now int64) (*T, bool) {
 		e.backoff = int32(min(2*int(e.backoff), r.most))
 		e.at = now + int64(e.backoff)
 		r.heap.push(e)
-		return e.t, true
+		return e.t
 	}
-	return nil, false
+	return nil
 }
 
 func (r *retries[T, P]) reset() { r.heap.reset() }

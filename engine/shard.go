@@ -702,7 +702,7 @@ func (s *Shard) Tick() {
 			s.timeout(e.t)
 		}
 	}
-	for t, ok := s.redeliver.due(s.now); ok; t, ok = s.redeliver.due(s.now) {
+	for t := s.redeliver.due(s.now); t != nil; t = s.redeliver.due(s.now) {
 		if t.state != coordDelivering {
 			panic(fmt.Sprintf("engine: redelivery timer for %v in state %v", t.id, t.state))
 		}
@@ -768,7 +768,8 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	s.stats.Undelivered++
 	idx := s.appendRecord(Record{Type: RecCommit, Txn: t.id, Participants: t.yes})
 	t.commitIndex = idx
-	s.holdUntilDurable(idx, t, t.gen, true) // the reply and the decisions
+	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // the reply and the decisions
+	s.forced = true
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	if planted(s, bugDecideBeforeDurable) {
 		s.reply(t, OutcomeCommitted, 0, "")
@@ -789,7 +790,7 @@ func (s *Shard) becomeEnding(t *coordTxn) {
 	t.become(t.id, coordEnding, t.state == coordDelivering && t.unacked == 0)
 	s.stats.Undelivered--
 	idx := s.appendRecord(Record{Type: RecEnd, Txn: t.id})
-	s.holdUntilDurable(idx, t, t.gen, false) // only the end and the low water
+	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // only the end and the low water
 }
 
 func (s *Shard) becomeAborted(t *coordTxn, cause AbortCause, who string) {
