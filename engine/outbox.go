@@ -26,7 +26,7 @@ import "fmt"
 //     caller may read a Ready until its next call into the machine. A
 //     finished transaction is retired at once (its lookups fail, its
 //     timers and waits go stale) but reused only once the Ready that may
-//     point into it is superseded, by the next call to ready.
+//     point into it is superseded by the next one (reuse, then take).
 type outbox[T any] struct {
 	output
 
