@@ -177,7 +177,9 @@ func (s *Server) recover() error {
 			return fmt.Errorf("record at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
 		}
 		k := engine.ShardFor(rec.Txn, len(s.shards))
-		s.shards[k].Restore(rec)
+		if err := s.shards[k].Restore(rec); err != nil {
+			return fmt.Errorf("record at LSN %d: %w", lsn, err)
+		}
 		idx[k]++
 		s.pumps[k].Restored(idx[k], lsn)
 		n++

@@ -14,7 +14,9 @@
 //
 //	// At startup, before anything else: every record the log kept, in order.
 //	for _, r := range recordsFromLog {
-//		m.Restore(r)
+//		if err := m.Restore(r); err != nil {
+//			return err // not this machine's log: refuse to start
+//		}
 //	}
 //	for {
 //		select {

@@ -1,30 +1,68 @@
 package engine
 
-import "github.com/commitd/commitd/protocol"
+import (
+	"sync"
 
-// Test-only access to the deliberately broken variants, so that the
-// simulation can show it catches each.
+	"github.com/commitd/commitd/protocol"
+)
+
+// Test-only access to the deliberately broken variants (planted.go), so
+// that the simulation can show it catches each. The bugs planted in each
+// machine are kept here, keyed by the machine, not in the machine: the
+// simulation runs seeds on several goroutines at once, hence the sync.Map
+// and the sync.Once that sets the hook before any machine reads it (every
+// goroutine that builds a machine plants into it, if only nothing).
+var (
+	plantOnce sync.Once
+	plants    sync.Map // *Shard or *Participant → plantedBug
+)
+
+func plant(machine any, bugs plantedBug) {
+	plantOnce.Do(func() {
+		plantedBugs = func(machine any) plantedBug {
+			b, _ := plants.Load(machine)
+			bugs, _ := b.(plantedBug)
+			return bugs
+		}
+	})
+	if bugs == 0 {
+		plants.Delete(machine) // nothing to remember: the map stays small
+		return
+	}
+	plants.Store(machine, bugs)
+}
+
+// set returns bugs with bug added when on is true.
+func set(bugs, bug plantedBug, on bool) plantedBug {
+	if on {
+		return bugs | bug
+	}
+	return bugs
+}
 
 // SetParticipantBugs makes p vote YES before its prepared record is
-// durable and/or ack a commit before its committed record is durable.
-func SetParticipantBugs(p *Participant, voteBeforeDurable, ackBeforeDurable bool) {
-	p.bugVoteBeforeDurable = voteBeforeDurable
-	p.bugAckBeforeDurable = ackBeforeDurable
+// durable and/or ack a commit before its committed record is durable, and
+// with reuseYes answer a prepare for an id it already has as a copy of
+// the one it handled, whatever its work: the code before the fix of issue
+// 13 (a reused id committed half a transaction). p keeps a log.
+func SetParticipantBugs(p *Participant, voteBeforeDurable, ackBeforeDurable, reuseYes bool) {
+	if p.cfg.DurableResource {
+		panic("engine: SetParticipantBugs on a participant with a durable resource")
+	}
+	plant(p, set(set(set(0, bugVoteBeforeDurable, voteBeforeDurable), bugAckBeforeDurable, ackBeforeDurable), bugReuseYes, reuseYes))
 }
 
 // SetDurableResourceBugs makes p, a participant with a durable resource,
 // vote YES (one-phase: committed) as soon as its resource has started the
 // prepare and/or ack a commit as soon as its resource has started it, not
-// when the resource reports either durable.
-func SetDurableResourceBugs(p *Participant, voteEarly, ackEarly bool) {
-	p.bugResVoteEarly = voteEarly
-	p.bugResAckEarly = ackEarly
+// when the resource reports either durable; reuseYes as in
+// SetParticipantBugs.
+func SetDurableResourceBugs(p *Participant, voteEarly, ackEarly, reuseYes bool) {
+	if !p.cfg.DurableResource {
+		panic("engine: SetDurableResourceBugs on a participant with a log")
+	}
+	plant(p, set(set(set(0, bugResVoteEarly, voteEarly), bugResAckEarly, ackEarly), bugReuseYes, reuseYes))
 }
-
-// SetReuseBug makes p answer a prepare for an id it already has as a copy
-// of the one it handled, whatever its work: the code before the fix of
-// issue 13 (a reused id committed half a transaction).
-func SetReuseBug(p *Participant, reuseYes bool) { p.bugReuseYes = reuseYes }
 
 // ParticipantKnows reports whether p has id in hand or remembers it
 // decided: a prepare for it would not be prepared as a new transaction.
@@ -36,5 +74,5 @@ func ParticipantKnows(p *Participant, id protocol.TxnID) bool {
 // SetShardBugs makes s send commit decisions and the client's reply
 // before the commit record is durable.
 func SetShardBugs(s *Shard, decideBeforeDurable bool) {
-	s.bugDecideBeforeDurable = decideBeforeDurable
+	plant(s, set(0, bugDecideBeforeDurable, decideBeforeDurable))
 }

@@ -177,9 +177,15 @@ func TestShardIDWindowCoversMemory(t *testing.T) {
 func TestRestoreReusedID(t *testing.T) {
 	id := tid(1)
 	s := engine.NewShard(engine.ShardConfig{})
-	s.Restore(engine.Record{Type: engine.RecCommit, Txn: id, Participants: []string{"a", "b"}})
-	s.Restore(engine.Record{Type: engine.RecEnd, Txn: id})
-	s.Restore(engine.Record{Type: engine.RecCommit, Txn: id, Participants: []string{"a", "c"}})
+	for _, r := range []engine.Record{
+		{Type: engine.RecCommit, Txn: id, Participants: []string{"a", "b"}},
+		{Type: engine.RecEnd, Txn: id},
+		{Type: engine.RecCommit, Txn: id, Participants: []string{"a", "c"}},
+	} {
+		if err := s.Restore(r); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var to []string
 	for _, m := range s.Ready().Messages {
 		to = append(to, m.To+":"+m.Decision.String())

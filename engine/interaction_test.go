@@ -613,9 +613,13 @@ func (w *world) restore(name string) {
 	for _, r := range old {
 		w.printf("%s: restore #%d %s", name, len(n.log)+1, fmtRec(r.rec))
 		n.log = append(n.log, logRec{rec: r.rec, durable: true})
+		var err error
 		if n.shard != nil {
-			n.shard.Restore(r.rec)
-		} else if err := n.part.Restore(r.rec); err != nil {
+			err = n.shard.Restore(r.rec)
+		} else {
+			err = n.part.Restore(r.rec)
+		}
+		if err != nil {
 			w.printf("%s: restore error: %v", name, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/commitd/commitd/engine"
@@ -130,6 +131,35 @@ func TestTwoCheckpointsInOneReady(t *testing.T) {
 		// committed, so both restore to the same state.
 		if nb.Total() != 210 || q.Stats().Prepared != 0 || nb.Locked() != 0 {
 			t.Fatalf("checkpoint %d restores total %d, %d prepared", i, nb.Total(), q.Stats().Prepared)
+		}
+	}
+}
+
+// TestShardRestoreRefusesBadRecords: a record no coordinator writes, or
+// that contradicts the ones before it, is an error (as at a participant),
+// so that the server refuses to start rather than crash.
+func TestShardRestoreRefusesBadRecords(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		recs []engine.Record
+	}{
+		{"participant record", []engine.Record{{Type: engine.RecPrepared, Txn: tid(1)}}},
+		{"no participants", []engine.Record{{Type: engine.RecCommit, Txn: tid(1)}}},
+		{"a participant twice", []engine.Record{{Type: engine.RecCommit, Txn: tid(1), Participants: []string{"a", "a"}}}},
+		{"second commit", []engine.Record{
+			{Type: engine.RecCommit, Txn: tid(1), Participants: []string{"a"}},
+			{Type: engine.RecCommit, Txn: tid(1), Participants: []string{"a"}},
+		}},
+	} {
+		s := engine.NewShard(engine.ShardConfig{})
+		var err error
+		for _, r := range c.recs {
+			if err = s.Restore(r); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, engine.ErrBadRecord) {
+			t.Errorf("%s: Restore returned %v, want ErrBadRecord", c.name, err)
 		}
 	}
 }

@@ -47,19 +47,9 @@ func (c ParticipantConfig) withDefaults() ParticipantConfig {
 	if c.InquireAfterTicks < 0 || c.InquireMaxTicks < 0 || c.RememberTicks < 0 || c.CheckpointEvery < 0 {
 		panic(fmt.Sprintf("engine: negative value in %+v", c))
 	}
-	if c.InquireAfterTicks == 0 {
-		c.InquireAfterTicks = DefaultInquireAfterTicks
-	}
-	if c.InquireMaxTicks == 0 {
-		c.InquireMaxTicks = DefaultInquireMaxTicks
-	}
-	c.InquireMaxTicks = max(c.InquireMaxTicks, c.InquireAfterTicks)
-	if c.RememberTicks == 0 {
-		c.RememberTicks = DefaultRememberTicks
-	}
-	if c.DurableResource {
-		c.CheckpointEvery = 0 // the resource's state is not ours to snapshot
-	}
+	c.InquireAfterTicks, c.InquireMaxTicks = backoffRange(c.InquireAfterTicks, c.InquireMaxTicks,
+		DefaultInquireAfterTicks, DefaultInquireMaxTicks)
+	c.RememberTicks = orDefault(c.RememberTicks, DefaultRememberTicks)
 	return c
 }
 
@@ -138,34 +128,11 @@ const (
 	partReadOnly
 )
 
-func (s partState) String() string {
-	switch s {
-	case partPreparing:
-		return "preparing"
-	case partVoting:
-		return "voting"
-	case partAborting:
-		return "aborting"
-	case partPrepared:
-		return "prepared"
-	case partCommitting:
-		return "committing"
-	case partCommitted:
-		return "committed"
-	case partAborted:
-		return "aborted"
-	case partReadOnly:
-		return "read-only"
-	}
-	return fmt.Sprintf("partState(%d)", uint8(s))
-}
-
 // partTxn is one transaction at a participant; reused through
-// Participant.free, with gen as in coordTxn.
+// the outbox, with a generation as coordTxn.
 type partTxn struct {
-	id       protocol.TxnID
-	state    partState
-	gen      uint32
+	id protocol.TxnID
+	txnLife[partState]
 	onePhase bool
 	// abortWanted: an abort decision arrived while voting; applied when
 	// the resource answers.
@@ -177,15 +144,16 @@ type partTxn struct {
 	// new one. No YES (and no read-only) goes out for t any more; it
 	// learns its abort by inquiry.
 	refused bool
-	backoff int    // current inquiry backoff, ticks
 	heldAt  int    // position in Participant.held while holding
 	work    []byte // copy of the work, for checkpoints (reused)
 }
 
-type partWait struct {
-	index uint64
-	t     *partTxn // nil for a checkpoint
-	gen   uint32
+// recyclePartTxns readies retired structs for reuse: zero but for the
+// generation (changed again) and the work buffer.
+func recyclePartTxns(ts []*partTxn) {
+	for _, t := range ts {
+		*t = partTxn{txnLife: txnLife[partState]{gen: t.gen + 1}, work: t.work[:0], heldAt: -1}
+	}
 }
 
 // Participant is the machine for one named participant and its Resource.
@@ -193,145 +161,54 @@ type partWait struct {
 // Ready. It is not safe for concurrent use; one goroutine owns it and the
 // Resource.
 type Participant struct {
+	// outbox holds the transactions in hand (voting to committing;
+	// decided ones move to done) and the output: YES votes wait there for
+	// RecPrepared to be durable, acks and one-phase YES votes for
+	// RecCommitted. A decided partTxn's work may be in the pending or last
+	// Ready's records (RecPrepared, a one-phase RecCommitted): it is
+	// reused only once that Ready is superseded.
+	outbox[partTxn]
+
 	cfg ParticipantConfig
 	res Resource
-	now int64
+	// mode keeps transactions durable: in the participant's log, or in
+	// the resource (ParticipantConfig.DurableResource). Chosen once.
+	mode partMode
+	now  int64
 
-	// txns are the transactions in hand (voting to committing); decided
-	// ones move to done, and their partTxn back to free.
-	txns map[protocol.TxnID]*partTxn
-	free []*partTxn
 	done recent[partDone]
-	// retired and draining: as in Shard — a decided partTxn's work may be
-	// in the pending or last Ready's records (RecPrepared, a one-phase
-	// RecCommitted), so it is reused only once that Ready is superseded.
-	retired, draining []*partTxn
 	// held lists the transactions holding the resource, in a
 	// deterministic order (swap-removal), for checkpoints and recovery.
 	held []*partTxn
 
-	nextIndex    uint64
-	durable      uint64
-	lowWater     uint64 // index of the latest durable checkpoint, or 1
-	lastLowWater uint64
-	started      bool
+	lowWater uint64 // index of the latest durable checkpoint, or 1
 
-	waits    fifo[partWait]
-	inquireT timerHeap[partTxn]
+	inquire retries[partTxn, *partTxn]
 
 	decided  int // decisions applied since the last checkpoint
 	ckptSize int // size of the last checkpoint's data
 
-	rd Ready
-	// forced: rd.Records holds a record a vote waits on (RecPrepared, a
-	// one-phase RecCommitted).
-	forced bool
-	stats  ParticipantStats
-
-	// Test-only knobs that break the durability ordering, to show the
-	// simulation catches it: vote YES before RecPrepared is durable, ack
-	// before RecCommitted is durable.
-	bugVoteBeforeDurable bool
-	bugAckBeforeDurable  bool
-	// The same two for a durable resource: vote YES (one-phase: "committed")
-	// as soon as the resource's prepare has started, and ack a commit as
-	// soon as the resource's commit has started, before either is durable
-	// in the resource.
-	bugResVoteEarly bool
-	bugResAckEarly  bool
-	// bugReuseYes answers a prepare for an id it has as a copy of the one
-	// it handled, whatever its work (the code before issue 13's fix).
-	bugReuseYes bool
+	stats ParticipantStats
 }
 
 // NewParticipant returns a participant with no transactions. It panics on
 // an empty or over-long name or a negative duration.
 func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
 	cfg = cfg.withDefaults()
+	var mode partMode = logMode{}
+	if cfg.DurableResource {
+		mode = resMode{}
+		cfg.CheckpointEvery = 0 // the resource's state is not ours to snapshot
+	}
 	return &Participant{
-		cfg:          cfg,
-		done:         newRecent[partDone](cfg.RememberTicks),
-		res:          res,
-		txns:         make(map[protocol.TxnID]*partTxn),
-		nextIndex:    1,
-		lowWater:     1,
-		lastLowWater: 1,
+		outbox:   newOutbox[partTxn](),
+		mode:     mode,
+		cfg:      cfg,
+		done:     newRecent[partDone](cfg.RememberTicks),
+		res:      res,
+		lowWater: 1,
+		inquire:  retries[partTxn, *partTxn]{first: cfg.InquireAfterTicks, most: cfg.InquireMaxTicks},
 	}
-}
-
-// Restore replays one record read back from the log, rebuilding both the
-// machine and the resource. Call it for every record, in log order, before
-// any other input; each takes the next index and counts as durable. A
-// checkpoint replaces everything before it. Decisions replayed here are
-// not reported in Ready.Applied. It returns an error (wrapping
-// ErrBadRecord) for a record that contradicts the ones before it.
-func (p *Participant) Restore(r Record) error {
-	if p.started {
-		panic("engine: Participant.Restore after other input")
-	}
-	if p.cfg.DurableResource {
-		// This machine never wrote one: the log belongs to another kind of
-		// participant (a data directory reused with another resource).
-		return fmt.Errorf("%w: a participant with a durable resource keeps no records, found a %v record", ErrBadRecord, r.Type)
-	}
-	idx := p.nextIndex
-	p.nextIndex++
-	p.durable = idx
-	t, st := p.find(r.Txn)
-	switch r.Type {
-	case RecCheckpoint:
-		if err := p.restoreCheckpoint(r.Data); err != nil {
-			return err
-		}
-		p.lowWater = idx
-	case RecPrepared:
-		if t != nil {
-			return fmt.Errorf("%w: %v prepared twice", ErrBadRecord, r.Txn)
-		}
-		// Decided before, forgotten, and prepared again by a late
-		// duplicate prepare: the new incarnation replaces the old.
-		p.done.remove(r.Txn)
-		p.res.Restore(r.Txn, r.Work)
-		t = p.alloc(r.Txn, r.Work)
-		p.hold(t)
-		t.state = partPrepared
-		t.gen++
-	case RecCommitted:
-		switch {
-		case st == 0 || t == nil:
-			// One-phase: prepared and committed in one record. (t nil
-			// with a state: decided before, forgotten, and the id used
-			// again; the new transaction replaces the old, as for
-			// RecPrepared above.)
-			p.done.remove(r.Txn)
-			p.res.Restore(r.Txn, r.Work)
-			t = p.alloc(r.Txn, r.Work)
-			t.onePhase = true
-			t.state = partCommitting
-			p.hold(t)
-		case st == partPrepared:
-			t.state = partCommitting
-		default:
-			return fmt.Errorf("%w: %v committed while %v", ErrBadRecord, r.Txn, st)
-		}
-		p.res.Commit(r.Txn)
-		p.unhold(t)
-		p.becomeDone(t, partCommitted)
-	case RecAborted:
-		switch {
-		case st == 0:
-			p.done.put(r.Txn, partDone{state: partAborted})
-		case st == partPrepared:
-			p.res.Abort(r.Txn)
-			p.unhold(t)
-			p.becomeDone(t, partAborted)
-		default:
-			return fmt.Errorf("%w: %v aborted while %v", ErrBadRecord, r.Txn, st)
-		}
-	default:
-		return fmt.Errorf("%w: a participant cannot restore a %v record", ErrBadRecord, r.Type)
-	}
-	return nil
 }
 
 // Checkpoint data:
@@ -373,7 +250,7 @@ func (p *Participant) appendCheckpoint() {
 	}
 	p.stats.Checkpoints++
 	idx := p.appendRecord(Record{Type: RecCheckpoint, Data: b})
-	p.waits.push(partWait{index: idx})
+	p.waits.push(wait[partTxn]{index: idx}) // the low water
 }
 
 func (p *Participant) restoreCheckpoint(data []byte) error {
@@ -398,7 +275,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 	p.held = p.held[:0]
 	p.stats.Prepared = 0
 	p.done.reset()
-	p.inquireT.reset()
+	p.inquire.reset()
 	if len(data) < 4 {
 		return bad("truncated")
 	}
@@ -422,8 +299,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 		t := p.alloc(id, work)
 		p.hold(t)
 		if kind == ckptPrepared {
-			t.state = partPrepared
-			t.gen++
+			t.become(t.id, partPrepared, t.state == 0)
 			continue
 		}
 		t.state = partCommitting
@@ -441,17 +317,15 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 // start ends the restore phase: every in-doubt transaction inquires at
 // once, then with backoff.
 func (p *Participant) start() {
-	if p.started {
+	if !p.outbox.start() {
 		return
 	}
-	p.started = true
 	for _, t := range p.held {
 		if t.state != partPrepared {
 			panic(fmt.Sprintf("engine: restored %v in state %v", t.id, t.state))
 		}
 		p.sendInquire(t)
-		t.backoff = p.cfg.InquireAfterTicks
-		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+		p.inquire.start(p.now, t, t.gen)
 	}
 }
 
@@ -481,11 +355,11 @@ func (p *Participant) Step(m Message) {
 	case MsgResPrepared:
 		p.resPrepared(m)
 	case MsgResFinished:
-		p.resFinished(m)
+		p.mode.resFinished(p, m)
 	case MsgResFailed:
-		p.resFailed(m)
+		p.mode.resFailed(p, m)
 	case MsgResInDoubt:
-		p.resInDoubt(m)
+		p.mode.resInDoubt(p, m)
 	default:
 		p.stats.IgnoredInvalid++
 	}
@@ -505,7 +379,7 @@ func (p *Participant) prepare(m Message) {
 	v := p.res.Prepare(m.Txn, m.Work)
 	if v == protocol.VotePending {
 		p.becomeVoting(t)
-		if p.bugResVoteEarly && p.cfg.DurableResource {
+		if planted(p, bugResVoteEarly) {
 			p.sendVote(m.Txn, protocol.VoteYes)
 		}
 		return
@@ -555,7 +429,7 @@ func (p *Participant) prepareAgain(m Message, t *partTxn, st partState) {
 			same = false
 		}
 	}
-	if p.bugReuseYes {
+	if planted(p, bugReuseYes) {
 		same = true
 	}
 	if !same && st != partAborted && st != partAborting {
@@ -636,13 +510,9 @@ func (p *Participant) voted(t *partTxn, v protocol.Vote) {
 		case t.onePhase:
 			p.hold(t)
 			p.becomeCommitting(t)
-		case p.cfg.DurableResource:
-			// The resource's prepare is durable in the resource: vote now.
-			p.hold(t)
-			p.becomePrepared(t)
 		default:
 			p.hold(t)
-			p.becomePreparing(t)
+			p.mode.prepared(p, t)
 		}
 	default:
 		panic(fmt.Sprintf("engine: resource voted %v for %v", v, t.id))
@@ -659,87 +529,12 @@ func (p *Participant) resPrepared(m Message) {
 	p.voted(t, m.Vote)
 }
 
-// resFinished: a durable resource has made a commit or abort durable.
-func (p *Participant) resFinished(m Message) {
-	t := p.txns[m.Txn]
-	switch {
-	case t == nil || !p.cfg.DurableResource:
-	case m.Decision == protocol.DecisionCommit && t.state == partCommitting:
-		p.finishCommit(t)
-		return
-	case m.Decision == protocol.DecisionAbort && t.state == partAborting:
-		p.finishAbort(t)
-		return
-	}
-	panic(fmt.Sprintf("engine: resource finished %v for %v, which is in state %v", m.Decision, m.Txn, stateOf(t)))
-}
-
-// resFailed: a durable resource could not finish a commit or abort. The
-// transaction is still prepared there: back to in doubt, so that the
-// coordinator's redelivery or the next inquiry's answer tries again.
-func (p *Participant) resFailed(m Message) {
-	t := p.txns[m.Txn]
-	if t == nil || !p.cfg.DurableResource ||
-		!(m.Decision == protocol.DecisionCommit && t.state == partCommitting || m.Decision == protocol.DecisionAbort && t.state == partAborting) {
-		panic(fmt.Sprintf("engine: resource failed %v for %v, which is in state %v", m.Decision, m.Txn, stateOf(t)))
-	}
-	p.stats.ResourceFailures++
-	// No vote goes out: the YES (if any) went out before, and a one-phase
-	// YES would mean "committed".
-	t.state = partPrepared
-	t.gen++
-	t.backoff = p.cfg.InquireAfterTicks
-	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
-}
-
 // stateOf is t's state for a panic message; "unknown" for nil.
 func stateOf(t *partTxn) string {
 	if t == nil {
 		return "unknown"
 	}
 	return t.state.String()
-}
-
-// resInDoubt: a durable resource holds m.Txn prepared.
-func (p *Participant) resInDoubt(m Message) {
-	if !p.cfg.DurableResource || m.Txn == (protocol.TxnID{}) {
-		p.stats.IgnoredInvalid++
-		return
-	}
-	_, st := p.find(m.Txn)
-	var t *partTxn
-	if st == 0 {
-		// Prepared by an earlier incarnation, or a prepare whose answer
-		// was lost: in doubt, exactly like a restored RecPrepared. It
-		// never aborts on its own: it asks.
-		p.stats.InDoubtFound++
-		p.res.Restore(m.Txn, nil)
-		t = p.alloc(m.Txn, nil)
-		p.hold(t)
-		t.state = partPrepared
-		t.gen++
-		p.sendInquire(t)
-		t.backoff = p.cfg.InquireAfterTicks
-		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
-		return
-	}
-	switch st {
-	case partAborted, partReadOnly:
-		// This participant voted no (its prepare's answer was lost and
-		// the resource prepared after all) or already aborted it: an
-		// orphan holding locks. No YES went out for it from here, or the
-		// abort was decided, so rolling it back is safe.
-		p.stats.OrphansAborted++
-		p.done.remove(m.Txn)
-		t = p.alloc(m.Txn, nil)
-		t.state = st
-		p.hold(t)
-		p.startAbort(t)
-	default:
-		// In hand (voting, prepared, committing, aborting), or a scan
-		// older than the commit that finished since.
-		p.stats.IgnoredDuplicate++
-	}
 }
 
 func (p *Participant) commit(m Message) {
@@ -796,20 +591,7 @@ func (p *Participant) abort(m Message) {
 // durable resource, by starting it and waiting for MsgResFinished.
 func (p *Participant) startAbort(t *partTxn) {
 	p.res.Abort(t.id)
-	if p.cfg.DurableResource {
-		t.state = partAborting
-		t.gen++ // cancels the inquiry timer
-		return
-	}
-	if t.state == partVoting {
-		// Nothing was logged for it: nothing to undo after a crash.
-		t.state = partPrepared
-	} else {
-		// Not forced: if lost, the restarted participant is in doubt and
-		// inquires, and the answer is abort again.
-		p.appendRecord(Record{Type: RecAborted, Txn: t.id})
-	}
-	p.finishAbort(t)
+	p.mode.abort(p, t)
 }
 
 func (p *Participant) finishAbort(t *partTxn) {
@@ -820,12 +602,9 @@ func (p *Participant) finishAbort(t *partTxn) {
 	p.noteDecided()
 }
 
-// applyCommit commits t in the resource (a durable resource has done so
-// already) and releases it.
-func (p *Participant) applyCommit(t *partTxn) {
-	if !p.cfg.DurableResource {
-		p.res.Commit(t.id)
-	}
+// releaseCommit releases t, whose commit is applied to the resource (or,
+// for a durable resource, finished there), and reports it.
+func (p *Participant) releaseCommit(t *partTxn) {
 	p.unhold(t)
 	p.stats.Committed++
 	p.rd.Applied = append(p.rd.Applied, Applied{Txn: t.id, Decision: protocol.DecisionCommit})
@@ -836,13 +615,13 @@ func (p *Participant) applyCommit(t *partTxn) {
 // happened yet and sends the ack (or the one-phase YES).
 func (p *Participant) finishCommit(t *partTxn) {
 	if t.heldAt >= 0 {
-		p.applyCommit(t)
+		p.mode.applyCommit(p, t)
 	}
 	if t.onePhase {
 		if !t.refused {
 			p.sendVote(t.id, protocol.VoteYes)
 		}
-	} else if !p.bugAckBeforeDurable {
+	} else if !planted(p, bugAckBeforeDurable) {
 		p.sendAck(t.id)
 	}
 	p.becomeDone(t, partCommitted)
@@ -854,19 +633,11 @@ func (p *Participant) finishCommit(t *partTxn) {
 func (p *Participant) Tick() {
 	p.start()
 	p.now++
-	for p.inquireT.len() > 0 && p.inquireT.min().at <= p.now {
-		e := p.inquireT.min()
-		p.inquireT.pop()
-		if e.t.gen != e.gen {
-			continue
-		}
-		t := e.t
+	for t := p.inquire.due(p.now); t != nil; t = p.inquire.due(p.now) {
 		if t.state != partPrepared {
 			panic(fmt.Sprintf("engine: inquiry timer for %v in state %v", t.id, t.state))
 		}
 		p.sendInquire(t)
-		t.backoff = min(2*t.backoff, p.cfg.InquireMaxTicks)
-		p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
 	}
 	p.done.tick(p.now)
 }
@@ -875,16 +646,10 @@ func (p *Participant) Tick() {
 // the votes, commits and acks waiting on them go out.
 func (p *Participant) Durable(index uint64) {
 	p.start()
-	if index >= p.nextIndex {
-		panic(fmt.Sprintf("engine: Durable(%d) but only %d records appended", index, p.nextIndex-1))
-	}
-	if index <= p.durable {
+	if !p.markDurable(index) {
 		return
 	}
-	p.durable = index
-	for p.waits.len() > 0 && p.waits.front().index <= index {
-		e := *p.waits.front()
-		p.waits.pop()
+	for e, ok := p.popDurable(); ok; e, ok = p.popDurable() {
 		if e.t == nil {
 			p.lowWater = e.index // a checkpoint
 			continue
@@ -894,7 +659,7 @@ func (p *Participant) Durable(index uint64) {
 		}
 		switch t := e.t; t.state {
 		case partPreparing:
-			p.becomePrepared(t)
+			p.becomePrepared(t, false)
 		case partCommitting:
 			p.finishCommit(t)
 		default:
@@ -906,80 +671,34 @@ func (p *Participant) Durable(index uint64) {
 // --- transitions ---
 
 func (p *Participant) becomeVoting(t *partTxn) {
-	if t.state != 0 {
-		panic(fmt.Sprintf("engine: %v: %v → voting", t.id, t.state))
-	}
-	t.state = partVoting
-	t.gen++
+	t.become(t.id, partVoting, t.state == 0)
 	p.stats.Voting++
 }
 
 func (p *Participant) becomePreparing(t *partTxn) {
-	if t.state != 0 && t.state != partVoting {
-		panic(fmt.Sprintf("engine: %v: %v → preparing", t.id, t.state))
-	}
-	t.state = partPreparing
-	t.gen++
+	t.become(t.id, partPreparing, t.state == 0 || t.state == partVoting)
 	idx := p.appendRecord(Record{Type: RecPrepared, Txn: t.id, Work: t.work})
-	p.forced = true // the YES vote waits for it
-	p.waits.push(partWait{index: idx, t: t, gen: t.gen})
-	if p.bugVoteBeforeDurable {
+	p.waits.push(wait[partTxn]{index: idx, t: t, gen: t.gen}) // the YES vote
+	p.forced = true
+	if planted(p, bugVoteBeforeDurable) {
 		p.sendVote(t.id, protocol.VoteYes)
 	}
 }
 
-func (p *Participant) becomePrepared(t *partTxn) {
-	durableNow := p.cfg.DurableResource && (t.state == 0 || t.state == partVoting)
-	if t.state != partPreparing && !durableNow {
-		panic(fmt.Sprintf("engine: %v: %v → prepared", t.id, t.state))
-	}
-	t.state = partPrepared
-	t.gen++
-	if !p.bugVoteBeforeDurable && !t.refused {
+// becomePrepared sends the YES vote for t: its prepared state is durable,
+// in RecPrepared, or at once (durableNow) in a durable resource.
+func (p *Participant) becomePrepared(t *partTxn, durableNow bool) {
+	t.become(t.id, partPrepared, t.state == partPreparing || durableNow && (t.state == 0 || t.state == partVoting))
+	if !t.refused && !planted(p, bugVoteBeforeDurable) {
 		p.sendVote(t.id, protocol.VoteYes)
 	}
-	t.backoff = p.cfg.InquireAfterTicks
-	p.inquireT.push(p.now+int64(t.backoff), t, t.gen)
+	p.inquire.start(p.now, t, t.gen)
 }
 
 func (p *Participant) becomeCommitting(t *partTxn) {
 	fresh := t.state == 0 || t.state == partVoting
-	switch {
-	case t.state == partPrepared || fresh && t.onePhase:
-	default:
-		panic(fmt.Sprintf("engine: %v: %v → committing (one-phase %v)", t.id, t.state, t.onePhase))
-	}
-	t.state = partCommitting
-	t.gen++
-	if p.cfg.DurableResource {
-		// The resource's commit is the durable record; its
-		// MsgResFinished releases the ack (or the one-phase YES).
-		p.res.Commit(t.id)
-		if p.bugResAckEarly && !t.onePhase {
-			p.sendAck(t.id)
-		}
-		return
-	}
-	if fresh {
-		p.appendRecord(Record{Type: RecCommitted, Txn: t.id, Work: t.work})
-		p.forced = true // the one-phase YES (= committed) waits for it
-	} else {
-		p.appendRecord(Record{Type: RecCommitted, Txn: t.id})
-		// Early lock release: the decision is logged (appended) and the
-		// commit is already durable at the coordinator, so apply it now
-		// rather than hold the resource's locks through an fsync. Safe
-		// because (1) only the ack waits for durability, and until the
-		// ack the coordinator keeps the decision: a crash that loses this
-		// record leaves the transaction in doubt, and the inquiry's answer
-		// is commit again; (2) anything a later transaction does on top
-		// of this commit reaches the log after this record, so its own
-		// forced RecPrepared makes this record durable first.
-		p.applyCommit(t)
-		if p.bugAckBeforeDurable {
-			p.sendAck(t.id)
-		}
-	}
-	p.waits.push(partWait{index: p.nextIndex - 1, t: t, gen: t.gen})
+	t.become(t.id, partCommitting, t.state == partPrepared || fresh && t.onePhase)
+	p.mode.commit(p, t, fresh)
 }
 
 // becomeDone moves t to a final state: the state goes to done, to answer
@@ -1002,7 +721,8 @@ func (p *Participant) becomeDone(t *partTxn, st partState) {
 	}
 	p.done.put(t.id, partDone{state: st, onePhase: t.onePhase, work: workHash(t.work)})
 	t.state = st
-	p.retire(t)
+	t.gen++ // its timers and waits go stale
+	p.retire(t.id, t)
 }
 
 func (p *Participant) noteDecided() {
@@ -1035,17 +755,10 @@ func (p *Participant) unhold(t *partTxn) {
 }
 
 func (p *Participant) alloc(id protocol.TxnID, work []byte) *partTxn {
-	var t *partTxn
-	if n := len(p.free); n > 0 {
-		t = p.free[n-1]
-		p.free = p.free[:n-1]
-	} else {
-		t = new(partTxn)
-	}
+	t := p.outbox.alloc(id)
 	t.id = id
 	t.heldAt = -1
 	t.work = append(t.work[:0], work...)
-	p.txns[id] = t
 	return t
 }
 
@@ -1059,26 +772,6 @@ func (p *Participant) find(id protocol.TxnID) (*partTxn, partState) {
 		return nil, d.state
 	}
 	return nil, 0
-}
-
-// retire takes a decided t out of the machine at once — lookups find it
-// in done, and gen changes, so queued timers and durability waits for it
-// go stale — but keeps its memory intact until the Ready that may refer to
-// its work is superseded.
-func (p *Participant) retire(t *partTxn) {
-	delete(p.txns, t.id)
-	t.gen++
-	p.retired = append(p.retired, t)
-}
-
-// recycle returns the draining structs to free.
-func (p *Participant) recycle() {
-	for i, t := range p.draining {
-		*t = partTxn{gen: t.gen + 1, work: t.work[:0], heldAt: -1}
-		p.free = append(p.free, t)
-		p.draining[i] = nil
-	}
-	p.draining = p.draining[:0]
 }
 
 func (p *Participant) sendVote(id protocol.TxnID, v protocol.Vote) {
@@ -1097,45 +790,18 @@ func (p *Participant) sendInquire(t *partTxn) {
 	p.rd.Messages = append(p.rd.Messages, Message{Type: MsgInquire, Txn: t.id, From: p.cfg.Name})
 }
 
-func (p *Participant) appendRecord(r Record) uint64 {
-	if p.cfg.DurableResource {
-		panic(fmt.Sprintf("engine: a participant with a durable resource appending a %v record", r.Type))
-	}
-	idx := p.nextIndex
-	p.nextIndex++
-	if len(p.rd.Records) == 0 {
-		p.rd.FirstIndex = idx
-	}
-	p.rd.Records = append(p.rd.Records, r)
-	return idx
-}
-
 // HasReady reports whether Ready has anything to hand out.
 func (p *Participant) HasReady() bool {
 	p.start()
-	return len(p.rd.Records) > 0 || len(p.rd.Messages) > 0 || len(p.rd.Applied) > 0 ||
-		p.lowWater != p.lastLowWater
+	return p.hasReady(p.lowWater)
 }
 
 // Ready drains the pending output. Its slices stay valid until the next
 // call into p.
 func (p *Participant) Ready() Ready {
 	p.start()
-	// The previous Ready is superseded by this call: what was decided
-	// before it can be reused; what was decided since is referred to by
-	// this one.
-	p.recycle()
-	p.draining, p.retired = p.retired, p.draining
-	rd := p.rd
-	rd.LowWater = p.lowWater
-	rd.Lazy = len(rd.Records) > 0 && !p.forced
-	p.forced = false
-	p.lastLowWater = p.lowWater
-	p.rd.FirstIndex = 0
-	p.rd.Records = p.rd.Records[:0]
-	p.rd.Messages = p.rd.Messages[:0]
-	p.rd.Applied = p.rd.Applied[:0]
-	return rd
+	recyclePartTxns(p.reuse())
+	return p.take(p.lowWater)
 }
 
 // Stats returns the participant's counters.

@@ -51,10 +51,11 @@ func (q *fifo[T]) pop() {
 
 // timer is one deadline for a transaction of type T.
 type timer[T any] struct {
-	at  int64 // tick at which it fires
-	seq uint64
-	t   *T
-	gen uint32
+	at      int64 // tick at which it fires
+	seq     uint64
+	t       *T
+	gen     uint32
+	backoff int32 // retries: ticks from the push to at
 }
 
 // timerHeap is a min-heap of timers by (at, seq).
@@ -68,9 +69,11 @@ func (th *timerHeap[T]) less(i, j int) bool {
 	return a.at < b.at || (a.at == b.at && a.seq < b.seq)
 }
 
-func (th *timerHeap[T]) push(at int64, t *T, gen uint32) {
+// push adds e, ordered after every timer already pushed for the same tick.
+func (th *timerHeap[T]) push(e timer[T]) {
 	th.seq++
-	th.h = append(th.h, timer[T]{at: at, seq: th.seq, t: t, gen: gen})
+	e.seq = th.seq
+	th.h = append(th.h, e)
 	i := len(th.h) - 1
 	for i > 0 {
 		p := (i - 1) / 2
@@ -113,4 +116,64 @@ func (th *timerHeap[T]) pop() {
 func (th *timerHeap[T]) reset() {
 	clear(th.h)
 	th.h = th.h[:0]
+}
+
+// retries are per-transaction timers that fire again and again, with a
+// backoff doubling from first to most ticks, until their transaction
+// changes: a commit decision redelivered until it is acked, an inquiry
+// repeated until the decision arrives. Neither ever gives up: a prepared
+// participant must not decide on its own, and a commit decision must
+// reach every YES voter.
+type retries[T any, P genPtr[T]] struct {
+	heap        timerHeap[T]
+	first, most int // ticks
+}
+
+// genPtr is what retries need of a transaction struct T: its generation
+// (txnLife), to drop the retries of a transaction that has changed.
+type genPtr[T any] interface {
+	*T
+	generation() uint32
+}
+
+// start arms the retry of t, at generation gen, first due at now+first.
+func (r *retries[T, P]) start(now int64, t *T, gen uint32) {
+	r.heap.push(timer[T]{at: now + int64(r.first), t: t, gen: gen, backoff: int32(r.first)})
+}
+
+// due returns the next transaction whose retry is due at now, and arms its
+// next retry, twice as far off (at most most ticks); nil when none is due.
+// Retries of transactions that have changed since they were armed are
+// dropped.
+func (r *retries[T, P]) due(now int64) *T {
+	for r.heap.len() > 0 && r.heap.min().at <= now {
+		e := r.heap.min()
+		r.heap.pop()
+		if P(e.t).generation() != e.gen {
+			continue
+		}
+		e.backoff = int32(min(2*int(e.backoff), r.most))
+		e.at = now + int64(e.backoff)
+		r.heap.push(e)
+		return e.t
+	}
+	return nil
+}
+
+func (r *retries[T, P]) reset() { r.heap.reset() }
+
+// backoffRange returns the first and the longest wait of a doubling
+// backoff from a config, each defaulted where zero, the longest at least
+// the first.
+func backoffRange(first, most, defFirst, defMost int) (int, int) {
+	first = orDefault(first, defFirst)
+	return first, max(orDefault(most, defMost), first)
+}
+
+// orDefault is v, or def for a zero (unset) config field.
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }

@@ -76,29 +76,14 @@ func (c ShardConfig) withDefaults() ShardConfig {
 		c.TickMicros < 0 || c.MaxIDAheadMs < 0 || c.StartUnixMs < 0 {
 		panic(fmt.Sprintf("engine: negative duration or bound in %+v", c))
 	}
-	if c.MaxTxns == 0 {
-		c.MaxTxns = DefaultMaxTxns
-	}
-	if c.PrepareTimeoutTicks == 0 {
-		c.PrepareTimeoutTicks = DefaultPrepareTimeoutTicks
-	}
-	if c.RedeliverMinTicks == 0 {
-		c.RedeliverMinTicks = DefaultRedeliverMinTicks
-	}
-	if c.RedeliverMaxTicks == 0 {
-		c.RedeliverMaxTicks = DefaultRedeliverMaxTicks
-	}
-	c.RedeliverMaxTicks = max(c.RedeliverMaxTicks, c.RedeliverMinTicks)
-	if c.RememberTicks == 0 {
-		c.RememberTicks = DefaultRememberTicks
-	}
-	if c.TickMicros == 0 {
-		c.TickMicros = DefaultTickMicros
-	}
+	c.MaxTxns = orDefault(c.MaxTxns, DefaultMaxTxns)
+	c.PrepareTimeoutTicks = orDefault(c.PrepareTimeoutTicks, DefaultPrepareTimeoutTicks)
+	c.RedeliverMinTicks, c.RedeliverMaxTicks = backoffRange(c.RedeliverMinTicks, c.RedeliverMaxTicks,
+		DefaultRedeliverMinTicks, DefaultRedeliverMaxTicks)
+	c.RememberTicks = orDefault(c.RememberTicks, DefaultRememberTicks)
+	c.TickMicros = orDefault(c.TickMicros, DefaultTickMicros)
 	half := c.rememberedMs() / 2
-	if c.MaxIDAheadMs == 0 {
-		c.MaxIDAheadMs = int(min(DefaultMaxIDAheadMs, half))
-	}
+	c.MaxIDAheadMs = orDefault(c.MaxIDAheadMs, int(min(DefaultMaxIDAheadMs, half)))
 	if int64(c.MaxIDAheadMs) > half {
 		panic(fmt.Sprintf("engine: MaxIDAheadMs %d is more than half of the %d ms remembered", c.MaxIDAheadMs, c.rememberedMs()))
 	}
@@ -144,49 +129,30 @@ type ShardStats struct {
 	IgnoredInvalid   uint64 // a message that cannot be right (not a branch, wrong state, bad type)
 }
 
-// coordState is where one transaction is at the coordinator.
+// coordState is where one transaction is at the coordinator:
+//
+//	voting      prepares sent, collecting votes. Nothing logged.
+//	deciding    every vote yes or read-only; RecCommit appended but not
+//	            durable. Decisions and the reply are held back.
+//	delivering  RecCommit durable; client told; commit decisions
+//	            redelivered until every YES voter acks.
+//	ending      every ack in; RecEnd appended, not yet durable.
+//	committed   finished, committed. Remembered (a finishedTxn in
+//	            Shard.done) for RememberTicks; never the state of a coordTxn.
+//	aborted     finished, aborted (never logged). Remembered.
+//	unknown     finished, a one-phase transaction whose participant never
+//	            answered. Remembered.
 type coordState uint8
 
 const (
-	// coordVoting: prepares sent, collecting votes. Nothing logged.
 	coordVoting coordState = iota + 1
-	// coordDeciding: every vote yes or read-only; RecCommit appended but
-	// not durable. Decisions and the reply are held back.
 	coordDeciding
-	// coordDelivering: RecCommit durable; client told; commit decisions
-	// redelivered until every YES voter acks.
 	coordDelivering
-	// coordEnding: every ack in; RecEnd appended, not yet durable.
 	coordEnding
-	// coordCommitted: finished, committed. Remembered (a finishedTxn in
-	// Shard.done) for RememberTicks; never the state of a coordTxn.
 	coordCommitted
-	// coordAborted: finished, aborted (never logged). Remembered.
 	coordAborted
-	// coordUnknown: finished, a one-phase transaction whose participant
-	// never answered. Remembered.
 	coordUnknown
 )
-
-func (s coordState) String() string {
-	switch s {
-	case coordVoting:
-		return "voting"
-	case coordDeciding:
-		return "deciding"
-	case coordDelivering:
-		return "delivering"
-	case coordEnding:
-		return "ending"
-	case coordCommitted:
-		return "committed"
-	case coordAborted:
-		return "aborted"
-	case coordUnknown:
-		return "unknown"
-	}
-	return fmt.Sprintf("coordState(%d)", uint8(s))
-}
 
 type coordBranch struct {
 	name  string
@@ -195,24 +161,31 @@ type coordBranch struct {
 }
 
 // coordTxn is one transaction at the coordinator. Structs are reused
-// through Shard.free; gen changes whenever the state changes or the struct
-// is freed, so queued timers and durability waits can tell they are stale.
+// through the outbox; its generation (txnLife) tells queued timers and
+// durability waits that they are stale.
 type coordTxn struct {
-	id       protocol.TxnID
-	tag      uint64
-	state    coordState
-	gen      uint32
+	id  protocol.TxnID
+	tag uint64
+	txnLife[coordState]
 	replied  bool // the client has its answer (always true when restored)
 	n        int  // branches in use
 	votes    int
 	unacked  int
-	backoff  int // current redelivery backoff, ticks
 	branches [protocol.MaxBranches]coordBranch
 	// commitIndex is the index of this transaction's RecCommit, zero if
 	// none; LowWater is the smallest of those still open.
 	commitIndex uint64
 	yes         []string // YES voters: RecCommit.Participants (reused)
 	workBuf     []byte   // copies of the branches' work for the prepares (reused)
+}
+
+// recycleCoordTxns readies retired structs for reuse: zero but for the
+// generation (changed again) and the buffers they keep.
+func recycleCoordTxns(ts []*coordTxn) {
+	for _, t := range ts {
+		clear(t.yes)
+		*t = coordTxn{txnLife: txnLife[coordState]{gen: t.gen + 1}, yes: t.yes[:0], workBuf: t.workBuf[:0]}
+	}
 }
 
 func (t *coordTxn) branch(name string) int {
@@ -257,52 +230,28 @@ func nameHash(name string) uint32 {
 	return h
 }
 
-type coordWait struct {
-	index uint64
-	t     *coordTxn
-	gen   uint32
-}
-
 // Shard is the coordinator machine for the transactions routed to one
 // shard (see ShardFor). It does no I/O: feed it with Step, Tick and
 // Durable, drain it with Ready. It is not safe for concurrent use; one
 // goroutine owns it.
 type Shard struct {
+	// outbox holds the transactions in flight (voting to ending; finished
+	// ones move to done) and the output: the commit decisions and replies
+	// wait there for RecCommit to be durable.
+	outbox[coordTxn]
+
 	cfg ShardConfig
 	now int64 // ticks since creation
 
-	// txns are the transactions in flight (voting to ending); finished
-	// ones move to done, and their coordTxn back to free.
-	txns map[protocol.TxnID]*coordTxn
-	free []*coordTxn
 	done recent[finishedTxn]
-	// retired are finished since the last Ready, draining finished before
-	// it: the pending or last-handed-out Ready may still point into their
-	// buffers (a prepare's Work, a record's Participants), so they go back
-	// to free only once that Ready is superseded (see Ready).
-	retired, draining []*coordTxn
 
-	nextIndex uint64 // index the next record takes
-	durable   uint64 // every record up to here is durable
-
-	started  bool        // an input other than Restore has arrived
 	restored []*coordTxn // restored commits, in log order, until start
 
-	waits    fifo[coordWait] // records appended, not yet durable (index order)
-	open     fifo[coordWait] // RecCommit indexes in order, for LowWater
-	prepareT fifo[timer[coordTxn]]
-	resendT  timerHeap[coordTxn]
+	open      fifo[wait[coordTxn]] // RecCommit indexes in order, for LowWater
+	prepareT  fifo[timer[coordTxn]]
+	redeliver retries[coordTxn, *coordTxn]
 
-	rd Ready
-	// forced: rd.Records holds a record something waits on (RecCommit).
-	forced       bool
-	lastLowWater uint64
-	stats        ShardStats
-
-	// bugDecideBeforeDurable (tests only) sends commit decisions and the
-	// client's reply as soon as RecCommit is appended, to show that the
-	// simulation catches it.
-	bugDecideBeforeDurable bool
+	stats ShardStats
 }
 
 // NewShard returns an empty shard. Zero config fields take their defaults;
@@ -310,43 +259,38 @@ type Shard struct {
 func NewShard(cfg ShardConfig) *Shard {
 	cfg = cfg.withDefaults()
 	return &Shard{
-		cfg:          cfg,
-		done:         newRecent[finishedTxn](cfg.RememberTicks),
-		txns:         make(map[protocol.TxnID]*coordTxn),
-		nextIndex:    1,
-		lastLowWater: 1,
+		outbox:    newOutbox[coordTxn](),
+		cfg:       cfg,
+		done:      newRecent[finishedTxn](cfg.RememberTicks),
+		redeliver: retries[coordTxn, *coordTxn]{first: cfg.RedeliverMinTicks, most: cfg.RedeliverMaxTicks},
 	}
 }
 
 // Restore replays one record read back from the log. Call it for every
 // record, in log order, before any other input; each takes the next index
-// and counts as durable. It panics on a record no coordinator writes or on
-// a second RecCommit for one transaction: that log is not this shard's.
-func (s *Shard) Restore(r Record) {
-	if s.started {
-		panic("engine: Shard.Restore after other input")
-	}
-	idx := s.nextIndex
-	s.nextIndex++
-	s.durable = idx
+// and counts as durable. It returns an error (wrapping ErrBadRecord) for a
+// record no coordinator writes or a second RecCommit for one transaction:
+// that log is not this shard's, and the shard must not be used.
+func (s *Shard) Restore(r Record) error {
+	idx := s.restoreRecord("Shard")
 	switch r.Type {
 	case RecCommit:
 		if s.txns[r.Txn] != nil {
-			panic(fmt.Sprintf("engine: second commit record for %v", r.Txn))
+			return fmt.Errorf("%w: second commit record for %v", ErrBadRecord, r.Txn)
 		}
 		// A commit record for a transaction that ended before it in the
 		// log: its id was used again once this shard had forgotten the
 		// first use (a restart, or no id window). The log is right; the
 		// new one replaces the old.
-		s.done.remove(r.Txn)
 		if len(r.Participants) == 0 || len(r.Participants) > protocol.MaxBranches {
-			panic(fmt.Sprintf("engine: commit record for %v with %d participants", r.Txn, len(r.Participants)))
+			return fmt.Errorf("%w: commit record for %v with %d participants", ErrBadRecord, r.Txn, len(r.Participants))
 		}
 		for i, p := range r.Participants {
 			if slices.Index(r.Participants[:i], p) >= 0 {
-				panic(fmt.Sprintf("engine: commit record for %v names %q twice", r.Txn, p))
+				return fmt.Errorf("%w: commit record for %v names %q twice", ErrBadRecord, r.Txn, p)
 			}
 		}
+		s.done.remove(r.Txn)
 		t := s.alloc(r.Txn)
 		t.replied = true // the client is gone with the old process
 		t.n = len(r.Participants)
@@ -356,18 +300,17 @@ func (s *Shard) Restore(r Record) {
 		t.yes = append(t.yes, r.Participants...)
 		t.votes, t.unacked = t.n, t.n
 		t.commitIndex = idx
-		s.open.push(coordWait{index: idx, t: t})
+		s.open.push(wait[coordTxn]{index: idx, t: t})
 		s.stats.Undelivered++
 		// Straight to delivering: the record is durable. The decisions go
 		// out when the first real input arrives (start).
-		t.state = coordDelivering
-		t.gen++
+		t.become(t.id, coordDelivering, t.state == 0)
 		s.restored = append(s.restored, t)
 	case RecEnd:
 		t := s.txns[r.Txn]
 		if t == nil || t.state != coordDelivering {
 			// Its RecCommit was below LowWater and is gone: nothing to do.
-			return
+			return nil
 		}
 		for i := range t.n {
 			t.branches[i].acked = true
@@ -376,23 +319,22 @@ func (s *Shard) Restore(r Record) {
 		s.stats.Undelivered--
 		s.becomeFinished(t, coordCommitted)
 	default:
-		panic(fmt.Sprintf("engine: a shard cannot restore a %v record", r.Type))
+		return fmt.Errorf("%w: a shard cannot restore a %v record", ErrBadRecord, r.Type)
 	}
+	return nil
 }
 
 // start ends the restore phase: every restored commit without an end is
 // redelivered at once.
 func (s *Shard) start() {
-	if s.started {
+	if !s.outbox.start() {
 		return
 	}
-	s.started = true
 	for _, t := range s.restored {
 		if t.state == coordDelivering {
 			s.sendCommits(t)
 			s.stats.Redelivered += uint64(t.n)
-			t.backoff = s.cfg.RedeliverMinTicks
-			s.resendT.push(s.now+int64(t.backoff), t, t.gen)
+			s.redeliver.start(s.now, t, t.gen)
 		}
 	}
 	s.restored = nil
@@ -762,20 +704,12 @@ func (s *Shard) Tick() {
 			s.timeout(e.t)
 		}
 	}
-	for s.resendT.len() > 0 && s.resendT.min().at <= s.now {
-		e := s.resendT.min()
-		s.resendT.pop()
-		if e.t.gen != e.gen {
-			continue
-		}
-		t := e.t
+	for t := s.redeliver.due(s.now); t != nil; t = s.redeliver.due(s.now) {
 		if t.state != coordDelivering {
 			panic(fmt.Sprintf("engine: redelivery timer for %v in state %v", t.id, t.state))
 		}
 		s.sendCommits(t)
 		s.stats.Redelivered += uint64(t.unacked)
-		t.backoff = min(2*t.backoff, s.cfg.RedeliverMaxTicks)
-		s.resendT.push(s.now+int64(t.backoff), t, t.gen)
 	}
 	s.done.tick(s.now)
 }
@@ -803,16 +737,10 @@ func (s *Shard) timeout(t *coordTxn) {
 // commit decisions and replies waiting on them go out.
 func (s *Shard) Durable(index uint64) {
 	s.start()
-	if index >= s.nextIndex {
-		panic(fmt.Sprintf("engine: Durable(%d) but only %d records appended", index, s.nextIndex-1))
-	}
-	if index <= s.durable {
+	if !s.markDurable(index) {
 		return
 	}
-	s.durable = index
-	for s.waits.len() > 0 && s.waits.front().index <= index {
-		e := *s.waits.front()
-		s.waits.pop()
+	for e, ok := s.popDurable(); ok; e, ok = s.popDurable() {
 		if e.t.gen != e.gen {
 			panic(fmt.Sprintf("engine: transaction %v changed while its record %d was not durable", e.t.id, e.index))
 		}
@@ -830,58 +758,41 @@ func (s *Shard) Durable(index uint64) {
 // --- transitions: each asserts where it comes from ---
 
 func (s *Shard) becomeVoting(t *coordTxn) {
-	if t.state != 0 {
-		panic(fmt.Sprintf("engine: %v: %v → voting", t.id, t.state))
-	}
-	t.state = coordVoting
-	t.gen++
+	t.become(t.id, coordVoting, t.state == 0)
 	s.stats.Begun++
 	s.stats.InFlight++
 	s.prepareT.push(timer[coordTxn]{at: s.now + int64(s.cfg.PrepareTimeoutTicks), t: t, gen: t.gen})
 }
 
 func (s *Shard) becomeDeciding(t *coordTxn) {
-	if t.state != coordVoting {
-		panic(fmt.Sprintf("engine: %v: %v → deciding", t.id, t.state))
-	}
-	t.state = coordDeciding
-	t.gen++
+	t.become(t.id, coordDeciding, t.state == coordVoting)
 	t.unacked = len(t.yes)
 	s.stats.Undelivered++
 	idx := s.appendRecord(Record{Type: RecCommit, Txn: t.id, Participants: t.yes})
-	s.forced = true // the reply and the decisions wait for it
 	t.commitIndex = idx
-	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
-	s.open.push(coordWait{index: idx, t: t})
-	if s.bugDecideBeforeDurable {
+	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // the reply and the decisions
+	s.forced = true
+	s.open.push(wait[coordTxn]{index: idx, t: t})
+	if planted(s, bugDecideBeforeDurable) {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.sendCommits(t)
 	}
 }
 
 func (s *Shard) becomeDelivering(t *coordTxn) {
-	if t.state != coordDeciding {
-		panic(fmt.Sprintf("engine: %v: %v → delivering", t.id, t.state))
-	}
-	t.state = coordDelivering
-	t.gen++
+	t.become(t.id, coordDelivering, t.state == coordDeciding)
 	if !t.replied {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.sendCommits(t)
 	}
-	t.backoff = s.cfg.RedeliverMinTicks
-	s.resendT.push(s.now+int64(t.backoff), t, t.gen)
+	s.redeliver.start(s.now, t, t.gen)
 }
 
 func (s *Shard) becomeEnding(t *coordTxn) {
-	if t.state != coordDelivering || t.unacked != 0 {
-		panic(fmt.Sprintf("engine: %v: %v → ending with %d unacked", t.id, t.state, t.unacked))
-	}
-	t.state = coordEnding
-	t.gen++
+	t.become(t.id, coordEnding, t.state == coordDelivering && t.unacked == 0)
 	s.stats.Undelivered--
 	idx := s.appendRecord(Record{Type: RecEnd, Txn: t.id})
-	s.waits.push(coordWait{index: idx, t: t, gen: t.gen})
+	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // only the end and the low water
 }
 
 func (s *Shard) becomeAborted(t *coordTxn, cause protocol.Cause, who string) {
@@ -918,7 +829,8 @@ func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 	}
 	s.done.put(t.id, f)
 	t.state = st
-	s.retire(t)
+	t.gen++ // its timers and waits go stale
+	s.retire(t.id, t)
 }
 
 // --- output ---
@@ -957,16 +869,6 @@ func (s *Shard) presumeAbort(id protocol.TxnID, to string) {
 	s.sendDecision(id, to, protocol.DecisionAbort)
 }
 
-func (s *Shard) appendRecord(r Record) uint64 {
-	idx := s.nextIndex
-	s.nextIndex++
-	if len(s.rd.Records) == 0 {
-		s.rd.FirstIndex = idx
-	}
-	s.rd.Records = append(s.rd.Records, r)
-	return idx
-}
-
 func (s *Shard) lowWater() uint64 {
 	for s.open.len() > 0 {
 		e := s.open.front()
@@ -984,28 +886,15 @@ func (s *Shard) lowWater() uint64 {
 // HasReady reports whether Ready has anything to hand out.
 func (s *Shard) HasReady() bool {
 	s.start()
-	return len(s.rd.Records) > 0 || len(s.rd.Messages) > 0 || len(s.rd.Replies) > 0 ||
-		s.lowWater() != s.lastLowWater
+	return s.hasReady(s.lowWater())
 }
 
 // Ready drains the pending output. Its slices stay valid until the next
 // call into s.
 func (s *Shard) Ready() Ready {
 	s.start()
-	// The previous Ready is superseded by this call: what finished before
-	// it can be reused; what finished since is referred to by this one.
-	s.recycle()
-	s.draining, s.retired = s.retired, s.draining
-	rd := s.rd
-	rd.LowWater = s.lowWater()
-	rd.Lazy = len(rd.Records) > 0 && !s.forced
-	s.forced = false
-	s.lastLowWater = rd.LowWater
-	s.rd.FirstIndex = 0
-	s.rd.Records = s.rd.Records[:0]
-	s.rd.Messages = s.rd.Messages[:0]
-	s.rd.Replies = s.rd.Replies[:0]
-	return rd
+	recycleCoordTxns(s.reuse())
+	return s.take(s.lowWater())
 }
 
 // Stats returns the shard's counters.
@@ -1017,36 +906,9 @@ func (s *Shard) Stats() ShardStats {
 }
 
 func (s *Shard) alloc(id protocol.TxnID) *coordTxn {
-	var t *coordTxn
-	if n := len(s.free); n > 0 {
-		t = s.free[n-1]
-		s.free = s.free[:n-1]
-	} else {
-		t = new(coordTxn)
-	}
+	t := s.outbox.alloc(id)
 	t.id = id
-	s.txns[id] = t
 	return t
-}
-
-// retire takes a finished t out of the shard at once (lookups find it in
-// done; its timers go stale) but keeps its memory intact until the Ready
-// that may refer to it is superseded.
-func (s *Shard) retire(t *coordTxn) {
-	delete(s.txns, t.id)
-	t.gen++
-	s.retired = append(s.retired, t)
-}
-
-// recycle returns the draining structs to free.
-func (s *Shard) recycle() {
-	for i, t := range s.draining {
-		clear(t.yes)
-		*t = coordTxn{gen: t.gen + 1, yes: t.yes[:0], workBuf: t.workBuf[:0]}
-		s.free = append(s.free, t)
-		s.draining[i] = nil
-	}
-	s.draining = s.draining[:0]
 }
 
 // ShardFor routes a transaction to one of n shards (FNV-1a of its id), so

@@ -374,14 +374,12 @@ func (s *sim) newParticipant(n *simNode) {
 		n.bank = n.res.bank
 		cfg.DurableResource = true
 		n.part = engine.NewParticipant(cfg, n.res)
-		engine.SetDurableResourceBugs(n.part, s.o.resVoteEarly, s.o.resAckEarly)
-		engine.SetReuseBug(n.part, s.o.reuseYes)
+		engine.SetDurableResourceBugs(n.part, s.o.resVoteEarly, s.o.resAckEarly, s.o.reuseYes)
 		return
 	}
 	n.bank = bank.New(s.p.accounts, initialBalance)
 	n.part = engine.NewParticipant(cfg, n.bank)
-	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly)
-	engine.SetReuseBug(n.part, s.o.reuseYes)
+	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly, s.o.reuseYes)
 }
 
 func (s *sim) tracef(format string, args ...any) {
@@ -1064,13 +1062,17 @@ func (s *sim) restart(n *simNode) {
 	}
 	for _, lr := range n.log {
 		var r engine.Record
-		if err := r.UnmarshalBinary(lr.data); err != nil {
+		err := r.UnmarshalBinary(lr.data)
+		if err != nil {
 			s.fail("%s: decode: %v", n.name, err)
 			return
 		}
 		if n.shard != nil {
-			n.shard.Restore(r)
-		} else if err := n.part.Restore(r); err != nil {
+			err = n.shard.Restore(r)
+		} else {
+			err = n.part.Restore(r)
+		}
+		if err != nil {
 			s.fail("%s: restore: %v", n.name, err)
 			return
 		}
