@@ -27,10 +27,10 @@ type Message interface {
 // AppendFrame appends m as one frame with the given request id and returns
 // the extended buffer. It allocates only if dst must grow.
 //
-// If m breaks a limit (a name over protocol.MaxNameLen, more than protocol.MaxBranches
-// branches, an enum out of range...) AppendFrame returns dst unchanged and
-// an error wrapping ErrMalformed: such a frame would make the peer close the
-// connection. A request id that does not fit the type (zero for a request or
+// If m breaks a limit (a name over protocol.MaxNameLen, more than
+// protocol.MaxBranches branches, an enum out of range...) AppendFrame
+// returns dst unchanged and an error wrapping ErrMalformed: such a frame
+// would make the peer close the connection. A request id that does not fit the type (zero for a request or
 // a reply, non-zero for a one-way frame) is a programmer error and panics.
 //
 // m is not retained. AppendFrame dispatches with a type switch rather than
