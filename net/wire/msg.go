@@ -7,7 +7,7 @@ import (
 
 // Message is the payload of one frame type: *Hello, *Begin, *Outcome,
 // *Prepare, *Vote, *Decision, *Ack, *Inquire, *AdminRequest,
-// *AdminResponse or *Error. The set is closed.
+// *AdminResponse, *Error or *Raft. The set is closed.
 type Message interface {
 	// Type is the frame type that carries this message.
 	Type() Type
@@ -58,6 +58,8 @@ func AppendFrame(dst []byte, reqID uint64, m Message) ([]byte, error) {
 		return m.AppendFrame(dst, reqID)
 	case *Error:
 		return m.AppendFrame(dst, reqID)
+	case *Raft:
+		return m.AppendFrame(dst, reqID)
 	}
 	// Unreachable while Message has an unexported method; a nil pointer of
 	// a message type is handled above and panics in its own method.
@@ -103,6 +105,9 @@ func Check(f Frame) error {
 	case TypeError:
 		var m Error
 		return m.Decode(f)
+	case TypeRaft:
+		var m Raft
+		return m.Decode(f)
 	}
 	return fmt.Errorf("%w: unknown frame type %d", ErrMalformed, uint8(f.Type))
 }
@@ -120,6 +125,9 @@ const (
 	RoleCoordinator
 	RoleParticipant
 	RoleAdmin
+	// RoleReplica: another replica of this coordinator's group; its Hello
+	// names its raft id in decimal.
+	RoleReplica
 )
 
 func (r Role) String() string {
@@ -132,6 +140,8 @@ func (r Role) String() string {
 		return "participant"
 	case RoleAdmin:
 		return "admin"
+	case RoleReplica:
+		return "replica"
 	}
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
@@ -207,6 +217,10 @@ const (
 	CodeUnavailable
 	// CodeInternal: the server failed. For a Begin the outcome is unknown.
 	CodeInternal
+	// CodeNotLeader: this coordinator replica does not lead its group;
+	// nothing was started. The message is the leader's address, or empty
+	// when no leader is known: retry there (or at another replica later).
+	CodeNotLeader
 )
 
 func (c ErrorCode) String() string {
@@ -217,6 +231,8 @@ func (c ErrorCode) String() string {
 		return "unavailable"
 	case CodeInternal:
 		return "internal"
+	case CodeNotLeader:
+		return "not-leader"
 	}
 	return fmt.Sprintf("ErrorCode(%d)", uint16(c))
 }
@@ -359,7 +375,7 @@ func checkEnum(what string, v, lo, hi uint8) error {
 }
 
 func (m *Hello) check() error {
-	if err := checkEnum("role", uint8(m.Role), uint8(RoleClient), uint8(RoleAdmin)); err != nil {
+	if err := checkEnum("role", uint8(m.Role), uint8(RoleClient), uint8(RoleReplica)); err != nil {
 		return err
 	}
 	return checkLen("name", m.Name, MaxNameLen)

@@ -46,6 +46,10 @@ func samples() []sample {
 		{3, &AdminResponse{More: true, JSON: []byte(`[{"txn":"x"}`)}},
 		{3, &AdminResponse{JSON: bytes.Repeat([]byte(" "), MaxPayload)}},
 		{4, &Error{Code: CodeUnavailable, Message: []byte("shutting down")}},
+		{4, &Error{Code: CodeNotLeader, Message: []byte("127.0.0.1:7402")}},
+		{0, &Hello{Role: RoleReplica, Name: []byte("2")}},
+		{0, &Raft{Msg: []byte{0x08, 0x03}}},
+		{0, &Raft{Msg: bytes.Repeat([]byte{0xcd}, MaxPayload)}},
 	}
 }
 
@@ -74,6 +78,8 @@ func newOf(t Type) Message {
 		return new(AdminResponse)
 	case TypeError:
 		return new(Error)
+	case TypeRaft:
+		return new(Raft)
 	}
 	return nil
 }
@@ -146,7 +152,9 @@ func TestEncodeRefusesBrokenLimits(t *testing.T) {
 		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: long}}}},
 		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: []byte("a"), Work: make([]byte, MaxWorkLen+1)}}}},
 		{0, &Hello{Role: 0}},
-		{0, &Hello{Role: RoleAdmin + 1}},
+		{0, &Hello{Role: RoleReplica + 1}},
+		{0, &Raft{}},
+		{0, &Raft{Msg: make([]byte, MaxPayload+1)}},
 		{0, &Hello{Role: RoleClient, Name: long}},
 		{1, &Outcome{Outcome: 0}},
 		{1, &Outcome{Outcome: OutcomeAborted, Cause: CauseOverloaded + 1}},
