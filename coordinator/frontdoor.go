@@ -106,6 +106,8 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
 		}
 		return link.ReplyJSON(c, f.ReqID, body)
+	case wire.TypeRaft:
+		return d.raftMessage(c, f)
 	default:
 		if f.ReqID != 0 {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,
@@ -136,9 +138,13 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 		st.branches[i] = engine.Branch{Participant: name, Work: b.Branches[i].Work}
 	}
 	st.msg.Branches = st.branches[:len(b.Branches)]
+	p := s.pumpFor(st.msg.Txn)
+	if p == nil {
+		return s.rep.notLeader(c, reqID)
+	}
 	s.metrics.begun.Inc()
 	st.client.started(reqID)
-	s.pumps[engine.ShardFor(st.msg.Txn, len(s.pumps))].Submit(&st.msg)
+	p.Submit(&st.msg)
 	return nil
 }
 
@@ -162,7 +168,12 @@ func (d *frontDoor) toShard(st *connState, t engine.MsgType, txn wire.TxnID, fro
 		return
 	}
 	st.msg = engine.Message{Type: t, Txn: engine.TxnID(txn), From: name, Vote: vote}
-	s.pumps[engine.ShardFor(st.msg.Txn, len(s.pumps))].Submit(&st.msg)
+	p := s.pumpFor(st.msg.Txn)
+	if p == nil {
+		s.metrics.ignored.Inc() // not the leader: the participant asks again
+		return
+	}
+	p.Submit(&st.msg)
 }
 
 // clientTable maps the connection part of a tag back to the connection.

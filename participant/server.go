@@ -11,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,7 +39,9 @@ type Config struct {
 	// DataDir holds the participant's log and ledger. Required.
 	DataDir string
 	// Coordinator is the coordinator's address: votes, acks and inquiries
-	// go there. Required.
+	// go there. Required. For a replicated coordinator (docs/ha.md) it
+	// lists every replica's address, separated by commas, and every vote,
+	// ack and inquiry goes to each of them: only the leader takes it.
 	Coordinator string
 	// Resource does the work. Required; the bank resource for the bank
 	// participant.
@@ -157,6 +160,10 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics // set before the front door opens
 
+	// replicas are the other replicas of a replicated coordinator, after
+	// coord; immutable after Start.
+	replicas []*mux.Peer
+
 	statsMu sync.Mutex
 	stats   engine.ParticipantStats // published by the pump after each round
 
@@ -260,12 +267,19 @@ func Start(cfg Config) (*Server, error) {
 	} else if err := s.ledger.settle(); err != nil {
 		return nil, fmt.Errorf("participant: reading ledger in %s: %w", cfg.DataDir, err)
 	}
-	s.coord = mux.NewPeer(cfg.Coordinator, mux.PeerOptions{
-		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
-		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
-		Dial:  link.Dialer(cfg.TLS),
-		Conns: cfg.ConnsToCoordinator,
-	})
+	for i, addr := range strings.Split(cfg.Coordinator, ",") {
+		p := mux.NewPeer(addr, mux.PeerOptions{
+			Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
+			Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
+			Dial:  link.Dialer(cfg.TLS),
+			Conns: cfg.ConnsToCoordinator,
+		})
+		if i == 0 {
+			s.coord = p
+		} else {
+			s.replicas = append(s.replicas, p)
+		}
+	}
 	var ln net.Listener
 	if s.ln, ln, err = node.Listen(cfg.Listener, cfg.Listen, cfg.TLS); err != nil {
 		return nil, fmt.Errorf("participant: %w", err)
@@ -488,6 +502,11 @@ func (s *Server) WaitConnected(ctx context.Context) error {
 	if err := s.coord.WaitConnected(ctx); err != nil {
 		return fmt.Errorf("participant %s: coordinator not connected: %w", s.cfg.Name, err)
 	}
+	for _, p := range s.replicas {
+		if err := p.WaitConnected(ctx); err != nil {
+			return fmt.Errorf("participant %s: coordinator replica not connected: %w", s.cfg.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -521,7 +540,7 @@ func (s *Server) parts(serving bool) node.Parts {
 		p.PumpName = func(int) string { return "participant " + s.cfg.Name }
 	}
 	if s.coord != nil {
-		p.Peers = []*mux.Peer{s.coord}
+		p.Peers = append([]*mux.Peer{s.coord}, s.replicas...)
 	}
 	if serving && s.durable != nil {
 		p.Stores = append(p.Stores, s.durable.Close)
@@ -683,6 +702,9 @@ func (o *output) Deliver(rd *engine.Ready) {
 		// Not connected: dropped. The coordinator times the vote out, or
 		// redelivers the decision; inquiries repeat.
 		_ = s.coord.SendVia(0, wm) // one connection: a batch goes out in one write
+		for _, p := range s.replicas {
+			_ = p.SendVia(0, wm)
+		}
 	}
 }
 

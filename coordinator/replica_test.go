@@ -1,0 +1,266 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/internal/node/nodetest"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/participant"
+	"github.com/commitd/commitd/participant/bank"
+)
+
+// group is three coordinator replicas and two bank participants on
+// loopback. Transaction i moves 5 from account i of p1 to account i of p2.
+type group struct {
+	t       *testing.T
+	dir     string
+	addrs   map[uint64]string
+	peers   map[string]string // participant name → address
+	coords  map[uint64]*coordinator.Server
+	parts   []*participant.Server
+	banks   []*bank.Bank
+	results map[int]client.Result
+}
+
+const groupAccounts = 400
+
+func newGroup(t *testing.T) *group {
+	g := &group{t: t, dir: t.TempDir(), addrs: map[uint64]string{}, peers: map[string]string{},
+		coords: map[uint64]*coordinator.Server{}, results: map[int]client.Result{}}
+	lns := map[uint64]net.Listener{}
+	for id := uint64(1); id <= 3; id++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[id], g.addrs[id] = ln, ln.Addr().String()
+	}
+	coordList := strings.Join([]string{g.addrs[1], g.addrs[2], g.addrs[3]}, ",")
+	for i, name := range []string{"p1", "p2"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.peers[name] = ln.Addr().String()
+		b := bank.New(groupAccounts, 1000)
+		p, err := participant.Start(participant.Config{
+			Name: name, Listener: ln, DataDir: filepath.Join(g.dir, name), Coordinator: coordList,
+			Resource: b, InquireAfter: 200 * time.Millisecond, InquireMax: time.Second,
+			SegmentSize: 1 << 20, Logger: nodetest.Quiet(),
+		})
+		if err != nil {
+			t.Fatalf("starting %s: %v", name, err)
+		}
+		g.parts, g.banks = append(g.parts, p), append(g.banks, b)
+		_ = i
+	}
+	for id := uint64(1); id <= 3; id++ {
+		g.start(id, lns[id])
+	}
+	t.Cleanup(g.close)
+	return g
+}
+
+func (g *group) config(id uint64, ln net.Listener) coordinator.Config {
+	return coordinator.Config{
+		ID: id, Peers: g.addrs, Listener: ln, Listen: g.addrs[id],
+		DataDir: filepath.Join(g.dir, fmt.Sprintf("c%d", id)), Participants: g.peers,
+		Shards: 2, PrepareTimeout: 500 * time.Millisecond, RedeliverMin: 50 * time.Millisecond,
+		RedeliverMax: 500 * time.Millisecond, SegmentSize: 1 << 20,
+		RaftTick: 20 * time.Millisecond, ElectionTicks: 10, Logger: nodetest.Quiet(),
+	}
+}
+
+func (g *group) start(id uint64, ln net.Listener) {
+	g.t.Helper()
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", g.addrs[id]); err != nil {
+			g.t.Fatal(err)
+		}
+	}
+	c, err := coordinator.Start(g.config(id, ln))
+	if err != nil {
+		g.t.Fatalf("starting replica %d: %v", id, err)
+	}
+	g.coords[id] = c
+}
+
+func (g *group) stop(id uint64) {
+	g.t.Helper()
+	if err := g.coords[id].Close(); err != nil {
+		g.t.Fatalf("closing replica %d: %v", id, err)
+	}
+	delete(g.coords, id)
+}
+
+func (g *group) close() {
+	for id := range g.coords {
+		g.coords[id].Close()
+	}
+	g.coords = nil
+	for _, p := range g.parts {
+		p.Close()
+	}
+	g.parts = nil
+}
+
+// leader waits for one running replica to lead and returns its id.
+func (g *group) leader(within time.Duration) uint64 {
+	g.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		for id, c := range g.coords {
+			if c.Status().Role == "leader" && c.Status().Shards > 0 {
+				return id
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	g.t.Fatalf("no leader within %v", within)
+	return 0
+}
+
+// transfer runs transaction i at replica id.
+func (g *group) transfer(id uint64, i int) client.Result {
+	g.t.Helper()
+	cl, err := client.Dial(g.addrs[id], client.Options{})
+	if err != nil {
+		return client.Result{Outcome: client.Unknown, Detail: err.Error()}
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, _ := cl.Run(ctx, uuid.Must(uuid.NewV7()), []client.Branch{
+		{Participant: "p1", Work: bank.AppendWork(nil, uint32(i), -5)},
+		{Participant: "p2", Work: bank.AppendWork(nil, uint32(i), 5)},
+	})
+	g.results[i] = res
+	return res
+}
+
+// check settles the participants, stops everything and checks every
+// transaction: all or nothing, and every acknowledged outcome is the one
+// the banks hold.
+func (g *group) check() {
+	g.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range g.parts {
+		for p.AccountsSummary().Prepared > 0 {
+			if time.Now().After(deadline) {
+				g.t.Fatalf("participant still holds %d prepared transactions", p.AccountsSummary().Prepared)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	g.close()
+	counts := map[client.Outcome]int{}
+	for i, res := range g.results {
+		from, to := g.banks[0].Balance(uint32(i)), g.banks[1].Balance(uint32(i))
+		if from+to != 2000 {
+			g.t.Errorf("txn %d (%v): p1 %d + p2 %d: not atomic", i, res.Outcome, from, to)
+		}
+		switch res.Outcome {
+		case client.Committed:
+			if to != 1005 {
+				g.t.Errorf("txn %d was acknowledged committed, p2 holds %d", i, to)
+			}
+		case client.Aborted, client.Rejected:
+			if to != 1000 {
+				g.t.Errorf("txn %d was acknowledged %v, p2 holds %d", i, res.Outcome, to)
+			}
+		}
+		counts[res.Outcome]++
+	}
+	g.t.Logf("outcomes: %v", counts)
+}
+
+// TestReplicatedCoordinatorFailsOver: commits go through the leader, a
+// follower names the leader, the leader's loss is followed by commits at a
+// new leader within seconds, a restarted replica catches up (the last
+// commit needs it: two of three), and nothing acknowledged is lost.
+func TestReplicatedCoordinatorFailsOver(t *testing.T) {
+	g := newGroup(t)
+	l := g.leader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, p := range g.parts {
+		if err := p.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range g.coords {
+		if err := c.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := 0
+	for range 20 {
+		if res := g.transfer(l, next); res.Outcome != client.Committed {
+			t.Fatalf("txn %d at the leader: %v", next, res)
+		}
+		next++
+	}
+
+	// A follower refuses, naming the leader.
+	f := l%3 + 1
+	cl, err := client.Dial(g.addrs[f], client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cl.Run(ctx, uuid.Must(uuid.NewV7()), []client.Branch{{Participant: "p1", Work: bank.AppendWork(nil, 399, 0)}})
+	cl.Close()
+	var re *mux.RemoteError
+	if res.Outcome != client.Unknown || !errors.As(err, &re) || re.Code != wire.CodeNotLeader || re.Message != g.addrs[l] {
+		t.Fatalf("a follower answered %v, %v; want not-leader naming %s", res, err, g.addrs[l])
+	}
+	if st := g.coords[f].Status(); st.Role != "follower" || st.Leader != g.addrs[l] || st.Term == 0 {
+		t.Fatalf("follower status %+v", st)
+	}
+
+	// Lose the leader: a new one commits soon.
+	failover := func(old uint64) {
+		start := time.Now()
+		g.stop(old)
+		for {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("no commit within 5s of losing leader %d", old)
+			}
+			nl := g.leader(5 * time.Second)
+			if res := g.transfer(nl, next); res.Outcome == client.Committed {
+				t.Logf("leader %d lost: replica %d committed %v later", old, nl, time.Since(start))
+				next++
+				return
+			}
+			next++
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	failover(l)
+	for range 10 {
+		g.transfer(g.leader(time.Second), next)
+		next++
+	}
+	// The old leader comes back and catches up; then the new leader goes:
+	// what remains must elect and commit with it.
+	g.start(l, nil)
+	time.Sleep(200 * time.Millisecond)
+	failover(g.leader(time.Second))
+	for range 10 {
+		g.transfer(g.leader(time.Second), next)
+		next++
+	}
+	g.check()
+}
