@@ -78,6 +78,17 @@ type replica struct {
 	reign       *reign
 	outBuf      []byte
 
+	// Abort decisions wait for a ReadIndex (holdAbort): held is filled by
+	// the pumps; reading is the batch whose ReadIndex is in flight (owned
+	// by run), readCtx its request context (0: none), readTicks its age.
+	held struct {
+		sync.Mutex
+		aborts []heldAbort
+	}
+	reading   []heldAbort
+	readCtx   uint64
+	readTicks int
+
 	cur     atomic.Pointer[reign]         // the reign the front door routes to; nil when not leading
 	status  atomic.Pointer[replicaStatus] // published by run
 	dropped atomic.Uint64                 // raft messages dropped: inbox full, not connected, too large
@@ -164,6 +175,85 @@ func (s *Server) openReplica() error {
 	return nil
 }
 
+// heldAbort is an abort decision for a participant, waiting for proof
+// that this replica still leads.
+type heldAbort struct {
+	shard int
+	to    string
+	txn   engine.TxnID
+	term  uint64
+}
+
+// holdAbort queues an abort decision a shard produced. No record backs an
+// abort (presumed abort answers an inquiry or a vote about a transaction
+// the shard does not know; a timeout aborts one it never decided): a
+// leader that was paused or cut off, and does not know yet that another
+// replica leads, could answer "abort" for a transaction the new leader
+// committed. So the decision leaves only after a ReadIndex issued after it
+// confirms that a quorum still follows this replica in its reign's term
+// (raft's ReadOnlySafe: a heartbeat round, no lease, no clock). If the
+// reign ends first the decision is dropped; the participant asks again.
+// Called on a pump goroutine.
+func (r *replica) holdAbort(shard int, to string, txn engine.TxnID) {
+	g := r.cur.Load()
+	if g == nil {
+		return
+	}
+	r.held.Lock()
+	r.held.aborts = append(r.held.aborts, heldAbort{shard: shard, to: to, txn: txn, term: g.term})
+	r.held.Unlock()
+	select {
+	case r.props <- struct{}{}:
+	default:
+	}
+}
+
+// gate starts a ReadIndex for the held aborts when none is in flight, and
+// repeats one that got no answer (its heartbeats were lost) after two
+// election timeouts.
+func (r *replica) gate() {
+	if r.reign == nil {
+		r.reading, r.readCtx = r.reading[:0], 0
+		r.held.Lock()
+		r.held.aborts = r.held.aborts[:0]
+		r.held.Unlock()
+		return
+	}
+	if r.readCtx != 0 && r.readTicks <= 2*r.s.cfg.ElectionTicks {
+		return
+	}
+	if r.readCtx == 0 {
+		r.held.Lock()
+		r.reading, r.held.aborts = r.held.aborts, r.reading[:0]
+		r.held.Unlock()
+		if len(r.reading) == 0 {
+			return
+		}
+	}
+	r.readCtx++
+	if r.readCtx == 0 {
+		r.readCtx = 1
+	}
+	r.readTicks = 0
+	r.rn.ReadIndex(binary.LittleEndian.AppendUint64(nil, r.readCtx))
+}
+
+// readDone releases the aborts a confirmed ReadIndex covers.
+func (r *replica) readDone(rs raft.ReadState) {
+	if r.readCtx == 0 || len(rs.RequestCtx) != 8 || binary.LittleEndian.Uint64(rs.RequestCtx) != r.readCtx {
+		return // an earlier, repeated request
+	}
+	g := r.reign
+	for _, a := range r.reading {
+		if g == nil || a.term != g.term {
+			continue
+		}
+		d := wire.Decision{Txn: wire.TxnID(a.txn), Decision: wire.DecisionAbort}
+		r.s.peers[a.to].send(a.shard, &d)
+	}
+	r.reading, r.readCtx = r.reading[:0], 0
+}
+
 // step hands a raft message from another replica to the raft goroutine,
 // or drops it when that is behind (raft repeats what matters).
 func (r *replica) step(m *pb.Message) {
@@ -190,6 +280,7 @@ func (r *replica) run() {
 			return
 		case <-ticker.C:
 			r.rn.Tick()
+			r.readTicks++
 		case m := <-r.inbox:
 			r.stepRaft(m)
 			for more := true; more; {
@@ -208,6 +299,7 @@ func (r *replica) run() {
 			return
 		}
 		r.leadership()
+		r.gate()
 	}
 }
 
@@ -234,6 +326,9 @@ func (r *replica) handleReady() error {
 			return fmt.Errorf("coordinator: raft log: %w", err)
 		}
 		r.send(rd.Messages)
+		for _, rs := range rd.ReadStates {
+			r.readDone(rs)
+		}
 		for _, e := range rd.CommittedEntries {
 			if err := r.apply(e); err != nil {
 				return err

@@ -353,6 +353,12 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 				s.metrics.prepareNotSent()
 			}
 		case engine.MsgDecision:
+			if m.Decision == engine.DecisionAbort && s.rep != nil {
+				// No record backs an abort: a replica releases it only
+				// once it knows it still leads (replica.holdAbort).
+				s.rep.holdAbort(o.shard, m.To, m.Txn)
+				continue
+			}
 			o.dec = wire.Decision{Txn: wire.TxnID(m.Txn), Decision: wire.DecisionCode(m.Decision)}
 			p.send(o.shard, &o.dec)
 		default:
