@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,26 +20,30 @@ import (
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/wal/waltest"
 )
 
 // group is three coordinator replicas and two bank participants on
 // loopback. Transaction i moves 5 from account i of p1 to account i of p2.
 type group struct {
-	t       *testing.T
-	dir     string
-	addrs   map[uint64]string
-	peers   map[string]string // participant name → address
-	coords  map[uint64]*coordinator.Server
-	parts   []*participant.Server
-	banks   []*bank.Bank
-	results map[int]client.Result
+	t      *testing.T
+	dir    string
+	addrs  map[uint64]string
+	peers  map[string]string // participant name → address
+	coords map[uint64]*coordinator.Server
+	parts  []*participant.Server
+	banks  []*bank.Bank
+	fs     map[uint64]*waltest.MemFS // each replica's disk: a crash keeps what it synced
+
+	mu      sync.Mutex
+	results map[int]client.Result // guarded by mu
 }
 
 const groupAccounts = 400
 
 func newGroup(t *testing.T) *group {
 	g := &group{t: t, dir: t.TempDir(), addrs: map[uint64]string{}, peers: map[string]string{},
-		coords: map[uint64]*coordinator.Server{}, results: map[int]client.Result{}}
+		coords: map[uint64]*coordinator.Server{}, results: map[int]client.Result{}, fs: map[uint64]*waltest.MemFS{}}
 	lns := map[uint64]net.Listener{}
 	for id := uint64(1); id <= 3; id++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -46,6 +51,7 @@ func newGroup(t *testing.T) *group {
 			t.Fatal(err)
 		}
 		lns[id], g.addrs[id] = ln, ln.Addr().String()
+		g.fs[id] = waltest.NewMemFS()
 	}
 	coordList := strings.Join([]string{g.addrs[1], g.addrs[2], g.addrs[3]}, ",")
 	for i, name := range []string{"p1", "p2"} {
@@ -79,7 +85,7 @@ func (g *group) config(id uint64, ln net.Listener) coordinator.Config {
 		DataDir: filepath.Join(g.dir, fmt.Sprintf("c%d", id)), Participants: g.peers,
 		Shards: 2, PrepareTimeout: 500 * time.Millisecond, RedeliverMin: 50 * time.Millisecond,
 		RedeliverMax: 500 * time.Millisecond, SegmentSize: 1 << 20,
-		RaftTick: 20 * time.Millisecond, ElectionTicks: 10, Logger: nodetest.Quiet(),
+		RaftTick: 20 * time.Millisecond, ElectionTicks: 10, Logger: nodetest.Quiet(), FS: g.fs[id],
 	}
 }
 
@@ -103,6 +109,15 @@ func (g *group) stop(id uint64) {
 	if err := g.coords[id].Close(); err != nil {
 		g.t.Fatalf("closing replica %d: %v", id, err)
 	}
+	delete(g.coords, id)
+}
+
+// crash takes replica id's disk away as a power cut would — only what it
+// synced survives, for its next start — and stops it (its closing fails:
+// the disk is gone).
+func (g *group) crash(id uint64) {
+	g.fs[id] = g.fs[id].Crash(nil)
+	_ = g.coords[id].Close()
 	delete(g.coords, id)
 }
 
@@ -141,13 +156,20 @@ func (g *group) transfer(id uint64, i int) client.Result {
 		return client.Result{Outcome: client.Unknown, Detail: err.Error()}
 	}
 	defer cl.Close()
+	return g.run(cl, i)
+}
+
+// run runs transaction i through cl and records its result.
+func (g *group) run(cl *client.Client, i int) client.Result {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	res, _ := cl.Run(ctx, uuid.Must(uuid.NewV7()), []client.Branch{
 		{Participant: "p1", Work: bank.AppendWork(nil, uint32(i), -5)},
 		{Participant: "p2", Work: bank.AppendWork(nil, uint32(i), 5)},
 	})
+	g.mu.Lock()
 	g.results[i] = res
+	g.mu.Unlock()
 	return res
 }
 
@@ -183,14 +205,19 @@ func (g *group) check() {
 			}
 		}
 		counts[res.Outcome]++
+		if res.Outcome != client.Committed {
+			g.t.Logf("txn %d: %v %s", i, res, res.Detail)
+		}
 	}
 	g.t.Logf("outcomes: %v", counts)
 }
 
 // TestReplicatedCoordinatorFailsOver: commits go through the leader, a
-// follower names the leader, the leader's loss is followed by commits at a
-// new leader within seconds, a restarted replica catches up (the last
-// commit needs it: two of three), and nothing acknowledged is lost.
+// follower names the leader, the leader's loss — a crash that keeps only
+// what it synced, then a Close — is followed by commits at a new leader
+// within seconds, a restarted replica catches up (the last commit needs
+// it: two of three), a client given every replica follows the leader, and
+// nothing acknowledged is lost.
 func TestReplicatedCoordinatorFailsOver(t *testing.T) {
 	g := newGroup(t)
 	l := g.leader(5 * time.Second)
@@ -223,17 +250,43 @@ func TestReplicatedCoordinatorFailsOver(t *testing.T) {
 	res, err := cl.Run(ctx, uuid.Must(uuid.NewV7()), []client.Branch{{Participant: "p1", Work: bank.AppendWork(nil, 399, 0)}})
 	cl.Close()
 	var re *mux.RemoteError
-	if res.Outcome != client.Unknown || !errors.As(err, &re) || re.Code != wire.CodeNotLeader || re.Message != g.addrs[l] {
+	if res.Outcome != client.Aborted || !errors.As(err, &re) || re.Code != wire.CodeNotLeader || re.Message != g.addrs[l] {
 		t.Fatalf("a follower answered %v, %v; want not-leader naming %s", res, err, g.addrs[l])
 	}
 	if st := g.coords[f].Status(); st.Role != "follower" || st.Leader != g.addrs[l] || st.Term == 0 {
 		t.Fatalf("follower status %+v", st)
 	}
 
+	// A client given every replica follows the leader, all along; its
+	// transactions in flight across a failover may end unknown, never
+	// wrong (check).
+	all, err := client.Dial(strings.Join([]string{g.addrs[1], g.addrs[2], g.addrs[3]}, ","), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	stopLoad := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for i := groupAccounts / 2; i < groupAccounts; i++ {
+			select {
+			case <-stopLoad:
+				return
+			default:
+			}
+			g.run(all, i)
+		}
+	}()
+
 	// Lose the leader: a new one commits soon.
-	failover := func(old uint64) {
+	failover := func(old uint64, crash bool) {
 		start := time.Now()
-		g.stop(old)
+		if crash {
+			g.crash(old)
+		} else {
+			g.stop(old)
+		}
 		for {
 			if time.Since(start) > 5*time.Second {
 				t.Fatalf("no commit within 5s of losing leader %d", old)
@@ -248,7 +301,7 @@ func TestReplicatedCoordinatorFailsOver(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	failover(l)
+	failover(l, true)
 	for range 10 {
 		g.transfer(g.leader(time.Second), next)
 		next++
@@ -257,10 +310,18 @@ func TestReplicatedCoordinatorFailsOver(t *testing.T) {
 	// what remains must elect and commit with it.
 	g.start(l, nil)
 	time.Sleep(200 * time.Millisecond)
-	failover(g.leader(time.Second))
+	failover(g.leader(time.Second), false)
 	for range 10 {
 		g.transfer(g.leader(time.Second), next)
 		next++
+	}
+	close(stopLoad)
+	<-loadDone
+	g.mu.Lock()
+	n := len(g.results)
+	g.mu.Unlock()
+	if n < 60+next/2 {
+		t.Errorf("only %d transactions ran", n)
 	}
 	g.check()
 }

@@ -191,8 +191,12 @@ func runCoordinator(args []string) error {
 	fs.IntVar(&cfg.ConnsPerParticipant, "conns", 2, "connections to each participant")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each log segment file, e.g. 8MiB (default 64MiB); the log needs 4 of them free to start")
+	replicas := replicaFlags(fs, &cfg)
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := replicas(); err != nil {
 		return err
 	}
 	cfg.NoBatch, cfg.NoGroupCommit, cfg.NoCoalesce = !*batch, !*groupCommit, !*coalesce
@@ -223,7 +227,7 @@ func runParticipant(args []string) error {
 	fs.StringVar(&cfg.Name, "name", "", "this participant's name, as the coordinator knows it (default: from --listen's port, p<PORT>)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7401", "address the coordinator and admin tools connect to")
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
-	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address (required)")
+	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required)")
 	fs.IntVar(&accounts, "accounts", 1000, "bank accounts (seeded only when the data directory is new)")
 	fs.Int64Var(&balance, "balance", 1000, "starting balance of each account")
 	fs.StringVar(&cfg.HTTP, "http", "", "address for /metrics, /debug/pprof/ and /healthz (off if empty)")
