@@ -82,7 +82,8 @@ type Options struct {
 // the one it believes leads and follows "not leader, try X" answers; a
 // Begin that was refused that way, or never sent, is sent again to the
 // next replica — nothing was started — while one whose answer was lost is
-// Unknown, never retried.
+// Unknown, never retried. After a Begin that got no answer in time (the
+// replica may be paused or cut off) later calls start at another replica.
 type Client struct {
 	peer *mux.Peer // the replica in use; the only one for a lone coordinator
 	pool sync.Pool // *scratch

@@ -125,6 +125,12 @@ func (g *group) call(ctx context.Context, m *wire.Begin, buf []byte) (wire.Frame
 			// Not sent, or refused before anything started (this
 			// replica is shutting down): another may take it.
 			g.follow(from, "")
+		case errors.Is(err, context.DeadlineExceeded):
+			// Sent, no answer in time: unknown. The replica may be
+			// paused or cut off; later calls try another, which names
+			// the leader it knows.
+			g.follow(from, "")
+			return f, err
 		default:
 			return f, err // sent, answer lost: unknown
 		}

@@ -27,17 +27,33 @@ import (
 // time), and measures each failover: from the kill to the first commit of
 // a transaction begun after it. It checks that every failover is over
 // within 5 s and, at the end, that nothing is left prepared and no money
-// was made or lost. The normal suite does 3 faults;
-// COMMITD_FAILOVER_FAULTS=N does N and reports median, p99 and max (the
-// numbers in docs/benchmarks.md).
+// was made or lost. Then it pauses the leader (SIGSTOP) for a while and
+// wakes it (SIGCONT): the others carry on, and the woken one must not act
+// on what it believed. The normal suite does 3 kills and 2 pauses of 2 s;
+// COMMITD_FAILOVER_FAULTS, COMMITD_FAILOVER_STOPS and
+// COMMITD_FAILOVER_PAUSE change them (the numbers in docs/benchmarks.md).
 func TestFailoverOfProcesses(t *testing.T) {
-	faults := 3
+	faults, stops, pause := 3, 2, 2*time.Second
 	if v := os.Getenv("COMMITD_FAILOVER_FAULTS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			t.Fatal(err)
 		}
 		faults = n
+	}
+	if v := os.Getenv("COMMITD_FAILOVER_STOPS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stops = n
+	}
+	if v := os.Getenv("COMMITD_FAILOVER_PAUSE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pause = d
 	}
 	dir := t.TempDir()
 	rc := [3]string{freeAddr(t), freeAddr(t), freeAddr(t)}
@@ -61,6 +77,7 @@ func TestFailoverOfProcesses(t *testing.T) {
 		procsMu.Lock()
 		defer procsMu.Unlock()
 		for _, cmd := range procs {
+			cmd.Process.Signal(syscall.SIGCONT) // a paused one would never stop
 			cmd.Process.Signal(os.Interrupt)
 			cmd.Wait()
 		}
@@ -91,7 +108,7 @@ func TestFailoverOfProcesses(t *testing.T) {
 	// commit's begin time is kept.
 	var mu sync.Mutex
 	var commits []time.Time // begin times of committed transactions, in completion order
-	stop := make(chan struct{})
+	stopLoad := make(chan struct{})
 	var wg sync.WaitGroup
 	for c := range 8 {
 		wg.Add(1)
@@ -100,13 +117,16 @@ func TestFailoverOfProcesses(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(c), 7))
 			for {
 				select {
-				case <-stop:
+				case <-stopLoad:
 					return
 				default:
 				}
 				a, b := rng.IntN(accounts), rng.IntN(accounts)
 				begun := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				// A caller gives up after a second: a paused leader
+				// answers nothing, and the client moves on after a
+				// timeout.
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				res, _ := cl.Run(ctx, uuid.Must(uuid.NewV7()), []client.Branch{
 					{Participant: "p1", Work: bank.AppendWork(nil, uint32(a), -1)},
 					{Participant: "p2", Work: bank.AppendWork(nil, uint32(b), 1)},
@@ -139,8 +159,8 @@ func TestFailoverOfProcesses(t *testing.T) {
 		t.Fatal("no leader within 10 s")
 		return 0
 	}
-	var times []time.Duration
-	for range faults {
+	var times, stopTimes []time.Duration
+	for f := range faults + stops {
 		time.Sleep(300 * time.Millisecond) // commits flow
 		l := leader()
 		procsMu.Lock()
@@ -150,10 +170,20 @@ func TestFailoverOfProcesses(t *testing.T) {
 		seen := len(commits)
 		mu.Unlock()
 		killed := time.Now()
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
+		stop := f >= faults
+		if stop {
+			// Paused, not dead: the others elect a leader; when it
+			// wakes it must not act on what it believed (the money
+			// check at the end would see it).
+			if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Wait()
 		}
-		cmd.Wait()
 		var took time.Duration
 		for took == 0 {
 			if time.Since(killed) > 5*time.Second {
@@ -169,16 +199,27 @@ func TestFailoverOfProcesses(t *testing.T) {
 			mu.Unlock()
 			time.Sleep(time.Millisecond)
 		}
+		if stop {
+			stopTimes = append(stopTimes, took)
+			time.Sleep(pause - took)
+			if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		times = append(times, took)
 		startReplica(l)
 		waitListening(t, rc[l-1])
 	}
-	close(stop)
+	close(stopLoad)
 	wg.Wait()
-	slices.Sort(times)
-	p := func(q float64) time.Duration { return times[min(len(times)-1, int(q*float64(len(times))))] }
-	t.Logf("%d leader kills: failover (kill -9 → first commit begun after it) median %v, p99 %v, max %v, all %v",
-		len(times), p(0.5), p(0.99), times[len(times)-1], times)
+	if len(times) > 0 {
+		slices.Sort(times)
+		p := func(q float64) time.Duration { return times[min(len(times)-1, int(q*float64(len(times))))] }
+		t.Logf("%d leader kills: failover (kill -9 → first commit begun after it) median %v, p99 %v, max %v, all %v",
+			len(times), p(0.5), p(0.99), times[len(times)-1], times)
+	}
+	t.Logf("%d leader pauses of %v (SIGSTOP → first commit begun after it): %v", len(stopTimes), pause, stopTimes)
 
 	// Settle, then count the money.
 	deadline := time.Now().Add(15 * time.Second)
