@@ -109,6 +109,9 @@ type Config struct {
 	// tick.
 	RaftTick      time.Duration
 	ElectionTicks int
+	// RaftSnapshotEvery is how many raft entries are applied between
+	// snapshots (default 10,000); each compacts the raft log.
+	RaftSnapshotEvery int
 }
 
 // DefaultConfig returns a Config with every default filled in, for dataDir.
@@ -147,6 +150,9 @@ func (c *Config) fill() {
 	def(&c.RaftTick, 50*time.Millisecond)
 	if c.ElectionTicks <= 0 {
 		c.ElectionTicks = 10
+	}
+	if c.RaftSnapshotEvery <= 0 {
+		c.RaftSnapshotEvery = 10000
 	}
 }
 

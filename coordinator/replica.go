@@ -1,11 +1,13 @@
 package coordinator
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -75,6 +77,8 @@ type replica struct {
 	rn          *raft.RawNode
 	open        map[engine.TxnID][]byte // committed commit records without a committed end
 	appliedTerm uint64                  // term of the last entry applied
+	applied     uint64                  // index of the last entry applied
+	snapIndex   uint64                  // index of the latest snapshot
 	reign       *reign
 	outBuf      []byte
 
@@ -95,9 +99,10 @@ type replica struct {
 }
 
 type replicaStatus struct {
-	role   string
-	leader uint64
-	term   uint64
+	role            string
+	leader          uint64
+	term            uint64
+	applied, snapAt uint64
 }
 
 // reign is one term of leadership: shards, their pumps and the log they
@@ -137,7 +142,15 @@ func (s *Server) openReplica() error {
 	if err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
+	// The latest snapshot is the state up to its index (the base one, at
+	// 1, holds nothing).
+	sn := r.log.Snapshot()
+	if err := r.restoreSnapshot(sn); err != nil {
+		_ = r.log.Close()
+		return err
+	}
 	r.rn, err = raft.NewRawNode(&raft.Config{
+		Applied:         r.applied,
 		ID:              cfg.ID,
 		ElectionTick:    cfg.ElectionTicks,
 		HeartbeatTick:   1,
@@ -319,11 +332,15 @@ func (r *replica) stepRaft(m *pb.Message) {
 func (r *replica) handleReady() error {
 	for r.rn.HasReady() {
 		rd := r.rn.Ready()
-		if rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot) {
-			panic("coordinator: raft produced a snapshot; replicas never make one")
-		}
 		if err := r.log.Save(&rd); err != nil {
 			return fmt.Errorf("coordinator: raft log: %w", err)
+		}
+		if rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot) {
+			// This replica was too far behind: the leader's state replaces
+			// its own.
+			if err := r.restoreSnapshot(rd.Snapshot); err != nil {
+				return err
+			}
 		}
 		r.send(rd.Messages)
 		for _, rs := range rd.ReadStates {
@@ -336,6 +353,68 @@ func (r *replica) handleReady() error {
 		}
 		r.rn.Advance(rd)
 	}
+	return r.compact()
+}
+
+// compact snapshots the applied state every Config.RaftSnapshotEvery
+// entries — the commit records without an end: what a new leader restores
+// from — so that neither the raft log on disk nor its copy in memory grows
+// without bound. A quarter of that many entries is kept before the
+// snapshot for followers a little behind; one further behind gets the
+// snapshot.
+func (r *replica) compact() error {
+	every := uint64(r.s.cfg.RaftSnapshotEvery)
+	if r.applied < r.snapIndex+every {
+		return nil
+	}
+	ids := make([]uint64, 0, len(r.peers))
+	for id := range r.peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	if err := r.log.Compact(r.applied, &pb.ConfState{Voters: ids}, r.encodeOpen(), every/4); err != nil {
+		return fmt.Errorf("coordinator: raft log: %w", err)
+	}
+	r.snapIndex = r.applied
+	return nil
+}
+
+// encodeOpen is the snapshot's data: n × (u32 len, commit record), in
+// transaction order.
+func (r *replica) encodeOpen() []byte {
+	txns := make([]engine.TxnID, 0, len(r.open))
+	for id := range r.open {
+		txns = append(txns, id)
+	}
+	slices.SortFunc(txns, func(a, b engine.TxnID) int { return bytes.Compare(a[:], b[:]) })
+	var b []byte
+	for _, id := range txns {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(r.open[id])))
+		b = append(b, r.open[id]...)
+	}
+	return b
+}
+
+// restoreSnapshot replaces the applied state with a snapshot's.
+func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
+	open := make(map[engine.TxnID][]byte)
+	d := sn.GetData()
+	var rec engine.Record
+	for len(d) > 0 {
+		if len(d) < 4 || len(d) < 4+int(binary.LittleEndian.Uint32(d)) {
+			return fmt.Errorf("coordinator: snapshot at %d truncated: %w", sn.GetMetadata().GetIndex(), wal.ErrCorrupt)
+		}
+		l := int(binary.LittleEndian.Uint32(d))
+		rec = engine.Record{}
+		if err := rec.UnmarshalBinary(d[4 : 4+l]); err != nil || rec.Type != engine.RecCommit {
+			return fmt.Errorf("coordinator: snapshot at %d holds a bad record: %w", sn.GetMetadata().GetIndex(), wal.ErrCorrupt)
+		}
+		open[rec.Txn] = slices.Clone(d[4 : 4+l])
+		d = d[4+l:]
+	}
+	r.open = open
+	r.applied, r.snapIndex = sn.GetMetadata().GetIndex(), sn.GetMetadata().GetIndex()
+	r.appliedTerm = sn.GetMetadata().GetTerm()
 	return nil
 }
 
@@ -368,7 +447,7 @@ func (r *replica) send(msgs []*pb.Message) {
 // records whose transaction has not ended, to restore a reign from; the
 // leader that proposed it learns that its records are durable.
 func (r *replica) apply(e *pb.Entry) error {
-	r.appliedTerm = e.GetTerm()
+	r.appliedTerm, r.applied = e.GetTerm(), e.GetIndex()
 	if e.GetType() != pb.EntryNormal {
 		// Membership is static (raftlog's base snapshot): no replica
 		// proposes a change.
@@ -446,7 +525,7 @@ func (r *replica) propose() {
 func (r *replica) leadership() {
 	st := r.rn.BasicStatus()
 	term := st.GetTerm()
-	r.status.Store(&replicaStatus{role: roleName(st.RaftState), leader: st.Lead, term: term})
+	r.status.Store(&replicaStatus{role: roleName(st.RaftState), leader: st.Lead, term: term, applied: r.applied, snapAt: r.snapIndex})
 	if g := r.reign; g != nil && (st.RaftState != raft.StateLeader || term != g.term) {
 		r.s.cfg.Logger.Info("coordinator replica stops leading", "id", r.id, "term", g.term, "now", roleName(st.RaftState), "new_term", term)
 		r.endReign()
@@ -542,7 +621,7 @@ func (r *replica) endReign() {
 // statistics of the reign, if any.
 func (r *replica) report(st *Status) []shardStats {
 	rs := r.status.Load()
-	st.Role, st.Term = rs.role, rs.term
+	st.Role, st.Term, st.RaftApplied, st.RaftSnapshot = rs.role, rs.term, rs.applied, rs.snapAt
 	if rs.leader != 0 {
 		st.Leader = r.peers[rs.leader]
 	}

@@ -34,6 +34,7 @@ type group struct {
 	parts  []*participant.Server
 	banks  []*bank.Bank
 	fs     map[uint64]*waltest.MemFS // each replica's disk: a crash keeps what it synced
+	with   []func(*coordinator.Config)
 
 	mu      sync.Mutex
 	results map[int]client.Result // guarded by mu
@@ -41,8 +42,8 @@ type group struct {
 
 const groupAccounts = 400
 
-func newGroup(t *testing.T) *group {
-	g := &group{t: t, dir: t.TempDir(), addrs: map[uint64]string{}, peers: map[string]string{},
+func newGroup(t *testing.T, with ...func(*coordinator.Config)) *group {
+	g := &group{t: t, with: with, dir: t.TempDir(), addrs: map[uint64]string{}, peers: map[string]string{},
 		coords: map[uint64]*coordinator.Server{}, results: map[int]client.Result{}, fs: map[uint64]*waltest.MemFS{}}
 	lns := map[uint64]net.Listener{}
 	for id := uint64(1); id <= 3; id++ {
@@ -80,13 +81,17 @@ func newGroup(t *testing.T) *group {
 }
 
 func (g *group) config(id uint64, ln net.Listener) coordinator.Config {
-	return coordinator.Config{
+	cfg := coordinator.Config{
 		ID: id, Peers: g.addrs, Listener: ln, Listen: g.addrs[id],
 		DataDir: filepath.Join(g.dir, fmt.Sprintf("c%d", id)), Participants: g.peers,
 		Shards: 2, PrepareTimeout: 500 * time.Millisecond, RedeliverMin: 50 * time.Millisecond,
 		RedeliverMax: 500 * time.Millisecond, SegmentSize: 1 << 20,
 		RaftTick: 20 * time.Millisecond, ElectionTicks: 10, Logger: nodetest.Quiet(), FS: g.fs[id],
 	}
+	for _, w := range g.with {
+		w(&cfg)
+	}
+	return cfg
 }
 
 func (g *group) start(id uint64, ln net.Listener) {
@@ -327,6 +332,56 @@ func TestReplicatedCoordinatorFailsOver(t *testing.T) {
 	g.mu.Unlock()
 	if background < 10 {
 		t.Errorf("the client given every replica ran only %d transactions", background)
+	}
+	g.check()
+}
+
+// TestReplicaCatchesUpFromSnapshot: with a snapshot every 10 entries, a
+// follower that was down while the others went far on gets the leader's
+// snapshot, restarts from it, and then carries commits when the leader is
+// lost.
+func TestReplicaCatchesUpFromSnapshot(t *testing.T) {
+	g := newGroup(t, func(c *coordinator.Config) { c.RaftSnapshotEvery = 10 })
+	l := g.leader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, p := range g.parts {
+		if err := p.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := l%3 + 1
+	g.stop(f)
+	next := 0
+	for range 60 {
+		if res := g.transfer(l, next); res.Outcome != client.Committed {
+			t.Fatalf("txn %d: %v", next, res)
+		}
+		next++
+	}
+	if st := g.coords[l].Status(); st.RaftSnapshot < 50 {
+		t.Fatalf("the leader's latest snapshot is at %d after %d entries", st.RaftSnapshot, st.RaftApplied)
+	}
+	g.start(f, nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for g.coords[f].Status().RaftSnapshot < 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted follower has no recent snapshot: %+v", g.coords[f].Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Restarted once more, it starts from the snapshot on its disk.
+	g.stop(f)
+	g.start(f, nil)
+	// The leader goes: the follower that caught up is needed for a quorum.
+	g.stop(l)
+	nl := g.leader(5 * time.Second)
+	for range 10 {
+		g.transfer(nl, next)
+		next++
+	}
+	if res := g.transfer(g.leader(time.Second), next); res.Outcome != client.Committed {
+		t.Fatalf("after losing the leader: %v", res)
 	}
 	g.check()
 }

@@ -289,6 +289,10 @@ type Status struct {
 	Role   string `json:"role,omitempty"`
 	Leader string `json:"leader,omitempty"`
 	Term   uint64 `json:"term,omitempty"`
+	// RaftApplied is the index of the last raft entry applied, and
+	// RaftSnapshot that of the latest snapshot (made here or received).
+	RaftApplied  uint64 `json:"raft_applied,omitempty"`
+	RaftSnapshot uint64 `json:"raft_snapshot,omitempty"`
 }
 
 // Status sums the shards' statistics, and adds the front door's rejections

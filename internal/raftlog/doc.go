@@ -17,8 +17,15 @@
 //	kind 1, entry:      u8 1 | raftpb.Entry
 //	kind 2, hard state: u8 2 | raftpb.HardState
 //	kind 3, identity:   u8 3 | u64 group | u64 id | u32 n | n × (u64 id, u16 len, addr)
+//	kind 4, snapshot received from the leader: u8 4 | raftpb.Snapshot
+//	kind 5, snapshot made here (Compact):      u8 5 | raftpb.Snapshot
 //
-// The identity is the first record of a new log. Every replica's raft log
+// The identity is the first record of a new log, and is written again
+// before every snapshot. A received snapshot (4) replaces every entry; one
+// made here (5) the entries up to its index, and is followed by the hard
+// state again; after either, the WAL segments holding only what it
+// replaced are retired — so entries past a snapshot may precede it in the
+// WAL, and replay accepts them there. Every replica's raft log
 // starts after the same base snapshot (index 1, term 1, every peer a
 // voter), which is not stored: it follows from the identity, and entries
 // start at index 2. Replay applies raft's
@@ -36,6 +43,5 @@
 //
 // # Not yet
 //
-// There are no snapshots and no compaction: the log, and the memory
-// storage, grow with every entry (issue 14, stage 5).
+// Membership is static: the configuration is the identity's peer list.
 package raftlog

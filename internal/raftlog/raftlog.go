@@ -20,6 +20,8 @@ const (
 	kindEntry     = 1
 	kindHardState = 2
 	kindIdentity  = 3
+	kindSnapshot  = 4 // received from the leader: replaces every entry
+	kindCompacted = 5 // made here: entries up to its index are in it
 )
 
 // ErrIdentity is wrapped by Open's error when the data directory belongs
@@ -159,9 +161,25 @@ func (id Identity) base() *pb.Snapshot {
 type Log struct {
 	wal     *wal.Log
 	storage *raft.MemoryStorage
+	id      Identity
 	hs      *pb.HardState // last saved
 	fresh   bool
 	buf     []byte
+	lsns    []entryLSN // where each live entry is in the WAL, by index
+}
+
+type entryLSN struct {
+	index uint64
+	lsn   wal.LSN
+}
+
+// note records that entry index is at lsn; a rewritten index drops what
+// it replaces.
+func (l *Log) note(index uint64, lsn wal.LSN) {
+	for len(l.lsns) > 0 && l.lsns[len(l.lsns)-1].index >= index {
+		l.lsns = l.lsns[:len(l.lsns)-1]
+	}
+	l.lsns = append(l.lsns, entryLSN{index, lsn})
 }
 
 // Open opens (creating if needed) the WAL in dir with opts and replays it.
@@ -174,7 +192,7 @@ func Open(dir string, opts wal.Options, id Identity) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
-	l := &Log{wal: w, storage: raft.NewMemoryStorage(), hs: &pb.HardState{}}
+	l := &Log{wal: w, storage: raft.NewMemoryStorage(), hs: &pb.HardState{}, id: id}
 	if err := l.replay(id); err != nil {
 		_ = w.Close()
 		return nil, err
@@ -186,18 +204,16 @@ func (l *Log) replay(want Identity) error {
 	var ents []*pb.Entry
 	var hs *pb.HardState
 	var have *Identity
+	var snap *pb.Snapshot
+	base := uint64(firstIndex - 1) // the index entries follow
 	err := l.wal.Replay(l.wal.Recovery().FirstLSN, func(lsn wal.LSN, data []byte) error {
 		if len(data) == 0 {
 			return fmt.Errorf("raftlog: empty record at LSN %d: %w", lsn, wal.ErrCorrupt)
 		}
-		if have == nil && data[0] != kindIdentity {
-			return fmt.Errorf("raftlog: record at LSN %d precedes the identity: %w", lsn, wal.ErrCorrupt)
-		}
 		switch data[0] {
 		case kindIdentity:
-			if have != nil {
-				return fmt.Errorf("raftlog: second identity at LSN %d: %w", lsn, wal.ErrCorrupt)
-			}
+			// The first record of a new log; written again before every
+			// snapshot, since retiring segments may drop the first.
 			got, group, err := parseIdentity(data)
 			if err != nil {
 				return err
@@ -205,13 +221,41 @@ func (l *Log) replay(want Identity) error {
 			if group != got.Group() {
 				return fmt.Errorf("raftlog: identity at LSN %d does not match its group id: %w", lsn, wal.ErrCorrupt)
 			}
+			if have != nil && (have.ID != got.ID || have.Group() != got.Group()) {
+				return fmt.Errorf("raftlog: identities differ at LSN %d: %w", lsn, wal.ErrCorrupt)
+			}
 			have = &got
+		case kindSnapshot, kindCompacted:
+			sn := &pb.Snapshot{}
+			if err := proto.Unmarshal(data[1:], sn); err != nil {
+				return fmt.Errorf("raftlog: snapshot at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
+			}
+			i := sn.GetMetadata().GetIndex()
+			if data[0] == kindSnapshot {
+				ents, l.lsns = ents[:0], l.lsns[:0]
+			} else {
+				k := 0
+				for k < len(ents) && ents[k].GetIndex() <= i {
+					k++
+				}
+				ents = ents[k:]
+				for len(l.lsns) > 0 && l.lsns[0].index <= i {
+					l.lsns = l.lsns[1:]
+				}
+				if len(ents) > 0 && ents[0].GetIndex() != i+1 {
+					return fmt.Errorf("raftlog: entries after the snapshot at LSN %d start at %d, not %d: %w", lsn, ents[0].GetIndex(), i+1, wal.ErrCorrupt)
+				}
+			}
+			snap, base = sn, i
 		case kindEntry:
 			e := &pb.Entry{}
 			if err := proto.Unmarshal(data[1:], e); err != nil {
 				return fmt.Errorf("raftlog: entry at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
 			}
 			i := e.GetIndex()
+			if i <= base {
+				return fmt.Errorf("raftlog: entry %d at LSN %d is inside the snapshot at %d: %w", i, lsn, base, wal.ErrCorrupt)
+			}
 			if len(ents) > 0 && i <= ents[len(ents)-1].GetIndex() {
 				// Rewritten: drop what it replaces (ents is contiguous).
 				first := ents[0].GetIndex()
@@ -221,7 +265,10 @@ func (l *Log) replay(want Identity) error {
 					ents = ents[:i-first]
 				}
 			}
-			next := uint64(firstIndex)
+			// After retirement, entries past a snapshot may come before
+			// it in the WAL: the first entry may be past base, and the
+			// snapshot record (or the end) checks where it starts.
+			next := i
 			if len(ents) > 0 {
 				next = ents[len(ents)-1].GetIndex() + 1
 			}
@@ -229,6 +276,7 @@ func (l *Log) replay(want Identity) error {
 				return fmt.Errorf("raftlog: entry %d at LSN %d leaves a gap after %d: %w", i, lsn, next-1, wal.ErrCorrupt)
 			}
 			ents = append(ents, e)
+			l.note(i, lsn)
 		case kindHardState:
 			h := &pb.HardState{}
 			if err := proto.Unmarshal(data[1:], h); err != nil {
@@ -257,11 +305,23 @@ func (l *Log) replay(want Identity) error {
 		return fmt.Errorf("%w: it was created for replica %d of peers %s, started as replica %d of peers %s",
 			ErrIdentity, have.ID, have.peerList(), want.ID, want.peerList())
 	}
+	if len(ents) > 0 && ents[0].GetIndex() != base+1 {
+		return fmt.Errorf("raftlog: entries start at %d, after a snapshot at %d: %w", ents[0].GetIndex(), base, wal.ErrCorrupt)
+	}
 	if err := l.storage.ApplySnapshot(want.base()); err != nil {
 		return fmt.Errorf("raftlog: %w", err)
 	}
+	if snap != nil {
+		if err := l.storage.ApplySnapshot(snap); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
+	}
 	if hs != nil {
-		if hs.GetCommit() > 1 && (len(ents) == 0 || hs.GetCommit() > ents[len(ents)-1].GetIndex()) {
+		last := base
+		if len(ents) > 0 {
+			last = ents[len(ents)-1].GetIndex()
+		}
+		if hs.GetCommit() > last {
 			return fmt.Errorf("raftlog: hard state commits %d beyond the log: %w", hs.GetCommit(), wal.ErrCorrupt)
 		}
 		l.hs = hs
@@ -274,7 +334,7 @@ func (l *Log) replay(want Identity) error {
 			return fmt.Errorf("raftlog: %w", err)
 		}
 	}
-	l.fresh = hs == nil && len(ents) == 0
+	l.fresh = hs == nil && len(ents) == 0 && snap == nil
 	return nil
 }
 
@@ -297,21 +357,32 @@ func (l *Log) Save(rd *raft.Ready) error {
 	if hs != nil && raft.IsEmptyHardState(hs) {
 		hs = nil
 	}
+	snap := rd.Snapshot
+	if snap != nil && raft.IsEmptySnap(snap) {
+		snap = nil
+	}
 	n := len(rd.Entries)
 	if hs != nil {
 		n++
 	}
+	if snap != nil {
+		n += 2
+	}
 	if n == 0 {
 		return nil
 	}
-	var last wal.LSN
+	var last, from wal.LSN
 	k := 0
 	appendOne := func(kind byte, m proto.Message) error {
 		var err error
-		l.buf = append(l.buf[:0], kind)
-		l.buf, err = proto.MarshalOptions{}.MarshalAppend(l.buf, m)
-		if err != nil {
-			panic(fmt.Sprintf("raftlog: encoding %T: %v", m, err))
+		if kind == kindIdentity {
+			l.buf = l.id.appendRecord(l.buf[:0])
+		} else {
+			l.buf = append(l.buf[:0], kind)
+			l.buf, err = proto.MarshalOptions{}.MarshalAppend(l.buf, m)
+			if err != nil {
+				panic(fmt.Sprintf("raftlog: encoding %T: %v", m, err))
+			}
 		}
 		k++
 		// Only the last record hurries the log: it takes the others along.
@@ -322,10 +393,23 @@ func (l *Log) Save(rd *raft.Ready) error {
 		}
 		return err
 	}
+	if snap != nil {
+		// Everything before it is replaced: the identity goes again first,
+		// since what precedes it will be retired.
+		if err := appendOne(kindIdentity, nil); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
+		from = last
+		if err := appendOne(kindSnapshot, snap); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
+		l.lsns = l.lsns[:0]
+	}
 	for _, e := range rd.Entries {
 		if err := appendOne(kindEntry, e); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
+		l.note(e.GetIndex(), last)
 	}
 	if hs != nil {
 		if err := appendOne(kindHardState, hs); err != nil {
@@ -334,6 +418,14 @@ func (l *Log) Save(rd *raft.Ready) error {
 	}
 	if err := l.wal.Sync(last); err != nil {
 		return fmt.Errorf("raftlog: %w", err)
+	}
+	if snap != nil {
+		if err := l.storage.ApplySnapshot(snap); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
+		if err := l.wal.Retire(from); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
 	}
 	if len(rd.Entries) > 0 {
 		if err := l.storage.Append(rd.Entries); err != nil {
@@ -345,6 +437,63 @@ func (l *Log) Save(rd *raft.Ready) error {
 		if err := l.storage.SetHardState(l.hs); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
+	}
+	return nil
+}
+
+// Snapshot is the latest snapshot (the base one, index 1, if none).
+func (l *Log) Snapshot() *pb.Snapshot {
+	sn, _ := l.storage.Snapshot() // MemoryStorage's never fails
+	return sn
+}
+
+// Compact records a snapshot of the state machine at applied entry index
+// (data; cs the configuration), keeps the keep entries before it for
+// followers that lag a little, and retires the WAL segments that hold
+// only what it replaced. Followers further behind get the snapshot.
+func (l *Log) Compact(index uint64, cs *pb.ConfState, data []byte, keep uint64) error {
+	snap, err := l.storage.CreateSnapshot(index, cs, data)
+	if err != nil {
+		return fmt.Errorf("raftlog: %w", err)
+	}
+	l.buf = l.id.appendRecord(l.buf[:0])
+	from, err := l.wal.AppendLazy(l.buf)
+	if err != nil {
+		return fmt.Errorf("raftlog: %w", err)
+	}
+	l.buf = append(l.buf[:0], kindCompacted)
+	if l.buf, err = (proto.MarshalOptions{}).MarshalAppend(l.buf, snap); err != nil {
+		panic(fmt.Sprintf("raftlog: encoding a snapshot: %v", err))
+	}
+	if _, err := l.wal.AppendLazy(l.buf); err != nil {
+		return fmt.Errorf("raftlog: %w", err)
+	}
+	// The hard state again: the one before may be retired.
+	l.buf = append(l.buf[:0], kindHardState)
+	if l.buf, err = (proto.MarshalOptions{}).MarshalAppend(l.buf, l.hs); err != nil {
+		panic(fmt.Sprintf("raftlog: encoding a hard state: %v", err))
+	}
+	last, err := l.wal.Append(l.buf)
+	if err != nil {
+		return fmt.Errorf("raftlog: %w", err)
+	}
+	if err := l.wal.Sync(last); err != nil {
+		return fmt.Errorf("raftlog: %w", err)
+	}
+	// Entries after the snapshot may sit before it in the WAL.
+	for len(l.lsns) > 0 && l.lsns[0].index <= index {
+		l.lsns = l.lsns[1:]
+	}
+	if len(l.lsns) > 0 {
+		from = min(from, l.lsns[0].lsn)
+	}
+	if keep < index {
+		if err := l.storage.Compact(index - keep); err != nil && !errors.Is(err, raft.ErrCompacted) {
+			return fmt.Errorf("raftlog: %w", err)
+		}
+	}
+	if err := l.wal.Retire(from); err != nil {
+		return fmt.Errorf("raftlog: %w", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package raftlog
 import (
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"go.etcd.io/raft/v3"
@@ -244,5 +245,80 @@ func TestRawNodeSurvivesCrash(t *testing.T) {
 	}
 	if st := rn2.Status(); st.RaftState != raft.StateLeader || st.GetTerm() < 2 {
 		t.Fatalf("after the crash: %v term %d", st.RaftState, st.GetTerm())
+	}
+}
+
+// TestCompactionRetiresAndReopens: a snapshot made here replaces the
+// entries up to it, the WAL segments holding only those are retired, and a
+// reopened log holds the snapshot and the entries after it.
+func TestCompactionRetiresAndReopens(t *testing.T) {
+	fs := waltest.NewMemFS()
+	l := mustOpen(t, fs)
+	pad := string(make([]byte, 2000))
+	for i := uint64(2); i <= 200; i++ {
+		rd := raft.Ready{Entries: []*pb.Entry{entry(1, i, pad)}, HardState: hardState(1, 1, i)}
+		if err := l.Save(&rd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := fs.TotalBytes(".wal")
+	cs := &pb.ConfState{Voters: []uint64{1, 2, 3}}
+	if err := l.Compact(190, cs, []byte("state at 190"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := l.Storage().FirstIndex(); first != 186 {
+		t.Fatalf("first index %d after compacting at 190 keeping 5", first)
+	}
+	for i := uint64(201); i <= 205; i++ {
+		rd := raft.Ready{Entries: []*pb.Entry{entry(1, i, "x")}, HardState: hardState(1, 1, i)}
+		if err := l.Save(&rd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := fs.TotalBytes(".wal"); after >= before {
+		t.Fatalf("the WAL holds %d bytes after compaction, %d before", after, before)
+	}
+	l2 := mustOpen(t, fs.Crash(nil))
+	defer l2.Close()
+	sn := l2.Snapshot()
+	if sn.GetMetadata().GetIndex() != 190 || string(sn.GetData()) != "state at 190" {
+		t.Fatalf("snapshot after reopening: index %d data %q", sn.GetMetadata().GetIndex(), sn.GetData())
+	}
+	first, _ := l2.Storage().FirstIndex()
+	last, _ := l2.Storage().LastIndex()
+	if first != 191 || last != 205 {
+		t.Fatalf("entries %d..%d after reopening, want 191..205", first, last)
+	}
+	if hs, _, _ := l2.Storage().InitialState(); hs.GetCommit() != 205 {
+		t.Fatalf("hard state %v", hs)
+	}
+}
+
+// TestReceivedSnapshotReplacesEntries: a snapshot from the leader replaces
+// every entry, including ones past it that the leader does not have.
+func TestReceivedSnapshotReplacesEntries(t *testing.T) {
+	fs := waltest.NewMemFS()
+	l := mustOpen(t, fs)
+	rd := raft.Ready{Entries: []*pb.Entry{entry(1, 2, "a"), entry(1, 3, "b"), entry(1, 4, "c")}, HardState: hardState(1, 1, 2)}
+	if err := l.Save(&rd); err != nil {
+		t.Fatal(err)
+	}
+	snap := &pb.Snapshot{Data: []byte("leader's state"), Metadata: &pb.SnapshotMetadata{
+		Index: proto.Uint64(50), Term: proto.Uint64(3), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
+	rd = raft.Ready{Snapshot: snap, HardState: hardState(3, 2, 50)}
+	if err := l.Save(&rd); err != nil {
+		t.Fatal(err)
+	}
+	rd = raft.Ready{Entries: []*pb.Entry{entry(3, 51, "d")}, HardState: hardState(3, 2, 51)}
+	if err := l.Save(&rd); err != nil {
+		t.Fatal(err)
+	}
+	for _, lg := range []*Log{l, mustOpen(t, fs.Crash(nil))} {
+		if got := contents(t, lg.Storage()); len(got) != 1 || !strings.HasSuffix(got[0], ":d") {
+			t.Fatalf("entries %v, want only 51", got)
+		}
+		if sn := lg.Snapshot(); sn.GetMetadata().GetIndex() != 50 || string(sn.GetData()) != "leader's state" {
+			t.Fatalf("snapshot %v", sn)
+		}
 	}
 }
