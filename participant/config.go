@@ -27,7 +27,9 @@ type Config struct {
 	// DataDir holds the participant's log and ledger. Required.
 	DataDir string
 	// Coordinator is the coordinator's address: votes, acks and inquiries
-	// go there. Required.
+	// go there. Required. For a replicated coordinator (docs/ha.md) it
+	// lists every replica's address, separated by commas, and every vote,
+	// ack and inquiry goes to each of them: only the leader takes it.
 	Coordinator string
 	// Resource does the work. Required; the bank resource for the bank
 	// participant.
