@@ -121,7 +121,8 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 // hello admits a connection by its Hello, before any frame on it is
 // handled: clients; participants the coordinator knows, by name (and, with
 // TLS, by a certificate for that participant); admin tools (with TLS, the
-// identities allowed to read reports); replicas. The mux has checked that each later
+// identities allowed to read reports); for a replica of a group, the other
+// replicas of its Peers (replica.admit). The mux has checked that each later
 // frame comes from its sender's role (wire.Sender). A refusal closes the
 // connection with an Error frame and is logged.
 func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
@@ -146,7 +147,7 @@ func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
 			return mux.Refuse("admin not accepted: %v", err)
 		}
 	case wire.RoleReplica:
-		// raftMessage checks its raft messages against Peers.
+		return d.s.rep.admit(c, h.Name)
 	default:
 		return mux.Refuse("a coordinator does not take %v connections", h.Role)
 	}

@@ -172,9 +172,19 @@ func (s *Server) openReplica() error {
 		if id == cfg.ID {
 			continue
 		}
+		want := strconv.FormatUint(id, 10)
 		r.conns[id] = mux.NewPeer(addr, mux.PeerOptions{
 			Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
 			Hello: wire.Hello{Role: wire.RoleReplica, Name: []byte(strconv.FormatUint(cfg.ID, 10))},
+			// Raft messages go out only once the replica at addr has
+			// accepted us as one of its peers and said it is replica id
+			// (its answer: role coordinator, its id as the name).
+			Check: func(h wire.Hello) error {
+				if h.Role != wire.RoleCoordinator || string(h.Name) != want {
+					return fmt.Errorf("want coordinator replica %s, got %v %q", want, h.Role, h.Name)
+				}
+				return nil
+			},
 			Dial:  link.Dialer(cfg.TLS),
 			Conns: 1,
 		})
@@ -654,13 +664,36 @@ func (s *Server) pumpFor(id engine.TxnID) *pump.Pump {
 	return g.pumps[engine.ShardFor(id, len(g.pumps))]
 }
 
-// raftMessage takes a Raft frame from another replica's connection.
+// admit checks the Hello of a connection that says it is another replica
+// of this group (r nil: this coordinator runs alone and refuses it): its
+// name must be the raft id of one of Config.Peers other than this one and,
+// with TLS, its certificate must be valid for the host of that peer's
+// address — the identity this replica already requires when it dials that
+// peer. Only then does the mux let its Raft frames through
+// (wire.Sender(TypeRaft) is RoleReplica).
+func (r *replica) admit(c *mux.Conn, name []byte) error {
+	if r == nil {
+		return mux.Refuse("this coordinator is not a replica of a group (no --peers)")
+	}
+	id, err := strconv.ParseUint(string(name), 10, 64)
+	addr, ok := r.peers[id]
+	if err != nil || !ok || id == r.id {
+		return mux.Refuse("replica %q is not one of this replica's --peers", name)
+	}
+	if err := link.Identity(c, []string{link.Host(addr)}); err != nil {
+		return mux.Refuse("replica %d not accepted: %v", id, err)
+	}
+	return nil
+}
+
+// raftMessage takes a Raft frame from another replica's connection: the mux
+// has checked that the connection said Hello as a replica, and admit that
+// it is one of Peers.
 func (d *frontDoor) raftMessage(c *mux.Conn, f wire.Frame) error {
 	s := d.s
-	role, name := c.Hello()
-	if s.rep == nil || role != wire.RoleReplica {
-		s.metrics.ignored.Inc()
-		return nil
+	_, name := c.Hello()
+	if s.rep == nil {
+		return mux.Refuse("this coordinator is not a replica of a group")
 	}
 	var w wire.Raft
 	if err := w.Decode(f); err != nil {
@@ -670,9 +703,9 @@ func (d *frontDoor) raftMessage(c *mux.Conn, f wire.Frame) error {
 	if err := proto.Unmarshal(w.Msg, m); err != nil {
 		return fmt.Errorf("undecodable raft message: %w", err)
 	}
-	if id, err := strconv.ParseUint(name, 10, 64); err != nil || id != m.GetFrom() || s.rep.peers[id] == "" {
+	if id, err := strconv.ParseUint(name, 10, 64); err != nil || id != m.GetFrom() || id == s.rep.id || s.rep.peers[id] == "" {
 		// Every identity on a connection is checked (FACTS.md, rule 11).
-		return fmt.Errorf("raft message from %d on the connection of replica %q", m.GetFrom(), name)
+		return mux.Refuse("raft message from %d on the connection of replica %q", m.GetFrom(), name)
 	}
 	s.rep.step(m)
 	return nil

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
@@ -384,4 +386,63 @@ func TestReplicaCatchesUpFromSnapshot(t *testing.T) {
 		t.Fatalf("after losing the leader: %v", res)
 	}
 	g.check()
+}
+
+// Raft frames are taken only from the other replicas of the group (issue 14
+// merged with issue 13's identity checks): a connection must say Hello as a
+// replica (wire.Sender(TypeRaft) is RoleReplica), with the raft id of one
+// of Peers other than the replica's own, and each raft message on it must
+// come from that id. Everything else is refused with an Error frame before
+// it reaches raft, and a coordinator that runs alone takes no replica at
+// all. The group still elects and commits afterwards.
+func TestOnlyPeersMayReplicate(t *testing.T) {
+	g := newGroup(t)
+	id := g.leader(10 * time.Second)
+	other := id%3 + 1
+	addr := g.addrs[id]
+	raftMsg := func(from uint64) *wire.Raft {
+		b, err := proto.Marshal(&pb.Message{Type: pb.MsgHeartbeat.Enum(), From: proto.Uint64(from), To: proto.Uint64(id), Term: proto.Uint64(1 << 40)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &wire.Raft{Msg: b}
+	}
+	replica := func(name string) wire.Hello { return wire.Hello{Role: wire.RoleReplica, Name: []byte(name)} }
+	cases := []struct {
+		name  string
+		hello wire.Hello
+		m     wire.Message
+		want  string
+	}{
+		{"a client sends raft", wire.Hello{Role: wire.RoleClient}, raftMsg(other), "may not send raft"},
+		{"a participant sends raft", wire.Hello{Role: wire.RoleParticipant, Name: []byte("p1")}, raftMsg(other), "may not send raft"},
+		{"an admin tool sends raft", wire.Hello{Role: wire.RoleAdmin}, raftMsg(other), "may not send raft"},
+		{"an unknown replica", replica("9"), raftMsg(9), `replica "9" is not one of this replica's --peers`},
+		{"a replica named like this one", replica(fmt.Sprint(id)), raftMsg(id), "is not one of this replica's --peers"},
+		{"a replica that is not a number", replica("two"), raftMsg(other), `replica "two" is not one of`},
+		{"a replica speaking for another", replica(fmt.Sprint(other)), raftMsg(6 - id - other), "raft message from"},
+		{"a replica that begins", replica(fmt.Sprint(other)), &wire.Begin{Txn: wire.TxnID(uuid.Must(uuid.NewV7()))}, "may not send begin"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := nodetest.Refused(t, addr, tc.hello, tc.m)
+			if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), tc.want) {
+				t.Errorf("refused with %v %q, want one saying %q", e.Code, e.Message, tc.want)
+			}
+		})
+	}
+	// A heartbeat of term 2^40 from a real peer's id, had it been
+	// stepped, would have deposed the leader.
+	if got := g.coords[id].Status(); got.Role != "leader" || got.Term >= 1<<40 {
+		t.Errorf("leader after the refusals: %s in term %d, want still leading its term", got.Role, got.Term)
+	}
+	if res := g.transfer(id, 1); res.Outcome != client.Committed {
+		t.Errorf("a transfer after the refusals: %v %s", res.Outcome, res.Detail)
+	}
+
+	lone := newRig(t, nil)
+	e := nodetest.Refused(t, lone.coord.Addr().String(), replica("1"), raftMsg(1))
+	if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), "not a replica of a group") {
+		t.Errorf("a lone coordinator refused a replica with %v %q", e.Code, e.Message)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,14 +98,19 @@ func Start(cfg Config) (*Server, error) {
 	}
 	door := &frontDoor{s: s}
 	s.metrics.gauges(s, door)
-
+	// The answer to a Hello that asks for one: a replica of a group adds
+	// its raft id, which the other replicas' Peers check (replica.go).
+	answer := wire.Hello{Role: wire.RoleCoordinator}
+	if s.rep != nil {
+		answer.Name = []byte(strconv.FormatUint(cfg.ID, 10))
+	}
 	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
 		Handler:      door,
 		Logger:       cfg.Logger,
 		NoCoalesce:   cfg.NoCoalesce,
 		FrameTimeout: cfg.FrameTimeout,
 		IdleTimeout:  cfg.IdleTimeout,
-		Answer:       wire.Hello{Role: wire.RoleCoordinator},
+		Answer:       answer,
 		OnClose:      func(c *mux.Conn, _ error) { door.closed(c) },
 	}, MaxConns: cfg.MaxClients})
 	// After the mux server: /metrics reads Status, which reads its stats.
