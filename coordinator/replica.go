@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/datadir"
 	"github.com/commitd/commitd/internal/pump"
 	"github.com/commitd/commitd/internal/raftlog"
 	"github.com/commitd/commitd/net/link"
@@ -132,8 +133,16 @@ func (s *Server) openReplica() error {
 		open:  make(map[engine.TxnID][]byte),
 	}
 	r.status.Store(&replicaStatus{role: roleName(raft.StateFollower)})
+	dir := filepath.Join(cfg.DataDir, "raft")
+	if cfg.FS == nil {
+		// As for a lone coordinator's log (openLog): too little room for
+		// the segments fails here, with the sizes.
+		if err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("raft log", dir, cfg.SegmentSize)}, datadir.FreeBytes); err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+	}
 	var err error
-	r.log, err = raftlog.Open(filepath.Join(cfg.DataDir, "raft"), wal.Options{
+	r.log, err = raftlog.Open(dir, wal.Options{
 		FS:          cfg.FS,
 		SegmentSize: cfg.SegmentSize,
 		OnSync:      s.metrics.observeSync,
@@ -321,7 +330,10 @@ func (r *replica) run() {
 			r.s.life.Fail(err)
 			return
 		}
-		r.leadership()
+		if err := r.leadership(); err != nil {
+			r.s.life.Fail(err)
+			return
+		}
 		r.gate()
 	}
 }
@@ -532,7 +544,7 @@ func (r *replica) propose() {
 // leadership starts a reign once this replica leads and has applied every
 // entry of earlier terms (its own term's first entry is applied), and ends
 // it as soon as it no longer leads in that term.
-func (r *replica) leadership() {
+func (r *replica) leadership() error {
 	st := r.rn.BasicStatus()
 	term := st.GetTerm()
 	r.status.Store(&replicaStatus{role: roleName(st.RaftState), leader: st.Lead, term: term, applied: r.applied, snapAt: r.snapIndex})
@@ -541,9 +553,12 @@ func (r *replica) leadership() {
 		r.endReign()
 	}
 	if r.reign == nil && st.RaftState == raft.StateLeader && r.appliedTerm == term {
-		r.startReign(term)
+		if err := r.startReign(term); err != nil {
+			return err
+		}
 		r.s.cfg.Logger.Info("coordinator replica leads", "id", r.id, "term", term, "restored", len(r.open))
 	}
+	return nil
 }
 
 // roleName is the role as admin status reports it.
@@ -560,10 +575,18 @@ func roleName(s raft.StateType) string {
 }
 
 // startReign makes fresh shards from the committed records and starts
-// their pumps, as a restarted coordinator does with its log.
-func (r *replica) startReign(term uint64) {
+// their pumps, as a restarted coordinator does with its log. A record the
+// shards refuse stops the replica with that error (nothing was started).
+//
+// The shards' StartUnixMs is now, when they are built: they are restored
+// from the open commit records only, so they remember no transaction that
+// ended before this reign — whatever this replica applied — and must
+// refuse ids older than their own start (docs/ha.md, "Transaction ids").
+func (r *replica) startReign(term uint64) error {
 	cfg := &r.s.cfg
 	n := cfg.Shards
+	scfg := cfg.shardConfig()
+	scfg.StartUnixMs = time.Now().UnixMilli()
 	g := &reign{
 		term:   term,
 		shards: make([]*engine.Shard, n),
@@ -572,7 +595,7 @@ func (r *replica) startReign(term uint64) {
 		log:    &replog{props: r.props},
 	}
 	for i := range n {
-		g.shards[i] = engine.NewShard(cfg.shardConfig())
+		g.shards[i] = engine.NewShard(scfg)
 		out := &shardOutput{s: r.s, shard: i}
 		g.pumps[i] = pump.New(g.shards[i], g.log, out, cfg.Tick)
 		out.pump = g.pumps[i]
@@ -593,7 +616,9 @@ func (r *replica) startReign(term uint64) {
 			panic(fmt.Sprintf("coordinator: a record apply accepted does not decode: %v", err))
 		}
 		k := engine.ShardFor(rec.Txn, n)
-		g.shards[k].Restore(rec)
+		if err := g.shards[k].Restore(rec); err != nil {
+			return fmt.Errorf("coordinator: restoring a reign of term %d: %w", term, err)
+		}
 		idx[k]++
 		lsn++
 		g.pumps[k].Restored(idx[k], lsn)
@@ -610,6 +635,7 @@ func (r *replica) startReign(term uint64) {
 		}()
 	}
 	r.cur.Store(g)
+	return nil
 }
 
 // endReign stops the reign's shards and drops what they held: clients

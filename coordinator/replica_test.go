@@ -17,6 +17,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
@@ -444,5 +445,40 @@ func TestOnlyPeersMayReplicate(t *testing.T) {
 	e := nodetest.Refused(t, lone.coord.Addr().String(), replica("1"), raftMsg(1))
 	if e.Code != wire.CodeRefused || !strings.Contains(string(e.Message), "not a replica of a group") {
 		t.Errorf("a lone coordinator refused a replica with %v %q", e.Code, e.Message)
+	}
+}
+
+// A reign's shards are restored from the open commit records only, so they
+// remember no transaction that ended before the reign began, and refuse
+// (CauseStaleID) an id older than their own start, as a restarted
+// coordinator does; an id made after it commits.
+func TestReignRefusesIDsOlderThanItsStart(t *testing.T) {
+	before := time.Now()
+	g := newGroup(t)
+	id := g.leader(10 * time.Second)
+	cl, err := client.Dial(g.addrs[id], client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	// 1.5 s before the group started: within the window the shards
+	// remember (Remember less MaxIDAhead, 4 s), older than their start.
+	old := uuid.Must(uuid.NewV7())
+	ms := uint64(before.Add(-1500 * time.Millisecond).UnixMilli())
+	for i := range 6 {
+		old[i] = byte(ms >> (40 - 8*i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	branches := []client.Branch{
+		{Participant: "p1", Work: bank.AppendWork(nil, 1, -5)},
+		{Participant: "p2", Work: bank.AppendWork(nil, 1, 5)},
+	}
+	res, err := cl.Run(ctx, old, branches)
+	if err != nil || res.Outcome != client.Rejected || res.Cause != engine.CauseStaleID {
+		t.Errorf("an id from before the reign: %v (cause %v) %s %v, want rejected stale-id", res.Outcome, res.Cause, res.Detail, err)
+	}
+	if res, err := cl.Run(ctx, uuid.Must(uuid.NewV7()), branches); err != nil || res.Outcome != client.Committed {
+		t.Errorf("a fresh id: %v %s %v, want committed", res.Outcome, res.Detail, err)
 	}
 }
