@@ -50,6 +50,7 @@ var arch = map[string]struct {
 	"wal/waltest":      {base, []string{"wal"}},
 	"net/mux":          {base, []string{"net/wire"}},
 	"participant/bank": {base, []string{"engine", "protocol"}},
+	"internal/raftlog": {base, []string{"wal"}},
 
 	"net/link":             {helper, []string{"net/mux", "net/wire"}},
 	"internal/obs":         {helper, []string{"net/mux"}},
@@ -58,7 +59,7 @@ var arch = map[string]struct {
 
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
-	"coordinator": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"coordinator": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"client":      {server, []string{"net/link", "net/mux", "net/wire", "protocol"}},
 

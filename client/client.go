@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,10 +98,20 @@ type Options struct {
 // Client runs transactions through one coordinator. It is safe for
 // thousands of concurrent callers: their requests are pipelined over a few
 // multiplexed connections.
+//
+// Given the replicas of a replicated coordinator (docs/ha.md), it sends to
+// the one it believes leads and follows "not leader, try X" answers; a
+// Begin that was refused that way, or never sent, is sent again to the
+// next replica — nothing was started — while one whose answer was lost is
+// Unknown, never retried. After a Begin that got no answer in time (the
+// replica may be paused or cut off) later calls start at another replica.
 type Client struct {
-	peer        *mux.Peer
+	peer        *mux.Peer     // the lone coordinator; nil for a group
 	pool        sync.Pool     // *scratch
 	dialTimeout time.Duration // immutable
+
+	// group is nil for a lone coordinator.
+	group *group
 }
 
 // scratch is one call's encode and decode buffers, pooled so that a call
@@ -117,18 +128,17 @@ type scratch struct {
 
 // Dial connects to the coordinator at addr and waits until at least one
 // connection is up. The client reconnects by itself if the coordinator
-// restarts.
+// restarts. For a replicated coordinator addr lists every replica's
+// address, separated by commas; Dial then waits for a connection to the
+// first one that answers.
 func Dial(addr string, opts Options) (*Client, error) {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 5 * time.Second
 	}
-	c := &Client{peer: mux.NewPeer(addr, mux.PeerOptions{
-		Conn:  mux.Options{MaxInFlight: opts.MaxInFlight},
-		Hello: wire.Hello{Role: wire.RoleClient},
-		Dial:  link.Dialer(opts.TLS),
-		Conns: opts.Conns,
-	})}
-	c.dialTimeout = opts.DialTimeout
+	if strings.Contains(addr, ",") {
+		return dialGroup(strings.Split(addr, ","), opts)
+	}
+	c := &Client{peer: newPeer(addr, opts), dialTimeout: opts.DialTimeout}
 	c.pool.New = func() any { return new(scratch) }
 	ctx, cancel := context.WithTimeout(context.Background(), opts.DialTimeout)
 	defer cancel()
@@ -139,8 +149,22 @@ func Dial(addr string, opts Options) (*Client, error) {
 	return c, nil
 }
 
+func newPeer(addr string, opts Options) *mux.Peer {
+	return mux.NewPeer(addr, mux.PeerOptions{
+		Conn:  mux.Options{MaxInFlight: opts.MaxInFlight},
+		Hello: wire.Hello{Role: wire.RoleClient},
+		Dial:  link.Dialer(opts.TLS),
+		Conns: opts.Conns,
+	})
+}
+
 // Close closes the connections. Calls in flight end with Unknown.
-func (c *Client) Close() error { return c.peer.Close() }
+func (c *Client) Close() error {
+	if c.group != nil {
+		return c.group.close()
+	}
+	return c.peer.Close()
+}
 
 // Run runs one whole transaction — prepare at every branch, decide, tell
 // everyone — in one round trip to the coordinator, and returns its
@@ -185,10 +209,18 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 	// The scratch keeps pointing at the caller's names and work until its
 	// next use; clearing them here would cost a cache miss per call, and
 	// the pool lets go of idle scratch at the next garbage collections.
-	f, err := c.peer.Call(ctx, &sc.begin, sc.buf)
-	if errors.Is(err, mux.ErrNotConnected) && c.waitConnected(ctx) {
-		// Nothing was sent, so sending now is safe.
+	var f wire.Frame
+	var err error
+	if c.group != nil {
+		// Not connected to one replica: the group moves on to the next,
+		// and comes back while the peers redial.
+		f, err = c.group.call(ctx, &sc.begin, sc.buf)
+	} else {
 		f, err = c.peer.Call(ctx, &sc.begin, sc.buf)
+		if errors.Is(err, mux.ErrNotConnected) && c.waitConnected(ctx) {
+			// Nothing was sent, so sending now is safe.
+			f, err = c.peer.Call(ctx, &sc.begin, sc.buf)
+		}
 	}
 	if err != nil {
 		var re *mux.RemoteError
@@ -202,6 +234,10 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 			return res, err
 		case errors.Is(err, mux.ErrNotConnected):
 			res.Outcome, res.Detail = Aborted, "not sent: no connection to the coordinator"
+			return res, err
+		case errors.As(err, &re) && re.Code == wire.CodeNotLeader:
+			// Nothing was started, but no replica would take it.
+			res.Outcome, res.Detail = Aborted, "not sent: no coordinator replica leads"
 			return res, err
 		}
 		res.Outcome, res.Detail = Unknown, err.Error()
@@ -245,6 +281,18 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 		k = wire.AdminOutcomes
 	default:
 		return fmt.Errorf("unknown admin report %q (want status, accounts or outcomes)", kind)
+	}
+	if strings.Contains(addr, ",") {
+		// Replicas: the first that answers.
+		var errs []error
+		for _, a := range strings.Split(addr, ",") {
+			err := Admin(ctx, a, kind, tlsCfg, v)
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
 	}
 	nc, err := link.Dialer(tlsCfg)(ctx, addr)
 	if err != nil {

@@ -133,6 +133,23 @@ type Config struct {
 
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
+
+	// ID and Peers make this coordinator one replica of a group that
+	// replicates its records with raft (docs/ha.md): Peers maps every
+	// replica's id (from 1) to its Listen address, this one's included,
+	// and must be the same on every replica. Without Peers the
+	// coordinator runs alone, exactly as it always has.
+	ID    uint64
+	Peers map[uint64]string
+	// RaftTick is the raft clock's period (default 50ms); an election
+	// starts after ElectionTicks of them without a leader (default 10,
+	// randomised up to twice that), and a leader sends a heartbeat every
+	// tick.
+	RaftTick      time.Duration
+	ElectionTicks int
+	// RaftSnapshotEvery is how many raft entries are applied between
+	// snapshots (default 10,000); each compacts the raft log.
+	RaftSnapshotEvery int
 }
 
 // DefaultConfig returns a Config with every default filled in, for dataDir.
@@ -169,6 +186,13 @@ func (c *Config) fill() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	def(&c.RaftTick, 50*time.Millisecond)
+	if c.ElectionTicks <= 0 {
+		c.ElectionTicks = 10
+	}
+	if c.RaftSnapshotEvery <= 0 {
+		c.RaftSnapshotEvery = 10000
+	}
 }
 
 func (c *Config) validate() error {
@@ -194,6 +218,9 @@ func (c *Config) validate() error {
 	}
 	if c.Shards > 1024 {
 		return fmt.Errorf("coordinator: %d shards is more than 1024", c.Shards)
+	}
+	if len(c.Peers) > 0 || c.ID != 0 {
+		return c.validateReplica()
 	}
 	return nil
 }

@@ -107,6 +107,8 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
 		}
 		return link.ReplyJSON(c, f.ReqID, body)
+	case wire.TypeRaft:
+		return d.raftMessage(c, f)
 	default:
 		if f.ReqID != 0 {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,
@@ -120,7 +122,8 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 // hello admits a connection by its Hello, before any frame on it is
 // handled: clients; participants the coordinator knows, by name (and, with
 // TLS, by a certificate for that participant); admin tools (with TLS, the
-// identities allowed to read reports). The mux has checked that each later
+// identities allowed to read reports); for a replica of a group, the other
+// replicas of its Peers (replica.admit). The mux has checked that each later
 // frame comes from its sender's role (wire.Sender). A refusal closes the
 // connection with an Error frame and is logged.
 func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
@@ -144,6 +147,8 @@ func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
 		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
 			return mux.Refuse("admin not accepted: %v", err)
 		}
+	case wire.RoleReplica:
+		return d.s.rep.admit(c, h.Name)
 	default:
 		return mux.Refuse("a coordinator does not take %v connections", h.Role)
 	}
@@ -176,9 +181,13 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 		st.branches[i] = engine.Branch{Participant: name, Work: b.Branches[i].Work}
 	}
 	st.msg.Branches = st.branches[:len(b.Branches)]
+	p := s.pumpFor(st.msg.Txn)
+	if p == nil {
+		return s.rep.notLeader(c, reqID)
+	}
 	s.metrics.begun.Inc()
 	st.client.started(reqID)
-	s.pumps[engine.ShardFor(st.msg.Txn, len(s.pumps))].Submit(&st.msg)
+	p.Submit(&st.msg)
 	return nil
 }
 
@@ -200,7 +209,12 @@ func (d *frontDoor) toShard(st *connState, wt wire.Type, t engine.MsgType, txn p
 		return mux.Refuse("participant %q sent a %v from %q", st.name, wt, from)
 	}
 	st.msg = engine.Message{Type: t, Txn: txn, From: st.name, Vote: vote}
-	d.s.pumps[engine.ShardFor(st.msg.Txn, len(d.s.pumps))].Submit(&st.msg)
+	p := d.s.pumpFor(st.msg.Txn)
+	if p == nil {
+		d.s.metrics.ignored.Inc() // not the leader: the participant asks again
+		return nil
+	}
+	p.Submit(&st.msg)
 	return nil
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/commitd/commitd/protocol"
 	"net"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,7 @@ type Server struct {
 	metrics *metrics
 	http    *obs.Server
 	life    *node.Lifecycle // goroutines, Close, Done, Err
+	rep     *replica        // nil unless Config.Peers: then shards come and go with leadership
 
 	// rejected counts the begins the front door rejected itself (a
 	// participant it does not know) without handing them to a shard; the
@@ -78,45 +81,12 @@ func Start(cfg Config) (*Server, error) {
 			node.Abandon(s.parts())
 		}
 	}()
-	if cfg.FS == nil {
-		// A data directory too small for the segments fails here, with
-		// the sizes, not after "serving".
-		err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("log", filepath.Join(cfg.DataDir, "wal"), cfg.SegmentSize)}, datadir.FreeBytes)
-		if err != nil {
-			return nil, fmt.Errorf("coordinator: %w", err)
-		}
+	if len(cfg.Peers) > 0 {
+		err = s.openReplica()
+	} else {
+		err = s.openLog()
 	}
-	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
-		FS:            cfg.FS,
-		SegmentSize:   cfg.SegmentSize,
-		NoGroupCommit: cfg.NoGroupCommit,
-		OnSync:        s.metrics.observeSync,
-		Logger:        cfg.Logger,
-	})
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: opening log in %s: %w", cfg.DataDir, err)
-	}
-	s.shards = make([]*engine.Shard, cfg.Shards)
-	s.pumps = make([]*pump.Pump, cfg.Shards)
-	s.stats = make([]shardStats, cfg.Shards)
-	// Before the log is restored: what this process does not restore it
-	// has forgotten, and ids older than its start may name such
-	// transactions (engine.ShardConfig.StartUnixMs).
-	scfg := cfg.shardConfig()
-	scfg.StartUnixMs = time.Now().UnixMilli()
-	for i := range s.shards {
-		s.shards[i] = engine.NewShard(scfg)
-		s.pumps[i] = pump.New(s.shards[i], s.log, &shardOutput{s: s, shard: i}, cfg.Tick)
-		s.pumps[i].NoBatch = cfg.NoBatch
-		i := i
-		s.pumps[i].OnLoop = func() {
-			st := &s.stats[i]
-			st.mu.Lock()
-			st.s = s.shards[i].Stats()
-			st.mu.Unlock()
-		}
-	}
-	if err := s.recover(); err != nil {
 		return nil, err
 	}
 	for name, addr := range cfg.Participants {
@@ -129,13 +99,19 @@ func Start(cfg Config) (*Server, error) {
 	}
 	door := &frontDoor{s: s}
 	s.metrics.gauges(s, door)
+	// The answer to a Hello that asks for one: a replica of a group adds
+	// its raft id, which the other replicas' Peers check (replica.go).
+	answer := wire.Hello{Role: wire.RoleCoordinator}
+	if s.rep != nil {
+		answer.Name = []byte(strconv.FormatUint(cfg.ID, 10))
+	}
 	s.mux = mux.NewServer(mux.ServerOptions{Conn: mux.Options{
 		Handler:      door,
 		Logger:       cfg.Logger,
 		NoCoalesce:   cfg.NoCoalesce,
 		FrameTimeout: cfg.FrameTimeout,
 		IdleTimeout:  cfg.IdleTimeout,
-		Answer:       wire.Hello{Role: wire.RoleCoordinator},
+		Answer:       answer,
 		OnClose:      func(c *mux.Conn, _ error) { door.closed(c) },
 	}, MaxConns: cfg.MaxClients})
 	// After the mux server: /metrics reads Status, which reads its stats.
@@ -146,10 +122,61 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	s.life.Serve(s.parts(), ln)
+	if s.rep != nil {
+		s.life.Go(s.rep.run)
+	}
 	ok = true
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
 		"participants", len(cfg.Participants), "data", cfg.DataDir)
 	return s, nil
+}
+
+// openLog opens (and recovers) the log of a coordinator that runs alone
+// and makes its shards.
+func (s *Server) openLog() error {
+	cfg := &s.cfg
+	var err error
+	if cfg.FS == nil {
+		// A data directory too small for the segments fails here, with
+		// the sizes, not after "serving".
+		err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("log", filepath.Join(cfg.DataDir, "wal"), cfg.SegmentSize)}, datadir.FreeBytes)
+		if err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
+		FS:            cfg.FS,
+		SegmentSize:   cfg.SegmentSize,
+		NoGroupCommit: cfg.NoGroupCommit,
+		OnSync:        s.metrics.observeSync,
+		Logger:        cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("coordinator: opening log in %s: %w", cfg.DataDir, err)
+	}
+	s.shards = make([]*engine.Shard, cfg.Shards)
+	s.pumps = make([]*pump.Pump, cfg.Shards)
+	s.stats = make([]shardStats, cfg.Shards)
+	// Before the log is restored: what this process does not restore it
+	// has forgotten, and ids older than its start may name such
+	// transactions (engine.ShardConfig.StartUnixMs).
+	scfg := cfg.shardConfig()
+	scfg.StartUnixMs = time.Now().UnixMilli()
+	for i := range s.shards {
+		s.shards[i] = engine.NewShard(scfg)
+		out := &shardOutput{s: s, shard: i}
+		s.pumps[i] = pump.New(s.shards[i], s.log, out, cfg.Tick)
+		out.pump = s.pumps[i]
+		s.pumps[i].NoBatch = cfg.NoBatch
+		i := i
+		s.pumps[i].OnLoop = func() {
+			st := &s.stats[i]
+			st.mu.Lock()
+			st.s = s.shards[i].Stats()
+			st.mu.Unlock()
+		}
+	}
+	return s.recover()
 }
 
 // logSpace is what a log with segments of size bytes (0: the default)
@@ -237,7 +264,15 @@ func (s *Server) parts() node.Parts {
 	for _, p := range s.peers {
 		peers = append(peers, p.mux)
 	}
+	var stores []func() error
+	if s.rep != nil {
+		for _, p := range s.rep.conns {
+			peers = append(peers, p)
+		}
+		stores = append(stores, s.rep.log.Close)
+	}
 	return node.Parts{
+		Stores:   stores,
 		Listener: s.ln,
 		Drain:    s.drain,
 		Pumps:    s.pumps,
@@ -275,6 +310,16 @@ type Status struct {
 	Participants map[string]link.PeerStatus `json:"participants"`
 	// Conns counts the connections to the coordinator's listener.
 	Conns Conns `json:"conns"`
+	// A replica of a group (Config.Peers) adds its raft role (leader,
+	// follower, candidate, pre-candidate), the leader's address ("" when
+	// none is known) and the raft term.
+	Role   string `json:"role,omitempty"`
+	Leader string `json:"leader,omitempty"`
+	Term   uint64 `json:"term,omitempty"`
+	// RaftApplied is the index of the last raft entry applied, and
+	// RaftSnapshot that of the latest snapshot (made here or received).
+	RaftApplied  uint64 `json:"raft_applied,omitempty"`
+	RaftSnapshot uint64 `json:"raft_snapshot,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients
@@ -291,7 +336,14 @@ type Conns struct {
 // to theirs: Rejected is every begin answered "rejected", the number the
 // commitd_coordinator_transactions_total{outcome="rejected"} series counts.
 func (s *Server) Status() Status {
-	st := Status{Shards: len(s.shards), DurableLSN: uint64(s.log.DurableLSN())}
+	st := Status{Shards: len(s.shards)}
+	stats := s.stats
+	if s.log != nil {
+		st.DurableLSN = uint64(s.log.DurableLSN())
+	}
+	if s.rep != nil {
+		stats = s.rep.report(&st)
+	}
 	st.Rejected = s.rejected.Load()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
@@ -300,10 +352,10 @@ func (s *Server) Status() Status {
 	for name, p := range s.peers {
 		st.Participants[name] = link.StatusOf(p.mux, p.addr)
 	}
-	for i := range s.stats {
-		s.stats[i].mu.Lock()
-		x := s.stats[i].s
-		s.stats[i].mu.Unlock()
+	for i := range stats {
+		stats[i].mu.Lock()
+		x := stats[i].s
+		stats[i].mu.Unlock()
 		st.Committed += x.Committed
 		st.Aborted += x.Aborted
 		st.Unknown += x.Unknown
@@ -319,7 +371,8 @@ func (s *Server) Status() Status {
 // goroutine; queueing a frame on a connection never blocks.
 type shardOutput struct {
 	s       *Server
-	shard   int // the shard's index: which connection to each participant it uses
+	shard   int        // the shard's index: which connection to each participant it uses
+	pump    *pump.Pump // the pump that drives the shard
 	prepare wire.Prepare
 	dec     wire.Decision
 	outcome wire.Outcome
@@ -343,10 +396,16 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 				// shard may abort now rather than after the prepare
 				// timeout (and a one-phase one need not end unknown).
 				o.notSent = engine.Message{Type: engine.MsgNotSent, Txn: m.Txn, From: m.To}
-				s.pumps[o.shard].Inject(&o.notSent) // on that pump's goroutine: must not wait
+				o.pump.Inject(&o.notSent) // on that pump's goroutine: must not wait
 				s.metrics.prepareNotSent()
 			}
 		case engine.MsgDecision:
+			if m.Decision == protocol.DecisionAbort && s.rep != nil {
+				// No record backs an abort: a replica releases it only
+				// once it knows it still leads (replica.holdAbort).
+				s.rep.holdAbort(o.shard, m.To, m.Txn)
+				continue
+			}
 			o.dec = wire.Decision{Txn: m.Txn, Decision: m.Decision}
 			p.send(o.shard, &o.dec)
 		default:

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/commitd/commitd/engine"
@@ -114,16 +115,23 @@ func (s *Server) Stats() engine.ParticipantStats {
 }
 
 // Status is the participant's summary for `commitd admin status`: the
-// engine's counters and its connections to the coordinator.
+// engine's counters and its connections to the coordinator (to the first
+// address of a replicated coordinator, and to the others in Replicas).
 type Status struct {
 	engine.ParticipantStats
-	Coordinator link.PeerStatus `json:"coordinator"`
+	Coordinator link.PeerStatus   `json:"coordinator"`
+	Replicas    []link.PeerStatus `json:"replicas,omitempty"`
 }
 
 func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
 	switch kind {
 	case wire.AdminStatus:
-		return json.Marshal(Status{s.Stats(), link.StatusOf(s.coord, s.cfg.Coordinator)})
+		addrs := strings.Split(s.cfg.Coordinator, ",")
+		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0])}
+		for i, p := range s.replicas {
+			st.Replicas = append(st.Replicas, link.StatusOf(p, addrs[i+1]))
+		}
+		return json.Marshal(st)
 	case wire.AdminAccounts:
 		return json.Marshal(s.AccountsSummary())
 	}

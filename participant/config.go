@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/commitd/commitd/net/link"
@@ -27,7 +28,9 @@ type Config struct {
 	// DataDir holds the participant's log and ledger. Required.
 	DataDir string
 	// Coordinator is the coordinator's address: votes, acks and inquiries
-	// go there. Required.
+	// go there. Required. For a replicated coordinator (docs/ha.md) it
+	// lists every replica's address, separated by commas, and every vote,
+	// ack and inquiry goes to each of them: only the leader takes it.
 	Coordinator string
 	// Resource does the work. Required; the bank resource for the bank
 	// participant.
@@ -82,9 +85,9 @@ type Config struct {
 	// CoordinatorIdentity is, with TLS, what the certificate of a
 	// connection that says Hello as the coordinator must be valid for (a
 	// DNS name or IP address in its subject alternative names, or its
-	// common name); any other is refused. Default: the host of
-	// Coordinator — the identity this participant already requires of the
-	// coordinator when it dials it.
+	// common name); any other is refused. Default: the host of each
+	// address in Coordinator — the identities this participant already
+	// requires of the coordinator's replicas when it dials them.
 	CoordinatorIdentity string
 	// AdminIdentities are, with TLS, the certificate identities allowed
 	// to read admin reports (matched like CoordinatorIdentity). Default:
@@ -117,9 +120,6 @@ func (c *Config) fill() {
 	if c.ConnsToCoordinator <= 0 {
 		c.ConnsToCoordinator = 2
 	}
-	if c.CoordinatorIdentity == "" {
-		c.CoordinatorIdentity = link.Host(c.Coordinator)
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -140,3 +140,17 @@ func (c *Config) validate() error {
 }
 
 func (c *Config) ticks(d time.Duration) int { return max(1, int((d+c.Tick-1)/c.Tick)) }
+
+// coordinatorIdentities are the identities a coordinator's certificate may
+// carry: CoordinatorIdentity if set, else the host of each of its
+// addresses (every replica of a replicated coordinator).
+func (c *Config) coordinatorIdentities() []string {
+	if c.CoordinatorIdentity != "" {
+		return []string{c.CoordinatorIdentity}
+	}
+	var ids []string
+	for _, addr := range strings.Split(c.Coordinator, ",") {
+		ids = append(ids, link.Host(addr))
+	}
+	return ids
+}

@@ -100,7 +100,7 @@ func (d *frontDoor) hello(c *mux.Conn, f wire.Frame) error {
 			// votes would come back under a name it does not know.
 			return mux.Refuse("this is participant %q, not %q: the coordinator's --participant NAME must be this participant's --name", cfg.Name, h.Name)
 		}
-		if err := link.Identity(c, []string{cfg.CoordinatorIdentity}); err != nil {
+		if err := link.Identity(c, cfg.coordinatorIdentities()); err != nil {
 			return mux.Refuse("coordinator not accepted: %v", err)
 		}
 	case wire.RoleAdmin:

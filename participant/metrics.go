@@ -70,6 +70,9 @@ func newMetrics(s *Server, door *frontDoor) *metrics {
 		if s.coord != nil {
 			st.Add(s.coord.ConnStats())
 		}
+		for _, p := range s.replicas {
+			st.Add(p.ConnStats())
+		}
 		return st
 	})
 	return m

@@ -58,6 +58,9 @@ func (o *output) Deliver(rd *engine.Ready) {
 		// Not connected: dropped. The coordinator times the vote out, or
 		// redelivers the decision; inquiries repeat.
 		_ = s.coord.SendVia(0, wm) // one connection: a batch goes out in one write
+		for _, p := range s.replicas {
+			_ = p.SendVia(0, wm) // a replicated coordinator: only its leader takes it
+		}
 	}
 }
 

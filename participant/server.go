@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/commitd/commitd/engine"
@@ -43,6 +44,10 @@ type Server struct {
 	http    *obs.Server
 	reg     *prometheus.Registry
 	metrics *metrics // set before the front door opens
+
+	// replicas are the other replicas of a replicated coordinator, after
+	// coord; immutable after Start.
+	replicas []*mux.Peer
 
 	statsMu sync.Mutex
 	stats   engine.ParticipantStats // published by the pump after each round
@@ -147,19 +152,28 @@ func Start(cfg Config) (*Server, error) {
 	} else if err := s.ledger.settle(); err != nil {
 		return nil, fmt.Errorf("participant: reading ledger in %s: %w", cfg.DataDir, err)
 	}
-	s.coord = mux.NewPeer(cfg.Coordinator, mux.PeerOptions{
-		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
-		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
-		// Votes go out only once the coordinator has accepted us by name.
-		Check: func(h wire.Hello) error {
-			if h.Role != wire.RoleCoordinator {
-				return errors.New("want the coordinator")
-			}
-			return nil
-		},
-		Dial:  link.Dialer(cfg.TLS),
-		Conns: cfg.ConnsToCoordinator,
-	})
+	// Every replica of a replicated coordinator (docs/ha.md) gets the
+	// same messages; only the leader takes them.
+	for i, addr := range strings.Split(cfg.Coordinator, ",") {
+		p := mux.NewPeer(addr, mux.PeerOptions{
+			Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
+			Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
+			// Votes go out only once the coordinator has accepted us by name.
+			Check: func(h wire.Hello) error {
+				if h.Role != wire.RoleCoordinator {
+					return errors.New("want the coordinator")
+				}
+				return nil
+			},
+			Dial:  link.Dialer(cfg.TLS),
+			Conns: cfg.ConnsToCoordinator,
+		})
+		if i == 0 {
+			s.coord = p
+		} else {
+			s.replicas = append(s.replicas, p)
+		}
+	}
 	var ln net.Listener
 	if s.ln, ln, err = node.Listen(cfg.Listener, cfg.Listen, cfg.TLS); err != nil {
 		return nil, fmt.Errorf("participant: %w", err)
@@ -204,6 +218,11 @@ func (s *Server) WaitConnected(ctx context.Context) error {
 	if err := s.coord.WaitConnected(ctx); err != nil {
 		return fmt.Errorf("participant %s: coordinator not connected: %w", s.cfg.Name, err)
 	}
+	for _, p := range s.replicas {
+		if err := p.WaitConnected(ctx); err != nil {
+			return fmt.Errorf("participant %s: coordinator replica not connected: %w", s.cfg.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -237,7 +256,7 @@ func (s *Server) parts(serving bool) node.Parts {
 		p.PumpName = func(int) string { return "participant " + s.cfg.Name }
 	}
 	if s.coord != nil {
-		p.Peers = []*mux.Peer{s.coord}
+		p.Peers = append([]*mux.Peer{s.coord}, s.replicas...)
 	}
 	if serving && s.durable != nil {
 		p.Stores = append(p.Stores, s.durable.Close)

@@ -42,7 +42,7 @@ func runBench(args []string) error {
 		"so a kill -9 loses at most the lines queued since the last round began and may cut the last line short")
 	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "workload seed")
-	fs.StringVar(&coord, "coordinator", "", "the coordinator's address (required)")
+	fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required)")
 	fs.Var(parts, "participants", "participants as NAME=ADDR,NAME=ADDR,... (required)")
 	fs.IntVar(&w.Accounts, "accounts", 1000, "accounts per participant to spread transfers over (at most what the participants have)")
 	fs.IntVar(&w.PerTxn, "per-txn", 2, "participants per transaction (1 to 10)")

@@ -209,6 +209,7 @@ func runCoordinator(args []string) error {
 	fs.IntVar(&cfg.MaxClients, "max-clients", 10000, "client connections; a few more are kept for participants and admin tools")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each log segment file, e.g. 8MiB (default 64MiB); the log needs 4 of them free to start")
+	replicas := replicaFlags(fs, &cfg)
 	tf.register(fs)
 	cfg.ParticipantIdentities = map[string]string{}
 	fs.Func("participant-identity", "with TLS, NAME=ID: participant NAME's certificate must be valid for ID (a DNS name or IP in its SANs, or its CN); default: NAME or the host of its address (repeat)", func(v string) error {
@@ -227,6 +228,9 @@ func runCoordinator(args []string) error {
 		if _, ok := cfg.Participants[name]; !ok {
 			return fmt.Errorf("--participant-identity for %q, which no --participant names", name)
 		}
+	}
+	if err := replicas(); err != nil {
+		return err
 	}
 	cfg.NoBatch, cfg.NoGroupCommit, cfg.NoCoalesce = !*batch, !*groupCommit, !*coalesce
 	if err := checkSegmentSize(cfg.SegmentSize, 0); err != nil {
@@ -256,7 +260,7 @@ func runParticipant(args []string) error {
 	fs.StringVar(&cfg.Name, "name", "", "this participant's name, as the coordinator knows it (default: from --listen's port, p<PORT>)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7401", "address the coordinator and admin tools connect to")
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
-	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address (required)")
+	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required)")
 	fs.IntVar(&accounts, "accounts", 1000, "bank accounts (seeded only when the data directory is new)")
 	fs.Int64Var(&balance, "balance", 1000, "starting balance of each account")
 	fs.StringVar(&cfg.HTTP, "http", "", "address for /metrics, /debug/pprof/ and /healthz (off if empty)")
@@ -280,7 +284,7 @@ func runParticipant(args []string) error {
 	fs.DurationVar(&pg.LockTimeout, "pg-lock-timeout", 10*time.Millisecond, "postgres: how long a prepare waits for an account another transaction holds before voting no")
 	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres: how often pg_prepared_xacts is scanned for transactions to resolve")
 	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
-	fs.StringVar(&cfg.CoordinatorIdentity, "coordinator-identity", "", "with TLS, the coordinator's certificate must be valid for this (a DNS name or IP in its SANs, or its CN; default: the host of --coordinator)")
+	fs.StringVar(&cfg.CoordinatorIdentity, "coordinator-identity", "", "with TLS, the coordinator's certificate must be valid for this (a DNS name or IP in its SANs, or its CN; default: the host of each --coordinator address)")
 	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {

@@ -48,7 +48,7 @@ func runAdmin(args []string) error {
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	switch kind {
 	case "status":
-		fs.StringVar(&coord, "coordinator", "", "the coordinator's address (or use --participant)")
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (the first that answers; or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	case "accounts", "outcomes":
 		fs.StringVar(&part, "participant", "", "the participant's address (required)")

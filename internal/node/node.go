@@ -56,7 +56,8 @@ type Parts struct {
 	// writes to them any more, and they sync what they hold.
 	Stores []func() error
 	// Log is the protocol log, closed (which syncs it) after everything
-	// that appends to it has stopped.
+	// that appends to it has stopped. Without one (a replicated
+	// coordinator keeps its own) nothing is retired.
 	Log *wal.Log
 	// Lock is the data directory's lock, released last: another process
 	// may open the directory only once every file in it is closed.
@@ -133,7 +134,9 @@ func (l *Lifecycle) Serve(p Parts, ln net.Listener) {
 		})
 	}
 	l.Go(func() { p.Mux.Serve(ln) })
-	l.Go(l.retireLoop)
+	if p.Log != nil {
+		l.Go(l.retireLoop)
+	}
 }
 
 // Go runs fn on a goroutine that Close waits for; fn returns once Stopping

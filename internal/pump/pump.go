@@ -21,6 +21,16 @@ type Machine interface {
 	Ready() engine.Ready
 }
 
+// Log is what a pump appends to: a *wal.Log, or (a replicated
+// coordinator) a log whose records are durable once a quorum holds them.
+// Its Waiters must be told in LSN order, as wal.Log's are.
+type Log interface {
+	Append(rec []byte) (wal.LSN, error)
+	AppendLazy(rec []byte) (wal.LSN, error)
+	Notify(lsn wal.LSN, w wal.Waiter)
+	LastLSN() wal.LSN
+}
+
 // Output receives what a machine produced. It is called on the pump's
 // goroutine and must not block for long: it queues frames on connections.
 // The Ready's slices are valid only during the call.
@@ -35,7 +45,7 @@ var ErrStopped = errors.New("pump: stopped")
 // noted.
 type Pump struct {
 	m      Machine
-	log    *wal.Log
+	log    Log
 	out    Output
 	tick   time.Duration
 	inbox  inbox         // shared: guarded by its own mutex
@@ -79,7 +89,7 @@ type Pump struct {
 }
 
 // New returns a pump for m over log. tick is the period of m.Tick().
-func New(m Machine, log *wal.Log, out Output, tick time.Duration) *Pump {
+func New(m Machine, log Log, out Output, tick time.Duration) *Pump {
 	wake := make(chan struct{}, 1)
 	p := &Pump{
 		m:    m,

@@ -170,8 +170,8 @@ type Options struct {
 	// IdleTimeout closes an accepting connection whose peer said it is a
 	// client or an admin tool and sent no frame for this long
 	// (DefaultIdleTimeout; negative means none), with an Error frame
-	// (CodeUnavailable) that says so (ErrIdle). Coordinator and
-	// participant connections are exempt: they are few, authenticated by
+	// (CodeUnavailable) that says so (ErrIdle). Coordinator, participant
+	// and replica connections are exempt: they are few, authenticated by
 	// their hello, and idle whenever there is no traffic — cutting them
 	// would only lose the next prepare. Measured between 7/8 and all of
 	// IdleTimeout after the last frame.

@@ -17,7 +17,7 @@ const (
 	DefaultMaxConns = 10000
 	// DefaultReservedConns is how many connections a Server keeps beyond
 	// MaxConns for the roles that run and watch the system (coordinator,
-	// participant, admin), so that a full house of clients cannot lock
+	// participant, replica, admin), so that a full house of clients cannot lock
 	// them out.
 	DefaultReservedConns = 64
 )

@@ -56,6 +56,7 @@ const (
 	TypeAdminRequest                  // request: admin → any server
 	TypeAdminResponse                 // reply to AdminRequest; FlagMore may be set
 	TypeError                         // reply to any request that failed
+	TypeRaft                          // one-way: replica ↔ replica (raftpb.Message)
 	typeEnd                           // one past the last type
 )
 
@@ -71,6 +72,7 @@ var typeNames = [...]string{
 	TypeAdminRequest:  "admin-request",
 	TypeAdminResponse: "admin-response",
 	TypeError:         "error",
+	TypeRaft:          "raft",
 }
 
 func (t Type) String() string {

@@ -9,7 +9,7 @@ import (
 
 // Message is the payload of one frame type: *Hello, *Begin, *Outcome,
 // *Prepare, *Vote, *Decision, *Ack, *Inquire, *AdminRequest,
-// *AdminResponse or *Error. The set is closed.
+// *AdminResponse, *Error or *Raft. The set is closed.
 type Message interface {
 	// Type is the frame type that carries this message.
 	Type() Type
@@ -60,6 +60,8 @@ func AppendFrame(dst []byte, reqID uint64, m Message) ([]byte, error) {
 		return m.AppendFrame(dst, reqID)
 	case *Error:
 		return m.AppendFrame(dst, reqID)
+	case *Raft:
+		return m.AppendFrame(dst, reqID)
 	}
 	// Unreachable while Message has an unexported method; a nil pointer of
 	// a message type is handled above and panics in its own method.
@@ -105,6 +107,9 @@ func Check(f Frame) error {
 	case TypeError:
 		var m Error
 		return m.Decode(f)
+	case TypeRaft:
+		var m Raft
+		return m.Decode(f)
 	}
 	return fmt.Errorf("%w: unknown frame type %d", ErrMalformed, uint8(f.Type))
 }
@@ -118,6 +123,9 @@ const (
 	RoleCoordinator
 	RoleParticipant
 	RoleAdmin
+	// RoleReplica: another replica of this coordinator's group; its Hello
+	// names its raft id in decimal.
+	RoleReplica
 )
 
 func (r Role) String() string {
@@ -130,6 +138,8 @@ func (r Role) String() string {
 		return "participant"
 	case RoleAdmin:
 		return "admin"
+	case RoleReplica:
+		return "replica"
 	}
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
@@ -143,6 +153,7 @@ func (r Role) String() string {
 //	Prepare, Decision      coordinator  → participant
 //	Vote, Ack, Inquire     participant  → coordinator
 //	AdminRequest           admin        → either server
+//	Raft                   replica      → replica of the same group
 //
 // A receiver that checks it against the role of the connection's Hello
 // (and that role against the peer's name and certificate) can trust the
@@ -157,6 +168,8 @@ func Sender(t Type) Role {
 		return RoleParticipant
 	case TypeAdminRequest:
 		return RoleAdmin
+	case TypeRaft:
+		return RoleReplica
 	}
 	return 0
 }
@@ -195,6 +208,10 @@ const (
 	// as a connection error (request id 0), after which the server
 	// closes the connection; nothing the peer sent on it changed state.
 	CodeRefused
+	// CodeNotLeader: this coordinator replica does not lead its group;
+	// nothing was started. The message is the leader's address, or empty
+	// when no leader is known: retry there (or at another replica later).
+	CodeNotLeader
 )
 
 func (c ErrorCode) String() string {
@@ -207,6 +224,8 @@ func (c ErrorCode) String() string {
 		return "internal"
 	case CodeRefused:
 		return "refused"
+	case CodeNotLeader:
+		return "not-leader"
 	}
 	return fmt.Sprintf("ErrorCode(%d)", uint16(c))
 }
@@ -374,7 +393,7 @@ func checkEnum(what string, v, lo, hi uint8) error {
 }
 
 func (m *Hello) check() error {
-	if err := checkEnum("role", uint8(m.Role), uint8(RoleClient), uint8(RoleAdmin)); err != nil {
+	if err := checkEnum("role", uint8(m.Role), uint8(RoleClient), uint8(RoleReplica)); err != nil {
 		return err
 	}
 	return checkLen("name", m.Name, protocol.MaxNameLen)

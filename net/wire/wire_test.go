@@ -50,6 +50,10 @@ func samples() []sample {
 		{4, &Error{Code: CodeUnavailable, Message: []byte("shutting down")}},
 		{0, &Error{Code: CodeRefused, Message: []byte("this is participant p2, not p1")}},
 		{0, &Hello{Role: RoleCoordinator, Name: []byte("p1"), Answer: true}},
+		{4, &Error{Code: CodeNotLeader, Message: []byte("127.0.0.1:7402")}},
+		{0, &Hello{Role: RoleReplica, Name: []byte("2")}},
+		{0, &Raft{Msg: []byte{0x08, 0x03}}},
+		{0, &Raft{Msg: bytes.Repeat([]byte{0xcd}, MaxPayload)}},
 	}
 }
 
@@ -78,6 +82,8 @@ func newOf(t Type) Message {
 		return new(AdminResponse)
 	case TypeError:
 		return new(Error)
+	case TypeRaft:
+		return new(Raft)
 	}
 	return nil
 }
@@ -150,7 +156,9 @@ func TestEncodeRefusesBrokenLimits(t *testing.T) {
 		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: long}}}},
 		{1, &Begin{Txn: txn, Branches: []Branch{{Participant: []byte("a"), Work: make([]byte, protocol.MaxWorkLen+1)}}}},
 		{0, &Hello{Role: 0}},
-		{0, &Hello{Role: RoleAdmin + 1}},
+		{0, &Hello{Role: RoleReplica + 1}},
+		{0, &Raft{}},
+		{0, &Raft{Msg: make([]byte, MaxPayload+1)}},
 		{0, &Hello{Role: RoleClient, Name: long}},
 		{1, &Outcome{Outcome: 0}},
 		{1, &Outcome{Outcome: protocol.OutcomeAborted, Cause: protocol.CauseStaleID + 1}},
@@ -553,7 +561,7 @@ func TestSender(t *testing.T) {
 		TypeHello: 0, TypeBegin: RoleClient, TypeOutcome: 0,
 		TypePrepare: RoleCoordinator, TypeVote: RoleParticipant, TypeDecision: RoleCoordinator,
 		TypeAck: RoleParticipant, TypeInquire: RoleParticipant, TypeAdminRequest: RoleAdmin,
-		TypeAdminResponse: 0, TypeError: 0,
+		TypeAdminResponse: 0, TypeError: 0, TypeRaft: RoleReplica,
 	}
 	for ty := TypeHello; ty < typeEnd; ty++ {
 		w, ok := want[ty]

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/commitd/commitd/coordinator"
+)
+
+// peerList collects --peers ID=ADDR,ID=ADDR,...: every replica of a
+// replicated coordinator, by raft id, at its --listen address.
+type peerList map[uint64]string
+
+func (p peerList) String() string {
+	var parts []string
+	for id, a := range p {
+		parts = append(parts, fmt.Sprintf("%d=%s", id, a))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p peerList) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		ids, addr, ok := strings.Cut(strings.TrimSpace(item), "=")
+		id, err := strconv.ParseUint(ids, 10, 64)
+		if !ok || err != nil || id == 0 || addr == "" {
+			return fmt.Errorf("want ID=ADDR with ID from 1, got %q", item)
+		}
+		if _, dup := p[id]; dup {
+			return fmt.Errorf("replica %d named twice", id)
+		}
+		p[id] = addr
+	}
+	return nil
+}
+
+// replicaFlags registers --id, --peers and the raft timing flags on fs and
+// returns what fills them in cfg after parsing.
+func replicaFlags(fs *flag.FlagSet, cfg *coordinator.Config) func() error {
+	peers := peerList{}
+	fs.Uint64Var(&cfg.ID, "id", 0, "this replica's id in --peers (replicated coordinator)")
+	fs.Var(peers, "peers", "every replica of a replicated coordinator as ID=ADDR,ID=ADDR,... at its --listen address, the same on every replica (off: a lone coordinator)")
+	fs.DurationVar(&cfg.RaftTick, "raft-tick", 50*time.Millisecond, "replicated: raft clock period (a leader's heartbeat)")
+	fs.IntVar(&cfg.ElectionTicks, "election-ticks", 10, "replicated: raft ticks without a leader before an election (randomised up to twice as many)")
+	return func() error {
+		if len(peers) == 0 {
+			if cfg.ID != 0 {
+				return usageError{fmt.Errorf("--id %d without --peers", cfg.ID)}
+			}
+			return nil
+		}
+		if cfg.ID == 0 {
+			return usageError{fmt.Errorf("--peers needs --id (one of %s)", peers)}
+		}
+		if _, ok := peers[cfg.ID]; !ok {
+			return usageError{fmt.Errorf("--id %d is not in --peers %s", cfg.ID, peers)}
+		}
+		listenSet := false
+		fs.Visit(func(f *flag.Flag) { listenSet = listenSet || f.Name == "listen" })
+		if !listenSet {
+			cfg.Listen = peers[cfg.ID]
+		}
+		cfg.Peers = peers
+		return nil
+	}
+}

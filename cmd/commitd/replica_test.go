@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestReplicaBadInput: a replica refuses to start, in one line, when its
+// --id or --peers are wrong or its data directory belongs to another
+// replica or another group.
+func TestReplicaBadInput(t *testing.T) {
+	a, b, c := freeAddr(t), freeAddr(t), freeAddr(t)
+	peers := fmt.Sprintf("1=%s,2=%s,3=%s", a, b, c)
+	base := []string{"coordinator", "--participant", "p1=127.0.0.1:1"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data", t.TempDir(), "--peers", peers}, "--peers needs --id"},
+		{[]string{"--data", t.TempDir(), "--id", "2"}, "--id 2 without --peers"},
+		{[]string{"--data", t.TempDir(), "--id", "4", "--peers", peers}, "--id 4 is not in --peers"},
+		{[]string{"--data", t.TempDir(), "--id", "1", "--peers", "1=" + a + ",1=" + b}, "replica 1 named twice"},
+		{[]string{"--data", t.TempDir(), "--id", "1", "--peers", "1=" + a + ",2=" + a}, "have the same address"},
+		{[]string{"--data", t.TempDir(), "--id", "1", "--peers", "0=" + a}, "want ID=ADDR with ID from 1"},
+		{[]string{"--data", t.TempDir(), "--id", "1", "--peers", peers, "--listen", b}, "is not replica 1's address"},
+	} {
+		r := commitd(t, 20*time.Second, append(base, tc.args...)...)
+		oneLineError(t, r, tc.want)
+	}
+
+	// A data directory made by replica 1 of this group is refused to
+	// replica 2, and to replica 1 of another group.
+	dir := t.TempDir()
+	cmd := exec.Command(binary, append(base, "--data", dir, "--id", "1", "--peers", peers, "--log-level", "error")...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "raft")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replica 1 made no raft log")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // its identity is synced before it serves
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	r := commitd(t, 20*time.Second, append(base, "--data", dir, "--id", "2", "--peers", peers)...)
+	oneLineError(t, r, "created for replica 1 of peers")
+	other := fmt.Sprintf("1=%s,2=%s,3=%s", a, b, freeAddr(t))
+	r = commitd(t, 20*time.Second, append(base, "--data", dir, "--id", "1", "--peers", other)...)
+	oneLineError(t, r, "created for replica 1 of peers")
+}

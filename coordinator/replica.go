@@ -1,0 +1,910 @@
+package coordinator
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"github.com/commitd/commitd/protocol"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/datadir"
+	"github.com/commitd/commitd/internal/pump"
+	"github.com/commitd/commitd/internal/raftlog"
+	"github.com/commitd/commitd/net/link"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/wal"
+)
+
+// A replicated coordinator (Config.Peers; docs/ha.md) runs one raft node
+// on a goroutine of its own (replica.run): the shards' records become raft
+// entries, a record is durable to its shard once its entry is committed
+// (on a quorum), and only the leader runs shards. Each time this replica
+// becomes leader it starts a reign: fresh shards restored from the
+// committed records, exactly as a restarted coordinator restores its log,
+// with their own pumps over a replog. When it stops leading — its term
+// changed or CheckQuorum deposed it — the reign ends at once: its pumps
+// stop, its shards and everything they held in flight are dropped, and
+// its clients' connections are closed so that they see "unknown".
+
+// Limits of the replication.
+const (
+	// maxEntryBytes bounds one raft entry (a batch of records) and raft's
+	// MaxSizePerMsg, so that an append message (at most MaxSizePerMsg of
+	// entries, plus one) fits in one wire.Raft frame.
+	maxEntryBytes = 24 << 10
+	// replicaInbox is how many raft messages wait for the raft goroutine;
+	// beyond it they are dropped and counted (raft repeats what matters).
+	replicaInbox = 4096
+	// entryHeader: u64 term | u64 proposer | u64 first LSN | u32 n.
+	entryHeader = 28
+)
+
+var errDeposed = errors.New("coordinator: no longer the leader")
+
+func (c *Config) validateReplica() error {
+	id := raftlog.Identity{ID: c.ID, Peers: c.Peers}
+	if err := id.Validate(); err != nil {
+		return fmt.Errorf("coordinator: --id/--peers: %w", err)
+	}
+	if c.Listener == nil && c.Listen != c.Peers[c.ID] {
+		return fmt.Errorf("coordinator: --listen %s is not replica %d's address in --peers (%s)", c.Listen, c.ID, c.Peers[c.ID])
+	}
+	return nil
+}
+
+// replica is this coordinator's raft node and what it leads.
+type replica struct {
+	s     *Server
+	id    uint64
+	peers map[uint64]string    // immutable
+	conns map[uint64]*mux.Peer // to every other replica; immutable
+	inbox chan *pb.Message     // from the front door's readers
+	props chan struct{}        // capacity 1: a reign's records wait to be proposed
+
+	// Owned by run.
+	log         *raftlog.Log
+	rn          *raft.RawNode
+	open        map[protocol.TxnID][]byte // committed commit records without a committed end
+	appliedTerm uint64                    // term of the last entry applied
+	applied     uint64                    // index of the last entry applied
+	snapIndex   uint64                    // index of the latest snapshot
+	reign       *reign
+	outBuf      []byte
+
+	// Abort decisions wait for a ReadIndex (holdAbort): held is filled by
+	// the pumps; reading is the batch whose ReadIndex is in flight (owned
+	// by run), readCtx its request context (0: none), readTicks its age.
+	held struct {
+		sync.Mutex
+		aborts []heldAbort
+	}
+	reading   []heldAbort
+	readCtx   uint64
+	readTicks int
+
+	cur     atomic.Pointer[reign]         // the reign the front door routes to; nil when not leading
+	status  atomic.Pointer[replicaStatus] // published by run
+	dropped atomic.Uint64                 // raft messages dropped: inbox full, not connected, too large
+}
+
+type replicaStatus struct {
+	role            string
+	leader          uint64
+	term            uint64
+	applied, snapAt uint64
+}
+
+// reign is one term of leadership: shards, their pumps and the log they
+// append to. Its fields are set before it is published and not changed.
+type reign struct {
+	term   uint64
+	shards []*engine.Shard
+	pumps  []*pump.Pump
+	stats  []shardStats
+	log    *replog
+	wg     sync.WaitGroup
+
+	unproposed [][]byte // owned by run: payloads raft dropped, proposed again
+}
+
+// openReplica opens the raft log and makes the replica; shards come with
+// leadership.
+func (s *Server) openReplica() error {
+	cfg := &s.cfg
+	r := &replica{
+		s:     s,
+		id:    cfg.ID,
+		peers: cfg.Peers,
+		conns: make(map[uint64]*mux.Peer),
+		inbox: make(chan *pb.Message, replicaInbox),
+		props: make(chan struct{}, 1),
+		open:  make(map[protocol.TxnID][]byte),
+	}
+	r.status.Store(&replicaStatus{role: roleName(raft.StateFollower)})
+	dir := filepath.Join(cfg.DataDir, "raft")
+	if cfg.FS == nil {
+		// As for a lone coordinator's log (openLog): too little room for
+		// the segments fails here, with the sizes.
+		if err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("raft log", dir, cfg.SegmentSize)}, datadir.FreeBytes); err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	var err error
+	r.log, err = raftlog.Open(dir, wal.Options{
+		FS:          cfg.FS,
+		SegmentSize: cfg.SegmentSize,
+		OnSync:      s.metrics.observeSync,
+		Logger:      cfg.Logger,
+	}, raftlog.Identity{ID: cfg.ID, Peers: cfg.Peers})
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	// The latest snapshot is the state up to its index (the base one, at
+	// 1, holds nothing).
+	sn := r.log.Snapshot()
+	if err := r.restoreSnapshot(sn); err != nil {
+		_ = r.log.Close()
+		return err
+	}
+	r.rn, err = raft.NewRawNode(&raft.Config{
+		Applied:         r.applied,
+		ID:              cfg.ID,
+		ElectionTick:    cfg.ElectionTicks,
+		HeartbeatTick:   1,
+		Storage:         r.log.Storage(),
+		MaxSizePerMsg:   maxEntryBytes,
+		MaxInflightMsgs: 256,
+		// Bounds what a slow follower's appends hold in memory.
+		MaxInflightBytes: 16 << 20,
+		CheckQuorum:      true,
+		PreVote:          true,
+		ReadOnlyOption:   raft.ReadOnlySafe,
+		Logger:           raftLogger{cfg.Logger},
+	})
+	if err != nil {
+		_ = r.log.Close()
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	for id, addr := range cfg.Peers {
+		if id == cfg.ID {
+			continue
+		}
+		want := strconv.FormatUint(id, 10)
+		r.conns[id] = mux.NewPeer(addr, mux.PeerOptions{
+			Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
+			Hello: wire.Hello{Role: wire.RoleReplica, Name: []byte(strconv.FormatUint(cfg.ID, 10))},
+			// Raft messages go out only once the replica at addr has
+			// accepted us as one of its peers and said it is replica id
+			// (its answer: role coordinator, its id as the name).
+			Check: func(h wire.Hello) error {
+				if h.Role != wire.RoleCoordinator || string(h.Name) != want {
+					return fmt.Errorf("want coordinator replica %s, got %v %q", want, h.Role, h.Name)
+				}
+				return nil
+			},
+			Dial:  link.Dialer(cfg.TLS),
+			Conns: 1,
+		})
+	}
+	// Apply what is committed already, so that a lone restart holds its
+	// records before it hears from anyone.
+	if err := r.handleReady(); err != nil {
+		return err
+	}
+	s.rep = r
+	return nil
+}
+
+// heldAbort is an abort decision for a participant, waiting for proof
+// that this replica still leads.
+type heldAbort struct {
+	shard int
+	to    string
+	txn   protocol.TxnID
+	term  uint64
+}
+
+// holdAbort queues an abort decision a shard produced. No record backs an
+// abort (presumed abort answers an inquiry or a vote about a transaction
+// the shard does not know; a timeout aborts one it never decided): a
+// leader that was paused or cut off, and does not know yet that another
+// replica leads, could answer "abort" for a transaction the new leader
+// committed. So the decision leaves only after a ReadIndex issued after it
+// confirms that a quorum still follows this replica in its reign's term
+// (raft's ReadOnlySafe: a heartbeat round, no lease, no clock). If the
+// reign ends first the decision is dropped; the participant asks again.
+// Called on a pump goroutine.
+func (r *replica) holdAbort(shard int, to string, txn protocol.TxnID) {
+	g := r.cur.Load()
+	if g == nil {
+		return
+	}
+	r.held.Lock()
+	r.held.aborts = append(r.held.aborts, heldAbort{shard: shard, to: to, txn: txn, term: g.term})
+	r.held.Unlock()
+	select {
+	case r.props <- struct{}{}:
+	default:
+	}
+}
+
+// gate starts a ReadIndex for the held aborts when none is in flight, and
+// repeats one that got no answer (its heartbeats were lost) after two
+// election timeouts.
+func (r *replica) gate() {
+	if r.reign == nil {
+		r.reading, r.readCtx = r.reading[:0], 0
+		r.held.Lock()
+		r.held.aborts = r.held.aborts[:0]
+		r.held.Unlock()
+		return
+	}
+	if r.readCtx != 0 && r.readTicks <= 2*r.s.cfg.ElectionTicks {
+		return
+	}
+	if r.readCtx == 0 {
+		r.held.Lock()
+		r.reading, r.held.aborts = r.held.aborts, r.reading[:0]
+		r.held.Unlock()
+		if len(r.reading) == 0 {
+			return
+		}
+	}
+	r.readCtx++
+	if r.readCtx == 0 {
+		r.readCtx = 1
+	}
+	r.readTicks = 0
+	r.rn.ReadIndex(binary.LittleEndian.AppendUint64(nil, r.readCtx))
+}
+
+// readDone releases the aborts a confirmed ReadIndex covers.
+func (r *replica) readDone(rs raft.ReadState) {
+	if r.readCtx == 0 || len(rs.RequestCtx) != 8 || binary.LittleEndian.Uint64(rs.RequestCtx) != r.readCtx {
+		return // an earlier, repeated request
+	}
+	g := r.reign
+	for _, a := range r.reading {
+		if g == nil || a.term != g.term {
+			continue
+		}
+		d := wire.Decision{Txn: a.txn, Decision: protocol.DecisionAbort}
+		r.s.peers[a.to].send(a.shard, &d)
+	}
+	r.reading, r.readCtx = r.reading[:0], 0
+}
+
+// step hands a raft message from another replica to the raft goroutine,
+// or drops it when that is behind (raft repeats what matters).
+func (r *replica) step(m *pb.Message) {
+	select {
+	case r.inbox <- m:
+	default:
+		r.dropped.Add(1)
+	}
+}
+
+// run drives the raft node until the server stops.
+func (r *replica) run() {
+	cfg := &r.s.cfg
+	ticker := time.NewTicker(cfg.RaftTick)
+	defer ticker.Stop()
+	defer func() {
+		if r.reign != nil {
+			r.endReign()
+		}
+	}()
+	for {
+		select {
+		case <-r.s.life.Stopping():
+			return
+		case <-ticker.C:
+			r.rn.Tick()
+			r.readTicks++
+		case m := <-r.inbox:
+			r.stepRaft(m)
+			for more := true; more; {
+				select {
+				case m := <-r.inbox:
+					r.stepRaft(m)
+				default:
+					more = false
+				}
+			}
+		case <-r.props:
+		}
+		r.propose()
+		if err := r.handleReady(); err != nil {
+			r.s.life.Fail(err)
+			return
+		}
+		if err := r.leadership(); err != nil {
+			r.s.life.Fail(err)
+			return
+		}
+		r.gate()
+	}
+}
+
+func (r *replica) stepRaft(m *pb.Message) {
+	// Local message types never come from the network.
+	if raft.IsLocalMsg(m.GetType()) {
+		r.dropped.Add(1)
+		return
+	}
+	// An error is a message for another group or a stale one: ignored.
+	_ = r.rn.Step(m)
+}
+
+// handleReady persists, sends and applies everything raft has ready. The
+// entries and hard state are durable before any message of the same Ready
+// leaves (raft's README: nothing is sent before it is persisted).
+func (r *replica) handleReady() error {
+	for r.rn.HasReady() {
+		rd := r.rn.Ready()
+		if err := r.log.Save(&rd); err != nil {
+			return fmt.Errorf("coordinator: raft log: %w", err)
+		}
+		if rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot) {
+			// This replica was too far behind: the leader's state replaces
+			// its own.
+			if err := r.restoreSnapshot(rd.Snapshot); err != nil {
+				return err
+			}
+		}
+		r.send(rd.Messages)
+		for _, rs := range rd.ReadStates {
+			r.readDone(rs)
+		}
+		for _, e := range rd.CommittedEntries {
+			if err := r.apply(e); err != nil {
+				return err
+			}
+		}
+		r.rn.Advance(rd)
+	}
+	return r.compact()
+}
+
+// compact snapshots the applied state every Config.RaftSnapshotEvery
+// entries — the commit records without an end: what a new leader restores
+// from — so that neither the raft log on disk nor its copy in memory grows
+// without bound. A quarter of that many entries is kept before the
+// snapshot for followers a little behind; one further behind gets the
+// snapshot.
+func (r *replica) compact() error {
+	every := uint64(r.s.cfg.RaftSnapshotEvery)
+	if r.applied < r.snapIndex+every {
+		return nil
+	}
+	ids := make([]uint64, 0, len(r.peers))
+	for id := range r.peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	if err := r.log.Compact(r.applied, &pb.ConfState{Voters: ids}, r.encodeOpen(), every/4); err != nil {
+		return fmt.Errorf("coordinator: raft log: %w", err)
+	}
+	r.snapIndex = r.applied
+	return nil
+}
+
+// encodeOpen is the snapshot's data: n × (u32 len, commit record), in
+// transaction order.
+func (r *replica) encodeOpen() []byte {
+	txns := make([]protocol.TxnID, 0, len(r.open))
+	for id := range r.open {
+		txns = append(txns, id)
+	}
+	slices.SortFunc(txns, func(a, b protocol.TxnID) int { return bytes.Compare(a[:], b[:]) })
+	var b []byte
+	for _, id := range txns {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(r.open[id])))
+		b = append(b, r.open[id]...)
+	}
+	return b
+}
+
+// restoreSnapshot replaces the applied state with a snapshot's.
+func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
+	open := make(map[protocol.TxnID][]byte)
+	d := sn.GetData()
+	var rec engine.Record
+	for len(d) > 0 {
+		if len(d) < 4 || len(d) < 4+int(binary.LittleEndian.Uint32(d)) {
+			return fmt.Errorf("coordinator: snapshot at %d truncated: %w", sn.GetMetadata().GetIndex(), wal.ErrCorrupt)
+		}
+		l := int(binary.LittleEndian.Uint32(d))
+		rec = engine.Record{}
+		if err := rec.UnmarshalBinary(d[4 : 4+l]); err != nil || rec.Type != engine.RecCommit {
+			return fmt.Errorf("coordinator: snapshot at %d holds a bad record: %w", sn.GetMetadata().GetIndex(), wal.ErrCorrupt)
+		}
+		open[rec.Txn] = slices.Clone(d[4 : 4+l])
+		d = d[4+l:]
+	}
+	r.open = open
+	r.applied, r.snapIndex = sn.GetMetadata().GetIndex(), sn.GetMetadata().GetIndex()
+	r.appliedTerm = sn.GetMetadata().GetTerm()
+	return nil
+}
+
+func (r *replica) send(msgs []*pb.Message) {
+	for _, m := range msgs {
+		p := r.conns[m.GetTo()]
+		if p == nil {
+			r.dropped.Add(1)
+			continue
+		}
+		var err error
+		r.outBuf, err = proto.MarshalOptions{}.MarshalAppend(r.outBuf[:0], m)
+		if err != nil {
+			panic(fmt.Sprintf("coordinator: encoding a raft message: %v", err))
+		}
+		if len(r.outBuf) > wire.MaxPayload {
+			// Unreachable with maxEntryBytes; raft will try again.
+			r.dropped.Add(1)
+			r.rn.ReportUnreachable(m.GetTo())
+			continue
+		}
+		if err := p.Send(&wire.Raft{Msg: r.outBuf}); err != nil {
+			r.dropped.Add(1)
+			r.rn.ReportUnreachable(m.GetTo())
+		}
+	}
+}
+
+// apply applies one committed entry: every replica keeps the commit
+// records whose transaction has not ended, to restore a reign from; the
+// leader that proposed it learns that its records are durable.
+func (r *replica) apply(e *pb.Entry) error {
+	r.appliedTerm, r.applied = e.GetTerm(), e.GetIndex()
+	if e.GetType() != pb.EntryNormal {
+		// Membership is static (raftlog's base snapshot): no replica
+		// proposes a change.
+		return fmt.Errorf("coordinator: raft entry %d is a %v; membership changes are not supported", e.GetIndex(), e.GetType())
+	}
+	d := e.GetData()
+	if len(d) == 0 {
+		return nil // a new leader's empty entry
+	}
+	if len(d) < entryHeader {
+		return fmt.Errorf("coordinator: raft entry %d: %d bytes: %w", e.GetIndex(), len(d), wal.ErrCorrupt)
+	}
+	term := binary.LittleEndian.Uint64(d)
+	proposer := binary.LittleEndian.Uint64(d[8:])
+	first := binary.LittleEndian.Uint64(d[16:])
+	n := binary.LittleEndian.Uint32(d[24:])
+	d = d[entryHeader:]
+	var rec engine.Record
+	for i := range n {
+		if len(d) < 4 || len(d) < 4+int(binary.LittleEndian.Uint32(d)) {
+			return fmt.Errorf("coordinator: raft entry %d: record %d truncated: %w", e.GetIndex(), i, wal.ErrCorrupt)
+		}
+		l := int(binary.LittleEndian.Uint32(d))
+		data := d[4 : 4+l]
+		d = d[4+l:]
+		rec = engine.Record{}
+		if err := rec.UnmarshalBinary(data); err != nil {
+			return fmt.Errorf("coordinator: raft entry %d: record %d: %v: %w", e.GetIndex(), i, err, wal.ErrCorrupt)
+		}
+		switch rec.Type {
+		case engine.RecCommit:
+			r.open[rec.Txn] = append([]byte(nil), data...)
+		case engine.RecEnd:
+			delete(r.open, rec.Txn)
+		default:
+			return fmt.Errorf("coordinator: raft entry %d holds a %v record: %w", e.GetIndex(), rec.Type, wal.ErrCorrupt)
+		}
+	}
+	if g := r.reign; g != nil && term == g.term && proposer == r.id && n > 0 {
+		g.log.durableTo(wal.LSN(first + uint64(n) - 1))
+	}
+	return nil
+}
+
+// propose hands the reign's waiting records to raft, one entry per
+// maxEntryBytes. A proposal raft drops (no leader for a moment, a
+// transfer) is kept and proposed again on the next turn while the reign
+// lasts; when it ends, its records die with it.
+func (r *replica) propose() {
+	g := r.reign
+	if g == nil {
+		return
+	}
+	for len(g.unproposed) > 0 {
+		if r.rn.Propose(g.unproposed[0]) != nil {
+			return
+		}
+		g.unproposed = g.unproposed[1:]
+	}
+	for {
+		p := g.log.take(g.term, r.id)
+		if p == nil {
+			return
+		}
+		if r.rn.Propose(p) != nil {
+			g.unproposed = append(g.unproposed, p)
+			return
+		}
+	}
+}
+
+// leadership starts a reign once this replica leads and has applied every
+// entry of earlier terms (its own term's first entry is applied), and ends
+// it as soon as it no longer leads in that term.
+func (r *replica) leadership() error {
+	st := r.rn.BasicStatus()
+	term := st.GetTerm()
+	r.status.Store(&replicaStatus{role: roleName(st.RaftState), leader: st.Lead, term: term, applied: r.applied, snapAt: r.snapIndex})
+	if g := r.reign; g != nil && (st.RaftState != raft.StateLeader || term != g.term) {
+		r.s.cfg.Logger.Info("coordinator replica stops leading", "id", r.id, "term", g.term, "now", roleName(st.RaftState), "new_term", term)
+		r.endReign()
+	}
+	if r.reign == nil && st.RaftState == raft.StateLeader && r.appliedTerm == term {
+		if err := r.startReign(term); err != nil {
+			return err
+		}
+		r.s.cfg.Logger.Info("coordinator replica leads", "id", r.id, "term", term, "restored", len(r.open))
+	}
+	return nil
+}
+
+// roleName is the role as admin status reports it.
+func roleName(s raft.StateType) string {
+	switch s {
+	case raft.StateLeader:
+		return "leader"
+	case raft.StateCandidate:
+		return "candidate"
+	case raft.StatePreCandidate:
+		return "pre-candidate"
+	}
+	return "follower"
+}
+
+// startReign makes fresh shards from the committed records and starts
+// their pumps, as a restarted coordinator does with its log. A record the
+// shards refuse stops the replica with that error (nothing was started).
+//
+// The shards' StartUnixMs is now, when they are built: they are restored
+// from the open commit records only, so they remember no transaction that
+// ended before this reign — whatever this replica applied — and must
+// refuse ids older than their own start (docs/ha.md, "Transaction ids").
+func (r *replica) startReign(term uint64) error {
+	cfg := &r.s.cfg
+	n := cfg.Shards
+	scfg := cfg.shardConfig()
+	scfg.StartUnixMs = time.Now().UnixMilli()
+	g := &reign{
+		term:   term,
+		shards: make([]*engine.Shard, n),
+		pumps:  make([]*pump.Pump, n),
+		stats:  make([]shardStats, n),
+		log:    &replog{props: r.props},
+	}
+	for i := range n {
+		g.shards[i] = engine.NewShard(scfg)
+		out := &shardOutput{s: r.s, shard: i}
+		g.pumps[i] = pump.New(g.shards[i], g.log, out, cfg.Tick)
+		out.pump = g.pumps[i]
+		g.pumps[i].NoBatch = cfg.NoBatch
+		g.pumps[i].OnLoop = func() {
+			st := &g.stats[i]
+			st.mu.Lock()
+			st.s = g.shards[i].Stats()
+			st.mu.Unlock()
+		}
+	}
+	idx := make([]uint64, n)
+	var lsn wal.LSN
+	var rec engine.Record
+	for _, data := range r.open {
+		rec = engine.Record{}
+		if err := rec.UnmarshalBinary(data); err != nil {
+			panic(fmt.Sprintf("coordinator: a record apply accepted does not decode: %v", err))
+		}
+		k := engine.ShardFor(rec.Txn, n)
+		if err := g.shards[k].Restore(rec); err != nil {
+			return fmt.Errorf("coordinator: restoring a reign of term %d: %w", term, err)
+		}
+		idx[k]++
+		lsn++
+		g.pumps[k].Restored(idx[k], lsn)
+	}
+	g.log.mu.last, g.log.mu.durable = lsn, lsn
+	r.reign = g
+	for i, pm := range g.pumps {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if err := pm.Run(); err != nil && !errors.Is(err, pump.ErrStopped) {
+				r.s.life.Fail(fmt.Errorf("coordinator shard %d: %w", i, err))
+			}
+		}()
+	}
+	r.cur.Store(g)
+	return nil
+}
+
+// endReign stops the reign's shards and drops what they held: clients
+// waiting on them see their connection close (unknown), participants
+// inquire at the next leader.
+func (r *replica) endReign() {
+	g := r.reign
+	r.reign = nil
+	r.cur.Store(nil)
+	for _, pm := range g.pumps {
+		pm.Stop()
+	}
+	g.wg.Wait()
+	g.log.fail(errDeposed)
+	r.s.clients.closeClients()
+}
+
+// report fills a replica's part of the status and returns the shard
+// statistics of the reign, if any.
+func (r *replica) report(st *Status) []shardStats {
+	rs := r.status.Load()
+	st.Role, st.Term, st.RaftApplied, st.RaftSnapshot = rs.role, rs.term, rs.applied, rs.snapAt
+	if rs.leader != 0 {
+		st.Leader = r.peers[rs.leader]
+	}
+	if g := r.cur.Load(); g != nil {
+		st.Shards = len(g.shards)
+		return g.stats
+	}
+	return nil
+}
+
+// notLeader answers a request this replica cannot serve: try the leader.
+func (r *replica) notLeader(c *mux.Conn, reqID uint64) error {
+	var addr []byte
+	if st := r.status.Load(); st.leader != 0 && st.leader != r.id {
+		addr = []byte(r.peers[st.leader])
+	}
+	return c.Reply(reqID, &wire.Error{Code: wire.CodeNotLeader, Message: addr})
+}
+
+// pumpFor returns the pump of the shard that owns id, or nil when this
+// replica does not lead.
+func (s *Server) pumpFor(id protocol.TxnID) *pump.Pump {
+	if s.rep == nil {
+		return s.pumps[engine.ShardFor(id, len(s.pumps))]
+	}
+	g := s.rep.cur.Load()
+	if g == nil {
+		return nil
+	}
+	return g.pumps[engine.ShardFor(id, len(g.pumps))]
+}
+
+// admit checks the Hello of a connection that says it is another replica
+// of this group (r nil: this coordinator runs alone and refuses it): its
+// name must be the raft id of one of Config.Peers other than this one and,
+// with TLS, its certificate must be valid for the host of that peer's
+// address — the identity this replica already requires when it dials that
+// peer. Only then does the mux let its Raft frames through
+// (wire.Sender(TypeRaft) is RoleReplica).
+func (r *replica) admit(c *mux.Conn, name []byte) error {
+	if r == nil {
+		return mux.Refuse("this coordinator is not a replica of a group (no --peers)")
+	}
+	id, err := strconv.ParseUint(string(name), 10, 64)
+	addr, ok := r.peers[id]
+	if err != nil || !ok || id == r.id {
+		return mux.Refuse("replica %q is not one of this replica's --peers", name)
+	}
+	if err := link.Identity(c, []string{link.Host(addr)}); err != nil {
+		return mux.Refuse("replica %d not accepted: %v", id, err)
+	}
+	return nil
+}
+
+// raftMessage takes a Raft frame from another replica's connection: the mux
+// has checked that the connection said Hello as a replica, and admit that
+// it is one of Peers.
+func (d *frontDoor) raftMessage(c *mux.Conn, f wire.Frame) error {
+	s := d.s
+	_, name := c.Hello()
+	if s.rep == nil {
+		return mux.Refuse("this coordinator is not a replica of a group")
+	}
+	var w wire.Raft
+	if err := w.Decode(f); err != nil {
+		return err
+	}
+	m := &pb.Message{}
+	if err := proto.Unmarshal(w.Msg, m); err != nil {
+		return fmt.Errorf("undecodable raft message: %w", err)
+	}
+	if id, err := strconv.ParseUint(name, 10, 64); err != nil || id != m.GetFrom() || id == s.rep.id || s.rep.peers[id] == "" {
+		// Every identity on a connection is checked (FACTS.md, rule 11).
+		return mux.Refuse("raft message from %d on the connection of replica %q", m.GetFrom(), name)
+	}
+	s.rep.step(m)
+	return nil
+}
+
+// closeClients closes every client connection: their requests in flight
+// end "unknown".
+func (t *clientTable) closeClients() {
+	t.mu.RLock()
+	var conns []*mux.Conn
+	for c := range t.ids {
+		if role, _ := c.Hello(); role == wire.RoleClient {
+			conns = append(conns, c)
+		}
+	}
+	t.mu.RUnlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// replog is a reign's log under its pumps: records appended are batched
+// into raft entries by the raft goroutine, and are durable once their
+// entry is committed. LSNs are the reign's own (1, 2, 3… after the
+// restored records), not the raft index.
+type replog struct {
+	props chan struct{} // the replica's
+	mu    struct {
+		sync.Mutex
+		last, durable wal.LSN
+		batch         []byte // records waiting: n × (u32 len, record)
+		n             uint32
+		first         wal.LSN
+		waiters       []logWaiter
+		err           error
+	}
+}
+
+type logWaiter struct {
+	lsn wal.LSN
+	w   wal.Waiter
+}
+
+// Append implements pump.Log.
+func (l *replog) Append(rec []byte) (wal.LSN, error) {
+	l.mu.Lock()
+	if l.mu.err != nil {
+		err := l.mu.err
+		l.mu.Unlock()
+		return 0, err
+	}
+	l.mu.last++
+	if l.mu.n == 0 {
+		l.mu.first = l.mu.last
+	}
+	l.mu.batch = binary.LittleEndian.AppendUint32(l.mu.batch, uint32(len(rec)))
+	l.mu.batch = append(l.mu.batch, rec...)
+	l.mu.n++
+	lsn := l.mu.last
+	l.mu.Unlock()
+	select {
+	case l.props <- struct{}{}:
+	default:
+	}
+	return lsn, nil
+}
+
+// AppendLazy implements pump.Log: raft batches anyway.
+func (l *replog) AppendLazy(rec []byte) (wal.LSN, error) { return l.Append(rec) }
+
+// LastLSN implements pump.Log.
+func (l *replog) LastLSN() wal.LSN {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.last
+}
+
+// Notify implements pump.Log.
+func (l *replog) Notify(lsn wal.LSN, w wal.Waiter) {
+	l.mu.Lock()
+	if err := l.mu.err; err != nil {
+		l.mu.Unlock()
+		w.LogFailed(lsn, err)
+		return
+	}
+	if lsn <= l.mu.durable {
+		d := l.mu.durable
+		l.mu.Unlock()
+		w.LogDurable(d)
+		return
+	}
+	l.mu.waiters = append(l.mu.waiters, logWaiter{lsn, w})
+	l.mu.Unlock()
+}
+
+// take returns the next entry to propose (nil if nothing waits): up to
+// maxEntryBytes of records, at least one.
+func (l *replog) take(term, proposer uint64) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.n == 0 {
+		return nil
+	}
+	b := l.mu.batch
+	cut, n := 0, uint32(0)
+	for cut < len(b) {
+		size := 4 + int(binary.LittleEndian.Uint32(b[cut:]))
+		if n > 0 && cut+size > maxEntryBytes-entryHeader {
+			break
+		}
+		cut += size
+		n++
+	}
+	p := make([]byte, 0, entryHeader+cut)
+	p = binary.LittleEndian.AppendUint64(p, term)
+	p = binary.LittleEndian.AppendUint64(p, proposer)
+	p = binary.LittleEndian.AppendUint64(p, uint64(l.mu.first))
+	p = binary.LittleEndian.AppendUint32(p, n)
+	p = append(p, b[:cut]...)
+	l.mu.batch = append(b[:0], b[cut:]...)
+	l.mu.n -= n
+	l.mu.first += wal.LSN(n)
+	return p
+}
+
+// durableTo: every record up to lsn is committed.
+func (l *replog) durableTo(lsn wal.LSN) {
+	l.mu.Lock()
+	if lsn <= l.mu.durable {
+		l.mu.Unlock()
+		return
+	}
+	l.mu.durable = lsn
+	k := 0
+	for k < len(l.mu.waiters) && l.mu.waiters[k].lsn <= lsn {
+		k++
+	}
+	done := append([]logWaiter(nil), l.mu.waiters[:k]...)
+	l.mu.waiters = append(l.mu.waiters[:0], l.mu.waiters[k:]...)
+	l.mu.Unlock()
+	for _, w := range done {
+		w.w.LogDurable(lsn)
+	}
+}
+
+// fail ends the log: nothing appended to it will be durable.
+func (l *replog) fail(err error) {
+	l.mu.Lock()
+	l.mu.err = err
+	ws := l.mu.waiters
+	l.mu.waiters = nil
+	l.mu.Unlock()
+	for _, w := range ws {
+		w.w.LogFailed(w.lsn, err)
+	}
+}
+
+// raftLogger sends the raft library's logs to the coordinator's logger:
+// its chatter at debug level, warnings and errors as such.
+type raftLogger struct{ l *slog.Logger }
+
+func (g raftLogger) Debug(v ...any)                 { g.l.Debug("raft: " + fmt.Sprint(v...)) }
+func (g raftLogger) Debugf(format string, v ...any) { g.l.Debug("raft: " + fmt.Sprintf(format, v...)) }
+func (g raftLogger) Info(v ...any)                  { g.l.Debug("raft: " + fmt.Sprint(v...)) }
+func (g raftLogger) Infof(format string, v ...any)  { g.l.Debug("raft: " + fmt.Sprintf(format, v...)) }
+func (g raftLogger) Warning(v ...any)               { g.l.Warn("raft: " + fmt.Sprint(v...)) }
+func (g raftLogger) Warningf(format string, v ...any) {
+	g.l.Warn("raft: " + fmt.Sprintf(format, v...))
+}
+func (g raftLogger) Error(v ...any)                 { g.l.Error("raft: " + fmt.Sprint(v...)) }
+func (g raftLogger) Errorf(format string, v ...any) { g.l.Error("raft: " + fmt.Sprintf(format, v...)) }
+func (g raftLogger) Fatal(v ...any)                 { panic("raft: " + fmt.Sprint(v...)) }
+func (g raftLogger) Fatalf(format string, v ...any) { panic("raft: " + fmt.Sprintf(format, v...)) }
+func (g raftLogger) Panic(v ...any)                 { panic("raft: " + fmt.Sprint(v...)) }
+func (g raftLogger) Panicf(format string, v ...any) { panic("raft: " + fmt.Sprintf(format, v...)) }

@@ -1,0 +1,687 @@
+package coordinator_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"github.com/commitd/commitd/protocol"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"testing/cryptotest"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/commitd/commitd/engine"
+)
+
+// The replicated coordinator's rules (docs/ha.md) checked in a seeded,
+// single-goroutine simulation: three real raft RawNodes with PreVote and
+// CheckQuorum, the real engine.Shard on whichever replica leads, and two
+// real engine.Participants, over a network that drops, duplicates, delays
+// and reorders messages, with leader crashes (a crash keeps what raft
+// saved: replicas save every Ready before sending, as replica.go does),
+// partitions and pauses (a paused replica neither ticks nor reads; when it
+// wakes it reads the participants' messages before raft's, the order that
+// lets a stale leader answer from stale state).
+//
+// The glue — a reign starts once the leader applied its term's first
+// entry, from the committed commit records without an end; a record is
+// durable to its shard when its entry is committed; a reign ends as soon
+// as the term or the role changes; aborts wait for a ReadIndex — is a
+// model of replica.go's, written again here on one goroutine: the
+// simulation checks the rules with the real raft and engine machines, not
+// replica.go's goroutines and sockets (TestReplicatedCoordinatorFailsOver
+// runs those).
+//
+// Checked after every event: no two participants apply different
+// decisions for one transaction, and no participant applies a decision
+// other than the one its client was told. At the end, with every fault
+// healed, every transaction a client was told committed is applied as
+// committed by every participant, and no participant holds one in doubt.
+
+type simBugs struct {
+	ackBeforeCommit bool // a record is durable to its shard when proposed
+	forgetRedrive   bool // a new leader's shards start empty
+	staleAnswer     bool // aborts leave at once, no ReadIndex
+}
+
+type simMsg struct {
+	deliverAt int
+	raft      *pb.Message    // replica → replica
+	m         engine.Message // 2PC
+	toNode    uint64         // for raft and for participants' messages; 0: to a participant (m.To)
+}
+
+type simReign struct {
+	term       uint64
+	shard      *engine.Shard
+	unproposed [][]byte
+}
+
+type simNode struct {
+	id          uint64
+	storage     *raft.MemoryStorage
+	rn          *raft.RawNode
+	open        map[protocol.TxnID][]byte
+	appliedTerm uint64
+	reign       *simReign
+	down        bool
+	pausedUntil int
+	cutUntil    int // partitioned from the other replicas until then
+
+	held, reading []simAbort
+	readCtx       uint64
+	readTicks     int
+}
+
+type simAbort struct {
+	to   string
+	txn  protocol.TxnID
+	term uint64
+}
+
+type simPart struct {
+	p       *engine.Participant
+	applied map[protocol.TxnID]protocol.Decision
+}
+
+type yesResource struct{}
+
+func (yesResource) Prepare(protocol.TxnID, []byte) protocol.Vote { return protocol.VoteYes }
+func (yesResource) Commit(protocol.TxnID)                        {}
+func (yesResource) Abort(protocol.TxnID)                         {}
+func (yesResource) Restore(protocol.TxnID, []byte)               {}
+func (yesResource) Snapshot(dst []byte) []byte                   { return dst }
+func (yesResource) Load([]byte) error                            { return nil }
+
+type sim struct {
+	t      testing.TB
+	seed   uint64
+	rng    *rand.Rand
+	bugs   simBugs
+	now    int
+	nodes  []*simNode
+	parts  map[string]*simPart
+	net    []simMsg
+	told   map[protocol.TxnID]protocol.Outcome // what clients were told (committed or aborted)
+	txns   []protocol.TxnID
+	faults bool
+	failed string
+	events map[string]int // faults injected and reigns started, for the log
+}
+
+const (
+	simElectionTicks = 10
+	simMaxDelay      = 6
+)
+
+// simParts are the participants, in the order every loop visits them.
+var simParts = []string{"p1", "p2"}
+
+func newSim(t *testing.T, seed uint64, bugs simBugs) *sim {
+	// raft draws its election jitter from crypto/rand: seeded too, so
+	// that a seed replays exactly.
+	cryptotest.SetGlobalRandom(t, seed)
+	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 99)), bugs: bugs,
+		parts: map[string]*simPart{}, told: map[protocol.TxnID]protocol.Outcome{}, faults: true, events: map[string]int{}}
+	for id := uint64(1); id <= 3; id++ {
+		st := raft.NewMemoryStorage()
+		// raftlog's base snapshot: index 1, every replica a voter.
+		if err := st.ApplySnapshot(&pb.Snapshot{Metadata: &pb.SnapshotMetadata{
+			Index: proto.Uint64(1), Term: proto.Uint64(1), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}); err != nil {
+			t.Fatal(err)
+		}
+		n := &simNode{id: id, storage: st}
+		s.nodes = append(s.nodes, n)
+		s.boot(n)
+	}
+	for _, name := range simParts {
+		s.parts[name] = &simPart{
+			p: engine.NewParticipant(engine.ParticipantConfig{Name: name, InquireAfterTicks: 8, InquireMaxTicks: 30,
+				RememberTicks: 10000}, yesResource{}),
+			applied: map[protocol.TxnID]protocol.Decision{},
+		}
+	}
+	return s
+}
+
+// boot (re)starts a replica from what its storage holds.
+func (s *sim) boot(n *simNode) {
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID: n.id, ElectionTick: simElectionTicks, HeartbeatTick: 1, Storage: n.storage,
+		MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 64, CheckQuorum: true, PreVote: true,
+		ReadOnlyOption: raft.ReadOnlySafe, Logger: raftQuiet{},
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	n.rn, n.open, n.appliedTerm, n.reign = rn, map[protocol.TxnID][]byte{}, 0, nil
+	n.held, n.reading, n.readCtx, n.down = nil, nil, 0, false
+}
+
+func (s *sim) fail(format string, args ...any) {
+	if s.failed == "" {
+		s.failed = fmt.Sprintf("seed %d, tick %d: ", s.seed, s.now) + fmt.Sprintf(format, args...)
+	}
+}
+
+func (s *sim) send(m simMsg) {
+	m.deliverAt = s.now + s.rng.IntN(simMaxDelay)
+	if s.faults && s.rng.IntN(100) < 5 {
+		return // dropped
+	}
+	s.net = append(s.net, m)
+	if s.faults && s.rng.IntN(100) < 3 {
+		d := m
+		d.deliverAt += s.rng.IntN(simMaxDelay)
+		s.net = append(s.net, d) // duplicated
+	}
+}
+
+// --- a replica ---
+
+func (s *sim) drive(n *simNode) {
+	for n.rn.HasReady() {
+		rd := n.rn.Ready()
+		if len(rd.Entries) > 0 {
+			if err := n.storage.Append(rd.Entries); err != nil {
+				s.t.Fatal(err)
+			}
+		}
+		if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
+			if err := n.storage.SetHardState(proto.Clone(rd.HardState).(*pb.HardState)); err != nil {
+				s.t.Fatal(err)
+			}
+		}
+		for _, m := range rd.Messages {
+			s.send(simMsg{raft: proto.Clone(m).(*pb.Message), toNode: m.GetTo()})
+		}
+		for _, rs := range rd.ReadStates {
+			s.readDone(n, rs)
+		}
+		for _, e := range rd.CommittedEntries {
+			s.apply(n, e)
+		}
+		n.rn.Advance(rd)
+	}
+	s.leadership(n)
+	s.gate(n)
+	s.propose(n)
+}
+
+func (s *sim) apply(n *simNode, e *pb.Entry) {
+	n.appliedTerm = e.GetTerm()
+	d := e.GetData()
+	if e.GetType() != pb.EntryNormal || len(d) == 0 {
+		return
+	}
+	term, proposer := binary.LittleEndian.Uint64(d), binary.LittleEndian.Uint64(d[8:])
+	last, cnt := binary.LittleEndian.Uint64(d[16:]), binary.LittleEndian.Uint32(d[24:])
+	d = d[28:]
+	for range cnt {
+		l := binary.LittleEndian.Uint32(d)
+		var rec engine.Record
+		if err := rec.UnmarshalBinary(d[4 : 4+l]); err != nil {
+			s.t.Fatal(err)
+		}
+		switch rec.Type {
+		case engine.RecCommit:
+			n.open[rec.Txn] = slices.Clone(d[4 : 4+l])
+		case engine.RecEnd:
+			delete(n.open, rec.Txn)
+		}
+		d = d[4+l:]
+	}
+	if g := n.reign; g != nil && g.term == term && proposer == n.id && !s.bugs.ackBeforeCommit {
+		g.shard.Durable(last)
+		s.drainShard(n)
+	}
+}
+
+func (s *sim) leadership(n *simNode) {
+	st := n.rn.BasicStatus()
+	if g := n.reign; g != nil && (st.RaftState != raft.StateLeader || st.GetTerm() != g.term) {
+		n.reign = nil // the shard and all it held in flight are dropped
+	}
+	if n.reign == nil && st.RaftState == raft.StateLeader && n.appliedTerm == st.GetTerm() {
+		g := &simReign{term: st.GetTerm(), shard: engine.NewShard(engine.ShardConfig{
+			PrepareTimeoutTicks: 20, RedeliverMinTicks: 3, RedeliverMaxTicks: 20, RememberTicks: 10000})}
+		if !s.bugs.forgetRedrive {
+			ids := make([]protocol.TxnID, 0, len(n.open))
+			for id := range n.open {
+				ids = append(ids, id)
+			}
+			slices.SortFunc(ids, func(a, b protocol.TxnID) int { return slices.Compare(a[:], b[:]) })
+			for _, id := range ids {
+				var rec engine.Record
+				if err := rec.UnmarshalBinary(n.open[id]); err != nil {
+					s.t.Fatal(err)
+				}
+				g.shard.Restore(rec)
+			}
+		}
+		n.reign = g
+		s.events["reigns"]++
+		s.drainShard(n)
+	}
+}
+
+// drainShard moves the leader's shard outputs out: records proposed (one
+// entry per Ready), messages sent, aborts held for a ReadIndex, replies
+// told to clients.
+func (s *sim) drainShard(n *simNode) {
+	g := n.reign
+	for g != nil && g.shard.HasReady() {
+		rd := g.shard.Ready()
+		if len(rd.Records) > 0 {
+			p := binary.LittleEndian.AppendUint64(nil, g.term)
+			p = binary.LittleEndian.AppendUint64(p, n.id)
+			last := rd.FirstIndex + uint64(len(rd.Records)) - 1
+			p = binary.LittleEndian.AppendUint64(p, last)
+			p = binary.LittleEndian.AppendUint32(p, uint32(len(rd.Records)))
+			for _, r := range rd.Records {
+				b, err := r.AppendBinary(nil)
+				if err != nil {
+					s.t.Fatal(err)
+				}
+				p = binary.LittleEndian.AppendUint32(p, uint32(len(b)))
+				p = append(p, b...)
+			}
+			g.unproposed = append(g.unproposed, p)
+			if s.bugs.ackBeforeCommit {
+				defer func() { g.shard.Durable(last); s.drainShard(n) }()
+			}
+		}
+		for _, m := range rd.Messages {
+			m.Work = slices.Clone(m.Work)
+			if m.Type == engine.MsgDecision && m.Decision == protocol.DecisionAbort && !s.bugs.staleAnswer {
+				n.held = append(n.held, simAbort{to: m.To, txn: m.Txn, term: g.term})
+				continue
+			}
+			s.send(simMsg{m: m})
+		}
+		for _, r := range rd.Replies {
+			switch r.Outcome {
+			case protocol.OutcomeCommitted, protocol.OutcomeAborted:
+				s.tell(r.Txn, r.Outcome)
+			}
+		}
+	}
+}
+
+func (s *sim) propose(n *simNode) {
+	g := n.reign
+	for g != nil && len(g.unproposed) > 0 {
+		if n.rn.Propose(g.unproposed[0]) != nil {
+			return
+		}
+		g.unproposed = g.unproposed[1:]
+		s.drive(n)
+		g = n.reign
+	}
+}
+
+func (s *sim) gate(n *simNode) {
+	if n.reign == nil {
+		n.held, n.reading, n.readCtx = nil, nil, 0
+		return
+	}
+	if n.readCtx != 0 && n.readTicks <= 2*simElectionTicks {
+		return
+	}
+	if n.readCtx == 0 {
+		n.reading, n.held = n.held, nil
+		if len(n.reading) == 0 {
+			return
+		}
+	}
+	n.readCtx++
+	n.readTicks = 0
+	n.rn.ReadIndex(binary.LittleEndian.AppendUint64(nil, n.readCtx))
+}
+
+func (s *sim) readDone(n *simNode, rs raft.ReadState) {
+	if n.readCtx == 0 || binary.LittleEndian.Uint64(rs.RequestCtx) != n.readCtx {
+		return
+	}
+	for _, a := range n.reading {
+		if n.reign != nil && a.term == n.reign.term {
+			s.send(simMsg{m: engine.Message{Type: engine.MsgDecision, Txn: a.txn, To: a.to, Decision: protocol.DecisionAbort}})
+		}
+	}
+	n.reading, n.readCtx = nil, 0
+}
+
+// --- participants and clients ---
+
+func (s *sim) tell(id protocol.TxnID, o protocol.Outcome) {
+	if prev, ok := s.told[id]; ok && prev != o {
+		s.fail("txn %x told %v and then %v", id[:4], prev, o)
+	}
+	s.told[id] = o
+	for name, p := range s.parts {
+		if d, ok := p.applied[id]; ok && !agrees(d, o) {
+			s.fail("txn %x: client told %v, %s applied %v", id[:4], o, name, d)
+		}
+	}
+}
+
+func agrees(d protocol.Decision, o protocol.Outcome) bool {
+	return (d == protocol.DecisionCommit) == (o == protocol.OutcomeCommitted)
+}
+
+func (s *sim) drainPart(name string) {
+	p := s.parts[name]
+	for p.p.HasReady() {
+		rd := p.p.Ready()
+		if len(rd.Records) > 0 {
+			defer func() {
+				p.p.Durable(rd.FirstIndex + uint64(len(rd.Records)) - 1)
+				s.drainPart(name)
+			}()
+		}
+		for _, m := range rd.Messages {
+			// Every vote, ack and inquiry goes to every replica.
+			for id := uint64(1); id <= 3; id++ {
+				s.send(simMsg{m: m, toNode: id})
+			}
+		}
+		for _, a := range rd.Applied {
+			if prev, ok := p.applied[a.Txn]; ok && prev != a.Decision {
+				s.fail("%s applied %v and %v for txn %x", name, prev, a.Decision, a.Txn[:4])
+			}
+			p.applied[a.Txn] = a.Decision
+			for other, q := range s.parts {
+				if d, ok := q.applied[a.Txn]; ok && d != a.Decision {
+					s.fail("txn %x: %s applied %v, %s applied %v", a.Txn[:4], name, a.Decision, other, d)
+				}
+			}
+			if o, ok := s.told[a.Txn]; ok && !agrees(a.Decision, o) {
+				s.fail("txn %x: client told %v, %s applied %v", a.Txn[:4], o, name, a.Decision)
+			}
+		}
+	}
+}
+
+func (s *sim) begin() {
+	var id protocol.TxnID
+	binary.LittleEndian.PutUint64(id[:], uint64(len(s.txns)+1))
+	binary.LittleEndian.PutUint64(id[8:], s.seed)
+	s.txns = append(s.txns, id)
+	// The client sends to a replica it believes leads: any that does.
+	for _, n := range s.nodes {
+		if !n.down && n.reign != nil && s.now >= n.pausedUntil {
+			n.reign.shard.Step(engine.Message{Type: engine.MsgBegin, Txn: id, Tag: uint64(len(s.txns)),
+				Branches: []engine.Branch{{Participant: "p1", Work: []byte{1}}, {Participant: "p2", Work: []byte{2}}}})
+			s.drainShard(n)
+			s.drive(n)
+			return
+		}
+	}
+}
+
+// --- events ---
+
+func (s *sim) deliver(m simMsg) {
+	if m.toNode == 0 {
+		s.parts[m.m.To].p.Step(m.m)
+		s.drainPart(m.m.To)
+		return
+	}
+	n := s.nodes[m.toNode-1]
+	if n.down {
+		return
+	}
+	if m.raft != nil {
+		from := s.nodes[m.raft.GetFrom()-1]
+		if s.now < n.cutUntil || s.now < from.cutUntil {
+			return // partitioned
+		}
+		_ = n.rn.Step(m.raft)
+	} else if g := n.reign; g != nil {
+		g.shard.Step(m.m)
+		s.drainShard(n)
+	}
+	s.drive(n)
+}
+
+func (s *sim) tickAll() {
+	s.now++
+	for _, n := range s.nodes {
+		if n.down || s.now < n.pausedUntil {
+			continue
+		}
+		n.rn.Tick()
+		n.readTicks++
+		if g := n.reign; g != nil {
+			g.shard.Tick()
+			s.drainShard(n)
+		}
+		s.drive(n)
+	}
+	for _, name := range simParts {
+		s.parts[name].p.Tick()
+		s.drainPart(name)
+	}
+}
+
+// step runs one event.
+func (s *sim) step() {
+	r := s.rng.IntN(100)
+	switch {
+	case r < 55 && len(s.net) > 0:
+		// Every message due now, in random order; a paused replica's wait.
+		var due []simMsg
+		rest := s.net[:0]
+		for _, m := range s.net {
+			if m.deliverAt > s.now || (m.toNode != 0 && s.now < s.nodes[m.toNode-1].pausedUntil) {
+				rest = append(rest, m)
+				continue
+			}
+			due = append(due, m)
+		}
+		s.net = rest
+		s.rng.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+		for _, m := range due {
+			s.deliver(m)
+		}
+		if len(due) == 0 {
+			s.tickAll()
+		}
+	case r < 80:
+		s.tickAll()
+	case r < 90:
+		if len(s.txns) < 400 {
+			s.begin()
+		}
+	default:
+		if !s.faults {
+			return
+		}
+		s.fault()
+	}
+}
+
+func (s *sim) leader() *simNode {
+	for _, n := range s.nodes {
+		if !n.down && n.reign != nil {
+			return n
+		}
+	}
+	return nil
+}
+
+func (s *sim) fault() {
+	down := 0
+	for _, n := range s.nodes {
+		if n.down {
+			down++
+		}
+	}
+	switch f := s.rng.IntN(100); {
+	case f < 30:
+		// Restart a crashed replica from what it saved.
+		for _, n := range s.nodes {
+			if n.down {
+				s.boot(n)
+				s.drive(n)
+				s.events["restarts"]++
+				return
+			}
+		}
+	case f < 45 && down == 0:
+		if l := s.leader(); l != nil {
+			l.down = true // crash: raft's unsaved state and the shard are gone
+			s.events["leader crashes"]++
+		}
+	case f < 55 && down == 0:
+		n := s.nodes[s.rng.IntN(3)]
+		n.down = true
+		s.events["crashes"]++
+	case f < 70:
+		if l := s.leader(); l != nil {
+			l.cutUntil = s.now + simElectionTicks*3
+			s.events["leader partitions"]++
+		}
+	case f < 85:
+		// Pause the leader past an election: on waking it reads the
+		// participants' messages before raft's.
+		if l := s.leader(); l != nil {
+			l.pausedUntil = s.now + simElectionTicks*3 + s.rng.IntN(simElectionTicks*2)
+			s.wakeFirst(l)
+			s.events["leader pauses"]++
+		}
+	}
+}
+
+// wakeFirst makes the participants' messages to a paused replica due
+// before raft's, so that it hears them first when it wakes.
+func (s *sim) wakeFirst(n *simNode) {
+	for i := range s.net {
+		m := &s.net[i]
+		if m.toNode == n.id && m.raft != nil {
+			m.deliverAt = n.pausedUntil + simMaxDelay
+		}
+	}
+}
+
+// run plays steps events with faults, then heals everything and runs
+// until every transaction settles; it returns the first violation.
+func (s *sim) run(steps int) string {
+	for i := 0; i < steps && s.failed == ""; i++ {
+		s.step()
+	}
+	s.faults = false
+	for _, n := range s.nodes {
+		n.pausedUntil, n.cutUntil = 0, 0
+		if n.down {
+			s.boot(n)
+			s.drive(n)
+		}
+	}
+	for i := 0; i < 20000 && s.failed == ""; i++ {
+		s.step()
+	}
+	if s.failed != "" {
+		return s.failed
+	}
+	for id, o := range s.told {
+		if o != protocol.OutcomeCommitted {
+			continue
+		}
+		for name, p := range s.parts {
+			if p.applied[id] != protocol.DecisionCommit {
+				return fmt.Sprintf("seed %d: txn %x was told committed, %s has not applied it (%v)", s.seed, id[:4], name, p.applied[id])
+			}
+		}
+	}
+	for name, p := range s.parts {
+		if st := p.p.Stats(); st.Prepared > 0 {
+			return fmt.Sprintf("seed %d: %s holds %d transactions in doubt after healing", s.seed, name, st.Prepared)
+		}
+	}
+	return ""
+}
+
+type raftQuiet struct{}
+
+func (raftQuiet) Debug(...any)            {}
+func (raftQuiet) Debugf(string, ...any)   {}
+func (raftQuiet) Error(...any)            {}
+func (raftQuiet) Errorf(string, ...any)   {}
+func (raftQuiet) Info(...any)             {}
+func (raftQuiet) Infof(string, ...any)    {}
+func (raftQuiet) Warning(...any)          {}
+func (raftQuiet) Warningf(string, ...any) {}
+func (raftQuiet) Fatal(v ...any)          { panic(fmt.Sprint(v...)) }
+func (raftQuiet) Fatalf(f string, v ...any) {
+	panic(fmt.Sprintf(f, v...))
+}
+func (raftQuiet) Panic(v ...any)            { panic(fmt.Sprint(v...)) }
+func (raftQuiet) Panicf(f string, v ...any) { panic(fmt.Sprintf(f, v...)) }
+
+// TestReplicaSimulation runs 10 seeds in the normal suite (~9 s with the
+// race detector);
+// COMMITD_SIM_SEEDS=N runs N, COMMITD_SIM_SEED=S replays one.
+func TestReplicaSimulation(t *testing.T) {
+	first, last := uint64(1), uint64(10)
+	if v := os.Getenv("COMMITD_SIM_SEEDS"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = n
+	}
+	if v := os.Getenv("COMMITD_SIM_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, last = n, n
+	}
+	committed := 0
+	events := map[string]int{}
+	for seed := first; seed <= last; seed++ {
+		s := newSim(t, seed, simBugs{})
+		if why := s.run(3000); why != "" {
+			t.Fatal(why)
+		}
+		for k, v := range s.events {
+			events[k] += v
+		}
+		for _, o := range s.told {
+			if o == protocol.OutcomeCommitted {
+				committed++
+			}
+		}
+	}
+	t.Logf("seeds %d to %d, %d transactions told committed; %v", first, last, committed, events)
+	if committed == 0 {
+		t.Fatal("nothing committed: the simulation tests nothing")
+	}
+}
+
+func TestReplicaSimulationCatchesBugs(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		bugs simBugs
+	}{
+		{"ack before quorum commit", simBugs{ackBeforeCommit: true}},
+		{"new leader forgets to re-drive", simBugs{forgetRedrive: true}},
+		{"stale leader answers an inquiry", simBugs{staleAnswer: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for seed := uint64(1); seed <= 200; seed++ {
+				if why := newSim(t, seed, c.bugs).run(3000); why != "" {
+					t.Logf("caught: %s", why)
+					return
+				}
+			}
+			t.Fatal("not caught in 200 seeds")
+		})
+	}
+}
