@@ -68,6 +68,8 @@ type simNode struct {
 	rn          *raft.RawNode
 	open        map[protocol.TxnID][]byte
 	appliedTerm uint64
+	applied     uint64
+	snapIndex   uint64
 	reign       *simReign
 	down        bool
 	pausedUntil int
@@ -151,15 +153,19 @@ func newSim(t *testing.T, seed uint64, bugs simBugs) *sim {
 
 // boot (re)starts a replica from what its storage holds.
 func (s *sim) boot(n *simNode) {
+	// The state up to the latest snapshot (the base one holds nothing).
+	sn, _ := n.storage.Snapshot()
+	s.restoreSnapshot(n, sn)
 	rn, err := raft.NewRawNode(&raft.Config{
-		ID: n.id, ElectionTick: simElectionTicks, HeartbeatTick: 1, Storage: n.storage,
+		Applied: n.applied,
+		ID:      n.id, ElectionTick: simElectionTicks, HeartbeatTick: 1, Storage: n.storage,
 		MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 64, CheckQuorum: true, PreVote: true,
 		ReadOnlyOption: raft.ReadOnlySafe, Logger: raftQuiet{},
 	})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	n.rn, n.open, n.appliedTerm, n.reign = rn, map[protocol.TxnID][]byte{}, 0, nil
+	n.rn, n.reign = rn, nil
 	n.held, n.reading, n.readCtx, n.down = nil, nil, 0, false
 }
 
@@ -187,6 +193,14 @@ func (s *sim) send(m simMsg) {
 func (s *sim) drive(n *simNode) {
 	for n.rn.HasReady() {
 		rd := n.rn.Ready()
+		if rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot) {
+			// Too far behind: the leader's snapshot replaces everything.
+			if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
+				s.t.Fatal(err)
+			}
+			s.restoreSnapshot(n, rd.Snapshot)
+			s.events["snapshots received"]++
+		}
 		if len(rd.Entries) > 0 {
 			if err := n.storage.Append(rd.Entries); err != nil {
 				s.t.Fatal(err)
@@ -208,13 +222,58 @@ func (s *sim) drive(n *simNode) {
 		}
 		n.rn.Advance(rd)
 	}
+	s.compact(n)
 	s.leadership(n)
 	s.gate(n)
 	s.propose(n)
 }
 
+// simSnapEvery is how many applied entries go between snapshots (a
+// quarter of them kept before it), as Config.RaftSnapshotEvery.
+const simSnapEvery = 20
+
+// compact snapshots the open commit records, as replica.compact does.
+func (s *sim) compact(n *simNode) {
+	if n.applied < n.snapIndex+simSnapEvery {
+		return
+	}
+	ids := make([]engine.TxnID, 0, len(n.open))
+	for id := range n.open {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b engine.TxnID) int { return slices.Compare(a[:], b[:]) })
+	var data []byte
+	for _, id := range ids {
+		data = binary.LittleEndian.AppendUint32(data, uint32(len(n.open[id])))
+		data = append(data, n.open[id]...)
+	}
+	if _, err := n.storage.CreateSnapshot(n.applied, &pb.ConfState{Voters: []uint64{1, 2, 3}}, data); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := n.storage.Compact(n.applied - simSnapEvery/4); err != nil && err != raft.ErrCompacted {
+		s.t.Fatal(err)
+	}
+	n.snapIndex = n.applied
+}
+
+// restoreSnapshot replaces a replica's applied state with a snapshot's.
+func (s *sim) restoreSnapshot(n *simNode, sn *pb.Snapshot) {
+	n.open = map[engine.TxnID][]byte{}
+	for d := sn.GetData(); len(d) > 0; {
+		l := binary.LittleEndian.Uint32(d)
+		var rec engine.Record
+		if err := rec.UnmarshalBinary(d[4 : 4+l]); err != nil {
+			s.t.Fatal(err)
+		}
+		n.open[rec.Txn] = slices.Clone(d[4 : 4+l])
+		d = d[4+l:]
+	}
+	n.applied, n.snapIndex = sn.GetMetadata().GetIndex(), sn.GetMetadata().GetIndex()
+	n.appliedTerm = sn.GetMetadata().GetTerm()
+}
+
 func (s *sim) apply(n *simNode, e *pb.Entry) {
-	n.appliedTerm = e.GetTerm()
+	n.appliedTerm, n.applied = e.GetTerm(), e.GetIndex()
 	d := e.GetData()
 	if e.GetType() != pb.EntryNormal || len(d) == 0 {
 		return
