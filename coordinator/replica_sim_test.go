@@ -237,11 +237,11 @@ func (s *sim) compact(n *simNode) {
 	if n.applied < n.snapIndex+simSnapEvery {
 		return
 	}
-	ids := make([]engine.TxnID, 0, len(n.open))
+	ids := make([]protocol.TxnID, 0, len(n.open))
 	for id := range n.open {
 		ids = append(ids, id)
 	}
-	slices.SortFunc(ids, func(a, b engine.TxnID) int { return slices.Compare(a[:], b[:]) })
+	slices.SortFunc(ids, func(a, b protocol.TxnID) int { return slices.Compare(a[:], b[:]) })
 	var data []byte
 	for _, id := range ids {
 		data = binary.LittleEndian.AppendUint32(data, uint32(len(n.open[id])))
@@ -258,7 +258,7 @@ func (s *sim) compact(n *simNode) {
 
 // restoreSnapshot replaces a replica's applied state with a snapshot's.
 func (s *sim) restoreSnapshot(n *simNode, sn *pb.Snapshot) {
-	n.open = map[engine.TxnID][]byte{}
+	n.open = map[protocol.TxnID][]byte{}
 	for d := sn.GetData(); len(d) > 0; {
 		l := binary.LittleEndian.Uint32(d)
 		var rec engine.Record
