@@ -12,9 +12,9 @@ FUZZMINIMIZETIME ?= 0
 PKGS        := ./...
 # PostgreSQL test servers (participant/postgres): pg-up starts them, the tests find them here.
 PG_SH       := participant/postgres/testdata/pg.sh
-export COMMITD_PG_DSN1 ?= postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable
-export COMMITD_PG_DSN2 ?= postgres://postgres@127.0.0.1:55433/postgres?sslmode=disable
-export COMMITD_PG_DSN0 ?= postgres://postgres@127.0.0.1:55434/postgres?sslmode=disable
+export COMMITD_PG_DSN1 ?= postgres://postgres@127.0.0.1:25432/postgres?sslmode=disable
+export COMMITD_PG_DSN2 ?= postgres://postgres@127.0.0.1:25433/postgres?sslmode=disable
+export COMMITD_PG_DSN0 ?= postgres://postgres@127.0.0.1:25434/postgres?sslmode=disable
 
 .PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
 
@@ -32,8 +32,9 @@ run: build
 test: lint pg-up
 	@status=0; $(MAKE) unit fuzz model || status=$$?; $(MAKE) pg-down; exit $$status
 
-## pg-up/pg-down: two PostgreSQL servers on 127.0.0.1:55432/55433 (and one left without prepared
-## transactions on 55434), installed from Debian's packages if missing. Outside CI a failure only
+## pg-up/pg-down: two PostgreSQL servers on 127.0.0.1:25432/25433 (and one left without prepared
+## transactions on 25434; below Linux's ephemeral range, 32768–60999, so that no client socket of a
+## concurrent test can hold the port — 55432 collided twice on a busy machine), installed from Debian's packages if missing. Outside CI a failure only
 ## makes the PostgreSQL tests skip; in CI (CI=true) it fails.
 pg-up:
 	@bash $(PG_SH) up || { if [ "$$CI" = true ]; then exit 1; fi; \

@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 bin=${COMMITD_BIN:-bin/commitd}
-dsn1=${COMMITD_PG_DSN1:-postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable}
-dsn2=${COMMITD_PG_DSN2:-postgres://postgres@127.0.0.1:55433/postgres?sslmode=disable}
+dsn1=${COMMITD_PG_DSN1:-postgres://postgres@127.0.0.1:25432/postgres?sslmode=disable}
+dsn2=${COMMITD_PG_DSN2:-postgres://postgres@127.0.0.1:25433/postgres?sslmode=disable}
 duration=${COMMITD_BENCH_DURATION:-10s}
 callers=${COMMITD_BENCH_CALLERS:-100}
 warmup=${COMMITD_BENCH_WARMUP:-3s}

@@ -4,8 +4,8 @@
 #
 #   up      install PostgreSQL from Debian's packages if it is missing, then
 #           initdb and start one server per port in $COMMITD_PG_PORTS
-#           (default "55432 55433"), with max_prepared_transactions set, and
-#           one on $COMMITD_PG_PORT0 (default 55434) left at PostgreSQL's
+#           (default "25432 25433"), with max_prepared_transactions set, and
+#           one on $COMMITD_PG_PORT0 (default 25434) left at PostgreSQL's
 #           default of 0, for the test of the error a participant gives then;
 #           servers already running are left alone
 #   down    stop them and delete their data
@@ -19,8 +19,8 @@ set -euo pipefail
 
 cmd=${1:-up}
 dir=${COMMITD_PG_DIR:-/tmp/commitd-pg}
-read -r -a ports <<<"${COMMITD_PG_PORTS:-55432 55433}"
-port0=${COMMITD_PG_PORT0:-55434}
+read -r -a ports <<<"${COMMITD_PG_PORTS:-25432 25433}"
+port0=${COMMITD_PG_PORT0:-25434}
 # Enough for 100 callers and a coordinator's redeliveries on each server.
 max_prepared=${COMMITD_PG_MAX_PREPARED:-200}
 
