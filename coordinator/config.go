@@ -77,10 +77,10 @@ type Config struct {
 	// an id ahead stays acceptable that much longer.
 	MaxIDAhead time.Duration
 
-	// SegmentSize is the size of each log segment file (default 64 MiB).
+	// SegmentBytes is the size of each log segment file (default 64 MiB).
 	// Segments are written out in full ahead of need, so small test
 	// clusters use small ones.
-	SegmentSize int64
+	SegmentBytes int64
 	// FS is the file system under the log (nil: the operating system's);
 	// tests inject crashes and I/O errors through it.
 	FS wal.FS

@@ -42,7 +42,7 @@ func TestParticipantNamedOtherwiseIsRefused(t *testing.T) {
 		Participants:   map[string]string{"p1": partLn.Addr().String()},
 		Shards:         1,
 		PrepareTimeout: 300 * time.Millisecond,
-		SegmentSize:    1 << 20,
+		SegmentBytes:   1 << 20,
 		Logger:         coordLogs.Logger(),
 	})
 	if err != nil {
@@ -51,13 +51,13 @@ func TestParticipantNamedOtherwiseIsRefused(t *testing.T) {
 	t.Cleanup(func() { coord.Close() })
 	b := bank.New(10, 100)
 	part, err := participant.Start(participant.Config{
-		Name:        "p2",
-		Listener:    partLn,
-		DataDir:     t.TempDir(),
-		Coordinator: coordLn.Addr().String(),
-		SegmentSize: 1 << 20,
-		Resource:    b,
-		Logger:      partLogs.Logger(),
+		Name:         "p2",
+		Listener:     partLn,
+		DataDir:      t.TempDir(),
+		Coordinator:  coordLn.Addr().String(),
+		SegmentBytes: 1 << 20,
+		Resource:     b,
+		Logger:       partLogs.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +255,7 @@ func TestParticipantCertificateMustMatchItsName(t *testing.T) {
 		DataDir:               t.TempDir(),
 		Participants:          map[string]string{"p1": "p1.test:7401", "p2": "p2.test:7402"},
 		ParticipantIdentities: map[string]string{"p2": "bank-two"},
-		SegmentSize:           1 << 20,
+		SegmentBytes:          1 << 20,
 		TLS:                   ca.Config(t, "coordinator"),
 		Logger:                nodetest.Quiet(),
 	})

@@ -48,7 +48,7 @@ func TestFloodOfQuickAbortsKeepsHeapBounded(t *testing.T) {
 		Shards:       2,
 		Remember:     rememberFor,
 		MaxTxns:      maxTxns,
-		SegmentSize:  1 << 20,
+		SegmentBytes: 1 << 20,
 		Logger:       nodetest.Quiet(),
 	})
 	if err != nil {

@@ -138,16 +138,16 @@ func (s *Server) openReplica() error {
 	if cfg.FS == nil {
 		// As for a lone coordinator's log (openLog): too little room for
 		// the segments fails here, with the sizes.
-		if err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("raft log", dir, cfg.SegmentSize)}, datadir.FreeBytes); err != nil {
+		if err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("raft log", dir, cfg.SegmentBytes)}, datadir.FreeBytes); err != nil {
 			return fmt.Errorf("coordinator: %w", err)
 		}
 	}
 	var err error
 	r.log, err = raftlog.Open(dir, wal.Options{
-		FS:          cfg.FS,
-		SegmentSize: cfg.SegmentSize,
-		OnSync:      s.metrics.observeSync,
-		Logger:      cfg.Logger,
+		FS:           cfg.FS,
+		SegmentBytes: cfg.SegmentBytes,
+		OnSync:       s.metrics.observeSync,
+		Logger:       cfg.Logger,
 	}, raftlog.Identity{ID: cfg.ID, Peers: cfg.Peers})
 	if err != nil {
 		return fmt.Errorf("coordinator: %w", err)

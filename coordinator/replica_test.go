@@ -68,7 +68,7 @@ func newGroup(t *testing.T, with ...func(*coordinator.Config)) *group {
 		p, err := participant.Start(participant.Config{
 			Name: name, Listener: ln, DataDir: filepath.Join(g.dir, name), Coordinator: coordList,
 			Resource: b, InquireAfter: 200 * time.Millisecond, InquireMax: time.Second,
-			SegmentSize: 1 << 20, Logger: nodetest.Quiet(),
+			SegmentBytes: 1 << 20, Logger: nodetest.Quiet(),
 		})
 		if err != nil {
 			t.Fatalf("starting %s: %v", name, err)
@@ -88,7 +88,7 @@ func (g *group) config(id uint64, ln net.Listener) coordinator.Config {
 		ID: id, Peers: g.addrs, Listener: ln, Listen: g.addrs[id],
 		DataDir: filepath.Join(g.dir, fmt.Sprintf("c%d", id)), Participants: g.peers,
 		Shards: 2, PrepareTimeout: 500 * time.Millisecond, RedeliverMin: 50 * time.Millisecond,
-		RedeliverMax: 500 * time.Millisecond, SegmentSize: 1 << 20,
+		RedeliverMax: 500 * time.Millisecond, SegmentBytes: 1 << 20,
 		RaftTick: 20 * time.Millisecond, ElectionTicks: 10, Logger: nodetest.Quiet(), FS: g.fs[id],
 	}
 	for _, w := range g.with {

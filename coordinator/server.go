@@ -139,14 +139,14 @@ func (s *Server) openLog() error {
 	if cfg.FS == nil {
 		// A data directory too small for the segments fails here, with
 		// the sizes, not after "serving".
-		err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("log", filepath.Join(cfg.DataDir, "wal"), cfg.SegmentSize)}, datadir.FreeBytes)
+		err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("log", filepath.Join(cfg.DataDir, "wal"), cfg.SegmentBytes)}, datadir.FreeBytes)
 		if err != nil {
 			return fmt.Errorf("coordinator: %w", err)
 		}
 	}
 	s.log, err = wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{
 		FS:            cfg.FS,
-		SegmentSize:   cfg.SegmentSize,
+		SegmentBytes:  cfg.SegmentBytes,
 		NoGroupCommit: cfg.NoGroupCommit,
 		OnSync:        s.metrics.observeSync,
 		Logger:        cfg.Logger,
@@ -184,9 +184,9 @@ func (s *Server) openLog() error {
 // retirement catches up, and the ones the preparer keeps ready.
 func logSpace(name, dir string, size int64) datadir.LogSpace {
 	if size <= 0 {
-		size = wal.DefaultSegmentSize
+		size = wal.DefaultSegmentBytes
 	}
-	return datadir.LogSpace{Name: name, Dir: dir, Segments: wal.DefaultSegmentsAhead + 2, SegmentSize: size}
+	return datadir.LogSpace{Name: name, Dir: dir, Segments: wal.DefaultSegmentsAhead + 2, SegmentBytes: size}
 }
 
 // recover replays the log into the shards: every commit decision that was

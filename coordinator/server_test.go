@@ -127,7 +127,7 @@ func newRig(t *testing.T, fs wal.FS, with ...func(*coordinator.Config)) *rig {
 		PrepareTimeout: 300 * time.Millisecond,
 		RedeliverMin:   20 * time.Millisecond,
 		RedeliverMax:   200 * time.Millisecond,
-		SegmentSize:    1 << 20,
+		SegmentBytes:   1 << 20,
 		FS:             fs,
 		Logger:         nodetest.Quiet(),
 	}
@@ -403,7 +403,7 @@ func TestPrepareNotSentAbortsAtOnce(t *testing.T) {
 		Participants:   map[string]string{"p1": p1.Addr(), "p3": dead},
 		Shards:         2,
 		PrepareTimeout: time.Minute, // far beyond the test's patience
-		SegmentSize:    1 << 20,
+		SegmentBytes:   1 << 20,
 		Logger:         nodetest.Quiet(),
 	})
 	if err != nil {

@@ -65,9 +65,9 @@ type Config struct {
 	// and the read of it at every start.
 	LedgerRetention time.Duration
 
-	// SegmentSize is the size of each log segment file (default 64 MiB;
+	// SegmentBytes is the size of each log segment file (default 64 MiB;
 	// the ledger's are a quarter of it).
-	SegmentSize int64
+	SegmentBytes int64
 	// FS is the file system under the log and the ledger (nil: the
 	// operating system's); tests inject crashes and I/O errors through it.
 	FS wal.FS

@@ -15,7 +15,7 @@ import (
 
 func openTestLedger(t *testing.T, fs *waltest.MemFS) *ledger {
 	t.Helper()
-	l, err := openLedger("/ledger", wal.Options{FS: fs, SegmentSize: 64 << 10}, &fakeProtocol{}, 0)
+	l, err := openLedger("/ledger", wal.Options{FS: fs, SegmentBytes: 64 << 10}, &fakeProtocol{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestLedgerSettleRecordsOnlyWhatItLacks(t *testing.T) {
 // A corrupt entry refuses the start, naming where it is.
 func TestLedgerRefusesACorruptEntry(t *testing.T) {
 	fs := waltest.NewMemFS()
-	lg, err := wal.Open("/ledger", wal.Options{FS: fs, SegmentSize: 64 << 10})
+	lg, err := wal.Open("/ledger", wal.Options{FS: fs, SegmentBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestLedgerRetention(t *testing.T) {
 	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	open := func() *ledger {
 		t.Helper()
-		l, err := openLedger("/ledger", wal.Options{FS: fs, SegmentSize: 64 << 10}, proto, retention)
+		l, err := openLedger("/ledger", wal.Options{FS: fs, SegmentBytes: 64 << 10}, proto, retention)
 		if err != nil {
 			t.Fatal(err)
 		}

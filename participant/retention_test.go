@@ -22,7 +22,7 @@ func TestLedgerRetentionInAServer(t *testing.T) {
 	r := unstartedRig(t, nil)
 	r.cfg.LedgerRetention = retention
 	r.cfg.CheckpointEvery = 100
-	r.cfg.SegmentSize = 64 << 10 // the ledger's are 16 KiB
+	r.cfg.SegmentBytes = 64 << 10 // the ledger's are 16 KiB
 	r.start()
 
 	// Each transaction prepares (yes) and is told to abort: an entry in

@@ -94,16 +94,16 @@ func Start(cfg Config) (*Server, error) {
 	}()
 	// A checkpoint is one record holding the whole resource: allow records
 	// up to the engine's bound (the log lowers it to what fits a segment).
-	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: cfg.NoGroupCommit, SegmentSize: cfg.SegmentSize,
-		OnSync:        obs.NewWAL(s.reg, "wal").OnSync,
-		MaxRecordSize: engine.MaxCheckpointLen,
-		Logger:        cfg.Logger.With("name", cfg.Name)}
-	ledgerSize := max(cmp.Or(cfg.SegmentSize, wal.DefaultSegmentSize)/4, wal.MinSegmentSize)
+	walOpts := wal.Options{FS: cfg.FS, NoGroupCommit: cfg.NoGroupCommit, SegmentBytes: cfg.SegmentBytes,
+		OnSync:         obs.NewWAL(s.reg, "wal").OnSync,
+		MaxRecordBytes: engine.MaxCheckpointLen,
+		Logger:         cfg.Logger.With("name", cfg.Name)}
+	ledgerSize := max(cmp.Or(cfg.SegmentBytes, wal.DefaultSegmentBytes)/4, wal.MinSegmentBytes)
 	if cfg.FS == nil {
 		// A data directory too small for the segments fails here, with
 		// the sizes, not after "serving".
 		err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{
-			logSpace("log", filepath.Join(cfg.DataDir, "wal"), cmp.Or(cfg.SegmentSize, wal.DefaultSegmentSize)),
+			logSpace("log", filepath.Join(cfg.DataDir, "wal"), cmp.Or(cfg.SegmentBytes, wal.DefaultSegmentBytes)),
 			logSpace("ledger", filepath.Join(cfg.DataDir, "ledger"), ledgerSize),
 		}, datadir.FreeBytes)
 		if err != nil {
@@ -119,7 +119,7 @@ func Start(cfg Config) (*Server, error) {
 	// retention.
 	ledgerOpts := walOpts
 	ledgerOpts.OnSync = obs.NewWAL(s.reg, "ledger").OnSync
-	ledgerOpts.SegmentSize = ledgerSize
+	ledgerOpts.SegmentBytes = ledgerSize
 	s.ledger, err = openLedger(filepath.Join(cfg.DataDir, "ledger"), ledgerOpts, s.log, cfg.LedgerRetention)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening ledger in %s: %w", cfg.DataDir, err)
@@ -209,7 +209,7 @@ func Start(cfg Config) (*Server, error) {
 // segment being written, the one before it until retirement catches up,
 // and the ones the preparer keeps ready.
 func logSpace(name, dir string, size int64) datadir.LogSpace {
-	return datadir.LogSpace{Name: name, Dir: dir, Segments: wal.DefaultSegmentsAhead + 2, SegmentSize: size}
+	return datadir.LogSpace{Name: name, Dir: dir, Segments: wal.DefaultSegmentsAhead + 2, SegmentBytes: size}
 }
 
 // WaitConnected waits until the participant has a connection to the

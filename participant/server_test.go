@@ -145,7 +145,7 @@ func unstartedRig(t *testing.T, fs wal.FS) *rig {
 		Coordinator:  r.coord.Addr(),
 		InquireAfter: 50 * time.Millisecond,
 		InquireMax:   200 * time.Millisecond,
-		SegmentSize:  1 << 20,
+		SegmentBytes: 1 << 20,
 		FS:           fs,
 		Logger:       nodetest.Quiet(),
 	}
@@ -355,7 +355,7 @@ func TestOutcomesStreamFromTheLedger(t *testing.T) {
 	// The ledger's format (ledger.go): one 17-byte record per decision,
 	// the transaction id then the decision; its segments are a quarter of
 	// the log's.
-	lg, err := wal.Open(filepath.Join(r.cfg.DataDir, "ledger"), wal.Options{FS: fs, SegmentSize: r.cfg.SegmentSize / 4})
+	lg, err := wal.Open(filepath.Join(r.cfg.DataDir, "ledger"), wal.Options{FS: fs, SegmentBytes: r.cfg.SegmentBytes / 4})
 	if err != nil {
 		t.Fatal(err)
 	}

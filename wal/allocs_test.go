@@ -27,7 +27,7 @@ func (w *countWaiter) LogFailed(wal.LSN, error) {
 // allocate per write. AllocsPerRun counts every allocation in the process,
 // the flusher's included.
 func TestAppendDoesNotAllocate(t *testing.T) {
-	l, err := wal.Open(t.TempDir(), wal.Options{SegmentSize: 8 << 20, SegmentsAhead: 1})
+	l, err := wal.Open(t.TempDir(), wal.Options{SegmentBytes: 8 << 20, SegmentsAhead: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

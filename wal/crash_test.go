@@ -82,7 +82,7 @@ type crashModel struct {
 func crashRun(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0xc0ffee))
 	opts := wal.Options{
-		SegmentSize:     int64(256 + 256*rng.IntN(8)),
+		SegmentBytes:    int64(256 + 256*rng.IntN(8)),
 		SegmentsAhead:   1 + rng.IntN(2),
 		NoGroupCommit:   rng.IntN(6) == 0,
 		MaxPendingBytes: 512 + rng.IntN(4096),

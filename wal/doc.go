@@ -48,7 +48,7 @@
 // # On disk
 //
 // A directory of segment files named by a sequence number, %016x.wal, all
-// Options.SegmentSize bytes (64 MiB) long, prepared ahead of need. All
+// Options.SegmentBytes bytes (64 MiB) long, prepared ahead of need. All
 // integers little endian; CRC-32C is Castagnoli.
 //
 //	segment header, at offset 0 (32 bytes)

@@ -18,7 +18,7 @@ func segmentData(op waltest.Op) bool { return strings.HasSuffix(op.Path, ".wal")
 
 func TestFsyncErrorPoisonsWithoutRetry(t *testing.T) {
 	fs := waltest.NewMemFS()
-	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 16})
+	l := openMem(t, fs, wal.Options{SegmentBytes: 1 << 16})
 	first, err := l.AppendSync([]byte("durable before the failure"))
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +182,7 @@ func TestDirectoryErrorsPoison(t *testing.T) {
 		t.Run(tc.kind.String(), func(t *testing.T) {
 			fs := waltest.NewMemFS()
 			fs.Inject(waltest.FailNth(tc.kind, tc.nth, errInjected, false))
-			l, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 1024})
+			l, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: 1024})
 			if err != nil {
 				// The log failed before Open had returned.
 				if !errors.Is(err, errInjected) {
@@ -232,8 +232,8 @@ func TestOpenErrors(t *testing.T) {
 	if _, err := wal.Open(testDir, wal.Options{FS: fs}); !errors.Is(err, errInjected) {
 		t.Fatalf("Open with failing ReadDir: %v", err)
 	}
-	if _, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 100}); err == nil {
-		t.Fatal("Open accepted a 100-byte SegmentSize")
+	if _, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: 100}); err == nil {
+		t.Fatal("Open accepted a 100-byte SegmentBytes")
 	}
 }
 
@@ -251,7 +251,7 @@ func TestOpenFailsWhenNoSegmentFits(t *testing.T) {
 		}
 		return nil
 	})
-	l, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 1024})
+	l, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: 1024})
 	if err == nil {
 		_ = l.Close()
 		t.Fatal("Open succeeded on a disk with no room for a segment")

@@ -18,7 +18,7 @@ const (
 	// formatVersion is stored in every segment header.
 	formatVersion uint32 = 1
 	// maxFormatRecord is the largest record length the decoder accepts, no
-	// matter what Options.MaxRecordSize says; it bounds what a corrupt
+	// matter what Options.MaxRecordBytes says; it bounds what a corrupt
 	// length field can make the reader allocate.
 	maxFormatRecord = 1 << 30
 	// segmentSuffix names used segment files and prepared ones alike.
@@ -39,9 +39,9 @@ var (
 // header, the data and zero padding up to a multiple of 8.
 func frameSize(n int) int { return (frameHeaderSize + n + 7) &^ 7 }
 
-// SegmentSizeFor returns the smallest Options.SegmentSize whose segments
+// SegmentBytesFor returns the smallest Options.SegmentBytes whose segments
 // hold a record of n bytes: the segment header and one frame.
-func SegmentSizeFor(n int) int64 { return int64(segmentHeaderSize + frameSize(n)) }
+func SegmentBytesFor(n int) int64 { return int64(segmentHeaderSize + frameSize(n)) }
 
 // segmentSeed is the CRC-32C of the segment sequence number. Every frame
 // checksum starts from it, so a frame validates only in the segment (file

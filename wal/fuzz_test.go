@@ -64,7 +64,7 @@ func FuzzRecover(f *testing.F) {
 			}
 		}
 
-		l, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: wal.MinSegmentSize})
+		l, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: wal.MinSegmentBytes})
 		if err != nil {
 			if !errors.Is(err, wal.ErrCorrupt) {
 				t.Fatalf("Open: %v", err)

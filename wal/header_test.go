@@ -25,7 +25,7 @@ import (
 func TestDamagedHeaderRefusesToOpen(t *testing.T) {
 	dir := t.TempDir()
 	const segSize = 4096
-	l, err := wal.Open(dir, wal.Options{SegmentSize: segSize})
+	l, err := wal.Open(dir, wal.Options{SegmentBytes: segSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestDamagedHeaderRefusesToOpen(t *testing.T) {
 			t.Run(fmt.Sprintf("%s segment byte %d", c.which, off), func(t *testing.T) {
 				flipByte(t, c.path, off)
 				defer flipByte(t, c.path, off)
-				l, err := wal.Open(dir, wal.Options{SegmentSize: segSize})
+				l, err := wal.Open(dir, wal.Options{SegmentBytes: segSize})
 				if err == nil {
 					st := l.Stats()
 					_ = l.Close()
@@ -78,7 +78,7 @@ func TestDamagedHeaderRefusesToOpen(t *testing.T) {
 		}
 	}
 	// Repaired, the log opens whole.
-	l, err = wal.Open(dir, wal.Options{SegmentSize: segSize})
+	l, err = wal.Open(dir, wal.Options{SegmentBytes: segSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestZeroedHeaderRefusesToOpen(t *testing.T) {
 	s := segs[0]
 	clear(s.data[:wal.SegmentHeaderSize])
 	fs.WriteFile(s.path, s.data)
-	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 1024})
+	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: 1024})
 	if !errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), s.path) {
 		t.Fatalf("Open with a zeroed header: %v", err)
 	}
@@ -143,7 +143,7 @@ func TestSparesAreReused(t *testing.T) {
 	for name, b := range spares {
 		fs.WriteFile(filepath.Join(testDir, name), b)
 	}
-	l := openMem(t, fs, wal.Options{SegmentSize: segSize, SegmentsAhead: 4})
+	l := openMem(t, fs, wal.Options{SegmentBytes: segSize, SegmentsAhead: 4})
 	defer l.Close()
 	waitReady(t, l, 4)
 	if st := l.Stats(); st.SegmentsRecycled != 4 || st.SegmentsCreated != 0 || st.LastLSN != 30 {
@@ -197,7 +197,7 @@ func TestCrashDuringSegmentPreparation(t *testing.T) {
 // whether operation k was reached.
 func crashPrepareRun(t *testing.T, ahead, crashLife, k int, rng *rand.Rand) bool {
 	fs := waltest.NewMemFS()
-	opts := wal.Options{FS: fs, SegmentSize: 256, SegmentsAhead: ahead}
+	opts := wal.Options{FS: fs, SegmentBytes: 256, SegmentsAhead: ahead}
 	acked := map[wal.LSN]uint64{}
 	var retired wal.LSN
 	for life := 0; life < crashLife; life++ {
@@ -226,7 +226,7 @@ func crashPrepareRun(t *testing.T, ahead, crashLife, k int, rng *rand.Rand) bool
 	if image == nil {
 		return false
 	}
-	l, err := wal.Open(testDir, wal.Options{FS: image, SegmentSize: 256, SegmentsAhead: ahead})
+	l, err := wal.Open(testDir, wal.Options{FS: image, SegmentBytes: 256, SegmentsAhead: ahead})
 	if err != nil {
 		t.Errorf("Open after a crash at operation %d: %v", k, err)
 		return true
@@ -287,7 +287,7 @@ func TestDamagedHeaderAfterSegmentSizeChange(t *testing.T) {
 	s := usedSegments(t, fs)[0]
 	s.data[16] ^= 0x01
 	fs.WriteFile(s.path, s.data)
-	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 4096})
+	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: 4096})
 	if !errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), s.path+" offset 0") {
 		t.Fatalf("Open with a damaged header and another segment size: %v", err)
 	}

@@ -21,8 +21,8 @@ const testDir = "/db/wal"
 func openMem(t testing.TB, fs *waltest.MemFS, opts wal.Options) *wal.Log {
 	t.Helper()
 	opts.FS = fs
-	if opts.SegmentSize == 0 {
-		opts.SegmentSize = 1024
+	if opts.SegmentBytes == 0 {
+		opts.SegmentBytes = 1024
 	}
 	l, err := wal.Open(testDir, opts)
 	if err != nil {

@@ -18,14 +18,14 @@ type LSN uint64
 
 // Defaults for Options.
 const (
-	DefaultSegmentSize     = 64 << 20
-	DefaultMaxRecordSize   = 1 << 20
+	DefaultSegmentBytes    = 64 << 20
+	DefaultMaxRecordBytes  = 1 << 20
 	DefaultMaxPendingBytes = 4 << 20
 	DefaultSegmentsAhead   = 2
 	DefaultLazyDelay       = 5 * time.Millisecond
 	DefaultMaxWaiters      = 1 << 16
-	// MinSegmentSize is the smallest SegmentSize Open accepts.
-	MinSegmentSize = 256
+	// MinSegmentBytes is the smallest SegmentBytes Open accepts.
+	MinSegmentBytes = 256
 )
 
 // Errors callers branch on. I/O failures are returned wrapped in ErrFailed
@@ -37,7 +37,7 @@ var (
 	ErrCorrupt = errors.New("wal: corrupt log")
 	// ErrClosed: the log was closed.
 	ErrClosed = errors.New("wal: log closed")
-	// ErrTooLarge: a record longer than Options.MaxRecordSize.
+	// ErrTooLarge: a record longer than Options.MaxRecordBytes.
 	ErrTooLarge = errors.New("wal: record too large")
 	// ErrFailed: a write, fsync or directory operation failed earlier; the
 	// log accepts nothing more. Restart and recover from disk.
@@ -50,9 +50,9 @@ var (
 type Options struct {
 	// FS is the file system; nil means the operating system's.
 	FS FS
-	// SegmentSize is the size of every segment file (default 64 MiB,
-	// at least MinSegmentSize; rounded down to a multiple of 8).
-	SegmentSize int64
+	// SegmentBytes is the size of every segment file (default 64 MiB,
+	// at least MinSegmentBytes; rounded down to a multiple of 8).
+	SegmentBytes int64
 	// NoGroupCommit gives every record its own write and fsync, one after
 	// another: the "sync per append" baseline.
 	NoGroupCommit bool
@@ -63,9 +63,9 @@ type Options struct {
 	// metrics; wal imports no metrics library). It runs after the waiters
 	// were completed and must not block or call into the Log.
 	OnSync func(records, bytes int, d time.Duration)
-	// MaxRecordSize bounds Append (default 1 MiB); it is lowered to what fits
+	// MaxRecordBytes bounds Append (default 1 MiB); it is lowered to what fits
 	// in an empty segment.
-	MaxRecordSize int
+	MaxRecordBytes int
 	// MaxPendingBytes bounds the bytes appended but not yet taken by the
 	// flusher (default 4 MiB); Append blocks beyond it (back-pressure).
 	MaxPendingBytes int
@@ -217,26 +217,26 @@ func (o *Options) normalize() error {
 	if o.FS == nil {
 		o.FS = OS()
 	}
-	if o.SegmentSize == 0 {
-		o.SegmentSize = DefaultSegmentSize
+	if o.SegmentBytes == 0 {
+		o.SegmentBytes = DefaultSegmentBytes
 	}
-	o.SegmentSize &^= 7
-	if o.SegmentSize < MinSegmentSize {
-		return fmt.Errorf("wal: SegmentSize %d below the minimum %d", o.SegmentSize, MinSegmentSize)
+	o.SegmentBytes &^= 7
+	if o.SegmentBytes < MinSegmentBytes {
+		return fmt.Errorf("wal: SegmentBytes %d below the minimum %d", o.SegmentBytes, MinSegmentBytes)
 	}
-	if o.MaxRecordSize <= 0 {
-		o.MaxRecordSize = DefaultMaxRecordSize
+	if o.MaxRecordBytes <= 0 {
+		o.MaxRecordBytes = DefaultMaxRecordBytes
 	}
-	if fit := int(o.SegmentSize) - segmentHeaderSize - frameHeaderSize; o.MaxRecordSize > fit {
-		o.MaxRecordSize = fit
+	if fit := int(o.SegmentBytes) - segmentHeaderSize - frameHeaderSize; o.MaxRecordBytes > fit {
+		o.MaxRecordBytes = fit
 	}
-	if o.MaxRecordSize > maxFormatRecord {
-		o.MaxRecordSize = maxFormatRecord
+	if o.MaxRecordBytes > maxFormatRecord {
+		o.MaxRecordBytes = maxFormatRecord
 	}
 	if o.MaxPendingBytes <= 0 {
 		o.MaxPendingBytes = DefaultMaxPendingBytes
 	}
-	o.MaxPendingBytes = max(o.MaxPendingBytes, frameSize(o.MaxRecordSize))
+	o.MaxPendingBytes = max(o.MaxPendingBytes, frameSize(o.MaxRecordBytes))
 	if o.MaxWaiters <= 0 {
 		o.MaxWaiters = DefaultMaxWaiters
 	}
@@ -608,7 +608,7 @@ func (l *Log) flushLoop() {
 // each frame gets its own write and sync.
 func (l *Log) writeBatch(buf []byte) error {
 	for p := headroom; p < len(buf); {
-		if l.fl.file == nil || l.fl.off+int64(frameSize(int(le.Uint32(buf[p+4:])))) > l.opts.SegmentSize {
+		if l.fl.file == nil || l.fl.off+int64(frameSize(int(le.Uint32(buf[p+4:])))) > l.opts.SegmentBytes {
 			if err := l.rollover(l.fl.flushed + 1); err != nil {
 				return err
 			}
@@ -616,7 +616,7 @@ func (l *Log) writeBatch(buf []byte) error {
 		start, lsn := p, l.fl.flushed
 		for p < len(buf) {
 			size := frameSize(int(le.Uint32(buf[p+4:])))
-			if l.fl.off+int64(p-start+size) > l.opts.SegmentSize {
+			if l.fl.off+int64(p-start+size) > l.opts.SegmentBytes {
 				break
 			}
 			sealFrame(buf[p:], l.fl.seed)
@@ -673,7 +673,7 @@ func (l *Log) rollover(first LSN) error {
 	}
 	r := l.mu.ready[0]
 	l.mu.ready = slices.Delete(l.mu.ready, 0, 1)
-	seg := &segment{seq: r.seq, first: first, name: r.name, size: l.opts.SegmentSize}
+	seg := &segment{seq: r.seq, first: first, name: r.name, size: l.opts.SegmentBytes}
 	l.mu.live = append(l.mu.live, seg)
 	l.prepCond.Signal()
 	l.mu.Unlock()

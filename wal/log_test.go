@@ -102,7 +102,7 @@ func TestReplayFrom(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	l := openMem(t, waltest.NewMemFS(), wal.Options{SegmentSize: 4096, MaxRecordSize: 100})
+	l := openMem(t, waltest.NewMemFS(), wal.Options{SegmentBytes: 4096, MaxRecordBytes: 100})
 	defer l.Close()
 	if _, err := l.Append(make([]byte, 101)); !errors.Is(err, wal.ErrTooLarge) {
 		t.Fatalf("101-byte record: %v", err)
@@ -124,7 +124,7 @@ func TestTooLarge(t *testing.T) {
 // record appended — the state a real fsync's ~100 µs leaves behind.
 func TestGroupCommitBatches(t *testing.T) {
 	fs := waltest.NewMemFS()
-	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 20})
+	l := openMem(t, fs, wal.Options{SegmentBytes: 1 << 20})
 	defer l.Close()
 	const writers, each = 50, 40
 	var finished atomic.Int64
@@ -175,7 +175,7 @@ func TestNoGroupCommitSyncsEveryRecord(t *testing.T) {
 	fs := waltest.NewMemFS()
 	var mu sync.Mutex
 	var calls, records, bytesWritten int
-	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 16, NoGroupCommit: true,
+	l := openMem(t, fs, wal.Options{SegmentBytes: 1 << 16, NoGroupCommit: true,
 		OnSync: func(r, b int, _ time.Duration) {
 			mu.Lock()
 			calls, records, bytesWritten = calls+1, records+r, bytesWritten+b
@@ -210,7 +210,7 @@ func TestNoGroupCommitSyncsEveryRecord(t *testing.T) {
 
 func TestSyncOfDurableLSNDoesNoIO(t *testing.T) {
 	fs := waltest.NewMemFS()
-	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 16})
+	l := openMem(t, fs, wal.Options{SegmentBytes: 1 << 16})
 	defer l.Close()
 	lsn, err := l.AppendSync([]byte("hello"))
 	if err != nil {
@@ -242,7 +242,7 @@ func TestSyncOfDurableLSNDoesNoIO(t *testing.T) {
 // exactly-once delivery for everyone.
 func TestNotifyOrder(t *testing.T) {
 	fs := waltest.NewMemFS()
-	l := openMem(t, fs, wal.Options{SegmentSize: 4096})
+	l := openMem(t, fs, wal.Options{SegmentBytes: 4096})
 	var ordered, any recorder
 	var wg sync.WaitGroup
 	const writers, each = 16, 100
@@ -323,7 +323,7 @@ func TestCloseSyncsPending(t *testing.T) {
 
 func TestBackPressure(t *testing.T) {
 	fs := waltest.NewMemFS()
-	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 16, MaxPendingBytes: 256})
+	l := openMem(t, fs, wal.Options{SegmentBytes: 1 << 16, MaxPendingBytes: 256})
 	defer l.Close()
 	var wg sync.WaitGroup
 	for w := range 8 {
@@ -352,7 +352,7 @@ func TestBackPressure(t *testing.T) {
 // list grew with every call: 200,000 Notify calls made 200,000 entries.
 func TestWaitersAreBounded(t *testing.T) {
 	fs := waltest.NewMemFS()
-	l := openMem(t, fs, wal.Options{SegmentSize: 1 << 20})
+	l := openMem(t, fs, wal.Options{SegmentBytes: 1 << 20})
 	defer l.Close()
 	waitReady(t, l, 2)
 	release := make(chan struct{})

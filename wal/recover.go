@@ -50,7 +50,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		dir:         dir,
 		fs:          opts.FS,
 		opts:        opts,
-		maxRecord:   opts.MaxRecordSize,
+		maxRecord:   opts.MaxRecordBytes,
 		flusherDone: make(chan struct{}),
 		prepareDone: make(chan struct{}),
 	}
@@ -147,7 +147,7 @@ func (l *Log) recover() error {
 				return err
 			}
 		}
-		if size == l.opts.SegmentSize {
+		if size == l.opts.SegmentBytes {
 			pool = append(pool, name) // prepared but never used, or recycled
 		} else {
 			discard = append(discard, name)

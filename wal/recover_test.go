@@ -86,7 +86,7 @@ func TestCorruptionInNonLastSegmentIsAnError(t *testing.T) {
 	s.data[bad+20] ^= 0x40 // a bit flip in the data of a middle frame
 	fs.WriteFile(s.path, s.data)
 
-	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 1024})
+	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: 1024})
 	if !errors.Is(err, wal.ErrCorrupt) {
 		t.Fatalf("Open: %v", err)
 	}
@@ -112,7 +112,7 @@ func TestCorruptionFollowedByValidFramesIsAnError(t *testing.T) {
 	s.data[offs[0]+9] ^= 1 // the LSN field of the first frame of the last segment
 	fs.WriteFile(s.path, s.data)
 
-	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 1024})
+	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: 1024})
 	if !errors.Is(err, wal.ErrCorrupt) {
 		t.Fatalf("Open: %v", err)
 	}
@@ -129,7 +129,7 @@ func TestMissingMiddleSegmentIsAnError(t *testing.T) {
 	if err := fs.Remove(segs[1].path); err != nil {
 		t.Fatal(err)
 	}
-	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentSize: 1024})
+	_, err := wal.Open(testDir, wal.Options{FS: fs, SegmentBytes: 1024})
 	if !errors.Is(err, wal.ErrCorrupt) || !strings.Contains(err.Error(), segs[0].path) {
 		t.Fatalf("Open with a segment missing: %v", err)
 	}
@@ -241,7 +241,7 @@ func TestTornTailIsLogged(t *testing.T) {
 func TestRetireKeepsLogBounded(t *testing.T) {
 	fs := waltest.NewMemFS()
 	const segSize, ahead = 1024, 2
-	l := openMem(t, fs, wal.Options{SegmentSize: segSize, SegmentsAhead: ahead})
+	l := openMem(t, fs, wal.Options{SegmentBytes: segSize, SegmentsAhead: ahead})
 	defer l.Close()
 	maxFiles, maxBytes := 0, int64(0)
 	const keep = 30 // records the owner still needs

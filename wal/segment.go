@@ -57,8 +57,8 @@ func (l *Log) prepare(seq uint64, from string) (readySegment, error) {
 	if err != nil {
 		return readySegment{}, ioFailure(task, "create", tmp, err)
 	}
-	for off := int64(0); off < l.opts.SegmentSize; off += int64(len(zeroBlock)) {
-		n := min(int64(len(zeroBlock)), l.opts.SegmentSize-off)
+	for off := int64(0); off < l.opts.SegmentBytes; off += int64(len(zeroBlock)) {
+		n := min(int64(len(zeroBlock)), l.opts.SegmentBytes-off)
 		if _, err := f.WriteAt(zeroBlock[:n], off); err != nil {
 			_ = f.Close()
 			return readySegment{}, ioFailure(task, "zero-fill", tmp, err)
@@ -141,7 +141,7 @@ func (l *Log) Retire(lowest LSN) error {
 // retire removes one retired segment from the log's namespace.
 func (l *Log) retire(s *segment) error {
 	l.mu.Lock()
-	reuse := len(l.mu.ready) < l.opts.SegmentsAhead && s.size == l.opts.SegmentSize && !l.mu.stopPrepare
+	reuse := len(l.mu.ready) < l.opts.SegmentsAhead && s.size == l.opts.SegmentBytes && !l.mu.stopPrepare
 	var seq uint64
 	if reuse {
 		seq = l.mu.nextSeq

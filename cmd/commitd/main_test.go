@@ -167,7 +167,7 @@ func TestLockedDataDirectory(t *testing.T) {
 func TestCorruptDataDirectory(t *testing.T) {
 	dir := t.TempDir()
 	walDir := filepath.Join(dir, "wal")
-	log, err := wal.Open(walDir, wal.Options{SegmentSize: 1 << 20})
+	log, err := wal.Open(walDir, wal.Options{SegmentBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestCorruptDataDirectory(t *testing.T) {
 func TestDamagedSegmentHeader(t *testing.T) {
 	dir := t.TempDir()
 	walDir := filepath.Join(dir, "wal")
-	log, err := wal.Open(walDir, wal.Options{SegmentSize: 1 << 20})
+	log, err := wal.Open(walDir, wal.Options{SegmentBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,7 @@ const largestRecord = 1 + 16 + 2 + protocol.MaxWorkLen
 // also a checkpoint of its balances.
 func checkSegmentSize(size int64, record int) error {
 	record = max(record, largestRecord)
-	if least := wal.SegmentSizeFor(record); size != 0 && size < least {
+	if least := wal.SegmentBytesFor(record); size != 0 && size < least {
 		return fmt.Errorf("--segment-size %d: a segment must hold the largest record, %d bytes here, with its headers: at least %d", size, record, least)
 	}
 	return nil
@@ -208,7 +208,7 @@ func runCoordinator(args []string) error {
 	fs.IntVar(&cfg.ConnsPerParticipant, "conns", 2, "connections to each participant")
 	fs.IntVar(&cfg.MaxClients, "max-clients", 10000, "client connections; a few more are kept for participants and admin tools")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each log segment file, e.g. 8MiB (default 64MiB); the log needs 4 of them free to start")
+	segmentSizeFlag(fs, &cfg.SegmentBytes, "size of each log segment file, e.g. 8MiB (default 64MiB); the log needs 4 of them free to start")
 	replicas := replicaFlags(fs, &cfg)
 	tf.register(fs)
 	cfg.ParticipantIdentities = map[string]string{}
@@ -233,7 +233,7 @@ func runCoordinator(args []string) error {
 		return err
 	}
 	cfg.NoBatch, cfg.NoGroupCommit, cfg.NoCoalesce = !*batch, !*groupCommit, !*coalesce
-	if err := checkSegmentSize(cfg.SegmentSize, 0); err != nil {
+	if err := checkSegmentSize(cfg.SegmentBytes, 0); err != nil {
 		return usageError{err}
 	}
 	var err error
@@ -283,7 +283,7 @@ func runParticipant(args []string) error {
 	})
 	fs.DurationVar(&pg.LockTimeout, "pg-lock-timeout", 10*time.Millisecond, "postgres: how long a prepare waits for an account another transaction holds before voting no")
 	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres: how often pg_prepared_xacts is scanned for transactions to resolve")
-	segmentSizeFlag(fs, &cfg.SegmentSize, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
+	segmentSizeFlag(fs, &cfg.SegmentBytes, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
 	fs.StringVar(&cfg.CoordinatorIdentity, "coordinator-identity", "", "with TLS, the coordinator's certificate must be valid for this (a DNS name or IP in its SANs, or its CN; default: the host of each --coordinator address)")
 	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
 	tf.register(fs)
@@ -307,7 +307,7 @@ func runParticipant(args []string) error {
 	if *backend == "bank" {
 		ckpt = checkpointLen(accounts)
 	}
-	if err := checkSegmentSize(cfg.SegmentSize, ckpt); err != nil {
+	if err := checkSegmentSize(cfg.SegmentBytes, ckpt); err != nil {
 		return usageError{err}
 	}
 	var err error

@@ -28,7 +28,7 @@ func TestAdminOutcomesOfABigLedger(t *testing.T) {
 	dir := t.TempDir()
 	// The ledger's format (participant/ledger.go): one 17-byte record per
 	// decision, the transaction id then the decision.
-	lg, err := wal.Open(filepath.Join(dir, "ledger"), wal.Options{SegmentSize: 16 << 20})
+	lg, err := wal.Open(filepath.Join(dir, "ledger"), wal.Options{SegmentBytes: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

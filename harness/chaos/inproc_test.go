@@ -77,7 +77,7 @@ func (m *memCluster) startParticipant(i int) {
 		Name: m.names[i], Listen: m.addrs[i], DataDir: filepath.Join(m.dir, m.names[i]),
 		Coordinator: m.coordAdr, Resource: m.banks[i], FS: m.partFS[i],
 		InquireAfter: 200 * time.Millisecond, InquireMax: time.Second,
-		SegmentSize: 1 << 20, Logger: quiet(),
+		SegmentBytes: 1 << 20, Logger: quiet(),
 	})
 	if err != nil {
 		m.t.Fatalf("starting %s: %v", m.names[i], err)
@@ -93,7 +93,7 @@ func (m *memCluster) startCoordinator() {
 	c, err := coordinator.Start(coordinator.Config{
 		Listen: m.coordAdr, DataDir: filepath.Join(m.dir, "coordinator"), Participants: peers,
 		FS: m.coordFS, PrepareTimeout: 500 * time.Millisecond, RedeliverMin: 50 * time.Millisecond,
-		RedeliverMax: time.Second, SegmentSize: 1 << 20, Logger: quiet(),
+		RedeliverMax: time.Second, SegmentBytes: 1 << 20, Logger: quiet(),
 	})
 	if err != nil {
 		m.t.Fatalf("starting the coordinator: %v", err)

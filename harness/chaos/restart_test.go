@@ -46,7 +46,7 @@ func commitSome(t *testing.T, addr string, n int, first uint32) {
 func TestRestartAfterRetirement(t *testing.T) {
 	c, err := cluster.Start(cluster.Options{
 		Dir:             t.TempDir(),
-		SegmentSize:     32 << 10, // room for a checkpoint of 1000 accounts
+		SegmentBytes:    32 << 10, // room for a checkpoint of 1000 accounts
 		CheckpointEvery: 10,
 		PrepareTimeout:  2 * time.Second,
 		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -88,7 +88,7 @@ func TestRestartAfterRetirement(t *testing.T) {
 func TestIdleRestartKeepsTheLog(t *testing.T) {
 	c, err := cluster.Start(cluster.Options{
 		Dir:             t.TempDir(),
-		SegmentSize:     4096, // a few dozen records a segment
+		SegmentBytes:    4096, // a few dozen records a segment
 		CheckpointEvery: 1 << 20,
 		PrepareTimeout:  2 * time.Second,
 		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),

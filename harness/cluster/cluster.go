@@ -32,9 +32,9 @@ type Options struct {
 	Remember time.Duration
 	// CheckpointEvery sets the participants' checkpoint interval.
 	CheckpointEvery int
-	// SegmentSize is every log's segment size (default 4 MiB: segments are
+	// SegmentBytes is every log's segment size (default 4 MiB: segments are
 	// written out ahead of need, and a test cluster has seven logs).
-	SegmentSize int64
+	SegmentBytes int64
 	// TLS, if set, makes every connection mutual TLS.
 	TLS    *tls.Config
 	Logger *slog.Logger
@@ -70,8 +70,8 @@ func Start(opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.SegmentSize <= 0 {
-		opts.SegmentSize = 4 << 20
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = 4 << 20
 	}
 	c := &Cluster{opts: opts}
 	// Listen first, so that every server knows every address at start.
@@ -141,7 +141,7 @@ func (c *Cluster) startParticipant(i int, ln net.Listener) (*participant.Server,
 		Resource:        bank.New(c.opts.Accounts, c.opts.Balance),
 		InquireAfter:    c.opts.InquireAfter,
 		CheckpointEvery: c.opts.CheckpointEvery,
-		SegmentSize:     c.opts.SegmentSize,
+		SegmentBytes:    c.opts.SegmentBytes,
 		TLS:             c.opts.TLS,
 		Logger:          c.opts.Logger,
 	})
@@ -159,7 +159,7 @@ func (c *Cluster) startCoordinator(ln net.Listener) (*coordinator.Server, error)
 		Shards:         c.opts.Shards,
 		PrepareTimeout: c.opts.PrepareTimeout,
 		Remember:       c.opts.Remember,
-		SegmentSize:    c.opts.SegmentSize,
+		SegmentBytes:   c.opts.SegmentBytes,
 		TLS:            c.opts.TLS,
 		Logger:         c.opts.Logger,
 	})

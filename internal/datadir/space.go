@@ -10,13 +10,13 @@ import (
 )
 
 // LogSpace is what one write-ahead log in a data directory needs on disk to
-// start: Segments files of SegmentSize bytes each, written out in full
+// start: Segments files of SegmentBytes bytes each, written out in full
 // before the first record.
 type LogSpace struct {
-	Name        string // for the message: "log", "ledger"
-	Dir         string
-	Segments    int
-	SegmentSize int64
+	Name         string // for the message: "log", "ledger"
+	Dir          string
+	Segments     int
+	SegmentBytes int64
 }
 
 // FreeBytes returns the bytes an unprivileged process may still write to
@@ -43,13 +43,13 @@ func CheckSpace(dataDir string, logs []LogSpace, free func(dir string) (int64, e
 	var need, have int64
 	var parts []string
 	for _, l := range logs {
-		need += int64(l.Segments) * l.SegmentSize
+		need += int64(l.Segments) * l.SegmentBytes
 		n, err := segmentBytes(l.Dir)
 		if err != nil {
 			return fmt.Errorf("data directory %s: %w", dataDir, err)
 		}
 		have += n
-		parts = append(parts, fmt.Sprintf("%s: %d segments of %s", l.Name, l.Segments, size(l.SegmentSize)))
+		parts = append(parts, fmt.Sprintf("%s: %d segments of %s", l.Name, l.Segments, size(l.SegmentBytes)))
 	}
 	need = max(0, need-have)
 	avail, err := free(dataDir)
@@ -60,7 +60,7 @@ func CheckSpace(dataDir string, logs []LogSpace, free func(dir string) (int64, e
 		return nil
 	}
 	return fmt.Errorf("data directory %s: %s free, but the logs need %s to start (%s; %s of segment files already there): "+
-		"free some space, or lower the segment size (--segment-size, Config.SegmentSize)",
+		"free some space, or lower the segment size (--segment-size, Config.SegmentBytes)",
 		dataDir, size(avail), size(need), strings.Join(parts, ", "), size(have))
 }
 

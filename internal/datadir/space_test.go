@@ -14,8 +14,8 @@ import (
 func TestCheckSpace(t *testing.T) {
 	dir := t.TempDir()
 	logs := []LogSpace{
-		{Name: "log", Dir: filepath.Join(dir, "wal"), Segments: 4, SegmentSize: 64 << 20},
-		{Name: "ledger", Dir: filepath.Join(dir, "ledger"), Segments: 4, SegmentSize: 16 << 20},
+		{Name: "log", Dir: filepath.Join(dir, "wal"), Segments: 4, SegmentBytes: 64 << 20},
+		{Name: "ledger", Dir: filepath.Join(dir, "ledger"), Segments: 4, SegmentBytes: 16 << 20},
 	}
 	const need = 4*64<<20 + 4*16<<20
 	free := func(n int64) func(string) (int64, error) {

@@ -40,7 +40,7 @@ func newRig(t *testing.T, beforeRetire func() error) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, err := wal.Open("/wal", wal.Options{FS: waltest.NewMemFS(), SegmentSize: 4096})
+	log, err := wal.Open("/wal", wal.Options{FS: waltest.NewMemFS(), SegmentBytes: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestAbandonReleasesWhatWasAcquired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, err := wal.Open("/wal", wal.Options{FS: waltest.NewMemFS(), SegmentSize: 4096})
+	log, err := wal.Open("/wal", wal.Options{FS: waltest.NewMemFS(), SegmentBytes: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -175,7 +175,7 @@ func TestInboxConcurrentProducers(t *testing.T) {
 // A pump whose machine has not yet reported must let the log retire
 // nothing: its restored records may be the only copy of needed state.
 func TestNeededBeforeFirstReadyRetiresNothing(t *testing.T) {
-	log, err := wal.Open(t.TempDir(), wal.Options{SegmentSize: 1 << 16})
+	log, err := wal.Open(t.TempDir(), wal.Options{SegmentBytes: 1 << 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func (o *countOutput) Deliver(rd *engine.Ready) { o.n += len(rd.Messages) }
 // Ready or more per transaction (it used to allocate one each, 3–5 per
 // transaction at the coordinator with one client).
 func TestFlushDoesNotAllocate(t *testing.T) {
-	log, err := wal.Open(t.TempDir(), wal.Options{SegmentSize: 1 << 16})
+	log, err := wal.Open(t.TempDir(), wal.Options{SegmentBytes: 1 << 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func (m *oneRecord) Ready() engine.Ready {
 // failed record.
 func TestFailureBetweenReadsMarksNothingDurable(t *testing.T) {
 	fs := waltest.NewMemFS()
-	log, err := wal.Open("wal", wal.Options{FS: fs, SegmentSize: 1 << 16, LazyDelay: time.Hour})
+	log, err := wal.Open("wal", wal.Options{FS: fs, SegmentBytes: 1 << 16, LazyDelay: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

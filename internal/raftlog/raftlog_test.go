@@ -18,7 +18,7 @@ var three = map[uint64]string{1: "127.0.0.1:7401", 2: "127.0.0.1:7402", 3: "127.
 
 func open(t *testing.T, fs wal.FS, id uint64, peers map[uint64]string) (*Log, error) {
 	t.Helper()
-	return Open("raft", wal.Options{FS: fs, SegmentSize: 64 << 10}, Identity{ID: id, Peers: peers})
+	return Open("raft", wal.Options{FS: fs, SegmentBytes: 64 << 10}, Identity{ID: id, Peers: peers})
 }
 
 func mustOpen(t *testing.T, fs wal.FS) *Log {

@@ -184,11 +184,11 @@ type Options struct {
 	// NoCoalesce makes the writer write each frame with its own write, for
 	// comparison with the default of one write per batch.
 	NoCoalesce bool
-	// ReadBufferSize is the size of the connection's own read buffer
+	// ReadBufferBytes is the size of the connection's own read buffer
 	// (wire.DefaultReadBuffer); while frames and reads ask for more it
 	// reads into a wire.MaxFrameSize buffer from a shared pool instead
 	// (see wire.Reader).
-	ReadBufferSize int
+	ReadBufferBytes int
 	// OnClose, if set, is called once when the connection has failed and
 	// its goroutines are done, with the reason (see Conn.Err).
 	OnClose func(c *Conn, err error)
@@ -515,7 +515,7 @@ func (c *Conn) closeWith(code wire.ErrorCode, why string, err error) {
 
 func (c *Conn) read() error {
 	dr := &deadlineReader{c: c, mode: modeHello}
-	r := wire.NewReader(dr, c.opts.ReadBufferSize)
+	r := wire.NewReader(dr, c.opts.ReadBufferBytes)
 	// No frame of r's is used after read returns (handlers copy what they
 	// keep), so its large buffer can serve the next busy connection.
 	defer r.Release()

@@ -361,7 +361,7 @@ func newRig(t *testing.T, processes bool) *rig {
 		PrepareTimeout: time.Second,
 		RedeliverMin:   50 * time.Millisecond,
 		RedeliverMax:   500 * time.Millisecond,
-		SegmentSize:    4 << 20,
+		SegmentBytes:   4 << 20,
 		Logger:         quiet(),
 	})
 	if err != nil {
@@ -417,7 +417,7 @@ func (r *rig) startParticipant(i int) {
 	p, err := participant.Start(participant.Config{
 		Name: r.names[i], Listener: ln, DataDir: data, Coordinator: r.coordLn, Resource: res,
 		InquireAfter: 200 * time.Millisecond, InquireMax: time.Second, ScanEvery: 300 * time.Millisecond,
-		SegmentSize: 4 << 20, Logger: quiet(),
+		SegmentBytes: 4 << 20, Logger: quiet(),
 	})
 	if err != nil {
 		res.Close()
