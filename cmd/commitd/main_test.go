@@ -98,7 +98,7 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"admin"}, "name a report: status, accounts or outcomes", 2},
 		{[]string{"admin", "status", "--bogus"}, "flag provided but not defined: -bogus", 2},
 		{[]string{"coordinator", "--shards", "many"}, "invalid value", 2},
-		{[]string{"coordinator", "--data", t.TempDir()}, "at least one participant", 0},
+		{[]string{"coordinator", "--data", t.TempDir()}, "at least one participant", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1"}, "NAME=ADDR", 2},
 		{[]string{"participant", "--coordinator", "127.0.0.1:1"}, "--data is required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "0"}, "--accounts", 2},
@@ -111,7 +111,7 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--segment-size", "8Q"}, "want a byte count", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "100000", "--segment-size", "512KiB"}, "--segment-size 524288: a segment must hold the largest record, 800033 bytes", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p1"}, "NAME=ID", 2},
-		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p9=p9.test"}, "no --participant names", 0},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p9=p9.test"}, "no --participant names", 2},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := commitd(t, 20*time.Second, tc.args...)

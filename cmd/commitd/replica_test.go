@@ -1,10 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -36,21 +36,39 @@ func TestReplicaBadInput(t *testing.T) {
 	// A data directory made by replica 1 of this group is refused to
 	// replica 2, and to replica 1 of another group.
 	dir := t.TempDir()
-	cmd := exec.Command(binary, append(base, "--data", dir, "--id", "1", "--peers", peers, "--log-level", "error")...)
+	cmd := exec.Command(binary, append(base, "--data", dir, "--id", "1", "--peers", peers, "--log-level", "info")...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "raft")); err == nil {
-			break
+	// Its identity is synced before it says it serves: wait for that line
+	// (a fixed sleep was too short on a loaded machine, and replica 2 then
+	// found an empty directory and started).
+	serving := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		found := false
+		for sc.Scan() {
+			if !found && strings.Contains(sc.Text(), "serving") {
+				found = true
+				serving <- true
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("replica 1 made no raft log")
+		if !found {
+			serving <- false
 		}
-		time.Sleep(20 * time.Millisecond)
+	}()
+	select {
+	case ok := <-serving:
+		if !ok {
+			t.Fatal("replica 1 exited without serving")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("replica 1 did not say it serves within 20s")
 	}
-	time.Sleep(200 * time.Millisecond) // its identity is synced before it serves
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	_ = cmd.Wait()
 	r := commitd(t, 20*time.Second, append(base, "--data", dir, "--id", "2", "--peers", peers)...)

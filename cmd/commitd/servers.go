@@ -224,9 +224,12 @@ func runCoordinator(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if len(cfg.Participants) == 0 {
+		return usageError{errors.New("coordinator: at least one participant (--participant NAME=ADDR) is required")}
+	}
 	for name := range cfg.ParticipantIdentities {
 		if _, ok := cfg.Participants[name]; !ok {
-			return fmt.Errorf("--participant-identity for %q, which no --participant names", name)
+			return usageError{fmt.Errorf("--participant-identity for %q, which no --participant names", name)}
 		}
 	}
 	if err := replicas(); err != nil {
