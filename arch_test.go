@@ -68,7 +68,7 @@ var arch = map[string]struct {
 	"bench":                  {stand, []string{"client", "participant/bank", "protocol"}},
 
 	"harness/cluster": {harness, []string{"coordinator", "participant", "participant/bank"}},
-	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank"}},
+	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
 
 	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/postgres", "protocol", "wal"}},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/wal"
 	"github.com/google/uuid"
@@ -123,15 +124,7 @@ func TestBadInvocations(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return nodetest.FreeAddr(t) }
 
 // TestLockedDataDirectory starts a participant and then a second one on the
 // same data directory: the second must refuse, in one line.

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/commitd/commitd/internal/node/nodetest"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -215,15 +215,9 @@ type Cluster struct {
 	Participants []*Proc
 }
 
-// freeAddr returns a loopback address with a port nobody listens on now.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+// freeAddr returns a loopback address with a port nobody listens on now,
+// below the ephemeral range (nodetest.FreeLoopbackAddr says why).
+func freeAddr() (string, error) { return nodetest.FreeLoopbackAddr() }
 
 // NewCluster lays out a cluster (addresses, data directories, arguments);
 // Start starts it.

@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/commitd/commitd/internal/node/nodetest"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -319,14 +320,7 @@ type rig struct {
 	bin     string
 }
 
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return nodetest.FreeAddr(t) }
 
 func newRig(t *testing.T, processes bool) *rig {
 	r := &rig{t: t, dir: t.TempDir(), names: []string{"pga", "pgb"}}

@@ -3,7 +3,9 @@ package nodetest
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,14 +93,35 @@ func RemoteError(err error, code wire.ErrorCode, text string) bool {
 
 // FreeAddr returns a loopback address that nothing listens on: it was free
 // a moment ago. For what a server must be told before it starts (its
-// metrics address) or must fail to reach.
+// metrics address), must fail to reach, or is restarted on.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := FreeLoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
+}
+
+// FreeLoopbackAddr is FreeAddr for code without a testing.TB. Its port is
+// drawn below Linux's ephemeral range (32768–60999): a port from that
+// range, found free and let go, can be taken by any outgoing connection
+// before the server binds it, and the tests running alongside open
+// thousands ("bind: address already in use" in TestDiskFaults under CI).
+// Ports 25430–25439 are left to the PostgreSQL test servers.
+func FreeLoopbackAddr() (string, error) {
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		if port >= 25430 && port < 25440 {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue // taken: draw again
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr, nil
+	}
+	return "", errors.New("nodetest: no free loopback port in 20000–31999 after 200 draws")
 }
