@@ -50,7 +50,9 @@ func newGroup(t *testing.T, with ...func(*coordinator.Config)) *group {
 		coords: map[uint64]*coordinator.Server{}, results: map[int]client.Result{}, fs: map[uint64]*waltest.MemFS{}}
 	lns := map[uint64]net.Listener{}
 	for id := uint64(1); id <= 3; id++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		// A replica restarts on its address: a port from below the
+		// ephemeral range, which no client socket can take meanwhile.
+		ln, err := net.Listen("tcp", nodetest.FreeAddr(t))
 		if err != nil {
 			t.Fatal(err)
 		}
