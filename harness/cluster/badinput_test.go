@@ -2,17 +2,12 @@ package cluster_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
+	"github.com/commitd/commitd/internal/node/nodetest"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -278,62 +273,15 @@ func TestMutualTLS(t *testing.T) {
 	mustCommit(t, cl)
 }
 
-// testCerts makes a CA, a certificate it signs for 127.0.0.1 (used by every
-// server and the good client), and a certificate from a second CA.
+// testCerts makes a CA and a certificate it signs for 127.0.0.1 (used by
+// every server and the good client), and a stranger's certificate from a
+// second CA.
 func testCerts(t *testing.T) (good, stranger *tls.Config) {
 	t.Helper()
-	mk := func() (*x509.Certificate, *ecdsa.PrivateKey) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber:          big.NewInt(1),
-			Subject:               pkix.Name{CommonName: "commitd test CA"},
-			NotBefore:             time.Now().Add(-time.Hour),
-			NotAfter:              time.Now().Add(time.Hour),
-			IsCA:                  true,
-			KeyUsage:              x509.KeyUsageCertSign,
-			BasicConstraintsValid: true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ca, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ca, key
-	}
-	leaf := func(ca *x509.Certificate, caKey *ecdsa.PrivateKey) tls.Certificate {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(2),
-			Subject:      pkix.Name{CommonName: "commitd node"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	}
-	ca, caKey := mk()
-	other, otherKey := mk()
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	good = &tls.Config{Certificates: []tls.Certificate{leaf(ca, caKey)}, ClientCAs: pool, RootCAs: pool,
-		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	good = nodetest.NewCA(t).Config(t, "commitd node")
+	stranger = nodetest.NewCA(t).Config(t, "commitd node")
 	// The stranger trusts the real CA (so it would accept the server) but
 	// presents a certificate the cluster does not trust.
-	stranger = &tls.Config{Certificates: []tls.Certificate{leaf(other, otherKey)}, RootCAs: pool, MinVersion: tls.VersionTLS13}
+	stranger.RootCAs = good.RootCAs
 	return good, stranger
 }
