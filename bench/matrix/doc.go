@@ -9,7 +9,10 @@
 // participants per transaction, 10 participants per transaction, an open
 // loop just under the measured saturation point, and the same load with
 // each optimization switched off (--group-commit=false, --coalesce=false,
-// --batch=false, --shards 1), side by side with the default.
+// --batch=false, --shards 1), side by side with the default, and a
+// 3-replica coordinator group (--id/--peers, every replica on this one
+// machine) at 1, 100 and 1,000 callers, each beside a one-coordinator run
+// of its own.
 //
 //	go run ./bench/matrix            # the full matrix (a few minutes)
 //	go run ./bench/matrix -quick     # short cells, fewer of them

@@ -52,6 +52,9 @@ type cell struct {
 	duration     time.Duration // overrides -duration (the soak)
 	base         int           // ablation: index of the default run paired with it
 	memLogs      bool          // data directories on tmpfs (groupMemory)
+	// replicas > 1: the coordinator is a raft group of this many
+	// replicas (--id/--peers), all on this machine (groupReplicated).
+	replicas int
 	// results
 	rate float64
 	rep  result
@@ -241,7 +244,14 @@ const (
 	// split each durable cell's time between the disk and the rest (CPU,
 	// loopback) with ratios measured in the same run.
 	groupMemory = "memory"
+	// groupReplicated: a 3-replica coordinator group, each cell right
+	// after a one-coordinator run of its own (base), as the ablations are.
+	groupReplicated = "replicated"
 )
+
+// replicatedAt are the callers at which the matrix runs a 3-replica
+// coordinator group beside one coordinator.
+var replicatedAt = []int{1, 100, 1000}
 
 // ablations are the optimizations the matrix switches off one at a time,
 // with the server flags that do it.
@@ -267,7 +277,7 @@ func gomaxprocs(c *cell) string {
 			return strconv.Itoa(numCPU())
 		}
 	}
-	return strconv.Itoa(max(1, numCPU()/(c.participants+2)))
+	return strconv.Itoa(max(1, numCPU()/(c.participants+max(1, c.replicas)+1)))
 }
 
 func matrix(quick bool, soak time.Duration) []cell {
@@ -296,6 +306,16 @@ func matrix(quick bool, soak time.Duration) []cell {
 			cs = append(cs, cell{group: groupAblated, name: fmt.Sprintf("closed %d callers, 2 per txn, %s", n, a.name),
 				participants: 2, perTxn: 2, callers: n, flags: []string{a.name}, base: len(cs) - 1})
 		}
+	}
+	repAt := replicatedAt
+	if quick {
+		repAt = []int{100}
+	}
+	for _, n := range repAt {
+		cs = append(cs, cell{group: groupPaired, name: fmt.Sprintf("closed %d callers, 2 per txn, default (paired with 3 replicas)", n),
+			participants: 2, perTxn: 2, callers: n})
+		cs = append(cs, cell{group: groupReplicated, name: fmt.Sprintf("closed %d callers, 2 per txn, 3 replicas", n),
+			participants: 2, perTxn: 2, callers: n, replicas: 3, base: len(cs) - 1})
 	}
 	memAt := []struct{ callers, perTxn int }{{1, 2}, {100, 2}, {1000, 2}, {100, 10}}
 	if quick {
@@ -384,15 +404,21 @@ func runCell(o *options, c *cell, dir string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ports, err := freePorts(c.participants + 2) // the last: the soak's coordinator HTTP
+	nCoord := max(1, c.replicas)
+	ports, err := freePorts(c.participants + nCoord + 1) // the last: the soak's coordinator HTTP
 	if err != nil {
 		return err
 	}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[c.participants+1])
-	coordAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[len(ports)-1])
+	var coordAddrs, peers []string
+	for i := range nCoord {
+		coordAddrs = append(coordAddrs, fmt.Sprintf("127.0.0.1:%d", ports[c.participants+i]))
+		peers = append(peers, fmt.Sprintf("%d=%s", i+1, coordAddrs[i]))
+	}
+	coordAddr := strings.Join(coordAddrs, ",")
 	var parts []string
 	for i := 1; i <= c.participants; i++ {
-		parts = append(parts, fmt.Sprintf("p%d=127.0.0.1:%d", i, ports[i]))
+		parts = append(parts, fmt.Sprintf("p%d=127.0.0.1:%d", i, ports[i-1]))
 	}
 	var procs []*exec.Cmd
 	defer func() {
@@ -416,7 +442,7 @@ func runCell(o *options, c *cell, dir string) error {
 		return nil
 	}
 	for i := 1; i <= c.participants; i++ {
-		args := []string{"participant", "--name", fmt.Sprintf("p%d", i), "--listen", fmt.Sprintf("127.0.0.1:%d", ports[i]),
+		args := []string{"participant", "--name", fmt.Sprintf("p%d", i), "--listen", fmt.Sprintf("127.0.0.1:%d", ports[i-1]),
 			"--data", filepath.Join(dir, fmt.Sprintf("p%d", i)), "--coordinator", coordAddr,
 			"--accounts", strconv.Itoa(o.accounts), "--log-level", "warn"}
 		args = append(args, serverFlags(c.flags, false)...)
@@ -424,16 +450,22 @@ func runCell(o *options, c *cell, dir string) error {
 			return err
 		}
 	}
-	args := []string{"coordinator", "--listen", coordAddr, "--data", filepath.Join(dir, "coordinator"),
-		"--participant", strings.Join(parts, ","), "--log-level", "warn"}
-	args = append(args, serverFlags(c.flags, true)...)
-	if c.group == groupSoak {
-		args = append(args, "--http", httpAddr)
+	// The coordinators are started last: procs[c.participants:].
+	for i, a := range coordAddrs {
+		args := []string{"coordinator", "--listen", a, "--data", filepath.Join(dir, fmt.Sprintf("coordinator%d", i+1)),
+			"--participant", strings.Join(parts, ","), "--log-level", "warn"}
+		if c.replicas > 1 {
+			args = append(args, "--id", strconv.Itoa(i+1), "--peers", strings.Join(peers, ","))
+		}
+		args = append(args, serverFlags(c.flags, true)...)
+		if c.group == groupSoak {
+			args = append(args, "--http", httpAddr)
+		}
+		if err := start(fmt.Sprintf("coordinator%d.log", i+1), args...); err != nil {
+			return err
+		}
 	}
-	if err := start("coordinator.log", args...); err != nil {
-		return err
-	}
-	if err := waitUp(coordAddr, parts); err != nil {
+	if err := waitUp(coordAddrs, parts); err != nil {
 		return err
 	}
 	waitIdle(procs)
@@ -490,10 +522,14 @@ func runCell(o *options, c *cell, dir string) error {
 		return fmt.Errorf("bench: %v\n%s", err, tail(out.String()))
 	}
 	n := float64(max(1, c.rep.Committed))
-	// The coordinator was started last.
-	c.cpu.coordinator = (after[len(procs)-1] - before[len(procs)-1]) * 1e6 / n
-	for i := range len(procs) - 1 {
-		c.cpu.participants += (after[i] - before[i]) * 1e6 / n
+	// The coordinators (every replica of a group) were started last.
+	for i := range procs {
+		use := (after[i] - before[i]) * 1e6 / n
+		if i >= c.participants {
+			c.cpu.coordinator += use
+		} else {
+			c.cpu.participants += use
+		}
 	}
 	c.ok = true
 	return nil
@@ -512,12 +548,13 @@ func serverFlags(flags []string, coordinator bool) []string {
 	return out
 }
 
-// waitUp waits until the coordinator and every participant answer admin
-// queries, then a little longer for the servers to dial each other.
-func waitUp(coord string, parts []string) error {
+// waitUp waits until every coordinator and participant answers admin
+// queries and, for a replicated group, one replica says it leads; then a
+// little longer for the servers to dial each other.
+func waitUp(coords, parts []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	addrs := []string{coord}
+	addrs := append([]string(nil), coords...)
 	for _, p := range parts {
 		addrs = append(addrs, p[strings.IndexByte(p, '=')+1:])
 	}
@@ -533,6 +570,24 @@ func waitUp(coord string, parts []string) error {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+	for len(coords) > 1 {
+		led := false
+		for _, a := range coords {
+			var st struct {
+				Role string `json:"role"`
+			}
+			if client.Admin(ctx, a, "status", nil, &st) == nil && st.Role == "leader" {
+				led = true
+			}
+		}
+		if led {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("no replica of %s became leader", strings.Join(coords, ","))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
 	return nil

@@ -93,6 +93,7 @@ func render(o *options, cells []cell, started time.Time) string {
 			strings.Join(c.flags, " "), c.callers, c.rep.CommittedPerS, base.rep.CommittedPerS, gain,
 			c.rep.P50ms, base.rep.P50ms, c.cpu.coordinator+c.cpu.participants, base.cpu.coordinator+base.cpu.participants)
 	}
+	replicatedTable(p, cells)
 	memoryTable(p, cells)
 	for _, c := range cells {
 		if c.group != groupSoak {
@@ -133,6 +134,40 @@ func render(o *options, cells []cell, started time.Time) string {
 	p("bin/commitd bench --coordinator 127.0.0.1:7400 --participants p1=127.0.0.1:7401,p2=127.0.0.1:7402 \\\n    --concurrency 100 --warmup 1s --duration 10s --accounts %d --json out.json --plot out.svg --cpuprofile bench.prof\n", o.accounts)
 	p("go tool pprof -top 'http://127.0.0.1:7480/debug/pprof/profile?seconds=5'   # the coordinator, while it runs\n```\n")
 	return b.String()
+}
+
+// replicatedTable renders the 3-replica cells beside the one-coordinator
+// runs they are paired with.
+func replicatedTable(p func(string, ...any), cells []cell) {
+	has := false
+	for _, c := range cells {
+		has = has || c.group == groupReplicated
+	}
+	if !has {
+		return
+	}
+	p("\n### A replicated coordinator group\n\n")
+	p("The coordinator as a 3-replica raft group (`--id N --peers 1=…,2=…,3=…`, default election settings), each cell right after a one-coordinator run of its own, as the ablations are. **All three replicas run on this machine**: they share its one disk and its %d cores with the participants and the bench (a real group has a machine, a disk and cores per replica), so a decision's quorum write is two fdatasyncs on the same disk. *Share* is the group's committed/s over the single coordinator's; *coordinator CPU* is the sum over the three replicas.\n\n", numCPU())
+	p("| callers | committed/s, 3 replicas | committed/s, one coordinator | share | p50 ms 3 / 1 | p99 ms 3 / 1 | coordinator CPU µs/txn 3 / 1 | participants CPU µs/txn 3 / 1 |\n")
+	p("|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range cells {
+		if c.group != groupReplicated {
+			continue
+		}
+		base := &cells[c.base]
+		if c.err != nil || !c.ok || !base.ok {
+			err := c.err
+			if err == nil {
+				err = base.err
+			}
+			p("| %d | failed: %s |||||||\n", c.callers, oneLine(err))
+			continue
+		}
+		p("| %d | %.0f | %.0f | **%.0f %%** | %.2f / %.2f | %.2f / %.2f | %.1f / %.1f | %.1f / %.1f |\n",
+			c.callers, c.rep.CommittedPerS, base.rep.CommittedPerS, 100*c.rep.CommittedPerS/max(base.rep.CommittedPerS, 1e-9),
+			c.rep.P50ms, base.rep.P50ms, c.rep.P99ms, base.rep.P99ms,
+			c.cpu.coordinator, base.cpu.coordinator, c.cpu.participants, base.cpu.participants)
+	}
 }
 
 // memoryTable renders the in-memory cells beside their durable twins.
@@ -257,6 +292,14 @@ func targets(cells []cell) []target {
 			if mid, end, growth, ok := heapGrowth(c); ok {
 				ts = append(ts, target{"coordinator memory flat over a 60-second run",
 					fmt.Sprintf("live heap %.0f MiB at %.0f s, %.0f MiB at %.0f s (%+.0f%%)", mibf(mid.bytes), mid.t, mibf(end.bytes), end.t, 100*growth), verdict(growth <= maxSoakGrowth)})
+			}
+		}
+	}
+	for _, c := range cells {
+		if c.group == groupReplicated && c.callers == 100 && c.ok {
+			if b := &cells[c.base]; b.ok {
+				share := c.rep.CommittedPerS / max(b.rep.CommittedPerS, 1e-9)
+				ts = append(ts, target{"3 replicas at 100 callers: ≥ 50 % of one coordinator's committed/s (same run)", fmt.Sprintf("%.0f %%", 100*share), verdict(share >= 0.5)})
 			}
 		}
 	}
