@@ -41,11 +41,12 @@ var arch = map[string]struct {
 }{
 	"protocol": {vocabulary, nil},
 
-	"":                 {leaf, nil}, // this package: documentation and this test
-	"engine":           {leaf, []string{"protocol"}},
-	"wal":              {leaf, nil},
-	"net/wire":         {leaf, []string{"protocol"}},
-	"internal/datadir": {leaf, nil},
+	"":                       {leaf, nil}, // this package: documentation and this test
+	"engine":                 {leaf, []string{"protocol"}},
+	"wal":                    {leaf, nil},
+	"net/wire":               {leaf, []string{"protocol"}},
+	"internal/datadir":       {leaf, nil},
+	"participant/statements": {leaf, []string{"protocol"}},
 
 	"wal/waltest":      {base, []string{"wal"}},
 	"net/mux":          {base, []string{"net/wire"}},
