@@ -56,7 +56,8 @@ var arch = map[string]struct {
 	"net/link":             {helper, []string{"net/mux", "net/wire"}},
 	"internal/obs":         {helper, []string{"net/mux"}},
 	"internal/pump":        {helper, []string{"engine", "wal"}},
-	"participant/postgres": {helper, []string{"engine", "participant/bank", "protocol"}},
+	"participant/postgres": {helper, []string{"engine", "participant/bank", "participant/statements", "protocol"}},
+	"participant/mysql":    {helper, []string{"engine", "participant/bank", "participant/statements", "protocol"}},
 
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
@@ -72,7 +73,7 @@ var arch = map[string]struct {
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
 
-	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/postgres", "protocol", "wal"}},
+	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/mysql", "participant/postgres", "participant/statements", "protocol", "wal"}},
 }
 
 // TestArchitecture checks the module's import graph against arch: every
