@@ -67,7 +67,7 @@ var arch = map[string]struct {
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},
 	"internal/node/nodetest": {stand, []string{"client", "net/mux", "net/wire"}},
-	"bench":                  {stand, []string{"client", "participant/bank", "protocol"}},
+	"bench":                  {stand, []string{"client", "participant/bank", "participant/statements", "protocol"}},
 
 	"harness/cluster": {harness, []string{"coordinator", "participant", "participant/bank"}},
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},

@@ -56,8 +56,8 @@ type Config struct {
 	// Name is the participant's name (1..64 bytes of letters, digits and
 	// "._-"): every XID's bqual and every marker row carry it. Required.
 	Name string
-	// Accounts and Balance seed commitd_accounts when it is empty (and no
-	// Statements are set).
+	// Accounts and Balance seed commitd_accounts when it is empty (also
+	// with Statements, which may use it: bank.statements does).
 	Accounts int
 	Balance  int64
 	// Statements, if set, are the only work accepted: a branch names one
@@ -293,7 +293,7 @@ func checkVersion(version string) error {
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS commitd_accounts (
 		id      INT    NOT NULL PRIMARY KEY,
-		balance BIGINT NOT NULL
+		balance BIGINT NOT NULL CHECK (balance >= 0)
 	) ENGINE=InnoDB`,
 	`CREATE TABLE IF NOT EXISTS commitd_decisions (
 		participant VARCHAR(64) NOT NULL,
@@ -313,7 +313,7 @@ func (r *Resource) setup(ctx context.Context) error {
 	if err := r.db.QueryRowContext(ctx, "SELECT count(*) FROM commitd_accounts").Scan(&n); err != nil {
 		return fmt.Errorf("mysql: %w", err)
 	}
-	if n == 0 && r.cfg.Accounts > 0 && r.cfg.Statements == nil {
+	if n == 0 && r.cfg.Accounts > 0 {
 		if r.cfg.Balance < 0 {
 			return fmt.Errorf("mysql: starting balance %d is negative", r.cfg.Balance)
 		}

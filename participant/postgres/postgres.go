@@ -58,7 +58,7 @@ type Config struct {
 	// Statements, if set, are the only work accepted: a branch names one
 	// and passes its arguments (participant/statements), which run as
 	// bind parameters of a prepared statement. The bank's work is then
-	// refused, and the accounts table is not seeded.
+	// refused (the accounts table is still seeded: bank.statements uses it).
 	Statements *statements.Set
 	// MaxConns bounds the connection pool (default 32): the number of
 	// PostgreSQL round trips in flight.
@@ -273,7 +273,7 @@ func (r *Resource) setup(ctx context.Context) error {
 	if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM commitd_accounts").Scan(&n); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	if n == 0 && r.cfg.Accounts > 0 && r.cfg.Statements == nil {
+	if n == 0 && r.cfg.Accounts > 0 {
 		if r.cfg.Balance < 0 {
 			return fmt.Errorf("postgres: starting balance %d is negative", r.cfg.Balance)
 		}

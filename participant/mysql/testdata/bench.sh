@@ -6,6 +6,9 @@
 #
 #   COMMITD_BENCH_DURATION  how long to run (default 10s)
 #   COMMITD_BENCH_CALLERS   concurrent callers (default 100)
+#   COMMITD_BENCH_STATEMENTS  set to 1: the participants run testdata/bank.statements and
+#                           the bench names its transfer statement (an operator's SQL
+#                           with bind parameters) instead of sending the bank's work
 #   COMMITD_BENCH_WARMUP    load run first and left out of the figures (default 3s:
 #                           the connection pools ramp up for ~3 s)
 set -euo pipefail
@@ -39,11 +42,16 @@ coord=127.0.0.1:23400
 p1=127.0.0.1:23401
 p2=127.0.0.1:23402
 log="--log-level warn"
+stmts=() benchstmt=()
+if [ "${COMMITD_BENCH_STATEMENTS:-}" = 1 ]; then
+	stmts=(--statements participant/mysql/testdata/bank.statements)
+	benchstmt=(--statement transfer)
+fi
 "$bin" participant --backend mysql --dsn "$dsn1" --name myb1 --listen $p1 --coordinator $coord \
-	--data "$dir/myb1" --accounts 1000 --balance 1000 $log 2>"$dir/myb1.log" &
+	--data "$dir/myb1" --accounts 1000 --balance 1000 "${stmts[@]}" $log 2>"$dir/myb1.log" &
 pids+=($!)
 "$bin" participant --backend mysql --dsn "$dsn2" --name myb2 --listen $p2 --coordinator $coord \
-	--data "$dir/myb2" --accounts 1000 --balance 1000 $log 2>"$dir/myb2.log" &
+	--data "$dir/myb2" --accounts 1000 --balance 1000 "${stmts[@]}" $log 2>"$dir/myb2.log" &
 pids+=($!)
 "$bin" coordinator --listen $coord --data "$dir/coord" --participant myb1=$p1,myb2=$p2 $log 2>"$dir/coord.log" &
 pids+=($!)
@@ -63,8 +71,8 @@ for _ in $(seq 50); do
 done
 sleep 1 # the coordinator connects to both
 before=$(total)
-echo "bench-mysql: coordinator + 2 MariaDB (MySQL) participants ($dsn1, $dsn2), $callers callers, $duration after a $warmup warmup"
-"$bin" bench --coordinator $coord --participants myb1=$p1,myb2=$p2 --concurrency "$callers" --duration "$duration" --warmup "$warmup" --accounts 1000
+echo "bench-mysql: ${benchstmt[*]:-bank work}: coordinator + 2 MariaDB (MySQL) participants ($dsn1, $dsn2), $callers callers, $duration after a $warmup warmup"
+"$bin" bench --coordinator $coord --participants myb1=$p1,myb2=$p2 --concurrency "$callers" --duration "$duration" --warmup "$warmup" --accounts 1000 "${benchstmt[@]}"
 # Let the last decisions reach MariaDB before summing.
 sleep 3
 after=$(total)
