@@ -766,8 +766,16 @@ func (r *Resource) finish(txn protocol.TxnID, d protocol.Decision, conn *sql.Con
 			finished = err == nil
 		}
 		if err == nil && finished && d == protocol.DecisionAbort {
-			// The abort's marker, for the ledger after a crash.
+			// The abort's marker, for the ledger after a crash — and the
+			// rollback's durability: InnoDB does not flush the redo log
+			// for XA ROLLBACK, so a server crash right after it brings the
+			// transaction back prepared (TestMariaDBCrash found it so).
+			// The marker's commit flushes the log past the rollback's
+			// records. If it fails (the server crashed, or the resurrected
+			// transaction holds the marker's key), the rollback is done
+			// again before the abort is reported.
 			_, err = r.db.ExecContext(r.ctx, "INSERT IGNORE INTO commitd_decisions VALUES (?, ?, FALSE)", r.cfg.Name, txn.String())
+			finished = err == nil
 		}
 		if err == nil && finished {
 			return nil
