@@ -20,7 +20,7 @@ MYSQL_SH    := participant/mysql/testdata/mysql.sh
 export COMMITD_MYSQL_DSN1 ?= root@tcp(127.0.0.1:23306)/
 export COMMITD_MYSQL_DSN2 ?= root@tcp(127.0.0.1:23307)/
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down mysql-up mysql-down bench-mysql bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
 
 all: build
 
@@ -131,6 +131,11 @@ bench-micro:
 CHAOS_DURATION ?= 5m
 chaos:
 	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./harness/chaos
+
+## chaos-mysql: the same with participant p3 a MariaDB participant (--backend mysql on make mysql-up's
+## first server; partitions off, as the server is on the host's loopback).
+chaos-mysql: mysql-up
+	CHAOS_MYSQL_DSN='$(COMMITD_MYSQL_DSN1)' CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./harness/chaos
 
 clean:
 	rm -rf bin
