@@ -761,6 +761,12 @@ func (r *Resource) finish(txn protocol.TxnID, d protocol.Decision, conn *sql.Con
 			if errors.As(err, &me) && me.Number == erXANotA {
 				err = r.settleUnknown(txn, d)
 			} else if me != nil && !transient(me) {
+				if conn != nil {
+					// Its session may still hold the transaction: end it
+					// rather than hand it to the next prepare.
+					discard(conn)
+					conn = nil
+				}
 				return fmt.Errorf("%s: %w", stmt, err)
 			}
 			finished = err == nil
