@@ -636,7 +636,7 @@ func isServerErr(err error) bool {
 	return errors.As(err, &me)
 }
 
-// readCommitted starts every XA transaction and every Forget: READ
+// readCommitted starts every XA transaction and every marker write: READ
 // COMMITTED takes no gap locks (InnoDB's default, REPEATABLE READ, does),
 // so branches, their markers and Forget's deletes lock only the rows
 // they touch — what PostgreSQL does by default.
@@ -780,7 +780,7 @@ func (r *Resource) finish(txn protocol.TxnID, d protocol.Decision, conn *sql.Con
 			// records. If it fails (the server crashed, or the resurrected
 			// transaction holds the marker's key), the rollback is done
 			// again before the abort is reported.
-			_, err = r.db.ExecContext(r.ctx, "INSERT IGNORE INTO commitd_decisions VALUES (?, ?, FALSE)", r.cfg.Name, txn.String())
+			_, err = r.db.ExecContext(r.ctx, readCommitted+"INSERT IGNORE INTO commitd_decisions VALUES ('"+r.cfg.Name+"', '"+txn.String()+"', FALSE)")
 			finished = err == nil
 		}
 		if err == nil && finished {
@@ -945,7 +945,10 @@ func (r *Resource) Forget(ctx context.Context, ids []protocol.TxnID) error {
 		var b strings.Builder
 		for _, id := range ids[:n] {
 			// A UUID and a checked name: nothing to quote.
-			b.WriteString("DELETE FROM commitd_decisions WHERE participant = '" + r.cfg.Name + "' AND txn = '" + id.String() + "';")
+			// Each DELETE is a transaction of its own (autocommit), each
+			// READ COMMITTED: a key already gone takes no gap lock that
+			// would fail a branch's marker insert (lock wait 0).
+			b.WriteString(readCommitted + "DELETE FROM commitd_decisions WHERE participant = '" + r.cfg.Name + "' AND txn = '" + id.String() + "';")
 		}
 		if _, err := r.db.ExecContext(ctx, b.String()); err != nil {
 			return fmt.Errorf("mysql: forgetting decisions: %w", err)
