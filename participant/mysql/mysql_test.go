@@ -885,6 +885,21 @@ func TestTransfers(t *testing.T) {
 	if after := r.total(); after != before {
 		t.Fatalf("money not conserved after the overdraft: %d", after)
 	}
+	// One-branch transactions (the coordinator's one-phase commit: the
+	// YES is the commit): a deposit, then its withdrawal.
+	mybBefore := r.dbs[1].sum()
+	for _, amount := range []int64{5, -5} {
+		res, err := cl.Run(context.Background(), uuid.Must(uuid.NewV7()), []client.Branch{
+			{Participant: "myb", Work: bank.AppendWork(nil, 7, amount)},
+		})
+		if err != nil || res.Outcome != client.Committed {
+			t.Fatalf("one-branch %+d: %v %v, want committed", amount, res, err)
+		}
+		if got := r.dbs[1].sum(); got != mybBefore+max(amount, 0) {
+			t.Fatalf("after the one-branch %+d, myb holds %d", amount, got)
+		}
+	}
+	waitResolved(t, r.dbs, 10*time.Second)
 }
 
 // TestKillParticipant: kill -9 a participant process while transactions
