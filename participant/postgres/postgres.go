@@ -404,10 +404,13 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 	return protocol.VoteYes
 }
 
-// prepareStatement runs an operator's statement as a branch: BEGIN, the
-// statement with its arguments as bind parameters (pgx's extended
-// protocol: never spliced into the SQL), a check of its row count, the
-// commit marker and PREPARE TRANSACTION.
+// prepareStatement runs an operator's statement as a branch in one round
+// trip: BEGIN, the statement with its arguments as bind parameters (pgx's
+// extended protocol: never spliced into the SQL), the commit marker and
+// PREPARE TRANSACTION, pipelined as one batch. The statement's row count
+// is checked when the batch's answers arrive; a wrong count rolls the
+// (empty-handed) prepared transaction back and votes no, as the bank's
+// missing account does.
 func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement, args []any) protocol.Vote {
 	conn, err := r.pool.Acquire(r.ctx)
 	if err != nil {
@@ -416,27 +419,40 @@ func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement
 	}
 	defer conn.Release()
 	c := conn.Conn()
+	gid := r.gid(txn)
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(st.SQL, args...)
+	b.Queue("INSERT INTO commitd_decisions VALUES ($1, $2, true)", r.cfg.Name, txn.String())
+	b.Queue("PREPARE TRANSACTION '" + gid + "'")
+	var rows int64
 	err = func() error {
-		if _, err := c.Exec(r.ctx, "BEGIN"); err != nil {
+		res := c.SendBatch(r.ctx, &b)
+		defer res.Close()
+		if _, err := res.Exec(); err != nil {
 			return err
 		}
-		tag, err := c.Exec(r.ctx, st.SQL, args...)
+		tag, err := res.Exec()
 		if err != nil {
 			return fmt.Errorf("statement %q: %w", st.Name, err)
 		}
-		if err := st.CheckRows(tag.RowsAffected()); err != nil {
-			return err
+		rows = tag.RowsAffected()
+		for range 2 {
+			if _, err := res.Exec(); err != nil {
+				return err
+			}
 		}
-		if _, err := c.Exec(r.ctx, "INSERT INTO commitd_decisions VALUES ($1, $2, true)", r.cfg.Name, txn.String()); err != nil {
-			return err
-		}
-		_, err = c.Exec(r.ctx, "PREPARE TRANSACTION '"+r.gid(txn)+"'")
-		return err
+		return res.Close()
 	}()
 	if err == nil {
-		return protocol.VoteYes
-	}
-	if s := c.PgConn().TxStatus(); s == 'E' || s == 'T' {
+		if err = st.CheckRows(rows); err == nil {
+			return protocol.VoteYes
+		}
+		// Prepared with the wrong effect: undo it before voting no.
+		if _, rerr := c.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'"); rerr != nil {
+			r.cfg.Logger.Warn("postgres: rolling back a statement with the wrong row count; the scan will", "txn", txn, "err", rerr)
+		}
+	} else if s := c.PgConn().TxStatus(); s == 'E' || s == 'T' {
 		_, _ = c.Exec(r.ctx, "ROLLBACK")
 	}
 	// A connection error may have left it prepared: the scan finds the
