@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -1018,5 +1019,26 @@ func TestOpenEndsAnEarlierIncarnationsSessions(t *testing.T) {
 	var id int64
 	if c.QueryRow("SELECT id FROM information_schema.processlist WHERE info LIKE '/*commitd:ab:%'").Scan(&id) == nil {
 		c.Exec(fmt.Sprintf("KILL QUERY %d", id))
+	}
+}
+
+// TestOpenRefusesUnsafeServer: a server whose XA PREPARE returns before
+// the prepared state is on disk (innodb_flush_log_at_trx_commit other
+// than 1) is refused, saying what to set.
+func TestOpenRefusesUnsafeServer(t *testing.T) {
+	dsn := freshDB(t, server(t, "COMMITD_MYSQL_DSN1"))
+	c := db{t: t, dsn: dsn}.open()
+	defer c.Close()
+	if _, err := c.Exec("SET GLOBAL innodb_flush_log_at_trx_commit = 2"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := c.Exec("SET GLOBAL innodb_flush_log_at_trx_commit = 1"); err != nil {
+			t.Errorf("restoring innodb_flush_log_at_trx_commit: %v", err)
+		}
+	}()
+	_, err := mysql.Open(context.Background(), mysql.Config{DSN: dsn, Name: "a", Logger: slog.New(slog.DiscardHandler)})
+	if !errors.Is(err, mysql.ErrUnsupportedServer) || !strings.Contains(err.Error(), "innodb_flush_log_at_trx_commit = 2: set it to 1") {
+		t.Fatalf("Open on an unsafe server: %v", err)
 	}
 }
