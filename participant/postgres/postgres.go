@@ -103,6 +103,9 @@ type Resource struct {
 	// Abort; read by the worker goroutines after that.
 	report func(engine.Message)
 
+	// lastWarnNs is when a statement's NO vote was last logged at WARN.
+	lastWarnNs atomic.Int64
+
 	// Counters, written by the workers.
 	retries  atomic.Uint64
 	failures atomic.Uint64
@@ -328,7 +331,7 @@ func (r *Resource) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 		st, args, err := r.cfg.Statements.Bind(work)
 		if err != nil {
 			r.refused.Add(1)
-			r.cfg.Logger.Warn("postgres: voting no", "txn", txn, "reason", err)
+			r.warnNo("postgres: voting no", "txn", txn, "reason", err)
 			return protocol.VoteNo
 		}
 		r.wg.Add(1)
@@ -457,8 +460,21 @@ func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement
 	}
 	// A connection error may have left it prepared: the scan finds the
 	// orphan and rolls it back, as for the bank's work.
-	r.cfg.Logger.Warn("postgres: voting no", "txn", txn, "reason", err)
+	r.warnNo("postgres: voting no", "txn", txn, "reason", err)
 	return protocol.VoteNo
+}
+
+// warnNo logs a statement's NO vote and its reason at WARN at most once a
+// second, at DEBUG otherwise: a client sending bad work (or a statement
+// that fails for every branch) must not flood the log.
+func (r *Resource) warnNo(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := r.lastWarnNs.Load()
+	level := slog.LevelDebug
+	if now-last >= int64(time.Second) && r.lastWarnNs.CompareAndSwap(last, now) {
+		level = slog.LevelWarn
+	}
+	r.cfg.Logger.Log(context.Background(), level, msg, args...)
 }
 
 // Commit starts COMMIT PREPARED; MsgResFinished or MsgResFailed follows.
