@@ -15,8 +15,12 @@ PG_SH       := participant/postgres/testdata/pg.sh
 export COMMITD_PG_DSN1 ?= postgres://postgres@127.0.0.1:25432/postgres?sslmode=disable
 export COMMITD_PG_DSN2 ?= postgres://postgres@127.0.0.1:25433/postgres?sslmode=disable
 export COMMITD_PG_DSN0 ?= postgres://postgres@127.0.0.1:25434/postgres?sslmode=disable
+# MariaDB test servers (participant/mysql): mysql-up starts them, the tests find them here.
+MYSQL_SH    := participant/mysql/testdata/mysql.sh
+export COMMITD_MYSQL_DSN1 ?= root@tcp(127.0.0.1:23306)/
+export COMMITD_MYSQL_DSN2 ?= root@tcp(127.0.0.1:23307)/
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
 
 all: build
 
@@ -29,8 +33,8 @@ run: build
 
 ## test: everything CI runs — lint, the race-enabled unit/simulation tests, a short fuzz of every
 ## target, and the exhaustive SPIN check of the protocol model.
-test: lint pg-up
-	@status=0; $(MAKE) unit fuzz model || status=$$?; $(MAKE) pg-down; exit $$status
+test: lint pg-up mysql-up
+	@status=0; $(MAKE) unit fuzz model || status=$$?; $(MAKE) pg-down mysql-down; exit $$status
 
 ## pg-up/pg-down: two PostgreSQL servers on 127.0.0.1:25432/25433 (and one left without prepared
 ## transactions on 25434; below Linux's ephemeral range, 32768–60999, so that no client socket of a
@@ -42,6 +46,16 @@ pg-up:
 
 pg-down:
 	@bash $(PG_SH) down
+
+## mysql-up/mysql-down: two MariaDB servers on 127.0.0.1:23306/23307 (data under /tmp/commitd-mysql),
+## installed from Debian's packages (mariadb-server) if missing. Outside CI a failure only makes the
+## MySQL tests skip; in CI (CI=true) it fails.
+mysql-up:
+	@bash $(MYSQL_SH) up || { if [ "$$CI" = true ]; then exit 1; fi; \
+	  echo "MariaDB could not be started: the MySQL tests will skip"; }
+
+mysql-down:
+	@bash $(MYSQL_SH) down
 
 ## unit: every package's tests with the race detector. This includes harness/chaos, whose TestChaos
 ## runs the process-level chaos test for 30 s of load (see chaos), and engine's TestSimulation, 5,000
@@ -94,6 +108,11 @@ soak: build
 bench: build
 	$(GO) run ./bench/matrix -no-build
 	$(MAKE) bench-postgres
+	$(MAKE) bench-mysql
+
+## bench-mysql: commitd bench, 100 callers, against a coordinator and two MariaDB participants.
+bench-mysql: build mysql-up
+	bash participant/mysql/testdata/bench.sh
 
 ## bench-postgres: commitd bench, 100 callers, against a coordinator and two PostgreSQL participants.
 bench-postgres: build pg-up
@@ -112,6 +131,11 @@ bench-micro:
 CHAOS_DURATION ?= 5m
 chaos:
 	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./harness/chaos
+
+## chaos-mysql: the same with participant p3 a MariaDB participant (--backend mysql on make mysql-up's
+## first server; partitions off, as the server is on the host's loopback).
+chaos-mysql: mysql-up
+	CHAOS_MYSQL_DSN='$(COMMITD_MYSQL_DSN1)' CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./harness/chaos
 
 clean:
 	rm -rf bin

@@ -41,11 +41,12 @@ var arch = map[string]struct {
 }{
 	"protocol": {vocabulary, nil},
 
-	"":                 {leaf, nil}, // this package: documentation and this test
-	"engine":           {leaf, []string{"protocol"}},
-	"wal":              {leaf, nil},
-	"net/wire":         {leaf, []string{"protocol"}},
-	"internal/datadir": {leaf, nil},
+	"":                       {leaf, nil}, // this package: documentation and this test
+	"engine":                 {leaf, []string{"protocol"}},
+	"wal":                    {leaf, nil},
+	"net/wire":               {leaf, []string{"protocol"}},
+	"internal/datadir":       {leaf, nil},
+	"participant/statements": {leaf, []string{"protocol"}},
 
 	"wal/waltest":      {base, []string{"wal"}},
 	"net/mux":          {base, []string{"net/wire"}},
@@ -55,7 +56,8 @@ var arch = map[string]struct {
 	"net/link":             {helper, []string{"net/mux", "net/wire"}},
 	"internal/obs":         {helper, []string{"net/mux"}},
 	"internal/pump":        {helper, []string{"engine", "wal"}},
-	"participant/postgres": {helper, []string{"engine", "participant/bank", "protocol"}},
+	"participant/postgres": {helper, []string{"engine", "participant/bank", "participant/statements", "protocol"}},
+	"participant/mysql":    {helper, []string{"engine", "participant/bank", "participant/statements", "protocol"}},
 
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
@@ -65,13 +67,13 @@ var arch = map[string]struct {
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},
 	"internal/node/nodetest": {stand, []string{"client", "net/mux", "net/wire"}},
-	"bench":                  {stand, []string{"client", "participant/bank", "protocol"}},
+	"bench":                  {stand, []string{"client", "participant/bank", "participant/statements", "protocol"}},
 
 	"harness/cluster": {harness, []string{"coordinator", "participant", "participant/bank"}},
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
 
-	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/postgres", "protocol", "wal"}},
+	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/mysql", "participant/postgres", "participant/statements", "protocol", "wal"}},
 }
 
 // TestArchitecture checks the module's import graph against arch: every

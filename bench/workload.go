@@ -5,6 +5,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/participant/statements"
 )
 
 // Workload makes bank transfers: each one debits one account at one
@@ -25,6 +26,21 @@ type Workload struct {
 	ReadOnly float64
 	// MaxAmount bounds a debit (default 10).
 	MaxAmount int64
+	// Statement, if set, names an operator's statement (participant
+	// /statements) that each branch runs instead of the bank's work, with
+	// two int arguments: the amount, then the account. The participants
+	// must be database backends started with a --statements file that
+	// defines it (participant/mysql/testdata/bank.statements).
+	Statement string
+}
+
+// CheckStatement reports whether Statement, if set, can name a statement.
+func (w *Workload) CheckStatement() error {
+	if w.Statement == "" {
+		return nil
+	}
+	_, err := statements.AppendWork(nil, w.Statement, statements.IntArg(0), statements.IntArg(0))
+	return err
 }
 
 // perTxn is the number of branches each transaction has.
@@ -109,7 +125,13 @@ func (w *Workload) Next(rng *rand.Rand, dst []client.Branch) []client.Branch {
 		}
 		b := &dst[slot]
 		b.Participant = w.Names[order[i]]
-		b.Work = bank.AppendWork(b.Work[:0], uint32(rng.IntN(hot)), amt)
+		acct := uint32(rng.IntN(hot))
+		if w.Statement != "" {
+			// The name is checked when the workload is built (CheckStatement).
+			b.Work, _ = statements.AppendWork(b.Work[:0], w.Statement, statements.IntArg(amt), statements.IntArg(int64(acct)))
+			continue
+		}
+		b.Work = bank.AppendWork(b.Work[:0], acct, amt)
 	}
 	return dst
 }

@@ -4,7 +4,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/participant/statements"
 )
 
 // Every transfer must conserve money and name distinct participants, or
@@ -81,5 +83,34 @@ func BenchmarkWorkloadNext(b *testing.B) {
 	branches := w.Next(rng, nil)
 	for b.Loop() {
 		branches = w.Next(rng, branches)
+	}
+}
+
+// TestWorkloadStatement: with Statement set, every branch is a statement
+// work naming it with (amount, account), and the amounts still sum to
+// zero.
+func TestWorkloadStatement(t *testing.T) {
+	w := Workload{Names: []string{"a", "b", "c"}, Accounts: 50, PerTxn: 3, Statement: "transfer"}
+	if err := w.CheckStatement(); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var br []client.Branch
+	for range 1000 {
+		br = w.Next(rng, br)
+		sum := int64(0)
+		for _, b := range br {
+			name, args, err := statements.DecodeWork(b.Work)
+			if err != nil || name != "transfer" || len(args) != 2 || args[1].Int < 0 || args[1].Int >= 50 {
+				t.Fatalf("bad work %x: %q %+v %v", b.Work, name, args, err)
+			}
+			sum += args[0].Int
+		}
+		if sum != 0 {
+			t.Fatalf("amounts sum to %d", sum)
+		}
+	}
+	if err := (&Workload{Statement: "no spaces"}).CheckStatement(); err == nil {
+		t.Fatal("a bad statement name was accepted")
 	}
 }

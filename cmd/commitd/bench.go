@@ -47,6 +47,7 @@ func runBench(args []string) error {
 	fs.IntVar(&w.Accounts, "accounts", 1000, "accounts per participant to spread transfers over (at most what the participants have)")
 	fs.IntVar(&w.PerTxn, "per-txn", 2, "participants per transaction (1 to 10)")
 	fs.Float64Var(&w.HotAccounts, "hot-accounts", 0, "confine traffic to this fraction of accounts (contention)")
+	fs.StringVar(&w.Statement, "statement", "", "run this operator's statement in each branch instead of the bank's work, with (amount, account) as its two int arguments; the participants need a --statements file defining it (docs/mysql.md)")
 	fs.Float64Var(&w.ReadOnly, "read-only", 0, "fraction of credit branches that only read (never the last: with 0, every branch writes)")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -227,6 +228,9 @@ func checkBenchFlags(f benchFlags) error {
 		return fmt.Errorf("--hot-accounts %v: want a fraction from 0 to 1", f.work.HotAccounts)
 	case !(f.work.ReadOnly >= 0 && f.work.ReadOnly <= 1):
 		return fmt.Errorf("--read-only %v: want a fraction from 0 to 1", f.work.ReadOnly)
+	}
+	if err := f.work.CheckStatement(); err != nil {
+		return fmt.Errorf("--statement %q: %w", f.work.Statement, err)
 	}
 	return nil
 }

@@ -107,6 +107,11 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"admin", "payroll"}, "unknown report \"payroll\" (want status, accounts or outcomes)", 0},
 		{[]string{"bench", "--coordinator", "127.0.0.1:1"}, "required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "oracle"}, "--backend", 2},
+		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "mysql"}, "--backend mysql needs --dsn", 2},
+		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--statements", "x.statements"}, "--statements needs --backend postgres or mysql", 2},
+		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "mysql", "--dsn", "root@tcp(127.0.0.1:1)/", "--statements", badStatements(t)}, "bad.statements:3: parameter type \"float\": want int or text", 0},
+		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "mysql", "--dsn", "root@tcp(127.0.0.1:1)/"}, "mysql: the DSN names no database", 0},
+		{[]string{"bench", "--coordinator", "127.0.0.1:1", "--participants", "p1=127.0.0.1:2", "--per-txn", "1", "--statement", "drop table"}, "--statement \"drop table\"", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--tls-cert", "x.pem"}, "needs all of", 0},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--segment-size", "1KiB"}, "--segment-size 1024: a segment must hold the largest record", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--segment-size", "8Q"}, "want a byte count", 2},
@@ -122,6 +127,16 @@ func TestBadInvocations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// badStatements writes a statement file with a bad parameter type on
+// line 3.
+func badStatements(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "bad.statements")
+	if err := os.WriteFile(p, []byte("[reserve]\nrows = 1\nparams = int float\nsql = SELECT ?\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func freeAddr(t *testing.T) string { return nodetest.FreeAddr(t) }

@@ -21,7 +21,9 @@ import (
 	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/participant/mysql"
 	"github.com/commitd/commitd/participant/postgres"
+	"github.com/commitd/commitd/participant/statements"
 	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 )
@@ -276,16 +278,22 @@ func runParticipant(args []string) error {
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	backend := fs.String("backend", "bank", "where the accounts live: bank (in memory, made durable by the participant's log) or postgres (a PostgreSQL database, through PREPARE TRANSACTION)")
+	backend := fs.String("backend", "bank", "where the accounts live: bank (in memory, made durable by the participant's log), postgres (a PostgreSQL database, through PREPARE TRANSACTION) or mysql (a MySQL/MariaDB database, through XA)")
 	var pg postgres.Config
-	fs.StringVar(&pg.DSN, "dsn", "", "postgres: the database, e.g. postgres://user@127.0.0.1:5432/db (needs max_prepared_transactions > 0)")
+	var my mysql.Config
+	var dsn, statementsFile string
+	fs.StringVar(&dsn, "dsn", "", "postgres: the database, e.g. postgres://user@127.0.0.1:5432/db (needs max_prepared_transactions > 0); mysql: user:password@tcp(127.0.0.1:3306)/db (docs/mysql.md)")
+	fs.StringVar(&statementsFile, "statements", "", "postgres, mysql: a file of named, parameterized statements; a branch's work names one and its arguments instead of a bank transfer (docs/mysql.md, docs/postgres.md)")
+	fs.IntVar(&my.MaxConns, "mysql-max-conns", 32, "mysql: connections preparing branches or finishing decisions at once")
+	fs.IntVar(&my.MaxPrepared, "mysql-max-prepared", 256, "mysql: transactions held prepared at once, each keeping its session (the server's max_connections must exceed this plus --mysql-max-conns)")
+	fs.IntVar(&my.LockWaitSeconds, "mysql-lock-wait", 0, "mysql: innodb_lock_wait_timeout in seconds for a branch waiting for a row another transaction holds before voting no (0: no wait; MySQL rounds 0 up to 1)")
 	fs.Func("pg-max-conns", "postgres: connections in the pool (default 32)", func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 32)
 		pg.MaxConns = int32(n)
 		return err
 	})
 	fs.DurationVar(&pg.LockTimeout, "pg-lock-timeout", 10*time.Millisecond, "postgres: how long a prepare waits for an account another transaction holds before voting no")
-	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres: how often pg_prepared_xacts is scanned for transactions to resolve")
+	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres, mysql: how often pg_prepared_xacts (XA RECOVER) is scanned for transactions to resolve")
 	segmentSizeFlag(fs, &cfg.SegmentBytes, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
 	fs.StringVar(&cfg.CoordinatorIdentity, "coordinator-identity", "", "with TLS, the coordinator's certificate must be valid for this (a DNS name or IP in its SANs, or its CN; default: the host of each --coordinator address)")
 	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
@@ -323,18 +331,38 @@ func runParticipant(args []string) error {
 	if cfg.DataDir == "" {
 		return usageError{errors.New("--data is required")}
 	}
+	var stmts *statements.Set
+	if statementsFile != "" {
+		if *backend == "bank" {
+			return usageError{errors.New("--statements needs --backend postgres or mysql")}
+		}
+		if stmts, err = statements.Load(statementsFile); err != nil {
+			return err
+		}
+	}
+	if *backend != "bank" && dsn == "" {
+		return usageError{fmt.Errorf("--backend %s needs --dsn", *backend)}
+	}
+	var res participant.Durable // a database backend's
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	switch *backend {
 	case "bank":
 	case "postgres":
 		// The accounts table is seeded once, when it is empty; the data
 		// directory keeps the participant's ledger.
-		pg.Name, pg.Accounts, pg.Balance, pg.Logger = cfg.Name, accounts, balance, cfg.Logger
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		res, err := postgres.Open(ctx, pg)
-		cancel()
-		if err != nil {
-			return err
-		}
+		pg.DSN, pg.Name, pg.Accounts, pg.Balance, pg.Statements, pg.Logger = dsn, cfg.Name, accounts, balance, stmts, cfg.Logger
+		res, err = postgres.Open(ctx, pg)
+	case "mysql":
+		my.DSN, my.Name, my.Accounts, my.Balance, my.Statements, my.Logger = dsn, cfg.Name, accounts, balance, stmts, cfg.Logger
+		res, err = mysql.Open(ctx, my)
+	default:
+		return usageError{fmt.Errorf("--backend %q: want bank, postgres or mysql", *backend)}
+	}
+	if err != nil {
+		return err
+	}
+	if res != nil {
 		cfg.Resource = res
 		s, err := participant.Start(cfg)
 		if err != nil {
@@ -342,8 +370,6 @@ func runParticipant(args []string) error {
 			return err
 		}
 		return serveUntilSignal(s.Done(), s.Close, s.Err)
-	default:
-		return usageError{fmt.Errorf("--backend %q: want bank or postgres", *backend)}
 	}
 	accounts, balance, err = bankSeed(cfg.DataDir, accounts, balance)
 	if err != nil {

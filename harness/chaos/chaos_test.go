@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/participant/bank"
+	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
 )
 
@@ -85,8 +87,16 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	opts := Options{Bin: bin, Dir: dir, Participants: chaosParts, Accounts: chaosAccounts}
+	dbNote := mysqlParticipant(t, &opts)
 	cnet, netNote := chaosNet(t, duration, bin)
-	c, err := NewCluster(Options{Bin: bin, Dir: dir, Participants: chaosParts, Accounts: chaosAccounts, Net: cnet})
+	if cnet != nil && dbNote != "" {
+		// A participant in a namespace of its own cannot reach the
+		// database server on the host's loopback.
+		cnet, netNote = nil, "partitions off with a MariaDB participant (its server is on the host's loopback)"
+	}
+	opts.Net = cnet
+	c, err := NewCluster(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +105,9 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("chaos: network faults: %s", netNote)
+	if dbNote != "" {
+		t.Logf("chaos: %s", dbNote)
+	}
 
 	// The load.
 	ackPath := filepath.Join(dir, "acks.log")
@@ -275,6 +288,55 @@ func chaosNet(t *testing.T, duration time.Duration, bin string) (*Net, string) {
 		}
 	})
 	return n, fmt.Sprintf("partitions on: each process in its own namespace (%s-*, %s, via a bridge); %s", n.Name(), n.Subnet(), never)
+}
+
+// mysqlParticipant makes p3 a MariaDB participant (`--backend mysql`,
+// in a fresh database) when CHAOS_MYSQL_DSN names a server (a
+// go-sql-driver DSN without a database: `make chaos-mysql` sets it), and
+// returns what it did ("" when it did nothing). Its balances after the
+// run are read from the database instead of recovered from its data
+// directory.
+func mysqlParticipant(t *testing.T, opts *Options) string {
+	server := os.Getenv("CHAOS_MYSQL_DSN")
+	if server == "" {
+		return ""
+	}
+	admin, err := sql.Open("mysql", server)
+	if err != nil {
+		t.Fatalf("CHAOS_MYSQL_DSN: %v", err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	name := fmt.Sprintf("commitd_chaos_%d", time.Now().UnixNano())
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("CHAOS_MYSQL_DSN: %v (make mysql-up starts a server)", err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			admin.Exec("DROP DATABASE " + name)
+		}
+	})
+	cfg, err := gomysql.ParseDSN(server)
+	if err != nil {
+		t.Fatalf("CHAOS_MYSQL_DSN: %v", err)
+	}
+	cfg.DBName = name
+	dsn := cfg.FormatDSN()
+	const p = "p3"
+	opts.ParticipantArgs = map[string][]string{p: {"--backend", "mysql", "--dsn", dsn}}
+	opts.Inspect = map[string]func() (int64, int64, error){p: func() (total, low int64, err error) {
+		db, err := sql.Open("mysql", dsn)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer db.Close()
+		var n int
+		err = db.QueryRow("SELECT count(*), CAST(coalesce(sum(balance), 0) AS SIGNED), coalesce(min(balance), 0) FROM commitd_accounts").Scan(&n, &total, &low)
+		if err == nil && n != chaosAccounts {
+			err = fmt.Errorf("%s has %d accounts, want %d", name, n, chaosAccounts)
+		}
+		return total, low, err
+	}}
+	return fmt.Sprintf("participant %s is a MariaDB participant (database %s on %s)", p, name, cfg.Addr)
 }
 
 // inDoubt counts what is in doubt now: commit decisions the coordinator

@@ -193,6 +193,13 @@ type Options struct {
 	// for ProcNames(Participants)), on its own address; otherwise all run on
 	// loopback.
 	Net *Net
+	// ParticipantArgs adds flags to the named participants' command
+	// lines: a database backend, say (--backend mysql --dsn DSN).
+	ParticipantArgs map[string][]string
+	// Inspect, for a participant whose balances are not in its data
+	// directory (a database backend), reads its total and lowest balance
+	// in place of Reopen's recovery from disk.
+	Inspect map[string]func() (total, minBalance int64, err error)
 }
 
 // ProcNames returns the names of a cluster's processes: "coordinator" and
@@ -275,6 +282,8 @@ func NewCluster(opts Options) (*Cluster, error) {
 				"--inquire-after", opts.InquireAfter.String(), "--inquire-max", "1s",
 				"--log-level", "warn"},
 		})
+		last := c.Participants[len(c.Participants)-1]
+		last.args = append(last.args, opts.ParticipantArgs[name]...)
 	}
 	c.Coordinator = &Proc{
 		Name: "coordinator", Addr: coordAddr, bin: opts.Bin, netns: nsOf("coordinator"),
@@ -393,6 +402,9 @@ func Ledger(ctx context.Context, p *Proc) (map[uuid.UUID]State, error) {
 func (c *Cluster) Reopen(p *Proc) (total, minBalance int64, err error) {
 	if p.Running() {
 		return 0, 0, fmt.Errorf("chaos: %s is still running", p.Name)
+	}
+	if inspect := c.opts.Inspect[p.Name]; inspect != nil {
+		return inspect()
 	}
 	b := bank.New(c.opts.Accounts, c.opts.Balance)
 	s, err := participant.Start(participant.Config{

@@ -25,6 +25,7 @@ import (
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/participant/postgres"
+	"github.com/commitd/commitd/participant/statements"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -702,5 +703,145 @@ func TestOpenEndsAnEarlierIncarnationsSessions(t *testing.T) {
 	// The new incarnation's own sessions work.
 	if _, err := r.InDoubt(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+const stock = `# an inventory service's own table
+[reserve]
+params = int text
+rows = 1
+sql = UPDATE stock SET qty = qty - $1
+	WHERE sku = $2
+
+[restock]
+params = text int
+rows = 1
+sql = INSERT INTO stock VALUES ($1, $2) ON CONFLICT (sku) DO UPDATE SET qty = stock.qty + EXCLUDED.qty
+`
+
+func parseStatements(t *testing.T, text string) *statements.Set {
+	t.Helper()
+	s, err := statements.Parse(strings.NewReader(text), "test.statements")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestStatements: an operator's statements as branches — a reservation
+// commits, one beyond the stock (a CHECK constraint) or of an unknown sku
+// (0 rows) votes no, and hostile work (unknown name, wrong count, wrong
+// type, injection-looking text) votes no without touching anything. A
+// file whose statement the server refuses, or whose parameter count is
+// wrong, refuses the start.
+func TestStatements(t *testing.T) {
+	dsn := freshDB(t, server(t, "COMMITD_PG_DSN1"))
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE TABLE stock (sku text PRIMARY KEY, qty integer NOT NULL CHECK (qty >= 0)); INSERT INTO stock VALUES ('apple', 10), ('pear', 3)"); err != nil {
+		t.Fatal(err)
+	}
+	for text, want := range map[string]string{
+		"[s]\nparams = int\nrows = 1\nsql = UPDATE nosuchtable SET x = $1\n":                 `statement "s" (line 1)`,
+		"[s]\nparams = int int\nrows = 1\nsql = UPDATE stock SET qty = $1 WHERE sku = 'a'\n": "the server counts 1 parameters, the file declares 2",
+	} {
+		_, err := postgres.Open(ctx, postgres.Config{DSN: dsn, Name: "shop", Statements: parseStatements(t, text), Logger: slog.New(slog.DiscardHandler)})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open with %q: %v, want %q", text, err, want)
+		}
+	}
+	r, err := postgres.Open(ctx, postgres.Config{DSN: dsn, Name: "shop", Statements: parseStatements(t, stock), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	results := make(chan engine.Message, 16)
+	r.Attach(func(m engine.Message) { results <- m })
+	next := func() engine.Message {
+		t.Helper()
+		select {
+		case m := <-results:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no result from the resource")
+		}
+		return engine.Message{}
+	}
+	prepare := func(id protocol.TxnID, work []byte) protocol.Vote {
+		t.Helper()
+		if v := r.Prepare(id, work); v != protocol.VotePending {
+			return v
+		}
+		return next().Vote
+	}
+	work := func(name string, args ...statements.Arg) []byte {
+		w, err := statements.AppendWork(nil, name, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	qty := func(sku string) int {
+		var n int
+		if err := c.QueryRow(ctx, "SELECT qty FROM stock WHERE sku = $1", sku).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	ok := uuid.New()
+	if v := prepare(ok, work("reserve", statements.IntArg(4), statements.TextArg("apple"))); v != protocol.VoteYes {
+		t.Fatalf("a reservation voted %v", v)
+	}
+	r.Commit(ok)
+	if m := next(); m.Type != engine.MsgResFinished {
+		t.Fatalf("commit: %+v", m)
+	}
+	if n := qty("apple"); n != 6 {
+		t.Fatalf("apple %d, want 6", n)
+	}
+	add := uuid.New()
+	if v := prepare(add, work("restock", statements.TextArg("plum"), statements.IntArg(5))); v != protocol.VoteYes {
+		t.Fatalf("a restock voted %v", v)
+	}
+	r.Abort(add)
+	if m := next(); m.Type != engine.MsgResFinished {
+		t.Fatalf("abort: %+v", m)
+	}
+	for _, w := range []struct {
+		what string
+		work []byte
+	}{
+		{"more than the stock (the CHECK fails)", work("reserve", statements.IntArg(4), statements.TextArg("pear"))},
+		{"an unknown sku (0 rows)", work("reserve", statements.IntArg(1), statements.TextArg("kiwi"))},
+		{"an injection-looking sku (a parameter: 0 rows)", work("reserve", statements.IntArg(1), statements.TextArg("x' OR '1'='1"))},
+		{"an injection-looking sku with a second statement", work("reserve", statements.IntArg(1), statements.TextArg("apple'; DROP TABLE stock; --"))},
+		{"an unknown statement", work("drop_stock")},
+		{"too few arguments", work("reserve", statements.IntArg(1))},
+		{"too many arguments", work("reserve", statements.IntArg(1), statements.TextArg("apple"), statements.TextArg("x"))},
+		{"a text for an int", work("reserve", statements.TextArg("1; DROP TABLE stock"), statements.TextArg("apple"))},
+		{"SQL as work", []byte("UPDATE stock SET qty = 0")},
+		{"the bank's work", bank.AppendWork(nil, 0, 5)},
+	} {
+		if v := prepare(uuid.New(), w.work); v != protocol.VoteNo {
+			t.Errorf("%s voted %v", w.what, v)
+		}
+	}
+	if a, p := qty("apple"), qty("pear"); a != 6 || p != 3 {
+		t.Fatalf("stock changed by refused work: apple %d pear %d", a, p)
+	}
+	var plums int
+	c.QueryRow(ctx, "SELECT count(*) FROM stock WHERE sku = 'plum'").Scan(&plums)
+	if plums != 0 {
+		t.Fatal("an aborted restock left its row")
+	}
+	if st := r.Stats(); st.Refused != 6 {
+		t.Fatalf("stats %+v, want 6 refused before reaching the server", st)
+	}
+	if n := (db{t: t, dsn: dsn}).prepared(); n != 0 {
+		t.Fatalf("%d transactions left prepared", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/participant/statements"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -54,6 +55,11 @@ type Config struct {
 	// to Accounts-1, each with Balance. A table that has rows is kept.
 	Accounts int
 	Balance  int64
+	// Statements, if set, are the only work accepted: a branch names one
+	// and passes its arguments (participant/statements), which run as
+	// bind parameters of a prepared statement. The bank's work is then
+	// refused (the accounts table is still seeded: bank.statements uses it).
+	Statements *statements.Set
 	// MaxConns bounds the connection pool (default 32): the number of
 	// PostgreSQL round trips in flight.
 	MaxConns int32
@@ -97,9 +103,13 @@ type Resource struct {
 	// Abort; read by the worker goroutines after that.
 	report func(engine.Message)
 
+	// lastWarnNs is when a statement's NO vote was last logged at WARN.
+	lastWarnNs atomic.Int64
+
 	// Counters, written by the workers.
 	retries  atomic.Uint64
 	failures atomic.Uint64
+	refused  atomic.Uint64
 }
 
 var _ engine.Resource = (*Resource)(nil)
@@ -277,6 +287,31 @@ func (r *Resource) setup(ctx context.Context) error {
 		n = r.cfg.Accounts
 	}
 	r.accounts = n
+	return r.checkStatements(ctx)
+}
+
+// checkStatements prepares every statement of the file on the server:
+// SQL the server cannot parse, a table that does not exist or a
+// parameter count other than the file's refuses the start, naming the
+// statement and its line.
+func (r *Resource) checkStatements(ctx context.Context) error {
+	if r.cfg.Statements == nil {
+		return nil
+	}
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Release()
+	for _, st := range r.cfg.Statements.All() {
+		sd, err := conn.Conn().Prepare(ctx, "", st.SQL)
+		if err == nil && len(sd.ParamOIDs) != len(st.Params) {
+			err = fmt.Errorf("the server counts %d parameters, the file declares %d", len(sd.ParamOIDs), len(st.Params))
+		}
+		if err != nil {
+			return fmt.Errorf("postgres: statement %q (line %d): %w", st.Name, st.Line, err)
+		}
+	}
 	return nil
 }
 
@@ -292,6 +327,21 @@ func (r *Resource) gid(txn protocol.TxnID) string { return r.prefix + txn.String
 // on a zero amount, at once; otherwise it starts the prepare and returns
 // protocol.VotePending.
 func (r *Resource) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
+	if r.cfg.Statements != nil {
+		st, args, err := r.cfg.Statements.Bind(work)
+		if err != nil {
+			r.refused.Add(1)
+			r.warnNo("postgres: voting no", "txn", txn, "reason", err)
+			return protocol.VoteNo
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			v := r.prepareStatement(txn, st, args)
+			r.report(engine.Message{Type: engine.MsgResPrepared, Txn: txn, Vote: v})
+		}()
+		return protocol.VotePending
+	}
 	acct, amount, ok := bank.DecodeWork(work)
 	switch {
 	case !ok || int64(acct) >= int64(r.accounts):
@@ -355,6 +405,76 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 		return protocol.VoteNo
 	}
 	return protocol.VoteYes
+}
+
+// prepareStatement runs an operator's statement as a branch in one round
+// trip: BEGIN, the statement with its arguments as bind parameters (pgx's
+// extended protocol: never spliced into the SQL), the commit marker and
+// PREPARE TRANSACTION, pipelined as one batch. The statement's row count
+// is checked when the batch's answers arrive; a wrong count rolls the
+// (empty-handed) prepared transaction back and votes no, as the bank's
+// missing account does.
+func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement, args []any) protocol.Vote {
+	conn, err := r.pool.Acquire(r.ctx)
+	if err != nil {
+		r.cfg.Logger.Warn("postgres: prepare: no connection", "txn", txn, "err", err)
+		return protocol.VoteNo
+	}
+	defer conn.Release()
+	c := conn.Conn()
+	gid := r.gid(txn)
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(st.SQL, args...)
+	b.Queue("INSERT INTO commitd_decisions VALUES ($1, $2, true)", r.cfg.Name, txn.String())
+	b.Queue("PREPARE TRANSACTION '" + gid + "'")
+	var rows int64
+	err = func() error {
+		res := c.SendBatch(r.ctx, &b)
+		defer res.Close()
+		if _, err := res.Exec(); err != nil {
+			return err
+		}
+		tag, err := res.Exec()
+		if err != nil {
+			return fmt.Errorf("statement %q: %w", st.Name, err)
+		}
+		rows = tag.RowsAffected()
+		for range 2 {
+			if _, err := res.Exec(); err != nil {
+				return err
+			}
+		}
+		return res.Close()
+	}()
+	if err == nil {
+		if err = st.CheckRows(rows); err == nil {
+			return protocol.VoteYes
+		}
+		// Prepared with the wrong effect: undo it before voting no.
+		if _, rerr := c.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'"); rerr != nil {
+			r.cfg.Logger.Warn("postgres: rolling back a statement with the wrong row count; the scan will", "txn", txn, "err", rerr)
+		}
+	} else if s := c.PgConn().TxStatus(); s == 'E' || s == 'T' {
+		_, _ = c.Exec(r.ctx, "ROLLBACK")
+	}
+	// A connection error may have left it prepared: the scan finds the
+	// orphan and rolls it back, as for the bank's work.
+	r.warnNo("postgres: voting no", "txn", txn, "reason", err)
+	return protocol.VoteNo
+}
+
+// warnNo logs a statement's NO vote and its reason at WARN at most once a
+// second, at DEBUG otherwise: a client sending bad work (or a statement
+// that fails for every branch) must not flood the log.
+func (r *Resource) warnNo(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := r.lastWarnNs.Load()
+	level := slog.LevelDebug
+	if now-last >= int64(time.Second) && r.lastWarnNs.CompareAndSwap(last, now) {
+		level = slog.LevelWarn
+	}
+	r.cfg.Logger.Log(context.Background(), level, msg, args...)
 }
 
 // Commit starts COMMIT PREPARED; MsgResFinished or MsgResFailed follows.
@@ -580,11 +700,12 @@ func (r *Resource) Total() int64 {
 type Stats struct {
 	Retries  uint64 // commit/abort attempts repeated after a connection error
 	Failures uint64 // commits/aborts reported failed
+	Refused  uint64 // statement works voted no before reaching the server
 }
 
 // Stats returns the resource's counters.
 func (r *Resource) Stats() Stats {
-	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load()}
+	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load(), Refused: r.refused.Load()}
 }
 
 // Close stops the round trips in flight (their transactions stay prepared

@@ -6,6 +6,9 @@
 #
 #   COMMITD_BENCH_DURATION  how long to run (default 10s)
 #   COMMITD_BENCH_CALLERS   concurrent callers (default 100)
+#   COMMITD_BENCH_STATEMENTS  set to 1: the participants run testdata/bank.statements and
+#                           the bench names its transfer statement (an operator's SQL
+#                           with bind parameters) instead of sending the bank's work
 #   COMMITD_BENCH_WARMUP    load run first and left out of the figures (default 3s:
 #                           PostgreSQL and the connection pools ramp up for ~3 s)
 set -euo pipefail
@@ -29,11 +32,16 @@ coord=127.0.0.1:23400
 p1=127.0.0.1:23401
 p2=127.0.0.1:23402
 log="--log-level warn"
+stmts=() benchstmt=()
+if [ "${COMMITD_BENCH_STATEMENTS:-}" = 1 ]; then
+	stmts=(--statements participant/postgres/testdata/bank.statements)
+	benchstmt=(--statement transfer)
+fi
 "$bin" participant --backend postgres --dsn "$dsn1" --name pgb1 --listen $p1 --coordinator $coord \
-	--data "$dir/pgb1" --accounts 1000 --balance 1000 $log 2>"$dir/pgb1.log" &
+	--data "$dir/pgb1" --accounts 1000 --balance 1000 "${stmts[@]}" $log 2>"$dir/pgb1.log" &
 pids+=($!)
 "$bin" participant --backend postgres --dsn "$dsn2" --name pgb2 --listen $p2 --coordinator $coord \
-	--data "$dir/pgb2" --accounts 1000 --balance 1000 $log 2>"$dir/pgb2.log" &
+	--data "$dir/pgb2" --accounts 1000 --balance 1000 "${stmts[@]}" $log 2>"$dir/pgb2.log" &
 pids+=($!)
 "$bin" coordinator --listen $coord --data "$dir/coord" --participant pgb1=$p1,pgb2=$p2 $log 2>"$dir/coord.log" &
 pids+=($!)
@@ -53,8 +61,8 @@ for _ in $(seq 50); do
 done
 sleep 1 # the coordinator connects to both
 before=$(total)
-echo "bench-postgres: coordinator + 2 PostgreSQL participants ($dsn1, $dsn2), $callers callers, $duration after a $warmup warmup"
-"$bin" bench --coordinator $coord --participants pgb1=$p1,pgb2=$p2 --concurrency "$callers" --duration "$duration" --warmup "$warmup" --accounts 1000
+echo "bench-postgres: ${benchstmt[*]:-bank work}: coordinator + 2 PostgreSQL participants ($dsn1, $dsn2), $callers callers, $duration after a $warmup warmup"
+"$bin" bench --coordinator $coord --participants pgb1=$p1,pgb2=$p2 --concurrency "$callers" --duration "$duration" --warmup "$warmup" --accounts 1000 "${benchstmt[@]}"
 # Let the last decisions reach PostgreSQL before summing.
 sleep 3
 after=$(total)

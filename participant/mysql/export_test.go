@@ -1,0 +1,4 @@
+package mysql
+
+// CheckVersion is checkVersion, for the tests.
+var CheckVersion = checkVersion
