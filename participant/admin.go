@@ -121,6 +121,9 @@ type Status struct {
 	engine.ParticipantStats
 	Coordinator link.PeerStatus   `json:"coordinator"`
 	Replicas    []link.PeerStatus `json:"replicas,omitempty"`
+	// Resource is a Forwarding resource's own status (its calls to the
+	// service, the decisions still to deliver).
+	Resource any `json:"resource,omitempty"`
 }
 
 func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
@@ -130,6 +133,9 @@ func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
 		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0])}
 		for i, p := range s.replicas {
 			st.Replicas = append(st.Replicas, link.StatusOf(p, addrs[i+1]))
+		}
+		if s.forward != nil {
+			st.Resource = s.forward.Status()
 		}
 		return json.Marshal(st)
 	case wire.AdminAccounts:
