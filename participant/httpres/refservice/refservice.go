@@ -103,9 +103,12 @@ func Open(path string, balances map[string]int64) (*Store, error) {
 		return nil, err
 	}
 	if good == 0 {
+		s.mu.Lock()
 		s.apply(event{Op: "seed", Balances: balances})
 		s.append(event{Op: "seed", Balances: balances})
-		if err := s.flush(); err != nil {
+		err := s.flush()
+		s.mu.Unlock()
+		if err != nil {
 			f.Close()
 			return nil, err
 		}
