@@ -29,7 +29,7 @@ type service struct {
 	// failCommits makes this many /commit calls answer 503 first.
 	failCommits atomic.Int64
 	// broken makes every call answer 500.
-	broken atomic.Bool
+	broken  atomic.Bool
 	commits atomic.Int64 // /commit calls seen
 }
 
