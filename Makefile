@@ -16,7 +16,7 @@ export COMMITD_PG_DSN1 ?= postgres://postgres@127.0.0.1:25432/postgres?sslmode=d
 export COMMITD_PG_DSN2 ?= postgres://postgres@127.0.0.1:25433/postgres?sslmode=disable
 export COMMITD_PG_DSN0 ?= postgres://postgres@127.0.0.1:25434/postgres?sslmode=disable
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench-http bench bench-quick bench-micro soak spin model model3 chaos clean
 
 all: build
 
@@ -98,6 +98,12 @@ bench: build
 ## bench-postgres: commitd bench, 100 callers, against a coordinator and two PostgreSQL participants.
 bench-postgres: build pg-up
 	bash participant/postgres/testdata/bench.sh
+
+## bench-http: commitd bench, 100 callers, against two HTTP participants in front of two reference
+## services (cmd/refservice), then two bank participants, with the disk measured in the same run.
+bench-http: build
+	$(GO) build -o bin/refservice ./cmd/refservice
+	bash participant/httpres/testdata/bench.sh
 
 bench-quick: build
 	$(GO) run ./bench/matrix -no-build -quick -out bin/benchmarks-quick.md -plot bin/benchmarks-quick.svg
