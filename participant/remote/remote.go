@@ -147,7 +147,7 @@ type Stats struct {
 	Skipped     uint64 `json:"skipped"`      // restored decisions the service had already taken
 	Scans       uint64 `json:"scans"`        // Prepared answered
 	ScanErrors  uint64 `json:"scan_errors"`  // Prepared failed
-	LostPrepare uint64 `json:"lost_prepare"` // held here, not listed by the service: its bug, logged
+	LostPrepare uint64 `json:"lost_prepare"` // restored held, not listed at the first scan: logged
 	LastError   string `json:"last_error,omitempty"`
 }
 
@@ -537,8 +537,13 @@ func (r *Resource) scan() error {
 			r.mu.stats.Skipped++
 			delete(r.mu.txns, id)
 		case e.state == held && e.fromLog && !r.mu.scanned:
+			// Either its decision reached the service just before the
+			// crash (a commit is applied before its record is durable,
+			// and an abort's record is not forced) — the coordinator's
+			// answer to the inquiry sends it again — or the service
+			// lost a YES, which breaks the contract.
 			r.mu.stats.LostPrepare++
-			r.opts.Logger.Error("remote service: a transaction it voted yes on is not listed as prepared", "txn", id)
+			r.opts.Logger.Warn("remote service: a transaction it voted yes on is not listed as prepared (decided just before a crash, or lost by the service)", "txn", id)
 		}
 	}
 	r.mu.scanned = true

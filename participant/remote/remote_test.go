@@ -283,7 +283,8 @@ func TestScanDoesNotAbortWhatFinishedMeanwhile(t *testing.T) {
 }
 
 // A held transaction restored from the log that the service does not list
-// is the service's bug: counted and logged, never aborted.
+// (decided just before the crash, or lost by the service) is counted and
+// logged, never aborted: the coordinator's decision settles it.
 func TestLostPrepareIsReported(t *testing.T) {
 	f := newFake()
 	r := newRig(t, f, Options{})
