@@ -71,6 +71,15 @@ cluster() { # backend
 	wait_up
 }
 
+cpu() {
+	local hz
+	hz=$(getconf CLK_TCK)
+	for p in "${pids[@]}"; do
+		awk -v hz="$hz" -v what="$(tr '\0' ' ' </proc/$p/cmdline | cut -d' ' -f1-3)" \
+			'{printf "bench-http:   cpu %6.2f s  %s\n", ($14 + $15) / hz, what}' /proc/$p/stat
+	done
+}
+
 echo "bench-http: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 disk
 for backend in http bank; do
@@ -84,7 +93,7 @@ for backend in http bank; do
 		"$bin" admin status --participant $p1 | grep -o '"resource":{[^}]*}'
 	fi
 	# Where the CPU went: each process's user+system seconds since it started.
-	for p in "${pids[@]}"; do ps -o times=,args= -p "$p" | awk '{printf "bench-http:   cpu %5ss  %s %s %s\n", $1, $2, $3, $4}'; done
+	cpu
 	stop
 	rm -rf "$dir"/*-p1 "$dir"/*-p2 "$dir"/*-coord
 done
