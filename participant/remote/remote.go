@@ -168,6 +168,9 @@ type Resource struct {
 	sem chan struct{}
 	// report is set once by Attach, before any Prepare.
 	report func(engine.Message)
+	// planted is a deliberately broken variant for the tests that must
+	// catch it (export_test.go); zero outside tests.
+	planted plantedBug
 
 	mu struct {
 		sync.Mutex
@@ -183,6 +186,20 @@ type Resource struct {
 		logged   time.Time // the last warning logged, at most one a second
 	}
 }
+
+// plantedBug is a deliberately broken variant of the resource, which the
+// crash test must catch (TestCrashesCatchPlantedBugs).
+type plantedBug uint8
+
+const (
+	// bugScanAbortsHeld: a scan aborts every transaction the service
+	// lists that is not in flight — also those held prepared here, whose
+	// YES went out.
+	bugScanAbortsHeld plantedBug = 1 << iota
+	// bugSnapshotForgets: checkpoints leave out the decisions the service
+	// has not yet taken.
+	bugSnapshotForgets
+)
 
 // New returns a Resource forwarding to svc.
 func New(svc Service, opts Options) *Resource {
@@ -318,6 +335,9 @@ func (r *Resource) Snapshot(dst []byte) []byte {
 		case aborting:
 			d = protocol.DecisionAbort
 		default:
+			continue
+		}
+		if r.planted&bugSnapshotForgets != 0 {
 			continue
 		}
 		dst = append(dst, id[:]...)
@@ -512,6 +532,16 @@ func (r *Resource) scan() error {
 	for _, id := range ids {
 		listed[id] = struct{}{}
 		e := r.mu.txns[id]
+		if e != nil && e.state == held && r.planted&bugScanAbortsHeld != 0 {
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				ctx, cancel := context.WithTimeout(r.ctx, r.opts.CallTimeout)
+				defer cancel()
+				_ = r.svc.Abort(ctx, id)
+			}()
+			continue
+		}
 		switch {
 		case e == nil:
 			if _, ok := finished[id]; ok {
