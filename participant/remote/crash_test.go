@@ -280,5 +280,3 @@ func firstLine(err error) string {
 	}
 	return s
 }
-
-
