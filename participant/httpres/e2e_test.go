@@ -14,6 +14,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/httpres"
 	"github.com/commitd/commitd/participant/httpres/refservice"
@@ -92,7 +93,7 @@ func startRig(t *testing.T, svcs map[string]*service) *rig {
 		t.Fatal(err)
 	}
 	r.coord, err = coordinator.Start(coordinator.Config{Listener: cln, DataDir: filepath.Join(dir, "coordinator"),
-		Participants: addrs, PrepareTimeout: 5 * time.Second, SegmentBytes: 1 << 20})
+		Participants: addrs, PrepareTimeout: 5 * time.Second, SegmentBytes: 1 << 20, Logger: nodetest.Quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,9 +103,9 @@ func startRig(t *testing.T, svcs map[string]*service) *rig {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res := remote.New(c, remote.Options{PrepareTimeout: time.Second, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond})
+		res := remote.New(c, remote.Options{PrepareTimeout: time.Second, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond, Logger: nodetest.Quiet()})
 		p, err := participant.Start(participant.Config{Name: name, Listener: lns[name], DataDir: filepath.Join(dir, name),
-			Coordinator: cln.Addr().String(), Resource: res, SegmentBytes: 1 << 20, InquireAfter: 100 * time.Millisecond})
+			Coordinator: cln.Addr().String(), Resource: res, SegmentBytes: 1 << 20, InquireAfter: 100 * time.Millisecond, Logger: nodetest.Quiet()})
 		if err != nil {
 			res.Close()
 			t.Fatal(err)
@@ -238,15 +239,23 @@ func TestTransfersBetweenTwoServices(t *testing.T) {
 	if len(committed) != 150 || len(aborted) != 50 {
 		t.Errorf("%d committed, %d aborted: want 150 (alice's money) and 50", len(committed), len(aborted))
 	}
-	var st participant.Status
-	if err := client.Admin(context.Background(), r.parts["b"].Addr().String(), "status", nil, &st); err != nil {
-		t.Fatal(err)
-	}
+	// The service's answer to the last commit may still be on its way
+	// back: wait for the participant to count it.
+	var raw []byte
+	nodetest.Eventually(t, "b's decisions all taken", func() bool {
+		var st participant.Status
+		if err := client.Admin(context.Background(), r.parts["b"].Addr().String(), "status", nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		var rs remote.Stats
+		raw, _ = json.Marshal(st.Resource)
+		json.Unmarshal(raw, &rs)
+		return rs.Pending == 0 && rs.Delivered >= 150
+	})
 	var rs remote.Stats
-	raw, _ := json.Marshal(st.Resource)
 	json.Unmarshal(raw, &rs)
-	if rs.Retries < 20 || rs.Pending != 0 || rs.Delivered < 150 {
-		t.Errorf("b's admin status: %s; want ≥ 20 retries, nothing pending", raw)
+	if rs.Retries < 20 {
+		t.Errorf("b's admin status: %s; want ≥ 20 retries", raw)
 	}
 }
 
