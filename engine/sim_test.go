@@ -110,8 +110,8 @@ type simParams struct {
 	// Participants with a log whose bank answers prepares VotePending
 	// (asyncBank, as participant/remote does for an HTTP service): none,
 	// all or some of those with a log, by seed.
-	async []bool
-	scanLag     int     // a scan's results arrive 0..scanLag ticks late
+	async   []bool
+	scanLag int // a scan's results arrive 0..scanLag ticks late
 
 	// Transaction ids: UUIDv7s stamped with the client's clock, which
 	// runs up to clientAheadMs ahead of the coordinator's (wall time is
