@@ -106,12 +106,12 @@ type simParams struct {
 	resErrP     float64 // chance a prepare loses its connection (faults only)
 	resFailP    float64 // chance a commit or abort fails (faults only)
 	scanEvery   int     // ticks between scans of the resource
+	scanLag     int     // a scan's results arrive 0..scanLag ticks late
 
 	// Participants with a log whose bank answers prepares VotePending
 	// (asyncBank, as participant/remote does for an HTTP service): none,
 	// all or some of those with a log, by seed.
-	async   []bool
-	scanLag int // a scan's results arrive 0..scanLag ticks late
+	async []bool
 
 	// Transaction ids: UUIDv7s stamped with the client's clock, which
 	// runs up to clientAheadMs ahead of the coordinator's (wall time is
