@@ -42,6 +42,9 @@ func (s *Server) AccountsSummary() Accounts {
 			prepared = ids
 		}
 	}
+	if s.forward != nil {
+		prepared = s.forward.Held() // the votes arrived since, too
+	}
 	return Accounts{Name: s.cfg.Name, Accounts: n, Total: total, Prepared: len(prepared)}
 }
 
@@ -68,6 +71,9 @@ func (s *Server) EachOutcome(fn func(Outcome) error) error {
 		if ids, err := s.durable.InDoubt(ctx); err == nil {
 			prepared = ids
 		}
+	}
+	if s.forward != nil {
+		prepared = s.forward.Held()
 	}
 	for _, id := range prepared {
 		if err := fn(Outcome{Txn: id, Outcome: "prepared"}); err != nil {

@@ -30,6 +30,10 @@ type Forwarding interface {
 	Attach(report func(engine.Message))
 	Status() any
 	Collectors() []prometheus.Collector
+	// Held lists the transactions the service holds prepared for this
+	// participant (its YES answered, no decision yet): the "prepared" of
+	// `admin accounts` and `admin outcomes`. Safe on any goroutine.
+	Held() []protocol.TxnID
 	Close() error
 }
 

@@ -580,6 +580,20 @@ func (r *Resource) scan() error {
 	return nil
 }
 
+// Held lists the transactions the service voted YES on that are not yet
+// decided here.
+func (r *Resource) Held() []protocol.TxnID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ids []protocol.TxnID
+	for id, e := range r.mu.txns {
+		if e.state == held {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Status is Stats, for `commitd admin status`.
 func (r *Resource) Status() any { return r.Stats() }
 

@@ -136,9 +136,12 @@ func TestPrepareYesThenCommit(t *testing.T) {
 	if v := r.vote(t, txn); v != protocol.VoteYes {
 		t.Fatalf("vote %v", v)
 	}
+	if h := r.Held(); len(h) != 1 || h[0] != txn {
+		t.Fatalf("Held = %v, want %v", h, txn)
+	}
 	r.Commit(txn)
 	waitFor(t, "the commit delivered", func() bool { return r.Stats().Delivered == 1 })
-	if st := r.Stats(); st.Pending != 0 || st.VotedYes != 1 || r.f.count("commit") != 1 || r.f.count("abort") != 0 {
+	if st := r.Stats(); st.Pending != 0 || st.VotedYes != 1 || r.f.count("commit") != 1 || r.f.count("abort") != 0 || len(r.Held()) != 0 {
 		t.Fatalf("stats %+v, calls %v", st, r.f.calls)
 	}
 }
