@@ -130,6 +130,9 @@ type entry struct {
 	// fromLog: held, restored from the participant's log; the first scan
 	// checks that the service still holds it.
 	fromLog bool
+	// unanswered: an abort sent because the prepare got no valid answer
+	// (counted in mu.unanswered, which bounds them).
+	unanswered bool
 }
 
 // Stats are the resource's counters (Resource.Stats, `admin status`,
@@ -139,6 +142,7 @@ type Stats struct {
 	VotedYes    uint64 `json:"voted_yes"`    // answered yes
 	VotedNo     uint64 `json:"voted_no"`     // answered no or read-only
 	Unanswered  uint64 `json:"unanswered"`   // errors, bad answers, timeouts: voted no, abort sent
+	LeftToScan  uint64 `json:"left_to_scan"` // of those, aborts not queued (too many): the next scan sends them
 	Overloaded  uint64 `json:"overloaded"`   // voted no at once: MaxPrepares calls in flight
 	Delivered   uint64 `json:"delivered"`    // commits and aborts the service took
 	Retries     uint64 `json:"retries"`      // failed commit and abort attempts, each retried
@@ -176,6 +180,11 @@ type Resource struct {
 		sync.Mutex
 		txns    map[protocol.TxnID]*entry
 		calls   int // Prepare calls in flight
+		// unanswered counts the aborts queued after prepares without a
+		// valid answer: at most MaxPrepares. A service that is down
+		// fails every prepare; past the bound the abort is left to the
+		// next scan, which finds the transaction unknown here.
+		unanswered int
 		scanned bool
 		// finished collects the deliveries that end while a scan is
 		// out: the service may list them as prepared in an answer
@@ -262,7 +271,13 @@ func (r *Resource) callPrepare(txn protocol.TxnID, work []byte) {
 		// was lost, or comes after the timeout): abort it there.
 		r.mu.stats.Unanswered++
 		r.noteError(fmt.Errorf("prepare %v: %w", txn, err))
-		e.state = aborting
+		if r.mu.unanswered >= r.opts.MaxPrepares {
+			r.mu.stats.LeftToScan++
+			r.dropLocked(txn)
+			break
+		}
+		r.mu.unanswered++
+		e.state, e.unanswered = aborting, true
 		r.sendLocked(txn, e)
 	case v == protocol.VoteYes:
 		r.mu.stats.VotedYes++
@@ -380,6 +395,7 @@ func (r *Resource) Load(snap []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.mu.txns = txns
+	r.mu.unanswered = 0
 	return nil
 }
 
@@ -427,6 +443,9 @@ func (r *Resource) noteError(err error) {
 
 // dropLocked forgets txn: the service is done with it.
 func (r *Resource) dropLocked(txn protocol.TxnID) {
+	if e := r.mu.txns[txn]; e != nil && e.unanswered {
+		r.mu.unanswered--
+	}
 	delete(r.mu.txns, txn)
 	if r.mu.finished != nil {
 		r.mu.finished[txn] = struct{}{}

@@ -370,3 +370,41 @@ func TestCommitWithoutYesPanics(t *testing.T) {
 	}()
 	r.Commit(txn)
 }
+
+// A service that is down fails every prepare: the aborts queued for them
+// are bounded (MaxPrepares), and the rest are left to the next scan,
+// which aborts whatever the service turns out to hold.
+func TestUnansweredAbortsAreBounded(t *testing.T) {
+	f := newFake()
+	f.prepErr = errors.New("connection refused")
+	f.failFirst = 1 << 30 // aborts fail too
+	r := newRig(t, f, Options{MaxPrepares: 3})
+	r.attach()
+	for range 10 {
+		txn := uuid.New()
+		r.Prepare(txn, nil)
+		if v := r.vote(t, txn); v != protocol.VoteNo {
+			t.Fatalf("vote %v", v)
+		}
+	}
+	st := r.Stats()
+	if st.Pending != 3 || st.LeftToScan != 7 || st.Unanswered != 10 {
+		t.Fatalf("stats %+v: want 3 aborts pending, 7 left to the scan", st)
+	}
+	// Back up, holding one of the left ones prepared: the queued aborts
+	// go through and the scan aborts the one it lists.
+	orphan := f.calls["prepare"][9]
+	f.mu.Lock()
+	f.failFirst, f.prepErr, f.prepared = 0, nil, []protocol.TxnID{orphan}
+	f.mu.Unlock()
+	r.scan()
+	waitFor(t, "every abort delivered", func() bool { st := r.Stats(); return st.Pending == 0 && st.Delivered == 4 })
+	if st := r.Stats(); st.Orphans != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mu.unanswered != 0 {
+		t.Fatalf("%d unanswered aborts still counted", r.mu.unanswered)
+	}
+}
