@@ -178,14 +178,14 @@ type Resource struct {
 
 	mu struct {
 		sync.Mutex
-		txns    map[protocol.TxnID]*entry
-		calls   int // Prepare calls in flight
+		txns  map[protocol.TxnID]*entry
+		calls int // Prepare calls in flight
 		// unanswered counts the aborts queued after prepares without a
 		// valid answer: at most MaxPrepares. A service that is down
 		// fails every prepare; past the bound the abort is left to the
 		// next scan, which finds the transaction unknown here.
 		unanswered int
-		scanned bool
+		scanned    bool
 		// finished collects the deliveries that end while a scan is
 		// out: the service may list them as prepared in an answer
 		// computed before they ended, and they are not orphans.
