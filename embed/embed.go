@@ -194,3 +194,7 @@ type inspectable struct{ Resource }
 
 func (inspectable) Accounts() int { return 0 }
 func (inspectable) Total() int64  { return -1 }
+
+// The server recognizes a forwarding resource by this interface; a
+// mismatch would leave it unattached.
+var _ participant.Forwarding = (*remote.Resource)(nil)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/httpres"
 	"github.com/commitd/commitd/participant/remote"
 	"github.com/commitd/commitd/protocol"
@@ -67,3 +68,7 @@ func (h *httpFlags) resource(scanEvery time.Duration, logger *slog.Logger) (*rem
 	}
 	return remote.New(c, opts), nil
 }
+
+// The participant server attaches, reports and closes a resource of this
+// interface: a mismatch must not compile.
+var _ participant.Forwarding = (*remote.Resource)(nil)
