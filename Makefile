@@ -16,7 +16,7 @@ export COMMITD_PG_DSN1 ?= postgres://postgres@127.0.0.1:25432/postgres?sslmode=d
 export COMMITD_PG_DSN2 ?= postgres://postgres@127.0.0.1:25433/postgres?sslmode=disable
 export COMMITD_PG_DSN0 ?= postgres://postgres@127.0.0.1:25434/postgres?sslmode=disable
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench-http bench bench-quick bench-micro soak spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 chaos clean
 
 all: build
 
@@ -118,6 +118,13 @@ bench-micro:
 CHAOS_DURATION ?= 5m
 chaos:
 	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./harness/chaos
+
+## chaos-http: two reference services, two HTTP participants and a coordinator as processes under
+## load while a seeded nemesis kill -9s / SIGSTOPs them one at a time, then atomicity, acknowledged
+## commits, conservation and liveness (cmd/commitd TestHTTPChaos; `make test` runs it for 6 s).
+## CHAOS_DURATION sets the faults' duration, CHAOS_SEED replays a run.
+chaos-http:
+	COMMITD_HTTP_CHAOS=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestHTTPChaos$$' ./cmd/commitd
 
 clean:
 	rm -rf bin
