@@ -158,7 +158,7 @@ func (s *Store) apply(e event) {
 			s.balances[a] = b
 		}
 	case "prepare":
-		s.prepared[e.Txn] = e.Work
+		s.prepared[e.Txn] = append([]byte{}, e.Work...) // empty work is "" and omitted in the journal
 		if t, ok := parse(e.Work); ok && t.Delta < 0 {
 			s.reserved[t.Account] -= t.Delta
 		}
@@ -230,7 +230,7 @@ func (s *Store) Prepare(txn string, work []byte) (yes bool, reason string, err e
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.prepared[txn] != nil:
+	case s.isPrepared(txn):
 		yes = true // a duplicate
 	case s.committed[txn]:
 		reason = "already committed"
@@ -241,15 +241,17 @@ func (s *Store) Prepare(txn string, work []byte) (yes bool, reason string, err e
 			reason = fmt.Sprintf("account %q has too little: %d, of which %d held", t.Account, s.balances[t.Account], s.reserved[t.Account])
 			break
 		}
-		if work == nil {
-			work = []byte{}
-		}
 		e := event{Op: "prepare", Txn: txn, Work: work}
 		s.apply(e)
 		s.append(e)
 		yes = true
 	}
 	return yes, reason, s.flush()
+}
+
+func (s *Store) isPrepared(txn string) bool {
+	_, ok := s.prepared[txn]
+	return ok
 }
 
 // ErrConflict is a decision the store cannot take: a commit of a
@@ -262,7 +264,7 @@ func (s *Store) Commit(txn string) error {
 	defer s.mu.Unlock()
 	switch {
 	case s.committed[txn]:
-	case s.prepared[txn] == nil:
+	case !s.isPrepared(txn):
 		what := "never prepared"
 		if s.aborted[txn] {
 			what = "aborted"

@@ -28,6 +28,8 @@ func TestJournalReplay(t *testing.T) {
 	}
 	mustYes(s, t1, `{"account":"alice","delta":-4}`)
 	mustYes(s, t2, `opaque bytes`)
+	const t3 = "0190a1b2-0000-7000-8000-000000000003"
+	mustYes(s, t3, ``) // empty work: omitted from its journal line
 	if err := s.Commit(t1); err != nil {
 		t.Fatal(err)
 	}
@@ -41,8 +43,16 @@ func TestJournalReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := s.Snapshot()
-	if st.Balances["alice"] != 6 || st.Total != 6 || len(st.Prepared) != 1 || st.Prepared[0] != t2 || len(st.Committed) != 1 {
+	if st.Balances["alice"] != 6 || st.Total != 6 || len(st.Prepared) != 2 || st.Prepared[0] != t2 || st.Prepared[1] != t3 || len(st.Committed) != 1 {
 		t.Fatalf("after replay: %+v", st)
+	}
+	// Still prepared after the replay: the commit is taken, and a late
+	// duplicate of the prepare is refused.
+	if err := s.Commit(t3); err != nil {
+		t.Fatal(err)
+	}
+	if yes, why, _ := s.Prepare(t3, nil); yes || why != "already committed" {
+		t.Fatalf("prepare after commit: %v %q", yes, why)
 	}
 	if err := s.Abort(t2); err != nil {
 		t.Fatal(err)
