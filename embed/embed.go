@@ -1,9 +1,10 @@
 // Package embed runs a commitd participant inside your own Go program, with
 // your own data behind it: the stable API for Go services that take part in
 // commitd's two-phase commits without running a separate participant
-// process. Nothing else of commitd needs importing — not its protocol
-// engine, its log or its wire format; a transaction id is a
-// github.com/google/uuid UUID.
+// process. None of commitd's internals needs importing — not its protocol
+// engine, its log or its wire format (package client runs transactions);
+// a transaction id is a github.com/google/uuid UUID. The names of this
+// package are kept stable: they change only compatibly.
 //
 // A participant needs a coordinator to vote to (`commitd coordinator
 // --participant NAME=ADDR`, naming this participant and the address it
