@@ -364,7 +364,7 @@ func (r *Resource) Snapshot(dst []byte) []byte {
 }
 
 // ErrBadSnapshot is returned by Load for a snapshot it cannot read.
-var ErrBadSnapshot = errors.New("remote: bad snapshot")
+var ErrBadSnapshot = errors.New("remote: bad snapshot (a data directory of another backend?)")
 
 // Load replaces the resource's state with a snapshot's deliveries, held
 // back until the first scan as every delivery replayed at recovery is.
