@@ -50,7 +50,7 @@ type Options struct {
 	// (defaults 50ms and 5s), with up to a quarter of jitter.
 	RetryMin, RetryMax time.Duration
 	// ScanEvery is how often Prepared is asked, after the first scan at
-	// start, for transactions to abort (default 30s).
+	// start, for transactions to abort (default 2s, as --scan-every).
 	ScanEvery time.Duration
 	// MaxPrepares bounds the Prepare calls in flight; a prepare beyond it
 	// is voted no at once (default 1024).
@@ -77,7 +77,7 @@ func (o *Options) fill() {
 	def(&o.CallTimeout, 10*time.Second)
 	def(&o.RetryMin, 50*time.Millisecond)
 	def(&o.RetryMax, 5*time.Second)
-	def(&o.ScanEvery, 30*time.Second)
+	def(&o.ScanEvery, 2*time.Second)
 	o.RetryMax = max(o.RetryMax, o.RetryMin)
 	if o.MaxPrepares <= 0 {
 		o.MaxPrepares = 1024
