@@ -22,6 +22,7 @@ all: build
 
 build:
 	$(GO) build -o bin/commitd ./cmd/commitd
+	$(GO) build -o bin/refservice ./cmd/refservice
 
 ## run: the embedded demo cluster (a coordinator and two bank participants in one process).
 run: build
@@ -102,7 +103,6 @@ bench-postgres: build pg-up
 ## bench-http: commitd bench, 100 callers, against two HTTP participants in front of two reference
 ## services (cmd/refservice), then two bank participants, with the disk measured in the same run.
 bench-http: build
-	$(GO) build -o bin/refservice ./cmd/refservice
 	bash participant/httpres/testdata/bench.sh
 
 bench-quick: build
