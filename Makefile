@@ -20,12 +20,13 @@ MYSQL_SH    := participant/mysql/testdata/mysql.sh
 export COMMITD_MYSQL_DSN1 ?= root@tcp(127.0.0.1:23306)/
 export COMMITD_MYSQL_DSN2 ?= root@tcp(127.0.0.1:23307)/
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 chaos clean
 
 all: build
 
 build:
 	$(GO) build -o bin/commitd ./cmd/commitd
+	$(GO) build -o bin/refservice ./cmd/refservice
 
 ## run: the embedded demo cluster (a coordinator and two bank participants in one process).
 run: build
@@ -118,6 +119,11 @@ bench-mysql: build mysql-up
 bench-postgres: build pg-up
 	bash participant/postgres/testdata/bench.sh
 
+## bench-http: commitd bench, 100 callers, against two HTTP participants in front of two reference
+## services (cmd/refservice), then two bank participants, with the disk measured in the same run.
+bench-http: build
+	bash participant/httpres/testdata/bench.sh
+
 bench-quick: build
 	$(GO) run ./bench/matrix -no-build -quick -out bin/benchmarks-quick.md -plot bin/benchmarks-quick.svg
 
@@ -136,6 +142,13 @@ chaos:
 ## first server; partitions off, as the server is on the host's loopback).
 chaos-mysql: mysql-up
 	CHAOS_MYSQL_DSN='$(COMMITD_MYSQL_DSN1)' CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./harness/chaos
+
+## chaos-http: two reference services, two HTTP participants and a coordinator as processes under
+## load while a seeded nemesis kill -9s / SIGSTOPs them one at a time, then atomicity, acknowledged
+## commits, conservation and liveness (cmd/commitd TestHTTPChaos; `make test` runs it for 6 s).
+## CHAOS_DURATION sets the faults' duration, CHAOS_SEED replays a run.
+chaos-http:
+	COMMITD_HTTP_CHAOS=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestHTTPChaos$$' ./cmd/commitd
 
 clean:
 	rm -rf bin

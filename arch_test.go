@@ -25,7 +25,7 @@ const (
 	helper                  // what the servers stand on
 	lifecycle               // internal/node: the shared server lifecycle
 	server                  // the servers and the client: what users run and import
-	stand                   // stand-ins for tests, and the load generator
+	stand                   // stand-ins for tests, the load generator, and embed (a server wrapped for users)
 	harness                 // whole clusters in tests, the benchmark matrix
 	command                 // cmd/commitd
 )
@@ -48,10 +48,15 @@ var arch = map[string]struct {
 	"internal/datadir":       {leaf, nil},
 	"participant/statements": {leaf, []string{"protocol"}},
 
+	"participant/httpres/refservice": {leaf, nil}, // the reference service: the standard library only
+
 	"wal/waltest":      {base, []string{"wal"}},
 	"net/mux":          {base, []string{"net/wire"}},
 	"participant/bank": {base, []string{"engine", "protocol"}},
 	"internal/raftlog": {base, []string{"wal"}},
+
+	"participant/remote":  {base, []string{"engine", "protocol"}},
+	"participant/httpres": {base, []string{"protocol"}},
 
 	"net/link":             {helper, []string{"net/mux", "net/wire"}},
 	"internal/obs":         {helper, []string{"net/mux"}},
@@ -68,12 +73,14 @@ var arch = map[string]struct {
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},
 	"internal/node/nodetest": {stand, []string{"client", "net/mux", "net/wire"}},
 	"bench":                  {stand, []string{"client", "participant/bank", "participant/statements", "protocol"}},
+	"embed":                  {stand, []string{"participant", "participant/remote", "protocol"}},
 
 	"harness/cluster": {harness, []string{"coordinator", "participant", "participant/bank"}},
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
 
-	"cmd/commitd": {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/mysql", "participant/postgres", "participant/statements", "protocol", "wal"}},
+	"cmd/commitd":    {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/httpres", "participant/mysql", "participant/postgres", "participant/remote", "participant/statements", "protocol", "wal"}},
+	"cmd/refservice": {command, []string{"participant/httpres/refservice"}},
 }
 
 // TestArchitecture checks the module's import graph against arch: every

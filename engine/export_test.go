@@ -45,11 +45,14 @@ func set(bugs, bug plantedBug, on bool) plantedBug {
 // with reuseYes answer a prepare for an id it already has as a copy of
 // the one it handled, whatever its work: the code before the fix of issue
 // 13 (a reused id committed half a transaction). p keeps a log.
-func SetParticipantBugs(p *Participant, voteBeforeDurable, ackBeforeDurable, reuseYes bool) {
+// With pendingVoteEarly a participant whose resource answers VotePending
+// (an asynchronous resource in log mode, as participant/remote) votes YES
+// as soon as the resource's prepare has started.
+func SetParticipantBugs(p *Participant, voteBeforeDurable, ackBeforeDurable, reuseYes, pendingVoteEarly bool) {
 	if p.cfg.DurableResource {
 		panic("engine: SetParticipantBugs on a participant with a durable resource")
 	}
-	plant(p, set(set(set(0, bugVoteBeforeDurable, voteBeforeDurable), bugAckBeforeDurable, ackBeforeDurable), bugReuseYes, reuseYes))
+	plant(p, set(set(set(set(0, bugVoteBeforeDurable, voteBeforeDurable), bugAckBeforeDurable, ackBeforeDurable), bugReuseYes, reuseYes), bugResVoteEarly, pendingVoteEarly))
 }
 
 // SetDurableResourceBugs makes p, a participant with a durable resource,

@@ -15,8 +15,9 @@ const (
 	// bugAckBeforeDurable: a participant with a log acks a commit as soon
 	// as RecCommitted is appended.
 	bugAckBeforeDurable
-	// bugResVoteEarly: a participant with a durable resource votes YES
-	// (one-phase: committed) as soon as the resource's prepare has
+	// bugResVoteEarly: a participant whose resource answers VotePending
+	// — a durable resource, or an asynchronous one in log mode — votes
+	// YES (one-phase: committed) as soon as the resource's prepare has
 	// started.
 	bugResVoteEarly
 	// bugResAckEarly: a participant with a durable resource acks a commit

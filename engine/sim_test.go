@@ -51,6 +51,13 @@ import (
 // committed; that such a participant appends no record; and, at
 // quiescence, that no transaction is left prepared in any database.
 //
+// Of the participants with a log, in two seeds of three all or some
+// answer prepares VotePending through asyncBank (simasync_test.go), as
+// participant/remote does for an HTTP service: the vote comes back later
+// as a MsgResPrepared, or never if the participant crashes first, and a
+// crash loses every hold that no durable RecPrepared brings back (remote's
+// scan aborts them at the service).
+//
 //	go test ./engine -run Simulation                      10,000 seeds (5,000 with -race, 300 with -short)
 //	COMMITD_SIM_SEEDS=10000 go test ./engine -run Simulation
 //	COMMITD_SIM_SEED=1234 go test ./engine -run Simulation -v   replay one, with a trace
@@ -68,6 +75,7 @@ type simOptions struct {
 	decideEarly  bool // shards: bugDecideBeforeDurable
 	resVoteEarly bool // participants with a durable resource: bugResVoteEarly
 	resAckEarly  bool // participants with a durable resource: bugResAckEarly
+	asyncEarly   bool // participants with a log and an asynchronous bank: bugResVoteEarly
 	reuseYes     bool // every participant: bugReuseYes
 	noIDWindow   bool // shards accept any id they do not remember (no stamps)
 	// lateLeftovers lets work a crashed participant left running in its
@@ -99,6 +107,11 @@ type simParams struct {
 	resFailP    float64 // chance a commit or abort fails (faults only)
 	scanEvery   int     // ticks between scans of the resource
 	scanLag     int     // a scan's results arrive 0..scanLag ticks late
+
+	// Participants with a log whose bank answers prepares VotePending
+	// (asyncBank, as participant/remote does for an HTTP service): none,
+	// all or some of those with a log, by seed.
+	async []bool
 
 	// Transaction ids: UUIDv7s stamped with the client's clock, which
 	// runs up to clientAheadMs ahead of the coordinator's (wall time is
@@ -164,6 +177,11 @@ func drawParams(r *rand.Rand) simParams {
 	p.scfg.MaxIDAheadMs = 1 + r.IntN(remembered/2)
 	p.clientAheadMs = r.IntN(min(p.tickMs, p.scfg.MaxIDAheadMs+1))
 	p.reuseP = 0.15 * r.Float64()
+	p.async = make([]bool, p.parts)
+	amode := r.IntN(3) // 0: none, 1: every participant with a log, 2: some
+	for i := range p.async {
+		p.async[i] = !p.durable[i] && (amode == 1 || amode == 2 && r.IntN(2) == 0)
+	}
 	return p
 }
 
@@ -182,6 +200,7 @@ type simNode struct {
 	bank    *bank.Bank
 	pi      int      // participant number, -1 for a shard
 	res     *simRes  // a durable resource (survives crashes), or nil: then bank and log
+	async   bool     // with a log: the bank answers prepares VotePending (asyncBank)
 	inc     int      // incarnation, counted from 1 (restarts)
 	log     []simRec // this incarnation's records still kept; log[i] has index trimmed+i+1
 	trimmed uint64
@@ -270,7 +289,7 @@ type sim struct {
 
 type simStats struct {
 	txns, committed, aborted, unknown, crashes, msgs int
-	parts, durableParts                              int
+	parts, durableParts, asyncParts                  int
 	// cov counts the paths a run went through (engine counters summed
 	// over every incarnation, and events seen by the simulator), to show
 	// that the faults reach the code they are meant to reach.
@@ -286,6 +305,7 @@ func (st *simStats) add(o simStats) {
 	st.msgs += o.msgs
 	st.parts += o.parts
 	st.durableParts += o.durableParts
+	st.asyncParts += o.asyncParts
 	if st.cov == nil {
 		st.cov = map[string]int{}
 	}
@@ -347,6 +367,9 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 			n.res = newSimRes(s, n)
 			n.res.nextScan = int64(s.p.scanEvery)
 		}
+		if n.async = s.p.async[i]; n.async {
+			s.stats.asyncParts++
+		}
 		s.newParticipant(n)
 		s.nodes = append(s.nodes, n)
 		s.parts = append(s.parts, n)
@@ -378,8 +401,12 @@ func (s *sim) newParticipant(n *simNode) {
 		return
 	}
 	n.bank = bank.New(s.p.accounts, initialBalance)
-	n.part = engine.NewParticipant(cfg, n.bank)
-	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly, s.o.reuseYes)
+	var res engine.Resource = n.bank
+	if n.async {
+		res = &asyncBank{Bank: n.bank, s: s, n: n}
+	}
+	n.part = engine.NewParticipant(cfg, res)
+	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly, s.o.reuseYes, n.async && s.o.asyncEarly)
 }
 
 func (s *sim) tracef(format string, args ...any) {
@@ -1275,9 +1302,9 @@ func TestSimulation(t *testing.T) {
 	if bad >= 0 {
 		reportFailure(t, bad, err, o)
 	}
-	t.Logf("%d seeds in %v: %d txns (%d committed, %d aborted, %d unknown), %d crashes, %d messages, %d of %d participants with a durable resource",
+	t.Logf("%d seeds in %v: %d txns (%d committed, %d aborted, %d unknown), %d crashes, %d messages, %d of %d participants with a durable resource, %d with a log and an asynchronous bank",
 		count, time.Since(start).Round(time.Millisecond), tot.txns, tot.committed, tot.aborted, tot.unknown, tot.crashes, tot.msgs,
-		tot.durableParts, tot.parts)
+		tot.durableParts, tot.parts, tot.asyncParts)
 	if tot.committed == 0 || tot.aborted == 0 || tot.unknown == 0 || tot.crashes == 0 {
 		t.Fatalf("the simulation does not exercise every outcome and crashes: %+v", tot)
 	}
@@ -1297,6 +1324,9 @@ func TestSimulation(t *testing.T) {
 	if tot.durableParts == 0 || tot.durableParts == tot.parts {
 		t.Errorf("%d of %d participants with a durable resource: want both kinds", tot.durableParts, tot.parts)
 	}
+	if tot.asyncParts == 0 {
+		t.Errorf("no participant with a log answered prepares asynchronously")
+	}
 	for _, k := range []string{
 		"shard.redelivered", "shard.presumed-abort", "shard.not-sent", "shard.inquiry-deferred", "shard.ignored-duplicate",
 		"shard.ignored-late", "shard.ignored-unknown", "part.inquiries", "part.checkpoints", "part.acked-unknown",
@@ -1308,6 +1338,7 @@ func TestSimulation(t *testing.T) {
 		"res.failed", "res.stale scan result", "res.abort of nothing prepared", "res.work nobody waits for ran",
 		"crash after resource work", "crash cancels resource work", "crash leaves resource work to run",
 		"restart finds prepared transactions in the resource",
+		"async.prepare pending", "async.prepare answered at once", "async.prepare lost its connection",
 		// With the id window no reuse is ever started: the
 		// participants' rule (part.refused-reuse) is exercised by the
 		// variants without it, in TestSimulationCatchesBugs.
@@ -1335,6 +1366,7 @@ func TestSimulationCatchesBugs(t *testing.T) {
 		{"decide-before-durable", simOptions{decideEarly: true}},
 		{"durable-resource/vote-before-prepared", simOptions{resVoteEarly: true}},
 		{"durable-resource/ack-before-committed", simOptions{resAckEarly: true}},
+		{"async-resource/vote-before-answer", simOptions{asyncEarly: true}},
 		{"reused-id-answered-as-a-copy", simOptions{reuseYes: true, noIDWindow: true}},
 		{"no-id-window", simOptions{noIDWindow: true}},
 	} {

@@ -42,6 +42,9 @@ func (s *Server) AccountsSummary() Accounts {
 			prepared = ids
 		}
 	}
+	if s.forward != nil {
+		prepared = s.forward.Held() // the votes arrived since, too
+	}
 	return Accounts{Name: s.cfg.Name, Accounts: n, Total: total, Prepared: len(prepared)}
 }
 
@@ -68,6 +71,9 @@ func (s *Server) EachOutcome(fn func(Outcome) error) error {
 		if ids, err := s.durable.InDoubt(ctx); err == nil {
 			prepared = ids
 		}
+	}
+	if s.forward != nil {
+		prepared = s.forward.Held()
 	}
 	for _, id := range prepared {
 		if err := fn(Outcome{Txn: id, Outcome: "prepared"}); err != nil {
@@ -121,6 +127,9 @@ type Status struct {
 	engine.ParticipantStats
 	Coordinator link.PeerStatus   `json:"coordinator"`
 	Replicas    []link.PeerStatus `json:"replicas,omitempty"`
+	// Resource is a Forwarding resource's own status (its calls to the
+	// service, the decisions still to deliver).
+	Resource any `json:"resource,omitempty"`
 }
 
 func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
@@ -130,6 +139,9 @@ func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
 		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0])}
 		for i, p := range s.replicas {
 			st.Replicas = append(st.Replicas, link.StatusOf(p, addrs[i+1]))
+		}
+		if s.forward != nil {
+			st.Resource = s.forward.Status()
 		}
 		return json.Marshal(st)
 	case wire.AdminAccounts:

@@ -21,4 +21,8 @@
 // A Durable resource (participant/postgres) keeps its own prepared and
 // committed state: the server then forces nothing into the protocol log,
 // and reconciles the ledger with what the resource remembers at start.
+// A Forwarding resource (participant/remote: an HTTP service, or Go code
+// through embed) is kept durable by the protocol log like the bank, but
+// answers prepares later: the server attaches it once recovery is done,
+// so that its votes come back through the pump.
 package participant

@@ -61,6 +61,9 @@ func newMetrics(s *Server, door *frontDoor) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "commitd_participant_inquiries_total",
 			Help: "Inquiries sent to the coordinator about in-doubt transactions."}, stat(func(x engine.ParticipantStats) float64 { return float64(x.Inquiries) })),
 	)
+	if s.forward != nil {
+		reg.MustRegister(s.forward.Collectors()...)
+	}
 	m.writes = obs.NewWrites(reg, func() mux.Stats {
 		var st mux.Stats
 		door.conns.Range(func(k, _ any) bool {

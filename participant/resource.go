@@ -6,6 +6,7 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/protocol"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Inspectable is a Resource that admin queries can read: how many accounts
@@ -14,6 +15,26 @@ type Inspectable interface {
 	engine.Resource
 	Accounts() int
 	Total() int64
+}
+
+// Forwarding is a resource that keeps its state in the participant's log,
+// like the bank, but answers Prepare with protocol.VotePending and hands
+// the vote back later as a MsgResPrepared through the function given to
+// Attach (participant/remote: a service behind HTTP, or Go code of one's
+// own). Attach is called once, after recovery has replayed the log and
+// before the first Prepare. Once Start has succeeded, the server owns the
+// resource and closes it after the pump has stopped. Status is reported
+// under "resource" by `commitd admin status`, Collectors on /metrics.
+type Forwarding interface {
+	Inspectable
+	Attach(report func(engine.Message))
+	Status() any
+	Collectors() []prometheus.Collector
+	// Held lists the transactions the service holds prepared for this
+	// participant (its YES answered, no decision yet): the "prepared" of
+	// `admin accounts` and `admin outcomes`. Safe on any goroutine.
+	Held() []protocol.TxnID
+	Close() error
 }
 
 // Durable is a resource that keeps its prepared and committed state

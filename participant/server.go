@@ -36,6 +36,7 @@ type Server struct {
 	ledger  *ledger
 	res     *guarded
 	durable Durable             // cfg.Resource if it is one, else nil
+	forward Forwarding          // cfg.Resource if it is one, else nil
 	machine *engine.Participant // owned by the pump goroutine
 	pump    *pump.Pump
 	coord   *mux.Peer
@@ -126,6 +127,9 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.res = newGuarded(cfg.Resource)
 	s.durable, _ = cfg.Resource.(Durable)
+	if s.durable == nil {
+		s.forward, _ = cfg.Resource.(Forwarding)
+	}
 	s.machine = engine.NewParticipant(engine.ParticipantConfig{
 		Name:              cfg.Name,
 		InquireAfterTicks: cfg.ticks(cfg.InquireAfter),
@@ -151,6 +155,12 @@ func Start(cfg Config) (*Server, error) {
 		}
 	} else if err := s.ledger.settle(); err != nil {
 		return nil, fmt.Errorf("participant: reading ledger in %s: %w", cfg.DataDir, err)
+	}
+	if s.forward != nil {
+		s.forward.Attach(func(m engine.Message) {
+			m.To = s.cfg.Name
+			s.pump.Inject(&m) // votes: bounded by the prepares in flight
+		})
 	}
 	// Every replica of a replicated coordinator (docs/ha.md) gets the
 	// same messages; only the leader takes them.
@@ -260,6 +270,9 @@ func (s *Server) parts(serving bool) node.Parts {
 	}
 	if serving && s.durable != nil {
 		p.Stores = append(p.Stores, s.durable.Close)
+	}
+	if serving && s.forward != nil {
+		p.Stores = append(p.Stores, s.forward.Close)
 	}
 	if s.ledger != nil {
 		p.Stores = append(p.Stores, s.ledger.close)

@@ -278,7 +278,9 @@ func runParticipant(args []string) error {
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	backend := fs.String("backend", "bank", "where the accounts live: bank (in memory, made durable by the participant's log), postgres (a PostgreSQL database, through PREPARE TRANSACTION) or mysql (a MySQL/MariaDB database, through XA)")
+	backend := fs.String("backend", "bank", "where the data lives: bank (accounts in memory, made durable by the participant's log), postgres (a PostgreSQL database, through PREPARE TRANSACTION), mysql (a MySQL/MariaDB database, through XA) or http (a service at --url, docs/http-participant.md)")
+	var hf httpFlags
+	hf.register(fs)
 	var pg postgres.Config
 	var my mysql.Config
 	var dsn, statementsFile string
@@ -293,7 +295,7 @@ func runParticipant(args []string) error {
 		return err
 	})
 	fs.DurationVar(&pg.LockTimeout, "pg-lock-timeout", 10*time.Millisecond, "postgres: how long a prepare waits for an account another transaction holds before voting no")
-	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres, mysql: how often pg_prepared_xacts (XA RECOVER) is scanned for transactions to resolve")
+	fs.DurationVar(&cfg.ScanEvery, "scan-every", 2*time.Second, "postgres, mysql: how often pg_prepared_xacts (XA RECOVER) is scanned for transactions to resolve; http: how often GET /prepared is asked for transactions to abort")
 	segmentSizeFlag(fs, &cfg.SegmentBytes, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
 	fs.StringVar(&cfg.CoordinatorIdentity, "coordinator-identity", "", "with TLS, the coordinator's certificate must be valid for this (a DNS name or IP in its SANs, or its CN; default: the host of each --coordinator address)")
 	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
@@ -331,16 +333,19 @@ func runParticipant(args []string) error {
 	if cfg.DataDir == "" {
 		return usageError{errors.New("--data is required")}
 	}
+	if *backend != "http" && hf.url != "" {
+		return usageError{fmt.Errorf("--url is for --backend http, not %s", *backend)}
+	}
 	var stmts *statements.Set
 	if statementsFile != "" {
-		if *backend == "bank" {
+		if *backend != "postgres" && *backend != "mysql" {
 			return usageError{errors.New("--statements needs --backend postgres or mysql")}
 		}
 		if stmts, err = statements.Load(statementsFile); err != nil {
 			return err
 		}
 	}
-	if *backend != "bank" && dsn == "" {
+	if (*backend == "postgres" || *backend == "mysql") && dsn == "" {
 		return usageError{fmt.Errorf("--backend %s needs --dsn", *backend)}
 	}
 	var res participant.Durable // a database backend's
@@ -348,6 +353,18 @@ func runParticipant(args []string) error {
 	defer cancel()
 	switch *backend {
 	case "bank":
+	case "http":
+		res, err := hf.resource(cfg.ScanEvery, cfg.Logger)
+		if err != nil {
+			return err
+		}
+		cfg.Resource = res
+		s, err := participant.Start(cfg)
+		if err != nil {
+			res.Close()
+			return err
+		}
+		return serveUntilSignal(s.Done(), s.Close, s.Err)
 	case "postgres":
 		// The accounts table is seeded once, when it is empty; the data
 		// directory keeps the participant's ledger.
@@ -357,7 +374,7 @@ func runParticipant(args []string) error {
 		my.DSN, my.Name, my.Accounts, my.Balance, my.Statements, my.Logger = dsn, cfg.Name, accounts, balance, stmts, cfg.Logger
 		res, err = mysql.Open(ctx, my)
 	default:
-		return usageError{fmt.Errorf("--backend %q: want bank, postgres or mysql", *backend)}
+		return usageError{fmt.Errorf("--backend %q: want bank, postgres, mysql or http", *backend)}
 	}
 	if err != nil {
 		return err
