@@ -1,0 +1,129 @@
+package engine
+
+import (
+	"slices"
+
+	"github.com/commitd/commitd/protocol"
+)
+
+// What an operator may read of a shard, and the one thing an operator may
+// make it do (redeliver now). These are not protocol inputs: the server
+// calls them on the goroutine that owns the shard (pump.Pump.Do), they
+// allocate, and none of them changes what the shard will decide.
+
+// TxnView is what a shard holds of one transaction in flight.
+type TxnView struct {
+	Txn protocol.TxnID
+	// State is where it is: "voting" (prepares sent, votes awaited),
+	// "deciding" (commit decided, its record not yet durable),
+	// "delivering" (commit durable, acknowledgements awaited) or
+	// "ending" (every acknowledgement in).
+	State string
+	// AgeMs is how long ago it began — or, for a commit restored from the
+	// log, how long ago this shard restored it — and DecidedAgeMs how
+	// long ago its commit became durable (delivering and ending only;
+	// for a restored commit, its restore).
+	AgeMs, DecidedAgeMs int64
+	Branches            []BranchView
+}
+
+// BranchView is one participant's part in a transaction in flight.
+type BranchView struct {
+	Participant string
+	// Vote is zero until it arrives.
+	Vote protocol.Vote
+	// Acked: the participant has made the commit durable.
+	Acked bool
+}
+
+// Lookup returns the transaction id in flight at this shard, if any. A
+// finished transaction is not in flight (the server's outcome index
+// answers for it).
+func (s *Shard) Lookup(id protocol.TxnID) (TxnView, bool) {
+	t := s.txns[id]
+	if t == nil {
+		return TxnView{}, false
+	}
+	return s.view(t), true
+}
+
+// Undelivered appends to dst the commits this shard is delivering — decided
+// and durable, not yet acknowledged by every participant that voted yes —
+// oldest decision first, at most max of them (all if max ≤ 0), and returns
+// it with how many there are in all.
+func (s *Shard) Undelivered(dst []TxnView, max int) ([]TxnView, int) {
+	var ts []*coordTxn
+	for _, t := range s.txns {
+		if t.state == coordDelivering {
+			ts = append(ts, t)
+		}
+	}
+	sortByDecided(ts)
+	for i, t := range ts {
+		if max > 0 && i == max {
+			break
+		}
+		dst = append(dst, s.view(t))
+	}
+	return dst, len(ts)
+}
+
+// RedeliverNow sends the commit decision again, at once, to every
+// participant that has not acknowledged it: of transaction id if id is
+// not nil, else of every transaction participant (if not "") has not
+// acknowledged. It returns how many decisions it sent. The backoff of
+// the regular redeliveries is left as it is: this is one more of them,
+// sooner, and a participant takes a duplicate decision as it takes any.
+func (s *Shard) RedeliverNow(id *protocol.TxnID, participant string) int {
+	s.start()
+	n := 0
+	send := func(t *coordTxn) {
+		for i := range t.n {
+			b := &t.branches[i]
+			if b.vote == protocol.VoteYes && !b.acked && (participant == "" || b.name == participant) {
+				s.sendDecision(t.id, b.name, protocol.DecisionCommit)
+				n++
+			}
+		}
+	}
+	if id != nil {
+		if t := s.txns[*id]; t != nil && t.state == coordDelivering {
+			send(t)
+		}
+	} else {
+		for _, t := range s.txns {
+			if t.state == coordDelivering {
+				send(t)
+			}
+		}
+	}
+	s.stats.Redelivered += uint64(n)
+	return n
+}
+
+func (s *Shard) view(t *coordTxn) TxnView {
+	ms := func(ticks int64) int64 { return ticks * int64(s.cfg.TickMicros) / 1000 }
+	v := TxnView{Txn: t.id, State: t.state.String(), AgeMs: ms(s.now - t.began)}
+	if t.state == coordDelivering || t.state == coordEnding {
+		v.DecidedAgeMs = ms(s.now - t.decided)
+	}
+	for i := range t.n {
+		b := &t.branches[i]
+		v.Branches = append(v.Branches, BranchView{Participant: b.name, Vote: b.vote, Acked: b.acked})
+	}
+	return v
+}
+
+// sortByDecided sorts ts by decision, oldest first (ties by id, so that
+// the report is stable).
+func sortByDecided(ts []*coordTxn) {
+	slices.SortFunc(ts, func(a, b *coordTxn) int {
+		switch {
+		case a.decided < b.decided:
+			return -1
+		case a.decided > b.decided:
+			return 1
+		}
+		return slices.Compare(a.id[:], b.id[:])
+	})
+}
