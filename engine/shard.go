@@ -180,7 +180,7 @@ type coordTxn struct {
 	// durability: the ages admin reports show.
 	began, decided int64
 	yes            []string // YES voters: RecCommit.Participants (reused)
-	workBuf     []byte   // copies of the branches' work for the prepares (reused)
+	workBuf        []byte   // copies of the branches' work for the prepares (reused)
 }
 
 // recycleCoordTxns readies retired structs for reuse: zero but for the
