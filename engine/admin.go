@@ -68,6 +68,22 @@ func (s *Shard) Undelivered(dst []TxnView, max int) ([]TxnView, int) {
 	return dst, len(ts)
 }
 
+// OldestUndeliveredMs is how long ago the oldest commit this shard is
+// delivering became durable (0 when none): a participant that does not
+// acknowledge shows here first.
+func (s *Shard) OldestUndeliveredMs() int64 {
+	oldest := int64(-1)
+	for _, t := range s.txns {
+		if t.state == coordDelivering && (oldest < 0 || t.decided < oldest) {
+			oldest = t.decided
+		}
+	}
+	if oldest < 0 {
+		return 0
+	}
+	return (s.now - oldest) * int64(s.cfg.TickMicros) / 1000
+}
+
 // RedeliverNow sends the commit decision again, at once, to every
 // participant that has not acknowledged it: of transaction id if id is
 // not nil, else of every transaction participant (if not "") has not
