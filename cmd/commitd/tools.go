@@ -16,31 +16,64 @@ import (
 
 	"github.com/commitd/commitd/bench"
 	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/participant"
+	"github.com/commitd/commitd/protocol"
 )
 
 // adminUsage is what "commitd admin --help" prints.
-const adminUsage = `usage of commitd admin: a report from a running server, as JSON (outcomes: one line each)
+const adminUsage = `usage of commitd admin: ask a running server, answered as JSON (outcomes: one line each)
 
   commitd admin status   --coordinator ADDR | --participant ADDR   counters and state
   commitd admin accounts --participant ADDR                        accounts, total balance, prepared
   commitd admin outcomes --participant ADDR                        every decision in the ledger
+  commitd admin txn ID   --coordinator ADDR                        where one transaction stands
+  commitd admin in-doubt --coordinator ADDR                        commits not yet acknowledged, oldest first
+  commitd admin retry ID|PARTICIPANT --coordinator ADDR            redeliver those commit decisions now
 
-Run "commitd admin REPORT -h" for a report's flags (--timeout, TLS).
+txn answers committed, aborted (with the cause), unknown (a one-phase
+transaction whose participant did not answer), in-flight (with each
+participant's state), not-found (no record: it did not commit through this
+coordinator) or expired (older than the outcome index keeps, --outcome-
+retention, 24 h by default). ADDR may list a replicated coordinator's
+replicas as ADDR1,ADDR2,...
+
+Exit status: 0 answered; 1 the server could not be asked or refused (the
+message says why: an unknown participant, nothing to retry); 2 a bad
+command line (a malformed or non-UUIDv7 id); 3 txn found no record
+(not-found or expired).
+
+Run "commitd admin REQUEST -h" for a request's flags (--timeout, TLS).
 `
 
 func runAdmin(args []string) error {
 	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		fmt.Fprintln(os.Stderr, "commitd admin: name a report: status, accounts or outcomes")
+		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt or retry")
 		return errUsage
 	}
 	kind := args[0]
+	args = args[1:]
 	switch kind {
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stderr, adminUsage)
 		return flag.ErrHelp
+	}
+	// txn and retry take their argument first (commitd admin txn ID
+	// --coordinator ADDR); flags may also come before it.
+	var arg string
+	if kind == "txn" || kind == "retry" {
+		rest, a, err := takeArg(args)
+		if err != nil {
+			return usageError{fmt.Errorf("admin %s: %w", kind, err)}
+		}
+		args, arg = rest, a
+		if kind == "txn" {
+			if _, err := coordinator.ParseTxnID(arg); err != nil {
+				return usageError{fmt.Errorf("admin txn: %w", err)}
+			}
+		}
 	}
 	fs := newFlags("admin " + kind)
 	var coord, part string
@@ -52,12 +85,14 @@ func runAdmin(args []string) error {
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	case "accounts", "outcomes":
 		fs.StringVar(&part, "participant", "", "the participant's address (required)")
+	case "txn", "in-doubt", "retry":
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (required)")
 	default:
-		fmt.Fprintf(os.Stderr, "commitd admin: unknown report %q (want status, accounts or outcomes)\n", kind)
+		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt or retry)\n", kind)
 		return errUsage
 	}
 	tf.register(fs)
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	addr := coord
@@ -85,12 +120,69 @@ func runAdmin(args []string) error {
 		_, err := io.WriteString(os.Stdout, b.String())
 		return err
 	}
+	if kind == "txn" {
+		var st protocol.TxnStatus
+		if err := client.AdminArg(ctx, addr, kind, arg, tlsCfg, &st); err != nil {
+			return adminError(err)
+		}
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(os.Stdout, "%s\n", b); err != nil {
+			return err
+		}
+		if st.State == protocol.TxnNotFound || st.State == protocol.TxnExpired {
+			return errNoRecord
+		}
+		return nil
+	}
 	var v json.RawMessage
-	if err := client.Admin(ctx, addr, kind, tlsCfg, &v); err != nil {
-		return err
+	if err := client.AdminArg(ctx, addr, kind, arg, tlsCfg, &v); err != nil {
+		return adminError(err)
 	}
 	_, err = fmt.Fprintf(os.Stdout, "%s\n", v)
 	return err
+}
+
+// errNoRecord is admin txn's answer "no record" (not-found or expired),
+// already printed: exit status 3.
+var errNoRecord = errors.New("no record of the transaction")
+
+// adminError says a server's refusal in its own words, without the
+// layers' prefixes (errors.Join's, for a list of replicas).
+func adminError(err error) error {
+	var re *client.RefusedError
+	if errors.As(err, &re) {
+		return re
+	}
+	return err
+}
+
+// takeArg takes the one argument that is not a flag out of args: the
+// first that does not start with "-" and is not a flag's value. Every
+// admin flag but the booleans takes a value, given as --flag=V or
+// --flag V.
+func takeArg(args []string) (rest []string, arg string, err error) {
+	found := -1
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if strings.HasPrefix(a, "-") {
+			if !strings.Contains(a, "=") && a != "-h" && a != "-help" && a != "--help" {
+				i++ // its value
+			}
+			continue
+		}
+		if found >= 0 {
+			return nil, "", fmt.Errorf("unexpected argument %q", a)
+		}
+		found = i
+	}
+	if found < 0 {
+		return args, "", errors.New("give a transaction id (or, for retry, a participant's name)")
+	}
+	rest = append(append([]string{}, args[:found]...), args[found+1:]...)
+	return rest, args[found], nil
 }
 
 // runDemo starts a coordinator and two bank participants in this process,
