@@ -168,8 +168,11 @@ func inFlight(id protocol.TxnID, v engine.TxnView) protocol.TxnStatus {
 	case "deciding":
 		st.Detail = "commit decided; its record is not yet durable"
 	case "delivering":
-		st.Detail = fmt.Sprintf("committed (durable %d ms ago); delivering the decision", v.DecidedAgeMs)
+		// Decided and durable: committed, whatever the acknowledgements.
+		st.State = protocol.TxnCommitted
+		st.Detail = fmt.Sprintf("committed (durable %d ms ago); delivering the decision until every participant that voted yes acknowledges", v.DecidedAgeMs)
 	case "ending":
+		st.State = protocol.TxnCommitted
 		st.Detail = "committed; every participant acknowledged"
 	}
 	for _, b := range v.Branches {

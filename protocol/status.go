@@ -16,7 +16,8 @@ type TxnState string
 // it holds no record of the id, and why that proves nothing.
 const (
 	// TxnCommitted: the commit decision is durable. It reaches, or has
-	// reached, every participant that voted yes.
+	// reached, every participant that voted yes (Participants say which
+	// have acknowledged it while the coordinator still delivers it).
 	TxnCommitted TxnState = "committed"
 	// TxnAborted: the coordinator decided abort (Cause and Participant
 	// say why). Nothing was or will be committed anywhere.
@@ -25,8 +26,9 @@ const (
 	// transaction whose only participant did not answer in time; that
 	// participant knows (its ledger: `commitd admin outcomes`).
 	TxnUnknown TxnState = "unknown"
-	// TxnInFlight: the coordinator is running it now (voting, or
-	// delivering its commit: Participants say who it waits for).
+	// TxnInFlight: the coordinator is running it now and has not decided:
+	// prepares sent, votes awaited (Participants say whose), or a commit
+	// decided whose record is not yet durable.
 	TxnInFlight TxnState = "in-flight"
 	// TxnNotFound: no record of the id, which is younger than the oldest
 	// transaction the index keeps. Under presumed abort nothing of it

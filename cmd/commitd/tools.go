@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -63,7 +64,7 @@ func runAdmin(args []string) error {
 	// txn and retry take their argument first (commitd admin txn ID
 	// --coordinator ADDR); flags may also come before it.
 	var arg string
-	if kind == "txn" || kind == "retry" {
+	if (kind == "txn" || kind == "retry") && !slices.ContainsFunc(args, isHelp) {
 		rest, a, err := takeArg(args)
 		if err != nil {
 			return usageError{fmt.Errorf("admin %s: %w", kind, err)}
@@ -159,6 +160,8 @@ func adminError(err error) error {
 	return err
 }
 
+func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
+
 // takeArg takes the one argument that is not a flag out of args: the
 // first that does not start with "-" and is not a flag's value. Every
 // admin flag but the booleans takes a value, given as --flag=V or
@@ -168,7 +171,7 @@ func takeArg(args []string) (rest []string, arg string, err error) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if strings.HasPrefix(a, "-") {
-			if !strings.Contains(a, "=") && a != "-h" && a != "-help" && a != "--help" {
+			if !strings.Contains(a, "=") {
 				i++ // its value
 			}
 			continue
