@@ -143,3 +143,78 @@ func sortByDecided(ts []*coordTxn) {
 		return slices.Compare(a.id[:], b.id[:])
 	})
 }
+
+// PreparedView is what a participant holds of one transaction it has not
+// finished: what it waits for, and since when.
+type PreparedView struct {
+	Txn protocol.TxnID
+	// State is "prepared" (voted yes: in doubt, waiting for the
+	// coordinator's decision, inquiring with backoff), "preparing" (its
+	// prepared record is not yet durable), "voting" (the resource has not
+	// answered the prepare), "committing" or "aborting" (the decision is
+	// in; the resource has not finished it).
+	State string
+	// AgeTicks is how long ago, in the participant's ticks, the
+	// transaction came into its hands (its prepare, or its restore).
+	AgeTicks int64
+}
+
+// InDoubt appends to dst the transactions this participant has in hand —
+// prepared and undecided, or still being prepared or finished — oldest
+// first, at most max of them (all if max ≤ 0), and returns it with how
+// many there are in all.
+func (p *Participant) InDoubt(dst []PreparedView, max int) ([]PreparedView, int) {
+	ts := make([]*partTxn, 0, len(p.txns))
+	for _, t := range p.txns {
+		ts = append(ts, t)
+	}
+	slices.SortFunc(ts, func(a, b *partTxn) int {
+		switch {
+		case a.since < b.since:
+			return -1
+		case a.since > b.since:
+			return 1
+		}
+		return slices.Compare(a.id[:], b.id[:])
+	})
+	for i, t := range ts {
+		if max > 0 && i == max {
+			break
+		}
+		dst = append(dst, PreparedView{Txn: t.id, State: t.state.String(), AgeTicks: p.now - t.since})
+	}
+	return dst, len(ts)
+}
+
+// OldestPreparedTicks is how long ago, in ticks, the oldest transaction
+// this participant holds prepared and undecided came into its hands (0
+// when none).
+func (p *Participant) OldestPreparedTicks() int64 {
+	oldest := int64(-1)
+	for _, t := range p.held {
+		if t.state == partPrepared && (oldest < 0 || t.since < oldest) {
+			oldest = t.since
+		}
+	}
+	if oldest < 0 {
+		return 0
+	}
+	return p.now - oldest
+}
+
+// InquireNow asks the coordinator at once for the decision on transaction
+// id (if not nil) or on every transaction this participant holds prepared
+// and undecided, and returns how many inquiries it sent. The inquiry
+// backoff is left as it is: this is one more inquiry, sooner, and the
+// coordinator answers it as any.
+func (p *Participant) InquireNow(id *protocol.TxnID) int {
+	p.start()
+	n := 0
+	for _, t := range p.held {
+		if t.state == partPrepared && (id == nil || t.id == *id) {
+			p.sendInquire(t)
+			n++
+		}
+	}
+	return n
+}

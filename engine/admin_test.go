@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/protocol"
 )
 
@@ -64,5 +65,40 @@ func TestShardAdminViews(t *testing.T) {
 	}
 	if _, total := s.Undelivered(nil, 0); total != 0 {
 		t.Fatalf("%d undelivered after every ack", total)
+	}
+}
+
+// A participant's in-doubt view: a prepared transaction with its age;
+// InquireNow sends an inquiry for it, and none once it is decided.
+func TestParticipantAdminViews(t *testing.T) {
+	p := engine.NewParticipant(engine.ParticipantConfig{Name: "a"}, bank.New(2, 100))
+	p.Step(engine.Message{Type: engine.MsgPrepare, Txn: tid(1), To: "a", Work: bank.AppendWork(nil, 0, -10)})
+	rd := p.Ready()
+	p.Durable(rd.FirstIndex)
+	p.Ready()
+	p.Tick()
+	p.Tick()
+	views, total := p.InDoubt(nil, 0)
+	if total != 1 || len(views) != 1 || views[0].State != "prepared" || views[0].AgeTicks != 2 || p.OldestPreparedTicks() != 2 {
+		t.Fatalf("in doubt: %d %+v, oldest %d", total, views, p.OldestPreparedTicks())
+	}
+	other := tid(2)
+	if n := p.InquireNow(&other); n != 0 {
+		t.Fatalf("InquireNow of an unknown id sent %d", n)
+	}
+	if n := p.InquireNow(nil); n != 1 {
+		t.Fatalf("InquireNow sent %d, want 1", n)
+	}
+	rd = p.Ready()
+	if len(rd.Messages) != 1 || rd.Messages[0].Type != engine.MsgInquire || rd.Messages[0].Txn != tid(1) {
+		t.Fatalf("inquiry: %+v", rd.Messages)
+	}
+	p.Step(engine.Message{Type: engine.MsgDecision, Txn: tid(1), To: "a", Decision: protocol.DecisionAbort})
+	p.Ready()
+	if n := p.InquireNow(nil); n != 0 {
+		t.Fatalf("InquireNow after the decision sent %d", n)
+	}
+	if _, total := p.InDoubt(nil, 0); total != 0 || p.OldestPreparedTicks() != 0 {
+		t.Fatalf("%d in doubt after the abort", total)
 	}
 }

@@ -63,7 +63,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if st.admin.Kind == wire.AdminOutcomes {
 			return s.replyOutcomes(r)
 		}
-		body, err := s.adminJSON(st.admin.Kind)
+		body, err := s.adminJSON(st.admin.Kind, st.admin.Arg)
 		if err != nil {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
 		}

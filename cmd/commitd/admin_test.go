@@ -145,7 +145,8 @@ func TestOutcomesAfterKill9(t *testing.T) {
 		// Refused by the coordinator: exit 1, its reason.
 		{[]string{"admin", "retry", "p9", "--coordinator", coord}, "\"p9\" is not one of this coordinator's participants", 1},
 		{[]string{"admin", "retry", committed[0].String(), "--coordinator", coord}, "no commit waiting to be delivered", 1},
-		{[]string{"admin", "in-doubt", "--participant", p1}, "flag provided but not defined: -participant", 2},
+		{[]string{"admin", "txn", committed[0].String(), "--participant", p1}, "flag provided but not defined: -participant", 2},
+		{[]string{"admin", "retry", "p9", "--participant", p1}, "neither a transaction id nor this participant's name (p1)", 1},
 	} {
 		r := commitd(t, 20*time.Second, tc.args...)
 		oneLineError(t, r, tc.want)
@@ -162,5 +163,11 @@ func TestOutcomesAfterKill9(t *testing.T) {
 	}
 	if r := commitd(t, 20*time.Second, "admin", "retry", "p1", "--coordinator", coord); r.code != 0 || !strings.Contains(r.stdout, `"redelivered":`) {
 		t.Fatalf("admin retry p1: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := commitd(t, 20*time.Second, "admin", "in-doubt", "--participant", p2); r.code != 0 || !strings.Contains(r.stdout, `"name":"p2"`) {
+		t.Fatalf("admin in-doubt at p2: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := commitd(t, 20*time.Second, "admin", "retry", "p2", "--participant", p2); r.code != 0 || !strings.Contains(r.stdout, `"inquired":`) {
+		t.Fatalf("admin retry at p2: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 }

@@ -31,7 +31,9 @@ const adminUsage = `usage of commitd admin: ask a running server, answered as JS
   commitd admin outcomes --participant ADDR                        every decision in the ledger
   commitd admin txn ID   --coordinator ADDR                        where one transaction stands
   commitd admin in-doubt --coordinator ADDR                        commits not yet acknowledged, oldest first
+  commitd admin in-doubt --participant ADDR                        transactions prepared and undecided there
   commitd admin retry ID|PARTICIPANT --coordinator ADDR            redeliver those commit decisions now
+  commitd admin retry ID|NAME --participant ADDR                   inquire now (NAME: the participant's own, for all)
 
 txn answers committed, aborted (with the cause), unknown (a one-phase
 transaction whose participant did not answer), in-flight (with each
@@ -86,8 +88,11 @@ func runAdmin(args []string) error {
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	case "accounts", "outcomes":
 		fs.StringVar(&part, "participant", "", "the participant's address (required)")
-	case "txn", "in-doubt", "retry":
+	case "txn":
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (required)")
+	case "in-doubt", "retry":
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant)")
+		fs.StringVar(&part, "participant", "", "a participant's address")
 	default:
 		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt or retry)\n", kind)
 		return errUsage
