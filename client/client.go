@@ -305,7 +305,7 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 // adminKinds are the admin requests by the names the command line uses.
 var adminKinds = map[string]wire.AdminKind{
 	"status": wire.AdminStatus, "accounts": wire.AdminAccounts, "outcomes": wire.AdminOutcomes,
-	"txn": wire.AdminTxn, "in-doubt": wire.AdminInDoubt, "retry": wire.AdminRetry,
+	"txn": wire.AdminTxn, "in-doubt": wire.AdminInDoubt, "retry": wire.AdminRetry, "resolve": wire.AdminResolve,
 }
 
 // RefusedError is an admin request the server answered with a refusal:
@@ -329,13 +329,14 @@ func (e *RefusedError) Error() string {
 
 // AdminArg is Admin for the requests that take an argument: "txn" (a
 // transaction id), "retry" (a transaction id or a participant's name),
-// and "in-doubt" (none). For a list of replicas (ADDR1,ADDR2,...) the
+// "resolve" (a participant.ResolveRequest as JSON) and "in-doubt"
+// (none). For a list of replicas (ADDR1,ADDR2,...) the
 // first that answers does; a refusal (a *mux.RemoteError that is not
 // "not leader") is returned at once, as every replica would refuse alike.
 func AdminArg(ctx context.Context, addr, kind, arg string, tlsCfg *tls.Config, v any) error {
 	k, ok := adminKinds[kind]
 	if !ok {
-		return fmt.Errorf("unknown admin request %q (want status, accounts, outcomes, txn, in-doubt or retry)", kind)
+		return fmt.Errorf("unknown admin request %q (want status, accounts, outcomes, txn, in-doubt, retry or resolve)", kind)
 	}
 	if len(arg) > wire.MaxAdminArgLen {
 		return fmt.Errorf("admin %s: argument of %d bytes; at most %d", kind, len(arg), wire.MaxAdminArgLen)

@@ -218,3 +218,15 @@ func (p *Participant) InquireNow(id *protocol.TxnID) int {
 	}
 	return n
 }
+
+// StateOf is where transaction id stands at this participant: its state's
+// name ("prepared", "committing", "committed", "aborted", ...), in hand
+// or remembered, and false when it knows nothing of it (never prepared
+// here, or decided and forgotten).
+func (p *Participant) StateOf(id protocol.TxnID) (string, bool) {
+	_, st := p.find(id)
+	if st == 0 {
+		return "", false
+	}
+	return st.String(), true
+}

@@ -218,8 +218,20 @@ func (s *Server) oldestPrepared() time.Duration {
 	return time.Duration(ticks) * s.cfg.Tick
 }
 
-func (s *Server) adminJSON(kind wire.AdminKind, arg []byte) ([]byte, error) {
+func (s *Server) adminJSON(c *mux.Conn, kind wire.AdminKind, arg []byte) ([]byte, error) {
 	switch kind {
+	case wire.AdminTxn:
+		rep, err := s.txnStatus(arg)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
+	case wire.AdminResolve:
+		rep, err := s.resolve(c, arg)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
 	case wire.AdminInDoubt:
 		rep, err := s.inDoubt()
 		if err != nil {

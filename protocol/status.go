@@ -63,8 +63,24 @@ type TxnStatus struct {
 	// KeptFrom is the time of the oldest transaction id the index is sure
 	// to answer for: an id older than it is expired.
 	KeptFrom time.Time `json:"kept_from,omitzero"`
+	// Resolves are the operators' overrides of this transaction
+	// (`commitd admin resolve`), applied or refused, from the audit logs
+	// of the participants asked.
+	Resolves []Resolve `json:"resolves,omitempty"`
 	// Detail says in words what the answer means.
 	Detail string `json:"detail"`
+}
+
+// Resolve is one operator's override of a transaction at a participant,
+// as its audit log recorded it.
+type Resolve struct {
+	At       time.Time `json:"at"`
+	Where    string    `json:"where"` // the participant
+	Decision string    `json:"decision"`
+	Reason   string    `json:"reason"`
+	Who      string    `json:"who,omitempty"` // the admin tool's certificate identity, with TLS
+	Peer     string    `json:"peer"`          // the admin tool's address
+	Result   string    `json:"result"`        // "applied", or "refused: " and why
 }
 
 // TxnParticipant is one participant's state in a TxnStatus.

@@ -145,7 +145,7 @@ func TestOutcomesAfterKill9(t *testing.T) {
 		// Refused by the coordinator: exit 1, its reason.
 		{[]string{"admin", "retry", "p9", "--coordinator", coord}, "\"p9\" is not one of this coordinator's participants", 1},
 		{[]string{"admin", "retry", committed[0].String(), "--coordinator", coord}, "no commit waiting to be delivered", 1},
-		{[]string{"admin", "txn", committed[0].String(), "--participant", p1}, "flag provided but not defined: -participant", 2},
+		{[]string{"admin", "in-doubt", "--coordinator", coord, "--accounts"}, "flag provided but not defined: -accounts", 2},
 		{[]string{"admin", "retry", "p9", "--participant", p1}, "neither a transaction id nor this participant's name (p1)", 1},
 	} {
 		r := commitd(t, 20*time.Second, tc.args...)
@@ -154,7 +154,37 @@ func TestOutcomesAfterKill9(t *testing.T) {
 			t.Errorf("commitd %s: exit %d, want %d", strings.Join(tc.args, " "), r.code, tc.code)
 		}
 	}
-	r := commitd(t, 20*time.Second, "admin", "in-doubt", "--coordinator", coord)
+	// resolve: a bad command line is exit 2; a decided transaction is
+	// refused (exit 1) and the refusal is in the participant's audit log,
+	// which admin txn at the participant reports.
+	for _, tc := range []struct {
+		args []string
+		want string
+		code int
+	}{
+		{[]string{"admin", "resolve", committed[0].String(), "--participant", p1, "--reason", "x"}, "give exactly one of --commit and --abort", 2},
+		{[]string{"admin", "resolve", committed[0].String(), "--participant", p1, "--commit", "--abort", "--reason", "x"}, "give exactly one of --commit and --abort", 2},
+		{[]string{"admin", "resolve", committed[0].String(), "--participant", p1, "--commit"}, "--reason is required", 2},
+		{[]string{"admin", "resolve", committed[0].String(), "--commit", "--reason", "x"}, "--participant ADDR is required", 2},
+		{[]string{"admin", "resolve", "nope", "--commit", "--reason", "x", "--participant", p1}, "malformed transaction id", 2},
+		{[]string{"admin", "resolve", committed[0].String(), "--abort", "--reason", "testing the guard", "--participant", p1, "--coordinator", coord},
+			"a decision exists: the coordinator at " + coord + " answers committed", 1},
+		{[]string{"admin", "resolve", committed[1].String(), "--abort", "--reason", "testing the guard", "--participant", p1, "--check", p2},
+			"a decision exists: participant at " + p2 + " has committed it", 1},
+	} {
+		r := commitd(t, 20*time.Second, tc.args...)
+		oneLineError(t, r, tc.want)
+		if r.code != tc.code {
+			t.Errorf("commitd %s: exit %d, want %d", strings.Join(tc.args, " "), r.code, tc.code)
+		}
+	}
+	r := commitd(t, 20*time.Second, "admin", "txn", committed[0].String(), "--participant", p1)
+	var pt protocol.TxnStatus
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pt) != nil || pt.State != protocol.TxnCommitted ||
+		len(pt.Resolves) != 1 || !strings.HasPrefix(pt.Resolves[0].Result, "refused: a decision exists") || pt.Resolves[0].Reason != "testing the guard" {
+		t.Fatalf("admin txn at p1: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = commitd(t, 20*time.Second, "admin", "in-doubt", "--coordinator", coord)
 	var rep struct {
 		Total *int `json:"total"`
 	}

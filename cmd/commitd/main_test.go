@@ -96,7 +96,7 @@ func TestBadInvocations(t *testing.T) {
 		{nil, "no command given", 2},
 		{[]string{"coordinator", "--bogus"}, "flag provided but not defined: -bogus", 2},
 		{[]string{"bench", "--bogus"}, "flag provided but not defined: -bogus", 2},
-		{[]string{"admin"}, "name a request: status, accounts, outcomes, txn, in-doubt or retry", 2},
+		{[]string{"admin"}, "name a request: status, accounts, outcomes, txn, in-doubt, retry or resolve", 2},
 		{[]string{"admin", "status", "--bogus"}, "flag provided but not defined: -bogus", 2},
 		{[]string{"coordinator", "--shards", "many"}, "invalid value", 2},
 		{[]string{"coordinator", "--data", t.TempDir()}, "at least one participant", 2},
@@ -104,7 +104,7 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"participant", "--coordinator", "127.0.0.1:1"}, "--data is required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "0"}, "--accounts", 2},
 		{[]string{"admin", "status", "--coordinator", "127.0.0.1:1"}, "cannot reach", 0},
-		{[]string{"admin", "payroll"}, "unknown request \"payroll\" (want status, accounts, outcomes, txn, in-doubt or retry)", 0},
+		{[]string{"admin", "payroll"}, "unknown request \"payroll\" (want status, accounts, outcomes, txn, in-doubt, retry or resolve)", 0},
 		{[]string{"bench", "--coordinator", "127.0.0.1:1"}, "required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "oracle"}, "--backend", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--tls-cert", "x.pem"}, "needs all of", 0},
@@ -409,7 +409,7 @@ func TestHelp(t *testing.T) {
 		{"help"}, {"-h"}, {"--help"},
 		{"admin", "--help"}, {"admin", "-h"}, {"admin", "help"},
 		{"admin", "status", "--help"}, {"admin", "accounts", "-h"}, {"admin", "outcomes", "--help"},
-		{"admin", "in-doubt", "--help"}, {"admin", "txn", "-h"}, {"admin", "retry", "--help"},
+		{"admin", "in-doubt", "--help"}, {"admin", "txn", "-h"}, {"admin", "retry", "--help"}, {"admin", "resolve", "-h"},
 		{"coordinator", "-h"}, {"participant", "--help"}, {"demo", "-h"}, {"bench", "--help"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -421,7 +421,7 @@ func TestHelp(t *testing.T) {
 	}
 	// Admin's usage names every report.
 	r := commitd(t, 20*time.Second, "admin", "--help")
-	for _, kind := range []string{"status", "accounts", "outcomes", "txn", "in-doubt", "retry"} {
+	for _, kind := range []string{"status", "accounts", "outcomes", "txn", "in-doubt", "retry", "resolve"} {
 		if !strings.Contains(r.stderr, "commitd admin "+kind) {
 			t.Errorf("admin --help does not mention %s: %q", kind, r.stderr)
 		}

@@ -291,6 +291,7 @@ func runParticipant(args []string) error {
 	segmentSizeFlag(fs, &cfg.SegmentBytes, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
 	fs.StringVar(&cfg.CoordinatorIdentity, "coordinator-identity", "", "with TLS, the coordinator's certificate must be valid for this (a DNS name or IP in its SANs, or its CN; default: the host of each --coordinator address)")
 	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
+	fs.Var((*identityList)(&cfg.OperatorIdentities), "operator-identity", "with TLS, a certificate identity allowed to resolve a transaction by hand (commitd admin resolve; repeat; default: none, so nobody may; without TLS only from this machine)")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err

@@ -34,6 +34,8 @@ const adminUsage = `usage of commitd admin: ask a running server, answered as JS
   commitd admin in-doubt --participant ADDR                        transactions prepared and undecided there
   commitd admin retry ID|PARTICIPANT --coordinator ADDR            redeliver those commit decisions now
   commitd admin retry ID|NAME --participant ADDR                   inquire now (NAME: the participant's own, for all)
+  commitd admin resolve ID --commit|--abort --reason TEXT --participant ADDR [--coordinator ADDR] [--check ADDR,...]
+                                                                   decide by hand what the protocol cannot settle
 
 txn answers committed, aborted (with the cause), unknown (a one-phase
 transaction whose participant did not answer), in-flight (with each
@@ -41,6 +43,14 @@ participant's state), not-found (no record: it did not commit through this
 coordinator) or expired (older than the outcome index keeps, --outcome-
 retention, 24 h by default). ADDR may list a replicated coordinator's
 replicas as ADDR1,ADDR2,...
+
+resolve is an operator's override (a heuristic decision, as XA's) for a
+transaction prepared at a participant that cannot reach its coordinator
+(a lost coordinator): it is refused, and the refusal recorded in the
+participant's audit log, when the coordinator (--coordinator) or another
+participant (--check) knows a decision or answers for it, when the
+participant is connected to its coordinator, or when the transaction is
+not prepared there. Read docs/operations.md before using it.
 
 Exit status: 0 answered; 1 the server could not be asked or refused (the
 message says why: an unknown participant, nothing to retry); 2 a bad
@@ -53,7 +63,7 @@ Run "commitd admin REQUEST -h" for a request's flags (--timeout, TLS).
 func runAdmin(args []string) error {
 	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt or retry")
+		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt, retry or resolve")
 		return errUsage
 	}
 	kind := args[0]
@@ -66,19 +76,22 @@ func runAdmin(args []string) error {
 	// txn and retry take their argument first (commitd admin txn ID
 	// --coordinator ADDR); flags may also come before it.
 	var arg string
-	if (kind == "txn" || kind == "retry") && !slices.ContainsFunc(args, isHelp) {
+	if (kind == "txn" || kind == "retry" || kind == "resolve") && !slices.ContainsFunc(args, isHelp) {
 		rest, a, err := takeArg(args)
 		if err != nil {
 			return usageError{fmt.Errorf("admin %s: %w", kind, err)}
 		}
 		args, arg = rest, a
-		if kind == "txn" {
+		if kind == "txn" || kind == "resolve" {
 			if _, err := coordinator.ParseTxnID(arg); err != nil {
 				return usageError{fmt.Errorf("admin txn: %w", err)}
 			}
 		}
 	}
 	fs := newFlags("admin " + kind)
+	if kind == "resolve" {
+		return runResolve(fs, arg, args)
+	}
 	var coord, part string
 	var tf tlsFlags
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
@@ -89,12 +102,13 @@ func runAdmin(args []string) error {
 	case "accounts", "outcomes":
 		fs.StringVar(&part, "participant", "", "the participant's address (required)")
 	case "txn":
-		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (required)")
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant: its own view and the resolves in its audit log)")
+		fs.StringVar(&part, "participant", "", "a participant's address")
 	case "in-doubt", "retry":
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	default:
-		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt or retry)\n", kind)
+		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt, retry or resolve)\n", kind)
 		return errUsage
 	}
 	tf.register(fs)
@@ -167,16 +181,18 @@ func adminError(err error) error {
 
 func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
 
+// boolFlags are the admin flags that take no value.
+var boolFlags = map[string]bool{"commit": true, "abort": true}
+
 // takeArg takes the one argument that is not a flag out of args: the
 // first that does not start with "-" and is not a flag's value. Every
-// admin flag but the booleans takes a value, given as --flag=V or
-// --flag V.
+// admin flag but boolFlags takes a value, given as --flag=V or --flag V.
 func takeArg(args []string) (rest []string, arg string, err error) {
 	found := -1
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if strings.HasPrefix(a, "-") {
-			if !strings.Contains(a, "=") {
+			if !strings.Contains(a, "=") && !boolFlags[strings.TrimLeft(a, "-")] {
 				i++ // its value
 			}
 			continue
@@ -255,4 +271,105 @@ func runDemo(args []string) error {
 	}
 	fmt.Printf("conservation  total before %d, after %d: OK\n", before, after)
 	return nil
+}
+
+// runResolve is `commitd admin resolve ID --commit|--abort --reason TEXT
+// --participant ADDR [--coordinator ADDR] [--check ADDR,...]`: it looks for
+// a decision wherever it is told to, and hands what it found to the
+// participant, which refuses if there is one (and on its own checks), and
+// records the request, applied or refused, in its audit log.
+func runResolve(fs *flag.FlagSet, arg string, args []string) error {
+	var tf tlsFlags
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	commit := fs.Bool("commit", false, "decide commit")
+	abort := fs.Bool("abort", false, "decide abort")
+	reason := fs.String("reason", "", "why, for the audit log (required)")
+	part := fs.String("participant", "", "the participant holding the transaction prepared (required)")
+	coord := fs.String("coordinator", "", "the coordinator, or replicas' ADDR1,ADDR2,...: asked for the decision first (refused if it answers)")
+	check := fs.String("check", "", "other participants' addresses, ADDR1,ADDR2,...: refused if any has decided the transaction")
+	tf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *commit == *abort:
+		return usageError{errors.New("admin resolve: give exactly one of --commit and --abort")}
+	case strings.TrimSpace(*reason) == "":
+		return usageError{errors.New("admin resolve: --reason is required: it goes into the audit log")}
+	case len(*reason) > participant.MaxReasonLen:
+		return usageError{fmt.Errorf("admin resolve: --reason of %d bytes; at most %d", len(*reason), participant.MaxReasonLen)}
+	case *part == "":
+		return usageError{errors.New("admin resolve: --participant ADDR is required")}
+	}
+	tlsCfg, err := tf.config()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	id, _ := coordinator.ParseTxnID(arg) // checked by runAdmin
+	req := participant.ResolveRequest{Txn: id, Decision: "abort", Reason: *reason}
+	if *commit {
+		req.Decision = "commit"
+	}
+	// Ask everyone named, briefly each: an unreachable coordinator is the
+	// case resolve is for.
+	ask := func(where, addr string) {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		defer acancel()
+		var st protocol.TxnStatus
+		err := client.AdminArg(actx, addr, "txn", id.String(), tlsCfg, &st)
+		switch {
+		case err != nil:
+			req.Unreached = append(req.Unreached, fmt.Sprintf("%s %s: %v", where, addr, adminError(err)))
+		case where == "coordinator":
+			// Any answer: the coordinator answers for it — a decision,
+			// in flight, or presumed abort for an id it has no record of.
+			req.Seen = append(req.Seen, fmt.Sprintf("the coordinator at %s answers %s (%s)", addr, st.State, st.Detail))
+		case st.State == protocol.TxnCommitted || st.State == protocol.TxnAborted:
+			req.Seen = append(req.Seen, fmt.Sprintf("participant at %s has %s it", addr, st.State))
+		}
+	}
+	if *coord != "" {
+		ask("coordinator", *coord)
+	} else {
+		req.Unreached = append(req.Unreached, "coordinator: not asked (no --coordinator)")
+	}
+	if *check != "" {
+		for _, a := range strings.Split(*check, ",") {
+			ask("participant", a)
+		}
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	if len(b) > 1024 {
+		// The wire's bound on an admin argument: keep the first findings.
+		req.Seen, req.Unreached = trimList(req.Seen), trimList(req.Unreached)
+		if b, err = json.Marshal(req); err != nil {
+			return err
+		}
+	}
+	var v json.RawMessage
+	if err := client.AdminArg(ctx, *part, "resolve", string(b), tlsCfg, &v); err != nil {
+		return adminError(err)
+	}
+	_, err = fmt.Fprintf(os.Stdout, "%s\n", v)
+	return err
+}
+
+// trimList keeps the first entry of l, shortened, and says how many more.
+func trimList(l []string) []string {
+	if len(l) == 0 {
+		return l
+	}
+	first := l[0]
+	if len(first) > 200 {
+		first = first[:200] + "..."
+	}
+	if len(l) > 1 {
+		return []string{first, fmt.Sprintf("and %d more", len(l)-1)}
+	}
+	return []string{first}
 }

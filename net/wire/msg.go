@@ -197,6 +197,11 @@ const (
 	// object says how much was sent again. Coordinator: commit decisions;
 	// participant: inquiries.
 	AdminRetry
+	// AdminResolve: an operator's decision for a transaction prepared at a
+	// participant whose decision cannot be had (Arg: the request, as
+	// JSON); one JSON object, or an Error saying why it was refused.
+	// Participant.
+	AdminResolve
 )
 
 // MaxAdminArgLen bounds AdminRequest.Arg.
