@@ -115,7 +115,9 @@ func TestResolveByHand(t *testing.T) {
 	id = newID()
 	r.coord.prepare(t, id, 2, -10)
 	var rep participant.InDoubt
-	nodetest.Eventually(t, "prepared", func() bool { return admin(addr, "in-doubt", "", &rep) == nil && rep.Total == 1 && rep.Txns[0].State == "prepared" })
+	nodetest.Eventually(t, "prepared", func() bool {
+		return admin(addr, "in-doubt", "", &rep) == nil && rep.Total == 1 && rep.Txns[0].State == "prepared"
+	})
 	for _, c := range []struct {
 		req  participant.ResolveRequest
 		want string
