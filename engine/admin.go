@@ -102,13 +102,18 @@ func (s *Shard) RedeliverNow(id *protocol.TxnID, participant string) int {
 			}
 		}
 	}
+	// Only a durable commit may be sent: a decision not yet durable
+	// could be lost with a crash and presumed abort after.
+	delivering := func(t *coordTxn) bool {
+		return t.state == coordDelivering || planted(s, bugRedeliverUndecided)
+	}
 	if id != nil {
-		if t := s.txns[*id]; t != nil && t.state == coordDelivering {
+		if t := s.txns[*id]; t != nil && delivering(t) {
 			send(t)
 		}
 	} else {
 		for _, t := range s.txns {
-			if t.state == coordDelivering {
+			if delivering(t) {
 				send(t)
 			}
 		}
