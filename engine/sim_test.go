@@ -231,9 +231,9 @@ type sim struct {
 	// from a stream of its own so that every other draw of a seed is what
 	// it was before they existed.
 	ops *rand.Rand
-	p    simParams
-	o    simOptions
-	now  int64
+	p   simParams
+	o   simOptions
+	now int64
 
 	nodes  []*simNode // shards first, then participants
 	shards []*simNode
