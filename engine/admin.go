@@ -112,10 +112,17 @@ func (s *Shard) RedeliverNow(id *protocol.TxnID, participant string) int {
 			send(t)
 		}
 	} else {
+		// In a fixed order (a map's is random): the machine stays
+		// deterministic, as the simulation's replays need.
+		var ts []*coordTxn
 		for _, t := range s.txns {
 			if delivering(t) {
-				send(t)
+				ts = append(ts, t)
 			}
+		}
+		sortByDecided(ts)
+		for _, t := range ts {
+			send(t)
 		}
 	}
 	s.stats.Redelivered += uint64(n)
