@@ -230,14 +230,10 @@ func (c *Config) validate() error {
 	if c.MaxIDAhead*2 > c.Remember-2*c.Tick {
 		return fmt.Errorf("coordinator: max id ahead %v is more than half of remember %v (less two ticks)", c.MaxIDAhead, c.Remember)
 	}
-	seg := c.SegmentBytes
-	if seg <= 0 {
-		seg = wal.DefaultSegmentBytes
-	}
-	if c.OutcomeMaxBytes < 4*seg {
+	if seg := outcomeSegmentBytes(c.SegmentBytes); c.OutcomeMaxBytes < 4*seg {
 		// Retirement works by segment: a cap below a few of them could
 		// never be kept.
-		return fmt.Errorf("coordinator: outcome index cap of %d bytes is less than four log segments of %d bytes", c.OutcomeMaxBytes, seg)
+		return fmt.Errorf("coordinator: outcome index cap of %d bytes is less than four of its segments of %d bytes (a quarter of --segment-size)", c.OutcomeMaxBytes, seg)
 	}
 	if c.OutcomeRetention < time.Second {
 		return fmt.Errorf("coordinator: outcome retention %v is shorter than a second", c.OutcomeRetention)

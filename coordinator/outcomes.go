@@ -71,6 +71,7 @@ type outcomeIndex struct {
 	retention  time.Duration
 	maxBytes   int64
 	maxPending int              // bytes; immutable after open (tests lower it)
+	block      int              // most bytes of entries in one log record; immutable
 	now        func() time.Time // tests replace it
 
 	mu struct {
@@ -127,7 +128,20 @@ const (
 	// before a record's append takes them without waiting for the second's
 	// sync: a block.
 	defaultOutcomePending = blockBytes
+	// minOutcomeSegmentBytes is the smallest segment the index uses: it
+	// holds records of a few entries at least.
+	minOutcomeSegmentBytes = 16 << 10
 )
+
+// outcomeSegmentBytes is the index's segment size for the coordinator's
+// segment size seg (0: the default): a quarter of it, as the
+// participant's ledger, since nothing waits on the index's writes.
+func outcomeSegmentBytes(seg int64) int64 {
+	if seg <= 0 {
+		seg = wal.DefaultSegmentBytes
+	}
+	return max(seg/4, minOutcomeSegmentBytes)
+}
 
 // DefaultOutcomeRetention and DefaultOutcomeMaxBytes are the index's
 // default bounds: a day of answers, at most 1 GiB of entries. An entry of
@@ -147,7 +161,11 @@ func openOutcomes(dir string, opts wal.Options, retention time.Duration, maxByte
 	if err != nil {
 		return nil, fmt.Errorf("outcome index: %w", err)
 	}
-	x := &outcomeIndex{log: log, retention: retention, maxBytes: maxBytes, maxPending: defaultOutcomePending, now: time.Now}
+	block := blockBytes
+	for wal.SegmentBytesFor(block) > opts.SegmentBytes && block > 1024 {
+		block /= 2 // small test segments
+	}
+	x := &outcomeIndex{log: log, retention: retention, maxBytes: maxBytes, maxPending: defaultOutcomePending, block: block, now: time.Now}
 	horizon := int64(-1)
 	first := log.Stats().FirstLSN
 	if first != 0 {
@@ -317,7 +335,7 @@ func (x *outcomeIndex) appendPending() error {
 		sp := span{minMs: 1<<63 - 1, maxMs: -1 << 63}
 		for end < len(batch) {
 			n := entryLen(batch[end:])
-			if end > off && end+n-off > blockBytes {
+			if end > off && end+n-off > x.block {
 				break
 			}
 			if batch[end] != entryHorizon {

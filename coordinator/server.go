@@ -195,14 +195,14 @@ func (s *Server) openOutcomes() error {
 	cfg := &s.cfg
 	dir := filepath.Join(cfg.DataDir, "outcomes")
 	if cfg.FS == nil {
-		if err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("outcome index", dir, cfg.SegmentBytes)}, datadir.FreeBytes); err != nil {
+		if err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("outcome index", dir, outcomeSegmentBytes(cfg.SegmentBytes))}, datadir.FreeBytes); err != nil {
 			return fmt.Errorf("coordinator: %w", err)
 		}
 	}
 	var err error
 	s.outcomes, err = openOutcomes(dir, wal.Options{
 		FS:           cfg.FS,
-		SegmentBytes: cfg.SegmentBytes,
+		SegmentBytes: outcomeSegmentBytes(cfg.SegmentBytes),
 		// Nothing waits for an entry but a sync; a lazy append waits the
 		// longest the log allows for company.
 		LazyDelay: time.Second,
