@@ -270,8 +270,10 @@ func appendEntry(dst []byte, kind byte, id protocol.TxnID, atMs int64, cause pro
 // outcomes: nothing began). It runs on a pump goroutine, never waits for
 // I/O unless a block's worth is pending, and reports no error: a failed
 // append is kept for the next sync, which stops the server.
-func (x *outcomeIndex) recordReply(r *engine.Reply) {
-	now := x.now().UnixMilli()
+//
+// now is the time to record (Unix ms): the caller reads the clock once
+// for a whole Ready's replies.
+func (x *outcomeIndex) recordReply(r *engine.Reply, now int64) {
 	x.mu.Lock()
 	switch r.Outcome {
 	case protocol.OutcomeCommitted:

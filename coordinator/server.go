@@ -476,9 +476,13 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
 		}
 	}
+	var nowMs int64
+	if len(rd.Replies) > 0 {
+		nowMs = s.outcomes.now().UnixMilli() // once for all of them
+	}
 	for i := range rd.Replies {
 		r := &rd.Replies[i]
-		s.outcomes.recordReply(r)
+		s.outcomes.recordReply(r, nowMs)
 		s.metrics.outcome(r.Outcome)
 		cc, reqID := s.clients.lookup(r.Tag)
 		if cc == nil {
