@@ -80,9 +80,10 @@ func usage() {
   commitd admin txn ID   --coordinator ADDR
   commitd admin in-doubt --coordinator ADDR
   commitd admin retry ID|PARTICIPANT --coordinator ADDR
+  commitd admin resolve ID --commit|--abort --reason TEXT --participant ADDR
   commitd version
 
-Run "commitd COMMAND -h" (or "commitd admin REPORT -h") for a command's flags.
+Run "commitd COMMAND -h" (or "commitd admin REQUEST -h") for a command's flags.
 `)
 }
 
