@@ -343,12 +343,15 @@ func TestClusterOfProcesses(t *testing.T) {
 		}
 	}
 	// Gauges that are rightly zero once the load is over: present.
-	for _, series := range []string{"commitd_coordinator_in_flight ", "commitd_coordinator_in_doubt "} {
+	for _, series := range []string{"commitd_coordinator_in_flight ", "commitd_coordinator_in_doubt ", "commitd_coordinator_oldest_in_doubt_seconds "} {
 		if !strings.Contains(cm, "\n"+series) {
 			t.Errorf("coordinator /metrics: %s missing", series)
 		}
 	}
 	pm := get("http://" + phttp + "/metrics")
+	if !strings.Contains(pm, "\ncommitd_participant_oldest_prepared_seconds ") {
+		t.Error("participant /metrics: commitd_participant_oldest_prepared_seconds missing")
+	}
 	for _, series := range []string{"commitd_participant_prepare_seconds_count", "commitd_participant_committed_total",
 		`commitd_wal_fsync_seconds_count{log="wal"}`, "commitd_conn_frames_written_total"} {
 		if !hasNonZero(pm, series) {
