@@ -184,6 +184,12 @@ func TestOutcomesAfterKill9(t *testing.T) {
 		len(pt.Resolves) != 1 || !strings.HasPrefix(pt.Resolves[0].Result, "refused: a decision exists") || pt.Resolves[0].Reason != "testing the guard" {
 		t.Fatalf("admin txn at p1: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
+	// The coordinator's answer with the participants' resolves.
+	r = commitd(t, 20*time.Second, "admin", "txn", committed[0].String(), "--coordinator", coord, "--participant", p1+","+p2)
+	pt = protocol.TxnStatus{}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pt) != nil || pt.State != protocol.TxnCommitted || len(pt.Resolves) != 1 || pt.Resolves[0].Where != "p1" {
+		t.Fatalf("admin txn at the coordinator with the participants' resolves: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
 	r = commitd(t, 20*time.Second, "admin", "in-doubt", "--coordinator", coord)
 	var rep struct {
 		Total *int `json:"total"`

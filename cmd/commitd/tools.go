@@ -30,6 +30,8 @@ const adminUsage = `usage of commitd admin: ask a running server, answered as JS
   commitd admin accounts --participant ADDR                        accounts, total balance, prepared
   commitd admin outcomes --participant ADDR                        every decision in the ledger
   commitd admin txn ID   --coordinator ADDR                        where one transaction stands
+  commitd admin txn ID   --participant ADDR                        its state there, and operators' resolves of it
+  commitd admin txn ID   --coordinator ADDR --participant ADDR,...   the coordinator's answer with the participants' resolves
   commitd admin in-doubt --coordinator ADDR                        commits not yet acknowledged, oldest first
   commitd admin in-doubt --participant ADDR                        transactions prepared and undecided there
   commitd admin retry ID|PARTICIPANT --coordinator ADDR            redeliver those commit decisions now
@@ -103,7 +105,7 @@ func runAdmin(args []string) error {
 		fs.StringVar(&part, "participant", "", "the participant's address (required)")
 	case "txn":
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant: its own view and the resolves in its audit log)")
-		fs.StringVar(&part, "participant", "", "a participant's address")
+		fs.StringVar(&part, "participant", "", "a participant's address; with --coordinator, participants' ADDR1,ADDR2,... whose audit logs' resolves are added to the coordinator's answer")
 	case "in-doubt", "retry":
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
@@ -144,6 +146,17 @@ func runAdmin(args []string) error {
 		var st protocol.TxnStatus
 		if err := client.AdminArg(ctx, addr, kind, arg, tlsCfg, &st); err != nil {
 			return adminError(err)
+		}
+		if coord != "" && part != "" {
+			// The coordinator's answer, with the operators' resolves in
+			// each named participant's audit log.
+			for _, a := range strings.Split(part, ",") {
+				var ps protocol.TxnStatus
+				if err := client.AdminArg(ctx, a, kind, arg, tlsCfg, &ps); err != nil {
+					return fmt.Errorf("participant %s: %w", a, adminError(err))
+				}
+				st.Resolves = append(st.Resolves, ps.Resolves...)
+			}
 		}
 		b, err := json.MarshalIndent(st, "", "  ")
 		if err != nil {
