@@ -189,9 +189,6 @@ func (s *Server) resolve(c *mux.Conn, arg []byte) (Resolved, error) {
 	if len(req.Seen) > 0 {
 		return refuse("a decision exists: %s", strings.Join(req.Seen, "; "))
 	}
-	if s.coordinatorConnected() {
-		return refuse("the coordinator is connected: it answers this participant's inquiries (with abort if it knows no decision); ask now with commitd admin retry %s", req.Txn)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
 	state := ""
@@ -200,6 +197,9 @@ func (s *Server) resolve(c *mux.Conn, arg []byte) (Resolved, error) {
 	}
 	if state != "prepared" {
 		return refuse("transaction %s is not prepared and undecided here (%s)", req.Txn, orNone(state))
+	}
+	if s.coordinatorConnected() {
+		return refuse("the coordinator is connected: it answers this participant's inquiries (with abort if it knows no decision); ask now with commitd admin retry %s", req.Txn)
 	}
 	e.Result = "applied"
 	if err := s.audit.append(e); err != nil {

@@ -81,12 +81,12 @@ func runAdmin(args []string) error {
 	if (kind == "txn" || kind == "retry" || kind == "resolve") && !slices.ContainsFunc(args, isHelp) {
 		rest, a, err := takeArg(args)
 		if err != nil {
-			return usageError{fmt.Errorf("admin %s: %w", kind, err)}
+			return usageError{fmt.Errorf("%s: %w", kind, err)}
 		}
 		args, arg = rest, a
 		if kind == "txn" || kind == "resolve" {
 			if _, err := coordinator.ParseTxnID(arg); err != nil {
-				return usageError{fmt.Errorf("admin txn: %w", err)}
+				return usageError{fmt.Errorf("%s: %w", kind, err)}
 			}
 		}
 	}
@@ -306,13 +306,13 @@ func runResolve(fs *flag.FlagSet, arg string, args []string) error {
 	}
 	switch {
 	case *commit == *abort:
-		return usageError{errors.New("admin resolve: give exactly one of --commit and --abort")}
+		return usageError{errors.New("resolve: give exactly one of --commit and --abort")}
 	case strings.TrimSpace(*reason) == "":
-		return usageError{errors.New("admin resolve: --reason is required: it goes into the audit log")}
+		return usageError{errors.New("resolve: --reason is required: it goes into the audit log")}
 	case len(*reason) > participant.MaxReasonLen:
-		return usageError{fmt.Errorf("admin resolve: --reason of %d bytes; at most %d", len(*reason), participant.MaxReasonLen)}
+		return usageError{fmt.Errorf("resolve: --reason of %d bytes; at most %d", len(*reason), participant.MaxReasonLen)}
 	case *part == "":
-		return usageError{errors.New("admin resolve: --participant ADDR is required")}
+		return usageError{errors.New("resolve: --participant ADDR is required")}
 	}
 	tlsCfg, err := tf.config()
 	if err != nil {
