@@ -83,6 +83,9 @@ func TestOutcomeByIDAfterTheShardsForget(t *testing.T) {
 		}
 	}
 	check()
+	if st := r.coord.Status(); st.OutcomeBytes == 0 || st.OutcomesKeptFrom.IsZero() {
+		t.Fatalf("status: %d bytes of outcomes kept from %v", st.OutcomeBytes, st.OutcomesKeptFrom)
+	}
 	if err := r.coord.Close(); err != nil {
 		t.Fatal(err)
 	}

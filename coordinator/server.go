@@ -380,6 +380,11 @@ type Status struct {
 	Role   string `json:"role,omitempty"`
 	Leader string `json:"leader,omitempty"`
 	Term   uint64 `json:"term,omitempty"`
+	// OutcomesKeptFrom is the time of the oldest transaction id the
+	// outcome index is sure to answer for (admin txn: older is expired),
+	// and OutcomeBytes the bytes of entries it keeps.
+	OutcomesKeptFrom time.Time `json:"outcomes_kept_from"`
+	OutcomeBytes     int64     `json:"outcome_bytes"`
 	// RaftApplied is the index of the last raft entry applied, and
 	// RaftSnapshot that of the latest snapshot (made here or received).
 	RaftApplied  uint64 `json:"raft_applied,omitempty"`
@@ -409,6 +414,10 @@ func (s *Server) Status() Status {
 		stats = s.rep.report(&st)
 	}
 	st.Rejected = s.rejected.Load()
+	st.OutcomesKeptFrom = s.outcomes.horizon()
+	s.outcomes.spansMu.Lock()
+	st.OutcomeBytes = s.outcomes.bytes
+	s.outcomes.spansMu.Unlock()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}
