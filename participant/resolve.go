@@ -82,6 +82,8 @@ func (a *audit) append(e AuditEntry) error {
 	if err != nil {
 		return err
 	}
+	_, serr := os.Stat(a.path)
+	created := errors.Is(serr, os.ErrNotExist)
 	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
@@ -92,6 +94,14 @@ func (a *audit) append(e AuditEntry) error {
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && created {
+		// A new file's name is durable only once its directory is.
+		var d *os.File
+		if d, err = os.Open(filepath.Dir(a.path)); err == nil {
+			err = d.Sync()
+			_ = d.Close()
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
