@@ -3,6 +3,8 @@ package participant_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +167,32 @@ func TestResolveByHand(t *testing.T) {
 	}
 	if got := r.bank.Balance(2); got != balance-10 {
 		t.Fatalf("account 2 holds %d after the resolved commit, want %d", got, balance-10)
+	}
+}
+
+// The audit log: a torn last line (a crash mid-append) is no entry; a
+// damaged line before others is an error that names it, never skipped.
+func TestAuditLogDamage(t *testing.T) {
+	r := newRig(t, nil)
+	id := newID()
+	var st protocol.TxnStatus
+	txn := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return client.AdminArg(ctx, r.p.Addr().String(), "txn", id.String(), nil, &st)
+	}
+	path := filepath.Join(r.cfg.DataDir, "audit.log")
+	entry := `{"at":"2026-12-06T06:00:00Z","txn":"` + id.String() + `","decision":"abort","reason":"r","peer":"x","result":"refused: test"}`
+	if err := os.WriteFile(path, []byte(entry+"\n"+`{"at":"2026-12-06T06:0`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn(); err != nil || len(st.Resolves) != 1 {
+		t.Fatalf("with a torn last line: %+v, %v", st, err)
+	}
+	if err := os.WriteFile(path, []byte(`{"at":"2026-12-06T06:0`+"\n"+entry+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn(); err == nil || !strings.Contains(err.Error(), "line 1 is damaged") {
+		t.Fatalf("with a damaged first line: %v", err)
 	}
 }

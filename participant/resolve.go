@@ -122,15 +122,22 @@ func (a *audit) entries(id protocol.TxnID) ([]AuditEntry, error) {
 	var out []AuditEntry
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
+	n, bad := 0, 0 // bad: the number of a line that did not parse, if any
 	for sc.Scan() {
+		n++
 		line := sc.Bytes()
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
+		}
+		if bad != 0 {
+			// Only the last line may be torn.
+			return nil, fmt.Errorf("audit log %s: line %d is damaged", a.path, bad)
 		}
 		var e AuditEntry
 		if err := json.Unmarshal(line, &e); err != nil {
 			// A torn last line (a crash mid-append) is not an entry; its
 			// resolve never took effect, as the sync came first.
+			bad = n
 			continue
 		}
 		if id == (protocol.TxnID{}) || e.Txn == id {
