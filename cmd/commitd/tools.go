@@ -124,6 +124,9 @@ func runAdmin(args []string) error {
 	if addr == "" {
 		return errors.New("name a server: --coordinator or --participant ADDR")
 	}
+	if coord != "" && part != "" && kind != "txn" {
+		return usageError{fmt.Errorf("%s: give --coordinator or --participant, not both", kind)}
+	}
 	tlsCfg, err := tf.config()
 	if err != nil {
 		return err
