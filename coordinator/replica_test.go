@@ -537,3 +537,55 @@ func TestOutcomeOnEveryReplica(t *testing.T) {
 		t.Fatalf("asked every replica about the abort: %+v, %v", st, err)
 	}
 }
+
+// A replica compacts its raft log every RaftSnapshotEvery entries, and the
+// commits it applied before a compaction then live only in its outcome
+// index: it syncs the index first. Crashed (its disk keeps only what was
+// synced) and restarted, a replica — leader or not — still answers
+// committed for every acknowledged commit.
+func TestOutcomesSurviveCompactionAndCrash(t *testing.T) {
+	g := newGroup(t, func(c *coordinator.Config) { c.RaftSnapshotEvery = 10 })
+	l := g.leader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range g.parts {
+		if err := p.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, err := client.Dial(g.addrs[l], client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var committed []uuid.UUID
+	for i := range 60 {
+		id := uuid.Must(uuid.NewV7())
+		res, err := cl.Run(ctx, id, []client.Branch{
+			{Participant: "p1", Work: bank.AppendWork(nil, uint32(i), -5)},
+			{Participant: "p2", Work: bank.AppendWork(nil, uint32(i), 5)},
+		})
+		if err != nil || res.Outcome != client.Committed {
+			t.Fatalf("txn %d: %v %v", i, res, err)
+		}
+		committed = append(committed, id)
+	}
+	cl.Close()
+	f := l%3 + 1
+	nodetest.Eventually(t, "the follower applied and compacted", func() bool {
+		st := g.coords[f].Status()
+		return st.RaftSnapshot >= 50
+	})
+	for _, id := range []uint64{f, l} {
+		g.crash(id)
+		g.start(id, nil)
+	}
+	for _, id := range []uint64{f, l} {
+		for _, txn := range committed {
+			var st protocol.TxnStatus
+			err := client.AdminArg(ctx, g.addrs[id], "txn", txn.String(), nil, &st)
+			if err != nil || st.State != protocol.TxnCommitted {
+				t.Fatalf("replica %d after compaction and a crash, acknowledged commit %v: %+v, %v", id, txn, st, err)
+			}
+		}
+	}
+}
