@@ -112,6 +112,10 @@ type Client struct {
 
 	// group is nil for a lone coordinator.
 	group *group
+
+	// addr and tls are Dial's, for Outcome's admin connections.
+	addr string
+	tls  *tls.Config
 }
 
 // scratch is one call's encode and decode buffers, pooled so that a call
@@ -136,9 +140,13 @@ func Dial(addr string, opts Options) (*Client, error) {
 		opts.DialTimeout = 5 * time.Second
 	}
 	if strings.Contains(addr, ",") {
-		return dialGroup(strings.Split(addr, ","), opts)
+		c, err := dialGroup(strings.Split(addr, ","), opts)
+		if c != nil {
+			c.addr, c.tls = addr, opts.TLS
+		}
+		return c, err
 	}
-	c := &Client{peer: newPeer(addr, opts), dialTimeout: opts.DialTimeout}
+	c := &Client{peer: newPeer(addr, opts), dialTimeout: opts.DialTimeout, addr: addr, tls: opts.TLS}
 	c.pool.New = func() any { return new(scratch) }
 	ctx, cancel := context.WithTimeout(context.Background(), opts.DialTimeout)
 	defer cancel()
@@ -267,28 +275,83 @@ func (c *Client) waitConnected(ctx context.Context) bool {
 	return c.peer.WaitConnected(ctx) == nil
 }
 
+// Outcome asks the coordinator where transaction id stands: committed,
+// aborted (with the cause), unknown (a one-phase transaction whose
+// participant did not answer), in flight (with each participant's state),
+// or, when it holds no record, not found or expired — long after Run
+// returned, for as long as the coordinator's outcome index keeps it (24 h
+// by default: docs/operations.md). It is the question to ask after a Run
+// that returned Unknown for want of an answer.
+//
+// It opens an admin connection of its own (with TLS, the client's
+// certificate must be one the coordinator accepts from admin tools) and,
+// for a replicated coordinator, asks the replicas in turn: a follower
+// answers what its committed state proves and sends the rest to the
+// leader. An error means no answer was had; it is a *RefusedError when
+// the coordinator refused the question (a malformed or non-UUIDv7 id).
+func (c *Client) Outcome(ctx context.Context, id uuid.UUID) (protocol.TxnStatus, error) {
+	var st protocol.TxnStatus
+	err := AdminArg(ctx, c.addr, "txn", id.String(), c.tls, &st)
+	return st, err
+}
+
 // Admin asks the server at addr (a coordinator or a participant) for a
 // report and decodes its JSON into v. kind is "status", "accounts" or
 // "outcomes".
 func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v any) error {
-	var k wire.AdminKind
-	switch kind {
-	case "status":
-		k = wire.AdminStatus
-	case "accounts":
-		k = wire.AdminAccounts
-	case "outcomes":
-		k = wire.AdminOutcomes
-	default:
-		return fmt.Errorf("unknown admin report %q (want status, accounts or outcomes)", kind)
+	return AdminArg(ctx, addr, kind, "", tlsCfg, v)
+}
+
+// adminKinds are the admin requests by the names the command line uses.
+var adminKinds = map[string]wire.AdminKind{
+	"status": wire.AdminStatus, "accounts": wire.AdminAccounts, "outcomes": wire.AdminOutcomes,
+	"txn": wire.AdminTxn, "in-doubt": wire.AdminInDoubt, "retry": wire.AdminRetry, "resolve": wire.AdminResolve,
+}
+
+// RefusedError is an admin request the server answered with a refusal:
+// it understood the request and will not serve it as asked (an unknown
+// participant, nothing to retry, a malformed id), or, NotLeader, it is a
+// replica that does not lead (Message: the leader's address, if known).
+type RefusedError struct {
+	Message   string
+	NotLeader bool
+}
+
+func (e *RefusedError) Error() string {
+	if e.NotLeader {
+		if e.Message == "" {
+			return "not the leader, and no leader is known"
+		}
+		return "not the leader; the leader is " + e.Message
+	}
+	return "refused: " + e.Message
+}
+
+// AdminArg is Admin for the requests that take an argument: "txn" (a
+// transaction id), "retry" (a transaction id or a participant's name),
+// "resolve" (a participant.ResolveRequest as JSON) and "in-doubt"
+// (none). For a list of replicas (ADDR1,ADDR2,...) the
+// first that answers does; a refusal (a *mux.RemoteError that is not
+// "not leader") is returned at once, as every replica would refuse alike.
+func AdminArg(ctx context.Context, addr, kind, arg string, tlsCfg *tls.Config, v any) error {
+	k, ok := adminKinds[kind]
+	if !ok {
+		return fmt.Errorf("unknown admin request %q (want status, accounts, outcomes, txn, in-doubt, retry or resolve)", kind)
+	}
+	if len(arg) > wire.MaxAdminArgLen {
+		return fmt.Errorf("admin %s: argument of %d bytes; at most %d", kind, len(arg), wire.MaxAdminArgLen)
 	}
 	if strings.Contains(addr, ",") {
 		// Replicas: the first that answers.
 		var errs []error
 		for _, a := range strings.Split(addr, ",") {
-			err := Admin(ctx, a, kind, tlsCfg, v)
+			err := AdminArg(ctx, a, kind, arg, tlsCfg, v)
 			if err == nil {
 				return nil
+			}
+			var re *RefusedError
+			if errors.As(err, &re) && !re.NotLeader {
+				return err
 			}
 			errs = append(errs, err)
 		}
@@ -305,13 +368,21 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 	}
 	var body []byte
 	var resp wire.AdminResponse
-	err = conn.Stream(ctx, &wire.AdminRequest{Kind: k}, func(f wire.Frame) error {
+	req := &wire.AdminRequest{Kind: k}
+	if arg != "" {
+		req.Arg = []byte(arg)
+	}
+	err = conn.Stream(ctx, req, func(f wire.Frame) error {
 		if err := resp.Decode(f); err != nil {
 			return err
 		}
 		body = append(body, resp.JSON...)
 		return nil
 	})
+	var re *mux.RemoteError
+	if errors.As(err, &re) && (re.Code == wire.CodeInvalid || re.Code == wire.CodeNotLeader) {
+		return &RefusedError{Message: re.Message, NotLeader: re.Code == wire.CodeNotLeader}
+	}
 	if err != nil {
 		return fmt.Errorf("admin %s from %s: %w", kind, addr, err)
 	}

@@ -5,7 +5,10 @@
 // and pipelines the calls of thousands of concurrent callers over them;
 // it reconnects by itself. Run returns the transaction's outcome, or Unknown
 // with an error when the answer was lost: the transaction may or may not
-// have committed, and only the participants can tell. Nothing is guessed.
+// have committed. Nothing is guessed; ask later with Outcome, which the
+// coordinator answers from its outcome index for a day by default
+// (committed, aborted with the cause, in flight, or no record:
+// docs/operations.md).
 //
 // Every transaction needs a new id: a UUIDv7 (uuid.NewV7), made just
 // before Run and never reused, not even to retry after Unknown. The

@@ -51,3 +51,38 @@ func ExampleClient_Run() {
 	// committed
 	// aborted voted-no p1
 }
+
+// Ask, any time later, what became of a transaction: after a Run that
+// returned Unknown, say. The coordinator answers from its outcome index
+// long after it has forgotten the transaction itself.
+func ExampleClient_Outcome() {
+	dir, _ := os.MkdirTemp("", "commitd-example-")
+	defer os.RemoveAll(dir)
+	c, err := cluster.Start(cluster.Options{Dir: dir, Participants: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := client.Dial(c.CoordinatorAddr, client.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cl.Close()
+
+	id := uuid.Must(uuid.NewV7())
+	_, _ = cl.Run(context.Background(), id, []client.Branch{
+		{Participant: "p1", Work: bank.AppendWork(nil, 8, -5000)}, // more than account 8 holds
+		{Participant: "p2", Work: bank.AppendWork(nil, 43, +5000)},
+	})
+	st, err := cl.Outcome(context.Background(), id)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(st.State, st.Cause, st.Participant)
+
+	st, _ = cl.Outcome(context.Background(), uuid.Must(uuid.NewV7())) // never run
+	fmt.Println(st.State)
+	// Output:
+	// aborted voted-no p1
+	// not-found
+}

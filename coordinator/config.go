@@ -77,6 +77,16 @@ type Config struct {
 	// an id ahead stays acceptable that much longer.
 	MaxIDAhead time.Duration
 
+	// OutcomeRetention and OutcomeMaxBytes bound the outcome index
+	// (<data>/outcomes), which answers `commitd admin txn` and
+	// client.Outcome after the shards have forgotten a transaction
+	// (Remember): an outcome is kept at least OutcomeRetention (default
+	// 24 h) unless the index would hold more than OutcomeMaxBytes of
+	// entries (default 1 GiB, some 30 million transactions), in which case
+	// the oldest go first. See outcomeIndex and docs/operations.md.
+	OutcomeRetention time.Duration
+	OutcomeMaxBytes  int64
+
 	// SegmentBytes is the size of each log segment file (default 64 MiB).
 	// Segments are written out in full ahead of need, so small test
 	// clusters use small ones.
@@ -176,6 +186,10 @@ func (c *Config) fill() {
 	def(&c.RedeliverMin, 100*time.Millisecond)
 	def(&c.RedeliverMax, 2*time.Second)
 	def(&c.Remember, 5*time.Second)
+	def(&c.OutcomeRetention, DefaultOutcomeRetention)
+	if c.OutcomeMaxBytes <= 0 {
+		c.OutcomeMaxBytes = DefaultOutcomeMaxBytes
+	}
 	if c.MaxTxns <= 0 {
 		c.MaxTxns = 1 << 20
 	}
@@ -215,6 +229,14 @@ func (c *Config) validate() error {
 	}
 	if c.MaxIDAhead*2 > c.Remember-2*c.Tick {
 		return fmt.Errorf("coordinator: max id ahead %v is more than half of remember %v (less two ticks)", c.MaxIDAhead, c.Remember)
+	}
+	if seg := outcomeSegmentBytes(c.SegmentBytes); c.OutcomeMaxBytes < 4*seg {
+		// Retirement works by segment: a cap below a few of them could
+		// never be kept.
+		return fmt.Errorf("coordinator: outcome index cap of %d bytes is less than four of its segments of %d bytes (a quarter of --segment-size)", c.OutcomeMaxBytes, seg)
+	}
+	if c.OutcomeRetention < time.Second {
+		return fmt.Errorf("coordinator: outcome retention %v is shorter than a second", c.OutcomeRetention)
 	}
 	if c.Shards > 1024 {
 		return fmt.Errorf("coordinator: %d shards is more than 1024", c.Shards)

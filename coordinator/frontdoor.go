@@ -102,11 +102,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if err := st.admin.Decode(f); err != nil {
 			return err
 		}
-		body, err := s.adminJSON(st.admin.Kind)
-		if err != nil {
-			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
-		}
-		return link.ReplyJSON(c, f.ReqID, body)
+		return s.admin(c, f.ReqID, &st.admin)
 	case wire.TypeRaft:
 		return d.raftMessage(c, f)
 	default:

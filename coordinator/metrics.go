@@ -19,6 +19,7 @@ type metrics struct {
 	latencies [protocol.OutcomeRejected + 1]prometheus.Observer
 	ignored   prometheus.Counter
 	notSent   prometheus.Counter
+	retried   prometheus.Counter
 	wal       *obs.WAL
 	writes    *obs.Writes
 }
@@ -41,7 +42,9 @@ func newMetrics() *metrics {
 		Name: "commitd_coordinator_ignored_frames_total", Help: "Well-formed frames the front door had no use for (refused ones close their connection instead)."})
 	m.notSent = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "commitd_coordinator_prepares_not_sent_total", Help: "Prepares dropped for want of a connection to their participant (the transaction was aborted at once)."})
-	m.reg.MustRegister(m.begun, m.outcomes, latency, m.ignored, m.notSent)
+	m.retried = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "commitd_coordinator_operator_redeliveries_total", Help: "Commit decisions sent again because an operator asked (commitd admin retry)."})
+	m.reg.MustRegister(m.begun, m.outcomes, latency, m.ignored, m.notSent, m.retried)
 	m.wal = obs.NewWAL(m.reg, "wal")
 	return m
 }
@@ -55,6 +58,10 @@ func (m *metrics) gauges(s *Server, door *frontDoor) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "commitd_coordinator_in_doubt", Help: "Commits decided and not yet acknowledged by every participant."},
 			func() float64 { return float64(s.Status().InDoubt) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "commitd_coordinator_oldest_in_doubt_seconds",
+			Help: "How long ago the oldest commit not yet acknowledged by every participant became durable (0: none). Alert when it passes a few redelivery periods: a participant is down or cut off (docs/operations.md)."},
+			func() float64 { return s.oldestInDoubt().Seconds() }),
 	)
 	m.writes = obs.NewWrites(m.reg, door.writeStats)
 }
@@ -72,6 +79,8 @@ func (m *metrics) latency(o protocol.Outcome, d time.Duration) {
 }
 
 func (m *metrics) prepareNotSent() { m.notSent.Inc() }
+
+func (m *metrics) redeliveredByOperator(n int) { m.retried.Add(float64(n)) }
 
 func (m *metrics) closedConn(st mux.Stats) {
 	if m.writes != nil {

@@ -395,6 +395,11 @@ func (r *replica) compact() error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	// The commits applied so far leave the raft log with the compaction:
+	// their index entries must be durable first.
+	if err := r.s.outcomes.sync(); err != nil {
+		return err
+	}
 	if err := r.log.Compact(r.applied, &pb.ConfState{Voters: ids}, r.encodeOpen(), every/4); err != nil {
 		return fmt.Errorf("coordinator: raft log: %w", err)
 	}
@@ -433,6 +438,7 @@ func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
 			return fmt.Errorf("coordinator: snapshot at %d holds a bad record: %w", sn.GetMetadata().GetIndex(), wal.ErrCorrupt)
 		}
 		open[rec.Txn] = slices.Clone(d[4 : 4+l])
+		r.s.outcomes.recordCommit(rec.Txn, rec.Participants)
 		d = d[4+l:]
 	}
 	r.open = open
@@ -503,6 +509,9 @@ func (r *replica) apply(e *pb.Entry) error {
 		switch rec.Type {
 		case engine.RecCommit:
 			r.open[rec.Txn] = append([]byte(nil), data...)
+			// Every replica indexes the commits it applies: committed
+			// state, so any replica answers admin txn for a commit.
+			r.s.outcomes.recordCommit(rec.Txn, rec.Participants)
 		case engine.RecEnd:
 			delete(r.open, rec.Txn)
 		default:

@@ -484,3 +484,108 @@ func TestReignRefusesIDsOlderThanItsStart(t *testing.T) {
 		t.Errorf("a fresh id: %v %s %v, want committed", res.Outcome, res.Detail, err)
 	}
 }
+
+// Outcomes by id on a group: every replica answers committed from the
+// commit records it applied; an abort is the leader's, so a follower
+// sends the question on ("not leader") and the tools, given every
+// replica, get the leader's answer.
+func TestOutcomeOnEveryReplica(t *testing.T) {
+	g := newGroup(t)
+	l := g.leader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range g.parts {
+		if err := p.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, err := client.Dial(g.addrs[l], client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	run := func(amount int64) uuid.UUID {
+		id := uuid.Must(uuid.NewV7())
+		if _, err := cl.Run(ctx, id, []client.Branch{
+			{Participant: "p1", Work: bank.AppendWork(nil, 1, -amount)},
+			{Participant: "p2", Work: bank.AppendWork(nil, 1, amount)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	committed, aborted := run(5), run(1_000_000) // p1 cannot pay a million
+	ask := func(addr string, id uuid.UUID) (protocol.TxnStatus, error) {
+		var st protocol.TxnStatus
+		err := client.AdminArg(ctx, addr, "txn", id.String(), nil, &st)
+		return st, err
+	}
+	for id, addr := range g.addrs {
+		nodetest.Eventually(t, fmt.Sprintf("replica %d answers committed", id), func() bool {
+			st, err := ask(addr, committed)
+			return err == nil && st.State == protocol.TxnCommitted
+		})
+	}
+	f := l%3 + 1
+	_, err = ask(g.addrs[f], aborted)
+	var re *client.RefusedError
+	if !errors.As(err, &re) || !re.NotLeader || re.Message != g.addrs[l] {
+		t.Fatalf("a follower asked about an abort: %v, want not leader naming %s", err, g.addrs[l])
+	}
+	all := strings.Join([]string{g.addrs[f], g.addrs[l]}, ",")
+	if st, err := ask(all, aborted); err != nil || st.State != protocol.TxnAborted || st.Cause != "voted-no" || st.Participant != "p1" {
+		t.Fatalf("asked every replica about the abort: %+v, %v", st, err)
+	}
+}
+
+// A replica compacts its raft log every RaftSnapshotEvery entries, and the
+// commits it applied before a compaction then live only in its outcome
+// index: it syncs the index first. Crashed (its disk keeps only what was
+// synced) and restarted, a replica — leader or not — still answers
+// committed for every acknowledged commit.
+func TestOutcomesSurviveCompactionAndCrash(t *testing.T) {
+	g := newGroup(t, func(c *coordinator.Config) { c.RaftSnapshotEvery = 10 })
+	l := g.leader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range g.parts {
+		if err := p.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, err := client.Dial(g.addrs[l], client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var committed []uuid.UUID
+	for i := range 60 {
+		id := uuid.Must(uuid.NewV7())
+		res, err := cl.Run(ctx, id, []client.Branch{
+			{Participant: "p1", Work: bank.AppendWork(nil, uint32(i), -5)},
+			{Participant: "p2", Work: bank.AppendWork(nil, uint32(i), 5)},
+		})
+		if err != nil || res.Outcome != client.Committed {
+			t.Fatalf("txn %d: %v %v", i, res, err)
+		}
+		committed = append(committed, id)
+	}
+	cl.Close()
+	f := l%3 + 1
+	nodetest.Eventually(t, "the follower applied and compacted", func() bool {
+		st := g.coords[f].Status()
+		return st.RaftSnapshot >= 50
+	})
+	for _, id := range []uint64{f, l} {
+		g.crash(id)
+		g.start(id, nil)
+	}
+	for _, id := range []uint64{f, l} {
+		for _, txn := range committed {
+			var st protocol.TxnStatus
+			err := client.AdminArg(ctx, g.addrs[id], "txn", txn.String(), nil, &st)
+			if err != nil || st.State != protocol.TxnCommitted {
+				t.Fatalf("replica %d after compaction and a crash, acknowledged commit %v: %+v, %v", id, txn, st, err)
+			}
+		}
+	}
+}

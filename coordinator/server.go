@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"github.com/commitd/commitd/protocol"
 	"net"
@@ -44,6 +43,11 @@ type Server struct {
 	life    *node.Lifecycle // goroutines, Close, Done, Err
 	rep     *replica        // nil unless Config.Peers: then shards come and go with leadership
 
+	// outcomes is the outcome index (outcomes.go): fed by the pumps'
+	// replies, recovery and, replicated, raft's applied commits; read by
+	// admin txn.
+	outcomes *outcomeIndex
+
 	// rejected counts the begins the front door rejected itself (a
 	// participant it does not know) without handing them to a shard; the
 	// shards count the rejections they judge. Added to by the connections'
@@ -72,8 +76,11 @@ func Start(cfg Config) (*Server, error) {
 		lock:  lock,
 		peers: make(map[string]*peer),
 		names: make(map[string]string),
-		life:  node.New(node.Config{Name: "coordinator", Logger: cfg.Logger}),
 	}
+	// The outcome index is synced before the log retires anything: a
+	// commit record leaves the log only once its entry is durable there.
+	s.life = node.New(node.Config{Name: "coordinator", Logger: cfg.Logger,
+		BeforeRetire: func() error { return s.outcomes.sync() }})
 	s.metrics = newMetrics()
 	ok := false
 	defer func() {
@@ -81,6 +88,9 @@ func Start(cfg Config) (*Server, error) {
 			node.Abandon(s.parts())
 		}
 	}()
+	if err = s.openOutcomes(); err != nil {
+		return nil, err
+	}
 	if len(cfg.Peers) > 0 {
 		err = s.openReplica()
 	} else {
@@ -122,6 +132,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	s.life.Serve(s.parts(), ln)
+	s.life.Go(s.keepOutcomes)
 	if s.rep != nil {
 		s.life.Go(s.rep.run)
 	}
@@ -179,6 +190,52 @@ func (s *Server) openLog() error {
 	return s.recover()
 }
 
+// openOutcomes opens the outcome index in <data>/outcomes.
+func (s *Server) openOutcomes() error {
+	cfg := &s.cfg
+	dir := filepath.Join(cfg.DataDir, "outcomes")
+	if cfg.FS == nil {
+		if err := datadir.CheckSpace(cfg.DataDir, []datadir.LogSpace{logSpace("outcome index", dir, outcomeSegmentBytes(cfg.SegmentBytes))}, datadir.FreeBytes); err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	var err error
+	s.outcomes, err = openOutcomes(dir, wal.Options{
+		FS:           cfg.FS,
+		SegmentBytes: outcomeSegmentBytes(cfg.SegmentBytes),
+		// Nothing waits for an entry but a sync; a lazy append waits the
+		// longest the log allows for company.
+		LazyDelay: time.Second,
+		Logger:    cfg.Logger,
+	}, cfg.OutcomeRetention, cfg.OutcomeMaxBytes)
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	return nil
+}
+
+// keepOutcomes syncs the outcome index and applies its retention once a
+// second, until the server stops; a failure stops the server.
+func (s *Server) keepOutcomes() {
+	t := time.NewTicker(node.RetireEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.life.Stopping():
+			return
+		case <-t.C:
+		}
+		err := s.outcomes.sync()
+		if err == nil {
+			err = s.outcomes.retire()
+		}
+		if err != nil {
+			s.life.Fail(fmt.Errorf("coordinator: %w", err))
+			return
+		}
+	}
+}
+
 // logSpace is what a log with segments of size bytes (0: the default)
 // needs to start: the segment being written, the one before it until
 // retirement catches up, and the ones the preparer keeps ready.
@@ -204,6 +261,10 @@ func (s *Server) recover() error {
 			return fmt.Errorf("record at LSN %d: %v: %w", lsn, err, wal.ErrCorrupt)
 		}
 		k := engine.ShardFor(rec.Txn, len(s.shards))
+		if rec.Type == engine.RecCommit {
+			// Its index entry may have been lost with the process.
+			s.outcomes.recordCommit(rec.Txn, rec.Participants)
+		}
 		if err := s.shards[k].Restore(rec); err != nil {
 			return fmt.Errorf("record at LSN %d: %w", lsn, err)
 		}
@@ -265,6 +326,9 @@ func (s *Server) parts() node.Parts {
 		peers = append(peers, p.mux)
 	}
 	var stores []func() error
+	if s.outcomes != nil {
+		stores = append(stores, s.outcomes.close)
+	}
 	if s.rep != nil {
 		for _, p := range s.rep.conns {
 			peers = append(peers, p)
@@ -316,6 +380,11 @@ type Status struct {
 	Role   string `json:"role,omitempty"`
 	Leader string `json:"leader,omitempty"`
 	Term   uint64 `json:"term,omitempty"`
+	// OutcomesKeptFrom is the time of the oldest transaction id the
+	// outcome index is sure to answer for (admin txn: older is expired),
+	// and OutcomeBytes the bytes of entries it keeps.
+	OutcomesKeptFrom time.Time `json:"outcomes_kept_from"`
+	OutcomeBytes     int64     `json:"outcome_bytes"`
 	// RaftApplied is the index of the last raft entry applied, and
 	// RaftSnapshot that of the latest snapshot (made here or received).
 	RaftApplied  uint64 `json:"raft_applied,omitempty"`
@@ -345,6 +414,10 @@ func (s *Server) Status() Status {
 		stats = s.rep.report(&st)
 	}
 	st.Rejected = s.rejected.Load()
+	st.OutcomesKeptFrom = s.outcomes.horizon()
+	s.outcomes.spansMu.Lock()
+	st.OutcomeBytes = s.outcomes.bytes
+	s.outcomes.spansMu.Unlock()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}
@@ -412,8 +485,13 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
 		}
 	}
+	var nowMs int64
+	if len(rd.Replies) > 0 {
+		nowMs = s.outcomes.now().UnixMilli() // once for all of them
+	}
 	for i := range rd.Replies {
 		r := &rd.Replies[i]
+		s.outcomes.recordReply(r, nowMs)
 		s.metrics.outcome(r.Outcome)
 		cc, reqID := s.clients.lookup(r.Tag)
 		if cc == nil {
@@ -436,13 +514,4 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		// An error means the connection failed; its client sees "unknown".
 		_ = c.Reply(reqID, &o.outcome)
 	}
-}
-
-// adminJSON answers an admin request.
-func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
-	switch kind {
-	case wire.AdminStatus:
-		return json.Marshal(s.Status())
-	}
-	return nil, fmt.Errorf("the coordinator does not serve admin request %d", kind)
 }

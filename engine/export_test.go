@@ -75,7 +75,8 @@ func ParticipantKnows(p *Participant, id protocol.TxnID) bool {
 }
 
 // SetShardBugs makes s send commit decisions and the client's reply
-// before the commit record is durable.
-func SetShardBugs(s *Shard, decideBeforeDurable bool) {
-	plant(s, set(0, bugDecideBeforeDurable, decideBeforeDurable))
+// before the commit record is durable, and (redeliverUndecided) its
+// RedeliverNow send commit decisions for transactions not yet decided.
+func SetShardBugs(s *Shard, decideBeforeDurable, redeliverUndecided bool) {
+	plant(s, set(set(0, bugDecideBeforeDurable, decideBeforeDurable), bugRedeliverUndecided, redeliverUndecided))
 }

@@ -146,6 +146,9 @@ type partTxn struct {
 	refused bool
 	heldAt  int    // position in Participant.held while holding
 	work    []byte // copy of the work, for checkpoints (reused)
+	// since is the participant's tick when the transaction came into its
+	// hands (the prepare, or the restore): the age admin reports show.
+	since int64
 }
 
 // recyclePartTxns readies retired structs for reuse: zero but for the
@@ -759,6 +762,7 @@ func (p *Participant) alloc(id protocol.TxnID, work []byte) *partTxn {
 	t.id = id
 	t.heldAt = -1
 	t.work = append(t.work[:0], work...)
+	t.since = p.now
 	return t
 }
 

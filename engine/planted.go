@@ -30,6 +30,10 @@ const (
 	// bugDecideBeforeDurable: a shard sends its commit decisions and the
 	// client's reply as soon as RecCommit is appended.
 	bugDecideBeforeDurable
+	// bugRedeliverUndecided: an operator's RedeliverNow sends the commit
+	// decision for every transaction in flight, not only those whose
+	// commit is durable.
+	bugRedeliverUndecided
 )
 
 // plantedBugs returns the bugs planted in machine (a *Shard or a

@@ -175,8 +175,12 @@ type coordTxn struct {
 	// commitIndex is the index of this transaction's RecCommit, zero if
 	// none; LowWater is the smallest of those still open.
 	commitIndex uint64
-	yes         []string // YES voters: RecCommit.Participants (reused)
-	workBuf     []byte   // copies of the branches' work for the prepares (reused)
+	// began and decided are the shard's ticks at the begin (at the
+	// restore, for a restored commit) and at the commit decision's
+	// durability: the ages admin reports show.
+	began, decided int64
+	yes            []string // YES voters: RecCommit.Participants (reused)
+	workBuf        []byte   // copies of the branches' work for the prepares (reused)
 }
 
 // recycleCoordTxns readies retired structs for reuse: zero but for the
@@ -300,6 +304,7 @@ func (s *Shard) Restore(r Record) error {
 		t.yes = append(t.yes, r.Participants...)
 		t.votes, t.unacked = t.n, t.n
 		t.commitIndex = idx
+		t.began, t.decided = s.now, s.now
 		s.open.push(wait[coordTxn]{index: idx, t: t})
 		s.stats.Undelivered++
 		// Straight to delivering: the record is durable. The decisions go
@@ -759,6 +764,7 @@ func (s *Shard) Durable(index uint64) {
 
 func (s *Shard) becomeVoting(t *coordTxn) {
 	t.become(t.id, coordVoting, t.state == 0)
+	t.began = s.now
 	s.stats.Begun++
 	s.stats.InFlight++
 	s.prepareT.push(timer[coordTxn]{at: s.now + int64(s.cfg.PrepareTimeoutTicks), t: t, gen: t.gen})
@@ -781,6 +787,7 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 
 func (s *Shard) becomeDelivering(t *coordTxn) {
 	t.become(t.id, coordDelivering, t.state == coordDeciding)
+	t.decided = s.now
 	if !t.replied {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.sendCommits(t)
@@ -849,7 +856,11 @@ func (s *Shard) reply(t *coordTxn, o protocol.Outcome, cause protocol.Cause, who
 	case protocol.OutcomeUnknown:
 		s.stats.Unknown++
 	}
-	s.rd.Replies = append(s.rd.Replies, Reply{Txn: t.id, Tag: t.tag, Outcome: o, Cause: cause, Participant: who})
+	r := Reply{Txn: t.id, Tag: t.tag, Outcome: o, Cause: cause, Participant: who}
+	if o == protocol.OutcomeCommitted {
+		r.Participants = t.yes
+	}
+	s.rd.Replies = append(s.rd.Replies, r)
 }
 
 func (s *Shard) sendCommits(t *coordTxn) {

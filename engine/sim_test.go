@@ -73,6 +73,7 @@ type simOptions struct {
 	voteEarly    bool // participants with a log: bugVoteBeforeDurable
 	ackEarly     bool // participants with a log: bugAckBeforeDurable
 	decideEarly  bool // shards: bugDecideBeforeDurable
+	redeliverAll bool // shards: bugRedeliverUndecided
 	resVoteEarly bool // participants with a durable resource: bugResVoteEarly
 	resAckEarly  bool // participants with a durable resource: bugResAckEarly
 	asyncEarly   bool // participants with a log and an asynchronous bank: bugResVoteEarly
@@ -244,9 +245,14 @@ func (t *simTxn) amount(part int) (int64, bool) {
 type sim struct {
 	seed int64
 	r    *rand.Rand
-	p    simParams
-	o    simOptions
-	now  int64
+	// ops draws the operator's early redeliveries and inquiries
+	// (Shard.RedeliverNow, Participant.InquireNow: `commitd admin retry`),
+	// from a stream of its own so that every other draw of a seed is what
+	// it was before they existed.
+	ops *rand.Rand
+	p   simParams
+	o   simOptions
+	now int64
 
 	nodes  []*simNode // shards first, then participants
 	shards []*simNode
@@ -347,6 +353,7 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 	r := rand.New(rand.NewPCG(uint64(seed), 0x636f6d6d697464))
 	s := &sim{
 		seed: seed, r: r, p: drawParams(r), o: o, tracing: tracing,
+		ops:  rand.New(rand.NewPCG(uint64(seed), 0x6f70657261746f72)),
 		txns: map[protocol.TxnID]*simTxn{}, awaiting: map[protocol.TxnID]*simTxn{},
 		abortedAt: map[*simTxn]int{}, committedAt: map[*simTxn]int{},
 		coordCommit: map[*simTxn]bool{},
@@ -355,7 +362,7 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 	for i := range s.p.shards {
 		n := &simNode{id: len(s.nodes), name: fmt.Sprintf("shard%d", i), pi: -1, syncAt: -1, up: true}
 		n.shard = s.newShard()
-		engine.SetShardBugs(n.shard, o.decideEarly)
+		engine.SetShardBugs(n.shard, o.decideEarly, o.redeliverAll)
 		s.nodes = append(s.nodes, n)
 		s.shards = append(s.shards, n)
 	}
@@ -501,6 +508,18 @@ func (s *sim) step() {
 	}
 	s.deliver()
 	s.runResources()
+	if s.faults && s.ops.Float64() < 0.02 {
+		// An operator asks for a redelivery or an inquiry now: one more
+		// of what the timers send anyway, sooner.
+		n := s.nodes[s.ops.IntN(len(s.nodes))]
+		switch {
+		case !n.up:
+		case n.shard != nil:
+			s.stats.cov["operator.redelivered"] += n.shard.RedeliverNow(nil, "")
+		default:
+			s.stats.cov["operator.inquired"] += n.part.InquireNow(nil)
+		}
+	}
 	for _, n := range s.nodes {
 		if n.up && n.syncAt >= 0 && n.syncAt <= s.now && s.err == nil {
 			s.sync(n)
@@ -1078,7 +1097,7 @@ func (s *sim) restart(n *simNode) {
 	s.tracef("%s: restart from %d records", n.name, len(n.log))
 	if n.pi < 0 {
 		n.shard = s.newShard()
-		engine.SetShardBugs(n.shard, s.o.decideEarly)
+		engine.SetShardBugs(n.shard, s.o.decideEarly, s.o.redeliverAll)
 	} else {
 		s.newParticipant(n)
 	}
@@ -1328,7 +1347,7 @@ func TestSimulation(t *testing.T) {
 		t.Errorf("no participant with a log answered prepares asynchronously")
 	}
 	for _, k := range []string{
-		"shard.redelivered", "shard.presumed-abort", "shard.not-sent", "shard.inquiry-deferred", "shard.ignored-duplicate",
+		"shard.redelivered", "shard.presumed-abort", "operator.redelivered", "operator.inquired", "shard.not-sent", "shard.inquiry-deferred", "shard.ignored-duplicate",
 		"shard.ignored-late", "shard.ignored-unknown", "part.inquiries", "part.checkpoints", "part.acked-unknown",
 		"part.voted-no", "part.read-only", "part.ignored-duplicate", "part.ignored-unknown",
 		"crash random", "crash after append", "crash after durable", "crash keeps part of a torn tail",
@@ -1364,6 +1383,7 @@ func TestSimulationCatchesBugs(t *testing.T) {
 		{"vote-before-durable", simOptions{voteEarly: true}},
 		{"ack-before-durable", simOptions{ackEarly: true}},
 		{"decide-before-durable", simOptions{decideEarly: true}},
+		{"operator-redelivers-undecided", simOptions{redeliverAll: true}},
 		{"durable-resource/vote-before-prepared", simOptions{resVoteEarly: true}},
 		{"durable-resource/ack-before-committed", simOptions{resAckEarly: true}},
 		{"async-resource/vote-before-answer", simOptions{asyncEarly: true}},

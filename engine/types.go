@@ -131,6 +131,10 @@ type Reply struct {
 	Cause       protocol.Cause
 	Participant string
 	Detail      string
+	// Participants, for a committed transaction, are those that voted
+	// yes and must hear the commit (its RecCommit's); none for a
+	// one-phase commit or one every branch of which was read-only.
+	Participants []string
 }
 
 // RecordType says what a log Record is.

@@ -16,6 +16,7 @@ import (
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/protocol"
+	"github.com/google/uuid"
 )
 
 // Accounts is the participant's summary for `commitd admin accounts`.
@@ -132,8 +133,126 @@ type Status struct {
 	Resource any `json:"resource,omitempty"`
 }
 
-func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
+// InDoubt is the participant's in-doubt report: the transactions it has
+// in hand, oldest first — above all those prepared and undecided, which
+// hold the resource until the coordinator's decision arrives.
+type InDoubt struct {
+	Name string `json:"name"`
+	// Total is how many there are; Txns lists at most 1,000.
+	Total int            `json:"total"`
+	Txns  []InDoubtEntry `json:"txns"`
+}
+
+// InDoubtEntry is one line of InDoubt.
+type InDoubtEntry struct {
+	Txn   protocol.TxnID `json:"txn"`
+	State string         `json:"state"`
+	// AgeMs is how long ago the prepare arrived (or, after a restart, the
+	// transaction was restored).
+	AgeMs int64 `json:"age_ms"`
+	// WaitsFor says what would end it.
+	WaitsFor string `json:"waits_for"`
+}
+
+// maxInDoubt bounds the transactions one in-doubt report lists.
+const maxInDoubt = 1000
+
+// adminTimeout bounds an admin request's wait for the pump's turn.
+const adminTimeout = 5 * time.Second
+
+func (s *Server) inDoubt() (InDoubt, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	var views []engine.PreparedView
+	var n int
+	if err := s.pump.Do(ctx, func() { views, n = s.machine.InDoubt(nil, maxInDoubt) }); err != nil {
+		return InDoubt{}, err
+	}
+	rep := InDoubt{Name: s.cfg.Name, Total: n, Txns: []InDoubtEntry{}}
+	for _, v := range views {
+		e := InDoubtEntry{Txn: v.Txn, State: v.State, AgeMs: v.AgeTicks * s.cfg.Tick.Milliseconds()}
+		switch v.State {
+		case "prepared":
+			e.WaitsFor = "the coordinator's decision (inquiring with backoff; commitd admin retry to ask now)"
+		case "preparing":
+			e.WaitsFor = "its prepared record to become durable"
+		case "voting":
+			e.WaitsFor = "the resource's answer to the prepare"
+		default:
+			e.WaitsFor = "the resource to finish the decision"
+		}
+		rep.Txns = append(rep.Txns, e)
+	}
+	return rep, nil
+}
+
+// Retried is the participant's answer to `admin retry`: how many
+// inquiries were sent at once.
+type Retried struct {
+	Inquired int `json:"inquired"`
+}
+
+// retry inquires now about one prepared transaction (arg its id) or every
+// one (arg empty, or this participant's own name).
+func (s *Server) retry(arg []byte) (Retried, error) {
+	var id *protocol.TxnID
+	if a := string(arg); a != "" && a != s.cfg.Name {
+		x, err := uuid.Parse(a)
+		if err != nil {
+			return Retried{}, fmt.Errorf("%q is neither a transaction id nor this participant's name (%s)", a, s.cfg.Name)
+		}
+		id = &x
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	var n int
+	if err := s.pump.Do(ctx, func() { n = s.machine.InquireNow(id) }); err != nil {
+		return Retried{}, err
+	}
+	if id != nil && n == 0 {
+		return Retried{}, fmt.Errorf("transaction %s is not prepared here (see commitd admin in-doubt)", *id)
+	}
+	return Retried{Inquired: n}, nil
+}
+
+// oldestPrepared is the age of the oldest transaction prepared here and
+// undecided, for the metric.
+func (s *Server) oldestPrepared() time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	var ticks int64
+	if s.pump.Do(ctx, func() { ticks = s.machine.OldestPreparedTicks() }) != nil {
+		return 0
+	}
+	return time.Duration(ticks) * s.cfg.Tick
+}
+
+func (s *Server) adminJSON(c *mux.Conn, kind wire.AdminKind, arg []byte) ([]byte, error) {
 	switch kind {
+	case wire.AdminTxn:
+		rep, err := s.txnStatus(arg)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
+	case wire.AdminResolve:
+		rep, err := s.resolve(c, arg)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
+	case wire.AdminInDoubt:
+		rep, err := s.inDoubt()
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
+	case wire.AdminRetry:
+		rep, err := s.retry(arg)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
 	case wire.AdminStatus:
 		addrs := strings.Split(s.cfg.Coordinator, ",")
 		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0])}

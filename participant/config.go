@@ -93,6 +93,11 @@ type Config struct {
 	// to read admin reports (matched like CoordinatorIdentity). Default:
 	// any certificate the CA signed — the reports change nothing.
 	AdminIdentities []string
+	// OperatorIdentities are, with TLS, the certificate identities allowed
+	// to resolve a transaction by hand (`commitd admin resolve`): none by
+	// default, so that with TLS nobody may. Without TLS, a resolve must
+	// come from this machine (loopback).
+	OperatorIdentities []string
 	// HTTP, if set, serves /metrics, /debug/pprof/ and /healthz.
 	HTTP string
 	// Logger receives structured logs (default slog.Default()).

@@ -63,9 +63,13 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if st.admin.Kind == wire.AdminOutcomes {
 			return s.replyOutcomes(r)
 		}
-		body, err := s.adminJSON(st.admin.Kind)
+		body, err := s.adminJSON(c, st.admin.Kind, st.admin.Arg)
 		if err != nil {
-			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
+			msg := err.Error()
+			if len(msg) > wire.MaxDetailLen {
+				msg = msg[:wire.MaxDetailLen-3] + "..."
+			}
+			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(msg)})
 		}
 		if _, err := r.Write(body); err != nil {
 			return err

@@ -34,6 +34,7 @@ type Server struct {
 	lock    *datadir.Lock
 	log     *wal.Log
 	ledger  *ledger
+	audit   *audit // the operators' resolves (resolve.go)
 	res     *guarded
 	durable Durable             // cfg.Resource if it is one, else nil
 	forward Forwarding          // cfg.Resource if it is one, else nil
@@ -121,6 +122,7 @@ func Start(cfg Config) (*Server, error) {
 	ledgerOpts := walOpts
 	ledgerOpts.OnSync = obs.NewWAL(s.reg, "ledger").OnSync
 	ledgerOpts.SegmentBytes = ledgerSize
+	s.audit = newAudit(cfg.DataDir)
 	s.ledger, err = openLedger(filepath.Join(cfg.DataDir, "ledger"), ledgerOpts, s.log, cfg.LedgerRetention)
 	if err != nil {
 		return nil, fmt.Errorf("participant: opening ledger in %s: %w", cfg.DataDir, err)

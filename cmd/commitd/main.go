@@ -57,6 +57,8 @@ func run(args []string) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, errNoRecord):
+		return 3
 	}
 	fmt.Fprintf(os.Stderr, "commitd %s: %v\n", args[0], err)
 	if _, ok := err.(usageError); ok {
@@ -75,9 +77,13 @@ func usage() {
   commitd admin status   --coordinator ADDR
   commitd admin accounts --participant ADDR
   commitd admin outcomes --participant ADDR
+  commitd admin txn ID   --coordinator ADDR
+  commitd admin in-doubt --coordinator ADDR
+  commitd admin retry ID|PARTICIPANT --coordinator ADDR
+  commitd admin resolve ID --commit|--abort --reason TEXT --participant ADDR
   commitd version
 
-Run "commitd COMMAND -h" (or "commitd admin REPORT -h") for a command's flags.
+Run "commitd COMMAND -h" (or "commitd admin REQUEST -h") for a command's flags.
 `)
 }
 

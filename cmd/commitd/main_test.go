@@ -96,7 +96,7 @@ func TestBadInvocations(t *testing.T) {
 		{nil, "no command given", 2},
 		{[]string{"coordinator", "--bogus"}, "flag provided but not defined: -bogus", 2},
 		{[]string{"bench", "--bogus"}, "flag provided but not defined: -bogus", 2},
-		{[]string{"admin"}, "name a report: status, accounts or outcomes", 2},
+		{[]string{"admin"}, "name a request: status, accounts, outcomes, txn, in-doubt, retry or resolve", 2},
 		{[]string{"admin", "status", "--bogus"}, "flag provided but not defined: -bogus", 2},
 		{[]string{"coordinator", "--shards", "many"}, "invalid value", 2},
 		{[]string{"coordinator", "--data", t.TempDir()}, "at least one participant", 2},
@@ -104,7 +104,7 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"participant", "--coordinator", "127.0.0.1:1"}, "--data is required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "0"}, "--accounts", 2},
 		{[]string{"admin", "status", "--coordinator", "127.0.0.1:1"}, "cannot reach", 0},
-		{[]string{"admin", "payroll"}, "unknown report \"payroll\" (want status, accounts or outcomes)", 0},
+		{[]string{"admin", "payroll"}, "unknown request \"payroll\" (want status, accounts, outcomes, txn, in-doubt, retry or resolve)", 0},
 		{[]string{"bench", "--coordinator", "127.0.0.1:1"}, "required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "oracle"}, "--backend", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "mysql"}, "--backend mysql needs --dsn", 2},
@@ -358,12 +358,15 @@ func TestClusterOfProcesses(t *testing.T) {
 		}
 	}
 	// Gauges that are rightly zero once the load is over: present.
-	for _, series := range []string{"commitd_coordinator_in_flight ", "commitd_coordinator_in_doubt "} {
+	for _, series := range []string{"commitd_coordinator_in_flight ", "commitd_coordinator_in_doubt ", "commitd_coordinator_oldest_in_doubt_seconds "} {
 		if !strings.Contains(cm, "\n"+series) {
 			t.Errorf("coordinator /metrics: %s missing", series)
 		}
 	}
 	pm := get("http://" + phttp + "/metrics")
+	if !strings.Contains(pm, "\ncommitd_participant_oldest_prepared_seconds ") {
+		t.Error("participant /metrics: commitd_participant_oldest_prepared_seconds missing")
+	}
 	for _, series := range []string{"commitd_participant_prepare_seconds_count", "commitd_participant_committed_total",
 		`commitd_wal_fsync_seconds_count{log="wal"}`, "commitd_conn_frames_written_total"} {
 		if !hasNonZero(pm, series) {
@@ -424,6 +427,7 @@ func TestHelp(t *testing.T) {
 		{"help"}, {"-h"}, {"--help"},
 		{"admin", "--help"}, {"admin", "-h"}, {"admin", "help"},
 		{"admin", "status", "--help"}, {"admin", "accounts", "-h"}, {"admin", "outcomes", "--help"},
+		{"admin", "in-doubt", "--help"}, {"admin", "txn", "-h"}, {"admin", "retry", "--help"}, {"admin", "resolve", "-h"},
 		{"coordinator", "-h"}, {"participant", "--help"}, {"demo", "-h"}, {"bench", "--help"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -435,7 +439,7 @@ func TestHelp(t *testing.T) {
 	}
 	// Admin's usage names every report.
 	r := commitd(t, 20*time.Second, "admin", "--help")
-	for _, kind := range []string{"status", "accounts", "outcomes"} {
+	for _, kind := range []string{"status", "accounts", "outcomes", "txn", "in-doubt", "retry", "resolve"} {
 		if !strings.Contains(r.stderr, "commitd admin "+kind) {
 			t.Errorf("admin --help does not mention %s: %q", kind, r.stderr)
 		}

@@ -203,6 +203,8 @@ func runCoordinator(args []string) error {
 	fs.DurationVar(&cfg.RedeliverMax, "redeliver-max", 2*time.Second, "redelivery backoff cap")
 	fs.DurationVar(&cfg.Remember, "remember", 5*time.Second, "how long a finished transaction's outcome is kept (for late messages and to refuse a reused id); begins with UUIDv7 ids older than this less -max-id-ahead are rejected")
 	fs.DurationVar(&cfg.MaxIDAhead, "max-id-ahead", 0, "how far ahead of this clock a begin's UUIDv7 id time may be (client clock skew); at most half of -remember (default 1s, or a quarter of -remember if less)")
+	fs.DurationVar(&cfg.OutcomeRetention, "outcome-retention", coordinator.DefaultOutcomeRetention, "how long the outcome index keeps each transaction's outcome for admin txn and client.Outcome (unless -outcome-max-bytes is reached first)")
+	fs.Int64Var(&cfg.OutcomeMaxBytes, "outcome-max-bytes", coordinator.DefaultOutcomeMaxBytes, "most bytes of outcome-index entries kept (~33 per transaction); the oldest go first beyond it")
 	fs.IntVar(&cfg.MaxTxns, "max-txns", 1<<20, "most transactions held at once, in flight and remembered; beyond it a begin is rejected as overloaded")
 	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
@@ -299,6 +301,7 @@ func runParticipant(args []string) error {
 	segmentSizeFlag(fs, &cfg.SegmentBytes, "size of each protocol-log segment file, e.g. 8MiB (default 64MiB; the ledger's are a quarter); the logs need 4 of each free to start")
 	fs.StringVar(&cfg.CoordinatorIdentity, "coordinator-identity", "", "with TLS, the coordinator's certificate must be valid for this (a DNS name or IP in its SANs, or its CN; default: the host of each --coordinator address)")
 	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
+	fs.Var((*identityList)(&cfg.OperatorIdentities), "operator-identity", "with TLS, a certificate identity allowed to resolve a transaction by hand (commitd admin resolve; repeat; default: none, so nobody may; without TLS only from this machine)")
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err

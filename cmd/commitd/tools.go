@@ -10,39 +10,90 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/commitd/commitd/bench"
 	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/harness/cluster"
 	"github.com/commitd/commitd/participant"
+	"github.com/commitd/commitd/protocol"
 )
 
 // adminUsage is what "commitd admin --help" prints.
-const adminUsage = `usage of commitd admin: a report from a running server, as JSON (outcomes: one line each)
+const adminUsage = `usage of commitd admin: ask a running server, answered as JSON (outcomes: one line each)
 
   commitd admin status   --coordinator ADDR | --participant ADDR   counters and state
   commitd admin accounts --participant ADDR                        accounts, total balance, prepared
   commitd admin outcomes --participant ADDR                        every decision in the ledger
+  commitd admin txn ID   --coordinator ADDR                        where one transaction stands
+  commitd admin txn ID   --participant ADDR                        its state there, and operators' resolves of it
+  commitd admin txn ID   --coordinator ADDR --participant ADDR,...   the coordinator's answer with the participants' resolves
+  commitd admin in-doubt --coordinator ADDR                        commits not yet acknowledged, oldest first
+  commitd admin in-doubt --participant ADDR                        transactions prepared and undecided there
+  commitd admin retry ID|PARTICIPANT --coordinator ADDR            redeliver those commit decisions now
+  commitd admin retry ID|NAME --participant ADDR                   inquire now (NAME: the participant's own, for all)
+  commitd admin resolve ID --commit|--abort --reason TEXT --participant ADDR [--coordinator ADDR] [--check ADDR,...]
+                                                                   decide by hand what the protocol cannot settle
 
-Run "commitd admin REPORT -h" for a report's flags (--timeout, TLS).
+txn answers committed, aborted (with the cause), unknown (a one-phase
+transaction whose participant did not answer), in-flight (with each
+participant's state), not-found (no record: it did not commit through this
+coordinator) or expired (older than the outcome index keeps, --outcome-
+retention, 24 h by default). ADDR may list a replicated coordinator's
+replicas as ADDR1,ADDR2,...
+
+resolve is an operator's override (a heuristic decision, as XA's) for a
+transaction prepared at a participant that cannot reach its coordinator
+(a lost coordinator): it is refused, and the refusal recorded in the
+participant's audit log, when the coordinator (--coordinator) or another
+participant (--check) knows a decision or answers for it, when the
+participant is connected to its coordinator, or when the transaction is
+not prepared there. Read docs/operations.md before using it.
+
+Exit status: 0 answered; 1 the server could not be asked or refused (the
+message says why: an unknown participant, nothing to retry); 2 a bad
+command line (a malformed or non-UUIDv7 id); 3 txn found no record
+(not-found or expired).
+
+Run "commitd admin REQUEST -h" for a request's flags (--timeout, TLS).
 `
 
 func runAdmin(args []string) error {
 	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		fmt.Fprintln(os.Stderr, "commitd admin: name a report: status, accounts or outcomes")
+		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt, retry or resolve")
 		return errUsage
 	}
 	kind := args[0]
+	args = args[1:]
 	switch kind {
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stderr, adminUsage)
 		return flag.ErrHelp
 	}
+	// txn and retry take their argument first (commitd admin txn ID
+	// --coordinator ADDR); flags may also come before it.
+	var arg string
+	if (kind == "txn" || kind == "retry" || kind == "resolve") && !slices.ContainsFunc(args, isHelp) {
+		rest, a, err := takeArg(args)
+		if err != nil {
+			return usageError{fmt.Errorf("%s: %w", kind, err)}
+		}
+		args, arg = rest, a
+		if kind == "txn" || kind == "resolve" {
+			if _, err := coordinator.ParseTxnID(arg); err != nil {
+				return usageError{fmt.Errorf("%s: %w", kind, err)}
+			}
+		}
+	}
 	fs := newFlags("admin " + kind)
+	if kind == "resolve" {
+		return runResolve(fs, arg, args)
+	}
 	var coord, part string
 	var tf tlsFlags
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
@@ -52,12 +103,18 @@ func runAdmin(args []string) error {
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	case "accounts", "outcomes":
 		fs.StringVar(&part, "participant", "", "the participant's address (required)")
+	case "txn":
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant: its own view and the resolves in its audit log)")
+		fs.StringVar(&part, "participant", "", "a participant's address; with --coordinator, participants' ADDR1,ADDR2,... whose audit logs' resolves are added to the coordinator's answer")
+	case "in-doubt", "retry":
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant)")
+		fs.StringVar(&part, "participant", "", "a participant's address")
 	default:
-		fmt.Fprintf(os.Stderr, "commitd admin: unknown report %q (want status, accounts or outcomes)\n", kind)
+		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt, retry or resolve)\n", kind)
 		return errUsage
 	}
 	tf.register(fs)
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	addr := coord
@@ -66,6 +123,9 @@ func runAdmin(args []string) error {
 	}
 	if addr == "" {
 		return errors.New("name a server: --coordinator or --participant ADDR")
+	}
+	if coord != "" && part != "" && kind != "txn" {
+		return usageError{fmt.Errorf("%s: give --coordinator or --participant, not both", kind)}
 	}
 	tlsCfg, err := tf.config()
 	if err != nil {
@@ -85,12 +145,84 @@ func runAdmin(args []string) error {
 		_, err := io.WriteString(os.Stdout, b.String())
 		return err
 	}
+	if kind == "txn" {
+		var st protocol.TxnStatus
+		if err := client.AdminArg(ctx, addr, kind, arg, tlsCfg, &st); err != nil {
+			return adminError(err)
+		}
+		if coord != "" && part != "" {
+			// The coordinator's answer, with the operators' resolves in
+			// each named participant's audit log.
+			for _, a := range strings.Split(part, ",") {
+				var ps protocol.TxnStatus
+				if err := client.AdminArg(ctx, a, kind, arg, tlsCfg, &ps); err != nil {
+					return fmt.Errorf("participant %s: %w", a, adminError(err))
+				}
+				st.Resolves = append(st.Resolves, ps.Resolves...)
+			}
+		}
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(os.Stdout, "%s\n", b); err != nil {
+			return err
+		}
+		if st.State == protocol.TxnNotFound || st.State == protocol.TxnExpired {
+			return errNoRecord
+		}
+		return nil
+	}
 	var v json.RawMessage
-	if err := client.Admin(ctx, addr, kind, tlsCfg, &v); err != nil {
-		return err
+	if err := client.AdminArg(ctx, addr, kind, arg, tlsCfg, &v); err != nil {
+		return adminError(err)
 	}
 	_, err = fmt.Fprintf(os.Stdout, "%s\n", v)
 	return err
+}
+
+// errNoRecord is admin txn's answer "no record" (not-found or expired),
+// already printed: exit status 3.
+var errNoRecord = errors.New("no record of the transaction")
+
+// adminError says a server's refusal in its own words, without the
+// layers' prefixes (errors.Join's, for a list of replicas).
+func adminError(err error) error {
+	var re *client.RefusedError
+	if errors.As(err, &re) {
+		return re
+	}
+	return err
+}
+
+func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
+
+// boolFlags are the admin flags that take no value.
+var boolFlags = map[string]bool{"commit": true, "abort": true}
+
+// takeArg takes the one argument that is not a flag out of args: the
+// first that does not start with "-" and is not a flag's value. Every
+// admin flag but boolFlags takes a value, given as --flag=V or --flag V.
+func takeArg(args []string) (rest []string, arg string, err error) {
+	found := -1
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if strings.HasPrefix(a, "-") {
+			if !strings.Contains(a, "=") && !boolFlags[strings.TrimLeft(a, "-")] {
+				i++ // its value
+			}
+			continue
+		}
+		if found >= 0 {
+			return nil, "", fmt.Errorf("unexpected argument %q", a)
+		}
+		found = i
+	}
+	if found < 0 {
+		return args, "", errors.New("give a transaction id (or, for retry, a participant's name)")
+	}
+	rest = append(append([]string{}, args[:found]...), args[found+1:]...)
+	return rest, args[found], nil
 }
 
 // runDemo starts a coordinator and two bank participants in this process,
@@ -155,4 +287,105 @@ func runDemo(args []string) error {
 	}
 	fmt.Printf("conservation  total before %d, after %d: OK\n", before, after)
 	return nil
+}
+
+// runResolve is `commitd admin resolve ID --commit|--abort --reason TEXT
+// --participant ADDR [--coordinator ADDR] [--check ADDR,...]`: it looks for
+// a decision wherever it is told to, and hands what it found to the
+// participant, which refuses if there is one (and on its own checks), and
+// records the request, applied or refused, in its audit log.
+func runResolve(fs *flag.FlagSet, arg string, args []string) error {
+	var tf tlsFlags
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	commit := fs.Bool("commit", false, "decide commit")
+	abort := fs.Bool("abort", false, "decide abort")
+	reason := fs.String("reason", "", "why, for the audit log (required)")
+	part := fs.String("participant", "", "the participant holding the transaction prepared (required)")
+	coord := fs.String("coordinator", "", "the coordinator, or replicas' ADDR1,ADDR2,...: asked for the decision first (refused if it answers)")
+	check := fs.String("check", "", "other participants' addresses, ADDR1,ADDR2,...: refused if any has decided the transaction")
+	tf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *commit == *abort:
+		return usageError{errors.New("resolve: give exactly one of --commit and --abort")}
+	case strings.TrimSpace(*reason) == "":
+		return usageError{errors.New("resolve: --reason is required: it goes into the audit log")}
+	case len(*reason) > participant.MaxReasonLen:
+		return usageError{fmt.Errorf("resolve: --reason of %d bytes; at most %d", len(*reason), participant.MaxReasonLen)}
+	case *part == "":
+		return usageError{errors.New("resolve: --participant ADDR is required")}
+	}
+	tlsCfg, err := tf.config()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	id, _ := coordinator.ParseTxnID(arg) // checked by runAdmin
+	req := participant.ResolveRequest{Txn: id, Decision: "abort", Reason: *reason}
+	if *commit {
+		req.Decision = "commit"
+	}
+	// Ask everyone named, briefly each: an unreachable coordinator is the
+	// case resolve is for.
+	ask := func(where, addr string) {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		defer acancel()
+		var st protocol.TxnStatus
+		err := client.AdminArg(actx, addr, "txn", id.String(), tlsCfg, &st)
+		switch {
+		case err != nil:
+			req.Unreached = append(req.Unreached, fmt.Sprintf("%s %s: %v", where, addr, adminError(err)))
+		case where == "coordinator":
+			// Any answer: the coordinator answers for it — a decision,
+			// in flight, or presumed abort for an id it has no record of.
+			req.Seen = append(req.Seen, fmt.Sprintf("the coordinator at %s answers %s (%s)", addr, st.State, st.Detail))
+		case st.State == protocol.TxnCommitted || st.State == protocol.TxnAborted:
+			req.Seen = append(req.Seen, fmt.Sprintf("participant at %s has %s it", addr, st.State))
+		}
+	}
+	if *coord != "" {
+		ask("coordinator", *coord)
+	} else {
+		req.Unreached = append(req.Unreached, "coordinator: not asked (no --coordinator)")
+	}
+	if *check != "" {
+		for _, a := range strings.Split(*check, ",") {
+			ask("participant", a)
+		}
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	if len(b) > 1024 {
+		// The wire's bound on an admin argument: keep the first findings.
+		req.Seen, req.Unreached = trimList(req.Seen), trimList(req.Unreached)
+		if b, err = json.Marshal(req); err != nil {
+			return err
+		}
+	}
+	var v json.RawMessage
+	if err := client.AdminArg(ctx, *part, "resolve", string(b), tlsCfg, &v); err != nil {
+		return adminError(err)
+	}
+	_, err = fmt.Fprintf(os.Stdout, "%s\n", v)
+	return err
+}
+
+// trimList keeps the first entry of l, shortened, and says how many more.
+func trimList(l []string) []string {
+	if len(l) == 0 {
+		return l
+	}
+	first := l[0]
+	if len(first) > 200 {
+		first = first[:200] + "..."
+	}
+	if len(l) > 1 {
+		return []string{first, fmt.Sprintf("and %d more", len(l)-1)}
+	}
+	return []string{first}
 }

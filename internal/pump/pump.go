@@ -1,6 +1,7 @@
 package pump
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -53,6 +54,14 @@ type Pump struct {
 	stop   chan struct{} // closed by Stop
 	done   chan struct{} // closed when Run returns
 
+	wake chan struct{} // the wake-up the inbox and the durable signal share
+
+	// calls are the functions Do queued for the Run goroutine.
+	calls struct {
+		sync.Mutex
+		q []*call
+	}
+
 	idx    indexMap
 	encBuf []byte
 	// rd holds the machine's latest Ready while flush hands it out: a
@@ -99,6 +108,7 @@ func New(m Machine, log Log, out Output, tick time.Duration) *Pump {
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
+	p.wake = wake
 	p.inbox.wakeup = wake
 	p.signal.wakeup = wake
 	// Until the machine has published a low water, everything it restored
@@ -139,6 +149,56 @@ func (p *Pump) Submit(m *engine.Message) { p.inbox.put(m, true) }
 // and may be submitted on the pump's own goroutine or before Run. It
 // copies m as Submit does.
 func (p *Pump) Inject(m *engine.Message) { p.inbox.put(m, false) }
+
+// call is one function queued by Do; done is closed once it has run.
+type call struct {
+	fn   func()
+	done chan struct{}
+}
+
+// Do runs fn on the Run goroutine, between two rounds — where the machine
+// may be read, or driven by a method of its own (a redelivery asked for by
+// an operator) — and waits until it has run, ctx ends or the pump stops.
+// What fn makes the machine produce is flushed in the same round. fn must
+// not block, and must copy out whatever it reads before it returns. It is
+// for admin requests: it takes a lock and allocates, which the inputs of
+// the protocol never do. It returns ctx's error or ErrStopped when fn did
+// not run (or may run later: on ctx's end a queued fn is not withdrawn).
+func (p *Pump) Do(ctx context.Context, fn func()) error {
+	c := &call{fn: fn, done: make(chan struct{})}
+	p.calls.Lock()
+	p.calls.q = append(p.calls.q, c)
+	p.calls.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-p.done:
+		select {
+		case <-c.done: // ran in the last round
+			return nil
+		default:
+		}
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runCalls runs the functions Do queued, on the Run goroutine.
+func (p *Pump) runCalls() {
+	p.calls.Lock()
+	q := p.calls.q
+	p.calls.q = nil
+	p.calls.Unlock()
+	for _, c := range q {
+		c.fn()
+		close(c.done)
+	}
+}
 
 // Needed returns the LSN of the oldest log record this machine still needs
 // (0 until the machine has first reported, which retires nothing); the log
@@ -206,6 +266,7 @@ func (p *Pump) Run() error {
 		if ticked {
 			p.m.Tick()
 		}
+		p.runCalls()
 		if err := p.flush(); err != nil {
 			return err
 		}

@@ -413,3 +413,38 @@ func TestInboxCloseReleasesWaiters(t *testing.T) {
 		t.Fatal("a put without wait waited for room")
 	}
 }
+
+// Do runs its function on the Run goroutine, and what the function makes
+// the machine produce is flushed in the same round; after Stop, Do says
+// ErrStopped instead of waiting for ever.
+func TestDoRunsOnThePumpAndFlushes(t *testing.T) {
+	log, err := wal.Open(t.TempDir(), wal.Options{SegmentBytes: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	m := &oneMessage{msgs: []engine.Message{{Type: engine.MsgVote}}}
+	out := &countOutput{}
+	p := New(m, log, out, time.Hour) // no tick: only Do wakes it
+	done := make(chan error, 1)
+	go func() { done <- p.Run() }()
+	var delivered int
+	if err := p.Do(t.Context(), func() { m.ready = true }); err != nil {
+		t.Fatal(err)
+	}
+	// The flush of the round that ran the function came before the next
+	// round's function.
+	if err := p.Do(t.Context(), func() { delivered = out.n }); err != nil {
+		t.Fatal(err)
+	}
+	if delivered != 1 {
+		t.Fatalf("after Do made a message ready, %d were delivered, want 1", delivered)
+	}
+	p.Stop()
+	if err := <-done; !errors.Is(err, ErrStopped) {
+		t.Fatalf("Run returned %v", err)
+	}
+	if err := p.Do(t.Context(), func() {}); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Do after Stop = %v, want ErrStopped", err)
+	}
+}

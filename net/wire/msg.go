@@ -185,7 +185,27 @@ const (
 	AdminStatus   AdminKind = iota + 1 // one JSON object: the server's stats
 	AdminAccounts                      // one JSON object: balances (participants)
 	AdminOutcomes                      // recent outcomes, possibly over several frames
+	// AdminTxn: one JSON object, where one transaction stands (Arg: its
+	// id, as text). Coordinator.
+	AdminTxn
+	// AdminInDoubt: one JSON object listing the transactions waiting on a
+	// participant or a decision (coordinator: commits not yet
+	// acknowledged; participant: transactions prepared, undecided).
+	AdminInDoubt
+	// AdminRetry: redeliver now, instead of at the next backoff, what
+	// waits (Arg: a transaction id, or a participant's name); one JSON
+	// object says how much was sent again. Coordinator: commit decisions;
+	// participant: inquiries.
+	AdminRetry
+	// AdminResolve: an operator's decision for a transaction prepared at a
+	// participant whose decision cannot be had (Arg: the request, as
+	// JSON); one JSON object, or an Error saying why it was refused.
+	// Participant.
+	AdminResolve
 )
+
+// MaxAdminArgLen bounds AdminRequest.Arg.
+const MaxAdminArgLen = 1024
 
 // ErrorCode classifies a failed request. Any non-zero code is well formed;
 // a receiver treats codes it does not know like CodeInternal.
@@ -307,6 +327,11 @@ type Inquire struct {
 // AdminRequest asks a server for a report (request; replies AdminResponse).
 type AdminRequest struct {
 	Kind AdminKind
+	// Arg is what the request is about (a transaction id, a participant's
+	// name), as text; empty for the reports that take none. At most
+	// MaxAdminArgLen bytes; it is the rest of the payload after the kind,
+	// so an AdminRequest without one is encoded as it always was.
+	Arg []byte
 }
 
 // AdminResponse carries a report as JSON. A report larger than one frame
@@ -447,7 +472,7 @@ func (m *AdminRequest) check() error {
 	if m.Kind == 0 {
 		return fmt.Errorf("%w: admin kind 0", ErrMalformed)
 	}
-	return nil
+	return checkLen("admin argument", m.Arg, MaxAdminArgLen)
 }
 
 func (m *AdminResponse) check() error { return checkLen("admin JSON", m.JSON, MaxPayload) }
@@ -594,7 +619,7 @@ func (m *AdminRequest) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 		return dst, err
 	}
 	dst, start := beginFrame(dst, TypeAdminRequest, 0, reqID)
-	return endFrame(append(dst, byte(m.Kind)), start)
+	return endFrame(append(append(dst, byte(m.Kind)), m.Arg...), start)
 }
 
 // AppendFrame implements Message; reqID must be the AdminRequest's.
@@ -846,8 +871,12 @@ func (m *AdminRequest) Decode(f Frame) error {
 		return err
 	}
 	m.Kind = AdminKind(d.u8("kind"))
-	if err := d.finish(TypeAdminRequest); err != nil {
-		return err
+	if d.err != nil {
+		return d.err
+	}
+	m.Arg = nil
+	if len(d.b) > 0 {
+		m.Arg = d.b // the rest of the payload
 	}
 	return m.check()
 }

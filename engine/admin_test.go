@@ -1,0 +1,104 @@
+package engine_test
+
+import (
+	"testing"
+
+	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
+)
+
+// An operator's view of a shard: a transaction voting, then delivering
+// with one participant's ack missing; RedeliverNow sends the decision to
+// that participant only, and a finished transaction is no longer in
+// flight.
+func TestShardAdminViews(t *testing.T) {
+	s := engine.NewShard(engine.ShardConfig{TickMicros: 1000})
+	s.Step(engine.Message{Type: engine.MsgBegin, Txn: tid(1), Branches: []engine.Branch{{Participant: "a"}, {Participant: "b"}}})
+	s.Ready()
+	s.Tick()
+	s.Step(engine.Message{Type: engine.MsgVote, Txn: tid(1), From: "a", Vote: protocol.VoteYes})
+	v, ok := s.Lookup(tid(1))
+	if !ok || v.State != "voting" || v.AgeMs != 1 || len(v.Branches) != 2 ||
+		v.Branches[0] != (engine.BranchView{Participant: "a", Vote: protocol.VoteYes}) || v.Branches[1].Vote != 0 {
+		t.Fatalf("voting: %+v, %v", v, ok)
+	}
+	if n := s.RedeliverNow(nil, ""); n != 0 {
+		t.Fatalf("RedeliverNow while voting sent %d decisions", n)
+	}
+	s.Step(engine.Message{Type: engine.MsgVote, Txn: tid(1), From: "b", Vote: protocol.VoteYes})
+	rd := s.Ready()
+	s.Durable(rd.FirstIndex)
+	rd = s.Ready()
+	if len(rd.Replies) != 1 || len(rd.Replies[0].Participants) != 2 {
+		t.Fatalf("the committed reply names the yes voters: %+v", rd.Replies)
+	}
+	s.Step(engine.Message{Type: engine.MsgAck, Txn: tid(1), From: "a"})
+	s.Ready()
+	s.Tick()
+	views, total := s.Undelivered(nil, 0)
+	if total != 1 || len(views) != 1 || views[0].State != "delivering" || views[0].DecidedAgeMs != 1 ||
+		!views[0].Branches[0].Acked || views[0].Branches[1].Acked {
+		t.Fatalf("undelivered: %d %+v", total, views)
+	}
+	if n := s.RedeliverNow(nil, "a"); n != 0 {
+		t.Fatalf("RedeliverNow to a participant that acked sent %d", n)
+	}
+	other := tid(9)
+	if n := s.RedeliverNow(&other, ""); n != 0 {
+		t.Fatalf("RedeliverNow of an unknown id sent %d", n)
+	}
+	id := tid(1)
+	if n := s.RedeliverNow(&id, ""); n != 1 {
+		t.Fatalf("RedeliverNow(id) sent %d, want 1", n)
+	}
+	rd = s.Ready()
+	if len(rd.Messages) != 1 || rd.Messages[0].To != "b" || rd.Messages[0].Decision != protocol.DecisionCommit {
+		t.Fatalf("redelivered: %+v", rd.Messages)
+	}
+	s.Step(engine.Message{Type: engine.MsgAck, Txn: tid(1), From: "b"})
+	rd = s.Ready()
+	s.Durable(rd.FirstIndex)
+	s.Ready()
+	if _, ok := s.Lookup(tid(1)); ok {
+		t.Fatal("a finished transaction is still in flight")
+	}
+	if _, total := s.Undelivered(nil, 0); total != 0 {
+		t.Fatalf("%d undelivered after every ack", total)
+	}
+}
+
+// A participant's in-doubt view: a prepared transaction with its age;
+// InquireNow sends an inquiry for it, and none once it is decided.
+func TestParticipantAdminViews(t *testing.T) {
+	p := engine.NewParticipant(engine.ParticipantConfig{Name: "a"}, bank.New(2, 100))
+	p.Step(engine.Message{Type: engine.MsgPrepare, Txn: tid(1), To: "a", Work: bank.AppendWork(nil, 0, -10)})
+	rd := p.Ready()
+	p.Durable(rd.FirstIndex)
+	p.Ready()
+	p.Tick()
+	p.Tick()
+	views, total := p.InDoubt(nil, 0)
+	if total != 1 || len(views) != 1 || views[0].State != "prepared" || views[0].AgeTicks != 2 || p.OldestPreparedTicks() != 2 {
+		t.Fatalf("in doubt: %d %+v, oldest %d", total, views, p.OldestPreparedTicks())
+	}
+	other := tid(2)
+	if n := p.InquireNow(&other); n != 0 {
+		t.Fatalf("InquireNow of an unknown id sent %d", n)
+	}
+	if n := p.InquireNow(nil); n != 1 {
+		t.Fatalf("InquireNow sent %d, want 1", n)
+	}
+	rd = p.Ready()
+	if len(rd.Messages) != 1 || rd.Messages[0].Type != engine.MsgInquire || rd.Messages[0].Txn != tid(1) {
+		t.Fatalf("inquiry: %+v", rd.Messages)
+	}
+	p.Step(engine.Message{Type: engine.MsgDecision, Txn: tid(1), To: "a", Decision: protocol.DecisionAbort})
+	p.Ready()
+	if n := p.InquireNow(nil); n != 0 {
+		t.Fatalf("InquireNow after the decision sent %d", n)
+	}
+	if _, total := p.InDoubt(nil, 0); total != 0 || p.OldestPreparedTicks() != 0 {
+		t.Fatalf("%d in doubt after the abort", total)
+	}
+}
