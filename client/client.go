@@ -268,8 +268,9 @@ func (c *Client) waitConnected(ctx context.Context) bool {
 }
 
 // Admin asks the server at addr (a coordinator or a participant) for a
-// report and decodes its JSON into v. kind is "status", "accounts" or
-// "outcomes".
+// report and decodes its JSON into v. kind is "status", "accounts",
+// "outcomes" or "replicas" (a replica group's members). addr may list a
+// group's replicas, ADDR1,ADDR2,...: the first that answers does.
 func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v any) error {
 	var k wire.AdminKind
 	switch kind {
@@ -279,14 +280,16 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 		k = wire.AdminAccounts
 	case "outcomes":
 		k = wire.AdminOutcomes
+	case "replicas":
+		k = wire.AdminReplicas
 	default:
-		return fmt.Errorf("unknown admin report %q (want status, accounts or outcomes)", kind)
+		return fmt.Errorf("unknown admin report %q (want status, accounts, outcomes or replicas)", kind)
 	}
 	if strings.Contains(addr, ",") {
 		// Replicas: the first that answers.
 		var errs []error
 		for _, a := range strings.Split(addr, ",") {
-			err := Admin(ctx, a, kind, tlsCfg, v)
+			err := adminOne(ctx, a, kind, &wire.AdminRequest{Kind: k}, tlsCfg, v)
 			if err == nil {
 				return nil
 			}
@@ -294,6 +297,61 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 		}
 		return errors.Join(errs...)
 	}
+	return adminOne(ctx, addr, kind, &wire.AdminRequest{Kind: k}, tlsCfg, v)
+}
+
+// ChangeReplicas asks a replica group's leader to add a replica (change
+// "add", arg "ID=ADDR") or remove one ("remove", arg "ID"), and decodes
+// the group's members afterwards into v. addrs lists replicas,
+// ADDR1,ADDR2,...; a follower's "not leader, try X" is followed (the
+// leader of a group being removed hands its leadership over and answers
+// so too), and a replica that cannot be reached or knows no leader makes
+// it try the next, until ctx ends.
+func ChangeReplicas(ctx context.Context, addrs, change, arg string, tlsCfg *tls.Config, v any) error {
+	var k wire.AdminKind
+	switch change {
+	case "add":
+		k = wire.AdminReplicasAdd
+	case "remove":
+		k = wire.AdminReplicasRemove
+	default:
+		return fmt.Errorf("unknown replica change %q (want add or remove)", change)
+	}
+	req := &wire.AdminRequest{Kind: k, Arg: []byte(arg)}
+	list := strings.Split(addrs, ",")
+	next, lastErr := 0, error(nil)
+	try := list[0]
+	for {
+		err := adminOne(ctx, try, "replicas "+change, req, tlsCfg, v)
+		var re *mux.RemoteError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &re) && re.Code == wire.CodeNotLeader && re.Message != "":
+			try = re.Message
+			continue
+		case errors.As(err, &re) && re.Code != wire.CodeNotLeader:
+			return err // the leader refused: a clear answer, not to be retried
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return lastErr
+		}
+		next = (next + 1) % len(list)
+		try = list[next]
+		if next == 0 {
+			// Every address tried: an election may be under way.
+			select {
+			case <-ctx.Done():
+				return lastErr
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// adminOne sends one admin request to addr and decodes the JSON answer.
+func adminOne(ctx context.Context, addr, what string, req *wire.AdminRequest, tlsCfg *tls.Config, v any) error {
 	nc, err := link.Dialer(tlsCfg)(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("cannot reach %s: %w", addr, err)
@@ -305,7 +363,7 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 	}
 	var body []byte
 	var resp wire.AdminResponse
-	err = conn.Stream(ctx, &wire.AdminRequest{Kind: k}, func(f wire.Frame) error {
+	err = conn.Stream(ctx, req, func(f wire.Frame) error {
 		if err := resp.Decode(f); err != nil {
 			return err
 		}
@@ -313,10 +371,10 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("admin %s from %s: %w", kind, addr, err)
+		return fmt.Errorf("admin %s from %s: %w", what, addr, err)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("admin %s from %s: bad JSON: %w", kind, addr, err)
+		return fmt.Errorf("admin %s from %s: bad JSON: %w", what, addr, err)
 	}
 	return nil
 }

@@ -139,8 +139,17 @@ type Config struct {
 	// replica's id (from 1) to its Listen address, this one's included,
 	// and must be the same on every replica. Without Peers the
 	// coordinator runs alone, exactly as it always has.
+	//
+	// Peers bootstraps the group's configuration when the data directory
+	// is empty; afterwards the configuration in the raft log wins, and
+	// Peers is only checked against it (a member at another address is
+	// refused). Join makes a replica with an empty data directory join an
+	// existing group instead of bootstrapping one: it waits for the
+	// leader (from the replicas Peers names) to add it (`admin replicas
+	// add`) and send it a snapshot.
 	ID    uint64
 	Peers map[uint64]string
+	Join  bool
 	// RaftTick is the raft clock's period (default 50ms); an election
 	// starts after ElectionTicks of them without a leader (default 10,
 	// randomised up to twice that), and a leader sends a heartbeat every

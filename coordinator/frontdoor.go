@@ -102,7 +102,10 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if err := st.admin.Decode(f); err != nil {
 			return err
 		}
-		body, err := s.adminJSON(st.admin.Kind)
+		body, err := s.adminJSON(st.admin.Kind, st.admin.Arg)
+		if nl, ok := err.(*notLeaderError); ok {
+			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeNotLeader, Message: []byte(nl.Leader)})
+		}
 		if err != nil {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(err.Error())})
 		}

@@ -320,6 +320,9 @@ type Status struct {
 	// RaftSnapshot that of the latest snapshot (made here or received).
 	RaftApplied  uint64 `json:"raft_applied,omitempty"`
 	RaftSnapshot uint64 `json:"raft_snapshot,omitempty"`
+	// Members is the group's configuration as this replica last applied
+	// it (as `admin replicas` shows it).
+	Members *Members `json:"members,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients
@@ -439,10 +442,12 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 }
 
 // adminJSON answers an admin request.
-func (s *Server) adminJSON(kind wire.AdminKind) ([]byte, error) {
+func (s *Server) adminJSON(kind wire.AdminKind, arg []byte) ([]byte, error) {
 	switch kind {
 	case wire.AdminStatus:
 		return json.Marshal(s.Status())
+	case wire.AdminReplicas, wire.AdminReplicasAdd, wire.AdminReplicasRemove:
+		return s.adminReplicas(kind, arg)
 	}
 	return nil, fmt.Errorf("the coordinator does not serve admin request %d", kind)
 }

@@ -75,6 +75,7 @@ func usage() {
   commitd admin status   --coordinator ADDR
   commitd admin accounts --participant ADDR
   commitd admin outcomes --participant ADDR
+  commitd admin replicas [add ID=ADDR | remove ID] --coordinator ADDRS
   commitd version
 
 Run "commitd COMMAND -h" (or "commitd admin REPORT -h") for a command's flags.

@@ -26,6 +26,13 @@ const adminUsage = `usage of commitd admin: a report from a running server, as J
   commitd admin status   --coordinator ADDR | --participant ADDR   counters and state
   commitd admin accounts --participant ADDR                        accounts, total balance, prepared
   commitd admin outcomes --participant ADDR                        every decision in the ledger
+  commitd admin replicas --coordinator ADDRS                       a replica group's members
+  commitd admin replicas add ID=ADDR --coordinator ADDRS           add a replica (started with --join)
+  commitd admin replicas remove ID   --coordinator ADDRS           remove a replica (a dead one, or any)
+
+A change goes to the group's leader (a follower's "not leader, try X" is followed): add makes the
+new replica a learner, waits until it has caught up, then makes it a voter; remove refuses to leave
+no quorum possible, and hands leadership over first when it removes the leader.
 
 Run "commitd admin REPORT -h" for a report's flags (--timeout, TLS).
 `
@@ -42,23 +49,43 @@ func runAdmin(args []string) error {
 		fmt.Fprint(os.Stderr, adminUsage)
 		return flag.ErrHelp
 	}
+	args = args[1:]
+	var change, changeArg string
+	if kind == "replicas" && len(args) > 0 && (args[0] == "add" || args[0] == "remove") {
+		change = args[0]
+		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+			want := "ID=ADDR"
+			if change == "remove" {
+				want = "ID"
+			}
+			fmt.Fprint(os.Stderr, adminUsage)
+			return usageError{fmt.Errorf("admin replicas %s: name the replica: %s", change, want)}
+		}
+		changeArg, args = args[1], args[2:]
+	}
 	fs := newFlags("admin " + kind)
 	var coord, part string
 	var tf tlsFlags
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	switch kind {
+	case "replicas":
+		fs.StringVar(&coord, "coordinator", "", "the group's replicas, ADDR1,ADDR2,... (required; changes go to the leader)")
+		*timeout = 90 * time.Second
 	case "status":
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (the first that answers; or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	case "accounts", "outcomes":
 		fs.StringVar(&part, "participant", "", "the participant's address (required)")
 	default:
-		fmt.Fprintf(os.Stderr, "commitd admin: unknown report %q (want status, accounts or outcomes)\n", kind)
+		fmt.Fprintf(os.Stderr, "commitd admin: unknown report %q (want status, accounts, outcomes or replicas)\n", kind)
 		return errUsage
 	}
 	tf.register(fs)
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if kind == "replicas" && coord == "" {
+		return usageError{errors.New("admin replicas: name the group: --coordinator ADDR1,ADDR2,...")}
 	}
 	addr := coord
 	if addr == "" {
@@ -86,7 +113,12 @@ func runAdmin(args []string) error {
 		return err
 	}
 	var v json.RawMessage
-	if err := client.Admin(ctx, addr, kind, tlsCfg, &v); err != nil {
+	if change != "" {
+		err = client.ChangeReplicas(ctx, addr, change, changeArg, tlsCfg, &v)
+	} else {
+		err = client.Admin(ctx, addr, kind, tlsCfg, &v)
+	}
+	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(os.Stdout, "%s\n", v)

@@ -230,7 +230,7 @@ func (st stored) base() *pb.Snapshot {
 type Log struct {
 	wal     *wal.Log
 	storage *raft.MemoryStorage
-	id      stored // the identity record; its group is learned by a joiner
+	id      stored        // the identity record; its group is learned by a joiner
 	hs      *pb.HardState // last saved
 	fresh   bool
 	buf     []byte

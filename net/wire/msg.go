@@ -182,9 +182,12 @@ type AdminKind uint8
 
 // Admin request kinds.
 const (
-	AdminStatus   AdminKind = iota + 1 // one JSON object: the server's stats
-	AdminAccounts                      // one JSON object: balances (participants)
-	AdminOutcomes                      // recent outcomes, possibly over several frames
+	AdminStatus         AdminKind = iota + 1 // one JSON object: the server's stats
+	AdminAccounts                            // one JSON object: balances (participants)
+	AdminOutcomes                            // recent outcomes, possibly over several frames
+	AdminReplicas                            // one JSON object: a replica group's members
+	AdminReplicasAdd                         // Arg "ID=ADDR": add a replica to the group (to its leader)
+	AdminReplicasRemove                      // Arg "ID": remove a replica from the group (to its leader)
 )
 
 // ErrorCode classifies a failed request. Any non-zero code is well formed;
@@ -304,9 +307,13 @@ type Inquire struct {
 	From []byte
 }
 
-// AdminRequest asks a server for a report (request; replies AdminResponse).
+// AdminRequest asks a server for a report, or (AdminReplicasAdd,
+// AdminReplicasRemove) a replica group's leader for a change (request;
+// replies AdminResponse). Arg is the kind's argument, at most
+// MaxDetailLen bytes: empty for reports.
 type AdminRequest struct {
 	Kind AdminKind
+	Arg  []byte
 }
 
 // AdminResponse carries a report as JSON. A report larger than one frame
@@ -447,7 +454,7 @@ func (m *AdminRequest) check() error {
 	if m.Kind == 0 {
 		return fmt.Errorf("%w: admin kind 0", ErrMalformed)
 	}
-	return nil
+	return checkLen("admin argument", m.Arg, MaxDetailLen)
 }
 
 func (m *AdminResponse) check() error { return checkLen("admin JSON", m.JSON, MaxPayload) }
@@ -594,7 +601,7 @@ func (m *AdminRequest) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 		return dst, err
 	}
 	dst, start := beginFrame(dst, TypeAdminRequest, 0, reqID)
-	return endFrame(append(dst, byte(m.Kind)), start)
+	return endFrame(append(append(dst, byte(m.Kind)), m.Arg...), start)
 }
 
 // AppendFrame implements Message; reqID must be the AdminRequest's.
@@ -846,6 +853,10 @@ func (m *AdminRequest) Decode(f Frame) error {
 		return err
 	}
 	m.Kind = AdminKind(d.u8("kind"))
+	m.Arg = d.take(len(d.b), "argument")
+	if len(m.Arg) == 0 {
+		m.Arg = nil
+	}
 	if err := d.finish(TypeAdminRequest); err != nil {
 		return err
 	}

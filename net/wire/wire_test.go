@@ -45,6 +45,7 @@ func samples() []sample {
 		{0, &Inquire{Txn: txn, From: []byte("bank-2")}},
 		{3, &AdminRequest{Kind: AdminOutcomes}},
 		{3, &AdminRequest{Kind: 200}},
+		{3, &AdminRequest{Kind: AdminReplicasAdd, Arg: []byte("4=127.0.0.1:7404")}},
 		{3, &AdminResponse{More: true, JSON: []byte(`[{"txn":"x"}`)}},
 		{3, &AdminResponse{JSON: bytes.Repeat([]byte(" "), MaxPayload)}},
 		{4, &Error{Code: CodeUnavailable, Message: []byte("shutting down")}},

@@ -1,0 +1,291 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/internal/raftlog"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+)
+
+// changeReplicas runs `admin replicas add|remove` against the group.
+func (g *group) changeReplicas(change, arg string) (coordinator.Members, error) {
+	g.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var m coordinator.Members
+	err := client.ChangeReplicas(ctx, g.list(), change, arg, nil, &m)
+	return m, err
+}
+
+// list is every address, started or spare, as ADDR1,ADDR2,...
+func (g *group) list() string {
+	var all []string
+	for id := uint64(1); id <= uint64(len(g.addrs)); id++ {
+		all = append(all, g.addrs[id])
+	}
+	return strings.Join(all, ",")
+}
+
+func role(m coordinator.Members, id uint64) string {
+	for _, r := range m.Replicas {
+		if r.ID == id {
+			return r.Role
+		}
+	}
+	return ""
+}
+
+// waitRemoved waits for replica id to stop with the error of a removed
+// replica, and forgets it.
+func (g *group) waitRemoved(id uint64) {
+	g.t.Helper()
+	c := g.coords[id]
+	deadline := time.Now().Add(15 * time.Second)
+	for c.Err() == nil {
+		if time.Now().After(deadline) {
+			g.t.Fatalf("replica %d still serves after its removal: %+v", id, c.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !errors.Is(c.Err(), raftlog.ErrRemoved) {
+		g.t.Fatalf("replica %d stopped with %v, want ErrRemoved", id, c.Err())
+	}
+	g.t.Logf("replica %d: %v", id, c.Err())
+	_ = c.Close()
+	delete(g.coords, id)
+}
+
+// TestGroupChangesMembersUnderLoad: under a steady load of transfers, a
+// 3-replica group adds a 4th (it joins with an empty directory and
+// catches up from a snapshot), removes a follower and then its leader
+// (which hands leadership over first), keeps committing on the two
+// replicas left, one of which restarts with its original peers; the
+// removed replicas stop, and one restarted refuses to serve. Nothing
+// acknowledged is lost and no decision is contradicted (group.check).
+func TestGroupChangesMembersUnderLoad(t *testing.T) {
+	const accounts = 3000
+	g := newGroupSpare(t, 1, accounts, func(c *coordinator.Config) { c.RaftSnapshotEvery = 50 })
+	g.leader(10 * time.Second)
+	// (The participants wait for replica 4 too: no WaitConnected.)
+	cl, err := client.Dial(g.list(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var next, committed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+				i := int(next.Add(1)) - 1
+				if i >= accounts {
+					return
+				}
+				if g.run(cl, i).Outcome == client.Committed {
+					committed.Add(1)
+				}
+			}
+		}()
+	}
+	progress := func(what string) {
+		t.Helper()
+		want := committed.Load() + 20
+		deadline := time.Now().Add(20 * time.Second)
+		for committed.Load() < want {
+			if time.Now().After(deadline) || next.Load() >= accounts {
+				t.Fatalf("%s: no commits (%d so far)", what, committed.Load())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	progress("before the changes")
+
+	// A 4th replica joins: empty directory, --join, then `replicas add`.
+	g.join[4] = true
+	g.start(4, g.spare[4])
+	m, err := g.changeReplicas("add", "4="+g.addrs[4])
+	if err != nil {
+		t.Fatalf("adding replica 4: %v", err)
+	}
+	if role(m, 4) != "voter" || len(m.Replicas) != 4 {
+		t.Fatalf("after adding replica 4: %+v", m)
+	}
+	if st := g.coords[4].Status(); st.RaftSnapshot == 0 || st.Members == nil || len(st.Members.Replicas) != 4 {
+		t.Fatalf("replica 4 did not catch up from a snapshot: %+v", st)
+	}
+	progress("after adding replica 4")
+
+	// A follower goes.
+	l := g.leader(5 * time.Second)
+	f := uint64(1)
+	for f == l || f == 4 {
+		f++
+	}
+	if m, err = g.changeReplicas("remove", itoa(f)); err != nil {
+		t.Fatalf("removing follower %d: %v", f, err)
+	}
+	if role(m, f) != "" || len(m.Replicas) != 3 || !slices.Contains(m.Removed, f) {
+		t.Fatalf("after removing %d: %+v", f, m)
+	}
+	g.waitRemoved(f)
+	progress("after removing a follower")
+
+	// The leader goes: it hands leadership over, the tool follows.
+	l = g.leader(5 * time.Second)
+	if m, err = g.changeReplicas("remove", itoa(l)); err != nil {
+		t.Fatalf("removing the leader %d: %v", l, err)
+	}
+	if role(m, l) != "" || len(m.Replicas) != 2 || m.Leader == l {
+		t.Fatalf("after removing the leader %d: %+v", l, m)
+	}
+	g.waitRemoved(l)
+	progress("after removing the leader")
+
+	// The original replica left restarts with its original --peers: the
+	// log's configuration wins.
+	var orig uint64
+	for id := range g.coords {
+		if id != 4 {
+			orig = id
+		}
+	}
+	g.stop(orig)
+	g.start(orig, nil)
+	progress("after restarting replica " + itoa(orig) + " with its original peers")
+
+	// A removed replica restarted with its data refuses to serve: at the
+	// start (its log knows) or as soon as a member refuses it.
+	ln, err := net.Listen("tcp", g.addrs[f])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := coordinator.Start(g.config(f, ln)); err != nil {
+		if !errors.Is(err, raftlog.ErrRemoved) {
+			t.Fatalf("restarting removed replica %d: %v, want ErrRemoved", f, err)
+		}
+		t.Logf("restarting removed replica %d: %v", f, err)
+	} else {
+		g.coords[f] = c
+		g.waitRemoved(f)
+	}
+	progress("after the removed replica came back")
+	close(stop)
+	wg.Wait()
+	t.Logf("%d transfers, %d committed", min(next.Load(), accounts), committed.Load())
+	g.check()
+}
+
+func itoa(id uint64) string { return strconv.FormatUint(id, 10) }
+
+// TestReplicaChangesRefused: changes that cannot or must not be made are
+// refused with a clear error, and change nothing.
+func TestReplicaChangesRefused(t *testing.T) {
+	g := newGroupSpare(t, 1, groupAccounts)
+	l := g.leader(10 * time.Second)
+	cases := []struct {
+		change, arg, want string
+	}{
+		{"add", itoa(l%3+1) + "=127.0.0.1:1", "already a member"},
+		{"add", "4=" + g.addrs[l], "is replica"},
+		{"add", "4", "want ID=ADDR"},
+		{"add", "x=127.0.0.1:1", "want a number"},
+		{"remove", "9", "not a member of the group"},
+		{"remove", "4=a", "want the replica's ID only"},
+	}
+	for _, c := range cases {
+		_, err := g.changeReplicas(c.change, c.arg)
+		var re *mux.RemoteError
+		if !errors.As(err, &re) || re.Code != wire.CodeInvalid || !strings.Contains(re.Message, c.want) {
+			t.Errorf("replicas %s %s: %v, want an error saying %q", c.change, c.arg, err, c.want)
+		} else {
+			t.Logf("replicas %s %s: %s", c.change, c.arg, re.Message)
+		}
+	}
+	// One follower down: removing the other would leave no quorum possible.
+	down := l%3 + 1
+	up := 6 - l - down
+	g.stop(down)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var m coordinator.Members
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := client.Admin(ctx, g.addrs[l], "replicas", nil, &m)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := slices.IndexFunc(m.Replicas, func(r coordinator.Replica) bool { return r.ID == down }); i >= 0 && m.Replicas[i].Up != nil && !*m.Replicas[i].Up {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader does not see replica %d down: %+v", down, m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := g.changeReplicas("remove", itoa(up)); err == nil || !strings.Contains(err.Error(), "no quorum possible") {
+		t.Fatalf("removing replica %d while %d is down: %v, want no quorum possible", up, down, err)
+	} else {
+		t.Logf("remove %d with %d down: %v", up, down, err)
+	}
+	// A directory that bootstrapped a group cannot join one.
+	cfg := g.config(down, nil)
+	cfg.Join, cfg.Peers = true, g.addrs
+	cfg = withListener(t, cfg)
+	c, err := coordinator.Start(cfg)
+	cfg.Listener.Close()
+	if err == nil {
+		c.Close()
+		t.Fatal("a bootstrapped directory started with Join")
+	} else if !errors.Is(err, raftlog.ErrIdentity) {
+		t.Fatalf("Join on a bootstrapped directory: %v", err)
+	} else {
+		t.Log(err)
+	}
+	g.start(down, nil)
+	var m coordinator.Members
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.Admin(ctx, g.list(), "replicas", nil, &m); err != nil || len(m.Replicas) != 3 {
+		t.Fatalf("members after the refusals: %+v %v", m, err)
+	}
+	if res := g.transfer(g.leader(5*time.Second), 1); res.Outcome != client.Committed {
+		t.Fatalf("a transfer after the refusals: %v", res)
+	}
+
+	// A coordinator that runs alone has no replicas.
+	lone := newRig(t, nil)
+	err = client.ChangeReplicas(ctx, lone.coord.Addr().String(), "add", "2=127.0.0.1:1", nil, &m)
+	if err == nil || !strings.Contains(err.Error(), "runs alone") {
+		t.Fatalf("replicas add at a lone coordinator: %v", err)
+	}
+	t.Log(err)
+}
+
+func withListener(t *testing.T, cfg coordinator.Config) coordinator.Config {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listener = ln
+	return cfg
+}
