@@ -143,6 +143,16 @@ func (t *memberTable) list(leader, term uint64, match map[uint64]uint64, up map[
 	return m
 }
 
+// role is replica id's role in the list ("" if it is not a member).
+func (m Members) role(id uint64) string {
+	for _, r := range m.Replicas {
+		if r.ID == id {
+			return r.Role
+		}
+	}
+	return ""
+}
+
 // setMembers publishes t and makes the connections follow it: a
 // connection to every other member, none to anyone else. Called on the
 // raft goroutine (or before it starts).
@@ -438,6 +448,10 @@ func (r *replica) startOp(op *memberOp) {
 	op.deadline = time.Now().Add(catchUpTimeout)
 	var cc *pb.ConfChangeV2
 	switch {
+	case op.kind == wire.AdminReplicasAdd && slices.Contains(t.learners, op.id):
+		op.stage = stageCatchUp
+		r.op = op
+		return
 	case op.kind == wire.AdminReplicasAdd:
 		// A learner first: it receives the log but counts in no quorum
 		// until it has caught up (docs/ha.md).
@@ -480,8 +494,10 @@ func (r *replica) checkOp(op *memberOp, t *memberTable) error {
 		switch {
 		case t.wasRemoved(op.id):
 			return fmt.Errorf("replica %d was removed from the group; ids are never reused: give the new replica another id", op.id)
+		case member && slices.Contains(t.learners, op.id) && t.addrs[op.id] == op.addr:
+			return nil // a learner an earlier add left behind: wait for it again, then promote
 		case member:
-			return fmt.Errorf("replica %d is already a member, at %s", op.id, t.addrs[op.id])
+			return fmt.Errorf("replica %d is already a member (%s at %s)", op.id, t.list(0, 0, nil, nil).role(op.id), t.addrs[op.id])
 		}
 		for id, a := range t.addrs {
 			if a == op.addr {
@@ -585,6 +601,8 @@ func (r *replica) stepOp() {
 	case stageLearner:
 		if slices.Contains(t.learners, op.id) {
 			op.stage = stageCatchUp
+		} else if time.Now().After(op.deadline) {
+			finish(fmt.Errorf("replica %d was not added: the change did not commit within %v; check admin replicas and try again", op.id, catchUpTimeout))
 		}
 	case stageCatchUp:
 		pr := r.rn.Status().Progress[op.id]
@@ -599,7 +617,7 @@ func (r *replica) stepOp() {
 			return
 		}
 		if time.Now().After(op.deadline) {
-			finish(fmt.Errorf("replica %d at %s has not caught up within %v (match %d of %d): it stays a learner, which counts in no quorum; check that it runs with --join and that its address is right, then remove it (admin replicas remove %d) and add it again",
+			finish(fmt.Errorf("replica %d at %s has not caught up within %v (match %d of %d): it stays a learner, which counts in no quorum; check that it runs with --join at that address, then repeat the add (it resumes) or remove it (admin replicas remove %d)",
 				op.id, t.addrs[op.id], catchUpTimeout, pr.Match, commit, op.id))
 		}
 	case stagePromote:

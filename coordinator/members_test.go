@@ -205,7 +205,7 @@ func TestReplicaChangesRefused(t *testing.T) {
 	cases := []struct {
 		change, arg, want string
 	}{
-		{"add", itoa(l%3+1) + "=127.0.0.1:1", "already a member"},
+		{"add", itoa(l%3+1) + "=127.0.0.1:1", "is already a member (voter"},
 		{"add", "4=" + g.addrs[l], "is replica"},
 		{"add", "4", "want ID=ADDR"},
 		{"add", "x=127.0.0.1:1", "want a number"},

@@ -655,7 +655,7 @@ func (s *sim) changeMembers() {
 		st := l.rn.Status()
 		if pr := st.Progress[4]; pr.State == tracker.StateReplicate && pr.Match+5 >= st.GetCommit() {
 			propose(pb.ConfChangeTransition_ConfChangeTransitionJointImplicit, pb.ConfChangeType_ConfChangeAddNode, 4)
-			s.events["promotions"]++
+			s.events["promotions proposed"]++
 		}
 	case in(l.cs.GetVoters(), s.victim):
 		propose(pb.ConfChangeTransition_ConfChangeTransitionJointImplicit, pb.ConfChangeType_ConfChangeRemoveNode, s.victim)

@@ -85,7 +85,7 @@ func runAdmin(args []string) error {
 		return err
 	}
 	if kind == "replicas" && coord == "" {
-		return usageError{errors.New("admin replicas: name the group: --coordinator ADDR1,ADDR2,...")}
+		return usageError{errors.New("admin replicas: name the group with --coordinator ADDR1,ADDR2")}
 	}
 	addr := coord
 	if addr == "" {
