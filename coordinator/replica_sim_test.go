@@ -680,7 +680,7 @@ func (s *sim) leader() *simNode {
 func (s *sim) fault() {
 	down := 0
 	for _, n := range s.nodes {
-		if n.down {
+		if n.down && !n.absent && !n.removed {
 			down++
 		}
 	}
