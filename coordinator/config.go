@@ -112,8 +112,9 @@ type Config struct {
 	// dials it). Any other certificate is refused.
 	ParticipantIdentities map[string]string
 	// AdminIdentities are, with TLS, the certificate identities allowed to
-	// read admin reports. Default: any certificate the CA signed — the
-	// reports change nothing.
+	// read admin reports and, on a replica of a group, to change its
+	// members (admin replicas add|remove). Default: any certificate the CA
+	// signed — narrow it where membership changes matter.
 	AdminIdentities []string
 
 	// MaxClients bounds the client connections (default

@@ -186,6 +186,7 @@ func (s *Server) openReplica() error {
 		Logger:            raftLogger{cfg.Logger},
 	})
 	if err != nil {
+		r.closeConns()
 		_ = r.log.Close()
 		return fmt.Errorf("coordinator: %w", err)
 	}
