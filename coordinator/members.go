@@ -223,8 +223,8 @@ func (r *replica) restoreMembers(cs *pb.ConfState, m raftlog.Members, ok bool) {
 
 // errRemoved is the error of a replica that is no longer a member.
 func (r *replica) errRemoved(how string) error {
-	return fmt.Errorf("coordinator: %w: replica %d %s %s; its data directory cannot serve again (start a new replica with a new id, an empty directory and --join)",
-		raftlog.ErrRemoved, r.id, removedNote, how)
+	return fmt.Errorf("coordinator: replica %d %w %s; its data directory cannot serve again (start a new replica with a new id, an empty directory and --join)",
+		r.id, raftlog.ErrRemoved, how)
 }
 
 // applyConfChange applies a committed configuration change: raft's
@@ -291,7 +291,7 @@ func (r *replica) applyConfChange(e *pb.Entry) error {
 func (r *replica) checkRemoved() error {
 	for id, p := range r.conns {
 		if e := p.Stats().LastError; strings.Contains(e, removedNote) {
-			return r.errRemoved(fmt.Sprintf("(replica %d says: %s)", id, e))
+			return r.errRemoved(fmt.Sprintf("(replica %d refuses its connections)", id))
 		}
 	}
 	return nil

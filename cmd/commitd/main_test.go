@@ -104,7 +104,7 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"participant", "--coordinator", "127.0.0.1:1"}, "--data is required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "0"}, "--accounts", 2},
 		{[]string{"admin", "status", "--coordinator", "127.0.0.1:1"}, "cannot reach", 0},
-		{[]string{"admin", "payroll"}, "unknown report \"payroll\" (want status, accounts or outcomes)", 0},
+		{[]string{"admin", "payroll"}, "unknown report \"payroll\" (want status, accounts, outcomes or replicas)", 0},
 		{[]string{"bench", "--coordinator", "127.0.0.1:1"}, "required", 2},
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--backend", "oracle"}, "--backend", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--tls-cert", "x.pem"}, "needs all of", 0},

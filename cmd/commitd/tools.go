@@ -63,14 +63,20 @@ func runAdmin(args []string) error {
 		}
 		changeArg, args = args[1], args[2:]
 	}
-	fs := newFlags("admin " + kind)
+	name := "admin " + kind
+	defTimeout := 30 * time.Second
+	if kind == "replicas" {
+		// An add waits until the new replica has caught up (at most 30 s
+		// at the leader) and may follow a leader change on the way.
+		name, defTimeout = "admin replicas [add ID=ADDR | remove ID]", 90*time.Second
+	}
+	fs := newFlags(name)
 	var coord, part string
 	var tf tlsFlags
-	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	timeout := fs.Duration("timeout", defTimeout, "give up after this long")
 	switch kind {
 	case "replicas":
 		fs.StringVar(&coord, "coordinator", "", "the group's replicas, ADDR1,ADDR2,... (required; changes go to the leader)")
-		*timeout = 90 * time.Second
 	case "status":
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (the first that answers; or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")

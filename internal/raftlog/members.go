@@ -101,7 +101,7 @@ func ParseAddrs(b []byte) (map[uint64]string, error) {
 // was removed must not serve again.
 func (m *Members) CheckPeers(self uint64, peers map[uint64]string) error {
 	if slices.Contains(m.Removed, self) {
-		return fmt.Errorf("%w: replica %d was removed from group %016x; its data directory cannot serve again (start a new replica with a new id, an empty directory and --join)", ErrRemoved, self, m.Group)
+		return fmt.Errorf("raftlog: replica %d %w %016x; its data directory cannot serve again (start a new replica with a new id, an empty directory and --join)", self, ErrRemoved, m.Group)
 	}
 	for id, addr := range peers {
 		if have, ok := m.Addrs[id]; ok && have != addr {

@@ -29,8 +29,9 @@ const (
 var ErrIdentity = errors.New("raftlog: data directory belongs to another replica")
 
 // ErrRemoved is wrapped by the error of a replica that was removed from
-// its group: it must not serve again.
-var ErrRemoved = errors.New("raftlog: replica removed from its group")
+// its group: it must not serve again. Its text reads after the replica's
+// name ("replica 3 was removed from the group").
+var ErrRemoved = errors.New("was removed from the group")
 
 // MaxAddrLen bounds a peer's address in the identity record.
 const MaxAddrLen = 255
