@@ -96,7 +96,7 @@ func TestBadInvocations(t *testing.T) {
 		{nil, "no command given", 2},
 		{[]string{"coordinator", "--bogus"}, "flag provided but not defined: -bogus", 2},
 		{[]string{"bench", "--bogus"}, "flag provided but not defined: -bogus", 2},
-		{[]string{"admin"}, "name a report: status, accounts or outcomes", 2},
+		{[]string{"admin"}, "name a report: status, accounts, outcomes or replicas", 2},
 		{[]string{"admin", "status", "--bogus"}, "flag provided but not defined: -bogus", 2},
 		{[]string{"coordinator", "--shards", "many"}, "invalid value", 2},
 		{[]string{"coordinator", "--data", t.TempDir()}, "at least one participant", 2},

@@ -40,7 +40,7 @@ Run "commitd admin REPORT -h" for a report's flags (--timeout, TLS).
 func runAdmin(args []string) error {
 	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		fmt.Fprintln(os.Stderr, "commitd admin: name a report: status, accounts or outcomes")
+		fmt.Fprintln(os.Stderr, "commitd admin: name a report: status, accounts, outcomes or replicas")
 		return errUsage
 	}
 	kind := args[0]
