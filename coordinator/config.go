@@ -160,6 +160,10 @@ type Config struct {
 	// RaftSnapshotEvery is how many raft entries are applied between
 	// snapshots (default 10,000); each compacts the raft log.
 	RaftSnapshotEvery int
+	// CatchUpTimeout bounds how long `admin replicas add` waits for the
+	// new replica, a learner, to catch up before it gives up (it stays a
+	// learner; default 30s).
+	CatchUpTimeout time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in, for dataDir.
@@ -199,6 +203,9 @@ func (c *Config) fill() {
 	def(&c.RaftTick, 50*time.Millisecond)
 	if c.ElectionTicks <= 0 {
 		c.ElectionTicks = 10
+	}
+	if c.CatchUpTimeout <= 0 {
+		c.CatchUpTimeout = 30 * time.Second
 	}
 	if c.RaftSnapshotEvery <= 0 {
 		c.RaftSnapshotEvery = 10000

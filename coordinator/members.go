@@ -29,9 +29,6 @@ import (
 
 // Limits of membership changes.
 const (
-	// catchUpTimeout bounds how long an added learner may take to catch
-	// up before the add gives up (it stays a learner).
-	catchUpTimeout = 30 * time.Second
 	// caughtUpSlack is how far behind the leader's commit index a learner's
 	// match may be when it is promoted.
 	caughtUpSlack = 256
@@ -39,6 +36,9 @@ const (
 	// and what that replica looks for in its connections' errors to learn
 	// that it was removed while it was away.
 	removedNote = "was removed from the group"
+	// otherGroupNote is what a replica's refusal says of a replica of
+	// another group (one bootstrapped by mistake, without --join).
+	otherGroupNote = "belongs to another group"
 	// peerBackoffMax bounds the redial delay between replicas: a joining
 	// replica is refused until the leader has added it, and must then
 	// connect soon.
@@ -170,17 +170,46 @@ func (r *replica) setMembers(t *memberTable) {
 		if id == r.id || r.conns[id] != nil || addr == "" {
 			continue
 		}
-		r.conns[id] = r.dial(id, addr)
+		r.conns[id] = r.dial(id, addr, t.group)
 	}
 }
 
-// dial makes the connection to replica id at addr.
-func (r *replica) dial(id uint64, addr string) *mux.Peer {
+// replicaName is a replica's Hello name: its raft id and, once it knows
+// it, its group id ("3/5a7c78bdaa6850a8"), so that replicas of different
+// groups never exchange a raft message — a replica bootstrapped by
+// mistake (without --join) next to a group whose members it names could
+// otherwise take the group's entries into a configuration of its own.
+func replicaName(id, group uint64) []byte {
+	if group == 0 {
+		return []byte(strconv.FormatUint(id, 10))
+	}
+	return fmt.Appendf(nil, "%d/%016x", id, group)
+}
+
+// parseReplicaName reads what replicaName wrote; group is 0 when the name
+// has none (a joining replica that has not learned it, or an older
+// release).
+func parseReplicaName(name string) (id, group uint64, err error) {
+	ids, gs, hasGroup := strings.Cut(name, "/")
+	if id, err = strconv.ParseUint(ids, 10, 64); err != nil {
+		return 0, 0, err
+	}
+	if hasGroup {
+		if group, err = strconv.ParseUint(gs, 16, 64); err != nil || len(gs) != 16 {
+			return 0, 0, fmt.Errorf("replica name %q: bad group id", name)
+		}
+	}
+	return id, group, nil
+}
+
+// dial makes the connection to replica id at addr, saying it is this
+// replica of group (0: not known yet).
+func (r *replica) dial(id uint64, addr string, group uint64) *mux.Peer {
 	cfg := &r.s.cfg
 	want := strconv.FormatUint(id, 10)
 	return mux.NewPeer(addr, mux.PeerOptions{
 		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
-		Hello: wire.Hello{Role: wire.RoleReplica, Name: []byte(strconv.FormatUint(r.id, 10))},
+		Hello: wire.Hello{Role: wire.RoleReplica, Name: replicaName(r.id, group)},
 		// Raft messages go out only once the replica at addr has accepted
 		// us as one of its members and said it is replica id (its answer:
 		// role coordinator, its id as the name).
@@ -445,7 +474,7 @@ func (r *replica) startOp(op *memberOp) {
 		return
 	}
 	op.term = st.GetTerm()
-	op.deadline = time.Now().Add(catchUpTimeout)
+	op.deadline = time.Now().Add(r.s.cfg.CatchUpTimeout)
 	var cc *pb.ConfChangeV2
 	switch {
 	case op.kind == wire.AdminReplicasAdd && slices.Contains(t.learners, op.id):
@@ -602,7 +631,7 @@ func (r *replica) stepOp() {
 		if slices.Contains(t.learners, op.id) {
 			op.stage = stageCatchUp
 		} else if time.Now().After(op.deadline) {
-			finish(fmt.Errorf("replica %d was not added: the change did not commit within %v; check admin replicas and try again", op.id, catchUpTimeout))
+			finish(fmt.Errorf("replica %d was not added: the change did not commit within %v; check admin replicas and try again", op.id, r.s.cfg.CatchUpTimeout))
 		}
 	case stageCatchUp:
 		pr := r.rn.Status().Progress[op.id]
@@ -617,13 +646,17 @@ func (r *replica) stepOp() {
 			return
 		}
 		if time.Now().After(op.deadline) {
-			finish(fmt.Errorf("replica %d at %s has not caught up within %v (match %d of %d): it stays a learner, which counts in no quorum; check that it runs with --join at that address, then repeat the add (it resumes) or remove it (admin replicas remove %d)",
-				op.id, t.addrs[op.id], catchUpTimeout, pr.Match, commit, op.id))
+			why := ""
+			if p := r.conns[op.id]; p != nil && p.Stats().LastError != "" {
+				why = " (connection: " + p.Stats().LastError + ")"
+			}
+			finish(fmt.Errorf("replica %d at %s has not caught up within %v (match %d of %d)%s: it stays a learner, which counts in no quorum; check that it runs at that address with --join, an empty data directory and --peers naming the current members, then repeat the add (it resumes) or remove it (admin replicas remove %d)",
+				op.id, t.addrs[op.id], r.s.cfg.CatchUpTimeout, pr.Match, commit, why, op.id))
 		}
 	case stagePromote:
 		if slices.Contains(t.voters, op.id) && !t.joint() {
 			finish(nil)
-		} else if time.Now().After(op.deadline.Add(catchUpTimeout)) {
+		} else if time.Now().After(op.deadline.Add(r.s.cfg.CatchUpTimeout)) {
 			finish(fmt.Errorf("the promotion of replica %d has not completed; check admin replicas", op.id))
 		}
 	case stageRemove:

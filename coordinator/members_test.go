@@ -17,6 +17,7 @@ import (
 	"github.com/commitd/commitd/internal/raftlog"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/wal/waltest"
 )
 
 // changeReplicas runs `admin replicas add|remove` against the group.
@@ -288,4 +289,47 @@ func withListener(t *testing.T, cfg coordinator.Config) coordinator.Config {
 	}
 	cfg.Listener = ln
 	return cfg
+}
+
+// TestReplicaWithoutJoinIsKeptOut: a new replica started by mistake
+// without Join bootstraps a group of its own; added to the real group, it
+// is refused by every member (another group id in its Hello) and refuses
+// them, so it never takes the group's entries into its own configuration:
+// the add gives up, naming the cause, and the learner stays harmless.
+// Started again properly (empty directory, Join), the same add resumes
+// and promotes it.
+func TestReplicaWithoutJoinIsKeptOut(t *testing.T) {
+	g := newGroupSpare(t, 1, groupAccounts, func(c *coordinator.Config) { c.CatchUpTimeout = 2 * time.Second })
+	l := g.leader(10 * time.Second)
+	cfg := g.config(4, g.spare[4])
+	cfg.Peers = map[uint64]string{1: g.addrs[1], 2: g.addrs[2], 4: g.addrs[4]}
+	wrong, err := coordinator.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.coords[4] = wrong
+	_, err = g.changeReplicas("add", "4="+g.addrs[4])
+	if err == nil || !strings.Contains(err.Error(), "has not caught up") || !strings.Contains(err.Error(), "belongs to another group") {
+		t.Fatalf("adding a replica bootstrapped without Join: %v", err)
+	}
+	t.Log(err)
+	st := wrong.Status()
+	if st.Members == nil || st.Members.Group == g.coords[l].Status().Members.Group || st.Role == "leader" || st.RaftApplied > 1 {
+		t.Fatalf("the replica bootstrapped without Join took part: %+v", st)
+	}
+	if res := g.transfer(g.leader(5*time.Second), 1); res.Outcome != client.Committed {
+		t.Fatalf("a transfer with the stray replica around: %v", res)
+	}
+	// Properly this time: an empty directory and Join; the add resumes.
+	g.stop(4)
+	g.fs[4] = waltest.NewMemFS()
+	g.join[4] = true
+	g.start(4, nil)
+	m, err := g.changeReplicas("add", "4="+g.addrs[4])
+	if err != nil || role(m, 4) != "voter" {
+		t.Fatalf("adding replica 4 again, with Join: %+v %v", m, err)
+	}
+	if res := g.transfer(g.leader(5*time.Second), 2); res.Outcome != client.Committed {
+		t.Fatalf("a transfer after the add: %v", res)
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -734,7 +733,7 @@ func (r *replica) admit(c *mux.Conn, name []byte) error {
 	if r == nil {
 		return mux.Refuse("this coordinator is not a replica of a group (no --peers)")
 	}
-	id, err := strconv.ParseUint(string(name), 10, 64)
+	id, group, err := parseReplicaName(string(name))
 	t := r.mem.Load()
 	addr, ok := t.addrs[id]
 	switch {
@@ -742,6 +741,9 @@ func (r *replica) admit(c *mux.Conn, name []byte) error {
 		return mux.Refuse("replica %d %s", id, removedNote)
 	case err != nil || !ok || id == r.id:
 		return mux.Refuse("replica %q is not a member of this replica's group (members: %s)", name, raftlog.PeerList(t.addrs))
+	case group != 0 && t.group != 0 && group != t.group:
+		return mux.Refuse("replica %d %s: it is of group %016x, this replica of group %016x (a replica that joins a group must start with --join and an empty data directory)",
+			id, otherGroupNote, group, t.group)
 	}
 	if err := link.Identity(c, []string{link.Host(addr)}); err != nil {
 		return mux.Refuse("replica %d not accepted: %v", id, err)
@@ -766,7 +768,7 @@ func (d *frontDoor) raftMessage(c *mux.Conn, f wire.Frame) error {
 	if err := proto.Unmarshal(w.Msg, m); err != nil {
 		return fmt.Errorf("undecodable raft message: %w", err)
 	}
-	id, err := strconv.ParseUint(name, 10, 64)
+	id, _, err := parseReplicaName(name)
 	if err != nil || id != m.GetFrom() || id == s.rep.id {
 		// Every identity on a connection is checked (FACTS.md, rule 11).
 		return mux.Refuse("raft message from %d on the connection of replica %q", m.GetFrom(), name)

@@ -447,6 +447,10 @@ func TestOnlyPeersMayReplicate(t *testing.T) {
 		{"a replica named like this one", replica(fmt.Sprint(id)), raftMsg(id), "is not a member of this replica's group"},
 		{"a replica that is not a number", replica("two"), raftMsg(other), `replica "two" is not a member`},
 		{"a replica speaking for another", replica(fmt.Sprint(other)), raftMsg(6 - id - other), "raft message from"},
+		// A member's id with another group's id: a replica bootstrapped
+		// without --join must never take this group's entries.
+		{"a replica of another group", replica(fmt.Sprintf("%d/0123456789abcdef", other)), raftMsg(other), "belongs to another group"},
+		{"a replica with a bad group id", replica(fmt.Sprintf("%d/xyz", other)), raftMsg(other), "is not a member"},
 		{"a replica that begins", replica(fmt.Sprint(other)), &wire.Begin{Txn: uuid.Must(uuid.NewV7())}, "may not send begin"},
 	}
 	for _, tc := range cases {
