@@ -14,6 +14,7 @@ import (
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/internal/raftlog"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
@@ -149,6 +150,11 @@ func TestGroupChangesMembersUnderLoad(t *testing.T) {
 		t.Fatalf("after removing %d: %+v", f, m)
 	}
 	g.waitRemoved(f)
+	// Its Hello is refused by name from now on.
+	if e := nodetest.Refused(t, g.addrs[4], wire.Hello{Role: wire.RoleReplica, Name: []byte(itoa(f))}); e.Code != wire.CodeRefused ||
+		!strings.Contains(string(e.Message), "replica "+itoa(f)+" was removed from the group") {
+		t.Errorf("the hello of removed replica %d: %v %q", f, e.Code, e.Message)
+	}
 	progress("after removing a follower")
 
 	// The leader goes: it hands leadership over, the tool follows.
