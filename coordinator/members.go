@@ -516,8 +516,27 @@ func confChange(tr pb.ConfChangeTransition, typ pb.ConfChangeType, id uint64) *p
 	return &pb.ConfChangeV2{Transition: tr.Enum(), Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(id)}}}
 }
 
+// quorum counts which of voters are up (replica.up) and how many a
+// majority of them is.
+func (r *replica) quorum(voters []uint64) (up, need int, down []uint64) {
+	for _, id := range voters {
+		if r.up(id) {
+			up++
+		} else {
+			down = append(down, id)
+		}
+	}
+	return up, len(voters)/2 + 1, down
+}
+
 // checkOp refuses a change that cannot be made, or must not be.
 func (r *replica) checkOp(op *memberOp, t *memberTable) error {
+	// Any change is an entry the current voters must commit (and a removal
+	// then commits under both the old and the new voters).
+	if up, need, down := r.quorum(t.voters); up < need {
+		return fmt.Errorf("the group has no quorum now: voters %v are down, %d of %d up, %d needed; no change can commit until enough of them are back",
+			down, up, len(t.voters), need)
+	}
 	_, member := t.addrs[op.id]
 	if op.kind == wire.AdminReplicasAdd {
 		switch {
@@ -547,16 +566,7 @@ func (r *replica) checkOp(op *memberOp, t *memberTable) error {
 	if len(left) == 0 {
 		return fmt.Errorf("replica %d is the only voter; a group needs one", op.id)
 	}
-	up := 0
-	var down []uint64
-	for _, id := range left {
-		if r.up(id) {
-			up++
-		} else {
-			down = append(down, id)
-		}
-	}
-	if need := len(left)/2 + 1; up < need {
+	if up, need, down := r.quorum(left); up < need {
 		return fmt.Errorf("removing replica %d would leave voters %v of which %v are down: %d up, %d needed for a quorum — no quorum possible; remove a down replica instead, or bring one back first",
 			op.id, left, down, up, need)
 	}
