@@ -155,7 +155,8 @@ func appendAddrs(b []byte, addrs map[uint64]string) []byte {
 	return b
 }
 
-// parseAddrs reads what appendAddrs wrote and returns the rest.
+// parseAddrs reads what appendAddrs wrote (ids increasing, addresses 1 to
+// MaxAddrLen bytes) and returns the rest.
 func parseAddrs(b []byte) (map[uint64]string, []byte, bool) {
 	if len(b) < 4 {
 		return nil, nil, false
@@ -166,6 +167,7 @@ func parseAddrs(b []byte) (map[uint64]string, []byte, bool) {
 		return nil, nil, false
 	}
 	addrs := make(map[uint64]string, n)
+	var prev uint64
 	for range n {
 		if len(b) < 10 {
 			return nil, nil, false
@@ -175,9 +177,10 @@ func parseAddrs(b []byte) (map[uint64]string, []byte, bool) {
 		if len(b) < 10+l || l == 0 || l > MaxAddrLen {
 			return nil, nil, false
 		}
-		if _, dup := addrs[k]; dup || k == 0 {
-			return nil, nil, false
+		if k <= prev {
+			return nil, nil, false // ids are written in increasing order, from 1
 		}
+		prev = k
 		addrs[k] = string(b[10 : 10+l])
 		b = b[10+l:]
 	}
