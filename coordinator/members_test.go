@@ -168,6 +168,12 @@ func TestGroupChangesMembersUnderLoad(t *testing.T) {
 	g.waitRemoved(l)
 	progress("after removing the leader")
 
+	// The replica that joined restarts as it was started (Join still set,
+	// its directory no longer empty): it carries on from its own log.
+	g.stop(4)
+	g.start(4, nil)
+	progress("after restarting replica 4")
+
 	// The original replica left restarts with its original --peers: the
 	// log's configuration wins.
 	var orig uint64
