@@ -292,12 +292,12 @@ func (r *replica) applyConfChange(e *pb.Entry) error {
 	}
 	cs := r.rn.ApplyConfChange(cc)
 	r.confState = cs
-	removed := old.removed
+	removed := slices.Clone(old.removed) // old is published: never written
 	t := newTable(r.log.Group(), cs, addrs, nil)
 	if !old.provisional {
 		for id := range old.addrs {
 			if _, still := t.addrs[id]; !still {
-				removed = append(slices.Clone(removed), id)
+				removed = append(removed, id)
 			}
 		}
 	}
@@ -501,6 +501,10 @@ func (r *replica) startOp(op *memberOp) {
 		r.rn.TransferLeader(to)
 		r.op = op
 		return
+	case slices.Contains(t.learners, op.id):
+		// A learner counts in no quorum: one step is enough.
+		op.stage = stageRemove
+		cc = confChange(pb.ConfChangeTransition_ConfChangeTransitionAuto, pb.ConfChangeType_ConfChangeRemoveNode, op.id)
 	default:
 		op.stage = stageRemove
 		cc = confChange(pb.ConfChangeTransition_ConfChangeTransitionJointImplicit, pb.ConfChangeType_ConfChangeRemoveNode, op.id)

@@ -18,7 +18,6 @@ import (
 	"github.com/commitd/commitd/internal/raftlog"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
-	"github.com/commitd/commitd/wal/waltest"
 )
 
 // changeReplicas runs `admin replicas add|remove` against the group.
@@ -308,10 +307,11 @@ func withListener(t *testing.T, cfg coordinator.Config) coordinator.Config {
 // is refused by every member (another group id in its Hello) and refuses
 // them, so it never takes the group's entries into its own configuration:
 // the add gives up, naming the cause, and the learner stays harmless.
-// Started again properly (empty directory, Join), the same add resumes
+// Removed (a learner: one step), its id is never reused; a replica added
+// before it runs stays a learner, and once it runs the same add resumes
 // and promotes it.
 func TestReplicaWithoutJoinIsKeptOut(t *testing.T) {
-	g := newGroupSpare(t, 1, groupAccounts, func(c *coordinator.Config) { c.CatchUpTimeout = 2 * time.Second })
+	g := newGroupSpare(t, 2, groupAccounts, func(c *coordinator.Config) { c.CatchUpTimeout = 2 * time.Second })
 	l := g.leader(10 * time.Second)
 	cfg := g.config(4, g.spare[4])
 	cfg.Peers = map[uint64]string{1: g.addrs[1], 2: g.addrs[2], 4: g.addrs[4]}
@@ -332,14 +332,27 @@ func TestReplicaWithoutJoinIsKeptOut(t *testing.T) {
 	if res := g.transfer(g.leader(5*time.Second), 1); res.Outcome != client.Committed {
 		t.Fatalf("a transfer with the stray replica around: %v", res)
 	}
-	// Properly this time: an empty directory and Join; the add resumes.
+	// The stray learner is removed (one step: a learner counts in no
+	// quorum), and its id cannot come back.
+	m, err := g.changeReplicas("remove", "4")
+	if err != nil || role(m, 4) != "" || !slices.Contains(m.Removed, 4) {
+		t.Fatalf("removing the stray learner 4: %+v %v", m, err)
+	}
 	g.stop(4)
-	g.fs[4] = waltest.NewMemFS()
-	g.join[4] = true
-	g.start(4, nil)
-	m, err := g.changeReplicas("add", "4="+g.addrs[4])
-	if err != nil || role(m, 4) != "voter" {
-		t.Fatalf("adding replica 4 again, with Join: %+v %v", m, err)
+	if _, err := g.changeReplicas("add", "4="+g.addrs[4]); err == nil || !strings.Contains(err.Error(), "ids are never reused") {
+		t.Fatalf("adding removed replica 4 again: %v", err)
+	}
+	// Replica 5, added before it runs: the add gives up, 5 stays a
+	// learner; started properly (empty directory, Join), the same add
+	// resumes and promotes it.
+	if _, err := g.changeReplicas("add", "5="+g.addrs[5]); err == nil || !strings.Contains(err.Error(), "has not caught up") {
+		t.Fatalf("adding replica 5 before it runs: %v", err)
+	}
+	g.join[5] = true
+	g.start(5, g.spare[5])
+	m, err = g.changeReplicas("add", "5="+g.addrs[5])
+	if err != nil || role(m, 5) != "voter" || len(m.Replicas) != 4 {
+		t.Fatalf("adding replica 5 again, now running: %+v %v", m, err)
 	}
 	if res := g.transfer(g.leader(5*time.Second), 2); res.Outcome != client.Committed {
 		t.Fatalf("a transfer after the add: %v", res)
