@@ -319,7 +319,7 @@ func ChangeReplicas(ctx context.Context, addrs, change, arg string, tlsCfg *tls.
 	}
 	req := &wire.AdminRequest{Kind: k, Arg: []byte(arg)}
 	list := strings.Split(addrs, ",")
-	next, lastErr := 0, error(nil)
+	next, lastErr, hops := 0, error(nil), 0
 	try := list[0]
 	for {
 		err := adminOne(ctx, try, "replicas "+change, req, tlsCfg, v)
@@ -328,6 +328,14 @@ func ChangeReplicas(ctx context.Context, addrs, change, arg string, tlsCfg *tls.
 		case err == nil:
 			return nil
 		case errors.As(err, &re) && re.Code == wire.CodeNotLeader && re.Message != "":
+			if hops++; hops > len(list) {
+				// Replicas naming each other while an election settles.
+				select {
+				case <-ctx.Done():
+					return err
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
 			try = re.Message
 			continue
 		case errors.As(err, &re) && re.Code != wire.CodeNotLeader:
