@@ -76,7 +76,7 @@ func (g *group) waitRemoved(id uint64) {
 // removed replicas stop, and one restarted refuses to serve. Nothing
 // acknowledged is lost and no decision is contradicted (group.check).
 func TestGroupChangesMembersUnderLoad(t *testing.T) {
-	const accounts = 3000
+	const accounts = 10000
 	g := newGroupSpare(t, 1, accounts, func(c *coordinator.Config) { c.RaftSnapshotEvery = 50 })
 	g.leader(10 * time.Second)
 	// (The participants wait for replica 4 too: no WaitConnected.)
@@ -104,6 +104,9 @@ func TestGroupChangesMembersUnderLoad(t *testing.T) {
 				}
 				if g.run(cl, i).Outcome == client.Committed {
 					committed.Add(1)
+				} else {
+					// No leader for a moment: do not burn accounts.
+					time.Sleep(20 * time.Millisecond)
 				}
 			}
 		}()
