@@ -56,6 +56,7 @@ type connState struct {
 	msg      engine.Message
 	branches [protocol.MaxBranches]engine.Branch
 	outcome  wire.Outcome
+	raft     []byte // a raft message arriving in several frames (replica.go)
 }
 
 // Tags carry the client connection and its request id through the engine
@@ -111,7 +112,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		}
 		return link.ReplyJSON(c, f.ReqID, body)
 	case wire.TypeRaft:
-		return d.raftMessage(c, f)
+		return d.raftMessage(c, st, f)
 	default:
 		if f.ReqID != 0 {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,

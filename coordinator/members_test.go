@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/commitd/commitd/internal/raftlog"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/wal/waltest"
 )
 
 // changeReplicas runs `admin replicas add|remove` against the group.
@@ -360,4 +362,97 @@ func TestReplicaWithoutJoinIsKeptOut(t *testing.T) {
 	if res := g.transfer(g.leader(5*time.Second), 2); res.Outcome != client.Committed {
 		t.Fatalf("a transfer after the add: %v", res)
 	}
+}
+
+// TestJoinerCatchesUpFromALargeSnapshot: with hundreds of commits held
+// open (the participants never acknowledge), the group's snapshot is
+// larger than one frame (wire.MaxPayload): it travels in several
+// (wire.Raft.More), and a joining replica catches up from it.
+func TestJoinerCatchesUpFromALargeSnapshot(t *testing.T) {
+	names := []string{strings.Repeat("a", 60), strings.Repeat("b", 60)}
+	parts := map[string]string{}
+	var fakes []*fakeParticipant
+	for _, n := range names {
+		f := newFakeParticipant(t, n)
+		f.ack.Store(false)
+		fakes = append(fakes, f)
+		parts[n] = f.Addr()
+	}
+	addrs := map[uint64]string{}
+	for id := uint64(1); id <= 4; id++ {
+		addrs[id] = nodetest.FreeAddr(t)
+	}
+	boot := map[uint64]string{1: addrs[1], 2: addrs[2], 3: addrs[3]}
+	dir := t.TempDir()
+	coords := map[uint64]*coordinator.Server{}
+	start := func(id uint64, peers map[uint64]string, join bool) {
+		c, err := coordinator.Start(coordinator.Config{
+			ID: id, Peers: peers, Join: join, Listen: addrs[id], DataDir: filepath.Join(dir, itoa(id)),
+			Participants: parts, Shards: 1, PrepareTimeout: 5 * time.Second, RedeliverMin: 5 * time.Second,
+			RedeliverMax: 10 * time.Second, SegmentBytes: 1 << 20, RaftTick: 20 * time.Millisecond, ElectionTicks: 10,
+			CatchUpTimeout: 20 * time.Second, Logger: nodetest.Quiet(), FS: waltest.NewMemFS(),
+		})
+		if err != nil {
+			t.Fatalf("starting replica %d: %v", id, err)
+		}
+		coords[id] = c
+		t.Cleanup(func() { c.Close() })
+	}
+	for id := uint64(1); id <= 3; id++ {
+		start(id, boot, false)
+	}
+	var l uint64
+	for deadline := time.Now().Add(10 * time.Second); l == 0; {
+		for id, c := range coords {
+			if st := c.Status(); st.Role == "leader" && st.Shards > 0 {
+				l = id
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, f := range fakes {
+		f.Connect(t, addrs[l]) // votes go to the leader (a fake sends to one address)
+	}
+	cl, err := client.Dial(addrs[l], client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const n = 800
+	var wg sync.WaitGroup
+	var committed atomic.Int64
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				res, _ := cl.Run(ctx, newID(), []client.Branch{{Participant: names[0], Work: []byte("w")}, {Participant: names[1], Work: []byte("w")}})
+				cancel()
+				if res.Outcome == client.Committed {
+					committed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Each open commit record names both participants: 120 bytes of names
+	// alone, so the snapshot of them needs more than one frame.
+	if open := coords[l].Status().InDoubt; open*120 <= wire.MaxPayload {
+		t.Fatalf("%d commits open (%d committed): the snapshot would fit one frame", open, committed.Load())
+	}
+	start(4, addrs, true)
+	var m coordinator.Members
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := client.ChangeReplicas(ctx, addrs[l], "add", "4="+addrs[4], nil, &m); err != nil || role(m, 4) != "voter" {
+		t.Fatalf("adding replica 4: %+v %v", m, err)
+	}
+	if st := coords[4].Status(); st.RaftSnapshot == 0 {
+		t.Fatalf("replica 4 has no snapshot: %+v", st)
+	}
+	t.Logf("%d commits open in the snapshot replica 4 caught up from", coords[l].Status().InDoubt)
 }

@@ -49,6 +49,9 @@ const (
 	replicaInbox = 4096
 	// entryHeader: u64 term | u64 proposer | u64 first LSN | u32 n.
 	entryHeader = 28
+	// maxRaftMessageBytes bounds one raft message on the wire, a snapshot
+	// in several frames (wire.Raft.More): what a connection may queue.
+	maxRaftMessageBytes = mux.DefaultMaxPendingBytes - 64<<10
 )
 
 var errDeposed = errors.New("coordinator: no longer the leader")
@@ -468,10 +471,9 @@ func (r *replica) send(msgs []*pb.Message) {
 		if err != nil {
 			panic(fmt.Sprintf("coordinator: encoding a raft message: %v", err))
 		}
-		if len(r.outBuf) > wire.MaxPayload {
-			// Unreachable with maxEntryBytes for appends; raft will try
-			// again. A snapshot this large is not sent (not built: a
-			// snapshot in several frames).
+		if len(r.outBuf) > maxRaftMessageBytes {
+			// A snapshot this large is not sent (appends are bounded by
+			// maxEntryBytes); raft will try again.
 			r.dropped.Add(1)
 			r.rn.ReportUnreachable(m.GetTo())
 			if m.GetType() == pb.MsgSnap {
@@ -479,7 +481,17 @@ func (r *replica) send(msgs []*pb.Message) {
 			}
 			continue
 		}
-		err = p.Send(&wire.Raft{Msg: r.outBuf})
+		// One frame, or (a snapshot) several on the one connection, every
+		// one but the last marked More. A connection that fails midway
+		// takes the receiver's partial message with it.
+		b := r.outBuf
+		for err == nil && len(b) > wire.MaxPayload {
+			err = p.Send(&wire.Raft{More: true, Msg: b[:wire.MaxPayload]})
+			b = b[wire.MaxPayload:]
+		}
+		if err == nil {
+			err = p.Send(&wire.Raft{Msg: b})
+		}
 		if err != nil {
 			r.dropped.Add(1)
 			r.rn.ReportUnreachable(m.GetTo())
@@ -754,7 +766,7 @@ func (r *replica) admit(c *mux.Conn, name []byte) error {
 // raftMessage takes a Raft frame from another replica's connection: the mux
 // has checked that the connection said Hello as a replica, and admit that
 // it is one of Peers.
-func (d *frontDoor) raftMessage(c *mux.Conn, f wire.Frame) error {
+func (d *frontDoor) raftMessage(c *mux.Conn, st *connState, f wire.Frame) error {
 	s := d.s
 	_, name := c.Hello()
 	if s.rep == nil {
@@ -764,8 +776,21 @@ func (d *frontDoor) raftMessage(c *mux.Conn, f wire.Frame) error {
 	if err := w.Decode(f); err != nil {
 		return err
 	}
+	msg := w.Msg
+	if w.More || st.raft != nil {
+		// A message in several frames (a snapshot): gathered here, on
+		// this connection's reader, within the sender's own bound.
+		if len(st.raft)+len(w.Msg) > maxRaftMessageBytes {
+			return fmt.Errorf("%w: a raft message of more than %d bytes", wire.ErrMalformed, maxRaftMessageBytes)
+		}
+		st.raft = append(st.raft, w.Msg...)
+		if w.More {
+			return nil
+		}
+		msg, st.raft = st.raft, nil
+	}
 	m := &pb.Message{}
-	if err := proto.Unmarshal(w.Msg, m); err != nil {
+	if err := proto.Unmarshal(msg, m); err != nil {
 		return fmt.Errorf("undecodable raft message: %w", err)
 	}
 	id, _, err := parseReplicaName(name)

@@ -54,6 +54,7 @@ func samples() []sample {
 		{4, &Error{Code: CodeNotLeader, Message: []byte("127.0.0.1:7402")}},
 		{0, &Hello{Role: RoleReplica, Name: []byte("2")}},
 		{0, &Raft{Msg: []byte{0x08, 0x03}}},
+		{0, &Raft{More: true, Msg: []byte{0x08}}},
 		{0, &Raft{Msg: bytes.Repeat([]byte{0xcd}, MaxPayload)}},
 	}
 }
