@@ -296,8 +296,9 @@ func (c *Client) Outcome(ctx context.Context, id uuid.UUID) (protocol.TxnStatus,
 }
 
 // Admin asks the server at addr (a coordinator or a participant) for a
-// report and decodes its JSON into v. kind is "status", "accounts" or
-// "outcomes".
+// report and decodes its JSON into v. kind is "status", "accounts",
+// "outcomes" or "replicas" (a replica group's members). addr may list a
+// group's replicas, ADDR1,ADDR2,...: the first that answers does.
 func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v any) error {
 	return AdminArg(ctx, addr, kind, "", tlsCfg, v)
 }
@@ -306,6 +307,7 @@ func Admin(ctx context.Context, addr string, kind string, tlsCfg *tls.Config, v 
 var adminKinds = map[string]wire.AdminKind{
 	"status": wire.AdminStatus, "accounts": wire.AdminAccounts, "outcomes": wire.AdminOutcomes,
 	"txn": wire.AdminTxn, "in-doubt": wire.AdminInDoubt, "retry": wire.AdminRetry, "resolve": wire.AdminResolve,
+	"replicas": wire.AdminReplicas,
 }
 
 // RefusedError is an admin request the server answered with a refusal:
@@ -336,16 +338,20 @@ func (e *RefusedError) Error() string {
 func AdminArg(ctx context.Context, addr, kind, arg string, tlsCfg *tls.Config, v any) error {
 	k, ok := adminKinds[kind]
 	if !ok {
-		return fmt.Errorf("unknown admin request %q (want status, accounts, outcomes, txn, in-doubt, retry or resolve)", kind)
+		return fmt.Errorf("unknown admin request %q (want status, accounts, outcomes, txn, in-doubt, retry, resolve or replicas)", kind)
 	}
 	if len(arg) > wire.MaxAdminArgLen {
 		return fmt.Errorf("admin %s: argument of %d bytes; at most %d", kind, len(arg), wire.MaxAdminArgLen)
+	}
+	req := &wire.AdminRequest{Kind: k}
+	if arg != "" {
+		req.Arg = []byte(arg)
 	}
 	if strings.Contains(addr, ",") {
 		// Replicas: the first that answers.
 		var errs []error
 		for _, a := range strings.Split(addr, ",") {
-			err := AdminArg(ctx, a, kind, arg, tlsCfg, v)
+			err := adminOne(ctx, a, kind, req, tlsCfg, v)
 			if err == nil {
 				return nil
 			}
@@ -357,6 +363,71 @@ func AdminArg(ctx context.Context, addr, kind, arg string, tlsCfg *tls.Config, v
 		}
 		return errors.Join(errs...)
 	}
+	return adminOne(ctx, addr, kind, req, tlsCfg, v)
+}
+
+// ChangeReplicas asks a replica group's leader to add a replica (change
+// "add", arg "ID=ADDR") or remove one ("remove", arg "ID"), and decodes
+// the group's members afterwards into v. addrs lists replicas,
+// ADDR1,ADDR2,...; a follower's "not leader, try X" is followed (the
+// leader of a group being removed hands its leadership over and answers
+// so too), and a replica that cannot be reached or knows no leader makes
+// it try the next, until ctx ends.
+func ChangeReplicas(ctx context.Context, addrs, change, arg string, tlsCfg *tls.Config, v any) error {
+	var k wire.AdminKind
+	switch change {
+	case "add":
+		k = wire.AdminReplicasAdd
+	case "remove":
+		k = wire.AdminReplicasRemove
+	default:
+		return fmt.Errorf("unknown replica change %q (want add or remove)", change)
+	}
+	req := &wire.AdminRequest{Kind: k, Arg: []byte(arg)}
+	list := strings.Split(addrs, ",")
+	next, lastErr, hops := 0, error(nil), 0
+	try := list[0]
+	for {
+		err := adminOne(ctx, try, "replicas "+change, req, tlsCfg, v)
+		var refused *RefusedError
+		var re *mux.RemoteError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &refused) && refused.NotLeader && refused.Message != "":
+			if hops++; hops > len(list) {
+				// Replicas naming each other while an election settles.
+				select {
+				case <-ctx.Done():
+					return err
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			try = refused.Message
+			continue
+		case errors.As(err, &refused) && !refused.NotLeader, errors.As(err, &re):
+			return err // the leader refused: a clear answer, not to be retried
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return lastErr
+		}
+		next = (next + 1) % len(list)
+		try = list[next]
+		if next == 0 {
+			// Every address tried: an election may be under way.
+			select {
+			case <-ctx.Done():
+				return lastErr
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// adminOne sends one admin request to addr and decodes the JSON answer. A
+// refusal (invalid, not leader) is a *RefusedError.
+func adminOne(ctx context.Context, addr, what string, req *wire.AdminRequest, tlsCfg *tls.Config, v any) error {
 	nc, err := link.Dialer(tlsCfg)(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("cannot reach %s: %w", addr, err)
@@ -368,10 +439,6 @@ func AdminArg(ctx context.Context, addr, kind, arg string, tlsCfg *tls.Config, v
 	}
 	var body []byte
 	var resp wire.AdminResponse
-	req := &wire.AdminRequest{Kind: k}
-	if arg != "" {
-		req.Arg = []byte(arg)
-	}
 	err = conn.Stream(ctx, req, func(f wire.Frame) error {
 		if err := resp.Decode(f); err != nil {
 			return err
@@ -384,10 +451,10 @@ func AdminArg(ctx context.Context, addr, kind, arg string, tlsCfg *tls.Config, v
 		return &RefusedError{Message: re.Message, NotLeader: re.Code == wire.CodeNotLeader}
 	}
 	if err != nil {
-		return fmt.Errorf("admin %s from %s: %w", kind, addr, err)
+		return fmt.Errorf("admin %s from %s: %w", what, addr, err)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("admin %s from %s: bad JSON: %w", kind, addr, err)
+		return fmt.Errorf("admin %s from %s: bad JSON: %w", what, addr, err)
 	}
 	return nil
 }

@@ -57,6 +57,15 @@ func (s *Server) admin(c *mux.Conn, reqID uint64, req *wire.AdminRequest) error 
 		v, err = s.inDoubt(ctx)
 	case wire.AdminRetry:
 		v, err = s.retry(ctx, req.Arg)
+	case wire.AdminReplicas, wire.AdminReplicasAdd, wire.AdminReplicasRemove:
+		body, err := s.adminReplicas(req.Kind, req.Arg)
+		if nl, ok := err.(*notLeaderError); ok {
+			return c.Reply(reqID, &wire.Error{Code: wire.CodeNotLeader, Message: []byte(nl.Leader)})
+		}
+		if err != nil {
+			return c.Reply(reqID, &wire.Error{Code: wire.CodeInvalid, Message: []byte(trim(err.Error()))})
+		}
+		return link.ReplyJSON(c, reqID, body)
 	default:
 		err = invalid("the coordinator does not serve admin request %d", req.Kind)
 	}

@@ -122,8 +122,9 @@ type Config struct {
 	// dials it). Any other certificate is refused.
 	ParticipantIdentities map[string]string
 	// AdminIdentities are, with TLS, the certificate identities allowed to
-	// read admin reports. Default: any certificate the CA signed — the
-	// reports change nothing.
+	// read admin reports and, on a replica of a group, to change its
+	// members (admin replicas add|remove). Default: any certificate the CA
+	// signed — narrow it where membership changes matter.
 	AdminIdentities []string
 
 	// MaxClients bounds the client connections (default
@@ -149,8 +150,17 @@ type Config struct {
 	// replica's id (from 1) to its Listen address, this one's included,
 	// and must be the same on every replica. Without Peers the
 	// coordinator runs alone, exactly as it always has.
+	//
+	// Peers bootstraps the group's configuration when the data directory
+	// is empty; afterwards the configuration in the raft log wins, and
+	// Peers is only checked against it (a member at another address is
+	// refused). Join makes a replica with an empty data directory join an
+	// existing group instead of bootstrapping one: it waits for the
+	// leader (from the replicas Peers names) to add it (`admin replicas
+	// add`) and send it a snapshot.
 	ID    uint64
 	Peers map[uint64]string
+	Join  bool
 	// RaftTick is the raft clock's period (default 50ms); an election
 	// starts after ElectionTicks of them without a leader (default 10,
 	// randomised up to twice that), and a leader sends a heartbeat every
@@ -160,6 +170,10 @@ type Config struct {
 	// RaftSnapshotEvery is how many raft entries are applied between
 	// snapshots (default 10,000); each compacts the raft log.
 	RaftSnapshotEvery int
+	// CatchUpTimeout bounds how long `admin replicas add` waits for the
+	// new replica, a learner, to catch up before it gives up (it stays a
+	// learner; default 30s).
+	CatchUpTimeout time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in, for dataDir.
@@ -203,6 +217,9 @@ func (c *Config) fill() {
 	def(&c.RaftTick, 50*time.Millisecond)
 	if c.ElectionTicks <= 0 {
 		c.ElectionTicks = 10
+	}
+	if c.CatchUpTimeout <= 0 {
+		c.CatchUpTimeout = 30 * time.Second
 	}
 	if c.RaftSnapshotEvery <= 0 {
 		c.RaftSnapshotEvery = 10000

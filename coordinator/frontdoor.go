@@ -56,6 +56,7 @@ type connState struct {
 	msg      engine.Message
 	branches [protocol.MaxBranches]engine.Branch
 	outcome  wire.Outcome
+	raft     []byte // a raft message arriving in several frames (replica.go)
 }
 
 // Tags carry the client connection and its request id through the engine
@@ -104,7 +105,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		}
 		return s.admin(c, f.ReqID, &st.admin)
 	case wire.TypeRaft:
-		return d.raftMessage(c, f)
+		return d.raftMessage(c, st, f)
 	default:
 		if f.ReqID != 0 {
 			return c.Reply(f.ReqID, &wire.Error{Code: wire.CodeInvalid,

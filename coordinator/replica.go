@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,12 +49,15 @@ const (
 	replicaInbox = 4096
 	// entryHeader: u64 term | u64 proposer | u64 first LSN | u32 n.
 	entryHeader = 28
+	// maxRaftMessageBytes bounds one raft message on the wire, a snapshot
+	// in several frames (wire.Raft.More): what a connection may queue.
+	maxRaftMessageBytes = mux.DefaultMaxPendingBytes - 64<<10
 )
 
 var errDeposed = errors.New("coordinator: no longer the leader")
 
 func (c *Config) validateReplica() error {
-	id := raftlog.Identity{ID: c.ID, Peers: c.Peers}
+	id := raftlog.Identity{ID: c.ID, Peers: c.Peers, Join: c.Join}
 	if err := id.Validate(); err != nil {
 		return fmt.Errorf("coordinator: --id/--peers: %w", err)
 	}
@@ -69,10 +71,17 @@ func (c *Config) validateReplica() error {
 type replica struct {
 	s     *Server
 	id    uint64
-	peers map[uint64]string    // immutable
-	conns map[uint64]*mux.Peer // to every other replica; immutable
-	inbox chan *pb.Message     // from the front door's readers
-	props chan struct{}        // capacity 1: a reign's records wait to be proposed
+	inbox chan *pb.Message // from the front door's readers
+	props chan struct{}    // capacity 1: a reign's records wait to be proposed
+	ops   chan *memberOp   // admin replicas requests (members.go)
+
+	// The configuration last applied (members.go); conns follow it: one to
+	// every other member, owned by run (by openReplica before it starts).
+	mem         atomic.Pointer[memberTable]
+	conns       map[uint64]*mux.Peer
+	confState   *pb.ConfState // owned by run: raft's, as last applied
+	confChanged bool          // owned by run: snapshot at the next compact
+	op          *memberOp     // owned by run: the change in progress
 
 	// Owned by run.
 	log         *raftlog.Log
@@ -125,13 +134,14 @@ type reign struct {
 func (s *Server) openReplica() error {
 	cfg := &s.cfg
 	r := &replica{
-		s:     s,
-		id:    cfg.ID,
-		peers: cfg.Peers,
-		conns: make(map[uint64]*mux.Peer),
-		inbox: make(chan *pb.Message, replicaInbox),
-		props: make(chan struct{}, 1),
-		open:  make(map[protocol.TxnID][]byte),
+		s:         s,
+		id:        cfg.ID,
+		conns:     make(map[uint64]*mux.Peer),
+		inbox:     make(chan *pb.Message, replicaInbox),
+		props:     make(chan struct{}, 1),
+		ops:       make(chan *memberOp),
+		open:      make(map[protocol.TxnID][]byte),
+		confState: &pb.ConfState{},
 	}
 	r.status.Store(&replicaStatus{role: roleName(raft.StateFollower)})
 	dir := filepath.Join(cfg.DataDir, "raft")
@@ -148,7 +158,7 @@ func (s *Server) openReplica() error {
 		SegmentBytes: cfg.SegmentBytes,
 		OnSync:       s.metrics.observeSync,
 		Logger:       cfg.Logger,
-	}, raftlog.Identity{ID: cfg.ID, Peers: cfg.Peers})
+	}, raftlog.Identity{ID: cfg.ID, Peers: cfg.Peers, Join: cfg.Join})
 	if err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
@@ -171,37 +181,27 @@ func (s *Server) openReplica() error {
 		MaxInflightBytes: 16 << 20,
 		CheckQuorum:      true,
 		PreVote:          true,
-		ReadOnlyOption:   raft.ReadOnlySafe,
-		Logger:           raftLogger{cfg.Logger},
+		// A leader removed from the group steps down at once (the admin
+		// tool hands its leadership over first; this is the fallback).
+		StepDownOnRemoval: true,
+		ReadOnlyOption:    raft.ReadOnlySafe,
+		Logger:            raftLogger{cfg.Logger},
 	})
 	if err != nil {
+		r.closeConns()
 		_ = r.log.Close()
 		return fmt.Errorf("coordinator: %w", err)
-	}
-	for id, addr := range cfg.Peers {
-		if id == cfg.ID {
-			continue
-		}
-		want := strconv.FormatUint(id, 10)
-		r.conns[id] = mux.NewPeer(addr, mux.PeerOptions{
-			Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
-			Hello: wire.Hello{Role: wire.RoleReplica, Name: []byte(strconv.FormatUint(cfg.ID, 10))},
-			// Raft messages go out only once the replica at addr has
-			// accepted us as one of its peers and said it is replica id
-			// (its answer: role coordinator, its id as the name).
-			Check: func(h wire.Hello) error {
-				if h.Role != wire.RoleCoordinator || string(h.Name) != want {
-					return fmt.Errorf("want coordinator replica %s, got %v %q", want, h.Role, h.Name)
-				}
-				return nil
-			},
-			Dial:  link.Dialer(cfg.TLS),
-			Conns: 1,
-		})
 	}
 	// Apply what is committed already, so that a lone restart holds its
 	// records before it hears from anyone.
 	if err := r.handleReady(); err != nil {
+		r.closeConns()
+		_ = r.log.Close()
+		return err
+	}
+	if err := r.checkStart(); err != nil {
+		r.closeConns()
+		_ = r.log.Close()
 		return err
 	}
 	s.rep = r
@@ -302,6 +302,8 @@ func (r *replica) run() {
 	cfg := &r.s.cfg
 	ticker := time.NewTicker(cfg.RaftTick)
 	defer ticker.Stop()
+	defer r.closeConns()
+	ticks := 0
 	defer func() {
 		if r.reign != nil {
 			r.endReign()
@@ -314,6 +316,14 @@ func (r *replica) run() {
 		case <-ticker.C:
 			r.rn.Tick()
 			r.readTicks++
+			if ticks++; ticks%20 == 0 {
+				if err := r.checkRemoved(); err != nil {
+					r.s.life.Fail(err)
+					return
+				}
+			}
+		case op := <-r.ops:
+			r.startOp(op)
 		case m := <-r.inbox:
 			r.stepRaft(m)
 			for more := true; more; {
@@ -336,6 +346,7 @@ func (r *replica) run() {
 			return
 		}
 		r.gate()
+		r.stepOp()
 	}
 }
 
@@ -386,36 +397,36 @@ func (r *replica) handleReady() error {
 // snapshot for followers a little behind; one further behind gets the
 // snapshot.
 func (r *replica) compact() error {
+	// Also right after a configuration change, so that the snapshot raft
+	// sends is never older than the configuration: raft refuses a snapshot
+	// whose ConfState does not name the receiver (a replica just added).
 	every := uint64(r.s.cfg.RaftSnapshotEvery)
-	if r.applied < r.snapIndex+every {
+	if r.applied < r.snapIndex+every && !r.confChanged || r.applied <= r.snapIndex {
 		return nil
 	}
-	ids := make([]uint64, 0, len(r.peers))
-	for id := range r.peers {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	r.confChanged = false
 	// The commits applied so far leave the raft log with the compaction:
 	// their index entries must be durable first.
 	if err := r.s.outcomes.sync(); err != nil {
 		return err
 	}
-	if err := r.log.Compact(r.applied, &pb.ConfState{Voters: ids}, r.encodeOpen(), every/4); err != nil {
+	if err := r.log.Compact(r.applied, r.confState, r.encodeOpen(), every/4); err != nil {
 		return fmt.Errorf("coordinator: raft log: %w", err)
 	}
 	r.snapIndex = r.applied
 	return nil
 }
 
-// encodeOpen is the snapshot's data: n × (u32 len, commit record), in
-// transaction order.
+// encodeOpen is the snapshot's data: the members header (group,
+// addresses, removed ids: raftlog.Members), then n × (u32 len, commit
+// record), in transaction order.
 func (r *replica) encodeOpen() []byte {
 	txns := make([]protocol.TxnID, 0, len(r.open))
 	for id := range r.open {
 		txns = append(txns, id)
 	}
 	slices.SortFunc(txns, func(a, b protocol.TxnID) int { return bytes.Compare(a[:], b[:]) })
-	var b []byte
+	b := r.mem.Load().members().Append(nil)
 	for _, id := range txns {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(r.open[id])))
 		b = append(b, r.open[id]...)
@@ -426,7 +437,10 @@ func (r *replica) encodeOpen() []byte {
 // restoreSnapshot replaces the applied state with a snapshot's.
 func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
 	open := make(map[protocol.TxnID][]byte)
-	d := sn.GetData()
+	m, d, ok, err := raftlog.ParseMembers(sn.GetData())
+	if err != nil {
+		return fmt.Errorf("coordinator: snapshot at %d: %w", sn.GetMetadata().GetIndex(), err)
+	}
 	var rec engine.Record
 	for len(d) > 0 {
 		if len(d) < 4 || len(d) < 4+int(binary.LittleEndian.Uint32(d)) {
@@ -444,6 +458,7 @@ func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
 	r.open = open
 	r.applied, r.snapIndex = sn.GetMetadata().GetIndex(), sn.GetMetadata().GetIndex()
 	r.appliedTerm = sn.GetMetadata().GetTerm()
+	r.restoreMembers(sn.GetMetadata().GetConfState(), m, ok)
 	return nil
 }
 
@@ -452,6 +467,9 @@ func (r *replica) send(msgs []*pb.Message) {
 		p := r.conns[m.GetTo()]
 		if p == nil {
 			r.dropped.Add(1)
+			if m.GetType() == pb.MsgSnap {
+				r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+			}
 			continue
 		}
 		var err error
@@ -459,15 +477,39 @@ func (r *replica) send(msgs []*pb.Message) {
 		if err != nil {
 			panic(fmt.Sprintf("coordinator: encoding a raft message: %v", err))
 		}
-		if len(r.outBuf) > wire.MaxPayload {
-			// Unreachable with maxEntryBytes; raft will try again.
+		if len(r.outBuf) > maxRaftMessageBytes {
+			// A snapshot this large is not sent (appends are bounded by
+			// maxEntryBytes); raft will try again.
 			r.dropped.Add(1)
 			r.rn.ReportUnreachable(m.GetTo())
+			if m.GetType() == pb.MsgSnap {
+				r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+			}
 			continue
 		}
-		if err := p.Send(&wire.Raft{Msg: r.outBuf}); err != nil {
+		// One frame, or (a snapshot) several on the one connection, every
+		// one but the last marked More. A connection that fails midway
+		// takes the receiver's partial message with it.
+		b := r.outBuf
+		for err == nil && len(b) > wire.MaxPayload {
+			err = p.Send(&wire.Raft{More: true, Msg: b[:wire.MaxPayload]})
+			b = b[wire.MaxPayload:]
+		}
+		if err == nil {
+			err = p.Send(&wire.Raft{Msg: b})
+		}
+		if err != nil {
 			r.dropped.Add(1)
 			r.rn.ReportUnreachable(m.GetTo())
+		}
+		if m.GetType() == pb.MsgSnap {
+			// Raft waits for the snapshot's fate before it sends that
+			// replica anything more: a lost one is sent again.
+			if err != nil {
+				r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+			} else {
+				r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFinish)
+			}
 		}
 	}
 }
@@ -478,9 +520,7 @@ func (r *replica) send(msgs []*pb.Message) {
 func (r *replica) apply(e *pb.Entry) error {
 	r.appliedTerm, r.applied = e.GetTerm(), e.GetIndex()
 	if e.GetType() != pb.EntryNormal {
-		// Membership is static (raftlog's base snapshot): no replica
-		// proposes a change.
-		return fmt.Errorf("coordinator: raft entry %d is a %v; membership changes are not supported", e.GetIndex(), e.GetType())
+		return r.applyConfChange(e)
 	}
 	d := e.GetData()
 	if len(d) == 0 {
@@ -668,9 +708,12 @@ func (r *replica) endReign() {
 func (r *replica) report(st *Status) []shardStats {
 	rs := r.status.Load()
 	st.Role, st.Term, st.RaftApplied, st.RaftSnapshot = rs.role, rs.term, rs.applied, rs.snapAt
+	t := r.mem.Load()
 	if rs.leader != 0 {
-		st.Leader = r.peers[rs.leader]
+		st.Leader = t.addrs[rs.leader]
 	}
+	m := t.list(rs.leader, rs.term, nil, nil)
+	st.Members = &m
 	if g := r.cur.Load(); g != nil {
 		st.Shards = len(g.shards)
 		return g.stats
@@ -682,7 +725,7 @@ func (r *replica) report(st *Status) []shardStats {
 func (r *replica) notLeader(c *mux.Conn, reqID uint64) error {
 	var addr []byte
 	if st := r.status.Load(); st.leader != 0 && st.leader != r.id {
-		addr = []byte(r.peers[st.leader])
+		addr = []byte(r.mem.Load().addrs[st.leader])
 	}
 	return c.Reply(reqID, &wire.Error{Code: wire.CodeNotLeader, Message: addr})
 }
@@ -711,10 +754,17 @@ func (r *replica) admit(c *mux.Conn, name []byte) error {
 	if r == nil {
 		return mux.Refuse("this coordinator is not a replica of a group (no --peers)")
 	}
-	id, err := strconv.ParseUint(string(name), 10, 64)
-	addr, ok := r.peers[id]
-	if err != nil || !ok || id == r.id {
-		return mux.Refuse("replica %q is not one of this replica's --peers", name)
+	id, group, err := parseReplicaName(string(name))
+	t := r.mem.Load()
+	addr, ok := t.addrs[id]
+	switch {
+	case err == nil && t.wasRemoved(id):
+		return mux.Refuse("replica %d %s", id, removedNote)
+	case err != nil || !ok || id == r.id:
+		return mux.Refuse("replica %q is not a member of this replica's group (members: %s)", name, raftlog.PeerList(t.addrs))
+	case group != 0 && t.group != 0 && group != t.group:
+		return mux.Refuse("replica %d %s: it is of group %016x, this replica of group %016x (a replica that joins a group must start with --join and an empty data directory)",
+			id, otherGroupNote, group, t.group)
 	}
 	if err := link.Identity(c, []string{link.Host(addr)}); err != nil {
 		return mux.Refuse("replica %d not accepted: %v", id, err)
@@ -725,7 +775,7 @@ func (r *replica) admit(c *mux.Conn, name []byte) error {
 // raftMessage takes a Raft frame from another replica's connection: the mux
 // has checked that the connection said Hello as a replica, and admit that
 // it is one of Peers.
-func (d *frontDoor) raftMessage(c *mux.Conn, f wire.Frame) error {
+func (d *frontDoor) raftMessage(c *mux.Conn, st *connState, f wire.Frame) error {
 	s := d.s
 	_, name := c.Hello()
 	if s.rep == nil {
@@ -735,13 +785,34 @@ func (d *frontDoor) raftMessage(c *mux.Conn, f wire.Frame) error {
 	if err := w.Decode(f); err != nil {
 		return err
 	}
+	msg := w.Msg
+	if w.More || st.raft != nil {
+		// A message in several frames (a snapshot): gathered here, on
+		// this connection's reader, within the sender's own bound.
+		if len(st.raft)+len(w.Msg) > maxRaftMessageBytes {
+			return fmt.Errorf("%w: a raft message of more than %d bytes", wire.ErrMalformed, maxRaftMessageBytes)
+		}
+		st.raft = append(st.raft, w.Msg...)
+		if w.More {
+			return nil
+		}
+		msg, st.raft = st.raft, nil
+	}
 	m := &pb.Message{}
-	if err := proto.Unmarshal(w.Msg, m); err != nil {
+	if err := proto.Unmarshal(msg, m); err != nil {
 		return fmt.Errorf("undecodable raft message: %w", err)
 	}
-	if id, err := strconv.ParseUint(name, 10, 64); err != nil || id != m.GetFrom() || id == s.rep.id || s.rep.peers[id] == "" {
+	id, _, err := parseReplicaName(name)
+	if err != nil || id != m.GetFrom() || id == s.rep.id {
 		// Every identity on a connection is checked (FACTS.md, rule 11).
 		return mux.Refuse("raft message from %d on the connection of replica %q", m.GetFrom(), name)
+	}
+	if t := s.rep.mem.Load(); t.addrs[id] == "" {
+		// Admitted once, no longer a member: its connection ends here.
+		if t.wasRemoved(id) {
+			return mux.Refuse("replica %d %s", id, removedNote)
+		}
+		return mux.Refuse("replica %d is not a member of this replica's group", id)
 	}
 	s.rep.step(m)
 	return nil

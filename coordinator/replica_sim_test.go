@@ -13,6 +13,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/commitd/commitd/engine"
@@ -37,16 +38,27 @@ import (
 // replica.go's goroutines and sockets (TestReplicatedCoordinatorFailsOver
 // runs those).
 //
-// Checked after every event: no two participants apply different
+// Membership (docs/ha.md, "Membership"): once some transactions ran, a
+// fourth replica joins with an empty log, is added as a learner, promoted
+// through a joint configuration when caught up, and then one of the first
+// three (chosen by the seed, the leader included) is removed through a
+// joint configuration and never runs again — all under the same faults.
+// Every replica snapshots right after applying a change, as replica.go
+// does, so the snapshot a joiner receives names it.
+//
+// Checked after every event: at most one replica leads a reign in any
+// term (raft's election safety, which a joiner that bootstraps a
+// configuration of its own breaks); no two participants apply different
 // decisions for one transaction, and no participant applies a decision
 // other than the one its client was told. At the end, with every fault
 // healed, every transaction a client was told committed is applied as
 // committed by every participant, and no participant holds one in doubt.
 
 type simBugs struct {
-	ackBeforeCommit bool // a record is durable to its shard when proposed
-	forgetRedrive   bool // a new leader's shards start empty
-	staleAnswer     bool // aborts leave at once, no ReadIndex
+	ackBeforeCommit  bool // a record is durable to its shard when proposed
+	forgetRedrive    bool // a new leader's shards start empty
+	staleAnswer      bool // aborts leave at once, no ReadIndex
+	joinerBootstraps bool // the joining replica starts with a configuration of its own
 }
 
 type simMsg struct {
@@ -74,6 +86,11 @@ type simNode struct {
 	down        bool
 	pausedUntil int
 	cutUntil    int // partitioned from the other replicas until then
+
+	cs          *pb.ConfState // as last applied
+	confChanged bool          // snapshot at the next compact, as replica.compact does
+	absent      bool          // the joining replica, not started yet
+	removed     bool          // removed from the group: never runs again
 
 	held, reading []simAbort
 	readCtx       uint64
@@ -114,6 +131,14 @@ type sim struct {
 	faults bool
 	failed string
 	events map[string]int // faults injected and reigns started, for the log
+
+	// Membership changes (members.go's rules): replica 4 joins as a
+	// learner, is promoted through a joint configuration once caught up,
+	// then victim is removed (joint too) and stops for good.
+	members    bool
+	victim     uint64
+	lastChange int
+	leaders    map[uint64]uint64 // term → the replica that led a reign in it
 }
 
 const (
@@ -129,7 +154,9 @@ func newSim(t *testing.T, seed uint64, bugs simBugs) *sim {
 	// that a seed replays exactly.
 	cryptotest.SetGlobalRandom(t, seed)
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 99)), bugs: bugs,
-		parts: map[string]*simPart{}, told: map[protocol.TxnID]protocol.Outcome{}, faults: true, events: map[string]int{}}
+		parts: map[string]*simPart{}, told: map[protocol.TxnID]protocol.Outcome{}, faults: true, events: map[string]int{},
+		members: true, leaders: map[uint64]uint64{}}
+	s.victim = 1 + s.rng.Uint64N(3)
 	for id := uint64(1); id <= 3; id++ {
 		st := raft.NewMemoryStorage()
 		// raftlog's base snapshot: index 1, every replica a voter.
@@ -141,6 +168,9 @@ func newSim(t *testing.T, seed uint64, bugs simBugs) *sim {
 		s.nodes = append(s.nodes, n)
 		s.boot(n)
 	}
+	// Replica 4 joins later with an empty log: no configuration, so raft
+	// never lets it campaign; the leader's snapshot brings one.
+	s.nodes = append(s.nodes, &simNode{id: 4, storage: raft.NewMemoryStorage(), absent: true, down: true})
 	for _, name := range simParts {
 		s.parts[name] = &simPart{
 			p: engine.NewParticipant(engine.ParticipantConfig{Name: name, InquireAfterTicks: 8, InquireMaxTicks: 30,
@@ -160,7 +190,7 @@ func (s *sim) boot(n *simNode) {
 		Applied: n.applied,
 		ID:      n.id, ElectionTick: simElectionTicks, HeartbeatTick: 1, Storage: n.storage,
 		MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 64, CheckQuorum: true, PreVote: true,
-		ReadOnlyOption: raft.ReadOnlySafe, Logger: raftQuiet{},
+		ReadOnlyOption: raft.ReadOnlySafe, Logger: raftQuiet{}, StepDownOnRemoval: true,
 	})
 	if err != nil {
 		s.t.Fatal(err)
@@ -234,9 +264,10 @@ const simSnapEvery = 20
 
 // compact snapshots the open commit records, as replica.compact does.
 func (s *sim) compact(n *simNode) {
-	if n.applied < n.snapIndex+simSnapEvery {
+	if n.applied < n.snapIndex+simSnapEvery && !n.confChanged || n.applied <= n.snapIndex {
 		return
 	}
+	n.confChanged = false
 	ids := make([]protocol.TxnID, 0, len(n.open))
 	for id := range n.open {
 		ids = append(ids, id)
@@ -247,10 +278,10 @@ func (s *sim) compact(n *simNode) {
 		data = binary.LittleEndian.AppendUint32(data, uint32(len(n.open[id])))
 		data = append(data, n.open[id]...)
 	}
-	if _, err := n.storage.CreateSnapshot(n.applied, &pb.ConfState{Voters: []uint64{1, 2, 3}}, data); err != nil {
+	if _, err := n.storage.CreateSnapshot(n.applied, n.cs, data); err != nil {
 		s.t.Fatal(err)
 	}
-	if err := n.storage.Compact(n.applied - simSnapEvery/4); err != nil && err != raft.ErrCompacted {
+	if err := n.storage.Compact(max(n.applied-simSnapEvery/4, n.snapIndex)); err != nil && err != raft.ErrCompacted {
 		s.t.Fatal(err)
 	}
 	n.snapIndex = n.applied
@@ -270,11 +301,21 @@ func (s *sim) restoreSnapshot(n *simNode, sn *pb.Snapshot) {
 	}
 	n.applied, n.snapIndex = sn.GetMetadata().GetIndex(), sn.GetMetadata().GetIndex()
 	n.appliedTerm = sn.GetMetadata().GetTerm()
+	n.cs = proto.Clone(sn.GetMetadata().GetConfState()).(*pb.ConfState)
 }
 
 func (s *sim) apply(n *simNode, e *pb.Entry) {
 	n.appliedTerm, n.applied = e.GetTerm(), e.GetIndex()
 	d := e.GetData()
+	if e.GetType() == pb.EntryConfChangeV2 {
+		cc := &pb.ConfChangeV2{}
+		if err := proto.Unmarshal(d, cc); err != nil {
+			s.t.Fatal(err)
+		}
+		n.cs = n.rn.ApplyConfChange(cc)
+		n.confChanged = true
+		return
+	}
 	if e.GetType() != pb.EntryNormal || len(d) == 0 {
 		return
 	}
@@ -325,6 +366,11 @@ func (s *sim) leadership(n *simNode) {
 		}
 		n.reign = g
 		s.events["reigns"]++
+		// Election safety, across configurations: one leader a term.
+		if other, ok := s.leaders[g.term]; ok && other != n.id {
+			s.fail("replicas %d and %d both led in term %d", other, n.id, g.term)
+		}
+		s.leaders[g.term] = n.id
 		s.drainShard(n)
 	}
 }
@@ -445,7 +491,7 @@ func (s *sim) drainPart(name string) {
 		}
 		for _, m := range rd.Messages {
 			// Every vote, ack and inquiry goes to every replica.
-			for id := uint64(1); id <= 3; id++ {
+			for id := uint64(1); id <= uint64(len(s.nodes)); id++ {
 				s.send(simMsg{m: m, toNode: id})
 			}
 		}
@@ -530,6 +576,9 @@ func (s *sim) tickAll() {
 
 // step runs one event.
 func (s *sim) step() {
+	if s.members {
+		s.changeMembers()
+	}
 	r := s.rng.IntN(100)
 	switch {
 	case r < 55 && len(s.net) > 0:
@@ -565,6 +614,60 @@ func (s *sim) step() {
 	}
 }
 
+// changeMembers carries the membership changes on, as the leader does
+// with admin replicas add and remove (members.go): at most one change
+// proposed every 20 ticks, each decided from the leader's applied
+// configuration.
+func (s *sim) changeMembers() {
+	if len(s.txns) < 40 || s.now < s.lastChange+20 {
+		return
+	}
+	l := s.leader()
+	j := s.nodes[3]
+	if l == nil || s.now < l.pausedUntil || l.cs == nil || len(l.cs.GetVotersOutgoing()) > 0 {
+		return
+	}
+	propose := func(tr pb.ConfChangeTransition, typ pb.ConfChangeType, id uint64) {
+		cc := &pb.ConfChangeV2{Transition: tr.Enum(), Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(id)}}}
+		if err := l.rn.ProposeConfChange(cc); err == nil {
+			s.lastChange = s.now
+			s.drive(l)
+		}
+	}
+	in := func(set []uint64, id uint64) bool { return slices.Contains(set, id) }
+	switch {
+	case j.absent:
+		// Replica 4 starts, empty, and is added as a learner.
+		j.absent, j.down = false, false
+		if s.bugs.joinerBootstraps {
+			// Planted: it bootstraps a configuration of its own.
+			if err := j.storage.ApplySnapshot(&pb.Snapshot{Metadata: &pb.SnapshotMetadata{
+				Index: proto.Uint64(1), Term: proto.Uint64(1), ConfState: &pb.ConfState{Voters: []uint64{4}}}}); err != nil {
+				s.t.Fatal(err)
+			}
+		}
+		s.boot(j)
+		s.events["joins"]++
+		propose(pb.ConfChangeTransition_ConfChangeTransitionAuto, pb.ConfChangeType_ConfChangeAddLearnerNode, 4)
+	case !in(l.cs.GetVoters(), 4) && !in(l.cs.GetLearners(), 4):
+		propose(pb.ConfChangeTransition_ConfChangeTransitionAuto, pb.ConfChangeType_ConfChangeAddLearnerNode, 4)
+	case in(l.cs.GetLearners(), 4):
+		st := l.rn.Status()
+		if pr := st.Progress[4]; pr.State == tracker.StateReplicate && pr.Match+5 >= st.GetCommit() {
+			propose(pb.ConfChangeTransition_ConfChangeTransitionJointImplicit, pb.ConfChangeType_ConfChangeAddNode, 4)
+			s.events["promotions proposed"]++
+		}
+	case in(l.cs.GetVoters(), s.victim):
+		propose(pb.ConfChangeTransition_ConfChangeTransitionJointImplicit, pb.ConfChangeType_ConfChangeRemoveNode, s.victim)
+	default:
+		// The victim is out of the configuration: it never runs again.
+		if v := s.nodes[s.victim-1]; !v.removed {
+			v.removed, v.down, v.reign = true, true, nil
+			s.events["removals"]++
+		}
+	}
+}
+
 func (s *sim) leader() *simNode {
 	for _, n := range s.nodes {
 		if !n.down && n.reign != nil {
@@ -577,7 +680,7 @@ func (s *sim) leader() *simNode {
 func (s *sim) fault() {
 	down := 0
 	for _, n := range s.nodes {
-		if n.down {
+		if n.down && !n.absent && !n.removed {
 			down++
 		}
 	}
@@ -585,7 +688,7 @@ func (s *sim) fault() {
 	case f < 30:
 		// Restart a crashed replica from what it saved.
 		for _, n := range s.nodes {
-			if n.down {
+			if n.down && !n.absent && !n.removed {
 				s.boot(n)
 				s.drive(n)
 				s.events["restarts"]++
@@ -598,9 +701,11 @@ func (s *sim) fault() {
 			s.events["leader crashes"]++
 		}
 	case f < 55 && down == 0:
-		n := s.nodes[s.rng.IntN(3)]
-		n.down = true
-		s.events["crashes"]++
+		n := s.nodes[s.rng.IntN(len(s.nodes))]
+		if !n.absent && !n.removed {
+			n.down = true
+			s.events["crashes"]++
+		}
 	case f < 70:
 		if l := s.leader(); l != nil {
 			l.cutUntil = s.now + simElectionTicks*3
@@ -637,7 +742,7 @@ func (s *sim) run(steps int) string {
 	s.faults = false
 	for _, n := range s.nodes {
 		n.pausedUntil, n.cutUntil = 0, 0
-		if n.down {
+		if n.down && !n.absent && !n.removed {
 			s.boot(n)
 			s.drive(n)
 		}
@@ -732,6 +837,7 @@ func TestReplicaSimulationCatchesBugs(t *testing.T) {
 		{"ack before quorum commit", simBugs{ackBeforeCommit: true}},
 		{"new leader forgets to re-drive", simBugs{forgetRedrive: true}},
 		{"stale leader answers an inquiry", simBugs{staleAnswer: true}},
+		{"a joiner bootstraps its own configuration", simBugs{joinerBootstraps: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := uint64(1); seed <= 200; seed++ {

@@ -38,6 +38,8 @@ type group struct {
 	banks  []*bank.Bank
 	fs     map[uint64]*waltest.MemFS // each replica's disk: a crash keeps what it synced
 	with   []func(*coordinator.Config)
+	spare  map[uint64]net.Listener // reserved for replicas not started yet
+	join   map[uint64]bool         // replicas started with Join
 
 	mu      sync.Mutex
 	results map[int]client.Result // guarded by mu
@@ -46,10 +48,19 @@ type group struct {
 const groupAccounts = 400
 
 func newGroup(t *testing.T, with ...func(*coordinator.Config)) *group {
+	return newGroupSpare(t, 0, groupAccounts, with...)
+}
+
+// newGroupSpare makes a group of 3 with spare more addresses reserved
+// (replicas 4, 5, …, in g.spare until they start) and banks of accounts
+// accounts: participants are given
+// every address, since they do not learn the group's membership.
+func newGroupSpare(t *testing.T, spare, accounts int, with ...func(*coordinator.Config)) *group {
 	g := &group{t: t, with: with, dir: t.TempDir(), addrs: map[uint64]string{}, peers: map[string]string{},
-		coords: map[uint64]*coordinator.Server{}, results: map[int]client.Result{}, fs: map[uint64]*waltest.MemFS{}}
+		coords: map[uint64]*coordinator.Server{}, results: map[int]client.Result{}, fs: map[uint64]*waltest.MemFS{},
+		spare: map[uint64]net.Listener{}, join: map[uint64]bool{}}
 	lns := map[uint64]net.Listener{}
-	for id := uint64(1); id <= 3; id++ {
+	for id := uint64(1); id <= uint64(3+spare); id++ {
 		// A replica restarts on its address: a port from below the
 		// ephemeral range, which no client socket can take meanwhile.
 		ln, err := net.Listen("tcp", nodetest.FreeAddr(t))
@@ -59,14 +70,18 @@ func newGroup(t *testing.T, with ...func(*coordinator.Config)) *group {
 		lns[id], g.addrs[id] = ln, ln.Addr().String()
 		g.fs[id] = waltest.NewMemFS()
 	}
-	coordList := strings.Join([]string{g.addrs[1], g.addrs[2], g.addrs[3]}, ",")
+	var all []string
+	for id := uint64(1); id <= uint64(3+spare); id++ {
+		all = append(all, g.addrs[id])
+	}
+	coordList := strings.Join(all, ",")
 	for i, name := range []string{"p1", "p2"} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		g.peers[name] = ln.Addr().String()
-		b := bank.New(groupAccounts, 1000)
+		b := bank.New(accounts, 1000)
 		p, err := participant.Start(participant.Config{
 			Name: name, Listener: ln, DataDir: filepath.Join(g.dir, name), Coordinator: coordList,
 			Resource: b, InquireAfter: 200 * time.Millisecond, InquireMax: time.Second,
@@ -81,17 +96,25 @@ func newGroup(t *testing.T, with ...func(*coordinator.Config)) *group {
 	for id := uint64(1); id <= 3; id++ {
 		g.start(id, lns[id])
 	}
+	for id := uint64(4); id <= uint64(3+spare); id++ {
+		g.spare[id] = lns[id]
+	}
 	t.Cleanup(g.close)
 	return g
 }
 
 func (g *group) config(id uint64, ln net.Listener) coordinator.Config {
+	boot := map[uint64]string{1: g.addrs[1], 2: g.addrs[2], 3: g.addrs[3]}
 	cfg := coordinator.Config{
-		ID: id, Peers: g.addrs, Listener: ln, Listen: g.addrs[id],
+		ID: id, Peers: boot, Listener: ln, Listen: g.addrs[id],
 		DataDir: filepath.Join(g.dir, fmt.Sprintf("c%d", id)), Participants: g.peers,
 		Shards: 2, PrepareTimeout: 500 * time.Millisecond, RedeliverMin: 50 * time.Millisecond,
 		RedeliverMax: 500 * time.Millisecond, SegmentBytes: 1 << 20,
 		RaftTick: 20 * time.Millisecond, ElectionTicks: 10, Logger: nodetest.Quiet(), FS: g.fs[id],
+	}
+	if g.join[id] {
+		// A replica that joins knows where the group's replicas are.
+		cfg.Peers, cfg.Join = g.addrs, true
 	}
 	for _, w := range g.with {
 		w(&cfg)
@@ -420,10 +443,14 @@ func TestOnlyPeersMayReplicate(t *testing.T) {
 		{"a client sends raft", wire.Hello{Role: wire.RoleClient}, raftMsg(other), "may not send raft"},
 		{"a participant sends raft", wire.Hello{Role: wire.RoleParticipant, Name: []byte("p1")}, raftMsg(other), "may not send raft"},
 		{"an admin tool sends raft", wire.Hello{Role: wire.RoleAdmin}, raftMsg(other), "may not send raft"},
-		{"an unknown replica", replica("9"), raftMsg(9), `replica "9" is not one of this replica's --peers`},
-		{"a replica named like this one", replica(fmt.Sprint(id)), raftMsg(id), "is not one of this replica's --peers"},
-		{"a replica that is not a number", replica("two"), raftMsg(other), `replica "two" is not one of`},
+		{"an unknown replica", replica("9"), raftMsg(9), `replica "9" is not a member of this replica's group`},
+		{"a replica named like this one", replica(fmt.Sprint(id)), raftMsg(id), "is not a member of this replica's group"},
+		{"a replica that is not a number", replica("two"), raftMsg(other), `replica "two" is not a member`},
 		{"a replica speaking for another", replica(fmt.Sprint(other)), raftMsg(6 - id - other), "raft message from"},
+		// A member's id with another group's id: a replica bootstrapped
+		// without --join must never take this group's entries.
+		{"a replica of another group", replica(fmt.Sprintf("%d/0123456789abcdef", other)), raftMsg(other), "belongs to another group"},
+		{"a replica with a bad group id", replica(fmt.Sprintf("%d/xyz", other)), raftMsg(other), "is not a member"},
 		{"a replica that begins", replica(fmt.Sprint(other)), &wire.Begin{Txn: uuid.Must(uuid.NewV7())}, "may not send begin"},
 	}
 	for _, tc := range cases {

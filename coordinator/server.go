@@ -389,6 +389,9 @@ type Status struct {
 	// RaftSnapshot that of the latest snapshot (made here or received).
 	RaftApplied  uint64 `json:"raft_applied,omitempty"`
 	RaftSnapshot uint64 `json:"raft_snapshot,omitempty"`
+	// Members is the group's configuration as this replica last applied
+	// it (as `admin replicas` shows it).
+	Members *Members `json:"members,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients

@@ -81,6 +81,7 @@ func usage() {
   commitd admin in-doubt --coordinator ADDR
   commitd admin retry ID|PARTICIPANT --coordinator ADDR
   commitd admin resolve ID --commit|--abort --reason TEXT --participant ADDR
+  commitd admin replicas [add ID=ADDR | remove ID] --coordinator ADDRS
   commitd version
 
 Run "commitd COMMAND -h" (or "commitd admin REQUEST -h") for a command's flags.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"strconv"
@@ -42,13 +43,20 @@ func (p peerList) Set(v string) error {
 func replicaFlags(fs *flag.FlagSet, cfg *coordinator.Config) func() error {
 	peers := peerList{}
 	fs.Uint64Var(&cfg.ID, "id", 0, "this replica's id in --peers (replicated coordinator)")
-	fs.Var(peers, "peers", "every replica of a replicated coordinator as ID=ADDR,ID=ADDR,... at its --listen address, the same on every replica (off: a lone coordinator)")
+	fs.Var(peers, "peers", "every replica of a replicated coordinator as ID=ADDR,ID=ADDR,... at its --listen address, this one's included (off: a lone coordinator). "+
+		"On an empty --data it bootstraps the group's configuration, the same on every replica; afterwards the configuration in the raft log wins "+
+		"(changed with admin replicas add|remove), so a replica restarts with its original --peers, and only a member --peers puts at another address is refused. "+
+		"With --join: the members it may hear from while it waits to be added")
+	fs.BoolVar(&cfg.Join, "join", false, "replicated: join an existing group instead of bootstrapping one: start with an empty --data, then run admin replicas add ID=ADDR at the group's leader; never bootstraps a configuration")
 	fs.DurationVar(&cfg.RaftTick, "raft-tick", 50*time.Millisecond, "replicated: raft clock period (a leader's heartbeat)")
 	fs.IntVar(&cfg.ElectionTicks, "election-ticks", 10, "replicated: raft ticks without a leader before an election (randomised up to twice as many)")
 	return func() error {
 		if len(peers) == 0 {
 			if cfg.ID != 0 {
 				return usageError{fmt.Errorf("--id %d without --peers", cfg.ID)}
+			}
+			if cfg.Join {
+				return usageError{errors.New("--join without --peers (the group's replicas it may hear from) and --id")}
 			}
 			return nil
 		}

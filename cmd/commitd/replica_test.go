@@ -72,8 +72,15 @@ func TestReplicaBadInput(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	_ = cmd.Wait()
 	r := commitd(t, 20*time.Second, append(base, "--data", dir, "--id", "2", "--peers", peers)...)
-	oneLineError(t, r, "created for replica 1 of peers")
+	oneLineError(t, r, "it holds replica 1 of group")
+	// Other --peers: the configuration in the log wins, but a member that
+	// --peers places elsewhere is a mistake that matters.
 	other := fmt.Sprintf("1=%s,2=%s,3=%s", a, b, freeAddr(t))
 	r = commitd(t, 20*time.Second, append(base, "--data", dir, "--id", "1", "--peers", other)...)
-	oneLineError(t, r, "created for replica 1 of peers")
+	oneLineError(t, r, "but the group's configuration (in the log, which wins) has it at "+c)
+	// A directory that bootstrapped a group cannot join one.
+	r = commitd(t, 20*time.Second, append(base, "--data", dir, "--id", "1", "--peers", peers, "--join")...)
+	oneLineError(t, r, "--join, but it holds replica 1 of group")
+	r = commitd(t, 20*time.Second, append(base, "--data", t.TempDir(), "--join")...)
+	oneLineError(t, r, "--join without --peers")
 }

@@ -224,7 +224,7 @@ func runCoordinator(args []string) error {
 		cfg.ParticipantIdentities[name] = id
 		return nil
 	})
-	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
+	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports and, on a replica, change the group's members (repeat; default: any certificate the CA signed)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

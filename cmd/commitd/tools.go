@@ -38,6 +38,13 @@ const adminUsage = `usage of commitd admin: ask a running server, answered as JS
   commitd admin retry ID|NAME --participant ADDR                   inquire now (NAME: the participant's own, for all)
   commitd admin resolve ID --commit|--abort --reason TEXT --participant ADDR [--coordinator ADDR] [--check ADDR,...]
                                                                    decide by hand what the protocol cannot settle
+  commitd admin replicas --coordinator ADDRS                       a replica group's members
+  commitd admin replicas add ID=ADDR --coordinator ADDRS           add a replica (started with --join)
+  commitd admin replicas remove ID   --coordinator ADDRS           remove a replica (a dead one, or any)
+
+A change goes to the group's leader (a follower's "not leader, try X" is followed): add makes the
+new replica a learner, waits until it has caught up, then makes it a voter; remove refuses to leave
+no quorum possible, and hands leadership over first when it removes the leader.
 
 txn answers committed, aborted (with the cause), unknown (a one-phase
 transaction whose participant did not answer), in-flight (with each
@@ -65,7 +72,7 @@ Run "commitd admin REQUEST -h" for a request's flags (--timeout, TLS).
 func runAdmin(args []string) error {
 	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt, retry or resolve")
+		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt, retry, resolve or replicas")
 		return errUsage
 	}
 	kind := args[0]
@@ -90,14 +97,36 @@ func runAdmin(args []string) error {
 			}
 		}
 	}
-	fs := newFlags("admin " + kind)
+	var change, changeArg string
+	if kind == "replicas" && len(args) > 0 && (args[0] == "add" || args[0] == "remove") {
+		change = args[0]
+		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+			want := "ID=ADDR"
+			if change == "remove" {
+				want = "ID"
+			}
+			fmt.Fprint(os.Stderr, adminUsage)
+			return usageError{fmt.Errorf("admin replicas %s: name the replica: %s", change, want)}
+		}
+		changeArg, args = args[1], args[2:]
+	}
+	name := "admin " + kind
+	defTimeout := 30 * time.Second
+	if kind == "replicas" {
+		// An add waits until the new replica has caught up (at most 30 s
+		// at the leader) and may follow a leader change on the way.
+		name, defTimeout = "admin replicas [add ID=ADDR | remove ID]", 90*time.Second
+	}
+	fs := newFlags(name)
 	if kind == "resolve" {
 		return runResolve(fs, arg, args)
 	}
 	var coord, part string
 	var tf tlsFlags
-	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	timeout := fs.Duration("timeout", defTimeout, "give up after this long")
 	switch kind {
+	case "replicas":
+		fs.StringVar(&coord, "coordinator", "", "the group's replicas, ADDR1,ADDR2,... (required; changes go to the leader)")
 	case "status":
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (the first that answers; or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
@@ -110,12 +139,15 @@ func runAdmin(args []string) error {
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	default:
-		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt, retry or resolve)\n", kind)
+		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt, retry, resolve or replicas)\n", kind)
 		return errUsage
 	}
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if kind == "replicas" && coord == "" {
+		return usageError{errors.New("admin replicas: name the group with --coordinator ADDR1,ADDR2")}
 	}
 	addr := coord
 	if addr == "" {
@@ -174,7 +206,12 @@ func runAdmin(args []string) error {
 		return nil
 	}
 	var v json.RawMessage
-	if err := client.AdminArg(ctx, addr, kind, arg, tlsCfg, &v); err != nil {
+	if change != "" {
+		err = client.ChangeReplicas(ctx, addr, change, changeArg, tlsCfg, &v)
+	} else {
+		err = client.AdminArg(ctx, addr, kind, arg, tlsCfg, &v)
+	}
+	if err != nil {
 		return adminError(err)
 	}
 	_, err = fmt.Fprintf(os.Stdout, "%s\n", v)

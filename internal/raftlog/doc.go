@@ -17,6 +17,7 @@
 //	kind 1, entry:      u8 1 | raftpb.Entry
 //	kind 2, hard state: u8 2 | raftpb.HardState
 //	kind 3, identity:   u8 3 | u64 group | u64 id | u32 n | n × (u64 id, u16 len, addr)
+//	                    (n = 0: the replica joined; group 0: not learned yet)
 //	kind 4, snapshot received from the leader: u8 4 | raftpb.Snapshot
 //	kind 5, snapshot made here (Compact):      u8 5 | raftpb.Snapshot
 //
@@ -25,23 +26,32 @@
 // made here (5) the entries up to its index, and is followed by the hard
 // state again; after either, the WAL segments holding only what it
 // replaced are retired — so entries past a snapshot may precede it in the
-// WAL, and replay accepts them there. Every replica's raft log
-// starts after the same base snapshot (index 1, term 1, every peer a
-// voter), which is not stored: it follows from the identity, and entries
-// start at index 2. Replay applies raft's
-// rule for rewritten entries: an entry at index i discards every entry at
-// or after i recorded before it. The last hard state wins.
+// WAL, and replay accepts them there. A replica that bootstrapped its
+// group starts after a base snapshot (index 1, term 1, every peer of the
+// first configuration a voter), which is not stored: it follows from the
+// identity, and entries start at index 2. A replica that joined an
+// existing group has no base: its log starts with its leader's snapshot.
+// Replay applies raft's rule for rewritten entries: an entry at index i
+// discards every entry at or after i recorded before it. The last hard
+// state wins.
 //
-// # Identity
+// # Identity and membership
 //
-// A replica's data directory belongs to one replica (its id) of one group
-// (the set of id=address pairs it was created with). Open refuses a
-// directory created for another id or another peer list, with an error
-// that wraps ErrIdentity and names both, so a data directory is never used
-// by two replicas and replicas started with different peer lists never
-// form a group.
+// A replica's data directory belongs to one replica (its id) of one group.
+// The group id is fixed when the group is bootstrapped (FNV-64a of the
+// sorted first configuration, stored in the identity record, never
+// recomputed) and learned by a joining replica (Identity.Join) from the
+// Members header of its leader's first snapshot. Open refuses a directory
+// created for another id, and a directory that bootstrapped a group to a
+// replica started to join one, with an error that wraps ErrIdentity and
+// names both; Save refuses a snapshot of another group.
 //
-// # Not yet
-//
-// Membership is static: the configuration is the identity's peer list.
+// The configuration itself is raft's (ConfState, changed by committed
+// configuration changes), and the addresses travel with it: a snapshot's
+// data starts with a Members header (group id, id → address of every
+// member, removed ids), and a change that adds a replica carries its
+// address in its Context (AppendAddrs). Once a log holds a configuration,
+// it wins over the command line: Members.CheckPeers refuses only a member
+// that --peers places at another address, and a replica that was removed
+// (ErrRemoved).
 package raftlog

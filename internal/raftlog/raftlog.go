@@ -28,19 +28,36 @@ const (
 // to another replica or another group.
 var ErrIdentity = errors.New("raftlog: data directory belongs to another replica")
 
+// ErrRemoved is wrapped by the error of a replica that was removed from
+// its group: it must not serve again. Its text reads after the replica's
+// name ("replica 3 was removed from the group").
+var ErrRemoved = errors.New("was removed from the group")
+
 // MaxAddrLen bounds a peer's address in the identity record.
 const MaxAddrLen = 255
 
-// Identity is who a replica is: its id and the group's peers (id →
-// address, the replica's own id included).
+// Identity is who a replica is: its id and how it came to the group.
+//
+// A replica that bootstraps a group (Join false) is given the group's
+// first configuration, Peers (id → address, its own id included), and
+// fixes the group id from it (Group). A replica that joins an existing
+// group (Join true) has no configuration of its own: Peers are only the
+// members it may hear from before the leader sends it one, and it learns
+// the group id from the first snapshot the leader sends (Save). Either
+// way, once the log holds a configuration the log's wins: Peers given at a
+// restart are checked against it (Members.CheckPeers), not the other way
+// round.
 type Identity struct {
 	ID    uint64
 	Peers map[uint64]string
+	Join  bool
 }
 
-// Group is the group id the peer list makes: FNV-64a of the sorted
-// "id=addr" pairs. Replicas started with different peer lists have
-// different groups.
+// Group is the group id a bootstrapping replica fixes: FNV-64a of the
+// sorted "id=addr" pairs of its first configuration, so that replicas
+// bootstrapped with different peer lists have different groups. It is
+// stored in the identity record and never recomputed from a later
+// command line.
 func (id Identity) Group() uint64 {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(id.peerList()))
@@ -48,9 +65,13 @@ func (id Identity) Group() uint64 {
 }
 
 // peerList is the sorted "1=a,2=b" form, for errors and the group id.
-func (id Identity) peerList() string {
-	ids := make([]uint64, 0, len(id.Peers))
-	for k := range id.Peers {
+func (id Identity) peerList() string { return PeerList(id.Peers) }
+
+// PeerList formats id → address pairs as the sorted "1=a,2=b" form of
+// --peers.
+func PeerList(peers map[uint64]string) string {
+	ids := make([]uint64, 0, len(peers))
+	for k := range peers {
 		ids = append(ids, k)
 	}
 	slices.Sort(ids)
@@ -59,7 +80,7 @@ func (id Identity) peerList() string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "%d=%s", k, id.Peers[k])
+		fmt.Fprintf(&b, "%d=%s", k, peers[k])
 	}
 	return b.String()
 }
@@ -89,67 +110,119 @@ func (id Identity) Validate() error {
 	return nil
 }
 
-func (id Identity) appendRecord(b []byte) []byte {
+// stored is the identity record: the group id (0 while a joining replica
+// has not learned it), the replica's id and, for a replica that
+// bootstrapped its group, the group's first configuration (none for one
+// that joined).
+type stored struct {
+	group uint64
+	id    uint64
+	peers map[uint64]string
+}
+
+func (st stored) joined() bool { return len(st.peers) == 0 }
+
+func (st stored) String() string {
+	if st.joined() {
+		if st.group == 0 {
+			return fmt.Sprintf("replica %d, joining a group (no snapshot from its leader yet)", st.id)
+		}
+		return fmt.Sprintf("replica %d of group %016x (joined)", st.id, st.group)
+	}
+	return fmt.Sprintf("replica %d of group %016x (bootstrapped with peers %s)", st.id, st.group, PeerList(st.peers))
+}
+
+func (st stored) appendRecord(b []byte) []byte {
 	b = append(b, kindIdentity)
-	b = binary.LittleEndian.AppendUint64(b, id.Group())
-	b = binary.LittleEndian.AppendUint64(b, id.ID)
-	ids := make([]uint64, 0, len(id.Peers))
-	for k := range id.Peers {
+	b = binary.LittleEndian.AppendUint64(b, st.group)
+	b = binary.LittleEndian.AppendUint64(b, st.id)
+	return appendAddrs(b, st.peers)
+}
+
+// appendAddrs appends u32 n | n × (u64 id, u16 len, addr), by id.
+func appendAddrs(b []byte, addrs map[uint64]string) []byte {
+	ids := make([]uint64, 0, len(addrs))
+	for k := range addrs {
 		ids = append(ids, k)
 	}
 	slices.Sort(ids)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(ids)))
 	for _, k := range ids {
 		b = binary.LittleEndian.AppendUint64(b, k)
-		b = binary.LittleEndian.AppendUint16(b, uint16(len(id.Peers[k])))
-		b = append(b, id.Peers[k]...)
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(addrs[k])))
+		b = append(b, addrs[k]...)
 	}
 	return b
 }
 
-func parseIdentity(b []byte) (Identity, uint64, error) {
-	bad := fmt.Errorf("raftlog: malformed identity record: %w", wal.ErrCorrupt)
-	if len(b) < 1+8+8+4 {
-		return Identity{}, 0, bad
+// parseAddrs reads what appendAddrs wrote (ids increasing, addresses 1 to
+// MaxAddrLen bytes) and returns the rest.
+func parseAddrs(b []byte) (map[uint64]string, []byte, bool) {
+	if len(b) < 4 {
+		return nil, nil, false
 	}
-	group := binary.LittleEndian.Uint64(b[1:])
-	id := Identity{ID: binary.LittleEndian.Uint64(b[9:]), Peers: make(map[uint64]string)}
-	n := binary.LittleEndian.Uint32(b[17:])
-	b = b[21:]
+	n := binary.LittleEndian.Uint32(b)
+	b = b[4:]
+	if uint64(n) > uint64(len(b))/10 {
+		return nil, nil, false
+	}
+	addrs := make(map[uint64]string, n)
+	var prev uint64
 	for range n {
 		if len(b) < 10 {
-			return Identity{}, 0, bad
+			return nil, nil, false
 		}
 		k := binary.LittleEndian.Uint64(b)
 		l := int(binary.LittleEndian.Uint16(b[8:]))
-		if len(b) < 10+l {
-			return Identity{}, 0, bad
+		if len(b) < 10+l || l == 0 || l > MaxAddrLen {
+			return nil, nil, false
 		}
-		id.Peers[k] = string(b[10 : 10+l])
+		if k <= prev {
+			return nil, nil, false // ids are written in increasing order, from 1
+		}
+		prev = k
+		addrs[k] = string(b[10 : 10+l])
 		b = b[10+l:]
 	}
-	if len(b) != 0 {
-		return Identity{}, 0, bad
+	return addrs, b, true
+}
+
+func parseIdentity(b []byte) (stored, error) {
+	bad := fmt.Errorf("raftlog: malformed identity record: %w", wal.ErrCorrupt)
+	if len(b) < 1+8+8+4 {
+		return stored{}, bad
 	}
-	return id, group, nil
+	st := stored{group: binary.LittleEndian.Uint64(b[1:]), id: binary.LittleEndian.Uint64(b[9:])}
+	peers, rest, ok := parseAddrs(b[17:])
+	if !ok || len(rest) != 0 {
+		return stored{}, bad
+	}
+	if len(peers) > 0 {
+		st.peers = peers
+	}
+	return st, nil
 }
 
 // firstIndex is the index of the first entry: every replica's log starts
 // after the same base snapshot (see base).
 const firstIndex = 2
 
-// base is the snapshot every replica's log of the group starts from: index
-// 1, term 1, every peer a voter. Membership is static (no configuration
-// changes yet), so this is what the raft library's Bootstrap would log as
-// its first entries, without logging them — and a restarted replica knows
-// its voters before it applies anything.
-func (id Identity) base() *pb.Snapshot {
-	ids := make([]uint64, 0, len(id.Peers))
-	for k := range id.Peers {
+// base is the snapshot a bootstrapped group's logs start from: index 1,
+// term 1, every peer of the first configuration a voter, and the Members
+// header (group id and addresses) as its data. It is what the raft
+// library's Bootstrap would log as its first entries, without logging
+// them: it follows from the identity record, so it is not stored, and a
+// restarted replica knows its first configuration before it applies
+// anything. A replica that joins has no base: its log starts with the
+// leader's snapshot.
+func (st stored) base() *pb.Snapshot {
+	ids := make([]uint64, 0, len(st.peers))
+	for k := range st.peers {
 		ids = append(ids, k)
 	}
 	slices.Sort(ids)
-	return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{
+	m := Members{Group: st.group, Addrs: st.peers}
+	return &pb.Snapshot{Data: m.Append(nil), Metadata: &pb.SnapshotMetadata{
 		Index:     proto.Uint64(firstIndex - 1),
 		Term:      proto.Uint64(1),
 		ConfState: &pb.ConfState{Voters: ids},
@@ -161,7 +234,7 @@ func (id Identity) base() *pb.Snapshot {
 type Log struct {
 	wal     *wal.Log
 	storage *raft.MemoryStorage
-	id      Identity
+	id      stored        // the identity record; its group is learned by a joiner
 	hs      *pb.HardState // last saved
 	fresh   bool
 	buf     []byte
@@ -183,7 +256,12 @@ func (l *Log) note(index uint64, lsn wal.LSN) {
 }
 
 // Open opens (creating if needed) the WAL in dir with opts and replays it.
-// A new log is given id's identity; an existing one must have the same.
+// A new log is given id's identity — a replica that bootstraps its group
+// with id.Peers as the first configuration, or one that joins (id.Join)
+// and waits for its leader's snapshot. An existing log must belong to the
+// same replica id; a directory that bootstrapped a group cannot join one.
+// Whether id.Peers agree with the configuration in the log is the
+// caller's to check (Members.CheckPeers), once it has applied the log.
 func Open(dir string, opts wal.Options, id Identity) (*Log, error) {
 	if err := id.Validate(); err != nil {
 		return nil, err
@@ -192,7 +270,7 @@ func Open(dir string, opts wal.Options, id Identity) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
-	l := &Log{wal: w, storage: raft.NewMemoryStorage(), hs: &pb.HardState{}, id: id}
+	l := &Log{wal: w, storage: raft.NewMemoryStorage(), hs: &pb.HardState{}}
 	if err := l.replay(id); err != nil {
 		_ = w.Close()
 		return nil, err
@@ -203,7 +281,7 @@ func Open(dir string, opts wal.Options, id Identity) (*Log, error) {
 func (l *Log) replay(want Identity) error {
 	var ents []*pb.Entry
 	var hs *pb.HardState
-	var have *Identity
+	var have *stored
 	var snap *pb.Snapshot
 	base := uint64(firstIndex - 1) // the index entries follow
 	err := l.wal.Replay(l.wal.Recovery().FirstLSN, func(lsn wal.LSN, data []byte) error {
@@ -213,16 +291,17 @@ func (l *Log) replay(want Identity) error {
 		switch data[0] {
 		case kindIdentity:
 			// The first record of a new log; written again before every
-			// snapshot, since retiring segments may drop the first.
-			got, group, err := parseIdentity(data)
+			// snapshot, since retiring segments may drop the first, and
+			// when a joining replica learns its group.
+			got, err := parseIdentity(data)
 			if err != nil {
 				return err
 			}
-			if group != got.Group() {
+			if !got.joined() && got.group != (Identity{Peers: got.peers}).Group() {
 				return fmt.Errorf("raftlog: identity at LSN %d does not match its group id: %w", lsn, wal.ErrCorrupt)
 			}
-			if have != nil && (have.ID != got.ID || have.Group() != got.Group()) {
-				return fmt.Errorf("raftlog: identities differ at LSN %d: %w", lsn, wal.ErrCorrupt)
+			if have != nil && (have.id != got.id || have.joined() != got.joined() || (have.group != 0 && have.group != got.group)) {
+				return fmt.Errorf("raftlog: identities differ at LSN %d (%v, then %v): %w", lsn, have, got, wal.ErrCorrupt)
 			}
 			have = &got
 		case kindSnapshot, kindCompacted:
@@ -293,23 +372,32 @@ func (l *Log) replay(want Identity) error {
 	}
 	if have == nil {
 		l.fresh = true
-		if err := l.storage.ApplySnapshot(want.base()); err != nil {
-			return fmt.Errorf("raftlog: %w", err)
+		l.id = stored{id: want.ID}
+		if !want.Join {
+			l.id.group, l.id.peers = want.Group(), want.Peers
+			if err := l.storage.ApplySnapshot(l.id.base()); err != nil {
+				return fmt.Errorf("raftlog: %w", err)
+			}
 		}
-		if _, err := l.wal.AppendSync(want.appendRecord(nil)); err != nil {
+		if _, err := l.wal.AppendSync(l.id.appendRecord(nil)); err != nil {
 			return fmt.Errorf("raftlog: writing identity: %w", err)
 		}
 		return nil
 	}
-	if have.ID != want.ID || have.Group() != want.Group() {
-		return fmt.Errorf("%w: it was created for replica %d of peers %s, started as replica %d of peers %s",
-			ErrIdentity, have.ID, have.peerList(), want.ID, want.peerList())
+	l.id = *have
+	if have.id != want.ID {
+		return fmt.Errorf("%w: it holds %v, started as replica %d", ErrIdentity, have, want.ID)
+	}
+	if want.Join && !have.joined() {
+		return fmt.Errorf("%w: --join, but it holds %v; a joining replica starts with an empty data directory (restart this one without --join)", ErrIdentity, have)
 	}
 	if len(ents) > 0 && ents[0].GetIndex() != base+1 {
 		return fmt.Errorf("raftlog: entries start at %d, after a snapshot at %d: %w", ents[0].GetIndex(), base, wal.ErrCorrupt)
 	}
-	if err := l.storage.ApplySnapshot(want.base()); err != nil {
-		return fmt.Errorf("raftlog: %w", err)
+	if !have.joined() {
+		if err := l.storage.ApplySnapshot(have.base()); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
 	}
 	if snap != nil {
 		if err := l.storage.ApplySnapshot(snap); err != nil {
@@ -321,6 +409,9 @@ func (l *Log) replay(want Identity) error {
 		if len(ents) > 0 {
 			last = ents[len(ents)-1].GetIndex()
 		}
+		if have.joined() && snap == nil {
+			last = 0
+		}
 		if hs.GetCommit() > last {
 			return fmt.Errorf("raftlog: hard state commits %d beyond the log: %w", hs.GetCommit(), wal.ErrCorrupt)
 		}
@@ -330,6 +421,9 @@ func (l *Log) replay(want Identity) error {
 		}
 	}
 	if len(ents) > 0 {
+		if have.joined() && snap == nil {
+			return fmt.Errorf("raftlog: a joining replica's log holds entries before its first snapshot: %w", wal.ErrCorrupt)
+		}
 		if err := l.storage.Append(ents); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
@@ -337,6 +431,10 @@ func (l *Log) replay(want Identity) error {
 	l.fresh = hs == nil && len(ents) == 0 && snap == nil
 	return nil
 }
+
+// Group is the group id: fixed at bootstrap, learned by a joining replica
+// from its first snapshot (0 until then).
+func (l *Log) Group() uint64 { return l.id.group }
 
 // Storage is what the raft node reads (raft.Config.Storage).
 func (l *Log) Storage() *raft.MemoryStorage { return l.storage }
@@ -370,6 +468,11 @@ func (l *Log) Save(rd *raft.Ready) error {
 	}
 	if n == 0 {
 		return nil
+	}
+	if snap != nil {
+		if err := l.adopt(snap); err != nil {
+			return err
+		}
 	}
 	var last, from wal.LSN
 	k := 0
@@ -437,6 +540,30 @@ func (l *Log) Save(rd *raft.Ready) error {
 		if err := l.storage.SetHardState(l.hs); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
+	}
+	return nil
+}
+
+// adopt checks the group of a snapshot from the leader: a joining replica
+// that has not learned its group yet takes it (the identity written with
+// the snapshot records it); any other replica refuses a snapshot of
+// another group.
+func (l *Log) adopt(snap *pb.Snapshot) error {
+	m, _, ok, err := ParseMembers(snap.GetData())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if l.id.group == 0 {
+			return fmt.Errorf("%w: the leader's snapshot at %d names no group (an older commitd leads?); a joining replica needs one", ErrIdentity, snap.GetMetadata().GetIndex())
+		}
+		return nil
+	}
+	switch {
+	case l.id.group == 0:
+		l.id.group = m.Group
+	case m.Group != l.id.group:
+		return fmt.Errorf("%w: a snapshot from group %016x reached %v (a replica of another group dialed this one, or it was started without --join)", ErrIdentity, m.Group, l.id)
 	}
 	return nil
 }

@@ -134,20 +134,41 @@ func TestAnotherReplicaOrGroupIsRefused(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := open(t, fs, 2, three); !errors.Is(err, ErrIdentity) {
+		t.Errorf("another id: err = %v, want ErrIdentity", err)
+	} else {
+		t.Logf("another id: %v", err)
+	}
+	if _, err := Open("raft", wal.Options{FS: fs, SegmentBytes: 64 << 10}, Identity{ID: 1, Peers: three, Join: true}); !errors.Is(err, ErrIdentity) {
+		t.Errorf("--join on a bootstrapped directory: err = %v, want ErrIdentity", err)
+	} else {
+		t.Logf("--join on a bootstrapped directory: %v", err)
+	}
+	// Other --peers open (the log's configuration wins); a member at
+	// another address is what the caller's CheckPeers refuses.
 	other := map[uint64]string{1: "127.0.0.1:7401", 2: "127.0.0.1:7402", 3: "127.0.0.1:9999"}
-	for _, c := range []struct {
-		name  string
-		id    uint64
-		peers map[uint64]string
-	}{
-		{"another id", 2, three},
-		{"other peers", 1, other},
-	} {
-		if _, err := open(t, fs, c.id, c.peers); !errors.Is(err, ErrIdentity) {
-			t.Errorf("%s: err = %v, want ErrIdentity", c.name, err)
-		} else {
-			t.Logf("%s: %v", c.name, err)
-		}
+	l, err := open(t, fs, 1, other)
+	if err != nil {
+		t.Fatalf("other peers: %v", err)
+	}
+	m, _, ok, err := ParseMembers(l.Snapshot().GetData())
+	if err != nil || !ok || m.Group != (Identity{Peers: three}).Group() || PeerList(m.Addrs) != PeerList(three) {
+		t.Fatalf("base snapshot's members %+v %v %v, want group and addresses of the bootstrap", m, ok, err)
+	}
+	if err := m.CheckPeers(1, other); !errors.Is(err, ErrIdentity) {
+		t.Errorf("CheckPeers(other) = %v, want ErrIdentity", err)
+	} else {
+		t.Logf("other peers: %v", err)
+	}
+	if err := m.CheckPeers(1, map[uint64]string{1: three[1], 9: "127.0.0.1:1"}); err != nil {
+		t.Errorf("CheckPeers with a non-member: %v", err)
+	}
+	m.Removed = []uint64{1}
+	if err := m.CheckPeers(1, three); !errors.Is(err, ErrRemoved) {
+		t.Errorf("CheckPeers of a removed replica = %v, want ErrRemoved", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
 	}
 	for _, c := range []struct {
 		name  string
@@ -320,5 +341,52 @@ func TestReceivedSnapshotReplacesEntries(t *testing.T) {
 		if sn := lg.Snapshot(); sn.GetMetadata().GetIndex() != 50 || string(sn.GetData()) != "leader's state" {
 			t.Fatalf("snapshot %v", sn)
 		}
+	}
+}
+
+// TestJoinerLearnsItsGroupFromTheSnapshot: a joining replica starts with
+// no configuration, takes the group of its leader's first snapshot, keeps
+// it across a restart, and refuses a snapshot of another group.
+func TestJoinerLearnsItsGroupFromTheSnapshot(t *testing.T) {
+	fs := waltest.NewMemFS()
+	join := Identity{ID: 4, Peers: map[uint64]string{1: "a:1", 4: "a:4"}, Join: true}
+	openJoin := func(fs wal.FS) (*Log, error) {
+		return Open("raft", wal.Options{FS: fs, SegmentBytes: 64 << 10}, join)
+	}
+	l, err := openJoin(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Group() != 0 || !raft.IsEmptySnap(l.Snapshot()) {
+		t.Fatalf("a fresh joiner has group %x and snapshot %v", l.Group(), l.Snapshot())
+	}
+	group := (Identity{Peers: three}).Group()
+	m := Members{Group: group, Addrs: map[uint64]string{1: "a:1", 2: "a:2", 3: "a:3", 4: "a:4"}, Removed: []uint64{7}}
+	snap := &pb.Snapshot{Data: append(m.Append(nil), "state"...), Metadata: &pb.SnapshotMetadata{
+		Index: proto.Uint64(90), Term: proto.Uint64(5), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}}}
+	if err := l.Save(&raft.Ready{Snapshot: snap, HardState: hardState(5, 0, 90)}); err != nil {
+		t.Fatal(err)
+	}
+	if l.Group() != group {
+		t.Fatalf("group %x after the snapshot, want %x", l.Group(), group)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = openJoin(fs.Crash(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, rest, ok, err := ParseMembers(l.Snapshot().GetData())
+	if l.Group() != group || err != nil || !ok || string(rest) != "state" || PeerList(got.Addrs) != PeerList(m.Addrs) || len(got.Removed) != 1 {
+		t.Fatalf("after a restart: group %x, members %+v %q %v %v", l.Group(), got, rest, ok, err)
+	}
+	m.Group++
+	snap.Data = m.Append(nil)
+	snap.Metadata.Index = proto.Uint64(95)
+	if err := l.Save(&raft.Ready{Snapshot: snap}); !errors.Is(err, ErrIdentity) {
+		t.Fatalf("a snapshot of another group: %v, want ErrIdentity", err)
+	} else {
+		t.Log(err)
 	}
 }

@@ -40,7 +40,7 @@
 //	Vote           txn | vote u8 | from name
 //	Decision       txn | decision u8
 //	Ack, Inquire   txn | from name
-//	AdminRequest   kind u8 (≠ 0)
+//	AdminRequest   kind u8 (≠ 0) | argument: the rest of the frame (≤ 1024; empty for reports)
 //	AdminResponse  JSON bytes (rest of the frame); flags bit 0 = more frames follow
 //	Error          code u16 (≠ 0) | message bytes16 (≤ 1024); with request id 0,
 //	               why the sender closes the connection

@@ -56,7 +56,7 @@ const (
 	TypeAdminRequest                  // request: admin → any server
 	TypeAdminResponse                 // reply to AdminRequest; FlagMore may be set
 	TypeError                         // reply to any request that failed
-	TypeRaft                          // one-way: replica ↔ replica (raftpb.Message)
+	TypeRaft                          // one-way: replica ↔ replica (raftpb.Message); FlagMore may be set
 	typeEnd                           // one past the last type
 )
 
@@ -102,7 +102,8 @@ type Flags uint16
 
 const (
 	// FlagMore (AdminResponse): more response frames with the same
-	// request id follow.
+	// request id follow; (Raft) more frames of the same raft message
+	// follow on the connection.
 	FlagMore Flags = 1 << 0
 	// FlagAnswer (Hello): the sender waits for the accepting side's own
 	// Hello before it uses the connection, so that nothing is sent on a
@@ -113,7 +114,7 @@ const (
 // allowedFlags returns the flag bits that frames of type t may carry.
 func allowedFlags(t Type) Flags {
 	switch t {
-	case TypeAdminResponse:
+	case TypeAdminResponse, TypeRaft:
 		return FlagMore
 	case TypeHello:
 		return FlagAnswer

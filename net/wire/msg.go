@@ -202,6 +202,14 @@ const (
 	// JSON); one JSON object, or an Error saying why it was refused.
 	// Participant.
 	AdminResolve
+	// AdminReplicas: one JSON object, a replica group's members.
+	AdminReplicas
+	// AdminReplicasAdd: Arg "ID=ADDR": add a replica to the group (to its
+	// leader).
+	AdminReplicasAdd
+	// AdminReplicasRemove: Arg "ID": remove a replica from the group (to
+	// its leader).
+	AdminReplicasRemove
 )
 
 // MaxAdminArgLen bounds AdminRequest.Arg.
@@ -324,7 +332,10 @@ type Inquire struct {
 	From []byte
 }
 
-// AdminRequest asks a server for a report (request; replies AdminResponse).
+// AdminRequest asks a server for a report, or (AdminReplicasAdd,
+// AdminReplicasRemove) a replica group's leader for a change (request;
+// replies AdminResponse). Arg is the kind's argument, at most
+// MaxDetailLen bytes: empty for reports.
 type AdminRequest struct {
 	Kind AdminKind
 	// Arg is what the request is about (a transaction id, a participant's

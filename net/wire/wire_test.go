@@ -47,6 +47,7 @@ func samples() []sample {
 		{3, &AdminRequest{Kind: 200}},
 		{3, &AdminRequest{Kind: AdminTxn, Arg: []byte("0190a0b0-0000-7000-8000-000000000000")}},
 		{3, &AdminRequest{Kind: AdminRetry, Arg: bytes.Repeat([]byte("p"), MaxAdminArgLen)}},
+		{3, &AdminRequest{Kind: AdminReplicasAdd, Arg: []byte("4=127.0.0.1:7404")}},
 		{3, &AdminResponse{More: true, JSON: []byte(`[{"txn":"x"}`)}},
 		{3, &AdminResponse{JSON: bytes.Repeat([]byte(" "), MaxPayload)}},
 		{4, &Error{Code: CodeUnavailable, Message: []byte("shutting down")}},
@@ -55,6 +56,7 @@ func samples() []sample {
 		{4, &Error{Code: CodeNotLeader, Message: []byte("127.0.0.1:7402")}},
 		{0, &Hello{Role: RoleReplica, Name: []byte("2")}},
 		{0, &Raft{Msg: []byte{0x08, 0x03}}},
+		{0, &Raft{More: true, Msg: []byte{0x08}}},
 		{0, &Raft{Msg: bytes.Repeat([]byte{0xcd}, MaxPayload)}},
 	}
 }
