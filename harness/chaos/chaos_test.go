@@ -370,7 +370,7 @@ func runChaos(t *testing.T, cr chaosRun) Result {
 		for _, k := range sk {
 			names = append(names, k.String())
 		}
-		t.Logf("  faults skipped       %s (no network namespaces: see the next line)", strings.Join(names, ", "))
+		t.Logf("  faults skipped       %s (why: the next line)", strings.Join(names, ", "))
 	}
 	t.Logf("  network faults       %s", netNote)
 	if c.Replicated() {
