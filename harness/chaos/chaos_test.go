@@ -30,7 +30,8 @@ const (
 	chaosParts      = 3
 	defaultDuration = 30 * time.Second
 	// defaultReplicatedDuration is the replicated run's load in `make
-	// test`: six processes and the same checks, kept to about 35 s.
+	// test`: six processes and the same checks, about 50 s in all under
+	// the race detector on 2 cores (docs/testing.md).
 	defaultReplicatedDuration = 20 * time.Second
 	// plantedDuration is TestChaosCatchesLostDecisions's load.
 	plantedDuration = 8 * time.Second
@@ -66,7 +67,9 @@ func (w logWriter) Write(p []byte) (int, error) {
 // CHAOS_SEED replays a run's choices. Loads of 2m or more also partition
 // the network, where network namespaces can be made (root, iproute2): each
 // process then runs in its own namespace. CHAOS_PARTITIONS =1 or =0 turns
-// partitions on or off whatever the load.
+// partitions on or off whatever the load. CHAOS_KEEP=1 keeps the data
+// directories, logs and ack log of a run that passed (a failed one's are
+// always kept).
 func TestChaos(t *testing.T) {
 	cfg := chaosConfig(t)
 	for _, replicas := range cfg.replicas {
