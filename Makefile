@@ -59,7 +59,8 @@ mysql-down:
 	@bash $(MYSQL_SH) down
 
 ## unit: every package's tests with the race detector. This includes harness/chaos, whose TestChaos
-## runs the process-level chaos test for 30 s of load (see chaos), and engine's TestSimulation, 5,000
+## runs the process-level chaos test for 30 s of load with a lone coordinator and 20 s with a
+## replicated one, plus the replicated planted fault (see chaos), and engine's TestSimulation, 5,000
 ## seeds under the race detector (about a minute on 2 cores; COMMITD_SIM_SEEDS sets the count).
 unit:
 	$(GO) test -race -timeout 20m $(PKGS)
@@ -131,12 +132,18 @@ bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./wal ./engine
 
 ## chaos: a coordinator and three bank participants as separate processes, commitd bench at 100
-## callers, and a nemesis that kill -9s, SIGSTOPs and restarts them; then atomicity, durability,
-## conservation and liveness are checked (docs/testing.md). CHAOS_DURATION (default 5m) sets the
-## load, CHAOS_SEED replays a run's choices.
+## callers, and a nemesis that kill -9s, SIGSTOPs, partitions and restarts them; then atomicity,
+## durability, conservation and liveness are checked (docs/testing.md). Two runs: a lone coordinator
+## (TestChaos/single) and a replicated coordinator of 3 replicas whose leader and followers the
+## nemesis kills, pauses and cuts off (TestChaos/replicated); then the planted fault both must catch
+## (TestChaosCatchesLostDecisions). CHAOS_REPLICAS selects the runs (1, 3, or 1,3: both), CHAOS_DURATION
+## (default 5m) sets each run's load, CHAOS_SEED replays a run's choices. As root each process runs in
+## its own network namespace, for partitions. `make test` runs TestChaos for 30 s (single) and 20 s
+## (replicated), and the planted fault for the replicated run only.
 CHAOS_DURATION ?= 5m
+CHAOS_REPLICAS ?= 1,3
 chaos:
-	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -v -count=1 -timeout 60m -run '^TestChaos$$' ./harness/chaos
+	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REPLICAS=$(CHAOS_REPLICAS) $(GO) test -v -count=1 -timeout 90m -run '^TestChaos' ./harness/chaos
 
 ## chaos-mysql: the same with participant p3 a MariaDB participant (--backend mysql on make mysql-up's
 ## first server; partitions off, as the server is on the host's loopback).

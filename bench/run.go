@@ -45,6 +45,14 @@ type Config struct {
 	// growing their maps: the warmup keeps that out of steady-state
 	// figures. The run then lasts Warmup + Duration.
 	Warmup time.Duration
+	// CallTimeout, if positive, bounds each transaction: a Run without an
+	// answer by then ends Unknown (the client's rule for a lost answer) and
+	// the caller starts its next one. Without it a caller waits as long as
+	// the run lasts — behind a replica that is paused or cut off, say,
+	// while the rest of a replicated coordinator elects another leader and
+	// would take the caller's next transaction (the client moves on to
+	// another replica after a timeout).
+	CallTimeout time.Duration
 	// Seed makes the workload repeatable.
 	Seed uint64
 	// Progress, if set, receives a live progress line every second.
@@ -192,8 +200,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Duration <= 0 && cfg.Txns <= 0 {
 		return Report{}, errors.New("bench: set a duration or a transaction count")
 	}
-	if cfg.Rate < 0 {
-		return Report{}, errors.New("bench: negative rate")
+	if cfg.Rate < 0 || cfg.CallTimeout < 0 {
+		return Report{}, errors.New("bench: negative rate or call timeout")
 	}
 	if cfg.Warmup < 0 || cfg.Warmup > 0 && cfg.Duration <= 0 {
 		return Report{}, errors.New("bench: a warmup needs a duration (and cannot be negative)")
@@ -347,7 +355,15 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 	// intended: an open-loop run that falls behind its schedule would
 	// otherwise send ids older than the coordinator accepts (stale-id).
 	id := w.ids.next(time.Now())
-	res, err := r.cfg.Client.Run(ctx, id, w.branches)
+	var res client.Result
+	var err error
+	if r.cfg.CallTimeout > 0 {
+		cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+		res, err = r.cfg.Client.Run(cctx, id, w.branches)
+		cancel()
+	} else {
+		res, err = r.cfg.Client.Run(ctx, id, w.branches)
+	}
 	us := time.Since(intended).Microseconds()
 	if err != nil && ctx.Err() != nil && res.Outcome == client.Unknown {
 		// Cut off by the end of the run: the ack log still records it as

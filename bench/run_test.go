@@ -267,3 +267,37 @@ func TestRunRejectsNegativeSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestCallTimeoutBoundsEachTransaction: with CallTimeout a transaction
+// whose answer never comes ends Unknown (logged as such) and the caller
+// goes on, so a coordinator that stops answering does not hold the run.
+func TestCallTimeoutBoundsEachTransaction(t *testing.T) {
+	release := make(chan struct{})
+	// It answers nothing until the test ends (a paused coordinator).
+	_, cl := fake(t, func(uuid.UUID) client.Outcome { <-release; return client.Committed })
+	t.Cleanup(func() { close(release) }) // runs before the fake closes
+	ack := &countingWriter{}
+	const txns = 6
+	rep, err := Run(context.Background(), Config{Client: cl, Work: twoBanks, Concurrency: 2, Txns: txns,
+		CallTimeout: 50 * time.Millisecond, Seed: 1, AckLog: ack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Unknown != txns || rep.Committed != 0 {
+		t.Fatalf("report %+v: want %d unknown", rep, txns)
+	}
+	n := 0
+	err = chaos.EachAck(bytes.NewReader(ack.Bytes()), func(a chaos.Ack) error {
+		n++
+		if a.Told != chaos.ToldUnknown {
+			return fmt.Errorf("%v logged %v, want unknown", a.Txn, a.Told)
+		}
+		return nil
+	})
+	if err != nil || n != txns {
+		t.Fatalf("ack log: %d lines, %v", n, err)
+	}
+	if _, err := Run(context.Background(), Config{Client: cl, Work: twoBanks, Txns: 1, CallTimeout: -time.Second}); err == nil {
+		t.Fatal("a negative call timeout was accepted")
+	}
+}

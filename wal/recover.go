@@ -221,7 +221,7 @@ func (l *Log) checkUnused(r *segmentReader, name string, seq uint64, size int64,
 	}
 	defer f.Close()
 	r.reset(f, size, seq)
-	off, found, err := r.findFrame(segmentHeaderSize, 1)
+	off, found, err := r.findFrame(segmentHeaderSize, 1, 0)
 	if err != nil {
 		return fmt.Errorf("wal: open: read %s: %w", name, err)
 	}
@@ -282,7 +282,7 @@ func (l *Log) scan(r *segmentReader, s *segment, used []*segment, i int, last bo
 	}
 	tail, why := r.off, r.lastWhy
 	torn := why != whyZeroes && r.lastLSN >= s.first
-	off, found, err := r.findFrame(tail+8, s.first)
+	off, found, err := r.findFrame(tail+8, s.first, s.first)
 	if err != nil {
 		return fmt.Errorf("wal: open: read %s: %w", s.name, err)
 	}
@@ -317,11 +317,12 @@ type segmentReader struct {
 	bufOff  int64
 	lastWhy string // why the last next failed
 	lastLSN LSN    // the LSN field of the frame header next last looked at
+	checked int64  // bytes findFrame checksummed since reset (for tests)
 }
 
 func (r *segmentReader) reset(f File, size int64, seq uint64) {
 	r.f, r.size, r.seed = f, size, segmentSeed(seq)
-	r.off, r.buf, r.bufOff = segmentHeaderSize, r.buf[:0], 0
+	r.off, r.buf, r.bufOff, r.checked = segmentHeaderSize, r.buf[:0], 0, 0
 }
 
 // window returns n bytes of the file from r.off, fewer only where the file
@@ -388,7 +389,16 @@ func (r *segmentReader) next(want LSN) (data []byte, why string, err error) {
 // minLSN at any 8-aligned offset from start on. Only the writer of this
 // segment could have put one there, after the frames before it, so finding
 // one means the frame at the tail was not the end of the log.
-func (r *segmentReader) findFrame(start int64, minLSN LSN) (int64, bool, error) {
+//
+// first, if known (not 0), is the segment's first LSN. Its frames are
+// consecutive from first at offset segmentHeaderSize, each at least
+// frameHeaderSize bytes, so the one at offset o carries an LSN of at most
+// first + (o − segmentHeaderSize)/frameHeaderSize: a header claiming more
+// is not one of them and its frame is not checksummed. Without that bound
+// stale bytes of a recycled file's earlier incarnation (ids, payloads)
+// pass for a header every few hundred offsets, each claiming megabytes,
+// and a 64 MiB segment took minutes of checksumming to open.
+func (r *segmentReader) findFrame(start int64, minLSN, first LSN) (int64, bool, error) {
 	for o := start; o+frameHeaderSize <= r.size; o += 8 {
 		r.off = o
 		h, err := r.window(frameHeaderSize)
@@ -399,10 +409,14 @@ func (r *segmentReader) findFrame(start int64, minLSN LSN) (int64, bool, error) 
 		if lsn < minLSN || n > maxFormatRecord || o+int64(frameSize(int(n))) > r.size {
 			continue
 		}
+		if first != 0 && lsn-first > LSN((o-segmentHeaderSize)/frameHeaderSize) {
+			continue
+		}
 		b, err := r.window(frameSize(int(n)))
 		if err != nil {
 			return 0, false, err
 		}
+		r.checked += int64(len(b))
 		if _, _, why := decodeFrame(b, r.seed, lsn); why == "" {
 			return o, true, nil
 		}

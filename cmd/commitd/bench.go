@@ -34,6 +34,7 @@ func runBench(args []string) error {
 	duration := fs.Duration("duration", 10*time.Second, "how long to run (after --warmup)")
 	warmup := fs.Duration("warmup", 0, "run the load this long first without measuring it (servers that just started are still preparing log segments)")
 	txns := fs.Int64("txns", 0, "stop after this many transactions (0: run for --duration)")
+	callTimeout := fs.Duration("call-timeout", 0, "give up on a transaction without an answer after this long: it counts as unknown and the caller starts its next one (0: wait as long as the run lasts; with a replicated coordinator the client then moves on to another replica)")
 	conns := fs.Int("conns", 2, "connections to the coordinator")
 	jsonPath := fs.String("json", "", "write the report (every figure) as JSON to this file")
 	plotPath := fs.String("plot", "", "draw throughput over time and the latency spectrum into this SVG file")
@@ -58,7 +59,7 @@ func runBench(args []string) error {
 	}
 	if err := checkBenchFlags(benchFlags{
 		concurrency: *concurrency, rate: *rate, maxInFlight: *maxInFlight, duration: *duration, warmup: *warmup,
-		txns: *txns, conns: *conns, participants: len(parts), work: w,
+		txns: *txns, conns: *conns, participants: len(parts), work: w, callTimeout: *callTimeout,
 	}); err != nil {
 		return usageError{err}
 	}
@@ -114,7 +115,7 @@ func runBench(args []string) error {
 	defer cl.Close()
 	cfg := bench.Config{
 		Client: cl, Work: w, Concurrency: *concurrency, Rate: *rate, MaxInFlight: *maxInFlight,
-		Duration: *duration, Warmup: *warmup, Txns: *txns, Seed: *seed, Progress: os.Stderr,
+		Duration: *duration, Warmup: *warmup, Txns: *txns, CallTimeout: *callTimeout, Seed: *seed, Progress: os.Stderr,
 		Sample: func(ctx context.Context) (bench.ServerSample, error) {
 			var st coordinator.Status
 			err := client.Admin(ctx, coord, "status", tlsCfg, &st)
@@ -206,7 +207,7 @@ func runBench(args []string) error {
 type benchFlags struct {
 	concurrency, maxInFlight, conns, participants int
 	rate                                          float64
-	duration, warmup                              time.Duration
+	duration, warmup, callTimeout                 time.Duration
 	txns                                          int64
 	work                                          bench.Workload
 }
@@ -228,6 +229,8 @@ func checkBenchFlags(f benchFlags) error {
 		return fmt.Errorf("--duration %v: want a positive duration (or set --txns)", f.duration)
 	case f.warmup < 0:
 		return fmt.Errorf("--warmup %v: must not be negative", f.warmup)
+	case f.callTimeout < 0:
+		return fmt.Errorf("--call-timeout %v: must not be negative", f.callTimeout)
 	case f.warmup > 0 && f.txns > 0:
 		return errors.New("--warmup needs --duration, not --txns")
 	case f.conns < 1 || f.conns > maxConns:

@@ -181,6 +181,7 @@ func TestBenchRejectsBadNumbers(t *testing.T) {
 		{[]string{"--max-in-flight", "0"}, "--max-in-flight 0"},
 		{[]string{"--conns", "0"}, "--conns 0"},
 		{[]string{"--warmup", "-1s"}, "--warmup -1s"},
+		{[]string{"--call-timeout", "-1s"}, "--call-timeout -1s"},
 		{[]string{"--warmup", "1s", "--txns", "10"}, "--warmup needs --duration"},
 		{[]string{"--hot-accounts", "1.5"}, "--hot-accounts 1.5"},
 		{[]string{"--read-only", "-0.1"}, "--read-only -0.1"},

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/harness/chaos"
 	"github.com/commitd/commitd/participant/bank"
 )
 
@@ -176,14 +177,8 @@ func TestFailoverOfProcesses(t *testing.T) {
 	leader := func() int {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
-			for id := 1; id <= 3; id++ {
-				var st struct{ Role string }
-				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-				err := client.Admin(ctx, rc[id-1], "status", nil, &st)
-				cancel()
-				if err == nil && st.Role == "leader" {
-					return id
-				}
+			if i, _, err := chaos.Leader(context.Background(), rc[:], 200*time.Millisecond); err == nil {
+				return i + 1
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

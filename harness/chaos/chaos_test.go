@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +31,16 @@ const (
 	chaosProbes     = 10
 	chaosParts      = 3
 	defaultDuration = 30 * time.Second
+	// defaultReplicatedDuration is the replicated run's load in `make
+	// test`: six processes and the same checks, about 50 s in all under
+	// the race detector on 2 cores (docs/testing.md).
+	defaultReplicatedDuration = 20 * time.Second
+	// plantedDuration is TestChaosCatchesLostDecisions's load.
+	plantedDuration = 8 * time.Second
+	// callTimeout bounds each transaction of the replicated run's load
+	// (bench --call-timeout): longer than a failover with the default
+	// election settings (0.5–1 s), shorter than the leader's longest pause.
+	callTimeout = 2 * time.Second
 	// partitionsFrom is the shortest load that runs partitions unless
 	// CHAOS_PARTITIONS says otherwise: `make chaos`, not `make test`'s
 	// 30 s (docs/testing.md says why).
@@ -46,56 +58,165 @@ func (w logWriter) Write(p []byte) (int, error) {
 // TestChaos runs a coordinator and three bank participants as processes,
 // drives `commitd bench` at 100 callers while a nemesis kills and pauses
 // them, and then checks the ack log and the participants' ledgers and
-// balances for atomicity, durability, conservation and liveness.
+// balances for atomicity, durability, conservation and liveness. It does
+// so twice: with a lone coordinator (subtest "single") and with a
+// replicated coordinator of three replicas ("replicated"), whose leader
+// and followers the nemesis kills, pauses and cuts off.
 //
-// CHAOS_DURATION sets the length of the load (default 30s; `make chaos`
-// runs 5m); CHAOS_SEED replays a run's choices. Loads of 2m or more also
-// partition the network, where network namespaces can be made (root,
-// iproute2): each process then runs in its own namespace. CHAOS_PARTITIONS
-// =1 or =0 turns partitions on or off whatever the load.
+// CHAOS_REPLICAS picks the runs: "1" (single), "3" or "5" (replicated), or
+// a list ("1,3", the default). CHAOS_DURATION sets the length of each
+// run's load (default 30s single, 20s replicated; `make chaos` runs 5m);
+// CHAOS_SEED replays a run's choices. Loads of 2m or more also partition
+// the network, where network namespaces can be made (root, iproute2): each
+// process then runs in its own namespace. CHAOS_PARTITIONS =1 or =0 turns
+// partitions on or off whatever the load. CHAOS_KEEP=1 keeps the data
+// directories, logs and ack log of a run that passed (a failed one's are
+// always kept).
 func TestChaos(t *testing.T) {
-	duration := defaultDuration
+	cfg := chaosConfig(t)
+	for _, replicas := range cfg.replicas {
+		t.Run(runName(replicas), func(t *testing.T) {
+			cr := cfg.run
+			cr.replicas = replicas
+			if cr.duration == 0 {
+				cr.duration = defaultDuration
+				if replicas > 1 {
+					cr.duration = defaultReplicatedDuration
+				}
+			}
+			r := runChaos(t, cr)
+			for _, v := range r.Violations {
+				t.Errorf("violation: %v", v)
+			}
+		})
+	}
+}
+
+// TestChaosCatchesLostDecisions shows that the checker fails a real run
+// whose coordinator lost decisions: a short load with no fault but the
+// planted one (Nemesis.LoseDecisions: a quorum's data directories deleted
+// while a participant waits for their decisions), after which atomicity
+// or durability must be reported broken. Without it a checker that never
+// fails would pass every chaos run. It runs for each of CHAOS_REPLICAS
+// (unset: the replicated run only, to keep `make test` short; `make chaos`
+// runs both), with 8 s of load: CHAOS_DURATION is not for it.
+func TestChaosCatchesLostDecisions(t *testing.T) {
+	cfg := chaosConfig(t)
+	if os.Getenv("CHAOS_REPLICAS") == "" {
+		cfg.replicas = []int{3}
+	}
+	for _, replicas := range cfg.replicas {
+		t.Run(runName(replicas), func(t *testing.T) {
+			cr := cfg.run
+			cr.replicas, cr.plant, cr.duration = replicas, true, plantedDuration
+			r := runChaos(t, cr)
+			if !r.Failed(Atomicity) && !r.Failed(Durability) {
+				t.Fatalf("the checker passed a run whose decisions were deleted: %v", r.Violations)
+			}
+			for _, v := range r.Violations {
+				t.Logf("caught, as it must be: %v", v)
+			}
+		})
+	}
+}
+
+func runName(replicas int) string {
+	if replicas > 1 {
+		return "replicated"
+	}
+	return "single"
+}
+
+// chaosSettings is what the environment asks of the chaos tests.
+type chaosSettings struct {
+	replicas []int
+	run      chaosRun // bin, seed and duration (0: each test's default)
+}
+
+// chaosConfig reads CHAOS_REPLICAS, CHAOS_DURATION and CHAOS_SEED and
+// builds the commitd binary.
+func chaosConfig(t *testing.T) chaosSettings {
+	var cfg chaosSettings
+	reps := os.Getenv("CHAOS_REPLICAS")
+	if reps == "" {
+		reps = "1,3"
+	}
+	for _, f := range strings.Split(reps, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 1 && n%2 == 0 || n > 7 || slices.Contains(cfg.replicas, n) {
+			t.Fatalf("CHAOS_REPLICAS=%q: want 1 (a lone coordinator), 3 or 5 (a replicated group), or a list like 1,3", reps)
+		}
+		cfg.replicas = append(cfg.replicas, n)
+	}
 	if s := os.Getenv("CHAOS_DURATION"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
 			t.Fatalf("CHAOS_DURATION=%q: want a positive duration like 30s or 5m", s)
 		}
-		duration = d
+		cfg.run.duration = d
 	}
-	seed := uint64(time.Now().UnixNano())
+	cfg.run.seed = uint64(time.Now().UnixNano())
 	if s := os.Getenv("CHAOS_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			t.Fatalf("CHAOS_SEED=%q: want an unsigned integer", s)
 		}
-		seed = v
+		cfg.run.seed = v
 	}
-	t.Logf("chaos: seed %d (replay with CHAOS_SEED=%d), load %v at %d callers", seed, seed, duration, chaosCallers)
+	dir := t.TempDir()
+	bin, err := Build(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.run.bin = bin
+	return cfg
+}
+
+// chaosRun is one run of the chaos test.
+type chaosRun struct {
+	bin      string
+	replicas int
+	duration time.Duration
+	seed     uint64
+	// plant injects the planted fault (LoseDecisions) a third into the
+	// load, and no other.
+	plant bool
+}
+
+// runChaos runs one cluster under load and faults, checks it, prints the
+// summary and returns what the checker found. Everything but the
+// checker's verdict — a process exiting by itself, a bound passed, a
+// nemesis that cannot restore what it broke, a split brain — fails t here.
+func runChaos(t *testing.T, cr chaosRun) Result {
+	what := "a lone coordinator"
+	if cr.replicas > 1 {
+		what = fmt.Sprintf("a replicated coordinator of %d replicas", cr.replicas)
+	}
+	t.Logf("chaos: seed %d (replay with CHAOS_SEED=%d), %s, load %v at %d callers", cr.seed, cr.seed, what, cr.duration, chaosCallers)
 
 	dir, err := os.MkdirTemp("", "commitd-chaos-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("CHAOS_KEEP") == "1" {
 			t.Logf("chaos: data directories, logs and the ack log kept in %s", dir)
 			return
 		}
 		os.RemoveAll(dir)
 	})
-	bin, err := Build(dir)
-	if err != nil {
-		t.Fatal(err)
+	var cnet *Net
+	netNote := "partitions off for the planted fault's run"
+	if !cr.plant {
+		cnet, netNote = chaosNet(t, cr.duration, cr.bin, ProcNames(cr.replicas, chaosParts))
 	}
-	opts := Options{Bin: bin, Dir: dir, Participants: chaosParts, Accounts: chaosAccounts}
+	opts := Options{Bin: cr.bin, Dir: dir, Participants: chaosParts, Accounts: chaosAccounts, Replicas: cr.replicas, Net: cnet}
 	dbNote := mysqlParticipant(t, &opts)
-	cnet, netNote := chaosNet(t, duration, bin)
 	if cnet != nil && dbNote != "" {
 		// A participant in a namespace of its own cannot reach the
 		// database server on the host's loopback.
-		cnet, netNote = nil, "partitions off with a MariaDB participant (its server is on the host's loopback)"
+		opts.Net, netNote = nil, "partitions off with a MariaDB participant (its server is on the host's loopback)"
 	}
-	opts.Net = cnet
 	c, err := NewCluster(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -116,10 +237,17 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer benchLog.Close()
-	bench := exec.Command(bin, "bench", "--coordinator", c.Coordinator.Addr, "--participants", c.ParticipantList(),
-		"--concurrency", strconv.Itoa(chaosCallers), "--duration", duration.String(), "--ack-log", ackPath,
+	args := []string{"bench", "--coordinator", c.CoordinatorList(), "--participants", c.ParticipantList(),
+		"--concurrency", strconv.Itoa(chaosCallers), "--duration", cr.duration.String(), "--ack-log", ackPath,
 		"--accounts", strconv.Itoa(chaosAccounts), "--per-txn", "2", "--read-only", "0", // every branch writes: EveryBranchWrites
-		"--seed", strconv.FormatUint(seed, 10))
+		"--seed", strconv.FormatUint(cr.seed, 10)}
+	if c.Replicated() {
+		// A caller behind a paused or cut-off leader gives up (unknown)
+		// and its next transaction goes to another replica, so the load
+		// follows the failover instead of waiting out the fault.
+		args = append(args, "--call-timeout", callTimeout.String())
+	}
+	bench := exec.Command(cr.bin, args...)
 	bench.Stdout, bench.Stderr = benchLog, benchLog
 	if err := bench.Start(); err != nil {
 		t.Fatal(err)
@@ -128,9 +256,16 @@ func TestChaos(t *testing.T) {
 	go func() { benchDone <- bench.Wait() }()
 	loadStart := time.Now()
 
-	nem := NewNemesis(c, seed, logWriter{t})
-	ctx, cancel := context.WithTimeout(context.Background(), duration)
-	nemErr := nem.Run(ctx)
+	nem := NewNemesis(c, cr.seed, logWriter{t})
+	ctx, cancel := context.WithTimeout(context.Background(), cr.duration)
+	var nemErr error
+	if cr.plant {
+		time.Sleep(cr.duration / 3)
+		nemErr = nem.LoseDecisions()
+		<-ctx.Done()
+	} else {
+		nemErr = nem.Run(ctx)
+	}
 	cancel()
 	if nemErr != nil {
 		bench.Process.Kill()
@@ -149,7 +284,7 @@ func TestChaos(t *testing.T) {
 		// The bench's own end check (balances 500ms after the load) may
 		// fail while recovery is still finishing; the checks below decide.
 		t.Logf("chaos: bench ended after %.1fs (exit: %v)", time.Since(loadStart).Seconds(), err)
-	case <-time.After(duration + benchGrace):
+	case <-time.After(cr.duration + benchGrace):
 		bench.Process.Kill()
 		<-benchDone
 		t.Fatalf("bench still running %v after its load ended", benchGrace)
@@ -170,10 +305,13 @@ func TestChaos(t *testing.T) {
 
 	h := &History{EveryBranchWrites: true, StartTotal: c.StartTotal()}
 	// Liveness: fresh transactions still commit.
-	h.ProbesRun, h.ProbesCommitted, h.Acks = probe(t, c, seed, h.Acks)
+	h.ProbesRun, h.ProbesCommitted, h.Acks = probe(t, c, cr.seed, h.Acks)
 	waitQuiet(t, c, recoverBound)
 
 	gather(t, c, h)
+	if c.Replicated() {
+		c.Leader(context.Background()) // one last look for a split brain
+	}
 
 	// A graceful stop, then each participant recovered from its data
 	// directory alone: its balances must be what it reported running.
@@ -182,13 +320,32 @@ func TestChaos(t *testing.T) {
 			t.Errorf("stopping %s: %v", p.Name, err)
 		}
 	}
-	h.RecoveredTotals, h.MinBalance = map[string]int64{}, map[string]int64{}
-	for _, p := range c.Participants {
-		total, low, err := c.Reopen(p)
-		if err != nil {
-			t.Fatalf("recovering %s from disk: %v", p.Name, err)
+	// At once: recovery reads every log segment, which under the race
+	// detector takes seconds a participant. The planted fault's run skips
+	// it: what it must show is in the ledgers, and `make test` runs it
+	// under the race detector.
+	if !cr.plant {
+		h.RecoveredTotals, h.MinBalance = map[string]int64{}, map[string]int64{}
+		type reopened struct {
+			total, low int64
+			err        error
 		}
-		h.RecoveredTotals[p.Name], h.MinBalance[p.Name] = total, low
+		rs := make([]reopened, len(c.Participants))
+		var wg sync.WaitGroup
+		for i, p := range c.Participants {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rs[i].total, rs[i].low, rs[i].err = c.Reopen(p)
+			}()
+		}
+		wg.Wait()
+		for i, p := range c.Participants {
+			if rs[i].err != nil {
+				t.Fatalf("recovering %s from disk: %v", p.Name, rs[i].err)
+			}
+			h.RecoveredTotals[p.Name], h.MinBalance[p.Name] = rs[i].total, rs[i].low
+		}
 	}
 
 	// The ack log is streamed: while the coordinator is down, bench's
@@ -213,13 +370,41 @@ func TestChaos(t *testing.T) {
 	counts := nem.Counts()
 	var faults []string
 	total := 0
-	for _, k := range nem.Kinds() {
+	kinds := nem.Kinds()
+	if cr.plant {
+		kinds = []Fault{lostDecisions}
+	}
+	for _, k := range kinds {
 		faults = append(faults, fmt.Sprintf("%v %d", k, counts[k]))
 		total += counts[k]
 	}
-	t.Logf("SUMMARY seed %d, load %v, %d callers, %d participants", seed, duration, chaosCallers, len(c.Participants))
+	t.Logf("SUMMARY seed %d, %s, load %v, %d callers, %d participants", cr.seed, what, cr.duration, chaosCallers, len(c.Participants))
 	t.Logf("  faults injected      %d: %s", total, strings.Join(faults, ", "))
+	if sk := nem.Skipped(); len(sk) > 0 && !cr.plant {
+		var names []string
+		for _, k := range sk {
+			names = append(names, k.String())
+		}
+		t.Logf("  faults skipped       %s (why: the next line)", strings.Join(names, ", "))
+	}
 	t.Logf("  network faults       %s", netNote)
+	if c.Replicated() {
+		elected, stayed := nem.Takeovers()
+		for _, k := range kinds {
+			if !k.leaderFault() {
+				continue
+			}
+			ds := elected[k]
+			line := fmt.Sprintf("  %-20s another replica led during %d of %d", k, len(ds), len(ds)+stayed[k])
+			if len(ds) > 0 {
+				slices.Sort(ds)
+				line += fmt.Sprintf(", after median %v, max %v (as seen by polling admin status)",
+					ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
+			}
+			t.Logf("%s", line)
+		}
+		t.Logf("  reigns               %d terms seen with a leader; split brain (two leaders in one term): %d", c.Terms(), len(c.SplitBrain()))
+	}
 	t.Logf("  acknowledged         %d: committed %d, aborted %d, unknown %d, rejected %d (probes included: %d)",
 		r.Told[ToldCommitted]+r.Told[ToldAborted]+r.Told[ToldUnknown]+r.Told[ToldRejected], r.Told[ToldCommitted], r.Told[ToldAborted], r.Told[ToldUnknown], r.Told[ToldRejected], h.ProbesRun)
 	t.Logf("  in doubt             %d as the last fault was repaired; %d held by servers as they came back from a kill",
@@ -237,8 +422,14 @@ func TestChaos(t *testing.T) {
 	if !recovered {
 		t.Errorf("still in doubt %v after the load", recoverBound)
 	}
-	for _, v := range r.Violations {
-		t.Errorf("violation: %v", v)
+	for _, sb := range c.SplitBrain() {
+		if cr.plant {
+			// Deleting a quorum's logs deletes the terms they voted in
+			// too: raft's promise is gone, and the run is failed anyway.
+			t.Logf("split brain after the planted fault: %s", sb)
+			continue
+		}
+		t.Errorf("split brain: %s", sb)
 	}
 	for _, u := range unexpected {
 		t.Errorf("%s", u)
@@ -249,18 +440,19 @@ func TestChaos(t *testing.T) {
 	if total == 0 {
 		t.Errorf("the nemesis injected no fault")
 	}
-	if t.Failed() {
+	if t.Failed() || !r.OK() && !cr.plant {
 		for _, p := range c.Procs() {
 			t.Logf("--- %s log tail:\n%s", p.Name, p.LogTail(30))
 		}
 	}
+	return r
 }
 
 // chaosNet decides whether this run partitions the network and, if so,
 // builds the namespaces (removed when the test ends). It returns nil, and
 // says why, when partitions are off or cannot be had here: the rest of the
 // test then runs on loopback as before, and does not fail for it.
-func chaosNet(t *testing.T, duration time.Duration, bin string) (*Net, string) {
+func chaosNet(t *testing.T, duration time.Duration, bin string, names []string) (*Net, string) {
 	const never = "delay and loss are never injected (no netem on this kernel)"
 	switch v := os.Getenv("CHAOS_PARTITIONS"); v {
 	case "0":
@@ -273,7 +465,7 @@ func chaosNet(t *testing.T, duration time.Duration, bin string) (*Net, string) {
 	default:
 		t.Fatalf("CHAOS_PARTITIONS=%q: want 1 (on), 0 (off) or nothing (on for loads of %v or more)", v, partitionsFrom)
 	}
-	n, err := NewNet(ProcNames(chaosParts))
+	n, err := NewNet(names)
 	if err == nil {
 		if err = n.Check(bin); err != nil {
 			n.Close()
@@ -345,11 +537,9 @@ func mysqlParticipant(t *testing.T, opts *Options) string {
 func inDoubt(t *testing.T, c *Cluster) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	n := 0
-	if st, err := Status(ctx, c.Coordinator); err == nil {
-		n += st.InDoubt
-	} else {
-		t.Logf("coordinator status: %v", err)
+	n, _, err := c.CoordinatorLoad(ctx)
+	if err != nil {
+		t.Logf("coordinator: %v", err)
 	}
 	for _, p := range c.Participants {
 		if a, err := Accounts(ctx, p); err == nil {
@@ -365,24 +555,37 @@ func inDoubt(t *testing.T, c *Cluster) int {
 // undelivered and no participant holds a prepared transaction, or bound
 // passes.
 func waitQuiet(t *testing.T, c *Cluster, bound time.Duration) bool {
-	deadline := time.Now().Add(bound)
+	start := time.Now()
+	deadline := start.Add(bound)
+	nextReport := start.Add(5 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		quiet := true
-		if st, err := Status(ctx, c.Coordinator); err != nil || st.InDoubt > 0 || st.InFlight > 0 {
-			quiet = false
+		var waiting []string // what is not quiet, for the report every 5 s
+		for _, p := range c.Coordinators {
+			if st, err := Status(ctx, p); err != nil {
+				waiting = append(waiting, fmt.Sprintf("%s: %v", p.Name, err))
+			} else if st.InDoubt > 0 || st.InFlight > 0 {
+				waiting = append(waiting, fmt.Sprintf("%s %s term %d: %d undelivered, %d in flight", p.Name, st.Role, st.Term, st.InDoubt, st.InFlight))
+			}
 		}
 		for _, p := range c.Participants {
-			if a, err := Accounts(ctx, p); err != nil || a.Prepared > 0 {
-				quiet = false
+			if a, err := Accounts(ctx, p); err != nil {
+				waiting = append(waiting, fmt.Sprintf("%s: %v", p.Name, err))
+			} else if a.Prepared > 0 {
+				waiting = append(waiting, fmt.Sprintf("%s: %d prepared", p.Name, a.Prepared))
 			}
 		}
 		cancel()
-		if quiet {
+		if len(waiting) == 0 {
 			return true
 		}
 		if time.Now().After(deadline) {
+			t.Logf("chaos: not quiet after %v: %s", bound, strings.Join(waiting, "; "))
 			return false
+		}
+		if time.Now().After(nextReport) {
+			t.Logf("chaos: still waiting after %v: %s", time.Since(start).Round(time.Second), strings.Join(waiting, "; "))
+			nextReport = nextReport.Add(5 * time.Second)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -392,7 +595,7 @@ func waitQuiet(t *testing.T, c *Cluster, bound time.Duration) bool {
 // that commit. A transfer refused because its debit account is empty is
 // retried with other accounts; that is the bank's rule, not a fault.
 func probe(t *testing.T, c *Cluster, seed uint64, acks []Ack) (run, committed int, _ []Ack) {
-	cl, err := client.Dial(c.Coordinator.Addr, client.Options{DialTimeout: 10 * time.Second})
+	cl, err := client.Dial(c.CoordinatorList(), client.Options{DialTimeout: 10 * time.Second})
 	if err != nil {
 		t.Errorf("probe: %v", err)
 		return 0, 0, acks
@@ -448,9 +651,9 @@ func gather(t *testing.T, c *Cluster, h *History) {
 		}
 		h.Totals[p.Name], h.Prepared[p.Name] = a.Total, a.Prepared
 	}
-	st, err := Status(ctx, c.Coordinator)
+	var err error
+	h.CoordinatorInDoubt, h.CoordinatorInFlight, err = c.CoordinatorLoad(ctx)
 	if err != nil {
-		t.Fatalf("coordinator status: %v", err)
+		t.Fatalf("coordinator: %v", err)
 	}
-	h.CoordinatorInDoubt, h.CoordinatorInFlight = st.InDoubt, st.InFlight
 }

@@ -37,8 +37,9 @@ func Build(dir string) (string, error) {
 // Proc is one commitd server process, which can be killed, paused and
 // started again with the same arguments (same data directory and address).
 type Proc struct {
-	Name string // "coordinator" or the participant's name
+	Name string // "coordinator", a replica's "c1".."cN", or the participant's name
 	Addr string // where it listens
+	Data string // its data directory
 	bin  string
 	args []string
 	log  string // stdout and stderr are appended here
@@ -189,9 +190,14 @@ type Options struct {
 	// PrepareTimeout, InquireAfter and RedeliverMin are short so that
 	// recovery after a fault is quick (defaults 500ms, 200ms, 50ms).
 	PrepareTimeout, InquireAfter, RedeliverMin time.Duration
+	// Replicas is the number of coordinator processes: 0 or 1 runs a lone
+	// coordinator (named "coordinator"), more a replicated coordinator
+	// group (docs/ha.md) of replicas c1..cN started with --id and --peers,
+	// whose every address the participants and clients are given.
+	Replicas int
 	// Net, if set, runs each process in its own namespace of Net (built
-	// for ProcNames(Participants)), on its own address; otherwise all run on
-	// loopback.
+	// for ProcNames(Replicas, Participants)), on its own address; otherwise
+	// all run on loopback.
 	Net *Net
 	// ParticipantArgs adds flags to the named participants' command
 	// lines: a database backend, say (--backend mysql --dsn DSN).
@@ -202,24 +208,42 @@ type Options struct {
 	Inspect map[string]func() (total, minBalance int64, err error)
 }
 
-// ProcNames returns the names of a cluster's processes: "coordinator" and
-// participants p1..pN.
-func ProcNames(participants int) []string {
+// ProcNames returns the names of a cluster's processes: the coordinator's
+// ("coordinator", or c1..cN for a group of replicas > 1) and participants
+// p1..pN.
+func ProcNames(replicas, participants int) []string {
 	names := []string{"coordinator"}
+	if replicas > 1 {
+		names = names[:0]
+		for i := range replicas {
+			names = append(names, fmt.Sprintf("c%d", i+1))
+		}
+	}
 	for i := range participants {
 		names = append(names, fmt.Sprintf("p%d", i+1))
 	}
 	return names
 }
 
-// Cluster is a coordinator and bank participants, each a separate commitd
-// process on loopback (or in its namespace of Options.Net) with its own
-// data directory.
+// Cluster is a coordinator (or a replicated coordinator group) and bank
+// participants, each a separate commitd process on loopback (or in its
+// namespace of Options.Net) with its own data directory.
 type Cluster struct {
-	opts         Options
-	net          *Net // nil on loopback
-	Coordinator  *Proc
+	opts Options
+	net  *Net // nil on loopback
+	// Coordinators are the coordinator's processes: the lone
+	// "coordinator", or the replicas c1..cN in id order (replica i+1 is
+	// Coordinators[i]).
+	Coordinators []*Proc
 	Participants []*Proc
+
+	mu struct {
+		sync.Mutex
+		// leaders maps each raft term in which a replica was seen leading
+		// to that replica: two in one term is a split brain (splitBrain).
+		leaders    map[uint64]string
+		splitBrain []string
+	}
 }
 
 // freeAddr returns a loopback address with a port nobody listens on now,
@@ -246,7 +270,11 @@ func NewCluster(opts Options) (*Cluster, error) {
 	def(&opts.PrepareTimeout, 500*time.Millisecond)
 	def(&opts.InquireAfter, 200*time.Millisecond)
 	def(&opts.RedeliverMin, 50*time.Millisecond)
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
 	c := &Cluster{opts: opts, net: opts.Net}
+	c.mu.leaders = map[uint64]string{}
 	addrOf := func(name string) (string, error) {
 		if c.net != nil {
 			if c.net.Namespace(name) == "" {
@@ -262,22 +290,30 @@ func NewCluster(opts Options) (*Cluster, error) {
 		}
 		return ""
 	}
-	coordAddr, err := addrOf("coordinator")
-	if err != nil {
-		return nil, err
+	names := ProcNames(opts.Replicas, opts.Participants)
+	coordNames, partNames := names[:len(names)-opts.Participants], names[len(names)-opts.Participants:]
+	var coordAddrs, raftPeers []string
+	for i, name := range coordNames {
+		addr, err := addrOf(name)
+		if err != nil {
+			return nil, err
+		}
+		coordAddrs = append(coordAddrs, addr)
+		raftPeers = append(raftPeers, fmt.Sprintf("%d=%s", i+1, addr))
 	}
 	var peers []string
-	for _, name := range ProcNames(opts.Participants)[1:] {
+	for _, name := range partNames {
 		addr, err := addrOf(name)
 		if err != nil {
 			return nil, err
 		}
 		peers = append(peers, name+"="+addr)
+		data := filepath.Join(opts.Dir, name)
 		c.Participants = append(c.Participants, &Proc{
-			Name: name, Addr: addr, bin: opts.Bin, netns: nsOf(name),
+			Name: name, Addr: addr, Data: data, bin: opts.Bin, netns: nsOf(name),
 			log: filepath.Join(opts.Dir, name+".log"),
 			args: []string{"participant", "--name", name, "--listen", addr,
-				"--data", filepath.Join(opts.Dir, name), "--coordinator", coordAddr,
+				"--data", data, "--coordinator", strings.Join(coordAddrs, ","),
 				"--accounts", fmt.Sprint(opts.Accounts), "--balance", fmt.Sprint(opts.Balance),
 				"--inquire-after", opts.InquireAfter.String(), "--inquire-max", "1s",
 				"--log-level", "warn"},
@@ -285,20 +321,41 @@ func NewCluster(opts Options) (*Cluster, error) {
 		last := c.Participants[len(c.Participants)-1]
 		last.args = append(last.args, opts.ParticipantArgs[name]...)
 	}
-	c.Coordinator = &Proc{
-		Name: "coordinator", Addr: coordAddr, bin: opts.Bin, netns: nsOf("coordinator"),
-		log: filepath.Join(opts.Dir, "coordinator.log"),
-		args: []string{"coordinator", "--listen", coordAddr, "--data", filepath.Join(opts.Dir, "coordinator"),
+	for i, name := range coordNames {
+		data := filepath.Join(opts.Dir, name)
+		args := []string{"coordinator", "--listen", coordAddrs[i], "--data", data,
 			"--participant", strings.Join(peers, ","),
 			"--prepare-timeout", opts.PrepareTimeout.String(),
 			"--redeliver-min", opts.RedeliverMin.String(), "--redeliver-max", "1s",
-			"--log-level", "warn"},
+			"--log-level", "warn"}
+		if opts.Replicas > 1 {
+			args = append(args, "--id", fmt.Sprint(i+1), "--peers", strings.Join(raftPeers, ","))
+		}
+		c.Coordinators = append(c.Coordinators, &Proc{
+			Name: name, Addr: coordAddrs[i], Data: data, bin: opts.Bin, netns: nsOf(name),
+			log: filepath.Join(opts.Dir, name+".log"), args: args,
+		})
 	}
 	return c, nil
 }
 
-// Procs returns every process, the coordinator first.
-func (c *Cluster) Procs() []*Proc { return append([]*Proc{c.Coordinator}, c.Participants...) }
+// Replicated reports whether the coordinator is a group of replicas.
+func (c *Cluster) Replicated() bool { return len(c.Coordinators) > 1 }
+
+// CoordinatorList is the coordinator's address, or every replica's as
+// ADDR1,ADDR2,...: what clients and participants are given.
+func (c *Cluster) CoordinatorList() string {
+	var as []string
+	for _, p := range c.Coordinators {
+		as = append(as, p.Addr)
+	}
+	return strings.Join(as, ",")
+}
+
+// Procs returns every process, the coordinator's first.
+func (c *Cluster) Procs() []*Proc {
+	return append(append([]*Proc(nil), c.Coordinators...), c.Participants...)
+}
 
 // Names returns the participants' names.
 func (c *Cluster) Names() []string {
@@ -335,6 +392,11 @@ func (c *Cluster) Start() error {
 			return err
 		}
 	}
+	if c.Replicated() {
+		if _, _, err := c.WaitLeader(15 * time.Second); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -361,6 +423,127 @@ func WaitReady(p *Proc, timeout time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// ErrNoLeader is Leader's answer when no replica says it leads.
+var ErrNoLeader = errors.New("chaos: no coordinator replica leads")
+
+// Leader asks every replica at addrs for its status (at once, each within
+// perReplica: a paused replica answers nothing) and returns the index of
+// the one that leads and its status. Of several that say so, the highest
+// term wins: a deposed leader that has not yet heard of the next term
+// still says leader. statuses holds every replica's status (zero where it
+// did not answer). The error is ErrNoLeader when none says it leads.
+func Leader(ctx context.Context, addrs []string, perReplica time.Duration) (leader int, statuses []coordinator.Status, err error) {
+	statuses = make([]coordinator.Status, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, perReplica)
+			defer cancel()
+			var st coordinator.Status
+			if client.Admin(ctx, a, "status", nil, &st) == nil {
+				statuses[i] = st
+			}
+		}()
+	}
+	wg.Wait()
+	leader = -1
+	for i, st := range statuses {
+		if st.Role == "leader" && (leader < 0 || st.Term > statuses[leader].Term) {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		return -1, statuses, ErrNoLeader
+	}
+	return leader, statuses, nil
+}
+
+// Leader returns the replica that leads now and its status (ErrNoLeader
+// if none). Every replica seen leading is noted by term: two in one term
+// would be a split brain, which raft rules out (SplitBrain).
+func (c *Cluster) Leader(ctx context.Context) (*Proc, coordinator.Status, error) {
+	return c.leaderAmong(ctx, c.Coordinators)
+}
+
+// leaderAmong is Leader asking only the replicas reps: a caller that knows
+// one replica is paused or cut off leaves it out rather than wait for its
+// silence.
+func (c *Cluster) leaderAmong(ctx context.Context, reps []*Proc) (*Proc, coordinator.Status, error) {
+	var addrs []string
+	for _, p := range reps {
+		addrs = append(addrs, p.Addr)
+	}
+	i, sts, err := Leader(ctx, addrs, 500*time.Millisecond)
+	c.mu.Lock()
+	for j, st := range sts {
+		if st.Role != "leader" {
+			continue
+		}
+		name := reps[j].Name
+		if prev, ok := c.mu.leaders[st.Term]; ok && prev != name {
+			c.mu.splitBrain = append(c.mu.splitBrain, fmt.Sprintf("term %d led by both %s and %s", st.Term, prev, name))
+		}
+		c.mu.leaders[st.Term] = name
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return nil, coordinator.Status{}, err
+	}
+	return reps[i], sts[i], nil
+}
+
+// WaitLeader waits up to timeout for a replica to lead and returns it.
+func (c *Cluster) WaitLeader(timeout time.Duration) (*Proc, coordinator.Status, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		p, st, err := c.Leader(context.Background())
+		if err == nil {
+			return p, st, nil
+		}
+		if time.Now().After(deadline) {
+			var tails []string
+			for _, p := range c.Coordinators {
+				tails = append(tails, fmt.Sprintf("--- %s:\n%s", p.Name, p.LogTail(10)))
+			}
+			return nil, st, fmt.Errorf("chaos: no replica leads after %v\n%s", timeout, strings.Join(tails, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Terms returns how many raft terms a replica was seen leading in (every
+// Leader call notes them): the number of reigns the run observed.
+func (c *Cluster) Terms() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.mu.leaders)
+}
+
+// SplitBrain returns every term seen led by two replicas.
+func (c *Cluster) SplitBrain() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.mu.splitBrain...)
+}
+
+// CoordinatorLoad sums what the coordinator's processes hold: commit
+// decisions not yet acknowledged by every participant (in doubt) and
+// transactions begun and not answered (in flight). A follower holds none;
+// a replica that does not answer is an error.
+func (c *Cluster) CoordinatorLoad(ctx context.Context) (inDoubt, inFlight int, err error) {
+	for _, p := range c.Coordinators {
+		st, err := Status(ctx, p)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s status: %w", p.Name, err)
+		}
+		inDoubt += st.InDoubt
+		inFlight += st.InFlight
+	}
+	return inDoubt, inFlight, nil
 }
 
 // Accounts asks participant p for its summary.
