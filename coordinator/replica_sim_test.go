@@ -37,6 +37,13 @@ import (
 // replica.go's goroutines and sockets (TestReplicatedCoordinatorFailsOver
 // runs those).
 //
+// Participants find the leader as participant/route.go does: a vote or
+// ack goes back to the replica that sent the prepare or decision, an
+// inquiry to the replica the participant last heard one from if that was
+// recent, and to every replica otherwise. Once healed no transaction
+// begins, so a participant's doubts must settle without new traffic to
+// show it the leader.
+//
 // Checked after every event: no two participants apply different
 // decisions for one transaction, and no participant applies a decision
 // other than the one its client was told. At the end, with every fault
@@ -47,6 +54,8 @@ type simBugs struct {
 	ackBeforeCommit bool // a record is durable to its shard when proposed
 	forgetRedrive   bool // a new leader's shards start empty
 	staleAnswer     bool // aborts leave at once, no ReadIndex
+	inquireSource   bool // a participant inquires only at the replica that sent the prepare
+	trustForever    bool // a participant trusts the last replica it heard from to lead, however long ago
 }
 
 type simMsg struct {
@@ -54,6 +63,7 @@ type simMsg struct {
 	raft      *pb.Message    // replica → replica
 	m         engine.Message // 2PC
 	toNode    uint64         // for raft and for participants' messages; 0: to a participant (m.To)
+	fromNode  uint64         // for a replica's message to a participant: which replica sent it
 }
 
 type simReign struct {
@@ -86,10 +96,25 @@ type simAbort struct {
 	term uint64
 }
 
+// simPart is a participant and how it finds the leader
+// (participant/route.go): votes and acks go back to the replica whose
+// prepare or decision asked for them (via), inquiries to the replica it
+// last heard a prepare or decision from (lead) while that was within
+// simFreshTicks, and to every replica otherwise or when the one chosen is
+// down (its connection is closed).
 type simPart struct {
 	p       *engine.Participant
 	applied map[protocol.TxnID]protocol.Decision
+	via     map[protocol.TxnID]uint64
+	source  map[protocol.TxnID]uint64 // the replica that sent the prepare (for the planted bug)
+	lead    uint64
+	leadAt  int
 }
+
+// simFreshTicks is how long a participant trusts the last replica it
+// heard from to lead: its InquireAfterTicks, as the server's
+// Config.InquireAfter.
+const simFreshTicks = 8
 
 type yesResource struct{}
 
@@ -146,6 +171,8 @@ func newSim(t *testing.T, seed uint64, bugs simBugs) *sim {
 			p: engine.NewParticipant(engine.ParticipantConfig{Name: name, InquireAfterTicks: 8, InquireMaxTicks: 30,
 				RememberTicks: 10000}, yesResource{}),
 			applied: map[protocol.TxnID]protocol.Decision{},
+			via:     map[protocol.TxnID]uint64{},
+			source:  map[protocol.TxnID]uint64{},
 		}
 	}
 	return s
@@ -361,7 +388,7 @@ func (s *sim) drainShard(n *simNode) {
 				n.held = append(n.held, simAbort{to: m.To, txn: m.Txn, term: g.term})
 				continue
 			}
-			s.send(simMsg{m: m})
+			s.send(simMsg{m: m, fromNode: n.id})
 		}
 		for _, r := range rd.Replies {
 			switch r.Outcome {
@@ -409,7 +436,7 @@ func (s *sim) readDone(n *simNode, rs raft.ReadState) {
 	}
 	for _, a := range n.reading {
 		if n.reign != nil && a.term == n.reign.term {
-			s.send(simMsg{m: engine.Message{Type: engine.MsgDecision, Txn: a.txn, To: a.to, Decision: protocol.DecisionAbort}})
+			s.send(simMsg{m: engine.Message{Type: engine.MsgDecision, Txn: a.txn, To: a.to, Decision: protocol.DecisionAbort}, fromNode: n.id})
 		}
 	}
 	n.reading, n.readCtx = nil, 0
@@ -444,7 +471,10 @@ func (s *sim) drainPart(name string) {
 			}()
 		}
 		for _, m := range rd.Messages {
-			// Every vote, ack and inquiry goes to every replica.
+			if to := s.route(p, m); to != 0 {
+				s.send(simMsg{m: m, toNode: to})
+				continue
+			}
 			for id := uint64(1); id <= 3; id++ {
 				s.send(simMsg{m: m, toNode: id})
 			}
@@ -464,6 +494,26 @@ func (s *sim) drainPart(name string) {
 			}
 		}
 	}
+}
+
+// route is the replica a participant's message goes to, or 0 for every
+// replica (participant/route.go).
+func (s *sim) route(p *simPart, m engine.Message) uint64 {
+	var to uint64
+	switch {
+	case m.Type == engine.MsgInquire && s.bugs.inquireSource:
+		to = p.source[m.Txn]
+	case m.Type != engine.MsgInquire:
+		to = p.via[m.Txn]
+		delete(p.via, m.Txn)
+	}
+	if to == 0 && (s.now-p.leadAt <= simFreshTicks || s.bugs.trustForever) {
+		to = p.lead
+	}
+	if to != 0 && s.nodes[to-1].down {
+		return 0 // its connection is closed: the send fails
+	}
+	return to
 }
 
 func (s *sim) begin() {
@@ -487,7 +537,15 @@ func (s *sim) begin() {
 
 func (s *sim) deliver(m simMsg) {
 	if m.toNode == 0 {
-		s.parts[m.m.To].p.Step(m.m)
+		p := s.parts[m.m.To]
+		if s.nodes[m.fromNode-1].down {
+			return // its connection closed with it: what it queued is lost
+		}
+		p.via[m.m.Txn], p.lead, p.leadAt = m.fromNode, m.fromNode, s.now
+		if m.m.Type == engine.MsgPrepare {
+			p.source[m.m.Txn] = m.fromNode
+		}
+		p.p.Step(m.m)
 		s.drainPart(m.m.To)
 		return
 	}
@@ -554,7 +612,9 @@ func (s *sim) step() {
 	case r < 80:
 		s.tickAll()
 	case r < 90:
-		if len(s.txns) < 400 {
+		// Once healed, nothing new begins: whatever a participant holds
+		// in doubt must settle without fresh traffic to show it the leader.
+		if len(s.txns) < 400 && s.faults {
 			s.begin()
 		}
 	default:
@@ -732,6 +792,8 @@ func TestReplicaSimulationCatchesBugs(t *testing.T) {
 		{"ack before quorum commit", simBugs{ackBeforeCommit: true}},
 		{"new leader forgets to re-drive", simBugs{forgetRedrive: true}},
 		{"stale leader answers an inquiry", simBugs{staleAnswer: true}},
+		{"participant inquires only where its prepare came from", simBugs{inquireSource: true}},
+		{"participant trusts the last sender to lead forever", simBugs{trustForever: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := uint64(1); seed <= 200; seed++ {

@@ -49,6 +49,9 @@ type Server struct {
 	// shards count the rejections they judge. Added to by the connections'
 	// readers, read by Status.
 	rejected atomic.Uint64
+	// notLeading counts participants' messages a replica dropped because
+	// it did not lead (Status.NotLeading).
+	notLeading atomic.Uint64
 }
 
 type shardStats struct {
@@ -91,7 +94,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	for name, addr := range cfg.Participants {
 		s.names[name] = name
-		s.peers[name] = newPeer(name, addr, &cfg)
+		s.peers[name] = newPeer(s, name, addr)
 	}
 	var ln net.Listener
 	if s.ln, ln, err = node.Listen(cfg.Listener, cfg.Listen, cfg.TLS); err != nil {
@@ -320,6 +323,11 @@ type Status struct {
 	// RaftSnapshot that of the latest snapshot (made here or received).
 	RaftApplied  uint64 `json:"raft_applied,omitempty"`
 	RaftSnapshot uint64 `json:"raft_snapshot,omitempty"`
+	// NotLeading counts the votes, acks and inquiries this replica
+	// dropped because it did not lead: a participant that finds the
+	// leader sends a follower none but the inquiries it sends to every
+	// replica while it does not know which leads.
+	NotLeading uint64 `json:"not_leading,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients
@@ -345,6 +353,7 @@ func (s *Server) Status() Status {
 		stats = s.rep.report(&st)
 	}
 	st.Rejected = s.rejected.Load()
+	st.NotLeading = s.notLeading.Load()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}
