@@ -195,7 +195,7 @@ func (s *Server) openReplica() error {
 				}
 				return nil
 			},
-			Dial:  link.Dialer(cfg.TLS),
+			Dial:  link.IdentityDialer(cfg.TLS, cfg.replicaIdentities(addr)),
 			Conns: 1,
 		})
 	}
@@ -694,9 +694,9 @@ func (s *Server) pumpFor(id protocol.TxnID) *pump.Pump {
 // admit checks the Hello of a connection that says it is another replica
 // of this group (r nil: this coordinator runs alone and refuses it): its
 // name must be the raft id of one of Config.Peers other than this one and,
-// with TLS, its certificate must be valid for the host of that peer's
-// address — the identity this replica already requires when it dials that
-// peer. Only then does the mux let its Raft frames through
+// with TLS, its certificate must be valid for Config.ReplicaIdentity, or
+// by default for the host of that peer's address — the identity this
+// replica requires when it dials that peer. Only then does the mux let its Raft frames through
 // (wire.Sender(TypeRaft) is RoleReplica).
 func (r *replica) admit(c *mux.Conn, name []byte) error {
 	if r == nil {
@@ -707,7 +707,7 @@ func (r *replica) admit(c *mux.Conn, name []byte) error {
 	if err != nil || !ok || id == r.id {
 		return mux.Refuse("replica %q is not one of this replica's --peers", name)
 	}
-	if err := link.Identity(c, []string{link.Host(addr)}); err != nil {
+	if err := link.Identity(c, r.s.cfg.replicaIdentities(addr)); err != nil {
 		return mux.Refuse("replica %d not accepted: %v", id, err)
 	}
 	return nil

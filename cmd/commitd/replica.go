@@ -45,10 +45,14 @@ func replicaFlags(fs *flag.FlagSet, cfg *coordinator.Config) func() error {
 	fs.Var(peers, "peers", "every replica of a replicated coordinator as ID=ADDR,ID=ADDR,... at its --listen address, the same on every replica (off: a lone coordinator)")
 	fs.DurationVar(&cfg.RaftTick, "raft-tick", 50*time.Millisecond, "replicated: raft clock period (a leader's heartbeat)")
 	fs.IntVar(&cfg.ElectionTicks, "election-ticks", 10, "replicated: raft ticks without a leader before an election (randomised up to twice as many)")
+	fs.StringVar(&cfg.ReplicaIdentity, "replica-identity", "", "replicated, with TLS: the other replicas' certificates must be valid for this, dialing in and dialed (a DNS name or IP in its SANs, or its CN; default: the host of each replica's --peers address)")
 	return func() error {
 		if len(peers) == 0 {
 			if cfg.ID != 0 {
 				return usageError{fmt.Errorf("--id %d without --peers", cfg.ID)}
+			}
+			if cfg.ReplicaIdentity != "" {
+				return usageError{fmt.Errorf("--replica-identity %s without --peers: a lone coordinator has no replicas", cfg.ReplicaIdentity)}
 			}
 			return nil
 		}
