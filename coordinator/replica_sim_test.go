@@ -37,6 +37,19 @@ import (
 // replica.go's goroutines and sockets (TestReplicatedCoordinatorFailsOver
 // runs those).
 //
+// The id window (issue 13) is modelled too: ids are UUIDv7s whose time
+// is the tick (a millisecond), a reign's shards refuse ids older than
+// their takeover (StartUnixMs) or older than they remember, and clients
+// send forwarded begins (an id made up to 30 ticks earlier, sent first to
+// a replica that started nothing) and reuses (an id begun before, with
+// the same work). A reuse the window lets through is what the checks
+// below catch: two outcomes told for one id, or a participant applying
+// an abort meant for the first use while the reuse commits. Two planted
+// bugs reach back before the takeover: one restoring nothing, and issue
+// 14's proposal, restoring the commits that ended — caught too, since a
+// reign cannot know a transaction an earlier reign began and abandoned
+// (docs/ha.md, "The id window of a reign").
+//
 // Participants find the leader as participant/route.go does: a vote or
 // ack goes back to the replica that sent the prepare or decision, an
 // inquiry to the replica the participant last heard one from if that was
@@ -56,6 +69,9 @@ type simBugs struct {
 	staleAnswer     bool // aborts leave at once, no ReadIndex
 	inquireSource   bool // a participant inquires only at the replica that sent the prepare
 	trustForever    bool // a participant trusts the last replica it heard from to lead, however long ago
+	// A reign's id window reaching back before its takeover:
+	claimMemory bool // to the replica's start, restoring no ended transaction
+	reachBack   bool // to the replica's start, restoring the ended commits it applied (issue 14's proposal)
 }
 
 type simMsg struct {
@@ -68,8 +84,16 @@ type simMsg struct {
 
 type simReign struct {
 	term       uint64
+	start      int // the tick it began
 	shard      *engine.Shard
 	unproposed [][]byte
+}
+
+// simEnded is a transaction whose commit record and end a replica applied
+// (at that tick), kept for a reign that reaches back (simBugs.reachBack).
+type simEnded struct {
+	commit []byte
+	at     int
 }
 
 type simNode struct {
@@ -77,6 +101,8 @@ type simNode struct {
 	storage     *raft.MemoryStorage
 	rn          *raft.RawNode
 	open        map[protocol.TxnID][]byte
+	ended       map[protocol.TxnID]simEnded // finished, kept for simKeepEndedTicks after applied
+	memSince    int                         // the tick since which ended is complete
 	appliedTerm uint64
 	applied     uint64
 	snapIndex   uint64
@@ -137,14 +163,41 @@ type sim struct {
 	told   map[protocol.TxnID]protocol.Outcome // what clients were told (committed or aborted)
 	txns   []protocol.TxnID
 	faults bool
+	quiet  bool // no client begins
 	failed string
 	events map[string]int // faults injected and reigns started, for the log
+	begins []simBegin     // by Tag - 1
+}
+
+// simBegin is a client's begin: forwarded ones carry an id made some ticks
+// earlier (sent to a replica that started nothing, then on to the
+// leader), reuses an id begun before.
+type simBegin struct {
+	id        protocol.TxnID
+	madeAt    int
+	forwarded bool
+	reuse     bool
 }
 
 const (
 	simElectionTicks = 10
 	simMaxDelay      = 6
+	// The id window: one tick is a millisecond of the ids' clock; a
+	// shard remembers a finished transaction for simRememberTicks; a
+	// replica keeps an ended one twice that after applying it.
+	simBaseMs         = 1_780_000_000_000
+	simRememberTicks  = 300
+	simMaxIDAheadMs   = 20
+	simKeepEndedTicks = 2 * simRememberTicks
 )
+
+// simID is a UUIDv7 whose time is tick ms after simBaseMs.
+func simID(tick int, seq int, seed uint64) protocol.TxnID {
+	var id protocol.TxnID
+	binary.BigEndian.PutUint64(id[:8], uint64(simBaseMs+tick)<<16|0x7000|uint64(seq>>8)&0x0fff)
+	binary.BigEndian.PutUint64(id[8:], 0x8000_0000_0000_0000|uint64(seq)<<16&0x3fff_ffff_ffff_0000|seed&0xffff)
+	return id
+}
 
 // simParts are the participants, in the order every loop visits them.
 var simParts = []string{"p1", "p2"}
@@ -194,6 +247,18 @@ func (s *sim) boot(n *simNode) {
 	}
 	n.rn, n.reign = rn, nil
 	n.held, n.reading, n.readCtx, n.down = nil, nil, 0, false
+	// Memory of ended transactions is not in the snapshot: a restarted
+	// replica claims none from before its start.
+	n.ended, n.memSince = map[protocol.TxnID]simEnded{}, s.now
+}
+
+// simTrace, when set (a debugging aid), logs every step of one transaction.
+var simTrace protocol.TxnID
+
+func (s *sim) trace(id protocol.TxnID, format string, args ...any) {
+	if id == simTrace && id != (protocol.TxnID{}) {
+		s.t.Logf("tick %d: "+format, append([]any{s.now}, args...)...)
+	}
 }
 
 func (s *sim) fail(format string, args ...any) {
@@ -226,6 +291,7 @@ func (s *sim) drive(n *simNode) {
 				s.t.Fatal(err)
 			}
 			s.restoreSnapshot(n, rd.Snapshot)
+			n.ended, n.memSince = map[protocol.TxnID]simEnded{}, s.now
 			s.events["snapshots received"]++
 		}
 		if len(rd.Entries) > 0 {
@@ -317,10 +383,19 @@ func (s *sim) apply(n *simNode, e *pb.Entry) {
 		switch rec.Type {
 		case engine.RecCommit:
 			n.open[rec.Txn] = slices.Clone(d[4 : 4+l])
+			delete(n.ended, rec.Txn)
 		case engine.RecEnd:
+			if c, ok := n.open[rec.Txn]; ok {
+				n.ended[rec.Txn] = simEnded{commit: c, at: s.now}
+			}
 			delete(n.open, rec.Txn)
 		}
 		d = d[4+l:]
+	}
+	for id, e := range n.ended {
+		if s.now-e.at > simKeepEndedTicks {
+			delete(n.ended, id)
+		}
 	}
 	if g := n.reign; g != nil && g.term == term && proposer == n.id && !s.bugs.ackBeforeCommit {
 		g.shard.Durable(last)
@@ -334,8 +409,17 @@ func (s *sim) leadership(n *simNode) {
 		n.reign = nil // the shard and all it held in flight are dropped
 	}
 	if n.reign == nil && st.RaftState == raft.StateLeader && n.appliedTerm == st.GetTerm() {
-		g := &simReign{term: st.GetTerm(), shard: engine.NewShard(engine.ShardConfig{
-			PrepareTimeoutTicks: 20, RedeliverMinTicks: 3, RedeliverMaxTicks: 20, RememberTicks: 10000})}
+		// The id window starts at the takeover: the reign knows no
+		// transaction that ended or was abandoned before it (docs/ha.md,
+		// "The id window of a reign"). The planted bugs reach back to
+		// the replica's start.
+		since := s.now
+		if s.bugs.claimMemory || s.bugs.reachBack {
+			since = n.memSince
+		}
+		g := &simReign{term: st.GetTerm(), start: s.now, shard: engine.NewShard(engine.ShardConfig{
+			PrepareTimeoutTicks: 20, RedeliverMinTicks: 3, RedeliverMaxTicks: 20, RememberTicks: simRememberTicks,
+			TickMicros: 1000, MaxIDAheadMs: simMaxIDAheadMs, StartUnixMs: simBaseMs + int64(since)})}
 		if !s.bugs.forgetRedrive {
 			ids := make([]protocol.TxnID, 0, len(n.open))
 			for id := range n.open {
@@ -348,6 +432,25 @@ func (s *sim) leadership(n *simNode) {
 					s.t.Fatal(err)
 				}
 				g.shard.Restore(rec)
+			}
+		}
+		if s.bugs.reachBack {
+			ids := make([]protocol.TxnID, 0, len(n.ended))
+			for id := range n.ended {
+				ids = append(ids, id)
+			}
+			slices.SortFunc(ids, func(a, b protocol.TxnID) int { return slices.Compare(a[:], b[:]) })
+			for _, id := range ids {
+				var rec engine.Record
+				if err := rec.UnmarshalBinary(n.ended[id].commit); err != nil {
+					s.t.Fatal(err)
+				}
+				if err := g.shard.Restore(rec); err != nil {
+					s.t.Fatal(err)
+				}
+				if err := g.shard.Restore(engine.Record{Type: engine.RecEnd, Txn: id}); err != nil {
+					s.t.Fatal(err)
+				}
 			}
 		}
 		n.reign = g
@@ -383,6 +486,7 @@ func (s *sim) drainShard(n *simNode) {
 			}
 		}
 		for _, m := range rd.Messages {
+			s.trace(m.Txn, "replica %d sends %v %v to %s", n.id, m.Type, m.Decision, m.To)
 			m.Work = slices.Clone(m.Work)
 			if m.Type == engine.MsgDecision && m.Decision == protocol.DecisionAbort && !s.bugs.staleAnswer {
 				n.held = append(n.held, simAbort{to: m.To, txn: m.Txn, term: g.term})
@@ -391,9 +495,19 @@ func (s *sim) drainShard(n *simNode) {
 			s.send(simMsg{m: m, fromNode: n.id})
 		}
 		for _, r := range rd.Replies {
+			b := &s.begins[r.Tag-1]
+			s.trace(r.Txn, "replica %d replies %v %v %s", n.id, r.Outcome, r.Cause, r.Detail)
 			switch r.Outcome {
 			case protocol.OutcomeCommitted, protocol.OutcomeAborted:
 				s.tell(r.Txn, r.Outcome)
+			case protocol.OutcomeRejected:
+				if r.Cause == protocol.CauseStaleID && b.forwarded && b.madeAt < g.start {
+					s.events["forwarded across a takeover, refused"]++
+				}
+				continue
+			}
+			if b.forwarded && b.madeAt < g.start {
+				s.events["forwarded across a takeover, run"]++
 			}
 		}
 	}
@@ -445,13 +559,14 @@ func (s *sim) readDone(n *simNode, rs raft.ReadState) {
 // --- participants and clients ---
 
 func (s *sim) tell(id protocol.TxnID, o protocol.Outcome) {
+	s.trace(id, "told %v", o)
 	if prev, ok := s.told[id]; ok && prev != o {
-		s.fail("txn %x told %v and then %v", id[:4], prev, o)
+		s.fail("txn %x told %v and then %v", id[:], prev, o)
 	}
 	s.told[id] = o
 	for name, p := range s.parts {
 		if d, ok := p.applied[id]; ok && !agrees(d, o) {
-			s.fail("txn %x: client told %v, %s applied %v", id[:4], o, name, d)
+			s.fail("txn %x: client told %v, %s applied %v", id[:], o, name, d)
 		}
 	}
 }
@@ -471,6 +586,7 @@ func (s *sim) drainPart(name string) {
 			}()
 		}
 		for _, m := range rd.Messages {
+			s.trace(m.Txn, "%s sends %v %v to %d", name, m.Type, m.Vote, s.route(p, m))
 			if to := s.route(p, m); to != 0 {
 				s.send(simMsg{m: m, toNode: to})
 				continue
@@ -481,16 +597,17 @@ func (s *sim) drainPart(name string) {
 		}
 		for _, a := range rd.Applied {
 			if prev, ok := p.applied[a.Txn]; ok && prev != a.Decision {
-				s.fail("%s applied %v and %v for txn %x", name, prev, a.Decision, a.Txn[:4])
+				s.fail("%s applied %v and %v for txn %x", name, prev, a.Decision, a.Txn[:])
 			}
 			p.applied[a.Txn] = a.Decision
+			s.trace(a.Txn, "%s applies %v", name, a.Decision)
 			for other, q := range s.parts {
 				if d, ok := q.applied[a.Txn]; ok && d != a.Decision {
-					s.fail("txn %x: %s applied %v, %s applied %v", a.Txn[:4], name, a.Decision, other, d)
+					s.fail("txn %x: %s applied %v, %s applied %v", a.Txn[:], name, a.Decision, other, d)
 				}
 			}
 			if o, ok := s.told[a.Txn]; ok && !agrees(a.Decision, o) {
-				s.fail("txn %x: client told %v, %s applied %v", a.Txn[:4], o, name, a.Decision)
+				s.fail("txn %x: client told %v, %s applied %v", a.Txn[:], o, name, a.Decision)
 			}
 		}
 	}
@@ -516,15 +633,29 @@ func (s *sim) route(p *simPart, m engine.Message) uint64 {
 	return to
 }
 
+// begin sends a client's begin to a replica that leads: a new id made
+// now; or, one time in five, one made up to 30 ticks ago that was sent
+// to a replica that started nothing (the Go client moves on to the
+// leader); or, one in ten, an id begun before, with the same work — a
+// reuse that the id window must refuse unless the id was never used.
 func (s *sim) begin() {
-	var id protocol.TxnID
-	binary.LittleEndian.PutUint64(id[:], uint64(len(s.txns)+1))
-	binary.LittleEndian.PutUint64(id[8:], s.seed)
-	s.txns = append(s.txns, id)
-	// The client sends to a replica it believes leads: any that does.
+	b := simBegin{id: simID(s.now, len(s.begins)+1, s.seed), madeAt: s.now}
+	switch r := s.rng.IntN(10); {
+	case r < 2:
+		b.madeAt = max(0, s.now-1-s.rng.IntN(30))
+		b.id, b.forwarded = simID(b.madeAt, len(s.begins)+1, s.seed), true
+	case r < 3 && len(s.txns) > 0:
+		b.id, b.reuse = s.txns[s.rng.IntN(len(s.txns))], true
+	}
 	for _, n := range s.nodes {
 		if !n.down && n.reign != nil && s.now >= n.pausedUntil {
-			n.reign.shard.Step(engine.Message{Type: engine.MsgBegin, Txn: id, Tag: uint64(len(s.txns)),
+			if !b.reuse {
+				s.txns = append(s.txns, b.id)
+			}
+			s.begins = append(s.begins, b)
+			s.trace(b.id, "begin at %d (reign from %d, term %d) %+v", n.id, n.reign.start, n.reign.term, b)
+			n.reign.shard.Step(engine.Message{Type: engine.MsgBegin, Txn: b.id, Tag: uint64(len(s.begins)),
+				UnixMs: simBaseMs + int64(s.now),
 				Branches: []engine.Branch{{Participant: "p1", Work: []byte{1}}, {Participant: "p2", Work: []byte{2}}}})
 			s.drainShard(n)
 			s.drive(n)
@@ -545,6 +676,7 @@ func (s *sim) deliver(m simMsg) {
 		if m.m.Type == engine.MsgPrepare {
 			p.source[m.m.Txn] = m.fromNode
 		}
+		s.trace(m.m.Txn, "%s gets %v %v from %d", m.m.To, m.m.Type, m.m.Decision, m.fromNode)
 		p.p.Step(m.m)
 		s.drainPart(m.m.To)
 		return
@@ -560,6 +692,7 @@ func (s *sim) deliver(m simMsg) {
 		}
 		_ = n.rn.Step(m.raft)
 	} else if g := n.reign; g != nil {
+		s.trace(m.m.Txn, "replica %d gets %v %v from %s", n.id, m.m.Type, m.m.Vote, m.m.From)
 		g.shard.Step(m.m)
 		s.drainShard(n)
 	}
@@ -612,9 +745,7 @@ func (s *sim) step() {
 	case r < 80:
 		s.tickAll()
 	case r < 90:
-		// Once healed, nothing new begins: whatever a participant holds
-		// in doubt must settle without fresh traffic to show it the leader.
-		if len(s.txns) < 400 && s.faults {
+		if len(s.txns) < 400 && !s.quiet {
 			s.begin()
 		}
 	default:
@@ -705,6 +836,32 @@ func (s *sim) run(steps int) string {
 	for i := 0; i < 20000 && s.failed == ""; i++ {
 		s.step()
 	}
+	// Then, with no client traffic to show the participants the leader,
+	// lose the leader while a participant holds a transaction in doubt:
+	// it must find the next leader by itself.
+	s.quiet = true
+	for range 3 {
+		l := s.leader()
+		if l == nil || s.failed != "" {
+			break
+		}
+		s.quiet = false
+		s.begin()
+		s.quiet = true
+		for i := 0; i < 200 && s.parts["p1"].p.Stats().Prepared+s.parts["p2"].p.Stats().Prepared == 0; i++ {
+			s.step()
+		}
+		l.down = true
+		s.events["quiet leader crashes"]++
+		for range 200 {
+			s.step()
+		}
+		s.boot(l)
+		s.drive(l)
+		for i := 0; i < 5000 && s.failed == ""; i++ {
+			s.step()
+		}
+	}
 	if s.failed != "" {
 		return s.failed
 	}
@@ -714,7 +871,7 @@ func (s *sim) run(steps int) string {
 		}
 		for name, p := range s.parts {
 			if p.applied[id] != protocol.DecisionCommit {
-				return fmt.Sprintf("seed %d: txn %x was told committed, %s has not applied it (%v)", s.seed, id[:4], name, p.applied[id])
+				return fmt.Sprintf("seed %d: txn %x was told committed, %s has not applied it (%v)", s.seed, id[:], name, p.applied[id])
 			}
 		}
 	}
@@ -794,6 +951,8 @@ func TestReplicaSimulationCatchesBugs(t *testing.T) {
 		{"stale leader answers an inquiry", simBugs{staleAnswer: true}},
 		{"participant inquires only where its prepare came from", simBugs{inquireSource: true}},
 		{"participant trusts the last sender to lead forever", simBugs{trustForever: true}},
+		{"new leader claims a memory it did not restore", simBugs{claimMemory: true}},
+		{"new leader reaches back with the ended commits it applied", simBugs{reachBack: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := uint64(1); seed <= 200; seed++ {
