@@ -655,7 +655,7 @@ func (s *sim) begin() {
 			s.begins = append(s.begins, b)
 			s.trace(b.id, "begin at %d (reign from %d, term %d) %+v", n.id, n.reign.start, n.reign.term, b)
 			n.reign.shard.Step(engine.Message{Type: engine.MsgBegin, Txn: b.id, Tag: uint64(len(s.begins)),
-				UnixMs: simBaseMs + int64(s.now),
+				UnixMs:   simBaseMs + int64(s.now),
 				Branches: []engine.Branch{{Participant: "p1", Work: []byte{1}}, {Participant: "p2", Work: []byte{2}}}})
 			s.drainShard(n)
 			s.drive(n)
