@@ -69,9 +69,11 @@ type simBugs struct {
 	staleAnswer     bool // aborts leave at once, no ReadIndex
 	inquireSource   bool // a participant inquires only at the replica that sent the prepare
 	trustForever    bool // a participant trusts the last replica it heard from to lead, however long ago
-	// A reign's id window reaching back before its takeover:
-	claimMemory bool // to the replica's start, restoring no ended transaction
-	reachBack   bool // to the replica's start, restoring the ended commits it applied (issue 14's proposal)
+	// A reign's id window reaches back to its replica's start; bugs in
+	// what it remembers of earlier reigns:
+	claimMemory    bool // restores no ended transaction
+	forgetPresumed bool // its shards do not remember the ids they presume aborted
+	atTakeover     bool // not a bug: the id window starts at the takeover (the rule before)
 }
 
 type simMsg struct {
@@ -87,10 +89,15 @@ type simReign struct {
 	start      int // the tick it began
 	shard      *engine.Shard
 	unproposed [][]byte
+	// Outputs no record backs, waiting for their abort marker to commit:
+	// abort decisions (to whom) and "aborted" replies.
+	decisions map[protocol.TxnID][]string
+	replies   map[protocol.TxnID]bool
 }
 
-// simEnded is a transaction whose commit record and end a replica applied
-// (at that tick), kept for a reign that reaches back (simBugs.reachBack).
+// simEnded is a transaction a replica applied the end of: its commit
+// record and end, or an abort marker (commit nil), at that tick. A new
+// reign restores it.
 type simEnded struct {
 	commit []byte
 	at     int
@@ -111,15 +118,6 @@ type simNode struct {
 	pausedUntil int
 	cutUntil    int // partitioned from the other replicas until then
 
-	held, reading []simAbort
-	readCtx       uint64
-	readTicks     int
-}
-
-type simAbort struct {
-	to   string
-	txn  protocol.TxnID
-	term uint64
 }
 
 // simPart is a participant and how it finds the leader
@@ -246,7 +244,7 @@ func (s *sim) boot(n *simNode) {
 		s.t.Fatal(err)
 	}
 	n.rn, n.reign = rn, nil
-	n.held, n.reading, n.readCtx, n.down = nil, nil, 0, false
+	n.down = false
 	// Memory of ended transactions is not in the snapshot: a restarted
 	// replica claims none from before its start.
 	n.ended, n.memSince = map[protocol.TxnID]simEnded{}, s.now
@@ -307,9 +305,6 @@ func (s *sim) drive(n *simNode) {
 		for _, m := range rd.Messages {
 			s.send(simMsg{raft: proto.Clone(m).(*pb.Message), toNode: m.GetTo()})
 		}
-		for _, rs := range rd.ReadStates {
-			s.readDone(n, rs)
-		}
 		for _, e := range rd.CommittedEntries {
 			s.apply(n, e)
 		}
@@ -317,7 +312,6 @@ func (s *sim) drive(n *simNode) {
 	}
 	s.compact(n)
 	s.leadership(n)
-	s.gate(n)
 	s.propose(n)
 }
 
@@ -374,6 +368,7 @@ func (s *sim) apply(n *simNode, e *pb.Entry) {
 	term, proposer := binary.LittleEndian.Uint64(d), binary.LittleEndian.Uint64(d[8:])
 	last, cnt := binary.LittleEndian.Uint64(d[16:]), binary.LittleEndian.Uint32(d[24:])
 	d = d[28:]
+	var marked []protocol.TxnID
 	for range cnt {
 		l := binary.LittleEndian.Uint32(d)
 		var rec engine.Record
@@ -389,6 +384,12 @@ func (s *sim) apply(n *simNode, e *pb.Entry) {
 				n.ended[rec.Txn] = simEnded{commit: c, at: s.now}
 			}
 			delete(n.open, rec.Txn)
+		case engine.RecAborted:
+			// An abort marker: what no record otherwise shows.
+			if _, ok := n.open[rec.Txn]; !ok {
+				n.ended[rec.Txn] = simEnded{at: s.now}
+			}
+			marked = append(marked, rec.Txn)
 		}
 		d = d[4+l:]
 	}
@@ -397,7 +398,21 @@ func (s *sim) apply(n *simNode, e *pb.Entry) {
 			delete(n.ended, id)
 		}
 	}
-	if g := n.reign; g != nil && g.term == term && proposer == n.id && !s.bugs.ackBeforeCommit {
+	g := n.reign
+	if g == nil || g.term != term || proposer != n.id {
+		return
+	}
+	for _, id := range marked {
+		for _, to := range g.decisions[id] {
+			s.send(simMsg{m: engine.Message{Type: engine.MsgDecision, Txn: id, To: to, Decision: protocol.DecisionAbort}, fromNode: n.id})
+		}
+		delete(g.decisions, id)
+		if g.replies[id] {
+			delete(g.replies, id)
+			s.tell(id, protocol.OutcomeAborted)
+		}
+	}
+	if last != 0 && !s.bugs.ackBeforeCommit {
 		g.shard.Durable(last)
 		s.drainShard(n)
 	}
@@ -409,17 +424,18 @@ func (s *sim) leadership(n *simNode) {
 		n.reign = nil // the shard and all it held in flight are dropped
 	}
 	if n.reign == nil && st.RaftState == raft.StateLeader && n.appliedTerm == st.GetTerm() {
-		// The id window starts at the takeover: the reign knows no
-		// transaction that ended or was abandoned before it (docs/ha.md,
-		// "The id window of a reign"). The planted bugs reach back to
-		// the replica's start.
-		since := s.now
-		if s.bugs.claimMemory || s.bugs.reachBack {
-			since = n.memSince
+		// The id window reaches back as far as this replica's memory of
+		// ended and aborted transactions is complete (docs/ha.md, "The
+		// id window of a reign").
+		since := n.memSince
+		if s.bugs.atTakeover {
+			since = s.now
 		}
-		g := &simReign{term: st.GetTerm(), start: s.now, shard: engine.NewShard(engine.ShardConfig{
-			PrepareTimeoutTicks: 20, RedeliverMinTicks: 3, RedeliverMaxTicks: 20, RememberTicks: simRememberTicks,
-			TickMicros: 1000, MaxIDAheadMs: simMaxIDAheadMs, StartUnixMs: simBaseMs + int64(since)})}
+		g := &simReign{term: st.GetTerm(), start: s.now, decisions: map[protocol.TxnID][]string{}, replies: map[protocol.TxnID]bool{},
+			shard: engine.NewShard(engine.ShardConfig{
+				PrepareTimeoutTicks: 20, RedeliverMinTicks: 3, RedeliverMaxTicks: 20, RememberTicks: simRememberTicks,
+				TickMicros: 1000, MaxIDAheadMs: simMaxIDAheadMs, StartUnixMs: simBaseMs + int64(since),
+				RememberPresumedAborts: !s.bugs.forgetPresumed})}
 		if !s.bugs.forgetRedrive {
 			ids := make([]protocol.TxnID, 0, len(n.open))
 			for id := range n.open {
@@ -434,13 +450,17 @@ func (s *sim) leadership(n *simNode) {
 				g.shard.Restore(rec)
 			}
 		}
-		if s.bugs.reachBack {
+		if !s.bugs.claimMemory {
 			ids := make([]protocol.TxnID, 0, len(n.ended))
 			for id := range n.ended {
 				ids = append(ids, id)
 			}
 			slices.SortFunc(ids, func(a, b protocol.TxnID) int { return slices.Compare(a[:], b[:]) })
 			for _, id := range ids {
+				if n.ended[id].commit == nil {
+					g.shard.RestoreAborted(id)
+					continue
+				}
 				var rec engine.Record
 				if err := rec.UnmarshalBinary(n.ended[id].commit); err != nil {
 					s.t.Fatal(err)
@@ -460,12 +480,13 @@ func (s *sim) leadership(n *simNode) {
 }
 
 // drainShard moves the leader's shard outputs out: records proposed (one
-// entry per Ready), messages sent, aborts held for a ReadIndex, replies
-// told to clients.
+// entry per Ready), messages sent, replies told to clients — aborts (to
+// participants and clients) once an abort marker for them has committed.
 func (s *sim) drainShard(n *simNode) {
 	g := n.reign
 	for g != nil && g.shard.HasReady() {
 		rd := g.shard.Ready()
+		var markers []protocol.TxnID
 		if len(rd.Records) > 0 {
 			p := binary.LittleEndian.AppendUint64(nil, g.term)
 			p = binary.LittleEndian.AppendUint64(p, n.id)
@@ -489,7 +510,8 @@ func (s *sim) drainShard(n *simNode) {
 			s.trace(m.Txn, "replica %d sends %v %v to %s", n.id, m.Type, m.Decision, m.To)
 			m.Work = slices.Clone(m.Work)
 			if m.Type == engine.MsgDecision && m.Decision == protocol.DecisionAbort && !s.bugs.staleAnswer {
-				n.held = append(n.held, simAbort{to: m.To, txn: m.Txn, term: g.term})
+				g.decisions[m.Txn] = append(g.decisions[m.Txn], m.To)
+				markers = append(markers, m.Txn)
 				continue
 			}
 			s.send(simMsg{m: m, fromNode: n.id})
@@ -498,7 +520,14 @@ func (s *sim) drainShard(n *simNode) {
 			b := &s.begins[r.Tag-1]
 			s.trace(r.Txn, "replica %d replies %v %v %s", n.id, r.Outcome, r.Cause, r.Detail)
 			switch r.Outcome {
-			case protocol.OutcomeCommitted, protocol.OutcomeAborted:
+			case protocol.OutcomeAborted:
+				if s.bugs.staleAnswer {
+					s.tell(r.Txn, r.Outcome)
+					break
+				}
+				g.replies[r.Txn] = true
+				markers = append(markers, r.Txn)
+			case protocol.OutcomeCommitted:
 				s.tell(r.Txn, r.Outcome)
 			case protocol.OutcomeRejected:
 				if r.Cause == protocol.CauseStaleID && b.forwarded && b.madeAt < g.start {
@@ -509,6 +538,22 @@ func (s *sim) drainShard(n *simNode) {
 			if b.forwarded && b.madeAt < g.start {
 				s.events["forwarded across a takeover, run"]++
 			}
+		}
+		if len(markers) > 0 {
+			// One entry of abort markers; no shard record in it.
+			p := binary.LittleEndian.AppendUint64(nil, g.term)
+			p = binary.LittleEndian.AppendUint64(p, n.id)
+			p = binary.LittleEndian.AppendUint64(p, 0)
+			p = binary.LittleEndian.AppendUint32(p, uint32(len(markers)))
+			for _, id := range markers {
+				b, err := (&engine.Record{Type: engine.RecAborted, Txn: id}).AppendBinary(nil)
+				if err != nil {
+					s.t.Fatal(err)
+				}
+				p = binary.LittleEndian.AppendUint32(p, uint32(len(b)))
+				p = append(p, b...)
+			}
+			g.unproposed = append(g.unproposed, p)
 		}
 	}
 }
@@ -523,37 +568,6 @@ func (s *sim) propose(n *simNode) {
 		s.drive(n)
 		g = n.reign
 	}
-}
-
-func (s *sim) gate(n *simNode) {
-	if n.reign == nil {
-		n.held, n.reading, n.readCtx = nil, nil, 0
-		return
-	}
-	if n.readCtx != 0 && n.readTicks <= 2*simElectionTicks {
-		return
-	}
-	if n.readCtx == 0 {
-		n.reading, n.held = n.held, nil
-		if len(n.reading) == 0 {
-			return
-		}
-	}
-	n.readCtx++
-	n.readTicks = 0
-	n.rn.ReadIndex(binary.LittleEndian.AppendUint64(nil, n.readCtx))
-}
-
-func (s *sim) readDone(n *simNode, rs raft.ReadState) {
-	if n.readCtx == 0 || binary.LittleEndian.Uint64(rs.RequestCtx) != n.readCtx {
-		return
-	}
-	for _, a := range n.reading {
-		if n.reign != nil && a.term == n.reign.term {
-			s.send(simMsg{m: engine.Message{Type: engine.MsgDecision, Txn: a.txn, To: a.to, Decision: protocol.DecisionAbort}, fromNode: n.id})
-		}
-	}
-	n.reading, n.readCtx = nil, 0
 }
 
 // --- participants and clients ---
@@ -645,7 +659,8 @@ func (s *sim) begin() {
 		b.madeAt = max(0, s.now-1-s.rng.IntN(30))
 		b.id, b.forwarded = simID(b.madeAt, len(s.begins)+1, s.seed), true
 	case r < 3 && len(s.txns) > 0:
-		b.id, b.reuse = s.txns[s.rng.IntN(len(s.txns))], true
+		// A recent one: its first use may still be settling.
+		b.id, b.reuse = s.txns[len(s.txns)-1-s.rng.IntN(min(len(s.txns), 8))], true
 	}
 	for _, n := range s.nodes {
 		if !n.down && n.reign != nil && s.now >= n.pausedUntil {
@@ -706,7 +721,6 @@ func (s *sim) tickAll() {
 			continue
 		}
 		n.rn.Tick()
-		n.readTicks++
 		if g := n.reign; g != nil {
 			g.shard.Tick()
 			s.drainShard(n)
@@ -835,6 +849,9 @@ func (s *sim) run(steps int) string {
 	}
 	for i := 0; i < 20000 && s.failed == ""; i++ {
 		s.step()
+		if len(s.txns) >= 400 && i%100 == 0 && s.settled() {
+			break
+		}
 	}
 	// Then, with no client traffic to show the participants the leader,
 	// lose the leader while a participant holds a transaction in doubt:
@@ -858,7 +875,7 @@ func (s *sim) run(steps int) string {
 		}
 		s.boot(l)
 		s.drive(l)
-		for i := 0; i < 5000 && s.failed == ""; i++ {
+		for i := 0; i < 5000 && s.failed == "" && (i < 500 || !s.settled()); i++ {
 			s.step()
 		}
 	}
@@ -881,6 +898,27 @@ func (s *sim) run(steps int) string {
 		}
 	}
 	return ""
+}
+
+// settled reports whether every transaction told committed is applied
+// by every participant and none holds one in doubt.
+func (s *sim) settled() bool {
+	for id, o := range s.told {
+		if o != protocol.OutcomeCommitted {
+			continue
+		}
+		for _, p := range s.parts {
+			if p.applied[id] != protocol.DecisionCommit {
+				return false
+			}
+		}
+	}
+	for _, p := range s.parts {
+		if p.p.Stats().Prepared > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 type raftQuiet struct{}
@@ -952,7 +990,7 @@ func TestReplicaSimulationCatchesBugs(t *testing.T) {
 		{"participant inquires only where its prepare came from", simBugs{inquireSource: true}},
 		{"participant trusts the last sender to lead forever", simBugs{trustForever: true}},
 		{"new leader claims a memory it did not restore", simBugs{claimMemory: true}},
-		{"new leader reaches back with the ended commits it applied", simBugs{reachBack: true}},
+		{"leader forgets the ids it presumed aborted", simBugs{forgetPresumed: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := uint64(1); seed <= 200; seed++ {
