@@ -172,6 +172,7 @@ type sim struct {
 // leader), reuses an id begun before.
 type simBegin struct {
 	id        protocol.TxnID
+	at        int // the tick it was sent
 	madeAt    int
 	forwarded bool
 	reuse     bool
@@ -650,33 +651,50 @@ func (s *sim) route(p *simPart, m engine.Message) uint64 {
 // begin sends a client's begin to a replica that leads: a new id made
 // now; or, one time in five, one made up to 30 ticks ago that was sent
 // to a replica that started nothing (the Go client moves on to the
-// leader); or, one in ten, an id begun before, with the same work — a
-// reuse that the id window must refuse unless the id was never used.
+// leader); or, one in five, an id begun before this reign, with the same
+// work — a reuse that the id window must refuse unless the id was never
+// used.
 func (s *sim) begin() {
+	var n *simNode
+	for _, c := range s.nodes {
+		if !c.down && c.reign != nil && s.now >= c.pausedUntil {
+			n = c
+			break
+		}
+	}
+	if n == nil {
+		return
+	}
 	b := simBegin{id: simID(s.now, len(s.begins)+1, s.seed), madeAt: s.now}
 	switch r := s.rng.IntN(10); {
 	case r < 2:
 		b.madeAt = max(0, s.now-1-s.rng.IntN(30))
 		b.id, b.forwarded = simID(b.madeAt, len(s.begins)+1, s.seed), true
-	case r < 3 && len(s.txns) > 0:
-		// A recent one: its first use may still be settling.
-		b.id, b.reuse = s.txns[len(s.txns)-1-s.rng.IntN(min(len(s.txns), 8))], true
-	}
-	for _, n := range s.nodes {
-		if !n.down && n.reign != nil && s.now >= n.pausedUntil {
-			if !b.reuse {
-				s.txns = append(s.txns, b.id)
+	case r < 4:
+		// One of the last few begun before this reign: what only the
+		// replicated memory can catch (this reign's shard remembers its
+		// own).
+		var earlier []protocol.TxnID
+		for i := len(s.begins) - 1; i >= 0 && len(earlier) < 8; i-- {
+			if e := s.begins[i]; !e.reuse && e.at < n.reign.start {
+				earlier = append(earlier, e.id)
 			}
-			s.begins = append(s.begins, b)
-			s.trace(b.id, "begin at %d (reign from %d, term %d) %+v", n.id, n.reign.start, n.reign.term, b)
-			n.reign.shard.Step(engine.Message{Type: engine.MsgBegin, Txn: b.id, Tag: uint64(len(s.begins)),
-				UnixMs:   simBaseMs + int64(s.now),
-				Branches: []engine.Branch{{Participant: "p1", Work: []byte{1}}, {Participant: "p2", Work: []byte{2}}}})
-			s.drainShard(n)
-			s.drive(n)
-			return
+		}
+		if len(earlier) > 0 {
+			b.id, b.reuse = earlier[s.rng.IntN(len(earlier))], true
 		}
 	}
+	b.at = s.now
+	if !b.reuse {
+		s.txns = append(s.txns, b.id)
+	}
+	s.begins = append(s.begins, b)
+	s.trace(b.id, "begin at %d (reign from %d, term %d) %+v", n.id, n.reign.start, n.reign.term, b)
+	n.reign.shard.Step(engine.Message{Type: engine.MsgBegin, Txn: b.id, Tag: uint64(len(s.begins)),
+		UnixMs:   simBaseMs + int64(s.now),
+		Branches: []engine.Branch{{Participant: "p1", Work: []byte{1}}, {Participant: "p2", Work: []byte{2}}}})
+	s.drainShard(n)
+	s.drive(n)
 }
 
 // --- events ---
