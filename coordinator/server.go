@@ -411,7 +411,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		case engine.MsgDecision:
 			if m.Decision == protocol.DecisionAbort && s.rep != nil {
 				// No record backs an abort: a replica releases it only
-				// once it knows it still leads (replica.holdAbort).
+				// once its abort marker is committed (window.go).
 				s.rep.holdAbort(o.shard, m.To, m.Txn)
 				continue
 			}
@@ -441,6 +441,12 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			Cause:       r.Cause,
 			Participant: append(part, r.Participant...),
 			Detail:      append(detail, r.Detail...),
+		}
+		if r.Outcome == protocol.OutcomeAborted && s.rep != nil {
+			// No record backs it: a replica answers once an abort
+			// marker is committed (window.go).
+			s.rep.holdReply(cc, reqID, &o.outcome)
+			continue
 		}
 		// An error means the connection failed; its client sees "unknown".
 		_ = c.Reply(reqID, &o.outcome)
