@@ -36,7 +36,8 @@ import (
 // aborted: owned by the replica's run goroutine.
 type memory struct {
 	ended map[protocol.TxnID]endedTxn
-	order []endedRef // oldest first, for pruning; may name entries since replaced
+	order []endedRef // oldest first from head, for pruning; may name entries since replaced
+	head  int
 	// since is the Unix ms since which the memory is complete: the
 	// replica's start, or the leader's snapshot it last installed (the
 	// memory is not in snapshots), or later if the bound made it drop
@@ -66,7 +67,7 @@ func newMemory(keep time.Duration, maxTxns int) memory {
 // reset forgets everything: the memory is complete from now on.
 func (m *memory) reset() {
 	clear(m.ended)
-	m.order = m.order[:0]
+	m.order, m.head = m.order[:0], 0
 	m.since = time.Now().UnixMilli()
 }
 
@@ -83,7 +84,7 @@ func (m *memory) forget(id protocol.TxnID) { delete(m.ended, id) }
 // the memory is complete only from a little after that one was applied
 // (an id's first use may have been stamped up to maxAheadMs before).
 func (m *memory) prune(now, maxAheadMs int64) {
-	k := 0
+	k := m.head
 	for ; k < len(m.order); k++ {
 		ref := m.order[k]
 		e, ok := m.ended[ref.txn]
@@ -98,8 +99,11 @@ func (m *memory) prune(now, maxAheadMs int64) {
 			}
 		}
 	}
-	if k > 0 {
-		m.order = append(m.order[:0], m.order[k:]...)
+	m.head = k
+	if m.head > len(m.order)/2 {
+		// Compact once half is pruned: each entry is moved O(1) times.
+		m.order = append(m.order[:0], m.order[m.head:]...)
+		m.head = 0
 	}
 }
 
