@@ -2,10 +2,19 @@ package coordinator_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/internal/node/nodetest"
+	"github.com/commitd/commitd/net/mux"
+	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 )
 
 // TestParticipantsAnswerTheReplicaThatAsked: participants given every
@@ -78,4 +87,81 @@ func TestParticipantsAnswerTheReplicaThatAsked(t *testing.T) {
 	}
 	t.Logf("in doubt settled %v after the leader was lost", time.Since(lost))
 	g.check()
+}
+
+// TestRepliesOnDialedConnections: a replica takes a participant's vote on
+// the connection it dialed to that participant — the vote reaches the
+// shard, which answers abort for a transaction it does not know — and
+// refuses there what a participant may not send: a vote in another's name
+// closes the connection, a request gets an error reply.
+func TestRepliesOnDialedConnections(t *testing.T) {
+	conns := make(chan *mux.Conn, 16)
+	decisions := make(chan wire.Decision, 16)
+	p1 := nodetest.Listen(t, wire.Hello{Role: wire.RoleParticipant, Name: []byte("p1")}, func(c *mux.Conn, f wire.Frame) error {
+		switch f.Type {
+		case wire.TypeHello:
+			conns <- c
+		case wire.TypeDecision:
+			var d wire.Decision
+			if err := d.Decode(f); err != nil {
+				return err
+			}
+			decisions <- d
+		}
+		return nil
+	})
+	addr := nodetest.FreeAddr(t)
+	c, err := coordinator.Start(coordinator.Config{
+		ID: 1, Peers: map[uint64]string{1: addr}, Listen: addr, DataDir: t.TempDir(),
+		Participants: map[string]string{"p1": p1.Addr()}, SegmentBytes: 1 << 20,
+		RaftTick: 10 * time.Millisecond, Logger: nodetest.Quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	nodetest.Eventually(t, "the replica leads", func() bool { return c.Status().Shards > 0 })
+	next := func() *mux.Conn {
+		select {
+		case conn := <-conns:
+			return conn
+		case <-time.After(10 * time.Second):
+			t.Fatal("the replica did not dial p1")
+			return nil
+		}
+	}
+	conn := next()
+
+	txn := uuid.Must(uuid.NewV7())
+	if err := conn.Send(&wire.Vote{Txn: txn, From: []byte("p1"), Vote: protocol.VoteYes}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-decisions:
+		if d.Txn != txn || d.Decision != protocol.DecisionAbort {
+			t.Errorf("answer to a YES for an unknown transaction: %v %v, want abort for %v", d.Txn, d.Decision, txn)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a vote on the dialed connection got no answer")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = conn.Call(ctx, &wire.AdminRequest{Kind: wire.AdminStatus}, nil)
+	var re *mux.RemoteError
+	if !errors.As(err, &re) || re.Code != wire.CodeInvalid {
+		t.Errorf("a request on the dialed connection: %v, want an invalid-request error", err)
+	}
+
+	if err := conn.Send(&wire.Vote{Txn: txn, From: []byte("p2"), Vote: protocol.VoteYes}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-conn.Done():
+		if err := conn.Err(); err == nil || !strings.Contains(err.Error(), `participant "p1" sent a vote from "p2"`) {
+			t.Errorf("closed with %v, want the refusal of a vote in another's name", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a vote in another participant's name did not close the connection")
+	}
 }
