@@ -865,7 +865,7 @@ func (s *sim) run(steps int) string {
 			s.drive(n)
 		}
 	}
-	for i := 0; i < 20000 && s.failed == ""; i++ {
+	for i := 0; i < 10000 && s.failed == ""; i++ {
 		s.step()
 		if len(s.txns) >= 400 && i%100 == 0 && s.settled() {
 			break
@@ -886,14 +886,16 @@ func (s *sim) run(steps int) string {
 		for i := 0; i < 200 && s.parts["p1"].p.Stats().Prepared+s.parts["p2"].p.Stats().Prepared == 0; i++ {
 			s.step()
 		}
+		// Back before the participants' first inquiry: a replica they
+		// may trust, up, that no longer leads.
 		l.down = true
 		s.events["quiet leader crashes"]++
-		for range 200 {
+		for range 20 {
 			s.step()
 		}
 		s.boot(l)
 		s.drive(l)
-		for i := 0; i < 5000 && s.failed == "" && (i < 500 || !s.settled()); i++ {
+		for i := 0; i < 2000 && s.failed == "" && (i < 500 || !s.settled()); i++ {
 			s.step()
 		}
 	}
