@@ -121,6 +121,14 @@ type Config struct {
 	// address (the identity the coordinator already requires when it
 	// dials it). Any other certificate is refused.
 	ParticipantIdentities map[string]string
+	// ReplicaIdentity is, with TLS, what the certificate of another
+	// replica of the group (Peers) must be valid for, both when it dials
+	// in and when this replica dials it (a DNS name or IP address in its
+	// subject alternative names, or its common name). Default: the host of
+	// that replica's address in Peers. A dialed replica's certificate must
+	// be valid for the host of its address as well, as every dialed
+	// peer's is.
+	ReplicaIdentity string
 	// AdminIdentities are, with TLS, the certificate identities allowed to
 	// read admin reports and, on a replica of a group, to change its
 	// members (admin replicas add|remove). Default: any certificate the CA
@@ -271,6 +279,15 @@ func (c *Config) participantIdentities(name string) []string {
 		return []string{id}
 	}
 	return []string{name, link.Host(c.Participants[name])}
+}
+
+// replicaIdentities lists the identities the certificate of the replica
+// at addr may carry (see ReplicaIdentity).
+func (c *Config) replicaIdentities(addr string) []string {
+	if c.ReplicaIdentity != "" {
+		return []string{c.ReplicaIdentity}
+	}
+	return []string{link.Host(addr)}
 }
 
 // ticks converts a duration to engine ticks, at least 1.

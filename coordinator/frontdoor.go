@@ -209,6 +209,7 @@ func (d *frontDoor) toShard(st *connState, wt wire.Type, t engine.MsgType, txn p
 	p := d.s.pumpFor(st.msg.Txn)
 	if p == nil {
 		d.s.metrics.ignored.Inc() // not the leader: the participant asks again
+		d.s.notLeading.Add(1)
 		return nil
 	}
 	p.Submit(&st.msg)

@@ -219,7 +219,7 @@ func (r *replica) dial(id uint64, addr string, group uint64) *mux.Peer {
 			}
 			return nil
 		},
-		Dial:       link.Dialer(cfg.TLS),
+		Dial:       link.IdentityDialer(cfg.TLS, cfg.replicaIdentities(addr)),
 		Conns:      1,
 		BackoffMax: peerBackoffMax,
 	})

@@ -11,18 +11,28 @@ import (
 
 // peer is the coordinator's connections to one participant. Prepares and
 // decisions go out on them; votes, acks and inquiries come back on the
-// connections the participant dials to the coordinator's listener.
+// connections the participant dials to the coordinator's listener — and,
+// for a replica of a group, also on these connections: a participant
+// given several replicas answers on the connection a prepare or decision
+// came on, and inquires on the one that last carried one (docs/ha.md,
+// "How participants find the leader"; replies.go).
 type peer struct {
 	name, addr string
 	mux        *mux.Peer
 }
 
-func newPeer(name, addr string, cfg *Config) *peer {
+func newPeer(s *Server, name, addr string) *peer {
+	cfg := &s.cfg
+	opts := mux.Options{
+		Logger:     cfg.Logger,
+		NoCoalesce: cfg.NoCoalesce,
+	}
+	if len(cfg.Peers) > 0 {
+		d := &replyDoor{s: s, name: name}
+		opts.Handler, opts.OnClose = d, d.closed
+	}
 	return &peer{name: name, addr: addr, mux: mux.NewPeer(addr, mux.PeerOptions{
-		Conn: mux.Options{
-			Logger:     cfg.Logger,
-			NoCoalesce: cfg.NoCoalesce,
-		},
+		Conn: opts,
 		// The participant we expect to reach at addr: it refuses a
 		// coordinator that asks for another name, so a --participant
 		// NAME that differs from the participant's --name fails loudly

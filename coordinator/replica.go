@@ -92,17 +92,7 @@ type replica struct {
 	snapIndex   uint64                    // index of the latest snapshot
 	reign       *reign
 	outBuf      []byte
-
-	// Abort decisions wait for a ReadIndex (holdAbort): held is filled by
-	// the pumps; reading is the batch whose ReadIndex is in flight (owned
-	// by run), readCtx its request context (0: none), readTicks its age.
-	held struct {
-		sync.Mutex
-		aborts []heldAbort
-	}
-	reading   []heldAbort
-	readCtx   uint64
-	readTicks int
+	ended       memory // what ended or was aborted, for a new reign (window.go)
 
 	cur     atomic.Pointer[reign]         // the reign the front door routes to; nil when not leading
 	status  atomic.Pointer[replicaStatus] // published by run
@@ -142,6 +132,7 @@ func (s *Server) openReplica() error {
 		ops:       make(chan *memberOp),
 		open:      make(map[protocol.TxnID][]byte),
 		confState: &pb.ConfState{},
+		ended:     newMemory(2*cfg.Remember, 2*max(cfg.MaxTxns, 1)),
 	}
 	r.status.Store(&replicaStatus{role: roleName(raft.StateFollower)})
 	dir := filepath.Join(cfg.DataDir, "raft")
@@ -208,85 +199,6 @@ func (s *Server) openReplica() error {
 	return nil
 }
 
-// heldAbort is an abort decision for a participant, waiting for proof
-// that this replica still leads.
-type heldAbort struct {
-	shard int
-	to    string
-	txn   protocol.TxnID
-	term  uint64
-}
-
-// holdAbort queues an abort decision a shard produced. No record backs an
-// abort (presumed abort answers an inquiry or a vote about a transaction
-// the shard does not know; a timeout aborts one it never decided): a
-// leader that was paused or cut off, and does not know yet that another
-// replica leads, could answer "abort" for a transaction the new leader
-// committed. So the decision leaves only after a ReadIndex issued after it
-// confirms that a quorum still follows this replica in its reign's term
-// (raft's ReadOnlySafe: a heartbeat round, no lease, no clock). If the
-// reign ends first the decision is dropped; the participant asks again.
-// Called on a pump goroutine.
-func (r *replica) holdAbort(shard int, to string, txn protocol.TxnID) {
-	g := r.cur.Load()
-	if g == nil {
-		return
-	}
-	r.held.Lock()
-	r.held.aborts = append(r.held.aborts, heldAbort{shard: shard, to: to, txn: txn, term: g.term})
-	r.held.Unlock()
-	select {
-	case r.props <- struct{}{}:
-	default:
-	}
-}
-
-// gate starts a ReadIndex for the held aborts when none is in flight, and
-// repeats one that got no answer (its heartbeats were lost) after two
-// election timeouts.
-func (r *replica) gate() {
-	if r.reign == nil {
-		r.reading, r.readCtx = r.reading[:0], 0
-		r.held.Lock()
-		r.held.aborts = r.held.aborts[:0]
-		r.held.Unlock()
-		return
-	}
-	if r.readCtx != 0 && r.readTicks <= 2*r.s.cfg.ElectionTicks {
-		return
-	}
-	if r.readCtx == 0 {
-		r.held.Lock()
-		r.reading, r.held.aborts = r.held.aborts, r.reading[:0]
-		r.held.Unlock()
-		if len(r.reading) == 0 {
-			return
-		}
-	}
-	r.readCtx++
-	if r.readCtx == 0 {
-		r.readCtx = 1
-	}
-	r.readTicks = 0
-	r.rn.ReadIndex(binary.LittleEndian.AppendUint64(nil, r.readCtx))
-}
-
-// readDone releases the aborts a confirmed ReadIndex covers.
-func (r *replica) readDone(rs raft.ReadState) {
-	if r.readCtx == 0 || len(rs.RequestCtx) != 8 || binary.LittleEndian.Uint64(rs.RequestCtx) != r.readCtx {
-		return // an earlier, repeated request
-	}
-	g := r.reign
-	for _, a := range r.reading {
-		if g == nil || a.term != g.term {
-			continue
-		}
-		d := wire.Decision{Txn: a.txn, Decision: protocol.DecisionAbort}
-		r.s.peers[a.to].send(a.shard, &d)
-	}
-	r.reading, r.readCtx = r.reading[:0], 0
-}
-
 // step hands a raft message from another replica to the raft goroutine,
 // or drops it when that is behind (raft repeats what matters).
 func (r *replica) step(m *pb.Message) {
@@ -315,7 +227,6 @@ func (r *replica) run() {
 			return
 		case <-ticker.C:
 			r.rn.Tick()
-			r.readTicks++
 			if ticks++; ticks%20 == 0 {
 				if err := r.checkRemoved(); err != nil {
 					r.s.life.Fail(err)
@@ -345,7 +256,6 @@ func (r *replica) run() {
 			r.s.life.Fail(err)
 			return
 		}
-		r.gate()
 		r.stepOp()
 	}
 }
@@ -377,9 +287,6 @@ func (r *replica) handleReady() error {
 			}
 		}
 		r.send(rd.Messages)
-		for _, rs := range rd.ReadStates {
-			r.readDone(rs)
-		}
 		for _, e := range rd.CommittedEntries {
 			if err := r.apply(e); err != nil {
 				return err
@@ -456,6 +363,9 @@ func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
 		d = d[4+l:]
 	}
 	r.open = open
+	// The memory of ended transactions is not in the snapshot: complete
+	// from now on.
+	r.ended.reset()
 	r.applied, r.snapIndex = sn.GetMetadata().GetIndex(), sn.GetMetadata().GetIndex()
 	r.appliedTerm = sn.GetMetadata().GetTerm()
 	r.restoreMembers(sn.GetMetadata().GetConfState(), m, ok)
@@ -535,6 +445,8 @@ func (r *replica) apply(e *pb.Entry) error {
 	n := binary.LittleEndian.Uint32(d[24:])
 	d = d[entryHeader:]
 	var rec engine.Record
+	now := time.Now().UnixMilli()
+	defer r.ended.prune(now, r.s.cfg.MaxIDAhead.Milliseconds())
 	for i := range n {
 		if len(d) < 4 || len(d) < 4+int(binary.LittleEndian.Uint32(d)) {
 			return fmt.Errorf("coordinator: raft entry %d: record %d truncated: %w", e.GetIndex(), i, wal.ErrCorrupt)
@@ -548,12 +460,21 @@ func (r *replica) apply(e *pb.Entry) error {
 		}
 		switch rec.Type {
 		case engine.RecCommit:
+			r.ended.forget(rec.Txn)
 			r.open[rec.Txn] = append([]byte(nil), data...)
 			// Every replica indexes the commits it applies: committed
 			// state, so any replica answers admin txn for a commit.
 			r.s.outcomes.recordCommit(rec.Txn, rec.Participants)
 		case engine.RecEnd:
+			if c, ok := r.open[rec.Txn]; ok {
+				r.ended.add(rec.Txn, c, now)
+			}
 			delete(r.open, rec.Txn)
+		case engine.RecAborted:
+			// An abort marker (window.go); a commit record decides.
+			if _, ok := r.open[rec.Txn]; !ok {
+				r.ended.add(rec.Txn, nil, now)
+			}
 		default:
 			return fmt.Errorf("coordinator: raft entry %d holds a %v record: %w", e.GetIndex(), rec.Type, wal.ErrCorrupt)
 		}
@@ -628,15 +549,16 @@ func roleName(s raft.StateType) string {
 // their pumps, as a restarted coordinator does with its log. A record the
 // shards refuse stops the replica with that error (nothing was started).
 //
-// The shards' StartUnixMs is now, when they are built: they are restored
-// from the open commit records only, so they remember no transaction that
-// ended before this reign — whatever this replica applied — and must
-// refuse ids older than their own start (docs/ha.md, "Transaction ids").
+// The shards' StartUnixMs is the time since which this replica's memory
+// of ended and aborted transactions is complete (window.go), which they
+// restore: they refuse only ids older than that (docs/ha.md, "The id
+// window of a reign").
 func (r *replica) startReign(term uint64) error {
 	cfg := &r.s.cfg
 	n := cfg.Shards
 	scfg := cfg.shardConfig()
-	scfg.StartUnixMs = time.Now().UnixMilli()
+	scfg.StartUnixMs = r.ended.since
+	scfg.RememberPresumedAborts = true
 	g := &reign{
 		term:   term,
 		shards: make([]*engine.Shard, n),
@@ -672,6 +594,10 @@ func (r *replica) startReign(term uint64) error {
 		idx[k]++
 		lsn++
 		g.pumps[k].Restored(idx[k], lsn)
+	}
+	lsn, err := r.ended.restore(g, idx, lsn)
+	if err != nil {
+		return fmt.Errorf("coordinator: restoring a reign of term %d: %w", term, err)
 	}
 	g.log.mu.last, g.log.mu.durable = lsn, lsn
 	r.reign = g
@@ -746,9 +672,9 @@ func (s *Server) pumpFor(id protocol.TxnID) *pump.Pump {
 // admit checks the Hello of a connection that says it is another replica
 // of this group (r nil: this coordinator runs alone and refuses it): its
 // name must be the raft id of one of Config.Peers other than this one and,
-// with TLS, its certificate must be valid for the host of that peer's
-// address — the identity this replica already requires when it dials that
-// peer. Only then does the mux let its Raft frames through
+// with TLS, its certificate must be valid for Config.ReplicaIdentity, or
+// by default for the host of that peer's address — the identity this
+// replica requires when it dials that peer. Only then does the mux let its Raft frames through
 // (wire.Sender(TypeRaft) is RoleReplica).
 func (r *replica) admit(c *mux.Conn, name []byte) error {
 	if r == nil {
@@ -766,7 +692,7 @@ func (r *replica) admit(c *mux.Conn, name []byte) error {
 		return mux.Refuse("replica %d %s: it is of group %016x, this replica of group %016x (a replica that joins a group must start with --join and an empty data directory)",
 			id, otherGroupNote, group, t.group)
 	}
-	if err := link.Identity(c, []string{link.Host(addr)}); err != nil {
+	if err := link.Identity(c, r.s.cfg.replicaIdentities(addr)); err != nil {
 		return mux.Refuse("replica %d not accepted: %v", id, err)
 	}
 	return nil

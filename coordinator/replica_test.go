@@ -477,10 +477,10 @@ func TestOnlyPeersMayReplicate(t *testing.T) {
 	}
 }
 
-// A reign's shards are restored from the open commit records only, so they
-// remember no transaction that ended before the reign began, and refuse
-// (CauseStaleID) an id older than their own start, as a restarted
-// coordinator does; an id made after it commits.
+// A reign's memory of ended and aborted transactions is complete only
+// since its replica started (window.go), so its shards refuse
+// (CauseStaleID) an id older than that, as a restarted coordinator does;
+// an id made after it commits.
 func TestReignRefusesIDsOlderThanItsStart(t *testing.T) {
 	before := time.Now()
 	g := newGroup(t)

@@ -53,6 +53,9 @@ type Server struct {
 	// shards count the rejections they judge. Added to by the connections'
 	// readers, read by Status.
 	rejected atomic.Uint64
+	// notLeading counts participants' messages a replica dropped because
+	// it did not lead (Status.NotLeading).
+	notLeading atomic.Uint64
 }
 
 type shardStats struct {
@@ -101,7 +104,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	for name, addr := range cfg.Participants {
 		s.names[name] = name
-		s.peers[name] = newPeer(name, addr, &cfg)
+		s.peers[name] = newPeer(s, name, addr)
 	}
 	var ln net.Listener
 	if s.ln, ln, err = node.Listen(cfg.Listener, cfg.Listen, cfg.TLS); err != nil {
@@ -392,6 +395,11 @@ type Status struct {
 	// Members is the group's configuration as this replica last applied
 	// it (as `admin replicas` shows it).
 	Members *Members `json:"members,omitempty"`
+	// NotLeading counts the votes, acks and inquiries this replica
+	// dropped because it did not lead: a participant that finds the
+	// leader sends a follower none but the inquiries it sends to every
+	// replica while it does not know which leads.
+	NotLeading uint64 `json:"not_leading,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients
@@ -421,6 +429,7 @@ func (s *Server) Status() Status {
 	s.outcomes.spansMu.Lock()
 	st.OutcomeBytes = s.outcomes.bytes
 	s.outcomes.spansMu.Unlock()
+	st.NotLeading = s.notLeading.Load()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}
@@ -478,7 +487,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		case engine.MsgDecision:
 			if m.Decision == protocol.DecisionAbort && s.rep != nil {
 				// No record backs an abort: a replica releases it only
-				// once it knows it still leads (replica.holdAbort).
+				// once its abort marker is committed (window.go).
 				s.rep.holdAbort(o.shard, m.To, m.Txn)
 				continue
 			}
@@ -513,6 +522,12 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			Cause:       r.Cause,
 			Participant: append(part, r.Participant...),
 			Detail:      append(detail, r.Detail...),
+		}
+		if r.Outcome == protocol.OutcomeAborted && s.rep != nil {
+			// No record backs it: a replica answers once an abort
+			// marker is committed (window.go).
+			s.rep.holdReply(cc, reqID, &o.outcome)
+			continue
 		}
 		// An error means the connection failed; its client sees "unknown".
 		_ = c.Reply(reqID, &o.outcome)

@@ -69,6 +69,15 @@ type ShardConfig struct {
 	// ids older than that, which it may have forgotten in a restart
 	// (checkIDTime). Zero: none refused for that.
 	StartUnixMs int64
+	// RememberPresumedAborts makes the shard remember, as aborted, a
+	// transaction it does not know and presumes aborted (answering an
+	// inquiry or a YES about it), so that a begin reusing its id is
+	// refused while that abort may still be on its way to a participant
+	// that would otherwise apply it to the reuse. A lone coordinator
+	// needs none of this: it refuses every id it could have forgotten
+	// (StartUnixMs). A replicated coordinator's reign, whose id window
+	// reaches back before it took over, does (docs/ha.md).
+	RememberPresumedAborts bool
 }
 
 func (c ShardConfig) withDefaults() ShardConfig {
@@ -327,6 +336,25 @@ func (s *Shard) Restore(r Record) error {
 		return fmt.Errorf("%w: a shard cannot restore a %v record", ErrBadRecord, r.Type)
 	}
 	return nil
+}
+
+// RestoreAborted remembers, in the restore phase, a transaction that an
+// earlier coordinator aborted without a record (presumed abort writes
+// none) but told someone about: a replicated coordinator's new leader
+// learns those from the markers its predecessors replicated before any
+// abort left them (docs/ha.md, "The id window of a reign"). It is
+// remembered as aborted for RememberTicks, as one this shard aborted: a
+// begin reusing its id is refused, an inquiry about it answered abort.
+// Its branches are not known, so a late YES for it is ignored rather than
+// answered; the voter's inquiry is. Call it before any other input; an id
+// that a commit record restored is left alone (a commit record decides).
+func (s *Shard) RestoreAborted(id protocol.TxnID) {
+	if s.outbox.started {
+		panic("engine: Shard.RestoreAborted after other input")
+	}
+	if s.txns[id] == nil && !s.done.has(id) {
+		s.done.put(id, finishedTxn{state: coordAborted})
+	}
 }
 
 // start ends the restore phase: every restored commit without an end is
@@ -877,6 +905,9 @@ func (s *Shard) sendDecision(id protocol.TxnID, to string, d protocol.Decision) 
 
 func (s *Shard) presumeAbort(id protocol.TxnID, to string) {
 	s.stats.PresumedAborts++
+	if s.cfg.RememberPresumedAborts && s.txns[id] == nil && !s.done.has(id) {
+		s.done.put(id, finishedTxn{state: coordAborted})
+	}
 	s.sendDecision(id, to, protocol.DecisionAbort)
 }
 

@@ -29,8 +29,11 @@ type Config struct {
 	DataDir string
 	// Coordinator is the coordinator's address: votes, acks and inquiries
 	// go there. Required. For a replicated coordinator (docs/ha.md) it
-	// lists every replica's address, separated by commas, and every vote,
-	// ack and inquiry goes to each of them: only the leader takes it.
+	// lists every replica's address, separated by commas: a vote or ack
+	// then goes back on the connection its prepare or decision came on,
+	// an inquiry on the one that last brought a prepare or decision (the
+	// leader), and either goes to every replica when that connection is
+	// gone or has been silent for InquireAfter.
 	Coordinator string
 	// Resource does the work. Required; the bank resource for the bank
 	// participant.

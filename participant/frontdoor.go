@@ -47,6 +47,9 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: st.prepare.Txn, To: s.cfg.Name,
 			OnePhase: st.prepare.OnePhase, Work: st.prepare.Work}
 		s.metrics.prepareArrived(st.msg.Txn)
+		if s.route != nil {
+			s.route.arrived(c, st.msg.Txn)
+		}
 		s.pump.Submit(&st.msg)
 	case wire.TypeDecision:
 		if err := st.dec.Decode(f); err != nil {
@@ -54,6 +57,9 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		}
 		st.msg = engine.Message{Type: engine.MsgDecision, Txn: st.dec.Txn, To: s.cfg.Name,
 			Decision: st.dec.Decision}
+		if s.route != nil {
+			s.route.arrived(c, st.msg.Txn)
+		}
 		s.pump.Submit(&st.msg)
 	case wire.TypeAdminRequest:
 		if err := st.admin.Decode(f); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 )
 
@@ -55,6 +56,9 @@ func (o *output) Deliver(rd *engine.Ready) {
 		default:
 			panic(fmt.Sprintf("participant: machine emitted a %v message", m.Type))
 		}
+		if s.route != nil && s.sendRouted(m, wm) {
+			continue
+		}
 		// Not connected: dropped. The coordinator times the vote out, or
 		// redelivers the decision; inquiries repeat.
 		_ = s.coord.SendVia(0, wm) // one connection: a batch goes out in one write
@@ -62,6 +66,22 @@ func (o *output) Deliver(rd *engine.Ready) {
 			_ = p.SendVia(0, wm) // a replicated coordinator: only its leader takes it
 		}
 	}
+}
+
+// sendRouted sends a message for a replicated coordinator where router
+// says (a vote or ack back on the connection its prepare or decision came
+// on, an inquiry on the leader's), and reports false when it knows no such
+// connection or that one has closed: then the message goes to every
+// replica.
+func (s *Server) sendRouted(m *engine.Message, wm wire.Message) bool {
+	var c *mux.Conn
+	if m.Type != engine.MsgInquire {
+		c = s.route.take(m.Txn)
+	}
+	if c == nil {
+		c = s.route.leading()
+	}
+	return c != nil && c.Send(wm) == nil
 }
 
 // durableLoop scans a Durable resource for prepared transactions every

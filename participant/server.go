@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/datadir"
@@ -50,6 +51,9 @@ type Server struct {
 	// replicas are the other replicas of a replicated coordinator, after
 	// coord; immutable after Start.
 	replicas []*mux.Peer
+	// route finds a replicated coordinator's leader; nil for a lone
+	// coordinator (route.go).
+	route *router
 
 	statsMu sync.Mutex
 	stats   engine.ParticipantStats // published by the pump after each round
@@ -164,8 +168,12 @@ func Start(cfg Config) (*Server, error) {
 			s.pump.Inject(&m) // votes: bounded by the prepares in flight
 		})
 	}
-	// Every replica of a replicated coordinator (docs/ha.md) gets the
-	// same messages; only the leader takes them.
+	// A replicated coordinator (docs/ha.md): votes and acks go back to the
+	// replica that asked, inquiries to the one that leads (route.go), and
+	// to every replica when this participant does not know which.
+	if strings.Contains(cfg.Coordinator, ",") {
+		s.route = newRouter(cfg.InquireAfter, max(cfg.InquireAfter, time.Second))
+	}
 	for i, addr := range strings.Split(cfg.Coordinator, ",") {
 		p := mux.NewPeer(addr, mux.PeerOptions{
 			Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},

@@ -118,6 +118,7 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"participant", "--data", t.TempDir(), "--coordinator", "127.0.0.1:1", "--accounts", "100000", "--segment-size", "512KiB"}, "--segment-size 524288: a segment must hold the largest record, 800033 bytes", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p1"}, "NAME=ID", 2},
 		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--participant-identity", "p9=p9.test"}, "no --participant names", 2},
+		{[]string{"coordinator", "--data", t.TempDir(), "--participant", "p1=127.0.0.1:1", "--replica-identity", "replica.test"}, "--replica-identity replica.test without --peers", 2},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := commitd(t, 20*time.Second, tc.args...)

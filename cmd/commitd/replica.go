@@ -50,6 +50,7 @@ func replicaFlags(fs *flag.FlagSet, cfg *coordinator.Config) func() error {
 	fs.BoolVar(&cfg.Join, "join", false, "replicated: join an existing group instead of bootstrapping one: start with an empty --data, then run admin replicas add ID=ADDR at the group's leader; never bootstraps a configuration")
 	fs.DurationVar(&cfg.RaftTick, "raft-tick", 50*time.Millisecond, "replicated: raft clock period (a leader's heartbeat)")
 	fs.IntVar(&cfg.ElectionTicks, "election-ticks", 10, "replicated: raft ticks without a leader before an election (randomised up to twice as many)")
+	fs.StringVar(&cfg.ReplicaIdentity, "replica-identity", "", "replicated, with TLS: the other replicas' certificates must be valid for this, dialing in and dialed (a DNS name or IP in its SANs, or its CN; default: the host of each replica's --peers address)")
 	return func() error {
 		if len(peers) == 0 {
 			if cfg.ID != 0 {
@@ -57,6 +58,9 @@ func replicaFlags(fs *flag.FlagSet, cfg *coordinator.Config) func() error {
 			}
 			if cfg.Join {
 				return usageError{errors.New("--join without --peers (the group's replicas it may hear from) and --id")}
+			}
+			if cfg.ReplicaIdentity != "" {
+				return usageError{fmt.Errorf("--replica-identity %s without --peers: a lone coordinator has no replicas", cfg.ReplicaIdentity)}
 			}
 			return nil
 		}
