@@ -16,7 +16,7 @@ export COMMITD_PG_DSN1 ?= postgres://postgres@127.0.0.1:25432/postgres?sslmode=d
 export COMMITD_PG_DSN2 ?= postgres://postgres@127.0.0.1:25433/postgres?sslmode=disable
 export COMMITD_PG_DSN0 ?= postgres://postgres@127.0.0.1:25434/postgres?sslmode=disable
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench bench-quick bench-micro soak spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz pg-up pg-down bench-postgres bench bench-quick bench-micro soak spin model model3 model-staged2 chaos clean
 
 all: build
 
@@ -79,6 +79,10 @@ model: spin
 
 model3: spin
 	bash docs/model/check.sh --bitstate3
+
+## model-staged2: the staged-decision protocol (issue 16) with two crashes, exhaustive (long).
+model-staged2: spin
+	bash docs/model/check.sh --staged2
 
 ## bench: the standard cluster matrix — coordinator and participants as separate processes over
 ## loopback, every log durable — written into docs/benchmarks.md (a few minutes; see bench/matrix).
