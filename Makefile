@@ -20,7 +20,7 @@ MYSQL_SH    := participant/mysql/testdata/mysql.sh
 export COMMITD_MYSQL_DSN1 ?= root@tcp(127.0.0.1:23306)/
 export COMMITD_MYSQL_DSN2 ?= root@tcp(127.0.0.1:23307)/
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 chaos clean
+.PHONY: all build run test unit lint fuzz pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 model-staged2 chaos clean
 
 all: build
 
@@ -95,6 +95,10 @@ model: spin
 
 model3: spin
 	bash docs/model/check.sh --bitstate3
+
+## model-staged2: the staged-decision protocol (issue 16) with two crashes, exhaustive (long).
+model-staged2: spin
+	bash docs/model/check.sh --staged2
 
 ## bench: the standard cluster matrix — coordinator and participants as separate processes over
 ## loopback, every log durable — written into docs/benchmarks.md (a few minutes; see bench/matrix).

@@ -6,6 +6,8 @@
 #                         fairness, and every planted bug, which must fail.
 #   check.sh --bitstate3  bounded (bitstate) checks with 3 participants;
 #                         takes a few minutes.
+#   check.sh --staged2    the staged protocol (issue 16) with two crashes:
+#                         exhaustive, long (tens of minutes, several GB).
 #   check.sh -v ...       also print the message sequence of every
 #                         counterexample found.
 #
@@ -24,8 +26,9 @@ verbose=0
 for a in "$@"; do
 	case $a in
 	--bitstate3) mode=bitstate3 ;;
+	--staged2) mode=staged2 ;;
 	-v | --verbose) verbose=1 ;;
-	-h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "check.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
 	esac
 done
@@ -65,6 +68,8 @@ nfair() { echo $(((10 + 5 * $1) / 4)); }
 BUGS="BUG_VOTE_BEFORE_DURABLE BUG_DUP_PREPARE_FROM_MEMORY BUG_INQUIRY_ABORT_PENDING
 	BUG_SELF_ABORT BUG_NO_REREAD BUG_ACK_BEFORE_DURABLE BUG_DECIDE_BEFORE_DURABLE
 	BUG_REUSE_YES BUG_ID_WINDOW"
+STAGED_BUGS="BUG_STAGED_REPLY_EARLY BUG_NO_REFUSE_AFTER_PREVENT BUG_STAGED_TIMEOUT_ABORT
+	BUG_INQUIRY_LATE_STAGED BUG_STAGED_RO BUG_COMMIT_MSG_EARLY"
 if [ "$mode" = exhaustive ]; then
 	S="-DSAFETY -DNOCLAIM"
 	L="-DNFAIR=$(nfair 2)"
@@ -80,9 +85,24 @@ if [ "$mode" = exhaustive ]; then
 		add "$b" safety FAIL "-DNP=2 -DMAXCRASH=2 -D$b" "-O0 $S" "-w20"
 	done
 	add BUG_NO_INQUIRY live FAIL "-DNP=2 -DLIVE -DMAXCRASH=2 -DMAXLOSS=1 -DMAXDUP=0 -DBUG_NO_INQUIRY" "-O0 $L" "-a -f -w20"
+	# staged decisions (issue 16, docs/protocol.md "Staged commits"): the
+	# protocol with a deposed leader that lives on, and its planted bugs
+	# (one crash: the deposed leader and every planted bug need only one;
+	# --staged2 checks two)
+	add staged    safety PASS "-DNP=2 -DMAXCRASH=1 -DSTAGED" "-O1 $S -DCOLLAPSE" "-w24"
+	add staged    live   PASS "-DNP=2 -DSTAGED -DLIVE -DMAXCRASH=1 -DMAXLOSS=1 -DMAXDUP=0" "-O1 $L" "-a -f -w21"
+	for b in $STAGED_BUGS; do
+		add "$b" safety FAIL "-DNP=2 -DMAXCRASH=1 -D$b" "-O1 $S -DCOLLAPSE" "-w24"
+	done
 	# not a bug: what the engine's "no message outlives RememberTicks"
 	# assumption protects (a participant forgets; a duplicate prepare comes)
 	add FORGET_PART safety FAIL "-DNP=2 -DMAXCRASH=2 -DFORGET_PART" "-O0 $S" "-w20"
+elif [ "$mode" = staged2 ]; then
+	# Staged decisions with two crashes (any node, the deposed leader's
+	# included): exhaustive, tens of millions of states and several GB.
+	S="-DSAFETY -DNOCLAIM"
+	add staged safety PASS "-DNP=2 -DMAXCRASH=2 -DSTAGED" "-O2 $S -DCOLLAPSE" "-w26"
+	add staged live   PASS "-DNP=2 -DSTAGED -DLIVE -DMAXCRASH=1 -DMAXLOSS=1 -DMAXDUP=1" "-O1 -DNFAIR=$(nfair 2)" "-a -f -w22"
 else
 	# Bitstate (supertrace): 3 participants is too big to search
 	# exhaustively; each run stops after MODEL_MINUTES (default 4).
@@ -108,6 +128,7 @@ what() {
 	*'reply2==1)&&anyA'*) echo "durability (reuse): told committed, a participant aborts" ;;
 	*'reply2==2)&&anyC'*) echo "told aborted (reuse), a participant commits" ;;
 	*'anyC&&anyA'*) echo "atomicity: one commits, another aborts" ;;
+	*g_cabortlog*) echo "agreement: committed (told or applied) after an abort decision" ;;
 	*'reply==1)&&anyA'*) echo "durability: told committed, a participant aborts" ;;
 	*'reply==2)&&anyC'*) echo "told aborted, a participant commits" ;;
 	*allOK*) echo "validity: commit without every vote yes/read-only" ;;

@@ -39,6 +39,20 @@
  *                     (Shard.checkIDTime) would have refused, minus the
  *                     one the participants cannot help (docs/protocol.md).
  *                     Checks the participants' rule (prepareAgain).
+ *   STAGED            (NP >= 2) staged decisions (issue 16, docs/protocol.md
+ *                     "Staged commits"): the coordinator appends STAGED and
+ *                     sends the prepares at once; "committed" is told when
+ *                     STAGED is durable and every vote is YES; a transaction
+ *                     without a durable decision is settled by resolution
+ *                     (prepared or prevented), never aborted on a timeout;
+ *                     an abort is logged before anyone is told. A crash of
+ *                     the coordinator may leave the old incarnation alive as
+ *                     a deposed leader (a "zombie", safety runs only) that
+ *                     still collects votes and may tell its client
+ *                     "committed" from the implicit commit condition, as a
+ *                     paused or partitioned raft leader could. Participants
+ *                     forget a committed transaction once no message to
+ *                     them is in flight.
  *   BUG_*             planted bugs, listed in README.md
  */
 
@@ -64,6 +78,8 @@
 #define P_COMMITTED  4
 #define P_ABORTED    5
 #define P_READONLY   6
+#define P_PREVENTING 7  /* STAGED: RecPrevented appended, not durable         */
+#define P_PREVENTED  8  /* STAGED: will never prepare this id; answers PREV   */
 
 /* ---- what the resource answers to Prepare ---- */
 #define V_YES 1
@@ -75,18 +91,21 @@
 #define R_COMMITTED   2  /* RecCommitted                       */
 #define R_ABORTED     3  /* RecAborted (not forced)            */
 #define R_COMMITTED1P 4  /* RecCommitted{Work}: one-phase      */
+#define R_PREVENTED   5  /* STAGED: RecPrevented (forced)      */
 
 /* ---- messages coordinator -> participant i: bits of toP[i] ---- */
 #define M_PREPARE 1      /* MsgPrepare (OnePhase iff NP == 1)  */
 #define M_PREPARE2 8     /* MsgPrepare of the reuse: the same id, other work */
 #define M_COMMIT  2      /* MsgDecision{Commit}                */
 #define M_ABORT   4      /* MsgDecision{Abort}                 */
+#define M_RESOLVE 16     /* STAGED: MsgResolve: prepared, or prevent */
 /* ---- messages participant i -> coordinator: bits of toC[i] ---- */
 #define M_YES 1          /* MsgVote{VoteYes}                   */
 #define M_NO  2          /* MsgVote{VoteNo}                    */
 #define M_RO  4          /* MsgVote{VoteReadOnly}              */
 #define M_ACK 8          /* MsgAck                             */
 #define M_INQ 16         /* MsgInquire                         */
+#define M_PREV 32        /* STAGED: MsgVote{VotePrevented}: durably prevented */
 
 /* ---- coordinator txn states (shard.go coordState; 0 = not in s.txns) ---- */
 #define C_NONE       0
@@ -98,6 +117,7 @@
 #define C_COMMITTED  5  /* finished committed (also all read-only, one-phase)   */
 #define C_ABORTED    6  /* finished aborted (never logged)                      */
 #define C_UNKNOWN    7  /* finished: one-phase without an answer                */
+#define C_ABORTING   8  /* STAGED: RecAbort appended, not durable: nothing told */
 
 /* ---- what the client was told ---- */
 #define O_NONE      0
@@ -105,7 +125,25 @@
 #define O_ABORTED   2
 #define O_UNKNOWN   3
 
+#if defined(BUG_STAGED_REPLY_EARLY) || defined(BUG_NO_REFUSE_AFTER_PREVENT) || \
+    defined(BUG_STAGED_TIMEOUT_ABORT) || defined(BUG_INQUIRY_LATE_STAGED) || \
+    defined(BUG_STAGED_RO) || defined(BUG_COMMIT_MSG_EARLY)
+#ifndef STAGED
+#define STAGED
+#endif
+#endif
+#ifdef STAGED
+#if NP < 2 || defined(REUSE)
+#error STAGED needs NP >= 2 and no REUSE
+#endif
+typedef Log { byte rec[6]; byte n; byte d };
+#define REC_END 3        /* records: 1 STAGED, 2 RecCommit or RecAbort, 3 RecEnd */
+#define D_COMMIT 1
+#define D_ABORT  2
+#else
 typedef Log { byte rec[4]; byte n; byte d };
+#define REC_END 2        /* records: 1 RecCommit, 2 RecEnd */
+#endif
 
 /* participants */
 byte pvote[NP];   /* resource's answer to Prepare (chosen at init)        */
@@ -125,6 +163,20 @@ byte reply;       /* what the client was told                             */
 /* network */
 byte toP[NP];
 byte toC[NP];
+
+#ifdef STAGED
+byte cdec;        /* record 2: D_COMMIT (RecCommit) or D_ABORT (RecAbort)  */
+bit  cres;        /* resolving: asks every branch without a vote to prepare-or-prevent */
+bit  cimpl;       /* the decision is implicit: every vote YES (no read-only) */
+bit  zst;         /* a deposed incarnation is still alive (zombie)          */
+bit  zreplied;    /* ... and has answered its client                        */
+byte zvote[NP];   /* ... and the votes it has seen                          */
+bit  g_cabortlog; /* ghost: an abort decision of this id became durable     */
+bit  g_stagedd;   /* ghost: STAGED has been durable (it stays so)           */
+bit  zlive;       /* scratch: a zombie was just made                        */
+bit  pforgot[NP]; /* ghost: participant i forgot a commit it applied        */
+byte noRO;        /* scratch */
+#endif
 
 /* budgets */
 byte crashes;
@@ -224,6 +276,11 @@ inline checkSafety() {
 		assert(!(reply == O_COMMITTED && anyA));        /* DURABILITY: told committed, nobody aborts */
 		assert(!(reply == O_ABORTED && anyC));          /* told aborted, nobody commits */
 		assert(!((anyC || reply == O_COMMITTED) && !allOK)); /* VALIDITY */
+#ifdef STAGED
+		/* AGREEMENT: no commit anywhere (told or applied) once an abort
+		 * decision is durable, in any incarnation */
+		assert(!(g_cabortlog && (reply == O_COMMITTED || anyC)));
+#endif
 		k = 0; anyC = 0; anyA = 0; allOK = 0
 	};
 #ifdef REUSE
@@ -261,16 +318,35 @@ inline applyAbort(i)  { g_abort[GI(i)] = 1;  printf("MSC: P%d aborts\n", i);  ch
 /* Participant.prepare for the work of transaction w (1; with REUSE also
  * 2, the reuse): a prepare for an id the participant holds or has decided
  * is answered by prepareAgain */
+#ifdef BUG_NO_REFUSE_AFTER_PREVENT
+/* the bug: a prevented id prepares (once per participant, to keep the
+ * log bounded) */
+bit panew[NP];
+#define PREPARE_ANEW(i) (pst[i] == P_PREVENTED && !panew[i])
+#else
+#define PREPARE_ANEW(i) 0
+#endif
 inline onPrepare(i, w) {
 	if
-	:: pst[i] == P_NONE ->
+	:: pst[i] == P_NONE || PREPARE_ANEW(i) ->
+#ifdef BUG_NO_REFUSE_AFTER_PREVENT
+		if :: pst[i] == P_PREVENTED -> panew[i] = 1 :: else fi;
+#endif
 #ifdef REUSE
 		pwork[i] = w; prefused[i] = 0;
 #endif
 		g_prepared[GI(i)] = 1;
 		if
 		:: pvote[i] == V_NO ->
+#ifdef STAGED
+			/* staged: a no is a durable fact: RecPrevented is forced
+			 * first (a volatile no, forgotten in a crash, could turn
+			 * into a yes for a late copy of the prepare, and a deposed
+			 * leader could count it) */
+			applyAbort(i); pappend(i, R_PREVENTED); pst[i] = P_PREVENTING
+#else
 			pst[i] = P_ABORTED; applyAbort(i); sendC(i, M_NO)
+#endif
 		:: pvote[i] == V_RO ->
 			pst[i] = P_READONLY; sendC(i, M_RO)
 		:: pvote[i] == V_YES && NP == 1 ->      /* becomeCommitting, one-phase */
@@ -317,8 +393,29 @@ inline onPrepare(i, w) {
 #endif
 	:: pst[i] == P_ABORTED && SAMEW(i, w) -> sendC(i, M_NO)
 	:: pst[i] == P_READONLY && SAMEW(i, w) -> sendC(i, M_RO)
+#ifdef STAGED
+	/* prevented: a late prepare is refused, for ever */
+	:: pst[i] == P_PREVENTED && !PREPARE_ANEW(i) -> sendC(i, M_NO)
+	:: pst[i] == P_PREVENTING -> skip    /* the no goes out when RecPrevented is durable */
+#endif
 	fi
 }
+
+#ifdef STAGED
+/* Participant.resolve: the coordinator asks "prepared, or prevent it".
+ * Prepared (durably: YES was or will be sent) answers YES; anything else
+ * forces RecPrevented first, so that a prepare arriving later is refused,
+ * and answers PREV once it is durable. */
+inline onResolve(i) {
+	if
+	:: pst[i] == P_NONE || pst[i] == P_ABORTED || pst[i] == P_READONLY ->
+		pappend(i, R_PREVENTED); pst[i] = P_PREVENTING
+	:: pst[i] == P_PREVENTED -> sendC(i, M_PREV)
+	:: pst[i] == P_PREPARED || pst[i] == P_COMMITTING || pst[i] == P_COMMITTED -> sendC(i, M_YES)
+	:: else -> skip     /* preparing, preventing: answered when durable */
+	fi
+}
+#endif
 
 inline onCommit(i) {                /* Participant.commit */
 	if
@@ -361,6 +458,10 @@ inline pDurable(i) {
 		; sendC(i, M_YES)
 #endif
 #endif
+#ifdef STAGED
+	:: pst[i] == P_PREVENTING && plog[i].d >= pwait[i] ->
+		pst[i] = P_PREVENTED; sendC(i, M_PREV)
+#endif
 	:: pst[i] == P_COMMITTING && plog[i].d >= pwait[i] ->
 		pst[i] = P_COMMITTED;
 		if
@@ -387,6 +488,17 @@ end:
 		RECV(toP, i, M_COMMIT, printf("MSC: C->P%d commit\n", i); onCommit(i)) }
 	:: atomic { (toP[i] & M_ABORT) ->
 		RECV(toP, i, M_ABORT, printf("MSC: C->P%d abort\n", i); onAbort(i)) }
+#ifdef STAGED
+	:: atomic { (toP[i] & M_RESOLVE) ->
+		RECV(toP, i, M_RESOLVE, printf("MSC: C->P%d resolve\n", i); onResolve(i)) }
+	/* RememberTicks after a commit: forget it, its records checkpointed
+	 * away. "No message outlives RememberTicks": none to it in flight. */
+	:: atomic { pst[i] == P_COMMITTED && plog[i].d == plog[i].n && toP[i] == 0 ->
+		printf("MSC: P%d forgets its commit\n", i);
+		pst[i] = P_NONE; pforgot[i] = 1; pwait[i] = 0;
+		d_step { for (k : 0 .. 5) { plog[i].rec[k] = 0 }; k = 0 };
+		plog[i].n = 0; plog[i].d = 0 }
+#endif
 #ifdef FORGET_PART
 	/* RememberTicks elapsed: forget a decided transaction (volatile only).
 	 * The engine assumes no message outlives RememberTicks; the model's
@@ -420,6 +532,9 @@ inline crashP(i) {
 			:: plog[i].rec[k] == R_PREPARED -> pst[i] = P_PREPARED
 			:: plog[i].rec[k] == R_COMMITTED || plog[i].rec[k] == R_COMMITTED1P -> pst[i] = P_COMMITTED
 			:: plog[i].rec[k] == R_ABORTED -> pst[i] = P_ABORTED
+#ifdef STAGED
+			:: plog[i].rec[k] == R_PREVENTED -> pst[i] = P_PREVENTED
+#endif
 			fi
 		};
 		k = 0
@@ -429,7 +544,11 @@ inline crashP(i) {
 	 * two-phase commit applied before its record was durable may come
 	 * back in doubt (prepared): it must then be committed again, which
 	 * checkSafety enforces (an abort now would break ATOMICITY). */
+#ifdef STAGED
+	assert(!g_commit[GI(i)] || pst[i] == P_COMMITTED || pst[i] == P_PREPARED || pforgot[i]);
+#else
 	assert(!g_commit[GI(i)] || pst[i] == P_COMMITTED || NP > 1 && pst[i] == P_PREPARED);
+#endif
 	/* Restore replays the decision into the resource */
 	if
 	:: pst[i] == P_COMMITTED -> applyCommit(i)
@@ -480,6 +599,7 @@ inline sendCommits() {
 	}
 }
 
+#ifndef STAGED
 inline onVote(i, v) {               /* Shard.vote */
 	if
 	:: cst == C_NONE ->
@@ -522,6 +642,97 @@ inline onVote(i, v) {               /* Shard.vote */
 	fi
 }
 
+#else
+/* Staged: an abort decision after STAGED is logged (RecAbort, record 2)
+ * and told to nobody before it is durable: an unlogged abort could be
+ * undone by a resolution after a crash. */
+inline stagedAbort() {
+	cst = C_ABORTING; cdec = D_ABORT; cn = 2
+}
+
+/* RecAbort is durable: tell the client, if it is still there, and abort
+ * every branch that has not voted no */
+inline stagedAborted() {
+	g_cabortlog = 1;
+	if
+	:: !creplied -> creply(O_ABORTED)
+	:: else -> checkSafety()
+	fi;
+	d_step {
+		for (kk : 0 .. NP-1) {
+			if
+			:: cvote[kk] == 0 || cvote[kk] == V_YES -> sendP(kk, M_ABORT)
+			:: else
+			fi
+		};
+		kk = 0
+	};
+	cst = C_ABORTED
+}
+
+/* "committed" is told when the decision is implicit (every vote YES:
+ * every branch durably prepared) and STAGED is durable, or when RecCommit
+ * is durable (a read-only vote: that branch holds nothing and could be
+ * prevented by a resolution, so only the explicit record decides). */
+#ifdef BUG_STAGED_REPLY_EARLY
+#define IMPLICIT_OK (cimpl)                /* the bug: STAGED not yet durable */
+#else
+#define IMPLICIT_OK (cimpl && cd >= 1)
+#endif
+inline stagedReply() {
+	if
+	:: !creplied && cst == C_DECIDING && (IMPLICIT_OK || cd >= 2) -> creply(O_COMMITTED)
+	:: else
+	fi
+}
+
+inline onVote(i, v) {               /* Shard.vote, staged */
+	if
+	:: cst == C_NONE ->
+		if
+		:: v == V_YES -> sendP(i, M_ABORT)      /* presumeAbort */
+		:: else
+		fi
+	:: cst == C_VOTING && cvote[i] == 0 ->
+		cvote[i] = v;
+		if
+		:: v == V_NO -> stagedAbort()          /* a no, or prevented */
+		:: else ->
+			d_step {
+				votesIn = 1; yesSet = 0; noRO = 1;
+				for (kk : 0 .. NP-1) {
+					if
+					:: cvote[kk] == 0 -> votesIn = 0
+					:: cvote[kk] == V_YES -> yesSet = yesSet | (1 << kk)
+					:: cvote[kk] == V_RO -> noRO = 0
+					:: else
+					fi
+				};
+				kk = 0
+			};
+			if
+			:: votesIn ->                      /* decide commit: append RecCommit */
+				cst = C_DECIDING; cparts = yesSet; cdec = D_COMMIT; cn = 2;
+#ifdef BUG_STAGED_RO
+				cimpl = (yesSet != 0);          /* the bug: read-only votes count as prepared */
+#else
+				cimpl = noRO;
+#endif
+#ifdef BUG_COMMIT_MSG_EARLY
+				sendCommits();                  /* the bug: phase two before RecCommit is durable */
+#endif
+				stagedReply()
+			:: else
+			fi;
+			votesIn = 0; yesSet = 0; noRO = 0
+		fi
+	:: cst == C_ABORTED && v == V_YES -> sendP(i, M_ABORT)  /* late YES: tell it */
+	:: else -> skip                         /* duplicate or late: ignored */
+	fi
+}
+
+#endif
+
 inline onAck(i) {                   /* Shard.ack */
 	if
 	:: cst == C_DELIVERING && cvote[i] == V_YES && !(cacked & (1 << i)) ->
@@ -536,13 +747,14 @@ inline onAck(i) {                   /* Shard.ack */
 				};
 				kk = 0
 			};
-			cst = C_ENDING; cn = 2      /* append RecEnd (not forced) */
+			cst = C_ENDING; cn = REC_END  /* append RecEnd (not forced) */
 		:: else
 		fi
 	:: else -> skip
 	fi
 }
 
+#ifndef STAGED
 inline onInquire(i) {               /* Shard.inquire */
 	if
 	:: cst == C_NONE || cst == C_ABORTED -> sendP(i, M_ABORT)  /* presumeAbort / aborted */
@@ -559,6 +771,29 @@ inline onInquire(i) {               /* Shard.inquire */
 	fi
 }
 
+#else
+inline onInquire(i) {               /* Shard.inquire, staged */
+	if
+	:: cst == C_NONE || cst == C_ABORTED -> sendP(i, M_ABORT)  /* no STAGED can still become durable */
+	:: cst == C_VOTING ->
+#ifdef BUG_INQUIRY_LATE_STAGED
+		/* the bug: "no durable STAGED" taken for "no STAGED" */
+		if
+		:: cd < 1 -> sendP(i, M_ABORT)
+		:: else
+		fi
+#else
+		skip                            /* deferred: the vote or the resolution decides */
+#endif
+	:: cst == C_DECIDING || cst == C_ABORTING -> skip   /* deferred until durable */
+	:: (cst == C_DELIVERING || cst == C_ENDING || cst == C_COMMITTED) && cvote[i] == V_YES ->
+		sendP(i, M_COMMIT)
+	:: else -> skip
+	fi
+}
+
+#endif
+
 /* the coordinator's side of participant i's connection */
 proctype CoordLink(byte i) {
 end:
@@ -573,9 +808,14 @@ end:
 		RECV(toC, i, M_ACK, printf("MSC: P%d->C ack\n", i); onAck(i)) }
 	:: atomic { (toC[i] & M_INQ) ->
 		RECV(toC, i, M_INQ, printf("MSC: P%d->C inquire\n", i); onInquire(i)) }
+#ifdef STAGED
+	:: atomic { (toC[i] & M_PREV) ->
+		RECV(toC, i, M_PREV, printf("MSC: P%d->C prevented\n", i); onVote(i, V_NO)) }
+#endif
 	od
 }
 
+#ifndef STAGED
 /* Shard.Durable(n), in the same step as the group commit */
 inline cDurable() {
 	if
@@ -590,9 +830,33 @@ inline cDurable() {
 	fi
 }
 
+#else
+/* Shard.Durable(n), staged */
+inline cDurable() {
+	if
+	:: cst == C_DECIDING ->
+		stagedReply();
+		if
+		:: cd >= 2 ->                       /* RecCommit durable: phase two */
+			cst = C_DELIVERING; sendCommits();
+			if
+			:: cparts == 0 -> cst = C_ENDING; cn = REC_END   /* all read-only */
+			:: else
+			fi
+		:: else
+		fi
+	:: cst == C_ABORTING && cd >= 2 -> stagedAborted()
+	:: cst == C_ENDING && cd >= REC_END -> cst = C_COMMITTED
+	:: else
+	fi
+}
+
+#endif
+
 proctype Coord() {
 end:
 	do
+#ifndef STAGED
 	/* prepare timeout (Shard.timeout), only while a vote is missing */
 	:: atomic { cst == C_VOTING ->
 		d_step {
@@ -615,10 +879,43 @@ end:
 		:: else
 		fi;
 		votesIn = 0 }
+#else
+	/* prepare timeout, staged: never an abort on its own; resolution
+	 * asks every branch without a vote to prepare-or-prevent */
+#ifdef BUG_STAGED_TIMEOUT_ABORT
+	:: atomic { cst == C_VOTING ->
+#else
+	:: atomic { cst == C_VOTING && !cres ->
+#endif
+		d_step {
+			votesIn = 1;
+			for (kk : 0 .. NP-1) {
+				if
+				:: cvote[kk] == 0 -> votesIn = 0
+				:: else
+				fi
+			};
+			kk = 0
+		};
+		if
+		:: !votesIn ->
+			printf("MSC: C prepare timeout\n");
+#ifdef BUG_STAGED_TIMEOUT_ABORT
+			stagedAbort()                   /* the bug: a logged abort, nobody prevented */
+#else
+			cres = 1
+#endif
+		:: else
+		fi;
+		votesIn = 0 }
+#endif
 	/* RememberTicks after finishing: release */
 	:: atomic { cst == C_COMMITTED || cst == C_ABORTED || cst == C_UNKNOWN ->
 		printf("MSC: C forgets\n");
 		cst = C_NONE; cacked = 0;
+#ifdef STAGED
+		cres = 0; cimpl = 0;
+#endif
 		d_step { for (kk : 0 .. NP-1) { cvote[kk] = 0 }; kk = 0 } }
 #if defined(REUSE) || defined(BUG_ID_WINDOW)
 	/* The client begins the id again, for other work at every
@@ -638,6 +935,7 @@ end:
 	od
 }
 
+#ifndef STAGED
 /* crash the coordinator and restart it from what its log kept */
 inline crashC() {
 	do
@@ -679,6 +977,116 @@ inline crashC() {
 	printf("MSC: crash C (log keeps %d records)\n", cn)
 }
 
+#else
+/* crash the coordinator and restart it from what its log kept, staged */
+inline crashC() {
+#ifndef LIVE
+	/* A deposed leader may live on (paused, partitioned): it keeps the
+	 * votes it has and its client, and may still say "committed" from the
+	 * implicit condition; it can make nothing durable any more. */
+	if
+	:: zst == 0 && !creplied && (cst == C_VOTING || cst == C_DECIDING && cimpl) ->
+		if
+		:: zst = 1; zreplied = 0;
+			d_step { for (kk : 0 .. NP-1) { zvote[kk] = cvote[kk] }; kk = 0 };
+			printf("MSC: C lives on, deposed\n");
+			zlive = 1
+		:: skip
+		fi
+	:: else
+	fi;
+#endif
+	do
+	:: cn > cd -> cn--
+	:: break
+	od;
+	cd = cn;
+	cacked = 0; creplied = 1; cres = 0; cimpl = 0;
+	d_step { for (kk : 0 .. NP-1) { cvote[kk] = 0 }; kk = 0 };
+	cst = C_NONE;
+	if
+	:: cn < 2 -> cdec = 0; cparts = 0
+	:: else
+	fi;
+	/* Shard.Restore, staged */
+	if
+	:: cn == 1 -> cst = C_VOTING; cres = 1  /* STAGED without a decision: resolution */
+	:: cn >= 2 && cdec == D_ABORT ->
+		if
+		:: cst = C_ABORTED
+		:: cst = C_NONE; cn = 0; cd = 0; cdec = 0   /* log recycled past it */
+		fi
+	:: cn == 2 && cdec == D_COMMIT ->
+		d_step {
+			for (kk : 0 .. NP-1) {
+				if
+				:: cparts & (1 << kk) -> cvote[kk] = V_YES
+				:: else
+				fi
+			};
+			kk = 0
+		};
+		if
+		:: cparts == 0 -> cst = C_ENDING; cn = REC_END
+		:: else -> cst = C_DELIVERING
+		fi
+	:: cn == REC_END ->
+		if
+		:: cst = C_COMMITTED
+		:: cst = C_NONE; cn = 0; cd = 0; cdec = 0; cparts = 0
+		fi
+	:: else
+	fi;
+	printf("MSC: crash C (log keeps %d records)\n", cn);
+#ifndef LIVE
+	if
+	:: zlive -> zlive = 0; zcheck()
+	:: else
+	fi
+#endif
+}
+
+/* the deposed incarnation: collects YES votes meant for it (or for the new
+ * one: either way a true "durably prepared") and tells its client
+ * "committed" as soon as every vote is YES and STAGED has been durable (it
+ * may learn that by applying the log as a follower). It lives on for
+ * ever: one that stops only does less. Telling the client at the first
+ * moment it may is the strongest check: every later step is checked
+ * against that reply. */
+inline zcheck() {
+	d_step {
+		votesIn = 1;
+		for (kk : 0 .. NP-1) {
+			if
+			:: zvote[kk] != V_YES -> votesIn = 0
+			:: else
+			fi
+		};
+		kk = 0
+	};
+	if
+	:: votesIn && !zreplied && g_stagedd && reply == O_NONE ->
+		zreplied = 1; reply = O_COMMITTED;
+		printf("MSC: deposed C->client committed\n");
+		checkSafety()
+	:: else
+	fi;
+	votesIn = 0
+}
+
+proctype Zombie() {
+end:
+	do
+	:: atomic { zst && (toC[0] & M_YES) -> RECV(toC, 0, M_YES, zvote[0] = V_YES; zcheck()) }
+	:: atomic { zst && (toC[1] & M_YES) -> RECV(toC, 1, M_YES, zvote[1] = V_YES; zcheck()) }
+#if NP > 2
+	:: atomic { zst && (toC[2] & M_YES) -> RECV(toC, 2, M_YES, zvote[2] = V_YES; zcheck()) }
+#endif
+	od
+}
+
+#endif
+
 /* ================= timers =================
  * Each timer is its own process, so that weak fairness (process level in
  * SPIN) cannot let a busy timer starve the delivery of a message. */
@@ -689,7 +1097,16 @@ proctype InquiryTimer(byte i) {
 end:
 	do
 #ifndef BUG_NO_INQUIRY
+#if defined(STAGED) && defined(LIVE)
+	/* A resolution has no timeout (a classic coordinator's decides): in
+	 * a liveness run an inquiry waits while this participant's own
+	 * answer is in flight, standing in for FIFO links — SPIN's weak
+	 * fairness is per process, so the link could otherwise take the
+	 * inquiry, which a resolving coordinator defers, for ever. */
+	:: atomic { pst[i] == P_PREPARED && !(toC[i] & (M_INQ | M_YES)) ->
+#else
 	:: atomic { pst[i] == P_PREPARED && !(toC[i] & M_INQ) ->
+#endif
 		printf("MSC: P%d inquires\n", i); sendC(i, M_INQ) }
 #else
 	:: false    /* a participant that waits for the decision and never asks */
@@ -704,6 +1121,11 @@ end:
 	do
 	:: atomic { cst == C_DELIVERING && cvote[i] == V_YES && (cacked & (1 << i)) == 0 &&
 		(toP[i] & M_COMMIT) == 0 -> printf("MSC: C redelivers to P%d\n", i); sendP(i, M_COMMIT) }
+#ifdef STAGED
+	/* resolution: ask again until it answers */
+	:: atomic { cst == C_VOTING && cres && cvote[i] == 0 && (toP[i] & M_RESOLVE) == 0 ->
+		printf("MSC: C asks P%d to resolve\n", i); sendP(i, M_RESOLVE) }
+#endif
 	od
 }
 
@@ -713,7 +1135,11 @@ end:
 proctype DiskC() {
 end:
 	do
+#ifdef STAGED
+	:: atomic { cn > cd -> cd = cn; g_stagedd = 1; cDurable() }
+#else
 	:: atomic { cn > cd -> cd = cn; cDurable() }
+#endif
 	od
 }
 
@@ -750,6 +1176,12 @@ init {
 #endif
 		/* Shard.begin: becomeVoting, a prepare to every branch */
 		cst = C_VOTING;
+#ifdef STAGED
+		cn = 1;                         /* STAGED appended with the prepares */
+#ifndef LIVE
+		run Zombie();
+#endif
+#endif
 		d_step { for (k : 0 .. NP-1) { sendP(k, M_PREPARE) }; k = 0 };
 		run Coord();
 		run DiskC();
@@ -772,8 +1204,14 @@ init {
  * DURABILITY (liveness half): once the client is told "committed", every
  * participant whose resource voted YES eventually commits. */
 #define indoubt(i)  (pst[i] == P_PREPARED)
+#ifdef STAGED
+/* a participant forgets a commit it applied: done all the same */
+#define decided(i)  (pst[i] == P_COMMITTED || pst[i] == P_ABORTED || pforgot[i])
+#define yesdone(i)  (pvote[i] != V_YES || pst[i] == P_COMMITTED || pforgot[i])
+#else
 #define decided(i)  (pst[i] == P_COMMITTED || pst[i] == P_ABORTED)
 #define yesdone(i)  (pvote[i] != V_YES || pst[i] == P_COMMITTED)
+#endif
 #if NP == 1
 #define TERM   ([] (indoubt(0) -> <> decided(0)))
 #define ALLYES (yesdone(0))
