@@ -192,6 +192,7 @@ type sim struct {
 	members    bool
 	victim     uint64
 	lastChange int
+	removedAt  int               // when the leader's configuration first lacked the victim
 	leaders    map[uint64]uint64 // term → the replica that led a reign in it
 }
 
@@ -902,10 +903,15 @@ func (s *sim) changeMembers() {
 	case in(l.cs.GetVoters(), s.victim):
 		propose(pb.ConfChangeTransition_ConfChangeTransitionJointImplicit, pb.ConfChangeType_ConfChangeRemoveNode, s.victim)
 	default:
-		// The victim is out of the configuration: if it was away and
-		// did not apply its removal, it stops now (replica.checkRemoved:
-		// every member refuses it).
-		s.stopRemoved(s.nodes[s.victim-1], "removals found away")
+		// The victim is out of the configuration. Up, it applies its
+		// removal and stops; if it was away and did not, it stops a
+		// little later (replica.checkRemoved, every 20 ticks: every
+		// member refuses its connections).
+		if s.removedAt == 0 {
+			s.removedAt = s.now
+		} else if s.now >= s.removedAt+20 {
+			s.stopRemoved(s.nodes[s.victim-1], "removals found away")
+		}
 	}
 }
 
