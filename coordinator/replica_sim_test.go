@@ -3,7 +3,7 @@ package coordinator_test
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/commitd/commitd/protocol"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/protocol"
 )
 
 // The replicated coordinator's rules (docs/ha.md) checked in a seeded,
@@ -899,6 +900,25 @@ func (s *sim) changeMembers() {
 		if pr := st.Progress[4]; pr.State == tracker.StateReplicate && pr.Match+5 >= st.GetCommit() {
 			propose(pb.ConfChangeTransition_ConfChangeTransitionJointImplicit, pb.ConfChangeType_ConfChangeAddNode, 4)
 			s.events["promotions proposed"]++
+		}
+	case in(l.cs.GetVoters(), s.victim) && l.id == s.victim && s.rng.IntN(4) > 0:
+		// Removing the leader: it hands leadership over first, to the
+		// most caught-up other voter that is up (members.go's
+		// transferTarget), and the removal is asked again there. Once in
+		// four it is removed while it leads (leadership may come back to
+		// it; raft's StepDownOnRemoval is the fallback).
+		var to, match uint64
+		prs := l.rn.Status().Progress
+		for _, id := range slices.Sorted(maps.Keys(prs)) { // in order: a seed replays
+			if pr := prs[id]; id != l.id && in(l.cs.GetVoters(), id) && !s.nodes[id-1].down && (to == 0 || pr.Match > match) {
+				to, match = id, pr.Match
+			}
+		}
+		if to != 0 {
+			l.rn.TransferLeader(to)
+			s.lastChange = s.now
+			s.events["leadership handovers"]++
+			s.drive(l)
 		}
 	case in(l.cs.GetVoters(), s.victim):
 		propose(pb.ConfChangeTransition_ConfChangeTransitionJointImplicit, pb.ConfChangeType_ConfChangeRemoveNode, s.victim)
