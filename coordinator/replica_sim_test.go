@@ -21,8 +21,8 @@ import (
 )
 
 // The replicated coordinator's rules (docs/ha.md) checked in a seeded,
-// single-goroutine simulation: three real raft RawNodes with PreVote and
-// CheckQuorum, the real engine.Shard on whichever replica leads, and two
+// single-goroutine simulation: three (then four, see Membership) real raft
+// RawNodes with PreVote and CheckQuorum, the real engine.Shard on whichever replica leads, and two
 // real engine.Participants, over a network that drops, duplicates, delays
 // and reorders messages, with leader crashes (a crash keeps what raft
 // saved: replicas save every Ready before sending, as replica.go does),
@@ -33,24 +33,26 @@ import (
 // The glue — a reign starts once the leader applied its term's first
 // entry, from the committed commit records without an end; a record is
 // durable to its shard when its entry is committed; a reign ends as soon
-// as the term or the role changes; aborts wait for a ReadIndex — is a
-// model of replica.go's, written again here on one goroutine: the
+// as the term or the role changes; an abort decision or "aborted" reply
+// leaves only once its abort marker (engine.RecAborted) committed in the
+// reign's term — is a model of replica.go's and window.go's, written again here on one goroutine: the
 // simulation checks the rules with the real raft and engine machines, not
 // replica.go's goroutines and sockets (TestReplicatedCoordinatorFailsOver
 // runs those).
 //
 // The id window (issue 13) is modelled too: ids are UUIDv7s whose time
-// is the tick (a millisecond), a reign's shards refuse ids older than
-// their takeover (StartUnixMs) or older than they remember, and clients
+// is the tick (a millisecond), a reign's shards restore what their
+// replica remembers of ended and aborted transactions and refuse ids
+// older than the tick since which that memory is complete (StartUnixMs:
+// the replica's start or the last snapshot it installed), and clients
 // send forwarded begins (an id made up to 30 ticks earlier, sent first to
 // a replica that started nothing) and reuses (an id begun before, with
 // the same work). A reuse the window lets through is what the checks
 // below catch: two outcomes told for one id, or a participant applying
 // an abort meant for the first use while the reuse commits. Two planted
-// bugs reach back before the takeover: one restoring nothing, and issue
-// 14's proposal, restoring the commits that ended — caught too, since a
-// reign cannot know a transaction an earlier reign began and abandoned
-// (docs/ha.md, "The id window of a reign").
+// bugs weaken that memory: a reign that claims it but restores nothing,
+// and shards that do not remember the ids they presume aborted (docs/ha.md,
+// "The id window of a reign").
 //
 // Participants find the leader as participant/route.go does: a vote or
 // ack goes back to the replica that sent the prepare or decision, an
@@ -1121,7 +1123,7 @@ func (raftQuiet) Panicf(f string, v ...any) { panic(fmt.Sprintf(f, v...)) }
 // TestReplicaSimulation runs 10 seeds in the normal suite (with the race
 // detector, it and the planted bugs took 29 s together on a quiet 2-core
 // machine, 98 s on a loaded one); COMMITD_SIM_SEEDS=N runs N (3,000 in
-// 3.6 min without -race), COMMITD_SIM_SEED=S replays one.
+// 3.9 min without -race), COMMITD_SIM_SEED=S replays one.
 func TestReplicaSimulation(t *testing.T) {
 	first, last := uint64(1), uint64(10)
 	if v := os.Getenv("COMMITD_SIM_SEEDS"); v != "" {
