@@ -541,6 +541,9 @@ func (s *sim) leadership(n *simNode) {
 			s.fail("replicas %d and %d both led in term %d", other, n.id, g.term)
 		}
 		s.leaders[g.term] = n.id
+		if n.id == 4 {
+			s.events["reigns of the joiner"]++
+		}
 		s.drainShard(n)
 	}
 }
