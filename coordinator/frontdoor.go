@@ -20,12 +20,17 @@ import (
 type frontDoor struct {
 	s     *Server
 	conns sync.Map // *mux.Conn → *connState
+	// participants are the connections participants dialed in, by the
+	// name they said Hello as: a removed participant's are closed
+	// (participants.go).
+	participants sync.Map // *mux.Conn → string
 }
 
 // closed forgets a connection that has gone, keeping its write counts.
 func (d *frontDoor) closed(c *mux.Conn) {
 	d.s.metrics.closedConn(c.Stats())
 	d.conns.Delete(c)
+	d.participants.Delete(c)
 	d.s.clients.remove(c)
 }
 
@@ -141,6 +146,7 @@ func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
 			return mux.Refuse("participant %q not accepted: %v", name, err)
 		}
 		st.name = name
+		d.participants.Store(c, name)
 	case wire.RoleAdmin:
 		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
 			return mux.Refuse("admin not accepted: %v", err)

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/protocol"
 )
@@ -271,6 +272,14 @@ func (s *Server) removeParticipant(ctx context.Context, name string) error {
 	}
 	s.pset.Store(cur.with(name, nil))
 	p.mux.Close()
+	// And the connections it dialed in: it reconnects, and is refused as
+	// an unknown participant, which its log says.
+	s.door.participants.Range(func(k, v any) bool {
+		if v.(string) == name {
+			k.(*mux.Conn).Close()
+		}
+		return true
+	})
 	s.cfg.Logger.Info("participant removed", "name", name, "addr", p.addr)
 	return nil
 }

@@ -3,6 +3,8 @@ package coordinator_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +14,7 @@ import (
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/internal/node/nodetest"
+	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/protocol"
 )
 
@@ -154,6 +157,13 @@ func TestRemoveParticipantRefusedUntilSettledAndKeptAcrossRestart(t *testing.T) 
 	if res := r.run(newID(), "p1", "p2"); res.Outcome != client.Rejected || !strings.Contains(res.Detail, `unknown participant "p2"`) {
 		t.Fatalf("a begin naming the removed p2: %+v", res)
 	}
+	// Its connections are closed, and a new one is refused as unknown.
+	nodetest.Eventually(t, "p2's own connection closed", func() bool {
+		return p2.Send(&wire.Ack{Txn: id, From: []byte("p2")}) != nil
+	})
+	if e := nodetest.Refused(t, r.coord.Addr().String(), wire.Hello{Role: wire.RoleParticipant, Name: []byte("p2")}); !strings.Contains(string(e.Message), `unknown participant "p2"`) {
+		t.Fatalf("a removed participant's Hello: %q", e.Message)
+	}
 	_, err = r.changeParticipants("remove", "p1")
 	refused(t, err, "last")
 
@@ -195,4 +205,27 @@ func TestReplicaRefusesParticipantChanges(t *testing.T) {
 	var rep coordinator.ParticipantsReport
 	err := client.ChangeParticipants(ctx, g.addrs[id], "add", "p9=127.0.0.1:1", nil, &rep)
 	refused(t, err, "replicated coordinator")
+}
+
+// A damaged participants file refuses to start, naming it: the
+// coordinator must not fall back to --participant and forget a change.
+func TestDamagedParticipantsFileRefusesToStart(t *testing.T) {
+	r := newRig(t, nil)
+	if err := r.coord.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(r.cfg.DataDir, "participants")
+	for _, bad := range []string{"{not json", `{"participants":{}}`, `{"participants":{"p1":""}}`} {
+		if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := coordinator.Start(r.cfg)
+		if err == nil {
+			c.Close()
+			t.Fatalf("started on a participants file holding %q", bad)
+		}
+		if !strings.Contains(err.Error(), path) {
+			t.Fatalf("%q: error %q does not name %s", bad, err, path)
+		}
+	}
 }

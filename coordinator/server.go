@@ -43,6 +43,7 @@ type Server struct {
 	addedMu sync.Mutex
 	added   []*peer
 	mux     *mux.Server
+	door    *frontDoor
 	ln      net.Listener
 	clients clientTable
 	metrics *metrics
@@ -129,6 +130,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	door := &frontDoor{s: s}
+	s.door = door
 	s.metrics.gauges(s, door)
 	// The answer to a Hello that asks for one: a replica of a group adds
 	// its raft id, which the other replicas' Peers check (replica.go).
