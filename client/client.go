@@ -366,6 +366,27 @@ func AdminArg(ctx context.Context, addr, kind, arg string, tlsCfg *tls.Config, v
 	return adminOne(ctx, addr, kind, req, tlsCfg, v)
 }
 
+// ChangeParticipants asks the coordinator at addr to add a participant
+// (change "add", arg "NAME=ADDR") or remove one ("remove", arg "NAME"), and
+// decodes its participants afterwards into v. A removal is refused while
+// any transaction in flight or in doubt names the participant; a
+// replicated coordinator refuses both (not built yet).
+func ChangeParticipants(ctx context.Context, addr, change, arg string, tlsCfg *tls.Config, v any) error {
+	var k wire.AdminKind
+	switch change {
+	case "add":
+		k = wire.AdminParticipantsAdd
+	case "remove":
+		k = wire.AdminParticipantsRemove
+	default:
+		return fmt.Errorf("unknown participant change %q (want add or remove)", change)
+	}
+	if len(arg) > wire.MaxAdminArgLen {
+		return fmt.Errorf("admin participants %s: argument of %d bytes; at most %d", change, len(arg), wire.MaxAdminArgLen)
+	}
+	return adminOne(ctx, addr, "participants "+change, &wire.AdminRequest{Kind: k, Arg: []byte(arg)}, tlsCfg, v)
+}
+
 // ChangeReplicas asks a replica group's leader to add a replica (change
 // "add", arg "ID=ADDR") or remove one ("remove", arg "ID"), and decodes
 // the group's members afterwards into v. addrs lists replicas,

@@ -57,6 +57,8 @@ func (s *Server) admin(c *mux.Conn, reqID uint64, req *wire.AdminRequest) error 
 		v, err = s.inDoubt(ctx)
 	case wire.AdminRetry:
 		v, err = s.retry(ctx, req.Arg)
+	case wire.AdminParticipantsAdd, wire.AdminParticipantsRemove:
+		v, err = s.changeParticipants(ctx, req.Kind, req.Arg)
 	case wire.AdminReplicas, wire.AdminReplicasAdd, wire.AdminReplicasRemove:
 		body, err := s.adminReplicas(req.Kind, req.Arg)
 		if nl, ok := err.(*notLeaderError); ok {
@@ -297,7 +299,7 @@ func (s *Server) retry(ctx context.Context, arg []byte) (Retried, error) {
 	}
 	var id *protocol.TxnID
 	participant := ""
-	if _, ok := s.peers[a]; ok {
+	if _, ok := s.set().peers[a]; ok {
 		participant = a
 	} else {
 		x, err := ParseTxnID(a)

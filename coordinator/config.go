@@ -11,7 +11,6 @@ import (
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/net/link"
-	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 )
 
@@ -26,7 +25,9 @@ type Config struct {
 	Listener net.Listener
 	// DataDir holds the coordinator's log. Required.
 	DataDir string
-	// Participants maps each participant name to its address.
+	// Participants maps each participant name to its address: the
+	// initial list. Once `admin participants add|remove` has changed it,
+	// the list persisted in DataDir wins (participants.go).
 	Participants map[string]string
 	// Shards is the number of engine shards, each on its own goroutine
 	// (default GOMAXPROCS).
@@ -242,11 +243,8 @@ func (c *Config) validate() error {
 		return errors.New("coordinator: at least one participant (NAME=ADDR) is required")
 	}
 	for name, addr := range c.Participants {
-		if name == "" || len(name) > protocol.MaxNameLen {
-			return fmt.Errorf("coordinator: participant name %q must be 1 to %d bytes", name, protocol.MaxNameLen)
-		}
-		if addr == "" {
-			return fmt.Errorf("coordinator: participant %q has no address", name)
+		if err := checkParticipant(name, addr); err != nil {
+			return fmt.Errorf("coordinator: %v", err)
 		}
 	}
 	if c.Tick < time.Microsecond {
@@ -274,11 +272,12 @@ func (c *Config) validate() error {
 
 // participantIdentities lists the identities a certificate may carry to
 // speak for participant name (see ParticipantIdentities).
-func (c *Config) participantIdentities(name string) []string {
+// at addr.
+func (c *Config) participantIdentities(name, addr string) []string {
 	if id, ok := c.ParticipantIdentities[name]; ok {
 		return []string{id}
 	}
-	return []string{name, link.Host(c.Participants[name])}
+	return []string{name, link.Host(addr)}
 }
 
 // replicaIdentities lists the identities the certificate of the replica

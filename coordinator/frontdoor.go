@@ -20,12 +20,17 @@ import (
 type frontDoor struct {
 	s     *Server
 	conns sync.Map // *mux.Conn → *connState
+	// participants are the connections participants dialed in, by the
+	// name they said Hello as: a removed participant's are closed
+	// (participants.go).
+	participants sync.Map // *mux.Conn → string
 }
 
 // closed forgets a connection that has gone, keeping its write counts.
 func (d *frontDoor) closed(c *mux.Conn) {
 	d.s.metrics.closedConn(c.Stats())
 	d.conns.Delete(c)
+	d.participants.Delete(c)
 	d.s.clients.remove(c)
 }
 
@@ -36,7 +41,7 @@ func (d *frontDoor) writeStats() (st mux.Stats) {
 		st.Add(k.(*mux.Conn).Stats())
 		return true
 	})
-	for _, p := range d.s.peers {
+	for _, p := range d.s.set().peers {
 		st.Add(p.mux.ConnStats())
 	}
 	return st
@@ -132,14 +137,16 @@ func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
 	switch h.Role {
 	case wire.RoleClient:
 	case wire.RoleParticipant:
-		name, ok := d.s.names[string(h.Name)]
+		ps := d.s.set()
+		name, ok := ps.names[string(h.Name)]
 		if !ok {
-			return mux.Refuse("unknown participant %q: not one of this coordinator's --participant names", h.Name)
+			return mux.Refuse("unknown participant %q: not one of this coordinator's participants (--participant, admin participants add)", h.Name)
 		}
-		if err := link.Identity(c, cfg.participantIdentities(name)); err != nil {
+		if err := link.Identity(c, cfg.participantIdentities(name, ps.peers[name].addr)); err != nil {
 			return mux.Refuse("participant %q not accepted: %v", name, err)
 		}
 		st.name = name
+		d.participants.Store(c, name)
 	case wire.RoleAdmin:
 		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
 			return mux.Refuse("admin not accepted: %v", err)
@@ -170,8 +177,9 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	// id's age (engine.Shard.checkIDTime).
 	st.msg = engine.Message{Type: engine.MsgBegin, Txn: b.Txn, Tag: st.id<<tagReqBits | reqID,
 		UnixMs: time.Now().UnixMilli()}
+	names := s.set().names
 	for i := range b.Branches {
-		name, ok := s.names[string(b.Branches[i].Participant)]
+		name, ok := names[string(b.Branches[i].Participant)]
 		if !ok {
 			return d.reject(c, st, reqID, fmt.Sprintf("unknown participant %q", b.Branches[i].Participant))
 		}

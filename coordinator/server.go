@@ -3,7 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"github.com/commitd/commitd/protocol"
+	"maps"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -19,6 +19,7 @@ import (
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
+	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 )
 
@@ -27,15 +28,22 @@ import (
 // covers every shard's records), a listener for clients, participants and
 // admin queries, and a few connections to every participant.
 type Server struct {
-	cfg     Config           // immutable after Start
-	lock    *datadir.Lock    // held while running
-	log     *wal.Log         // shared by the pumps
-	shards  []*engine.Shard  // shards[i] is owned by pumps[i]'s goroutine
-	pumps   []*pump.Pump     // immutable after Start
-	stats   []shardStats     // stats[i] written by pumps[i] after each loop
-	peers   map[string]*peer // participant name → connections; immutable after Start
-	names   map[string]string
+	cfg     Config          // immutable after Start
+	lock    *datadir.Lock   // held while running
+	log     *wal.Log        // shared by the pumps
+	shards  []*engine.Shard // shards[i] is owned by pumps[i]'s goroutine
+	pumps   []*pump.Pump    // immutable after Start
+	stats   []shardStats    // stats[i] written by pumps[i] after each loop
+	outputs []*shardOutput  // outputs[i] is pumps[i]'s; its fields are its goroutine's
+	// pset is the participants: read without a lock on the hot paths,
+	// replaced whole by a change (participants.go), which partsMu
+	// serializes. added are the peers added at run time, closed at stop.
+	pset    atomic.Pointer[participantSet]
+	partsMu sync.Mutex
+	addedMu sync.Mutex
+	added   []*peer
 	mux     *mux.Server
+	door    *frontDoor
 	ln      net.Listener
 	clients clientTable
 	metrics *metrics
@@ -75,10 +83,8 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:   cfg,
-		lock:  lock,
-		peers: make(map[string]*peer),
-		names: make(map[string]string),
+		cfg:  cfg,
+		lock: lock,
 	}
 	// The outcome index is synced before the log retires anything: a
 	// commit record leaves the log only once its entry is durable there.
@@ -102,15 +108,29 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, addr := range cfg.Participants {
-		s.names[name] = name
-		s.peers[name] = newPeer(s, name, addr)
+	// --participant is the initial list: once changed at run time, the
+	// persisted list wins (participants.go).
+	initial := cfg.Participants
+	if saved, ok, err := loadParticipants(cfg.DataDir); err != nil {
+		return nil, err
+	} else if ok {
+		if !maps.Equal(saved, initial) {
+			cfg.Logger.Info("participants as last changed by admin participants, not --participant", "file", filepath.Join(cfg.DataDir, participantsFile), "participants", len(saved))
+		}
+		initial = saved
 	}
+	ps := &participantSet{peers: make(map[string]*peer), names: make(map[string]string)}
+	for name, addr := range initial {
+		ps.names[name] = name
+		ps.peers[name] = newPeer(s, name, addr)
+	}
+	s.pset.Store(ps)
 	var ln net.Listener
 	if s.ln, ln, err = node.Listen(cfg.Listener, cfg.Listen, cfg.TLS); err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	door := &frontDoor{s: s}
+	s.door = door
 	s.metrics.gauges(s, door)
 	// The answer to a Hello that asks for one: a replica of a group adds
 	// its raft id, which the other replicas' Peers check (replica.go).
@@ -141,7 +161,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	ok = true
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
-		"participants", len(cfg.Participants), "data", cfg.DataDir)
+		"participants", len(initial), "data", cfg.DataDir)
 	return s, nil
 }
 
@@ -171,6 +191,7 @@ func (s *Server) openLog() error {
 	s.shards = make([]*engine.Shard, cfg.Shards)
 	s.pumps = make([]*pump.Pump, cfg.Shards)
 	s.stats = make([]shardStats, cfg.Shards)
+	s.outputs = make([]*shardOutput, cfg.Shards)
 	// Before the log is restored: what this process does not restore it
 	// has forgotten, and ids older than its start may name such
 	// transactions (engine.ShardConfig.StartUnixMs).
@@ -179,6 +200,7 @@ func (s *Server) openLog() error {
 	for i := range s.shards {
 		s.shards[i] = engine.NewShard(scfg)
 		out := &shardOutput{s: s, shard: i}
+		s.outputs[i] = out
 		s.pumps[i] = pump.New(s.shards[i], s.log, out, cfg.Tick)
 		out.pump = s.pumps[i]
 		s.pumps[i].NoBatch = cfg.NoBatch
@@ -289,7 +311,7 @@ func (s *Server) recover() error {
 // participant (or ctx ends). Transactions begun before then may time out
 // in prepare: a participant that is not connected misses its prepare.
 func (s *Server) WaitConnected(ctx context.Context) error {
-	for name, p := range s.peers {
+	for name, p := range s.set().peers {
 		if err := p.mux.WaitConnected(ctx); err != nil {
 			return fmt.Errorf("coordinator: participant %s not connected: %w", name, err)
 		}
@@ -324,11 +346,15 @@ func (s *Server) drain() {
 // parts lists what the coordinator holds, for node's shutdown order; what a
 // failed Start never acquired is nil.
 func (s *Server) parts() node.Parts {
-	peers := make([]*mux.Peer, 0, len(s.peers))
-	for _, p := range s.peers {
-		peers = append(peers, p.mux)
+	var peers []*mux.Peer
+	if ps := s.set(); ps != nil {
+		for _, p := range ps.peers {
+			peers = append(peers, p.mux)
+		}
 	}
-	var stores []func() error
+	// Not a store, but closed after the pumps have stopped, as Peers
+	// are: the participants added at run time.
+	stores := []func() error{s.closeAdded}
 	if s.outcomes != nil {
 		stores = append(stores, s.outcomes.close)
 	}
@@ -433,8 +459,9 @@ func (s *Server) Status() Status {
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}
-	st.Participants = make(map[string]link.PeerStatus, len(s.peers))
-	for name, p := range s.peers {
+	ps := s.set()
+	st.Participants = make(map[string]link.PeerStatus, len(ps.peers))
+	for name, p := range ps.peers {
 		st.Participants[name] = link.StatusOf(p.mux, p.addr)
 	}
 	for i := range stats {
@@ -462,21 +489,36 @@ type shardOutput struct {
 	dec     wire.Decision
 	outcome wire.Outcome
 	notSent engine.Message
+	// gone are participants being removed (participants.go): a prepare
+	// for one is not sent, as if its connection were down.
+	gone map[string]bool
 }
 
 func (o *shardOutput) Deliver(rd *engine.Ready) {
 	s := o.s
+	var peers map[string]*peer
+	if len(rd.Messages) > 0 {
+		peers = s.set().peers
+	}
 	for i := range rd.Messages {
 		m := &rd.Messages[i]
-		p := s.peers[m.To]
-		if p == nil {
-			// The front door only admits known participants.
+		p := peers[m.To]
+		if p == nil && !o.gone[m.To] {
+			// The front door only admits known participants, and one is
+			// removed only once every shard has barred it.
 			panic(fmt.Sprintf("coordinator: message for unknown participant %q", m.To))
+		}
+		if o.gone[m.To] {
+			// Being removed: no transaction in flight named it when this
+			// shard barred it, so this is a begin admitted just before
+			// its name was withdrawn (aborts, as not sent), or an abort
+			// decision (presumed anyway).
+			p = nil
 		}
 		switch m.Type {
 		case engine.MsgPrepare:
 			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Work: m.Work}
-			if !p.send(o.shard, &o.prepare) {
+			if p == nil || !p.send(o.shard, &o.prepare) {
 				// Never left: the participant cannot have prepared, so the
 				// shard may abort now rather than after the prepare
 				// timeout (and a one-phase one need not end unknown).
@@ -490,6 +532,9 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 				// once its abort marker is committed (window.go).
 				s.rep.holdAbort(o.shard, m.To, m.Txn)
 				continue
+			}
+			if p == nil {
+				continue // an abort for a participant being removed
 			}
 			o.dec = wire.Decision{Txn: m.Txn, Decision: m.Decision}
 			p.send(o.shard, &o.dec)

@@ -182,7 +182,7 @@ type heldAbort struct {
 
 func (h *heldAbort) LogDurable(wal.LSN) {
 	d := wire.Decision{Txn: h.txn, Decision: protocol.DecisionAbort}
-	h.s.peers[h.to].send(h.shard, &d)
+	h.s.set().peers[h.to].send(h.shard, &d)
 }
 
 func (h *heldAbort) LogFailed(wal.LSN, error) {} // deposed: dropped

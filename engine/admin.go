@@ -242,3 +242,21 @@ func (p *Participant) StateOf(id protocol.TxnID) (string, bool) {
 	}
 	return st.String(), true
 }
+
+// Naming counts the transactions in flight at this shard — voting,
+// deciding, delivering or ending — that have a branch at participant: the
+// coordinator refuses to forget a participant while any does (`admin
+// participants remove`), since its vote or its acknowledgement is still
+// awaited, or a decision still owed to it.
+func (s *Shard) Naming(participant string) int {
+	n := 0
+	for _, t := range s.txns {
+		for i := range t.n {
+			if t.branches[i].name == participant {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}

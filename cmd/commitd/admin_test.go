@@ -147,6 +147,13 @@ func TestOutcomesAfterKill9(t *testing.T) {
 		{[]string{"admin", "retry", committed[0].String(), "--coordinator", coord}, "no commit waiting to be delivered", 1},
 		{[]string{"admin", "in-doubt", "--coordinator", coord, "--accounts"}, "flag provided but not defined: -accounts", 2},
 		{[]string{"admin", "retry", "p9", "--participant", p1}, "neither a transaction id nor this participant's name (p1)", 1},
+		{[]string{"admin", "participants", "--coordinator", coord}, "say add NAME=ADDR or remove NAME", 2},
+		{[]string{"admin", "participants", "add", "--coordinator", coord}, "name the participant: NAME=ADDR", 2},
+		{[]string{"admin", "participants", "add", "p3", "--coordinator", coord}, "malformed participant \"p3\": want NAME=ADDR", 2},
+		{[]string{"admin", "participants", "add", "p3=127.0.0.1:9"}, "name the coordinator with --coordinator", 2},
+		{[]string{"admin", "participants", "add", "p1=127.0.0.1:9", "--coordinator", coord}, "participant \"p1\" is already known", 1},
+		{[]string{"admin", "participants", "add", "p3=" + p2, "--coordinator", coord}, "already participant \"p2\"'s", 1},
+		{[]string{"admin", "participants", "remove", "p9", "--coordinator", coord}, "\"p9\" is not one of this coordinator's participants", 1},
 	} {
 		r := commitd(t, 20*time.Second, tc.args...)
 		oneLineError(t, r, tc.want)
@@ -177,6 +184,14 @@ func TestOutcomesAfterKill9(t *testing.T) {
 		if r.code != tc.code {
 			t.Errorf("commitd %s: exit %d, want %d", strings.Join(tc.args, " "), r.code, tc.code)
 		}
+	}
+	// A participant added and removed again (nothing names it between).
+	p3 := freeAddr(t)
+	if r := commitd(t, 20*time.Second, "admin", "participants", "add", "p3="+p3, "--coordinator", coord); r.code != 0 || !strings.Contains(r.stdout, `"p3":"`+p3+`"`) {
+		t.Fatalf("admin participants add: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := commitd(t, 20*time.Second, "admin", "participants", "remove", "p3", "--coordinator", coord); r.code != 0 || strings.Contains(r.stdout, `"p3"`) {
+		t.Fatalf("admin participants remove: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 	r := commitd(t, 20*time.Second, "admin", "txn", committed[0].String(), "--participant", p1)
 	var pt protocol.TxnStatus

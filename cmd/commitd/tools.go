@@ -41,10 +41,18 @@ const adminUsage = `usage of commitd admin: ask a running server, answered as JS
   commitd admin replicas --coordinator ADDRS                       a replica group's members
   commitd admin replicas add ID=ADDR --coordinator ADDRS           add a replica (started with --join)
   commitd admin replicas remove ID   --coordinator ADDRS           remove a replica (a dead one, or any)
+  commitd admin participants add NAME=ADDR --coordinator ADDR      dial a new participant, admit begins naming it
+  commitd admin participants remove NAME   --coordinator ADDR      forget one (refused while a transaction names it)
 
 A change goes to the group's leader (a follower's "not leader, try X" is followed): add makes the
 new replica a learner, waits until it has caught up, then makes it a voter; remove refuses to leave
 no quorum possible, and hands leadership over first when it removes the leader.
+
+participants add|remove changes a running coordinator's participants without a restart. The change
+is persisted in its data directory (<data>/participants) before it is acknowledged, and from then on
+that list wins over --participant, which is only the initial one. remove is refused while any
+transaction in flight or in doubt names the participant (settle them first: admin in-doubt, retry).
+Not built for a replicated coordinator: a replica refuses both.
 
 txn answers committed, aborted (with the cause), unknown (a one-phase
 transaction whose participant did not answer), in-flight (with each
@@ -72,7 +80,7 @@ Run "commitd admin REQUEST -h" for a request's flags (--timeout, TLS).
 func runAdmin(args []string) error {
 	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt, retry, resolve or replicas")
+		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt, retry, resolve, replicas or participants")
 		return errUsage
 	}
 	kind := args[0]
@@ -98,6 +106,28 @@ func runAdmin(args []string) error {
 		}
 	}
 	var change, changeArg string
+	if kind == "participants" && slices.ContainsFunc(args, isHelp) {
+		args = []string{"-h"} // the flags' help, whatever came before
+	} else if kind == "participants" {
+		if len(args) == 0 || (args[0] != "add" && args[0] != "remove") {
+			fmt.Fprint(os.Stderr, adminUsage)
+			return usageError{errors.New("admin participants: say add NAME=ADDR or remove NAME")}
+		}
+		change = args[0]
+		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+			want := "NAME=ADDR"
+			if change == "remove" {
+				want = "NAME"
+			}
+			return usageError{fmt.Errorf("admin participants %s: name the participant: %s", change, want)}
+		}
+		changeArg, args = args[1], args[2:]
+		if change == "add" {
+			if _, _, err := coordinator.ParseParticipant(changeArg); err != nil {
+				return usageError{fmt.Errorf("admin participants add: %w", err)}
+			}
+		}
+	}
 	if kind == "replicas" && len(args) > 0 && (args[0] == "add" || args[0] == "remove") {
 		change = args[0]
 		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
@@ -117,6 +147,9 @@ func runAdmin(args []string) error {
 		// at the leader) and may follow a leader change on the way.
 		name, defTimeout = "admin replicas [add ID=ADDR | remove ID]", 90*time.Second
 	}
+	if kind == "participants" {
+		name = "admin participants [add NAME=ADDR | remove NAME]"
+	}
 	fs := newFlags(name)
 	if kind == "resolve" {
 		return runResolve(fs, arg, args)
@@ -125,6 +158,8 @@ func runAdmin(args []string) error {
 	var tf tlsFlags
 	timeout := fs.Duration("timeout", defTimeout, "give up after this long")
 	switch kind {
+	case "participants":
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address (required)")
 	case "replicas":
 		fs.StringVar(&coord, "coordinator", "", "the group's replicas, ADDR1,ADDR2,... (required; changes go to the leader)")
 	case "status":
@@ -139,12 +174,15 @@ func runAdmin(args []string) error {
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	default:
-		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt, retry, resolve or replicas)\n", kind)
+		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt, retry, resolve, replicas or participants)\n", kind)
 		return errUsage
 	}
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if kind == "participants" && coord == "" {
+		return usageError{errors.New("admin participants: name the coordinator with --coordinator ADDR")}
 	}
 	if kind == "replicas" && coord == "" {
 		return usageError{errors.New("admin replicas: name the group with --coordinator ADDR1,ADDR2")}
@@ -206,7 +244,9 @@ func runAdmin(args []string) error {
 		return nil
 	}
 	var v json.RawMessage
-	if change != "" {
+	if kind == "participants" {
+		err = client.ChangeParticipants(ctx, addr, change, changeArg, tlsCfg, &v)
+	} else if change != "" {
 		err = client.ChangeReplicas(ctx, addr, change, changeArg, tlsCfg, &v)
 	} else {
 		err = client.AdminArg(ctx, addr, kind, arg, tlsCfg, &v)

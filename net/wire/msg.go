@@ -210,6 +210,14 @@ const (
 	// AdminReplicasRemove: Arg "ID": remove a replica from the group (to
 	// its leader).
 	AdminReplicasRemove
+	// AdminParticipantsAdd: Arg "NAME=ADDR": a coordinator starts
+	// dialing a new participant and admits begins that name it; one JSON
+	// object, the participants afterwards. Coordinator.
+	AdminParticipantsAdd
+	// AdminParticipantsRemove: Arg "NAME": a coordinator forgets a
+	// participant, refused while any transaction in flight or in doubt
+	// names it; one JSON object, the participants afterwards.
+	AdminParticipantsRemove
 )
 
 // MaxAdminArgLen bounds AdminRequest.Arg.
