@@ -258,7 +258,12 @@ func TestReplicaChangesRefused(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := g.changeReplicas("remove", itoa(up)); err == nil || !strings.Contains(err.Error(), "no quorum possible") {
+	// Refused for want of a quorum after the removal; on a loaded machine
+	// the leader may also have missed replica up's heartbeats for a
+	// moment and refuse because the group has no quorum now — refused
+	// either way, for the same reason.
+	if _, err := g.changeReplicas("remove", itoa(up)); err == nil ||
+		!strings.Contains(err.Error(), "no quorum possible") && !strings.Contains(err.Error(), "the group has no quorum now") {
 		t.Fatalf("removing replica %d while %d is down: %v, want no quorum possible", up, down, err)
 	} else {
 		t.Logf("remove %d with %d down: %v", up, down, err)

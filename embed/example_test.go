@@ -171,6 +171,14 @@ func Example_inventory() {
 		cancel()
 	}
 
+	// The coordinator dials each warehouse too (its prepares go that way):
+	// wait for those connections as well before the first order.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := coord.WaitConnected(ctx); err != nil {
+		log.Fatal(err)
+	}
+	cancel()
+
 	// An order is one transaction with a branch per warehouse.
 	cl, err := client.Dial(cln.Addr().String(), client.Options{})
 	if err != nil {
