@@ -579,10 +579,14 @@ func (r *replica) checkOp(op *memberOp, t *memberTable) error {
 
 // up reports whether replica id is up as far as this one can tell: it is
 // this one, or a connection to it is open and — when this replica leads —
-// raft heard from it within an election timeout (RecentActive). The
-// connection catches a replica that just stopped (raft would count it
-// active for up to an election timeout); RecentActive one cut off
-// without its connection closing.
+// raft heard from it within an election timeout (RecentActive) or a raft
+// message came from it within two. The connection catches a replica that
+// just stopped (raft would count it active for up to an election
+// timeout); the rest one cut off without its connection closing.
+// RecentActive alone is not enough: with CheckQuorum the leader clears it
+// for every follower at each election timeout, so for the heartbeat round
+// after that every follower looked down (a removal was refused as "no
+// quorum possible" about once in ten tries).
 func (r *replica) up(id uint64) bool {
 	if id == r.id {
 		return true
@@ -593,7 +597,12 @@ func (r *replica) up(id uint64) bool {
 	if r.rn.BasicStatus().RaftState != raft.StateLeader {
 		return true
 	}
-	return r.rn.Status().Progress[id].RecentActive
+	if r.rn.Status().Progress[id].RecentActive {
+		return true
+	}
+	election := r.s.cfg.RaftTick * time.Duration(r.s.cfg.ElectionTicks)
+	t, ok := r.heard[id]
+	return ok && time.Since(t) < 2*election
 }
 
 // transferTarget is the other voter, up, with the highest match.

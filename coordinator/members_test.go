@@ -88,7 +88,14 @@ func TestGroupChangesMembersUnderLoad(t *testing.T) {
 	defer cl.Close()
 	var next, committed atomic.Int64
 	stop := make(chan struct{})
+	var stopOnce sync.Once
 	var wg sync.WaitGroup
+	// The load stops however the test ends: a goroutine left running
+	// would race with the next test (the simulation swaps crypto/rand).
+	defer func() {
+		stopOnce.Do(func() { close(stop) })
+		wg.Wait()
+	}()
 	for range 4 {
 		wg.Add(1)
 		go func() {
@@ -160,8 +167,32 @@ func TestGroupChangesMembersUnderLoad(t *testing.T) {
 	}
 	progress("after removing a follower")
 
-	// The leader goes: it hands leadership over, the tool follows.
+	// The leader goes: it hands leadership over, the tool follows. First
+	// wait until the leader sees the two other voters up (replica 4 may
+	// still be catching up after the change): with one of them down, the
+	// removal is rightly refused (no quorum possible).
 	l = g.leader(5 * time.Second)
+	upDeadline := time.Now().Add(10 * time.Second)
+	for {
+		var m coordinator.Members
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := client.Admin(ctx, g.addrs[l], "replicas", nil, &m)
+		cancel()
+		allUp := err == nil
+		for _, r := range m.Replicas {
+			if r.ID != l && (r.Up == nil || !*r.Up) {
+				allUp = false
+			}
+		}
+		if allUp {
+			break
+		}
+		if time.Now().After(upDeadline) {
+			t.Fatalf("the leader %d does not see the other voters up: %+v (%v)", l, m, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		l = g.leader(5 * time.Second)
+	}
 	if m, err = g.changeReplicas("remove", itoa(l)); err != nil {
 		t.Fatalf("removing the leader %d: %v", l, err)
 	}
@@ -205,7 +236,7 @@ func TestGroupChangesMembersUnderLoad(t *testing.T) {
 		g.waitRemoved(f)
 	}
 	progress("after the removed replica came back")
-	close(stop)
+	stopOnce.Do(func() { close(stop) })
 	wg.Wait()
 	t.Logf("%d transfers, %d committed", min(next.Load(), accounts), committed.Load())
 	g.check()

@@ -69,6 +69,10 @@ func (c *Config) validateReplica() error {
 
 // replica is this coordinator's raft node and what it leads.
 type replica struct {
+	// heard is when a raft message last came from each other replica
+	// (raft goroutine only): members.go's up() uses it beside raft's
+	// RecentActive, which CheckQuorum clears every election timeout.
+	heard map[uint64]time.Time
 	s     *Server
 	id    uint64
 	inbox chan *pb.Message // from the front door's readers
@@ -266,6 +270,10 @@ func (r *replica) stepRaft(m *pb.Message) {
 		r.dropped.Add(1)
 		return
 	}
+	if r.heard == nil {
+		r.heard = make(map[uint64]time.Time)
+	}
+	r.heard[m.GetFrom()] = time.Now()
 	// An error is a message for another group or a stale one: ignored.
 	_ = r.rn.Step(m)
 }
