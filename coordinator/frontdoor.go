@@ -54,9 +54,7 @@ type connState struct {
 	id       uint64      // the client's id in tags, once it has begun a transaction
 	client   *clientConn // nil until the first Begin: an idle connection costs no start-time table
 	begin    wire.Begin
-	vote     wire.Vote
-	ack      wire.Ack
-	inquire  wire.Inquire
+	part     partScratch // votes, acks and inquiries
 	admin    wire.AdminRequest
 	msg      engine.Message
 	branches [protocol.MaxBranches]engine.Branch
@@ -89,21 +87,8 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 			return err // cannot happen after wire.Check; closes the connection
 		}
 		return d.begin(c, st, f.ReqID)
-	case wire.TypeVote:
-		if err := st.vote.Decode(f); err != nil {
-			return err
-		}
-		return d.toShard(st, f.Type, engine.MsgVote, st.vote.Txn, st.vote.From, st.vote.Vote)
-	case wire.TypeAck:
-		if err := st.ack.Decode(f); err != nil {
-			return err
-		}
-		return d.toShard(st, f.Type, engine.MsgAck, st.ack.Txn, st.ack.From, 0)
-	case wire.TypeInquire:
-		if err := st.inquire.Decode(f); err != nil {
-			return err
-		}
-		return d.toShard(st, f.Type, engine.MsgInquire, st.inquire.Txn, st.inquire.From, 0)
+	case wire.TypeVote, wire.TypeAck, wire.TypeInquire:
+		return s.fromParticipant(&st.part, st.name, f)
 	case wire.TypeAdminRequest:
 		if err := st.admin.Decode(f); err != nil {
 			return err
@@ -205,22 +190,56 @@ func (d *frontDoor) reject(c *mux.Conn, st *connState, reqID uint64, why string)
 	return c.Reply(reqID, &st.outcome)
 }
 
-// toShard routes a participant's message to the shard that owns the
-// transaction. The message must speak for the participant the connection
-// said Hello as (hello checked that one is known): a connection that sends
-// for another is refused, and the message never reaches a shard.
-func (d *frontDoor) toShard(st *connState, wt wire.Type, t engine.MsgType, txn protocol.TxnID, from []byte, vote protocol.Vote) error {
-	if string(from) != st.name {
-		return mux.Refuse("participant %q sent a %v from %q", st.name, wt, from)
+// partScratch is a reader goroutine's scratch for a participant's
+// votes, acks and inquiries (the front door's connections and those a
+// replica dialed, replies.go).
+type partScratch struct {
+	vote    wire.Vote
+	ack     wire.Ack
+	inquire wire.Inquire
+	msg     engine.Message
+}
+
+// fromParticipant decodes a vote, ack or inquiry that came on a
+// connection speaking for participant name (its Hello, checked to name a
+// known participant) and routes it to the shard that owns the
+// transaction. A message sent for another participant is refused and
+// never reaches a shard.
+func (s *Server) fromParticipant(sc *partScratch, name string, f wire.Frame) error {
+	var t engine.MsgType
+	var txn protocol.TxnID
+	var from []byte
+	var vote protocol.Vote
+	switch f.Type {
+	case wire.TypeVote:
+		if err := sc.vote.Decode(f); err != nil {
+			return err
+		}
+		t, txn, from, vote = engine.MsgVote, sc.vote.Txn, sc.vote.From, sc.vote.Vote
+	case wire.TypeAck:
+		if err := sc.ack.Decode(f); err != nil {
+			return err
+		}
+		t, txn, from = engine.MsgAck, sc.ack.Txn, sc.ack.From
+	case wire.TypeInquire:
+		if err := sc.inquire.Decode(f); err != nil {
+			return err
+		}
+		t, txn, from = engine.MsgInquire, sc.inquire.Txn, sc.inquire.From
+	default:
+		panic(fmt.Sprintf("coordinator: fromParticipant given a %v", f.Type))
 	}
-	st.msg = engine.Message{Type: t, Txn: txn, From: st.name, Vote: vote}
-	p := d.s.pumpFor(st.msg.Txn)
+	if string(from) != name {
+		return mux.Refuse("participant %q sent a %v from %q", name, f.Type, from)
+	}
+	sc.msg = engine.Message{Type: t, Txn: txn, From: name, Vote: vote}
+	p := s.pumpFor(txn)
 	if p == nil {
-		d.s.metrics.ignored.Inc() // not the leader: the participant asks again
-		d.s.notLeading.Add(1)
+		s.metrics.ignored.Inc() // not the leader: the participant asks again
+		s.notLeading.Add(1)
 		return nil
 	}
-	p.Submit(&st.msg)
+	p.Submit(&sc.msg)
 	return nil
 }
 
