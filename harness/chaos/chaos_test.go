@@ -628,6 +628,11 @@ func probe(t *testing.T, c *Cluster, seed uint64, acks []Ack) (run, committed in
 			if res.Outcome != client.Aborted || err != nil {
 				break
 			}
+			// An abort such as "unreachable at p1" right after the last
+			// repair: the coordinator's connection to a participant that
+			// just restarted may still be in its reconnect backoff. Give
+			// it time rather than spending the tries in milliseconds.
+			time.Sleep(250 * time.Millisecond << try)
 		}
 	}
 	return run, committed, acks
