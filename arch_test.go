@@ -47,6 +47,7 @@ var arch = map[string]struct {
 	"net/wire":               {leaf, []string{"protocol"}},
 	"internal/datadir":       {leaf, nil},
 	"participant/statements": {leaf, []string{"protocol"}},
+	"cluster":                {leaf, []string{"protocol"}}, // the map of several coordinator groups (docs/scale.md)
 
 	"participant/httpres/refservice": {leaf, nil}, // the reference service: the standard library only
 
