@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -581,6 +582,7 @@ func waitQuiet(t *testing.T, c *Cluster, bound time.Duration) bool {
 		}
 		if time.Now().After(deadline) {
 			t.Logf("chaos: not quiet after %v: %s", bound, strings.Join(waiting, "; "))
+			dumpStuck(t, c)
 			return false
 		}
 		if time.Now().After(nextReport) {
@@ -588,6 +590,27 @@ func waitQuiet(t *testing.T, c *Cluster, bound time.Duration) bool {
 			nextReport = nextReport.Add(5 * time.Second)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// dumpStuck logs what every process says it holds when the cluster does
+// not go quiet: each coordinator's status and undelivered commits (with
+// the participants that have not acknowledged) and each participant's
+// undecided transactions — the first thing to read when a chaos run
+// fails liveness.
+func dumpStuck(t *testing.T, c *Cluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, p := range c.Procs() {
+		for _, kind := range []string{"status", "in-doubt"} {
+			var raw json.RawMessage
+			if err := client.Admin(ctx, p.Addr, kind, nil, &raw); err != nil {
+				t.Logf("stuck: %s %s: %v", p.Name, kind, err)
+				continue
+			}
+			const most = 4 << 10
+			t.Logf("stuck: %s %s: %s", p.Name, kind, raw[:min(len(raw), most)])
+		}
 	}
 }
 
