@@ -1,0 +1,152 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+
+	"github.com/commitd/commitd/cluster"
+	"github.com/commitd/commitd/protocol"
+	"github.com/google/uuid"
+)
+
+// ErrNoGroup is returned for an id whose group the cluster map does not
+// list, or lists as retired: no coordinator group would take it.
+var ErrNoGroup = errors.New("commitd client: the id's group is not in the cluster map")
+
+// Cluster is a client of a cluster of coordinator groups (docs/scale.md):
+// one Client per group, and the map that says which group a new
+// transaction goes to. A transaction's group is stamped in its id
+// (NewID), so Run and Outcome need no lookup and a new map never moves an
+// old transaction.
+type Cluster struct {
+	opts Options // immutable
+	mu   struct {
+		sync.RWMutex
+		m      *cluster.Map
+		groups map[uint16]*Client // every group of m that is not retired
+	}
+}
+
+// DialCluster connects to every group of m that is not retired, and
+// waits until each has a connection up (Dial's rules, per group).
+func DialCluster(m *cluster.Map, opts Options) (*Cluster, error) {
+	c := &Cluster{opts: opts}
+	c.mu.m, c.mu.groups = m, make(map[uint16]*Client, len(m.Groups))
+	if err := c.dialNew(m); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// dialNew dials every group of m not yet dialed, and closes the clients
+// of groups m retired or dropped. Called with mu held for writing, or
+// before c is shared.
+func (c *Cluster) dialNew(m *cluster.Map) error {
+	keep := make(map[uint16]bool, len(m.Groups))
+	for _, g := range m.Groups {
+		if g.State == cluster.Retired {
+			continue
+		}
+		keep[g.ID] = true
+		if c.mu.groups[g.ID] != nil {
+			continue
+		}
+		addrs := make([]string, len(g.Replicas))
+		for i, r := range g.Replicas {
+			addrs[i] = r.Addr
+		}
+		cl, err := Dial(strings.Join(addrs, ","), c.opts)
+		if err != nil {
+			return fmt.Errorf("group %d: %w", g.ID, err)
+		}
+		c.mu.groups[g.ID] = cl
+	}
+	for id, cl := range c.mu.groups {
+		if !keep[id] {
+			cl.Close()
+			delete(c.mu.groups, id)
+		}
+	}
+	return nil
+}
+
+// Replace puts m in place of the map in use, if m may follow it
+// (cluster.Map.CanFollow): new groups are dialed, retired ones closed.
+// Transactions already running are not disturbed.
+func (c *Cluster) Replace(m *cluster.Map) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := m.CanFollow(c.mu.m); err != nil {
+		return err
+	}
+	if err := c.dialNew(m); err != nil {
+		return err
+	}
+	c.mu.m = m
+	return nil
+}
+
+// Map returns the map in use.
+func (c *Cluster) Map() *cluster.Map {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.mu.m
+}
+
+// NewID makes the id of a new transaction: a UUIDv7 stamped with the
+// group the map's weights pick.
+func (c *Cluster) NewID() (uuid.UUID, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return id, err
+	}
+	return cluster.Stamp(id, c.Map().Pick(rand.Uint64())), nil
+}
+
+// group returns the client of id's group.
+func (c *Cluster) group(id uuid.UUID) (*Client, error) {
+	g := cluster.GroupOf(id)
+	c.mu.RLock()
+	cl := c.mu.groups[g]
+	c.mu.RUnlock()
+	if cl == nil {
+		return nil, fmt.Errorf("%w: %v names group %d", ErrNoGroup, id, g)
+	}
+	return cl, nil
+}
+
+// Run runs a transaction at the group stamped in id (made by NewID), with
+// Client.Run's results. An id of a group the map does not list (or an
+// unstamped one) is Rejected as invalid: nothing is sent.
+func (c *Cluster) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Result, error) {
+	cl, err := c.group(id)
+	if err != nil {
+		return Result{Txn: id, Outcome: Rejected, Cause: protocol.CauseInvalid, Detail: err.Error()}, nil
+	}
+	return cl.Run(ctx, id, branches)
+}
+
+// Outcome asks id's group where the transaction stands (Client.Outcome).
+func (c *Cluster) Outcome(ctx context.Context, id uuid.UUID) (protocol.TxnStatus, error) {
+	cl, err := c.group(id)
+	if err != nil {
+		return protocol.TxnStatus{}, err
+	}
+	return cl.Outcome(ctx, id)
+}
+
+// Close closes every group's connections.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, cl := range c.mu.groups {
+		cl.Close()
+		delete(c.mu.groups, id)
+	}
+	return nil
+}
