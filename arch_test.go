@@ -67,7 +67,7 @@ var arch = map[string]struct {
 
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
-	"coordinator": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"coordinator": {server, []string{"cluster", "engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"client":      {server, []string{"cluster", "net/link", "net/mux", "net/wire", "protocol"}},
 
@@ -80,7 +80,7 @@ var arch = map[string]struct {
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
 
-	"cmd/commitd":    {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/httpres", "participant/mysql", "participant/postgres", "participant/remote", "participant/statements", "protocol", "wal"}},
+	"cmd/commitd":    {command, []string{"bench", "client", "cluster", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/httpres", "participant/mysql", "participant/postgres", "participant/remote", "participant/statements", "protocol", "wal"}},
 	"cmd/refservice": {command, []string{"participant/httpres/refservice"}},
 }
 

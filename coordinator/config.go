@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/commitd/commitd/cluster"
 	"log/slog"
 	"net"
 	"runtime"
@@ -77,6 +78,16 @@ type Config struct {
 	// most half of Remember). Every id may be up to this much less old, as
 	// an id ahead stays acceptable that much longer.
 	MaxIDAhead time.Duration
+
+	// Group is this coordinator group's number in a cluster of several
+	// (docs/scale.md), 1..cluster.MaxGroup, or 0 for a coordinator that is
+	// the only group. A grouped coordinator takes only transactions whose
+	// id is stamped with its group (cluster.Stamp) and answers no vote,
+	// ack or inquiry for another group's id: presumed abort is true only
+	// at the group that owns a transaction, so a misrouted inquiry must go
+	// unanswered (the participant asks again, at the right group), never
+	// be told "abort".
+	Group uint16
 
 	// OutcomeRetention and OutcomeMaxBytes bound the outcome index
 	// (<data>/outcomes), which answers `commitd admin txn` and
@@ -263,6 +274,9 @@ func (c *Config) validate() error {
 	}
 	if c.Shards > 1024 {
 		return fmt.Errorf("coordinator: %d shards is more than 1024", c.Shards)
+	}
+	if c.Group > cluster.MaxGroup {
+		return fmt.Errorf("coordinator: group %d is more than %d", c.Group, cluster.MaxGroup)
 	}
 	if len(c.Peers) > 0 || c.ID != 0 {
 		return c.validateReplica()

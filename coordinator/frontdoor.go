@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"github.com/commitd/commitd/cluster"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,6 +156,9 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	if s.life.Closing() {
 		return c.Reply(reqID, &wire.Error{Code: wire.CodeUnavailable, Message: []byte("coordinator is shutting down")})
 	}
+	if g := s.cfg.Group; g != 0 && cluster.GroupOf(b.Txn) != g {
+		return d.reject(c, st, reqID, fmt.Sprintf("id %v belongs to group %d, and this coordinator is group %d: make ids with the cluster's map (docs/scale.md)", b.Txn, cluster.GroupOf(b.Txn), g))
+	}
 	if st.client == nil {
 		st.id, st.client = d.s.clients.add(c)
 	}
@@ -231,6 +235,13 @@ func (s *Server) fromParticipant(sc *partScratch, name string, f wire.Frame) err
 	}
 	if string(from) != name {
 		return mux.Refuse("participant %q sent a %v from %q", name, f.Type, from)
+	}
+	if g := s.cfg.Group; g != 0 && cluster.GroupOf(txn) != g {
+		// Another group's transaction: this group's shards would presume
+		// it aborted, which only its own group may say.
+		s.metrics.ignored.Inc()
+		s.otherGroup.Add(1)
+		return nil
 	}
 	sc.msg = engine.Message{Type: t, Txn: txn, From: name, Vote: vote}
 	p := s.pumpFor(txn)

@@ -64,6 +64,10 @@ type Server struct {
 	// notLeading counts participants' messages a replica dropped because
 	// it did not lead (Status.NotLeading).
 	notLeading atomic.Uint64
+	// otherGroup counts participants' messages dropped because their
+	// transaction belongs to another group (Config.Group,
+	// Status.OtherGroup).
+	otherGroup atomic.Uint64
 }
 
 type shardStats struct {
@@ -426,6 +430,12 @@ type Status struct {
 	// leader sends a follower none but the inquiries it sends to every
 	// replica while it does not know which leads.
 	NotLeading uint64 `json:"not_leading,omitempty"`
+	// Group is this coordinator's group in a cluster (Config.Group; 0:
+	// the only group), and OtherGroup counts the votes, acks and
+	// inquiries it dropped because they were for another group's
+	// transaction.
+	Group      uint16 `json:"group,omitempty"`
+	OtherGroup uint64 `json:"other_group,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients
@@ -456,6 +466,7 @@ func (s *Server) Status() Status {
 	st.OutcomeBytes = s.outcomes.bytes
 	s.outcomes.spansMu.Unlock()
 	st.NotLeading = s.notLeading.Load()
+	st.Group, st.OtherGroup = s.cfg.Group, s.otherGroup.Load()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/commitd/commitd/cluster"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -206,6 +207,14 @@ func runCoordinator(args []string) error {
 	fs.DurationVar(&cfg.OutcomeRetention, "outcome-retention", coordinator.DefaultOutcomeRetention, "how long the outcome index keeps each transaction's outcome for admin txn and client.Outcome (unless -outcome-max-bytes is reached first)")
 	fs.Int64Var(&cfg.OutcomeMaxBytes, "outcome-max-bytes", coordinator.DefaultOutcomeMaxBytes, "most bytes of outcome-index entries kept (~33 per transaction); the oldest go first beyond it")
 	fs.IntVar(&cfg.MaxTxns, "max-txns", 1<<20, "most transactions held at once, in flight and remembered; beyond it a begin is rejected as overloaded")
+	fs.Func("group", "this coordinator group's number, 1-4095, in a cluster of several (docs/scale.md): it takes only transactions whose ids carry it (default: the only group, any id)", func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 || n > cluster.MaxGroup {
+			return fmt.Errorf("want a number from 1 to %d", cluster.MaxGroup)
+		}
+		cfg.Group = uint16(n)
+		return nil
+	})
 	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
