@@ -610,6 +610,31 @@ func dumpStuck(t *testing.T, c *Cluster) {
 			}
 			const most = 4 << 10
 			t.Logf("stuck: %s %s: %s", p.Name, kind, raw[:min(len(raw), most)])
+			if kind != "in-doubt" {
+				continue
+			}
+			// What each participant's ledger says of the first few
+			// undelivered commits.
+			var rep struct {
+				Txns []struct {
+					Txn uuid.UUID `json:"txn"`
+				} `json:"txns"`
+			}
+			if json.Unmarshal(raw, &rep) != nil || len(rep.Txns) == 0 {
+				continue
+			}
+			for _, q := range c.Participants {
+				l, err := Ledger(ctx, q)
+				if err != nil {
+					t.Logf("stuck: %s ledger: %v", q.Name, err)
+					continue
+				}
+				var says []string
+				for _, x := range rep.Txns[:min(len(rep.Txns), 5)] {
+					says = append(says, fmt.Sprintf("%v %v", x.Txn, l[x.Txn]))
+				}
+				t.Logf("stuck: %s's ledger of %s's first undelivered: %s", q.Name, p.Name, strings.Join(says, ", "))
+			}
 		}
 	}
 }

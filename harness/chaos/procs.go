@@ -316,7 +316,7 @@ func NewCluster(opts Options) (*Cluster, error) {
 				"--data", data, "--coordinator", strings.Join(coordAddrs, ","),
 				"--accounts", fmt.Sprint(opts.Accounts), "--balance", fmt.Sprint(opts.Balance),
 				"--inquire-after", opts.InquireAfter.String(), "--inquire-max", "1s",
-				"--log-level", "warn"},
+				"--log-level", logLevel()},
 		})
 		last := c.Participants[len(c.Participants)-1]
 		last.args = append(last.args, opts.ParticipantArgs[name]...)
@@ -327,7 +327,7 @@ func NewCluster(opts Options) (*Cluster, error) {
 			"--participant", strings.Join(peers, ","),
 			"--prepare-timeout", opts.PrepareTimeout.String(),
 			"--redeliver-min", opts.RedeliverMin.String(), "--redeliver-max", "1s",
-			"--log-level", "warn"}
+			"--log-level", logLevel()}
 		if opts.Replicas > 1 {
 			args = append(args, "--id", fmt.Sprint(i+1), "--peers", strings.Join(raftPeers, ","))
 		}
@@ -609,4 +609,14 @@ func (c *Cluster) Reopen(p *Proc) (total, minBalance int64, err error) {
 		minBalance = min(minBalance, b.Balance(uint32(i)))
 	}
 	return b.Total(), minBalance, nil
+}
+
+// logLevel is the servers' --log-level: warn, or CHAOS_LOG_LEVEL (info
+// shows every change of leader and every restart's recovery, to read a
+// failed run by).
+func logLevel() string {
+	if l := os.Getenv("CHAOS_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }
