@@ -65,7 +65,7 @@ function niceMax(x) {
 
 // chart draws series (arrays of numbers or null for no value) over the
 // same x range into svg, with a y axis from 0 to the largest value.
-function chart(svg, series, labelFor) {
+function chart(svg, series, labelFor, xLabels) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const NS = "http://www.w3.org/2000/svg";
   let top = 0;
@@ -86,13 +86,28 @@ function chart(svg, series, labelFor) {
     t.textContent = labelFor(top * f);
     svg.append(t);
   }
+  for (const [i, label] of [[0, xLabels[0]], [n - 1, xLabels[1]]]) {
+    const t = document.createElementNS(NS, "text");
+    t.setAttribute("class", "axis");
+    t.setAttribute("x", i === 0 ? x(0) : x(n - 1) - 18);
+    t.setAttribute("y", H - 2);
+    t.textContent = label;
+    svg.append(t);
+  }
   for (const s of series) {
     let pts = [];
     const flush = () => {
-      if (pts.length > 0) {
+      if (pts.length === 1) {
+        // A lone value (the first slot with commits) is a dot.
+        const [cx, cy] = pts[0].split(",");
+        const dot = document.createElementNS(NS, "circle");
+        dot.setAttribute("class", s.cls);
+        dot.setAttribute("cx", cx); dot.setAttribute("cy", cy); dot.setAttribute("r", 2.5);
+        svg.append(dot);
+      } else if (pts.length > 1) {
         const pl = document.createElementNS(NS, "polyline");
         pl.setAttribute("class", s.cls);
-        pl.setAttribute("points", (pts.length === 1 ? [pts[0], pts[0]] : pts).join(" "));
+        pl.setAttribute("points", pts.join(" "));
         svg.append(pl);
       }
       pts = [];
@@ -125,13 +140,13 @@ function showSummary(sum) {
   chart($("chart-rates"), [
     { cls: "line-aborted", values: r.aborted },
     { cls: "line-committed", values: r.committed },
-  ], (v) => rate(v));
+  ], (v) => (v >= 10 || v === 0 ? num(Math.round(v)) : v.toFixed(1)), ["−" + r.seconds / 60 + " min", "now"]);
   const lat = (k) => r.latency.map((s) => (s.count > 0 ? s[k] : null));
   chart($("chart-latency"), [
     { cls: "line-p999", values: lat("p999_ms") },
     { cls: "line-p99", values: lat("p99_ms") },
     { cls: "line-p50", values: lat("p50_ms") },
-  ], (v) => (v >= 10 ? Math.round(v) : v.toFixed(1)));
+  ], (v) => (v >= 10 || v === 0 ? num(Math.round(v)) : v.toFixed(1)), ["−" + r.latency.length * r.slot_seconds / 60 + " min", "now"]);
   $("updated").textContent = "updated " + new Date(sum.at).toLocaleTimeString();
 }
 
@@ -148,7 +163,7 @@ function showParticipants(list) {
     el("td", {}, state(p.health)),
     el("td", {}, p.connected),
     el("td", {}, p.waiting < 0 ? "–" : num(p.waiting)),
-    el("td", { class: "muted" }, p.last_error ? p.last_error + " (" + new Date(p.last_error_at).toLocaleTimeString() + ")" : ""),
+    el("td", { class: "muted" }, p.last_error ? (p.connected > 0 ? "earlier: " : "") + p.last_error + " (" + new Date(p.last_error_at).toLocaleTimeString() + ")" : ""),
   )), "no participants", 6);
 }
 
