@@ -211,3 +211,55 @@ func TestConsoleAPIErrors(t *testing.T) {
 		}
 	}
 }
+
+// The console of a replicated coordinator: every replica's /api/group
+// shows the members and who leads; the leader serves the lists, and a
+// follower refuses them with 421 and the leader's address, while its
+// summary still answers (with its role).
+func TestConsoleOfAGroup(t *testing.T) {
+	https := map[uint64]string{1: nodetest.FreeAddr(t), 2: nodetest.FreeAddr(t), 3: nodetest.FreeAddr(t)}
+	g := newGroup(t, func(c *coordinator.Config) { c.HTTP = https[c.ID] })
+	leader := g.leader(10 * time.Second)
+	follower := leader%3 + 1
+	nodetest.Eventually(t, "the leader sees every member up", func() bool {
+		var gr coordinator.Group
+		code, _ := apiGet(t, https[leader], "/api/group", &gr)
+		if code != http.StatusOK || !gr.Replicated || gr.Role != "leader" || gr.Members == nil ||
+			gr.Members.Leader != leader || len(gr.Members.Replicas) != 3 {
+			return false
+		}
+		for _, r := range gr.Members.Replicas {
+			if r.Addr != g.addrs[r.ID] || r.Up == nil || !*r.Up {
+				return false
+			}
+		}
+		return true
+	})
+	nodetest.Eventually(t, "a follower knows the leader", func() bool {
+		var gr coordinator.Group
+		code, _ := apiGet(t, https[follower], "/api/group", &gr)
+		return code == http.StatusOK && gr.Role == "follower" && gr.Leader == g.addrs[leader] &&
+			gr.Members != nil && gr.Members.Leader == leader
+	})
+	if res := g.transfer(leader, 1); res.Outcome != client.Committed {
+		t.Fatalf("%v", res)
+	}
+	var page coordinator.InFlightPage
+	if code, body := apiGet(t, https[leader], "/api/inflight", &page); code != http.StatusOK {
+		t.Fatalf("the leader's in-flight list: %d %s", code, body)
+	}
+	var e struct{ Error, Leader string }
+	for _, path := range []string{"/api/inflight", "/api/in-doubt"} {
+		if code, _ := apiGet(t, https[follower], path, &e); code != http.StatusMisdirectedRequest || e.Leader != g.addrs[leader] || !strings.Contains(e.Error, "does not lead") {
+			t.Fatalf("a follower's %s: %d %+v", path, code, e)
+		}
+	}
+	var sum coordinator.Summary
+	if code, _ := apiGet(t, https[follower], "/api/summary", &sum); code != http.StatusOK || sum.Status.Role != "follower" || sum.Status.Leader != g.addrs[leader] {
+		t.Fatalf("a follower's summary: %d %+v", code, sum.Status)
+	}
+	var parts []coordinator.ParticipantHealth
+	if code, _ := apiGet(t, https[follower], "/api/participants", &parts); code != http.StatusOK || len(parts) != 2 || parts[0].Waiting != -1 {
+		t.Fatalf("a follower's participants (it cannot count what they owe): %d %+v", code, parts)
+	}
+}
