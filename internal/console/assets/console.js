@@ -195,7 +195,7 @@ function showInFlight(page) {
   fill($("inflight").tBodies[0], page.txns.map((t) => el("tr", {},
     el("td", { class: "id" }, lookupLink(t.txn)),
     el("td", {}, state(t.state), " ", el("span", { class: "muted" }, t.detail)),
-    el("td", {}, age(t.age_ms)),
+    el("td", { class: "age" }, age(t.age_ms)),
     el("td", {}, (t.participants || []).map((p) => p.name + ": " + p.state).join("; ")),
   )), "nothing in flight", 4);
   inflight.next = page.next;
@@ -213,7 +213,7 @@ function showInDoubt(page) {
   $("indoubt-total").textContent = "(" + num(page.total) + (page.listed < page.total ? ", the oldest " + num(page.listed) + " listed" : "") + ")";
   fill($("indoubt").tBodies[0], page.txns.map((t) => el("tr", {},
     el("td", { class: "id" }, lookupLink(t.txn)),
-    el("td", {}, age(t.age_ms)),
+    el("td", { class: "age" }, age(t.age_ms)),
     el("td", {}, awaiting(t)),
     el("td", { class: "muted" }, t.detail),
   )), "no commit awaits an acknowledgement", 4);
