@@ -69,7 +69,7 @@ var arch = map[string]struct {
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
 	"coordinator": {server, []string{"engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
-	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"participant": {server, []string{"engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"client":      {server, []string{"net/link", "net/mux", "net/wire", "protocol"}},
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},

@@ -50,7 +50,7 @@ func (s *Server) consoleRoutes() []obs.Route {
 		{Pattern: "GET /api/in-doubt", Handler: api(s.apiInDoubt)},
 		{Pattern: "GET /api/participants", Handler: api(s.apiParticipants)},
 		{Pattern: "GET /api/group", Handler: api(s.apiGroup)},
-		{Pattern: "/api/", Handler: console.NotFound()},
+		{Pattern: "/api/", Handler: console.NotFound("/api/summary", "/api/txn/ID", "/api/inflight", "/api/in-doubt", "/api/participants", "/api/group")},
 	}
 }
 

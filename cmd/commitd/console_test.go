@@ -29,7 +29,8 @@ const chromiumPath = "/usr/bin/chromium"
 // (a coordinator with --http and two bank participants) and load: the
 // committed count on the page moves between two reads, the latency
 // percentiles appear, the participants show connected, a participant
-// that stops answering leaves transactions in the in-flight list, a
+// that stops answering leaves transactions in the in-flight list (and
+// prepared on the other participant's own page), a
 // committed transaction's id typed into the lookup form shows
 // "committed", and a malformed id shows the API's error. With
 // COMMITD_CONSOLE_SCREENSHOTS=DIR (make console-screenshots) it saves the
@@ -43,7 +44,7 @@ func TestConsole(t *testing.T) {
 		t.Skipf("no browser at %s: run make chromium (apt-get install chromium) to run the console's browser test", chromiumPath)
 	}
 	dir := t.TempDir()
-	coord, httpAddr, p1, p2 := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	coord, httpAddr, p1, p2, p1HTTP := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	start := func(args ...string) *exec.Cmd {
 		cmd := exec.Command(binary, append(args, "--log-level", "error")...)
 		cmd.Stderr = os.Stderr
@@ -57,11 +58,12 @@ func TestConsole(t *testing.T) {
 		})
 		return cmd
 	}
-	start("participant", "--name", "p1", "--listen", p1, "--data", filepath.Join(dir, "p1"), "--coordinator", coord, "--accounts", "1000")
+	start("participant", "--name", "p1", "--listen", p1, "--data", filepath.Join(dir, "p1"), "--coordinator", coord, "--accounts", "1000",
+		"--http", p1HTTP)
 	part2 := start("participant", "--name", "p2", "--listen", p2, "--data", filepath.Join(dir, "p2"), "--coordinator", coord, "--accounts", "1000")
 	start("coordinator", "--listen", coord, "--data", filepath.Join(dir, "c"), "--participant", "p1="+p1+",p2="+p2,
 		"--http", httpAddr, "--prepare-timeout", "2s")
-	for _, addr := range []string{p1, p2, coord, httpAddr} {
+	for _, addr := range []string{p1, p2, coord, httpAddr, p1HTTP} {
 		waitListening(t, addr)
 	}
 	waitCommitting(t, coord, "p1", "p2")
@@ -249,9 +251,21 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("in flight while p2 is stopped: %q", text("#inflight-count"))
 	}
 	screenshot("in-flight")
+	// Meanwhile p1 holds them prepared, waiting for the decision: its own
+	// page shows them.
+	do("loading p1's page", chromedp.Navigate("http://"+p1HTTP+"/"), chromedp.WaitVisible(chromedp.CSS("#committed-total")))
+	waitText("p1's page names it", "#name", func(s string) bool { return s == "p1" })
+	waitText("p1 holds transactions prepared", "#indoubt tbody", func(s string) bool {
+		return strings.Contains(s, "prepared") && strings.Contains(s, "the coordinator's decision")
+	})
+	waitText("p1 is connected to the coordinator", "#coordinators tbody", func(s string) bool {
+		return strings.Contains(s, coord) && strings.Contains(s, "connected") && !strings.Contains(s, "disconnected")
+	})
+	screenshot("participant")
 	if err := part2.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
+	do("back to the coordinator's console", chromedp.Navigate("http://"+httpAddr+"/"), chromedp.WaitVisible(chromedp.CSS("#committed-total")))
 
 	mu.Lock()
 	id := committed[len(committed)/2]

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 //go:embed assets
@@ -21,9 +22,16 @@ func security(h http.Header) {
 	h.Set("Referrer-Policy", "no-referrer")
 }
 
-// Index serves the console's page (register it for "GET /{$}").
-func Index() http.Handler {
-	page, err := assets.ReadFile("assets/index.html")
+// Index serves the coordinator's console page (register it for
+// "GET /{$}").
+func Index() http.Handler { return page("assets/index.html") }
+
+// ParticipantIndex serves a participant's smaller page: its counters, its
+// connections to the coordinator and what it holds prepared.
+func ParticipantIndex() http.Handler { return page("assets/participant.html") }
+
+func page(name string) http.Handler {
+	page, err := assets.ReadFile(name)
 	if err != nil {
 		panic(fmt.Sprintf("console: the embedded page is missing: %v", err)) // a build without it is broken
 	}
@@ -93,9 +101,11 @@ func IntParam(r *http.Request, name string, def, most int) (int, error) {
 	return n, nil
 }
 
-// NotFound answers every other path under /api/.
-func NotFound() http.Handler {
+// NotFound answers every other path under /api/, naming the paths
+// there are.
+func NotFound(paths ...string) http.Handler {
+	list := strings.Join(paths, ", ")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, "no such API: %s (the console's API is /api/summary, /api/txn/ID, /api/inflight, /api/in-doubt, /api/participants, /api/group)", r.URL.Path)
+		WriteError(w, http.StatusNotFound, "no such API: %s (the console's API is %s)", r.URL.Path, list)
 	})
 }
