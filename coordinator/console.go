@@ -153,7 +153,8 @@ func (s *Server) apiInFlight(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 	defer cancel()
-	page, err := s.inFlightPage(ctx, after, max(limit, 1))
+	limit = max(limit, 1)
+	page, err := s.inFlightPage(ctx, after, limit)
 	if err != nil {
 		return err
 	}
