@@ -62,9 +62,9 @@ func (s *Server) consoleError(w http.ResponseWriter, err error) {
 	var nl *notLeaderError
 	switch {
 	case errors.As(err, &nl):
-		console.WriteJSON(w, http.StatusMisdirectedRequest, console.Error{Error: "this replica does not lead: ask the leader's console", Leader: nl.Leader})
+		console.WriteJSON(w, http.StatusMisdirectedRequest, console.Error{Error: notLeading, Leader: nl.Leader})
 	case errors.As(err, &ae) && ae.code == wire.CodeNotLeader:
-		console.WriteJSON(w, http.StatusMisdirectedRequest, console.Error{Error: "this replica does not lead: ask the leader's console", Leader: s.leaderAddr()})
+		console.WriteJSON(w, http.StatusMisdirectedRequest, console.Error{Error: notLeading, Leader: s.leaderAddr()})
 	case errors.As(err, &ae) && ae.code == wire.CodeInvalid:
 		console.WriteError(w, http.StatusBadRequest, "%s", ae.msg)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -73,6 +73,11 @@ func (s *Server) consoleError(w http.ResponseWriter, err error) {
 		console.WriteError(w, http.StatusInternalServerError, "%v", err)
 	}
 }
+
+// notLeading is a follower's answer to what only the leader's shards know.
+// The leader's address is its listener's (the one replicas know), not its
+// --http address.
+const notLeading = "this replica does not lead: the leader (its listen address in \"leader\") answers this on its own --http address"
 
 // leaderAddr is the address of the group's leader as this replica knows
 // it ("" when it knows none, leads itself, or runs alone).
