@@ -20,7 +20,7 @@ MYSQL_SH    := participant/mysql/testdata/mysql.sh
 export COMMITD_MYSQL_DSN1 ?= root@tcp(127.0.0.1:23306)/
 export COMMITD_MYSQL_DSN2 ?= root@tcp(127.0.0.1:23307)/
 
-.PHONY: all build run test unit lint fuzz pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 model-staged2 chaos clean
+.PHONY: all build run test unit lint fuzz chromium console-screenshots pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 model-staged2 chaos clean
 
 all: build
 
@@ -34,8 +34,21 @@ run: build
 
 ## test: everything CI runs — lint, the race-enabled unit/simulation tests, a short fuzz of every
 ## target, and the exhaustive SPIN check of the protocol model.
-test: lint pg-up mysql-up
+test: lint pg-up mysql-up chromium
 	@status=0; $(MAKE) unit fuzz model || status=$$?; $(MAKE) pg-down mysql-down; exit $$status
+
+## chromium: headless Chromium from Debian's packages, for the web console's browser test
+## (cmd/commitd TestConsole, driven by chromedp; it looks for /usr/bin/chromium). Outside CI a
+## failure only makes that test skip; in CI (CI=true) it fails, and so does the test.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  { if [ "$$CI" = true ]; then echo "cannot install chromium: run 'apt-get install chromium' as root"; exit 1; fi; \
+	    echo "Chromium could not be installed: the console's browser test will skip"; }; }
+
+## console-screenshots: run the console's browser test and save its screenshots as docs/console-*.png.
+console-screenshots: chromium
+	COMMITD_CONSOLE_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestConsole$$' ./cmd/commitd
 
 ## pg-up/pg-down: two PostgreSQL servers on 127.0.0.1:25432/25433 (and one left without prepared
 ## transactions on 25434; below Linux's ephemeral range, 32768–60999, so that no client socket of a

@@ -46,6 +46,7 @@ var arch = map[string]struct {
 	"wal":                    {leaf, nil},
 	"net/wire":               {leaf, []string{"protocol"}},
 	"internal/datadir":       {leaf, nil},
+	"internal/console":       {leaf, nil}, // the web console's page and JSON conventions: the standard library only
 	"participant/statements": {leaf, []string{"protocol"}},
 	"cluster":                {leaf, []string{"protocol"}}, // the map of several coordinator groups (docs/scale.md)
 
@@ -67,8 +68,8 @@ var arch = map[string]struct {
 
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
-	"coordinator": {server, []string{"cluster", "engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
-	"participant": {server, []string{"engine", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"coordinator": {server, []string{"cluster", "engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"participant": {server, []string{"engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"client":      {server, []string{"cluster", "net/link", "net/mux", "net/wire", "protocol"}},
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},

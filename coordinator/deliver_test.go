@@ -15,7 +15,8 @@ import (
 )
 
 // Answering clients does not allocate, whatever the reply carries — nor
-// does recording the outcome in the index: an
+// does recording the outcome in the index, or its count and latency for
+// the web console (rates.go): an
 // abort names its participant, a rejection says why — and under overload
 // every begin is answered with a rejection, as fast as clients send them.
 // (Each reply used to allocate its participant and detail afresh: 2.45 M
@@ -30,7 +31,7 @@ func TestDeliverRepliesDoNotAllocate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x.close()
-	s := &Server{metrics: newMetrics(), outcomes: x}
+	s := &Server{metrics: newMetrics(), outcomes: x, rates: []*rates{newRates()}}
 	id, _ := s.clients.add(c)
 	o := &shardOutput{s: s}
 	rd := &engine.Ready{Replies: []engine.Reply{

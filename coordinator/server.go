@@ -51,6 +51,10 @@ type Server struct {
 	life    *node.Lifecycle // goroutines, Close, Done, Err
 	rep     *replica        // nil unless Config.Peers: then shards come and go with leadership
 
+	// rates[i] is shard i's record of its recent answers, for the web
+	// console (rates.go); kept across reigns.
+	rates []*rates
+
 	// outcomes is the outcome index (outcomes.go): fed by the pumps'
 	// replies, recovery and, replicated, raft's applied commits; read by
 	// admin txn.
@@ -95,6 +99,10 @@ func Start(cfg Config) (*Server, error) {
 	s.life = node.New(node.Config{Name: "coordinator", Logger: cfg.Logger,
 		BeforeRetire: func() error { return s.outcomes.sync() }})
 	s.metrics = newMetrics()
+	s.rates = make([]*rates, cfg.Shards)
+	for i := range s.rates {
+		s.rates[i] = newRates()
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -153,7 +161,7 @@ func Start(cfg Config) (*Server, error) {
 	}, MaxConns: cfg.MaxClients})
 	// After the mux server: /metrics reads Status, which reads its stats.
 	if cfg.HTTP != "" {
-		s.http, err = obs.Start(cfg.HTTP, s.metrics.reg, s.Err)
+		s.http, err = obs.Start(cfg.HTTP, s.metrics.reg, s.Err, s.consoleRoutes()...)
 		if err != nil {
 			return nil, fmt.Errorf("coordinator: %w", err)
 		}
@@ -563,11 +571,14 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		s.metrics.outcome(r.Outcome)
 		cc, reqID := s.clients.lookup(r.Tag)
 		if cc == nil {
+			s.rates[o.shard].record(nowMs, r.Outcome, 0, false)
 			continue // the client went away; it will see "unknown"
 		}
-		if d, ok := cc.elapsed(reqID); ok {
+		d, measured := cc.elapsed(reqID)
+		if measured {
 			s.metrics.latency(r.Outcome, d)
 		}
+		s.rates[o.shard].record(nowMs, r.Outcome, d, measured)
 		c := cc.conn
 		// The byte buffers are kept across replies: assigning a fresh
 		// Outcome would drop them and allocate both again per reply.

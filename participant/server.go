@@ -199,7 +199,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("participant: %w", err)
 	}
 	if cfg.HTTP != "" {
-		if s.http, err = obs.Start(cfg.HTTP, s.reg, s.Err); err != nil {
+		if s.http, err = obs.Start(cfg.HTTP, s.reg, s.Err, s.consoleRoutes()...); err != nil {
 			return nil, fmt.Errorf("participant: %w", err)
 		}
 	}

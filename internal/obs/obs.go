@@ -19,10 +19,18 @@ type Server struct {
 	ln  net.Listener
 }
 
+// Route is one more handler an observability endpoint serves, for a
+// pattern of net/http.ServeMux's: a server's own pages, such as the
+// coordinator's web console, which obs knows nothing of.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
 // Start listens on addr and serves /metrics from reg (plus the Go runtime
 // and process collectors), /debug/pprof/, and /healthz, which answers 200
-// while health returns nil and 503 with the error otherwise.
-func Start(addr string, reg *prometheus.Registry, health func() error) (*Server, error) {
+// while health returns nil and 503 with the error otherwise; and routes.
+func Start(addr string, reg *prometheus.Registry, health func() error, routes ...Route) (*Server, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -38,6 +46,9 @@ func Start(addr string, reg *prometheus.Registry, health func() error) (*Server,
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	for _, r := range routes {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", addr, err)
