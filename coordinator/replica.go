@@ -101,6 +101,9 @@ type replica struct {
 	cur     atomic.Pointer[reign]         // the reign the front door routes to; nil when not leading
 	status  atomic.Pointer[replicaStatus] // published by run
 	dropped atomic.Uint64                 // raft messages dropped: inbox full, not connected, too large
+	// staleEntries counts raft entries applied without their records: a
+	// deposed reign's, appended in a later term (apply).
+	staleEntries atomic.Uint64
 }
 
 type replicaStatus struct {
@@ -180,7 +183,15 @@ func (s *Server) openReplica() error {
 		// tool hands its leadership over first; this is the fallback).
 		StepDownOnRemoval: true,
 		ReadOnlyOption:    raft.ReadOnlySafe,
-		Logger:            raftLogger{cfg.Logger},
+		// A reign's records are proposed only by the replica that leads
+		// in the reign's term. A follower must never hand them to the
+		// leader: raft would append them in the leader's term and a
+		// deposed reign's commit record, for a transaction the new leader
+		// already presumed aborted, would be committed (a chaos run found
+		// exactly that: replica.propose ran between the step that made
+		// it a follower and the check that ends its reign).
+		DisableProposalForwarding: true,
+		Logger:                    raftLogger{cfg.Logger},
 	})
 	if err != nil {
 		r.closeConns()
@@ -452,6 +463,19 @@ func (r *replica) apply(e *pb.Entry) error {
 	first := binary.LittleEndian.Uint64(d[16:])
 	n := binary.LittleEndian.Uint32(d[24:])
 	d = d[entryHeader:]
+	if term != e.GetTerm() {
+		// Proposed by a reign of another term than the one raft appended
+		// it in: a deposed reign's records handed on by a follower
+		// (proposal forwarding, off since; older logs may hold such an
+		// entry). They were never durable to that reign's shards — it
+		// ended — and the reign that leads in the entry's term may have
+		// presumed their transactions aborted already: applying them
+		// would commit what was told aborted. Every replica skips them
+		// alike, as each applies the same entry.
+		r.staleEntries.Add(1)
+		r.s.cfg.Logger.Warn("coordinator replica skips a deposed reign's raft entry", "index", e.GetIndex(), "entry_term", e.GetTerm(), "reign_term", term, "proposer", proposer, "records", n)
+		return nil
+	}
 	var rec engine.Record
 	now := time.Now().UnixMilli()
 	defer r.ended.prune(now, r.s.cfg.MaxIDAhead.Milliseconds())
@@ -500,6 +524,12 @@ func (r *replica) apply(e *pb.Entry) error {
 func (r *replica) propose() {
 	g := r.reign
 	if g == nil {
+		return
+	}
+	if st := r.rn.BasicStatus(); st.RaftState != raft.StateLeader || st.GetTerm() != g.term {
+		// Deposed since the last turn: leadership ends the reign next,
+		// and its records die with it (raft would refuse them anyway,
+		// with proposal forwarding off).
 		return
 	}
 	for len(g.unproposed) > 0 {
@@ -642,6 +672,7 @@ func (r *replica) endReign() {
 func (r *replica) report(st *Status) []shardStats {
 	rs := r.status.Load()
 	st.Role, st.Term, st.RaftApplied, st.RaftSnapshot = rs.role, rs.term, rs.applied, rs.snapAt
+	st.RaftStaleEntries = r.staleEntries.Load()
 	t := r.mem.Load()
 	if rs.leader != 0 {
 		st.Leader = t.addrs[rs.leader]

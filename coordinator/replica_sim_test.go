@@ -282,6 +282,7 @@ func (s *sim) boot(n *simNode) {
 		ID:      n.id, ElectionTick: simElectionTicks, HeartbeatTick: 1, Storage: n.storage,
 		MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 64, CheckQuorum: true, PreVote: true,
 		ReadOnlyOption: raft.ReadOnlySafe, Logger: raftQuiet{}, StepDownOnRemoval: true,
+		DisableProposalForwarding: true,
 	})
 	if err != nil {
 		s.t.Fatal(err)
@@ -324,6 +325,10 @@ func (s *sim) send(m simMsg) {
 // --- a replica ---
 
 func (s *sim) drive(n *simNode) {
+	// The records the reign's shard left waiting since this replica's
+	// last turn go first, as replica.run proposes before it handles the
+	// Ready — after the step that may have deposed it.
+	s.proposeTurn(n)
 	for n.rn.HasReady() {
 		rd := n.rn.Ready()
 		if rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot) {
@@ -438,6 +443,12 @@ func (s *sim) apply(n *simNode, e *pb.Entry) {
 	term, proposer := binary.LittleEndian.Uint64(d), binary.LittleEndian.Uint64(d[8:])
 	last, cnt := binary.LittleEndian.Uint64(d[16:]), binary.LittleEndian.Uint32(d[24:])
 	d = d[28:]
+	if term != e.GetTerm() {
+		// A deposed reign's records, appended in a later term: skipped
+		// by every replica (replica.apply).
+		s.events["deposed reigns' entries"]++
+		return
+	}
 	var marked []protocol.TxnID
 	for range cnt {
 		l := binary.LittleEndian.Uint32(d)
@@ -447,6 +458,16 @@ func (s *sim) apply(n *simNode, e *pb.Entry) {
 		}
 		switch rec.Type {
 		case engine.RecCommit:
+			// A commit record committed in the log decides: nobody may
+			// have been told, or have applied, anything else.
+			if o, ok := s.told[rec.Txn]; ok && o != protocol.OutcomeCommitted {
+				s.fail("txn %x: a commit record applied at replica %d (entry %d, term %d, reign term %d), but its client was told %v", rec.Txn[:], n.id, e.GetIndex(), e.GetTerm(), term, o)
+			}
+			for name, p := range s.parts {
+				if dec, ok := p.applied[rec.Txn]; ok && dec != protocol.DecisionCommit {
+					s.fail("txn %x: a commit record applied at replica %d (entry %d, term %d, reign term %d), but %s applied %v", rec.Txn[:], n.id, e.GetIndex(), e.GetTerm(), term, name, dec)
+				}
+			}
 			n.open[rec.Txn] = slices.Clone(d[4 : 4+l])
 			delete(n.ended, rec.Txn)
 		case engine.RecEnd:
@@ -633,6 +654,24 @@ func (s *sim) drainShard(n *simNode) {
 			}
 			g.unproposed = append(g.unproposed, p)
 		}
+	}
+}
+
+// proposeTurn proposes the reign's waiting records at the start of a
+// turn, only while the replica leads in the reign's term (replica.propose).
+func (s *sim) proposeTurn(n *simNode) {
+	g := n.reign
+	if g == nil || len(g.unproposed) == 0 {
+		return
+	}
+	if st := n.rn.BasicStatus(); st.RaftState != raft.StateLeader || st.GetTerm() != g.term {
+		return // leadership ends the reign next; its records die with it
+	}
+	for len(g.unproposed) > 0 {
+		if n.rn.Propose(g.unproposed[0]) != nil {
+			return
+		}
+		g.unproposed = g.unproposed[1:]
 	}
 }
 

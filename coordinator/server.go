@@ -430,6 +430,11 @@ type Status struct {
 	// RaftSnapshot that of the latest snapshot (made here or received).
 	RaftApplied  uint64 `json:"raft_applied,omitempty"`
 	RaftSnapshot uint64 `json:"raft_snapshot,omitempty"`
+	// RaftStaleEntries counts raft entries applied without their records
+	// because a deposed reign proposed them (their term is not the
+	// entry's): nonzero only for logs written before proposal forwarding
+	// was turned off.
+	RaftStaleEntries uint64 `json:"raft_stale_entries,omitempty"`
 	// Members is the group's configuration as this replica last applied
 	// it (as `admin replicas` shows it).
 	Members *Members `json:"members,omitempty"`
