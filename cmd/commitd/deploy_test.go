@@ -455,3 +455,74 @@ func TestImage(t *testing.T) {
 		t.Errorf("bank.json: %+v, want it written by the image's user, uid 65532", fi.Sys())
 	}
 }
+
+// TestDeployDocFlags: every flag docs/deploy.md names (as --flag) is a
+// flag of some commitd command, and every KEY = VALUE line in its code
+// blocks is a flag of the coordinator or the participant: the document
+// cannot drift from the binary unnoticed.
+func TestDeployDocFlags(t *testing.T) {
+	flags := map[string]map[string]bool{}
+	for _, cmd := range [][]string{
+		{"coordinator"}, {"participant"}, {"bench"}, {"demo"},
+		{"admin", "status"}, {"admin", "txn"}, {"admin", "in-doubt"}, {"admin", "retry"}, {"admin", "resolve"},
+		{"admin", "replicas"}, {"admin", "participants"}, {"admin", "accounts"}, {"admin", "outcomes"},
+	} {
+		r := commitd(t, 20*time.Second, append(cmd, "-h")...)
+		set := map[string]bool{}
+		for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(r.stderr, -1) {
+			set[m[1]] = true
+		}
+		if len(set) == 0 {
+			t.Fatalf("commitd %v -h lists no flags: %q", cmd, r.stderr)
+		}
+		flags[strings.Join(cmd, " ")] = set
+	}
+	b, err := os.ReadFile("../../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	any := func(name string) bool {
+		for _, set := range flags {
+			if set[name] {
+				return true
+			}
+		}
+		return false
+	}
+	// Other programs' flags go: from a program's name to the end of its
+	// code span, or of its line.
+	ours := regexp.MustCompile("(useradd|systemctl|docker|buildah|podman|openssl|go build) [^`\n]*").ReplaceAllString(doc, "")
+	named := 0
+	for _, m := range regexp.MustCompile("--([a-z][a-z0-9-]+)").FindAllStringSubmatch(ours, -1) {
+		named++
+		if !any(m[1]) {
+			t.Errorf("docs/deploy.md names --%s, which no commitd command takes", m[1])
+		}
+	}
+	if named < 10 {
+		t.Errorf("docs/deploy.md names %d flags: did the pattern break?", named)
+	}
+	inBlock, keys := false, 0
+	for n, line := range strings.Split(doc, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			inBlock = !inBlock
+			continue
+		}
+		if !inBlock || !regexp.MustCompile(`^[a-z][a-z0-9-]* += `).MatchString(line) {
+			continue
+		}
+		key, _, err := configLine(line)
+		if err != nil {
+			t.Errorf("docs/deploy.md:%d: %v", n+1, err)
+			continue
+		}
+		keys++
+		if !flags["coordinator"][key] && !flags["participant"][key] {
+			t.Errorf("docs/deploy.md:%d: key %q is not a flag of the coordinator or the participant", n+1, key)
+		}
+	}
+	if keys < 5 {
+		t.Errorf("docs/deploy.md has %d config lines in its code blocks: did the pattern break?", keys)
+	}
+}
