@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -70,6 +71,8 @@ func loadConfig(fs *flag.FlagSet, path string) error {
 	if len(b) > maxConfigBytes {
 		return fmt.Errorf("--config %s: larger than %d bytes: not a config file", path, maxConfigBytes)
 	}
+	// An editor's byte-order mark is not part of the first key.
+	b = bytes.TrimPrefix(b, []byte("\ufeff"))
 	onCommandLine := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
 	firstLine := map[string]int{}

@@ -44,7 +44,7 @@ func writeConfig(t *testing.T, text string) string {
 }
 
 func TestConfigSetsFlags(t *testing.T) {
-	p := writeConfig(t, "# a coordinator\n"+
+	p := writeConfig(t, "\ufeff# a coordinator, saved with a byte-order mark\n"+
 		"\n"+
 		"listen = 10.0.0.1:7400\r\n"+ // a file written on Windows
 		"  data=/var/lib/commitd   # where the log lives\n"+
