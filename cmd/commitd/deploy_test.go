@@ -245,7 +245,8 @@ func TestPrometheusRules(t *testing.T) {
 // commitd's exporters (Prometheus's own "up" aside).
 var metricName = regexp.MustCompile(`\b(?:commitd|go|process)_[a-z0-9_]+\b`)
 
-// TestAlertsAndDashboardMetricsExist starts a coordinator, a bank
+// TestAlertsAndDashboardMetricsExist starts a coordinator (a group of one
+// replica, which exports a lone coordinator's series and raft's), a bank
 // participant and an HTTP participant from config files, commits through
 // them, and checks that every series the alert rules and the dashboard
 // name is in their /metrics — and that the dashboard shows every commitd
@@ -270,7 +271,7 @@ func TestAlertsAndDashboardMetricsExist(t *testing.T) {
 		"name = web\nlisten = %s\nhttp = %s\ndata = %s\ncoordinator = %s\nbackend = http\nurl = http://%s\nlog-level = error\n",
 		webAddr, whttp, filepath.Join(dir, "web"), coord, svc)))
 	startProc(t, binary, nil, "coordinator", "--config", conf("coordinator.conf", fmt.Sprintf(
-		"listen = %s\nhttp = %s\ndata = %s\nparticipant = bank=%s\nparticipant = web=%s\nlog-level = error\n",
+		"id = 1\npeers = 1=%s\nhttp = %s\ndata = %s\nparticipant = bank=%s\nparticipant = web=%s\nlog-level = error\n",
 		coord, chttp, filepath.Join(dir, "c"), bankAddr, webAddr)))
 	for _, addr := range []string{svc, bankAddr, webAddr, coord, chttp, bhttp, whttp} {
 		waitListening(t, addr)
