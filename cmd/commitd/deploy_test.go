@@ -504,6 +504,15 @@ func TestDeployDocFlags(t *testing.T) {
 	if named < 10 {
 		t.Errorf("docs/deploy.md names %d flags: did the pattern break?", named)
 	}
+	var examples string // every example config, to find the document's excerpt in
+	files, _ := filepath.Glob(filepath.Join(deployDir, "examples", "*.conf"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		examples += "\n" + string(b)
+	}
 	inBlock, keys := false, 0
 	for n, line := range strings.Split(doc, "\n") {
 		if strings.HasPrefix(strings.TrimSpace(line), "```") {
@@ -521,6 +530,9 @@ func TestDeployDocFlags(t *testing.T) {
 		keys++
 		if !flags["coordinator"][key] && !flags["participant"][key] {
 			t.Errorf("docs/deploy.md:%d: key %q is not a flag of the coordinator or the participant", n+1, key)
+		}
+		if !strings.Contains(examples, "\n"+line+"\n") {
+			t.Errorf("docs/deploy.md:%d: %q is in no file of deploy/examples: the excerpt drifted", n+1, line)
 		}
 	}
 	if keys < 5 {
