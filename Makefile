@@ -20,7 +20,7 @@ MYSQL_SH    := participant/mysql/testdata/mysql.sh
 export COMMITD_MYSQL_DSN1 ?= root@tcp(127.0.0.1:23306)/
 export COMMITD_MYSQL_DSN2 ?= root@tcp(127.0.0.1:23307)/
 
-.PHONY: all build run test unit lint fuzz chromium console-screenshots pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 model-staged2 chaos clean
+.PHONY: all build run test unit lint fuzz chromium console-screenshots pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 model-staged2 chaos deploy-tools docker clean
 
 all: build
 
@@ -34,7 +34,7 @@ run: build
 
 ## test: everything CI runs — lint, the race-enabled unit/simulation tests, a short fuzz of every
 ## target, and the exhaustive SPIN check of the protocol model.
-test: lint pg-up mysql-up chromium
+test: lint pg-up mysql-up chromium deploy-tools
 	@status=0; $(MAKE) unit fuzz model || status=$$?; $(MAKE) pg-down mysql-down; exit $$status
 
 ## chromium: headless Chromium from Debian's packages, for the web console's browser test
@@ -95,6 +95,26 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg; \
 	  done; \
 	done
+
+## deploy-tools: what cmd/commitd's tests of deploy/ need, from Debian's packages if missing: buildah
+## (builds the container image and runs the binary in it), promtool (package prometheus: checks and
+## unit-tests the alert rules) and systemd-analyze (checks the units). Outside CI a failure only
+## makes those tests skip; in CI (CI=true) it fails.
+deploy-tools:
+	@missing=; command -v buildah >/dev/null 2>&1 || missing="$$missing buildah"; \
+	  command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  if [ -n "$$missing" ]; then echo "installing$$missing (Debian packages)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } || \
+	    { if [ "$$CI" = true ]; then echo "cannot install$$missing"; exit 1; fi; \
+	      echo "cannot install$$missing: the deploy tests that need them will skip"; }; fi
+
+## docker: the container image commitd:latest (deploy/Dockerfile: the static binary on scratch, as
+## an unprivileged user) with docker, podman or buildah, whichever works here (CONTAINER_BUILDER
+## chooses); nothing is pulled from a registry. IMAGE sets the tag.
+IMAGE ?= commitd:latest
+docker:
+	bash deploy/build-image.sh $(IMAGE)
 
 ## model: exhaustive SPIN check of docs/model (2 participants) and every planted bug; model3: a
 ## bounded (bitstate) check for 3 participants. SPIN comes from Debian's packages.

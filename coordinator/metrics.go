@@ -64,6 +64,23 @@ func (m *metrics) gauges(s *Server, door *frontDoor) {
 			func() float64 { return s.oldestInDoubt().Seconds() }),
 	)
 	m.writes = obs.NewWrites(m.reg, door.writeStats)
+	if r := s.rep; r != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "commitd_coordinator_raft_leader",
+				Help: "Replicated coordinator: 1 while this replica leads its group, else 0. Replicas that answer and all say 0 mean a group without a leader, which begins no transaction."},
+				func() float64 {
+					if st := r.status.Load(); st.leader != 0 && st.leader == r.id {
+						return 1
+					}
+					return 0
+				}),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "commitd_coordinator_raft_term",
+				Help: "Replicated coordinator: the raft term this replica is in; each election raises it, so a term that keeps rising means leaders that do not last."},
+				func() float64 { return float64(r.status.Load().term) }),
+		)
+	}
 }
 
 func (m *metrics) outcome(o protocol.Outcome) {

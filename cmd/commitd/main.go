@@ -133,8 +133,10 @@ func newFlags(name string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args; a bad command line becomes a usageError.
+// parse parses args, then the --config file for the flags args did not
+// set; a bad command line or config file becomes a usageError.
 func parse(fs *flag.FlagSet, args []string) error {
+	config := registerConfig(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(os.Stderr)
@@ -143,6 +145,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 			return err
 		}
 		return usageError{err}
+	}
+	if config != nil && *config != "" {
+		if err := loadConfig(fs, *config); err != nil {
+			return usageError{err}
+		}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
