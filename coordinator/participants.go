@@ -29,7 +29,9 @@ import (
 // once that file exists, it wins over --participant, which is only the
 // initial list. It is not a record in the coordinator's log because the log
 // retires its segments once every commit in them has ended: a membership
-// record there would be retired with them, or would pin them forever.
+// record there would be retired with them, or would pin them forever. (A
+// replica of a group keeps them in its raft log instead, whose snapshots
+// carry them: partmembers.go.)
 //
 // Removal is decided on each shard's own goroutine (pump.Do), where the
 // shard is the truth about what is in flight: the participant is first
