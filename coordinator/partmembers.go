@@ -182,7 +182,7 @@ type partState struct {
 // partOp is an admin participant change handed to the raft goroutine.
 type partOp struct {
 	change partChange
-	term   uint64     // the reign's; set by run when it proposes
+	term   uint64     // the reign whose shards the leader checked
 	done   chan error // capacity 1: nil once applied, or why not
 }
 
@@ -247,7 +247,7 @@ func (s *Server) changeReplicated(ctx context.Context, kind wire.AdminKind, arg 
 		// A name removed before may still be barred at this reign's shards.
 		err = g.eachShard(ctx, func(o *shardOutput, _ *engine.Shard) { delete(o.gone, c.name) })
 		if err == nil {
-			err = s.proposeParticipants(ctx, &c)
+			err = s.proposeParticipants(ctx, g, &c)
 		}
 	}
 	if err == nil {
@@ -277,7 +277,7 @@ func (s *Server) removeReplicated(ctx context.Context, g *reign, c *partChange) 
 		err = inFlight(n)
 	}
 	if err == nil {
-		err = s.proposeParticipants(ctx, c)
+		err = s.proposeParticipants(ctx, g, c)
 	}
 	if err != nil {
 		r.withdraw("")
@@ -291,9 +291,10 @@ func (s *Server) removeReplicated(ctx context.Context, g *reign, c *partChange) 
 }
 
 // proposeParticipants hands the change to the raft goroutine and waits
-// until it is applied here (or refused, or leadership is lost).
-func (s *Server) proposeParticipants(ctx context.Context, c *partChange) error {
-	op := &partOp{change: *c, done: make(chan error, 1)}
+// until it is applied here (or refused, or leadership is lost). It is
+// proposed only while reign g — whose shards the leader checked — lasts.
+func (s *Server) proposeParticipants(ctx context.Context, g *reign, c *partChange) error {
+	op := &partOp{change: *c, term: g.term, done: make(chan error, 1)}
 	select {
 	case s.rep.parts.ops <- op:
 	case <-s.life.Stopping():
@@ -322,9 +323,12 @@ func (r *replica) proposeParts(op *partOp) {
 		op.done <- &errAdmin{code: wire.CodeNotLeader}
 		return
 	}
+	if g.term != op.term {
+		op.done <- errors.New("leadership changed while the change was checked; try again")
+		return
+	}
 	r.parts.seq++
 	op.change.seq = r.parts.seq
-	op.term = g.term
 	if err := r.rn.Propose(op.change.marshal()); err != nil {
 		op.done <- fmt.Errorf("raft did not take the change (%v); try again", err)
 		return
