@@ -131,6 +131,18 @@ func TestReplicaGroupAddsParticipant(t *testing.T) {
 	g.stop(away)
 	p3 := newAnsweringParticipant(t, "p3")
 
+	// A follower answers "not leader", naming the leader, and changes
+	// nothing; the tool follows it.
+	nodetest.Eventually(t, "the follower knows the leader", func() bool { return g.coords[f].Status().Leader == g.addrs[l] })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := nodetest.Admin(t, g.addrs[f]).Call(ctx, &wire.AdminRequest{Kind: wire.AdminParticipantsAdd, Arg: []byte("p3=" + p3.Addr())}, nil)
+	if !nodetest.RemoteError(err, wire.CodeNotLeader, g.addrs[l]) {
+		t.Fatalf("follower %d answered %v; want not-leader naming %s", f, err, g.addrs[l])
+	}
+	if _, ok := g.coords[l].Status().Participants["p3"]; ok {
+		t.Fatal("the follower's refusal added p3")
+	}
 	ps, err := g.changeParticipants(g.addrs[f], "add", "p3="+p3.Addr())
 	if err != nil {
 		t.Fatalf("add p3 at follower %d: %v", f, err)
