@@ -293,6 +293,12 @@ func (s *Server) removeReplicated(ctx context.Context, g *reign, c *partChange) 
 // proposeParticipants hands the change to the raft goroutine and waits
 // until it is applied here (or refused, or leadership is lost). It is
 // proposed only while reign g — whose shards the leader checked — lasts.
+//
+// The wait has no deadline of its own: the raft goroutine answers once the
+// entry applies or reign g ends (stepParts), so the answer is never "may
+// or may not" within the reign. That matters to a removal: its bar may be
+// undone only once the entry can no longer apply while g's shards run (a
+// later reign starts only after applying every earlier entry).
 func (s *Server) proposeParticipants(ctx context.Context, g *reign, c *partChange) error {
 	op := &partOp{change: *c, term: g.term, done: make(chan error, 1)}
 	select {
@@ -311,8 +317,6 @@ func (s *Server) proposeParticipants(ctx context.Context, g *reign, c *partChang
 		return err
 	case <-s.life.Stopping():
 		return errors.New("the coordinator is stopping; the change may or may not have been made (admin status lists the participants)")
-	case <-ctx.Done():
-		return errors.New("the change was not applied in time; it may or may not have been made (admin status lists the participants)")
 	}
 }
 
