@@ -369,8 +369,10 @@ func AdminArg(ctx context.Context, addr, kind, arg string, tlsCfg *tls.Config, v
 // ChangeParticipants asks the coordinator at addr to add a participant
 // (change "add", arg "NAME=ADDR") or remove one ("remove", arg "NAME"), and
 // decodes its participants afterwards into v. A removal is refused while
-// any transaction in flight or in doubt names the participant; a
-// replicated coordinator refuses both (not built yet).
+// any transaction in flight or in doubt names the participant. addr may
+// list a replicated coordinator's replicas, ADDR1,ADDR2,...: the change
+// goes to the leader as ChangeReplicas's does (a single address that
+// cannot be reached fails at once).
 func ChangeParticipants(ctx context.Context, addr, change, arg string, tlsCfg *tls.Config, v any) error {
 	var k wire.AdminKind
 	switch change {
@@ -384,7 +386,7 @@ func ChangeParticipants(ctx context.Context, addr, change, arg string, tlsCfg *t
 	if len(arg) > wire.MaxAdminArgLen {
 		return fmt.Errorf("admin participants %s: argument of %d bytes; at most %d", change, len(arg), wire.MaxAdminArgLen)
 	}
-	return adminOne(ctx, addr, "participants "+change, &wire.AdminRequest{Kind: k, Arg: []byte(arg)}, tlsCfg, v)
+	return atLeader(ctx, addr, "participants "+change, &wire.AdminRequest{Kind: k, Arg: []byte(arg)}, tlsCfg, v, true)
 }
 
 // ChangeReplicas asks a replica group's leader to add a replica (change
@@ -404,12 +406,20 @@ func ChangeReplicas(ctx context.Context, addrs, change, arg string, tlsCfg *tls.
 	default:
 		return fmt.Errorf("unknown replica change %q (want add or remove)", change)
 	}
-	req := &wire.AdminRequest{Kind: k, Arg: []byte(arg)}
+	return atLeader(ctx, addrs, "replicas "+change, &wire.AdminRequest{Kind: k, Arg: []byte(arg)}, tlsCfg, v, false)
+}
+
+// atLeader sends a change to a group's leader: addrs lists replicas,
+// ADDR1,ADDR2,...; a follower's "not leader, try X" is followed, and a
+// replica that cannot be reached or knows no leader makes it try the
+// next, until ctx ends. With loneFails, a single address that cannot be
+// reached (a coordinator that runs alone, and is down) fails at once.
+func atLeader(ctx context.Context, addrs, what string, req *wire.AdminRequest, tlsCfg *tls.Config, v any, loneFails bool) error {
 	list := strings.Split(addrs, ",")
 	next, lastErr, hops := 0, error(nil), 0
 	try := list[0]
 	for {
-		err := adminOne(ctx, try, "replicas "+change, req, tlsCfg, v)
+		err := adminOne(ctx, try, what, req, tlsCfg, v)
 		var refused *RefusedError
 		var re *mux.RemoteError
 		switch {
@@ -430,7 +440,7 @@ func ChangeReplicas(ctx context.Context, addrs, change, arg string, tlsCfg *tls.
 			return err // the leader refused: a clear answer, not to be retried
 		}
 		lastErr = err
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || loneFails && len(list) == 1 && refused == nil && hops == 0 {
 			return lastErr
 		}
 		next = (next + 1) % len(list)

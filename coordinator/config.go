@@ -28,7 +28,8 @@ type Config struct {
 	DataDir string
 	// Participants maps each participant name to its address: the
 	// initial list. Once `admin participants add|remove` has changed it,
-	// the list persisted in DataDir wins (participants.go).
+	// the list persisted in DataDir wins (participants.go; a replica's is
+	// in its raft log, partmembers.go).
 	Participants map[string]string
 	// Shards is the number of engine shards, each on its own goroutine
 	// (default GOMAXPROCS).

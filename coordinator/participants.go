@@ -29,7 +29,9 @@ import (
 // once that file exists, it wins over --participant, which is only the
 // initial list. It is not a record in the coordinator's log because the log
 // retires its segments once every commit in them has ended: a membership
-// record there would be retired with them, or would pin them forever.
+// record there would be retired with them, or would pin them forever. (A
+// replica of a group keeps them in its raft log instead, whose snapshots
+// carry them: partmembers.go.)
 //
 // Removal is decided on each shard's own goroutine (pump.Do), where the
 // shard is the truth about what is in flight: the participant is first
@@ -174,10 +176,49 @@ type ParticipantsReport struct {
 	Participants map[string]string `json:"participants"`
 }
 
-// changeParticipants serves `admin participants add|remove`.
+// checkAdd refuses an add (arg NAME=ADDR) that cannot be made to the
+// participants cur, by name: a bad form, a name already known (at any
+// address: remove it first to move it), an address another name has.
+func checkAdd(cur map[string]string, arg string) (name, addr string, err error) {
+	name, addr, err = ParseParticipant(arg)
+	if err != nil {
+		return "", "", invalid("%v", err)
+	}
+	if a, ok := cur[name]; ok {
+		return "", "", invalid("participant %q is already known, at %s (remove it first to move it)", name, a)
+	}
+	for other, a := range cur {
+		if a == addr {
+			return "", "", invalid("address %s is already participant %q's", addr, other)
+		}
+	}
+	return name, addr, nil
+}
+
+// checkRemove refuses a removal (arg NAME, or NAME=ADDR) that cannot be
+// made from the participants cur: an unknown name, the last one.
+func checkRemove(cur map[string]string, arg string) (string, error) {
+	name := arg
+	if name == "" {
+		return "", invalid("remove which participant? give its NAME")
+	}
+	if n, _, ok := strings.Cut(name, "="); ok {
+		name = n // NAME=ADDR is accepted as well
+	}
+	if _, ok := cur[name]; !ok {
+		return "", invalid("participant %q is not one of this coordinator's participants", name)
+	}
+	if len(cur) == 1 {
+		return "", invalid("participant %q is the coordinator's last: at least one is required", name)
+	}
+	return name, nil
+}
+
+// changeParticipants serves `admin participants add|remove`: a replica of a
+// group changes them through its raft log (partmembers.go).
 func (s *Server) changeParticipants(ctx context.Context, kind wire.AdminKind, arg []byte) (ParticipantsReport, error) {
 	if s.rep != nil {
-		return ParticipantsReport{}, invalid("participants cannot be changed on a replicated coordinator yet: this is not built (restart the group with a new --participant list)")
+		return s.changeReplicated(ctx, kind, string(arg))
 	}
 	s.partsMu.Lock()
 	defer s.partsMu.Unlock()
@@ -191,18 +232,10 @@ func (s *Server) changeParticipants(ctx context.Context, kind wire.AdminKind, ar
 }
 
 func (s *Server) addParticipant(arg string) error {
-	name, addr, err := ParseParticipant(arg)
-	if err != nil {
-		return invalid("%v", err)
-	}
 	cur := s.set()
-	if p, ok := cur.peers[name]; ok {
-		return invalid("participant %q is already known, at %s (remove it first to move it)", name, p.addr)
-	}
-	for other, p := range cur.peers {
-		if p.addr == addr {
-			return invalid("address %s is already participant %q's", addr, other)
-		}
+	name, addr, err := checkAdd(cur.addrs(), arg)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
@@ -225,20 +258,12 @@ func (s *Server) addParticipant(arg string) error {
 }
 
 func (s *Server) removeParticipant(ctx context.Context, name string) error {
-	if name == "" {
-		return invalid("remove which participant? give its NAME")
-	}
-	if n, _, ok := strings.Cut(name, "="); ok {
-		name = n // NAME=ADDR is accepted as well
-	}
 	cur := s.set()
-	p, ok := cur.peers[name]
-	if !ok {
-		return invalid("participant %q is not one of this coordinator's participants", name)
+	name, err := checkRemove(cur.addrs(), name)
+	if err != nil {
+		return err
 	}
-	if len(cur.peers) == 1 {
-		return invalid("participant %q is the coordinator's last: at least one is required", name)
-	}
+	p := cur.peers[name]
 	// First without barring anything: a busy participant is refused
 	// without a begin aborted on its account.
 	if n, err := s.naming(ctx, name, false); err != nil {

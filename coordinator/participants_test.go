@@ -194,19 +194,6 @@ func TestRemoveParticipantRefusedUntilSettledAndKeptAcrossRestart(t *testing.T) 
 	}
 }
 
-// A replicated coordinator refuses participant changes, saying so: they
-// are not built for a group.
-func TestReplicaRefusesParticipantChanges(t *testing.T) {
-	g := newGroup(t)
-	defer g.close()
-	id := g.leader(10 * time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var rep coordinator.ParticipantsReport
-	err := client.ChangeParticipants(ctx, g.addrs[id], "add", "p9=127.0.0.1:1", nil, &rep)
-	refused(t, err, "replicated coordinator")
-}
-
 // A damaged participants file refuses to start, naming it: the
 // coordinator must not fall back to --participant and forget a change.
 func TestDamagedParticipantsFileRefusesToStart(t *testing.T) {

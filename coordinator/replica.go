@@ -87,6 +87,10 @@ type replica struct {
 	confChanged bool          // owned by run: snapshot at the next compact
 	op          *memberOp     // owned by run: the change in progress
 
+	// The participants as the log sets them, and the changes waiting to
+	// apply (partmembers.go).
+	parts partState
+
 	// Owned by run.
 	log         *raftlog.Log
 	rn          *raft.RawNode
@@ -122,6 +126,8 @@ type reign struct {
 	stats  []shardStats
 	log    *replog
 	wg     sync.WaitGroup
+
+	outputs []*shardOutput // outputs[i] is pumps[i]'s (their fields are its goroutine's)
 
 	unproposed [][]byte // owned by run: payloads raft dropped, proposed again
 }
@@ -250,6 +256,8 @@ func (r *replica) run() {
 			}
 		case op := <-r.ops:
 			r.startOp(op)
+		case op := <-r.parts.ops:
+			r.proposeParts(op)
 		case m := <-r.inbox:
 			r.stepRaft(m)
 			for more := true; more; {
@@ -272,6 +280,7 @@ func (r *replica) run() {
 			return
 		}
 		r.stepOp()
+		r.stepParts()
 	}
 }
 
@@ -353,6 +362,7 @@ func (r *replica) encodeOpen() []byte {
 	}
 	slices.SortFunc(txns, func(a, b protocol.TxnID) int { return bytes.Compare(a[:], b[:]) })
 	b := r.mem.Load().members().Append(nil)
+	b = r.appendParts(b)
 	for _, id := range txns {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(r.open[id])))
 		b = append(b, r.open[id]...)
@@ -364,6 +374,10 @@ func (r *replica) encodeOpen() []byte {
 func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
 	open := make(map[protocol.TxnID][]byte)
 	m, d, ok, err := raftlog.ParseMembers(sn.GetData())
+	if err != nil {
+		return fmt.Errorf("coordinator: snapshot at %d: %w", sn.GetMetadata().GetIndex(), err)
+	}
+	parts, d, err := takeParts(d)
 	if err != nil {
 		return fmt.Errorf("coordinator: snapshot at %d: %w", sn.GetMetadata().GetIndex(), err)
 	}
@@ -388,7 +402,7 @@ func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
 	r.applied, r.snapIndex = sn.GetMetadata().GetIndex(), sn.GetMetadata().GetIndex()
 	r.appliedTerm = sn.GetMetadata().GetTerm()
 	r.restoreMembers(sn.GetMetadata().GetConfState(), m, ok)
-	return nil
+	return r.restoreParts(parts)
 }
 
 func (r *replica) send(msgs []*pb.Message) {
@@ -454,6 +468,9 @@ func (r *replica) apply(e *pb.Entry) error {
 	d := e.GetData()
 	if len(d) == 0 {
 		return nil // a new leader's empty entry
+	}
+	if len(d) >= 8 && binary.LittleEndian.Uint64(d) == 0 {
+		return r.applyTagged(e.GetIndex(), d) // not a reign's records (partmembers.go)
 	}
 	if len(d) < entryHeader {
 		return fmt.Errorf("coordinator: raft entry %d: %d bytes: %w", e.GetIndex(), len(d), wal.ErrCorrupt)
@@ -604,9 +621,11 @@ func (r *replica) startReign(term uint64) error {
 		stats:  make([]shardStats, n),
 		log:    &replog{props: r.props},
 	}
+	g.outputs = make([]*shardOutput, n)
 	for i := range n {
 		g.shards[i] = engine.NewShard(scfg)
 		out := &shardOutput{s: r.s, shard: i}
+		g.outputs[i] = out
 		g.pumps[i] = pump.New(g.shards[i], g.log, out, cfg.Tick)
 		out.pump = g.pumps[i]
 		g.pumps[i].NoBatch = cfg.NoBatch

@@ -98,6 +98,9 @@ type simBugs struct {
 	// A replica that installs a leader's snapshot keeps its memory of
 	// ended transactions and its window, missing what ended in the gap.
 	snapshotKeepsMemory bool
+	// Participant changes (replica_simparts_test.go):
+	snapshotDropsParts bool // a snapshot does not carry the participant table
+	removeInDoubt      bool // a removal checks neither the shard nor the open commits
 }
 
 type simMsg struct {
@@ -117,6 +120,7 @@ type simReign struct {
 	// abort decisions (to whom) and "aborted" replies.
 	decisions map[protocol.TxnID][]string
 	replies   map[protocol.TxnID]bool
+	withdrawn string // a participant being removed: no begin names it
 }
 
 // simEnded is a transaction a replica applied the end of: its commit
@@ -146,6 +150,8 @@ type simNode struct {
 	confChanged bool          // snapshot at the next compact, as replica.compact does
 	absent      bool          // the joining replica, not started yet
 	removed     bool          // removed from the group: never runs again
+
+	table []string // the participants as its log sets them, sorted; nil: none yet (simFlags)
 }
 
 // simPart is a participant and how it finds the leader
@@ -202,6 +208,12 @@ type sim struct {
 	lastChange int
 	removedAt  int               // when the leader's configuration first lacked the victim
 	leaders    map[uint64]uint64 // term → the replica that led a reign in it
+
+	// Participant changes (replica_simparts_test.go).
+	named          map[protocol.TxnID][]string // the participants each transaction names
+	lastPartChange int
+	partChanges    int
+	p3Named        int // begins naming p3 since it was last added
 }
 
 // simBegin is a client's begin: forwarded ones carry an id made some ticks
@@ -236,7 +248,7 @@ func simID(tick int, seq int, seed uint64) protocol.TxnID {
 }
 
 // simParts are the participants, in the order every loop visits them.
-var simParts = []string{"p1", "p2"}
+var simParts = []string{"p1", "p2", "p3"}
 
 func newSim(t *testing.T, seed uint64, bugs simBugs) *sim {
 	// raft draws its election jitter from crypto/rand: seeded too, so
@@ -244,7 +256,7 @@ func newSim(t *testing.T, seed uint64, bugs simBugs) *sim {
 	cryptotest.SetGlobalRandom(t, seed)
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 99)), bugs: bugs,
 		parts: map[string]*simPart{}, told: map[protocol.TxnID]protocol.Outcome{}, faults: true, events: map[string]int{},
-		members: true, leaders: map[uint64]uint64{}}
+		members: true, leaders: map[uint64]uint64{}, named: map[protocol.TxnID][]string{}}
 	s.victim = 1 + s.rng.Uint64N(3)
 	for id := uint64(1); id <= 3; id++ {
 		st := raft.NewMemoryStorage()
@@ -385,7 +397,7 @@ func (s *sim) compact(n *simNode) {
 		ids = append(ids, id)
 	}
 	slices.SortFunc(ids, func(a, b protocol.TxnID) int { return slices.Compare(a[:], b[:]) })
-	var data []byte
+	data := s.appendParts(n, nil)
 	for _, id := range ids {
 		data = binary.LittleEndian.AppendUint32(data, uint32(len(n.open[id])))
 		data = append(data, n.open[id]...)
@@ -402,7 +414,7 @@ func (s *sim) compact(n *simNode) {
 // restoreSnapshot replaces a replica's applied state with a snapshot's.
 func (s *sim) restoreSnapshot(n *simNode, sn *pb.Snapshot) {
 	n.open = map[protocol.TxnID][]byte{}
-	for d := sn.GetData(); len(d) > 0; {
+	for d := s.takeParts(n, sn.GetData()); len(d) > 0; {
 		l := binary.LittleEndian.Uint32(d)
 		var rec engine.Record
 		if err := rec.UnmarshalBinary(d[4 : 4+l]); err != nil {
@@ -438,6 +450,10 @@ func (s *sim) apply(n *simNode, e *pb.Entry) {
 		return
 	}
 	if e.GetType() != pb.EntryNormal || len(d) == 0 {
+		return
+	}
+	if binary.LittleEndian.Uint64(d) == 0 {
+		s.applyParts(n, d) // a tagged entry: a participant change
 		return
 	}
 	term, proposer := binary.LittleEndian.Uint64(d), binary.LittleEndian.Uint64(d[8:])
@@ -607,6 +623,9 @@ func (s *sim) drainShard(n *simNode) {
 		}
 		for _, m := range rd.Messages {
 			s.trace(m.Txn, "replica %d sends %v %v to %s", n.id, m.Type, m.Decision, m.To)
+			if !s.mayDeliver(n, m) {
+				continue
+			}
 			m.Work = slices.Clone(m.Work)
 			if m.Type == engine.MsgDecision && m.Decision == protocol.DecisionAbort && !s.bugs.staleAnswer {
 				g.decisions[m.Txn] = append(g.decisions[m.Txn], m.To)
@@ -814,14 +833,32 @@ func (s *sim) begin() {
 		}
 	}
 	b.at = s.now
-	if !b.reuse {
+	names := s.beginParts(n)
+	if b.reuse {
+		names = s.named[b.id] // the same work
+		if slices.ContainsFunc(names, func(p string) bool { return !n.knows(p) || n.reign.withdrawn == p }) {
+			// The front door rejects a begin naming a participant it does
+			// not know (or is removing); no shard sees it.
+			s.events["begins naming an unknown participant rejected"]++
+			return
+		}
+	} else {
 		s.txns = append(s.txns, b.id)
+		s.named[b.id] = names
+		if slices.Contains(names, "p3") {
+			s.p3Named++
+			s.events["transactions naming p3"]++
+		}
+	}
+	branches := make([]engine.Branch, len(names))
+	for i, name := range names {
+		branches[i] = engine.Branch{Participant: name, Work: []byte{byte(i + 1)}}
 	}
 	s.begins = append(s.begins, b)
 	s.trace(b.id, "begin at %d (reign from %d, term %d) %+v", n.id, n.reign.start, n.reign.term, b)
 	n.reign.shard.Step(engine.Message{Type: engine.MsgBegin, Txn: b.id, Tag: uint64(len(s.begins)),
 		UnixMs:   simBaseMs + int64(s.now),
-		Branches: []engine.Branch{{Participant: "p1", Work: []byte{1}}, {Participant: "p2", Work: []byte{2}}}})
+		Branches: branches})
 	s.drainShard(n)
 	s.drive(n)
 }
@@ -853,6 +890,8 @@ func (s *sim) deliver(m simMsg) {
 			return // partitioned
 		}
 		_ = n.rn.Step(m.raft)
+	} else if !n.knows(m.m.From) {
+		// Not one of its participants: its Hello is refused.
 	} else if g := n.reign; g != nil {
 		s.trace(m.m.Txn, "replica %d gets %v %v from %s", n.id, m.m.Type, m.m.Vote, m.m.From)
 		g.shard.Step(m.m)
@@ -885,6 +924,7 @@ func (s *sim) step() {
 	if s.members {
 		s.changeMembers()
 	}
+	s.changeParts()
 	r := s.rng.IntN(100)
 	switch {
 	case r < 55 && len(s.net) > 0:
@@ -1130,8 +1170,8 @@ func (s *sim) run(steps int) string {
 		if o != protocol.OutcomeCommitted {
 			continue
 		}
-		for name, p := range s.parts {
-			if p.applied[id] != protocol.DecisionCommit {
+		for _, name := range s.named[id] {
+			if p := s.parts[name]; p.applied[id] != protocol.DecisionCommit {
 				return fmt.Sprintf("seed %d: txn %x was told committed, %s has not applied it (%v)", s.seed, id[:], name, p.applied[id])
 			}
 		}
@@ -1151,8 +1191,8 @@ func (s *sim) settled() bool {
 		if o != protocol.OutcomeCommitted {
 			continue
 		}
-		for _, p := range s.parts {
-			if p.applied[id] != protocol.DecisionCommit {
+		for _, name := range s.named[id] {
+			if s.parts[name].applied[id] != protocol.DecisionCommit {
 				return false
 			}
 		}
@@ -1238,6 +1278,8 @@ func TestReplicaSimulationCatchesBugs(t *testing.T) {
 		{"leader forgets the ids it presumed aborted", simBugs{forgetPresumed: true}},
 		{"a joiner bootstraps its own configuration", simBugs{joinerBootstraps: true}},
 		{"a snapshot installed keeps the memory's window", simBugs{snapshotKeepsMemory: true}},
+		{"a snapshot drops the participant table", simBugs{snapshotDropsParts: true}},
+		{"a participant removed while a commit names it", simBugs{removeInDoubt: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := uint64(1); seed <= 200; seed++ {

@@ -121,9 +121,12 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	// --participant is the initial list: once changed at run time, the
-	// persisted list wins (participants.go).
+	// persisted list wins (participants.go; a replica's is in its raft
+	// log, partmembers.go).
 	initial := cfg.Participants
-	if saved, ok, err := loadParticipants(cfg.DataDir); err != nil {
+	if s.rep != nil {
+		initial = s.rep.startParticipants()
+	} else if saved, ok, err := loadParticipants(cfg.DataDir); err != nil {
 		return nil, err
 	} else if ok {
 		if !maps.Equal(saved, initial) {

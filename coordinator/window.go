@@ -181,8 +181,12 @@ type heldAbort struct {
 }
 
 func (h *heldAbort) LogDurable(wal.LSN) {
-	d := wire.Decision{Txn: h.txn, Decision: protocol.DecisionAbort}
-	h.s.set().peers[h.to].send(h.shard, &d)
+	// The participant may have been removed meanwhile (partmembers.go):
+	// nothing names it any more, so there is no one to tell.
+	if p := h.s.set().peers[h.to]; p != nil {
+		d := wire.Decision{Txn: h.txn, Decision: protocol.DecisionAbort}
+		p.send(h.shard, &d)
+	}
 }
 
 func (h *heldAbort) LogFailed(wal.LSN, error) {} // deposed: dropped

@@ -195,7 +195,7 @@ func runCoordinator(args []string) error {
 	var logLevel string
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "address for clients, participants and admin queries")
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
-	fs.Var(participantList(cfg.Participants), "participant", "a participant as NAME=ADDR (repeat, or comma-separate): the initial list; once admin participants add|remove has changed it, the list persisted in --data wins")
+	fs.Var(participantList(cfg.Participants), "participant", "a participant as NAME=ADDR (repeat, or comma-separate): the initial list; once admin participants add|remove has changed it, the list persisted in --data (a replica's raft log) wins")
 	fs.IntVar(&cfg.Shards, "shards", 0, "engine shards, one goroutine each (default GOMAXPROCS)")
 	fs.StringVar(&cfg.HTTP, "http", "", "address for /metrics, /debug/pprof/ and /healthz (off if empty)")
 	fs.DurationVar(&cfg.Tick, "tick", 10*time.Millisecond, "protocol clock period")

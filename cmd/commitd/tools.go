@@ -41,8 +41,8 @@ const adminUsage = `usage of commitd admin: ask a running server, answered as JS
   commitd admin replicas --coordinator ADDRS                       a replica group's members
   commitd admin replicas add ID=ADDR --coordinator ADDRS           add a replica (started with --join)
   commitd admin replicas remove ID   --coordinator ADDRS           remove a replica (a dead one, or any)
-  commitd admin participants add NAME=ADDR --coordinator ADDR      dial a new participant, admit begins naming it
-  commitd admin participants remove NAME   --coordinator ADDR      forget one (refused while a transaction names it)
+  commitd admin participants add NAME=ADDR --coordinator ADDRS     dial a new participant, admit begins naming it
+  commitd admin participants remove NAME   --coordinator ADDRS     forget one (refused while a transaction names it)
 
 A change goes to the group's leader (a follower's "not leader, try X" is followed): add makes the
 new replica a learner, waits until it has caught up, then makes it a voter; remove refuses to leave
@@ -52,7 +52,9 @@ participants add|remove changes a running coordinator's participants without a r
 is persisted in its data directory (<data>/participants) before it is acknowledged, and from then on
 that list wins over --participant, which is only the initial one. remove is refused while any
 transaction in flight or in doubt names the participant (settle them first: admin in-doubt, retry).
-Not built for a replicated coordinator: a replica refuses both.
+A replicated coordinator (ADDRS: its replicas, ADDR1,ADDR2,...) makes the change an entry of its
+raft log, goes to the leader as replicas changes do, answers once the leader applied it, and from
+then on every replica takes its participants from the log, not from --participant (docs/ha.md).
 
 txn answers committed, aborted (with the cause), unknown (a one-phase
 transaction whose participant did not answer), in-flight (with each
@@ -159,7 +161,7 @@ func runAdmin(args []string) error {
 	timeout := fs.Duration("timeout", defTimeout, "give up after this long")
 	switch kind {
 	case "participants":
-		fs.StringVar(&coord, "coordinator", "", "the coordinator's address (required)")
+		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or a group's replicas ADDR1,ADDR2,... (required; changes go to the leader)")
 	case "replicas":
 		fs.StringVar(&coord, "coordinator", "", "the group's replicas, ADDR1,ADDR2,... (required; changes go to the leader)")
 	case "status":
