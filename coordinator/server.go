@@ -50,6 +50,9 @@ type Server struct {
 	http    *obs.Server
 	life    *node.Lifecycle // goroutines, Close, Done, Err
 	rep     *replica        // nil unless Config.Peers: then shards come and go with leadership
+	// tr keeps the spans of traced transactions (trace.go); nil, and
+	// every hook one nil check, unless Config.TracerProvider is set.
+	tr *tracer
 
 	// outcomes is the outcome index (outcomes.go): fed by the pumps'
 	// replies, recovery and, replicated, raft's applied commits; read by
@@ -91,6 +94,9 @@ func Start(cfg Config) (*Server, error) {
 	s.life = node.New(node.Config{Name: "coordinator", Logger: cfg.Logger,
 		BeforeRetire: func() error { return s.outcomes.sync() }})
 	s.metrics = newMetrics()
+	if cfg.TracerProvider != nil {
+		s.tr = newTracer(cfg.TracerProvider)
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -518,7 +524,14 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		switch m.Type {
 		case engine.MsgPrepare:
 			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Work: m.Work}
+			tr := s.tr
+			if tr != nil && !tr.idle() {
+				o.prepare.Trace = tr.prepare(m.Txn, m.To, m.OnePhase)
+			}
 			if p == nil || !p.send(o.shard, &o.prepare) {
+				if tr != nil && !tr.idle() {
+					tr.notSent(m.Txn, m.To)
+				}
 				// Never left: the participant cannot have prepared, so the
 				// shard may abort now rather than after the prepare
 				// timeout (and a one-phase one need not end unknown).
@@ -527,6 +540,9 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 				s.metrics.prepareNotSent()
 			}
 		case engine.MsgDecision:
+			if tr := s.tr; tr != nil && !tr.idle() {
+				tr.decision(m.Txn, m.To, m.Decision)
+			}
 			if m.Decision == protocol.DecisionAbort && s.rep != nil {
 				// No record backs an abort: a replica releases it only
 				// once its abort marker is committed (window.go).
@@ -550,6 +566,9 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		r := &rd.Replies[i]
 		s.outcomes.recordReply(r, nowMs)
 		s.metrics.outcome(r.Outcome)
+		if tr := s.tr; tr != nil && !tr.idle() {
+			tr.reply(r)
+		}
 		cc, reqID := s.clients.lookup(r.Tag)
 		if cc == nil {
 			continue // the client went away; it will see "unknown"
