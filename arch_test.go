@@ -80,7 +80,7 @@ var arch = map[string]struct {
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
 
-	"cmd/commitd":    {command, []string{"bench", "client", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/httpres", "participant/mysql", "participant/postgres", "participant/remote", "participant/statements", "protocol", "wal"}},
+	"cmd/commitd":    {command, []string{"bench", "client", "coordinator", "harness/cluster", "internal/tracing", "participant", "participant/bank", "participant/httpres", "participant/mysql", "participant/postgres", "participant/remote", "participant/statements", "protocol", "wal"}},
 	"cmd/refservice": {command, []string{"participant/httpres/refservice"}},
 }
 
