@@ -12,6 +12,7 @@ import (
 	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
 	"github.com/google/uuid"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // Answering clients does not allocate, whatever the reply carries — nor
@@ -21,6 +22,13 @@ import (
 // (Each reply used to allocate its participant and detail afresh: 2.45 M
 // allocations for 2.44 M rejections in a probe.)
 func TestDeliverRepliesDoNotAllocate(t *testing.T) {
+	t.Run("tracing-off", func(t *testing.T) { testDeliverAllocs(t, nil) })
+	// On, with nothing traced: the hooks read a count and go on, without
+	// the table's lock or a lookup.
+	t.Run("tracing-idle", func(t *testing.T) { testDeliverAllocs(t, newTracer(sdktrace.NewTracerProvider())) })
+}
+
+func testDeliverAllocs(t *testing.T, tr *tracer) {
 	near, far := net.Pipe()
 	go func() { _, _ = io.Copy(io.Discard, far) }()
 	c := mux.NewConn(near, mux.Options{Logger: nodetest.Quiet()})
@@ -30,7 +38,7 @@ func TestDeliverRepliesDoNotAllocate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x.close()
-	s := &Server{metrics: newMetrics(), outcomes: x}
+	s := &Server{metrics: newMetrics(), outcomes: x, tr: tr}
 	id, _ := s.clients.add(c)
 	o := &shardOutput{s: s}
 	rd := &engine.Ready{Replies: []engine.Reply{
