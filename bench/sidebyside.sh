@@ -29,7 +29,10 @@ run() {
 	"$bin" participant --name p1 --listen 127.0.0.1:$p1 --data "$d/p1" --coordinator 127.0.0.1:$c --log-level warn --segment-size 8MiB "$@" 2>"$d/p1.log" & local pid1=$!
 	"$bin" participant --name p2 --listen 127.0.0.1:$p2 --data "$d/p2" --coordinator 127.0.0.1:$c --log-level warn --segment-size 8MiB "$@" 2>"$d/p2.log" & local pid2=$!
 	"$bin" coordinator --listen 127.0.0.1:$c --data "$d/c" --participant p1=127.0.0.1:$p1,p2=127.0.0.1:$p2 --log-level warn --segment-size 8MiB "$@" 2>"$d/c.log" & local pidc=$!
-	sleep 1.5
+	for pt in $p1 $p2 $c; do # until each listens (a loaded machine starts them slowly)
+		for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$pt) 2>/dev/null && break; sleep 0.2; done
+	done
+	sleep 1 # and the coordinator has dialed its participants
 	"$bin" bench --coordinator 127.0.0.1:$c --participants p1=127.0.0.1:$p1,p2=127.0.0.1:$p2 \
 		--concurrency "$conc" --duration "$dur" --warmup 2s --json "$d/report.json" >"$d/bench.out" 2>&1
 	kill $pid1 $pid2 $pidc; wait $pid1 $pid2 $pidc 2>/dev/null || true
