@@ -27,7 +27,7 @@ type Coordinator struct {
 	served  chan struct{} // closed when Serve returns
 	begins  atomic.Int64
 	traced  atomic.Int64 // Begins that carried a trace context
-	scratch sync.Pool // *scratch, one per Begin being answered
+	scratch sync.Pool    // *scratch, one per Begin being answered
 }
 
 // scratch is one answer's decode and encode state.
