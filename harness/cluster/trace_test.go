@@ -58,7 +58,7 @@ func spansOf(t *testing.T, rec *tracetest.SpanRecorder, id trace.TraceID, want m
 func attr(s sdktrace.ReadOnlySpan, k attribute.Key) string {
 	for _, kv := range s.Attributes() {
 		if kv.Key == k {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
