@@ -265,6 +265,14 @@ func (t *tracer) reply(r *engine.Reply) {
 	}
 	x.endPreparesLocked("no vote before the reply")
 	if x.decision != nil && !x.decided {
+		// A one-phase commit (the participant decided), or an abort
+		// that reached no participant.
+		switch r.Outcome {
+		case protocol.OutcomeCommitted:
+			x.decision.SetAttributes(tracing.AttrDecision.String(protocol.DecisionCommit.String()))
+		case protocol.OutcomeAborted:
+			x.decision.SetAttributes(tracing.AttrDecision.String(protocol.DecisionAbort.String()))
+		}
 		x.decision.End()
 		x.decided = true
 	}

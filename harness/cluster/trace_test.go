@@ -233,3 +233,34 @@ func TestUntracedTransactionsLeaveNoSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceOfAOnePhaseCommit: a single-branch transaction commits in one
+// phase; its trace has the transaction's span, the one prepare (marked
+// one-phase) and under it the participant's prepare span, and a decision
+// span; every span ends.
+func TestTraceOfAOnePhaseCommit(t *testing.T) {
+	rec, tr, cl := tracedCluster(t)
+	ctx, caller := tr.Start(context.Background(), "caller")
+	a := nextAccount.Add(1) % 1000
+	res, err := cl.Run(ctx, uuid.Must(uuid.NewV7()), []client.Branch{{Participant: "p1", Work: bank.AppendWork(nil, a, 1)}})
+	caller.End()
+	if err != nil || res.Outcome != client.Committed {
+		t.Fatalf("one-phase: %v %v", res, err)
+	}
+	spans := spansOf(t, rec, caller.SpanContext().TraceID(), map[string]int{"commitd.txn": 1, "commitd.prepare": 1, "commitd.participant.prepare": 1})
+	txn := one(t, spans, "commitd.txn")
+	if attr(txn, tracing.AttrOutcome) != "committed" {
+		t.Errorf("txn span attributes %v", txn.Attributes())
+	}
+	cp := one(t, spans, "commitd.prepare")
+	childOf(t, cp, txn.SpanContext(), false)
+	if attr(cp, tracing.AttrOnePhase) != "true" {
+		t.Errorf("prepare span attributes %v", cp.Attributes())
+	}
+	childOf(t, one(t, spans, "commitd.participant.prepare"), cp.SpanContext(), true)
+	// The participant decided: the decision span runs from its vote to
+	// the reply.
+	if d := attr(one(t, spans, "commitd.decision"), tracing.AttrDecision); d != "commit" {
+		t.Errorf("decision span: decision %q", d)
+	}
+}
