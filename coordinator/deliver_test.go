@@ -55,3 +55,38 @@ func testDeliverAllocs(t *testing.T, tr *tracer) {
 		t.Fatalf("%.2f allocations per Ready of three replies", n)
 	}
 }
+
+// BenchmarkDeliverReplies is the pump's delivery of a Ready of three
+// replies, with tracing off and on-but-idle: the hooks' cost on the path
+// every transaction takes (docs/tracing.md, "Cost").
+func BenchmarkDeliverReplies(b *testing.B) {
+	for _, mode := range []string{"off", "idle"} {
+		b.Run(mode, func(b *testing.B) {
+			var tr *tracer
+			if mode == "idle" {
+				tr = newTracer(sdktrace.NewTracerProvider())
+			}
+			near, far := net.Pipe()
+			go func() { _, _ = io.Copy(io.Discard, far) }()
+			c := mux.NewConn(near, mux.Options{Logger: nodetest.Quiet()})
+			defer c.Close()
+			x, err := openOutcomes(b.TempDir(), wal.Options{SegmentBytes: 1 << 20}, time.Hour, 1<<30)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer x.close()
+			s := &Server{metrics: newMetrics(), outcomes: x, tr: tr}
+			id, _ := s.clients.add(c)
+			o := &shardOutput{s: s}
+			rd := &engine.Ready{Replies: []engine.Reply{
+				{Txn: uuid.New(), Tag: id<<tagReqBits | 1, Outcome: protocol.OutcomeAborted, Cause: protocol.CauseVotedNo, Participant: "p1"},
+				{Txn: uuid.New(), Tag: id<<tagReqBits | 3, Outcome: protocol.OutcomeCommitted, Participants: []string{"p1", "p2"}},
+				{Txn: uuid.New(), Tag: id<<tagReqBits | 2, Outcome: protocol.OutcomeRejected, Cause: protocol.CauseOverloaded},
+			}}
+			b.ReportAllocs()
+			for b.Loop() {
+				o.Deliver(rd)
+			}
+		})
+	}
+}

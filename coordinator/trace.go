@@ -85,12 +85,17 @@ func (t *tracer) idle() bool { return t.live.Load() == 0 }
 
 // begin starts a transaction's root span if the client sent a trace
 // context or the sampler picks it. Called by the connection's reader
-// before it hands the begin to its shard.
+// before it hands the begin to its shard. An untraced begin takes no lock
+// and builds no attributes: the sampler's "no" is all it costs.
 func (t *tracer) begin(b *wire.Begin, tag uint64) {
 	now := time.Now()
 	ctx := context.Background()
 	if sc := tracing.SpanContext(&b.Trace); sc.IsValid() {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+	}
+	ctx, root := t.t.Start(ctx, "commitd.txn", trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(now))
+	if !root.IsRecording() {
+		return // not sampled: nothing to keep, nothing passed on
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -98,14 +103,11 @@ func (t *tracer) begin(b *wire.Begin, tag uint64) {
 		t.sweepLocked(now)
 	}
 	if len(t.mu.txns) >= traceMaxTxns || t.mu.txns[b.Txn] != nil {
-		return // full, or a duplicate id (the shard rejects it)
+		// Full, or a duplicate id (the shard rejects it): the span is
+		// dropped unended, so it is never exported.
+		return
 	}
-	ctx, root := t.t.Start(ctx, "commitd.txn", trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithTimestamp(now),
-		trace.WithAttributes(tracing.AttrTxn.String(b.Txn.String()), tracing.AttrBranches.Int(len(b.Branches))))
-	if !root.IsRecording() {
-		return // not sampled: nothing to keep, nothing passed on
-	}
+	root.SetAttributes(tracing.AttrTxn.String(b.Txn.String()), tracing.AttrBranches.Int(len(b.Branches)))
 	t.mu.txns[b.Txn] = &txnTrace{tag: tag, started: now, ctx: ctx, root: root}
 	t.live.Add(1)
 }

@@ -97,9 +97,13 @@ func TestTraceBoundsAndSweep(t *testing.T) {
 	tr.mu.txns[old].started = time.Now().Add(-2 * traceMaxAge)
 	tr.mu.swept = time.Time{}
 	tr.mu.Unlock()
-	tr.begin(&wire.Begin{Txn: uuid.Must(uuid.NewV7())}, 4) // sweeps
-	if !tr.idle() {
-		t.Fatal("the sweep kept an abandoned transaction")
+	tr.begin(&wire.Begin{Txn: uuid.Must(uuid.NewV7()), Trace: sampled}, 4) // the next traced begin sweeps
+	tr.mu.Lock()
+	_, kept := tr.mu.txns[old]
+	n := len(tr.mu.txns)
+	tr.mu.Unlock()
+	if kept || n != 1 || tr.live.Load() != 1 {
+		t.Fatalf("after the sweep: abandoned kept %v, %d traced (live %d), want only the new one", kept, n, tr.live.Load())
 	}
 	m := ended(rec)
 	if len(m["commitd.txn"]) != 1 || m["commitd.txn"][0].Status().Code != codes.Error || len(m["commitd.commit"]) != 1 {
@@ -107,7 +111,7 @@ func TestTraceBoundsAndSweep(t *testing.T) {
 	}
 
 	tr.mu.Lock()
-	for i := range traceMaxTxns {
+	for i := range traceMaxTxns - 1 {
 		tr.mu.txns[protocol.TxnID{0: byte(i), 1: byte(i >> 8), 15: 1}] = &txnTrace{started: time.Now()}
 	}
 	tr.mu.Unlock()

@@ -76,12 +76,18 @@ func (t *tracer) idle() bool { return t.live.Load() == 0 }
 
 // prepare starts the span of a prepare that arrived, as a child of the
 // coordinator's span the prepare names (or, without one, a root the
-// sampler may pick).
+// sampler may pick). An untraced prepare takes no lock and builds no
+// attributes.
 func (t *tracer) prepare(p *wire.Prepare) {
 	now := time.Now()
 	parent := context.Background()
 	if sc := tracing.SpanContext(&p.Trace); sc.IsValid() {
 		parent = trace.ContextWithRemoteSpanContext(parent, sc)
+	}
+	_, sp := t.t.Start(parent, "commitd.participant.prepare", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithTimestamp(now))
+	if !sp.IsRecording() {
+		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -89,15 +95,10 @@ func (t *tracer) prepare(p *wire.Prepare) {
 		t.sweepLocked(now)
 	}
 	if len(t.mu.txns) >= traceMaxTxns || t.mu.txns[p.Txn] != nil {
-		return // full, or a duplicate prepare
+		return // full, or a duplicate prepare: the span is dropped unended
 	}
-	_, sp := t.t.Start(parent, "commitd.participant.prepare", trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithTimestamp(now),
-		trace.WithAttributes(tracing.AttrTxn.String(p.Txn.String()), tracing.AttrParticipant.String(t.name),
-			tracing.AttrOnePhase.Bool(p.OnePhase)))
-	if !sp.IsRecording() {
-		return
-	}
+	sp.SetAttributes(tracing.AttrTxn.String(p.Txn.String()), tracing.AttrParticipant.String(t.name),
+		tracing.AttrOnePhase.Bool(p.OnePhase))
 	t.mu.txns[p.Txn] = &partTrace{started: now, parent: parent, prepare: sp}
 	t.live.Add(1)
 }
