@@ -166,7 +166,7 @@ func (t *tracer) vote(txn protocol.TxnID, from string, v protocol.Vote) {
 	b.open = false
 	x.waiting--
 	if x.decision == nil && !x.decided && (x.waiting == 0 || v == protocol.VoteNo) {
-		_, x.decision = t.t.Start(x.ctx, "commitd.decision")
+		_, x.decision = t.t.Start(x.ctx, "commitd.decision", trace.WithAttributes(tracing.AttrTxn.String(txn.String())))
 	}
 }
 
@@ -185,13 +185,13 @@ func (t *tracer) decision(txn protocol.TxnID, to string, d protocol.Decision) {
 		if x.decision == nil {
 			// No vote started it: the prepare timed out, or a participant
 			// was unreachable.
-			_, x.decision = t.t.Start(x.ctx, "commitd.decision")
+			_, x.decision = t.t.Start(x.ctx, "commitd.decision", trace.WithAttributes(tracing.AttrTxn.String(txn.String())))
 		}
 		x.decision.SetAttributes(tracing.AttrDecision.String(d.String()))
 		x.decision.End()
 		x.endPreparesLocked("no vote before the decision")
 		_, x.phase2 = t.t.Start(x.ctx, "commitd.phase2",
-			trace.WithAttributes(tracing.AttrDecision.String(d.String())))
+			trace.WithAttributes(tracing.AttrTxn.String(txn.String()), tracing.AttrDecision.String(d.String())))
 	}
 	if d != protocol.DecisionCommit {
 		return // presumed abort: no acknowledgement comes

@@ -158,6 +158,9 @@ func TestTraceOfACommit(t *testing.T) {
 		}
 	}
 	for _, s := range spans {
+		if attr(s, tracing.AttrTxn) != id.String() {
+			t.Errorf("%s (%s): %s = %q, want the transaction's id", s.Name(), attr(s, tracing.AttrParticipant), tracing.AttrTxn, attr(s, tracing.AttrTxn))
+		}
 		if s.Name() != "commitd.txn" && (s.StartTime().Before(txn.StartTime()) || s.EndTime().After(txn.EndTime())) {
 			t.Errorf("%s (%s) is not inside the transaction's span", s.Name(), attr(s, tracing.AttrParticipant))
 		}
