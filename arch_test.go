@@ -62,14 +62,15 @@ var arch = map[string]struct {
 
 	"net/link":             {helper, []string{"net/mux", "net/wire"}},
 	"internal/obs":         {helper, []string{"net/mux"}},
+	"internal/tracing":     {helper, []string{"net/wire"}},
 	"internal/pump":        {helper, []string{"engine", "wal"}},
 	"participant/postgres": {helper, []string{"engine", "participant/bank", "participant/statements", "protocol"}},
 	"participant/mysql":    {helper, []string{"engine", "participant/bank", "participant/statements", "protocol"}},
 
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
-	"coordinator": {server, []string{"cluster", "engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
-	"participant": {server, []string{"engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"coordinator": {server, []string{"cluster", "engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "internal/tracing", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"participant": {server, []string{"engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/tracing", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"client":      {server, []string{"cluster", "net/link", "net/mux", "net/wire", "protocol"}},
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},
@@ -81,7 +82,7 @@ var arch = map[string]struct {
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
 
-	"cmd/commitd":    {command, []string{"bench", "client", "cluster", "coordinator", "harness/cluster", "participant", "participant/bank", "participant/httpres", "participant/mysql", "participant/postgres", "participant/remote", "participant/statements", "protocol", "wal"}},
+	"cmd/commitd":    {command, []string{"bench", "client", "cluster", "coordinator", "harness/cluster", "internal/tracing", "participant", "participant/bank", "participant/httpres", "participant/mysql", "participant/postgres", "participant/remote", "participant/statements", "protocol", "wal"}},
 	"cmd/refservice": {command, []string{"participant/httpres/refservice"}},
 }
 

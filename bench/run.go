@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config describes one load run against a coordinator.
@@ -55,6 +57,11 @@ type Config struct {
 	CallTimeout time.Duration
 	// Seed makes the workload repeatable.
 	Seed uint64
+	// TraceRatio is the share (0 to 1) of transactions sent with a sampled
+	// W3C trace context of their own (a random trace id), so that a
+	// coordinator that traces (docs/tracing.md) traces them: to measure
+	// what tracing costs under load without instrumenting the caller.
+	TraceRatio float64
 	// Progress, if set, receives a live progress line every second.
 	Progress io.Writer
 	// AckLog, if set, receives one line per transaction:
@@ -339,6 +346,18 @@ type worker struct {
 	stripe   *stripe
 }
 
+// traced returns ctx with a new sampled span context, as a caller's
+// tracer would put there.
+func (w *worker) traced(ctx context.Context) context.Context {
+	var tid trace.TraceID
+	var sid trace.SpanID
+	binary.BigEndian.PutUint64(tid[:8], w.rng.Uint64()|1)
+	binary.BigEndian.PutUint64(tid[8:], w.rng.Uint64())
+	binary.BigEndian.PutUint64(sid[:], w.rng.Uint64()|1)
+	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
+}
+
 func (r *runner) newWorker(i int) *worker {
 	w := &worker{stripe: r.rec.stripe(i)}
 	w.pcg.Seed(r.cfg.Seed, uint64(i))
@@ -355,6 +374,9 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 	// intended: an open-loop run that falls behind its schedule would
 	// otherwise send ids older than the coordinator accepts (stale-id).
 	id := w.ids.next(time.Now())
+	if r.cfg.TraceRatio > 0 && w.rng.Float64() < r.cfg.TraceRatio {
+		ctx = w.traced(ctx)
+	}
 	var res client.Result
 	var err error
 	if r.cfg.CallTimeout > 0 {

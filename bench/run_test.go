@@ -301,3 +301,19 @@ func TestCallTimeoutBoundsEachTransaction(t *testing.T) {
 		t.Fatal("a negative call timeout was accepted")
 	}
 }
+
+// TestTraceRatio: TraceRatio sends about that share of the transactions
+// with a trace context, and 0 none.
+func TestTraceRatio(t *testing.T) {
+	for _, ratio := range []float64{0, 0.5, 1} {
+		c, cl := fake(t, nil)
+		const n = 2000
+		rep, err := Run(context.Background(), Config{Client: cl, Work: twoBanks, Concurrency: 20, Txns: n, Seed: 3, TraceRatio: ratio})
+		if err != nil || rep.Committed != n {
+			t.Fatalf("ratio %v: %+v, %v", ratio, rep, err)
+		}
+		if got, want := float64(c.Traced()), ratio*n; got < want-0.1*n || got > want+0.1*n || (ratio == 0) != (got == 0) {
+			t.Errorf("ratio %v: %v of %d begins traced", ratio, got, n)
+		}
+	}
+}

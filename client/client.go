@@ -15,6 +15,7 @@ import (
 	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Outcome is what a transaction came to.
@@ -189,6 +190,10 @@ func (c *Client) Close() error {
 // it has forgotten is refused by the participants that remember it
 // (Aborted, voted no).
 //
+// If ctx carries an OpenTelemetry span (trace.SpanContextFromContext), the
+// Begin carries its trace context, and a coordinator that traces makes its
+// span for the transaction a child of it (docs/tracing.md).
+//
 // The error is nil whenever the coordinator answered, whatever the outcome.
 // When the answer cannot be had (the connection failed after the request
 // was sent, or ctx ended first) Run returns Outcome Unknown with the error:
@@ -205,6 +210,7 @@ func (c *Client) Run(ctx context.Context, id uuid.UUID, branches []Branch) (Resu
 	sc := c.pool.Get().(*scratch)
 	defer c.pool.Put(sc)
 	sc.begin.Txn = id
+	sc.begin.Trace = traceContext(ctx)
 	sc.begin.Branches = sc.begin.Branches[:0]
 	sc.names = sc.names[:0]
 	for _, b := range branches {
@@ -506,4 +512,14 @@ func checkBranches(branches []Branch) string {
 		}
 	}
 	return ""
+}
+
+// traceContext is the W3C trace context of the span in ctx, for the Begin;
+// zero when ctx has none.
+func traceContext(ctx context.Context) wire.TraceContext {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return wire.TraceContext{}
+	}
+	return wire.TraceContext{TraceID: sc.TraceID(), SpanID: sc.SpanID(), Flags: uint8(sc.TraceFlags())}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/wal"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config is everything a coordinator needs. Zero durations and counts take
@@ -121,6 +122,13 @@ type Config struct {
 	// ConnsPerParticipant is how many connections the coordinator keeps to
 	// each participant (default 2).
 	ConnsPerParticipant int
+
+	// TracerProvider, when set, turns tracing on (docs/tracing.md): a
+	// span for each transaction whose Begin carries a trace context, or
+	// that the provider's sampler picks, with child spans for each
+	// prepare, the decision and phase two; prepares carry the trace
+	// context to the participants. Nil: no tracing, no trace state.
+	TracerProvider trace.TracerProvider
 
 	// TLS, when set, is required of every connection in both directions
 	// (mutual TLS: its ClientCAs verify peers that dial in, its RootCAs

@@ -181,6 +181,9 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	}
 	s.metrics.begun.Inc()
 	st.client.started(reqID)
+	if s.tr != nil {
+		s.tr.begin(b, st.msg.Tag)
+	}
 	p.Submit(&st.msg)
 	return nil
 }
@@ -249,6 +252,14 @@ func (s *Server) fromParticipant(sc *partScratch, name string, f wire.Frame) err
 		s.metrics.ignored.Inc() // not the leader: the participant asks again
 		s.notLeading.Add(1)
 		return nil
+	}
+	if tr := s.tr; tr != nil && !tr.idle() {
+		switch t {
+		case engine.MsgVote:
+			tr.vote(txn, name, vote)
+		case engine.MsgAck:
+			tr.ack(txn, name)
+		}
 	}
 	p.Submit(&sc.msg)
 	return nil

@@ -50,6 +50,9 @@ type Server struct {
 	http    *obs.Server
 	life    *node.Lifecycle // goroutines, Close, Done, Err
 	rep     *replica        // nil unless Config.Peers: then shards come and go with leadership
+	// tr keeps the spans of traced transactions (trace.go); nil, and
+	// every hook one nil check, unless Config.TracerProvider is set.
+	tr *tracer
 
 	// rates[i] is shard i's record of its recent answers, for the web
 	// console (rates.go); kept across reigns.
@@ -102,6 +105,9 @@ func Start(cfg Config) (*Server, error) {
 	s.rates = make([]*rates, cfg.Shards)
 	for i := range s.rates {
 		s.rates[i] = newRates()
+	}
+	if cfg.TracerProvider != nil {
+		s.tr = newTracer(cfg.TracerProvider)
 	}
 	ok := false
 	defer func() {
@@ -545,7 +551,14 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		switch m.Type {
 		case engine.MsgPrepare:
 			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Work: m.Work}
+			tr := s.tr
+			if tr != nil && !tr.idle() {
+				o.prepare.Trace = tr.prepare(m.Txn, m.To, m.OnePhase)
+			}
 			if p == nil || !p.send(o.shard, &o.prepare) {
+				if tr != nil && !tr.idle() {
+					tr.notSent(m.Txn, m.To)
+				}
 				// Never left: the participant cannot have prepared, so the
 				// shard may abort now rather than after the prepare
 				// timeout (and a one-phase one need not end unknown).
@@ -554,6 +567,9 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 				s.metrics.prepareNotSent()
 			}
 		case engine.MsgDecision:
+			if tr := s.tr; tr != nil && !tr.idle() {
+				tr.decision(m.Txn, m.To, m.Decision)
+			}
 			if m.Decision == protocol.DecisionAbort && s.rep != nil {
 				// No record backs an abort: a replica releases it only
 				// once its abort marker is committed (window.go).
@@ -577,6 +593,9 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		r := &rd.Replies[i]
 		s.outcomes.recordReply(r, nowMs)
 		s.metrics.outcome(r.Outcome)
+		if tr := s.tr; tr != nil && !tr.idle() {
+			tr.reply(r)
+		}
 		cc, reqID := s.clients.lookup(r.Tag)
 		if cc == nil {
 			s.rates[o.shard].record(nowMs, r.Outcome, 0, false)

@@ -38,6 +38,7 @@ import (
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/remote"
 	"github.com/commitd/commitd/protocol"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // TxnID identifies a transaction: a UUID (version 7, made by the client).
@@ -132,6 +133,12 @@ type Config struct {
 	TLS *tls.Config
 	// HTTP, if set, serves /metrics, /debug/pprof/ and /healthz.
 	HTTP string
+	// TracerProvider, if set, turns tracing on (docs/tracing.md): spans
+	// for each traced prepare and decision, children of the
+	// coordinator's; a Service's Prepare, Commit and Abort get a ctx
+	// carrying the participant's span (trace.SpanFromContext), so that its
+	// own spans join the transaction's trace. Nil: no tracing.
+	TracerProvider trace.TracerProvider
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -149,7 +156,7 @@ func Start(cfg Config) (*Participant, error) {
 	pc := participant.Config{
 		Name: cfg.Name, Listen: cfg.Listen, Listener: cfg.Listener, DataDir: cfg.DataDir,
 		Coordinator: cfg.Coordinator, CheckpointEvery: cfg.CheckpointEvery, SegmentBytes: cfg.SegmentBytes,
-		TLS: cfg.TLS, HTTP: cfg.HTTP, Logger: cfg.Logger,
+		TLS: cfg.TLS, HTTP: cfg.HTTP, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider,
 	}
 	var fwd *remote.Resource
 	switch {

@@ -101,6 +101,13 @@ func TestServices(t *testing.T) {
 		}
 		cancel()
 	}
+	// The participants have dialed the coordinator; it must also have
+	// dialed them, or the first transaction aborts as unreachable.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := coord.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
 	cl, err := client.Dial(cln.Addr().String(), client.Options{})
 	if err != nil {
 		t.Fatal(err)

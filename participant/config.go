@@ -14,6 +14,7 @@ import (
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/protocol"
 	"github.com/commitd/commitd/wal"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config is everything a participant server needs. Zero values take the
@@ -83,6 +84,12 @@ type Config struct {
 	// ConnsToCoordinator is the number of connections to the coordinator
 	// (default 2).
 	ConnsToCoordinator int
+	// TracerProvider, when set, turns tracing on (docs/tracing.md): a span
+	// for each prepare that carries the coordinator's trace context (or
+	// that the provider's sampler picks) and for its decision, children
+	// of the coordinator's prepare span; a Traced resource's calls carry
+	// them. Nil: no tracing, no trace state.
+	TracerProvider trace.TracerProvider
 	// TLS, when set, is required of every connection (mutual TLS).
 	TLS *tls.Config
 	// CoordinatorIdentity is, with TLS, what the certificate of a

@@ -47,6 +47,9 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: st.prepare.Txn, To: s.cfg.Name,
 			OnePhase: st.prepare.OnePhase, Work: st.prepare.Work}
 		s.metrics.prepareArrived(st.msg.Txn)
+		if s.tr != nil {
+			s.tr.prepare(&st.prepare)
+		}
 		if s.route != nil {
 			s.route.arrived(c, st.msg.Txn)
 		}
@@ -57,6 +60,9 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		}
 		st.msg = engine.Message{Type: engine.MsgDecision, Txn: st.dec.Txn, To: s.cfg.Name,
 			Decision: st.dec.Decision}
+		if tr := s.tr; tr != nil && !tr.idle() {
+			tr.decision(st.dec.Txn, st.dec.Decision)
+		}
 		if s.route != nil {
 			s.route.arrived(c, st.msg.Txn)
 		}

@@ -26,8 +26,15 @@ type output struct {
 
 func (o *output) Deliver(rd *engine.Ready) {
 	s := o.s
+	tr := s.tr
+	if tr != nil && tr.idle() {
+		tr = nil // nothing traced: no lookups
+	}
 	for i := range rd.Applied {
 		s.ledger.record(rd.Applied[i])
+		if tr != nil {
+			tr.applied(rd.Applied[i].Txn, rd.Applied[i].Decision)
+		}
 	}
 	if s.durable != nil && len(rd.Applied) > 0 {
 		s.forgetMu.Lock()
@@ -47,6 +54,9 @@ func (o *output) Deliver(rd *engine.Ready) {
 			}
 			o.vote = wire.Vote{Txn: m.Txn, From: name, Vote: m.Vote}
 			wm = &o.vote
+			if tr != nil {
+				tr.vote(m.Txn, m.Vote)
+			}
 		case engine.MsgAck:
 			o.ack = wire.Ack{Txn: m.Txn, From: name}
 			wm = &o.ack

@@ -47,6 +47,9 @@ type Server struct {
 	http    *obs.Server
 	reg     *prometheus.Registry
 	metrics *metrics // set before the front door opens
+	// tr keeps the spans of traced transactions (trace.go); nil, and
+	// every hook one nil check, unless Config.TracerProvider is set.
+	tr *tracer
 
 	// replicas are the other replicas of a replicated coordinator, after
 	// coord; immutable after Start.
@@ -79,6 +82,9 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, lock: lock, reg: prometheus.NewRegistry()}
+	if cfg.TracerProvider != nil {
+		s.tr = newTracer(cfg.TracerProvider, cfg.Name)
+	}
 	s.life = node.New(node.Config{
 		Name:   "participant",
 		Logger: cfg.Logger.With("name", cfg.Name),
@@ -163,6 +169,9 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("participant: reading ledger in %s: %w", cfg.DataDir, err)
 	}
 	if s.forward != nil {
+		if t, ok := s.forward.(Traced); ok && s.tr != nil {
+			t.TraceWith(s.tr.context)
+		}
 		s.forward.Attach(func(m engine.Message) {
 			m.To = s.cfg.Name
 			s.pump.Inject(&m) // votes: bounded by the prepares in flight

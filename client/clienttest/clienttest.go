@@ -26,7 +26,8 @@ type Coordinator struct {
 	srv     *mux.Server
 	served  chan struct{} // closed when Serve returns
 	begins  atomic.Int64
-	scratch sync.Pool // *scratch, one per Begin being answered
+	traced  atomic.Int64 // Begins that carried a trace context
+	scratch sync.Pool    // *scratch, one per Begin being answered
 }
 
 // scratch is one answer's decode and encode state.
@@ -57,6 +58,9 @@ func Start(decide func(txn uuid.UUID) client.Outcome) (*Coordinator, error) {
 
 // Begins reports how many Begins it has answered.
 func (c *Coordinator) Begins() int64 { return c.begins.Load() }
+
+// Traced reports how many of them carried a trace context.
+func (c *Coordinator) Traced() int64 { return c.traced.Load() }
 
 // Close stops serving, closes every connection (calls in flight end with
 // Unknown at the client) and waits for its goroutines.
@@ -100,6 +104,9 @@ func (c *Coordinator) handle(conn *mux.Conn, f wire.Frame) error {
 		sc.outcome.Cause = protocol.CauseInvalid
 	}
 	c.begins.Add(1)
+	if !sc.begin.Trace.IsZero() {
+		c.traced.Add(1)
+	}
 	// Reply encodes the outcome into the connection's queue before it
 	// returns, so sc may be reused at once.
 	return conn.Reply(f.ReqID, &sc.outcome)

@@ -43,6 +43,7 @@ func runBench(args []string) error {
 		"so a kill -9 loses at most the lines queued since the last round began and may cut the last line short")
 	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "workload seed")
+	traceRatio := fs.Float64("trace-sample", 0, "send this share (0 to 1) of transactions with a sampled trace context of their own, for a coordinator that traces (--otlp-endpoint) to trace: what tracing costs under load")
 	fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required)")
 	fs.Var(parts, "participants", "participants as NAME=ADDR,NAME=ADDR,... (required)")
 	fs.IntVar(&w.Accounts, "accounts", 1000, "accounts per participant to spread transfers over (at most what the participants have)")
@@ -62,6 +63,9 @@ func runBench(args []string) error {
 		txns: *txns, conns: *conns, participants: len(parts), work: w, callTimeout: *callTimeout,
 	}); err != nil {
 		return usageError{err}
+	}
+	if *traceRatio < 0 || *traceRatio > 1 {
+		return usageError{fmt.Errorf("--trace-sample %v: want a ratio from 0 to 1", *traceRatio)}
 	}
 	for n := range parts {
 		w.Names = append(w.Names, n)
@@ -115,7 +119,7 @@ func runBench(args []string) error {
 	defer cl.Close()
 	cfg := bench.Config{
 		Client: cl, Work: w, Concurrency: *concurrency, Rate: *rate, MaxInFlight: *maxInFlight,
-		Duration: *duration, Warmup: *warmup, Txns: *txns, CallTimeout: *callTimeout, Seed: *seed, Progress: os.Stderr,
+		Duration: *duration, Warmup: *warmup, Txns: *txns, CallTimeout: *callTimeout, Seed: *seed, TraceRatio: *traceRatio, Progress: os.Stderr,
 		Sample: func(ctx context.Context) (bench.ServerSample, error) {
 			var st coordinator.Status
 			err := client.Admin(ctx, coord, "status", tlsCfg, &st)

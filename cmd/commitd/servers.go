@@ -192,6 +192,7 @@ func runCoordinator(args []string) error {
 	fs := newFlags("coordinator")
 	cfg := coordinator.Config{Participants: participantList{}}
 	var tf tlsFlags
+	var trf traceFlags
 	var logLevel string
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7400", "address for clients, participants and admin queries")
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
@@ -224,6 +225,7 @@ func runCoordinator(args []string) error {
 	segmentSizeFlag(fs, &cfg.SegmentBytes, "size of each log segment file, e.g. 8MiB (default 64MiB); the log needs 4 of them free to start")
 	replicas := replicaFlags(fs, &cfg)
 	tf.register(fs)
+	trf.register(fs)
 	cfg.ParticipantIdentities = map[string]string{}
 	fs.Func("participant-identity", "with TLS, NAME=ID: participant NAME's certificate must be valid for ID (a DNS name or IP in its SANs, or its CN); default: NAME or the host of its address (repeat)", func(v string) error {
 		name, id, ok := strings.Cut(v, "=")
@@ -259,6 +261,11 @@ func runCoordinator(args []string) error {
 	if cfg.TLS, err = tf.config(); err != nil {
 		return err
 	}
+	var stopTracing func()
+	if cfg.TracerProvider, stopTracing, err = trf.start("commitd-coordinator"); err != nil {
+		return err
+	}
+	defer stopTracing()
 	s, err := coordinator.Start(cfg)
 	if err != nil {
 		return err
@@ -312,6 +319,8 @@ func runParticipant(args []string) error {
 	fs.Var((*identityList)(&cfg.AdminIdentities), "admin-identity", "with TLS, a certificate identity allowed to read admin reports (repeat; default: any certificate the CA signed)")
 	fs.Var((*identityList)(&cfg.OperatorIdentities), "operator-identity", "with TLS, a certificate identity allowed to resolve a transaction by hand (commitd admin resolve; repeat; default: none, so nobody may; without TLS only from this machine)")
 	tf.register(fs)
+	var trf traceFlags
+	trf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -345,6 +354,11 @@ func runParticipant(args []string) error {
 	if cfg.DataDir == "" {
 		return usageError{errors.New("--data is required")}
 	}
+	var stopTracing func()
+	if cfg.TracerProvider, stopTracing, err = trf.start("commitd-participant " + cfg.Name); err != nil {
+		return err
+	}
+	defer stopTracing()
 	if *backend != "http" && hf.url != "" {
 		return usageError{fmt.Errorf("--url is for --backend http, not %s", *backend)}
 	}

@@ -34,6 +34,7 @@ func run(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:8081", "address to serve the contract on")
 	data := fs.String("data", "", "journal file (created, with --accounts, if missing; required)")
 	accounts := fs.String("accounts", "", "starting balances of a new journal, as NAME=AMOUNT,NAME=AMOUNT")
+	logTrace := fs.Bool("log-traceparent", false, "log each call's W3C traceparent header (sent by a participant that traces, docs/tracing.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -61,7 +62,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: refservice.Handler(store), ReadHeaderTimeout: 10 * time.Second}
+	h := refservice.Handler(store)
+	if *logTrace {
+		h = logTraceparent(h)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(os.Stderr, "refservice: serving on http://%s, journal %s\n", ln.Addr(), *data)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -75,4 +80,16 @@ func run(args []string) error {
 		return err
 	}
 	return nil
+}
+
+// logTraceparent logs the traceparent header of each call that has one:
+// where a service of one's own would start its span as the header's child,
+// the reference service shows what it was sent.
+func logTraceparent(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tp := r.Header.Get("traceparent"); tp != "" {
+			fmt.Fprintf(os.Stderr, "refservice: %s %s traceparent=%q\n", r.Method, r.URL.Path, tp)
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options describe a cluster. Zero values take the defaults noted.
@@ -36,8 +37,11 @@ type Options struct {
 	// written out ahead of need, and a test cluster has seven logs).
 	SegmentBytes int64
 	// TLS, if set, makes every connection mutual TLS.
-	TLS    *tls.Config
-	Logger *slog.Logger
+	TLS *tls.Config
+	// TracerProvider, if set, turns tracing on in every server
+	// (docs/tracing.md).
+	TracerProvider trace.TracerProvider
+	Logger         *slog.Logger
 }
 
 // Cluster is a running cluster.
@@ -143,6 +147,7 @@ func (c *Cluster) startParticipant(i int, ln net.Listener) (*participant.Server,
 		CheckpointEvery: c.opts.CheckpointEvery,
 		SegmentBytes:    c.opts.SegmentBytes,
 		TLS:             c.opts.TLS,
+		TracerProvider:  c.opts.TracerProvider,
 		Logger:          c.opts.Logger,
 	})
 }
@@ -161,6 +166,7 @@ func (c *Cluster) startCoordinator(ln net.Listener) (*coordinator.Server, error)
 		Remember:       c.opts.Remember,
 		SegmentBytes:   c.opts.SegmentBytes,
 		TLS:            c.opts.TLS,
+		TracerProvider: c.opts.TracerProvider,
 		Logger:         c.opts.Logger,
 	})
 }

@@ -35,8 +35,9 @@
 //
 //	Hello          role u8 | name; flags bit 1 = answer with your own Hello
 //	Begin          txn | n u8 (≤ 10) | n × (participant name | work bytes16 (≤ 4096))
+//	               [| trace context]: flags bit 2 (FlagTrace)
 //	Outcome        txn | outcome u8 | cause u8 | participant name | detail bytes16 (≤ 1024)
-//	Prepare        txn | onePhase u8 (0/1) | work bytes16 (≤ 4096)
+//	Prepare        txn | onePhase u8 (0/1) | work bytes16 (≤ 4096) [| trace context]
 //	Vote           txn | vote u8 | from name
 //	Decision       txn | decision u8
 //	Ack, Inquire   txn | from name
@@ -44,6 +45,9 @@
 //	AdminResponse  JSON bytes (rest of the frame); flags bit 0 = more frames follow
 //	Error          code u16 (≠ 0) | message bytes16 (≤ 1024); with request id 0,
 //	               why the sender closes the connection
+//
+// A trace context (TraceContext) is trace id [16] | span id [8] | flags u8,
+// a W3C traceparent's fields, present exactly when FlagTrace is set.
 //
 // Every message has exactly one encoding (no trailing bytes, booleans 0 or
 // 1, enums in range), so decoding and re-encoding a valid frame reproduces

@@ -109,6 +109,12 @@ const (
 	// Hello before it uses the connection, so that nothing is sent on a
 	// connection the peer is about to refuse (see Hello.Answer).
 	FlagAnswer Flags = 1 << 1
+	// FlagTrace (Begin, Prepare): the payload ends with a W3C trace
+	// context (TraceContext, TraceContextLen bytes) after the message's
+	// own fields. Without it the payload is exactly what it was before
+	// tracing existed, so frames that carry no trace decode as they
+	// always did.
+	FlagTrace Flags = 1 << 2
 )
 
 // allowedFlags returns the flag bits that frames of type t may carry.
@@ -118,6 +124,8 @@ func allowedFlags(t Type) Flags {
 		return FlagMore
 	case TypeHello:
 		return FlagAnswer
+	case TypeBegin, TypePrepare:
+		return FlagTrace
 	}
 	return 0
 }

@@ -296,6 +296,9 @@ type Begin struct {
 	// Branches is reused by Decode: it decodes into Branches[:0], so a
 	// Begin decoded again and again allocates only while it grows.
 	Branches []Branch
+	// Trace is the caller's trace context (FlagTrace), or zero: the
+	// coordinator's span for the transaction is its child.
+	Trace TraceContext
 }
 
 // Outcome answers a Begin.
@@ -312,6 +315,9 @@ type Prepare struct {
 	Txn      protocol.TxnID
 	OnePhase bool // the only branch: commit at once if possible
 	Work     []byte
+	// Trace is the coordinator's span for this prepare (FlagTrace), or
+	// zero: the participant's span for the prepare is its child.
+	Trace TraceContext
 }
 
 // Vote is a participant's answer to Prepare (one-way).
@@ -444,6 +450,9 @@ func (m *Hello) check() error {
 }
 
 func (m *Begin) check() error {
+	if err := m.Trace.check(); err != nil {
+		return err
+	}
 	if len(m.Branches) > protocol.MaxBranches {
 		return fmt.Errorf("%w: %d branches, limit %d", ErrMalformed, len(m.Branches), protocol.MaxBranches)
 	}
@@ -471,7 +480,12 @@ func (m *Outcome) check() error {
 	return checkLen("detail", m.Detail, MaxDetailLen)
 }
 
-func (m *Prepare) check() error { return checkLen("work", m.Work, protocol.MaxWorkLen) }
+func (m *Prepare) check() error {
+	if err := m.Trace.check(); err != nil {
+		return err
+	}
+	return checkLen("work", m.Work, protocol.MaxWorkLen)
+}
 
 func (m *Vote) check() error {
 	if err := checkValid("vote", m.Vote); err != nil {
@@ -558,14 +572,14 @@ func (m *Begin) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 	if err := m.check(); err != nil {
 		return dst, err
 	}
-	dst, start := beginFrame(dst, TypeBegin, 0, reqID)
+	dst, start := beginFrame(dst, TypeBegin, m.Trace.flag(), reqID)
 	dst = append(dst, m.Txn[:]...)
 	dst = append(dst, byte(len(m.Branches)))
 	for i := range m.Branches {
 		dst = appendName(dst, m.Branches[i].Participant)
 		dst = appendBytes16(dst, m.Branches[i].Work)
 	}
-	return endFrame(dst, start)
+	return endFrame(m.Trace.append(dst), start)
 }
 
 // AppendFrame implements Message; reqID must be the Begin's.
@@ -585,10 +599,10 @@ func (m *Prepare) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 	if err := m.check(); err != nil {
 		return dst, err
 	}
-	dst, start := beginFrame(dst, TypePrepare, 0, reqID)
+	dst, start := beginFrame(dst, TypePrepare, m.Trace.flag(), reqID)
 	dst = append(dst, m.Txn[:]...)
 	dst = append(dst, boolByte(m.OnePhase))
-	return endFrame(appendBytes16(dst, m.Work), start)
+	return endFrame(m.Trace.append(appendBytes16(dst, m.Work)), start)
 }
 
 // AppendFrame implements Message; reqID must be zero.
@@ -788,6 +802,7 @@ func (m *Begin) Decode(f Frame) error {
 		m.Branches[i].Participant = d.name("participant")
 		m.Branches[i].Work = d.bytes16("work")
 	}
+	d.traceContext(f.Flags, &m.Trace)
 	if err := d.finish(TypeBegin); err != nil {
 		return err
 	}
@@ -820,6 +835,7 @@ func (m *Prepare) Decode(f Frame) error {
 	m.Txn = d.txn()
 	m.OnePhase = d.bool("one-phase")
 	m.Work = d.bytes16("work")
+	d.traceContext(f.Flags, &m.Trace)
 	if err := d.finish(TypePrepare); err != nil {
 		return err
 	}

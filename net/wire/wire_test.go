@@ -58,7 +58,18 @@ func samples() []sample {
 		{0, &Raft{Msg: []byte{0x08, 0x03}}},
 		{0, &Raft{More: true, Msg: []byte{0x08}}},
 		{0, &Raft{Msg: bytes.Repeat([]byte{0xcd}, MaxPayload)}},
+		{9, &Begin{Txn: txn, Branches: []Branch{{Participant: []byte("a"), Work: []byte{1}}}, Trace: tc}},
+		{1<<64 - 1, &Begin{Txn: txn, Branches: full, Trace: tc}},
+		{0, &Prepare{Txn: txn, OnePhase: true, Work: work, Trace: tc}},
+		{0, &Prepare{Txn: txn, Work: []byte{}, Trace: TraceContext{TraceID: [16]byte{15: 1}, SpanID: [8]byte{0: 1}}}},
 	}
+}
+
+// tc is a trace context as a sampled W3C traceparent carries it.
+var tc = TraceContext{
+	TraceID: [16]byte{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+	SpanID:  [8]byte{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+	Flags:   1,
 }
 
 // newOf returns an empty message of the type t carries.
@@ -267,6 +278,63 @@ func TestParseFrameTruncated(t *testing.T) {
 
 // TestDecodeMalformedPayload: payloads whose header is fine but whose
 // fields are not.
+// traced sets FlagTrace on f.
+func traced(f Frame) Frame { f.Flags |= FlagTrace; return f }
+
+// TestTraceContextKeepsOldFrames: a Begin or a Prepare without a trace
+// context is encoded exactly as before the field existed (no flag, no
+// bytes), and one with a trace context only adds the flag and 25 bytes at
+// the end of the payload, so the old fields sit where they always did.
+func TestTraceContextKeepsOldFrames(t *testing.T) {
+	// A Prepare as wire version 1 always encoded it, written out by hand.
+	old := []byte{0, 0, 0, 12 + 16 + 1 + 2 + 2, Version, byte(TypePrepare), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	old = append(old, txn[:]...)
+	old = append(old, 1, 0, 2, 'w', 'k')
+	p := Prepare{Txn: txn, OnePhase: true, Work: []byte("wk")}
+	if got := mustAppend(t, nil, 0, &p); !bytes.Equal(got, old) {
+		t.Fatalf("untraced prepare changed:\n got %x\nwant %x", got, old)
+	}
+	f, _, err := ParseFrame(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d Prepare
+	d.Trace = tc // a decode must clear what an earlier one left
+	if err := d.Decode(f); err != nil || !d.Trace.IsZero() || !bytes.Equal(d.Work, []byte("wk")) || !d.OnePhase {
+		t.Fatalf("old prepare decoded as %+v, %v", d, err)
+	}
+
+	p.Trace = tc
+	got := mustAppend(t, nil, 0, &p)
+	want := append([]byte(nil), old...)
+	binary.BigEndian.PutUint32(want, uint32(len(old)-4+TraceContextLen))
+	binary.BigEndian.PutUint16(want[6:], uint16(FlagTrace))
+	want = append(append(append(want, tc.TraceID[:]...), tc.SpanID[:]...), tc.Flags)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("traced prepare:\n got %x\nwant %x", got, want)
+	}
+	f, _, err = ParseFrame(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Decode(f); err != nil || d.Trace != tc {
+		t.Fatalf("traced prepare decoded as %+v, %v", d, err)
+	}
+
+	b := Begin{Txn: txn, Branches: []Branch{{Participant: []byte("p"), Work: []byte{7}}}}
+	plain := mustAppend(t, nil, 3, &b)
+	b.Trace = tc
+	withTrace := mustAppend(t, nil, 3, &b)
+	if len(withTrace) != len(plain)+TraceContextLen || !bytes.Equal(withTrace[HeaderSize:len(plain)], plain[HeaderSize:]) {
+		t.Fatalf("traced begin is not the plain one plus a trace context:\n%x\n%x", plain, withTrace)
+	}
+	// A trace context with an all-zero id has no encoding.
+	p.Trace = TraceContext{SpanID: [8]byte{1}}
+	if _, err := AppendFrame(nil, 0, &p); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("zero trace id encoded: %v", err)
+	}
+}
+
 func TestDecodeMalformedPayload(t *testing.T) {
 	frame := func(typ Type, reqID uint64, payload []byte) Frame {
 		return Frame{Type: typ, ReqID: reqID, Payload: payload}
@@ -299,6 +367,15 @@ func TestDecodeMalformedPayload(t *testing.T) {
 		{"admin-kind-0", frame(TypeAdminRequest, 1, []byte{0})},
 		{"error-code-0", frame(TypeError, 1, []byte{0, 0, 0, 0})},
 		{"error-message-too-long", frame(TypeError, 1, cat([]byte{0, 1, 0x04, 0x01}, make([]byte, 1025)))},
+		{"prepare-trace-missing", traced(frame(TypePrepare, 0, cat(id, []byte{0, 0, 0})))},
+		{"prepare-trace-truncated", traced(frame(TypePrepare, 0, cat(id, []byte{0, 0, 0}, tc.TraceID[:], tc.SpanID[:])))},
+		{"prepare-trace-zero-trace-id", traced(frame(TypePrepare, 0, cat(id, []byte{0, 0, 0}, make([]byte, 16), tc.SpanID[:], []byte{1})))},
+		{"prepare-trace-zero-span-id", traced(frame(TypePrepare, 0, cat(id, []byte{0, 0, 0}, tc.TraceID[:], make([]byte, 8), []byte{1})))},
+		{"prepare-trace-trailing", traced(frame(TypePrepare, 0, cat(id, []byte{0, 0, 0}, tc.TraceID[:], tc.SpanID[:], []byte{1, 0})))},
+		{"begin-trace-missing", traced(frame(TypeBegin, 1, cat(id, []byte{0})))},
+		{"begin-trace-zero", traced(frame(TypeBegin, 1, cat(id, []byte{0}, make([]byte, TraceContextLen))))},
+		{"vote-trace-flag", traced(frame(TypeVote, 0, cat(id, []byte{1, 1, 'a'}, tc.TraceID[:], tc.SpanID[:], []byte{1})))},
+		{"decision-trace-flag", traced(frame(TypeDecision, 0, cat(id, []byte{1}, tc.TraceID[:], tc.SpanID[:], []byte{1})))},
 	}
 	for _, c := range cases {
 		if err := Check(c.f); !errors.Is(err, ErrMalformed) {
@@ -544,6 +621,58 @@ func TestAllocations(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("Reader.Next: %v allocs", n)
+	}
+}
+
+// BenchmarkPrepareFrame encodes, parses, checks and decodes a Prepare with
+// and without a trace context: the trace context costs 25 bytes and no
+// allocation.
+func BenchmarkPrepareFrame(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		trace TraceContext
+	}{{"untraced", TraceContext{}}, {"traced", tc}} {
+		b.Run(bc.name, func(b *testing.B) {
+			buf := make([]byte, 0, 256)
+			p := Prepare{Txn: txn, Work: []byte("transfer 100 from a to b"), Trace: bc.trace}
+			var out Prepare
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, _ = AppendFrame(buf[:0], 0, &p)
+				f, _, _ := ParseFrame(buf)
+				if err := Check(f); err != nil {
+					b.Fatal(err)
+				}
+				if err := out.Decode(f); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkBeginFrame is BenchmarkPrepareFrame for a two-branch Begin.
+func BenchmarkBeginFrame(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		trace TraceContext
+	}{{"untraced", TraceContext{}}, {"traced", tc}} {
+		b.Run(bc.name, func(b *testing.B) {
+			buf := make([]byte, 0, 256)
+			m := Begin{Txn: txn, Branches: []Branch{{Participant: []byte("bank-1"), Work: []byte("a -100")}, {Participant: []byte("bank-2"), Work: []byte("b +100")}}, Trace: bc.trace}
+			out := Begin{Branches: make([]Branch, 0, protocol.MaxBranches)}
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, _ = AppendFrame(buf[:0], 1, &m)
+				f, _, _ := ParseFrame(buf)
+				if err := Check(f); err != nil {
+					b.Fatal(err)
+				}
+				if err := out.Decode(f); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Bounds on what a service may answer: a vote is a few bytes, and a list of
@@ -157,6 +158,9 @@ func (c *Client) post(ctx context.Context, path string, v any, want200 bool) ([]
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// The participant's span for this call, when it traces: the service
+	// may join the trace (docs/tracing.md). Nothing is set otherwise.
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	return c.do(req, path, want200, maxVoteBody)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/commitd/commitd/participant/remote"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // service is a reference service behind a switch that can break it.
@@ -32,6 +33,11 @@ type service struct {
 	// broken makes every call answer 500.
 	broken  atomic.Bool
 	commits atomic.Int64 // /commit calls seen
+	// headers are the traceparent headers of the calls, by path.
+	headers struct {
+		sync.Mutex
+		byPath map[string][]string
+	}
 }
 
 func newService(t *testing.T, balances map[string]int64) *service {
@@ -43,6 +49,14 @@ func newService(t *testing.T, balances map[string]int64) *service {
 	s := &service{store: st}
 	h := refservice.Handler(st)
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tp := r.Header.Get("traceparent"); tp != "" {
+			s.headers.Lock()
+			if s.headers.byPath == nil {
+				s.headers.byPath = map[string][]string{}
+			}
+			s.headers.byPath[r.URL.Path] = append(s.headers.byPath[r.URL.Path], tp)
+			s.headers.Unlock()
+		}
 		if s.broken.Load() {
 			http.Error(w, "broken on purpose", http.StatusInternalServerError)
 			return
@@ -78,6 +92,13 @@ type rig struct {
 
 func startRig(t *testing.T, svcs map[string]*service) *rig {
 	t.Helper()
+	return startTracedRig(t, svcs, nil)
+}
+
+// startTracedRig is startRig with tracing on in every server when tp is
+// set.
+func startTracedRig(t *testing.T, svcs map[string]*service, tp trace.TracerProvider) *rig {
+	t.Helper()
 	dir := t.TempDir()
 	r := &rig{parts: map[string]*participant.Server{}}
 	lns, addrs := map[string]net.Listener{}, map[string]string{}
@@ -93,7 +114,8 @@ func startRig(t *testing.T, svcs map[string]*service) *rig {
 		t.Fatal(err)
 	}
 	r.coord, err = coordinator.Start(coordinator.Config{Listener: cln, DataDir: filepath.Join(dir, "coordinator"),
-		Participants: addrs, PrepareTimeout: 5 * time.Second, SegmentBytes: 1 << 20, Logger: nodetest.Quiet()})
+		Participants: addrs, PrepareTimeout: 5 * time.Second, SegmentBytes: 1 << 20, Logger: nodetest.Quiet(),
+		TracerProvider: tp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +127,8 @@ func startRig(t *testing.T, svcs map[string]*service) *rig {
 		}
 		res := remote.New(c, remote.Options{PrepareTimeout: time.Second, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond, Logger: nodetest.Quiet()})
 		p, err := participant.Start(participant.Config{Name: name, Listener: lns[name], DataDir: filepath.Join(dir, name),
-			Coordinator: cln.Addr().String(), Resource: res, SegmentBytes: 1 << 20, InquireAfter: 100 * time.Millisecond, Logger: nodetest.Quiet()})
+			Coordinator: cln.Addr().String(), Resource: res, SegmentBytes: 1 << 20, InquireAfter: 100 * time.Millisecond, Logger: nodetest.Quiet(),
+			TracerProvider: tp})
 		if err != nil {
 			res.Close()
 			t.Fatal(err)

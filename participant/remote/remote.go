@@ -133,6 +133,10 @@ type entry struct {
 	// unanswered: an abort sent because the prepare got no valid answer
 	// (counted in mu.unanswered, which bounds them).
 	unanswered bool
+	// ctx, when tracing, is the context the delivery's calls derive
+	// from: it carries the participant's span for the decision
+	// (TraceWith). Nil: r.ctx.
+	ctx context.Context
 }
 
 // Stats are the resource's counters (Resource.Stats, `admin status`,
@@ -172,6 +176,9 @@ type Resource struct {
 	sem chan struct{}
 	// report is set once by Attach, before any Prepare.
 	report func(engine.Message)
+	// trace, set once by TraceWith before Attach, adds a transaction's
+	// span to a call's context (nil: tracing is off).
+	trace func(context.Context, protocol.TxnID) context.Context
 	// planted is a deliberately broken variant for the tests that must
 	// catch it (export_test.go); zero outside tests.
 	planted plantedBug
@@ -219,6 +226,24 @@ func New(svc Service, opts Options) *Resource {
 	return r
 }
 
+// TraceWith makes the calls to the service carry the participant's span
+// for their transaction: trace returns ctx with that span (the service's
+// client sends it on, e.g. as a traceparent header). Called at most once,
+// before Attach, only when the participant traces (docs/tracing.md).
+func (r *Resource) TraceWith(trace func(ctx context.Context, txn protocol.TxnID) context.Context) {
+	r.trace = trace
+}
+
+// callContext is the context a call about txn derives from: r.ctx, with
+// the transaction's span when tracing. On the pump goroutine, while the
+// participant's span for the prepare or the decision is open.
+func (r *Resource) callContext(txn protocol.TxnID) context.Context {
+	if r.trace == nil {
+		return r.ctx
+	}
+	return r.trace(r.ctx, txn)
+}
+
 // Attach sets where the votes go and starts the scans: the first at once,
 // then every Options.ScanEvery.
 func (r *Resource) Attach(report func(engine.Message)) {
@@ -247,13 +272,13 @@ func (r *Resource) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 	r.mu.stats.Prepares++
 	w := append([]byte(nil), work...) // the engine's slice is reused
 	r.wg.Add(1)
-	go r.callPrepare(txn, w)
+	go r.callPrepare(r.callContext(txn), txn, w)
 	return protocol.VotePending
 }
 
-func (r *Resource) callPrepare(txn protocol.TxnID, work []byte) {
+func (r *Resource) callPrepare(base context.Context, txn protocol.TxnID, work []byte) {
 	defer r.wg.Done()
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.PrepareTimeout)
+	ctx, cancel := context.WithTimeout(base, r.opts.PrepareTimeout)
 	v, err := r.svc.Prepare(ctx, txn, work)
 	cancel()
 	if err == nil && v != protocol.VoteYes && v != protocol.VoteNo && v != protocol.VoteReadOnly {
@@ -307,6 +332,9 @@ func (r *Resource) decide(txn protocol.TxnID, s state) {
 		panic(fmt.Sprintf("remote: %v of %v, which is %v", s, txn, stateName(e)))
 	}
 	e.state = s
+	if r.trace != nil {
+		e.ctx = r.trace(r.ctx, txn)
+	}
 	if r.report == nil {
 		// Replayed from the log during recovery: perhaps delivered
 		// before the crash. The first scan says.
@@ -458,13 +486,18 @@ func (r *Resource) sendLocked(txn protocol.TxnID, e *entry) {
 		return
 	}
 	e.sending = true
+	base := e.ctx
+	if base == nil {
+		base = r.ctx
+	}
 	r.wg.Add(1)
-	go r.deliver(txn, e.state)
+	go r.deliver(base, txn, e.state)
 }
 
 // deliver sends a decision until the service takes it, backing off
-// between attempts, or until Close.
-func (r *Resource) deliver(txn protocol.TxnID, s state) {
+// between attempts, or until Close (base ends then: it is r.ctx, or
+// derives from it).
+func (r *Resource) deliver(base context.Context, txn protocol.TxnID, s state) {
 	defer r.wg.Done()
 	wait := r.opts.RetryMin
 	for {
@@ -473,7 +506,7 @@ func (r *Resource) deliver(txn protocol.TxnID, s state) {
 		case <-r.ctx.Done():
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.CallTimeout)
+		ctx, cancel := context.WithTimeout(base, r.opts.CallTimeout)
 		var err error
 		if s == committing {
 			err = r.svc.Commit(ctx, txn)
