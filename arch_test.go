@@ -70,7 +70,7 @@ var arch = map[string]struct {
 	"internal/node": {lifecycle, []string{"internal/datadir", "internal/obs", "internal/pump", "net/mux", "wal"}},
 
 	"coordinator": {server, []string{"cluster", "engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/raftlog", "internal/tracing", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
-	"participant": {server, []string{"engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/tracing", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
+	"participant": {server, []string{"cluster", "engine", "internal/console", "internal/datadir", "internal/node", "internal/obs", "internal/pump", "internal/tracing", "net/link", "net/mux", "net/wire", "protocol", "wal"}},
 	"client":      {server, []string{"cluster", "net/link", "net/mux", "net/wire", "protocol"}},
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},

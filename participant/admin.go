@@ -128,6 +128,9 @@ type Status struct {
 	engine.ParticipantStats
 	Coordinator link.PeerStatus   `json:"coordinator"`
 	Replicas    []link.PeerStatus `json:"replicas,omitempty"`
+	// UnknownGroup counts votes, acks and inquiries dropped because their
+	// transaction's group is not in the cluster map (Config.Cluster).
+	UnknownGroup uint64 `json:"unknown_group,omitempty"`
 	// Resource is a Forwarding resource's own status (its calls to the
 	// service, the decisions still to deliver).
 	Resource any `json:"resource,omitempty"`
@@ -255,7 +258,7 @@ func (s *Server) adminJSON(c *mux.Conn, kind wire.AdminKind, arg []byte) ([]byte
 		return json.Marshal(rep)
 	case wire.AdminStatus:
 		addrs := strings.Split(s.cfg.Coordinator, ",")
-		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0])}
+		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0]), UnknownGroup: s.unknownGroup.Load()}
 		for i, p := range s.replicas {
 			st.Replicas = append(st.Replicas, link.StatusOf(p, addrs[i+1]))
 		}

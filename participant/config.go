@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/commitd/commitd/cluster"
 	"log/slog"
 	"net"
 	"strings"
@@ -36,6 +37,12 @@ type Config struct {
 	// leader), and either goes to every replica when that connection is
 	// gone or has been silent for InquireAfter.
 	Coordinator string
+	// Cluster, instead of Coordinator, is the map of a cluster of several
+	// coordinator groups (docs/scale.md): a transaction's votes, acks and
+	// inquiries go to the group stamped in its id, found as for
+	// Coordinator within that group; never to another group, whose
+	// answer about it would be a presumed abort.
+	Cluster *cluster.Map
 	// Resource does the work. Required; the bank resource for the bank
 	// participant.
 	Resource Inspectable
@@ -146,8 +153,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("participant: name %q must be 1 to %d bytes", c.Name, protocol.MaxNameLen)
 	case c.DataDir == "":
 		return errors.New("participant: a data directory is required")
-	case c.Coordinator == "":
+	case c.Coordinator == "" && c.Cluster == nil:
 		return errors.New("participant: the coordinator's address is required")
+	case c.Coordinator != "" && c.Cluster != nil:
+		return errors.New("participant: give the coordinator's address or a cluster map, not both")
 	case c.Resource == nil:
 		return errors.New("participant: a resource is required")
 	}

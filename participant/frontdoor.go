@@ -50,9 +50,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if s.tr != nil {
 			s.tr.prepare(&st.prepare)
 		}
-		if s.route != nil {
-			s.route.arrived(c, st.msg.Txn)
-		}
+		s.arrived(c, st.msg.Txn)
 		s.pump.Submit(&st.msg)
 	case wire.TypeDecision:
 		if err := st.dec.Decode(f); err != nil {
@@ -63,9 +61,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		if tr := s.tr; tr != nil && !tr.idle() {
 			tr.decision(st.dec.Txn, st.dec.Decision)
 		}
-		if s.route != nil {
-			s.route.arrived(c, st.msg.Txn)
-		}
+		s.arrived(c, st.msg.Txn)
 		s.pump.Submit(&st.msg)
 	case wire.TypeAdminRequest:
 		if err := st.admin.Decode(f); err != nil {

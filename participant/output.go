@@ -66,7 +66,7 @@ func (o *output) Deliver(rd *engine.Ready) {
 		default:
 			panic(fmt.Sprintf("participant: machine emitted a %v message", m.Type))
 		}
-		if s.route != nil && s.sendRouted(m, wm) {
+		if s.route != nil && s.route.send(m, wm) || s.sendToGroup(m, wm) {
 			continue
 		}
 		// Not connected: dropped. The coordinator times the vote out, or
@@ -78,18 +78,18 @@ func (o *output) Deliver(rd *engine.Ready) {
 	}
 }
 
-// sendRouted sends a message for a replicated coordinator where router
+// send sends a message for a replicated coordinator where the router
 // says (a vote or ack back on the connection its prepare or decision came
 // on, an inquiry on the leader's), and reports false when it knows no such
 // connection or that one has closed: then the message goes to every
 // replica.
-func (s *Server) sendRouted(m *engine.Message, wm wire.Message) bool {
+func (r *router) send(m *engine.Message, wm wire.Message) bool {
 	var c *mux.Conn
 	if m.Type != engine.MsgInquire {
-		c = s.route.take(m.Txn)
+		c = r.take(m.Txn)
 	}
 	if c == nil {
-		c = s.route.leading()
+		c = r.leading()
 	}
 	return c != nil && c.Send(wm) == nil
 }

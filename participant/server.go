@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commitd/commitd/engine"
@@ -57,6 +58,14 @@ type Server struct {
 	// route finds a replicated coordinator's leader; nil for a lone
 	// coordinator (route.go).
 	route *router
+	// groups are the coordinator groups of a cluster (Config.Cluster;
+	// cluster.go), by number; nil otherwise. Immutable once started.
+	groups map[uint16]*groupLink
+	// groupOrder[i] is the group of the i-th coordinator peer dialed.
+	groupOrder []*groupLink
+	// unknownGroup counts messages dropped because their transaction's
+	// group is not in the cluster map.
+	unknownGroup atomic.Uint64
 
 	statsMu sync.Mutex
 	stats   engine.ParticipantStats // published by the pump after each round
@@ -76,6 +85,12 @@ func Start(cfg Config) (*Server, error) {
 	cfg.fill()
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Cluster != nil {
+		// Every replica of every group is "the coordinator" for status,
+		// logs and TLS identities; cluster.go sends each message to its
+		// transaction's group only.
+		cfg.Coordinator = strings.Join(clusterAddrs(cfg.Cluster), ",")
 	}
 	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
@@ -180,8 +195,11 @@ func Start(cfg Config) (*Server, error) {
 	// A replicated coordinator (docs/ha.md): votes and acks go back to the
 	// replica that asked, inquiries to the one that leads (route.go), and
 	// to every replica when this participant does not know which.
-	if strings.Contains(cfg.Coordinator, ",") {
+	if cfg.Cluster == nil && strings.Contains(cfg.Coordinator, ",") {
 		s.route = newRouter(cfg.InquireAfter, max(cfg.InquireAfter, time.Second))
+	}
+	if cfg.Cluster != nil {
+		s.dialGroups(cfg.Cluster)
 	}
 	for i, addr := range strings.Split(cfg.Coordinator, ",") {
 		p := mux.NewPeer(addr, mux.PeerOptions{
@@ -201,6 +219,9 @@ func Start(cfg Config) (*Server, error) {
 			s.coord = p
 		} else {
 			s.replicas = append(s.replicas, p)
+		}
+		if g := s.groupAt(i); g != nil {
+			g.peers = append(g.peers, p)
 		}
 	}
 	var ln net.Listener

@@ -283,7 +283,9 @@ func runParticipant(args []string) error {
 	fs.StringVar(&cfg.Name, "name", "", "this participant's name, as the coordinator knows it (default: from --listen's port, p<PORT>)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7401", "address the coordinator and admin tools connect to")
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
-	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required)")
+	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required, unless --cluster)")
+	var clusterFile string
+	fs.StringVar(&clusterFile, "cluster", "", "instead of --coordinator, the map of a cluster of coordinator groups (docs/scale.md): each transaction's votes, acks and inquiries go to the group its id names")
 	fs.IntVar(&accounts, "accounts", 1000, "bank accounts (seeded only when the data directory is new)")
 	fs.Int64Var(&balance, "balance", 1000, "starting balance of each account")
 	fs.StringVar(&cfg.HTTP, "http", "", "address for /metrics, /debug/pprof/ and /healthz (off if empty)")
@@ -353,6 +355,14 @@ func runParticipant(args []string) error {
 	}
 	if cfg.DataDir == "" {
 		return usageError{errors.New("--data is required")}
+	}
+	if clusterFile != "" {
+		if cfg.Coordinator != "" {
+			return usageError{errors.New("give --coordinator or --cluster, not both")}
+		}
+		if cfg.Cluster, err = cluster.Load(clusterFile); err != nil {
+			return err
+		}
 	}
 	var stopTracing func()
 	if cfg.TracerProvider, stopTracing, err = trf.start("commitd-participant " + cfg.Name); err != nil {
