@@ -42,7 +42,7 @@ func TestTwoGroupsShareParticipants(t *testing.T) {
 	}
 	coordCfg := func(g uint16, ln net.Listener, dir string) coordinator.Config {
 		return coordinator.Config{Listener: ln, DataDir: dir, Group: g, Shards: 2, SegmentBytes: 1 << 20,
-			Participants: map[string]string{"p1": partLn[0].Addr().String(), "p2": partLn[1].Addr().String()},
+			Participants:   map[string]string{"p1": partLn[0].Addr().String(), "p2": partLn[1].Addr().String()},
 			PrepareTimeout: 500 * time.Millisecond, Logger: nodetest.Quiet()}
 	}
 	dir1 := t.TempDir()
