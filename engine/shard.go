@@ -127,6 +127,13 @@ type ShardStats struct {
 	Redelivered    uint64 // commit decisions sent again after a timeout or restart
 	PresumedAborts uint64 // abort answers to a YES vote or an inquiry for an unknown transaction
 	NotSent        uint64 // transactions aborted because a prepare could not be sent
+	// Staged counts transactions begun with a staged decision (RecStaged);
+	// Resolutions those of them that had to be resolved (a prepare
+	// timeout, a prepare not sent, a restart), and Resolves the
+	// MsgResolve sent for them, first and again.
+	Staged      uint64
+	Resolutions uint64
+	Resolves    uint64
 	Deferred       uint64 // inquiries that will be answered by the coming decision
 
 	// Ignored is the number of input messages that changed nothing: the
@@ -148,7 +155,9 @@ type ShardStats struct {
 //	ending      every ack in; RecEnd appended, not yet durable.
 //	committed   finished, committed. Remembered (a finishedTxn in
 //	            Shard.done) for RememberTicks; never the state of a coordTxn.
-//	aborted     finished, aborted (never logged). Remembered.
+//	aborting    staged only: a NO (or a prevention) arrived; RecAbort
+//	            appended, not durable. Nobody is told yet.
+//	aborted     finished, aborted (logged only when staged). Remembered.
 //	unknown     finished, a one-phase transaction whose participant never
 //	            answered. Remembered.
 type coordState uint8
@@ -161,6 +170,7 @@ const (
 	coordCommitted
 	coordAborted
 	coordUnknown
+	coordAborting
 )
 
 type coordBranch struct {
@@ -190,6 +200,22 @@ type coordTxn struct {
 	began, decided int64
 	yes            []string // YES voters: RecCommit.Participants (reused)
 	workBuf        []byte   // copies of the branches' work for the prepares (reused)
+
+	// Staged decisions (docs/protocol.md "Staged commits"). staged: a
+	// RecStaged was appended for t, at stagedIndex; from then on t is
+	// never aborted on the shard's own (no voluntary abort): a timeout
+	// or a restart starts resolving — MsgResolve to every branch without
+	// a vote, again with backoff — and only a NO (or a prevention)
+	// aborts it, through a durable RecAbort. names are the branches'
+	// names, RecStaged.Participants (reused; not t.yes, which a decision
+	// in the same batch rewrites while the record may still be pending).
+	staged, resolving bool
+	stagedIndex       uint64
+	names             []string
+	// abortCause and abortWho are the reply of an abort waiting for its
+	// RecAbort (aborting).
+	abortCause protocol.Cause
+	abortWho   string
 }
 
 // recycleCoordTxns readies retired structs for reuse: zero but for the
@@ -197,7 +223,8 @@ type coordTxn struct {
 func recycleCoordTxns(ts []*coordTxn) {
 	for _, t := range ts {
 		clear(t.yes)
-		*t = coordTxn{txnLife: txnLife[coordState]{gen: t.gen + 1}, yes: t.yes[:0], workBuf: t.workBuf[:0]}
+		clear(t.names)
+		*t = coordTxn{txnLife: txnLife[coordState]{gen: t.gen + 1}, yes: t.yes[:0], workBuf: t.workBuf[:0], names: t.names[:0]}
 	}
 }
 
@@ -260,9 +287,15 @@ type Shard struct {
 
 	restored []*coordTxn // restored commits, in log order, until start
 
-	open      fifo[wait[coordTxn]] // RecCommit indexes in order, for LowWater
+	open      fifo[wait[coordTxn]] // RecCommit and RecStaged indexes in order, for LowWater
 	prepareT  fifo[timer[coordTxn]]
 	redeliver retries[coordTxn, *coordTxn]
+	// stagedW are the RecStaged records not yet durable, in index order:
+	// a staged transaction whose every vote is YES tells its client
+	// "committed" when its RecStaged is durable. An entry is stale when
+	// its transaction's stagedIndex is no longer the entry's.
+	stagedW fifo[wait[coordTxn]]
+	resolve retries[coordTxn, *coordTxn]
 
 	stats ShardStats
 }
@@ -276,6 +309,7 @@ func NewShard(cfg ShardConfig) *Shard {
 		cfg:       cfg,
 		done:      newRecent[finishedTxn](cfg.RememberTicks),
 		redeliver: retries[coordTxn, *coordTxn]{first: cfg.RedeliverMinTicks, most: cfg.RedeliverMaxTicks},
+		resolve:   retries[coordTxn, *coordTxn]{first: cfg.RedeliverMinTicks, most: cfg.RedeliverMaxTicks},
 	}
 }
 
@@ -287,7 +321,18 @@ func NewShard(cfg ShardConfig) *Shard {
 func (s *Shard) Restore(r Record) error {
 	idx := s.restoreRecord("Shard")
 	switch r.Type {
+	case RecStaged:
+		return s.restoreStaged(r, idx)
+	case RecAbort:
+		t := s.txns[r.Txn]
+		if t == nil || !t.staged || t.state != coordVoting {
+			return fmt.Errorf("%w: abort record for %v without its staged record", ErrBadRecord, r.Txn)
+		}
+		s.becomeFinished(t, coordAborted)
 	case RecCommit:
+		if t := s.txns[r.Txn]; t != nil && t.staged && t.state == coordVoting {
+			return s.restoreStagedCommit(t, r, idx)
+		}
 		if s.txns[r.Txn] != nil {
 			return fmt.Errorf("%w: second commit record for %v", ErrBadRecord, r.Txn)
 		}
@@ -338,6 +383,65 @@ func (s *Shard) Restore(r Record) error {
 	return nil
 }
 
+// restoreStaged restores a RecStaged: a staged transaction without a
+// decision yet (a later record of it may follow), to be resolved once the
+// restore phase ends (start). Its client is gone with the old process.
+func (s *Shard) restoreStaged(r Record, idx uint64) error {
+	if s.txns[r.Txn] != nil {
+		return fmt.Errorf("%w: staged record for %v, which is in the log already", ErrBadRecord, r.Txn)
+	}
+	if len(r.Participants) < 2 || len(r.Participants) > protocol.MaxBranches {
+		return fmt.Errorf("%w: staged record for %v with %d participants", ErrBadRecord, r.Txn, len(r.Participants))
+	}
+	for i, p := range r.Participants {
+		if slices.Index(r.Participants[:i], p) >= 0 {
+			return fmt.Errorf("%w: staged record for %v names %q twice", ErrBadRecord, r.Txn, p)
+		}
+	}
+	s.done.remove(r.Txn) // an earlier use of the id, forgotten (as for RecCommit)
+	t := s.alloc(r.Txn)
+	t.replied = true
+	t.n = len(r.Participants)
+	for i, p := range r.Participants {
+		t.branches[i] = coordBranch{name: p}
+	}
+	t.names = append(t.names, r.Participants...)
+	t.staged, t.resolving, t.stagedIndex = true, true, idx
+	t.began = s.now
+	s.open.push(wait[coordTxn]{index: idx, t: t})
+	t.become(t.id, coordVoting, t.state == 0)
+	s.restored = append(s.restored, t)
+	return nil
+}
+
+// restoreStagedCommit restores the RecCommit of a staged transaction t,
+// restored voting: its decision. The YES voters it names go on to hear
+// it; a commit that names none (every vote was read-only) is finished.
+func (s *Shard) restoreStagedCommit(t *coordTxn, r Record, idx uint64) error {
+	for _, p := range r.Participants {
+		if t.branch(p) < 0 {
+			return fmt.Errorf("%w: commit record for %v names %q, not in its staged record", ErrBadRecord, r.Txn, p)
+		}
+	}
+	if len(r.Participants) == 0 {
+		s.becomeFinished(t, coordCommitted)
+		return nil
+	}
+	t.n = len(r.Participants)
+	for i, p := range r.Participants {
+		t.branches[i] = coordBranch{name: p, vote: protocol.VoteYes}
+	}
+	t.yes = append(t.yes[:0], r.Participants...)
+	t.votes, t.unacked = t.n, t.n
+	t.resolving = false
+	t.commitIndex = idx
+	t.decided = s.now
+	s.open.push(wait[coordTxn]{index: idx, t: t})
+	s.stats.Undelivered++
+	t.become(t.id, coordDelivering, t.state == coordVoting)
+	return nil
+}
+
 // RestoreAborted remembers, in the restore phase, a transaction that an
 // earlier coordinator aborted without a record (presumed abort writes
 // none) but told someone about: a replicated coordinator's new leader
@@ -364,10 +468,16 @@ func (s *Shard) start() {
 		return
 	}
 	for _, t := range s.restored {
-		if t.state == coordDelivering {
+		switch t.state {
+		case coordDelivering:
 			s.sendCommits(t)
 			s.stats.Redelivered += uint64(t.n)
 			s.redeliver.start(s.now, t, t.gen)
+		case coordVoting:
+			// A staged transaction without a decision: the implicit
+			// commit may hold without this shard knowing. Never abort it
+			// on its own: resolve it.
+			s.startResolving(t)
 		}
 	}
 	s.restored = nil
@@ -502,6 +612,9 @@ func (s *Shard) begin(m Message) {
 		t.workBuf = append(t.workBuf, b.Work...)
 	}
 	s.becomeVoting(t)
+	if m.Staged && t.n > 1 {
+		s.stage(t)
+	}
 	// The prepares carry slices of workBuf, taken after every append so
 	// that none points into an array append abandoned.
 	off := 0
@@ -509,7 +622,7 @@ func (s *Shard) begin(m Message) {
 		w := t.workBuf[off : off+len(b.Work) : off+len(b.Work)]
 		off += len(b.Work)
 		s.rd.Messages = append(s.rd.Messages, Message{
-			Type: MsgPrepare, Txn: t.id, To: b.Participant, Work: w, OnePhase: t.n == 1,
+			Type: MsgPrepare, Txn: t.id, To: b.Participant, Work: w, OnePhase: t.n == 1, Staged: t.staged,
 		})
 	}
 }
@@ -551,6 +664,21 @@ func (s *Shard) vote(m Message) {
 	b.vote = m.Vote
 	t.votes++
 	switch {
+	case t.staged:
+		switch {
+		case m.Vote == protocol.VoteNo:
+			// A NO of a staged transaction is durable at its participant
+			// (RecPrevented, or RecAborted after its decision): T can no
+			// longer commit. After a resolution began, the NO is most
+			// likely the prevention of a participant that never voted.
+			cause := protocol.CauseVotedNo
+			if t.resolving {
+				cause = protocol.CauseTimeout
+			}
+			s.becomeAborting(t, cause, b.name)
+		case t.votes == t.n:
+			s.decide(t)
+		}
 	case t.n == 1:
 		// One-phase: the vote is the outcome.
 		if m.Vote == protocol.VoteNo {
@@ -589,7 +717,10 @@ func (s *Shard) voteFinished(m Message, f *finishedTxn) {
 // That participant cannot have prepared, so aborting now is safe — even
 // for a one-phase transaction, which otherwise could only be answered
 // Unknown after the prepare timeout — and the client need not wait for
-// the timeout to hear it.
+// the timeout to hear it. A staged transaction is not aborted on the
+// shard's own even so (the model has no such rule): it is resolved at
+// once, as on a prepare timeout, which the prevention of m.From — it
+// never had the prepare — turns into an abort.
 func (s *Shard) notSent(m Message) {
 	t := s.txns[m.Txn]
 	if t == nil || t.state != coordVoting {
@@ -602,6 +733,12 @@ func (s *Shard) notSent(m Message) {
 		return
 	}
 	s.stats.NotSent++
+	if t.staged {
+		if !t.resolving {
+			s.startResolving(t)
+		}
+		return
+	}
 	s.becomeAborted(t, protocol.CauseUnreachable, m.From)
 }
 
@@ -613,7 +750,7 @@ func (s *Shard) decide(t *coordTxn) {
 			t.yes = append(t.yes, t.branches[i].name)
 		}
 	}
-	if len(t.yes) == 0 {
+	if len(t.yes) == 0 && !t.staged {
 		// All read-only: nothing to commit anywhere, nothing to log.
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.becomeFinished(t, coordCommitted)
@@ -686,10 +823,18 @@ func (s *Shard) inquire(m Message) {
 		return
 	}
 	switch t.state {
-	case coordVoting, coordDeciding:
-		// Undecided, or the commit record is not durable yet: presuming
-		// abort now could contradict the coming commit. The decision will
-		// be sent to this participant when it is made.
+	case coordVoting, coordDeciding, coordAborting:
+		// Undecided, or the decision's record is not durable yet:
+		// presuming abort now could contradict the coming commit. The
+		// decision will be sent to this participant when it is made. A
+		// staged transaction is held from the step that appends its
+		// RecStaged until it ends, so "voting" covers a RecStaged not yet
+		// durable too: answering abort because it is not durable would
+		// be wrong once it is (BUG_INQUIRY_LATE_STAGED).
+		if planted(s, bugInquiryLateStaged) && t.staged && s.durable < t.stagedIndex {
+			s.sendDecision(t.id, m.From, protocol.DecisionAbort)
+			return
+		}
 		s.stats.Deferred++
 	case coordDelivering, coordEnding:
 		if t.branches[i].vote != protocol.VoteYes {
@@ -744,12 +889,35 @@ func (s *Shard) Tick() {
 		s.sendCommits(t)
 		s.stats.Redelivered += uint64(t.unacked)
 	}
+	for t := s.resolve.due(s.now); t != nil; t = s.resolve.due(s.now) {
+		if t.state != coordVoting || !t.resolving {
+			panic(fmt.Sprintf("engine: resolution timer for %v in state %v", t.id, t.state))
+		}
+		s.sendResolves(t)
+	}
 	s.done.tick(s.now)
 }
 
 func (s *Shard) timeout(t *coordTxn) {
 	if t.state != coordVoting {
 		panic(fmt.Sprintf("engine: prepare timeout for %v in state %v", t.id, t.state))
+	}
+	if t.staged {
+		if t.resolving {
+			return // a prepare not sent started it already
+		}
+		if planted(s, bugStagedTimeoutAbort) {
+			for i := range t.n {
+				if t.branches[i].vote == 0 {
+					s.becomeAborting(t, protocol.CauseTimeout, t.branches[i].name)
+					return
+				}
+			}
+		}
+		// No voluntary abort: a YES may be on its way, and with it the
+		// implicit commit.
+		s.startResolving(t)
+		return
 	}
 	if t.n == 1 {
 		// The participant may have committed on its own: never guess.
@@ -773,6 +941,15 @@ func (s *Shard) Durable(index uint64) {
 	if !s.markDurable(index) {
 		return
 	}
+	for s.stagedW.len() > 0 && s.stagedW.front().index <= s.durable {
+		e := *s.stagedW.front()
+		s.stagedW.pop()
+		if t := e.t; t.stagedIndex == e.index && t.state == coordDeciding && !t.replied && s.implicit(t) {
+			// The implicit commit: RecStaged durable, every branch
+			// durably prepared. RecCommit is still on its way.
+			s.reply(t, protocol.OutcomeCommitted, 0, "")
+		}
+	}
 	for e, ok := s.popDurable(); ok; e, ok = s.popDurable() {
 		if e.t.gen != e.gen {
 			panic(fmt.Sprintf("engine: transaction %v changed while its record %d was not durable", e.t.id, e.index))
@@ -782,6 +959,8 @@ func (s *Shard) Durable(index uint64) {
 			s.becomeDelivering(e.t)
 		case coordEnding:
 			s.becomeFinished(e.t, coordCommitted)
+		case coordAborting:
+			s.becomeAborted(e.t, 0, "")
 		default:
 			panic(fmt.Sprintf("engine: record %d durable for %v in state %v", e.index, e.t.id, e.t.state))
 		}
@@ -810,7 +989,81 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	if planted(s, bugDecideBeforeDurable) {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.sendCommits(t)
+		return
 	}
+	if t.staged {
+		if planted(s, bugCommitMsgEarly) {
+			s.sendCommits(t)
+		}
+		// The implicit commit holds once RecStaged is durable: tell the
+		// client then (now, if it is), not when RecCommit is — which
+		// phase two still waits for.
+		if !t.replied && s.implicit(t) && (s.durable >= t.stagedIndex || planted(s, bugStagedReplyEarly)) {
+			s.reply(t, protocol.OutcomeCommitted, 0, "")
+		}
+	}
+}
+
+// implicit reports whether the decision of t, deciding, is implicit:
+// staged, and every branch voted YES, each after its prepared record was
+// durable. A read-only branch holds nothing and a resolution would
+// prevent it, so a read-only vote leaves only the explicit RecCommit to
+// decide (BUG_STAGED_RO).
+func (s *Shard) implicit(t *coordTxn) bool {
+	if !t.staged {
+		return false
+	}
+	if planted(s, bugStagedRO) {
+		return len(t.yes) > 0
+	}
+	return len(t.yes) == t.n
+}
+
+// stage makes t, just begun, staged: RecStaged is appended in the same
+// step as the prepares, which do not wait for it.
+func (s *Shard) stage(t *coordTxn) {
+	t.staged = true
+	for i := range t.n {
+		t.names = append(t.names, t.branches[i].name)
+	}
+	idx := s.appendRecord(Record{Type: RecStaged, Txn: t.id, Participants: t.names})
+	t.stagedIndex = idx
+	s.forced = true
+	s.stagedW.push(wait[coordTxn]{index: idx, t: t})
+	s.open.push(wait[coordTxn]{index: idx, t: t})
+	s.stats.Staged++
+}
+
+// startResolving starts the resolution of t, staged and voting: every
+// branch whose vote is missing is asked to report it prepared or to
+// prevent it, again with backoff until it answers. Its answers decide
+// (vote).
+func (s *Shard) startResolving(t *coordTxn) {
+	t.resolving = true
+	s.stats.Resolutions++
+	s.sendResolves(t)
+	s.resolve.start(s.now, t, t.gen)
+}
+
+func (s *Shard) sendResolves(t *coordTxn) {
+	for i := range t.n {
+		if b := &t.branches[i]; b.vote == 0 {
+			s.stats.Resolves++
+			s.rd.Messages = append(s.rd.Messages, Message{Type: MsgResolve, Txn: t.id, To: b.name})
+		}
+	}
+}
+
+// becomeAborting: a staged t, voting, must abort (a NO, a prevention).
+// The abort is logged and told to nobody before RecAbort is durable: an
+// abort that a crash could lose would be resolved again, and a
+// resolution can come out commit.
+func (s *Shard) becomeAborting(t *coordTxn, cause protocol.Cause, who string) {
+	t.become(t.id, coordAborting, t.state == coordVoting && t.staged)
+	t.abortCause, t.abortWho = cause, who
+	idx := s.appendRecord(Record{Type: RecAbort, Txn: t.id})
+	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // the reply and the aborts
+	s.forced = true
 }
 
 func (s *Shard) becomeDelivering(t *coordTxn) {
@@ -818,7 +1071,20 @@ func (s *Shard) becomeDelivering(t *coordTxn) {
 	t.decided = s.now
 	if !t.replied {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
+		if !t.staged {
+			s.sendCommits(t)
+		}
+	}
+	if t.staged && !planted(s, bugCommitMsgEarly) {
+		// The client may have been told at the implicit commit; phase
+		// two waits for RecCommit all the same.
 		s.sendCommits(t)
+	}
+	if t.unacked == 0 {
+		// A staged transaction whose every vote was read-only: its
+		// RecCommit named nobody.
+		s.becomeEnding(t)
+		return
 	}
 	s.redeliver.start(s.now, t, t.gen)
 }
@@ -831,10 +1097,16 @@ func (s *Shard) becomeEnding(t *coordTxn) {
 }
 
 func (s *Shard) becomeAborted(t *coordTxn, cause protocol.Cause, who string) {
-	if t.state != coordVoting {
+	switch {
+	case t.state == coordVoting && !t.staged:
+	case t.state == coordAborting:
+		cause, who = t.abortCause, t.abortWho // RecAbort is durable
+	default:
 		panic(fmt.Sprintf("engine: %v: %v → aborted", t.id, t.state))
 	}
-	s.reply(t, protocol.OutcomeAborted, cause, who)
+	if !t.replied {
+		s.reply(t, protocol.OutcomeAborted, cause, who)
+	}
 	// Best effort, once: whoever holds locks and misses this will inquire,
 	// or vote late and be told.
 	for i := range t.n {
@@ -851,6 +1123,7 @@ func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 	switch {
 	case st == coordCommitted && (t.state == coordVoting || t.state == coordEnding || t.state == coordDelivering && t.unacked == 0):
 	case (st == coordAborted || st == coordUnknown) && t.state == coordVoting:
+	case st == coordAborted && t.state == coordAborting:
 	default:
 		panic(fmt.Sprintf("engine: %v: %v → %v", t.id, t.state, st))
 	}
@@ -917,7 +1190,7 @@ func (s *Shard) lowWater() uint64 {
 		// A finished transaction's coordTxn is committed until recycled
 		// (commitIndex zeroed), and may serve another one after: the
 		// state and the index tell.
-		if e.t.commitIndex == e.index && e.t.state != coordCommitted {
+		if (e.t.commitIndex == e.index || e.t.stagedIndex == e.index) && e.t.state != coordCommitted && e.t.state != coordAborted {
 			return e.index
 		}
 		s.open.pop()
