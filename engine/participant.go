@@ -160,8 +160,8 @@ type partTxn struct {
 	// staged: the prepare said the transaction is staged, so its NO vote
 	// must be a durable prevention (becomePreventing).
 	staged bool
-	heldAt int // position in Participant.held while holding
-	work    []byte // copy of the work, for checkpoints (reused)
+	heldAt int    // position in Participant.held while holding
+	work   []byte // copy of the work, for checkpoints (reused)
 	// since is the participant's tick when the transaction came into its
 	// hands (the prepare, or the restore): the age admin reports show.
 	since int64

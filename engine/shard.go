@@ -134,7 +134,7 @@ type ShardStats struct {
 	Staged      uint64
 	Resolutions uint64
 	Resolves    uint64
-	Deferred       uint64 // inquiries that will be answered by the coming decision
+	Deferred    uint64 // inquiries that will be answered by the coming decision
 
 	// Ignored is the number of input messages that changed nothing: the
 	// sum of the four below.

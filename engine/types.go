@@ -125,7 +125,7 @@ type Message struct {
 	// participant's Hello). A single-branch transaction ignores it (one
 	// phase). On a MsgPrepare it tells the participant that the
 	// transaction is staged: a NO vote must be a durable prevention.
-	Staged bool
+	Staged   bool
 	Work     []byte
 	Branches []Branch
 	// Tag is chosen by whoever delivers a MsgBegin (the server: which
