@@ -127,6 +127,8 @@ type ShardStats struct {
 	Redelivered    uint64 // commit decisions sent again after a timeout or restart
 	PresumedAborts uint64 // abort answers to a YES vote or an inquiry for an unknown transaction
 	NotSent        uint64 // transactions aborted because a prepare could not be sent
+	Deferred       uint64 // inquiries that will be answered by the coming decision
+
 	// Staged counts transactions begun with a staged decision (RecStaged);
 	// Resolutions those of them that had to be resolved (a prepare
 	// timeout, a prepare not sent, a restart), and Resolves the
@@ -134,7 +136,6 @@ type ShardStats struct {
 	Staged      uint64
 	Resolutions uint64
 	Resolves    uint64
-	Deferred    uint64 // inquiries that will be answered by the coming decision
 
 	// Ignored is the number of input messages that changed nothing: the
 	// sum of the four below.
