@@ -123,6 +123,10 @@ type ShardStats struct {
 	InFlight    int // begun, client not yet answered
 	Undelivered int // commit decided, not yet acknowledged by every YES voter
 	Remembered  int // finished, kept for late messages
+	// Undecided counts staged transactions whose decision is not yet
+	// durable (RecStaged appended, no durable RecCommit or RecAbort),
+	// including those restored from the log and being resolved.
+	Undecided int
 
 	Redelivered    uint64 // commit decisions sent again after a timeout or restart
 	PresumedAborts uint64 // abort answers to a YES vote or an inquiry for an unknown transaction
@@ -326,9 +330,15 @@ func (s *Shard) Restore(r Record) error {
 		return s.restoreStaged(r, idx)
 	case RecAbort:
 		t := s.txns[r.Txn]
-		if t == nil || !t.staged || t.state != coordVoting {
-			return fmt.Errorf("%w: abort record for %v without its staged record", ErrBadRecord, r.Txn)
+		if t == nil {
+			// Its RecStaged was below LowWater and is gone (as RecEnd's
+			// commit): it ended. Presumed abort answers for it.
+			return nil
 		}
+		if !t.staged || t.state != coordVoting {
+			return fmt.Errorf("%w: abort record for %v, which is %v", ErrBadRecord, r.Txn, t.state)
+		}
+		s.stats.Undecided--
 		s.becomeFinished(t, coordAborted)
 	case RecCommit:
 		if t := s.txns[r.Txn]; t != nil && t.staged && t.state == coordVoting {
@@ -336,6 +346,11 @@ func (s *Shard) Restore(r Record) error {
 		}
 		if s.txns[r.Txn] != nil {
 			return fmt.Errorf("%w: second commit record for %v", ErrBadRecord, r.Txn)
+		}
+		if len(r.Participants) == 0 {
+			// A staged transaction's whose every vote was read-only, its
+			// RecStaged below LowWater and gone: it ended.
+			return nil
 		}
 		// A commit record for a transaction that ended before it in the
 		// log: its id was used again once this shard had forgotten the
@@ -409,6 +424,7 @@ func (s *Shard) restoreStaged(r Record, idx uint64) error {
 	t.names = append(t.names, r.Participants...)
 	t.staged, t.resolving, t.stagedIndex = true, true, idx
 	t.began = s.now
+	s.stats.Undecided++
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	t.become(t.id, coordVoting, t.state == 0)
 	s.restored = append(s.restored, t)
@@ -424,6 +440,7 @@ func (s *Shard) restoreStagedCommit(t *coordTxn, r Record, idx uint64) error {
 			return fmt.Errorf("%w: commit record for %v names %q, not in its staged record", ErrBadRecord, r.Txn, p)
 		}
 	}
+	s.stats.Undecided--
 	if len(r.Participants) == 0 {
 		s.becomeFinished(t, coordCommitted)
 		return nil
@@ -1033,6 +1050,7 @@ func (s *Shard) stage(t *coordTxn) {
 	s.stagedW.push(wait[coordTxn]{index: idx, t: t})
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	s.stats.Staged++
+	s.stats.Undecided++
 }
 
 // startResolving starts the resolution of t, staged and voting: every
@@ -1070,6 +1088,9 @@ func (s *Shard) becomeAborting(t *coordTxn, cause protocol.Cause, who string) {
 func (s *Shard) becomeDelivering(t *coordTxn) {
 	t.become(t.id, coordDelivering, t.state == coordDeciding)
 	t.decided = s.now
+	if t.staged {
+		s.stats.Undecided--
+	}
 	if !t.replied {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		if !t.staged {
@@ -1102,6 +1123,7 @@ func (s *Shard) becomeAborted(t *coordTxn, cause protocol.Cause, who string) {
 	case t.state == coordVoting && !t.staged:
 	case t.state == coordAborting:
 		cause, who = t.abortCause, t.abortWho // RecAbort is durable
+		s.stats.Undecided--
 	default:
 		panic(fmt.Sprintf("engine: %v: %v → aborted", t.id, t.state))
 	}
