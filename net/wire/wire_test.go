@@ -58,6 +58,9 @@ func samples() []sample {
 		{0, &Raft{Msg: []byte{0x08, 0x03}}},
 		{0, &Raft{More: true, Msg: []byte{0x08}}},
 		{0, &Raft{Msg: bytes.Repeat([]byte{0xcd}, MaxPayload)}},
+		{0, &Resolve{Txn: txn}},
+		{0, &Prepare{Txn: txn, Staged: true, Work: []byte("w")}},
+		{0, &Hello{Role: RoleParticipant, Name: []byte("bank-1"), Prevent: true}},
 	}
 }
 
@@ -80,6 +83,8 @@ func newOf(t Type) Message {
 		return new(Ack)
 	case TypeInquire:
 		return new(Inquire)
+	case TypeResolve:
+		return new(Resolve)
 	case TypeAdminRequest:
 		return new(AdminRequest)
 	case TypeAdminResponse:
@@ -566,7 +571,7 @@ func TestSender(t *testing.T) {
 		TypeHello: 0, TypeBegin: RoleClient, TypeOutcome: 0,
 		TypePrepare: RoleCoordinator, TypeVote: RoleParticipant, TypeDecision: RoleCoordinator,
 		TypeAck: RoleParticipant, TypeInquire: RoleParticipant, TypeAdminRequest: RoleAdmin,
-		TypeAdminResponse: 0, TypeError: 0, TypeRaft: RoleReplica,
+		TypeAdminResponse: 0, TypeError: 0, TypeRaft: RoleReplica, TypeResolve: RoleCoordinator,
 	}
 	for ty := TypeHello; ty < typeEnd; ty++ {
 		w, ok := want[ty]
