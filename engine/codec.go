@@ -25,7 +25,7 @@ var ErrBadRecord = errors.New("engine: bad record")
 //	| u8   | 16 bytes |                                            |
 //	+------+----------+--------------------------------------------+
 //
-//	commit      u8 n (1..MaxBranches; 0 only after a staged record), n × { u8 len (1..MaxNameLen), name }
+//	commit      u8 n (1..MaxBranches), n × { u8 len (1..MaxNameLen), name }
 //	staged      u8 n (2..MaxBranches), names as commit
 //	end         -
 //	abort       -
@@ -97,14 +97,13 @@ func (r *Record) validate() error {
 }
 
 // minNames is the fewest participants a record of type t names: a staged
-// transaction has at least two branches (one is one-phase), and the
-// commit of a staged one whose every vote was read-only names none — it
-// is written only to end the staged record (docs/protocol.md).
+// transaction has at least two branches (one is one-phase), and a commit
+// names its YES voters.
 func minNames(t RecordType) int {
 	if t == RecStaged {
 		return 2
 	}
-	return 0
+	return 1
 }
 
 // UnmarshalBinary decodes exactly one record from b, replacing r. Work,

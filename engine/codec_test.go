@@ -24,7 +24,6 @@ func validRecords() []Record {
 		{Type: RecAborted, Txn: codecTxn},
 		{Type: RecCheckpoint, Data: []byte("snapshot")},
 		{Type: RecCheckpoint},
-		{Type: RecCommit, Txn: codecTxn}, // a staged transaction's, every vote read-only
 		{Type: RecStaged, Txn: codecTxn, Participants: []string{"a", "bank-2"}},
 		{Type: RecAbort, Txn: codecTxn},
 		{Type: RecPrevented, Txn: codecTxn},
@@ -63,6 +62,7 @@ func TestRecordBounds(t *testing.T) {
 	bad := []Record{
 		{Type: 0},
 		{Type: RecPrevented + 1},
+		{Type: RecCommit, Txn: codecTxn},
 		{Type: RecStaged, Txn: codecTxn, Participants: []string{"a"}},
 		{Type: RecStaged, Txn: codecTxn, Participants: make([]string, protocol.MaxBranches+1)},
 		{Type: RecCommit, Txn: codecTxn, Participants: make([]string, protocol.MaxBranches+1)},
@@ -81,6 +81,7 @@ func TestRecordBounds(t *testing.T) {
 	hdr := append([]byte{byte(RecCommit)}, codecTxn[:]...)
 	for name, b := range map[string][]byte{
 		"11 participants": append(append([]byte{}, hdr...), 11),
+		"0 participants":  append(append([]byte{}, hdr...), 0),
 		"staged, 1 name":  append(append([]byte{byte(RecStaged)}, codecTxn[:]...), 1, 1, 'a'),
 		"empty name":      append(append([]byte{}, hdr...), 1, 0),
 		"long name":       append(append(append([]byte{}, hdr...), 1, protocol.MaxNameLen+1), make([]byte, protocol.MaxNameLen+1)...),

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/commitd/commitd/protocol"
@@ -98,4 +99,16 @@ func AddPreventBug(p *Participant) {
 	b, _ := plants.Load(p)
 	bugs, _ := b.(plantedBug)
 	plant(p, bugs|bugNoRefuseAfterPrevent)
+}
+
+// UndecidedTxns lists the staged transactions s holds undecided, with
+// their states (for a failing simulation's report).
+func UndecidedTxns(s *Shard) []string {
+	var out []string
+	for id, t := range s.txns {
+		if t.undecided {
+			out = append(out, fmt.Sprintf("%x:%v resolving=%v replied=%v", id[14:], t.state, t.resolving, t.replied))
+		}
+	}
+	return out
 }

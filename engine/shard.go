@@ -221,6 +221,9 @@ type coordTxn struct {
 	// RecAbort (aborting).
 	abortCause protocol.Cause
 	abortWho   string
+	// undecided: staged, and no decision record (RecCommit, RecAbort, or
+	// for one whose every vote was read-only RecEnd) durable yet.
+	undecided bool
 }
 
 // recycleCoordTxns readies retired structs for reuse: zero but for the
@@ -338,7 +341,7 @@ func (s *Shard) Restore(r Record) error {
 		if !t.staged || t.state != coordVoting {
 			return fmt.Errorf("%w: abort record for %v, which is %v", ErrBadRecord, r.Txn, t.state)
 		}
-		s.stats.Undecided--
+		s.decidedDurably(t)
 		s.becomeFinished(t, coordAborted)
 	case RecCommit:
 		if t := s.txns[r.Txn]; t != nil && t.staged && t.state == coordVoting {
@@ -346,11 +349,6 @@ func (s *Shard) Restore(r Record) error {
 		}
 		if s.txns[r.Txn] != nil {
 			return fmt.Errorf("%w: second commit record for %v", ErrBadRecord, r.Txn)
-		}
-		if len(r.Participants) == 0 {
-			// A staged transaction's whose every vote was read-only, its
-			// RecStaged below LowWater and gone: it ended.
-			return nil
 		}
 		// A commit record for a transaction that ended before it in the
 		// log: its id was used again once this shard had forgotten the
@@ -383,6 +381,13 @@ func (s *Shard) Restore(r Record) error {
 		s.restored = append(s.restored, t)
 	case RecEnd:
 		t := s.txns[r.Txn]
+		if t != nil && t.staged && t.state == coordVoting {
+			// A staged transaction whose every vote was read-only: its
+			// RecEnd is its decision (becomeEndingReadOnly).
+			s.decidedDurably(t)
+			s.becomeFinished(t, coordCommitted)
+			return nil
+		}
 		if t == nil || t.state != coordDelivering {
 			// Its RecCommit was below LowWater and is gone: nothing to do.
 			return nil
@@ -424,6 +429,7 @@ func (s *Shard) restoreStaged(r Record, idx uint64) error {
 	t.names = append(t.names, r.Participants...)
 	t.staged, t.resolving, t.stagedIndex = true, true, idx
 	t.began = s.now
+	t.undecided = true
 	s.stats.Undecided++
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	t.become(t.id, coordVoting, t.state == 0)
@@ -433,18 +439,14 @@ func (s *Shard) restoreStaged(r Record, idx uint64) error {
 
 // restoreStagedCommit restores the RecCommit of a staged transaction t,
 // restored voting: its decision. The YES voters it names go on to hear
-// it; a commit that names none (every vote was read-only) is finished.
+// it.
 func (s *Shard) restoreStagedCommit(t *coordTxn, r Record, idx uint64) error {
 	for _, p := range r.Participants {
 		if t.branch(p) < 0 {
 			return fmt.Errorf("%w: commit record for %v names %q, not in its staged record", ErrBadRecord, r.Txn, p)
 		}
 	}
-	s.stats.Undecided--
-	if len(r.Participants) == 0 {
-		s.becomeFinished(t, coordCommitted)
-		return nil
-	}
+	s.decidedDurably(t)
 	t.n = len(r.Participants)
 	for i, p := range r.Participants {
 		t.branches[i] = coordBranch{name: p, vote: protocol.VoteYes}
@@ -768,7 +770,11 @@ func (s *Shard) decide(t *coordTxn) {
 			t.yes = append(t.yes, t.branches[i].name)
 		}
 	}
-	if len(t.yes) == 0 && !t.staged {
+	if len(t.yes) == 0 && t.staged {
+		s.becomeEndingReadOnly(t)
+		return
+	}
+	if len(t.yes) == 0 {
 		// All read-only: nothing to commit anywhere, nothing to log.
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.becomeFinished(t, coordCommitted)
@@ -976,6 +982,12 @@ func (s *Shard) Durable(index uint64) {
 		case coordDeciding:
 			s.becomeDelivering(e.t)
 		case coordEnding:
+			// Staged, every vote read-only: RecEnd was the decision
+			// (the client may be gone with an earlier process).
+			s.decidedDurably(e.t)
+			if !e.t.replied {
+				s.reply(e.t, protocol.OutcomeCommitted, 0, "")
+			}
 			s.becomeFinished(e.t, coordCommitted)
 		case coordAborting:
 			s.becomeAborted(e.t, 0, "")
@@ -1050,6 +1062,7 @@ func (s *Shard) stage(t *coordTxn) {
 	s.stagedW.push(wait[coordTxn]{index: idx, t: t})
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	s.stats.Staged++
+	t.undecided = true
 	s.stats.Undecided++
 }
 
@@ -1073,6 +1086,27 @@ func (s *Shard) sendResolves(t *coordTxn) {
 	}
 }
 
+// becomeEndingReadOnly: a staged t, voting, whose every vote was
+// read-only. The decision must be explicit (a resolution would prevent
+// every branch: BUG_STAGED_RO), and with nobody to deliver it to, the
+// record that decides is the one that ends it: RecEnd, forced, the reply
+// waiting for it. (The model writes RecCommit naming nobody, then RecEnd;
+// one record carries both.)
+func (s *Shard) becomeEndingReadOnly(t *coordTxn) {
+	t.become(t.id, coordEnding, t.state == coordVoting && t.staged && len(t.yes) == 0)
+	idx := s.appendRecord(Record{Type: RecEnd, Txn: t.id})
+	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // the reply
+	s.forced = true
+}
+
+// decidedDurably notes that the decision of t, staged, is durable.
+func (s *Shard) decidedDurably(t *coordTxn) {
+	if t.undecided {
+		t.undecided = false
+		s.stats.Undecided--
+	}
+}
+
 // becomeAborting: a staged t, voting, must abort (a NO, a prevention).
 // The abort is logged and told to nobody before RecAbort is durable: an
 // abort that a crash could lose would be resolved again, and a
@@ -1088,9 +1122,7 @@ func (s *Shard) becomeAborting(t *coordTxn, cause protocol.Cause, who string) {
 func (s *Shard) becomeDelivering(t *coordTxn) {
 	t.become(t.id, coordDelivering, t.state == coordDeciding)
 	t.decided = s.now
-	if t.staged {
-		s.stats.Undecided--
-	}
+	s.decidedDurably(t)
 	if !t.replied {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		if !t.staged {
@@ -1101,12 +1133,6 @@ func (s *Shard) becomeDelivering(t *coordTxn) {
 		// The client may have been told at the implicit commit; phase
 		// two waits for RecCommit all the same.
 		s.sendCommits(t)
-	}
-	if t.unacked == 0 {
-		// A staged transaction whose every vote was read-only: its
-		// RecCommit named nobody.
-		s.becomeEnding(t)
-		return
 	}
 	s.redeliver.start(s.now, t, t.gen)
 }
@@ -1123,7 +1149,7 @@ func (s *Shard) becomeAborted(t *coordTxn, cause protocol.Cause, who string) {
 	case t.state == coordVoting && !t.staged:
 	case t.state == coordAborting:
 		cause, who = t.abortCause, t.abortWho // RecAbort is durable
-		s.stats.Undecided--
+		s.decidedDurably(t)
 	default:
 		panic(fmt.Sprintf("engine: %v: %v → aborted", t.id, t.state))
 	}

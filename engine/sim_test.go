@@ -1285,7 +1285,7 @@ func (s *sim) pendingSummary() string {
 	for _, n := range s.nodes {
 		if n.shard != nil {
 			st := n.shard.Stats()
-			fmt.Fprintf(&b, " %s in-flight=%d undelivered=%d undecided=%d;", n.name, st.InFlight, st.Undelivered, st.Undecided)
+			fmt.Fprintf(&b, " %s in-flight=%d undelivered=%d undecided=%d %v;", n.name, st.InFlight, st.Undelivered, st.Undecided, engine.UndecidedTxns(n.shard))
 		} else {
 			fmt.Fprintf(&b, " %s prepared=%d locked=%d", n.name, n.part.Stats().Prepared, n.bank.Locked())
 			if n.res != nil {
