@@ -50,6 +50,9 @@ type Server struct {
 	http    *obs.Server
 	life    *node.Lifecycle // goroutines, Close, Done, Err
 	rep     *replica        // nil unless Config.Peers: then shards come and go with leadership
+	// staged: begins whose participants can all prevent run with a
+	// staged decision (Config.Classic; never replicated). Immutable.
+	staged bool
 
 	// outcomes is the outcome index (outcomes.go): fed by the pumps'
 	// replies, recovery and, replicated, raft's applied commits; read by
@@ -85,6 +88,10 @@ func Start(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:  cfg,
 		lock: lock,
+		// The replicated coordinator runs classic two-phase commit for
+		// now: its followers and a new leader's restore know no staged
+		// records (docs/ha.md).
+		staged: !cfg.Classic && len(cfg.Peers) == 0,
 	}
 	// The outcome index is synced before the log retires anything: a
 	// commit record leaves the log only once its entry is durable there.
@@ -160,8 +167,11 @@ func Start(cfg Config) (*Server, error) {
 		s.life.Go(s.rep.run)
 	}
 	ok = true
+	if !cfg.Classic && len(cfg.Peers) > 0 {
+		cfg.Logger.Warn("staged decisions are not supported by a replicated coordinator yet: every transaction runs classic two-phase commit")
+	}
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
-		"participants", len(initial), "data", cfg.DataDir)
+		"participants", len(initial), "data", cfg.DataDir, "staged", s.staged)
 	return s, nil
 }
 
@@ -487,6 +497,7 @@ type shardOutput struct {
 	pump    *pump.Pump // the pump that drives the shard
 	prepare wire.Prepare
 	dec     wire.Decision
+	resolve wire.Resolve
 	outcome wire.Outcome
 	notSent engine.Message
 	// gone are participants being removed (participants.go): a prepare
@@ -517,7 +528,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		}
 		switch m.Type {
 		case engine.MsgPrepare:
-			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Work: m.Work}
+			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Staged: m.Staged, Work: m.Work}
 			if p == nil || !p.send(o.shard, &o.prepare) {
 				// Never left: the participant cannot have prepared, so the
 				// shard may abort now rather than after the prepare
@@ -538,6 +549,14 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			}
 			o.dec = wire.Decision{Txn: m.Txn, Decision: m.Decision}
 			p.send(o.shard, &o.dec)
+		case engine.MsgResolve:
+			if p == nil {
+				continue // being removed: no transaction names it any more
+			}
+			// A resolve that does not leave is asked again (the shard's
+			// backoff): nothing to tell the shard.
+			o.resolve = wire.Resolve{Txn: m.Txn}
+			p.send(o.shard, &o.resolve)
 		default:
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
 		}
