@@ -397,6 +397,13 @@ type Status struct {
 	InFlight    int    `json:"in_flight"`
 	InDoubt     int    `json:"in_doubt"` // commit decided, not yet acknowledged by every participant
 	Redelivered uint64 `json:"redelivered"`
+	// Staged counts the transactions begun with a staged decision,
+	// Resolutions those that had to be resolved (a prepare timeout, a
+	// prepare not sent, a restart), and Undecided the staged ones whose
+	// decision is not yet durable (docs/protocol.md "Staged commits").
+	Staged      uint64 `json:"staged"`
+	Resolutions uint64 `json:"resolutions"`
+	Undecided   int    `json:"undecided"`
 	Shards      int    `json:"shards"`
 	DurableLSN  uint64 `json:"durable_lsn"`
 	// The process's runtime counters: heap objects allocated since start,
@@ -485,6 +492,9 @@ func (s *Server) Status() Status {
 		st.InFlight += x.InFlight
 		st.InDoubt += x.Undelivered
 		st.Redelivered += x.Redelivered
+		st.Staged += x.Staged
+		st.Resolutions += x.Resolutions
+		st.Undecided += x.Undecided
 	}
 	return st
 }
