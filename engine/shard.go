@@ -1014,7 +1014,14 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	idx := s.appendRecord(Record{Type: RecCommit, Txn: t.id, Participants: t.yes})
 	t.commitIndex = idx
 	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // the reply and the decisions
-	s.forced = true
+	// Forced, unless the decision is implicit: then only phase two waits
+	// for RecCommit, and it rides with the next batch (the next begin's
+	// RecStaged, or LazyDelay) — one fsync per transaction at the
+	// coordinator, not two. The participants hold their locks until
+	// phase two: at most LazyDelay longer, and only at low load.
+	if !s.implicit(t) {
+		s.forced = true
+	}
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	if planted(s, bugDecideBeforeDurable) {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
