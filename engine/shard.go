@@ -224,6 +224,10 @@ type coordTxn struct {
 	// undecided: staged, and no decision record (RecCommit, RecAbort, or
 	// for one whose every vote was read-only RecEnd) durable yet.
 	undecided bool
+	// restored: restored from a RecStaged; its client is gone, and its
+	// decision, once durable, is told to nobody in particular — a Reply
+	// with Tag 0 — for whoever keeps outcomes (the server's index).
+	restored bool
 }
 
 // recycleCoordTxns readies retired structs for reuse: zero but for the
@@ -430,6 +434,7 @@ func (s *Shard) restoreStaged(r Record, idx uint64) error {
 	t.staged, t.resolving, t.stagedIndex = true, true, idx
 	t.began = s.now
 	t.undecided = true
+	t.restored = true
 	s.stats.Undecided++
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	t.become(t.id, coordVoting, t.state == 0)
@@ -984,9 +989,12 @@ func (s *Shard) Durable(index uint64) {
 		case coordEnding:
 			// Staged, every vote read-only: RecEnd was the decision
 			// (the client may be gone with an earlier process).
+			decision := e.t.undecided
 			s.decidedDurably(e.t)
 			if !e.t.replied {
 				s.reply(e.t, protocol.OutcomeCommitted, 0, "")
+			} else if e.t.restored && decision {
+				s.replyNobody(e.t, protocol.OutcomeCommitted, 0, "")
 			}
 			s.becomeFinished(e.t, coordCommitted)
 		case coordAborting:
@@ -1135,6 +1143,8 @@ func (s *Shard) becomeDelivering(t *coordTxn) {
 		if !t.staged {
 			s.sendCommits(t)
 		}
+	} else if t.restored {
+		s.replyNobody(t, protocol.OutcomeCommitted, 0, "")
 	}
 	if t.staged && !planted(s, bugCommitMsgEarly) {
 		// The client may have been told at the implicit commit; phase
@@ -1157,6 +1167,9 @@ func (s *Shard) becomeAborted(t *coordTxn, cause protocol.Cause, who string) {
 	case t.state == coordAborting:
 		cause, who = t.abortCause, t.abortWho // RecAbort is durable
 		s.decidedDurably(t)
+		if t.restored {
+			s.replyNobody(t, protocol.OutcomeAborted, cause, who)
+		}
 	default:
 		panic(fmt.Sprintf("engine: %v: %v → aborted", t.id, t.state))
 	}
@@ -1214,6 +1227,20 @@ func (s *Shard) reply(t *coordTxn, o protocol.Outcome, cause protocol.Cause, who
 		s.stats.Unknown++
 	}
 	r := Reply{Txn: t.id, Tag: t.tag, Outcome: o, Cause: cause, Participant: who}
+	if o == protocol.OutcomeCommitted {
+		r.Participants = t.yes
+	}
+	s.rd.Replies = append(s.rd.Replies, r)
+}
+
+// replyNobody reports the durable decision of t, a staged transaction
+// restored from the log and resolved, whose client went with the old
+// process: a Reply with Tag 0, which no client is waiting for (the stats
+// do not count it). The server keeps it in its outcome index: the client
+// may have been told "committed" at the implicit commit, before a
+// RecCommit the crash lost, and asks for the outcome by id.
+func (s *Shard) replyNobody(t *coordTxn, o protocol.Outcome, cause protocol.Cause, who string) {
+	r := Reply{Txn: t.id, Outcome: o, Cause: cause, Participant: who}
 	if o == protocol.OutcomeCommitted {
 		r.Participants = t.yes
 	}

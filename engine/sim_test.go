@@ -1057,6 +1057,10 @@ func (s *sim) checkOutput(n *simNode, m engine.Message) {
 }
 
 func (s *sim) reply(r engine.Reply) {
+	if r.Tag == 0 {
+		s.replyNobody(r)
+		return
+	}
 	t := s.txns[r.Txn]
 	if t == nil || t.outcome != 0 {
 		s.fail("reply %v for %s: unknown or second reply", r.Outcome, short(r.Txn))
@@ -1107,6 +1111,33 @@ func (s *sim) reply(r engine.Reply) {
 		}
 	default:
 		s.fail("unexpected reply %v (%s) for %s", r.Outcome, r.Detail, short(r.Txn))
+	}
+}
+
+// replyNobody checks the decision a restarted shard reports for a staged
+// transaction it resolved (Tag 0: its client is gone, told unknown): the
+// truth, as far as anyone can see yet.
+func (s *sim) replyNobody(r engine.Reply) {
+	t := s.txns[r.Txn]
+	if t == nil || !t.staged {
+		s.fail("a reply to nobody (%v) for %s, not a staged transaction", r.Outcome, short(r.Txn))
+		return
+	}
+	s.stats.cov["staged: decision after a restart reported"]++
+	switch r.Outcome {
+	case protocol.OutcomeCommitted:
+		if p, ok := s.abortedAt[t]; ok {
+			s.fail("honesty: %s reported committed after a restart, but %s aborted it", short(r.Txn), s.parts[p].name)
+		}
+	case protocol.OutcomeAborted:
+		if s.implicitAt[t] {
+			s.fail("honesty: %s reported aborted after a restart, but it committed implicitly", short(r.Txn))
+		}
+		if p, ok := s.committedAt[t]; ok {
+			s.fail("honesty: %s reported aborted after a restart, but it is committed at %s", short(r.Txn), s.parts[p].name)
+		}
+	default:
+		s.fail("a reply to nobody for %s: %v", short(r.Txn), r.Outcome)
 	}
 }
 
@@ -1477,7 +1508,7 @@ func TestSimulation(t *testing.T) {
 		"reused id refused: in use", "reused id refused: stale",
 		// Staged decisions.
 		"shard.staged", "shard.resolutions", "shard.resolves", "part.prevented", "part.refused-prevented",
-		"staged: implicit commit",
+		"staged: implicit commit", "staged: decision after a restart reported",
 	} {
 		if tot.cov[k] == 0 {
 			t.Errorf("no seed went through %q", k)

@@ -140,7 +140,10 @@ type Message struct {
 	UnixMs int64
 }
 
-// Reply answers a client's MsgBegin.
+// Reply answers a client's MsgBegin. A Reply with Tag 0 answers no client:
+// it is the decision of a staged transaction restored from the log and
+// resolved (its client went with the old process), for whoever keeps
+// outcomes by id.
 type Reply struct {
 	Txn     protocol.TxnID
 	Tag     uint64

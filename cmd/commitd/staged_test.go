@@ -156,6 +156,19 @@ func TestStagedCoordinatorKilledBeforeDecision(t *testing.T) {
 			t.Errorf("durability: %v told committed, p1 %q, p2 %q", id, o1[id], o2[id])
 		}
 	}
+	// The coordinator's outcome index knows each commit a client was told
+	// about, and each resolved one, as the participants do.
+	for id, out := range o1 {
+		if out != "committed" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := cl.Outcome(ctx, id)
+		cancel()
+		if err != nil || st.State != protocol.TxnCommitted {
+			t.Errorf("outcome of %v, committed at both banks: %+v, %v", id, st, err)
+		}
+	}
 	tally := map[string]int{}
 	for _, out := range o1 {
 		tally[out]++
