@@ -168,7 +168,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	ok = true
 	if !cfg.Classic && len(cfg.Peers) > 0 {
-		cfg.Logger.Warn("staged decisions are not supported by a replicated coordinator yet: every transaction runs classic two-phase commit")
+		cfg.Logger.Info("staged decisions are not supported by a replicated coordinator yet: every transaction runs classic two-phase commit")
 	}
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
 		"participants", len(initial), "data", cfg.DataDir, "staged", s.staged)

@@ -109,10 +109,17 @@ func TestStagedCoordinatorKilledBeforeDecision(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Their RecStaged is durable: the coordinator syncs a staged record at
-	// once, and the status counts it only after the begin's round. Give
-	// the group commit its moment, then kill.
-	time.Sleep(200 * time.Millisecond)
+	// Their RecStaged must be durable before the kill: the coordinator
+	// syncs a staged record at once, and nothing else is appended now (p2
+	// is stopped, no other load), so once the durable position stops
+	// moving, every record is durable.
+	for prev := uint64(0); ; time.Sleep(100 * time.Millisecond) {
+		lsn := coordStatus(t, coord).DurableLSN
+		if lsn == prev && lsn > 0 {
+			break
+		}
+		prev = lsn
+	}
 	if err := c1.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +203,7 @@ type stagedStatus struct {
 	Undecided   int    `json:"undecided"`
 	InFlight    int    `json:"in_flight"`
 	InDoubt     int    `json:"in_doubt"`
+	DurableLSN  uint64 `json:"durable_lsn"`
 }
 
 func coordStatus(t *testing.T, coord string) stagedStatus {
