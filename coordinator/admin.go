@@ -176,8 +176,19 @@ func inFlight(id protocol.TxnID, v engine.TxnView) protocol.TxnStatus {
 	switch v.State {
 	case "voting":
 		st.Detail = "prepares sent; waiting for votes"
+		if v.Resolving {
+			st.Detail = "staged, a vote missing: resolving (asking each participant that has not voted to report it prepared or to prevent it)"
+		}
+	case "aborting":
+		st.Detail = "staged: abort decided; its record is not yet durable"
 	case "deciding":
 		st.Detail = "commit decided; its record is not yet durable"
+		if v.Committed {
+			// The implicit commit of a staged transaction: decided and
+			// durable (its staged record and every prepared record).
+			st.State = protocol.TxnCommitted
+			st.Detail = "committed (staged: its staged record and every participant's prepared record are durable); its commit record is on its way"
+		}
 	case "delivering":
 		// Decided and durable: committed, whatever the acknowledgements.
 		st.State = protocol.TxnCommitted
@@ -192,9 +203,9 @@ func inFlight(id protocol.TxnID, v engine.TxnView) protocol.TxnStatus {
 			p.Vote = b.Vote.String()
 		}
 		switch {
-		case v.State == "voting" && b.Vote == 0:
+		case (v.State == "voting" || v.State == "aborting") && b.Vote == 0:
 			p.State = "vote awaited"
-		case v.State == "voting" || v.State == "deciding":
+		case v.State == "voting" || v.State == "deciding" || v.State == "aborting":
 			p.State = "voted"
 		case b.Vote != protocol.VoteYes:
 			p.State = "read-only: not in phase two"

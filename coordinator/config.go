@@ -109,6 +109,16 @@ type Config struct {
 	// tests inject crashes and I/O errors through it.
 	FS wal.FS
 
+	// Classic runs every transaction with classic two-phase commit. By
+	// default (false) a transaction of two or more branches whose every
+	// participant can prevent (its Hello says so) runs with a staged
+	// decision (docs/protocol.md "Staged commits"): the client is told
+	// "committed" after one round trip and one (parallel) fsync, where
+	// classic waits for the decision's fsync too; a participant that is
+	// down keeps such a transaction open until it returns (classic aborts
+	// it after PrepareTimeout). A replicated coordinator (Peers) runs
+	// classic for now, whatever this says.
+	Classic bool
 	// NoGroupCommit gives every record its own fdatasync instead of one for
 	// many; for benchmarks that show what group commit buys.
 	NoGroupCommit bool

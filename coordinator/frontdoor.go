@@ -166,13 +166,18 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	// id's age (engine.Shard.checkIDTime).
 	st.msg = engine.Message{Type: engine.MsgBegin, Txn: b.Txn, Tag: st.id<<tagReqBits | reqID,
 		UnixMs: time.Now().UnixMilli()}
-	names := s.set().names
+	set := s.set()
+	// Staged only if every participant can prevent: one that cannot
+	// could not answer a resolution (docs/protocol.md, "Participants that
+	// keep durability elsewhere").
+	st.msg.Staged = s.staged
 	for i := range b.Branches {
-		name, ok := names[string(b.Branches[i].Participant)]
+		name, ok := set.names[string(b.Branches[i].Participant)]
 		if !ok {
 			return d.reject(c, st, reqID, fmt.Sprintf("unknown participant %q", b.Branches[i].Participant))
 		}
 		st.branches[i] = engine.Branch{Participant: name, Work: b.Branches[i].Work}
+		st.msg.Staged = st.msg.Staged && set.peers[name].prevent.Load()
 	}
 	st.msg.Branches = st.branches[:len(b.Branches)]
 	p := s.pumpFor(st.msg.Txn)

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
@@ -19,6 +20,10 @@ import (
 type peer struct {
 	name, addr string
 	mux        *mux.Peer
+	// prevent: the participant's last answering Hello said it can
+	// prevent (wire.Hello.Prevent), so the front door may stage the
+	// transactions that name it. Until it has answered, it cannot.
+	prevent atomic.Bool
 }
 
 func newPeer(s *Server, name, addr string) *peer {
@@ -31,7 +36,8 @@ func newPeer(s *Server, name, addr string) *peer {
 		d := &replyDoor{s: s, name: name}
 		opts.Handler, opts.OnClose = d, d.closed
 	}
-	return &peer{name: name, addr: addr, mux: mux.NewPeer(addr, mux.PeerOptions{
+	p := &peer{name: name, addr: addr}
+	p.mux = mux.NewPeer(addr, mux.PeerOptions{
 		Conn: opts,
 		// The participant we expect to reach at addr: it refuses a
 		// coordinator that asks for another name, so a --participant
@@ -46,11 +52,13 @@ func newPeer(s *Server, name, addr string) *peer {
 			if h.Role != wire.RoleParticipant || string(h.Name) != name {
 				return fmt.Errorf("want participant %q", name)
 			}
+			p.prevent.Store(h.Prevent)
 			return nil
 		},
 		Dial:  link.Dialer(cfg.TLS),
 		Conns: cfg.ConnsPerParticipant,
-	})}
+	})
+	return p
 }
 
 // send queues m for the shard that emitted it: each shard keeps to one

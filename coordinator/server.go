@@ -58,6 +58,10 @@ type Server struct {
 	// console (rates.go); kept across reigns.
 	rates []*rates
 
+	// staged: begins whose participants can all prevent run with a
+	// staged decision (Config.Classic; never replicated). Immutable.
+	staged bool
+
 	// outcomes is the outcome index (outcomes.go): fed by the pumps'
 	// replies, recovery and, replicated, raft's applied commits; read by
 	// admin txn.
@@ -96,6 +100,10 @@ func Start(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:  cfg,
 		lock: lock,
+		// The replicated coordinator runs classic two-phase commit for
+		// now: its followers and a new leader's restore know no staged
+		// records (docs/ha.md).
+		staged: !cfg.Classic && len(cfg.Peers) == 0,
 	}
 	// The outcome index is synced before the log retires anything: a
 	// commit record leaves the log only once its entry is durable there.
@@ -181,8 +189,11 @@ func Start(cfg Config) (*Server, error) {
 		s.life.Go(s.rep.run)
 	}
 	ok = true
+	if !cfg.Classic && len(cfg.Peers) > 0 {
+		cfg.Logger.Info("staged decisions are not supported by a replicated coordinator yet: every transaction runs classic two-phase commit")
+	}
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
-		"participants", len(initial), "data", cfg.DataDir)
+		"participants", len(initial), "data", cfg.DataDir, "staged", s.staged)
 	return s, nil
 }
 
@@ -408,6 +419,13 @@ type Status struct {
 	InFlight    int    `json:"in_flight"`
 	InDoubt     int    `json:"in_doubt"` // commit decided, not yet acknowledged by every participant
 	Redelivered uint64 `json:"redelivered"`
+	// Staged counts the transactions begun with a staged decision,
+	// Resolutions those that had to be resolved (a prepare timeout, a
+	// prepare not sent, a restart), and Undecided the staged ones whose
+	// decision is not yet durable (docs/protocol.md "Staged commits").
+	Staged      uint64 `json:"staged"`
+	Resolutions uint64 `json:"resolutions"`
+	Undecided   int    `json:"undecided"`
 	Shards      int    `json:"shards"`
 	DurableLSN  uint64 `json:"durable_lsn"`
 	// The process's runtime counters: heap objects allocated since start,
@@ -508,6 +526,9 @@ func (s *Server) Status() Status {
 		st.InFlight += x.InFlight
 		st.InDoubt += x.Undelivered
 		st.Redelivered += x.Redelivered
+		st.Staged += x.Staged
+		st.Resolutions += x.Resolutions
+		st.Undecided += x.Undecided
 	}
 	return st
 }
@@ -520,6 +541,7 @@ type shardOutput struct {
 	pump    *pump.Pump // the pump that drives the shard
 	prepare wire.Prepare
 	dec     wire.Decision
+	resolve wire.Resolve
 	outcome wire.Outcome
 	notSent engine.Message
 	// gone are participants being removed (participants.go): a prepare
@@ -550,7 +572,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		}
 		switch m.Type {
 		case engine.MsgPrepare:
-			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Work: m.Work}
+			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Staged: m.Staged, Work: m.Work}
 			tr := s.tr
 			if tr != nil && !tr.idle() {
 				o.prepare.Trace = tr.prepare(m.Txn, m.To, m.OnePhase)
@@ -581,6 +603,14 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			}
 			o.dec = wire.Decision{Txn: m.Txn, Decision: m.Decision}
 			p.send(o.shard, &o.dec)
+		case engine.MsgResolve:
+			if p == nil {
+				continue // being removed: no transaction names it any more
+			}
+			// A resolve that does not leave is asked again (the shard's
+			// backoff): nothing to tell the shard.
+			o.resolve = wire.Resolve{Txn: m.Txn}
+			p.send(o.shard, &o.resolve)
 		default:
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
 		}

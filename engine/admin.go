@@ -25,6 +25,12 @@ type TxnView struct {
 	// for a restored commit, its restore).
 	AgeMs, DecidedAgeMs int64
 	Branches            []BranchView
+	// Staged decisions: Resolving, a staged transaction whose vote is
+	// missing is being resolved (its participants asked to report it
+	// prepared or prevent it); Committed, its commit is implicit —
+	// RecStaged durable and every vote YES — while RecCommit is on its
+	// way ("deciding").
+	Resolving, Committed bool
 }
 
 // BranchView is one participant's part in a transaction in flight.
@@ -132,6 +138,8 @@ func (s *Shard) RedeliverNow(id *protocol.TxnID, participant string) int {
 func (s *Shard) view(t *coordTxn) TxnView {
 	ms := func(ticks int64) int64 { return ticks * int64(s.cfg.TickMicros) / 1000 }
 	v := TxnView{Txn: t.id, State: t.state.String(), AgeMs: ms(s.now - t.began)}
+	v.Resolving = t.state == coordVoting && t.resolving
+	v.Committed = t.state == coordDeciding && s.implicit(t) && s.durable >= t.stagedIndex
 	if t.state == coordDelivering || t.state == coordEnding {
 		v.DecidedAgeMs = ms(s.now - t.decided)
 	}

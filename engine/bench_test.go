@@ -17,6 +17,7 @@ import (
 // as a coordinator at 20k/s with --remember 5s does).
 type shardCommit struct {
 	s                  *engine.Shard
+	staged             bool // a staged decision: RecStaged durable before the votes
 	tickEvery          uint64
 	begin              engine.Message
 	voteA, voteB       engine.Message
@@ -25,12 +26,13 @@ type shardCommit struct {
 	lastMsgs, lastRecs int
 }
 
-func newShardCommit(remember, tickEvery int) *shardCommit {
+func newShardCommit(remember, tickEvery int, staged bool) *shardCommit {
 	w := bank.AppendWork(nil, 1, 10)
 	return &shardCommit{
 		s:         engine.NewShard(engine.ShardConfig{RememberTicks: remember}),
+		staged:    staged,
 		tickEvery: uint64(tickEvery),
-		begin: engine.Message{Type: engine.MsgBegin, Branches: []engine.Branch{
+		begin: engine.Message{Type: engine.MsgBegin, Staged: staged, Branches: []engine.Branch{
 			{Participant: "bank-a", Work: w}, {Participant: "bank-b", Work: w},
 		}},
 		voteA: engine.Message{Type: engine.MsgVote, From: "bank-a", Vote: protocol.VoteYes},
@@ -47,13 +49,18 @@ func (c *shardCommit) run() {
 	c.begin.Txn, c.voteA.Txn, c.voteB.Txn, c.ackA.Txn, c.ackB.Txn = txn, txn, txn, txn, txn
 	s := c.s
 	s.Step(c.begin)
-	rd := s.Ready() // two prepares
+	rd := s.Ready() // two prepares (staged: and RecStaged)
 	c.lastMsgs = len(rd.Messages)
+	if c.staged {
+		s.Durable(rd.FirstIndex)
+		s.Ready()
+	}
 	s.Step(c.voteA)
 	s.Step(c.voteB)
-	rd = s.Ready() // the commit record
+	rd = s.Ready() // the commit record (staged: and the reply)
+	c.lastMsgs += len(rd.Replies)
 	s.Durable(rd.FirstIndex)
-	rd = s.Ready() // two decisions, the reply
+	rd = s.Ready() // two decisions (classic: and the reply)
 	c.lastMsgs += len(rd.Messages) + len(rd.Replies)
 	s.Step(c.ackA)
 	s.Step(c.ackB)
@@ -72,12 +79,15 @@ func BenchmarkShardCommit(b *testing.B) {
 	for _, bc := range []struct {
 		name                string
 		remember, tickEvery int
+		staged              bool
 	}{
-		{"forgetting", 1, 1},
-		{"remembering", 2500, 20}, // 50k-100k finished transactions remembered
+		{"forgetting", 1, 1, false},
+		{"remembering", 2500, 20, false}, // 50k-100k finished transactions remembered
+		{"staged/forgetting", 1, 1, true},
+		{"staged/remembering", 2500, 20, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			c := newShardCommit(bc.remember, bc.tickEvery)
+			c := newShardCommit(bc.remember, bc.tickEvery, bc.staged)
 			for range 2 * bc.remember * bc.tickEvery { // reach the steady state
 				c.run()
 			}
@@ -97,12 +107,17 @@ func BenchmarkShardCommit(b *testing.B) {
 // TestShardCommitAllocs keeps the coordinator's hot path allocation-free
 // in the steady state (structs, queues and Ready slices are reused).
 func TestShardCommitAllocs(t *testing.T) {
-	c := newShardCommit(1, 1)
-	for range 1000 {
-		c.run()
-	}
-	if n := testing.AllocsPerRun(1000, c.run); n > 0.1 {
-		t.Fatalf("%v allocations per transaction", n)
+	for _, staged := range []bool{false, true} {
+		c := newShardCommit(1, 1, staged)
+		for range 1000 {
+			c.run()
+		}
+		if n := testing.AllocsPerRun(1000, c.run); n > 0.1 {
+			t.Fatalf("staged=%v: %v allocations per transaction", staged, n)
+		}
+		if st := c.s.Stats(); staged && st.Staged == 0 {
+			t.Fatalf("no staged transaction ran: %+v", st)
+		}
 	}
 }
 

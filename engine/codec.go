@@ -26,7 +26,10 @@ var ErrBadRecord = errors.New("engine: bad record")
 //	+------+----------+--------------------------------------------+
 //
 //	commit      u8 n (1..MaxBranches), n × { u8 len (1..MaxNameLen), name }
+//	staged      u8 n (2..MaxBranches), names as commit
 //	end         -
+//	abort       -
+//	prevented   -
 //	prepared    u16 len (0..MaxWorkLen), work
 //	committed   u16 len (0..MaxWorkLen), work (non-empty only for one-phase)
 //	aborted     -
@@ -46,7 +49,7 @@ func (r *Record) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, byte(r.Type))
 	b = append(b, r.Txn[:]...)
 	switch r.Type {
-	case RecCommit:
+	case RecCommit, RecStaged:
 		b = append(b, byte(len(r.Participants)))
 		for _, p := range r.Participants {
 			b = append(b, byte(len(p)))
@@ -69,9 +72,9 @@ func (r *Record) MarshalBinary() ([]byte, error) {
 
 func (r *Record) validate() error {
 	switch r.Type {
-	case RecCommit:
-		if len(r.Participants) == 0 || len(r.Participants) > protocol.MaxBranches {
-			return fmt.Errorf("%w: commit record with %d participants", ErrBadRecord, len(r.Participants))
+	case RecCommit, RecStaged:
+		if len(r.Participants) < minNames(r.Type) || len(r.Participants) > protocol.MaxBranches {
+			return fmt.Errorf("%w: %v record with %d participants", ErrBadRecord, r.Type, len(r.Participants))
 		}
 		for _, p := range r.Participants {
 			if len(p) == 0 || len(p) > protocol.MaxNameLen {
@@ -86,11 +89,21 @@ func (r *Record) validate() error {
 		if len(r.Data) > MaxCheckpointLen {
 			return fmt.Errorf("%w: checkpoint of %d bytes", ErrBadRecord, len(r.Data))
 		}
-	case RecEnd, RecAborted:
+	case RecEnd, RecAborted, RecAbort, RecPrevented:
 	default:
 		return fmt.Errorf("%w: unknown type %d", ErrBadRecord, uint8(r.Type))
 	}
 	return nil
+}
+
+// minNames is the fewest participants a record of type t names: a staged
+// transaction has at least two branches (one is one-phase), and a commit
+// names its YES voters.
+func minNames(t RecordType) int {
+	if t == RecStaged {
+		return 2
+	}
+	return 1
 }
 
 // UnmarshalBinary decodes exactly one record from b, replacing r. Work,
@@ -114,19 +127,21 @@ func (r *Record) unmarshal(b []byte) error {
 	copy(r.Txn[:], b[1:recordHeaderLen])
 	b = b[recordHeaderLen:]
 	switch r.Type {
-	case RecCommit:
+	case RecCommit, RecStaged:
 		if len(b) < 1 {
-			return fmt.Errorf("%w: commit record truncated", ErrBadRecord)
+			return fmt.Errorf("%w: %v record truncated", ErrBadRecord, r.Type)
 		}
 		n := int(b[0])
 		b = b[1:]
-		if n == 0 || n > protocol.MaxBranches {
-			return fmt.Errorf("%w: commit record with %d participants", ErrBadRecord, n)
+		if n < minNames(r.Type) || n > protocol.MaxBranches {
+			return fmt.Errorf("%w: %v record with %d participants", ErrBadRecord, r.Type, n)
 		}
-		r.Participants = make([]string, n)
+		if n > 0 {
+			r.Participants = make([]string, n)
+		}
 		for i := range n {
 			if len(b) < 1 {
-				return fmt.Errorf("%w: commit record truncated", ErrBadRecord)
+				return fmt.Errorf("%w: %v record truncated", ErrBadRecord, r.Type)
 			}
 			l := int(b[0])
 			b = b[1:]
@@ -162,7 +177,7 @@ func (r *Record) unmarshal(b []byte) error {
 			r.Data = append([]byte(nil), b[:l]...)
 		}
 		b = b[l:]
-	case RecEnd, RecAborted:
+	case RecEnd, RecAborted, RecAbort, RecPrevented:
 	default:
 		return fmt.Errorf("%w: unknown type %d", ErrBadRecord, uint8(r.Type))
 	}

@@ -24,6 +24,9 @@ func validRecords() []Record {
 		{Type: RecAborted, Txn: codecTxn},
 		{Type: RecCheckpoint, Data: []byte("snapshot")},
 		{Type: RecCheckpoint},
+		{Type: RecStaged, Txn: codecTxn, Participants: []string{"a", "bank-2"}},
+		{Type: RecAbort, Txn: codecTxn},
+		{Type: RecPrevented, Txn: codecTxn},
 	}
 }
 
@@ -58,8 +61,10 @@ func TestRecordRoundTrip(t *testing.T) {
 func TestRecordBounds(t *testing.T) {
 	bad := []Record{
 		{Type: 0},
-		{Type: RecCheckpoint + 1},
+		{Type: RecPrevented + 1},
 		{Type: RecCommit, Txn: codecTxn},
+		{Type: RecStaged, Txn: codecTxn, Participants: []string{"a"}},
+		{Type: RecStaged, Txn: codecTxn, Participants: make([]string, protocol.MaxBranches+1)},
 		{Type: RecCommit, Txn: codecTxn, Participants: make([]string, protocol.MaxBranches+1)},
 		{Type: RecCommit, Txn: codecTxn, Participants: []string{""}},
 		{Type: RecCommit, Txn: codecTxn, Participants: []string{strings.Repeat("x", protocol.MaxNameLen+1)}},
@@ -77,6 +82,7 @@ func TestRecordBounds(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"11 participants": append(append([]byte{}, hdr...), 11),
 		"0 participants":  append(append([]byte{}, hdr...), 0),
+		"staged, 1 name":  append(append([]byte{byte(RecStaged)}, codecTxn[:]...), 1, 1, 'a'),
 		"empty name":      append(append([]byte{}, hdr...), 1, 0),
 		"long name":       append(append(append([]byte{}, hdr...), 1, protocol.MaxNameLen+1), make([]byte, protocol.MaxNameLen+1)...),
 		"long work":       append(append(append([]byte{byte(RecPrepared)}, codecTxn[:]...), 0x01, 0x10), make([]byte, protocol.MaxWorkLen+1)...),

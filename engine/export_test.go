@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/commitd/commitd/protocol"
@@ -79,4 +80,35 @@ func ParticipantKnows(p *Participant, id protocol.TxnID) bool {
 // RedeliverNow send commit decisions for transactions not yet decided.
 func SetShardBugs(s *Shard, decideBeforeDurable, redeliverUndecided bool) {
 	plant(s, set(set(0, bugDecideBeforeDurable, decideBeforeDurable), bugRedeliverUndecided, redeliverUndecided))
+}
+
+// SetStagedShardBugs plants the staged-decision bugs of the SPIN model
+// (docs/model/check.sh) in s: replyEarly (BUG_STAGED_REPLY_EARLY),
+// timeoutAbort (BUG_STAGED_TIMEOUT_ABORT), inquiryLate
+// (BUG_INQUIRY_LATE_STAGED), readOnly (BUG_STAGED_RO) and commitEarly
+// (BUG_COMMIT_MSG_EARLY), besides the bugs SetShardBugs plants.
+func SetStagedShardBugs(s *Shard, decideBeforeDurable, redeliverUndecided, replyEarly, timeoutAbort, inquiryLate, readOnly, commitEarly bool) {
+	b := set(set(0, bugDecideBeforeDurable, decideBeforeDurable), bugRedeliverUndecided, redeliverUndecided)
+	b = set(set(set(b, bugStagedReplyEarly, replyEarly), bugStagedTimeoutAbort, timeoutAbort), bugInquiryLateStaged, inquiryLate)
+	plant(s, set(set(b, bugStagedRO, readOnly), bugCommitMsgEarly, commitEarly))
+}
+
+// AddPreventBug makes p, besides the bugs planted in it already, prepare a
+// staged transaction it has prevented (BUG_NO_REFUSE_AFTER_PREVENT).
+func AddPreventBug(p *Participant) {
+	b, _ := plants.Load(p)
+	bugs, _ := b.(plantedBug)
+	plant(p, bugs|bugNoRefuseAfterPrevent)
+}
+
+// UndecidedTxns lists the staged transactions s holds undecided, with
+// their states (for a failing simulation's report).
+func UndecidedTxns(s *Shard) []string {
+	var out []string
+	for id, t := range s.txns {
+		if t.undecided {
+			out = append(out, fmt.Sprintf("%x:%v resolving=%v replied=%v", id[14:], t.state, t.resolving, t.replied))
+		}
+	}
+	return out
 }

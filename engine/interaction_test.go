@@ -36,11 +36,12 @@ var update = flag.Bool("update", false, "rewrite engine/testdata/*.txt with the 
 //	                                durable=1: a durable resource (a database): no records;
 //	                                commit and abort finish later ("finish", "fail"), and it
 //	                                survives a crash, reporting what it holds prepared on restore
-//	begin TXN NAME=WORK... [tag=N] [at=MS] [id-ms=MS]
+//	begin TXN NAME=WORK... [tag=N] [at=MS] [id-ms=MS] [staged=1]
 //	                                client → coord; work yes|no|ro|wait|any text (yes);
 //	                                wait: the resource answers later ("resolve");
 //	                                at: the front door's wall time (Message.UnixMs);
 //	                                id-ms: TXN is a UUIDv7 with this time (still printed TXN)
+//	                                staged=1: a staged decision (Message.Staged)
 //	resolve NODE TXN yes|no|ro      the resource answers a pending prepare (MsgResPrepared)
 //	finish NODE TXN                 a durable resource finishes the commit/abort it started
 //	fail NODE TXN                   a durable resource fails the commit/abort it started
@@ -220,6 +221,9 @@ func fmtMsg(m engine.Message, from string) string {
 		if m.OnePhase {
 			s += " one-phase"
 		}
+		if m.Staged {
+			s += " staged"
+		}
 	case engine.MsgVote:
 		s += " " + m.Vote.String()
 	case engine.MsgDecision:
@@ -231,7 +235,7 @@ func fmtMsg(m engine.Message, from string) string {
 func fmtRec(r engine.Record) string {
 	s := fmt.Sprintf("%v %s", r.Type, txnName(r.Txn))
 	switch r.Type {
-	case engine.RecCommit:
+	case engine.RecCommit, engine.RecStaged:
 		s += " [" + strings.Join(r.Participants, " ") + "]"
 	case engine.RecPrepared, engine.RecCommitted:
 		if len(r.Work) > 0 {
@@ -382,13 +386,13 @@ func (w *world) run(cmd string) (out string) {
 		}
 	case "begin":
 		m := engine.Message{Type: engine.MsgBegin, Txn: txnID(a.pos[0]), Tag: uint64(a.int("tag", 0)),
-			UnixMs: int64(a.int("at", 0))}
+			UnixMs: int64(a.int("at", 0)), Staged: a.int("staged", 0) == 1}
 		if ms, ok := a.kv["id-ms"]; ok {
 			v, _ := strconv.ParseInt(ms, 10, 64)
 			m.Txn = v7ID(m.Txn[15], v)
 		}
 		for _, f := range fields[2:] {
-			if p, work, ok := strings.Cut(f, "="); ok && p != "tag" && p != "at" && p != "id-ms" {
+			if p, work, ok := strings.Cut(f, "="); ok && p != "tag" && p != "at" && p != "id-ms" && p != "staged" {
 				m.Branches = append(m.Branches, engine.Branch{Participant: p, Work: []byte(work)})
 			}
 		}

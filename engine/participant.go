@@ -87,6 +87,12 @@ type ParticipantStats struct {
 	// kind (one- or two-phase), or had committed it two-phase: the id
 	// was reused by a coordinator that had forgotten it (see prepare).
 	RefusedReuse uint64
+	// Prevented counts transactions this participant made durably
+	// unpreparable (RecPrevented): a staged NO vote, or the answer to a
+	// MsgResolve for a transaction not prepared here. RefusedPrevented
+	// counts the prepares refused because of one.
+	Prevented        uint64
+	RefusedPrevented uint64
 
 	// Ignored is the number of input messages that changed nothing: the
 	// sum of the three below.
@@ -126,6 +132,13 @@ const (
 	partAborted
 	// partReadOnly: voted read-only, held nothing; remembered.
 	partReadOnly
+	// partPreventing: staged only: RecPrevented appended, not durable;
+	// the NO (the answer to the prepare or to a MsgResolve) is held back.
+	// Holds nothing.
+	partPreventing
+	// partPrevented: RecPrevented durable: this transaction never
+	// prepares here; every prepare of it is answered NO. Remembered.
+	partPrevented
 )
 
 // partTxn is one transaction at a participant; reused through
@@ -144,8 +157,11 @@ type partTxn struct {
 	// new one. No YES (and no read-only) goes out for t any more; it
 	// learns its abort by inquiry.
 	refused bool
-	heldAt  int    // position in Participant.held while holding
-	work    []byte // copy of the work, for checkpoints (reused)
+	// staged: the prepare said the transaction is staged, so its NO vote
+	// must be a durable prevention (becomePreventing).
+	staged bool
+	heldAt int    // position in Participant.held while holding
+	work   []byte // copy of the work, for checkpoints (reused)
 	// since is the participant's tick when the transaction came into its
 	// hands (the prepare, or the restore): the age admin reports show.
 	since int64
@@ -363,6 +379,8 @@ func (p *Participant) Step(m Message) {
 		p.mode.resFailed(p, m)
 	case MsgResInDoubt:
 		p.mode.resInDoubt(p, m)
+	case MsgResolve:
+		p.resolve(m)
 	default:
 		p.stats.IgnoredInvalid++
 	}
@@ -379,6 +397,7 @@ func (p *Participant) prepare(m Message) {
 	}
 	t := p.alloc(m.Txn, m.Work)
 	t.onePhase = m.OnePhase
+	t.staged = m.Staged && !m.OnePhase
 	v := p.res.Prepare(m.Txn, m.Work)
 	if v == protocol.VotePending {
 		p.becomeVoting(t)
@@ -422,6 +441,34 @@ func (p *Participant) prepare(m Message) {
 //     YES, pending on a record or a resource, never goes out (see
 //     partTxn.refused).
 func (p *Participant) prepareAgain(m Message, t *partTxn, st partState) {
+	switch st {
+	case partPreventing:
+		// The NO goes out when RecPrevented is durable.
+		p.stats.IgnoredDuplicate++
+		return
+	case partPrevented:
+		if !planted(p, bugNoRefuseAfterPrevent) {
+			// A late prepare after a prevention: refused, for as long as
+			// a prepare of this id can arrive. Preparing it could make
+			// every branch prepared — the implicit commit — of a
+			// transaction the prevention has aborted.
+			p.stats.RefusedPrevented++
+			p.sendVote(m.Txn, protocol.VoteNo)
+			return
+		}
+		// The planted bug: prepare it as new.
+		p.done.remove(m.Txn)
+		nt := p.alloc(m.Txn, m.Work)
+		nt.onePhase = m.OnePhase
+		nt.staged = m.Staged && !m.OnePhase
+		v := p.res.Prepare(m.Txn, m.Work)
+		if v == protocol.VotePending {
+			p.becomeVoting(nt)
+			return
+		}
+		p.voted(nt, v)
+		return
+	}
 	var same bool
 	if t != nil {
 		same = !t.refused && t.onePhase == m.OnePhase && string(t.work) == string(m.Work)
@@ -493,6 +540,14 @@ func (p *Participant) voted(t *partTxn, v protocol.Vote) {
 	switch v {
 	case protocol.VoteNo:
 		p.stats.VotedNo++
+		if t.staged && !t.abortWanted && !t.refused && p.mode.canPrevent() {
+			// A staged NO is a durable fact: a volatile one, forgotten in
+			// a crash, could turn into a YES for a late copy of the
+			// prepare, and the implicit commit could then hold for a
+			// transaction whose coordinator heard the NO.
+			p.becomePreventing(t)
+			return
+		}
 		if !t.abortWanted && !t.refused {
 			p.sendVote(t.id, protocol.VoteNo)
 		}
@@ -565,6 +620,61 @@ func (p *Participant) commit(m Message) {
 	}
 }
 
+// resolve answers a coordinator resolving a staged transaction: "prepared"
+// (VoteYes) if the transaction is durably prepared here (or committed),
+// and otherwise a durable prevention (VoteNo once RecPrevented is
+// durable), after which every prepare of it is refused. A transaction
+// whose prepared record or prevention is on its way, or whose resource
+// has not answered yet, is answered when that is settled (its YES or NO
+// goes out then); the coordinator asks again meanwhile.
+func (p *Participant) resolve(m Message) {
+	if m.Txn == (protocol.TxnID{}) {
+		p.stats.IgnoredInvalid++
+		return
+	}
+	t, st := p.find(m.Txn)
+	switch st {
+	case 0, partAborted, partReadOnly:
+		if t != nil {
+			// Aborted or read-only in hand: a durable resource still
+			// finishing an orphan's abort. It cannot prevent anyway.
+			p.stats.IgnoredInvalid++
+			return
+		}
+		if !p.mode.canPrevent() {
+			// A participant whose resource keeps its own durability
+			// cannot prevent: no coordinator stages its transactions.
+			p.stats.IgnoredInvalid++
+			return
+		}
+		p.done.remove(m.Txn)
+		nt := p.alloc(m.Txn, nil)
+		nt.staged = true
+		p.becomePreventing(nt)
+	case partPrevented:
+		p.sendVote(m.Txn, protocol.VoteNo)
+	case partPrepared, partCommitting, partCommitted:
+		if t != nil && (t.onePhase || t.refused) {
+			// One-phase transactions are never resolved; a refused one
+			// is dead at the coordinator, whose id now names another.
+			p.stats.IgnoredInvalid++
+			return
+		}
+		if t == nil {
+			if d, _ := p.done.get(m.Txn); d.onePhase {
+				p.stats.IgnoredInvalid++
+				return
+			}
+		}
+		p.sendVote(m.Txn, protocol.VoteYes)
+	default:
+		// Preparing, preventing or voting: the answer goes out when its
+		// record is durable or the resource has answered. Aborting: a
+		// durable resource's orphan.
+		p.stats.IgnoredDuplicate++
+	}
+}
+
 func (p *Participant) abort(m Message) {
 	t, st := p.find(m.Txn)
 	if st == 0 {
@@ -581,7 +691,7 @@ func (p *Participant) abort(m Message) {
 		// The coordinator gave up on this vote (or another branch voted
 		// no). The resource is still preparing: abort once it answers.
 		t.abortWanted = true
-	case partAborted, partReadOnly, partAborting:
+	case partAborted, partReadOnly, partAborting, partPreventing, partPrevented:
 		p.stats.IgnoredDuplicate++
 	default:
 		// Committing or committed: a commit was decided, so this abort is
@@ -665,6 +775,9 @@ func (p *Participant) Durable(index uint64) {
 			p.becomePrepared(t, false)
 		case partCommitting:
 			p.finishCommit(t)
+		case partPreventing:
+			p.sendVote(t.id, protocol.VoteNo)
+			p.becomeDone(t, partPrevented)
 		default:
 			panic(fmt.Sprintf("engine: record %d durable for %v in state %v", e.index, t.id, t.state))
 		}
@@ -698,6 +811,17 @@ func (p *Participant) becomePrepared(t *partTxn, durableNow bool) {
 	p.inquire.start(p.now, t, t.gen)
 }
 
+// becomePreventing appends RecPrevented for t: new (a
+// MsgResolve for a transaction not prepared here) or just voted NO by the
+// resource. Its NO goes out when the record is durable.
+func (p *Participant) becomePreventing(t *partTxn) {
+	t.become(t.id, partPreventing, t.state == 0 || t.state == partVoting)
+	p.stats.Prevented++
+	idx := p.appendRecord(Record{Type: RecPrevented, Txn: t.id})
+	p.waits.push(wait[partTxn]{index: idx, t: t, gen: t.gen}) // the NO
+	p.forced = true
+}
+
 func (p *Participant) becomeCommitting(t *partTxn) {
 	fresh := t.state == 0 || t.state == partVoting
 	t.become(t.id, partCommitting, t.state == partPrepared || fresh && t.onePhase)
@@ -718,6 +842,8 @@ func (p *Participant) becomeDone(t *partTxn, st partState) {
 		}
 	case partReadOnly:
 		ok = t.state == 0 || t.state == partVoting
+	case partPrevented:
+		ok = t.state == partPreventing
 	}
 	if !ok || t.heldAt >= 0 {
 		panic(fmt.Sprintf("engine: %v: %v → %v (held %v)", t.id, t.state, st, t.heldAt >= 0))

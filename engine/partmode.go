@@ -34,6 +34,11 @@ type partMode interface {
 	resFinished(p *Participant, m Message)
 	resFailed(p *Participant, m Message)
 	resInDoubt(p *Participant, m Message)
+	// canPrevent reports whether a transaction not prepared here can be
+	// made durably unpreparable (RecPrevented, becomePreventing): only
+	// by a participant with a log of its own (docs/protocol.md
+	// "Participants that keep durability elsewhere").
+	canPrevent() bool
 }
 
 // logMode: the participant's log keeps what the resource cannot keep
@@ -101,6 +106,17 @@ func (logMode) restore(p *Participant, r Record) error {
 		p.res.Commit(r.Txn)
 		p.unhold(t)
 		p.becomeDone(t, partCommitted)
+	case RecPrevented:
+		switch st {
+		case 0, partAborted, partReadOnly, partPrevented:
+			if t != nil {
+				return fmt.Errorf("%w: %v prevented while %v", ErrBadRecord, r.Txn, st)
+			}
+			p.done.remove(r.Txn)
+			p.done.put(r.Txn, partDone{state: partPrevented})
+		default:
+			return fmt.Errorf("%w: %v prevented while %v", ErrBadRecord, r.Txn, st)
+		}
 	case RecAborted:
 		switch {
 		case st == 0:
@@ -126,6 +142,12 @@ func (resMode) restore(p *Participant, r Record) error {
 	// participant (a data directory reused with another resource).
 	return fmt.Errorf("%w: a participant with a durable resource keeps no records, found a %v record", ErrBadRecord, r.Type)
 }
+
+func (logMode) canPrevent() bool { return true }
+
+// canPrevent: a durable resource keeps its prepared state where this
+// machine cannot make "never prepare" atomic with it.
+func (resMode) canPrevent() bool { return false }
 
 func (logMode) prepared(p *Participant, t *partTxn) {
 	p.becomePreparing(t)

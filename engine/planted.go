@@ -6,7 +6,7 @@ package engine
 // copy. None is part of a machine or its config: the engine's own tests
 // plant them through plantedBugs (export_test.go), which is nil in every
 // other program, so a production machine pays one nil check per site.
-type plantedBug uint8
+type plantedBug uint16
 
 const (
 	// bugVoteBeforeDurable: a participant with a log votes YES as soon
@@ -34,6 +34,28 @@ const (
 	// decision for every transaction in flight, not only those whose
 	// commit is durable.
 	bugRedeliverUndecided
+
+	// The staged-decision bugs, as docs/model/check.sh plants them in the
+	// SPIN model (docs/protocol.md "Staged commits").
+
+	// bugStagedReplyEarly: a shard tells the client "committed" from the
+	// implicit commit before RecStaged is durable.
+	bugStagedReplyEarly
+	// bugNoRefuseAfterPrevent: a participant prepares a staged
+	// transaction it has prevented.
+	bugNoRefuseAfterPrevent
+	// bugStagedTimeoutAbort: a shard's prepare timeout aborts a staged
+	// transaction (logged) instead of resolving it.
+	bugStagedTimeoutAbort
+	// bugInquiryLateStaged: a shard answers an inquiry about a staged
+	// transaction "abort" while its RecStaged is not yet durable.
+	bugInquiryLateStaged
+	// bugStagedRO: a shard counts a read-only vote as prepared for the
+	// implicit commit.
+	bugStagedRO
+	// bugCommitMsgEarly: a shard sends a staged transaction's commit
+	// decisions before its RecCommit is durable.
+	bugCommitMsgEarly
 )
 
 // plantedBugs returns the bugs planted in machine (a *Shard or a

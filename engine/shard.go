@@ -123,11 +123,23 @@ type ShardStats struct {
 	InFlight    int // begun, client not yet answered
 	Undelivered int // commit decided, not yet acknowledged by every YES voter
 	Remembered  int // finished, kept for late messages
+	// Undecided counts staged transactions whose decision is not yet
+	// durable (RecStaged appended, no durable RecCommit or RecAbort),
+	// including those restored from the log and being resolved.
+	Undecided int
 
 	Redelivered    uint64 // commit decisions sent again after a timeout or restart
 	PresumedAborts uint64 // abort answers to a YES vote or an inquiry for an unknown transaction
 	NotSent        uint64 // transactions aborted because a prepare could not be sent
 	Deferred       uint64 // inquiries that will be answered by the coming decision
+
+	// Staged counts transactions begun with a staged decision (RecStaged);
+	// Resolutions those of them that had to be resolved (a prepare
+	// timeout, a prepare not sent, a restart), and Resolves the
+	// MsgResolve sent for them, first and again.
+	Staged      uint64
+	Resolutions uint64
+	Resolves    uint64
 
 	// Ignored is the number of input messages that changed nothing: the
 	// sum of the four below.
@@ -148,7 +160,9 @@ type ShardStats struct {
 //	ending      every ack in; RecEnd appended, not yet durable.
 //	committed   finished, committed. Remembered (a finishedTxn in
 //	            Shard.done) for RememberTicks; never the state of a coordTxn.
-//	aborted     finished, aborted (never logged). Remembered.
+//	aborting    staged only: a NO (or a prevention) arrived; RecAbort
+//	            appended, not durable. Nobody is told yet.
+//	aborted     finished, aborted (logged only when staged). Remembered.
 //	unknown     finished, a one-phase transaction whose participant never
 //	            answered. Remembered.
 type coordState uint8
@@ -161,6 +175,7 @@ const (
 	coordCommitted
 	coordAborted
 	coordUnknown
+	coordAborting
 )
 
 type coordBranch struct {
@@ -190,6 +205,29 @@ type coordTxn struct {
 	began, decided int64
 	yes            []string // YES voters: RecCommit.Participants (reused)
 	workBuf        []byte   // copies of the branches' work for the prepares (reused)
+
+	// Staged decisions (docs/protocol.md "Staged commits"). staged: a
+	// RecStaged was appended for t, at stagedIndex; from then on t is
+	// never aborted on the shard's own (no voluntary abort): a timeout
+	// or a restart starts resolving — MsgResolve to every branch without
+	// a vote, again with backoff — and only a NO (or a prevention)
+	// aborts it, through a durable RecAbort. names are the branches'
+	// names, RecStaged.Participants (reused; not t.yes, which a decision
+	// in the same batch rewrites while the record may still be pending).
+	staged, resolving bool
+	stagedIndex       uint64
+	names             []string
+	// abortCause and abortWho are the reply of an abort waiting for its
+	// RecAbort (aborting).
+	abortCause protocol.Cause
+	abortWho   string
+	// undecided: staged, and no decision record (RecCommit, RecAbort, or
+	// for one whose every vote was read-only RecEnd) durable yet.
+	undecided bool
+	// restored: restored from a RecStaged; its client is gone, and its
+	// decision, once durable, is told to nobody in particular — a Reply
+	// with Tag 0 — for whoever keeps outcomes (the server's index).
+	restored bool
 }
 
 // recycleCoordTxns readies retired structs for reuse: zero but for the
@@ -197,7 +235,8 @@ type coordTxn struct {
 func recycleCoordTxns(ts []*coordTxn) {
 	for _, t := range ts {
 		clear(t.yes)
-		*t = coordTxn{txnLife: txnLife[coordState]{gen: t.gen + 1}, yes: t.yes[:0], workBuf: t.workBuf[:0]}
+		clear(t.names)
+		*t = coordTxn{txnLife: txnLife[coordState]{gen: t.gen + 1}, yes: t.yes[:0], workBuf: t.workBuf[:0], names: t.names[:0]}
 	}
 }
 
@@ -260,9 +299,15 @@ type Shard struct {
 
 	restored []*coordTxn // restored commits, in log order, until start
 
-	open      fifo[wait[coordTxn]] // RecCommit indexes in order, for LowWater
+	open      fifo[wait[coordTxn]] // RecCommit and RecStaged indexes in order, for LowWater
 	prepareT  fifo[timer[coordTxn]]
 	redeliver retries[coordTxn, *coordTxn]
+	// stagedW are the RecStaged records not yet durable, in index order:
+	// a staged transaction whose every vote is YES tells its client
+	// "committed" when its RecStaged is durable. An entry is stale when
+	// its transaction's stagedIndex is no longer the entry's.
+	stagedW fifo[wait[coordTxn]]
+	resolve retries[coordTxn, *coordTxn]
 
 	stats ShardStats
 }
@@ -276,6 +321,7 @@ func NewShard(cfg ShardConfig) *Shard {
 		cfg:       cfg,
 		done:      newRecent[finishedTxn](cfg.RememberTicks),
 		redeliver: retries[coordTxn, *coordTxn]{first: cfg.RedeliverMinTicks, most: cfg.RedeliverMaxTicks},
+		resolve:   retries[coordTxn, *coordTxn]{first: cfg.RedeliverMinTicks, most: cfg.RedeliverMaxTicks},
 	}
 }
 
@@ -287,7 +333,24 @@ func NewShard(cfg ShardConfig) *Shard {
 func (s *Shard) Restore(r Record) error {
 	idx := s.restoreRecord("Shard")
 	switch r.Type {
+	case RecStaged:
+		return s.restoreStaged(r, idx)
+	case RecAbort:
+		t := s.txns[r.Txn]
+		if t == nil {
+			// Its RecStaged was below LowWater and is gone (as RecEnd's
+			// commit): it ended. Presumed abort answers for it.
+			return nil
+		}
+		if !t.staged || t.state != coordVoting {
+			return fmt.Errorf("%w: abort record for %v, which is %v", ErrBadRecord, r.Txn, t.state)
+		}
+		s.decidedDurably(t)
+		s.becomeFinished(t, coordAborted)
 	case RecCommit:
+		if t := s.txns[r.Txn]; t != nil && t.staged && t.state == coordVoting {
+			return s.restoreStagedCommit(t, r, idx)
+		}
 		if s.txns[r.Txn] != nil {
 			return fmt.Errorf("%w: second commit record for %v", ErrBadRecord, r.Txn)
 		}
@@ -322,6 +385,13 @@ func (s *Shard) Restore(r Record) error {
 		s.restored = append(s.restored, t)
 	case RecEnd:
 		t := s.txns[r.Txn]
+		if t != nil && t.staged && t.state == coordVoting {
+			// A staged transaction whose every vote was read-only: its
+			// RecEnd is its decision (becomeEndingReadOnly).
+			s.decidedDurably(t)
+			s.becomeFinished(t, coordCommitted)
+			return nil
+		}
 		if t == nil || t.state != coordDelivering {
 			// Its RecCommit was below LowWater and is gone: nothing to do.
 			return nil
@@ -335,6 +405,65 @@ func (s *Shard) Restore(r Record) error {
 	default:
 		return fmt.Errorf("%w: a shard cannot restore a %v record", ErrBadRecord, r.Type)
 	}
+	return nil
+}
+
+// restoreStaged restores a RecStaged: a staged transaction without a
+// decision yet (a later record of it may follow), to be resolved once the
+// restore phase ends (start). Its client is gone with the old process.
+func (s *Shard) restoreStaged(r Record, idx uint64) error {
+	if s.txns[r.Txn] != nil {
+		return fmt.Errorf("%w: staged record for %v, which is in the log already", ErrBadRecord, r.Txn)
+	}
+	if len(r.Participants) < 2 || len(r.Participants) > protocol.MaxBranches {
+		return fmt.Errorf("%w: staged record for %v with %d participants", ErrBadRecord, r.Txn, len(r.Participants))
+	}
+	for i, p := range r.Participants {
+		if slices.Index(r.Participants[:i], p) >= 0 {
+			return fmt.Errorf("%w: staged record for %v names %q twice", ErrBadRecord, r.Txn, p)
+		}
+	}
+	s.done.remove(r.Txn) // an earlier use of the id, forgotten (as for RecCommit)
+	t := s.alloc(r.Txn)
+	t.replied = true
+	t.n = len(r.Participants)
+	for i, p := range r.Participants {
+		t.branches[i] = coordBranch{name: p}
+	}
+	t.names = append(t.names, r.Participants...)
+	t.staged, t.resolving, t.stagedIndex = true, true, idx
+	t.began = s.now
+	t.undecided = true
+	t.restored = true
+	s.stats.Undecided++
+	s.open.push(wait[coordTxn]{index: idx, t: t})
+	t.become(t.id, coordVoting, t.state == 0)
+	s.restored = append(s.restored, t)
+	return nil
+}
+
+// restoreStagedCommit restores the RecCommit of a staged transaction t,
+// restored voting: its decision. The YES voters it names go on to hear
+// it.
+func (s *Shard) restoreStagedCommit(t *coordTxn, r Record, idx uint64) error {
+	for _, p := range r.Participants {
+		if t.branch(p) < 0 {
+			return fmt.Errorf("%w: commit record for %v names %q, not in its staged record", ErrBadRecord, r.Txn, p)
+		}
+	}
+	s.decidedDurably(t)
+	t.n = len(r.Participants)
+	for i, p := range r.Participants {
+		t.branches[i] = coordBranch{name: p, vote: protocol.VoteYes}
+	}
+	t.yes = append(t.yes[:0], r.Participants...)
+	t.votes, t.unacked = t.n, t.n
+	t.resolving = false
+	t.commitIndex = idx
+	t.decided = s.now
+	s.open.push(wait[coordTxn]{index: idx, t: t})
+	s.stats.Undelivered++
+	t.become(t.id, coordDelivering, t.state == coordVoting)
 	return nil
 }
 
@@ -364,10 +493,16 @@ func (s *Shard) start() {
 		return
 	}
 	for _, t := range s.restored {
-		if t.state == coordDelivering {
+		switch t.state {
+		case coordDelivering:
 			s.sendCommits(t)
 			s.stats.Redelivered += uint64(t.n)
 			s.redeliver.start(s.now, t, t.gen)
+		case coordVoting:
+			// A staged transaction without a decision: the implicit
+			// commit may hold without this shard knowing. Never abort it
+			// on its own: resolve it.
+			s.startResolving(t)
 		}
 	}
 	s.restored = nil
@@ -502,6 +637,9 @@ func (s *Shard) begin(m Message) {
 		t.workBuf = append(t.workBuf, b.Work...)
 	}
 	s.becomeVoting(t)
+	if m.Staged && t.n > 1 {
+		s.stage(t)
+	}
 	// The prepares carry slices of workBuf, taken after every append so
 	// that none points into an array append abandoned.
 	off := 0
@@ -509,7 +647,7 @@ func (s *Shard) begin(m Message) {
 		w := t.workBuf[off : off+len(b.Work) : off+len(b.Work)]
 		off += len(b.Work)
 		s.rd.Messages = append(s.rd.Messages, Message{
-			Type: MsgPrepare, Txn: t.id, To: b.Participant, Work: w, OnePhase: t.n == 1,
+			Type: MsgPrepare, Txn: t.id, To: b.Participant, Work: w, OnePhase: t.n == 1, Staged: t.staged,
 		})
 	}
 }
@@ -551,6 +689,21 @@ func (s *Shard) vote(m Message) {
 	b.vote = m.Vote
 	t.votes++
 	switch {
+	case t.staged:
+		switch {
+		case m.Vote == protocol.VoteNo:
+			// A NO of a staged transaction is durable at its participant
+			// (RecPrevented, or RecAborted after its decision): T can no
+			// longer commit. After a resolution began, the NO is most
+			// likely the prevention of a participant that never voted.
+			cause := protocol.CauseVotedNo
+			if t.resolving {
+				cause = protocol.CauseTimeout
+			}
+			s.becomeAborting(t, cause, b.name)
+		case t.votes == t.n:
+			s.decide(t)
+		}
 	case t.n == 1:
 		// One-phase: the vote is the outcome.
 		if m.Vote == protocol.VoteNo {
@@ -589,7 +742,10 @@ func (s *Shard) voteFinished(m Message, f *finishedTxn) {
 // That participant cannot have prepared, so aborting now is safe — even
 // for a one-phase transaction, which otherwise could only be answered
 // Unknown after the prepare timeout — and the client need not wait for
-// the timeout to hear it.
+// the timeout to hear it. A staged transaction is not aborted on the
+// shard's own even so (the model has no such rule): it is resolved at
+// once, as on a prepare timeout, which the prevention of m.From — it
+// never had the prepare — turns into an abort.
 func (s *Shard) notSent(m Message) {
 	t := s.txns[m.Txn]
 	if t == nil || t.state != coordVoting {
@@ -602,6 +758,12 @@ func (s *Shard) notSent(m Message) {
 		return
 	}
 	s.stats.NotSent++
+	if t.staged {
+		if !t.resolving {
+			s.startResolving(t)
+		}
+		return
+	}
 	s.becomeAborted(t, protocol.CauseUnreachable, m.From)
 }
 
@@ -612,6 +774,10 @@ func (s *Shard) decide(t *coordTxn) {
 		if t.branches[i].vote == protocol.VoteYes {
 			t.yes = append(t.yes, t.branches[i].name)
 		}
+	}
+	if len(t.yes) == 0 && t.staged {
+		s.becomeEndingReadOnly(t)
+		return
 	}
 	if len(t.yes) == 0 {
 		// All read-only: nothing to commit anywhere, nothing to log.
@@ -686,10 +852,18 @@ func (s *Shard) inquire(m Message) {
 		return
 	}
 	switch t.state {
-	case coordVoting, coordDeciding:
-		// Undecided, or the commit record is not durable yet: presuming
-		// abort now could contradict the coming commit. The decision will
-		// be sent to this participant when it is made.
+	case coordVoting, coordDeciding, coordAborting:
+		// Undecided, or the decision's record is not durable yet:
+		// presuming abort now could contradict the coming commit. The
+		// decision will be sent to this participant when it is made. A
+		// staged transaction is held from the step that appends its
+		// RecStaged until it ends, so "voting" covers a RecStaged not yet
+		// durable too: answering abort because it is not durable would
+		// be wrong once it is (BUG_INQUIRY_LATE_STAGED).
+		if planted(s, bugInquiryLateStaged) && t.staged && s.durable < t.stagedIndex {
+			s.sendDecision(t.id, m.From, protocol.DecisionAbort)
+			return
+		}
 		s.stats.Deferred++
 	case coordDelivering, coordEnding:
 		if t.branches[i].vote != protocol.VoteYes {
@@ -744,12 +918,35 @@ func (s *Shard) Tick() {
 		s.sendCommits(t)
 		s.stats.Redelivered += uint64(t.unacked)
 	}
+	for t := s.resolve.due(s.now); t != nil; t = s.resolve.due(s.now) {
+		if t.state != coordVoting || !t.resolving {
+			panic(fmt.Sprintf("engine: resolution timer for %v in state %v", t.id, t.state))
+		}
+		s.sendResolves(t)
+	}
 	s.done.tick(s.now)
 }
 
 func (s *Shard) timeout(t *coordTxn) {
 	if t.state != coordVoting {
 		panic(fmt.Sprintf("engine: prepare timeout for %v in state %v", t.id, t.state))
+	}
+	if t.staged {
+		if t.resolving {
+			return // a prepare not sent started it already
+		}
+		if planted(s, bugStagedTimeoutAbort) {
+			for i := range t.n {
+				if t.branches[i].vote == 0 {
+					s.becomeAborting(t, protocol.CauseTimeout, t.branches[i].name)
+					return
+				}
+			}
+		}
+		// No voluntary abort: a YES may be on its way, and with it the
+		// implicit commit.
+		s.startResolving(t)
+		return
 	}
 	if t.n == 1 {
 		// The participant may have committed on its own: never guess.
@@ -773,6 +970,15 @@ func (s *Shard) Durable(index uint64) {
 	if !s.markDurable(index) {
 		return
 	}
+	for s.stagedW.len() > 0 && s.stagedW.front().index <= s.durable {
+		e := *s.stagedW.front()
+		s.stagedW.pop()
+		if t := e.t; t.stagedIndex == e.index && t.state == coordDeciding && !t.replied && s.implicit(t) {
+			// The implicit commit: RecStaged durable, every branch
+			// durably prepared. RecCommit is still on its way.
+			s.reply(t, protocol.OutcomeCommitted, 0, "")
+		}
+	}
 	for e, ok := s.popDurable(); ok; e, ok = s.popDurable() {
 		if e.t.gen != e.gen {
 			panic(fmt.Sprintf("engine: transaction %v changed while its record %d was not durable", e.t.id, e.index))
@@ -781,7 +987,18 @@ func (s *Shard) Durable(index uint64) {
 		case coordDeciding:
 			s.becomeDelivering(e.t)
 		case coordEnding:
+			// Staged, every vote read-only: RecEnd was the decision
+			// (the client may be gone with an earlier process).
+			decision := e.t.undecided
+			s.decidedDurably(e.t)
+			if !e.t.replied {
+				s.reply(e.t, protocol.OutcomeCommitted, 0, "")
+			} else if e.t.restored && decision {
+				s.replyNobody(e.t, protocol.OutcomeCommitted, 0, "")
+			}
 			s.becomeFinished(e.t, coordCommitted)
+		case coordAborting:
+			s.becomeAborted(e.t, 0, "")
 		default:
 			panic(fmt.Sprintf("engine: record %d durable for %v in state %v", e.index, e.t.id, e.t.state))
 		}
@@ -805,19 +1022,133 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	idx := s.appendRecord(Record{Type: RecCommit, Txn: t.id, Participants: t.yes})
 	t.commitIndex = idx
 	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // the reply and the decisions
-	s.forced = true
+	// Forced, unless the decision is implicit: then only phase two waits
+	// for RecCommit, and it rides with the next batch (the next begin's
+	// RecStaged, or LazyDelay) — one fsync per transaction at the
+	// coordinator, not two. The participants hold their locks until
+	// phase two: at most LazyDelay longer, and only at low load.
+	if !s.implicit(t) {
+		s.forced = true
+	}
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	if planted(s, bugDecideBeforeDurable) {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
 		s.sendCommits(t)
+		return
 	}
+	if t.staged {
+		if planted(s, bugCommitMsgEarly) {
+			s.sendCommits(t)
+		}
+		// The implicit commit holds once RecStaged is durable: tell the
+		// client then (now, if it is), not when RecCommit is — which
+		// phase two still waits for.
+		if !t.replied && s.implicit(t) && (s.durable >= t.stagedIndex || planted(s, bugStagedReplyEarly)) {
+			s.reply(t, protocol.OutcomeCommitted, 0, "")
+		}
+	}
+}
+
+// implicit reports whether the decision of t, deciding, is implicit:
+// staged, and every branch voted YES, each after its prepared record was
+// durable. A read-only branch holds nothing and a resolution would
+// prevent it, so a read-only vote leaves only the explicit RecCommit to
+// decide (BUG_STAGED_RO).
+func (s *Shard) implicit(t *coordTxn) bool {
+	if !t.staged {
+		return false
+	}
+	if planted(s, bugStagedRO) {
+		return len(t.yes) > 0
+	}
+	return len(t.yes) == t.n
+}
+
+// stage makes t, just begun, staged: RecStaged is appended in the same
+// step as the prepares, which do not wait for it.
+func (s *Shard) stage(t *coordTxn) {
+	t.staged = true
+	for i := range t.n {
+		t.names = append(t.names, t.branches[i].name)
+	}
+	idx := s.appendRecord(Record{Type: RecStaged, Txn: t.id, Participants: t.names})
+	t.stagedIndex = idx
+	s.forced = true
+	s.stagedW.push(wait[coordTxn]{index: idx, t: t})
+	s.open.push(wait[coordTxn]{index: idx, t: t})
+	s.stats.Staged++
+	t.undecided = true
+	s.stats.Undecided++
+}
+
+// startResolving starts the resolution of t, staged and voting: every
+// branch whose vote is missing is asked to report it prepared or to
+// prevent it, again with backoff until it answers. Its answers decide
+// (vote).
+func (s *Shard) startResolving(t *coordTxn) {
+	t.resolving = true
+	s.stats.Resolutions++
+	s.sendResolves(t)
+	s.resolve.start(s.now, t, t.gen)
+}
+
+func (s *Shard) sendResolves(t *coordTxn) {
+	for i := range t.n {
+		if b := &t.branches[i]; b.vote == 0 {
+			s.stats.Resolves++
+			s.rd.Messages = append(s.rd.Messages, Message{Type: MsgResolve, Txn: t.id, To: b.name})
+		}
+	}
+}
+
+// becomeEndingReadOnly: a staged t, voting, whose every vote was
+// read-only. The decision must be explicit (a resolution would prevent
+// every branch: BUG_STAGED_RO), and with nobody to deliver it to, the
+// record that decides is the one that ends it: RecEnd, forced, the reply
+// waiting for it. (The model writes RecCommit naming nobody, then RecEnd;
+// one record carries both.)
+func (s *Shard) becomeEndingReadOnly(t *coordTxn) {
+	t.become(t.id, coordEnding, t.state == coordVoting && t.staged && len(t.yes) == 0)
+	idx := s.appendRecord(Record{Type: RecEnd, Txn: t.id})
+	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // the reply
+	s.forced = true
+}
+
+// decidedDurably notes that the decision of t, staged, is durable.
+func (s *Shard) decidedDurably(t *coordTxn) {
+	if t.undecided {
+		t.undecided = false
+		s.stats.Undecided--
+	}
+}
+
+// becomeAborting: a staged t, voting, must abort (a NO, a prevention).
+// The abort is logged and told to nobody before RecAbort is durable: an
+// abort that a crash could lose would be resolved again, and a
+// resolution can come out commit.
+func (s *Shard) becomeAborting(t *coordTxn, cause protocol.Cause, who string) {
+	t.become(t.id, coordAborting, t.state == coordVoting && t.staged)
+	t.abortCause, t.abortWho = cause, who
+	idx := s.appendRecord(Record{Type: RecAbort, Txn: t.id})
+	s.waits.push(wait[coordTxn]{index: idx, t: t, gen: t.gen}) // the reply and the aborts
+	s.forced = true
 }
 
 func (s *Shard) becomeDelivering(t *coordTxn) {
 	t.become(t.id, coordDelivering, t.state == coordDeciding)
 	t.decided = s.now
+	s.decidedDurably(t)
 	if !t.replied {
 		s.reply(t, protocol.OutcomeCommitted, 0, "")
+		if !t.staged {
+			s.sendCommits(t)
+		}
+	} else if t.restored {
+		s.replyNobody(t, protocol.OutcomeCommitted, 0, "")
+	}
+	if t.staged && !planted(s, bugCommitMsgEarly) {
+		// The client may have been told at the implicit commit; phase
+		// two waits for RecCommit all the same.
 		s.sendCommits(t)
 	}
 	s.redeliver.start(s.now, t, t.gen)
@@ -831,10 +1162,20 @@ func (s *Shard) becomeEnding(t *coordTxn) {
 }
 
 func (s *Shard) becomeAborted(t *coordTxn, cause protocol.Cause, who string) {
-	if t.state != coordVoting {
+	switch {
+	case t.state == coordVoting && !t.staged:
+	case t.state == coordAborting:
+		cause, who = t.abortCause, t.abortWho // RecAbort is durable
+		s.decidedDurably(t)
+		if t.restored {
+			s.replyNobody(t, protocol.OutcomeAborted, cause, who)
+		}
+	default:
 		panic(fmt.Sprintf("engine: %v: %v → aborted", t.id, t.state))
 	}
-	s.reply(t, protocol.OutcomeAborted, cause, who)
+	if !t.replied {
+		s.reply(t, protocol.OutcomeAborted, cause, who)
+	}
 	// Best effort, once: whoever holds locks and misses this will inquire,
 	// or vote late and be told.
 	for i := range t.n {
@@ -851,6 +1192,7 @@ func (s *Shard) becomeFinished(t *coordTxn, st coordState) {
 	switch {
 	case st == coordCommitted && (t.state == coordVoting || t.state == coordEnding || t.state == coordDelivering && t.unacked == 0):
 	case (st == coordAborted || st == coordUnknown) && t.state == coordVoting:
+	case st == coordAborted && t.state == coordAborting:
 	default:
 		panic(fmt.Sprintf("engine: %v: %v → %v", t.id, t.state, st))
 	}
@@ -891,6 +1233,20 @@ func (s *Shard) reply(t *coordTxn, o protocol.Outcome, cause protocol.Cause, who
 	s.rd.Replies = append(s.rd.Replies, r)
 }
 
+// replyNobody reports the durable decision of t, a staged transaction
+// restored from the log and resolved, whose client went with the old
+// process: a Reply with Tag 0, which no client is waiting for (the stats
+// do not count it). The server keeps it in its outcome index: the client
+// may have been told "committed" at the implicit commit, before a
+// RecCommit the crash lost, and asks for the outcome by id.
+func (s *Shard) replyNobody(t *coordTxn, o protocol.Outcome, cause protocol.Cause, who string) {
+	r := Reply{Txn: t.id, Outcome: o, Cause: cause, Participant: who}
+	if o == protocol.OutcomeCommitted {
+		r.Participants = t.yes
+	}
+	s.rd.Replies = append(s.rd.Replies, r)
+}
+
 func (s *Shard) sendCommits(t *coordTxn) {
 	for i := range t.n {
 		if b := &t.branches[i]; b.vote == protocol.VoteYes && !b.acked {
@@ -917,7 +1273,7 @@ func (s *Shard) lowWater() uint64 {
 		// A finished transaction's coordTxn is committed until recycled
 		// (commitIndex zeroed), and may serve another one after: the
 		// state and the index tell.
-		if e.t.commitIndex == e.index && e.t.state != coordCommitted {
+		if (e.t.commitIndex == e.index || e.t.stagedIndex == e.index) && e.t.state != coordCommitted && e.t.state != coordAborted {
 			return e.index
 		}
 		s.open.pop()

@@ -79,6 +79,18 @@ type simOptions struct {
 	asyncEarly   bool // participants with a log and an asynchronous bank: bugResVoteEarly
 	reuseYes     bool // every participant: bugReuseYes
 	noIDWindow   bool // shards accept any id they do not remember (no stamps)
+	// Staged decisions (docs/protocol.md "Staged commits"): by default a
+	// seed runs them unless seed%3 == 0 (classic); stagedAll runs every
+	// seed staged (the planted staged bugs). A transaction is staged
+	// only if none of its participants has a durable resource, which
+	// cannot prevent (the servers' rule too).
+	stagedAll bool
+	// The planted staged bugs (engine/planted.go), as the SPIN model's.
+	stagedReplyEarly, stagedTimeoutAbort, inquiryLateStaged, stagedRO, commitMsgEarly, noRefuseAfterPrevent bool
+	// slowCoordSync delays the shards' group commits by up to 30 ticks
+	// more, so that a participant may inquire before a RecStaged is
+	// durable (what BUG_INQUIRY_LATE_STAGED answers wrongly).
+	slowCoordSync bool
 	// lateLeftovers lets work a crashed participant left running in its
 	// durable resource finish after the restarted participant's first
 	// scan (COMMITD_SIM_LATE_LEFTOVERS=1): see restartRes.
@@ -126,6 +138,10 @@ type simParams struct {
 	tickMs        int
 	clientAheadMs int
 	reuseP        float64
+
+	// staged: begins ask for staged decisions (simOptions.stagedAll, or
+	// by seed).
+	staged bool
 }
 
 func drawParams(r *rand.Rand) simParams {
@@ -231,6 +247,10 @@ type simTxn struct {
 	outcome  protocol.Outcome // what the client was told; 0 = nothing yet
 	shard    int
 	reuse    bool // the id was used before: the coordinator may reject it
+	// staged: begun with a staged decision; coordInc is the coordinator's
+	// incarnation then.
+	staged   bool
+	coordInc int
 }
 
 func (t *simTxn) amount(part int) (int64, bool) {
@@ -284,6 +304,13 @@ type sim struct {
 	abortedAt    map[*simTxn]int    // a participant that applied an abort
 	committedAt  map[*simTxn]int    // a participant where the commit is durable
 	coordCommit  map[*simTxn]bool   // RecCommit durable at the coordinator
+	// Staged decisions: RecStaged durable, RecAbort durable, and the
+	// implicit commit — RecStaged durable and every branch durably
+	// prepared, the moment a staged transaction is committed.
+	stagedDurable map[*simTxn]bool
+	coordAbort    map[*simTxn]bool
+	implicitAt    map[*simTxn]bool
+	coordInc      int // the coordinator's incarnation, from 1
 
 	faults   bool
 	err      error
@@ -332,6 +359,9 @@ func (s *sim) collect(n *simNode) {
 		c["shard.ignored-duplicate"] += int(st.IgnoredDuplicate)
 		c["shard.ignored-late"] += int(st.IgnoredLate)
 		c["shard.ignored-unknown"] += int(st.IgnoredUnknown)
+		c["shard.staged"] += int(st.Staged)
+		c["shard.resolutions"] += int(st.Resolutions)
+		c["shard.resolves"] += int(st.Resolves)
 		return
 	}
 	st := n.part.Stats()
@@ -347,6 +377,8 @@ func (s *sim) collect(n *simNode) {
 	c["part.orphans-aborted"] += int(st.OrphansAborted)
 	c["part.resource-failures"] += int(st.ResourceFailures)
 	c["part.refused-reuse"] += int(st.RefusedReuse)
+	c["part.prevented"] += int(st.Prevented)
+	c["part.refused-prevented"] += int(st.RefusedPrevented)
 }
 
 func newSim(seed int64, o simOptions, tracing bool) *sim {
@@ -356,13 +388,23 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 		ops:  rand.New(rand.NewPCG(uint64(seed), 0x6f70657261746f72)),
 		txns: map[protocol.TxnID]*simTxn{}, awaiting: map[protocol.TxnID]*simTxn{},
 		abortedAt: map[*simTxn]int{}, committedAt: map[*simTxn]int{},
-		coordCommit: map[*simTxn]bool{},
+		coordCommit: map[*simTxn]bool{}, stagedDurable: map[*simTxn]bool{}, coordAbort: map[*simTxn]bool{},
+		implicitAt: map[*simTxn]bool{}, coordInc: 1,
+	}
+	// Not drawn from r, so that every other draw of a seed is what it was
+	// before staged decisions existed.
+	s.p.staged = o.stagedAll || seed%3 != 0
+	if seed%5 == 0 || o.stagedAll && seed%2 == 0 {
+		// Prepare timeouts shorter than the network's delays: prepares
+		// and votes arrive after the timeout (staged: after the
+		// resolution began, as the prepare a prevention must refuse).
+		s.p.scfg.PrepareTimeoutTicks = 1 + int(seed/5%4)
 	}
 	s.stats.cov = map[string]int{}
 	for i := range s.p.shards {
 		n := &simNode{id: len(s.nodes), name: fmt.Sprintf("shard%d", i), pi: -1, syncAt: -1, up: true}
 		n.shard = s.newShard()
-		engine.SetShardBugs(n.shard, o.decideEarly, o.redeliverAll)
+		s.plantShard(n.shard)
 		s.nodes = append(s.nodes, n)
 		s.shards = append(s.shards, n)
 	}
@@ -387,6 +429,11 @@ func newSim(seed int64, o simOptions, tracing bool) *sim {
 		s.expected = append(s.expected, int64(s.p.accounts)*initialBalance)
 	}
 	return s
+}
+
+func (s *sim) plantShard(sh *engine.Shard) {
+	o := s.o
+	engine.SetStagedShardBugs(sh, o.decideEarly, o.redeliverAll, o.stagedReplyEarly, o.stagedTimeoutAbort, o.inquiryLateStaged, o.stagedRO, o.commitMsgEarly)
 }
 
 // newShard makes a shard starting now (at wall time s.wallMs()).
@@ -414,6 +461,9 @@ func (s *sim) newParticipant(n *simNode) {
 	}
 	n.part = engine.NewParticipant(cfg, res)
 	engine.SetParticipantBugs(n.part, s.o.voteEarly, s.o.ackEarly, s.o.reuseYes, n.async && s.o.asyncEarly)
+	if s.o.noRefuseAfterPrevent {
+		engine.AddPreventBug(n.part)
+	}
 }
 
 func (s *sim) tracef(format string, args ...any) {
@@ -595,6 +645,13 @@ func (s *sim) begin() {
 		}
 	}
 	m := engine.Message{Type: engine.MsgBegin, Txn: id, Tag: s.nextID}
+	if s.p.staged && k > 1 {
+		m.Staged = true
+		for _, b := range t.branches {
+			m.Staged = m.Staged && !s.p.durable[b.part] // a durable resource cannot prevent
+		}
+		t.staged, t.coordInc = m.Staged, s.coordInc
+	}
 	if !s.o.noIDWindow {
 		m.UnixMs = s.wallMs() // the front door's stamp
 	}
@@ -639,7 +696,7 @@ func short(id protocol.TxnID) string { return fmt.Sprintf("t%d", uint64(id[14])<
 func (s *sim) send(from *simNode, m engine.Message) {
 	m.Work = append([]byte(nil), m.Work...)
 	to := -1
-	if m.Type == engine.MsgPrepare || m.Type == engine.MsgDecision {
+	if m.Type == engine.MsgPrepare || m.Type == engine.MsgDecision || m.Type == engine.MsgResolve {
 		for _, p := range s.parts {
 			if p.name == m.To {
 				to = p.id
@@ -703,7 +760,9 @@ func (s *sim) deliver() {
 		if n.shard != nil {
 			n.shard.Step(e.m)
 		} else {
-			if e.m.Type == engine.MsgPrepare && !engine.ParticipantKnows(n.part, e.m.Txn) {
+			if e.m.Type == engine.MsgPrepare && (!engine.ParticipantKnows(n.part, e.m.Txn) || s.partInc[n.pi][e.m.Txn] == nil) {
+				// (Known without a prepare: prevented by a resolution. It
+				// refuses this prepare, unless a planted bug prepares it.)
 				// Prepared as a new transaction: what n does under this
 				// id from now on is this one's.
 				if old := s.partInc[n.pi][e.m.Txn]; old != nil && old != e.inc {
@@ -764,6 +823,9 @@ func (s *sim) pump(n *simNode) {
 			}
 			if n.syncAt < 0 {
 				n.syncAt = s.now + int64(s.r.IntN(s.p.maxSync+1))
+				if n.shard != nil && s.o.slowCoordSync {
+					n.syncAt += int64(s.r.IntN(30))
+				}
 			}
 		}
 		for _, a := range rd.Applied {
@@ -834,12 +896,50 @@ func (s *sim) nowDurable(n *simNode, r simRec) {
 	switch r.typ {
 	case engine.RecCommit:
 		s.coordCommit[s.txns[r.txn]] = true
+	case engine.RecStaged:
+		t := s.txns[r.txn]
+		s.stagedDurable[t] = true
+		s.checkImplicit(t)
+	case engine.RecAbort:
+		t := s.txns[r.txn]
+		s.coordAbort[t] = true
+		if s.implicitAt[t] {
+			s.fail("agreement: the abort of %s is durable, but it committed implicitly (staged, every branch prepared)", short(r.txn))
+		}
 	case engine.RecPrepared:
-		s.durPrepared[n.pi][s.partInc[n.pi][r.txn]] = true
+		t := s.partInc[n.pi][r.txn]
+		s.durPrepared[n.pi][t] = true
+		s.checkImplicit(t)
 	case engine.RecCommitted:
 		t := s.partInc[n.pi][r.txn]
 		s.durCommitted[n.pi][t] = true
 		s.committed(n, t, r.txn)
+	}
+}
+
+// checkImplicit notes the implicit commit of t, staged, once it holds:
+// its RecStaged is durable and every branch has durably prepared it
+// (voted YES or can). From that moment t is committed, whoever knows it
+// (docs/protocol.md "The commit condition"): no abort anywhere may follow
+// or precede it.
+func (s *sim) checkImplicit(t *simTxn) {
+	if t == nil || !t.staged || !s.stagedDurable[t] || s.implicitAt[t] {
+		return
+	}
+	for _, b := range t.branches {
+		if b.amount == 0 || !s.durPrepared[b.part][t] {
+			return // a read-only branch holds nothing: no implicit commit
+		}
+	}
+	s.implicitAt[t] = true
+	s.stats.cov["staged: implicit commit"]++
+	switch p, aborted := s.abortedAt[t]; {
+	case aborted:
+		s.fail("atomicity: %s committed implicitly (staged, every branch prepared) but aborted at %s", short(t.id), s.parts[p].name)
+	case s.coordAbort[t]:
+		s.fail("agreement: %s committed implicitly (staged, every branch prepared) after its abort was durable", short(t.id))
+	case t.outcome == protocol.OutcomeAborted:
+		s.fail("honesty: %s committed implicitly (staged, every branch prepared), the client was told aborted", short(t.id))
 	}
 }
 
@@ -908,6 +1008,9 @@ func (s *sim) applied(n *simNode, a engine.Applied) {
 		if p, ok := s.committedAt[t]; ok {
 			s.fail("atomicity: %s aborted at %s but committed at %s", short(a.Txn), n.name, s.parts[p].name)
 		}
+		if s.implicitAt[t] {
+			s.fail("atomicity: %s aborted at %s but committed implicitly (staged, every branch prepared)", short(a.Txn), n.name)
+		}
 		s.abortedAt[t] = n.pi
 	}
 }
@@ -944,10 +1047,20 @@ func (s *sim) checkOutput(n *simNode, m engine.Message) {
 		if !s.coordCommit[t] {
 			s.fail("%s: commit decision for %s before the commit record is durable", n.name, short(m.Txn))
 		}
+	case m.Type == engine.MsgDecision && t != nil && t.staged && !s.coordAbort[t] &&
+		(s.stagedDurable[t] || t.outcome == 0 && t.coordInc == s.coordInc):
+		// A staged transaction is aborted only by a durable RecAbort.
+		// Presuming abort is right only where no RecStaged can still
+		// become durable: not while the shard that appended it holds it.
+		s.fail("%s: abort decision for staged %s before its abort record is durable", n.name, short(m.Txn))
 	}
 }
 
 func (s *sim) reply(r engine.Reply) {
+	if r.Tag == 0 {
+		s.replyNobody(r)
+		return
+	}
 	t := s.txns[r.Txn]
 	if t == nil || t.outcome != 0 {
 		s.fail("reply %v for %s: unknown or second reply", r.Outcome, short(r.Txn))
@@ -970,12 +1083,15 @@ func (s *sim) reply(r engine.Reply) {
 			switch {
 			case len(t.branches) == 1 && yes && !s.durCommitted[t.branches[0].part][t]:
 				s.fail("client told one-phase %s committed before it is durable", short(r.Txn))
-			case len(t.branches) > 1 && yes && !s.coordCommit[t]:
-				s.fail("client told %s committed before the commit record is durable", short(r.Txn))
+			case len(t.branches) > 1 && yes && !s.coordCommit[t] && !s.implicitAt[t]:
+				s.fail("client told %s committed before the commit record is durable (or, staged, the implicit commit holds)", short(r.Txn))
 			}
 		}
 	case protocol.OutcomeAborted:
 		s.stats.aborted++
+		if s.implicitAt[t] {
+			s.fail("honesty: client told %s aborted, but it committed implicitly (staged, every branch prepared)", short(r.Txn))
+		}
 		if p, ok := s.committedAt[t]; ok {
 			s.fail("honesty: client told %s aborted, but it is committed at %s", short(r.Txn), s.parts[p].name)
 		}
@@ -995,6 +1111,33 @@ func (s *sim) reply(r engine.Reply) {
 		}
 	default:
 		s.fail("unexpected reply %v (%s) for %s", r.Outcome, r.Detail, short(r.Txn))
+	}
+}
+
+// replyNobody checks the decision a restarted shard reports for a staged
+// transaction it resolved (Tag 0: its client is gone, told unknown): the
+// truth, as far as anyone can see yet.
+func (s *sim) replyNobody(r engine.Reply) {
+	t := s.txns[r.Txn]
+	if t == nil || !t.staged {
+		s.fail("a reply to nobody (%v) for %s, not a staged transaction", r.Outcome, short(r.Txn))
+		return
+	}
+	s.stats.cov["staged: decision after a restart reported"]++
+	switch r.Outcome {
+	case protocol.OutcomeCommitted:
+		if p, ok := s.abortedAt[t]; ok {
+			s.fail("honesty: %s reported committed after a restart, but %s aborted it", short(r.Txn), s.parts[p].name)
+		}
+	case protocol.OutcomeAborted:
+		if s.implicitAt[t] {
+			s.fail("honesty: %s reported aborted after a restart, but it committed implicitly", short(r.Txn))
+		}
+		if p, ok := s.committedAt[t]; ok {
+			s.fail("honesty: %s reported aborted after a restart, but it is committed at %s", short(r.Txn), s.parts[p].name)
+		}
+	default:
+		s.fail("a reply to nobody for %s: %v", short(r.Txn), r.Outcome)
 	}
 }
 
@@ -1032,6 +1175,7 @@ func (s *sim) crashCoordinator(why string) {
 	for _, n := range s.shards {
 		s.crash(n, why)
 	}
+	s.coordInc++
 	// Clients waiting on the coordinator lose it: their library reports
 	// an ambiguous result.
 	for id, t := range s.awaiting {
@@ -1097,7 +1241,7 @@ func (s *sim) restart(n *simNode) {
 	s.tracef("%s: restart from %d records", n.name, len(n.log))
 	if n.pi < 0 {
 		n.shard = s.newShard()
-		engine.SetShardBugs(n.shard, s.o.decideEarly, s.o.redeliverAll)
+		s.plantShard(n.shard)
 	} else {
 		s.newParticipant(n)
 	}
@@ -1156,7 +1300,7 @@ func (s *sim) quiescent() bool {
 			return false
 		}
 		if n.shard != nil {
-			if st := n.shard.Stats(); st.InFlight > 0 || st.Undelivered > 0 {
+			if st := n.shard.Stats(); st.InFlight > 0 || st.Undelivered > 0 || st.Undecided > 0 {
 				return false
 			}
 		} else if n.part.Stats().Prepared > 0 || n.bank.Locked() > 0 || n.res != nil && s.resPending(n) != "" {
@@ -1172,7 +1316,7 @@ func (s *sim) pendingSummary() string {
 	for _, n := range s.nodes {
 		if n.shard != nil {
 			st := n.shard.Stats()
-			fmt.Fprintf(&b, " %s in-flight=%d undelivered=%d;", n.name, st.InFlight, st.Undelivered)
+			fmt.Fprintf(&b, " %s in-flight=%d undelivered=%d undecided=%d %v;", n.name, st.InFlight, st.Undelivered, st.Undecided, engine.UndecidedTxns(n.shard))
 		} else {
 			fmt.Fprintf(&b, " %s prepared=%d locked=%d", n.name, n.part.Stats().Prepared, n.bank.Locked())
 			if n.res != nil {
@@ -1362,6 +1506,9 @@ func TestSimulation(t *testing.T) {
 		// participants' rule (part.refused-reuse) is exercised by the
 		// variants without it, in TestSimulationCatchesBugs.
 		"reused id refused: in use", "reused id refused: stale",
+		// Staged decisions.
+		"shard.staged", "shard.resolutions", "shard.resolves", "part.prevented", "part.refused-prevented",
+		"staged: implicit commit", "staged: decision after a restart reported",
 	} {
 		if tot.cov[k] == 0 {
 			t.Errorf("no seed went through %q", k)
@@ -1404,6 +1551,53 @@ func TestSimulationCatchesBugs(t *testing.T) {
 					t.Fatalf("%d seeds passed with the bug", limit)
 				}
 				// It must replay exactly.
+				if err2 := newSim(bad, o, false).run(); fmt.Sprint(err2) != fmt.Sprint(err) {
+					t.Fatalf("seed %d: %v, then on replay %v", bad, err, err2)
+				}
+				t.Logf("caught by seed %d: %v", bad, err)
+			})
+		}
+	}
+}
+
+// TestSimulationCatchesStagedBugs shows the simulation catches each
+// planted bug of the staged-decision protocol — the six the SPIN model
+// rejects (docs/model/check.sh) — with every seed staged. Each is caught
+// by the end-to-end invariants, among which the implicit commit (a
+// staged transaction whose RecStaged is durable and whose every branch
+// has durably prepared is committed: nobody may abort it); those that
+// release an output too early are also caught directly at the output.
+// inquiry-late-staged and staged-reply-early need a coordinator whose
+// group commit is slow enough for a participant to inquire, or every vote
+// to arrive, before RecStaged is durable (with the usual 0–3 ticks it
+// is durable before any vote can be back).
+func TestSimulationCatchesStagedBugs(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		o      simOptions
+		direct []bool // which checks must catch it
+	}{
+		{"staged-reply-early", simOptions{stagedReplyEarly: true, slowCoordSync: true}, []bool{true, false}},
+		{"no-refuse-after-prevent", simOptions{noRefuseAfterPrevent: true}, []bool{false}},
+		{"staged-timeout-abort", simOptions{stagedTimeoutAbort: true}, []bool{false}},
+		{"inquiry-late-staged", simOptions{inquiryLateStaged: true, slowCoordSync: true}, []bool{true, false}},
+		{"staged-read-only", simOptions{stagedRO: true}, []bool{true, false}},
+		{"commit-msg-early", simOptions{commitMsgEarly: true}, []bool{true}},
+	} {
+		for _, direct := range c.direct {
+			o := c.o
+			o.stagedAll = true
+			o.checkOutputs = direct
+			name := c.name + "/end-to-end"
+			if direct {
+				name = c.name + "/direct"
+			}
+			t.Run(name, func(t *testing.T) {
+				const limit = 300
+				bad, _, err := runSeeds(1, limit, o, true)
+				if bad < 0 {
+					t.Fatalf("%d seeds passed with the bug", limit)
+				}
 				if err2 := newSim(bad, o, false).run(); fmt.Sprint(err2) != fmt.Sprint(err) {
 					t.Fatalf("seed %d: %v, then on replay %v", bad, err, err2)
 				}

@@ -52,7 +52,7 @@ func stateName[S ~uint8](names []string, s S, typ string) string {
 
 var coordStateNames = [...]string{
 	coordVoting: "voting", coordDeciding: "deciding", coordDelivering: "delivering", coordEnding: "ending",
-	coordCommitted: "committed", coordAborted: "aborted", coordUnknown: "unknown",
+	coordCommitted: "committed", coordAborted: "aborted", coordUnknown: "unknown", coordAborting: "aborting",
 }
 
 func (s coordState) String() string { return stateName(coordStateNames[:], s, "coordState") }
@@ -60,6 +60,7 @@ func (s coordState) String() string { return stateName(coordStateNames[:], s, "c
 var partStateNames = [...]string{
 	partPreparing: "preparing", partVoting: "voting", partAborting: "aborting", partPrepared: "prepared",
 	partCommitting: "committing", partCommitted: "committed", partAborted: "aborted", partReadOnly: "read-only",
+	partPreventing: "preventing", partPrevented: "prevented",
 }
 
 func (s partState) String() string { return stateName(partStateNames[:], s, "partState") }

@@ -61,6 +61,15 @@ const (
 	// process (no connection to From), so From cannot have prepared or,
 	// one-phase, committed it. Never crosses the network.
 	MsgNotSent
+
+	// MsgResolve: coordinator → participant To (staged decisions,
+	// docs/protocol.md "Staged commits"). "Are you durably prepared for
+	// Txn? If not, prevent it": the participant answers VoteYes if it is
+	// (or once it is) durably prepared, and otherwise makes RecPrevented
+	// durable — after which it refuses every prepare of Txn — and answers
+	// VoteNo. A coordinator that has appended RecStaged for Txn sends it
+	// instead of aborting on its own (a prepare timeout, a restart).
+	MsgResolve
 )
 
 func (t MsgType) String() string {
@@ -87,6 +96,8 @@ func (t MsgType) String() string {
 		return "res-in-doubt"
 	case MsgNotSent:
 		return "not-sent"
+	case MsgResolve:
+		return "resolve"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }
@@ -107,6 +118,14 @@ type Message struct {
 	// OnePhase marks a prepare that the participant must commit on its own
 	// if it can: the transaction has a single branch.
 	OnePhase bool
+	// Staged, on a MsgBegin, asks the shard to run the transaction with a
+	// staged decision (docs/protocol.md "Staged commits"): whoever
+	// delivers the begin (the server's front door) sets it only when
+	// every branch's participant can prevent, which only it knows (the
+	// participant's Hello). A single-branch transaction ignores it (one
+	// phase). On a MsgPrepare it tells the participant that the
+	// transaction is staged: a NO vote must be a durable prevention.
+	Staged   bool
 	Work     []byte
 	Branches []Branch
 	// Tag is chosen by whoever delivers a MsgBegin (the server: which
@@ -121,7 +140,10 @@ type Message struct {
 	UnixMs int64
 }
 
-// Reply answers a client's MsgBegin.
+// Reply answers a client's MsgBegin. A Reply with Tag 0 answers no client:
+// it is the decision of a staged transaction restored from the log and
+// resolved (its client went with the old process), for whoever keeps
+// outcomes by id.
 type Reply struct {
 	Txn     protocol.TxnID
 	Tag     uint64
@@ -163,6 +185,19 @@ const (
 	// of every transaction still prepared; every record before it is no
 	// longer needed once it is durable.
 	RecCheckpoint
+	// RecStaged (coordinator, forced, but nothing waits for it to send
+	// the prepares): a staged transaction began, with every branch's
+	// participant (Participants). Once it is durable and every branch has
+	// durably prepared, the transaction is committed (the implicit
+	// commit); a restart that finds it without a decision resolves it.
+	RecStaged
+	// RecAbort (coordinator, forced): the abort decision of a staged
+	// transaction; nobody is told before it is durable.
+	RecAbort
+	// RecPrevented (participant, forced): the participant will never
+	// prepare the transaction; a staged NO vote and the answer to a
+	// MsgResolve for a transaction not prepared here wait for it.
+	RecPrevented
 )
 
 func (t RecordType) String() string {
@@ -179,6 +214,12 @@ func (t RecordType) String() string {
 		return "aborted"
 	case RecCheckpoint:
 		return "checkpoint"
+	case RecStaged:
+		return "staged"
+	case RecAbort:
+		return "abort"
+	case RecPrevented:
+		return "prevented"
 	}
 	return fmt.Sprintf("RecordType(%d)", uint8(t))
 }
@@ -191,7 +232,7 @@ func (t RecordType) String() string {
 type Record struct {
 	Type         RecordType
 	Txn          protocol.TxnID
-	Participants []string // RecCommit
+	Participants []string // RecCommit (the YES voters), RecStaged (every branch)
 	Work         []byte   // RecPrepared, RecCommitted (one-phase)
 	Data         []byte   // RecCheckpoint
 }

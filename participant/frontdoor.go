@@ -22,6 +22,7 @@ type frontDoor struct {
 type connState struct {
 	prepare wire.Prepare
 	dec     wire.Decision
+	resolve wire.Resolve
 	admin   wire.AdminRequest
 	msg     engine.Message
 }
@@ -45,7 +46,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 			return nil // not taken: the coordinator will time it out
 		}
 		st.msg = engine.Message{Type: engine.MsgPrepare, Txn: st.prepare.Txn, To: s.cfg.Name,
-			OnePhase: st.prepare.OnePhase, Work: st.prepare.Work}
+			OnePhase: st.prepare.OnePhase, Staged: st.prepare.Staged, Work: st.prepare.Work}
 		s.metrics.prepareArrived(st.msg.Txn)
 		if s.tr != nil {
 			s.tr.prepare(&st.prepare)
@@ -62,6 +63,18 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 			tr.decision(st.dec.Txn, st.dec.Decision)
 		}
 		s.arrived(c, st.msg.Txn)
+		s.pump.Submit(&st.msg)
+	case wire.TypeResolve:
+		if err := st.resolve.Decode(f); err != nil {
+			return err
+		}
+		if s.life.Closing() {
+			return nil // not taken: the coordinator asks again
+		}
+		st.msg = engine.Message{Type: engine.MsgResolve, Txn: st.resolve.Txn, To: s.cfg.Name}
+		if s.route != nil {
+			s.route.arrived(c, st.msg.Txn)
+		}
 		s.pump.Submit(&st.msg)
 	case wire.TypeAdminRequest:
 		if err := st.admin.Decode(f); err != nil {

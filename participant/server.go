@@ -239,7 +239,15 @@ func Start(cfg Config) (*Server, error) {
 		Handler:    door,
 		Logger:     cfg.Logger,
 		NoCoalesce: cfg.NoCoalesce,
-		Answer:     wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
+		// Prevent: only a resource whose durability is this participant's
+		// own log (the bank, an embedded in-memory resource) can make
+		// "never prepare" durable and atomic with a prepare. A database
+		// keeps its prepared state where this participant has no
+		// compare-and-swap yet, and a forwarded service (HTTP) is left
+		// classic until judged (docs/protocol.md, "Participants that
+		// keep durability elsewhere"): their transactions run classic.
+		Answer: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name),
+			Prevent: s.durable == nil && s.forward == nil},
 		OnClose: func(c *mux.Conn, _ error) {
 			s.metrics.writes.Closed(c.Stats())
 			door.conns.Delete(c)

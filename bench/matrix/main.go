@@ -247,7 +247,14 @@ const (
 	// groupReplicated: a 3-replica coordinator group, each cell right
 	// after a one-coordinator run of its own (base), as the ablations are.
 	groupReplicated = "replicated"
+	// groupClassic: classic two-phase commit (--staged=false), each cell
+	// right after a default (staged) run of its own, as the ablations.
+	groupClassic = "classic"
 )
+
+// stagedAt are the callers at which the matrix runs classic two-phase
+// commit beside the default, staged decisions (issue 16).
+var stagedAt = []int{1, 100}
 
 // replicatedAt are the callers at which the matrix runs a 3-replica
 // coordinator group beside one coordinator.
@@ -316,6 +323,12 @@ func matrix(quick bool, soak time.Duration) []cell {
 			participants: 2, perTxn: 2, callers: n})
 		cs = append(cs, cell{group: groupReplicated, name: fmt.Sprintf("closed %d callers, 2 per txn, 3 replicas", n),
 			participants: 2, perTxn: 2, callers: n, replicas: 3, base: len(cs) - 1})
+	}
+	for _, n := range stagedAt {
+		cs = append(cs, cell{group: groupPaired, name: fmt.Sprintf("closed %d callers, 2 per txn, default (paired with --staged=false)", n),
+			participants: 2, perTxn: 2, callers: n})
+		cs = append(cs, cell{group: groupClassic, name: fmt.Sprintf("closed %d callers, 2 per txn, --staged=false", n),
+			participants: 2, perTxn: 2, callers: n, flags: []string{"--staged=false"}, base: len(cs) - 1})
 	}
 	memAt := []struct{ callers, perTxn int }{{1, 2}, {100, 2}, {1000, 2}, {100, 10}}
 	if quick {
@@ -536,12 +549,13 @@ func runCell(o *options, c *cell, dir string) error {
 }
 
 // serverFlags picks the flags that apply to a coordinator or a
-// participant: --shards is the coordinator's only.
+// participant: --shards and --staged are the coordinator's only.
 func serverFlags(flags []string, coordinator bool) []string {
 	var out []string
 	for _, f := range flags {
-		if strings.HasPrefix(f, "--shards") && !coordinator || !strings.HasPrefix(f, "--") {
-			continue // --shards is the coordinator's; GOMAXPROCS=cores is no flag
+		coordOnly := strings.HasPrefix(f, "--shards") || strings.HasPrefix(f, "--staged")
+		if coordOnly && !coordinator || !strings.HasPrefix(f, "--") {
+			continue // GOMAXPROCS=cores is no flag
 		}
 		out = append(out, f)
 	}

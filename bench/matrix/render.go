@@ -94,6 +94,7 @@ func render(o *options, cells []cell, started time.Time) string {
 			c.rep.P50ms, base.rep.P50ms, c.cpu.coordinator+c.cpu.participants, base.cpu.coordinator+base.cpu.participants)
 	}
 	replicatedTable(p, cells)
+	classicTable(p, cells)
 	memoryTable(p, cells)
 	for _, c := range cells {
 		if c.group != groupSoak {
@@ -167,6 +168,40 @@ func replicatedTable(p func(string, ...any), cells []cell) {
 			c.callers, c.rep.CommittedPerS, base.rep.CommittedPerS, 100*c.rep.CommittedPerS/max(base.rep.CommittedPerS, 1e-9),
 			c.rep.P50ms, base.rep.P50ms, c.rep.P99ms, base.rep.P99ms,
 			c.cpu.coordinator, base.cpu.coordinator, c.cpu.participants, base.cpu.participants)
+	}
+}
+
+// classicTable renders the classic two-phase-commit cells beside the
+// default (staged) runs they are paired with.
+func classicTable(p func(string, ...any), cells []cell) {
+	has := false
+	for _, c := range cells {
+		has = has || c.group == groupClassic
+	}
+	if !has {
+		return
+	}
+	p("\n### Staged decisions against classic two-phase commit\n\n")
+	p("The coordinator with `--staged=false` (classic two-phase commit: the client waits for the participants' prepared records, then for the coordinator's decision record), each cell right after a default run of its own, whose transactions are staged (the client is told once the staged record and every prepared record are durable: one round trip and one fsync of each log, in parallel). *Staged ÷ classic* divides the staged run's p50 by the classic one's, and its committed/s by the classic one's.\n\n")
+	p("| callers | p50 ms staged / classic | p50 staged ÷ classic | p99 ms staged / classic | committed/s staged / classic | committed/s staged ÷ classic | CPU µs/txn staged / classic (coord + parts) |\n")
+	p("|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range cells {
+		if c.group != groupClassic {
+			continue
+		}
+		base := &cells[c.base]
+		if c.err != nil || !c.ok || !base.ok {
+			err := c.err
+			if err == nil {
+				err = base.err
+			}
+			p("| %d | failed: %s ||||||\n", c.callers, oneLine(err))
+			continue
+		}
+		p("| %d | %.2f / %.2f | **%.2f** | %.2f / %.2f | %.0f / %.0f | **%.2f** | %.1f / %.1f |\n",
+			c.callers, base.rep.P50ms, c.rep.P50ms, base.rep.P50ms/max(c.rep.P50ms, 1e-9), base.rep.P99ms, c.rep.P99ms,
+			base.rep.CommittedPerS, c.rep.CommittedPerS, base.rep.CommittedPerS/max(c.rep.CommittedPerS, 1e-9),
+			base.cpu.coordinator+base.cpu.participants, c.cpu.coordinator+c.cpu.participants)
 	}
 }
 
@@ -301,6 +336,21 @@ func targets(cells []cell) []target {
 				share := c.rep.CommittedPerS / max(b.rep.CommittedPerS, 1e-9)
 				ts = append(ts, target{"3 replicas at 100 callers: ≥ 50 % of one coordinator's committed/s (same run)", fmt.Sprintf("%.0f %%", 100*share), verdict(share >= 0.5)})
 			}
+		}
+	}
+	for _, c := range cells {
+		if c.group != groupClassic || !c.ok || !cells[c.base].ok {
+			continue
+		}
+		b := &cells[c.base]
+		switch c.callers {
+		case 1:
+			r := b.rep.P50ms / max(c.rep.P50ms, 1e-9)
+			ts = append(ts, target{"staged, 1 caller: median ≤ 0.6× classic's (same run)", fmt.Sprintf("%.2f× (%.2f / %.2f ms)", r, b.rep.P50ms, c.rep.P50ms), verdict(r <= 0.6)})
+		case 100:
+			r := b.rep.CommittedPerS / max(c.rep.CommittedPerS, 1e-9)
+			ts = append(ts, target{"staged, 100 callers: committed/s ≥ classic's (same run), p99 ≤ 10 ms",
+				fmt.Sprintf("%.2f×, p99 %.2f ms", r, b.rep.P99ms), verdict(r >= 1 && b.rep.P99ms <= 10)})
 		}
 	}
 	for _, c := range cells {

@@ -105,9 +105,20 @@ func TestOutcomesAfterKill9(t *testing.T) {
 	// Every acknowledged commit, through the client; a few through the
 	// command line.
 	for i, id := range committed {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		st, err := cl.Outcome(ctx, id)
-		cancel()
+		// A staged commit (the default) is told to its client once its
+		// staged record and every prepared record are durable; if the
+		// kill took its commit record, the restarted coordinator
+		// resolves it first, and says in-flight meanwhile.
+		var st protocol.TxnStatus
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			st, err = cl.Outcome(ctx, id)
+			cancel()
+			if err != nil || st.State != protocol.TxnInFlight || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil || st.State != protocol.TxnCommitted {
 			t.Fatalf("acknowledged commit %d of %d, after kill -9 and restart: %+v, %v", i, len(committed), st, err)
 		}

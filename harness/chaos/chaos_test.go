@@ -280,6 +280,15 @@ func runChaos(t *testing.T, cr chaosRun) Result {
 	inDoubtAtEnd := inDoubt(t, c)
 	recovered := waitQuiet(t, c, recoverBound)
 	recoverTime := time.Since(repaired)
+	stagedNote := ""
+	if !c.Replicated() {
+		// Counted since the coordinator's last start (replicated: classic).
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if st, err := Status(ctx, c.Coordinators[0]); err == nil {
+			stagedNote = fmt.Sprintf("%d transactions staged, %d resolved, %d undecided (since the coordinator's last start)", st.Staged, st.Resolutions, st.Undecided)
+		}
+		cancel()
+	}
 	select {
 	case err := <-benchDone:
 		// The bench's own end check (balances 500ms after the load) may
@@ -413,6 +422,9 @@ func runChaos(t *testing.T, cr chaosRun) Result {
 	t.Logf("  unknown outcomes     resolved by recovery: %d committed everywhere, %d committed nowhere",
 		r.UnknownCommitted, r.UnknownAborted)
 	t.Logf("  time to recover      %v from the last repair to nothing in doubt (bound %v)", recoverTime.Round(time.Millisecond), recoverBound)
+	if stagedNote != "" {
+		t.Logf("  staged decisions     %s", stagedNote)
+	}
 	for _, k := range Kinds {
 		verdict := "PASS"
 		if r.Failed(k) {

@@ -280,6 +280,7 @@ type Conn struct {
 	slots       chan struct{} // one token per call in flight
 	failOnce    sync.Once
 	peerRole    atomic.Uint32 // the Hello's role; written by the reader before the handler sees the Hello
+	peerPrevent atomic.Bool   // a dialing connection: the answering Hello's Prevent (wire.Hello.Prevent)
 	peerName    atomic.Pointer[string]
 	spareWriter []byte // owned by the writer goroutine: the buffer it swaps in
 
@@ -609,6 +610,7 @@ func (c *Conn) readAnswer(r *wire.Reader) error {
 	name := string(h.Name)
 	c.peerName.Store(&name)
 	c.peerRole.Store(uint32(h.Role))
+	c.peerPrevent.Store(h.Prevent)
 	close(c.answered)
 	return nil
 }

@@ -220,7 +220,7 @@ func (p *Peer) awaitAnswer(c *Conn) error {
 		return ErrClosed
 	}
 	role, name := c.Hello()
-	if err := p.opts.Check(wire.Hello{Role: role, Name: []byte(name)}); err != nil {
+	if err := p.opts.Check(wire.Hello{Role: role, Name: []byte(name), Prevent: c.peerPrevent.Load()}); err != nil {
 		return fmt.Errorf("mux: %s answered as %v %q: %w", p.addr, role, name, err)
 	}
 	return nil

@@ -57,6 +57,7 @@ const (
 	TypeAdminResponse                 // reply to AdminRequest; FlagMore may be set
 	TypeError                         // reply to any request that failed
 	TypeRaft                          // one-way: replica ↔ replica (raftpb.Message); FlagMore may be set
+	TypeResolve                       // one-way: coordinator → participant (staged decisions)
 	typeEnd                           // one past the last type
 )
 
@@ -73,6 +74,7 @@ var typeNames = [...]string{
 	TypeAdminResponse: "admin-response",
 	TypeError:         "error",
 	TypeRaft:          "raft",
+	TypeResolve:       "resolve",
 }
 
 func (t Type) String() string {
@@ -115,6 +117,14 @@ const (
 	// tracing existed, so frames that carry no trace decode as they
 	// always did.
 	FlagTrace Flags = 1 << 2
+	// FlagStaged (Prepare): the transaction runs with a staged decision
+	// (docs/protocol.md "Staged commits"): a NO vote must be a durable
+	// prevention. See Prepare.Staged.
+	FlagStaged Flags = 1 << 3
+	// FlagPrevent (Hello, a participant's): this participant can prevent
+	// a transaction durably, so the coordinator may stage the
+	// transactions that name it. See Hello.Prevent.
+	FlagPrevent Flags = 1 << 4
 )
 
 // allowedFlags returns the flag bits that frames of type t may carry.
@@ -123,9 +133,11 @@ func allowedFlags(t Type) Flags {
 	case TypeAdminResponse, TypeRaft:
 		return FlagMore
 	case TypeHello:
-		return FlagAnswer
-	case TypeBegin, TypePrepare:
+		return FlagAnswer | FlagPrevent
+	case TypeBegin:
 		return FlagTrace
+	case TypePrepare:
+		return FlagTrace | FlagStaged
 	}
 	return 0
 }

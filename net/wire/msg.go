@@ -9,7 +9,7 @@ import (
 
 // Message is the payload of one frame type: *Hello, *Begin, *Outcome,
 // *Prepare, *Vote, *Decision, *Ack, *Inquire, *AdminRequest,
-// *AdminResponse, *Error or *Raft. The set is closed.
+// *AdminResponse, *Error, *Raft or *Resolve. The set is closed.
 type Message interface {
 	// Type is the frame type that carries this message.
 	Type() Type
@@ -62,6 +62,8 @@ func AppendFrame(dst []byte, reqID uint64, m Message) ([]byte, error) {
 		return m.AppendFrame(dst, reqID)
 	case *Raft:
 		return m.AppendFrame(dst, reqID)
+	case *Resolve:
+		return m.AppendFrame(dst, reqID)
 	}
 	// Unreachable while Message has an unexported method; a nil pointer of
 	// a message type is handled above and panics in its own method.
@@ -110,6 +112,9 @@ func Check(f Frame) error {
 	case TypeRaft:
 		var m Raft
 		return m.Decode(f)
+	case TypeResolve:
+		var m Resolve
+		return m.Decode(f)
 	}
 	return fmt.Errorf("%w: unknown frame type %d", ErrMalformed, uint8(f.Type))
 }
@@ -150,7 +155,8 @@ func (r Role) String() string {
 // this one table is the authorization rule at both servers:
 //
 //	Begin                  client       → coordinator
-//	Prepare, Decision      coordinator  → participant
+//	Prepare, Decision,     coordinator  → participant
+//	Resolve
 //	Vote, Ack, Inquire     participant  → coordinator
 //	AdminRequest           admin        → either server
 //	Raft                   replica      → replica of the same group
@@ -162,7 +168,7 @@ func Sender(t Type) Role {
 	switch t {
 	case TypeBegin:
 		return RoleClient
-	case TypePrepare, TypeDecision:
+	case TypePrepare, TypeDecision, TypeResolve:
 		return RoleCoordinator
 	case TypeVote, TypeAck, TypeInquire:
 		return RoleParticipant
@@ -279,6 +285,13 @@ type Hello struct {
 	// Hello once it has accepted this one; the sender uses the connection
 	// only after that answer, so a refusal costs no lost message.
 	Answer bool
+	// Prevent (FlagPrevent), in a participant's answering Hello: it can
+	// make "this transaction will never prepare here" durable, so the
+	// coordinator may run the transactions that name it with a staged
+	// decision. A participant that cannot (its resource keeps durability
+	// where it cannot compare-and-swap) leaves it unset, and those
+	// transactions run classic two-phase commit.
+	Prevent bool
 }
 
 // Branch is one participant's share of a Begin.
@@ -314,7 +327,10 @@ type Outcome struct {
 type Prepare struct {
 	Txn      protocol.TxnID
 	OnePhase bool // the only branch: commit at once if possible
-	Work     []byte
+	// Staged (FlagStaged): the transaction has a staged decision, so a
+	// NO vote must be a durable prevention.
+	Staged bool
+	Work   []byte
 	// Trace is the coordinator's span for this prepare (FlagTrace), or
 	// zero: the participant's span for the prepare is its child.
 	Trace TraceContext
@@ -563,6 +579,9 @@ func (m *Hello) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 	if m.Answer {
 		fl = FlagAnswer
 	}
+	if m.Prevent {
+		fl |= FlagPrevent
+	}
 	dst, start := beginFrame(dst, TypeHello, fl, reqID)
 	return endFrame(appendName(append(dst, byte(m.Role)), m.Name), start)
 }
@@ -599,7 +618,11 @@ func (m *Prepare) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 	if err := m.check(); err != nil {
 		return dst, err
 	}
-	dst, start := beginFrame(dst, TypePrepare, m.Trace.flag(), reqID)
+	fl := m.Trace.flag()
+	if m.Staged {
+		fl |= FlagStaged
+	}
+	dst, start := beginFrame(dst, TypePrepare, fl, reqID)
 	dst = append(dst, m.Txn[:]...)
 	dst = append(dst, boolByte(m.OnePhase))
 	return endFrame(m.Trace.append(appendBytes16(dst, m.Work)), start)
@@ -771,6 +794,7 @@ func (m *Hello) Decode(f Frame) error {
 		return err
 	}
 	m.Answer = f.Flags&FlagAnswer != 0
+	m.Prevent = f.Flags&FlagPrevent != 0
 	m.Role = Role(d.u8("role"))
 	m.Name = d.name("name")
 	if err := d.finish(TypeHello); err != nil {
@@ -832,6 +856,7 @@ func (m *Prepare) Decode(f Frame) error {
 	if err != nil {
 		return err
 	}
+	m.Staged = f.Flags&FlagStaged != 0
 	m.Txn = d.txn()
 	m.OnePhase = d.bool("one-phase")
 	m.Work = d.bytes16("work")

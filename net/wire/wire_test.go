@@ -62,6 +62,10 @@ func samples() []sample {
 		{1<<64 - 1, &Begin{Txn: txn, Branches: full, Trace: tc}},
 		{0, &Prepare{Txn: txn, OnePhase: true, Work: work, Trace: tc}},
 		{0, &Prepare{Txn: txn, Work: []byte{}, Trace: TraceContext{TraceID: [16]byte{15: 1}, SpanID: [8]byte{0: 1}}}},
+		{0, &Resolve{Txn: txn}},
+		{0, &Prepare{Txn: txn, Staged: true, Work: []byte("w")}},
+		{0, &Hello{Role: RoleParticipant, Name: []byte("bank-1"), Prevent: true}},
+		{0, &Prepare{Txn: txn, Staged: true, OnePhase: true, Work: work, Trace: tc}},
 	}
 }
 
@@ -91,6 +95,8 @@ func newOf(t Type) Message {
 		return new(Ack)
 	case TypeInquire:
 		return new(Inquire)
+	case TypeResolve:
+		return new(Resolve)
 	case TypeAdminRequest:
 		return new(AdminRequest)
 	case TypeAdminResponse:
@@ -695,7 +701,7 @@ func TestSender(t *testing.T) {
 		TypeHello: 0, TypeBegin: RoleClient, TypeOutcome: 0,
 		TypePrepare: RoleCoordinator, TypeVote: RoleParticipant, TypeDecision: RoleCoordinator,
 		TypeAck: RoleParticipant, TypeInquire: RoleParticipant, TypeAdminRequest: RoleAdmin,
-		TypeAdminResponse: 0, TypeError: 0, TypeRaft: RoleReplica,
+		TypeAdminResponse: 0, TypeError: 0, TypeRaft: RoleReplica, TypeResolve: RoleCoordinator,
 	}
 	for ty := TypeHello; ty < typeEnd; ty++ {
 		w, ok := want[ty]

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/participant/bank"
+	"github.com/commitd/commitd/protocol"
+)
+
+// TestStagedCoordinatorKilledBeforeDecision kills -9 the coordinator while
+// staged transactions have their RecStaged durable and no decision: p2 is
+// stopped (SIGSTOP) so that none of them can collect its vote, and the
+// coordinator's prepare timeout is long. The restarted coordinator finds
+// RecStaged without a decision and resolves each transaction (p2, let go,
+// reports it prepared or prevents it). Then every transaction is
+// all-or-nothing at the two banks, every commit a client was told about
+// is applied at both, money is conserved, and nothing is left in doubt.
+func TestStagedCoordinatorKilledBeforeDecision(t *testing.T) {
+	dir := t.TempDir()
+	coord, p1, p2 := freeAddr(t), freeAddr(t), freeAddr(t)
+	var procs []*exec.Cmd
+	start := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(binary, append(args, "--log-level", "error")...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, cmd)
+		return cmd
+	}
+	t.Cleanup(func() {
+		for _, cmd := range procs {
+			cmd.Process.Signal(syscall.SIGCONT)
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		}
+	})
+	const accounts = 10
+	start("participant", "--name", "p1", "--listen", p1, "--data", filepath.Join(dir, "p1"), "--coordinator", coord, "--accounts", "10")
+	part2 := start("participant", "--name", "p2", "--listen", p2, "--data", filepath.Join(dir, "p2"), "--coordinator", coord, "--accounts", "10")
+	coordArgs := []string{"coordinator", "--listen", coord, "--data", filepath.Join(dir, "c"),
+		"--participant", "p1=" + p1 + ",p2=" + p2, "--prepare-timeout", "30s"}
+	c1 := start(coordArgs...)
+	for _, addr := range []string{p1, p2, coord} {
+		waitListening(t, addr)
+	}
+	waitCommitting(t, coord, "p1", "p2")
+
+	cl, err := client.Dial(coord, client.Options{DialTimeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	transfer := func(i int) []client.Branch {
+		a := uint32(i % accounts)
+		return []client.Branch{
+			{Participant: "p1", Work: bank.AppendWork(nil, a, -int64(1+i%7))},
+			{Participant: "p2", Work: bank.AppendWork(nil, a, int64(1+i%7))},
+		}
+	}
+	// Some commits the clients are told about, before the crash.
+	var told []protocol.TxnID
+	for i := range 20 {
+		id := uuid.Must(uuid.NewV7())
+		res, err := cl.Run(context.Background(), id, transfer(i))
+		if err != nil || res.Outcome != client.Committed {
+			t.Fatalf("transfer %d: %v %v", i, res, err)
+		}
+		told = append(told, id)
+	}
+	if st := coordStatus(t, coord); st.Staged == 0 {
+		t.Fatalf("no transaction ran staged: %+v", st)
+	}
+
+	// p2 stops; transactions begin and wait for its vote, staged.
+	if err := part2.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			res, _ := cl.Run(ctx, uuid.Must(uuid.NewV7()), transfer(100+i))
+			if res.Outcome == client.Committed {
+				t.Errorf("a transaction committed while p2 was stopped")
+			}
+		})
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if st := coordStatus(t, coord); st.Undecided >= 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the transactions did not stage: %+v", coordStatus(t, coord))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Their RecStaged must be durable before the kill: the coordinator
+	// syncs a staged record at once, and nothing else is appended now (p2
+	// is stopped, no other load), so once the durable position stops
+	// moving, every record is durable.
+	for prev := uint64(0); ; time.Sleep(100 * time.Millisecond) {
+		lsn := coordStatus(t, coord).DurableLSN
+		if lsn == prev && lsn > 0 {
+			break
+		}
+		prev = lsn
+	}
+	if err := c1.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c1.Wait()
+	wg.Wait() // every client sees the coordinator go: unknown
+	if err := part2.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	start(coordArgs...)
+	waitListening(t, coord)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		st := coordStatus(t, coord)
+		if st.Resolutions >= 10 && st.Undecided == 0 && st.InDoubt == 0 && st.InFlight == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted coordinator did not resolve the staged transactions: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Atomicity and durability, per transaction, from the participants'
+	// ledgers; conservation from their totals.
+	o1, o2 := ledger(t, p1), ledger(t, p2)
+	for id, out := range o1 {
+		if o2[id] != out && !(out == "aborted" && o2[id] == "") && !(out == "" && o2[id] == "aborted") {
+			t.Errorf("atomicity: %v is %s at p1, %q at p2", id, out, o2[id])
+		}
+	}
+	for id, out := range o2 {
+		if out == "committed" && o1[id] != "committed" {
+			t.Errorf("atomicity: %v committed at p2, %q at p1", id, o1[id])
+		}
+		if out == "prepared" {
+			t.Errorf("%v still prepared at p2", id)
+		}
+	}
+	for _, id := range told {
+		if o1[id] != "committed" || o2[id] != "committed" {
+			t.Errorf("durability: %v told committed, p1 %q, p2 %q", id, o1[id], o2[id])
+		}
+	}
+	// The coordinator's outcome index knows each commit a client was told
+	// about, and each resolved one, as the participants do.
+	for id, out := range o1 {
+		if out != "committed" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := cl.Outcome(ctx, id)
+		cancel()
+		if err != nil || st.State != protocol.TxnCommitted {
+			t.Errorf("outcome of %v, committed at both banks: %+v, %v", id, st, err)
+		}
+	}
+	tally := map[string]int{}
+	for _, out := range o1 {
+		tally[out]++
+	}
+	t.Logf("after the restart: %+v; p1's ledger: %v", coordStatus(t, coord), tally)
+	var sum int64
+	for _, p := range []string{p1, p2} {
+		acc := commitd(t, 20*time.Second, "admin", "accounts", "--participant", p)
+		var a struct {
+			Total int64 `json:"total"`
+		}
+		if acc.code != 0 || json.Unmarshal([]byte(acc.stdout), &a) != nil {
+			t.Fatalf("admin accounts: %d %q %q", acc.code, acc.stdout, acc.stderr)
+		}
+		sum += a.Total
+	}
+	if sum != 2*accounts*1000 {
+		t.Fatalf("conservation: the banks hold %d, want %d", sum, 2*accounts*1000)
+	}
+}
+
+type stagedStatus struct {
+	Staged      uint64 `json:"staged"`
+	Resolutions uint64 `json:"resolutions"`
+	Undecided   int    `json:"undecided"`
+	InFlight    int    `json:"in_flight"`
+	InDoubt     int    `json:"in_doubt"`
+	DurableLSN  uint64 `json:"durable_lsn"`
+}
+
+func coordStatus(t *testing.T, coord string) stagedStatus {
+	t.Helper()
+	r := commitd(t, 20*time.Second, "admin", "status", "--coordinator", coord)
+	var st stagedStatus
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+		return stagedStatus{Undecided: -1, InFlight: -1}
+	}
+	return st
+}
+
+// ledger is a participant's last word on each transaction (admin outcomes:
+// one JSON object a line).
+func ledger(t *testing.T, addr string) map[protocol.TxnID]string {
+	t.Helper()
+	r := commitd(t, 20*time.Second, "admin", "outcomes", "--participant", addr)
+	if r.code != 0 {
+		t.Fatalf("admin outcomes: %d %q", r.code, r.stderr)
+	}
+	out := map[protocol.TxnID]string{}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		id, err := uuid.Parse(f[0])
+		if err != nil {
+			t.Fatalf("admin outcomes line %q: %v", line, err)
+		}
+		out[id] = f[len(f)-1]
+	}
+	return out
+}
