@@ -72,9 +72,7 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 			return nil // not taken: the coordinator asks again
 		}
 		st.msg = engine.Message{Type: engine.MsgResolve, Txn: st.resolve.Txn, To: s.cfg.Name}
-		if s.route != nil {
-			s.route.arrived(c, st.msg.Txn)
-		}
+		s.arrived(c, st.msg.Txn)
 		s.pump.Submit(&st.msg)
 	case wire.TypeAdminRequest:
 		if err := st.admin.Decode(f); err != nil {
