@@ -61,6 +61,13 @@ type txnTrace struct {
 	waiting  int          // prepares without a vote
 	decision trace.Span   // nil until started; ended once
 	decided  bool
+	// yes counts YES votes; onePhase marks a one-phase prepare. A commit
+	// replied with a YES and not one-phase is a staged decision's
+	// implicit commit: its decision messages (phase two) come after the
+	// reply, and the transaction's span waits for them.
+	yes      int
+	onePhase bool
+	decEnded bool // the decision span ended at an implicit commit
 	phase2   trace.Span
 	commits  []branchSpan // per participant, until its ack
 	unacked  int
@@ -127,6 +134,7 @@ func (t *tracer) prepare(txn protocol.TxnID, to string, onePhase bool) wire.Trac
 			tracing.AttrOnePhase.Bool(onePhase)))
 	x.prepares = append(x.prepares, branchSpan{name: to, span: sp, open: true})
 	x.waiting++
+	x.onePhase = x.onePhase || onePhase
 	return tracing.Wire(sp.SpanContext())
 }
 
@@ -159,6 +167,9 @@ func (t *tracer) vote(txn protocol.TxnID, from string, v protocol.Vote) {
 		return // a duplicate or late vote
 	}
 	b.span.SetAttributes(tracing.AttrVote.String(v.String()))
+	if v == protocol.VoteYes {
+		x.yes++
+	}
 	if v == protocol.VoteNo {
 		b.span.SetStatus(codes.Error, "voted no")
 	}
@@ -187,8 +198,10 @@ func (t *tracer) decision(txn protocol.TxnID, to string, d protocol.Decision) {
 			// was unreachable.
 			_, x.decision = t.t.Start(x.ctx, "commitd.decision", trace.WithAttributes(tracing.AttrTxn.String(txn.String())))
 		}
-		x.decision.SetAttributes(tracing.AttrDecision.String(d.String()))
-		x.decision.End()
+		if !x.decEnded {
+			x.decision.SetAttributes(tracing.AttrDecision.String(d.String()))
+			x.decision.End()
+		}
 		x.endPreparesLocked("no vote before the decision")
 		_, x.phase2 = t.t.Start(x.ctx, "commitd.phase2",
 			trace.WithAttributes(tracing.AttrTxn.String(txn.String()), tracing.AttrDecision.String(d.String())))
@@ -266,6 +279,17 @@ func (t *tracer) reply(r *engine.Reply) {
 		x.root.SetStatus(codes.Error, desc)
 	}
 	x.endPreparesLocked("no vote before the reply")
+	if r.Outcome == protocol.OutcomeCommitted && x.decision != nil && !x.decided && x.yes > 0 && !x.onePhase {
+		// A staged decision's implicit commit: the decision is made (the
+		// reply says so), its messages follow once the commit record is
+		// durable; phase two, and the transaction's span, go on until
+		// the last ack.
+		x.decision.SetAttributes(tracing.AttrDecision.String(protocol.DecisionCommit.String()))
+		x.decision.AddEvent("implicit commit: staged record and every YES durable")
+		x.decision.End()
+		x.decEnded = true
+		return
+	}
 	if x.decision != nil && !x.decided {
 		// A one-phase commit (the participant decided), or an abort
 		// that reached no participant.
