@@ -363,7 +363,7 @@ func runParticipant(args []string) error {
 			return usageError{errors.New("give --coordinator or --cluster, not both")}
 		}
 		if cfg.Cluster, err = cluster.Load(clusterFile); err != nil {
-			return err
+			return fmt.Errorf("--cluster: %w", err)
 		}
 	}
 	var stopTracing func()
