@@ -156,11 +156,7 @@ func replicatedTable(p func(string, ...any), cells []cell) {
 			continue
 		}
 		base := &cells[c.base]
-		if c.err != nil || !c.ok || !base.ok {
-			err := c.err
-			if err == nil {
-				err = base.err
-			}
+		if failed, err := pairFailure(&c, base); failed {
 			p("| %d | failed: %s |||||||\n", c.callers, oneLine(err))
 			continue
 		}
@@ -169,6 +165,18 @@ func replicatedTable(p func(string, ...any), cells []cell) {
 			c.rep.P50ms, base.rep.P50ms, c.rep.P99ms, base.rep.P99ms,
 			c.cpu.coordinator, base.cpu.coordinator, c.cpu.participants, base.cpu.participants)
 	}
+}
+
+// pairFailure says whether a paired cell (or the run it is paired with)
+// failed, and the error to show: the cell's own, else its pair's.
+func pairFailure(c, base *cell) (bool, error) {
+	switch {
+	case c.err != nil:
+		return true, c.err
+	case !c.ok || !base.ok:
+		return true, base.err
+	}
+	return false, nil
 }
 
 // classicTable renders the classic two-phase-commit cells beside the
@@ -190,11 +198,7 @@ func classicTable(p func(string, ...any), cells []cell) {
 			continue
 		}
 		base := &cells[c.base]
-		if c.err != nil || !c.ok || !base.ok {
-			err := c.err
-			if err == nil {
-				err = base.err
-			}
+		if failed, err := pairFailure(&c, base); failed {
 			p("| %d | failed: %s ||||||\n", c.callers, oneLine(err))
 			continue
 		}
