@@ -21,16 +21,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Bounds on the side table: a transaction whose end the coordinator never
-// sees (a participant that never acknowledges its commit) is ended as
-// abandoned after traceMaxAge, at the next sweep; beyond traceMaxTxns
-// transactions in the table, new ones are not traced.
-const (
-	traceMaxTxns    = 1 << 16
-	traceMaxAge     = time.Minute
-	traceSweepEvery = 10 * time.Second
-)
-
 // tracer keeps the spans of the transactions being traced. Its table is
 // written by the connections' readers (begins, votes, acks) and the pumps
 // (prepares, decisions, replies), under mu; live mirrors its size so that
@@ -106,10 +96,10 @@ func (t *tracer) begin(b *wire.Begin, tag uint64) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if now.Sub(t.mu.swept) > traceSweepEvery {
+	if now.Sub(t.mu.swept) > tracing.TableSweepEvery {
 		t.sweepLocked(now)
 	}
-	if len(t.mu.txns) >= traceMaxTxns || t.mu.txns[b.Txn] != nil {
+	if len(t.mu.txns) >= tracing.TableMaxTxns || t.mu.txns[b.Txn] != nil {
 		// Full, or a duplicate id (the shard rejects it): the span is
 		// dropped unended, so it is never exported.
 		return
@@ -331,12 +321,12 @@ func (t *tracer) endLocked(txn protocol.TxnID, x *txnTrace) {
 }
 
 // sweepLocked ends and forgets the transactions traced for longer than
-// traceMaxAge: their end never came (a participant that never acknowledged
+// tracing.TableMaxAge: their end never came (a participant that never acknowledged
 // its commit, a coordinator that stopped leading).
 func (t *tracer) sweepLocked(now time.Time) {
 	t.mu.swept = now
 	for id, x := range t.mu.txns {
-		if now.Sub(x.started) < traceMaxAge {
+		if now.Sub(x.started) < tracing.TableMaxAge {
 			continue
 		}
 		x.endPreparesLocked("abandoned: no end seen")
@@ -352,7 +342,7 @@ func (t *tracer) sweepLocked(now time.Time) {
 		if x.phase2 != nil {
 			x.phase2.End()
 		}
-		x.root.SetStatus(codes.Error, "abandoned: the coordinator saw no end within "+traceMaxAge.String())
+		x.root.SetStatus(codes.Error, "abandoned: the coordinator saw no end within "+tracing.TableMaxAge.String())
 		t.endLocked(id, x)
 	}
 }

@@ -94,7 +94,7 @@ func TestTraceBoundsAndSweep(t *testing.T) {
 		t.Fatal("a commit awaiting its ack left the table")
 	}
 	tr.mu.Lock()
-	tr.mu.txns[old].started = time.Now().Add(-2 * traceMaxAge)
+	tr.mu.txns[old].started = time.Now().Add(-2 * tracing.TableMaxAge)
 	tr.mu.swept = time.Time{}
 	tr.mu.Unlock()
 	tr.begin(&wire.Begin{Txn: uuid.Must(uuid.NewV7()), Trace: sampled}, 4) // the next traced begin sweeps
@@ -111,7 +111,7 @@ func TestTraceBoundsAndSweep(t *testing.T) {
 	}
 
 	tr.mu.Lock()
-	for i := range traceMaxTxns - 1 {
+	for i := range tracing.TableMaxTxns - 1 {
 		tr.mu.txns[protocol.TxnID{0: byte(i), 1: byte(i >> 8), 15: 1}] = &txnTrace{started: time.Now()}
 	}
 	tr.mu.Unlock()

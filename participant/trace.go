@@ -19,16 +19,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Bounds on the side table: a transaction prepared here whose decision
-// never comes (the coordinator lost, an operator's resolve) is ended as
-// abandoned after traceMaxAge, at the next sweep; beyond traceMaxTxns
-// transactions, new ones are not traced.
-const (
-	traceMaxTxns    = 1 << 16
-	traceMaxAge     = time.Minute
-	traceSweepEvery = 10 * time.Second
-)
-
 // Traced is a resource whose calls to a service can carry the trace
 // context (participant/remote: an HTTP service gets a traceparent
 // header). The server calls TraceWith once, before Attach, only when it
@@ -91,10 +81,10 @@ func (t *tracer) prepare(p *wire.Prepare) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if now.Sub(t.mu.swept) > traceSweepEvery {
+	if now.Sub(t.mu.swept) > tracing.TableSweepEvery {
 		t.sweepLocked(now)
 	}
-	if len(t.mu.txns) >= traceMaxTxns || t.mu.txns[p.Txn] != nil {
+	if len(t.mu.txns) >= tracing.TableMaxTxns || t.mu.txns[p.Txn] != nil {
 		return // full, or a duplicate prepare: the span is dropped unended
 	}
 	sp.SetAttributes(tracing.AttrTxn.String(p.Txn.String()), tracing.AttrParticipant.String(t.name),
@@ -188,11 +178,11 @@ func (t *tracer) forgetLocked(txn protocol.TxnID) {
 }
 
 // sweepLocked ends and forgets transactions traced for longer than
-// traceMaxAge.
+// tracing.TableMaxAge.
 func (t *tracer) sweepLocked(now time.Time) {
 	t.mu.swept = now
 	for id, x := range t.mu.txns {
-		if now.Sub(x.started) < traceMaxAge {
+		if now.Sub(x.started) < tracing.TableMaxAge {
 			continue
 		}
 		if !x.prepared {
@@ -203,7 +193,7 @@ func (t *tracer) sweepLocked(now time.Time) {
 			x.decision.SetStatus(codes.Error, "abandoned: not applied")
 			x.decision.End()
 		} else {
-			x.prepare.AddEvent("abandoned: no decision within " + traceMaxAge.String())
+			x.prepare.AddEvent("abandoned: no decision within " + tracing.TableMaxAge.String())
 		}
 		t.forgetLocked(id)
 	}

@@ -32,6 +32,19 @@ const (
 	AttrDetail      = attribute.Key("commitd.detail") // why a begin was rejected
 )
 
+// Bounds on a server's side table of traced transactions (the
+// coordinator's and the participants' alike): a transaction whose end the
+// server never sees — a participant that never acknowledges its commit, a
+// decision that never comes — is ended as abandoned after TableMaxAge, at
+// the next sweep (every TableSweepEvery); beyond TableMaxTxns transactions
+// in the table, new ones are not traced, so that a stuck peer cannot grow
+// a server's memory without bound.
+const (
+	TableMaxTxns    = 1 << 16
+	TableMaxAge     = time.Minute
+	TableSweepEvery = 10 * time.Second
+)
+
 // Options configure the exporter of a server's spans.
 type Options struct {
 	// Endpoint is the OTLP/HTTP collector's URL (http or https), e.g.
