@@ -40,6 +40,7 @@ const (
 	codeDeadlockDetected  = "40P01"
 	codeSerialization     = "40001"
 	codeTooManyPreparedTx = "53400" // configuration_limit_exceeded: max_prepared_transactions reached
+	codeUniqueViolation   = "23505" // the marker row exists: prevented (or decided) before this prepare
 )
 
 // Config describes a PostgreSQL resource. Zero values take the defaults
@@ -69,9 +70,16 @@ type Config struct {
 	// and two participants waiting on each other's prepared rows would
 	// otherwise deadlock until the coordinator's prepare timeout.
 	LockTimeout time.Duration
-	// RetryMax caps the backoff between attempts of a commit or abort
-	// that failed on a connection error (default 1s).
+	// RetryMax caps the backoff between attempts of a commit, abort or
+	// prevention that failed on a connection error (default 1s).
 	RetryMax time.Duration
+	// PreventRetention is how long a prevention is kept
+	// (commitd_prevented) before Forget may drop it (default 1h). It
+	// must outlast every prepare of the transaction that can still
+	// arrive: a coordinator refuses ids older than a few seconds (its id
+	// window, docs/protocol.md "Transaction ids have a lifetime"), so an
+	// hour is a wide margin for messages held up in the network.
+	PreventRetention time.Duration
 	// Logger receives errors worth a human's attention (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -106,13 +114,19 @@ type Resource struct {
 	// lastWarnNs is when a statement's NO vote was last logged at WARN.
 	lastWarnNs atomic.Int64
 
+	// lastExpireNs is when Forget last dropped expired preventions.
+	lastExpireNs atomic.Int64
+
 	// Counters, written by the workers.
-	retries  atomic.Uint64
-	failures atomic.Uint64
-	refused  atomic.Uint64
+	retries       atomic.Uint64
+	failures      atomic.Uint64
+	refused       atomic.Uint64
+	prevented     atomic.Uint64
+	foundPrepared atomic.Uint64
+	refusedPrev   atomic.Uint64
 }
 
-var _ engine.Resource = (*Resource)(nil)
+var _ engine.Preventer = (*Resource)(nil)
 
 // Open connects to the database, checks that it can prepare
 // transactions, creates the tables if they are missing and seeds the
@@ -132,6 +146,9 @@ func Open(ctx context.Context, cfg Config) (*Resource, error) {
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = time.Second
+	}
+	if cfg.PreventRetention <= 0 {
+		cfg.PreventRetention = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -253,6 +270,12 @@ CREATE TABLE IF NOT EXISTS commitd_decisions (
 	participant text    NOT NULL,
 	txn         uuid    NOT NULL,
 	committed   boolean NOT NULL,
+	PRIMARY KEY (participant, txn)
+);
+CREATE TABLE IF NOT EXISTS commitd_prevented (
+	participant text        NOT NULL,
+	txn         uuid        NOT NULL,
+	at          timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (participant, txn)
 );`
 
@@ -385,6 +408,9 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 			switch pe.Code {
 			case codeCheckViolation, codeLockNotAvailable, codeDeadlockDetected, codeSerialization:
 				// The expected no: an overdraft or a busy account.
+			case codeUniqueViolation:
+				// The marker row is there: prevented (or decided) before.
+				r.refusedPrev.Add(1)
 			case codeTooManyPreparedTx:
 				r.cfg.Logger.Warn("postgres: max_prepared_transactions reached: raise it", "err", err)
 			default:
@@ -457,6 +483,9 @@ func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement
 		}
 	} else if s := c.PgConn().TxStatus(); s == 'E' || s == 'T' {
 		_, _ = c.Exec(r.ctx, "ROLLBACK")
+	}
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == codeUniqueViolation {
+		r.refusedPrev.Add(1)
 	}
 	// A connection error may have left it prepared: the scan finds the
 	// orphan and rolls it back, as for the bank's work.
@@ -621,9 +650,12 @@ func (r *Resource) InDoubt(ctx context.Context) ([]protocol.TxnID, error) {
 }
 
 // Decided lists the decisions whose marker rows are still in the
-// database (not yet forgotten).
+// database (not yet forgotten). A prevention's marker is no decision
+// applied here (nothing was prepared): it is left out.
 func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
-	rows, err := r.pool.Query(ctx, "SELECT txn::text, committed FROM commitd_decisions WHERE participant = $1", r.cfg.Name)
+	rows, err := r.pool.Query(ctx, `SELECT d.txn::text, d.committed FROM commitd_decisions d
+		WHERE d.participant = $1 AND NOT EXISTS
+			(SELECT 1 FROM commitd_prevented p WHERE p.participant = d.participant AND p.txn = d.txn)`, r.cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: reading decisions: %w", err)
 	}
@@ -652,17 +684,41 @@ func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
 }
 
 // Forget deletes the marker rows of decisions the participant's ledger
-// has made durable.
+// has made durable, except a prevention's, which is what refuses a late
+// prepare; at most once a minute it also drops the preventions older
+// than PreventRetention, with their markers.
 func (r *Resource) Forget(ctx context.Context, ids []protocol.TxnID) error {
-	if len(ids) == 0 {
+	if len(ids) > 0 {
+		strs := make([]string, len(ids))
+		for i, id := range ids {
+			strs[i] = id.String()
+		}
+		if _, err := r.pool.Exec(ctx, `DELETE FROM commitd_decisions d WHERE d.participant = $1 AND d.txn = ANY($2::uuid[])
+			AND NOT EXISTS (SELECT 1 FROM commitd_prevented p WHERE p.participant = d.participant AND p.txn = d.txn)`,
+			r.cfg.Name, strs); err != nil {
+			return fmt.Errorf("postgres: forgetting decisions: %w", err)
+		}
+	}
+	now := time.Now().UnixNano()
+	last := r.lastExpireNs.Load()
+	if now-last < int64(time.Minute) || !r.lastExpireNs.CompareAndSwap(last, now) {
 		return nil
 	}
-	strs := make([]string, len(ids))
-	for i, id := range ids {
-		strs[i] = id.String()
-	}
-	if _, err := r.pool.Exec(ctx, "DELETE FROM commitd_decisions WHERE participant = $1 AND txn = ANY($2::uuid[])", r.cfg.Name, strs); err != nil {
-		return fmt.Errorf("postgres: forgetting decisions: %w", err)
+	return r.expirePrevented(ctx, r.cfg.PreventRetention)
+}
+
+// expirePrevented drops the preventions older than age, and their
+// markers, in one transaction: a marker never outlives its prevention
+// row by a commit (Forget would never drop it), nor the other way round
+// (a late prepare would pass).
+func (r *Resource) expirePrevented(ctx context.Context, age time.Duration) error {
+	_, err := r.pool.Exec(ctx, `WITH gone AS (
+			DELETE FROM commitd_prevented WHERE participant = $1 AND at < now() - make_interval(secs => $2)
+			RETURNING txn)
+		DELETE FROM commitd_decisions d USING gone WHERE d.participant = $1 AND d.txn = gone.txn`,
+		r.cfg.Name, age.Seconds())
+	if err != nil {
+		return fmt.Errorf("postgres: dropping expired preventions: %w", err)
 	}
 	return nil
 }
@@ -701,11 +757,19 @@ type Stats struct {
 	Retries  uint64 // commit/abort attempts repeated after a connection error
 	Failures uint64 // commits/aborts reported failed
 	Refused  uint64 // statement works voted no before reaching the server
+	// Prevented counts preventions made durable; FoundPrepared those the
+	// compare-and-swap answered "prepared"; RefusedPrevented the prepares
+	// voted no because the transaction's marker was there (prevented or
+	// decided before).
+	Prevented        uint64
+	FoundPrepared    uint64
+	RefusedPrevented uint64
 }
 
 // Stats returns the resource's counters.
 func (r *Resource) Stats() Stats {
-	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load(), Refused: r.refused.Load()}
+	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load(), Refused: r.refused.Load(),
+		Prevented: r.prevented.Load(), FoundPrepared: r.foundPrepared.Load(), RefusedPrevented: r.refusedPrev.Load()}
 }
 
 // Close stops the round trips in flight (their transactions stay prepared
