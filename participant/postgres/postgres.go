@@ -41,6 +41,7 @@ const (
 	codeSerialization     = "40001"
 	codeTooManyPreparedTx = "53400" // configuration_limit_exceeded: max_prepared_transactions reached
 	codeUniqueViolation   = "23505" // the marker row exists: prevented (or decided) before this prepare
+	codeDivisionByZero    = "22012" // the bank's UPDATE found no account (prepare)
 )
 
 // Config describes a PostgreSQL resource. Zero values take the defaults
@@ -384,10 +385,15 @@ func (r *Resource) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 // prepare runs the branch in one round trip: the UPDATE (which the CHECK
 // constraint refuses to take below zero), the commit marker and PREPARE
 // TRANSACTION, as one multi-statement query. Every literal is a number, a
-// UUID or a checked name, so nothing needs quoting.
+// UUID or a checked name, so nothing needs quoting. The UPDATE runs in a
+// query that divides by its row count, so that a missing account fails
+// the transaction before PREPARE: nothing is ever prepared with the
+// wrong effect, which a crash before its rollback would leave for the
+// scan to find prepared — and a staged resolution would then commit.
 func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protocol.Vote {
 	gid := r.gid(txn)
-	sql := fmt.Sprintf("BEGIN; UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d; "+
+	sql := fmt.Sprintf("BEGIN; WITH u AS (UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d RETURNING 1) "+
+		"SELECT 1 / count(*) FROM u; "+
 		"INSERT INTO commitd_decisions VALUES ('%s', '%s', true); PREPARE TRANSACTION '%s'",
 		amount, acct, r.cfg.Name, txn, gid)
 	conn, err := r.pool.Acquire(r.ctx)
@@ -408,6 +414,9 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 			switch pe.Code {
 			case codeCheckViolation, codeLockNotAvailable, codeDeadlockDetected, codeSerialization:
 				// The expected no: an overdraft or a busy account.
+			case codeDivisionByZero:
+				// The account vanished since Open.
+				r.cfg.Logger.Warn("postgres: prepare: account missing", "txn", txn, "account", acct)
 			case codeUniqueViolation:
 				// The marker row is there: prevented (or decided) before.
 				r.refusedPrev.Add(1)
@@ -424,22 +433,23 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 		r.cfg.Logger.Warn("postgres: prepare: connection failed", "txn", txn, "err", err)
 		return protocol.VoteNo
 	}
-	if len(res) != 4 || res[1].CommandTag.RowsAffected() != 1 {
-		// The account vanished since Open: undo the (empty) prepare.
-		r.cfg.Logger.Warn("postgres: prepare: account missing", "txn", txn, "account", acct)
+	if len(res) != 4 {
+		// Cannot be (the server answered every statement): undo it.
+		r.cfg.Logger.Error("postgres: prepare: unexpected answer", "txn", txn, "results", len(res))
 		_, _ = pc.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'").ReadAll()
 		return protocol.VoteNo
 	}
 	return protocol.VoteYes
 }
 
-// prepareStatement runs an operator's statement as a branch in one round
-// trip: BEGIN, the statement with its arguments as bind parameters (pgx's
-// extended protocol: never spliced into the SQL), the commit marker and
-// PREPARE TRANSACTION, pipelined as one batch. The statement's row count
-// is checked when the batch's answers arrive; a wrong count rolls the
-// (empty-handed) prepared transaction back and votes no, as the bank's
-// missing account does.
+// prepareStatement runs an operator's statement as a branch in two round
+// trips: BEGIN, the statement with its arguments as bind parameters (pgx's
+// extended protocol: never spliced into the SQL) and the commit marker,
+// pipelined as one batch; then, once the statement's row count is
+// checked, PREPARE TRANSACTION — or ROLLBACK and a no vote for a wrong
+// count. Checking before the PREPARE means nothing is prepared with the
+// wrong effect: a crash before its rollback would leave it for the scan
+// to find prepared, and a staged resolution would then commit it.
 func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement, args []any) protocol.Vote {
 	conn, err := r.pool.Acquire(r.ctx)
 	if err != nil {
@@ -453,7 +463,6 @@ func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement
 	b.Queue("BEGIN")
 	b.Queue(st.SQL, args...)
 	b.Queue("INSERT INTO commitd_decisions VALUES ($1, $2, true)", r.cfg.Name, txn.String())
-	b.Queue("PREPARE TRANSACTION '" + gid + "'")
 	var rows int64
 	err = func() error {
 		res := c.SendBatch(r.ctx, &b)
@@ -466,22 +475,19 @@ func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement
 			return fmt.Errorf("statement %q: %w", st.Name, err)
 		}
 		rows = tag.RowsAffected()
-		for range 2 {
-			if _, err := res.Exec(); err != nil {
-				return err
-			}
+		if _, err := res.Exec(); err != nil {
+			return err
 		}
 		return res.Close()
 	}()
 	if err == nil {
 		if err = st.CheckRows(rows); err == nil {
-			return protocol.VoteYes
+			if _, err = c.Exec(r.ctx, "PREPARE TRANSACTION '"+gid+"'"); err == nil {
+				return protocol.VoteYes
+			}
 		}
-		// Prepared with the wrong effect: undo it before voting no.
-		if _, rerr := c.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'"); rerr != nil {
-			r.cfg.Logger.Warn("postgres: rolling back a statement with the wrong row count; the scan will", "txn", txn, "err", rerr)
-		}
-	} else if s := c.PgConn().TxStatus(); s == 'E' || s == 'T' {
+	}
+	if s := c.PgConn().TxStatus(); s == 'E' || s == 'T' {
 		_, _ = c.Exec(r.ctx, "ROLLBACK")
 	}
 	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == codeUniqueViolation {
