@@ -252,8 +252,8 @@ func Start(cfg Config) (*Server, error) {
 		// log (the bank, an embedded in-memory resource) can make "never
 		// prepare" durable and atomic with a prepare, and so can a
 		// durable resource with a compare-and-swap of its own
-		// (engine.Preventer: PostgreSQL). One without (MySQL/MariaDB) or
-		// a forwarded service (HTTP) is left classic (docs/protocol.md,
+		// (engine.Preventer: PostgreSQL, MySQL/MariaDB). One without, or
+		// a forwarded service (HTTP), is left classic (docs/protocol.md,
 		// "Participants that keep durability elsewhere"): their
 		// transactions run classic.
 		Answer: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name),
