@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	crand "crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
@@ -44,6 +47,14 @@ func TestStagedCoordinatorKilledBeforeDecision(t *testing.T) {
 func TestStagedCoordinatorKilledPostgres(t *testing.T) {
 	dsn := pgDatabase(t)
 	stagedCoordinatorKilled(t, []string{"--backend", "postgres", "--dsn", dsn})
+}
+
+// TestStagedCoordinatorKilledMySQL is the same with p2 a MySQL/MariaDB
+// participant (its prevention is the server's compare-and-swap,
+// participant/mysql).
+func TestStagedCoordinatorKilledMySQL(t *testing.T) {
+	dsn := mysqlDatabase(t)
+	stagedCoordinatorKilled(t, []string{"--backend", "mysql", "--dsn", dsn})
 }
 
 // stagedCoordinatorKilled runs the test above with p2Backend added to
@@ -311,4 +322,68 @@ func pgDatabase(t *testing.T) string {
 		}
 	})
 	return u.String()
+}
+
+// mysqlDatabase returns the DSN of a fresh database on the MariaDB/MySQL
+// server of COMMITD_MYSQL_DSN1 (make mysql-up), dropped at the end of the
+// test. Without a server the test skips, except in CI, where it fails.
+func mysqlDatabase(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("COMMITD_MYSQL_DSN1")
+	err := errors.New("COMMITD_MYSQL_DSN1 is not set")
+	var admin *sql.DB
+	if dsn != "" {
+		if admin, err = sql.Open("mysql", dsn); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = admin.PingContext(ctx)
+			cancel()
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("MySQL/MariaDB is required in CI: %v (make mysql-up starts the servers)", err)
+		}
+		t.Skipf("no MySQL/MariaDB server: %v; run `make mysql-up` first", err)
+	}
+	defer admin.Close()
+	var b [6]byte
+	crand.Read(b[:])
+	name := "commitd_test_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DBName = name
+	t.Cleanup(func() {
+		a, err := sql.Open("mysql", dsn)
+		if err != nil {
+			return
+		}
+		defer a.Close()
+		// The participant has stopped (cleanups run last-in first-out):
+		// roll back what it left prepared (its names are p1 and p2), then
+		// drop the database.
+		rows, err := a.Query("XA RECOVER")
+		if err == nil {
+			var xids []string
+			for rows.Next() {
+				var f, gl, bl int
+				var data []byte
+				if rows.Scan(&f, &gl, &bl, &data) == nil && string(data[gl:]) == "p2" {
+					xids = append(xids, fmt.Sprintf("'%s','%s',%d", data[:gl], data[gl:], f))
+				}
+			}
+			rows.Close()
+			for _, x := range xids {
+				a.Exec("XA ROLLBACK " + x)
+			}
+		}
+		if _, err := a.Exec("DROP DATABASE " + name); err != nil {
+			t.Logf("dropping %s: %v", name, err)
+		}
+	})
+	return cfg.FormatDSN()
 }
