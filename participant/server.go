@@ -32,23 +32,25 @@ import (
 // goroutine over its own log, its resource, its ledger, a listener for the
 // coordinator and admin queries, and connections to the coordinator.
 type Server struct {
-	cfg      Config
-	lock     *datadir.Lock
-	log      *wal.Log
-	ledger   *ledger
-	audit    *audit // the operators' resolves (resolve.go)
-	res      *guarded
-	durable  Durable             // cfg.Resource if it is one, else nil
-	forward  Forwarding          // cfg.Resource if it is one, else nil
-	prevents bool                // durable is an engine.Preventer: the Hello announces Prevent
-	machine  *engine.Participant // owned by the pump goroutine
-	pump     *pump.Pump
-	coord    *mux.Peer
-	mux      *mux.Server
-	ln       net.Listener
-	http     *obs.Server
-	reg      *prometheus.Registry
-	metrics  *metrics // set before the front door opens
+	cfg     Config
+	lock    *datadir.Lock
+	log     *wal.Log
+	ledger  *ledger
+	audit   *audit // the operators' resolves (resolve.go)
+	res     *guarded
+	durable Durable             // cfg.Resource if it is one, else nil
+	forward Forwarding          // cfg.Resource if it is one, else nil
+	machine *engine.Participant // owned by the pump goroutine
+	pump    *pump.Pump
+	coord   *mux.Peer
+	mux     *mux.Server
+	ln      net.Listener
+	http    *obs.Server
+	reg     *prometheus.Registry
+	metrics *metrics // set before the front door opens
+	// prevents: durable is an engine.Preventer, so the Hello announces
+	// Prevent and the machine prevents through it.
+	prevents bool
 	// tr keeps the spans of traced transactions (trace.go); nil, and
 	// every hook one nil check, unless Config.TracerProvider is set.
 	tr *tracer
