@@ -93,6 +93,10 @@ type ParticipantStats struct {
 	// counts the prepares refused because of one.
 	Prevented        uint64
 	RefusedPrevented uint64
+	// PreventFoundPrepared counts preventions a durable resource answered
+	// with "prepared" (Preventer: the compare-and-swap found the
+	// transaction prepared or committed there).
+	PreventFoundPrepared uint64
 
 	// Ignored is the number of input messages that changed nothing: the
 	// sum of the three below.
@@ -216,7 +220,8 @@ func NewParticipant(cfg ParticipantConfig, res Resource) *Participant {
 	cfg = cfg.withDefaults()
 	var mode partMode = logMode{}
 	if cfg.DurableResource {
-		mode = resMode{}
+		pv, _ := res.(Preventer)
+		mode = resMode{preventer: pv}
 		cfg.CheckpointEvery = 0 // the resource's state is not ours to snapshot
 	}
 	return &Participant{
@@ -381,6 +386,8 @@ func (p *Participant) Step(m Message) {
 		p.mode.resInDoubt(p, m)
 	case MsgResolve:
 		p.resolve(m)
+	case MsgResPrevented:
+		p.mode.resPrevented(p, m)
 	default:
 		p.stats.IgnoredInvalid++
 	}
@@ -642,8 +649,9 @@ func (p *Participant) resolve(m Message) {
 			return
 		}
 		if !p.mode.canPrevent() {
-			// A participant whose resource keeps its own durability
-			// cannot prevent: no coordinator stages its transactions.
+			// A participant whose resource keeps its own durability and
+			// is no Preventer cannot prevent: no coordinator stages its
+			// transactions.
 			p.stats.IgnoredInvalid++
 			return
 		}
@@ -804,22 +812,20 @@ func (p *Participant) becomePreparing(t *partTxn) {
 // becomePrepared sends the YES vote for t: its prepared state is durable,
 // in RecPrepared, or at once (durableNow) in a durable resource.
 func (p *Participant) becomePrepared(t *partTxn, durableNow bool) {
-	t.become(t.id, partPrepared, t.state == partPreparing || durableNow && (t.state == 0 || t.state == partVoting))
+	t.become(t.id, partPrepared, t.state == partPreparing || durableNow && (t.state == 0 || t.state == partVoting || t.state == partPreventing))
 	if !t.refused && !planted(p, bugVoteBeforeDurable) {
 		p.sendVote(t.id, protocol.VoteYes)
 	}
 	p.inquire.start(p.now, t, t.gen)
 }
 
-// becomePreventing appends RecPrevented for t: new (a
-// MsgResolve for a transaction not prepared here) or just voted NO by the
-// resource. Its NO goes out when the record is durable.
+// becomePreventing makes t durably unpreparable: new (a MsgResolve for a
+// transaction not prepared here) or just voted NO by the resource. Its NO
+// goes out when the prevention is durable: RecPrevented in the log, or
+// the resource's compare-and-swap (MsgResPrevented).
 func (p *Participant) becomePreventing(t *partTxn) {
 	t.become(t.id, partPreventing, t.state == 0 || t.state == partVoting)
-	p.stats.Prevented++
-	idx := p.appendRecord(Record{Type: RecPrevented, Txn: t.id})
-	p.waits.push(wait[partTxn]{index: idx, t: t, gen: t.gen}) // the NO
-	p.forced = true
+	p.mode.prevent(p, t)
 }
 
 func (p *Participant) becomeCommitting(t *partTxn) {

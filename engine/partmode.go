@@ -35,10 +35,16 @@ type partMode interface {
 	resFailed(p *Participant, m Message)
 	resInDoubt(p *Participant, m Message)
 	// canPrevent reports whether a transaction not prepared here can be
-	// made durably unpreparable (RecPrevented, becomePreventing): only
-	// by a participant with a log of its own (docs/protocol.md
-	// "Participants that keep durability elsewhere").
+	// made durably unpreparable (becomePreventing): by a participant with
+	// a log of its own (RecPrevented), or whose durable resource is a
+	// Preventer (docs/protocol.md "Participants that keep durability
+	// elsewhere").
 	canPrevent() bool
+	// prevent starts making t, now preventing, durably unpreparable; its
+	// NO goes out when that is durable (Durable, or resPrevented).
+	prevent(p *Participant, t *partTxn)
+	// resPrevented acts on the resource's MsgResPrevented.
+	resPrevented(p *Participant, m Message)
 }
 
 // logMode: the participant's log keeps what the resource cannot keep
@@ -51,8 +57,11 @@ type logMode struct{}
 // (a database's PREPARE TRANSACTION), so the participant writes no
 // records. Commit and abort finish on the resource's goroutines: the
 // machine waits for MsgResFinished, and learns what is in doubt after a
-// restart from MsgResInDoubt.
-type resMode struct{}
+// restart from MsgResInDoubt. If the resource is a Preventer (preventer
+// set), it prevents too, in the resource (MsgResPrevented).
+type resMode struct {
+	preventer Preventer
+}
 
 // Restore replays one record read back from the log, rebuilding both the
 // machine and the resource. Call it for every record, in log order, before
@@ -146,8 +155,59 @@ func (resMode) restore(p *Participant, r Record) error {
 func (logMode) canPrevent() bool { return true }
 
 // canPrevent: a durable resource keeps its prepared state where this
-// machine cannot make "never prepare" atomic with it.
-func (resMode) canPrevent() bool { return false }
+// machine cannot make "never prepare" atomic with it; only the resource
+// can, if it is a Preventer.
+func (m resMode) canPrevent() bool { return m.preventer != nil }
+
+// prevent appends RecPrevented; the NO goes out when it is durable.
+func (logMode) prevent(p *Participant, t *partTxn) {
+	p.stats.Prevented++
+	idx := p.appendRecord(Record{Type: RecPrevented, Txn: t.id})
+	p.waits.push(wait[partTxn]{index: idx, t: t, gen: t.gen}) // the NO
+	p.forced = true
+}
+
+// prevent asks the resource: its compare-and-swap is the durable record
+// (this machine writes none), and its answer comes as MsgResPrevented.
+// After a restart this machine has forgotten the prevention; the
+// resource has not, and refuses a late prepare itself.
+func (m resMode) prevent(p *Participant, t *partTxn) {
+	if m.preventer == nil {
+		panic(fmt.Sprintf("engine: %v: preventing with a resource that cannot", t.id))
+	}
+	m.preventer.Prevent(t.id)
+}
+
+// resPrevented: a participant with a log prevents in it, never in the
+// resource.
+func (logMode) resPrevented(p *Participant, m Message) { p.badReport("prevented", m) }
+
+// resPrevented: the resource's compare-and-swap is done. Prevented (NO):
+// the NO goes out and every later prepare is refused, here from memory
+// and after a restart by the resource. Prepared (YES): the resource
+// holds t prepared — a prepare that lost its connection and ran all the
+// same, or one an earlier incarnation made — or committed: t is held
+// prepared here as a scan would have found it, and YES answers the
+// coordinator, which is true (rule 8 of "Staged commits").
+func (resMode) resPrevented(p *Participant, m Message) {
+	t := p.txns[m.Txn]
+	if t == nil || t.state != partPreventing {
+		p.badReport("prevented", m)
+	}
+	switch m.Vote {
+	case protocol.VoteNo:
+		p.stats.Prevented++
+		p.sendVote(t.id, protocol.VoteNo)
+		p.becomeDone(t, partPrevented)
+	case protocol.VoteYes:
+		p.stats.PreventFoundPrepared++
+		p.res.Restore(t.id, nil)
+		p.hold(t)
+		p.becomePrepared(t, true)
+	default:
+		panic(fmt.Sprintf("engine: resource answered prevent of %v with %v", t.id, m.Vote))
+	}
+}
 
 func (logMode) prepared(p *Participant, t *partTxn) {
 	p.becomePreparing(t)

@@ -81,12 +81,16 @@ type simOptions struct {
 	noIDWindow   bool // shards accept any id they do not remember (no stamps)
 	// Staged decisions (docs/protocol.md "Staged commits"): by default a
 	// seed runs them unless seed%3 == 0 (classic); stagedAll runs every
-	// seed staged (the planted staged bugs). A transaction is staged
-	// only if none of its participants has a durable resource, which
-	// cannot prevent (the servers' rule too).
+	// seed staged (the planted staged bugs). Every participant can
+	// prevent: one with a log in it, one with a durable resource by the
+	// resource's compare-and-swap (simRes.Prevent, as
+	// participant/postgres).
 	stagedAll bool
 	// The planted staged bugs (engine/planted.go), as the SPIN model's.
 	stagedReplyEarly, stagedTimeoutAbort, inquiryLateStaged, stagedRO, commitMsgEarly, noRefuseAfterPrevent bool
+	// resNoRefuse: a durable resource (simRes) prepares a transaction it
+	// has prevented — a compare-and-swap that is none.
+	resNoRefuse bool
 	// slowCoordSync delays the shards' group commits by up to 30 ticks
 	// more, so that a participant may inquire before a RecStaged is
 	// durable (what BUG_INQUIRY_LATE_STAGED answers wrongly).
@@ -379,6 +383,7 @@ func (s *sim) collect(n *simNode) {
 	c["part.refused-reuse"] += int(st.RefusedReuse)
 	c["part.prevented"] += int(st.Prevented)
 	c["part.refused-prevented"] += int(st.RefusedPrevented)
+	c["part.prevent-found-prepared"] += int(st.PreventFoundPrepared)
 }
 
 func newSim(seed int64, o simOptions, tracing bool) *sim {
@@ -646,10 +651,9 @@ func (s *sim) begin() {
 	}
 	m := engine.Message{Type: engine.MsgBegin, Txn: id, Tag: s.nextID}
 	if s.p.staged && k > 1 {
+		// Every participant can prevent: in its log, or a durable
+		// resource by its compare-and-swap (simRes.Prevent).
 		m.Staged = true
-		for _, b := range t.branches {
-			m.Staged = m.Staged && !s.p.durable[b.part] // a durable resource cannot prevent
-		}
 		t.staged, t.coordInc = m.Staged, s.coordInc
 	}
 	if !s.o.noIDWindow {
@@ -1509,6 +1513,8 @@ func TestSimulation(t *testing.T) {
 		// Staged decisions.
 		"shard.staged", "shard.resolutions", "shard.resolves", "part.prevented", "part.refused-prevented",
 		"staged: implicit commit", "staged: decision after a restart reported",
+		// Staged decisions at durable resources (their compare-and-swap).
+		"res.prevent pending", "res.prevent found prepared", "res.prepare refused: prevented", "part.prevent-found-prepared",
 	} {
 		if tot.cov[k] == 0 {
 			t.Errorf("no seed went through %q", k)
@@ -1583,6 +1589,7 @@ func TestSimulationCatchesStagedBugs(t *testing.T) {
 		{"inquiry-late-staged", simOptions{inquiryLateStaged: true, slowCoordSync: true}, []bool{true, false}},
 		{"staged-read-only", simOptions{stagedRO: true}, []bool{true, false}},
 		{"commit-msg-early", simOptions{commitMsgEarly: true}, []bool{true}},
+		{"res-no-refuse-after-prevent", simOptions{resNoRefuse: true}, []bool{false}},
 	} {
 		for _, direct := range c.direct {
 			o := c.o

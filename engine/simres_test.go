@@ -41,10 +41,11 @@ type simRes struct {
 	bank      *bank.Bank
 	prepared  map[protocol.TxnID]bool // pg_prepared_xacts
 	committed map[protocol.TxnID]bool // commit markers
+	prevented map[protocol.TxnID]bool // prevention markers (commitd_prevented)
 	nextScan  int64
 }
 
-var _ engine.Resource = (*simRes)(nil)
+var _ engine.Preventer = (*simRes)(nil)
 
 // resOp is work a simRes was asked for, or a scan result on its way to
 // the machine. Fields are the simulator's (one goroutine).
@@ -53,7 +54,7 @@ type resOp struct {
 	// inc is the incarnation of n that asked, and the only one its answer
 	// may reach; 0 for work left behind by a crash (it still runs).
 	inc  int
-	typ  engine.MsgType // MsgResPrepared: a prepare; MsgResFinished: a commit or abort; MsgResInDoubt: a scan result
+	typ  engine.MsgType // MsgResPrepared: a prepare; MsgResFinished: a commit or abort; MsgResInDoubt: a scan result; MsgResPrevented: a prevention
 	txn  protocol.TxnID
 	work []byte
 	dec  protocol.Decision
@@ -73,7 +74,32 @@ func newSimRes(s *sim, n *simNode) *simRes {
 		bank:      bank.New(s.p.accounts, initialBalance),
 		prepared:  map[protocol.TxnID]bool{},
 		committed: map[protocol.TxnID]bool{},
+		prevented: map[protocol.TxnID]bool{},
 	}
+}
+
+// Prevent starts the compare-and-swap participant/postgres runs on its
+// marker's primary key: it takes effect later, atomically with respect
+// to prepares (the simulator runs one op at a time), and answers
+// "prepared" if the transaction is prepared or committed by then, or
+// records the prevention, which every later prepare meets.
+func (r *simRes) Prevent(txn protocol.TxnID) {
+	s := r.s
+	s.tracef("%s: resource prevent %s started", r.n.name, short(txn))
+	s.resOps = append(s.resOps, &resOp{n: r.n, inc: r.n.inc, typ: engine.MsgResPrevented, txn: txn,
+		runAt: s.now + int64(s.r.IntN(s.p.resMaxDelay+1))})
+	s.stats.cov["res.prevent pending"]++
+}
+
+// runPrevent makes a prevention take effect and returns its answer.
+func (r *simRes) runPrevent(txn protocol.TxnID) protocol.Vote {
+	if r.prepared[txn] || r.committed[txn] {
+		r.s.stats.cov["res.prevent found prepared"]++
+		return protocol.VoteYes
+	}
+	r.prevented[txn] = true
+	r.s.tracef("%s: resource prevented %s", r.n.name, short(txn))
+	return protocol.VoteNo
 }
 
 // Prepare answers read-only and malformed work at once, as
@@ -135,10 +161,20 @@ func (r *simRes) runPrepare(txn protocol.TxnID, work []byte) protocol.Vote {
 	if r.prepared[txn] || r.committed[txn] {
 		return protocol.VoteNo
 	}
+	if r.prevented[txn] {
+		r.s.stats.cov["res.prepare refused: prevented"]++
+		if !r.s.o.resNoRefuse {
+			return protocol.VoteNo
+		}
+	}
 	v := r.bank.Prepare(txn, work)
 	if v == protocol.VoteYes {
 		r.prepared[txn] = true
-		r.s.durPrepared[r.n.pi][r.s.partInc[r.n.pi][txn]] = true
+		t := r.s.partInc[r.n.pi][txn]
+		r.s.durPrepared[r.n.pi][t] = true
+		// Staged, this may be the last branch the implicit commit waits
+		// for.
+		defer r.s.checkImplicit(t)
 		r.s.tracef("%s: resource prepared %s", r.n.name, short(txn))
 	}
 	return v
@@ -212,6 +248,8 @@ func (r *simRes) run(op *resOp) {
 		}
 	case op.typ == engine.MsgResPrepared:
 		op.answer.Vote = r.runPrepare(op.txn, op.work)
+	case op.typ == engine.MsgResPrevented:
+		op.answer.Vote = r.runPrevent(op.txn)
 	case op.fail:
 		s.stats.cov["res.failed"]++
 		op.answer.Type = engine.MsgResFailed

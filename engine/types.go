@@ -70,6 +70,12 @@ const (
 	// VoteNo. A coordinator that has appended RecStaged for Txn sends it
 	// instead of aborting on its own (a prepare timeout, a restart).
 	MsgResolve
+
+	// MsgResPrevented: a durable resource's answer to Preventer.Prevent.
+	// Vote: VoteNo, "Txn is durably prevented here: every later prepare
+	// of it is refused"; VoteYes, "Txn is durably prepared (or committed)
+	// here", which the compare-and-swap found instead.
+	MsgResPrevented
 )
 
 func (t MsgType) String() string {
@@ -98,6 +104,8 @@ func (t MsgType) String() string {
 		return "not-sent"
 	case MsgResolve:
 		return "resolve"
+	case MsgResPrevented:
+		return "res-prevented"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }
@@ -305,4 +313,21 @@ type Resource interface {
 	Snapshot(dst []byte) []byte
 	// Load replaces all state, holds included, with a snapshot.
 	Load(snapshot []byte) error
+}
+
+// Preventer is a durable resource (ParticipantConfig.DurableResource)
+// that can prevent: make "Txn never prepares here" durable in the
+// resource, atomically against a prepare of Txn — a compare-and-swap
+// "record prevented(Txn) unless prepared(Txn)" where the prepared state
+// lives (participant/postgres: the primary key of its marker table). A
+// participant whose resource is one takes part in staged decisions
+// (docs/protocol.md, "Participants that keep durability elsewhere");
+// without it, it cannot prevent and its transactions run classic.
+type Preventer interface {
+	Resource
+	// Prevent starts the compare-and-swap for txn; its result comes back
+	// as a MsgResPrevented: VoteNo once "never prepares" is durable
+	// there (and every later Prepare of txn votes no), VoteYes if txn is
+	// durably prepared or committed there instead.
+	Prevent(txn protocol.TxnID)
 }

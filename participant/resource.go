@@ -135,3 +135,20 @@ func (g *guarded) summary() (accounts int, total int64, prepared []protocol.TxnI
 	}
 	return g.res.Accounts(), g.res.Total(), prepared
 }
+
+// guardedPreventer is guarded for a durable resource that can prevent
+// (engine.Preventer): the machine sees a Preventer, and prevents through
+// it. A prevention that finds the transaction prepared comes back to the
+// machine, which calls Restore: it is then listed as prepared.
+type guardedPreventer struct {
+	*guarded
+	pv engine.Preventer
+}
+
+var _ engine.Preventer = guardedPreventer{}
+
+func (g guardedPreventer) Prevent(txn protocol.TxnID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pv.Prevent(txn)
+}

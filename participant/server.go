@@ -48,6 +48,9 @@ type Server struct {
 	http    *obs.Server
 	reg     *prometheus.Registry
 	metrics *metrics // set before the front door opens
+	// prevents: durable is an engine.Preventer, so the Hello announces
+	// Prevent and the machine prevents through it.
+	prevents bool
 	// tr keeps the spans of traced transactions (trace.go); nil, and
 	// every hook one nil check, unless Config.TracerProvider is set.
 	tr *tracer
@@ -157,6 +160,14 @@ func Start(cfg Config) (*Server, error) {
 	if s.durable == nil {
 		s.forward, _ = cfg.Resource.(Forwarding)
 	}
+	var res engine.Resource = s.res
+	if pv, ok := cfg.Resource.(engine.Preventer); ok && s.durable != nil {
+		// A durable resource with a compare-and-swap (participant/postgres):
+		// the machine prevents through it, and staged decisions may name
+		// this participant.
+		res = guardedPreventer{guarded: s.res, pv: pv}
+		s.prevents = true
+	}
 	s.machine = engine.NewParticipant(engine.ParticipantConfig{
 		Name:              cfg.Name,
 		InquireAfterTicks: cfg.ticks(cfg.InquireAfter),
@@ -164,7 +175,7 @@ func Start(cfg Config) (*Server, error) {
 		RememberTicks:     cfg.ticks(cfg.Remember),
 		CheckpointEvery:   cfg.CheckpointEvery,
 		DurableResource:   s.durable != nil,
-	}, s.res)
+	}, res)
 	s.pump = pump.New(s.machine, s.log, &output{s: s, name: []byte(cfg.Name)}, cfg.Tick)
 	s.pump.NoBatch = cfg.NoBatch
 	s.pump.OnLoop = func() {
@@ -239,15 +250,16 @@ func Start(cfg Config) (*Server, error) {
 		Handler:    door,
 		Logger:     cfg.Logger,
 		NoCoalesce: cfg.NoCoalesce,
-		// Prevent: only a resource whose durability is this participant's
-		// own log (the bank, an embedded in-memory resource) can make
-		// "never prepare" durable and atomic with a prepare. A database
-		// keeps its prepared state where this participant has no
-		// compare-and-swap yet, and a forwarded service (HTTP) is left
-		// classic until judged (docs/protocol.md, "Participants that
-		// keep durability elsewhere"): their transactions run classic.
+		// Prevent: a resource whose durability is this participant's own
+		// log (the bank, an embedded in-memory resource) can make "never
+		// prepare" durable and atomic with a prepare, and so can a
+		// durable resource with a compare-and-swap of its own
+		// (engine.Preventer: PostgreSQL, MySQL/MariaDB). One without, or
+		// a forwarded service (HTTP), is left classic (docs/protocol.md,
+		// "Participants that keep durability elsewhere"): their
+		// transactions run classic.
 		Answer: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name),
-			Prevent: s.durable == nil && s.forward == nil},
+			Prevent: s.durable == nil && s.forward == nil || s.prevents},
 		OnClose: func(c *mux.Conn, _ error) {
 			s.metrics.writes.Closed(c.Stats())
 			door.conns.Delete(c)

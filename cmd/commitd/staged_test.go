@@ -2,7 +2,13 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
+	"database/sql"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/participant/bank"
@@ -28,6 +36,30 @@ import (
 // all-or-nothing at the two banks, every commit a client was told about
 // is applied at both, money is conserved, and nothing is left in doubt.
 func TestStagedCoordinatorKilledBeforeDecision(t *testing.T) {
+	stagedCoordinatorKilled(t, nil)
+}
+
+// TestStagedCoordinatorKilledPostgres is the same with p2 a PostgreSQL
+// participant (its prevention is the database's compare-and-swap,
+// participant/postgres): p1 a bank, p2 PostgreSQL, staged, the
+// coordinator killed with transactions undecided; the restarted one
+// resolves them through PostgreSQL.
+func TestStagedCoordinatorKilledPostgres(t *testing.T) {
+	dsn := pgDatabase(t)
+	stagedCoordinatorKilled(t, []string{"--backend", "postgres", "--dsn", dsn})
+}
+
+// TestStagedCoordinatorKilledMySQL is the same with p2 a MySQL/MariaDB
+// participant (its prevention is the server's compare-and-swap,
+// participant/mysql).
+func TestStagedCoordinatorKilledMySQL(t *testing.T) {
+	dsn := mysqlDatabase(t)
+	stagedCoordinatorKilled(t, []string{"--backend", "mysql", "--dsn", dsn})
+}
+
+// stagedCoordinatorKilled runs the test above with p2Backend added to
+// p2's arguments (nil: a bank).
+func stagedCoordinatorKilled(t *testing.T, p2Backend []string) {
 	dir := t.TempDir()
 	coord, p1, p2 := freeAddr(t), freeAddr(t), freeAddr(t)
 	var procs []*exec.Cmd
@@ -49,7 +81,7 @@ func TestStagedCoordinatorKilledBeforeDecision(t *testing.T) {
 	})
 	const accounts = 10
 	start("participant", "--name", "p1", "--listen", p1, "--data", filepath.Join(dir, "p1"), "--coordinator", coord, "--accounts", "10")
-	part2 := start("participant", "--name", "p2", "--listen", p2, "--data", filepath.Join(dir, "p2"), "--coordinator", coord, "--accounts", "10")
+	part2 := start(append([]string{"participant", "--name", "p2", "--listen", p2, "--data", filepath.Join(dir, "p2"), "--coordinator", coord, "--accounts", "10"}, p2Backend...)...)
 	coordArgs := []string{"coordinator", "--listen", coord, "--data", filepath.Join(dir, "c"),
 		"--participant", "p1=" + p1 + ",p2=" + p2, "--prepare-timeout", "30s"}
 	c1 := start(coordArgs...)
@@ -237,4 +269,121 @@ func ledger(t *testing.T, addr string) map[protocol.TxnID]string {
 		out[id] = f[len(f)-1]
 	}
 	return out
+}
+
+// pgDatabase returns the DSN of a fresh database on the PostgreSQL
+// server of COMMITD_PG_DSN1 (make pg-up), dropped at the end of the
+// test. Without a server the test skips, except in CI, where it fails.
+func pgDatabase(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("COMMITD_PG_DSN1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var admin *pgx.Conn
+	err := errors.New("COMMITD_PG_DSN1 is not set")
+	if dsn != "" {
+		admin, err = pgx.Connect(ctx, dsn)
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required in CI: %v (make pg-up starts the servers)", err)
+		}
+		t.Skipf("no PostgreSQL server: %v; run `make pg-up` first", err)
+	}
+	defer admin.Close(ctx)
+	var b [6]byte
+	crand.Read(b[:])
+	name := "commitd_test_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("COMMITD_PG_DSN1 must be a URL: %v", err)
+	}
+	u.Path = "/" + name
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, u.String())
+		if err == nil {
+			rows, _ := c.Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")
+			gids, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+			for _, gid := range gids {
+				c.Exec(ctx, "ROLLBACK PREPARED '"+gid+"'")
+			}
+			c.Close(ctx)
+		}
+		if a, err := pgx.Connect(ctx, dsn); err == nil {
+			if _, err := a.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+				t.Logf("dropping %s: %v", name, err)
+			}
+			a.Close(ctx)
+		}
+	})
+	return u.String()
+}
+
+// mysqlDatabase returns the DSN of a fresh database on the MariaDB/MySQL
+// server of COMMITD_MYSQL_DSN1 (make mysql-up), dropped at the end of the
+// test. Without a server the test skips, except in CI, where it fails.
+func mysqlDatabase(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("COMMITD_MYSQL_DSN1")
+	err := errors.New("COMMITD_MYSQL_DSN1 is not set")
+	var admin *sql.DB
+	if dsn != "" {
+		if admin, err = sql.Open("mysql", dsn); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = admin.PingContext(ctx)
+			cancel()
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("MySQL/MariaDB is required in CI: %v (make mysql-up starts the servers)", err)
+		}
+		t.Skipf("no MySQL/MariaDB server: %v; run `make mysql-up` first", err)
+	}
+	defer admin.Close()
+	var b [6]byte
+	crand.Read(b[:])
+	name := "commitd_test_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DBName = name
+	t.Cleanup(func() {
+		a, err := sql.Open("mysql", dsn)
+		if err != nil {
+			return
+		}
+		defer a.Close()
+		// The participant has stopped (cleanups run last-in first-out):
+		// roll back what it left prepared (its names are p1 and p2), then
+		// drop the database.
+		rows, err := a.Query("XA RECOVER")
+		if err == nil {
+			var xids []string
+			for rows.Next() {
+				var f, gl, bl int
+				var data []byte
+				if rows.Scan(&f, &gl, &bl, &data) == nil && string(data[gl:]) == "p2" {
+					xids = append(xids, fmt.Sprintf("'%s','%s',%d", data[:gl], data[gl:], f))
+				}
+			}
+			rows.Close()
+			for _, x := range xids {
+				a.Exec("XA ROLLBACK " + x)
+			}
+		}
+		if _, err := a.Exec("DROP DATABASE " + name); err != nil {
+			t.Logf("dropping %s: %v", name, err)
+		}
+	})
+	return cfg.FormatDSN()
 }

@@ -33,9 +33,12 @@
 // state, the participant's own log stays empty, and a table
 // (commitd_decisions) holds a marker per decided transaction — written in
 // the XA transaction for a commit, after the rollback for an abort —
-// until the participant's ledger has it. Every round trip runs on a
-// goroutine of its own and reports back through the function given to
-// Attach.
+// until the participant's ledger has it. The resource can prevent
+// (engine.Preventer: a marker with committed FALSE and a
+// commitd_prevented row, the marker's primary key the compare-and-swap
+// against a branch), so its transactions run staged. Every round trip
+// runs on a goroutine of its own and reports back through the function
+// given to Attach.
 //
 // docs/mysql.md says how to set the server up and what happens on each
 // failure.

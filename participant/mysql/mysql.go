@@ -36,6 +36,7 @@ const (
 	erServerShutdown   = 1053
 	erUnknownThread    = 1094
 	erLockWaitTimeout  = 1205
+	erDupEntry         = 1062 // the marker row exists: prevented (or decided) before this prepare
 	erDeadlock         = 1213
 	erQueryInterrupted = 1317
 	erXANotA           = 1397 // XAER_NOTA: unknown XID — or one another live session holds
@@ -86,6 +87,11 @@ type Config struct {
 	// PrepareTimeout bounds waiting for a connection plus running a
 	// branch (default 5s); beyond it the vote is NO.
 	PrepareTimeout time.Duration
+	// PreventRetention is how long a prevention is kept
+	// (commitd_prevented) before Forget may drop it (default 1h): it must
+	// outlast every prepare of the transaction that can still arrive (a
+	// coordinator refuses ids older than a few seconds).
+	PreventRetention time.Duration
 	// RetryMax caps the backoff between attempts of a commit or abort
 	// (default 1s).
 	RetryMax time.Duration
@@ -127,13 +133,19 @@ type Resource struct {
 	// enough (the rest go to DEBUG).
 	lastWarnNs atomic.Int64
 
+	// lastExpireNs is when Forget last dropped expired preventions.
+	lastExpireNs atomic.Int64
+
 	// Counters, written by the workers.
-	retries  atomic.Uint64
-	failures atomic.Uint64
-	refused  atomic.Uint64
+	retries       atomic.Uint64
+	failures      atomic.Uint64
+	refused       atomic.Uint64
+	prevented     atomic.Uint64
+	foundPrepared atomic.Uint64
+	refusedPrev   atomic.Uint64
 }
 
-var _ engine.Resource = (*Resource)(nil)
+var _ engine.Preventer = (*Resource)(nil)
 
 // Open connects, checks that the server keeps prepared XA transactions
 // durably, creates the tables if they are missing, seeds the accounts
@@ -161,6 +173,9 @@ func Open(ctx context.Context, cfg Config) (*Resource, error) {
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = time.Second
+	}
+	if cfg.PreventRetention <= 0 {
+		cfg.PreventRetention = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -299,6 +314,12 @@ var schema = []string{
 		participant VARCHAR(64) NOT NULL,
 		txn         CHAR(36)    NOT NULL,
 		committed   BOOLEAN     NOT NULL,
+		PRIMARY KEY (participant, txn)
+	) ENGINE=InnoDB`,
+	`CREATE TABLE IF NOT EXISTS commitd_prevented (
+		participant VARCHAR(64) NOT NULL,
+		txn         CHAR(36)    NOT NULL,
+		at          TIMESTAMP   NOT NULL DEFAULT CURRENT_TIMESTAMP,
 		PRIMARY KEY (participant, txn)
 	) ENGINE=InnoDB`,
 }
@@ -567,6 +588,10 @@ func (r *Resource) prepare(txn protocol.TxnID, run func(context.Context, *sql.Co
 		case erLockWaitTimeout, erDeadlock, erXARBDeadlock, erXARBTimeout, erCheckMariaDB, erCheckMySQL:
 			// The expected no: a busy row, or a constraint refused it.
 			r.cfg.Logger.Debug("mysql: voting no", "txn", txn, "reason", err)
+		case erDupEntry:
+			// The marker is there: prevented (or decided) before.
+			r.refusedPrev.Add(1)
+			r.cfg.Logger.Debug("mysql: voting no: prevented", "txn", txn)
 		default:
 			r.warnNo("mysql: voting no", "txn", txn, "reason", err)
 		}
@@ -642,13 +667,17 @@ func isServerErr(err error) bool {
 // they touch — what PostgreSQL does by default.
 const readCommitted = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; "
 
-// runBank is the bank's branch in one round trip: the XA transaction, the
-// transfer (refused below zero by its WHERE), the commit marker and the
-// prepare. Every literal is a number, a UUID or a checked name.
+// runBank is the bank's branch in two round trips: the XA transaction
+// and the transfer (refused below zero by its WHERE); then, once the
+// transfer is known to have happened, the commit marker and the prepare.
+// Every literal is a number, a UUID or a checked name. The check comes
+// before XA PREPARE so that nothing is ever prepared with the wrong
+// effect: a crash between such a prepare and its rollback would leave it
+// for the scan to find prepared, and a staged resolution would answer
+// "prepared" and commit it.
 func (r *Resource) runBank(ctx context.Context, conn *sql.Conn, txn protocol.TxnID, xid string, acct uint32, amount int64) error {
-	q := fmt.Sprintf("%s"+readCommitted+"XA START %s; UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d AND balance + %d >= 0; "+
-		"INSERT INTO commitd_decisions VALUES ('%s', '%s', TRUE); XA END %s; XA PREPARE %s",
-		r.tag, xid, amount, acct, amount, r.cfg.Name, txn, xid, xid)
+	q := fmt.Sprintf("%s"+readCommitted+"XA START %s; UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d AND balance + %d >= 0",
+		r.tag, xid, amount, acct, amount)
 	var affected []int64
 	err := conn.Raw(func(dc any) error {
 		res, err := dc.(driver.ExecerContext).ExecContext(ctx, q, nil)
@@ -661,12 +690,14 @@ func (r *Resource) runBank(ctx context.Context, conn *sql.Conn, txn protocol.Txn
 	if err != nil {
 		return err
 	}
-	if len(affected) != 6 || affected[2] != 1 {
-		// Prepared, but the transfer did not happen: an overdraft (or the
-		// account vanished since Open). undo rolls it back.
+	if len(affected) != 3 || affected[2] != 1 {
+		// An overdraft (or the account vanished since Open): undo ends
+		// and rolls back the unprepared XA transaction.
 		return errNo{fmt.Errorf("account %d: balance too low for %d (or no such account)", acct, amount)}
 	}
-	return nil
+	_, err = conn.ExecContext(ctx, fmt.Sprintf("%sINSERT INTO commitd_decisions VALUES ('%s', '%s', TRUE); XA END %s; XA PREPARE %s",
+		r.tag, r.cfg.Name, txn, xid, xid))
+	return err
 }
 
 // runStatement is an operator's statement as a branch: XA START, the
@@ -903,9 +934,12 @@ func (r *Resource) InDoubt(ctx context.Context) ([]protocol.TxnID, error) {
 }
 
 // Decided lists the decisions whose marker rows are still in the
-// database (not yet forgotten).
+// database (not yet forgotten). A prevention's marker is no decision
+// applied here (nothing was prepared): it is left out.
 func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
-	rows, err := r.db.QueryContext(ctx, "SELECT txn, committed FROM commitd_decisions WHERE participant = ?", r.cfg.Name)
+	rows, err := r.db.QueryContext(ctx, `SELECT d.txn, d.committed FROM commitd_decisions d
+		WHERE d.participant = ? AND NOT EXISTS
+			(SELECT 1 FROM commitd_prevented p WHERE p.participant = d.participant AND p.txn = d.txn)`, r.cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("mysql: reading decisions: %w", err)
 	}
@@ -934,8 +968,24 @@ func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
 }
 
 // Forget deletes the marker rows of decisions the participant's ledger
-// has made durable.
+// has made durable, except a prevention's, which is what refuses a late
+// prepare (the ledger never holds a prevented transaction, so none is
+// passed here; the ids come from Decided or the machine's decisions);
+// at most once a minute it also drops the preventions older than
+// PreventRetention, with their markers.
 func (r *Resource) Forget(ctx context.Context, ids []protocol.TxnID) error {
+	if err := r.forget(ctx, ids); err != nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	last := r.lastExpireNs.Load()
+	if now-last < int64(time.Minute) || !r.lastExpireNs.CompareAndSwap(last, now) {
+		return nil
+	}
+	return r.expirePrevented(ctx, r.cfg.PreventRetention)
+}
+
+func (r *Resource) forget(ctx context.Context, ids []protocol.TxnID) error {
 	const batch = 500
 	for len(ids) > 0 {
 		n := min(len(ids), batch)
@@ -948,7 +998,8 @@ func (r *Resource) Forget(ctx context.Context, ids []protocol.TxnID) error {
 			// Each DELETE is a transaction of its own (autocommit), each
 			// READ COMMITTED: a key already gone takes no gap lock that
 			// would fail a branch's marker insert (lock wait 0).
-			b.WriteString(readCommitted + "DELETE FROM commitd_decisions WHERE participant = '" + r.cfg.Name + "' AND txn = '" + id.String() + "';")
+			b.WriteString(readCommitted + "DELETE FROM commitd_decisions WHERE participant = '" + r.cfg.Name + "' AND txn = '" + id.String() +
+				"' AND NOT EXISTS (SELECT 1 FROM commitd_prevented WHERE participant = '" + r.cfg.Name + "' AND txn = '" + id.String() + "');")
 		}
 		if _, err := r.db.ExecContext(ctx, b.String()); err != nil {
 			return fmt.Errorf("mysql: forgetting decisions: %w", err)
@@ -993,6 +1044,12 @@ type Stats struct {
 	Failures uint64 // commits/aborts reported failed
 	Refused  uint64 // works voted no before reaching the server
 	Prepared int    // transactions holding a pinned session now
+	// Prevented counts preventions made durable; FoundPrepared those the
+	// compare-and-swap answered "prepared"; RefusedPrevented the prepares
+	// voted no because the transaction's marker was there.
+	Prevented        uint64
+	FoundPrepared    uint64
+	RefusedPrevented uint64
 }
 
 // Stats returns the resource's counters.
@@ -1000,7 +1057,8 @@ func (r *Resource) Stats() Stats {
 	r.mu.Lock()
 	prepared := len(r.mu.pinned)
 	r.mu.Unlock()
-	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load(), Refused: r.refused.Load(), Prepared: prepared}
+	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load(), Refused: r.refused.Load(), Prepared: prepared,
+		Prevented: r.prevented.Load(), FoundPrepared: r.foundPrepared.Load(), RefusedPrevented: r.refusedPrev.Load()}
 }
 
 // Close stops the round trips in flight, waits for their goroutines and

@@ -869,6 +869,11 @@ func TestTransfers(t *testing.T) {
 		t.Fatalf("money not conserved: %d before, %d after", before, after)
 	}
 	r.checkOutcomes(l)
+	// MySQL/MariaDB participants prevent (their Hello says so), so the
+	// coordinator stages their transactions.
+	if st := r.coord.Status(); st.Staged == 0 {
+		t.Fatalf("no transaction ran staged: %+v", st)
+	}
 
 	cl, err := client.Dial(r.coordLn, client.Options{})
 	if err != nil {

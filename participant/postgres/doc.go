@@ -20,12 +20,18 @@
 //
 //	commitd_accounts  (id integer PRIMARY KEY, balance bigint CHECK (balance >= 0))
 //	commitd_decisions (participant text, txn uuid, committed boolean)
+//	commitd_prevented (participant text, txn uuid, at timestamptz)
 //
 // commitd_decisions holds a marker per decided transaction — inserted in
 // the prepared transaction itself for a commit, after the rollback for an
 // abort — until the participant's ledger has the decision durably
 // (Forget). It makes COMMIT PREPARED idempotent without guessing: an id
 // PostgreSQL no longer knows is committed only if its marker says so.
+//
+// The resource can prevent (engine.Preventer), so PostgreSQL participants
+// take part in staged decisions: Prevent inserts the marker (committed
+// false) with a commitd_prevented row that keeps it, and the marker's
+// primary key is the compare-and-swap against a prepare (see Prevent).
 //
 // docs/postgres.md says how to set PostgreSQL up; docs/protocol.md why
 // skipping the participant's own forced records is safe.

@@ -40,6 +40,8 @@ const (
 	codeDeadlockDetected  = "40P01"
 	codeSerialization     = "40001"
 	codeTooManyPreparedTx = "53400" // configuration_limit_exceeded: max_prepared_transactions reached
+	codeUniqueViolation   = "23505" // the marker row exists: prevented (or decided) before this prepare
+	codeDivisionByZero    = "22012" // the bank's UPDATE found no account (prepare)
 )
 
 // Config describes a PostgreSQL resource. Zero values take the defaults
@@ -69,9 +71,16 @@ type Config struct {
 	// and two participants waiting on each other's prepared rows would
 	// otherwise deadlock until the coordinator's prepare timeout.
 	LockTimeout time.Duration
-	// RetryMax caps the backoff between attempts of a commit or abort
-	// that failed on a connection error (default 1s).
+	// RetryMax caps the backoff between attempts of a commit, abort or
+	// prevention that failed on a connection error (default 1s).
 	RetryMax time.Duration
+	// PreventRetention is how long a prevention is kept
+	// (commitd_prevented) before Forget may drop it (default 1h). It
+	// must outlast every prepare of the transaction that can still
+	// arrive: a coordinator refuses ids older than a few seconds (its id
+	// window, docs/protocol.md "Transaction ids have a lifetime"), so an
+	// hour is a wide margin for messages held up in the network.
+	PreventRetention time.Duration
 	// Logger receives errors worth a human's attention (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -106,13 +115,19 @@ type Resource struct {
 	// lastWarnNs is when a statement's NO vote was last logged at WARN.
 	lastWarnNs atomic.Int64
 
+	// lastExpireNs is when Forget last dropped expired preventions.
+	lastExpireNs atomic.Int64
+
 	// Counters, written by the workers.
-	retries  atomic.Uint64
-	failures atomic.Uint64
-	refused  atomic.Uint64
+	retries       atomic.Uint64
+	failures      atomic.Uint64
+	refused       atomic.Uint64
+	prevented     atomic.Uint64
+	foundPrepared atomic.Uint64
+	refusedPrev   atomic.Uint64
 }
 
-var _ engine.Resource = (*Resource)(nil)
+var _ engine.Preventer = (*Resource)(nil)
 
 // Open connects to the database, checks that it can prepare
 // transactions, creates the tables if they are missing and seeds the
@@ -132,6 +147,9 @@ func Open(ctx context.Context, cfg Config) (*Resource, error) {
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = time.Second
+	}
+	if cfg.PreventRetention <= 0 {
+		cfg.PreventRetention = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -254,6 +272,12 @@ CREATE TABLE IF NOT EXISTS commitd_decisions (
 	txn         uuid    NOT NULL,
 	committed   boolean NOT NULL,
 	PRIMARY KEY (participant, txn)
+);
+CREATE TABLE IF NOT EXISTS commitd_prevented (
+	participant text        NOT NULL,
+	txn         uuid        NOT NULL,
+	at          timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (participant, txn)
 );`
 
 func (r *Resource) setup(ctx context.Context) error {
@@ -361,10 +385,15 @@ func (r *Resource) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 // prepare runs the branch in one round trip: the UPDATE (which the CHECK
 // constraint refuses to take below zero), the commit marker and PREPARE
 // TRANSACTION, as one multi-statement query. Every literal is a number, a
-// UUID or a checked name, so nothing needs quoting.
+// UUID or a checked name, so nothing needs quoting. The UPDATE runs in a
+// query that divides by its row count, so that a missing account fails
+// the transaction before PREPARE: nothing is ever prepared with the
+// wrong effect, which a crash before its rollback would leave for the
+// scan to find prepared — and a staged resolution would then commit.
 func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protocol.Vote {
 	gid := r.gid(txn)
-	sql := fmt.Sprintf("BEGIN; UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d; "+
+	sql := fmt.Sprintf("BEGIN; WITH u AS (UPDATE commitd_accounts SET balance = balance + %d WHERE id = %d RETURNING 1) "+
+		"SELECT 1 / count(*) FROM u; "+
 		"INSERT INTO commitd_decisions VALUES ('%s', '%s', true); PREPARE TRANSACTION '%s'",
 		amount, acct, r.cfg.Name, txn, gid)
 	conn, err := r.pool.Acquire(r.ctx)
@@ -385,6 +414,12 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 			switch pe.Code {
 			case codeCheckViolation, codeLockNotAvailable, codeDeadlockDetected, codeSerialization:
 				// The expected no: an overdraft or a busy account.
+			case codeDivisionByZero:
+				// The account vanished since Open.
+				r.cfg.Logger.Warn("postgres: prepare: account missing", "txn", txn, "account", acct)
+			case codeUniqueViolation:
+				// The marker row is there: prevented (or decided) before.
+				r.refusedPrev.Add(1)
 			case codeTooManyPreparedTx:
 				r.cfg.Logger.Warn("postgres: max_prepared_transactions reached: raise it", "err", err)
 			default:
@@ -398,22 +433,23 @@ func (r *Resource) prepare(txn protocol.TxnID, acct uint32, amount int64) protoc
 		r.cfg.Logger.Warn("postgres: prepare: connection failed", "txn", txn, "err", err)
 		return protocol.VoteNo
 	}
-	if len(res) != 4 || res[1].CommandTag.RowsAffected() != 1 {
-		// The account vanished since Open: undo the (empty) prepare.
-		r.cfg.Logger.Warn("postgres: prepare: account missing", "txn", txn, "account", acct)
+	if len(res) != 4 {
+		// Cannot be (the server answered every statement): undo it.
+		r.cfg.Logger.Error("postgres: prepare: unexpected answer", "txn", txn, "results", len(res))
 		_, _ = pc.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'").ReadAll()
 		return protocol.VoteNo
 	}
 	return protocol.VoteYes
 }
 
-// prepareStatement runs an operator's statement as a branch in one round
-// trip: BEGIN, the statement with its arguments as bind parameters (pgx's
-// extended protocol: never spliced into the SQL), the commit marker and
-// PREPARE TRANSACTION, pipelined as one batch. The statement's row count
-// is checked when the batch's answers arrive; a wrong count rolls the
-// (empty-handed) prepared transaction back and votes no, as the bank's
-// missing account does.
+// prepareStatement runs an operator's statement as a branch in two round
+// trips: BEGIN, the statement with its arguments as bind parameters (pgx's
+// extended protocol: never spliced into the SQL) and the commit marker,
+// pipelined as one batch; then, once the statement's row count is
+// checked, PREPARE TRANSACTION — or ROLLBACK and a no vote for a wrong
+// count. Checking before the PREPARE means nothing is prepared with the
+// wrong effect: a crash before its rollback would leave it for the scan
+// to find prepared, and a staged resolution would then commit it.
 func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement, args []any) protocol.Vote {
 	conn, err := r.pool.Acquire(r.ctx)
 	if err != nil {
@@ -427,7 +463,6 @@ func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement
 	b.Queue("BEGIN")
 	b.Queue(st.SQL, args...)
 	b.Queue("INSERT INTO commitd_decisions VALUES ($1, $2, true)", r.cfg.Name, txn.String())
-	b.Queue("PREPARE TRANSACTION '" + gid + "'")
 	var rows int64
 	err = func() error {
 		res := c.SendBatch(r.ctx, &b)
@@ -440,23 +475,23 @@ func (r *Resource) prepareStatement(txn protocol.TxnID, st *statements.Statement
 			return fmt.Errorf("statement %q: %w", st.Name, err)
 		}
 		rows = tag.RowsAffected()
-		for range 2 {
-			if _, err := res.Exec(); err != nil {
-				return err
-			}
+		if _, err := res.Exec(); err != nil {
+			return err
 		}
 		return res.Close()
 	}()
 	if err == nil {
 		if err = st.CheckRows(rows); err == nil {
-			return protocol.VoteYes
+			if _, err = c.Exec(r.ctx, "PREPARE TRANSACTION '"+gid+"'"); err == nil {
+				return protocol.VoteYes
+			}
 		}
-		// Prepared with the wrong effect: undo it before voting no.
-		if _, rerr := c.Exec(r.ctx, "ROLLBACK PREPARED '"+gid+"'"); rerr != nil {
-			r.cfg.Logger.Warn("postgres: rolling back a statement with the wrong row count; the scan will", "txn", txn, "err", rerr)
-		}
-	} else if s := c.PgConn().TxStatus(); s == 'E' || s == 'T' {
+	}
+	if s := c.PgConn().TxStatus(); s == 'E' || s == 'T' {
 		_, _ = c.Exec(r.ctx, "ROLLBACK")
+	}
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == codeUniqueViolation {
+		r.refusedPrev.Add(1)
 	}
 	// A connection error may have left it prepared: the scan finds the
 	// orphan and rolls it back, as for the bank's work.
@@ -621,9 +656,12 @@ func (r *Resource) InDoubt(ctx context.Context) ([]protocol.TxnID, error) {
 }
 
 // Decided lists the decisions whose marker rows are still in the
-// database (not yet forgotten).
+// database (not yet forgotten). A prevention's marker is no decision
+// applied here (nothing was prepared): it is left out.
 func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
-	rows, err := r.pool.Query(ctx, "SELECT txn::text, committed FROM commitd_decisions WHERE participant = $1", r.cfg.Name)
+	rows, err := r.pool.Query(ctx, `SELECT d.txn::text, d.committed FROM commitd_decisions d
+		WHERE d.participant = $1 AND NOT EXISTS
+			(SELECT 1 FROM commitd_prevented p WHERE p.participant = d.participant AND p.txn = d.txn)`, r.cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: reading decisions: %w", err)
 	}
@@ -652,17 +690,41 @@ func (r *Resource) Decided(ctx context.Context) ([]engine.Applied, error) {
 }
 
 // Forget deletes the marker rows of decisions the participant's ledger
-// has made durable.
+// has made durable, except a prevention's, which is what refuses a late
+// prepare; at most once a minute it also drops the preventions older
+// than PreventRetention, with their markers.
 func (r *Resource) Forget(ctx context.Context, ids []protocol.TxnID) error {
-	if len(ids) == 0 {
+	if len(ids) > 0 {
+		strs := make([]string, len(ids))
+		for i, id := range ids {
+			strs[i] = id.String()
+		}
+		if _, err := r.pool.Exec(ctx, `DELETE FROM commitd_decisions d WHERE d.participant = $1 AND d.txn = ANY($2::uuid[])
+			AND NOT EXISTS (SELECT 1 FROM commitd_prevented p WHERE p.participant = d.participant AND p.txn = d.txn)`,
+			r.cfg.Name, strs); err != nil {
+			return fmt.Errorf("postgres: forgetting decisions: %w", err)
+		}
+	}
+	now := time.Now().UnixNano()
+	last := r.lastExpireNs.Load()
+	if now-last < int64(time.Minute) || !r.lastExpireNs.CompareAndSwap(last, now) {
 		return nil
 	}
-	strs := make([]string, len(ids))
-	for i, id := range ids {
-		strs[i] = id.String()
-	}
-	if _, err := r.pool.Exec(ctx, "DELETE FROM commitd_decisions WHERE participant = $1 AND txn = ANY($2::uuid[])", r.cfg.Name, strs); err != nil {
-		return fmt.Errorf("postgres: forgetting decisions: %w", err)
+	return r.expirePrevented(ctx, r.cfg.PreventRetention)
+}
+
+// expirePrevented drops the preventions older than age, and their
+// markers, in one transaction: a marker never outlives its prevention
+// row by a commit (Forget would never drop it), nor the other way round
+// (a late prepare would pass).
+func (r *Resource) expirePrevented(ctx context.Context, age time.Duration) error {
+	_, err := r.pool.Exec(ctx, `WITH gone AS (
+			DELETE FROM commitd_prevented WHERE participant = $1 AND at < now() - make_interval(secs => $2)
+			RETURNING txn)
+		DELETE FROM commitd_decisions d USING gone WHERE d.participant = $1 AND d.txn = gone.txn`,
+		r.cfg.Name, age.Seconds())
+	if err != nil {
+		return fmt.Errorf("postgres: dropping expired preventions: %w", err)
 	}
 	return nil
 }
@@ -701,11 +763,19 @@ type Stats struct {
 	Retries  uint64 // commit/abort attempts repeated after a connection error
 	Failures uint64 // commits/aborts reported failed
 	Refused  uint64 // statement works voted no before reaching the server
+	// Prevented counts preventions made durable; FoundPrepared those the
+	// compare-and-swap answered "prepared"; RefusedPrevented the prepares
+	// voted no because the transaction's marker was there (prevented or
+	// decided before).
+	Prevented        uint64
+	FoundPrepared    uint64
+	RefusedPrevented uint64
 }
 
 // Stats returns the resource's counters.
 func (r *Resource) Stats() Stats {
-	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load(), Refused: r.refused.Load()}
+	return Stats{Retries: r.retries.Load(), Failures: r.failures.Load(), Refused: r.refused.Load(),
+		Prevented: r.prevented.Load(), FoundPrepared: r.foundPrepared.Load(), RefusedPrevented: r.refusedPrev.Load()}
 }
 
 // Close stops the round trips in flight (their transactions stay prepared
