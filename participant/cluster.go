@@ -100,3 +100,26 @@ func (s *Server) sendToGroup(m *engine.Message, wm wire.Message) bool {
 	}
 	return true
 }
+
+// retiredInDoubt appends to dst the transactions of held whose group m
+// lists as retired and that are undecided here (prepared, or still being
+// prepared): the participant aborts them without asking anyone
+// (docs/protocol.md, "Retired groups"). This is safe because a group is
+// retired only once drained — nothing in flight and every commit
+// acknowledged by every participant — so its commits are all finished
+// here, and what is still undecided was never committed: presumed abort,
+// checked by the drain rather than assumed. A draining group is not
+// retired: it may still decide what it holds.
+func retiredInDoubt(dst []protocol.TxnID, m *cluster.Map, held []engine.PreparedView) []protocol.TxnID {
+	for _, v := range held {
+		switch v.State {
+		case "prepared", "preparing", "voting":
+		default:
+			continue // the decision is in: committing or aborting
+		}
+		if g, ok := m.Group(cluster.GroupOf(v.Txn)); ok && g.State == cluster.Retired {
+			dst = append(dst, v.Txn)
+		}
+	}
+	return dst
+}
