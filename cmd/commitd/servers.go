@@ -402,7 +402,7 @@ func runParticipant(args []string) error {
 			res.Close()
 			return err
 		}
-		return serveUntilSignal(s.Done(), s.Close, s.Err)
+		return serveParticipant(s, clusterFile, cfg.Logger)
 	case "postgres":
 		// The accounts table is seeded once, when it is empty; the data
 		// directory keeps the participant's ledger.
@@ -424,7 +424,7 @@ func runParticipant(args []string) error {
 			res.Close()
 			return err
 		}
-		return serveUntilSignal(s.Done(), s.Close, s.Err)
+		return serveParticipant(s, clusterFile, cfg.Logger)
 	}
 	accounts, balance, err = bankSeed(cfg.DataDir, accounts, balance)
 	if err != nil {
@@ -437,7 +437,49 @@ func runParticipant(args []string) error {
 	if err != nil {
 		return err
 	}
+	return serveParticipant(s, clusterFile, cfg.Logger)
+}
+
+// serveParticipant serves s until SIGINT/SIGTERM or a fatal error, as
+// serveUntilSignal; with a cluster map file, SIGHUP re-reads it and hands
+// it to the participant, which refuses (with a logged error, keeping the
+// map it has) one that does not parse or does not follow it.
+func serveParticipant(s *participant.Server, clusterFile string, log *slog.Logger) error {
+	if clusterFile == "" {
+		return serveUntilSignal(s.Done(), s.Close, s.Err)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				reloadCluster(s, clusterFile, log)
+			case <-stop:
+				return
+			}
+		}
+	}()
 	return serveUntilSignal(s.Done(), s.Close, s.Err)
+}
+
+// reloadCluster re-reads the cluster map file for s, and logs what came
+// of it.
+func reloadCluster(s *participant.Server, clusterFile string, log *slog.Logger) {
+	m, err := cluster.Load(clusterFile)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = s.ReloadCluster(ctx, m)
+		cancel()
+	}
+	if err != nil {
+		log.Error("SIGHUP: cluster map not reloaded; the one in use is kept", "file", clusterFile, "version", s.ClusterVersion(), "err", err)
+		return
+	}
+	log.Info("SIGHUP: cluster map reloaded", "file", clusterFile, "version", m.Version)
 }
 
 // bankSeed returns the bank's shape for a data directory: the one recorded
