@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/commitd/commitd/cluster"
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/datadir"
 	"github.com/commitd/commitd/internal/node"
@@ -79,6 +80,10 @@ type Server struct {
 	// transaction belongs to another group (Config.Group,
 	// Status.OtherGroup).
 	otherGroup atomic.Uint64
+	// clusterMap is the cluster map in use (Config.Cluster; clustermap.go),
+	// nil without one; ReloadCluster replaces it under reloadMu.
+	clusterMap atomic.Pointer[cluster.Map]
+	reloadMu   sync.Mutex
 }
 
 type shardStats struct {
@@ -105,6 +110,7 @@ func Start(cfg Config) (*Server, error) {
 		// records (docs/ha.md).
 		staged: !cfg.Classic && len(cfg.Peers) == 0,
 	}
+	s.clusterMap.Store(cfg.Cluster)
 	// The outcome index is synced before the log retires anything: a
 	// commit record leaves the log only once its entry is durable there.
 	s.life = node.New(node.Config{Name: "coordinator", Logger: cfg.Logger,

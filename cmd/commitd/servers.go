@@ -216,6 +216,8 @@ func runCoordinator(args []string) error {
 		cfg.Group = uint16(n)
 		return nil
 	})
+	var clusterFile string
+	fs.StringVar(&clusterFile, "cluster", "", "with --group: the cluster's map file (docs/scale.md); the group refuses new transactions while the map drains or retires it, and SIGHUP re-reads the file")
 	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
@@ -268,11 +270,28 @@ func runCoordinator(args []string) error {
 		return err
 	}
 	defer stopTracing()
+	if clusterFile != "" {
+		if cfg.Group == 0 {
+			return usageError{errors.New("--cluster needs --group")}
+		}
+		if cfg.Cluster, err = cluster.Load(clusterFile); err != nil {
+			return fmt.Errorf("--cluster: %w", err)
+		}
+	}
 	s, err := coordinator.Start(cfg)
 	if err != nil {
 		return err
 	}
-	return serveUntilSignal(s.Done(), s.Close, s.Err)
+	if clusterFile == "" {
+		return serveUntilSignal(s.Done(), s.Close, s.Err)
+	}
+	return serveReloading(s.Done(), s.Close, s.Err, func() {
+		m, err := cluster.Load(clusterFile)
+		if err == nil {
+			err = s.ReloadCluster(m)
+		}
+		logReload(cfg.Logger, clusterFile, s.ClusterVersion(), err)
+	})
 }
 
 func runParticipant(args []string) error {
@@ -448,6 +467,19 @@ func serveParticipant(s *participant.Server, clusterFile string, log *slog.Logge
 	if clusterFile == "" {
 		return serveUntilSignal(s.Done(), s.Close, s.Err)
 	}
+	return serveReloading(s.Done(), s.Close, s.Err, func() {
+		m, err := cluster.Load(clusterFile)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err = s.ReloadCluster(ctx, m)
+			cancel()
+		}
+		logReload(log, clusterFile, s.ClusterVersion(), err)
+	})
+}
+
+// serveReloading is serveUntilSignal, calling reload on every SIGHUP.
+func serveReloading(done <-chan struct{}, closeFn func() error, errFn func() error, reload func()) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -457,29 +489,23 @@ func serveParticipant(s *participant.Server, clusterFile string, log *slog.Logge
 		for {
 			select {
 			case <-hup:
-				reloadCluster(s, clusterFile, log)
+				reload()
 			case <-stop:
 				return
 			}
 		}
 	}()
-	return serveUntilSignal(s.Done(), s.Close, s.Err)
+	return serveUntilSignal(done, closeFn, errFn)
 }
 
-// reloadCluster re-reads the cluster map file for s, and logs what came
-// of it.
-func reloadCluster(s *participant.Server, clusterFile string, log *slog.Logger) {
-	m, err := cluster.Load(clusterFile)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err = s.ReloadCluster(ctx, m)
-		cancel()
-	}
+// logReload says in one line what came of a SIGHUP's reload of the
+// cluster map file: version is the map in use after it.
+func logReload(log *slog.Logger, file string, version uint64, err error) {
 	if err != nil {
-		log.Error("SIGHUP: cluster map not reloaded; the one in use is kept", "file", clusterFile, "version", s.ClusterVersion(), "err", err)
+		log.Error("SIGHUP: cluster map not reloaded; the one in use is kept", "file", file, "version", version, "err", err)
 		return
 	}
-	log.Info("SIGHUP: cluster map reloaded", "file", clusterFile, "version", m.Version)
+	log.Info("SIGHUP: cluster map reloaded", "file", file, "version", version)
 }
 
 // bankSeed returns the bank's shape for a data directory: the one recorded

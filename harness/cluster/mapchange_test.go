@@ -20,6 +20,7 @@ import (
 	"github.com/commitd/commitd/internal/node/nodetest"
 	"github.com/commitd/commitd/participant"
 	"github.com/commitd/commitd/participant/bank"
+	"github.com/google/uuid"
 )
 
 var (
@@ -116,7 +117,8 @@ func TestMapChangesUnderLoad(t *testing.T) {
 	parts := "p1=" + partAddr[0] + ",p2=" + partAddr[1]
 	startCoord := func(g int) {
 		start(fmt.Sprintf("c%d", g), "coordinator", "--group", fmt.Sprint(g), "--listen", coordAddr[g-1],
-			"--data", filepath.Join(dir, fmt.Sprintf("c%d", g)), "--participant", parts, "--prepare-timeout", "500ms")
+			"--data", filepath.Join(dir, fmt.Sprintf("c%d", g)), "--participant", parts, "--prepare-timeout", "500ms",
+			"--cluster", mapFile)
 	}
 	for i, addr := range partAddr {
 		start(fmt.Sprintf("p%d", i+1), "participant", "--name", fmt.Sprintf("p%d", i+1), "--listen", addr,
@@ -126,10 +128,14 @@ func TestMapChangesUnderLoad(t *testing.T) {
 	}
 	startCoord(1)
 	startCoord(2)
+	// hup sends SIGHUP to every process still running: the participants
+	// and the coordinators re-read the map file.
 	hup := func() {
-		for _, p := range []string{"p1", "p2"} {
-			if err := procs[p].Process.Signal(syscall.SIGHUP); err != nil {
-				t.Fatal(err)
+		for name, p := range procs {
+			if p.ProcessState == nil {
+				if err := p.Process.Signal(syscall.SIGHUP); err != nil {
+					t.Fatalf("SIGHUP to %s: %v", name, err)
+				}
 			}
 		}
 	}
@@ -214,10 +220,11 @@ func TestMapChangesUnderLoad(t *testing.T) {
 	}()
 	nodetest.Eventually(t, "groups 1 and 2 committing", func() bool { return committed[1].Load() > 30 && committed[2].Load() > 30 })
 
-	// Group 3 added: started, then the participants, then the client.
+	// Group 3 added: the map written, group 3 started on it, then the
+	// participants (and the other groups) told, then the client.
+	m2 := writeMap(mapText(2, "weight 1", "weight 2"))
 	startCoord(3)
 	listening(coordAddr[2])
-	m2 := writeMap(mapText(2, "weight 1", "weight 2"))
 	hup()
 	waitMapVersion(2)
 	if err := cl.Replace(m2); err != nil {
@@ -239,6 +246,18 @@ func TestMapChangesUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := committed[2].Load()
+	// Group 2 now refuses new transactions, naming the map's version.
+	c2, err := client.Dial(coordAddr[1], client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Eventually(t, "group 2 refusing new transactions", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		res, _ := c2.Run(ctx, commitdcluster.Stamp(uuid.Must(uuid.NewV7()), 2), []client.Branch{{Participant: "p1", Work: bank.AppendWork(nil, 0, 0)}})
+		return res.Outcome == client.Rejected && strings.Contains(res.Detail, "group 2 is draining in cluster map version 3")
+	})
+	c2.Close()
 	nodetest.Eventually(t, "group 2 drained", func() bool {
 		st := coordStatus(2)
 		return st.InFlight == 0 && st.InDoubt == 0 && st.Undecided == 0
