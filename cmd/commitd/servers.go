@@ -306,7 +306,7 @@ func runParticipant(args []string) error {
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
 	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required, unless --cluster)")
 	var clusterFile string
-	fs.StringVar(&clusterFile, "cluster", "", "instead of --coordinator, the map of a cluster of coordinator groups (docs/scale.md): each transaction's votes, acks and inquiries go to the group its id names")
+	fs.StringVar(&clusterFile, "cluster", "", "instead of --coordinator, the map of a cluster of coordinator groups (docs/scale.md): each transaction's votes, acks and inquiries go to the group its id names; what is held of a retired group is aborted; SIGHUP re-reads the file")
 	fs.IntVar(&accounts, "accounts", 1000, "bank accounts (seeded only when the data directory is new)")
 	fs.Int64Var(&balance, "balance", 1000, "starting balance of each account")
 	fs.StringVar(&cfg.HTTP, "http", "", "address for /metrics, /debug/pprof/ and /healthz (off if empty)")
