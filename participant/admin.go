@@ -134,7 +134,7 @@ type Status struct {
 	// MapVersion is the version of the cluster map in use (0: none), and
 	// RetiredAborts counts the aborts this participant gave itself for
 	// transactions of groups that map retired (docs/protocol.md,
-	// "Retired groups").
+	// "Clusters of groups").
 	MapVersion    uint64 `json:"map_version,omitempty"`
 	RetiredAborts uint64 `json:"retired_aborts,omitempty"`
 	// Resource is a Forwarding resource's own status (its calls to the

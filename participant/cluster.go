@@ -238,7 +238,7 @@ func (s *Server) closeAdded() error {
 // retiredInDoubt appends to dst the transactions of held whose group m
 // lists as retired and that are undecided here (prepared, or still being
 // prepared): the participant aborts them without asking anyone
-// (docs/protocol.md, "Retired groups"). This is safe because a group is
+// (docs/protocol.md, "Clusters of groups"). This is safe because a group is
 // retired only once drained — nothing in flight and every commit
 // acknowledged by every participant — so its commits are all finished
 // here, and what is still undecided was never committed: presumed abort,

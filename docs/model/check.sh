@@ -83,7 +83,7 @@ if [ "$mode" = exhaustive ]; then
 	# the id used again once the coordinator forgot it: the participants' rule
 	add reuse     safety PASS "-DNP=2 -DMAXCRASH=2 -DREUSE" "-O1 $S" "-w24"
 	add correct   safety PASS "-DNP=2 -DMAXCRASH=2" "-O1 $S" "-w22"
-	# the retired-group rule (issue 19, docs/protocol.md "Retired groups"):
+	# the retired-group rule (issue 19, docs/protocol.md "Clusters of groups"):
 	# a participant aborts what it holds of a group retired once drained
 	add retire    safety PASS "-DNP=2 -DMAXCRASH=2 -DRETIRE" "-O1 $S" "-w22"
 	add retire    live   PASS "-DNP=2 -DLIVE -DRETIRE -DMAXCRASH=1 -DMAXLOSS=1 -DMAXDUP=0" "-O1 $L" "-a -f -w21"

@@ -179,7 +179,7 @@ byte noRO;        /* scratch */
 #endif
 
 /* RETIRE: the group that owns the transaction is retired (docs/scale.md,
- * docs/protocol.md "Retired groups"): the operator publishes a map that
+ * docs/protocol.md "Clusters of groups"): the operator publishes a map that
  * says so once the group is drained, its process stops for good, and a
  * participant that holds the transaction undecided aborts it. */
 #if defined(BUG_RETIRE_NO_DRAIN) || defined(BUG_RETIRE_UNACKED)
