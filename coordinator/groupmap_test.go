@@ -47,8 +47,8 @@ func TestGroupFollowsTheClusterMap(t *testing.T) {
 			t.Errorf("reload: %v, want %q", err, c.want)
 		}
 	}
-	if v := r.coord.ClusterVersion(); v != 3 {
-		t.Fatalf("map version %d after refused reloads, want 3", v)
+	if v := r.coord.Status().MapVersion; v != 3 {
+		t.Fatalf("map version %d in status after refused reloads, want 3", v)
 	}
 
 	if err := r.coord.ReloadCluster(groupMap(t, 4, "draining")); err != nil {

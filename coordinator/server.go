@@ -482,6 +482,9 @@ type Status struct {
 	// transaction.
 	Group      uint16 `json:"group,omitempty"`
 	OtherGroup uint64 `json:"other_group,omitempty"`
+	// MapVersion is the version of the cluster map this group uses
+	// (Config.Cluster; 0: none).
+	MapVersion uint64 `json:"map_version,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients
@@ -512,7 +515,7 @@ func (s *Server) Status() Status {
 	st.OutcomeBytes = s.outcomes.bytes
 	s.outcomes.spansMu.Unlock()
 	st.NotLeading = s.notLeading.Load()
-	st.Group, st.OtherGroup = s.cfg.Group, s.otherGroup.Load()
+	st.Group, st.OtherGroup, st.MapVersion = s.cfg.Group, s.otherGroup.Load(), s.ClusterVersion()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}
