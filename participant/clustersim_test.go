@@ -51,6 +51,12 @@ import (
 //   - a participant aborts what it holds undecided of a group its map
 //     lists as retired (retiredInDoubt, the function the server uses).
 //
+// Not modelled here: groups of several replicas (each group is one
+// shard; coordinator/replica_sim_test.go covers replication), staged
+// decisions (every begin is classic), durable resources, and the id
+// lifetime the operator waits for before retiring a group (a begin
+// reaches its group at once here, so no late begin can arrive).
+//
 // Invariants, after every event: atomicity across participants; the
 // client is never told an outcome that differs from what happened;
 // conservation of money in every bank; no message about a transaction
