@@ -90,6 +90,11 @@ type Config struct {
 	// unanswered (the participant asks again, at the right group), never
 	// be told "abort".
 	Group uint16
+	// Cluster, with Group, is the cluster's map (docs/scale.md): the group
+	// then refuses new transactions while the map says it drains or is
+	// retired, and names the map's version when it refuses a Begin.
+	// ReloadCluster replaces it. Nil: only Group's rule.
+	Cluster *cluster.Map
 
 	// OutcomeRetention and OutcomeMaxBytes bound the outcome index
 	// (<data>/outcomes), which answers `commitd admin txn` and
@@ -296,6 +301,9 @@ func (c *Config) validate() error {
 	}
 	if c.Group > cluster.MaxGroup {
 		return fmt.Errorf("coordinator: group %d is more than %d", c.Group, cluster.MaxGroup)
+	}
+	if err := checkClusterMap(c.Cluster, c.Group); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
 	}
 	if len(c.Peers) > 0 || c.ID != 0 {
 		return c.validateReplica()

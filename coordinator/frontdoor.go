@@ -156,8 +156,10 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 	if s.life.Closing() {
 		return c.Reply(reqID, &wire.Error{Code: wire.CodeUnavailable, Message: []byte("coordinator is shutting down")})
 	}
-	if g := s.cfg.Group; g != 0 && cluster.GroupOf(b.Txn) != g {
-		return d.reject(c, st, reqID, fmt.Sprintf("id %v belongs to group %d, and this coordinator is group %d: make ids with the cluster's map (docs/scale.md)", b.Txn, cluster.GroupOf(b.Txn), g))
+	if s.cfg.Group != 0 {
+		if why := s.refuseGroup(b.Txn); why != "" {
+			return d.reject(c, st, reqID, why)
+		}
 	}
 	if st.client == nil {
 		st.id, st.client = d.s.clients.add(c)

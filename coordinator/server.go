@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/commitd/commitd/cluster"
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/datadir"
 	"github.com/commitd/commitd/internal/node"
@@ -79,6 +80,10 @@ type Server struct {
 	// transaction belongs to another group (Config.Group,
 	// Status.OtherGroup).
 	otherGroup atomic.Uint64
+	// clusterMap is the cluster map in use (Config.Cluster; clustermap.go),
+	// nil without one; ReloadCluster replaces it under reloadMu.
+	clusterMap atomic.Pointer[cluster.Map]
+	reloadMu   sync.Mutex
 }
 
 type shardStats struct {
@@ -105,6 +110,7 @@ func Start(cfg Config) (*Server, error) {
 		// records (docs/ha.md).
 		staged: !cfg.Classic && len(cfg.Peers) == 0,
 	}
+	s.clusterMap.Store(cfg.Cluster)
 	// The outcome index is synced before the log retires anything: a
 	// commit record leaves the log only once its entry is durable there.
 	s.life = node.New(node.Config{Name: "coordinator", Logger: cfg.Logger,
@@ -476,6 +482,9 @@ type Status struct {
 	// transaction.
 	Group      uint16 `json:"group,omitempty"`
 	OtherGroup uint64 `json:"other_group,omitempty"`
+	// MapVersion is the version of the cluster map this group uses
+	// (Config.Cluster; 0: none).
+	MapVersion uint64 `json:"map_version,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients
@@ -506,7 +515,7 @@ func (s *Server) Status() Status {
 	st.OutcomeBytes = s.outcomes.bytes
 	s.outcomes.spansMu.Unlock()
 	st.NotLeading = s.notLeading.Load()
-	st.Group, st.OtherGroup = s.cfg.Group, s.otherGroup.Load()
+	st.Group, st.OtherGroup, st.MapVersion = s.cfg.Group, s.otherGroup.Load(), s.ClusterVersion()
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}

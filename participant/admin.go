@@ -131,6 +131,12 @@ type Status struct {
 	// UnknownGroup counts votes, acks and inquiries dropped because their
 	// transaction's group is not in the cluster map (Config.Cluster).
 	UnknownGroup uint64 `json:"unknown_group,omitempty"`
+	// MapVersion is the version of the cluster map in use (0: none), and
+	// RetiredAborts counts the aborts this participant gave itself for
+	// transactions of groups that map retired (docs/protocol.md,
+	// "Clusters of groups").
+	MapVersion    uint64 `json:"map_version,omitempty"`
+	RetiredAborts uint64 `json:"retired_aborts,omitempty"`
 	// Resource is a Forwarding resource's own status (its calls to the
 	// service, the decisions still to deliver).
 	Resource any `json:"resource,omitempty"`
@@ -258,7 +264,8 @@ func (s *Server) adminJSON(c *mux.Conn, kind wire.AdminKind, arg []byte) ([]byte
 		return json.Marshal(rep)
 	case wire.AdminStatus:
 		addrs := strings.Split(s.cfg.Coordinator, ",")
-		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0]), UnknownGroup: s.unknownGroup.Load()}
+		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0]), UnknownGroup: s.unknownGroup.Load(),
+			MapVersion: s.ClusterVersion(), RetiredAborts: s.retiredAborts.Load()}
 		for i, p := range s.replicas {
 			st.Replicas = append(st.Replicas, link.StatusOf(p, addrs[i+1]))
 		}

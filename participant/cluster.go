@@ -1,6 +1,10 @@
 package participant
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/commitd/commitd/cluster"
@@ -24,6 +28,15 @@ type groupLink struct {
 	route *router     // finds the group's leader; nil for a group of one replica
 }
 
+// clusterView is one version of the cluster map as this participant uses
+// it: the map, and a link to every group it does not list as retired.
+// A view is not changed once published (Server.cluster); a reload
+// publishes a new one.
+type clusterView struct {
+	m      *cluster.Map
+	groups map[uint16]*groupLink
+}
+
 // clusterAddrs lists every replica of every group of m but the retired
 // ones (which own no transaction any participant may still hold
 // undecided), in the order dialGroups follows.
@@ -39,23 +52,31 @@ func clusterAddrs(m *cluster.Map) []string {
 	return addrs
 }
 
-// dialGroups sets up s.groups from m, and groupOrder in clusterAddrs'
-// order.
+// newGroupLink is the link to group g, without its peers.
+func (s *Server) newGroupLink(g *cluster.Group) *groupLink {
+	l := &groupLink{}
+	if len(g.Replicas) > 1 {
+		l.route = newRouter(s.cfg.InquireAfter, max(s.cfg.InquireAfter, time.Second))
+	}
+	return l
+}
+
+// dialGroups publishes the first view of m, and sets up groupOrder in
+// clusterAddrs' order (Start then dials a peer for each address).
 func (s *Server) dialGroups(m *cluster.Map) {
-	s.groups = make(map[uint16]*groupLink, len(m.Groups))
-	for _, g := range m.Groups {
+	v := &clusterView{m: m, groups: make(map[uint16]*groupLink, len(m.Groups))}
+	for i := range m.Groups {
+		g := &m.Groups[i]
 		if g.State == cluster.Retired {
 			continue
 		}
-		l := &groupLink{}
-		if len(g.Replicas) > 1 {
-			l.route = newRouter(s.cfg.InquireAfter, max(s.cfg.InquireAfter, time.Second))
-		}
-		s.groups[g.ID] = l
+		l := s.newGroupLink(g)
+		v.groups[g.ID] = l
 		for range g.Replicas {
 			s.groupOrder = append(s.groupOrder, l)
 		}
 	}
+	s.cluster.Store(v)
 }
 
 // groupAt is the group of the i-th coordinator address dialed, or nil
@@ -69,11 +90,12 @@ func (s *Server) groupAt(i int) *groupLink {
 
 // arrived notes that a prepare or decision for txn came on c (route.go).
 func (s *Server) arrived(c *mux.Conn, txn protocol.TxnID) {
-	switch {
-	case s.route != nil:
+	if s.route != nil {
 		s.route.arrived(c, txn)
-	case s.groups != nil:
-		if g := s.groups[cluster.GroupOf(txn)]; g != nil && g.route != nil {
+		return
+	}
+	if v := s.cluster.Load(); v != nil {
+		if g := v.groups[cluster.GroupOf(txn)]; g != nil && g.route != nil {
 			g.route.arrived(c, txn)
 		}
 	}
@@ -81,14 +103,26 @@ func (s *Server) arrived(c *mux.Conn, txn protocol.TxnID) {
 
 // sendToGroup sends a vote, ack or inquiry to the group that owns its
 // transaction, and reports false when this participant serves no cluster.
-// A transaction of a group the map does not list is dropped and counted:
-// only its own group may answer about it.
+// Nothing is ever sent to another group, nor to a retired one: a YES vote
+// or an inquiry for a retired group's transaction is answered here, by an
+// abort (the retired rule, retiredInDoubt; a one-phase YES means
+// committed, and the machine ignores that abort). A transaction of a
+// group the map does not list is dropped and counted: only its own group
+// may answer about it, and a map that lists it may come.
 func (s *Server) sendToGroup(m *engine.Message, wm wire.Message) bool {
-	if s.groups == nil {
+	v := s.cluster.Load()
+	if v == nil {
 		return false
 	}
-	g := s.groups[cluster.GroupOf(m.Txn)]
+	id := cluster.GroupOf(m.Txn)
+	g := v.groups[id]
 	if g == nil {
+		if grp, ok := v.m.Group(id); ok && grp.State == cluster.Retired {
+			if m.Type == engine.MsgInquire || m.Type == engine.MsgVote && m.Vote == protocol.VoteYes {
+				s.abortRetired(m.Txn, v.m.Version)
+			}
+			return true
+		}
 		s.unknownGroup.Add(1)
 		return true
 	}
@@ -99,4 +133,127 @@ func (s *Server) sendToGroup(m *engine.Message, wm wire.Message) bool {
 		_ = p.SendVia(0, wm) // every replica of the group: only its leader takes it
 	}
 	return true
+}
+
+// abortRetired gives the machine the abort of txn, whose group the map of
+// version says is retired (the retired rule). On the pump's goroutine or
+// any other.
+func (s *Server) abortRetired(txn protocol.TxnID, version uint64) {
+	s.retiredAborts.Add(1)
+	s.cfg.Logger.Warn("aborting a transaction of a retired coordinator group: the group was drained, so it never committed it",
+		"txn", txn.String(), "group", cluster.GroupOf(txn), "map_version", version)
+	s.pump.Inject(&engine.Message{Type: engine.MsgDecision, Txn: txn, To: s.cfg.Name, Decision: protocol.DecisionAbort})
+}
+
+// ErrClusterReload marks a cluster map that ReloadCluster refused; the
+// map in use is kept.
+var ErrClusterReload = errors.New("cluster map refused")
+
+// ReloadCluster replaces the cluster map this participant uses with m
+// (SIGHUP re-reads --cluster): m must follow the map in use
+// (cluster.Map.CanFollow) and keep every group's replicas as they are
+// (a running participant dials the groups a map adds, but re-dials no
+// group it has: restart it for that). Groups m adds are dialed; groups m
+// retires are closed, and what this participant holds undecided of them
+// is aborted (retiredInDoubt). A refused map changes nothing.
+func (s *Server) ReloadCluster(ctx context.Context, m *cluster.Map) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	old := s.cluster.Load()
+	if old == nil {
+		return fmt.Errorf("%w: this participant was started with --coordinator, not a cluster map", ErrClusterReload)
+	}
+	if err := m.CanFollow(old.m); err != nil {
+		return fmt.Errorf("%w: %v; keeping version %d", ErrClusterReload, err, old.m.Version)
+	}
+	for i := range m.Groups {
+		g := &m.Groups[i]
+		prev, ok := old.m.Group(g.ID)
+		if ok && g.State != cluster.Retired && !slices.Equal(prev.Replicas, g.Replicas) {
+			return fmt.Errorf("%w: version %d changes group %d's replicas, which a running participant does not re-dial: restart it with the new map; keeping version %d",
+				ErrClusterReload, m.Version, g.ID, old.m.Version)
+		}
+	}
+	v := &clusterView{m: m, groups: make(map[uint16]*groupLink, len(m.Groups))}
+	var retired []*groupLink
+	for i := range m.Groups {
+		g := &m.Groups[i]
+		l := old.groups[g.ID]
+		switch {
+		case g.State == cluster.Retired:
+			if l != nil {
+				retired = append(retired, l)
+			}
+			continue
+		case l == nil:
+			l = s.newGroupLink(g)
+			for _, r := range g.Replicas {
+				l.peers = append(l.peers, s.dialCoordinator(r.Addr))
+			}
+			s.addedMu.Lock()
+			s.added = append(s.added, l.peers...)
+			s.addedMu.Unlock()
+			s.cfg.Logger.Info("cluster map: dialing a new coordinator group", "group", g.ID, "map_version", m.Version)
+		}
+		v.groups[g.ID] = l
+	}
+	s.cluster.Store(v)
+	s.cfg.Logger.Info("cluster map reloaded", "version", m.Version, "previous", old.m.Version)
+	for _, l := range retired {
+		for _, p := range l.peers {
+			p.Close() // the group's process is gone: stop redialling it
+		}
+	}
+	var ids []protocol.TxnID
+	if err := s.pump.Do(ctx, func() {
+		held, _ := s.machine.InDoubt(nil, 0)
+		ids = retiredInDoubt(nil, m, held)
+	}); err != nil {
+		return err // the map is in use; its inquiries abort the rest
+	}
+	for _, id := range ids {
+		s.abortRetired(id, m.Version)
+	}
+	return nil
+}
+
+// ClusterVersion is the version of the cluster map in use, 0 without one.
+func (s *Server) ClusterVersion() uint64 {
+	if v := s.cluster.Load(); v != nil {
+		return v.m.Version
+	}
+	return 0
+}
+
+// closeAdded closes the peers ReloadCluster dialed, at shutdown.
+func (s *Server) closeAdded() error {
+	s.addedMu.Lock()
+	defer s.addedMu.Unlock()
+	for _, p := range s.added {
+		p.Close()
+	}
+	return nil
+}
+
+// retiredInDoubt appends to dst the transactions of held whose group m
+// lists as retired and that are undecided here (prepared, or still being
+// prepared): the participant aborts them without asking anyone
+// (docs/protocol.md, "Clusters of groups"). This is safe because a group is
+// retired only once drained — nothing in flight and every commit
+// acknowledged by every participant — so its commits are all finished
+// here, and what is still undecided was never committed: presumed abort,
+// checked by the drain rather than assumed. A draining group is not
+// retired: it may still decide what it holds.
+func retiredInDoubt(dst []protocol.TxnID, m *cluster.Map, held []engine.PreparedView) []protocol.TxnID {
+	for _, v := range held {
+		switch v.State {
+		case "prepared", "preparing", "voting":
+		default:
+			continue // the decision is in: committing or aborting
+		}
+		if g, ok := m.Group(cluster.GroupOf(v.Txn)); ok && g.State == cluster.Retired {
+			dst = append(dst, v.Txn)
+		}
+	}
+	return dst
 }

@@ -61,9 +61,17 @@ type Server struct {
 	// route finds a replicated coordinator's leader; nil for a lone
 	// coordinator (route.go).
 	route *router
-	// groups are the coordinator groups of a cluster (Config.Cluster;
-	// cluster.go), by number; nil otherwise. Immutable once started.
-	groups map[uint16]*groupLink
+	// cluster is the cluster map in use and a link to each of its groups
+	// (Config.Cluster; cluster.go); nil without a map. ReloadCluster
+	// replaces it, under reloadMu.
+	cluster  atomic.Pointer[clusterView]
+	reloadMu sync.Mutex
+	// added are the peers ReloadCluster dialed, closed at shutdown.
+	addedMu sync.Mutex
+	added   []*mux.Peer
+	// retiredAborts counts the aborts this participant gave itself for
+	// transactions of retired groups (the retired rule).
+	retiredAborts atomic.Uint64
 	// groupOrder[i] is the group of the i-th coordinator peer dialed.
 	groupOrder []*groupLink
 	// unknownGroup counts messages dropped because their transaction's
@@ -213,19 +221,7 @@ func Start(cfg Config) (*Server, error) {
 		s.dialGroups(cfg.Cluster)
 	}
 	for i, addr := range strings.Split(cfg.Coordinator, ",") {
-		p := mux.NewPeer(addr, mux.PeerOptions{
-			Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
-			Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(cfg.Name)},
-			// Votes go out only once the coordinator has accepted us by name.
-			Check: func(h wire.Hello) error {
-				if h.Role != wire.RoleCoordinator {
-					return errors.New("want the coordinator")
-				}
-				return nil
-			},
-			Dial:  link.Dialer(cfg.TLS),
-			Conns: cfg.ConnsToCoordinator,
-		})
+		p := s.dialCoordinator(addr)
 		if i == 0 {
 			s.coord = p
 		} else {
@@ -273,6 +269,24 @@ func Start(cfg Config) (*Server, error) {
 	cfg.Logger.Info("participant serving", "name", cfg.Name, "addr", s.ln.Addr().String(),
 		"coordinator", cfg.Coordinator, "data", cfg.DataDir)
 	return s, nil
+}
+
+// dialCoordinator starts the connections to the coordinator (one replica
+// of it) at addr.
+func (s *Server) dialCoordinator(addr string) *mux.Peer {
+	return mux.NewPeer(addr, mux.PeerOptions{
+		Conn:  mux.Options{Logger: s.cfg.Logger, NoCoalesce: s.cfg.NoCoalesce},
+		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(s.cfg.Name)},
+		// Votes go out only once the coordinator has accepted us by name.
+		Check: func(h wire.Hello) error {
+			if h.Role != wire.RoleCoordinator {
+				return errors.New("want the coordinator")
+			}
+			return nil
+		},
+		Dial:  link.Dialer(s.cfg.TLS),
+		Conns: s.cfg.ConnsToCoordinator,
+	})
 }
 
 // logSpace is what a log with segments of size bytes needs to start: the
@@ -337,5 +351,6 @@ func (s *Server) parts(serving bool) node.Parts {
 	if s.ledger != nil {
 		p.Stores = append(p.Stores, s.ledger.close)
 	}
+	p.Stores = append(p.Stores, s.closeAdded)
 	return p
 }

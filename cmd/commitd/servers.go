@@ -216,6 +216,8 @@ func runCoordinator(args []string) error {
 		cfg.Group = uint16(n)
 		return nil
 	})
+	var clusterFile string
+	fs.StringVar(&clusterFile, "cluster", "", "with --group: the cluster's map file (docs/scale.md); the group refuses new transactions while the map drains or retires it, and SIGHUP re-reads the file")
 	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
@@ -268,11 +270,28 @@ func runCoordinator(args []string) error {
 		return err
 	}
 	defer stopTracing()
+	if clusterFile != "" {
+		if cfg.Group == 0 {
+			return usageError{errors.New("--cluster needs --group")}
+		}
+		if cfg.Cluster, err = cluster.Load(clusterFile); err != nil {
+			return fmt.Errorf("--cluster: %w", err)
+		}
+	}
 	s, err := coordinator.Start(cfg)
 	if err != nil {
 		return err
 	}
-	return serveUntilSignal(s.Done(), s.Close, s.Err)
+	if clusterFile == "" {
+		return serveUntilSignal(s.Done(), s.Close, s.Err)
+	}
+	return serveReloading(s.Done(), s.Close, s.Err, func() {
+		m, err := cluster.Load(clusterFile)
+		if err == nil {
+			err = s.ReloadCluster(m)
+		}
+		logReload(cfg.Logger, clusterFile, s.ClusterVersion(), err)
+	})
 }
 
 func runParticipant(args []string) error {
@@ -287,7 +306,7 @@ func runParticipant(args []string) error {
 	fs.StringVar(&cfg.DataDir, "data", "", "data directory (required)")
 	fs.StringVar(&cfg.Coordinator, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required, unless --cluster)")
 	var clusterFile string
-	fs.StringVar(&clusterFile, "cluster", "", "instead of --coordinator, the map of a cluster of coordinator groups (docs/scale.md): each transaction's votes, acks and inquiries go to the group its id names")
+	fs.StringVar(&clusterFile, "cluster", "", "instead of --coordinator, the map of a cluster of coordinator groups (docs/scale.md): each transaction's votes, acks and inquiries go to the group its id names; what is held of a retired group is aborted; SIGHUP re-reads the file")
 	fs.IntVar(&accounts, "accounts", 1000, "bank accounts (seeded only when the data directory is new)")
 	fs.Int64Var(&balance, "balance", 1000, "starting balance of each account")
 	fs.StringVar(&cfg.HTTP, "http", "", "address for /metrics, /debug/pprof/ and /healthz (off if empty)")
@@ -402,7 +421,7 @@ func runParticipant(args []string) error {
 			res.Close()
 			return err
 		}
-		return serveUntilSignal(s.Done(), s.Close, s.Err)
+		return serveParticipant(s, clusterFile, cfg.Logger)
 	case "postgres":
 		// The accounts table is seeded once, when it is empty; the data
 		// directory keeps the participant's ledger.
@@ -424,7 +443,7 @@ func runParticipant(args []string) error {
 			res.Close()
 			return err
 		}
-		return serveUntilSignal(s.Done(), s.Close, s.Err)
+		return serveParticipant(s, clusterFile, cfg.Logger)
 	}
 	accounts, balance, err = bankSeed(cfg.DataDir, accounts, balance)
 	if err != nil {
@@ -437,7 +456,56 @@ func runParticipant(args []string) error {
 	if err != nil {
 		return err
 	}
-	return serveUntilSignal(s.Done(), s.Close, s.Err)
+	return serveParticipant(s, clusterFile, cfg.Logger)
+}
+
+// serveParticipant serves s until SIGINT/SIGTERM or a fatal error, as
+// serveUntilSignal; with a cluster map file, SIGHUP re-reads it and hands
+// it to the participant, which refuses (with a logged error, keeping the
+// map it has) one that does not parse or does not follow it.
+func serveParticipant(s *participant.Server, clusterFile string, log *slog.Logger) error {
+	if clusterFile == "" {
+		return serveUntilSignal(s.Done(), s.Close, s.Err)
+	}
+	return serveReloading(s.Done(), s.Close, s.Err, func() {
+		m, err := cluster.Load(clusterFile)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err = s.ReloadCluster(ctx, m)
+			cancel()
+		}
+		logReload(log, clusterFile, s.ClusterVersion(), err)
+	})
+}
+
+// serveReloading is serveUntilSignal, calling reload on every SIGHUP.
+func serveReloading(done <-chan struct{}, closeFn func() error, errFn func() error, reload func()) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				reload()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return serveUntilSignal(done, closeFn, errFn)
+}
+
+// logReload says in one line what came of a SIGHUP's reload of the
+// cluster map file: version is the map in use after it.
+func logReload(log *slog.Logger, file string, version uint64, err error) {
+	if err != nil {
+		log.Error("SIGHUP: cluster map not reloaded; the one in use is kept", "file", file, "version", version, "err", err)
+		return
+	}
+	log.Info("SIGHUP: cluster map reloaded", "file", file, "version", version)
 }
 
 // bankSeed returns the bank's shape for a data directory: the one recorded

@@ -60,7 +60,8 @@ runs=()
 add() { runs+=("$1|$2|$3|$4|$5|$6"); }
 
 # Weak fairness needs room for every process: init, Coord, DiskC, Crasher,
-# five per participant, and the never claim (pan allows 4*NFAIR-2).
+# (with RETIRE, Operator,) five per participant, and the never claim (pan
+# allows 4*NFAIR-2).
 nfair() { echo $(((10 + 5 * $1) / 4)); }
 
 # Big runs are compiled with -O1 (the best compile + run time here), the
@@ -82,6 +83,13 @@ if [ "$mode" = exhaustive ]; then
 	# the id used again once the coordinator forgot it: the participants' rule
 	add reuse     safety PASS "-DNP=2 -DMAXCRASH=2 -DREUSE" "-O1 $S" "-w24"
 	add correct   safety PASS "-DNP=2 -DMAXCRASH=2" "-O1 $S" "-w22"
+	# the retired-group rule (issue 19, docs/protocol.md "Clusters of groups"):
+	# a participant aborts what it holds of a group retired once drained
+	add retire    safety PASS "-DNP=2 -DMAXCRASH=2 -DRETIRE" "-O1 $S" "-w22"
+	add retire    live   PASS "-DNP=2 -DLIVE -DRETIRE -DMAXCRASH=1 -DMAXLOSS=1 -DMAXDUP=0" "-O1 $L" "-a -f -w21"
+	for b in BUG_RETIRE_NO_DRAIN BUG_RETIRE_UNACKED; do
+		add "$b" safety FAIL "-DNP=2 -DMAXCRASH=2 -D$b" "-O0 $S" "-w20"
+	done
 	# liveness: two budgets, so that each run stays small
 	add correct   live   PASS "-DNP=2 -DLIVE -DMAXCRASH=2 -DMAXLOSS=1 -DMAXDUP=0" "-O1 $L" "-a -f -w21"
 	add correct   live   PASS "-DNP=2 -DLIVE -DMAXCRASH=1 -DMAXLOSS=1 -DMAXDUP=1" "-O1 $L" "-a -f -w21"

@@ -178,6 +178,25 @@ bit  pforgot[NP]; /* ghost: participant i forgot a commit it applied        */
 byte noRO;        /* scratch */
 #endif
 
+/* RETIRE: the group that owns the transaction is retired (docs/scale.md,
+ * docs/protocol.md "Clusters of groups"): the operator publishes a map that
+ * says so once the group is drained, its process stops for good, and a
+ * participant that holds the transaction undecided aborts it. */
+#if defined(BUG_RETIRE_NO_DRAIN) || defined(BUG_RETIRE_UNACKED)
+#ifndef RETIRE
+#define RETIRE
+#endif
+#endif
+#ifdef RETIRE
+#ifdef STAGED
+#error "RETIRE is modelled for the classic protocol only"
+#endif
+bit retired;
+#define CUP (!retired)      /* the coordinator still runs */
+#else
+#define CUP 1
+#endif
+
 /* budgets */
 byte crashes;
 #if defined(LIVE) || defined(NETBUDGET)
@@ -506,6 +525,14 @@ end:
 	:: atomic { (pst[i] == P_COMMITTED || pst[i] == P_ABORTED || pst[i] == P_READONLY) &&
 		plog[i].n < 3 -> printf("MSC: P%d forgets\n", i); pst[i] = P_NONE }
 #endif
+#ifdef RETIRE
+	/* the retired rule: the map says the transaction's group is retired,
+	 * so it was drained (nothing in flight, every commit acknowledged):
+	 * what is still undecided here was never committed; abort it */
+	:: atomic { retired && (pst[i] == P_PREPARING || pst[i] == P_PREPARED) ->
+		printf("MSC: P%d aborts: its group is retired\n", i);
+		pst[i] = P_ABORTED; applyAbort(i); pappend(i, R_ABORTED) }
+#endif
 #ifdef BUG_SELF_ABORT
 	/* a participant that gives up on its own after voting YES */
 	:: atomic { pst[i] == P_PREPARED ->
@@ -798,15 +825,15 @@ inline onInquire(i) {               /* Shard.inquire, staged */
 proctype CoordLink(byte i) {
 end:
 	do
-	:: atomic { (toC[i] & M_YES) ->
+	:: atomic { CUP && (toC[i] & M_YES) ->
 		RECV(toC, i, M_YES, printf("MSC: P%d->C yes\n", i); onVote(i, V_YES)) }
-	:: atomic { (toC[i] & M_NO) ->
+	:: atomic { CUP && (toC[i] & M_NO) ->
 		RECV(toC, i, M_NO, printf("MSC: P%d->C no\n", i); onVote(i, V_NO)) }
-	:: atomic { (toC[i] & M_RO) ->
+	:: atomic { CUP && (toC[i] & M_RO) ->
 		RECV(toC, i, M_RO, printf("MSC: P%d->C read-only\n", i); onVote(i, V_RO)) }
-	:: atomic { (toC[i] & M_ACK) ->
+	:: atomic { CUP && (toC[i] & M_ACK) ->
 		RECV(toC, i, M_ACK, printf("MSC: P%d->C ack\n", i); onAck(i)) }
-	:: atomic { (toC[i] & M_INQ) ->
+	:: atomic { CUP && (toC[i] & M_INQ) ->
 		RECV(toC, i, M_INQ, printf("MSC: P%d->C inquire\n", i); onInquire(i)) }
 #ifdef STAGED
 	:: atomic { (toC[i] & M_PREV) ->
@@ -858,7 +885,7 @@ end:
 	do
 #ifndef STAGED
 	/* prepare timeout (Shard.timeout), only while a vote is missing */
-	:: atomic { cst == C_VOTING ->
+	:: atomic { CUP && cst == C_VOTING ->
 		d_step {
 			votesIn = 1;
 			for (kk : 0 .. NP-1) {
@@ -910,7 +937,7 @@ end:
 		votesIn = 0 }
 #endif
 	/* RememberTicks after finishing: release */
-	:: atomic { cst == C_COMMITTED || cst == C_ABORTED || cst == C_UNKNOWN ->
+	:: atomic { CUP && (cst == C_COMMITTED || cst == C_ABORTED || cst == C_UNKNOWN) ->
 		printf("MSC: C forgets\n");
 		cst = C_NONE; cacked = 0;
 #ifdef STAGED
@@ -1119,7 +1146,7 @@ end:
 proctype RedeliveryTimer(byte i) {
 end:
 	do
-	:: atomic { cst == C_DELIVERING && cvote[i] == V_YES && (cacked & (1 << i)) == 0 &&
+	:: atomic { CUP && cst == C_DELIVERING && cvote[i] == V_YES && (cacked & (1 << i)) == 0 &&
 		(toP[i] & M_COMMIT) == 0 -> printf("MSC: C redelivers to P%d\n", i); sendP(i, M_COMMIT) }
 #ifdef STAGED
 	/* resolution: ask again until it answers */
@@ -1138,7 +1165,7 @@ end:
 #ifdef STAGED
 	:: atomic { cn > cd -> cd = cn; g_stagedd = 1; cDurable() }
 #else
-	:: atomic { cn > cd -> cd = cn; cDurable() }
+	:: atomic { CUP && cn > cd -> cd = cn; cDurable() }
 #endif
 	od
 }
@@ -1153,7 +1180,7 @@ end:
 proctype Crasher() {
 end:
 	do
-	:: atomic { crashes < MAXCRASH -> crashes++; crashC() }
+	:: atomic { CUP && crashes < MAXCRASH -> crashes++; crashC() }
 	:: atomic { crashes < MAXCRASH -> crashes++; crashP(0) }
 #if NP > 1
 	:: atomic { crashes < MAXCRASH -> crashes++; crashP(1) }
@@ -1163,6 +1190,30 @@ end:
 #endif
 	od
 }
+
+#ifdef RETIRE
+/* The operator retires the group once `admin status` shows it drained:
+ * no transaction in flight (voting, deciding: the client not yet
+ * answered) and no commit unacknowledged (delivering). Ending (every ack
+ * in, RecEnd not yet durable), finished and forgotten are drained. The
+ * group takes no new transaction (the map drains it first), so the check
+ * cannot be overtaken by a begin. BUG_RETIRE_NO_DRAIN retires at any
+ * moment; BUG_RETIRE_UNACKED checks only that no client waits, skipping
+ * the unacknowledged commits. */
+#if defined(BUG_RETIRE_NO_DRAIN)
+#define DRAINED 1
+#elif defined(BUG_RETIRE_UNACKED)
+#define DRAINED (cst != C_VOTING && cst != C_DECIDING)
+#else
+#define DRAINED (cst != C_VOTING && cst != C_DECIDING && cst != C_DELIVERING)
+#endif
+proctype Operator() {
+end:
+	do
+	:: atomic { !retired && DRAINED -> retired = 1; printf("MSC: the group is retired (C stops)\n") }
+	od
+}
+#endif
 
 init {
 	atomic {
@@ -1184,6 +1235,9 @@ init {
 #endif
 		d_step { for (k : 0 .. NP-1) { sendP(k, M_PREPARE) }; k = 0 };
 		run Coord();
+#ifdef RETIRE
+		run Operator();
+#endif
 		run DiskC();
 		run Crasher();
 		run CoordLink(0); run Part(0); run DiskP(0);

@@ -1,0 +1,86 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/commitd/commitd/cluster"
+	"github.com/commitd/commitd/protocol"
+)
+
+// This file holds what a coordinator group knows of the cluster's map
+// (docs/scale.md): with Config.Cluster it refuses new transactions while
+// the map drains or retires its group, and its refusals name the map's
+// version, so that a client with an older map learns there is a newer
+// one.
+
+// ErrClusterReload marks a cluster map that ReloadCluster refused; the
+// map in use is kept.
+var ErrClusterReload = errors.New("cluster map refused")
+
+// checkClusterMap checks that m, if not nil, may be the map of group g.
+func checkClusterMap(m *cluster.Map, g uint16) error {
+	if m == nil {
+		return nil
+	}
+	if g == 0 {
+		return errors.New("a cluster map needs the group this coordinator is (--group)")
+	}
+	if _, ok := m.Group(g); !ok {
+		return fmt.Errorf("cluster map version %d does not list group %d, which this coordinator is", m.Version, g)
+	}
+	return nil
+}
+
+// refuseGroup says why a Begin of id is refused by this group (Config.Group
+// is set), or "" if it is not: id is stamped for another group, or the
+// map in use drains or retires this one. The first is a client's mistake
+// or an old map; the second a map change the client has not taken yet.
+func (s *Server) refuseGroup(id protocol.TxnID) string {
+	g := s.cfg.Group
+	m := s.clusterMap.Load()
+	version := ""
+	if m != nil {
+		version = fmt.Sprintf(" (cluster map version %d)", m.Version)
+	}
+	if owner := cluster.GroupOf(id); owner != g {
+		return fmt.Sprintf("id %v belongs to group %d, and this coordinator is group %d%s: make ids with the cluster's map (docs/scale.md)", id, owner, g, version)
+	}
+	if m == nil {
+		return ""
+	}
+	if grp, ok := m.Group(g); ok && grp.State != cluster.Active {
+		return fmt.Sprintf("group %d is %s in cluster map version %d: it takes no new transaction; make ids with that map (docs/scale.md)", g, grp.State, m.Version)
+	}
+	return ""
+}
+
+// ReloadCluster replaces the cluster map this group uses with m (SIGHUP
+// re-reads --cluster): m must follow the map in use (cluster.Map.CanFollow)
+// and list this group. A refused map changes nothing. What the group
+// already runs is not disturbed: a draining group resolves its own.
+func (s *Server) ReloadCluster(m *cluster.Map) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	old := s.clusterMap.Load()
+	if old == nil {
+		return fmt.Errorf("%w: this coordinator was started without a cluster map", ErrClusterReload)
+	}
+	if err := m.CanFollow(old); err != nil {
+		return fmt.Errorf("%w: %v; keeping version %d", ErrClusterReload, err, old.Version)
+	}
+	if err := checkClusterMap(m, s.cfg.Group); err != nil {
+		return fmt.Errorf("%w: %v; keeping version %d", ErrClusterReload, err, old.Version)
+	}
+	s.clusterMap.Store(m)
+	s.cfg.Logger.Info("cluster map reloaded", "version", m.Version, "previous", old.Version)
+	return nil
+}
+
+// ClusterVersion is the version of the cluster map in use, 0 without one.
+func (s *Server) ClusterVersion() uint64 {
+	if m := s.clusterMap.Load(); m != nil {
+		return m.Version
+	}
+	return 0
+}
