@@ -69,7 +69,7 @@ func TestChaosGroups(t *testing.T) {
 type groupsRig struct {
 	c        *Cluster
 	groups   [][]*Proc
-	started  [3]atomic.Bool // set as each group starts; read by the nemesis
+	started  [3]atomic.Bool    // set as each group starts; read by the nemesis
 	maps     map[string]string // a map's name → its path
 	benchMap string
 }
