@@ -46,6 +46,7 @@ type options struct {
 	bin              string
 	duration, warmup time.Duration
 	callers, rounds  int
+	double           bool // also two groups at twice the callers
 	accounts         int
 	procs            int // GOMAXPROCS of the one group's coordinator; each of two gets half
 }
@@ -58,9 +59,15 @@ type proc struct {
 	cpu0  float64
 }
 
+// setup is one kind of run: groups of one replica each, under callers.
+type setup struct {
+	name            string
+	groups, callers int
+}
+
 // result is one run's figures.
 type result struct {
-	groups        int
+	setup
 	committedPerS float64
 	p50, p99      float64
 	answered      int64
@@ -79,6 +86,7 @@ func run() error {
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "load run first in each cluster, not measured (log segments are prepared, connections warm)")
 	flag.IntVar(&o.callers, "callers", 200, "closed-loop callers (the same in every run)")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds of (one group, two groups)")
+	flag.BoolVar(&o.double, "double", true, "each round also runs two groups at twice the callers: each group then has the one group's load, its batches the same size")
 	flag.IntVar(&o.accounts, "accounts", 1000, "accounts per participant")
 	flag.IntVar(&o.procs, "procs", runtime.NumCPU(), "GOMAXPROCS of the one group's coordinator (each of two groups': half, at least 1)")
 	flag.Parse()
@@ -102,10 +110,10 @@ func run() error {
 	}
 	var results []result
 	for r := range o.rounds {
-		for _, groups := range []int{1, 2} {
-			res, err := runCluster(o, filepath.Join(dir, fmt.Sprintf("r%d-g%d", r, groups)), groups)
+		for i, su := range setups(o) {
+			res, err := runCluster(o, filepath.Join(dir, fmt.Sprintf("r%d-s%d", r, i)), su)
 			if err != nil {
-				return fmt.Errorf("round %d, %d groups: %w", r+1, groups, err)
+				return fmt.Errorf("round %d, %s: %w", r+1, su.name, err)
 			}
 			results = append(results, res)
 			printResult(r+1, res)
@@ -116,15 +124,16 @@ func run() error {
 		return err
 	}
 	fmt.Printf("scale: disk: 4 KiB write + fdatasync into a written file, median of 200: %.0f µs before, %.0f µs after\n", diskBefore, diskAfter)
-	summarize(results)
+	summarize(setups(o), results)
 	fmt.Printf("scale: load after %s\n", loadavg())
 	return nil
 }
 
 // runCluster starts two bank participants and groups coordinator groups
 // of one replica each, warms up, measures one bench run, and stops them.
-func runCluster(o options, dir string, groups int) (result, error) {
-	res := result{groups: groups, usPerTxn: map[string]float64{}, ownUsPerTxn: map[string]float64{}}
+func runCluster(o options, dir string, su setup) (result, error) {
+	groups := su.groups
+	res := result{setup: su, usPerTxn: map[string]float64{}, ownUsPerTxn: map[string]float64{}}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, err
 	}
@@ -190,7 +199,7 @@ func runCluster(o options, dir string, groups int) (result, error) {
 		}
 	}
 	benchArgs := func(d time.Duration, extra ...string) []string {
-		return append([]string{"bench", "--cluster", mapPath, "--concurrency", strconv.Itoa(o.callers),
+		return append([]string{"bench", "--cluster", mapPath, "--concurrency", strconv.Itoa(su.callers),
 			"--duration", d.String(), "--accounts", strconv.Itoa(o.accounts), "--seed", "1"}, extra...)
 	}
 	// The warmup's own verdict does not matter (its first transactions
@@ -232,6 +241,16 @@ func runCluster(o options, dir string, groups int) (result, error) {
 	return res, nil
 }
 
+// setups are the runs of each round: one group and two at the same
+// callers, and with -double two groups at twice the callers.
+func setups(o options) []setup {
+	sus := []setup{{"1 group", 1, o.callers}, {"2 groups", 2, o.callers}}
+	if o.double {
+		sus = append(sus, setup{"2 groups, 2× callers", 2, 2 * o.callers})
+	}
+	return sus
+}
+
 func printResult(round int, r result) {
 	var per []string
 	coord, parts := 0.0, 0.0
@@ -245,18 +264,21 @@ func printResult(round int, r result) {
 			per = append(per, fmt.Sprintf("%s %.1f", name, us))
 		}
 	}
-	fmt.Printf("scale: round %d, %d group(s): %.0f committed/s, p50 %.2f ms, p99 %.2f ms, %d answered; CPU µs/txn: coordinators %.1f, participants %.1f, bench %.1f; %s\n",
-		round, r.groups, r.committedPerS, r.p50, r.p99, r.answered, coord, parts, r.benchUs, strings.Join(per, ", "))
+	fmt.Printf("scale: round %d, %s (%d callers): %.0f committed/s, p50 %.2f ms, p99 %.2f ms, %d answered; CPU µs/txn: coordinators %.1f, participants %.1f, bench %.1f; %s\n",
+		round, r.name, r.callers, r.committedPerS, r.p50, r.p99, r.answered, coord, parts, r.benchUs, strings.Join(per, ", "))
 }
 
 // summarize prints the medians of each setup and the verdict on the
 // target: coordinator CPU µs per transaction of two groups within 10 % of
 // one group's.
-func summarize(results []result) {
+func summarize(sus []setup, results []result) {
 	type agg struct{ rate, coord, parts, bench []float64 }
-	by := map[int]*agg{1: {}, 2: {}}
+	by := map[string]*agg{}
+	for _, su := range sus {
+		by[su.name] = &agg{}
+	}
 	for _, r := range results {
-		a := by[r.groups]
+		a := by[r.name]
 		a.rate = append(a.rate, r.committedPerS)
 		c, p := 0.0, 0.0
 		for name, us := range r.usPerTxn {
@@ -270,20 +292,26 @@ func summarize(results []result) {
 		a.parts = append(a.parts, p)
 		a.bench = append(a.bench, r.benchUs)
 	}
-	fmt.Println("scale: | groups | committed/s | coordinators µs/txn | participants µs/txn | bench µs/txn | all µs/txn |")
-	fmt.Println("scale: |---|---|---|---|---|---|")
-	for _, g := range []int{1, 2} {
-		a := by[g]
-		fmt.Printf("scale: | %d | %.0f | %.1f | %.1f | %.1f | %.1f |\n", g, median(a.rate), median(a.coord), median(a.parts), median(a.bench),
+	fmt.Println("scale: | setup | callers | committed/s | coordinators µs/txn | participants µs/txn | bench µs/txn | all µs/txn |")
+	fmt.Println("scale: |---|---|---|---|---|---|---|")
+	for _, su := range sus {
+		a := by[su.name]
+		fmt.Printf("scale: | %s | %d | %.0f | %.1f | %.1f | %.1f | %.1f |\n", su.name, su.callers, median(a.rate), median(a.coord), median(a.parts), median(a.bench),
 			median(a.coord)+median(a.parts)+median(a.bench))
 	}
-	ratio := median(by[2].coord) / median(by[1].coord)
+	one, two := by[sus[0].name], by[sus[1].name]
+	ratio := median(two.coord) / median(one.coord)
 	verdict := "MET"
 	if ratio > 1.10 {
 		verdict = "MISSED"
 	}
 	fmt.Printf("scale: coordinator CPU per transaction, two groups ÷ one: %.3f (target ≤ 1.10: %s); committed/s two ÷ one: %.3f (medians of %d rounds)\n",
-		ratio, verdict, median(by[2].rate)/median(by[1].rate), len(by[1].rate))
+		ratio, verdict, median(two.rate)/median(one.rate), len(one.rate))
+	if len(sus) > 2 {
+		d := by[sus[2].name]
+		fmt.Printf("scale: at the one group's load per group (%s): coordinator CPU per transaction ÷ one group's: %.3f; committed/s ÷ one group's: %.3f\n",
+			sus[2].name, median(d.coord)/median(one.coord), median(d.rate)/median(one.rate))
+	}
 }
 
 func median(v []float64) float64 {
