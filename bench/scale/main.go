@@ -16,11 +16,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,7 +48,7 @@ type options struct {
 	bin              string
 	duration, warmup time.Duration
 	callers, rounds  int
-	double           bool // also two groups at twice the callers
+	double           bool // also both at twice the callers
 	accounts         int
 	procs            int // GOMAXPROCS of the one group's coordinator; each of two gets half
 }
@@ -56,7 +58,9 @@ type proc struct {
 	name  string
 	group uint16 // a coordinator's group; 0 for a participant
 	cmd   *exec.Cmd
+	http  string // its /metrics address
 	cpu0  float64
+	sync0 float64 // fdatasyncs of its logs (commitd_wal_fsync_seconds_count)
 }
 
 // setup is one kind of run: groups of one replica each, under callers.
@@ -75,8 +79,11 @@ type result struct {
 	// ownUsPerTxn, for a coordinator, per transaction of its own group.
 	usPerTxn    map[string]float64
 	ownUsPerTxn map[string]float64
-	benchUs     float64 // the bench process (the callers) per transaction
-	names       []string
+	// syncsPerKTxn is each process's fdatasyncs per 1,000 transactions:
+	// how well group commit amortizes them.
+	syncsPerKTxn map[string]float64
+	benchUs      float64 // the bench process (the callers) per transaction
+	names        []string
 }
 
 func run() error {
@@ -86,7 +93,7 @@ func run() error {
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "load run first in each cluster, not measured (log segments are prepared, connections warm)")
 	flag.IntVar(&o.callers, "callers", 200, "closed-loop callers (the same in every run)")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds of (one group, two groups)")
-	flag.BoolVar(&o.double, "double", true, "each round also runs two groups at twice the callers: each group then has the one group's load, its batches the same size")
+	flag.BoolVar(&o.double, "double", true, "each round also runs one group and two at twice the callers: the comparison at a second load, where each of two groups carries what one group did at -callers")
 	flag.IntVar(&o.accounts, "accounts", 1000, "accounts per participant")
 	flag.IntVar(&o.procs, "procs", runtime.NumCPU(), "GOMAXPROCS of the one group's coordinator (each of two groups': half, at least 1)")
 	flag.Parse()
@@ -133,14 +140,16 @@ func run() error {
 // of one replica each, warms up, measures one bench run, and stops them.
 func runCluster(o options, dir string, su setup) (result, error) {
 	groups := su.groups
-	res := result{setup: su, usPerTxn: map[string]float64{}, ownUsPerTxn: map[string]float64{}}
+	res := result{setup: su, usPerTxn: map[string]float64{}, ownUsPerTxn: map[string]float64{}, syncsPerKTxn: map[string]float64{}}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, err
 	}
-	addrs, err := freeAddrs(groups + 2)
+	addrs, err := freeAddrs(2 * (groups + 2))
 	if err != nil {
 		return res, err
 	}
+	httpAddrs := addrs[groups+2:]
+	addrs = addrs[:groups+2]
 	caddrs, paddrs := addrs[:groups], addrs[groups:]
 	var m strings.Builder
 	fmt.Fprintf(&m, "version 1\n")
@@ -169,13 +178,14 @@ func runCluster(o options, dir string, su setup) (result, error) {
 			return err
 		}
 		defer log.Close()
-		cmd := exec.Command(o.bin, append(args, "--log-level", "warn")...)
+		metrics := httpAddrs[len(procs)]
+		cmd := exec.Command(o.bin, append(args, "--log-level", "warn", "--http", metrics)...)
 		cmd.Env = append(os.Environ(), env...)
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		procs = append(procs, &proc{name: name, group: group, cmd: cmd})
+		procs = append(procs, &proc{name: name, group: group, cmd: cmd, http: metrics})
 		return nil
 	}
 	for i, a := range paddrs {
@@ -207,6 +217,7 @@ func runCluster(o options, dir string, su setup) (result, error) {
 	_ = exec.Command(o.bin, benchArgs(o.warmup)...).Run()
 	for _, p := range procs {
 		p.cpu0 = cpuSeconds(p.cmd.Process.Pid)
+		p.sync0 = fsyncs(p.http)
 	}
 	jsonPath := filepath.Join(dir, "report.json")
 	b := exec.Command(o.bin, benchArgs(o.duration, "--json", jsonPath)...)
@@ -215,6 +226,7 @@ func runCluster(o options, dir string, su setup) (result, error) {
 	}
 	for _, p := range procs {
 		p.cpu0 = cpuSeconds(p.cmd.Process.Pid) - p.cpu0
+		p.sync0 = fsyncs(p.http) - p.sync0
 	}
 	raw, err := os.ReadFile(jsonPath)
 	if err != nil {
@@ -229,6 +241,7 @@ func runCluster(o options, dir string, su setup) (result, error) {
 	for _, p := range procs {
 		res.names = append(res.names, p.name)
 		res.usPerTxn[p.name] = p.cpu0 * 1e6 / n
+		res.syncsPerKTxn[p.name] = p.sync0 * 1000 / n
 		for _, g := range rep.Groups {
 			if g.Group == p.group {
 				own := float64(max(1, g.Committed+g.Aborted+g.Unknown+g.Rejected+g.Errors))
@@ -241,12 +254,12 @@ func runCluster(o options, dir string, su setup) (result, error) {
 	return res, nil
 }
 
-// setups are the runs of each round: one group and two at the same
-// callers, and with -double two groups at twice the callers.
+// setups are the runs of each round, in pairs of one group and two at
+// the same callers: at -callers, and with -double at twice as many.
 func setups(o options) []setup {
 	sus := []setup{{"1 group", 1, o.callers}, {"2 groups", 2, o.callers}}
 	if o.double {
-		sus = append(sus, setup{"2 groups, 2× callers", 2, 2 * o.callers})
+		sus = append(sus, setup{"1 group, 2× callers", 1, 2 * o.callers}, setup{"2 groups, 2× callers", 2, 2 * o.callers})
 	}
 	return sus
 }
@@ -258,10 +271,10 @@ func printResult(round int, r result) {
 		us := r.usPerTxn[name]
 		if strings.HasPrefix(name, "coordinator") {
 			coord += us
-			per = append(per, fmt.Sprintf("%s %.1f (%.1f per own txn)", name, us, r.ownUsPerTxn[name]))
+			per = append(per, fmt.Sprintf("%s %.1f (%.1f per own txn; %.0f fdatasyncs per 1000 txns)", name, us, r.ownUsPerTxn[name], r.syncsPerKTxn[name]))
 		} else {
 			parts += us
-			per = append(per, fmt.Sprintf("%s %.1f", name, us))
+			per = append(per, fmt.Sprintf("%s %.1f (%.0f fdatasyncs per 1000 txns)", name, us, r.syncsPerKTxn[name]))
 		}
 	}
 	fmt.Printf("scale: round %d, %s (%d callers): %.0f committed/s, p50 %.2f ms, p99 %.2f ms, %d answered; CPU µs/txn: coordinators %.1f, participants %.1f, bench %.1f; %s\n",
@@ -299,18 +312,16 @@ func summarize(sus []setup, results []result) {
 		fmt.Printf("scale: | %s | %d | %.0f | %.1f | %.1f | %.1f | %.1f |\n", su.name, su.callers, median(a.rate), median(a.coord), median(a.parts), median(a.bench),
 			median(a.coord)+median(a.parts)+median(a.bench))
 	}
-	one, two := by[sus[0].name], by[sus[1].name]
-	ratio := median(two.coord) / median(one.coord)
-	verdict := "MET"
-	if ratio > 1.10 {
-		verdict = "MISSED"
-	}
-	fmt.Printf("scale: coordinator CPU per transaction, two groups ÷ one: %.3f (target ≤ 1.10: %s); committed/s two ÷ one: %.3f (medians of %d rounds)\n",
-		ratio, verdict, median(two.rate)/median(one.rate), len(one.rate))
-	if len(sus) > 2 {
-		d := by[sus[2].name]
-		fmt.Printf("scale: at the one group's load per group (%s): coordinator CPU per transaction ÷ one group's: %.3f; committed/s ÷ one group's: %.3f\n",
-			sus[2].name, median(d.coord)/median(one.coord), median(d.rate)/median(one.rate))
+	for i := 0; i+1 < len(sus); i += 2 {
+		one, two := by[sus[i].name], by[sus[i+1].name]
+		ratio := median(two.coord) / median(one.coord)
+		verdict := "MET"
+		if ratio > 1.10 {
+			verdict = "MISSED"
+		}
+		fmt.Printf("scale: %d callers: coordinator CPU per transaction, two groups ÷ one: %.3f (target ≤ 1.10: %s); all processes: %.3f; committed/s two ÷ one: %.3f (medians of %d rounds)\n",
+			sus[i].callers, ratio, verdict, (median(two.coord)+median(two.parts)+median(two.bench))/(median(one.coord)+median(one.parts)+median(one.bench)),
+			median(two.rate)/median(one.rate), len(one.rate))
 	}
 }
 
@@ -419,4 +430,29 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// fsyncs reads the number of log fdatasyncs a server has made, summed
+// over its logs, from its /metrics; 0 when it cannot be read.
+func fsyncs(addr string) float64 {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "commitd_wal_fsync_seconds_count") {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
