@@ -46,6 +46,10 @@ type GroupStatus struct {
 	// when none; Term is its raft term (0 for a lone replica).
 	Leader string `json:"leader"`
 	Term   uint64 `json:"term,omitempty"`
+	// MapVersion is the cluster map version the leader says it uses (0:
+	// it does not say — a coordinator given no map, or one that does not
+	// report it).
+	MapVersion uint64 `json:"map_version,omitempty"`
 	// Totals is the leader's view; zero when Down.
 	Totals GroupTotals `json:"totals"`
 	// Down says why the group has no view: no replica answered, or none
@@ -74,7 +78,19 @@ type ReplicaStatus struct {
 	Addr  string `json:"addr"`
 	Role  string `json:"role,omitempty"` // leader, follower, ...; "" for a lone coordinator
 	Term  uint64 `json:"term,omitempty"`
-	Error string `json:"error,omitempty"`
+	// MapVersion is the cluster map version the replica says it uses, if
+	// it says.
+	MapVersion uint64 `json:"map_version,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// replicaAnswer is a coordinator's admin status as this report reads it:
+// with the cluster map version a coordinator that reads the map reports
+// (map_version; the outer field wins should coordinator.Status carry one
+// too).
+type replicaAnswer struct {
+	coordinator.Status
+	MapVersion uint64 `json:"map_version,omitempty"`
 }
 
 func (t *GroupTotals) add(u GroupTotals) {
@@ -97,7 +113,7 @@ func totalsOf(st *coordinator.Status) GroupTotals {
 func askCluster(ctx context.Context, m *cluster.Map, tlsCfg *tls.Config, perReplica time.Duration) ClusterStatus {
 	cs := ClusterStatus{MapVersion: m.Version}
 	type answer struct {
-		st  coordinator.Status
+		st  replicaAnswer
 		err error
 	}
 	answers := make([][]answer, len(m.Groups))
@@ -131,8 +147,8 @@ func askCluster(ctx context.Context, m *cluster.Map, tlsCfg *tls.Config, perRepl
 			case a.err != nil:
 				rs.Error = a.err.Error()
 			default:
-				rs.Role, rs.Term = a.st.Role, a.st.Term
-				sts[ri] = &a.st
+				rs.Role, rs.Term, rs.MapVersion = a.st.Role, a.st.Term, a.st.MapVersion
+				sts[ri] = &answers[gi][ri].st.Status
 			}
 			gs.Replicas = append(gs.Replicas, rs)
 		}
@@ -145,6 +161,7 @@ func askCluster(ctx context.Context, m *cluster.Map, tlsCfg *tls.Config, perRepl
 			cs.GroupsDown++
 		default:
 			gs.Leader, gs.Term, gs.Totals = g.Replicas[lead].Addr, sts[lead].Term, totalsOf(sts[lead])
+			gs.MapVersion = answers[gi][lead].st.MapVersion
 			cs.Total.add(gs.Totals)
 		}
 		cs.Groups = append(cs.Groups, gs)
@@ -185,27 +202,31 @@ func leaderOf(sts []*coordinator.Status) (int, string) {
 func writeClusterStatus(w io.Writer, cs ClusterStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "cluster map version %d: %d groups, %d down\n", cs.MapVersion, len(cs.Groups), cs.GroupsDown)
-	fmt.Fprintln(tw, "group\tstate\tweight\tin flight\tcommitted\taborted\tunknown\trejected\tunacknowledged\tterm\tleader\t")
-	row := func(name, state, weight string, t GroupTotals, term, leader string) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", name, state, weight,
-			t.InFlight, t.Committed, t.Aborted, t.Unknown, t.Rejected, t.Unacknowledged, term, leader)
+	fmt.Fprintln(tw, "group\tstate\tweight\tin flight\tcommitted\taborted\tunknown\trejected\tunacknowledged\tterm\tmap\tleader\t")
+	row := func(name, state, weight string, t GroupTotals, term, mapVersion, leader string) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", name, state, weight,
+			t.InFlight, t.Committed, t.Aborted, t.Unknown, t.Rejected, t.Unacknowledged, term, mapVersion, leader)
 	}
 	for _, g := range cs.Groups {
 		if g.State == cluster.Retired.String() {
-			fmt.Fprintf(tw, "%d\t%s\t%d\t-\t-\t-\t-\t-\t-\t-\tnot asked\t\n", g.Group, g.State, g.Weight)
+			fmt.Fprintf(tw, "%d\t%s\t%d\t-\t-\t-\t-\t-\t-\t-\t-\tnot asked\t\n", g.Group, g.State, g.Weight)
 			continue
 		}
 		if g.Down != "" {
-			fmt.Fprintf(tw, "%d\t%s\t%d\t-\t-\t-\t-\t-\t-\t-\tDOWN: %s\t\n", g.Group, g.State, g.Weight, g.Down)
+			fmt.Fprintf(tw, "%d\t%s\t%d\t-\t-\t-\t-\t-\t-\t-\t-\tDOWN: %s\t\n", g.Group, g.State, g.Weight, g.Down)
 			continue
 		}
 		term := "-"
 		if g.Term > 0 {
 			term = fmt.Sprint(g.Term)
 		}
-		row(fmt.Sprint(g.Group), g.State, fmt.Sprint(g.Weight), g.Totals, term, g.Leader)
+		mv := "-"
+		if g.MapVersion > 0 {
+			mv = fmt.Sprint(g.MapVersion)
+		}
+		row(fmt.Sprint(g.Group), g.State, fmt.Sprint(g.Weight), g.Totals, term, mv, g.Leader)
 	}
-	row("total", "", "", cs.Total, "", "")
+	row("total", "", "", cs.Total, "", "", "")
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -214,6 +235,10 @@ func writeClusterStatus(w io.Writer, cs ClusterStatus) error {
 		for _, r := range g.Replicas {
 			if r.Error != "" && g.State != cluster.Retired.String() {
 				fmt.Fprintf(&b, "group %d replica %d (%s): %s\n", g.Group, r.ID, r.Addr, r.Error)
+			}
+			if r.MapVersion != 0 && r.MapVersion != cs.MapVersion {
+				fmt.Fprintf(&b, "group %d replica %d (%s) uses cluster map version %d; this file is version %d\n",
+					g.Group, r.ID, r.Addr, r.MapVersion, cs.MapVersion)
 			}
 		}
 	}

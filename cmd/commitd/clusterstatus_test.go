@@ -207,3 +207,27 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	}
 	return o.String(), e.String(), 0
 }
+
+// TestClusterStatusMapVersions shows the map version each group's leader
+// says it uses, and names a replica whose version is not the file's.
+func TestClusterStatusMapVersions(t *testing.T) {
+	cs := ClusterStatus{MapVersion: 5, Groups: []GroupStatus{
+		{Group: 1, State: "active", Weight: 1, Leader: "a:1", Term: 2, MapVersion: 5, Totals: GroupTotals{Committed: 7},
+			Replicas: []ReplicaStatus{{ID: 1, Addr: "a:1", Role: "leader", Term: 2, MapVersion: 5}, {ID: 2, Addr: "a:2", Role: "follower", Term: 2, MapVersion: 4}}},
+		{Group: 2, State: "active", Weight: 1, Leader: "b:1", Totals: GroupTotals{Committed: 3},
+			Replicas: []ReplicaStatus{{ID: 1, Addr: "b:1"}}},
+	}, Total: GroupTotals{Committed: 10}}
+	var out bytes.Buffer
+	if err := writeClusterStatus(&out, cs); err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range []string{`(?m)^\s*1\s+active\s+1\s+0\s+7\s.*\s2\s+5\s+a:1\s*$`, `(?m)^\s*2\s+active\s+1\s+0\s+3\s.*\s-\s+-\s+b:1\s*$`,
+		`(?m)^group 1 replica 2 \(a:2\) uses cluster map version 4; this file is version 5$`} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("the table does not match %s:\n%s", re, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "replica 1 (a:1) uses") {
+		t.Errorf("a replica on the file's version is named:\n%s", out.String())
+	}
+}
