@@ -74,10 +74,10 @@ type GroupTotals struct {
 
 // ReplicaStatus is one replica's answer, or why there is none.
 type ReplicaStatus struct {
-	ID    uint64 `json:"id"`
-	Addr  string `json:"addr"`
-	Role  string `json:"role,omitempty"` // leader, follower, ...; "" for a lone coordinator
-	Term  uint64 `json:"term,omitempty"`
+	ID   uint64 `json:"id"`
+	Addr string `json:"addr"`
+	Role string `json:"role,omitempty"` // leader, follower, ...; "" for a lone coordinator
+	Term uint64 `json:"term,omitempty"`
 	// MapVersion is the cluster map version the replica says it uses, if
 	// it says.
 	MapVersion uint64 `json:"map_version,omitempty"`
