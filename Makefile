@@ -191,7 +191,7 @@ scale: build
 ## Then a cluster of coordinator groups (TestChaosGroups, docs/scale.md): two groups of
 ## CHAOS_GROUP_REPLICAS replicas (default 3 here; `make test` runs 1 per group for 15 s) sharing the
 ## participants under bench --cluster, their leaders and the participants killed, and a third group
-## added during the run; on loopback.
+## added during the run; on loopback; then its planted fault (TestChaosGroupsCatchesLostDecisions).
 CHAOS_DURATION ?= 5m
 CHAOS_REPLICAS ?= 1,3
 CHAOS_GROUP_REPLICAS ?= 3

@@ -59,7 +59,44 @@ func TestChaosGroups(t *testing.T) {
 	if cfg.run.duration == 0 {
 		cfg.run.duration = defaultGroupsDuration
 	}
-	runGroupsChaos(t, cfg.run, replicas)
+	res := runGroupsChaos(t, cfg.run, replicas)
+	for _, v := range res.Violations {
+		t.Errorf("violation: %v", v)
+	}
+}
+
+// TestChaosGroupsCatchesLostDecisions is TestChaosGroups's planted fault:
+// no fault but Nemesis.LoseDecisions aimed at group 2 (a quorum's — or the
+// lone coordinator's — data directories deleted while a participant waits
+// for their decisions), half way into an 8 s load during which group 3 is
+// added as usual; the checker must report atomicity or durability broken,
+// and only for group 2's transactions.
+// It shows that the checker, fed a cluster's ack log and ledgers, can
+// fail. `make chaos` runs it (CHAOS_GROUP_REPLICAS set); `make test` runs
+// TestChaosCatchesLostDecisions on one group instead, to stay short.
+func TestChaosGroupsCatchesLostDecisions(t *testing.T) {
+	s := os.Getenv("CHAOS_GROUP_REPLICAS")
+	if s == "" {
+		t.Skip("run by make chaos (CHAOS_GROUP_REPLICAS=3); make test runs TestChaosCatchesLostDecisions")
+	}
+	replicas, err := strconv.Atoi(s)
+	if err != nil || replicas != 1 && replicas != 3 && replicas != 5 {
+		t.Fatalf("CHAOS_GROUP_REPLICAS=%q: want 1, 3 or 5 replicas per group", s)
+	}
+	cfg := chaosConfig(t)
+	cfg.run.duration, cfg.run.plant = plantedDuration, true
+	res := runGroupsChaos(t, cfg.run, replicas)
+	if !res.Failed(Atomicity) && !res.Failed(Durability) {
+		t.Fatalf("the checker passed a run whose group 2 lost its decisions: %v", res.Violations)
+	}
+	for _, v := range res.Violations {
+		t.Logf("caught, as it must be: %v", v)
+		// Only group 2 lost anything: a transaction of another group
+		// broken here would mean the groups are not independent.
+		if v.Txn != (uuid.UUID{}) && cluster.GroupOf(v.Txn) != 2 {
+			t.Errorf("a violation in group %d, whose decisions were kept: %v", cluster.GroupOf(v.Txn), v)
+		}
+	}
 }
 
 // groupsRig is a cluster of groups as processes: groups[g-1] are group
@@ -275,7 +312,11 @@ func (r *groupsRig) groupNemesis(ctx context.Context, t *testing.T, rng *rand.Ra
 	return nil
 }
 
-func runGroupsChaos(t *testing.T, cr chaosRun, replicas int) {
+// runGroupsChaos runs the cluster under load and faults (or, with
+// cr.plant, the planted fault alone), checks it, prints the summary and
+// returns what the checker found; everything else that goes wrong fails t
+// here.
+func runGroupsChaos(t *testing.T, cr chaosRun, replicas int) Result {
 	t.Logf("chaos: seed %d (replay with CHAOS_SEED=%d), 2 groups of %d replica(s) and a third added under load, load %v at %d callers, on loopback (no partitions)",
 		cr.seed, cr.seed, replicas, cr.duration, chaosCallers)
 	dir, err := os.MkdirTemp("", "commitd-chaos-groups-")
@@ -341,7 +382,18 @@ func runGroupsChaos(t *testing.T, cr chaosRun, replicas int) {
 	counts := map[string]int{}
 	nemDone := make(chan error, 1)
 	go func() {
-		nemDone <- r.groupNemesis(ctx, t, rand.New(rand.NewPCG(cr.seed, 0x67726f75)), counts)
+		if !cr.plant {
+			nemDone <- r.groupNemesis(ctx, t, rand.New(rand.NewPCG(cr.seed, 0x67726f75)), counts)
+			return
+		}
+		// Group 2 alone, as a one-group Cluster for the nemesis.
+		g2 := &Cluster{opts: r.c.opts, Coordinators: r.groups[1], Participants: r.c.Participants}
+		g2.mu.leaders = map[uint64]string{}
+		time.Sleep(cr.duration / 2)
+		err := NewNemesis(g2, cr.seed, logWriter{t}).LoseDecisions()
+		counts["planted: group 2 lost its decisions"]++
+		<-ctx.Done()
+		nemDone <- err
 	}()
 	// A third in: group 3 joins. The nemesis aims at it too once it is
 	// started.
@@ -466,6 +518,9 @@ func runGroupsChaos(t *testing.T, cr chaosRun, replicas int) {
 		total += counts[k]
 	}
 	t.Logf("  faults injected      %d kill -9 and restart: %s", total, strings.Join(faults, ", "))
+	if cr.plant {
+		t.Logf("  planted fault        %d (group 2's decisions deleted)", counts["planted: group 2 lost its decisions"])
+	}
 	t.Logf("  acknowledged         %d: committed %d, aborted %d, unknown %d, rejected %d (probes included: %d)",
 		res.Told[ToldCommitted]+res.Told[ToldAborted]+res.Told[ToldUnknown]+res.Told[ToldRejected], res.Told[ToldCommitted],
 		res.Told[ToldAborted], res.Told[ToldUnknown], res.Told[ToldRejected], h.ProbesRun)
@@ -480,13 +535,15 @@ func runGroupsChaos(t *testing.T, cr chaosRun, replicas int) {
 		}
 		t.Logf("  %-20s %s", k, verdict)
 	}
-	for _, v := range res.Violations {
-		t.Errorf("violation: %v", v)
-	}
 	if !recovered {
 		t.Errorf("still in doubt %v after the load", recoverBound)
 	}
 	for _, sb := range r.c.SplitBrain() {
+		if cr.plant {
+			// Deleting a quorum's logs deletes the terms they voted in.
+			t.Logf("split brain after the planted fault: %s", sb)
+			continue
+		}
 		t.Errorf("split brain: %s", sb)
 	}
 	for _, p := range r.c.Procs() {
@@ -497,7 +554,7 @@ func runGroupsChaos(t *testing.T, cr chaosRun, replicas int) {
 	if res.Unacknowledged > 0 {
 		t.Errorf("%d transactions in ledgers that no client ran", res.Unacknowledged)
 	}
-	if counts["group 1 leader"] == 0 || counts["group 2 leader"] == 0 || counts["participant"] == 0 {
+	if !cr.plant && (counts["group 1 leader"] == 0 || counts["group 2 leader"] == 0 || counts["participant"] == 0) {
 		t.Errorf("the nemesis did not kill both groups' leaders and a participant: %v", counts)
 	}
 	if byGroup[3] == 0 {
@@ -508,11 +565,12 @@ func runGroupsChaos(t *testing.T, cr chaosRun, replicas int) {
 			t.Errorf("no fresh transaction committed in group %d after recovery", g)
 		}
 	}
-	if t.Failed() {
+	if t.Failed() || !res.OK() && !cr.plant {
 		for _, p := range r.c.Procs() {
 			t.Logf("--- %s log tail:\n%s", p.Name, p.LogTail(30))
 		}
 	}
+	return res
 }
 
 // probeGroups runs fresh transfers through the cluster client with the
