@@ -49,6 +49,7 @@ type options struct {
 	duration, warmup time.Duration
 	callers, rounds  int
 	double           bool // also both at twice the callers
+	half             bool // also one group with half the GOMAXPROCS
 	accounts         int
 	procs            int // GOMAXPROCS of the one group's coordinator; each of two gets half
 }
@@ -67,6 +68,10 @@ type proc struct {
 type setup struct {
 	name            string
 	groups, callers int
+	// halfProcs gives a lone group's coordinator the GOMAXPROCS each of
+	// two groups' gets (-half): what one P per process costs, apart from
+	// what a second group costs.
+	halfProcs bool
 }
 
 // result is one run's figures.
@@ -95,6 +100,7 @@ func run() error {
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds of (one group, two groups)")
 	flag.BoolVar(&o.double, "double", true, "each round also runs one group and two at twice the callers: the comparison at a second load, where each of two groups carries what one group did at -callers")
 	flag.IntVar(&o.accounts, "accounts", 1000, "accounts per participant")
+	flag.BoolVar(&o.half, "half", false, "each round also runs one group whose coordinator has half the GOMAXPROCS (what each of two groups' has), at -callers: separates the cost of fewer Ps per process from that of a second group")
 	flag.IntVar(&o.procs, "procs", runtime.NumCPU(), "GOMAXPROCS of the one group's coordinator (each of two groups': half, at least 1)")
 	flag.Parse()
 	if o.procs < 2 {
@@ -196,6 +202,9 @@ func runCluster(o options, dir string, su setup) (result, error) {
 		}
 	}
 	gomaxprocs := o.procs / groups
+	if su.halfProcs {
+		gomaxprocs = o.procs / 2
+	}
 	for g, a := range caddrs {
 		name := fmt.Sprintf("coordinator g%d", g+1)
 		if err := start(name, uint16(g+1), []string{"GOMAXPROCS=" + strconv.Itoa(gomaxprocs)}, "coordinator", "--group", strconv.Itoa(g+1),
@@ -257,9 +266,13 @@ func runCluster(o options, dir string, su setup) (result, error) {
 // setups are the runs of each round, in pairs of one group and two at
 // the same callers: at -callers, and with -double at twice as many.
 func setups(o options) []setup {
-	sus := []setup{{"1 group", 1, o.callers}, {"2 groups", 2, o.callers}}
+	sus := []setup{{"1 group", 1, o.callers, false}, {"2 groups", 2, o.callers, false}}
 	if o.double {
-		sus = append(sus, setup{"1 group, 2× callers", 1, 2 * o.callers}, setup{"2 groups, 2× callers", 2, 2 * o.callers})
+		sus = append(sus, setup{"1 group, 2× callers", 1, 2 * o.callers, false}, setup{"2 groups, 2× callers", 2, 2 * o.callers, false})
+	}
+	if o.half {
+		// Last, and alone: summarize pairs the setups before it.
+		sus = append(sus, setup{fmt.Sprintf("1 group, GOMAXPROCS %d", o.procs/2), 1, o.callers, true})
 	}
 	return sus
 }
@@ -312,7 +325,14 @@ func summarize(sus []setup, results []result) {
 		fmt.Printf("scale: | %s | %d | %.0f | %.1f | %.1f | %.1f | %.1f |\n", su.name, su.callers, median(a.rate), median(a.coord), median(a.parts), median(a.bench),
 			median(a.coord)+median(a.parts)+median(a.bench))
 	}
-	for i := 0; i+1 < len(sus); i += 2 {
+	pairs := sus
+	if o := sus[len(sus)-1]; o.halfProcs {
+		pairs = sus[:len(sus)-1]
+		h, one, two := by[o.name], by[sus[0].name], by[sus[1].name]
+		fmt.Printf("scale: %s ÷ 1 group, coordinator CPU per transaction: %.3f; 2 groups ÷ %s: %.3f (%d callers)\n",
+			o.name, median(h.coord)/median(one.coord), o.name, median(two.coord)/median(h.coord), o.callers)
+	}
+	for i := 0; i+1 < len(pairs); i += 2 {
 		one, two := by[sus[i].name], by[sus[i+1].name]
 		ratio := median(two.coord) / median(one.coord)
 		verdict := "MET"

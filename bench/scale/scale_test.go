@@ -21,7 +21,7 @@ func TestRunCluster(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	o := options{bin: bin, duration: 2 * time.Second, warmup: 500 * time.Millisecond, callers: 20, accounts: 1000, procs: 2}
-	res, err := runCluster(o, filepath.Join(dir, "run"), setup{"2 groups", 2, 20})
+	res, err := runCluster(o, filepath.Join(dir, "run"), setup{name: "2 groups", groups: 2, callers: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
