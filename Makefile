@@ -20,7 +20,7 @@ MYSQL_SH    := participant/mysql/testdata/mysql.sh
 export COMMITD_MYSQL_DSN1 ?= root@tcp(127.0.0.1:23306)/
 export COMMITD_MYSQL_DSN2 ?= root@tcp(127.0.0.1:23307)/
 
-.PHONY: all build run test unit lint fuzz chromium console-screenshots pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro soak spin model model3 model-staged2 chaos deploy-tools docker clean
+.PHONY: all build run test unit lint fuzz chromium console-screenshots pg-up pg-down mysql-up mysql-down bench-mysql chaos-mysql bench-postgres bench-http chaos-http bench bench-quick bench-micro scale soak spin model model3 model-staged2 chaos deploy-tools docker clean
 
 all: build
 
@@ -73,7 +73,8 @@ mysql-down:
 
 ## unit: every package's tests with the race detector. This includes harness/chaos, whose TestChaos
 ## runs the process-level chaos test for 30 s of load with a lone coordinator and 20 s with a
-## replicated one, plus the replicated planted fault (see chaos), and engine's TestSimulation, 5,000
+## replicated one, plus the replicated planted fault and TestChaosGroups with one replica per group
+## for 15 s (about 50 s; see chaos), and engine's TestSimulation, 5,000
 ## seeds under the race detector (about a minute on 2 cores; COMMITD_SIM_SEEDS sets the count).
 unit:
 	$(GO) test -race -timeout 20m $(PKGS)
@@ -168,6 +169,16 @@ bench-quick: build
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./wal ./engine
 
+## scale: one coordinator group against two at the same total cores (GOMAXPROCS split between the
+## two groups' coordinators), the same two bank participants and callers, alternating for
+## SCALE_ROUNDS rounds: committed/s and each process's CPU µs per transaction side by side, and the
+## disk measured in the same run (bench/scale; results and projection in docs/scale.md). A few minutes.
+SCALE_ROUNDS ?= 2
+SCALE_DURATION ?= 10s
+SCALE_CALLERS ?= 200
+scale: build
+	$(GO) run ./bench/scale -bin bin/commitd -rounds $(SCALE_ROUNDS) -duration $(SCALE_DURATION) -callers $(SCALE_CALLERS)
+
 ## chaos: a coordinator and three bank participants as separate processes, commitd bench at 100
 ## callers, and a nemesis that kill -9s, SIGSTOPs, partitions and restarts them; then atomicity,
 ## durability, conservation and liveness are checked (docs/testing.md). Two runs: a lone coordinator
@@ -177,10 +188,15 @@ bench-micro:
 ## (default 5m) sets each run's load, CHAOS_SEED replays a run's choices. As root each process runs in
 ## its own network namespace, for partitions. `make test` runs TestChaos for 30 s (single) and 20 s
 ## (replicated), and the planted fault for the replicated run only.
+## Then a cluster of coordinator groups (TestChaosGroups, docs/scale.md): two groups of
+## CHAOS_GROUP_REPLICAS replicas (default 3 here; `make test` runs 1 per group for 15 s) sharing the
+## participants under bench --cluster, their leaders and the participants killed, and a third group
+## added during the run; on loopback; then its planted fault (TestChaosGroupsCatchesLostDecisions).
 CHAOS_DURATION ?= 5m
 CHAOS_REPLICAS ?= 1,3
+CHAOS_GROUP_REPLICAS ?= 3
 chaos:
-	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REPLICAS=$(CHAOS_REPLICAS) $(GO) test -v -count=1 -timeout 90m -run '^TestChaos' ./harness/chaos
+	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REPLICAS=$(CHAOS_REPLICAS) CHAOS_GROUP_REPLICAS=$(CHAOS_GROUP_REPLICAS) $(GO) test -v -count=1 -timeout 90m -run '^TestChaos' ./harness/chaos
 
 ## chaos-mysql: the same with participant p3 a MariaDB participant (--backend mysql on make mysql-up's
 ## first server; partitions off, as the server is on the host's loopback).

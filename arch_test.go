@@ -75,12 +75,13 @@ var arch = map[string]struct {
 
 	"client/clienttest":      {stand, []string{"client", "net/mux", "net/wire", "protocol"}},
 	"internal/node/nodetest": {stand, []string{"client", "net/mux", "net/wire"}},
-	"bench":                  {stand, []string{"client", "participant/bank", "participant/statements", "protocol"}},
+	"bench":                  {stand, []string{"client", "cluster", "participant/bank", "participant/statements", "protocol"}},
 	"embed":                  {stand, []string{"participant", "participant/remote", "protocol"}},
 
 	"harness/cluster": {harness, []string{"coordinator", "participant", "participant/bank"}},
 	"harness/chaos":   {harness, []string{"client", "coordinator", "participant", "participant/bank", "internal/node/nodetest"}},
 	"bench/matrix":    {harness, []string{"bench", "client"}},
+	"bench/scale":     {harness, []string{"bench", "client"}},
 
 	"cmd/commitd":    {command, []string{"bench", "client", "cluster", "coordinator", "harness/cluster", "internal/tracing", "participant", "participant/bank", "participant/httpres", "participant/mysql", "participant/postgres", "participant/remote", "participant/statements", "protocol", "wal"}},
 	"cmd/refservice": {command, []string{"participant/httpres/refservice"}},

@@ -20,7 +20,12 @@ import (
 // Config describes one load run against a coordinator.
 type Config struct {
 	Client *client.Client // connected to the coordinator
-	Work   Workload
+	// Cluster, instead of Client, drives a cluster of coordinator groups
+	// (docs/scale.md): each id is stamped with a group by the weights of
+	// the map the cluster client holds when the id is made, and the report
+	// adds each group's figures (Report.Groups).
+	Cluster *client.Cluster
+	Work    Workload
 	// Concurrency is the number of closed-loop callers (default 10): each
 	// starts its next transaction when the previous one has answered.
 	// Ignored when Rate is set.
@@ -84,6 +89,10 @@ type Config struct {
 	// Sample, if set, is called once a second and at the start and end of
 	// the run to read the coordinator's allocation and memory counters.
 	Sample func(context.Context) (ServerSample, error)
+	// SampleGroup, with Cluster, reads one group's coordinator counters
+	// when measuring begins and at the end, for the group's CPU per
+	// transaction (GroupReport.CPUusPerTxn).
+	SampleGroup func(ctx context.Context, group uint16) (ServerSample, error)
 }
 
 // ServerSample is a reading of a server's runtime counters.
@@ -158,6 +167,9 @@ type Report struct {
 	// Coordinator is what Config.Sample read: allocations and CPU per
 	// answered transaction over the run, and the heap at start and end.
 	Coordinator *ServerReport `json:"coordinator,omitempty"`
+	// Groups is each coordinator group's share of a run against a
+	// cluster (Config.Cluster), in group order.
+	Groups []GroupReport `json:"groups,omitempty"`
 }
 
 // ServerReport sums up a server's samples over a run.
@@ -201,8 +213,8 @@ func slotOf(o protocol.Outcome, err error) int {
 // Run drives load until the duration or the transaction count is reached,
 // or ctx ends: closed-loop with Concurrency callers, or open-loop at Rate.
 func Run(ctx context.Context, cfg Config) (Report, error) {
-	if cfg.Client == nil {
-		return Report{}, errors.New("bench: no client")
+	if (cfg.Client == nil) == (cfg.Cluster == nil) {
+		return Report{}, errors.New("bench: want a client or a cluster client (one of the two)")
 	}
 	if cfg.Duration <= 0 && cfg.Txns <= 0 {
 		return Report{}, errors.New("bench: set a duration or a transaction count")
@@ -229,6 +241,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	r := &runner{cfg: cfg, rec: newRecorder()}
 	var first ServerSample
+	var firstGroups map[uint16]ServerSample
+	if cfg.Warmup == 0 {
+		firstGroups = r.groupSamples(context.Background())
+	}
 	if cfg.Sample != nil && cfg.Warmup == 0 {
 		var err error
 		if first, err = cfg.Sample(context.Background()); err != nil {
@@ -246,13 +262,16 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	r.start = time.Now()
 	r.measureFrom = r.start.Add(cfg.Warmup)
 	var firstDone chan error
-	if cfg.Sample != nil && cfg.Warmup > 0 {
+	if (cfg.Sample != nil || cfg.SampleGroup != nil) && cfg.Warmup > 0 {
 		// Read the coordinator's counters when the warmup ends.
 		firstDone = make(chan error, 1)
 		go func() {
 			time.Sleep(time.Until(r.measureFrom))
 			var err error
-			first, err = cfg.Sample(context.Background())
+			firstGroups = r.groupSamples(context.Background())
+			if cfg.Sample != nil {
+				first, err = cfg.Sample(context.Background())
+			}
 			firstDone <- err
 		}()
 	}
@@ -294,6 +313,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	} else {
 		rep.Mode, rep.Concurrency = "closed", cfg.Concurrency
 	}
+	if cfg.Cluster != nil {
+		rep.Groups = r.groupReports(elapsed, firstGroups, r.groupSamples(context.Background()))
+	}
 	if cfg.Sample != nil {
 		last, err := cfg.Sample(context.Background())
 		if err != nil {
@@ -326,6 +348,8 @@ type runner struct {
 	measureFrom time.Time
 	issued      atomic.Int64
 	series      []Interval // owned by the progress goroutine until Run reads it
+	// groups records each group's outcomes too, with Config.Cluster.
+	groups groupRecorders
 }
 
 // next reports whether another transaction may start (Txns not reached).
@@ -344,6 +368,7 @@ type worker struct {
 	branches []client.Branch
 	line     []byte
 	stripe   *stripe
+	index    int // the worker's, for its stripe of a group's recorder
 }
 
 // traced returns ctx with a new sampled span context, as a caller's
@@ -359,7 +384,7 @@ func (w *worker) traced(ctx context.Context) context.Context {
 }
 
 func (r *runner) newWorker(i int) *worker {
-	w := &worker{stripe: r.rec.stripe(i)}
+	w := &worker{stripe: r.rec.stripe(i), index: i}
 	w.pcg.Seed(r.cfg.Seed, uint64(i))
 	w.rng = *rand.New(&w.pcg)
 	w.ids.seed()
@@ -373,7 +398,7 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 	// The id's time is when the transaction is sent, not when it was
 	// intended: an open-loop run that falls behind its schedule would
 	// otherwise send ids older than the coordinator accepts (stale-id).
-	id := w.ids.next(time.Now())
+	id, group := r.stampedID(w, time.Now())
 	if r.cfg.TraceRatio > 0 && w.rng.Float64() < r.cfg.TraceRatio {
 		ctx = w.traced(ctx)
 	}
@@ -381,10 +406,10 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 	var err error
 	if r.cfg.CallTimeout > 0 {
 		cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
-		res, err = r.cfg.Client.Run(cctx, id, w.branches)
+		res, err = r.run(cctx, id, w.branches)
 		cancel()
 	} else {
-		res, err = r.cfg.Client.Run(ctx, id, w.branches)
+		res, err = r.run(ctx, id, w.branches)
 	}
 	us := time.Since(intended).Microseconds()
 	if err != nil && ctx.Err() != nil && res.Outcome == client.Unknown {
@@ -399,6 +424,9 @@ func (r *runner) one(ctx context.Context, w *worker, intended time.Time) bool {
 			why.detail = err.Error()
 		}
 		w.stripe.record(slotOf(res.Outcome, err), us, why)
+		if r.cfg.Cluster != nil {
+			r.groups.of(group).stripe(w.index).record(slotOf(res.Outcome, err), us, why)
+		}
 	}
 	r.writeAck(w, id, res.Outcome)
 	if errors.Is(err, client.ErrNotConnected) {
@@ -579,6 +607,7 @@ func (r Report) Summary() string {
 		b = fmt.Appendf(b, "coordinator   %.2f allocs/txn  %.1f µs CPU/txn  heap %.1f → %.1f MiB (max %.1f)\n",
 			c.AllocsPerTxn, c.CPUusPerTxn, mib(c.HeapBytesStart), mib(c.HeapBytesEnd), mib(c.HeapBytesMax))
 	}
+	b = r.groupSummary(b)
 	return string(b[:len(b)-1])
 }
 

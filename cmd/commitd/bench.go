@@ -16,6 +16,7 @@ import (
 
 	"github.com/commitd/commitd/bench"
 	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/cluster"
 	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/participant"
 )
@@ -44,8 +45,9 @@ func runBench(args []string) error {
 	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "workload seed")
 	traceRatio := fs.Float64("trace-sample", 0, "send this share (0 to 1) of transactions with a sampled trace context of their own, for a coordinator that traces (--otlp-endpoint) to trace: what tracing costs under load")
-	fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required)")
-	fs.Var(parts, "participants", "participants as NAME=ADDR,NAME=ADDR,... (required)")
+	fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or every replica's as ADDR1,ADDR2,ADDR3 (required, unless --cluster)")
+	clusterFile := fs.String("cluster", "", "instead of --coordinator, a cluster map (docs/scale.md): drive every group, each new id stamped with a group by the map's weights, and report per group and in total; SIGHUP re-reads the file (a new map version: a group added, weights changed)")
+	fs.Var(parts, "participants", "participants as NAME=ADDR,NAME=ADDR,... (required, unless the --cluster map lists them)")
 	fs.IntVar(&w.Accounts, "accounts", 1000, "accounts per participant to spread transfers over (at most what the participants have)")
 	fs.IntVar(&w.PerTxn, "per-txn", 2, "participants per transaction (1 to 10)")
 	fs.Float64Var(&w.HotAccounts, "hot-accounts", 0, "confine traffic to this fraction of accounts (contention)")
@@ -55,8 +57,25 @@ func runBench(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if coord == "" || len(parts) == 0 {
-		return usageError{errors.New("--coordinator and --participants are required")}
+	var cmap *cluster.Map
+	if *clusterFile != "" {
+		if coord != "" {
+			return usageError{errors.New("give --coordinator or --cluster, not both")}
+		}
+		var err error
+		if cmap, err = cluster.Load(*clusterFile); err != nil {
+			return fmt.Errorf("--cluster: %w", err)
+		}
+		if len(parts) == 0 {
+			for _, p := range cmap.Participants {
+				parts[p.Name] = p.Addr
+			}
+		}
+		if len(parts) == 0 {
+			return usageError{fmt.Errorf("--cluster %s lists no participant: give --participants", *clusterFile)}
+		}
+	} else if coord == "" || len(parts) == 0 {
+		return usageError{errors.New("--coordinator (or --cluster) and --participants are required")}
 	}
 	if err := checkBenchFlags(benchFlags{
 		concurrency: *concurrency, rate: *rate, maxInFlight: *maxInFlight, duration: *duration, warmup: *warmup,
@@ -112,19 +131,37 @@ func runBench(args []string) error {
 	if err != nil {
 		return err
 	}
-	cl, err := client.Dial(coord, client.Options{Conns: *conns, TLS: tlsCfg})
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
 	cfg := bench.Config{
-		Client: cl, Work: w, Concurrency: *concurrency, Rate: *rate, MaxInFlight: *maxInFlight,
+		Work: w, Concurrency: *concurrency, Rate: *rate, MaxInFlight: *maxInFlight,
 		Duration: *duration, Warmup: *warmup, Txns: *txns, CallTimeout: *callTimeout, Seed: *seed, TraceRatio: *traceRatio, Progress: os.Stderr,
 		Sample: func(ctx context.Context) (bench.ServerSample, error) {
 			var st coordinator.Status
 			err := client.Admin(ctx, coord, "status", tlsCfg, &st)
 			return bench.ServerSample{Mallocs: st.Mallocs, HeapBytes: st.HeapBytes, CPUSeconds: st.CPUSeconds}, err
 		},
+	}
+	if cmap != nil {
+		cc, err := client.DialCluster(cmap, client.Options{Conns: *conns, TLS: tlsCfg})
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		cfg.Cluster = cc
+		cfg.SampleGroup = func(ctx context.Context, g uint16) (bench.ServerSample, error) {
+			return sampleGroup(ctx, cc.Map(), g, tlsCfg)
+		}
+		cfg.Sample = func(ctx context.Context) (bench.ServerSample, error) {
+			return sampleCluster(ctx, cc.Map(), tlsCfg)
+		}
+		stopReload := reloadOnHangup(*clusterFile, cc)
+		defer stopReload()
+	} else {
+		cl, err := client.Dial(coord, client.Options{Conns: *conns, TLS: tlsCfg})
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		cfg.Client = cl
 	}
 	if *txns > 0 {
 		cfg.Duration = 0

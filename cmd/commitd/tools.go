@@ -27,6 +27,7 @@ import (
 const adminUsage = `usage of commitd admin: ask a running server, answered as JSON (outcomes: one line each)
 
   commitd admin status   --coordinator ADDR | --participant ADDR   counters and state
+  commitd admin status   --cluster FILE [--json]                   every group of a cluster: per group and in total
   commitd admin accounts --participant ADDR                        accounts, total balance, prepared
   commitd admin outcomes --participant ADDR                        every decision in the ledger
   commitd admin txn ID   --coordinator ADDR                        where one transaction stands
@@ -156,8 +157,9 @@ func runAdmin(args []string) error {
 	if kind == "resolve" {
 		return runResolve(fs, arg, args)
 	}
-	var coord, part string
+	var coord, part, clusterFile string
 	var tf tlsFlags
+	var asJSON *bool
 	timeout := fs.Duration("timeout", defTimeout, "give up after this long")
 	switch kind {
 	case "participants":
@@ -167,6 +169,8 @@ func runAdmin(args []string) error {
 	case "status":
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (the first that answers; or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
+		fs.StringVar(&clusterFile, "cluster", "", "a cluster map (docs/scale.md): ask every replica of every group, and report each group by its leader's view, and the total")
+		asJSON = fs.Bool("json", false, "with --cluster: the report as JSON")
 	case "accounts", "outcomes":
 		fs.StringVar(&part, "participant", "", "the participant's address (required)")
 	case "txn":
@@ -188,6 +192,21 @@ func runAdmin(args []string) error {
 	}
 	if kind == "replicas" && coord == "" {
 		return usageError{errors.New("admin replicas: name the group with --coordinator ADDR1,ADDR2")}
+	}
+	if clusterFile != "" {
+		if coord != "" || part != "" {
+			return usageError{errors.New("status: give --cluster, or --coordinator or --participant, not both")}
+		}
+		tlsCfg, err := tf.config()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		return runClusterStatus(ctx, os.Stdout, clusterFile, *asJSON, tlsCfg)
+	}
+	if asJSON != nil && *asJSON {
+		return usageError{errors.New("status: --json goes with --cluster (a server's status is JSON already)")}
 	}
 	addr := coord
 	if addr == "" {
