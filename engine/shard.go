@@ -688,6 +688,11 @@ func (s *Shard) vote(m Message) {
 	}
 	b.vote = m.Vote
 	t.votes++
+	if t.staged && m.Vote == protocol.VoteYes && s.durable < t.stagedIndex {
+		// The implicit commit now waits for RecStaged, appended lazily
+		// (stage): sync it with the next Ready that appends a record.
+		s.forced = true
+	}
 	switch {
 	case t.staged:
 		switch {
@@ -979,6 +984,11 @@ func (s *Shard) Durable(index uint64) {
 			s.reply(t, protocol.OutcomeCommitted, 0, "")
 		}
 	}
+	if s.stagedW.len() == 0 && len(s.rd.Records) == 0 {
+		// A force that a YES set for a RecStaged (vote) and no record
+		// has carried yet is moot: every RecStaged is durable.
+		s.forced = false
+	}
 	for e, ok := s.popDurable(); ok; e, ok = s.popDurable() {
 		if e.t.gen != e.gen {
 			panic(fmt.Sprintf("engine: transaction %v changed while its record %d was not durable", e.t.id, e.index))
@@ -1073,7 +1083,19 @@ func (s *Shard) stage(t *coordTxn) {
 	}
 	idx := s.appendRecord(Record{Type: RecStaged, Txn: t.id, Participants: t.names})
 	t.stagedIndex = idx
-	s.forced = true
+	// Forced only when no RecStaged of this shard is waiting to become
+	// durable: then the log is idle for it, and its fsync runs in
+	// parallel with the participants' prepares — the one-fsync latency
+	// at low load. Otherwise a sync is under way, and forcing this one
+	// would start another as soon as it ends, one batch per few begins
+	// (the 100-caller profile: 16 % of the coordinator's CPU in
+	// fdatasync against 7 % classic). It rides lazily instead, until
+	// the first YES vote of a transaction staged here while it is not
+	// durable forces it (vote), as classic forces RecCommit when the
+	// votes arrive: the implicit commit needs it no sooner.
+	if s.stagedW.len() == 0 {
+		s.forced = true
+	}
 	s.stagedW.push(wait[coordTxn]{index: idx, t: t})
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	s.stats.Staged++
