@@ -41,6 +41,7 @@ type options struct {
 	// profileDir, if set, receives a pprof CPU profile of every server
 	// process of every cell, taken over the measured part of the run.
 	profileDir string
+	fsyncN     int // fsyncs of the disk probe before and after the cells
 }
 
 // cell is one benchmark run.
@@ -126,6 +127,7 @@ func run() error {
 	flag.StringVar(&only, "only", "", "run only the cells whose name matches this regular expression (the document is not written)")
 	flag.IntVar(&o.accounts, "accounts", 100000, "accounts per participant: enough that no-wait locking rarely aborts")
 	flag.DurationVar(&o.soak, "soak", time.Minute, "length of the soak cell (1,000 callers; its coordinator's live heap is read every 10 s)")
+	flag.IntVar(&o.fsyncN, "fsync", 500, "measure the disk before and after the cells: this many 4 KiB pwrite + fdatasync into written blocks of a file in -dir (0: not at all)")
 	flag.StringVar(&o.profileDir, "cpuprofile", "", "write a pprof CPU profile of every server process of every cell into this directory (cellNN-NAME.pprof; each process gets --http)")
 	flag.Parse()
 	if only != "" {
@@ -158,6 +160,19 @@ func run() error {
 		defer os.RemoveAll(d)
 		o.dir = d
 	}
+	// The disk, measured where the logs go, before and after the cells.
+	probe := func(when string) {
+		if o.fsyncN <= 0 {
+			return
+		}
+		if p, err := probeFsync(o.dir, o.fsyncN); err != nil {
+			fmt.Fprintf(os.Stderr, "disk %s: %v\n", when, err)
+		} else {
+			fmt.Fprintf(os.Stderr, "disk %s: %v\n", when, p)
+		}
+	}
+	probe("before")
+	defer probe("after")
 	cells := matrix(o.quick, o.soak)
 	started := time.Now()
 	var saturation float64
