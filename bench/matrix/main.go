@@ -165,10 +165,14 @@ func run() error {
 		if o.fsyncN <= 0 {
 			return
 		}
-		if p, err := probeFsync(o.dir, o.fsyncN); err != nil {
-			fmt.Fprintf(os.Stderr, "disk %s: %v\n", when, err)
-		} else {
-			fmt.Fprintf(os.Stderr, "disk %s: %v\n", when, p)
+		// One log alone, then three at once (a coordinator and two
+		// participants on this one disk).
+		for _, files := range []int{1, 3} {
+			if p, err := probeFsyncParallel(o.dir, o.fsyncN, files); err != nil {
+				fmt.Fprintf(os.Stderr, "disk %s: %v\n", when, err)
+			} else {
+				fmt.Fprintf(os.Stderr, "disk %s: %v\n", when, p)
+			}
 		}
 	}
 	probe("before")
