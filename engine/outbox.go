@@ -59,10 +59,9 @@ type outbox[T any] struct {
 type output struct {
 	rd Ready
 	// forced: rd.Records holds a record an output waits for (a commit
-	// decision, a YES vote, a one-phase commit), or an output waits for a
-	// record appended lazily before (a shard's RecStaged): the caller
-	// should sync the next records at once rather than lazily
-	// (Ready.Lazy), and with them every record before.
+	// decision, a YES vote, a one-phase commit), or one that takes along
+	// an earlier, lazy record an output waits for (a shard's RecStaged):
+	// the caller should sync it at once rather than lazily (Ready.Lazy).
 	forced       bool
 	nextIndex    uint64 // index the next record takes
 	durable      uint64 // every record up to here is durable
@@ -198,12 +197,7 @@ func (o *output) take(lowWater uint64) Ready {
 	rd := o.rd
 	rd.LowWater = lowWater
 	rd.Lazy = len(rd.Records) > 0 && !o.forced
-	if len(rd.Records) > 0 {
-		// A force without a record of its own (a YES waiting for a
-		// lazily appended RecStaged) waits for the next record, which
-		// takes the earlier ones with it.
-		o.forced = false
-	}
+	o.forced = false
 	o.lastLowWater = lowWater
 	o.rd.FirstIndex = 0
 	o.rd.Records = o.rd.Records[:0]
