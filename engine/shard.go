@@ -216,7 +216,10 @@ type coordTxn struct {
 	// in the same batch rewrites while the record may still be pending).
 	staged, resolving bool
 	stagedIndex       uint64
-	names             []string
+	// stagedLazy: the RecStaged was appended lazily (stage), so the
+	// RecCommit of an implicit commit must be forced to take it along.
+	stagedLazy bool
+	names      []string
 	// abortCause and abortWho are the reply of an abort waiting for its
 	// RecAbort (aborting).
 	abortCause protocol.Cause
@@ -1030,8 +1033,9 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	// implicit commit whose RecStaged was appended lazily (stage) and is
 	// not yet durable waits for it: RecCommit is forced then, and takes
 	// the RecStaged before it along — at the last vote, when classic
-	// forces its RecCommit too.
-	if !s.implicit(t) || s.durable < t.stagedIndex {
+	// forces its RecCommit too. (One forced at begin is on its way
+	// already: a second sync right behind it would buy nothing.)
+	if !s.implicit(t) || t.stagedLazy && s.durable < t.stagedIndex {
 		s.forced = true
 	}
 	s.open.push(wait[coordTxn]{index: idx, t: t})
@@ -1088,6 +1092,8 @@ func (s *Shard) stage(t *coordTxn) {
 	// commit needs it no sooner.
 	if s.stats.InFlight == 1 {
 		s.forced = true
+	} else {
+		t.stagedLazy = true
 	}
 	s.stagedW.push(wait[coordTxn]{index: idx, t: t})
 	s.open.push(wait[coordTxn]{index: idx, t: t})
