@@ -59,8 +59,9 @@ type outbox[T any] struct {
 type output struct {
 	rd Ready
 	// forced: rd.Records holds a record an output waits for (a commit
-	// decision, a YES vote, a one-phase commit): the caller should sync
-	// it at once rather than lazily (Ready.Lazy).
+	// decision, a YES vote, a one-phase commit), or one that takes along
+	// an earlier, lazy record an output waits for (a shard's RecStaged):
+	// the caller should sync it at once rather than lazily (Ready.Lazy).
 	forced       bool
 	nextIndex    uint64 // index the next record takes
 	durable      uint64 // every record up to here is durable

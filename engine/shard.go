@@ -216,7 +216,10 @@ type coordTxn struct {
 	// in the same batch rewrites while the record may still be pending).
 	staged, resolving bool
 	stagedIndex       uint64
-	names             []string
+	// stagedLazy: the RecStaged was appended lazily (stage), so the
+	// RecCommit of an implicit commit must be forced to take it along.
+	stagedLazy bool
+	names      []string
 	// abortCause and abortWho are the reply of an abort waiting for its
 	// RecAbort (aborting).
 	abortCause protocol.Cause
@@ -1026,8 +1029,13 @@ func (s *Shard) becomeDeciding(t *coordTxn) {
 	// for RecCommit, and it rides with the next batch (the next begin's
 	// RecStaged, or LazyDelay) — one fsync per transaction at the
 	// coordinator, not two. The participants hold their locks until
-	// phase two: at most LazyDelay longer, and only at low load.
-	if !s.implicit(t) {
+	// phase two: at most LazyDelay longer, and only at low load. But an
+	// implicit commit whose RecStaged was appended lazily (stage) and is
+	// not yet durable waits for it: RecCommit is forced then, and takes
+	// the RecStaged before it along — at the last vote, when classic
+	// forces its RecCommit too. (One forced at begin is on its way
+	// already: a second sync right behind it would buy nothing.)
+	if !s.implicit(t) || t.stagedLazy && s.durable < t.stagedIndex {
 		s.forced = true
 	}
 	s.open.push(wait[coordTxn]{index: idx, t: t})
@@ -1073,7 +1081,20 @@ func (s *Shard) stage(t *coordTxn) {
 	}
 	idx := s.appendRecord(Record{Type: RecStaged, Txn: t.id, Participants: t.names})
 	t.stagedIndex = idx
-	s.forced = true
+	// Forced only when no other transaction of this shard waits for its
+	// reply: then nothing else will start a batch soon, and this fsync
+	// runs in parallel with the participants' prepares — the one-fsync
+	// latency at low load. Otherwise forcing it would start a sync per
+	// few begins, as they arrive one by one (the 100-caller profile:
+	// 16 % of the coordinator's CPU in fdatasync against 7 % classic).
+	// It rides lazily instead, until the last vote forces the RecCommit
+	// appended after it (becomeDeciding), as classic does: the implicit
+	// commit needs it no sooner.
+	if s.stats.InFlight == 1 {
+		s.forced = true
+	} else {
+		t.stagedLazy = true
+	}
 	s.stagedW.push(wait[coordTxn]{index: idx, t: t})
 	s.open.push(wait[coordTxn]{index: idx, t: t})
 	s.stats.Staged++

@@ -194,7 +194,10 @@ const (
 	// longer needed once it is durable.
 	RecCheckpoint
 	// RecStaged (coordinator, forced, but nothing waits for it to send
-	// the prepares): a staged transaction began, with every branch's
+	// the prepares, and it is forced at once only when no other
+	// transaction of the shard waits for its reply; else the RecCommit
+	// forced at the last vote takes it along): a staged transaction
+	// began, with every branch's
 	// participant (Participants). Once it is durable and every branch has
 	// durably prepared, the transaction is committed (the implicit
 	// commit); a restart that finds it without a decision resolves it.

@@ -16,6 +16,12 @@
 //
 //	go run ./bench/matrix            # the full matrix (a few minutes)
 //	go run ./bench/matrix -quick     # short cells, fewer of them
+//	go run ./bench/matrix -only 'paired with --staged|--staged=false' -cpuprofile /tmp/prof
+//	                                 # some cells, with a CPU profile and /metrics of every process
+//
+// Before and after the cells it measures the disk where the logs go
+// (-fsync N: N × 4 KiB pwrite + fdatasync into written blocks, on one
+// file and on three at once), so that every run names its disk.
 //
 // The generated part of the document sits between the markers
 // <!-- cluster:begin --> and <!-- cluster:end -->; the rest of the file

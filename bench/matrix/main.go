@@ -38,6 +38,10 @@ type options struct {
 	only                *regexp.Regexp
 	accounts            int
 	soak                time.Duration
+	// profileDir, if set, receives a pprof CPU profile of every server
+	// process of every cell, taken over the measured part of the run.
+	profileDir string
+	fsyncN     int // fsyncs of the disk probe before and after the cells
 }
 
 // cell is one benchmark run.
@@ -123,10 +127,17 @@ func run() error {
 	flag.StringVar(&only, "only", "", "run only the cells whose name matches this regular expression (the document is not written)")
 	flag.IntVar(&o.accounts, "accounts", 100000, "accounts per participant: enough that no-wait locking rarely aborts")
 	flag.DurationVar(&o.soak, "soak", time.Minute, "length of the soak cell (1,000 callers; its coordinator's live heap is read every 10 s)")
+	flag.IntVar(&o.fsyncN, "fsync", 500, "measure the disk before and after the cells: this many 4 KiB pwrite + fdatasync into written blocks of a file in -dir (0: not at all)")
+	flag.StringVar(&o.profileDir, "cpuprofile", "", "write a pprof CPU profile of every server process of every cell into this directory (cellNN-NAME.pprof; each process gets --http)")
 	flag.Parse()
 	if only != "" {
 		var err error
 		if o.only, err = regexp.Compile(only); err != nil {
+			return err
+		}
+	}
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 			return err
 		}
 	}
@@ -149,6 +160,23 @@ func run() error {
 		defer os.RemoveAll(d)
 		o.dir = d
 	}
+	// The disk, measured where the logs go, before and after the cells.
+	probe := func(when string) {
+		if o.fsyncN <= 0 {
+			return
+		}
+		// One log alone, then three at once (a coordinator and two
+		// participants on this one disk).
+		for _, files := range []int{1, 3} {
+			if p, err := probeFsyncParallel(o.dir, o.fsyncN, files); err != nil {
+				fmt.Fprintf(os.Stderr, "disk %s: %v\n", when, err)
+			} else {
+				fmt.Fprintf(os.Stderr, "disk %s: %v\n", when, p)
+			}
+		}
+	}
+	probe("before")
+	defer probe("after")
 	cells := matrix(o.quick, o.soak)
 	started := time.Now()
 	var saturation float64
@@ -179,7 +207,7 @@ func run() error {
 			}
 			dir = filepath.Join(memDir, fmt.Sprintf("cell%02d", i))
 		}
-		c.err = runCell(&o, c, dir)
+		c.err = runCell(&o, c, dir, fmt.Sprintf("cell%02d", i))
 		if c.err != nil {
 			fmt.Fprintf(os.Stderr, "   FAILED: %v\n", c.err)
 			continue
@@ -389,6 +417,56 @@ func sampleLiveHeap(addr string, d time.Duration) []heapSample {
 	return out
 }
 
+// profileAll starts a CPU profile of every process in addrs (name → its
+// --http address) over the next d less half a second, written to
+// dir/id-NAME.pprof; the function it returns waits for them all, saves
+// each process's /metrics (its log's fsyncs and batch sizes) as
+// dir/id-NAME.metrics and reports the first failure. With dir empty it
+// does nothing.
+func profileAll(dir, id string, addrs map[string]string, d time.Duration) func() error {
+	if dir == "" {
+		return func() error { return nil }
+	}
+	secs := max(1, int((d-500*time.Millisecond)/time.Second))
+	errs := make(chan error, len(addrs))
+	for name, addr := range addrs {
+		go func() {
+			err := fetchProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs),
+				filepath.Join(dir, id+"-"+name+".pprof"), time.Duration(secs+10)*time.Second)
+			if err == nil {
+				err = fetchProfile("http://"+addr+"/metrics", filepath.Join(dir, id+"-"+name+".metrics"), 5*time.Second)
+			}
+			errs <- err
+		}()
+	}
+	return func() error {
+		var first error
+		for range addrs {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+}
+
+func fetchProfile(url, path string, timeout time.Duration) error {
+	hc := &http.Client{Timeout: timeout}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
 var heapAllocRE = regexp.MustCompile(`(?m)^# HeapAlloc = (\d+)$`)
 
 // freePorts finds n free loopback ports (by listening and closing: racy in
@@ -412,17 +490,21 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func runCell(o *options, c *cell, dir string) error {
+func runCell(o *options, c *cell, dir, id string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	nCoord := max(1, c.replicas)
-	ports, err := freePorts(c.participants + nCoord + 1) // the last: the soak's coordinator HTTP
+	// The last nCoord+participants: each process's HTTP (the soak's
+	// coordinator, or -cpuprofile).
+	ports, err := freePorts(2 * (c.participants + nCoord))
 	if err != nil {
 		return err
 	}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[len(ports)-1])
+	httpPort := ports[c.participants+nCoord:]
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort[c.participants])
+	profiled := map[string]string{} // process name → its HTTP address
 	var coordAddrs, peers []string
 	for i := range nCoord {
 		coordAddrs = append(coordAddrs, fmt.Sprintf("127.0.0.1:%d", ports[c.participants+i]))
@@ -459,6 +541,11 @@ func runCell(o *options, c *cell, dir string) error {
 			"--data", filepath.Join(dir, fmt.Sprintf("p%d", i)), "--coordinator", coordAddr,
 			"--accounts", strconv.Itoa(o.accounts), "--log-level", "warn"}
 		args = append(args, serverFlags(c.flags, false)...)
+		if o.profileDir != "" {
+			a := fmt.Sprintf("127.0.0.1:%d", httpPort[i-1])
+			args = append(args, "--http", a)
+			profiled[fmt.Sprintf("p%d", i)] = a
+		}
 		if err := start(fmt.Sprintf("p%d.log", i), args...); err != nil {
 			return err
 		}
@@ -471,8 +558,13 @@ func runCell(o *options, c *cell, dir string) error {
 			args = append(args, "--id", strconv.Itoa(i+1), "--peers", strings.Join(peers, ","))
 		}
 		args = append(args, serverFlags(c.flags, true)...)
-		if c.group == groupSoak {
+		switch {
+		case c.group == groupSoak && i == 0:
 			args = append(args, "--http", httpAddr)
+		case o.profileDir != "":
+			a := fmt.Sprintf("127.0.0.1:%d", httpPort[c.participants+i])
+			args = append(args, "--http", a)
+			profiled[fmt.Sprintf("coordinator%d", i+1)] = a
 		}
 		if err := start(fmt.Sprintf("coordinator%d.log", i+1), args...); err != nil {
 			return err
@@ -510,6 +602,7 @@ func runCell(o *options, c *cell, dir string) error {
 	for i, p := range procs {
 		before[i] = cpuSeconds(p.Process.Pid)
 	}
+	profiles := profileAll(o.profileDir, id, profiled, d)
 	var sampled chan []heapSample
 	if c.group == groupSoak {
 		sampled = make(chan []heapSample, 1)
@@ -520,6 +613,9 @@ func runCell(o *options, c *cell, dir string) error {
 		c.liveHeap = <-sampled
 	}
 	c.load[1] = loadavg()
+	if perr := profiles(); perr != nil {
+		fmt.Fprintf(os.Stderr, "   profile: %v\n", perr)
+	}
 	after := make([]float64, len(procs))
 	for i, p := range procs {
 		after[i] = cpuSeconds(p.Process.Pid)
