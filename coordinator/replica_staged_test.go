@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,24 @@ func (g *group) outcomes(first, n int) (committed, aborted int) {
 	return committed, aborted
 }
 
+// staged waits until replica id counts at least n transactions begun
+// staged (its shards publish their counts as their pumps turn), and
+// returns the count.
+func (g *group) staged(id uint64, n uint64) uint64 {
+	g.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := g.coords[id].Status()
+		if st.Staged >= n {
+			return st.Staged
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("replica %d ran %d transactions staged, want at least %d: %+v", id, st.Staged, n, st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (g *group) waitConnected() {
 	g.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -143,7 +162,7 @@ func TestReplicatedStagedLeaderLostBeforeVotes(t *testing.T) {
 		}
 		gate = &gatedBank{Bank: b, open: make(chan struct{})}
 		return gate
-	}, func(c *coordinator.Config) { c.RaftSnapshotEvery = 4 })
+	}, func(c *coordinator.Config) { c.RaftSnapshotEvery = 1 })
 	t.Cleanup(gate.release) // before the group closes: p2's pump may wait in Prepare
 	l := g.leader(5 * time.Second)
 	g.waitConnected()
@@ -152,10 +171,7 @@ func TestReplicatedStagedLeaderLostBeforeVotes(t *testing.T) {
 			t.Fatalf("txn %d: %v", i, res)
 		}
 	}
-	before := g.coords[l].Status().Staged
-	if before < 5 {
-		t.Fatalf("the group ran %d of 5 transactions staged: %+v", before, g.coords[l].Status())
-	}
+	before := g.staged(l, 5)
 
 	const first, n = 100, 10
 	g.settled(5 * time.Second)
@@ -329,4 +345,30 @@ func TestReplicatedStagedLeaderLostBeforeStagedCommits(t *testing.T) {
 			t.Fatalf("%d committed, %d aborted: the old leader's log held their staged records (and, every vote in, their commit records), committed in its new term, so each commits", c, a)
 		}
 	})
+}
+
+// TestReplicatedStagedFlag: a group stages by default, and Classic
+// (--staged=false) keeps it to classic two-phase commit.
+func TestReplicatedStagedFlag(t *testing.T) {
+	for _, classic := range []bool{false, true} {
+		t.Run(fmt.Sprintf("classic=%v", classic), func(t *testing.T) {
+			g := newGroup(t, func(c *coordinator.Config) { c.Classic = classic })
+			l := g.leader(5 * time.Second)
+			g.waitConnected()
+			for i := range 5 {
+				if res := g.transfer(l, i); res.Outcome != client.Committed {
+					t.Fatalf("txn %d: %v", i, res)
+				}
+			}
+			if classic {
+				time.Sleep(100 * time.Millisecond) // the counts are published as the pumps turn
+				if st := g.coords[l].Status(); st.Staged != 0 {
+					t.Fatalf("%d of 5 transactions ran staged with Classic: %+v", st.Staged, st)
+				}
+			} else {
+				g.staged(l, 5)
+			}
+			g.check()
+		})
+	}
 }
