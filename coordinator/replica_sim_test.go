@@ -110,6 +110,7 @@ type simBugs struct {
 	claimMemory    bool // restores no ended transaction
 	forgetPresumed bool // its shards do not remember the ids they presume aborted
 	atTakeover     bool // not a bug: the id window starts at the takeover (the rule before)
+	classic        bool // not a bug: staged decisions off, as --staged=false
 	// Membership:
 	joinerBootstraps bool // the joining replica starts with a configuration of its own
 	// A replica that installs a leader's snapshot keeps its memory of
@@ -312,6 +313,7 @@ func newSim(t *testing.T, seed uint64, bugs simBugs) *sim {
 		members: true, leaders: map[uint64]uint64{}, named: map[protocol.TxnID][]string{},
 		stagedIn: map[protocol.TxnID]bool{}, yesFrom: map[protocol.TxnID]map[string]bool{}, abortOf: map[protocol.TxnID]string{}}
 	s.victim = 1 + s.rng.Uint64N(3)
+	s.classic = bugs.classic
 	for id := uint64(1); id <= 3; id++ {
 		st := raft.NewMemoryStorage()
 		// raftlog's base snapshot: index 1, every replica a voter.
@@ -1401,8 +1403,7 @@ func runSimSeeds(t *testing.T, first, last uint64, classic bool) {
 	committed, staged := 0, 0
 	events := map[string]int{}
 	for seed := first; seed <= last; seed++ {
-		s := newSim(t, seed, simBugs{})
-		s.classic = classic
+		s := newSim(t, seed, simBugs{classic: classic})
 		if why := s.run(3000); why != "" {
 			t.Fatal(why)
 		}
@@ -1438,7 +1439,10 @@ func TestReplicaSimulationCatchesBugs(t *testing.T) {
 		{"new leader claims a memory it did not restore", simBugs{claimMemory: true}},
 		{"leader forgets the ids it presumed aborted", simBugs{forgetPresumed: true}},
 		{"a joiner bootstraps its own configuration", simBugs{joinerBootstraps: true}},
-		{"a snapshot installed keeps the memory's window", simBugs{snapshotKeepsMemory: true}},
+		// An id-window bug, not a staged one: with staged decisions it
+		// is caught too, but first in seed 95 (52 s without -race, over
+		// 5 min with it on a loaded machine) against seed 19 classic.
+		{"a snapshot installed keeps the memory's window", simBugs{snapshotKeepsMemory: true, classic: true}},
 		{"a snapshot drops the participant table", simBugs{snapshotDropsParts: true}},
 		{"a participant removed while a commit names it", simBugs{removeInDoubt: true}},
 		{"new leader presumes abort for a staged transaction in its log", simBugs{presumeStaged: true}},
