@@ -541,17 +541,19 @@ func TestOutcomeOnEveryReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	run := func(amount int64) uuid.UUID {
+	run := func(acct uint32, amount int64) uuid.UUID {
 		id := uuid.Must(uuid.NewV7())
 		if _, err := cl.Run(ctx, id, []client.Branch{
-			{Participant: "p1", Work: bank.AppendWork(nil, 1, -amount)},
-			{Participant: "p2", Work: bank.AppendWork(nil, 1, amount)},
+			{Participant: "p1", Work: bank.AppendWork(nil, acct, -amount)},
+			{Participant: "p2", Work: bank.AppendWork(nil, acct, amount)},
 		}); err != nil {
 			t.Fatal(err)
 		}
 		return id
 	}
-	committed, aborted := run(5), run(1_000_000) // p1 cannot pay a million
+	// Two accounts: a staged commit is told before its participants
+	// hear the decision, and p2 may still hold account 1's lock (a NO).
+	committed, aborted := run(1, 5), run(2, 1_000_000) // p1 cannot pay a million
 	ask := func(addr string, id uuid.UUID) (protocol.TxnStatus, error) {
 		var st protocol.TxnStatus
 		err := client.AdminArg(ctx, addr, "txn", id.String(), nil, &st)
