@@ -328,9 +328,9 @@ func (r *replica) handleReady() error {
 // compact snapshots the applied state every Config.RaftSnapshotEvery
 // entries — the commit and staged records without an end: what a new
 // leader restores from — so that neither the raft log on disk nor its
-// copy in memory grows without bound. A quarter of that many entries is kept before the
-// snapshot for followers a little behind; one further behind gets the
-// snapshot.
+// copy in memory grows without bound. A quarter of that many entries is
+// kept before the snapshot for followers a little behind; one further
+// behind gets the snapshot.
 func (r *replica) compact() error {
 	// Also right after a configuration change, so that the snapshot raft
 	// sends is never older than the configuration: raft refuses a snapshot
@@ -461,8 +461,8 @@ func (r *replica) send(msgs []*pb.Message) {
 }
 
 // apply applies one committed entry: every replica keeps the commit and
-// staged records whose transaction has not ended, to restore a reign from; the
-// leader that proposed it learns that its records are durable.
+// staged records whose transaction has not ended, to restore a reign
+// from; the leader that proposed it learns that its records are durable.
 func (r *replica) apply(e *pb.Entry) error {
 	r.appliedTerm, r.applied = e.GetTerm(), e.GetIndex()
 	if e.GetType() != pb.EntryNormal {
