@@ -121,8 +121,8 @@ type Config struct {
 	// "committed" after one round trip and one (parallel) fsync, where
 	// classic waits for the decision's fsync too; a participant that is
 	// down keeps such a transaction open until it returns (classic aborts
-	// it after PrepareTimeout). A replicated coordinator (Peers) runs
-	// classic for now, whatever this says.
+	// it after PrepareTimeout). A replicated coordinator (Peers) stages
+	// the same way: its staged record is a raft entry (docs/ha.md).
 	Classic bool
 	// NoGroupCommit gives every record its own fdatasync instead of one for
 	// many; for benchmarks that show what group commit buys.

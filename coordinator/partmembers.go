@@ -395,7 +395,7 @@ func (r *replica) applyParticipants(c *partChange) (why string) {
 		_, err = checkRemove(base, c.name)
 		if err == nil {
 			if n := r.openNaming(c.name); n > 0 {
-				err = fmt.Errorf("participant %q is named by %d commits not yet acknowledged by every participant (see commitd admin in-doubt): remove it once they are settled", c.name, n)
+				err = fmt.Errorf("participant %q is named by %d commits not yet acknowledged by every participant or staged transactions not yet decided (see commitd admin in-doubt): remove it once they are settled", c.name, n)
 			}
 		}
 	} else if a, ok := base[c.name]; !ok || a != c.addr {
@@ -415,8 +415,8 @@ func (r *replica) applyParticipants(c *partChange) (why string) {
 	return ""
 }
 
-// openNaming counts the commit records without an end that name
-// participant.
+// openNaming counts the commit records without an end, and the staged
+// records without a decision, that name participant.
 func (r *replica) openNaming(participant string) int {
 	n := 0
 	var rec engine.Record

@@ -94,7 +94,7 @@ type replica struct {
 	// Owned by run.
 	log         *raftlog.Log
 	rn          *raft.RawNode
-	open        map[protocol.TxnID][]byte // committed commit records without a committed end
+	open        map[protocol.TxnID][]byte // committed commit and staged records without a committed end or abort
 	appliedTerm uint64                    // term of the last entry applied
 	applied     uint64                    // index of the last entry applied
 	snapIndex   uint64                    // index of the latest snapshot
@@ -326,11 +326,11 @@ func (r *replica) handleReady() error {
 }
 
 // compact snapshots the applied state every Config.RaftSnapshotEvery
-// entries — the commit records without an end: what a new leader restores
-// from — so that neither the raft log on disk nor its copy in memory grows
-// without bound. A quarter of that many entries is kept before the
-// snapshot for followers a little behind; one further behind gets the
-// snapshot.
+// entries — the commit and staged records without an end: what a new
+// leader restores from — so that neither the raft log on disk nor its
+// copy in memory grows without bound. A quarter of that many entries is
+// kept before the snapshot for followers a little behind; one further
+// behind gets the snapshot.
 func (r *replica) compact() error {
 	// Also right after a configuration change, so that the snapshot raft
 	// sends is never older than the configuration: raft refuses a snapshot
@@ -354,7 +354,8 @@ func (r *replica) compact() error {
 
 // encodeOpen is the snapshot's data: the members header (group,
 // addresses, removed ids: raftlog.Members), then n × (u32 len, commit
-// record), in transaction order.
+// or staged record), in transaction order: every transaction a new leader
+// must re-drive or resolve.
 func (r *replica) encodeOpen() []byte {
 	txns := make([]protocol.TxnID, 0, len(r.open))
 	for id := range r.open {
@@ -388,11 +389,13 @@ func (r *replica) restoreSnapshot(sn *pb.Snapshot) error {
 		}
 		l := int(binary.LittleEndian.Uint32(d))
 		rec = engine.Record{}
-		if err := rec.UnmarshalBinary(d[4 : 4+l]); err != nil || rec.Type != engine.RecCommit {
+		if err := rec.UnmarshalBinary(d[4 : 4+l]); err != nil || rec.Type != engine.RecCommit && rec.Type != engine.RecStaged {
 			return fmt.Errorf("coordinator: snapshot at %d holds a bad record: %w", sn.GetMetadata().GetIndex(), wal.ErrCorrupt)
 		}
 		open[rec.Txn] = slices.Clone(d[4 : 4+l])
-		r.s.outcomes.recordCommit(rec.Txn, rec.Participants)
+		if rec.Type == engine.RecCommit {
+			r.s.outcomes.recordCommit(rec.Txn, rec.Participants)
+		}
 		d = d[4+l:]
 	}
 	r.open = open
@@ -457,9 +460,9 @@ func (r *replica) send(msgs []*pb.Message) {
 	}
 }
 
-// apply applies one committed entry: every replica keeps the commit
-// records whose transaction has not ended, to restore a reign from; the
-// leader that proposed it learns that its records are durable.
+// apply applies one committed entry: every replica keeps the commit and
+// staged records whose transaction has not ended, to restore a reign
+// from; the leader that proposed it learns that its records are durable.
 func (r *replica) apply(e *pb.Entry) error {
 	r.appliedTerm, r.applied = e.GetTerm(), e.GetIndex()
 	if e.GetType() != pb.EntryNormal {
@@ -508,17 +511,38 @@ func (r *replica) apply(e *pb.Entry) error {
 			return fmt.Errorf("coordinator: raft entry %d: record %d: %v: %w", e.GetIndex(), i, err, wal.ErrCorrupt)
 		}
 		switch rec.Type {
+		case engine.RecStaged:
+			// A staged transaction (docs/ha.md, "Staged decisions in a
+			// group"): every replica holds its record until its
+			// decision, exactly as a restarted lone coordinator reads it
+			// back, so that a new leader resolves it and never presumes
+			// it aborted.
+			r.ended.forget(rec.Txn)
+			r.open[rec.Txn] = append([]byte(nil), data...)
 		case engine.RecCommit:
+			// For a staged transaction the commit record replaces its
+			// staged record: restored alone, it is re-driven as any
+			// commit is.
 			r.ended.forget(rec.Txn)
 			r.open[rec.Txn] = append([]byte(nil), data...)
 			// Every replica indexes the commits it applies: committed
 			// state, so any replica answers admin txn for a commit.
 			r.s.outcomes.recordCommit(rec.Txn, rec.Participants)
 		case engine.RecEnd:
+			// A staged record ended by RecEnd is a staged transaction
+			// whose every vote was read-only: the end is its decision,
+			// and the memory restores the pair as such (window.go).
 			if c, ok := r.open[rec.Txn]; ok {
 				r.ended.add(rec.Txn, c, now)
 			}
 			delete(r.open, rec.Txn)
+		case engine.RecAbort:
+			// A staged transaction's logged abort: it ended aborted.
+			if c, ok := r.open[rec.Txn]; ok && engine.RecordType(c[0]) != engine.RecStaged {
+				return fmt.Errorf("coordinator: raft entry %d: record %d: an abort record for %v, which has a commit record: %w", e.GetIndex(), i, rec.Txn, wal.ErrCorrupt)
+			}
+			delete(r.open, rec.Txn)
+			r.ended.add(rec.Txn, nil, now)
 		case engine.RecAborted:
 			// An abort marker (window.go); a commit record decides.
 			if _, ok := r.open[rec.Txn]; !ok {

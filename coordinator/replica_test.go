@@ -56,6 +56,12 @@ func newGroup(t *testing.T, with ...func(*coordinator.Config)) *group {
 // accounts: participants are given
 // every address, since they do not learn the group's membership.
 func newGroupSpare(t *testing.T, spare, accounts int, with ...func(*coordinator.Config)) *group {
+	return newGroupRes(t, spare, accounts, nil, with...)
+}
+
+// newGroupRes is newGroupSpare with each participant's resource made by
+// res from its bank (nil: the bank itself).
+func newGroupRes(t *testing.T, spare, accounts int, res func(name string, b *bank.Bank) participant.Inspectable, with ...func(*coordinator.Config)) *group {
 	g := &group{t: t, with: with, dir: t.TempDir(), addrs: map[uint64]string{}, peers: map[string]string{},
 		coords: map[uint64]*coordinator.Server{}, results: map[int]client.Result{}, fs: map[uint64]*waltest.MemFS{},
 		spare: map[uint64]net.Listener{}, join: map[uint64]bool{}}
@@ -82,9 +88,13 @@ func newGroupSpare(t *testing.T, spare, accounts int, with ...func(*coordinator.
 		}
 		g.peers[name] = ln.Addr().String()
 		b := bank.New(accounts, 1000)
+		var r participant.Inspectable = b
+		if res != nil {
+			r = res(name, b)
+		}
 		p, err := participant.Start(participant.Config{
 			Name: name, Listener: ln, DataDir: filepath.Join(g.dir, name), Coordinator: coordList,
-			Resource: b, InquireAfter: 200 * time.Millisecond, InquireMax: time.Second,
+			Resource: r, InquireAfter: 200 * time.Millisecond, InquireMax: time.Second,
 			SegmentBytes: 1 << 20, Logger: nodetest.Quiet(),
 		})
 		if err != nil {
@@ -531,17 +541,19 @@ func TestOutcomeOnEveryReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	run := func(amount int64) uuid.UUID {
+	run := func(acct uint32, amount int64) uuid.UUID {
 		id := uuid.Must(uuid.NewV7())
 		if _, err := cl.Run(ctx, id, []client.Branch{
-			{Participant: "p1", Work: bank.AppendWork(nil, 1, -amount)},
-			{Participant: "p2", Work: bank.AppendWork(nil, 1, amount)},
+			{Participant: "p1", Work: bank.AppendWork(nil, acct, -amount)},
+			{Participant: "p2", Work: bank.AppendWork(nil, acct, amount)},
 		}); err != nil {
 			t.Fatal(err)
 		}
 		return id
 	}
-	committed, aborted := run(5), run(1_000_000) // p1 cannot pay a million
+	// Two accounts: a staged commit is told before its participants
+	// hear the decision, and p2 may still hold account 1's lock (a NO).
+	committed, aborted := run(1, 5), run(2, 1_000_000) // p1 cannot pay a million
 	ask := func(addr string, id uuid.UUID) (protocol.TxnStatus, error) {
 		var st protocol.TxnStatus
 		err := client.AdminArg(ctx, addr, "txn", id.String(), nil, &st)

@@ -60,7 +60,7 @@ type Server struct {
 	rates []*rates
 
 	// staged: begins whose participants can all prevent run with a
-	// staged decision (Config.Classic; never replicated). Immutable.
+	// staged decision (Config.Classic). Immutable.
 	staged bool
 
 	// outcomes is the outcome index (outcomes.go): fed by the pumps'
@@ -105,10 +105,10 @@ func Start(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:  cfg,
 		lock: lock,
-		// The replicated coordinator runs classic two-phase commit for
-		// now: its followers and a new leader's restore know no staged
-		// records (docs/ha.md).
-		staged: !cfg.Classic && len(cfg.Peers) == 0,
+		// A replicated coordinator stages too: RecStaged is a raft entry
+		// like the other records (replica.apply; docs/ha.md, "Staged
+		// decisions in a group").
+		staged: !cfg.Classic,
 	}
 	s.clusterMap.Store(cfg.Cluster)
 	// The outcome index is synced before the log retires anything: a
@@ -195,9 +195,6 @@ func Start(cfg Config) (*Server, error) {
 		s.life.Go(s.rep.run)
 	}
 	ok = true
-	if !cfg.Classic && len(cfg.Peers) > 0 {
-		cfg.Logger.Info("staged decisions are not supported by a replicated coordinator yet: every transaction runs classic two-phase commit")
-	}
 	cfg.Logger.Info("coordinator serving", "addr", s.ln.Addr().String(), "shards", cfg.Shards,
 		"participants", len(initial), "data", cfg.DataDir, "staged", s.staged)
 	return s, nil

@@ -221,7 +221,7 @@ func runCoordinator(args []string) error {
 	groupCommit := fs.Bool("group-commit", true, "one fdatasync for many log records (false: one per record)")
 	coalesce := fs.Bool("coalesce", true, "one write for every queued frame on a connection (false: one per frame)")
 	batch := fs.Bool("batch", true, "step every queued input before flushing (false: step and flush one input at a time)")
-	staged := fs.Bool("staged", true, "staged decisions: tell the client committed after one round trip and one fsync when every participant can prevent (false: classic two-phase commit; a replicated coordinator runs classic)")
+	staged := fs.Bool("staged", true, "staged decisions: tell the client committed after one round trip and one fsync when every participant can prevent (false: classic two-phase commit)")
 	fs.IntVar(&cfg.ConnsPerParticipant, "conns", 2, "connections to each participant")
 	fs.IntVar(&cfg.MaxClients, "max-clients", 10000, "client connections; a few more are kept for participants and admin tools")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/client"
+	"github.com/commitd/commitd/coordinator"
 	"github.com/commitd/commitd/participant/bank"
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
@@ -281,11 +282,21 @@ func runChaos(t *testing.T, cr chaosRun) Result {
 	recovered := waitQuiet(t, c, recoverBound)
 	recoverTime := time.Since(repaired)
 	stagedNote := ""
-	if !c.Replicated() {
-		// Counted since the coordinator's last start (replicated: classic).
+	{
+		// Counted since the coordinator's last start (replicated: since
+		// the leader's reign began).
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if st, err := Status(ctx, c.Coordinators[0]); err == nil {
-			stagedNote = fmt.Sprintf("%d transactions staged, %d resolved, %d undecided (since the coordinator's last start)", st.Staged, st.Resolutions, st.Undecided)
+		var st coordinator.Status
+		var err error
+		since := "the coordinator's last start"
+		if c.Replicated() {
+			_, st, err = c.Leader(ctx)
+			since = "the leader's reign began"
+		} else {
+			st, err = Status(ctx, c.Coordinators[0])
+		}
+		if err == nil {
+			stagedNote = fmt.Sprintf("%d transactions staged, %d resolved, %d undecided (since %s)", st.Staged, st.Resolutions, st.Undecided, since)
 		}
 		cancel()
 	}
