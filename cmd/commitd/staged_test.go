@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"database/sql"
@@ -105,12 +106,22 @@ func stagedCoordinatorKilled(t *testing.T, p2Backend []string) {
 	// Some commits the clients are told about, before the crash.
 	var told []protocol.TxnID
 	for i := range 20 {
-		id := uuid.Must(uuid.NewV7())
-		res, err := cl.Run(context.Background(), id, transfer(i))
-		if err != nil || res.Outcome != client.Committed {
-			t.Fatalf("transfer %d: %v %v", i, res, err)
+		// A staged commit is told before its participants hear the
+		// decision, so transfer i+10 (the same account) can find
+		// transfer i's lock still held at p2 and be voted no (PostgreSQL
+		// waits lock_timeout, 10 ms): retry such an abort with a new id.
+		for try := 0; ; try++ {
+			id := uuid.Must(uuid.NewV7())
+			res, err := cl.Run(context.Background(), id, transfer(i))
+			if err == nil && res.Outcome == client.Committed {
+				told = append(told, id)
+				break
+			}
+			if err != nil || res.Outcome != client.Aborted || try == 10 {
+				t.Fatalf("transfer %d: %v %v", i, res, err)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		told = append(told, id)
 	}
 	if st := coordStatus(t, coord); st.Staged == 0 {
 		t.Fatalf("no transaction ran staged: %+v", st)
@@ -120,6 +131,7 @@ func stagedCoordinatorKilled(t *testing.T, p2Backend []string) {
 	if err := part2.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	waitProcessStopped(t, part2.Process.Pid)
 	var wg sync.WaitGroup
 	for i := range 10 {
 		wg.Go(func() {
@@ -395,4 +407,32 @@ func mysqlDatabase(t *testing.T) string {
 		}
 	})
 	return cfg.FormatDSN()
+}
+
+// waitProcessStopped waits until the process pid is in the stopped state
+// (T in /proc/PID/stat), and fails the test if it is not alive: a process
+// that exited (a server that could not bind its port, say) would be
+// "stopped" by a SIGSTOP without complaint while something else answers at
+// its address.
+func waitProcessStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// The state is the field after the command's closing parenthesis.
+		i := bytes.LastIndexByte(b, ')')
+		if err != nil || i < 0 || i+2 >= len(b) {
+			t.Fatalf("process %d: cannot read its state: %v", pid, err)
+		}
+		switch st := b[i+2]; st {
+		case 'T':
+			return
+		case 'Z', 'X':
+			t.Fatalf("process %d exited (state %c) before it was stopped", pid, st)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped after 5 s: %s", pid, b[i+2:])
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,7 +123,48 @@ func FreeLoopbackAddr() (string, error) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
+		if !reservePort(port) {
+			continue // handed out lately, perhaps to another test process
+		}
 		return addr, nil
 	}
 	return "", errors.New("nodetest: no free loopback port in 20000–31999 after 200 draws")
+}
+
+// portReservations is where FreeLoopbackAddr marks the ports it hands out,
+// shared by every test process of the machine.
+var portReservations = filepath.Join(os.TempDir(), "commitd-test-ports")
+
+// portReservedFor is how long a port handed out stays reserved: long enough
+// for the server it was drawn for to start and bind it, even a race-built
+// process on a loaded machine.
+const portReservedFor = 2 * time.Minute
+
+// reservePort marks port as handed out, and reports false if another draw
+// (of this process or of another test process) handed it out less than
+// portReservedFor ago. Without it, two test binaries running side by side
+// (go test runs packages in parallel, and CI runs them all) could each find
+// the same port free and let go of it before their servers bind it: one
+// server then fails to start while its test talks to the other binary's
+// server of the same name at that port — a stranger that answers as its
+// participant (seen: a "stopped" participant whose transactions committed).
+func reservePort(port int) bool {
+	if err := os.MkdirAll(portReservations, 0o777); err != nil {
+		return true // no reservations possible: the draw alone
+	}
+	name := filepath.Join(portReservations, strconv.Itoa(port))
+	for range 2 {
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err == nil {
+			f.Close()
+			return true
+		}
+		if fi, err := os.Stat(name); err == nil {
+			if time.Since(fi.ModTime()) < portReservedFor {
+				return false
+			}
+			os.Remove(name) // stale: take it over
+		}
+	}
+	return false
 }
