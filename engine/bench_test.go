@@ -18,6 +18,7 @@ import (
 type shardCommit struct {
 	s                  *engine.Shard
 	staged             bool // a staged decision: RecStaged durable before the votes
+	v7                 bool // UUIDv7-shaped ids (see benchID)
 	tickEvery          uint64
 	begin              engine.Message
 	voteA, voteB       engine.Message
@@ -42,10 +43,22 @@ func newShardCommit(remember, tickEvery int, staged bool) *shardCommit {
 	}
 }
 
+// benchID is the benchmarks' n-th transaction id: n in the last 8 bytes
+// and, for v7, the first 8 a UUIDv7's at 26 transactions per ms (the
+// 1,000-caller cell's rate), so that the remembered maps can skip by
+// stamp; otherwise zero, and every lookup probes them.
+func benchID(n uint64, v7 bool) protocol.TxnID {
+	var txn protocol.TxnID
+	binary.BigEndian.PutUint64(txn[8:], n)
+	if v7 {
+		binary.BigEndian.PutUint64(txn[:8], (1_700_000_000_000+n/26)<<16|0x7000)
+	}
+	return txn
+}
+
 func (c *shardCommit) run() {
 	c.id++
-	var txn protocol.TxnID
-	binary.BigEndian.PutUint64(txn[8:], c.id)
+	txn := benchID(c.id, c.v7)
 	c.begin.Txn, c.voteA.Txn, c.voteB.Txn, c.ackA.Txn, c.ackB.Txn = txn, txn, txn, txn, txn
 	s := c.s
 	s.Step(c.begin)
@@ -79,15 +92,18 @@ func BenchmarkShardCommit(b *testing.B) {
 	for _, bc := range []struct {
 		name                string
 		remember, tickEvery int
-		staged              bool
+		staged, v7          bool
 	}{
-		{"forgetting", 1, 1, false},
-		{"remembering", 2500, 20, false}, // 50k-100k finished transactions remembered
-		{"staged/forgetting", 1, 1, true},
-		{"staged/remembering", 2500, 20, true},
+		{"forgetting", 1, 1, false, false},
+		{"remembering", 2500, 20, false, false}, // 50k-100k finished transactions remembered
+		{"remembering/uuidv7", 2500, 20, false, true},
+		{"staged/forgetting", 1, 1, true, false},
+		{"staged/remembering", 2500, 20, true, false},
+		{"staged/remembering/uuidv7", 2500, 20, true, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			c := newShardCommit(bc.remember, bc.tickEvery, bc.staged)
+			c.v7 = bc.v7
 			for range 2 * bc.remember * bc.tickEvery { // reach the steady state
 				c.run()
 			}
@@ -126,6 +142,7 @@ func TestShardCommitAllocs(t *testing.T) {
 type participantCommit struct {
 	p         *engine.Participant
 	tickEvery uint64
+	v7        bool // UUIDv7-shaped ids (see benchID)
 	prepare   engine.Message
 	commit    engine.Message
 	id        uint64
@@ -142,8 +159,7 @@ func newParticipantCommit(remember, tickEvery int) *participantCommit {
 
 func (c *participantCommit) run() {
 	c.id++
-	var txn protocol.TxnID
-	binary.BigEndian.PutUint64(txn[8:], c.id)
+	txn := benchID(c.id, c.v7)
 	c.prepare.Txn, c.commit.Txn = txn, txn
 	p := c.p
 	p.Step(c.prepare)
@@ -165,12 +181,15 @@ func BenchmarkParticipantCommit(b *testing.B) {
 	for _, bc := range []struct {
 		name                string
 		remember, tickEvery int
+		v7                  bool
 	}{
-		{"forgetting", 1, 1},
-		{"remembering", 2500, 20},
+		{"forgetting", 1, 1, false},
+		{"remembering", 2500, 20, false},
+		{"remembering/uuidv7", 2500, 20, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			c := newParticipantCommit(bc.remember, bc.tickEvery)
+			c.v7 = bc.v7
 			for range 2 * bc.remember * bc.tickEvery {
 				c.run()
 			}

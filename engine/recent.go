@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/commitd/commitd/protocol"
+import (
+	"encoding/binary"
+
+	"github.com/commitd/commitd/protocol"
+)
 
 // recent remembers finished transactions for a while, to answer late and
 // duplicate messages about them, in two generations of maps rather than a
@@ -11,11 +15,28 @@ import "github.com/commitd/commitd/protocol"
 // no pointers, so a remembered set of hundreds of thousands of
 // transactions costs the garbage collector nothing to scan, and the maps
 // of transactions still in flight stay small enough to stay in cache.
+//
+// Most lookups are of ids it does not hold — every new prepare and begin
+// asks first — and in a map of hundreds of thousands each such miss is a
+// cache miss, two with two generations. So each generation also keeps the
+// largest stamp (the id's first 8 bytes, big-endian) it was given: a
+// lookup of an id whose stamp is larger skips that map without probing.
+// Ids are UUIDv7, whose first 48 bits are the client's clock in ms, so a
+// new transaction's id is usually newer than anything the older
+// generation holds. The skip is exact for any id, UUIDv7 or not: a map
+// holds only ids put into it, and each put raises the bound to at least
+// its stamp (remove leaves it an upper bound; an id of stamp 0, as in
+// the engine's tests, is never skipped).
 type recent[V any] struct {
-	cur, old map[protocol.TxnID]V
-	period   int64 // ticks between rotations
-	next     int64 // tick of the next rotation
+	cur, old       map[protocol.TxnID]V
+	curMax, oldMax uint64 // no id in cur (old) has a larger stamp
+	period         int64  // ticks between rotations
+	next           int64  // tick of the next rotation
 }
+
+// stamp is the part of an id that recent bounds per generation: for a
+// UUIDv7, its millisecond timestamp, version and first random bits.
+func stamp(id protocol.TxnID) uint64 { return binary.BigEndian.Uint64(id[:8]) }
 
 func newRecent[V any](period int) recent[V] {
 	return recent[V]{
@@ -27,11 +48,18 @@ func newRecent[V any](period int) recent[V] {
 }
 
 func (r *recent[V]) get(id protocol.TxnID) (V, bool) {
-	if v, ok := r.cur[id]; ok {
-		return v, true
+	st := stamp(id)
+	if st <= r.curMax {
+		if v, ok := r.cur[id]; ok {
+			return v, true
+		}
 	}
-	v, ok := r.old[id]
-	return v, ok
+	if st <= r.oldMax {
+		v, ok := r.old[id]
+		return v, ok
+	}
+	var zero V
+	return zero, false
 }
 
 func (r *recent[V]) has(id protocol.TxnID) bool {
@@ -48,6 +76,7 @@ func (r *recent[V]) has(id protocol.TxnID) bool {
 // miss. (Were id in old all the same, get would still find the new value
 // first; only len would count it twice until old is dropped.)
 func (r *recent[V]) put(id protocol.TxnID, v V) {
+	r.curMax = max(r.curMax, stamp(id))
 	r.cur[id] = v
 }
 
@@ -67,10 +96,12 @@ func (r *recent[V]) tick(now int64) {
 	}
 	clear(r.old)
 	r.old, r.cur = r.cur, r.old
+	r.oldMax, r.curMax = r.curMax, 0
 	r.next = now + r.period
 }
 
 func (r *recent[V]) reset() {
 	clear(r.cur)
 	clear(r.old)
+	r.curMax, r.oldMax = 0, 0
 }

@@ -193,3 +193,12 @@ func (b *Bank) Accounts() int { return len(b.balances) }
 
 // Locked is the number of accounts locked by prepared transactions.
 func (b *Bank) Locked() int { return len(b.holds) }
+
+// AppendPrepared appends to dst the transactions that hold a prepared
+// (YES) state — a lock — here, in no particular order.
+func (b *Bank) AppendPrepared(dst []protocol.TxnID) []protocol.TxnID {
+	for id := range b.holds {
+		dst = append(dst, id)
+	}
+	return dst
+}
