@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/commitd/commitd/cluster"
+	"github.com/commitd/commitd/net/wire"
 	"github.com/commitd/commitd/protocol"
 	"github.com/google/uuid"
 )
@@ -149,4 +151,17 @@ func (c *Cluster) Close() error {
 		delete(c.mu.groups, id)
 	}
 	return nil
+}
+
+// ReloadCluster asks the coordinator or participant at addr to re-read
+// the cluster map file it was started with (--cluster), as SIGHUP does,
+// and returns the version it uses afterwards. A map the server refused
+// (it does not parse, or may not follow the one in use), or a server
+// started without --cluster, is a *RefusedError saying why in one line;
+// the server keeps the map it had. addr is one process: each replica of
+// a group holds its own copy of the map, so each is asked on its own.
+func ReloadCluster(ctx context.Context, addr string, tlsCfg *tls.Config) (cluster.Reloaded, error) {
+	var r cluster.Reloaded
+	err := adminOne(ctx, addr, "cluster reload", &wire.AdminRequest{Kind: wire.AdminClusterReload}, tlsCfg, &r)
+	return r, err
 }

@@ -275,6 +275,14 @@ func (s *Server) adminJSON(c *mux.Conn, kind wire.AdminKind, arg []byte) ([]byte
 		return json.Marshal(st)
 	case wire.AdminAccounts:
 		return json.Marshal(s.AccountsSummary())
+	case wire.AdminClusterReload:
+		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		defer cancel()
+		rep, err := s.ReloadClusterFile(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
 	}
 	return nil, fmt.Errorf("a participant does not serve admin request %d", kind)
 }

@@ -224,6 +224,11 @@ const (
 	// participant, refused while any transaction in flight or in doubt
 	// names it; one JSON object, the participants afterwards.
 	AdminParticipantsRemove
+	// AdminClusterReload: the server re-reads the cluster map file it was
+	// started with (--cluster), as on SIGHUP; one JSON object, the
+	// version in use afterwards (cluster.Reloaded), or an Error saying in
+	// one line why the map was refused. Coordinator and participant.
+	AdminClusterReload
 )
 
 // MaxAdminArgLen bounds AdminRequest.Arg.
