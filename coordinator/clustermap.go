@@ -37,20 +37,20 @@ func checkClusterMap(m *cluster.Map, g uint16) error {
 // map in use drains or retires this one. The first is a client's mistake
 // or an old map; the second a map change the client has not taken yet.
 func (s *Server) refuseGroup(id protocol.TxnID) string {
-	g := s.cfg.Group
+	r := cluster.Refusal{Group: s.cfg.Group, Owner: cluster.GroupOf(id)}
 	m := s.clusterMap.Load()
-	version := ""
 	if m != nil {
-		version = fmt.Sprintf(" (cluster map version %d)", m.Version)
+		r.Version = m.Version
 	}
-	if owner := cluster.GroupOf(id); owner != g {
-		return fmt.Sprintf("id %v belongs to group %d, and this coordinator is group %d%s: make ids with the cluster's map (docs/scale.md)", id, owner, g, version)
+	if r.Owner != r.Group {
+		return r.Detail(id)
 	}
 	if m == nil {
 		return ""
 	}
-	if grp, ok := m.Group(g); ok && grp.State != cluster.Active {
-		return fmt.Sprintf("group %d is %s in cluster map version %d: it takes no new transaction; make ids with that map (docs/scale.md)", g, grp.State, m.Version)
+	if grp, ok := m.Group(r.Group); ok && grp.State != cluster.Active {
+		r.State = grp.State
+		return r.Detail(id)
 	}
 	return ""
 }
