@@ -51,3 +51,20 @@ func FuzzParseRefusal(f *testing.F) {
 		}
 	})
 }
+
+// Newer reports each newer version once, ignores older and equal ones,
+// and stops reporting once the process holds that version itself.
+func TestNewer(t *testing.T) {
+	var n Newer
+	for _, c := range []struct {
+		peer, own uint64
+		want      bool
+	}{{3, 3, false}, {2, 3, false}, {5, 3, true}, {5, 3, false}, {4, 3, false}, {6, 3, true}, {6, 6, false}} {
+		if got := n.Saw(c.peer, c.own); got != c.want {
+			t.Errorf("Saw(%d, %d) = %v, want %v", c.peer, c.own, got, c.want)
+		}
+	}
+	if n.Seen(3) != 6 || n.Seen(6) != 0 || n.Seen(7) != 0 {
+		t.Fatalf("Seen: %d %d %d; want 6 0 0", n.Seen(3), n.Seen(6), n.Seen(7))
+	}
+}

@@ -133,6 +133,7 @@ func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
 		}
 		st.name = name
 		d.participants.Store(c, name)
+		d.s.sawMap(h.MapVersion, name)
 	case wire.RoleAdmin:
 		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
 			return mux.Refuse("admin not accepted: %v", err)

@@ -276,3 +276,15 @@ func (s *Server) ReloadClusterFile(ctx context.Context) (cluster.Reloaded, error
 	err = s.ReloadCluster(ctx, m)
 	return cluster.Reloaded{MapVersion: s.ClusterVersion(), File: file}, err
 }
+
+// sawMap notes the cluster map version a coordinator's Hello said it
+// holds, and logs once per version one newer than this participant's:
+// the participant does not act on it (the operator's tooling pushes the
+// file; a map is taken only by SIGHUP or admin cluster reload), it says
+// so.
+func (s *Server) sawMap(version uint64, from string) {
+	if own := s.ClusterVersion(); s.newerMap.Saw(version, own) {
+		s.cfg.Logger.Warn("a coordinator holds a newer cluster map than this participant: push the file here and reload it (SIGHUP or commitd admin cluster reload)",
+			"coordinator", from, "its_version", version, "map_version", own)
+	}
+}
