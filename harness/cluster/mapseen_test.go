@@ -102,12 +102,20 @@ func TestNewerMapSeenInHellos(t *testing.T) {
 	if st := coord.Status(); st.MapVersion != 2 {
 		t.Fatalf("the coordinator acted on a peer's version: it uses %d, want its own 2", st.MapVersion)
 	}
+	// The log line follows the status by a moment: wait for it, then
+	// check that more Hellos of the same version did not repeat it.
 	const line = "holds a newer cluster map"
+	nodetest.Eventually(t, "the newer maps logged", func() bool {
+		return strings.Contains(coordLog.String(), line) && strings.Contains(partLogs[0].String(), line)
+	})
 	if n := strings.Count(coordLog.String(), line); n != 1 {
 		t.Errorf("the coordinator logged a newer map %d times, want once:\n%s", n, coordLog.String())
 	}
 	if n := strings.Count(partLogs[0].String(), line); n != 1 {
 		t.Errorf("p1 logged a newer map %d times, want once", n)
+	}
+	if strings.Contains(partLogs[1].String(), line) {
+		t.Errorf("p2, with the newest map, logged a newer one")
 	}
 	// Once a process takes the newer map it has nothing newer to report.
 	if err := coord.ReloadCluster(mapOf(3)); err != nil {
