@@ -104,13 +104,14 @@ func (s *Server) ReloadClusterFile() (cluster.Reloaded, error) {
 	return cluster.Reloaded{MapVersion: s.ClusterVersion(), File: file}, err
 }
 
-// sawMap notes the cluster map version a participant's Hello said it
-// holds, and logs once per version one newer than this group's: the
-// group does not act on it (the operator's tooling pushes the file; a
-// map is taken only by SIGHUP or admin cluster reload), it says so.
-func (s *Server) sawMap(version uint64, participant string) {
+// sawMap notes the cluster map version a peer's Hello said it holds (a
+// participant's, or another replica's of this group: from names it), and
+// logs once per version one newer than this coordinator's: it does not
+// act on it (the operator's tooling pushes the file; a map is taken only
+// by SIGHUP or admin cluster reload), it says so.
+func (s *Server) sawMap(version uint64, from string) {
 	if own := s.ClusterVersion(); s.newerMap.Saw(version, own) {
-		s.cfg.Logger.Warn("a participant holds a newer cluster map than this coordinator: push the file here and reload it (SIGHUP or commitd admin cluster reload)",
-			"participant", participant, "its_version", version, "map_version", own)
+		s.cfg.Logger.Warn("a peer holds a newer cluster map than this coordinator: push the file here and reload it (SIGHUP or commitd admin cluster reload)",
+			"peer", from, "its_version", version, "map_version", own)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/commitd/commitd/client"
 	"github.com/commitd/commitd/cluster"
 	"github.com/commitd/commitd/coordinator"
+	"github.com/commitd/commitd/internal/node/nodetest"
 )
 
 // writeMap writes m to path, as an operator's tooling pushes the file.
@@ -79,5 +80,26 @@ func TestAdminClusterReload(t *testing.T) {
 	var re *client.RefusedError
 	if !errors.As(err, &re) || !strings.Contains(re.Message, "started without --cluster") {
 		t.Fatalf("reload at a coordinator without a map: %v", err)
+	}
+}
+
+// The replicas of a group tell each other their map versions in their
+// Hellos: the two behind report the third's newer version, and it reports
+// none; none of them changes its map.
+func TestReplicasSeeANewerMap(t *testing.T) {
+	g := newGroup(t, func(c *coordinator.Config) {
+		v := 1
+		if c.ID == 3 {
+			v = 2
+		}
+		c.Group, c.Cluster = 1, groupMap(t, v, "weight 1")
+	})
+	nodetest.Eventually(t, "replicas 1 and 2 see replica 3's version 2", func() bool {
+		return g.coords[1].Status().NewerMapSeen == 2 && g.coords[2].Status().NewerMapSeen == 2
+	})
+	for id, want := range map[uint64]uint64{1: 1, 2: 1, 3: 2} {
+		if st := g.coords[id].Status(); st.MapVersion != want || id == 3 && st.NewerMapSeen != 0 {
+			t.Errorf("replica %d: map version %d, newer seen %d; want its own %d, and nothing newer at 3", id, st.MapVersion, st.NewerMapSeen, want)
+		}
 	}
 }

@@ -84,8 +84,9 @@ type Server struct {
 	// nil without one; ReloadCluster replaces it under reloadMu.
 	clusterMap atomic.Pointer[cluster.Map]
 	reloadMu   sync.Mutex
-	// newerMap is the newest cluster map version a participant's Hello
-	// said it holds (clustermap.go sawMap): reported, never acted on.
+	// newerMap is the newest cluster map version a participant's or
+	// another replica's Hello said it holds (clustermap.go sawMap):
+	// reported, never acted on.
 	newerMap cluster.Newer
 }
 
@@ -486,7 +487,8 @@ type Status struct {
 	// (Config.Cluster; 0: none).
 	MapVersion uint64 `json:"map_version,omitempty"`
 	// NewerMapSeen is a cluster map version newer than MapVersion that a
-	// participant's Hello said it holds (0: none seen): the operator's
+	// participant's or another replica's Hello said it holds (0: none
+	// seen): the operator's
 	// tooling has not yet pushed it here, or this group's SIGHUP or
 	// admin cluster reload is still to come.
 	NewerMapSeen uint64 `json:"newer_map_seen,omitempty"`
