@@ -151,8 +151,12 @@ func (e *WrongGroupError) Error() string {
 	} else {
 		why = fmt.Sprintf("the group is %s", e.Refusal.State)
 	}
-	msg := fmt.Sprintf("commitd client: group %d refused %v: %s in its cluster map version %d (this client's: version %d)",
-		e.Refusal.Group, e.Txn, why, e.Refusal.Version, e.MapVersion)
+	theirs := fmt.Sprintf("in its cluster map version %d", e.Refusal.Version)
+	if e.Refusal.Version == 0 {
+		theirs = "(it reads no cluster map)" // a --group without --cluster
+	}
+	msg := fmt.Sprintf("commitd client: group %d refused %v: %s %s (this client's: version %d)",
+		e.Refusal.Group, e.Txn, why, theirs, e.MapVersion)
 	if e.Reload != nil {
 		msg += "; no newer map: " + e.Reload.Error()
 	}
