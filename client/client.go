@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commitd/commitd/cluster"
 	"github.com/commitd/commitd/net/link"
 	"github.com/commitd/commitd/net/mux"
 	"github.com/commitd/commitd/net/wire"
@@ -94,6 +95,13 @@ type Options struct {
 	// MaxInFlight bounds the transactions in flight per connection
 	// (default mux.DefaultMaxInFlight).
 	MaxInFlight int
+	// ClusterReload, for DialCluster only, is where a newer cluster map
+	// is had when a group refuses a Begin because of its map (the id is
+	// another group's, or the group drains or is retired): Cluster.Run
+	// then puts the map it returns in use, if newer, and runs the
+	// transaction again under a new id stamped by it. Nil: the refusal is
+	// returned, a *WrongGroupError. MapFile(path) re-reads a map file.
+	ClusterReload func(ctx context.Context) (*cluster.Map, error)
 }
 
 // Client runs transactions through one coordinator. It is safe for

@@ -59,6 +59,11 @@ func (s *Server) admin(c *mux.Conn, reqID uint64, req *wire.AdminRequest) error 
 		v, err = s.retry(ctx, req.Arg)
 	case wire.AdminParticipantsAdd, wire.AdminParticipantsRemove:
 		v, err = s.changeParticipants(ctx, req.Kind, req.Arg)
+	case wire.AdminClusterReload:
+		v, err = s.ReloadClusterFile()
+		if err != nil {
+			err = invalid("%v", err) // the map in use is kept: say why, in one line
+		}
 	case wire.AdminReplicas, wire.AdminReplicasAdd, wire.AdminReplicasRemove:
 		body, err := s.adminReplicas(req.Kind, req.Arg)
 		if nl, ok := err.(*notLeaderError); ok {

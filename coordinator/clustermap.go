@@ -37,20 +37,20 @@ func checkClusterMap(m *cluster.Map, g uint16) error {
 // map in use drains or retires this one. The first is a client's mistake
 // or an old map; the second a map change the client has not taken yet.
 func (s *Server) refuseGroup(id protocol.TxnID) string {
-	g := s.cfg.Group
+	r := cluster.Refusal{Group: s.cfg.Group, Owner: cluster.GroupOf(id)}
 	m := s.clusterMap.Load()
-	version := ""
 	if m != nil {
-		version = fmt.Sprintf(" (cluster map version %d)", m.Version)
+		r.Version = m.Version
 	}
-	if owner := cluster.GroupOf(id); owner != g {
-		return fmt.Sprintf("id %v belongs to group %d, and this coordinator is group %d%s: make ids with the cluster's map (docs/scale.md)", id, owner, g, version)
+	if r.Owner != r.Group {
+		return r.Detail(id)
 	}
 	if m == nil {
 		return ""
 	}
-	if grp, ok := m.Group(g); ok && grp.State != cluster.Active {
-		return fmt.Sprintf("group %d is %s in cluster map version %d: it takes no new transaction; make ids with that map (docs/scale.md)", g, grp.State, m.Version)
+	if grp, ok := m.Group(r.Group); ok && grp.State != cluster.Active {
+		r.State = grp.State
+		return r.Detail(id)
 	}
 	return ""
 }
@@ -83,4 +83,35 @@ func (s *Server) ClusterVersion() uint64 {
 		return m.Version
 	}
 	return 0
+}
+
+// ReloadClusterFile re-reads Config.ClusterFile and hands the map to
+// ReloadCluster: what SIGHUP and `commitd admin cluster reload` do. It
+// returns the version in use afterwards; an error (wrapping
+// ErrClusterReload when the file was read but its map refused) says in
+// one line why nothing changed.
+func (s *Server) ReloadClusterFile() (cluster.Reloaded, error) {
+	file := s.cfg.ClusterFile
+	if file == "" {
+		return cluster.Reloaded{}, fmt.Errorf("%w: this coordinator was started without --cluster: it has no map file to reload", ErrClusterReload)
+	}
+	m, err := cluster.Load(file)
+	if err != nil {
+		v := s.ClusterVersion()
+		return cluster.Reloaded{MapVersion: v, File: file}, fmt.Errorf("%w: %v; keeping version %d", ErrClusterReload, err, v)
+	}
+	err = s.ReloadCluster(m)
+	return cluster.Reloaded{MapVersion: s.ClusterVersion(), File: file}, err
+}
+
+// sawMap notes the cluster map version a peer's Hello said it holds (a
+// participant's, or another replica's of this group: from names it), and
+// logs once per version one newer than this coordinator's: it does not
+// act on it (the operator's tooling pushes the file; a map is taken only
+// by SIGHUP or admin cluster reload), it says so.
+func (s *Server) sawMap(version uint64, from string) {
+	if own := s.ClusterVersion(); s.newerMap.Saw(version, own) {
+		s.cfg.Logger.Warn("a peer holds a newer cluster map than this coordinator: push the file here and reload it (SIGHUP or commitd admin cluster reload)",
+			"peer", from, "its_version", version, "map_version", own)
+	}
 }

@@ -95,6 +95,10 @@ type Config struct {
 	// retired, and names the map's version when it refuses a Begin.
 	// ReloadCluster replaces it. Nil: only Group's rule.
 	Cluster *cluster.Map
+	// ClusterFile is the file Cluster was read from (--cluster), which
+	// ReloadClusterFile re-reads (SIGHUP, `commitd admin cluster
+	// reload`). Empty: the map can be replaced only by ReloadCluster.
+	ClusterFile string
 
 	// OutcomeRetention and OutcomeMaxBytes bound the outcome index
 	// (<data>/outcomes), which answers `commitd admin txn` and

@@ -133,12 +133,16 @@ func (d *frontDoor) hello(c *mux.Conn, st *connState, f wire.Frame) error {
 		}
 		st.name = name
 		d.participants.Store(c, name)
+		d.s.sawMap(h.MapVersion, "participant "+name)
 	case wire.RoleAdmin:
 		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
 			return mux.Refuse("admin not accepted: %v", err)
 		}
 	case wire.RoleReplica:
-		return d.s.rep.admit(c, h.Name)
+		if err := d.s.rep.admit(c, h.Name); err != nil {
+			return err
+		}
+		d.s.sawMap(h.MapVersion, "replica "+string(h.Name))
 	default:
 		return mux.Refuse("a coordinator does not take %v connections", h.Role)
 	}

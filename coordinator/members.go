@@ -210,6 +210,9 @@ func (r *replica) dial(id uint64, addr string, group uint64) *mux.Peer {
 	return mux.NewPeer(addr, mux.PeerOptions{
 		Conn:  mux.Options{Logger: cfg.Logger, NoCoalesce: cfg.NoCoalesce},
 		Hello: wire.Hello{Role: wire.RoleReplica, Name: replicaName(r.id, group)},
+		// Each replica holds its own copy of the map: say which, as
+		// participants and the other replicas' dials do (sawMap).
+		Refresh: func(h *wire.Hello) { h.MapVersion = r.s.ClusterVersion() },
 		// Raft messages go out only once the replica at addr has accepted
 		// us as one of its members and said it is replica id (its answer:
 		// role coordinator, its id as the name).

@@ -44,6 +44,9 @@ func newPeer(s *Server, name, addr string) *peer {
 		// NAME that differs from the participant's --name fails loudly
 		// on both sides instead of losing every vote.
 		Hello: wire.Hello{Role: wire.RoleCoordinator, Name: []byte(name)},
+		// The map version as it is when each connection is made (none
+		// without a map: the Hello is then as before the flag existed).
+		Refresh: func(h *wire.Hello) { h.MapVersion = s.ClusterVersion() },
 		// Used only once the participant has answered as itself: a
 		// prepare never goes out on a connection it refuses, so a
 		// participant that will not have us is "unreachable" at once,

@@ -84,6 +84,10 @@ type Server struct {
 	// nil without one; ReloadCluster replaces it under reloadMu.
 	clusterMap atomic.Pointer[cluster.Map]
 	reloadMu   sync.Mutex
+	// newerMap is the newest cluster map version a participant's or
+	// another replica's Hello said it holds (clustermap.go sawMap):
+	// reported, never acted on.
+	newerMap cluster.Newer
 }
 
 type shardStats struct {
@@ -482,6 +486,12 @@ type Status struct {
 	// MapVersion is the version of the cluster map this group uses
 	// (Config.Cluster; 0: none).
 	MapVersion uint64 `json:"map_version,omitempty"`
+	// NewerMapSeen is a cluster map version newer than MapVersion that a
+	// participant's or another replica's Hello said it holds (0: none
+	// seen): the operator's
+	// tooling has not yet pushed it here, or this group's SIGHUP or
+	// admin cluster reload is still to come.
+	NewerMapSeen uint64 `json:"newer_map_seen,omitempty"`
 }
 
 // Conns counts the connections to a server's listener: open now (Clients
@@ -513,6 +523,7 @@ func (s *Server) Status() Status {
 	s.outcomes.spansMu.Unlock()
 	st.NotLeading = s.notLeading.Load()
 	st.Group, st.OtherGroup, st.MapVersion = s.cfg.Group, s.otherGroup.Load(), s.ClusterVersion()
+	st.NewerMapSeen = s.newerMap.Seen(st.MapVersion)
 	st.Mallocs, st.HeapBytes, st.CPUSeconds = runtimeSample()
 	ms := s.mux.Stats()
 	st.Conns = Conns{Open: ms.Open, Clients: ms.Clients, Accepted: ms.Accepted, Rejected: ms.Rejected}

@@ -137,6 +137,11 @@ type Status struct {
 	// "Clusters of groups").
 	MapVersion    uint64 `json:"map_version,omitempty"`
 	RetiredAborts uint64 `json:"retired_aborts,omitempty"`
+	// NewerMapSeen is a cluster map version newer than MapVersion that a
+	// coordinator's Hello said it holds (0: none seen): the operator's
+	// tooling has not yet pushed it here, or this participant's SIGHUP
+	// or admin cluster reload is still to come.
+	NewerMapSeen uint64 `json:"newer_map_seen,omitempty"`
 	// Resource is a Forwarding resource's own status (its calls to the
 	// service, the decisions still to deliver).
 	Resource any `json:"resource,omitempty"`
@@ -266,6 +271,7 @@ func (s *Server) adminJSON(c *mux.Conn, kind wire.AdminKind, arg []byte) ([]byte
 		addrs := strings.Split(s.cfg.Coordinator, ",")
 		st := Status{ParticipantStats: s.Stats(), Coordinator: link.StatusOf(s.coord, addrs[0]), UnknownGroup: s.unknownGroup.Load(),
 			MapVersion: s.ClusterVersion(), RetiredAborts: s.retiredAborts.Load()}
+		st.NewerMapSeen = s.newerMap.Seen(st.MapVersion)
 		for i, p := range s.replicas {
 			st.Replicas = append(st.Replicas, link.StatusOf(p, addrs[i+1]))
 		}
@@ -275,6 +281,14 @@ func (s *Server) adminJSON(c *mux.Conn, kind wire.AdminKind, arg []byte) ([]byte
 		return json.Marshal(st)
 	case wire.AdminAccounts:
 		return json.Marshal(s.AccountsSummary())
+	case wire.AdminClusterReload:
+		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		defer cancel()
+		rep, err := s.ReloadClusterFile(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rep)
 	}
 	return nil, fmt.Errorf("a participant does not serve admin request %d", kind)
 }

@@ -257,3 +257,34 @@ func retiredInDoubt(dst []protocol.TxnID, m *cluster.Map, held []engine.Prepared
 	}
 	return dst
 }
+
+// ReloadClusterFile re-reads Config.ClusterFile and hands the map to
+// ReloadCluster: what SIGHUP and `commitd admin cluster reload` do. It
+// returns the version in use afterwards; an error (wrapping
+// ErrClusterReload when the file was read but its map refused) says in
+// one line why nothing changed.
+func (s *Server) ReloadClusterFile(ctx context.Context) (cluster.Reloaded, error) {
+	file := s.cfg.ClusterFile
+	if file == "" {
+		return cluster.Reloaded{}, fmt.Errorf("%w: this participant was started without --cluster: it has no map file to reload", ErrClusterReload)
+	}
+	m, err := cluster.Load(file)
+	if err != nil {
+		v := s.ClusterVersion()
+		return cluster.Reloaded{MapVersion: v, File: file}, fmt.Errorf("%w: %v; keeping version %d", ErrClusterReload, err, v)
+	}
+	err = s.ReloadCluster(ctx, m)
+	return cluster.Reloaded{MapVersion: s.ClusterVersion(), File: file}, err
+}
+
+// sawMap notes the cluster map version a coordinator's Hello said it
+// holds, and logs once per version one newer than this participant's:
+// the participant does not act on it (the operator's tooling pushes the
+// file; a map is taken only by SIGHUP or admin cluster reload), it says
+// so.
+func (s *Server) sawMap(version uint64, from string) {
+	if own := s.ClusterVersion(); s.newerMap.Saw(version, own) {
+		s.cfg.Logger.Warn("a coordinator holds a newer cluster map than this participant: push the file here and reload it (SIGHUP or commitd admin cluster reload)",
+			"coordinator", from, "its_version", version, "map_version", own)
+	}
+}

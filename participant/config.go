@@ -43,6 +43,10 @@ type Config struct {
 	// Coordinator within that group; never to another group, whose
 	// answer about it would be a presumed abort.
 	Cluster *cluster.Map
+	// ClusterFile is the file Cluster was read from (--cluster), which
+	// ReloadClusterFile re-reads (SIGHUP, `commitd admin cluster
+	// reload`). Empty: the map can be replaced only by ReloadCluster.
+	ClusterFile string
 	// Resource does the work. Required; the bank resource for the bank
 	// participant.
 	Resource Inspectable

@@ -126,6 +126,7 @@ func (d *frontDoor) hello(c *mux.Conn, f wire.Frame) error {
 		if err := link.Identity(c, cfg.coordinatorIdentities()); err != nil {
 			return mux.Refuse("coordinator not accepted: %v", err)
 		}
+		d.s.sawMap(h.MapVersion, c.RemoteAddr().String())
 	case wire.RoleAdmin:
 		if err := link.Identity(c, cfg.AdminIdentities); err != nil {
 			return mux.Refuse("admin not accepted: %v", err)

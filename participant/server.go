@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/commitd/commitd/cluster"
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/internal/datadir"
 	"github.com/commitd/commitd/internal/node"
@@ -66,6 +67,9 @@ type Server struct {
 	// replaces it, under reloadMu.
 	cluster  atomic.Pointer[clusterView]
 	reloadMu sync.Mutex
+	// newerMap is the newest cluster map version a coordinator's Hello
+	// said it holds (cluster.go sawMap): reported, never acted on.
+	newerMap cluster.Newer
 	// added are the peers ReloadCluster dialed, closed at shutdown.
 	addedMu sync.Mutex
 	added   []*mux.Peer
@@ -277,6 +281,9 @@ func (s *Server) dialCoordinator(addr string) *mux.Peer {
 	return mux.NewPeer(addr, mux.PeerOptions{
 		Conn:  mux.Options{Logger: s.cfg.Logger, NoCoalesce: s.cfg.NoCoalesce},
 		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte(s.cfg.Name)},
+		// The map version as it is when each connection is made (none
+		// without a map: the Hello is then as before the flag existed).
+		Refresh: func(h *wire.Hello) { h.MapVersion = s.ClusterVersion() },
 		// Votes go out only once the coordinator has accepted us by name.
 		Check: func(h wire.Hello) error {
 			if h.Role != wire.RoleCoordinator {

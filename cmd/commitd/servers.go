@@ -277,6 +277,7 @@ func runCoordinator(args []string) error {
 		if cfg.Cluster, err = cluster.Load(clusterFile); err != nil {
 			return fmt.Errorf("--cluster: %w", err)
 		}
+		cfg.ClusterFile = clusterFile
 	}
 	s, err := coordinator.Start(cfg)
 	if err != nil {
@@ -286,11 +287,8 @@ func runCoordinator(args []string) error {
 		return serveUntilSignal(s.Done(), s.Close, s.Err)
 	}
 	return serveReloading(s.Done(), s.Close, s.Err, func() {
-		m, err := cluster.Load(clusterFile)
-		if err == nil {
-			err = s.ReloadCluster(m)
-		}
-		logReload(cfg.Logger, clusterFile, s.ClusterVersion(), err)
+		r, err := s.ReloadClusterFile() // as admin cluster reload
+		logReload(cfg.Logger, clusterFile, r.MapVersion, err)
 	})
 }
 
@@ -384,6 +382,7 @@ func runParticipant(args []string) error {
 		if cfg.Cluster, err = cluster.Load(clusterFile); err != nil {
 			return fmt.Errorf("--cluster: %w", err)
 		}
+		cfg.ClusterFile = clusterFile
 	}
 	var stopTracing func()
 	if cfg.TracerProvider, stopTracing, err = trf.start("commitd-participant " + cfg.Name); err != nil {
@@ -468,13 +467,10 @@ func serveParticipant(s *participant.Server, clusterFile string, log *slog.Logge
 		return serveUntilSignal(s.Done(), s.Close, s.Err)
 	}
 	return serveReloading(s.Done(), s.Close, s.Err, func() {
-		m, err := cluster.Load(clusterFile)
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err = s.ReloadCluster(ctx, m)
-			cancel()
-		}
-		logReload(log, clusterFile, s.ClusterVersion(), err)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		r, err := s.ReloadClusterFile(ctx) // as admin cluster reload
+		cancel()
+		logReload(log, clusterFile, r.MapVersion, err)
 	})
 }
 

@@ -44,6 +44,8 @@ const adminUsage = `usage of commitd admin: ask a running server, answered as JS
   commitd admin replicas remove ID   --coordinator ADDRS           remove a replica (a dead one, or any)
   commitd admin participants add NAME=ADDR --coordinator ADDRS     dial a new participant, admit begins naming it
   commitd admin participants remove NAME   --coordinator ADDRS     forget one (refused while a transaction names it)
+  commitd admin cluster reload --coordinator ADDRS | --participant ADDRS
+                                                                   re-read the --cluster map file, as SIGHUP (each process listed)
 
 A change goes to the group's leader (a follower's "not leader, try X" is followed): add makes the
 new replica a learner, waits until it has caught up, then makes it a voter; remove refuses to leave
@@ -83,7 +85,7 @@ Run "commitd admin REQUEST -h" for a request's flags (--timeout, TLS).
 func runAdmin(args []string) error {
 	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, adminUsage)
-		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt, retry, resolve, replicas or participants")
+		fmt.Fprintln(os.Stderr, "commitd admin: name a request: status, accounts, outcomes, txn, in-doubt, retry, resolve, replicas, participants or cluster")
 		return errUsage
 	}
 	kind := args[0]
@@ -92,6 +94,8 @@ func runAdmin(args []string) error {
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stderr, adminUsage)
 		return flag.ErrHelp
+	case "cluster":
+		return runClusterReload(args)
 	}
 	// txn and retry take their argument first (commitd admin txn ID
 	// --coordinator ADDR); flags may also come before it.
@@ -180,7 +184,7 @@ func runAdmin(args []string) error {
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's address, or replicas' ADDR1,ADDR2,... (or use --participant)")
 		fs.StringVar(&part, "participant", "", "a participant's address")
 	default:
-		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt, retry, resolve, replicas or participants)\n", kind)
+		fmt.Fprintf(os.Stderr, "commitd admin: unknown request %q (want status, accounts, outcomes, txn, in-doubt, retry, resolve, replicas, participants or cluster)\n", kind)
 		return errUsage
 	}
 	tf.register(fs)

@@ -32,6 +32,11 @@ type PeerOptions struct {
 	Conn Options
 	// Hello is sent as the first frame on every new connection.
 	Hello wire.Hello
+	// Refresh, if set, fills in the fields of Hello that change while the
+	// process runs (the cluster map version) before each new
+	// connection's Hello is sent: a Hello is fixed once sent, so a
+	// change is seen by the peer on the next connection.
+	Refresh func(h *wire.Hello)
 	// Check, if set, makes the Peer ask for the accepting side's Hello
 	// (wire.Hello.Answer) and use a connection only once that answer has
 	// come within DefaultHelloTimeout and Check has accepted it. A
@@ -182,6 +187,9 @@ func (p *Peer) connect() *Conn {
 	}
 	opts := p.opts.Conn
 	hello := p.opts.Hello
+	if p.opts.Refresh != nil {
+		p.opts.Refresh(&hello)
+	}
 	if p.opts.Check != nil {
 		opts.awaitAnswer, hello.Answer = true, true
 	}

@@ -125,6 +125,11 @@ const (
 	// a transaction durably, so the coordinator may stage the
 	// transactions that name it. See Hello.Prevent.
 	FlagPrevent Flags = 1 << 4
+	// FlagMap (Hello): the payload ends with the version of the cluster
+	// map the sender holds, a u64 (docs/scale.md). Sent only by a
+	// process that has a map, so a Hello without one is unchanged. See
+	// Hello.MapVersion.
+	FlagMap Flags = 1 << 5
 )
 
 // allowedFlags returns the flag bits that frames of type t may carry.
@@ -133,7 +138,7 @@ func allowedFlags(t Type) Flags {
 	case TypeAdminResponse, TypeRaft:
 		return FlagMore
 	case TypeHello:
-		return FlagAnswer | FlagPrevent
+		return FlagAnswer | FlagPrevent | FlagMap
 	case TypeBegin:
 		return FlagTrace
 	case TypePrepare:

@@ -224,6 +224,11 @@ const (
 	// participant, refused while any transaction in flight or in doubt
 	// names it; one JSON object, the participants afterwards.
 	AdminParticipantsRemove
+	// AdminClusterReload: the server re-reads the cluster map file it was
+	// started with (--cluster), as on SIGHUP; one JSON object, the
+	// version in use afterwards (cluster.Reloaded), or an Error saying in
+	// one line why the map was refused. Coordinator and participant.
+	AdminClusterReload
 )
 
 // MaxAdminArgLen bounds AdminRequest.Arg.
@@ -292,6 +297,11 @@ type Hello struct {
 	// where it cannot compare-and-swap) leaves it unset, and those
 	// transactions run classic two-phase commit.
 	Prevent bool
+	// MapVersion (FlagMap) is the version of the cluster map the sender
+	// held when it connected (docs/scale.md), or 0: it has none, and the
+	// flag is not sent. The receiver only reports a newer one; it never
+	// acts on it.
+	MapVersion uint64
 }
 
 // Branch is one participant's share of a Begin.
@@ -582,8 +592,15 @@ func (m *Hello) AppendFrame(dst []byte, reqID uint64) ([]byte, error) {
 	if m.Prevent {
 		fl |= FlagPrevent
 	}
+	if m.MapVersion != 0 {
+		fl |= FlagMap
+	}
 	dst, start := beginFrame(dst, TypeHello, fl, reqID)
-	return endFrame(appendName(append(dst, byte(m.Role)), m.Name), start)
+	dst = appendName(append(dst, byte(m.Role)), m.Name)
+	if m.MapVersion != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, m.MapVersion)
+	}
+	return endFrame(dst, start)
 }
 
 // AppendFrame implements Message; reqID must not be zero.
@@ -797,6 +814,15 @@ func (m *Hello) Decode(f Frame) error {
 	m.Prevent = f.Flags&FlagPrevent != 0
 	m.Role = Role(d.u8("role"))
 	m.Name = d.name("name")
+	m.MapVersion = 0
+	if f.Flags&FlagMap != 0 {
+		if b := d.take(8, "map version"); b != nil {
+			m.MapVersion = binary.BigEndian.Uint64(b)
+		}
+		if m.MapVersion == 0 && d.err == nil {
+			d.err = fmt.Errorf("%w: Hello with the map flag and map version 0", ErrMalformed) // a sender without a map sends no flag
+		}
+	}
 	if err := d.finish(TypeHello); err != nil {
 		return err
 	}

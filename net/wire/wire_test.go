@@ -65,6 +65,8 @@ func samples() []sample {
 		{0, &Resolve{Txn: txn}},
 		{0, &Prepare{Txn: txn, Staged: true, Work: []byte("w")}},
 		{0, &Hello{Role: RoleParticipant, Name: []byte("bank-1"), Prevent: true}},
+		{0, &Hello{Role: RoleParticipant, Name: []byte("bank-1"), Prevent: true, MapVersion: 7}},
+		{0, &Hello{Role: RoleCoordinator, Name: []byte("p1"), Answer: true, MapVersion: 1<<64 - 1}},
 		{0, &Prepare{Txn: txn, Staged: true, OnePhase: true, Work: work, Trace: tc}},
 	}
 }
