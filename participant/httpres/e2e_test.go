@@ -142,6 +142,15 @@ func startTracedRig(t *testing.T, svcs map[string]*service, tp trace.TracerProvi
 			t.Fatal(err)
 		}
 	}
+	// The participants' links up is not the coordinator's: it dials each
+	// participant too, and a prepare sent before its link to b is up ends
+	// "unreachable at b" (seen in CI under load).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = r.coord.WaitConnected(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.cl, err = client.Dial(cln.Addr().String(), client.Options{})
 	if err != nil {
 		t.Fatal(err)
