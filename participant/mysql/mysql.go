@@ -828,12 +828,9 @@ func (r *Resource) finish(txn protocol.TxnID, d protocol.Decision, conn *sql.Con
 			// Once a second, not at every attempt.
 			r.cfg.Logger.Warn("mysql: cannot finish a decision yet; retrying", "txn", txn, "decision", d, "pinned", conn != nil, "err", err)
 		}
-		select {
-		case <-r.ctx.Done():
-			return r.ctx.Err()
-		case <-time.After(backoff):
+		if err := r.pause(&backoff); err != nil {
+			return err
 		}
-		backoff = min(2*backoff, r.cfg.RetryMax)
 	}
 }
 

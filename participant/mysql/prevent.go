@@ -76,12 +76,9 @@ func (r *Resource) prevent(txn protocol.TxnID) (protocol.Vote, error) {
 				r.cfg.Logger.Error("mysql: preventing", "txn", txn, "err", err)
 			}
 		}
-		select {
-		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
-		case <-time.After(backoff):
+		if err := r.pause(&backoff); err != nil {
+			return 0, err
 		}
-		backoff = min(2*backoff, r.cfg.RetryMax)
 	}
 }
 
@@ -177,5 +174,18 @@ func (r *Resource) expirePrevented(ctx context.Context, age time.Duration) error
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("mysql: dropping expired preventions: %w", err)
 	}
+	return nil
+}
+
+// pause waits backoff before the next attempt of a retry loop (finish,
+// prevent) and doubles it up to Config.RetryMax; it returns the context's
+// error instead when the resource closes meanwhile.
+func (r *Resource) pause(backoff *time.Duration) error {
+	select {
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, r.cfg.RetryMax)
 	return nil
 }

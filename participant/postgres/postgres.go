@@ -584,12 +584,9 @@ func (r *Resource) finish(txn protocol.TxnID, d protocol.Decision) error {
 		}
 		// A connection error (the server restarting, say): try again.
 		r.retries.Add(1)
-		select {
-		case <-r.ctx.Done():
-			return r.ctx.Err()
-		case <-time.After(backoff):
+		if err := r.pause(&backoff); err != nil {
+			return err
 		}
-		backoff = min(2*backoff, r.cfg.RetryMax)
 	}
 }
 

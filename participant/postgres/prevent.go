@@ -83,12 +83,9 @@ func (r *Resource) prevent(txn protocol.TxnID) (protocol.Vote, error) {
 				r.cfg.Logger.Error("postgres: preventing", "txn", txn, "err", err)
 			}
 		}
-		select {
-		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
-		case <-time.After(backoff):
+		if err := r.pause(&backoff); err != nil {
+			return 0, err
 		}
-		backoff = min(2*backoff, r.cfg.RetryMax)
 	}
 }
 
@@ -150,4 +147,17 @@ func (r *Resource) preventOnce(txn protocol.TxnID) (v protocol.Vote, again bool,
 		return 0, false, fmt.Errorf("committing a prevention: %w", err)
 	}
 	return protocol.VoteNo, false, nil
+}
+
+// pause waits backoff before the next attempt of a retry loop (finish,
+// prevent) and doubles it up to Config.RetryMax; it returns the context's
+// error instead when the resource closes meanwhile.
+func (r *Resource) pause(backoff *time.Duration) error {
+	select {
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, r.cfg.RetryMax)
+	return nil
 }
