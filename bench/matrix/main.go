@@ -600,7 +600,7 @@ func runCell(o *options, c *cell, dir, id string) error {
 	time.Sleep(o.warmup)
 	before := make([]float64, len(procs))
 	for i, p := range procs {
-		before[i] = cpuSeconds(p.Process.Pid)
+		before[i] = bench.ProcessCPUSeconds(p.Process.Pid)
 	}
 	profiles := profileAll(o.profileDir, id, profiled, d)
 	var sampled chan []heapSample
@@ -618,7 +618,7 @@ func runCell(o *options, c *cell, dir, id string) error {
 	}
 	after := make([]float64, len(procs))
 	for i, p := range procs {
-		after[i] = cpuSeconds(p.Process.Pid)
+		after[i] = bench.ProcessCPUSeconds(p.Process.Pid)
 	}
 	b, rerr := os.ReadFile(jsonPath)
 	if rerr != nil {
@@ -711,7 +711,7 @@ func waitIdle(procs []*exec.Cmd) {
 	total := func() float64 {
 		t := 0.0
 		for _, p := range procs {
-			t += cpuSeconds(p.Process.Pid)
+			t += bench.ProcessCPUSeconds(p.Process.Pid)
 		}
 		return t
 	}
@@ -741,23 +741,6 @@ func stop(cmd *exec.Cmd) {
 		_ = cmd.Process.Kill()
 		<-done
 	}
-}
-
-// cpuSeconds reads a process's user+system CPU time from /proc.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	// Fields after the command name (which may hold spaces) in parentheses.
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
 }
 
 func loadavg() float64 {

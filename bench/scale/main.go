@@ -225,7 +225,7 @@ func runCluster(o options, dir string, su setup) (result, error) {
 	// may meet connections still coming up); the measured run's does.
 	_ = exec.Command(o.bin, benchArgs(o.warmup)...).Run()
 	for _, p := range procs {
-		p.cpu0 = cpuSeconds(p.cmd.Process.Pid)
+		p.cpu0 = bench.ProcessCPUSeconds(p.cmd.Process.Pid)
 		p.sync0 = fsyncs(p.http)
 	}
 	jsonPath := filepath.Join(dir, "report.json")
@@ -234,7 +234,7 @@ func runCluster(o options, dir string, su setup) (result, error) {
 		return res, fmt.Errorf("bench: %v\n%s", err, out)
 	}
 	for _, p := range procs {
-		p.cpu0 = cpuSeconds(p.cmd.Process.Pid) - p.cpu0
+		p.cpu0 = bench.ProcessCPUSeconds(p.cmd.Process.Pid) - p.cpu0
 		p.sync0 = fsyncs(p.http) - p.sync0
 	}
 	raw, err := os.ReadFile(jsonPath)
@@ -424,23 +424,6 @@ func diskUs(dir string) (float64, error) {
 		us[i] = float64(time.Since(t).Microseconds())
 	}
 	return median(us), nil
-}
-
-// cpuSeconds reads a process's user+system CPU time from /proc.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	// The fields after the command name, which may hold spaces.
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
 }
 
 func loadavg() string {
