@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/testrace"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/protocol"
 )
@@ -1529,6 +1530,7 @@ func TestSimulation(t *testing.T) {
 // participants with a durable resource, the others only those with a
 // log.
 func TestSimulationCatchesBugs(t *testing.T) {
+	testrace.SkipSimulation(t)
 	for _, c := range []struct {
 		name string
 		o    simOptions
@@ -1578,6 +1580,7 @@ func TestSimulationCatchesBugs(t *testing.T) {
 // to arrive, before RecStaged is durable (with the usual 0–3 ticks it
 // is durable before any vote can be back).
 func TestSimulationCatchesStagedBugs(t *testing.T) {
+	testrace.SkipSimulation(t)
 	for _, c := range []struct {
 		name   string
 		o      simOptions

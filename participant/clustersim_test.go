@@ -17,6 +17,7 @@ import (
 
 	"github.com/commitd/commitd/cluster"
 	"github.com/commitd/commitd/engine"
+	"github.com/commitd/commitd/internal/testrace"
 	"github.com/commitd/commitd/participant/bank"
 	"github.com/commitd/commitd/protocol"
 )
@@ -1081,6 +1082,7 @@ func TestClusterSimulation(t *testing.T) {
 // each planted bug of the cluster's rules is caught within a few hundred
 // seeds, and must replay the same way.
 func TestClusterSimulationCatchesBugs(t *testing.T) {
+	testrace.SkipSimulation(t)
 	for _, c := range []struct {
 		name string
 		o    csOptions
