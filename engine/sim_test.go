@@ -59,7 +59,7 @@ import (
 // crash loses every hold that no durable RecPrepared brings back (remote's
 // scan aborts them at the service).
 //
-//	go test ./engine -run Simulation                      10,000 seeds (5,000 with -race, 300 with -short)
+//	go test ./engine -run Simulation                      10,000 seeds (300 with -race or -short; make sims runs it)
 //	COMMITD_SIM_SEEDS=10000 go test ./engine -run Simulation
 //	COMMITD_SIM_SEED=1234 go test ./engine -run Simulation -v   replay one, with a trace
 
