@@ -67,16 +67,35 @@ type connState struct {
 // and back: the high bits name the connection, the low ones the request.
 const tagReqBits = 40
 
+// state returns c's scratch, made on its first frame. It is kept on the
+// connection (mux.Conn.State), where the reader finds it without a lookup
+// in a shared map per frame; conns holds it too, for writeStats and closed.
 func (d *frontDoor) state(c *mux.Conn) *connState {
-	if st, ok := d.conns.Load(c); ok {
-		return st.(*connState)
+	if st, ok := c.State().(*connState); ok {
+		return st
 	}
 	st := &connState{}
 	d.conns.Store(c, st)
+	c.SetState(st)
 	return st
 }
 
-// HandleFrame implements mux.Handler.
+// Target implements mux.Decoder: the frames HandleFrame decodes are
+// decoded, once, by the mux's check, into the connection's scratch.
+func (d *frontDoor) Target(c *mux.Conn, t wire.Type) wire.Message {
+	switch t {
+	case wire.TypeBegin:
+		return &d.state(c).begin
+	case wire.TypeVote, wire.TypeAck, wire.TypeInquire:
+		return d.state(c).part.target(t)
+	case wire.TypeAdminRequest:
+		return &d.state(c).admin
+	}
+	return nil
+}
+
+// HandleFrame implements mux.Handler. The mux has decoded a Begin, Vote,
+// Ack, Inquire or AdminRequest into the connection's scratch (Target).
 func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	s := d.s
 	st := d.state(c)
@@ -84,16 +103,10 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	case wire.TypeHello:
 		return d.hello(c, st, f)
 	case wire.TypeBegin:
-		if err := st.begin.Decode(f); err != nil {
-			return err // cannot happen after wire.Check; closes the connection
-		}
 		return d.begin(c, st, f.ReqID)
 	case wire.TypeVote, wire.TypeAck, wire.TypeInquire:
-		return s.fromParticipant(&st.part, st.name, f)
+		return s.fromParticipantDecoded(&st.part, st.name, f.Type)
 	case wire.TypeAdminRequest:
-		if err := st.admin.Decode(f); err != nil {
-			return err
-		}
 		return s.admin(c, f.ReqID, &st.admin)
 	case wire.TypeRaft:
 		return d.raftMessage(c, st, f)
@@ -224,31 +237,44 @@ type partScratch struct {
 // transaction. A message sent for another participant is refused and
 // never reaches a shard.
 func (s *Server) fromParticipant(sc *partScratch, name string, f wire.Frame) error {
+	if err := sc.target(f.Type).Decode(f); err != nil {
+		return err
+	}
+	return s.fromParticipantDecoded(sc, name, f.Type)
+}
+
+// target returns the scratch message a frame of type ft decodes into.
+func (sc *partScratch) target(ft wire.Type) wire.Message {
+	switch ft {
+	case wire.TypeVote:
+		return &sc.vote
+	case wire.TypeAck:
+		return &sc.ack
+	case wire.TypeInquire:
+		return &sc.inquire
+	}
+	panic(fmt.Sprintf("coordinator: a participant's scratch has no %v", ft))
+}
+
+// fromParticipantDecoded is fromParticipant for a frame of type ft that is
+// already decoded into sc (sc.target(ft)).
+func (s *Server) fromParticipantDecoded(sc *partScratch, name string, ft wire.Type) error {
 	var t engine.MsgType
 	var txn protocol.TxnID
 	var from []byte
 	var vote protocol.Vote
-	switch f.Type {
+	switch ft {
 	case wire.TypeVote:
-		if err := sc.vote.Decode(f); err != nil {
-			return err
-		}
 		t, txn, from, vote = engine.MsgVote, sc.vote.Txn, sc.vote.From, sc.vote.Vote
 	case wire.TypeAck:
-		if err := sc.ack.Decode(f); err != nil {
-			return err
-		}
 		t, txn, from = engine.MsgAck, sc.ack.Txn, sc.ack.From
 	case wire.TypeInquire:
-		if err := sc.inquire.Decode(f); err != nil {
-			return err
-		}
 		t, txn, from = engine.MsgInquire, sc.inquire.Txn, sc.inquire.From
 	default:
-		panic(fmt.Sprintf("coordinator: fromParticipant given a %v", f.Type))
+		panic(fmt.Sprintf("coordinator: fromParticipant given a %v", ft))
 	}
 	if string(from) != name {
-		return mux.Refuse("participant %q sent a %v from %q", name, f.Type, from)
+		return mux.Refuse("participant %q sent a %v from %q", name, ft, from)
 	}
 	if g := s.cfg.Group; g != 0 && cluster.GroupOf(txn) != g {
 		// Another group's transaction: this group's shards would presume
