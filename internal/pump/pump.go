@@ -411,6 +411,11 @@ func (q *inbox) put(m *engine.Message, wait bool) {
 	}
 	q.bytes += size(m)
 	b := &q.fill
+	// Only the message that makes the inbox non-empty wakes the pump: one
+	// that finds it non-empty finds that wake-up still pending, or the pump
+	// woken and yet to take — take empties the inbox, and Run takes after
+	// every wake-up — so it is in the batch either way.
+	wake := len(b.msgs) == 0
 	e := queued{m: *m, firstBranch: len(b.branches), nBranches: len(m.Branches)}
 	e.m.Work, e.m.Branches = nil, nil
 	e.work = b.stash(m.Work)
@@ -419,9 +424,11 @@ func (q *inbox) put(m *engine.Message, wait bool) {
 	}
 	b.msgs = append(b.msgs, e)
 	q.mu.Unlock()
-	select {
-	case q.wakeup <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case q.wakeup <- struct{}{}:
+		default:
+		}
 	}
 }
 
