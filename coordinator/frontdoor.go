@@ -182,9 +182,11 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 		st.id, st.client = d.s.clients.add(c)
 	}
 	// The shard reads no clock: the time of arrival is how it learns the
-	// id's age (engine.Shard.checkIDTime).
+	// id's age (engine.Shard.checkIDTime). The same reading starts the
+	// latency measurement (clientConn.started): one clock read per begin.
+	now := time.Now()
 	st.msg = engine.Message{Type: engine.MsgBegin, Txn: b.Txn, Tag: st.id<<tagReqBits | reqID,
-		UnixMs: time.Now().UnixMilli()}
+		UnixMs: now.UnixMilli()}
 	set := s.set()
 	// Staged only if every participant can prevent: one that cannot
 	// could not answer a resolution (docs/protocol.md, "Participants that
@@ -204,7 +206,7 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 		return s.rep.notLeader(c, reqID)
 	}
 	s.metrics.begun.Inc()
-	st.client.started(reqID)
+	st.client.started(reqID, now)
 	if s.tr != nil {
 		s.tr.begin(b, st.msg.Tag)
 	}
@@ -325,17 +327,19 @@ type clientConn struct {
 	starts [startSlots]atomic.Int64 // UnixNano at arrival; 0 = none
 }
 
-func (c *clientConn) started(reqID uint64) {
-	c.starts[reqID%startSlots].Store(time.Now().UnixNano())
+// started notes that request reqID arrived at now.
+func (c *clientConn) started(reqID uint64, now time.Time) {
+	c.starts[reqID%startSlots].Store(now.UnixNano())
 }
 
-// elapsed returns how long ago request reqID arrived, once.
-func (c *clientConn) elapsed(reqID uint64) (time.Duration, bool) {
+// elapsed returns how long before nowNs (UnixNano) request reqID arrived,
+// once.
+func (c *clientConn) elapsed(reqID uint64, nowNs int64) (time.Duration, bool) {
 	t0 := c.starts[reqID%startSlots].Swap(0)
 	if t0 == 0 {
 		return 0, false
 	}
-	return time.Duration(time.Now().UnixNano() - t0), true
+	return time.Duration(nowNs - t0), true
 }
 
 func (t *clientTable) add(c *mux.Conn) (uint64, *clientConn) {

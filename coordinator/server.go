@@ -632,9 +632,13 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
 		}
 	}
-	var nowMs int64
+	var nowMs, nowNs int64
 	if len(rd.Replies) > 0 {
 		nowMs = s.outcomes.now().UnixMilli() // once for all of them
+		// The latency clock (not the outcomes', which tests replace),
+		// read once for the batch too: its replies are queued within
+		// microseconds of each other.
+		nowNs = time.Now().UnixNano()
 	}
 	for i := range rd.Replies {
 		r := &rd.Replies[i]
@@ -648,7 +652,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			s.rates[o.shard].record(nowMs, r.Outcome, 0, false)
 			continue // the client went away; it will see "unknown"
 		}
-		d, measured := cc.elapsed(reqID)
+		d, measured := cc.elapsed(reqID, nowNs)
 		if measured {
 			s.metrics.latency(r.Outcome, d)
 		}
