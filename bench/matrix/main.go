@@ -227,7 +227,7 @@ func run() error {
 		if len(c.calls) > 0 {
 			fmt.Fprintf(os.Stderr, "   system calls/txn (reads, writes):")
 			for _, x := range c.calls {
-				fmt.Fprintf(os.Stderr, " %s %.2f, %.2f;", x.name, x.reads, x.writes)
+				fmt.Fprintf(os.Stderr, " %s %.3f, %.3f;", x.name, x.reads, x.writes)
 			}
 			fmt.Fprintln(os.Stderr)
 		}
