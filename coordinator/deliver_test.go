@@ -76,7 +76,7 @@ func BenchmarkDeliverReplies(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer x.close()
-			s := &Server{metrics: newMetrics(), outcomes: x, tr: tr}
+			s := &Server{metrics: newMetrics(), outcomes: x, rates: []*rates{newRates()}, tr: tr}
 			id, _ := s.clients.add(c)
 			o := &shardOutput{s: s}
 			rd := &engine.Ready{Replies: []engine.Reply{

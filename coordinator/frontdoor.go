@@ -67,16 +67,35 @@ type connState struct {
 // and back: the high bits name the connection, the low ones the request.
 const tagReqBits = 40
 
+// state returns c's scratch, made on its first frame. It is kept on the
+// connection (mux.Conn.State), where the reader finds it without a lookup
+// in a shared map per frame; conns holds it too, for writeStats and closed.
 func (d *frontDoor) state(c *mux.Conn) *connState {
-	if st, ok := d.conns.Load(c); ok {
-		return st.(*connState)
+	if st, ok := c.State().(*connState); ok {
+		return st
 	}
 	st := &connState{}
 	d.conns.Store(c, st)
+	c.SetState(st)
 	return st
 }
 
-// HandleFrame implements mux.Handler.
+// Target implements mux.Decoder: the frames HandleFrame decodes are
+// decoded, once, by the mux's check, into the connection's scratch.
+func (d *frontDoor) Target(c *mux.Conn, t wire.Type) wire.Message {
+	switch t {
+	case wire.TypeBegin:
+		return &d.state(c).begin
+	case wire.TypeVote, wire.TypeAck, wire.TypeInquire:
+		return d.state(c).part.target(t)
+	case wire.TypeAdminRequest:
+		return &d.state(c).admin
+	}
+	return nil
+}
+
+// HandleFrame implements mux.Handler. The mux has decoded a Begin, Vote,
+// Ack, Inquire or AdminRequest into the connection's scratch (Target).
 func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	s := d.s
 	st := d.state(c)
@@ -84,16 +103,10 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	case wire.TypeHello:
 		return d.hello(c, st, f)
 	case wire.TypeBegin:
-		if err := st.begin.Decode(f); err != nil {
-			return err // cannot happen after wire.Check; closes the connection
-		}
 		return d.begin(c, st, f.ReqID)
 	case wire.TypeVote, wire.TypeAck, wire.TypeInquire:
-		return s.fromParticipant(&st.part, st.name, f)
+		return s.fromParticipantDecoded(&st.part, st.name, f.Type)
 	case wire.TypeAdminRequest:
-		if err := st.admin.Decode(f); err != nil {
-			return err
-		}
 		return s.admin(c, f.ReqID, &st.admin)
 	case wire.TypeRaft:
 		return d.raftMessage(c, st, f)
@@ -169,9 +182,11 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 		st.id, st.client = d.s.clients.add(c)
 	}
 	// The shard reads no clock: the time of arrival is how it learns the
-	// id's age (engine.Shard.checkIDTime).
+	// id's age (engine.Shard.checkIDTime). The same reading starts the
+	// latency measurement (clientConn.started): one clock read per begin.
+	now := time.Now()
 	st.msg = engine.Message{Type: engine.MsgBegin, Txn: b.Txn, Tag: st.id<<tagReqBits | reqID,
-		UnixMs: time.Now().UnixMilli()}
+		UnixMs: now.UnixMilli()}
 	set := s.set()
 	// Staged only if every participant can prevent: one that cannot
 	// could not answer a resolution (docs/protocol.md, "Participants that
@@ -191,7 +206,7 @@ func (d *frontDoor) begin(c *mux.Conn, st *connState, reqID uint64) error {
 		return s.rep.notLeader(c, reqID)
 	}
 	s.metrics.begun.Inc()
-	st.client.started(reqID)
+	st.client.started(reqID, now)
 	if s.tr != nil {
 		s.tr.begin(b, st.msg.Tag)
 	}
@@ -224,31 +239,44 @@ type partScratch struct {
 // transaction. A message sent for another participant is refused and
 // never reaches a shard.
 func (s *Server) fromParticipant(sc *partScratch, name string, f wire.Frame) error {
+	if err := sc.target(f.Type).Decode(f); err != nil {
+		return err
+	}
+	return s.fromParticipantDecoded(sc, name, f.Type)
+}
+
+// target returns the scratch message a frame of type ft decodes into.
+func (sc *partScratch) target(ft wire.Type) wire.Message {
+	switch ft {
+	case wire.TypeVote:
+		return &sc.vote
+	case wire.TypeAck:
+		return &sc.ack
+	case wire.TypeInquire:
+		return &sc.inquire
+	}
+	panic(fmt.Sprintf("coordinator: a participant's scratch has no %v", ft))
+}
+
+// fromParticipantDecoded is fromParticipant for a frame of type ft that is
+// already decoded into sc (sc.target(ft)).
+func (s *Server) fromParticipantDecoded(sc *partScratch, name string, ft wire.Type) error {
 	var t engine.MsgType
 	var txn protocol.TxnID
 	var from []byte
 	var vote protocol.Vote
-	switch f.Type {
+	switch ft {
 	case wire.TypeVote:
-		if err := sc.vote.Decode(f); err != nil {
-			return err
-		}
 		t, txn, from, vote = engine.MsgVote, sc.vote.Txn, sc.vote.From, sc.vote.Vote
 	case wire.TypeAck:
-		if err := sc.ack.Decode(f); err != nil {
-			return err
-		}
 		t, txn, from = engine.MsgAck, sc.ack.Txn, sc.ack.From
 	case wire.TypeInquire:
-		if err := sc.inquire.Decode(f); err != nil {
-			return err
-		}
 		t, txn, from = engine.MsgInquire, sc.inquire.Txn, sc.inquire.From
 	default:
-		panic(fmt.Sprintf("coordinator: fromParticipant given a %v", f.Type))
+		panic(fmt.Sprintf("coordinator: fromParticipant given a %v", ft))
 	}
 	if string(from) != name {
-		return mux.Refuse("participant %q sent a %v from %q", name, f.Type, from)
+		return mux.Refuse("participant %q sent a %v from %q", name, ft, from)
 	}
 	if g := s.cfg.Group; g != 0 && cluster.GroupOf(txn) != g {
 		// Another group's transaction: this group's shards would presume
@@ -299,17 +327,19 @@ type clientConn struct {
 	starts [startSlots]atomic.Int64 // UnixNano at arrival; 0 = none
 }
 
-func (c *clientConn) started(reqID uint64) {
-	c.starts[reqID%startSlots].Store(time.Now().UnixNano())
+// started notes that request reqID arrived at now.
+func (c *clientConn) started(reqID uint64, now time.Time) {
+	c.starts[reqID%startSlots].Store(now.UnixNano())
 }
 
-// elapsed returns how long ago request reqID arrived, once.
-func (c *clientConn) elapsed(reqID uint64) (time.Duration, bool) {
+// elapsed returns how long before nowNs (UnixNano) request reqID arrived,
+// once.
+func (c *clientConn) elapsed(reqID uint64, nowNs int64) (time.Duration, bool) {
 	t0 := c.starts[reqID%startSlots].Swap(0)
 	if t0 == 0 {
 		return 0, false
 	}
-	return time.Duration(time.Now().UnixNano() - t0), true
+	return time.Duration(nowNs - t0), true
 }
 
 func (t *clientTable) add(c *mux.Conn) (uint64, *clientConn) {

@@ -741,14 +741,18 @@ func (r *replica) notLeader(c *mux.Conn, reqID uint64) error {
 // pumpFor returns the pump of the shard that owns id, or nil when this
 // replica does not lead.
 func (s *Server) pumpFor(id protocol.TxnID) *pump.Pump {
-	if s.rep == nil {
-		return s.pumps[engine.ShardFor(id, len(s.pumps))]
+	pumps := s.pumps
+	if s.rep != nil {
+		g := s.rep.cur.Load()
+		if g == nil {
+			return nil
+		}
+		pumps = g.pumps
 	}
-	g := s.rep.cur.Load()
-	if g == nil {
-		return nil
+	if len(pumps) == 1 {
+		return pumps[0] // ShardFor(id, 1) is 0 for every id: skip hashing it
 	}
-	return g.pumps[engine.ShardFor(id, len(g.pumps))]
+	return pumps[engine.ShardFor(id, len(pumps))]
 }
 
 // admit checks the Hello of a connection that says it is another replica

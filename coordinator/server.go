@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/commitd/commitd/cluster"
 	"github.com/commitd/commitd/engine"
@@ -564,17 +565,63 @@ type shardOutput struct {
 	// gone are participants being removed (participants.go): a prepare
 	// for one is not sent, as if its connection were down.
 	gone map[string]bool
+	// peers caches the set's peers by name for Deliver.
+	peers peerCache
+}
+
+// peerCache finds a participant's peer by name without a map lookup per
+// message: the shard names participants with the very strings the front
+// door took from the set's names (engine messages copy the string, not
+// its bytes), so a few name addresses recur, and comparing an address and
+// a length is cheaper than hashing or comparing the bytes. The cached
+// pointer keeps the name's bytes alive, so an address cannot be reused by
+// another name while it is cached: same address and length, same name.
+// A set of participants replaced (added, removed) empties it.
+type peerCache struct {
+	set  *participantSet
+	n    int // entries in use
+	next int // the entry replaced next once all are in use
+	e    [8]struct {
+		name *byte
+		len  int
+		p    *peer
+	}
+}
+
+// lookup returns set.peers[name].
+func (c *peerCache) lookup(set *participantSet, name string) *peer {
+	if c.set != set {
+		*c = peerCache{set: set}
+	}
+	data := unsafe.StringData(name)
+	for i := range c.e[:c.n] {
+		if e := &c.e[i]; e.name == data && e.len == len(name) {
+			return e.p
+		}
+	}
+	p := set.peers[name]
+	if p == nil || len(name) == 0 {
+		return p // not cached: a programmer error follows, or a name being removed
+	}
+	i := c.n
+	if i == len(c.e) {
+		i, c.next = c.next, (c.next+1)%len(c.e)
+	} else {
+		c.n++
+	}
+	c.e[i].name, c.e[i].len, c.e[i].p = data, len(name), p
+	return p
 }
 
 func (o *shardOutput) Deliver(rd *engine.Ready) {
 	s := o.s
-	var peers map[string]*peer
+	var set *participantSet
 	if len(rd.Messages) > 0 {
-		peers = s.set().peers
+		set = s.set()
 	}
 	for i := range rd.Messages {
 		m := &rd.Messages[i]
-		p := peers[m.To]
+		p := o.peers.lookup(set, m.To)
 		if p == nil && !o.gone[m.To] {
 			// The front door only admits known participants, and one is
 			// removed only once every shard has barred it.
@@ -632,9 +679,13 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
 		}
 	}
-	var nowMs int64
+	var nowMs, nowNs int64
 	if len(rd.Replies) > 0 {
 		nowMs = s.outcomes.now().UnixMilli() // once for all of them
+		// The latency clock (not the outcomes', which tests replace),
+		// read once for the batch too: its replies are queued within
+		// microseconds of each other.
+		nowNs = time.Now().UnixNano()
 	}
 	for i := range rd.Replies {
 		r := &rd.Replies[i]
@@ -648,7 +699,7 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			s.rates[o.shard].record(nowMs, r.Outcome, 0, false)
 			continue // the client went away; it will see "unknown"
 		}
-		d, measured := cc.elapsed(reqID)
+		d, measured := cc.elapsed(reqID, nowNs)
 		if measured {
 			s.metrics.latency(r.Outcome, d)
 		}

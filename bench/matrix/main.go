@@ -63,7 +63,10 @@ type cell struct {
 	rate float64
 	rep  result
 	cpu  cpuUse
-	load [2]float64 // 1-minute load average before and after
+	// calls is each server's read and write system calls per committed
+	// transaction (/proc/PID/io), participants first; nil when unreadable.
+	calls []ioCalls
+	load  [2]float64 // 1-minute load average before and after
 	// liveHeap (soak only): the coordinator's heap right after a forced
 	// collection, every 10 s of the measured run.
 	liveHeap []heapSample
@@ -105,6 +108,13 @@ func heapGrowth(c *cell) (mid, end heapSample, growth float64, ok bool) {
 type heapSample struct {
 	t     float64
 	bytes uint64
+}
+
+// ioCalls is one server's read and write system calls per committed
+// transaction during a cell's measured run.
+type ioCalls struct {
+	name          string
+	reads, writes float64
 }
 
 // cpuUse is the CPU time the servers used during the run, per committed
@@ -214,6 +224,13 @@ func run() error {
 		}
 		fmt.Fprintf(os.Stderr, "   %.0f committed/s, p50 %.2f ms, p99 %.2f ms, aborted %d; CPU µs/txn: coordinator %.1f, participants %.1f\n",
 			c.rep.CommittedPerS, c.rep.P50ms, c.rep.P99ms, c.rep.Aborted, c.cpu.coordinator, c.cpu.participants)
+		if len(c.calls) > 0 {
+			fmt.Fprintf(os.Stderr, "   system calls/txn (reads, writes):")
+			for _, x := range c.calls {
+				fmt.Fprintf(os.Stderr, " %s %.3f, %.3f;", x.name, x.reads, x.writes)
+			}
+			fmt.Fprintln(os.Stderr)
+		}
 		if len(c.liveHeap) > 0 {
 			fmt.Fprintf(os.Stderr, "   coordinator live heap after a forced collection:")
 			for _, h := range c.liveHeap {
@@ -599,8 +616,14 @@ func runCell(o *options, c *cell, dir, id string) error {
 	// transactions it is divided by do.
 	time.Sleep(o.warmup)
 	before := make([]float64, len(procs))
+	type rw struct {
+		r, w uint64
+		ok   bool
+	}
+	callsBefore := make([]rw, len(procs))
 	for i, p := range procs {
 		before[i] = bench.ProcessCPUSeconds(p.Process.Pid)
+		callsBefore[i].r, callsBefore[i].w, callsBefore[i].ok = bench.ProcessIOCalls(p.Process.Pid)
 	}
 	profiles := profileAll(o.profileDir, id, profiled, d)
 	var sampled chan []heapSample
@@ -617,8 +640,10 @@ func runCell(o *options, c *cell, dir, id string) error {
 		fmt.Fprintf(os.Stderr, "   profile: %v\n", perr)
 	}
 	after := make([]float64, len(procs))
+	callsAfter := make([]rw, len(procs))
 	for i, p := range procs {
 		after[i] = bench.ProcessCPUSeconds(p.Process.Pid)
+		callsAfter[i].r, callsAfter[i].w, callsAfter[i].ok = bench.ProcessIOCalls(p.Process.Pid)
 	}
 	b, rerr := os.ReadFile(jsonPath)
 	if rerr != nil {
@@ -632,12 +657,19 @@ func runCell(o *options, c *cell, dir, id string) error {
 	}
 	n := float64(max(1, c.rep.Committed))
 	// The coordinators (every replica of a group) were started last.
+	c.calls = nil
 	for i := range procs {
 		use := (after[i] - before[i]) * 1e6 / n
+		name := fmt.Sprintf("p%d", i+1)
 		if i >= c.participants {
 			c.cpu.coordinator += use
+			name = fmt.Sprintf("coordinator%d", i-c.participants+1)
 		} else {
 			c.cpu.participants += use
+		}
+		if b, a := callsBefore[i], callsAfter[i]; b.ok && a.ok {
+			c.calls = append(c.calls, ioCalls{name: name,
+				reads: float64(a.r-b.r) / n, writes: float64(a.w-b.w) / n})
 		}
 	}
 	c.ok = true

@@ -226,7 +226,6 @@ func (p *Pump) Run() error {
 	p.inbox.setMax(p.MaxInboxBytes)
 	ticker := time.NewTicker(p.tick)
 	defer ticker.Stop()
-	var batch []engine.Message
 	// Deliver whatever recovery produced (re-driven decisions, inquiries).
 	if err := p.flush(); err != nil {
 		return err
@@ -254,7 +253,7 @@ func (p *Pump) Run() error {
 				return err
 			}
 		}
-		batch = p.inbox.take(batch[:0])
+		batch := p.inbox.take()
 		for i := range batch {
 			p.m.Step(batch[i])
 			if p.NoBatch {
@@ -342,15 +341,17 @@ type inbox struct {
 }
 
 type inboxBuf struct {
-	msgs     []queued
+	// msgs are the messages with Work and Branches nil; refs[i] says
+	// where msgs[i]'s bytes are, until take fills them in in place.
+	msgs     []engine.Message
+	refs     []queued
 	branches []queuedBranch
 	arena    []byte
 }
 
-// queued is a message whose byte slices are held as arena offsets, since
+// queued is where a message's byte slices are, as arena offsets, since
 // the arena may move while the batch fills.
 type queued struct {
-	m           engine.Message // Work and Branches nil
 	work        span
 	firstBranch int
 	nBranches   int
@@ -366,7 +367,7 @@ type span struct{ off, n int }
 // Sizes for the inbox's bound: what a message and a branch take in the
 // buffers, besides their bytes.
 const (
-	queuedSize       = int(unsafe.Sizeof(queued{}))
+	queuedSize       = int(unsafe.Sizeof(engine.Message{}) + unsafe.Sizeof(queued{}))
 	queuedBranchSize = int(unsafe.Sizeof(queuedBranch{}))
 )
 
@@ -411,17 +412,26 @@ func (q *inbox) put(m *engine.Message, wait bool) {
 	}
 	q.bytes += size(m)
 	b := &q.fill
-	e := queued{m: *m, firstBranch: len(b.branches), nBranches: len(m.Branches)}
-	e.m.Work, e.m.Branches = nil, nil
+	// Only the message that makes the inbox non-empty wakes the pump: one
+	// that finds it non-empty finds that wake-up still pending, or the pump
+	// woken and yet to take — take empties the inbox, and Run takes after
+	// every wake-up — so it is in the batch either way.
+	wake := len(b.msgs) == 0
+	e := queued{firstBranch: len(b.branches), nBranches: len(m.Branches)}
 	e.work = b.stash(m.Work)
 	for _, br := range m.Branches {
 		b.branches = append(b.branches, queuedBranch{participant: br.Participant, work: b.stash(br.Work)})
 	}
-	b.msgs = append(b.msgs, e)
+	b.msgs = append(b.msgs, *m)
+	last := &b.msgs[len(b.msgs)-1]
+	last.Work, last.Branches = nil, nil
+	b.refs = append(b.refs, e)
 	q.mu.Unlock()
-	select {
-	case q.wakeup <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case q.wakeup <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -441,10 +451,12 @@ func (b *inboxBuf) bytes(s span) []byte {
 	return b.arena[s.off : s.off+s.n : s.off+s.n]
 }
 
-// take swaps the filled buffers for the stepped ones and appends the batch
-// to dst. The returned messages stay valid until the next take.
-func (q *inbox) take(dst []engine.Message) []engine.Message {
+// take swaps the filled buffers for the stepped ones and returns the
+// batch: the stepped buffers' own messages, their byte slices filled in in
+// place (not copied out again). They stay valid until the next take.
+func (q *inbox) take() []engine.Message {
 	q.stepped.msgs = q.stepped.msgs[:0]
+	q.stepped.refs = q.stepped.refs[:0]
 	q.stepped.branches = q.stepped.branches[:0]
 	q.stepped.arena = q.stepped.arena[:0]
 	q.mu.Lock()
@@ -455,21 +467,19 @@ func (q *inbox) take(dst []engine.Message) []engine.Message {
 	q.bytes = 0
 	q.mu.Unlock()
 	b := &q.stepped
+	// Every branch first: the messages' Branches are slices of this
+	// scratch, which must not move once they are taken.
 	q.branches = q.branches[:0]
-	for _, e := range b.msgs {
-		for _, br := range b.branches[e.firstBranch : e.firstBranch+e.nBranches] {
-			q.branches = append(q.branches, engine.Branch{Participant: br.participant, Work: b.bytes(br.work)})
-		}
+	for _, br := range b.branches {
+		q.branches = append(q.branches, engine.Branch{Participant: br.participant, Work: b.bytes(br.work)})
 	}
-	used := 0
-	for _, e := range b.msgs {
-		m := e.m
+	for i := range b.msgs {
+		e := &b.refs[i]
+		m := &b.msgs[i]
 		m.Work = b.bytes(e.work)
 		if e.nBranches > 0 {
-			m.Branches = q.branches[used : used+e.nBranches : used+e.nBranches]
-			used += e.nBranches
+			m.Branches = q.branches[e.firstBranch : e.firstBranch+e.nBranches : e.firstBranch+e.nBranches]
 		}
-		dst = append(dst, m)
 	}
-	return dst
+	return b.msgs
 }

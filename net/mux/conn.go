@@ -113,8 +113,9 @@ func (e *RemoteError) Error() string {
 // the Hello, requests and one-way messages.
 type Handler interface {
 	// HandleFrame is called on the connection's reader goroutine, one
-	// frame at a time, in arrival order. The frame has passed wire.Check,
-	// so decoding it succeeds; its memory is valid only during the call.
+	// frame at a time, in arrival order. The frame has passed wire.Check
+	// (for a Decoder: it has been decoded into Target's message), so
+	// decoding it succeeds; its memory is valid only during the call.
 	// It must not block for long: the connection reads nothing meanwhile
 	// (so in particular it must not wait for a Call on c, whose reply only
 	// this goroutine could read).
@@ -122,6 +123,25 @@ type Handler interface {
 	// goroutine. A non-nil error is a connection error: it closes c and is
 	// logged.
 	HandleFrame(c *Conn, f wire.Frame) error
+}
+
+// Decoder is a Handler that decodes the frames it handles into messages of
+// its own. The mux checks every frame before it routes it, by decoding it
+// (wire.Check); for a Decoder it decodes the frame into the message Target
+// returns instead of into scratch space, so that HandleFrame finds the
+// frame's message decoded there and the same bytes are not decoded twice
+// per frame. The check is the same Decode at the same point (before the
+// sender's role is checked and the frame routed), so a malformed frame
+// fails the connection exactly as it does for any Handler.
+type Decoder interface {
+	Handler
+	// Target returns the message that a frame of type t arriving on c is
+	// to be decoded into (a pointer of the message type t names), or nil
+	// for the mux's own scratch. It is called on c's reader goroutine,
+	// just before the frame is checked. HandleFrame is called next for
+	// that frame only if it decoded and is routed to the Handler; the
+	// message is then valid, like the frame, only during that call.
+	Target(c *Conn, t wire.Type) wire.Message
 }
 
 // HandlerFunc adapts a function to Handler.
@@ -283,6 +303,11 @@ type Conn struct {
 	peerPrevent atomic.Bool   // a dialing connection: the answering Hello's Prevent (wire.Hello.Prevent)
 	peerName    atomic.Pointer[string]
 	spareWriter []byte // owned by the writer goroutine: the buffer it swaps in
+	// decoder is opts.Handler as a Decoder, or nil: immutable.
+	decoder Decoder
+	// state is the Handler's own value for this connection (State),
+	// owned by the reader goroutine.
+	state any
 
 	mu struct {
 		sync.Mutex
@@ -321,6 +346,7 @@ func NewConn(nc net.Conn, opts Options) *Conn {
 		answered:   make(chan struct{}),
 	}
 	c.calls.pending = make(map[uint64]*call)
+	c.decoder, _ = opts.Handler.(Decoder)
 	go c.writeLoop()
 	go c.readLoop()
 	return c
@@ -686,10 +712,33 @@ func (c *Conn) countReceived(f wire.Frame) {
 	c.stats.bytesReceived.Add(uint64(f.Size()))
 }
 
+// State returns the value the Handler keeps for this connection
+// (SetState), or nil before it set one. Only the connection's reader
+// goroutine — the Handler's calls — may use it: it is a Handler's
+// per-connection scratch found without a shared map's lookup per frame.
+func (c *Conn) State() any { return c.state }
+
+// SetState sets the value State returns; on the reader goroutine only.
+func (c *Conn) SetState(v any) { c.state = v }
+
+// check checks one frame by decoding it: into the Decoder's message if the
+// Handler is one and has one for the frame's type, else as wire.Check does.
+func (c *Conn) check(f wire.Frame) error {
+	if c.decoder != nil {
+		if m := c.decoder.Target(c, f.Type); m != nil {
+			if m.Type() != f.Type {
+				panic(fmt.Sprintf("mux: Decoder.Target gave a %v message for a %v frame", m.Type(), f.Type))
+			}
+			return m.Decode(f)
+		}
+	}
+	return wire.Check(f)
+}
+
 // dispatch checks one frame and routes it. An error is a connection error.
 func (c *Conn) dispatch(f wire.Frame) error {
 	c.countReceived(f)
-	if err := wire.Check(f); err != nil {
+	if err := c.check(f); err != nil {
 		return err
 	}
 	if f.Type == wire.TypeError && f.ReqID == 0 {

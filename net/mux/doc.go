@@ -18,6 +18,12 @@
 // so is a single write (Options.WriteTimeout): a peer that does not read is
 // cut off with ErrSlowPeer, never buffered without limit.
 //
+// The reader checks each frame by decoding it (wire.Check) before it routes
+// it. A Handler that is also a Decoder names, per frame type, a message of
+// its own for that decode, so the frame it is handed is already decoded
+// there and is not decoded a second time; Conn.State keeps such a
+// handler's per-connection scratch on the connection itself.
+//
 // Call and Stream send a request under a fresh request id and wait for the
 // reply in the shape of net/rpc's client: a pending table, one reader that
 // matches replies, every pending call failed with the connection's error

@@ -231,6 +231,30 @@ func ParseFrame(b []byte) (f Frame, n int, err error) {
 	return f, n, nil
 }
 
+// headerRule is what checkHeader requires of a header of one type.
+type headerRule struct {
+	known  bool  // the type exists
+	flags  Flags // the flags it may carry
+	needID bool  // its request id must be non-zero (else zero; see checkHeader for Error)
+}
+
+// headerRules holds checkHeader's rules by type, so that a reader can
+// accept a good header with one lookup (headerOK); checkHeader itself
+// still gives the reason for a bad one.
+var headerRules = func() (rs [256]headerRule) {
+	for t := TypeHello; t < typeEnd; t++ {
+		rs[t] = headerRule{known: true, flags: allowedFlags(t), needID: t.IsRequest() || t.IsReply()}
+	}
+	return rs
+}()
+
+// headerOK reports whether checkHeader accepts the header, without
+// building its error.
+func headerOK(t Type, fl Flags, reqID uint64) bool {
+	r := &headerRules[t]
+	return r.known && fl&^r.flags == 0 && (r.needID == (reqID != 0) || t == TypeError && reqID == 0)
+}
+
 // checkHeader checks the header fields that do not depend on the payload.
 func checkHeader(t Type, fl Flags, reqID uint64) error {
 	if !t.valid() {

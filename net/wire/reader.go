@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"sync"
@@ -105,6 +106,24 @@ func (r *Reader) Buffered() int { return r.end - r.start }
 func (r *Reader) Next() (Frame, error) {
 	if r.err != nil {
 		return Frame{}, r.err
+	}
+	// The usual case on a busy connection: a whole frame with a good
+	// header is buffered. Taken here with one table lookup instead of
+	// ParseFrame's checks and results; anything else — a frame not all
+	// in, or a header ParseFrame refuses — takes the general path below,
+	// which gives the same frame or the error.
+	if b := r.buf[r.start:r.end]; len(b) >= HeaderSize {
+		n := int(binary.BigEndian.Uint32(b)) + 4
+		t, fl, id := Type(b[5]), Flags(binary.BigEndian.Uint16(b[6:])), binary.BigEndian.Uint64(b[8:])
+		// n <= len(b) bounds n by MaxFrameSize, the buffer's largest size.
+		if n >= HeaderSize && n <= len(b) && b[4] == Version && headerOK(t, fl, id) {
+			f := Frame{Type: t, Flags: fl, ReqID: id, Payload: b[HeaderSize:n:n]}
+			r.start += n
+			if r.start == r.end {
+				r.start, r.end = 0, 0
+			}
+			return f, nil
+		}
 	}
 	empty := 0
 	for {

@@ -718,3 +718,20 @@ func TestSender(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecisionFrame encodes, parses and decodes a Decision: the
+// coordinator sends one per participant per transaction, and each
+// participant decodes it.
+func BenchmarkDecisionFrame(b *testing.B) {
+	buf := make([]byte, 0, 64)
+	m := Decision{Txn: txn, Decision: protocol.DecisionCommit}
+	var out Decision
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = AppendFrame(buf[:0], 0, &m)
+		f, _, _ := ParseFrame(buf)
+		if err := out.Decode(f); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
