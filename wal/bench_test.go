@@ -2,6 +2,8 @@ package wal_test
 
 import (
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,4 +68,58 @@ func benchAppendSync(b *testing.B, l *wal.Log, appenders int) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
 	b.ReportMetric(float64(l.Stats().Syncs-syncs)/float64(b.N), "fsyncs/record")
+}
+
+// BenchmarkReadiedBesideFlush: with one P (GOMAXPROCS=1, as a container
+// with one CPU gives), a goroutine readied right after an urgent Append —
+// the pump's message to a participant, sent beside the log's flush — waits
+// for the flusher's write and fdatasync unless the flusher yields first.
+// The pump readies the flusher, then two goroutines; the second runs first
+// (Go's runnext), the first is queued behind the flusher. The metric is
+// the first one's wait from the Append, median over the run ("p50-wait-µs");
+// yield=off is the flusher without its yield.
+func BenchmarkReadiedBesideFlush(b *testing.B) {
+	for _, yield := range []bool{true, false} {
+		name := "yield=on"
+		if !yield {
+			name = "yield=off"
+		}
+		b.Run(name, func(b *testing.B) {
+			defer wal.SetYieldBeforeWrite(wal.SetYieldBeforeWrite(yield))
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			l, err := wal.Open(b.TempDir(), wal.Options{SegmentsAhead: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			data := make([]byte, 64)
+			if _, err := l.AppendSync(data); err != nil {
+				b.Fatal(err)
+			}
+			waitReady(b, l, 1)
+			waits := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				first, second := make(chan struct{}), make(chan struct{})
+				ran := make(chan time.Time, 2)
+				go func() { <-first; ran <- time.Now() }()
+				go func() { <-second; ran <- time.Now() }()
+				time.Sleep(50 * time.Microsecond) // both parked
+				t0 := time.Now()
+				if _, err := l.Append(data); err != nil {
+					b.Fatal(err)
+				}
+				close(first)
+				close(second)
+				<-ran // the second, from runnext
+				waits = append(waits, (<-ran).Sub(t0))
+				if _, err := l.AppendSync(data); err != nil { // the first flush is done
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			slices.Sort(waits)
+			b.ReportMetric(float64(waits[len(waits)/2].Microseconds()), "p50-wait-µs")
+		})
+	}
 }

@@ -21,6 +21,13 @@ const (
 	FrameHeaderSize   = frameHeaderSize
 )
 
+// SetYieldBeforeWrite turns the flusher's yield before its write and
+// fdatasync on or off, and returns the previous setting.
+func SetYieldBeforeWrite(on bool) (was bool) {
+	was, yieldBeforeWrite = yieldBeforeWrite, on
+	return was
+}
+
 // FrameSize exposes frameSize.
 var FrameSize = frameSize
 
