@@ -38,6 +38,12 @@ func DecodeWork(work []byte) (account uint32, amount int64, ok bool) {
 type hold struct {
 	account uint32
 	amount  int64
+	// after is the account's balance once the hold commits: its balance
+	// at the lock plus amount. Only the holder's commit changes a locked
+	// account's balance (and Load drops every hold), so it stays exact,
+	// and Commit stores it without first loading the balance — by then
+	// usually a cache miss that stalls, where a store does not.
+	after int64
 }
 
 // Bank is a set of accounts with committed balances and, per account, at
@@ -97,17 +103,18 @@ func (b *Bank) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 	if b.isLocked(acct) {
 		return protocol.VoteNo
 	}
-	if nb := b.balances[acct] + amount; nb < 0 || (amount > 0) != (nb > b.balances[acct]) {
+	nb := b.balances[acct] + amount
+	if nb < 0 || (amount > 0) != (nb > b.balances[acct]) {
 		return protocol.VoteNo // overdraft, or overflow
 	}
-	b.lock(slot, h, &txn, acct, amount)
+	b.lock(slot, h, &txn, hold{account: acct, amount: amount, after: nb})
 	return protocol.VoteYes
 }
 
-// lock takes acct for txn, whose free slot in holds find returned.
-func (b *Bank) lock(slot int, h uint32, txn *protocol.TxnID, acct uint32, amount int64) {
-	b.locked[acct/64] |= 1 << (acct % 64)
-	b.holds.put(slot, h, txn, acct, amount)
+// lock takes h's account for txn, whose free slot in holds find returned.
+func (b *Bank) lock(slot int, hash uint32, txn *protocol.TxnID, h hold) {
+	b.locked[h.account/64] |= 1 << (h.account % 64)
+	b.holds.put(slot, hash, txn, h)
 }
 
 // Commit applies a prepared transaction's amount and unlocks its account.
@@ -118,7 +125,7 @@ func (b *Bank) Commit(txn protocol.TxnID) {
 	if !ok {
 		panic(fmt.Sprintf("bank: commit of %v, which holds nothing", txn))
 	}
-	b.balances[h.account] += h.amount
+	b.balances[h.account] = h.after // = balance + amount: see hold
 	b.total += h.amount
 	b.unlock(h)
 }
@@ -151,7 +158,7 @@ func (b *Bank) Restore(txn protocol.TxnID, work []byte) {
 	if dup || b.isLocked(acct) {
 		panic(fmt.Sprintf("bank: restore of %v: account %d already locked", txn, acct))
 	}
-	b.lock(slot, h, &txn, acct, amount)
+	b.lock(slot, h, &txn, hold{account: acct, amount: amount, after: b.balances[acct] + amount})
 }
 
 // Snapshot appends the committed balances (not the holds) to dst:

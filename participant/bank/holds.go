@@ -27,7 +27,7 @@ type holdTable struct {
 	seed maphash.Seed
 }
 
-// holdSlot is 32 bytes: two slots per cache line.
+// holdSlot is 40 bytes.
 type holdSlot struct {
 	id protocol.TxnID
 	// home is the low 32 bits of the id's hash: the slot the id hashes to
@@ -37,6 +37,7 @@ type holdSlot struct {
 	home    uint32
 	account uint32
 	amount  int64 // 0: free
+	after   int64
 }
 
 // minHoldSlots is the size of the first table.
@@ -70,8 +71,8 @@ func (t *holdTable) find(id *protocol.TxnID) (int, uint32, bool) {
 
 // put fills the free slot i, which find returned for id (and hash h) with
 // no other change to the table since.
-func (t *holdTable) put(i int, h uint32, id *protocol.TxnID, account uint32, amount int64) {
-	t.slots[i] = holdSlot{id: *id, home: h, account: account, amount: amount}
+func (t *holdTable) put(i int, h uint32, id *protocol.TxnID, v hold) {
+	t.slots[i] = holdSlot{id: *id, home: h, account: v.account, amount: v.amount, after: v.after}
 	t.n++
 }
 
@@ -89,7 +90,7 @@ func (t *holdTable) take(id *protocol.TxnID) (h hold, ok bool) {
 			return hold{}, false
 		}
 		if s.home == hh && s.id == *id {
-			h = hold{account: s.account, amount: s.amount}
+			h = hold{account: s.account, amount: s.amount, after: s.after}
 			break
 		}
 		i = (i + 1) & mask

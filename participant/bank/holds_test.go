@@ -199,7 +199,9 @@ func TestBankMatchesMapBank(t *testing.T) {
 					t.Fatalf("%s: prepared %d ids, map bank %d", where(), len(got), len(want))
 				}
 				for _, x := range got {
-					if mh := m.holds[x]; b.holdOf(x) != mh {
+					mh := m.holds[x]
+					mh.after = m.balances[mh.account] + mh.amount // the map bank has no after
+					if b.holdOf(x) != mh {
 						t.Fatalf("%s: %x holds %+v, map bank %+v", where(), x, b.holdOf(x), mh)
 					}
 				}
@@ -217,7 +219,7 @@ func (b *Bank) holdOf(txn protocol.TxnID) hold {
 	mask := len(t.slots) - 1
 	for i := int(t.hash(&txn)) & mask; t.slots[i].amount != 0; i = (i + 1) & mask {
 		if t.slots[i].id == txn {
-			return hold{account: t.slots[i].account, amount: t.slots[i].amount}
+			return hold{account: t.slots[i].account, amount: t.slots[i].amount, after: t.slots[i].after}
 		}
 	}
 	return hold{}
@@ -233,7 +235,7 @@ func checkHolds(t *testing.T, h *holdTable) {
 	for i := range h.slots {
 		s := &h.slots[i]
 		if s.amount == 0 {
-			if s.home != 0 || s.id != (protocol.TxnID{}) || s.account != 0 {
+			if *s != (holdSlot{}) {
 				t.Fatalf("free slot %d not zeroed: %+v", i, *s)
 			}
 			continue
@@ -270,8 +272,8 @@ func TestHoldTableMatchesMap(t *testing.T) {
 				t.Fatalf("step %d: find %v, map %v", step, found, ok)
 			}
 			if !found {
-				v := hold{account: uint32(step), amount: int64(step%7) + 1}
-				h.put(slot, hh, &x, v.account, v.amount)
+				v := hold{account: uint32(step), amount: int64(step%7) + 1, after: int64(step)}
+				h.put(slot, hh, &x, v)
 				m[x] = v
 				live = append(live, x)
 			}
