@@ -356,6 +356,10 @@ func (l *Log) AppendEach(data []byte, size int) (first LSN, appended int, err er
 	n := frameSize(size)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// Room for the batch (as far as MaxPendingBytes lets it wait here) in
+	// one growth rather than a doubling every few thousand records, each
+	// copying what is pending.
+	l.mu.pending = slices.Grow(l.mu.pending, min(len(data)/size*n, l.opts.MaxPendingBytes))
 	for off := 0; off < len(data); off += size {
 		if err := l.roomLocked(n, false); err != nil {
 			return first, appended, err
