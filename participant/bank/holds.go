@@ -27,7 +27,7 @@ type holdTable struct {
 	seed maphash.Seed
 }
 
-// holdSlot is 40 bytes.
+// holdSlot is a hold and its id, 40 bytes.
 type holdSlot struct {
 	id protocol.TxnID
 	// home is the low 32 bits of the id's hash: the slot the id hashes to
@@ -50,8 +50,9 @@ func (t *holdTable) hash(id *protocol.TxnID) uint32 {
 }
 
 // find returns the index of id's slot and true, or the index of the free
-// slot where id would be inserted and false. It first makes room for one
-// more hold, so that the index stays valid for one put.
+// slot where id would be inserted and false; and id's hash, for put. It
+// first makes room for one more hold, so that the index stays valid for
+// one put.
 func (t *holdTable) find(id *protocol.TxnID) (int, uint32, bool) {
 	if 2*(t.n+1) > len(t.slots) {
 		t.grow()
