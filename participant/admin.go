@@ -30,7 +30,7 @@ type Accounts struct {
 // AccountsSummary reads the resource. For a Durable resource that cannot
 // be read, Total is -1.
 func (s *Server) AccountsSummary() Accounts {
-	n, total, prepared := s.res.summary()
+	n, total, prepared := s.resSummary()
 	if s.durable != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -49,6 +49,18 @@ func (s *Server) AccountsSummary() Accounts {
 	return Accounts{Name: s.cfg.Name, Accounts: n, Total: total, Prepared: len(prepared)}
 }
 
+// resSummary reads the resource on the pump's goroutine, which owns it
+// (guarded), or directly once the pump has stopped and nothing drives it.
+// It waits for the pump's round, as the mutex it replaced waited for a
+// prepare or commit in progress.
+func (s *Server) resSummary() (accounts int, total int64, prepared []protocol.TxnID) {
+	err := s.pump.Do(context.Background(), func() { accounts, total, prepared = s.res.summary() })
+	if err != nil { // pump.ErrStopped: Run has returned, fn did not run
+		return s.res.summary()
+	}
+	return accounts, total, prepared
+}
+
 // Outcome is one line of `commitd admin outcomes`.
 type Outcome struct {
 	Txn     protocol.TxnID `json:"txn"`
@@ -63,7 +75,7 @@ type Outcome struct {
 // at recovery — and its last line is its outcome. An error from fn stops
 // the listing and is returned, as is an error reading the ledger.
 func (s *Server) EachOutcome(fn func(Outcome) error) error {
-	_, _, prepared := s.res.summary()
+	_, _, prepared := s.resSummary()
 	if s.durable != nil {
 		// The resource's own list: it also has what is still being
 		// prepared, and what a crash left behind.

@@ -288,18 +288,19 @@ func (l *ledger) appendPending() error {
 	marks := l.mu.marks // the marks in batch, in order
 	l.mu.marks = nil
 	l.mu.Unlock()
-	for off := 0; off < len(batch); off += ledgerEntryLen {
-		lsn, err := l.log.Append(batch[off : off+ledgerEntryLen])
-		if err != nil {
-			return fmt.Errorf("ledger: %w", err)
-		}
+	// One lock of the log for the whole batch, not one per entry.
+	first, n, err := l.log.AppendEach(batch, ledgerEntryLen)
+	for i := range n {
 		// Marks were recorded in entry order, and only marks have the
 		// mark decision byte: hand each its LSN.
-		if batch[off+16] == markDecision && len(marks) > 0 {
-			marks[0].lsn = lsn
+		if batch[i*ledgerEntryLen+16] == markDecision && len(marks) > 0 {
+			marks[0].lsn = first + wal.LSN(i)
 			l.appended = append(l.appended, marks[0])
 			marks = marks[1:]
 		}
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
 	}
 	l.spare = batch[:0]
 	return nil

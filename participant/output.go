@@ -44,13 +44,14 @@ func (o *output) Deliver(rd *engine.Ready) {
 		s.forgetMu.Unlock()
 	}
 	name := o.name
+	var nowNs int64 // when the votes leave: read once, at the first (metrics.voteSent)
 	for i := range rd.Messages {
 		m := &rd.Messages[i]
 		var wm wire.Message
 		switch m.Type {
 		case engine.MsgVote:
 			if s.metrics != nil {
-				s.metrics.voteSent(m.Txn)
+				s.metrics.voteSent(m.Txn, &nowNs)
 			}
 			o.vote = wire.Vote{Txn: m.Txn, From: name, Vote: m.Vote}
 			wm = &o.vote

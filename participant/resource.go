@@ -2,7 +2,6 @@ package participant
 
 import (
 	"context"
-	"sync"
 
 	"github.com/commitd/commitd/engine"
 	"github.com/commitd/commitd/protocol"
@@ -62,12 +61,17 @@ type Durable interface {
 	Close() error
 }
 
-// guarded wraps the participant's resource so that admin queries on other
-// goroutines can read it while the pump goroutine drives it, and tracks
-// which transactions hold a prepared (YES) state right now — the
-// "prepared" lines of `commitd admin outcomes`.
+// guarded wraps the participant's resource and tracks which transactions
+// hold a prepared (YES) state right now — the "prepared" lines of
+// `commitd admin outcomes`.
+//
+// It and the resource are owned by the goroutine that drives the machine:
+// recovery's, then the pump's. Admin queries on other goroutines read them
+// through the pump (Server.resSummary), or directly once it has stopped. A
+// mutex taken around every call served the same purpose at the cost of
+// two atomic operations per prepare and per commit on the pump's path
+// (docs/benchmarks.md).
 type guarded struct {
-	mu  sync.Mutex
 	res Inspectable
 	// lister is res when it can list what it holds prepared; then
 	// prepared stays nil. A set of its own costs an insert and a delete
@@ -92,8 +96,6 @@ func newGuarded(res Inspectable) *guarded {
 }
 
 func (g *guarded) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	v := g.res.Prepare(txn, work)
 	if v == protocol.VoteYes && g.lister == nil {
 		g.prepared[txn] = struct{}{}
@@ -102,8 +104,6 @@ func (g *guarded) Prepare(txn protocol.TxnID, work []byte) protocol.Vote {
 }
 
 func (g *guarded) Commit(txn protocol.TxnID) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.res.Commit(txn)
 	if g.lister == nil {
 		delete(g.prepared, txn)
@@ -111,8 +111,6 @@ func (g *guarded) Commit(txn protocol.TxnID) {
 }
 
 func (g *guarded) Abort(txn protocol.TxnID) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.res.Abort(txn)
 	if g.lister == nil {
 		delete(g.prepared, txn)
@@ -120,8 +118,6 @@ func (g *guarded) Abort(txn protocol.TxnID) {
 }
 
 func (g *guarded) Restore(txn protocol.TxnID, work []byte) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.res.Restore(txn, work)
 	if g.lister == nil {
 		g.prepared[txn] = struct{}{}
@@ -129,22 +125,17 @@ func (g *guarded) Restore(txn protocol.TxnID, work []byte) {
 }
 
 func (g *guarded) Snapshot(dst []byte) []byte {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	return g.res.Snapshot(dst)
 }
 
 func (g *guarded) Load(snapshot []byte) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	clear(g.prepared)
 	return g.res.Load(snapshot)
 }
 
-// summary reads the resource for an admin query.
+// summary reads the resource for an admin query, on the goroutine that
+// owns it (Server.resSummary).
 func (g *guarded) summary() (accounts int, total int64, prepared []protocol.TxnID) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.lister != nil {
 		prepared = g.lister.AppendPrepared(nil)
 	} else {
@@ -154,8 +145,8 @@ func (g *guarded) summary() (accounts int, total int64, prepared []protocol.TxnI
 		}
 	}
 	if _, ok := g.res.(Durable); ok {
-		// Its numbers are a server round trip away: not under the lock
-		// the pump takes for every prepare (AccountsSummary asks it).
+		// Its numbers are a server round trip away: not on the pump's
+		// goroutine (AccountsSummary asks it).
 		return 0, 0, prepared
 	}
 	return g.res.Accounts(), g.res.Total(), prepared
@@ -173,7 +164,5 @@ type guardedPreventer struct {
 var _ engine.Preventer = guardedPreventer{}
 
 func (g guardedPreventer) Prevent(txn protocol.TxnID) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.pv.Prevent(txn)
 }

@@ -30,6 +30,9 @@
 // registering a waiter (Notify, AppendNotify, AppendSync, Sync) blocks
 // while Options.MaxWaiters wait for durability. Options.NoGroupCommit
 // writes and fsyncs every record on its own (the baseline for comparisons).
+// AppendEach appends a batch of records of one size under one lock (the
+// participant's ledger: thousands of small entries at once), with the
+// frames and LSNs an Append per record would give.
 //
 // # Lazy records
 //
