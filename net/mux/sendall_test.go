@@ -194,3 +194,55 @@ func BenchmarkQueue(b *testing.B) {
 		})
 	}
 }
+
+// TestPeerSendViaAll: each frame gets what SendVia would have returned
+// for it — a malformed one its error, the others nil — and the good ones
+// all go over the slot's connection; with that connection dead the rest
+// go over the other; with none up every frame is dropped and counted.
+func TestPeerSendViaAll(t *testing.T) {
+	h := newEcho()
+	srv := NewServer(ServerOptions{Conn: Options{Handler: h, Logger: quiet}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	p := NewPeer(ln.Addr().String(), PeerOptions{Conn: Options{Logger: quiet}, Conns: 2,
+		Hello: wire.Hello{Role: wire.RoleParticipant, Name: []byte("bank-1")}})
+	defer p.Close()
+	waitFor(t, "two connections", func() bool { return p.Stats().Connected == 2 })
+	bad := &wire.Vote{Txn: txnOf(2), From: make([]byte, wire.MaxFrameSize), Vote: protocol.VoteYes}
+	ms := []wire.Message{&vote, bad, &vote, &vote}
+	errs := make([]error, len(ms))
+	p.SendViaAll(1, ms, errs)
+	for i, err := range errs {
+		if (i == 1) != errors.Is(err, wire.ErrMalformed) || (i != 1 && err != nil) {
+			t.Errorf("frame %d: %v", i, err)
+		}
+	}
+	waitFor(t, "votes", func() bool { return h.count(wire.TypeVote) == 3 })
+	c0, c1 := p.conns[0].Load(), p.conns[1].Load()
+	if s0, s1 := c0.Stats().FramesSent, c1.Stats().FramesSent; s0 != 1 || s1 != 4 {
+		t.Fatalf("frames sent per connection: %d and %d, want 1 and 4 (hello included)", s0, s1)
+	}
+
+	// Slot 1's connection dead (still in its slot or not): the other one.
+	c1.Close()
+	<-c1.Done()
+	ms = []wire.Message{&vote, &vote}
+	p.SendViaAll(1, ms, errs)
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("with slot 1's connection dead: %v", errs[:2])
+	}
+	waitFor(t, "votes over the other connection", func() bool { return h.count(wire.TypeVote) == 5 })
+
+	// None up: every frame dropped, and counted so.
+	srv.Close()
+	ln.Close()
+	waitFor(t, "no connection", func() bool { return p.Stats().Connected == 0 })
+	dropped := p.Stats().Dropped
+	p.SendViaAll(0, ms, errs)
+	if !errors.Is(errs[0], ErrNotConnected) || !errors.Is(errs[1], ErrNotConnected) || p.Stats().Dropped != dropped+2 {
+		t.Fatalf("with no connection: %v, dropped %d, want ErrNotConnected twice and %d", errs[:2], p.Stats().Dropped, dropped+2)
+	}
+}
