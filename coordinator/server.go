@@ -557,13 +557,12 @@ func (s *Server) Status() Status {
 // shardOutput sends what a shard produced. It runs on the shard's pump
 // goroutine; queueing a frame on a connection never blocks.
 type shardOutput struct {
-	s     *Server
-	shard int        // the shard's index: which connection to each participant it uses
-	pump  *pump.Pump // the pump that drives the shard
-	// batch gathers the round's frames per participant; direct is the
-	// frame for one sent at once (beyond maxSendGroups).
-	batch   sendBatch
-	direct  batchFrame
+	s       *Server
+	shard   int        // the shard's index: which connection to each participant it uses
+	pump    *pump.Pump // the pump that drives the shard
+	prepare wire.Prepare
+	dec     wire.Decision
+	resolve wire.Resolve
 	outcome wire.Outcome
 	notSent engine.Message
 	// gone are participants being removed (participants.go): a prepare
@@ -617,19 +616,6 @@ func (c *peerCache) lookup(set *participantSet, name string) *peer {
 	return p
 }
 
-// prepareNotSent tells the shard that the prepare m never left: the
-// participant cannot have prepared, so the shard may abort now rather
-// than after the prepare timeout (and a one-phase one need not end
-// unknown).
-func (o *shardOutput) prepareNotSent(m *engine.Message) {
-	if tr := o.s.tr; tr != nil && !tr.idle() {
-		tr.notSent(m.Txn, m.To)
-	}
-	o.notSent = engine.Message{Type: engine.MsgNotSent, Txn: m.Txn, From: m.To}
-	o.pump.Inject(&o.notSent) // on that pump's goroutine: must not wait
-	o.s.metrics.prepareNotSent()
-}
-
 func (o *shardOutput) Deliver(rd *engine.Ready) {
 	s := o.s
 	var set *participantSet
@@ -653,20 +639,21 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 		}
 		switch m.Type {
 		case engine.MsgPrepare:
-			if p == nil {
-				o.prepareNotSent(m)
-				continue
+			o.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Staged: m.Staged, Work: m.Work}
+			tr := s.tr
+			if tr != nil && !tr.idle() {
+				o.prepare.Trace = tr.prepare(m.Txn, m.To, m.OnePhase)
 			}
-			f := o.batch.add(p, i)
-			if f == nil {
-				f = &o.direct
-			}
-			f.prepare = wire.Prepare{Txn: m.Txn, OnePhase: m.OnePhase, Staged: m.Staged, Work: m.Work}
-			if tr := s.tr; tr != nil && !tr.idle() {
-				f.prepare.Trace = tr.prepare(m.Txn, m.To, m.OnePhase)
-			}
-			if f == &o.direct && !p.send(o.shard, &f.prepare) {
-				o.prepareNotSent(m)
+			if p == nil || !p.send(o.shard, &o.prepare) {
+				if tr != nil && !tr.idle() {
+					tr.notSent(m.Txn, m.To)
+				}
+				// Never left: the participant cannot have prepared, so the
+				// shard may abort now rather than after the prepare
+				// timeout (and a one-phase one need not end unknown).
+				o.notSent = engine.Message{Type: engine.MsgNotSent, Txn: m.Txn, From: m.To}
+				o.pump.Inject(&o.notSent) // on that pump's goroutine: must not wait
+				s.metrics.prepareNotSent()
 			}
 		case engine.MsgDecision:
 			if tr := s.tr; tr != nil && !tr.idle() {
@@ -681,31 +668,20 @@ func (o *shardOutput) Deliver(rd *engine.Ready) {
 			if p == nil {
 				continue // an abort for a participant being removed
 			}
-			if f := o.batch.add(p, i); f != nil {
-				f.dec = wire.Decision{Txn: m.Txn, Decision: m.Decision}
-			} else {
-				o.direct.dec = wire.Decision{Txn: m.Txn, Decision: m.Decision}
-				p.send(o.shard, &o.direct.dec)
-			}
+			o.dec = wire.Decision{Txn: m.Txn, Decision: m.Decision}
+			p.send(o.shard, &o.dec)
 		case engine.MsgResolve:
 			if p == nil {
 				continue // being removed: no transaction names it any more
 			}
 			// A resolve that does not leave is asked again (the shard's
 			// backoff): nothing to tell the shard.
-			if f := o.batch.add(p, i); f != nil {
-				f.resolve = wire.Resolve{Txn: m.Txn}
-			} else {
-				o.direct.resolve = wire.Resolve{Txn: m.Txn}
-				p.send(o.shard, &o.direct.resolve)
-			}
+			o.resolve = wire.Resolve{Txn: m.Txn}
+			p.send(o.shard, &o.resolve)
 		default:
 			panic(fmt.Sprintf("coordinator: shard emitted a %v message", m.Type))
 		}
 	}
-	// Each participant's frames under one lock (sendbatch.go); before the
-	// replies, as they were.
-	o.batch.send(o, rd)
 	var nowMs, nowNs int64
 	if len(rd.Replies) > 0 {
 		nowMs = s.outcomes.now().UnixMilli() // once for all of them

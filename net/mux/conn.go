@@ -372,88 +372,40 @@ func (c *Conn) Reply(reqID uint64, m wire.Message) error {
 	return c.queue(reqID, m, nil)
 }
 
-// SendAll queues the one-way frames ms in order under one lock: the same
-// bytes, limits and errors as Send(ms[0]), Send(ms[1]), … with no other
-// frame between them, for a sender with several frames for this
-// connection at once (a pump's round). It stops at the first error and
-// returns how many frames it queued before it: an error wrapping
-// wire.ErrMalformed means ms[n] broke a wire limit and was not queued (the
-// connection is fine, the rest may be sent); any other error is the
-// connection's, as for Send. It does not retain ms and does not allocate
-// unless the queue must grow.
-func (c *Conn) SendAll(ms []wire.Message) (n int, err error) {
-	c.mu.Lock()
-	was := len(c.mu.out)
-	for ; n < len(ms); n++ {
-		var cut bool
-		if cut, err = c.appendLocked(0, ms[n]); err != nil {
-			c.mu.Unlock()
-			if cut {
-				c.fail(err)
-				return n, c.Err()
-			}
-			c.wakeAfter(was, n)
-			return n, err
-		}
-	}
-	c.mu.Unlock()
-	c.wakeAfter(was, n)
-	return n, nil
-}
-
 // queue appends one frame to the writer's queue and wakes the writer if
 // the queue was empty (a non-empty queue means a wake-up is pending). If
 // end is not nil the frame is the last: later ones fail with end, and the
 // writer stops once it has written it.
 func (c *Conn) queue(reqID uint64, m wire.Message, end error) error {
 	c.mu.Lock()
-	was := len(c.mu.out)
-	cut, err := c.appendLocked(reqID, m)
-	if err != nil {
-		c.mu.Unlock()
-		if cut {
-			c.fail(err)
-			return c.Err()
-		}
-		return err
-	}
-	c.mu.ending = end
-	c.mu.Unlock()
-	c.wakeAfter(was, 1)
-	return nil
-}
-
-// appendLocked appends m's frame to the queue; c.mu is held. The error is
-// the connection's, or m's (wire.ErrMalformed: nothing queued); with cut
-// set it is ErrSlowPeer, the frame would have gone past MaxPendingBytes,
-// and the caller must fail the connection with it once c.mu is released.
-func (c *Conn) appendLocked(reqID uint64, m wire.Message) (cut bool, err error) {
 	if err := cmp.Or(c.mu.err, c.mu.ending); err != nil {
-		return false, err
+		c.mu.Unlock()
+		return err
 	}
 	was := len(c.mu.out)
 	out, err := wire.AppendFrame(c.mu.out, reqID, m)
 	if err != nil {
-		return false, err
+		c.mu.Unlock()
+		return err
 	}
 	if len(out) > c.opts.MaxPendingBytes {
 		c.mu.out = out[:was]
-		return true, fmt.Errorf("%w: %d bytes queued, limit %d", ErrSlowPeer, len(out), c.opts.MaxPendingBytes)
+		c.mu.Unlock()
+		err := fmt.Errorf("%w: %d bytes queued, limit %d", ErrSlowPeer, len(out), c.opts.MaxPendingBytes)
+		c.fail(err)
+		return c.Err()
 	}
 	c.mu.out = out
 	c.mu.frames++
-	return false, nil
-}
-
-// wakeAfter wakes the writer once queued frames have gone into a queue
-// that held was bytes before them: only a queue that was empty needs it.
-func (c *Conn) wakeAfter(was, queued int) {
-	if was == 0 && queued > 0 {
+	c.mu.ending = end
+	c.mu.Unlock()
+	if was == 0 {
 		select {
 		case c.wake <- struct{}{}:
 		default:
 		}
 	}
+	return nil
 }
 
 // writeLoop is the writer goroutine.

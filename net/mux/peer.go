@@ -294,32 +294,6 @@ func (p *Peer) SendVia(slot int, m wire.Message) error {
 	return p.Send(m)
 }
 
-// SendViaAll is SendVia(slot, ms[i]) for each of ms in order, with errs[i]
-// set to what that call would return (errs must be at least as long as
-// ms), but the frames that go on slot's connection are queued under one
-// lock (Conn.SendAll). Should that connection fail part-way, the rest go
-// over another, one by one, as SendVia would send them. It does not
-// allocate unless a queue must grow.
-func (p *Peer) SendViaAll(slot int, ms []wire.Message, errs []error) {
-	errs = errs[:len(ms)]
-	i := 0
-	if c := p.conns[uint(slot)%uint(len(p.conns))].Load(); c != nil {
-		for i < len(ms) {
-			n, err := c.SendAll(ms[i:])
-			clear(errs[i : i+n])
-			i += n
-			if err == nil || c.Err() != nil {
-				break // all queued, or the connection died: the rest fall back
-			}
-			errs[i] = err // a message error: ms[i] alone is refused
-			i++
-		}
-	}
-	for ; i < len(ms); i++ {
-		errs[i] = p.Send(ms[i])
-	}
-}
-
 // Call makes a call over a live connection (see Conn.Call); with none up it
 // fails at once with ErrNotConnected.
 func (p *Peer) Call(ctx context.Context, req wire.Message, buf []byte) (wire.Frame, error) {

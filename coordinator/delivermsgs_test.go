@@ -141,13 +141,12 @@ func BenchmarkDeliverMessages(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(int64(b.N)*per), "ns/frame")
 }
 
-// Deliver gathers a round's frames per participant (sendbatch.go): each
-// participant gets exactly the prepares and decisions the Ready has for
-// it, in the Ready's order — with more participants in the round than it
-// gathers (maxSendGroups), whose extra ones are sent one by one — and a
-// later round with fewer participants finds nothing left of this one.
+// Deliver sends each participant exactly the prepares and decisions a
+// Ready has for it, in the Ready's order, over rounds that name different
+// participants — the property any batching of a round's frames per
+// participant must keep (docs/benchmarks.md: such a batching was tried).
 func TestDeliverKeepsEachParticipantsOrder(t *testing.T) {
-	const n = maxSendGroups + 2
+	const n = 18
 	rig := newDeliverRig(t, n, true)
 	rounds := []*engine.Ready{rig.ready(5), rig.ready(1), rig.ready(3)}
 	rounds[1].Messages = rounds[1].Messages[:3] // prepares to the first 3 only
@@ -173,9 +172,6 @@ func TestDeliverKeepsEachParticipantsOrder(t *testing.T) {
 		if got := rec.frames(); !slices.Equal(got, want[i]) {
 			t.Errorf("participant %d received\n%v\nwant\n%v", i, got, want[i])
 		}
-	}
-	if rig.o.batch.n != 0 || len(rig.o.batch.frames) != 0 {
-		t.Errorf("the batch kept %d groups and %d frames after Deliver", rig.o.batch.n, len(rig.o.batch.frames))
 	}
 }
 
