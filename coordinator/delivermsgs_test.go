@@ -3,6 +3,7 @@ package coordinator
 import (
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,12 +25,12 @@ type deliverRig struct {
 	recv []*recorder
 }
 
-// recorder keeps the prepares and decisions one participant received, in
-// order, as (type, txn).
+// recorder counts the prepares and decisions one participant receives
+// and, with keep, keeps them in order as "type txn".
 type recorder struct {
 	got  *atomic.Int64
 	keep bool
-	mu   chan struct{}
+	mu   sync.Mutex
 	seen []string
 }
 
@@ -40,17 +41,17 @@ func (r *recorder) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	if r.keep {
 		var txn [16]byte
 		copy(txn[:], f.Payload) // both start with the transaction id
-		r.mu <- struct{}{}
+		r.mu.Lock()
 		r.seen = append(r.seen, f.Type.String()+" "+uuid.UUID(txn).String())
-		<-r.mu
+		r.mu.Unlock()
 	}
 	r.got.Add(1)
 	return nil
 }
 
 func (r *recorder) frames() []string {
-	r.mu <- struct{}{}
-	defer func() { <-r.mu }()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return append([]string(nil), r.seen...)
 }
 
@@ -59,7 +60,7 @@ func newDeliverRig(t testing.TB, n int, keep bool) *deliverRig {
 	ps := &participantSet{peers: map[string]*peer{}, names: map[string]string{}}
 	for i := range n {
 		name := string(rune('a'+i)) + "-participant"
-		rec := &recorder{got: &rig.got, keep: keep, mu: make(chan struct{}, 1)}
+		rec := &recorder{got: &rig.got, keep: keep}
 		rig.recv = append(rig.recv, rec)
 		srv := mux.NewServer(mux.ServerOptions{Conn: mux.Options{Handler: rec, Logger: nodetest.Quiet()}})
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,8 +92,8 @@ func newDeliverRig(t testing.TB, n int, keep bool) *deliverRig {
 	return rig
 }
 
-// ready is a pump round's messages: begins prepares to every participant,
-// then commits decisions to every participant, for txns transactions, in
+// ready is a pump round's messages for txns transactions: prepares to
+// every participant, then commit decisions to every participant, in
 // the order the engine emits them (each transaction's to every
 // participant in turn).
 func (rig *deliverRig) ready(txns int) *engine.Ready {
