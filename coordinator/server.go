@@ -508,6 +508,9 @@ type Conns struct {
 // Status sums the shards' statistics, and adds the front door's rejections
 // to theirs: Rejected is every begin answered "rejected", the number the
 // commitd_coordinator_transactions_total{outcome="rejected"} series counts.
+// Each shard publishes its counts after every round of its pump, once the
+// round's replies are out: a client may have its answer a moment before
+// Status counts it.
 func (s *Server) Status() Status {
 	st := Status{Shards: len(s.shards)}
 	stats := s.stats
