@@ -32,10 +32,11 @@ import (
 //
 // A generation is a table of its own (generation), not a Go map, because
 // every finished transaction is put once and most are never looked up
-// again: a put appends to a log in put order — sequential writes — and
-// fills one 8-byte slot of an index, where a put into a map of hundreds
-// of thousands touches a control word and a wide slot, each a cache miss,
-// and a growing map rehashes every key.
+// again: a put appends to a log in put order — sequential writes, into
+// fixed chunks that are never copied — and fills one 8-byte slot of an
+// index, where a put into a map of hundreds of thousands touches a
+// control word and a wide slot, each a cache miss, and a growing map
+// rehashes every key.
 type recent[V any] struct {
 	gens   [2]generation[V] // gens[cur] and the older gens[1-cur]
 	cur    int
@@ -44,18 +45,21 @@ type recent[V any] struct {
 	next   int64        // tick of the next rotation
 }
 
-// generation is an append-only log of the values put, in put order, and
-// an open-addressed index into it with linear probing, at most half full.
+// generation is an append-only log of the values put, in put order, in
+// chunks of chunkLen entries (kept for reuse when the generation is
+// dropped), and an open-addressed index into it with linear probing, at
+// most half full.
 // An index slot is 0 when free, else the id's hash's high 32 bits (its
 // tag: the slot it wants is tag&mask, and a probe compares tags before it
 // reads an entry) over the entry's position + 1. A removed entry stays in
 // the log and the index, marked gone, until the generation is dropped:
 // the machines remove only to reuse an id, which is rare.
 type generation[V any] struct {
-	log   []entry[V]
-	index []uint64 // len a power of two, ≥ 2·len(log)
-	live  int      // entries not gone
-	max   uint64   // no id here has a larger stamp
+	chunks []*[chunkLen]entry[V] // the log: entry i is chunks[i/chunkLen][i%chunkLen]
+	n      int                   // entries in the log
+	index  []uint64              // len a power of two, ≥ 2·n
+	live   int                   // entries not gone
+	max    uint64                // no id here has a larger stamp
 }
 
 type entry[V any] struct {
@@ -64,8 +68,14 @@ type entry[V any] struct {
 	gone bool
 }
 
-// minIndexSlots is a fresh generation's index; it doubles as it fills.
-const minIndexSlots = 1024
+const (
+	// minIndexSlots is a fresh generation's index; it doubles as it fills.
+	minIndexSlots = 1024
+	// chunkLen is the entries of one chunk of a log: a few pages, so
+	// that a fresh log grows without copying and a short one wastes
+	// little.
+	chunkLen = 256
+)
 
 // stamp is the part of an id that recent bounds per generation: for a
 // UUIDv7, its millisecond timestamp, version and first random bits.
@@ -152,7 +162,7 @@ func (r *recent[V]) tick(now int64) {
 		return
 	}
 	cur, old := r.gen()
-	old.reset(len(cur.log))
+	old.reset(cur.n)
 	r.cur = 1 - r.cur
 	r.next = now + r.period
 }
@@ -175,23 +185,32 @@ func (g *generation[V]) find(id protocol.TxnID, tag uint32) *entry[V] {
 			return nil
 		}
 		if uint32(s>>32) == tag {
-			if e := &g.log[uint32(s)-1]; e.id == id && !e.gone {
+			if e := g.entry(uint32(s) - 1); e.id == id && !e.gone {
 				return e
 			}
 		}
 	}
 }
 
+// entry returns the log's entry at position i.
+func (g *generation[V]) entry(i uint32) *entry[V] {
+	return &g.chunks[i/chunkLen][i%chunkLen]
+}
+
 func (g *generation[V]) add(id protocol.TxnID, tag uint32, v V) {
-	if 2*(len(g.log)+1) > len(g.index) {
+	if 2*(g.n+1) > len(g.index) {
 		g.grow(max(2*len(g.index), minIndexSlots))
 	}
-	if len(g.log) >= 1<<32-1 {
-		panic(fmt.Sprintf("engine: %d remembered transactions in one generation", len(g.log)))
+	if g.n >= 1<<32-1 {
+		panic(fmt.Sprintf("engine: %d remembered transactions in one generation", g.n))
 	}
-	g.log = append(g.log, entry[V]{id: id, v: v})
+	if g.n == len(g.chunks)*chunkLen {
+		g.chunks = append(g.chunks, new([chunkLen]entry[V]))
+	}
+	*g.entry(uint32(g.n)) = entry[V]{id: id, v: v}
+	g.n++
 	g.live++
-	g.place(uint64(tag)<<32 | uint64(len(g.log)))
+	g.place(uint64(tag)<<32 | uint64(g.n))
 }
 
 // place puts slot s into the first free slot from where its tag wants.
@@ -216,12 +235,10 @@ func (g *generation[V]) grow(n int) {
 	}
 }
 
-// reset empties g, keeping its log and index for reuse, the index at
-// least large enough for puts more entries and the log's capacity at
-// least puts.
+// reset empties g, keeping its log's chunks and its index for reuse, the
+// index at least large enough for puts more entries.
 func (g *generation[V]) reset(puts int) {
-	g.log = g.log[:0]
-	g.live, g.max = 0, 0
+	g.n, g.live, g.max = 0, 0, 0
 	want := 0
 	if puts > 0 {
 		want = minIndexSlots
@@ -233,8 +250,5 @@ func (g *generation[V]) reset(puts int) {
 		g.index = make([]uint64, want)
 	} else {
 		clear(g.index)
-	}
-	if cap(g.log) < puts {
-		g.log = make([]entry[V], 0, puts)
 	}
 }

@@ -356,14 +356,24 @@ func TestGenerationSameTag(t *testing.T) {
 // 15k/s per shard with the default 10 s), two generations held, UUIDv7
 // ids in time order; a coordinator's values (finishedTxn) and a
 // participant's (partDone). ns/op is one put, with the rotations' share.
+// The fresh variants start a new set every 2·perGen puts and never
+// rotate, as a server does in its first period (and the cluster
+// benchmarks' servers, fresh for each cell, throughout): the first
+// generation grows from empty.
 func BenchmarkRecentPut(b *testing.B) {
 	const perGen = 150_000
-	b.Run("coordinator", func(b *testing.B) {
-		benchRecentPut(b, perGen, finishedTxn{state: coordCommitted, n: 2})
-	})
-	b.Run("participant", func(b *testing.B) {
-		benchRecentPut(b, perGen, partDone{state: partCommitted, work: 1})
-	})
+	for _, fresh := range []bool{false, true} {
+		name := ""
+		if fresh {
+			name = "/fresh"
+		}
+		b.Run("coordinator"+name, func(b *testing.B) {
+			benchRecentPut(b, perGen, fresh, finishedTxn{state: coordCommitted, n: 2})
+		})
+		b.Run("participant"+name, func(b *testing.B) {
+			benchRecentPut(b, perGen, fresh, partDone{state: partCommitted, work: 1})
+		})
+	}
 }
 
 // recentSet is what BenchmarkRecentPut drives: recent or mapRecent.
@@ -373,7 +383,7 @@ type recentSet[V any] interface {
 	len() int
 }
 
-func benchRecentPut[V any](b *testing.B, perGen int, v V) {
+func benchRecentPut[V any](b *testing.B, perGen int, fresh bool, v V) {
 	for _, bc := range []struct {
 		name  string
 		fresh func() recentSet[V]
@@ -393,7 +403,10 @@ func benchRecentPut[V any](b *testing.B, perGen int, v V) {
 					ms++
 				}
 				r.put(v7(ms, rng.Uint64()), v)
-				if n%perGen == 0 {
+				switch {
+				case fresh && n%(2*perGen) == 0:
+					r = bc.fresh()
+				case !fresh && n%perGen == 0:
 					now++
 					r.tick(now)
 				}
@@ -406,7 +419,7 @@ func benchRecentPut[V any](b *testing.B, perGen int, v V) {
 			for b.Loop() {
 				put()
 			}
-			if r.len() < perGen {
+			if !fresh && r.len() < perGen {
 				b.Fatalf("%d remembered", r.len())
 			}
 		})
