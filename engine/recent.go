@@ -34,9 +34,9 @@ import (
 // every finished transaction is put once and most are never looked up
 // again: a put appends to a log in put order — sequential writes, into
 // fixed chunks that are never copied — and fills one 8-byte slot of an
-// index, where a put into a map of hundreds of thousands touches a
-// control word and a wide slot, each a cache miss, and a growing map
-// rehashes every key.
+// index, in batches, where a put into a map of hundreds of thousands
+// touches a control word and a wide slot, each a cache miss, and a
+// growing map rehashes every key.
 type recent[V any] struct {
 	gens   [2]generation[V] // gens[cur] and the older gens[1-cur]
 	cur    int
@@ -54,17 +54,24 @@ type recent[V any] struct {
 // reads an entry) over the entry's position + 1. A removed entry stays in
 // the log and the index, marked gone, until the generation is dropped:
 // the machines remove only to reuse an id, which is rare.
+//
+// The newest entries, fewer than indexBatch, are not in the index yet
+// (find compares them one by one): placing a batch at once lets the
+// processor wait for its index slots' cache misses together rather than
+// one per put, between which a server does much else.
 type generation[V any] struct {
-	chunks []*[chunkLen]entry[V] // the log: entry i is chunks[i/chunkLen][i%chunkLen]
-	n      int                   // entries in the log
-	index  []uint64              // len a power of two, ≥ 2·n
-	live   int                   // entries not gone
-	max    uint64                // no id here has a larger stamp
+	chunks  []*[chunkLen]entry[V] // the log: entry i is chunks[i/chunkLen][i%chunkLen]
+	n       int                   // entries in the log
+	indexed int                   // entries [0, indexed) are in the index, the rest not yet
+	index   []uint64              // len 0 or a power of two, ≥ 2·indexed
+	live    int                   // entries not gone
+	max     uint64                // no id here has a larger stamp
 }
 
 type entry[V any] struct {
 	id   protocol.TxnID
 	v    V
+	tag  uint32 // of id's hash
 	gone bool
 }
 
@@ -75,6 +82,9 @@ const (
 	// that a fresh log grows without copying and a short one wastes
 	// little.
 	chunkLen = 256
+	// indexBatch is how many entries are placed in the index at once: the
+	// most a lookup compares one by one.
+	indexBatch = 32
 )
 
 // stamp is the part of an id that recent bounds per generation: for a
@@ -162,6 +172,7 @@ func (r *recent[V]) tick(now int64) {
 		return
 	}
 	cur, old := r.gen()
+	cur.placeBatch() // old is all indexed
 	old.reset(cur.n)
 	r.cur = 1 - r.cur
 	r.next = now + r.period
@@ -175,6 +186,11 @@ func (r *recent[V]) reset() {
 
 // find returns the live entry for id, whose hash's tag is tag, or nil.
 func (g *generation[V]) find(id protocol.TxnID, tag uint32) *entry[V] {
+	for i := g.indexed; i < g.n; i++ {
+		if e := g.entry(uint32(i)); e.tag == tag && e.id == id && !e.gone {
+			return e
+		}
+	}
 	if len(g.index) == 0 {
 		return nil
 	}
@@ -198,19 +214,33 @@ func (g *generation[V]) entry(i uint32) *entry[V] {
 }
 
 func (g *generation[V]) add(id protocol.TxnID, tag uint32, v V) {
-	if 2*(g.n+1) > len(g.index) {
-		g.grow(max(2*len(g.index), minIndexSlots))
-	}
 	if g.n >= 1<<32-1 {
 		panic(fmt.Sprintf("engine: %d remembered transactions in one generation", g.n))
 	}
 	if g.n == len(g.chunks)*chunkLen {
 		g.chunks = append(g.chunks, new([chunkLen]entry[V]))
 	}
-	*g.entry(uint32(g.n)) = entry[V]{id: id, v: v}
+	*g.entry(uint32(g.n)) = entry[V]{id: id, v: v, tag: tag}
 	g.n++
 	g.live++
-	g.place(uint64(tag)<<32 | uint64(g.n))
+	if g.n-g.indexed >= indexBatch {
+		g.placeBatch()
+	}
+}
+
+// placeBatch puts the entries not yet indexed into the index.
+func (g *generation[V]) placeBatch() {
+	if 2*g.n > len(g.index) {
+		n := max(len(g.index), minIndexSlots)
+		for n < 2*g.n {
+			n *= 2
+		}
+		g.grow(n)
+	}
+	for i := g.indexed; i < g.n; i++ {
+		g.place(uint64(g.entry(uint32(i)).tag)<<32 | uint64(i+1))
+	}
+	g.indexed = g.n
 }
 
 // place puts slot s into the first free slot from where its tag wants.
@@ -238,7 +268,7 @@ func (g *generation[V]) grow(n int) {
 // reset empties g, keeping its log's chunks and its index for reuse, the
 // index at least large enough for puts more entries.
 func (g *generation[V]) reset(puts int) {
-	g.n, g.live, g.max = 0, 0, 0
+	g.n, g.indexed, g.live, g.max = 0, 0, 0, 0
 	want := 0
 	if puts > 0 {
 		want = minIndexSlots

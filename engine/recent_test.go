@@ -362,16 +362,15 @@ func TestGenerationSameTag(t *testing.T) {
 // generation grows from empty.
 func BenchmarkRecentPut(b *testing.B) {
 	const perGen = 150_000
-	for _, fresh := range []bool{false, true} {
-		name := ""
-		if fresh {
-			name = "/fresh"
-		}
-		b.Run("coordinator"+name, func(b *testing.B) {
-			benchRecentPut(b, perGen, fresh, finishedTxn{state: coordCommitted, n: 2})
+	for _, mode := range []struct {
+		name  string
+		fresh bool
+	}{{"", false}, {"/fresh", true}} {
+		b.Run("coordinator"+mode.name, func(b *testing.B) {
+			benchRecentPut(b, perGen, mode.fresh, finishedTxn{state: coordCommitted, n: 2})
 		})
-		b.Run("participant"+name, func(b *testing.B) {
-			benchRecentPut(b, perGen, fresh, partDone{state: partCommitted, work: 1})
+		b.Run("participant"+mode.name, func(b *testing.B) {
+			benchRecentPut(b, perGen, mode.fresh, partDone{state: partCommitted, work: 1})
 		})
 	}
 }
