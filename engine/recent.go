@@ -77,7 +77,7 @@ type entry[V any] struct {
 
 const (
 	// minIndexSlots is a fresh generation's index; it doubles as it fills.
-	minIndexSlots = 1024
+	minIndexSlots = 16
 	// chunkLen is the entries of one chunk of a log: a few pages, so
 	// that a fresh log grows without copying and a short one wastes
 	// little.
@@ -268,7 +268,6 @@ func (g *generation[V]) grow(n int) {
 // reset empties g, keeping its log's chunks and its index for reuse, the
 // index at least large enough for puts more entries.
 func (g *generation[V]) reset(puts int) {
-	g.n, g.indexed, g.live, g.max = 0, 0, 0, 0
 	want := 0
 	if puts > 0 {
 		want = minIndexSlots
@@ -276,9 +275,24 @@ func (g *generation[V]) reset(puts int) {
 			want *= 2
 		}
 	}
-	if len(g.index) < want {
+	switch {
+	case len(g.index) < want:
 		g.index = make([]uint64, want)
-	} else {
+	case 8*g.indexed < len(g.index):
+		// Few entries in a large index (rotations more frequent than
+		// the index's peak, as with a short RememberTicks): empty only
+		// the runs they occupy. Every used slot is in a run of used
+		// slots that begins at its entry's wanted slot, and the index
+		// loses no slot before this, so clearing forward from each
+		// entry's wanted slot to the next free one clears them all.
+		mask := uint32(len(g.index) - 1)
+		for e := range g.indexed {
+			for i := g.entry(uint32(e)).tag & mask; g.index[i] != 0; i = (i + 1) & mask {
+				g.index[i] = 0
+			}
+		}
+	default:
 		clear(g.index)
 	}
+	g.n, g.indexed, g.live, g.max = 0, 0, 0, 0
 }

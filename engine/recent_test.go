@@ -322,7 +322,7 @@ func TestRecentMatchesMaps(t *testing.T) {
 func TestGenerationSameTag(t *testing.T) {
 	var g generation[int]
 	const tag = 77
-	ids := make([]protocol.TxnID, 3*minIndexSlots)
+	ids := make([]protocol.TxnID, 3000)
 	for i := range ids {
 		binary.BigEndian.PutUint64(ids[i][8:], uint64(i+1))
 		tg := uint32(tag)
@@ -346,7 +346,7 @@ func TestGenerationSameTag(t *testing.T) {
 			t.Fatalf("id %d of %d sharing tag %d: found %v", i, len(ids), tag, e)
 		}
 	}
-	if g.find(protocol.TxnID{1}, tag) != nil || len(g.index) < 2*len(ids) || g.live != len(ids)-1 {
+	if g.find(protocol.TxnID{1}, tag) != nil || len(g.index) < 2*g.indexed || g.indexed < len(ids)-indexBatch || g.live != len(ids)-1 {
 		t.Fatalf("an id never added is found, or the index (%d slots) or the count (%d) is off", len(g.index), g.live)
 	}
 }
@@ -478,5 +478,47 @@ func BenchmarkRecentGet(b *testing.B) {
 				})
 			}
 		})
+	}
+}
+
+// A reset leaves the index empty, whether it clears all of it or (few
+// entries in a large index) only the runs its entries occupy — runs that
+// collide, and runs that wrap around the index's end.
+func TestGenerationResetEmptiesIndex(t *testing.T) {
+	var g generation[int]
+	var n uint64
+	add := func(tag uint32) {
+		n++
+		var id protocol.TxnID
+		binary.BigEndian.PutUint64(id[8:], n)
+		g.add(id, tag, int(n))
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	for range 5000 {
+		add(rng.Uint32())
+	}
+	big := len(g.index)
+	for round := range 50 {
+		g.reset(0)
+		if len(g.index) != big {
+			t.Fatalf("round %d: the index changed size: %d slots, was %d", round, len(g.index), big)
+		}
+		for i, s := range g.index {
+			if s != 0 {
+				t.Fatalf("round %d: slot %d of %d not cleared", round, i, len(g.index))
+			}
+		}
+		mask := uint32(big - 1)
+		for k := range 1 + rng.IntN(big/16) {
+			switch k % 3 {
+			case 0:
+				add(mask) // the last slot: its run wraps around
+			case 1:
+				add(rng.Uint32() & 7) // colliding near the start
+			default:
+				add(rng.Uint32())
+			}
+		}
+		g.placeBatch()
 	}
 }
