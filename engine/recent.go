@@ -49,6 +49,7 @@ type recent[V any] struct {
 // chunks of chunkLen entries (kept for reuse when the generation is
 // dropped), and an open-addressed index into it with linear probing, at
 // most half full.
+//
 // An index slot is 0 when free, else the id's hash's high 32 bits (its
 // tag: the slot it wants is tag&mask, and a probe compares tags before it
 // reads an entry) over the entry's position + 1. A removed entry stays in
