@@ -7,9 +7,12 @@ package engine
 //     expiry) and records awaiting durability are pushed in non-decreasing
 //     order, so a FIFO queue is already sorted and a tick pops only what is
 //     due.
-//   - timerHeap: deadlines with backoff (redelivery, inquiry) come in any
-//     order; a binary min-heap keeps them, ordered by (deadline, push
-//     sequence) so equal deadlines fire in push order and runs replay
+//   - retries: deadlines with backoff (redelivery, inquiry). A first arm
+//     is due a constant duration after now, so first arms too come in
+//     non-decreasing order and wait in a fifo; only re-arms (the backoff
+//     doubling) come in any order, and a binary min-heap (timerHeap) keeps
+//     them. Both are ordered by (deadline, push sequence), one sequence
+//     over both, so equal deadlines fire in push order and runs replay
 //     exactly.
 //
 // Entries are never removed early. Each entry carries the generation of
@@ -43,6 +46,13 @@ func (q *fifo[T]) len() int { return len(q.buf) - q.head }
 // front returns a pointer to the oldest entry; the queue must not be empty.
 func (q *fifo[T]) front() *T { return &q.buf[q.head] }
 
+// reset empties the queue, keeping its array.
+func (q *fifo[T]) reset() {
+	clear(q.buf)
+	q.buf = q.buf[:0]
+	q.head = 0
+}
+
 func (q *fifo[T]) pop() {
 	var zero T
 	q.buf[q.head] = zero // drop the reference for the garbage collector
@@ -64,15 +74,28 @@ type timerHeap[T any] struct {
 	seq uint64
 }
 
-func (th *timerHeap[T]) less(i, j int) bool {
-	a, b := &th.h[i], &th.h[j]
+// earlier orders timers by (at, seq): equal deadlines fire in push order.
+func (a *timer[T]) earlier(b *timer[T]) bool {
 	return a.at < b.at || (a.at == b.at && a.seq < b.seq)
 }
 
+func (th *timerHeap[T]) less(i, j int) bool { return th.h[i].earlier(&th.h[j]) }
+
 // push adds e, ordered after every timer already pushed for the same tick.
 func (th *timerHeap[T]) push(e timer[T]) {
+	e.seq = th.nextSeq()
+	th.pushSeq(e)
+}
+
+// nextSeq numbers a timer pushed now, here or (retries' first arms) in a
+// fifo beside the heap: one sequence over both keeps their order total.
+func (th *timerHeap[T]) nextSeq() uint64 {
 	th.seq++
-	e.seq = th.seq
+	return th.seq
+}
+
+// pushSeq adds e, already numbered by nextSeq.
+func (th *timerHeap[T]) pushSeq(e timer[T]) {
 	th.h = append(th.h, e)
 	i := len(th.h) - 1
 	for i > 0 {
@@ -124,9 +147,19 @@ func (th *timerHeap[T]) reset() {
 // repeated until the decision arrives. Neither ever gives up: a prepared
 // participant must not decide on its own, and a commit decision must
 // reach every YES voter.
+//
+// Almost every retry is armed once and dropped as stale when it comes up
+// (the decision was acked, the inquiry answered), so first arms — due
+// first ticks after now, in non-decreasing order — wait in a fifo, which
+// pushes and pops in constant time, and only re-arms go through the heap.
+// due takes the earlier of the two fronts by (at, seq), and the sequence
+// is the heap's, one counter over both: the firing order is exactly that
+// of one heap holding every timer.
 type retries[T any, P genPtr[T]] struct {
-	heap        timerHeap[T]
-	first, most int // ticks
+	firsts      fifo[timer[T]] // first arms, sorted by (at, seq) as pushed
+	lastFirst   int64          // at of the last first arm in firsts
+	heap        timerHeap[T]   // re-arms, and a first arm that would be out of order
+	first, most int            // ticks
 }
 
 // genPtr is what retries need of a transaction struct T: its generation
@@ -138,7 +171,15 @@ type genPtr[T any] interface {
 
 // start arms the retry of t, at generation gen, first due at now+first.
 func (r *retries[T, P]) start(now int64, t *T, gen uint32) {
-	r.heap.push(timer[T]{at: now + int64(r.first), t: t, gen: gen, backoff: int32(r.first)})
+	e := timer[T]{at: now + int64(r.first), seq: r.heap.nextSeq(), t: t, gen: gen, backoff: int32(r.first)}
+	if r.firsts.len() > 0 && e.at < r.lastFirst {
+		// The machines' clocks never go back, so this does not happen;
+		// were it to, the heap keeps the order all the same.
+		r.heap.pushSeq(e)
+		return
+	}
+	r.firsts.push(e)
+	r.lastFirst = e.at
 }
 
 // due returns the next transaction whose retry is due at now, and arms its
@@ -146,9 +187,21 @@ func (r *retries[T, P]) start(now int64, t *T, gen uint32) {
 // Retries of transactions that have changed since they were armed are
 // dropped.
 func (r *retries[T, P]) due(now int64) *T {
-	for r.heap.len() > 0 && r.heap.min().at <= now {
-		e := r.heap.min()
-		r.heap.pop()
+	for {
+		var e timer[T]
+		switch {
+		case r.firsts.len() > 0 && (r.heap.len() == 0 || r.firsts.front().earlier(&r.heap.h[0])):
+			if r.firsts.front().at > now {
+				return nil
+			}
+			e = *r.firsts.front()
+			r.firsts.pop()
+		case r.heap.len() > 0 && r.heap.h[0].at <= now:
+			e = r.heap.min()
+			r.heap.pop()
+		default:
+			return nil
+		}
 		if P(e.t).generation() != e.gen {
 			continue
 		}
@@ -157,10 +210,12 @@ func (r *retries[T, P]) due(now int64) *T {
 		r.heap.push(e)
 		return e.t
 	}
-	return nil
 }
 
-func (r *retries[T, P]) reset() { r.heap.reset() }
+func (r *retries[T, P]) reset() {
+	r.firsts.reset()
+	r.heap.reset()
+}
 
 // backoffRange returns the first and the longest wait of a doubling
 // backoff from a config, each defaulted where zero, the longest at least
