@@ -50,7 +50,8 @@ type Config struct {
 	// long and at most twice as long (two generations, engine/recent.go).
 	// Forgetting is safe at any time — presumed abort answers the same —
 	// and each remembered transaction costs about 100 bytes of
-	// pointer-free map (id, outcome, votes, branch-name hashes), so at
+	// pointer-free tables (id, outcome, votes, branch-name hashes, and
+	// its index slots), so at
 	// 30,000 transactions/s a 30 s window holds up to ~180 MiB.
 	//
 	// It also bounds the transaction ids accepted: a Begin's id is a
