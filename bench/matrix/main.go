@@ -42,6 +42,11 @@ type options struct {
 	// process of every cell, taken over the measured part of the run.
 	profileDir string
 	fsyncN     int // fsyncs of the disk probe before and after the cells
+	// openRate, if set, adds the cell "open loop at N/s, 2 per txn": CPU
+	// per transaction depends on the throughput a closed-loop round
+	// happens to get (bigger batches cost less per transaction), so two
+	// binaries are compared fairly at one fixed rate.
+	openRate float64
 }
 
 // cell is one benchmark run.
@@ -138,6 +143,7 @@ func run() error {
 	flag.IntVar(&o.accounts, "accounts", 100000, "accounts per participant: enough that no-wait locking rarely aborts")
 	flag.DurationVar(&o.soak, "soak", time.Minute, "length of the soak cell (1,000 callers; its coordinator's live heap is read every 10 s)")
 	flag.IntVar(&o.fsyncN, "fsync", 500, "measure the disk before and after the cells: this many 4 KiB pwrite + fdatasync into written blocks of a file in -dir (0: not at all)")
+	flag.Float64Var(&o.openRate, "open-rate", 0, "add the cell \"open loop at N/s, 2 per txn\" (transactions started per second): to compare binaries' CPU per transaction at one throughput")
 	flag.StringVar(&o.profileDir, "cpuprofile", "", "write a pprof CPU profile of every server process of every cell into this directory (cellNN-NAME.pprof; each process gets --http)")
 	flag.Parse()
 	if only != "" {
@@ -188,6 +194,10 @@ func run() error {
 	probe("before")
 	defer probe("after")
 	cells := matrix(o.quick, o.soak)
+	if o.openRate > 0 {
+		cells = append(cells, cell{group: groupOpen, name: fmt.Sprintf("open loop at %.0f/s, 2 per txn", o.openRate),
+			participants: 2, perTxn: 2, rate: o.openRate})
+	}
 	started := time.Now()
 	var saturation float64
 	var memDir string // made for the first groupMemory cell
