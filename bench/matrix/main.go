@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -151,6 +152,9 @@ func run() error {
 		if o.only, err = regexp.Compile(only); err != nil {
 			return err
 		}
+	}
+	if o.openRate < 0 || math.IsNaN(o.openRate) || math.IsInf(o.openRate, 0) {
+		return fmt.Errorf("-open-rate %v: want transactions per second, more than 0 (or 0 for no such cell)", o.openRate)
 	}
 	if o.profileDir != "" {
 		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
