@@ -304,29 +304,11 @@ func (l *Log) append(data []byte, w Waiter, lazy bool) (LSN, error) {
 	}
 	n := frameSize(len(data))
 	l.mu.Lock()
-	// roomLocked and frameLocked, written out: this is every record's
-	// path, and the compiler inlines neither.
-	for l.mu.err == nil && !l.mu.closing && (len(l.mu.pending) > headroom &&
-		len(l.mu.pending)-headroom+n > l.opts.MaxPendingBytes ||
-		w != nil && len(l.mu.waiters) >= l.opts.MaxWaiters) {
-		l.waitRoomLocked()
-	}
-	if err := l.mu.err; err != nil {
+	if err := l.roomLocked(n, w != nil); err != nil {
 		l.mu.Unlock()
 		return 0, err
 	}
-	if l.mu.closing {
-		l.mu.Unlock()
-		return 0, ErrClosed
-	}
-	lsn := l.mu.nextLSN
-	l.mu.nextLSN++
-	p := len(l.mu.pending)
-	l.mu.pending = slices.Grow(l.mu.pending, n)[:p+n]
-	b := l.mu.pending[p : p+n]
-	putFrameHeader(b, len(data), lsn)
-	clear(b[frameHeaderSize+copy(b[frameHeaderSize:], data):]) // padding; the buffer is reused
-	l.last.Store(uint64(lsn))
+	lsn := l.frameLocked(data, n)
 	if w != nil {
 		l.mu.waiters = append(l.mu.waiters, waiter{lsn, w})
 	}
@@ -379,7 +361,7 @@ func (l *Log) AppendEach(data []byte, size int) (first LSN, appended int, err er
 
 // roomLocked waits until a frame of n bytes (and, with waiter, one more
 // waiter) may be appended, and returns the log's failure or ErrClosed if
-// nothing may be. l.mu is held. append has the same lines inline.
+// nothing may be. l.mu is held.
 func (l *Log) roomLocked(n int, waiter bool) error {
 	for l.mu.err == nil && !l.mu.closing && (len(l.mu.pending) > headroom &&
 		len(l.mu.pending)-headroom+n > l.opts.MaxPendingBytes ||
@@ -396,8 +378,7 @@ func (l *Log) roomLocked(n int, waiter bool) error {
 }
 
 // frameLocked appends data's frame, of n bytes, to the pending records and
-// returns its LSN. l.mu is held, and roomLocked has made room. append has
-// the same lines inline.
+// returns its LSN. l.mu is held, and roomLocked has made room.
 func (l *Log) frameLocked(data []byte, n int) LSN {
 	lsn := l.mu.nextLSN
 	l.mu.nextLSN++
