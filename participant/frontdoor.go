@@ -27,21 +27,44 @@ type connState struct {
 	msg     engine.Message
 }
 
+// state returns c's scratch, made on its first frame and kept on the
+// connection (mux.Conn.State), where the reader finds it without a lookup
+// in a shared map per frame; conns holds it too, for the metrics.
+func (d *frontDoor) state(c *mux.Conn) *connState {
+	if st, ok := c.State().(*connState); ok {
+		return st
+	}
+	st := &connState{}
+	d.conns.Store(c, st)
+	c.SetState(st)
+	return st
+}
+
+// Target implements mux.Decoder: the frames HandleFrame decodes are
+// decoded, once, by the mux's check, into the connection's scratch.
+func (d *frontDoor) Target(c *mux.Conn, t wire.Type) wire.Message {
+	switch t {
+	case wire.TypePrepare:
+		return &d.state(c).prepare
+	case wire.TypeDecision:
+		return &d.state(c).dec
+	case wire.TypeResolve:
+		return &d.state(c).resolve
+	case wire.TypeAdminRequest:
+		return &d.state(c).admin
+	}
+	return nil
+}
+
+// HandleFrame implements mux.Handler. The mux has decoded a Prepare,
+// Decision, Resolve or AdminRequest into the connection's scratch (Target).
 func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 	s := d.s
-	v, ok := d.conns.Load(c)
-	if !ok {
-		v = &connState{}
-		d.conns.Store(c, v)
-	}
-	st := v.(*connState)
+	st := d.state(c)
 	switch f.Type {
 	case wire.TypeHello:
 		return d.hello(c, f)
 	case wire.TypePrepare:
-		if err := st.prepare.Decode(f); err != nil {
-			return err
-		}
 		if s.life.Closing() {
 			return nil // not taken: the coordinator will time it out
 		}
@@ -54,9 +77,6 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		s.arrived(c, st.msg.Txn)
 		s.pump.Submit(&st.msg)
 	case wire.TypeDecision:
-		if err := st.dec.Decode(f); err != nil {
-			return err
-		}
 		st.msg = engine.Message{Type: engine.MsgDecision, Txn: st.dec.Txn, To: s.cfg.Name,
 			Decision: st.dec.Decision}
 		if tr := s.tr; tr != nil && !tr.idle() {
@@ -65,9 +85,6 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		s.arrived(c, st.msg.Txn)
 		s.pump.Submit(&st.msg)
 	case wire.TypeResolve:
-		if err := st.resolve.Decode(f); err != nil {
-			return err
-		}
 		if s.life.Closing() {
 			return nil // not taken: the coordinator asks again
 		}
@@ -75,9 +92,6 @@ func (d *frontDoor) HandleFrame(c *mux.Conn, f wire.Frame) error {
 		s.arrived(c, st.msg.Txn)
 		s.pump.Submit(&st.msg)
 	case wire.TypeAdminRequest:
-		if err := st.admin.Decode(f); err != nil {
-			return err
-		}
 		r := &pacedReply{c: c, reqID: f.ReqID, base: c.Stats().BytesSent}
 		if st.admin.Kind == wire.AdminOutcomes {
 			return s.replyOutcomes(r)
