@@ -217,6 +217,46 @@ func (s *Server) ReloadCluster(ctx context.Context, m *cluster.Map) error {
 	return nil
 }
 
+// waitGroups waits until this participant's own connection to every
+// replica of every group of the map in use is up: the groups a reload
+// added too, which Start's peers do not cover, and no retired group, whose
+// peers are closed. Until it is up, the votes, acks and inquiries for that
+// group's transactions are dropped (mux.Peer): the protocol copes — the
+// group times its prepare out and aborts — but a caller that is about to
+// send the group's prepares (a test, a harness) waits here first.
+func (s *Server) waitGroups(ctx context.Context) error {
+	for {
+		v := s.cluster.Load()
+		err := waitView(ctx, v)
+		if err == nil || s.cluster.Load() == v {
+			if err != nil {
+				return fmt.Errorf("participant %s: %w", s.cfg.Name, err)
+			}
+			return nil
+		}
+		// A reload replaced the map meanwhile, and may have closed the
+		// peers waited for (a group it retires): wait for the new map's.
+	}
+}
+
+// waitView waits for a connection of every peer of every group of v, in
+// the map's order.
+func waitView(ctx context.Context, v *clusterView) error {
+	for i := range v.m.Groups {
+		id := v.m.Groups[i].ID
+		l := v.groups[id]
+		if l == nil {
+			continue // retired
+		}
+		for _, p := range l.peers {
+			if err := p.WaitConnected(ctx); err != nil {
+				return fmt.Errorf("coordinator group %d not connected: %w", id, err)
+			}
+		}
+	}
+	return nil
+}
+
 // ClusterVersion is the version of the cluster map in use, 0 without one.
 func (s *Server) ClusterVersion() uint64 {
 	if v := s.cluster.Load(); v != nil {

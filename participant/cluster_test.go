@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,6 +74,14 @@ func (r *clusterRig) reload(m *cluster.Map) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return r.p.ReloadCluster(ctx, m)
+}
+
+// waitConnected waits, up to d, until p1's own connections to every group
+// of the map in use are up (Server.WaitConnected).
+func (r *clusterRig) waitConnected(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return r.p.WaitConnected(ctx)
 }
 
 func (r *clusterRig) status() participant.Status {
@@ -163,9 +173,15 @@ func TestClusterReloadRetiresAndAdds(t *testing.T) {
 	r.groups[1].decide(t, own1, protocol.DecisionCommit)
 	nodetest.Eventually(t, "group 1's commit acknowledged", func() bool { return r.groups[1].acked(own1) })
 
-	// A group added: dialed, and its transactions' votes go to it.
+	// A group added: dialed, and its transactions' votes go to it. Its
+	// prepare waits for p1's own connection to it: a vote sent before that
+	// is up is dropped (mux.Peer), which a real group survives by timing
+	// the prepare out, but this fake would wait for the YES forever.
 	r.groups[3] = newFakeCoordinator(t)
 	if err := r.reload(r.mapOf(4, map[uint16]string{2: "retired"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.waitConnected(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r.groups[3].Connect(t, r.p.Addr().String())
@@ -180,6 +196,72 @@ func TestClusterReloadRetiresAndAdds(t *testing.T) {
 	if got, want := r.bank.Total(), int64(accounts*balance-20); got != want {
 		t.Fatalf("bank total %d, want %d (two commits of -10)", got, want)
 	}
+}
+
+// WaitConnected follows the map in use: it waits for a group a reload
+// added (here one whose replica accepts p1's connection and never answers
+// its Hello, so the connection is never up), and no longer for a group the
+// map retires, whose connections are closed.
+func TestWaitConnectedFollowsTheMap(t *testing.T) {
+	r := newClusterRig(t, 1, 2)
+	r.start(r.mapOf(1, nil))
+	for _, v := range []struct {
+		version uint64
+		state   string
+	}{{2, "draining"}, {3, "retired"}} {
+		if err := r.reload(r.mapOf(v.version, map[uint16]string{2: v.state})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.waitConnected(5 * time.Second); err != nil {
+		t.Fatalf("WaitConnected with group 2 retired: %v", err)
+	}
+
+	silent := silentListener(t)
+	text := fmt.Sprintf("version 4\ngroup 1 replicas 1=%s\ngroup 2 replicas 1=%s retired\ngroup 3 replicas 1=%s\n",
+		r.groups[1].Addr(), r.groups[2].Addr(), silent)
+	m, err := cluster.Parse(strings.NewReader(text), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.reload(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.waitConnected(300 * time.Millisecond); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "group 3") {
+		t.Fatalf("WaitConnected with group 3 unanswered: %v, want group 3's deadline", err)
+	}
+}
+
+// silentListener is the address of a listener that accepts connections
+// and never reads or writes on them, until the test ends.
+func silentListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
 
 // A participant restarted with a map that retires a group it holds a

@@ -304,8 +304,12 @@ func logSpace(name, dir string, size int64) datadir.LogSpace {
 }
 
 // WaitConnected waits until the participant has a connection to the
-// coordinator (or ctx ends).
+// coordinator (or ctx ends): with a cluster map, to every replica of every
+// group the map in use serves (waitGroups).
 func (s *Server) WaitConnected(ctx context.Context) error {
+	if s.cluster.Load() != nil {
+		return s.waitGroups(ctx)
+	}
 	if err := s.coord.WaitConnected(ctx); err != nil {
 		return fmt.Errorf("participant %s: coordinator not connected: %w", s.cfg.Name, err)
 	}
