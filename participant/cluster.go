@@ -228,14 +228,15 @@ func (s *Server) waitGroups(ctx context.Context) error {
 	for {
 		v := s.cluster.Load()
 		err := waitView(ctx, v)
-		if err == nil || s.cluster.Load() == v {
+		if s.cluster.Load() == v {
 			if err != nil {
 				return fmt.Errorf("participant %s: %w", s.cfg.Name, err)
 			}
 			return nil
 		}
-		// A reload replaced the map meanwhile, and may have closed the
-		// peers waited for (a group it retires): wait for the new map's.
+		// A reload replaced the map meanwhile: it may add a group, or
+		// have closed the peers waited for (a group it retires). Wait
+		// for the new map's (the groups already up return at once).
 	}
 }
 
