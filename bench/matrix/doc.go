@@ -18,6 +18,8 @@
 //	go run ./bench/matrix -quick     # short cells, fewer of them
 //	go run ./bench/matrix -only 'paired with --staged|--staged=false' -cpuprofile /tmp/prof
 //	                                 # some cells, with a CPU profile and /metrics of every process
+//	go run ./bench/matrix -no-build -bin NEW -against OLD -rounds 5 -only '^closed 1000 callers, 2 per txn$'
+//	                                 # two binaries, the same cells, alternated: pairs and medians
 //
 // Before and after the cells it measures the disk where the logs go
 // (-fsync N: N × 4 KiB pwrite + fdatasync into written blocks, on one

@@ -48,6 +48,11 @@ type options struct {
 	// happens to get (bigger batches cost less per transaction), so two
 	// binaries are compared fairly at one fixed rate.
 	openRate float64
+	// against, if set, is a second binary: the selected cells run for
+	// each binary in turn, rounds times, alternating which goes first,
+	// and a paired summary with medians is printed (see pairs.go).
+	against string
+	rounds  int
 }
 
 // cell is one benchmark run.
@@ -146,6 +151,8 @@ func run() error {
 	flag.IntVar(&o.fsyncN, "fsync", 500, "measure the disk before and after the cells: this many 4 KiB pwrite + fdatasync into written blocks of a file in -dir (0: not at all)")
 	flag.Float64Var(&o.openRate, "open-rate", 0, "add the cell \"open loop at N/s, 2 per txn\" (transactions started per second): to compare binaries' CPU per transaction at one throughput")
 	flag.StringVar(&o.profileDir, "cpuprofile", "", "write a pprof CPU profile of every server process of every cell into this directory (cellNN-NAME.pprof; each process gets --http)")
+	flag.StringVar(&o.against, "against", "", "a second commitd binary to compare -bin with: the -only cells run for both, alternated, -rounds times, and a paired summary (medians, per-pair ratios) is printed")
+	flag.IntVar(&o.rounds, "rounds", 3, "with -against: how many rounds of (both binaries) to run")
 	flag.Parse()
 	if only != "" {
 		var err error
@@ -155,6 +162,11 @@ func run() error {
 	}
 	if o.openRate < 0 || math.IsNaN(o.openRate) || math.IsInf(o.openRate, 0) {
 		return fmt.Errorf("-open-rate %v: want transactions per second, more than 0 (or 0 for no such cell)", o.openRate)
+	}
+	if o.against != "" {
+		if err := checkPairs(&o); err != nil {
+			return err
+		}
 	}
 	if o.profileDir != "" {
 		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
@@ -197,65 +209,11 @@ func run() error {
 	}
 	probe("before")
 	defer probe("after")
-	cells := matrix(o.quick, o.soak)
-	if o.openRate > 0 {
-		cells = append(cells, cell{group: groupOpen, name: fmt.Sprintf("open loop at %.0f/s, 2 per txn", o.openRate),
-			participants: 2, perTxn: 2, rate: o.openRate})
+	if o.against != "" {
+		return runPairs(&o)
 	}
 	started := time.Now()
-	var saturation float64
-	var memDir string // made for the first groupMemory cell
-	for i := range cells {
-		c := &cells[i]
-		if o.only != nil && !o.only.MatchString(c.name) {
-			continue
-		}
-		if c.rateFrac > 0 {
-			if saturation == 0 {
-				saturation = 20000 // no closed-loop cell ran (-only)
-			}
-			c.rate = c.rateFrac * saturation
-		}
-		fmt.Fprintf(os.Stderr, "\n== %s\n", c.name)
-		dir := filepath.Join(o.dir, fmt.Sprintf("cell%02d", i))
-		if c.memLogs {
-			if memDir == "" {
-				d, err := memTempDir()
-				if err != nil {
-					c.err = err
-					fmt.Fprintf(os.Stderr, "   FAILED: %v\n", c.err)
-					continue
-				}
-				defer os.RemoveAll(d)
-				memDir = d
-			}
-			dir = filepath.Join(memDir, fmt.Sprintf("cell%02d", i))
-		}
-		c.err = runCell(&o, c, dir, fmt.Sprintf("cell%02d", i))
-		if c.err != nil {
-			fmt.Fprintf(os.Stderr, "   FAILED: %v\n", c.err)
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "   %.0f committed/s, p50 %.2f ms, p99 %.2f ms, aborted %d; CPU µs/txn: coordinator %.1f, participants %.1f\n",
-			c.rep.CommittedPerS, c.rep.P50ms, c.rep.P99ms, c.rep.Aborted, c.cpu.coordinator, c.cpu.participants)
-		if len(c.calls) > 0 {
-			fmt.Fprintf(os.Stderr, "   system calls/txn (reads, writes):")
-			for _, x := range c.calls {
-				fmt.Fprintf(os.Stderr, " %s %.3f, %.3f;", x.name, x.reads, x.writes)
-			}
-			fmt.Fprintln(os.Stderr)
-		}
-		if len(c.liveHeap) > 0 {
-			fmt.Fprintf(os.Stderr, "   coordinator live heap after a forced collection:")
-			for _, h := range c.liveHeap {
-				fmt.Fprintf(os.Stderr, " %.0fs %.1f MiB", h.t, mibf(h.bytes))
-			}
-			fmt.Fprintln(os.Stderr)
-		}
-		if c.group == groupClosed && c.perTxn == 2 && c.rep.CommittedPerS > saturation {
-			saturation = c.rep.CommittedPerS
-		}
-	}
+	cells := runCells(&o)
 	if o.only != nil {
 		// No document; but a soak that ran is judged (make soak).
 		for i := range cells {
@@ -290,6 +248,76 @@ func run() error {
 		}
 	}
 	return nil
+}
+
+// allCells is the matrix's cells for o, the -open-rate cell included.
+func allCells(o *options) []cell {
+	cells := matrix(o.quick, o.soak)
+	if o.openRate > 0 {
+		cells = append(cells, cell{group: groupOpen, name: fmt.Sprintf("open loop at %.0f/s, 2 per txn", o.openRate),
+			participants: 2, perTxn: 2, rate: o.openRate})
+	}
+	return cells
+}
+
+// runCells runs every cell -only selects, with o.bin, and returns them all
+// with their results (a cell not run has neither ok nor err set).
+func runCells(o *options) []cell {
+	cells := allCells(o)
+	var saturation float64
+	var memDir string // made for the first groupMemory cell
+	for i := range cells {
+		c := &cells[i]
+		if o.only != nil && !o.only.MatchString(c.name) {
+			continue
+		}
+		if c.rateFrac > 0 {
+			if saturation == 0 {
+				saturation = 20000 // no closed-loop cell ran (-only)
+			}
+			c.rate = c.rateFrac * saturation
+		}
+		fmt.Fprintf(os.Stderr, "\n== %s\n", c.name)
+		dir := filepath.Join(o.dir, fmt.Sprintf("cell%02d", i))
+		if c.memLogs {
+			if memDir == "" {
+				d, err := memTempDir()
+				if err != nil {
+					c.err = err
+					fmt.Fprintf(os.Stderr, "   FAILED: %v\n", c.err)
+					continue
+				}
+				defer os.RemoveAll(d)
+				memDir = d
+			}
+			dir = filepath.Join(memDir, fmt.Sprintf("cell%02d", i))
+		}
+		c.err = runCell(o, c, dir, fmt.Sprintf("cell%02d", i))
+		if c.err != nil {
+			fmt.Fprintf(os.Stderr, "   FAILED: %v\n", c.err)
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "   %.0f committed/s, p50 %.2f ms, p99 %.2f ms, aborted %d; CPU µs/txn: coordinator %.1f, participants %.1f\n",
+			c.rep.CommittedPerS, c.rep.P50ms, c.rep.P99ms, c.rep.Aborted, c.cpu.coordinator, c.cpu.participants)
+		if len(c.calls) > 0 {
+			fmt.Fprintf(os.Stderr, "   system calls/txn (reads, writes):")
+			for _, x := range c.calls {
+				fmt.Fprintf(os.Stderr, " %s %.3f, %.3f;", x.name, x.reads, x.writes)
+			}
+			fmt.Fprintln(os.Stderr)
+		}
+		if len(c.liveHeap) > 0 {
+			fmt.Fprintf(os.Stderr, "   coordinator live heap after a forced collection:")
+			for _, h := range c.liveHeap {
+				fmt.Fprintf(os.Stderr, " %.0fs %.1f MiB", h.t, mibf(h.bytes))
+			}
+			fmt.Fprintln(os.Stderr)
+		}
+		if c.group == groupClosed && c.perTxn == 2 && c.rep.CommittedPerS > saturation {
+			saturation = c.rep.CommittedPerS
+		}
+	}
+	return cells
 }
 
 const (
