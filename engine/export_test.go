@@ -105,7 +105,7 @@ func AddPreventBug(p *Participant) {
 // their states (for a failing simulation's report).
 func UndecidedTxns(s *Shard) []string {
 	var out []string
-	for id, t := range s.txns {
+	for id, t := range s.txns.all() {
 		if t.undecided {
 			out = append(out, fmt.Sprintf("%x:%v resolving=%v replied=%v", id[14:], t.state, t.resolving, t.replied))
 		}

@@ -294,7 +294,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 	}
 	data = data[n:]
 	// Everything before the checkpoint is replaced.
-	clear(p.txns)
+	p.txns.clear()
 	clear(p.held)
 	p.held = p.held[:0]
 	p.stats.Prepared = 0
@@ -314,7 +314,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 		kind := data[16]
 		l := int(binary.LittleEndian.Uint16(data[17:]))
 		data = data[19:]
-		if l > protocol.MaxWorkLen || l > len(data) || (kind != ckptPrepared && kind != ckptCommitted) || p.txns[id] != nil {
+		if l > protocol.MaxWorkLen || l > len(data) || (kind != ckptPrepared && kind != ckptCommitted) || p.txns.get(id) != nil {
 			return bad("bad entry")
 		}
 		work := data[:l]
@@ -586,7 +586,7 @@ func (p *Participant) voted(t *partTxn, v protocol.Vote) {
 
 // resPrepared: the resource answers a Prepare that returned VotePending.
 func (p *Participant) resPrepared(m Message) {
-	t := p.txns[m.Txn]
+	t := p.txns.get(m.Txn)
 	if t == nil || t.state != partVoting || m.Vote == protocol.VotePending {
 		panic(fmt.Sprintf("engine: resource answered %v for %v, which is in state %v", m.Vote, m.Txn, stateOf(t)))
 	}
@@ -901,7 +901,7 @@ func (p *Participant) alloc(id protocol.TxnID, work []byte) *partTxn {
 // find returns the transaction in hand for id and its state, or, for a
 // decided one, nil and its remembered state; (nil, 0) if unknown.
 func (p *Participant) find(id protocol.TxnID) (*partTxn, partState) {
-	if t := p.txns[id]; t != nil {
+	if t := p.txns.get(id); t != nil {
 		return t, t.state
 	}
 	if d, ok := p.done.get(id); ok {
