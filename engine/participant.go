@@ -210,6 +210,9 @@ type Participant struct {
 
 	decided  int // decisions applied since the last checkpoint
 	ckptSize int // size of the last checkpoint's data
+	// ckptBufs are the checkpoints' buffers, reused once no Ready the
+	// caller may read refers to them.
+	ckptBufs recordBufs
 
 	stats ParticipantStats
 }
@@ -249,13 +252,29 @@ const (
 )
 
 func (p *Participant) appendCheckpoint() {
-	// A fresh buffer each time: the record's Data must stay valid until the
-	// caller drains Ready, and one Ready may carry two checkpoints.
-	// Checkpoints are rare; the size hint avoids regrowing.
-	b := make([]byte, 0, p.ckptSize)
+	// A buffer no Ready the caller may still read refers to (ckptBufs):
+	// the record's Data must stay valid until the caller drains Ready,
+	// and one Ready may carry two checkpoints. The size hint avoids
+	// regrowing a new one.
+	b := p.checkpointData(p.ckptBufs.get(p.ckptSize))
+	p.ckptSize = len(b)
+	if len(b) > MaxCheckpointLen {
+		p.ckptBufs.unused(b)
+		p.stats.SkippedCheckpoints++
+		return
+	}
+	p.ckptBufs.use(b)
+	p.stats.Checkpoints++
+	idx := p.appendRecord(Record{Type: RecCheckpoint, Data: b})
+	p.waits.push(wait[partTxn]{index: idx}) // the low water
+}
+
+// checkpointData appends a checkpoint's data to b.
+func (p *Participant) checkpointData(b []byte) []byte {
+	start := len(b)
 	b = binary.LittleEndian.AppendUint32(b, 0)
 	b = p.res.Snapshot(b)
-	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(b)-start-4))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(p.held)))
 	for _, t := range p.held {
 		b = append(b, t.id[:]...)
@@ -267,14 +286,7 @@ func (p *Participant) appendCheckpoint() {
 		b = binary.LittleEndian.AppendUint16(b, uint16(len(t.work)))
 		b = append(b, t.work...)
 	}
-	p.ckptSize = len(b)
-	if len(b) > MaxCheckpointLen {
-		p.stats.SkippedCheckpoints++
-		return
-	}
-	p.stats.Checkpoints++
-	idx := p.appendRecord(Record{Type: RecCheckpoint, Data: b})
-	p.waits.push(wait[partTxn]{index: idx}) // the low water
+	return b
 }
 
 func (p *Participant) restoreCheckpoint(data []byte) error {
@@ -937,6 +949,7 @@ func (p *Participant) HasReady() bool {
 func (p *Participant) Ready() Ready {
 	p.start()
 	recyclePartTxns(p.reuse())
+	p.ckptBufs.handOut()
 	return p.take(p.lowWater)
 }
 
