@@ -138,10 +138,10 @@ func (d durableBeyond) Error() string {
 // popDurable returns the oldest wait whose record is now durable.
 func (o *outbox[T]) popDurable() (e wait[T], ok bool) {
 	q := &o.waits
-	if q.head == len(q.buf) || q.buf[q.head].index > o.durable {
+	if q.n == 0 || q.first[q.head].index > o.durable {
 		return e, false
 	}
-	e = q.buf[q.head]
+	e = q.first[q.head]
 	q.pop()
 	return e, true
 }
