@@ -15,14 +15,15 @@ import (
 // Every transaction is looked up, put and removed again within
 // milliseconds, so the table sees a put and a removal per transaction
 // while it holds only the few thousand in flight. A Go map under that
-// churn stays several times larger than its contents (its tombstones
-// make it grow rather than reuse them): each lookup misses the cache in
-// a few hundred kilobytes, where this table's index (8-byte slots, at
-// most half full) and entries (24 bytes each) of a thousand transactions
-// take 40 KB. Removal shifts the slots after it back (tagIndex.remove),
-// so there are no tombstones, and a removed entry's position is the next
-// one put, while still in cache. Nothing is allocated once the table has
-// held as many transactions as it will hold.
+// churn grows to several times its contents (measured with Go 1.26: a
+// map of 1,000 16-byte ids takes 55 KB built, 219 KB after 5 million puts
+// and removals), so its lookups miss the cache more, where this table's
+// index (8-byte slots, at most half full) and entries (24 bytes each) of
+// a thousand transactions take 40 KB. Removal shifts the slots after it
+// back (tagIndex.remove), so there are no tombstones, and a removed
+// entry's position is the next one put, while still in cache. Nothing
+// is allocated once the table has held as many transactions as it will
+// hold.
 //
 // It is not a general map: ids are hashed with a seed (idTag), and
 // iteration (all) goes through the entries in position order, which
