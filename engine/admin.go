@@ -46,7 +46,7 @@ type BranchView struct {
 // finished transaction is not in flight (the server's outcome index
 // answers for it).
 func (s *Shard) Lookup(id protocol.TxnID) (TxnView, bool) {
-	t := s.txns[id]
+	t := s.txns.get(id)
 	if t == nil {
 		return TxnView{}, false
 	}
@@ -59,7 +59,7 @@ func (s *Shard) Lookup(id protocol.TxnID) (TxnView, bool) {
 // it with how many there are in all.
 func (s *Shard) Undelivered(dst []TxnView, max int) ([]TxnView, int) {
 	var ts []*coordTxn
-	for _, t := range s.txns {
+	for _, t := range s.txns.all() {
 		if t.state == coordDelivering {
 			ts = append(ts, t)
 		}
@@ -79,7 +79,7 @@ func (s *Shard) Undelivered(dst []TxnView, max int) ([]TxnView, int) {
 // acknowledge shows here first.
 func (s *Shard) OldestUndeliveredMs() int64 {
 	oldest := int64(-1)
-	for _, t := range s.txns {
+	for _, t := range s.txns.all() {
 		if t.state == coordDelivering && (oldest < 0 || t.decided < oldest) {
 			oldest = t.decided
 		}
@@ -114,14 +114,15 @@ func (s *Shard) RedeliverNow(id *protocol.TxnID, participant string) int {
 		return t.state == coordDelivering || planted(s, bugRedeliverUndecided)
 	}
 	if id != nil {
-		if t := s.txns[*id]; t != nil && delivering(t) {
+		if t := s.txns.get(*id); t != nil && delivering(t) {
 			send(t)
 		}
 	} else {
-		// In a fixed order (a map's is random): the machine stays
+		// Oldest decision first (the table's own order follows its
+		// puts and removals, a Go map's was random): the machine stays
 		// deterministic, as the simulation's replays need.
 		var ts []*coordTxn
-		for _, t := range s.txns {
+		for _, t := range s.txns.all() {
 			if delivering(t) {
 				ts = append(ts, t)
 			}
@@ -184,8 +185,8 @@ type PreparedView struct {
 // first, at most max of them (all if max ≤ 0), and returns it with how
 // many there are in all.
 func (p *Participant) InDoubt(dst []PreparedView, max int) ([]PreparedView, int) {
-	ts := make([]*partTxn, 0, len(p.txns))
-	for _, t := range p.txns {
+	ts := make([]*partTxn, 0, p.txns.len())
+	for _, t := range p.txns.all() {
 		ts = append(ts, t)
 	}
 	slices.SortFunc(ts, func(a, b *partTxn) int {
@@ -258,7 +259,7 @@ func (p *Participant) StateOf(id protocol.TxnID) (string, bool) {
 // awaited, or a decision still owed to it.
 func (s *Shard) Naming(participant string) int {
 	n := 0
-	for _, t := range s.txns {
+	for _, t := range s.txns.all() {
 		for i := range t.n {
 			if t.branches[i].name == participant {
 				n++

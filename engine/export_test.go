@@ -105,10 +105,31 @@ func AddPreventBug(p *Participant) {
 // their states (for a failing simulation's report).
 func UndecidedTxns(s *Shard) []string {
 	var out []string
-	for id, t := range s.txns {
+	for id, t := range s.txns.all() {
 		if t.undecided {
 			out = append(out, fmt.Sprintf("%x:%v resolving=%v replied=%v", id[14:], t.state, t.resolving, t.replied))
 		}
 	}
 	return out
+}
+
+// CheckpointFresh builds a checkpoint's data as appendCheckpoint did
+// before its buffers were reused (recordBufs): into a fresh buffer each
+// time, of the last checkpoint's size. The "before" of
+// BenchmarkCheckpoint.
+func (p *Participant) CheckpointFresh() []byte {
+	b := p.checkpointData(make([]byte, 0, p.ckptSize))
+	p.ckptSize = len(b)
+	return b
+}
+
+// CheckpointReused builds a checkpoint's data as appendCheckpoint does,
+// into a buffer of ckptBufs, and hands it out with a Ready (handOut) as
+// the pump's next Ready would. The "after" of BenchmarkCheckpoint.
+func (p *Participant) CheckpointReused() []byte {
+	b := p.checkpointData(p.ckptBufs.get(p.ckptSize))
+	p.ckptSize = len(b)
+	p.ckptBufs.use(b)
+	p.ckptBufs.handOut()
+	return b
 }

@@ -17,7 +17,7 @@ import (
 // scans.
 func (s *Shard) InFlight(dst []TxnView, after *protocol.TxnID, max int) ([]TxnView, int) {
 	if max <= 0 {
-		return dst, len(s.txns)
+		return dst, s.txns.len()
 	}
 	// page holds the smallest ids seen so far past after, sorted: a new
 	// id goes in only if it is smaller than the largest kept. Ids compare
@@ -35,8 +35,8 @@ func (s *Shard) InFlight(dst []TxnView, after *protocol.TxnID, max int) ([]TxnVi
 	if after != nil {
 		fromHi, fromLo = key(after)
 	}
-	page := make([]entry, 0, min(max, len(s.txns)))
-	for id, t := range s.txns {
+	page := make([]entry, 0, min(max, s.txns.len()))
+	for id, t := range s.txns.all() {
 		hi, lo := key(&id)
 		if after != nil && !less(fromHi, fromLo, hi, lo) {
 			continue
@@ -58,5 +58,5 @@ func (s *Shard) InFlight(dst []TxnView, after *protocol.TxnID, max int) ([]TxnVi
 	for _, e := range page {
 		dst = append(dst, s.view(e.t))
 	}
-	return dst, len(s.txns)
+	return dst, s.txns.len()
 }

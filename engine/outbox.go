@@ -45,7 +45,7 @@ type outbox[T any] struct {
 
 	// txns are the transactions in hand; finished ones are retired, and
 	// their structs go back to free once no Ready refers to them.
-	txns map[protocol.TxnID]*T
+	txns txnTable[T]
 	free []*T
 	// retired are finished since the last Ready, draining finished before
 	// it: the pending or last-handed-out Ready may still point into their
@@ -78,7 +78,7 @@ type wait[T any] struct {
 }
 
 func newOutbox[T any]() outbox[T] {
-	return outbox[T]{output: output{nextIndex: 1, lastLowWater: 1}, txns: make(map[protocol.TxnID]*T)}
+	return outbox[T]{output: output{nextIndex: 1, lastLowWater: 1}, txns: newTxnTable[T]()}
 }
 
 // restoreRecord counts a record replayed from the log: it takes the next
@@ -138,10 +138,10 @@ func (d durableBeyond) Error() string {
 // popDurable returns the oldest wait whose record is now durable.
 func (o *outbox[T]) popDurable() (e wait[T], ok bool) {
 	q := &o.waits
-	if q.head == len(q.buf) || q.buf[q.head].index > o.durable {
+	if q.n == 0 || q.first[q.head].index > o.durable {
 		return e, false
 	}
-	e = q.buf[q.head]
+	e = q.first[q.head]
 	q.pop()
 	return e, true
 }
@@ -156,7 +156,7 @@ func (o *outbox[T]) alloc(id protocol.TxnID) *T {
 	} else {
 		t = new(T)
 	}
-	o.txns[id] = t
+	o.txns.put(id, t)
 	return t
 }
 
@@ -165,7 +165,7 @@ func (o *outbox[T]) alloc(id protocol.TxnID) *T {
 // that may refer to it is superseded. The caller has changed t's
 // generation, so that its timers and waits are stale.
 func (o *outbox[T]) retire(id protocol.TxnID, t *T) {
-	delete(o.txns, id)
+	o.txns.remove(id)
 	o.retired = append(o.retired, t)
 }
 

@@ -210,6 +210,9 @@ type Participant struct {
 
 	decided  int // decisions applied since the last checkpoint
 	ckptSize int // size of the last checkpoint's data
+	// ckptBufs are the checkpoints' buffers, reused once no Ready the
+	// caller may read refers to them.
+	ckptBufs recordBufs
 
 	stats ParticipantStats
 }
@@ -249,13 +252,29 @@ const (
 )
 
 func (p *Participant) appendCheckpoint() {
-	// A fresh buffer each time: the record's Data must stay valid until the
-	// caller drains Ready, and one Ready may carry two checkpoints.
-	// Checkpoints are rare; the size hint avoids regrowing.
-	b := make([]byte, 0, p.ckptSize)
+	// A buffer no Ready the caller may still read refers to (ckptBufs):
+	// the record's Data must stay valid until the caller drains Ready,
+	// and one Ready may carry two checkpoints. The size hint avoids
+	// regrowing a new one.
+	b := p.checkpointData(p.ckptBufs.get(p.ckptSize))
+	p.ckptSize = len(b)
+	if len(b) > MaxCheckpointLen {
+		p.ckptBufs.unused(b)
+		p.stats.SkippedCheckpoints++
+		return
+	}
+	p.ckptBufs.use(b)
+	p.stats.Checkpoints++
+	idx := p.appendRecord(Record{Type: RecCheckpoint, Data: b})
+	p.waits.push(wait[partTxn]{index: idx}) // the low water
+}
+
+// checkpointData appends a checkpoint's data to b.
+func (p *Participant) checkpointData(b []byte) []byte {
+	start := len(b)
 	b = binary.LittleEndian.AppendUint32(b, 0)
 	b = p.res.Snapshot(b)
-	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(b)-start-4))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(p.held)))
 	for _, t := range p.held {
 		b = append(b, t.id[:]...)
@@ -267,14 +286,7 @@ func (p *Participant) appendCheckpoint() {
 		b = binary.LittleEndian.AppendUint16(b, uint16(len(t.work)))
 		b = append(b, t.work...)
 	}
-	p.ckptSize = len(b)
-	if len(b) > MaxCheckpointLen {
-		p.stats.SkippedCheckpoints++
-		return
-	}
-	p.stats.Checkpoints++
-	idx := p.appendRecord(Record{Type: RecCheckpoint, Data: b})
-	p.waits.push(wait[partTxn]{index: idx}) // the low water
+	return b
 }
 
 func (p *Participant) restoreCheckpoint(data []byte) error {
@@ -294,7 +306,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 	}
 	data = data[n:]
 	// Everything before the checkpoint is replaced.
-	clear(p.txns)
+	p.txns.clear()
 	clear(p.held)
 	p.held = p.held[:0]
 	p.stats.Prepared = 0
@@ -314,7 +326,7 @@ func (p *Participant) restoreCheckpoint(data []byte) error {
 		kind := data[16]
 		l := int(binary.LittleEndian.Uint16(data[17:]))
 		data = data[19:]
-		if l > protocol.MaxWorkLen || l > len(data) || (kind != ckptPrepared && kind != ckptCommitted) || p.txns[id] != nil {
+		if l > protocol.MaxWorkLen || l > len(data) || (kind != ckptPrepared && kind != ckptCommitted) || p.txns.get(id) != nil {
 			return bad("bad entry")
 		}
 		work := data[:l]
@@ -586,7 +598,7 @@ func (p *Participant) voted(t *partTxn, v protocol.Vote) {
 
 // resPrepared: the resource answers a Prepare that returned VotePending.
 func (p *Participant) resPrepared(m Message) {
-	t := p.txns[m.Txn]
+	t := p.txns.get(m.Txn)
 	if t == nil || t.state != partVoting || m.Vote == protocol.VotePending {
 		panic(fmt.Sprintf("engine: resource answered %v for %v, which is in state %v", m.Vote, m.Txn, stateOf(t)))
 	}
@@ -901,7 +913,7 @@ func (p *Participant) alloc(id protocol.TxnID, work []byte) *partTxn {
 // find returns the transaction in hand for id and its state, or, for a
 // decided one, nil and its remembered state; (nil, 0) if unknown.
 func (p *Participant) find(id protocol.TxnID) (*partTxn, partState) {
-	if t := p.txns[id]; t != nil {
+	if t := p.txns.get(id); t != nil {
 		return t, t.state
 	}
 	if d, ok := p.done.get(id); ok {
@@ -937,6 +949,7 @@ func (p *Participant) HasReady() bool {
 func (p *Participant) Ready() Ready {
 	p.start()
 	recyclePartTxns(p.reuse())
+	p.ckptBufs.handOut()
 	return p.take(p.lowWater)
 }
 

@@ -190,7 +190,7 @@ func (logMode) resPrevented(p *Participant, m Message) { p.badReport("prevented"
 // prepared here as a scan would have found it, and YES answers the
 // coordinator, which is true (rule 8 of "Staged commits").
 func (resMode) resPrevented(p *Participant, m Message) {
-	t := p.txns[m.Txn]
+	t := p.txns.get(m.Txn)
 	if t == nil || t.state != partPreventing {
 		p.badReport("prevented", m)
 	}
@@ -290,12 +290,12 @@ func (logMode) resInDoubt(p *Participant, _ Message) { p.stats.IgnoredInvalid++ 
 // badReport panics: the resource reported the end of work the machine
 // did not ask of it.
 func (p *Participant) badReport(what string, m Message) {
-	panic(fmt.Sprintf("engine: resource %s %v for %v, which is in state %v", what, m.Decision, m.Txn, stateOf(p.txns[m.Txn])))
+	panic(fmt.Sprintf("engine: resource %s %v for %v, which is in state %v", what, m.Decision, m.Txn, stateOf(p.txns.get(m.Txn))))
 }
 
 // resFinished: a durable resource has made a commit or abort durable.
 func (resMode) resFinished(p *Participant, m Message) {
-	t := p.txns[m.Txn]
+	t := p.txns.get(m.Txn)
 	switch {
 	case t == nil:
 	case m.Decision == protocol.DecisionCommit && t.state == partCommitting:
@@ -312,7 +312,7 @@ func (resMode) resFinished(p *Participant, m Message) {
 // transaction is still prepared there: back to in doubt, so that the
 // coordinator's redelivery or the next inquiry's answer tries again.
 func (resMode) resFailed(p *Participant, m Message) {
-	t := p.txns[m.Txn]
+	t := p.txns.get(m.Txn)
 	if t == nil ||
 		!(m.Decision == protocol.DecisionCommit && t.state == partCommitting || m.Decision == protocol.DecisionAbort && t.state == partAborting) {
 		p.badReport("failed", m)

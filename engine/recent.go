@@ -50,9 +50,9 @@ type recent[V any] struct {
 // dropped), and an open-addressed index into it with linear probing, at
 // most half full.
 //
-// An index slot is 0 when free, else the id's hash's high 32 bits (its
-// tag: the slot it wants is tag&mask, and a probe compares tags before it
-// reads an entry) over the entry's position + 1. A removed entry stays in
+// The index is a tagIndex (index.go): a slot is 0 when free, else the
+// id's tag (the slot it wants is tag&mask, and a probe compares tags
+// before it reads an entry) over the entry's position + 1. A removed entry stays in
 // the log and the index, marked gone, until the generation is dropped:
 // the machines remove only to reuse an id, which is rare.
 //
@@ -64,7 +64,7 @@ type generation[V any] struct {
 	chunks  []*[chunkLen]entry[V] // the log: entry i is chunks[i/chunkLen][i%chunkLen]
 	n       int                   // entries in the log
 	indexed int                   // entries [0, indexed) are in the index, the rest not yet
-	index   []uint64              // len 0 or a power of two, ≥ 2·indexed
+	index   tagIndex              // len 0 or a power of two, ≥ 2·indexed
 	live    int                   // entries not gone
 	max     uint64                // no id here has a larger stamp
 }
@@ -105,9 +105,7 @@ func (r *recent[V]) gen() (cur, old *generation[V]) {
 	return &r.gens[r.cur], &r.gens[1-r.cur]
 }
 
-func (r *recent[V]) tag(id protocol.TxnID) uint32 {
-	return uint32(maphash.Comparable(r.seed, id) >> 32)
-}
+func (r *recent[V]) tag(id protocol.TxnID) uint32 { return idTag(r.seed, id) }
 
 func (r *recent[V]) get(id protocol.TxnID) (V, bool) {
 	cur, old := r.gen()
@@ -236,34 +234,12 @@ func (g *generation[V]) placeBatch() {
 		for n < 2*g.n {
 			n *= 2
 		}
-		g.grow(n)
+		g.index.grow(n)
 	}
 	for i := g.indexed; i < g.n; i++ {
-		g.place(uint64(g.entry(uint32(i)).tag)<<32 | uint64(i+1))
+		g.index.place(indexSlot(g.entry(uint32(i)).tag, uint32(i)))
 	}
 	g.indexed = g.n
-}
-
-// place puts slot s into the first free slot from where its tag wants.
-func (g *generation[V]) place(s uint64) {
-	mask := uint32(len(g.index) - 1)
-	i := uint32(s>>32) & mask
-	for g.index[i] != 0 {
-		i = (i + 1) & mask
-	}
-	g.index[i] = s
-}
-
-// grow replaces the index by one of n slots (a power of two) and places
-// every slot again: the tags say where, so no id is hashed again.
-func (g *generation[V]) grow(n int) {
-	old := g.index
-	g.index = make([]uint64, n)
-	for _, s := range old {
-		if s != 0 {
-			g.place(s)
-		}
-	}
 }
 
 // reset empties g, keeping its log's chunks and its index for reuse, the

@@ -339,7 +339,7 @@ func (s *Shard) Restore(r Record) error {
 	case RecStaged:
 		return s.restoreStaged(r, idx)
 	case RecAbort:
-		t := s.txns[r.Txn]
+		t := s.txns.get(r.Txn)
 		if t == nil {
 			// Its RecStaged was below LowWater and is gone (as RecEnd's
 			// commit): it ended. Presumed abort answers for it.
@@ -351,10 +351,10 @@ func (s *Shard) Restore(r Record) error {
 		s.decidedDurably(t)
 		s.becomeFinished(t, coordAborted)
 	case RecCommit:
-		if t := s.txns[r.Txn]; t != nil && t.staged && t.state == coordVoting {
+		if t := s.txns.get(r.Txn); t != nil && t.staged && t.state == coordVoting {
 			return s.restoreStagedCommit(t, r, idx)
 		}
-		if s.txns[r.Txn] != nil {
+		if s.txns.get(r.Txn) != nil {
 			return fmt.Errorf("%w: second commit record for %v", ErrBadRecord, r.Txn)
 		}
 		// A commit record for a transaction that ended before it in the
@@ -387,7 +387,7 @@ func (s *Shard) Restore(r Record) error {
 		t.become(t.id, coordDelivering, t.state == 0)
 		s.restored = append(s.restored, t)
 	case RecEnd:
-		t := s.txns[r.Txn]
+		t := s.txns.get(r.Txn)
 		if t != nil && t.staged && t.state == coordVoting {
 			// A staged transaction whose every vote was read-only: its
 			// RecEnd is its decision (becomeEndingReadOnly).
@@ -415,7 +415,7 @@ func (s *Shard) Restore(r Record) error {
 // decision yet (a later record of it may follow), to be resolved once the
 // restore phase ends (start). Its client is gone with the old process.
 func (s *Shard) restoreStaged(r Record, idx uint64) error {
-	if s.txns[r.Txn] != nil {
+	if s.txns.get(r.Txn) != nil {
 		return fmt.Errorf("%w: staged record for %v, which is in the log already", ErrBadRecord, r.Txn)
 	}
 	if len(r.Participants) < 2 || len(r.Participants) > protocol.MaxBranches {
@@ -484,7 +484,7 @@ func (s *Shard) RestoreAborted(id protocol.TxnID) {
 	if s.outbox.started {
 		panic("engine: Shard.RestoreAborted after other input")
 	}
-	if s.txns[id] == nil && !s.done.has(id) {
+	if s.txns.get(id) == nil && !s.done.has(id) {
 		s.done.put(id, finishedTxn{state: coordAborted})
 	}
 }
@@ -541,7 +541,7 @@ func (s *Shard) checkBegin(m Message) string {
 		return "no branches"
 	case len(m.Branches) > protocol.MaxBranches:
 		return "too many branches"
-	case s.txns[m.Txn] != nil || s.done.has(m.Txn):
+	case s.txns.get(m.Txn) != nil || s.done.has(m.Txn):
 		return "transaction id in use"
 	}
 	for i, b := range m.Branches {
@@ -624,7 +624,7 @@ func (s *Shard) begin(m Message) {
 	}
 	// After checkBegin, so that a duplicate begin is still told its id is
 	// in use rather than to retry.
-	if len(s.txns)+s.done.len() >= s.cfg.MaxTxns {
+	if s.txns.len()+s.done.len() >= s.cfg.MaxTxns {
 		s.stats.Rejected++
 		s.stats.Overloaded++
 		s.rd.Replies = append(s.rd.Replies, Reply{
@@ -656,7 +656,7 @@ func (s *Shard) begin(m Message) {
 }
 
 func (s *Shard) vote(m Message) {
-	t := s.txns[m.Txn]
+	t := s.txns.get(m.Txn)
 	if t == nil {
 		if f, ok := s.done.get(m.Txn); ok {
 			s.voteFinished(m, &f)
@@ -750,7 +750,7 @@ func (s *Shard) voteFinished(m Message, f *finishedTxn) {
 // once, as on a prepare timeout, which the prevention of m.From — it
 // never had the prepare — turns into an abort.
 func (s *Shard) notSent(m Message) {
-	t := s.txns[m.Txn]
+	t := s.txns.get(m.Txn)
 	if t == nil || t.state != coordVoting {
 		s.stats.IgnoredLate++
 		return
@@ -792,7 +792,7 @@ func (s *Shard) decide(t *coordTxn) {
 }
 
 func (s *Shard) ack(m Message) {
-	t := s.txns[m.Txn]
+	t := s.txns.get(m.Txn)
 	if t == nil {
 		if f, ok := s.done.get(m.Txn); ok {
 			i := f.branch(m.From)
@@ -833,7 +833,7 @@ func (s *Shard) ack(m Message) {
 }
 
 func (s *Shard) inquire(m Message) {
-	t := s.txns[m.Txn]
+	t := s.txns.get(m.Txn)
 	if t == nil {
 		if f, ok := s.done.get(m.Txn); ok {
 			s.inquireFinished(m, &f)
@@ -1282,7 +1282,7 @@ func (s *Shard) sendDecision(id protocol.TxnID, to string, d protocol.Decision) 
 
 func (s *Shard) presumeAbort(id protocol.TxnID, to string) {
 	s.stats.PresumedAborts++
-	if s.cfg.RememberPresumedAborts && s.txns[id] == nil && !s.done.has(id) {
+	if s.cfg.RememberPresumedAborts && s.txns.get(id) == nil && !s.done.has(id) {
 		s.done.put(id, finishedTxn{state: coordAborted})
 	}
 	s.sendDecision(id, to, protocol.DecisionAbort)
