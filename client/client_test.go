@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"github.com/commitd/commitd/internal/testalloc"
 	"testing"
 	"time"
 
@@ -84,7 +85,7 @@ func TestRunAllocs(t *testing.T) {
 	ctx := context.Background()
 	br := transfer()
 	id := uuid.Must(uuid.NewV7())
-	allocs := testing.AllocsPerRun(200, func() {
+	allocs := testalloc.PerRun(200, func() {
 		if res, err := cl.Run(ctx, id, br); err != nil || res.Outcome != client.Committed {
 			t.Fatalf("%v, %v", res, err)
 		}

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"github.com/commitd/commitd/internal/testalloc"
 	"testing"
 	"time"
 
@@ -88,7 +89,7 @@ func TestRatesReport(t *testing.T) {
 func TestRatesRecordDoesNotAllocate(t *testing.T) {
 	r := newRates()
 	ms := time.Now().UnixMilli()
-	if n := testing.AllocsPerRun(1000, func() {
+	if n := testalloc.PerRun(1000, func() {
 		ms += 7 // crosses seconds and latency slots, reusing them
 		r.record(ms, protocol.OutcomeCommitted, 2*time.Millisecond, true)
 	}); n != 0 {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"github.com/commitd/commitd/internal/testalloc"
 	"math/rand/v2"
 	"testing"
 
@@ -81,7 +82,7 @@ func TestRecentSteadyStateDoesNotAllocate(t *testing.T) {
 	for range 100 {
 		step()
 	}
-	if allocs := testing.AllocsPerRun(1000, step); allocs != 0 {
+	if allocs := testalloc.PerRun(1000, step); allocs != 0 {
 		t.Fatalf("%.2f allocations per put+tick", allocs)
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/commitd/commitd/internal/testalloc"
 	"math/rand/v2"
 	"testing"
 
@@ -179,7 +180,7 @@ func TestTxnTableSteadyStateDoesNotAllocate(t *testing.T) {
 	for range 3000 {
 		w.step(&tb)
 	}
-	if n := testing.AllocsPerRun(1000, func() { w.step(&tb) }); n != 0 {
+	if n := testalloc.PerRun(1000, func() { w.step(&tb) }); n != 0 {
 		t.Fatalf("%v allocations per transaction", n)
 	}
 }

@@ -1,6 +1,7 @@
 package wal_test
 
 import (
+	"github.com/commitd/commitd/internal/testalloc"
 	"sync/atomic"
 	"testing"
 
@@ -81,7 +82,7 @@ func TestAppendDoesNotAllocate(t *testing.T) {
 		if c.name == "AppendSync" {
 			runs = 200 // one fsync each
 		}
-		allocs := testing.AllocsPerRun(runs, c.f)
+		allocs := testalloc.PerRun(runs, c.f)
 		if err := l.Sync(l.LastLSN()); err != nil {
 			t.Fatal(err)
 		}

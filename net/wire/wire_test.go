@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/commitd/commitd/internal/testalloc"
 	"io"
 	"reflect"
 	"strings"
@@ -594,7 +595,7 @@ func TestReaderTruncatedAndErrors(t *testing.T) {
 
 func TestAllocations(t *testing.T) {
 	buf := make([]byte, 0, 1<<16)
-	if n := testing.AllocsPerRun(1000, func() {
+	if n := testalloc.PerRun(1000, func() {
 		v := Vote{Txn: txn, From: []byte("bank-1"), Vote: protocol.VoteYes}
 		buf, _ = AppendFrame(buf[:0], 0, &v)
 	}); n != 0 {
@@ -603,7 +604,7 @@ func TestAllocations(t *testing.T) {
 	b, _ := stream(t)
 	var begin Begin
 	var err error
-	if n := testing.AllocsPerRun(100, func() {
+	if n := testalloc.PerRun(100, func() {
 		for rest := b; len(rest) > 0; {
 			f, n, _ := ParseFrame(rest)
 			rest = rest[n:]
@@ -619,7 +620,7 @@ func TestAllocations(t *testing.T) {
 	}
 	src := bytes.NewReader(b)
 	r := NewReader(src, 0)
-	if n := testing.AllocsPerRun(100, func() {
+	if n := testalloc.PerRun(100, func() {
 		src.Reset(b)
 		r.Reset(src)
 		for {

@@ -3,6 +3,7 @@ package bank
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/commitd/commitd/internal/testalloc"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -307,7 +308,7 @@ func TestHoldsAllocationFree(t *testing.T) {
 	b.Prepare(protocol.TxnID{1}, work) // the first table
 	b.Commit(protocol.TxnID{1})
 	var id protocol.TxnID
-	allocs := testing.AllocsPerRun(1000, func() {
+	allocs := testalloc.PerRun(1000, func() {
 		id[0]++
 		if b.Prepare(id, work) != protocol.VoteYes {
 			t.Fatal("not yes")
