@@ -247,7 +247,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	if cfg.Sample != nil && cfg.Warmup == 0 {
 		var err error
-		if first, err = cfg.Sample(context.Background()); err != nil {
+		if first, err = sampleSettled(cfg.Sample); err != nil {
 			return Report{}, fmt.Errorf("bench: reading the coordinator's counters: %w", err)
 		}
 	}
@@ -270,7 +270,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			var err error
 			firstGroups = r.groupSamples(context.Background())
 			if cfg.Sample != nil {
-				first, err = cfg.Sample(context.Background())
+				first, err = sampleSettled(cfg.Sample)
 			}
 			firstDone <- err
 		}()
@@ -317,7 +317,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		rep.Groups = r.groupReports(elapsed, firstGroups, r.groupSamples(context.Background()))
 	}
 	if cfg.Sample != nil {
-		last, err := cfg.Sample(context.Background())
+		last, err := sampleSettled(cfg.Sample)
 		if err != nil {
 			return rep, errors.Join(ackErr, fmt.Errorf("bench: reading the coordinator's counters: %w", err))
 		}
@@ -621,3 +621,21 @@ func (r Report) Answered() int64 {
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// sampleRetryFor is how long reading the coordinator's counters is retried:
+// a coordinator restarting (a chaos run's kill -9, a failover) answers again
+// within a second or two, and a load run should not end for that blip.
+var sampleRetryFor = 5 * time.Second
+
+// sampleSettled reads the coordinator's counters, retrying every 100 ms for
+// up to sampleRetryFor; the last error if none answered.
+func sampleSettled(sample func(context.Context) (ServerSample, error)) (ServerSample, error) {
+	deadline := time.Now().Add(sampleRetryFor)
+	for {
+		s, err := sample(context.Background())
+		if err == nil || time.Now().After(deadline) {
+			return s, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
