@@ -48,7 +48,6 @@ var arch = map[string]struct {
 	"net/wire":               {leaf, []string{"protocol"}},
 	"internal/datadir":       {leaf, nil},
 	"internal/testrace":      {leaf, nil},
-	"internal/testalloc":     {leaf, nil},
 	"internal/console":       {leaf, nil}, // the web console's page and JSON conventions: the standard library only
 	"participant/statements": {leaf, []string{"protocol"}},
 	"cluster":                {leaf, []string{"protocol"}}, // the map of several coordinator groups (docs/scale.md)

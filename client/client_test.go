@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"github.com/commitd/commitd/internal/testalloc"
 	"testing"
 	"time"
 
@@ -85,7 +84,7 @@ func TestRunAllocs(t *testing.T) {
 	ctx := context.Background()
 	br := transfer()
 	id := uuid.Must(uuid.NewV7())
-	allocs := testalloc.PerRun(200, func() {
+	allocs := testing.AllocsPerRun(200, func() {
 		if res, err := cl.Run(ctx, id, br); err != nil || res.Outcome != client.Committed {
 			t.Fatalf("%v, %v", res, err)
 		}

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"github.com/commitd/commitd/internal/testalloc"
 	"io"
 	"net"
 	"testing"
@@ -53,7 +52,7 @@ func testDeliverAllocs(t *testing.T, tr *tracer) {
 		o.Deliver(rd)
 	}
 	// A little slack: the writer may fall behind and the queue grow once.
-	if n := testalloc.PerRun(1000, func() { o.Deliver(rd) }); n > 0.1 {
+	if n := testing.AllocsPerRun(1000, func() { o.Deliver(rd) }); n > 0.1 {
 		t.Fatalf("%.2f allocations per Ready of three replies", n)
 	}
 }

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"github.com/commitd/commitd/internal/testalloc"
 	"testing"
 	"time"
 
@@ -89,7 +88,7 @@ func TestRatesReport(t *testing.T) {
 func TestRatesRecordDoesNotAllocate(t *testing.T) {
 	r := newRates()
 	ms := time.Now().UnixMilli()
-	if n := testalloc.PerRun(1000, func() {
+	if n := testing.AllocsPerRun(1000, func() {
 		ms += 7 // crosses seconds and latency slots, reusing them
 		r.record(ms, protocol.OutcomeCommitted, 2*time.Millisecond, true)
 	}); n != 0 {

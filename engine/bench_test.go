@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"encoding/binary"
-	"github.com/commitd/commitd/internal/testalloc"
 	"testing"
 
 	"github.com/commitd/commitd/engine"
@@ -129,7 +128,7 @@ func TestShardCommitAllocs(t *testing.T) {
 		for range 1000 {
 			c.run()
 		}
-		if n := testalloc.PerRun(1000, c.run); n > 0.1 {
+		if n := testing.AllocsPerRun(1000, c.run); n > 0.1 {
 			t.Fatalf("staged=%v: %v allocations per transaction", staged, n)
 		}
 		if st := c.s.Stats(); staged && st.Staged == 0 {

@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"errors"
-	"github.com/commitd/commitd/internal/testalloc"
 	"reflect"
 	"strings"
 	"testing"
@@ -116,7 +115,7 @@ func TestRecordDecodeCopies(t *testing.T) {
 func TestRecordEncodeAllocs(t *testing.T) {
 	r := Record{Type: RecCommit, Txn: codecTxn, Participants: []string{"a", "b"}}
 	buf := make([]byte, 0, 256)
-	if n := testalloc.PerRun(100, func() { buf, _ = r.AppendBinary(buf[:0]) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { buf, _ = r.AppendBinary(buf[:0]) }); n != 0 {
 		t.Fatalf("AppendBinary allocates %v times", n)
 	}
 }

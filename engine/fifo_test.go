@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"github.com/commitd/commitd/internal/testalloc"
 	"math/rand/v2"
 	"testing"
 )
@@ -123,7 +122,7 @@ func TestFifoSteadyStateDoesNotAllocate(t *testing.T) {
 	i := 10_000
 	// 1,000 pushes and pops a run: a chunk consumed and one begun every
 	// 256 (AllocsPerRun counts whole allocations per run).
-	if n := testalloc.PerRun(100, func() {
+	if n := testing.AllocsPerRun(100, func() {
 		for range 1000 {
 			q.push(timer[partTxn]{at: int64(i)})
 			i++

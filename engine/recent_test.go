@@ -2,7 +2,6 @@ package engine
 
 import (
 	"encoding/binary"
-	"github.com/commitd/commitd/internal/testalloc"
 	"math/rand/v2"
 	"testing"
 
@@ -82,7 +81,7 @@ func TestRecentSteadyStateDoesNotAllocate(t *testing.T) {
 	for range 100 {
 		step()
 	}
-	if allocs := testalloc.PerRun(1000, step); allocs != 0 {
+	if allocs := testing.AllocsPerRun(1000, step); allocs != 0 {
 		t.Fatalf("%.2f allocations per put+tick", allocs)
 	}
 }

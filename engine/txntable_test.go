@@ -3,7 +3,6 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/commitd/commitd/internal/testalloc"
 	"math/rand/v2"
 	"testing"
 
@@ -180,7 +179,7 @@ func TestTxnTableSteadyStateDoesNotAllocate(t *testing.T) {
 	for range 3000 {
 		w.step(&tb)
 	}
-	if n := testalloc.PerRun(1000, func() { w.step(&tb) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { w.step(&tb) }); n != 0 {
 		t.Fatalf("%v allocations per transaction", n)
 	}
 }

@@ -1,7 +1,6 @@
 package wal_test
 
 import (
-	"github.com/commitd/commitd/internal/testalloc"
 	"sync/atomic"
 	"testing"
 
@@ -82,7 +81,7 @@ func TestAppendDoesNotAllocate(t *testing.T) {
 		if c.name == "AppendSync" {
 			runs = 200 // one fsync each
 		}
-		allocs := testalloc.PerRun(runs, c.f)
+		allocs := testing.AllocsPerRun(runs, c.f)
 		if err := l.Sync(l.LastLSN()); err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/commitd/commitd/internal/testalloc"
 	"math/rand/v2"
 	"reflect"
 	"runtime"
@@ -126,7 +125,7 @@ func TestInboxDoesNotAllocate(t *testing.T) {
 	for range 4 {
 		round() // warm both buffer sets
 	}
-	if n := testalloc.PerRun(100, round); n != 0 {
+	if n := testing.AllocsPerRun(100, round); n != 0 {
 		t.Errorf("a round of 64 puts and a take allocated %.1f times", n)
 	}
 }
@@ -227,7 +226,7 @@ func TestFlushDoesNotAllocate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := testalloc.PerRun(1000, round); n != 0 {
+	if n := testing.AllocsPerRun(1000, round); n != 0 {
 		t.Fatalf("%.2f allocations per flush of one Ready", n)
 	}
 	if out.n < 1000 {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"github.com/commitd/commitd/internal/testalloc"
 	"io"
 	"reflect"
 	"strings"
@@ -595,7 +594,7 @@ func TestReaderTruncatedAndErrors(t *testing.T) {
 
 func TestAllocations(t *testing.T) {
 	buf := make([]byte, 0, 1<<16)
-	if n := testalloc.PerRun(1000, func() {
+	if n := testing.AllocsPerRun(1000, func() {
 		v := Vote{Txn: txn, From: []byte("bank-1"), Vote: protocol.VoteYes}
 		buf, _ = AppendFrame(buf[:0], 0, &v)
 	}); n != 0 {
@@ -604,7 +603,7 @@ func TestAllocations(t *testing.T) {
 	b, _ := stream(t)
 	var begin Begin
 	var err error
-	if n := testalloc.PerRun(100, func() {
+	if n := testing.AllocsPerRun(100, func() {
 		for rest := b; len(rest) > 0; {
 			f, n, _ := ParseFrame(rest)
 			rest = rest[n:]
@@ -620,7 +619,7 @@ func TestAllocations(t *testing.T) {
 	}
 	src := bytes.NewReader(b)
 	r := NewReader(src, 0)
-	if n := testalloc.PerRun(100, func() {
+	if n := testing.AllocsPerRun(100, func() {
 		src.Reset(b)
 		r.Reset(src)
 		for {

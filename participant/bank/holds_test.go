@@ -3,7 +3,6 @@ package bank
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/commitd/commitd/internal/testalloc"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -308,7 +307,7 @@ func TestHoldsAllocationFree(t *testing.T) {
 	b.Prepare(protocol.TxnID{1}, work) // the first table
 	b.Commit(protocol.TxnID{1})
 	var id protocol.TxnID
-	allocs := testalloc.PerRun(1000, func() {
+	allocs := testing.AllocsPerRun(1000, func() {
 		id[0]++
 		if b.Prepare(id, work) != protocol.VoteYes {
 			t.Fatal("not yes")
