@@ -29,6 +29,14 @@ type pairRun struct {
 	load                    float64
 }
 
+// cpu is the whole rig's CPU per transaction: coordinator + participants.
+func (p pairRun) cpu() float64 { return p.coordCPU + p.partsCPU }
+
+// row is p's column of a round's line.
+func (p pairRun) row() string {
+	return fmt.Sprintf("%.1f+%.1f=%.1f, %.0f, %.2f", p.coordCPU, p.partsCPU, p.cpu(), p.committedPerS, p.p50)
+}
+
 // checkPairs validates -against and -rounds.
 func checkPairs(o *options) error {
 	if o.only == nil {
@@ -121,18 +129,16 @@ func printPairs(w io.Writer, o *options, order []string, runs map[string][][2]pa
 				continue
 			}
 			for b := range 2 {
-				cpu[b] = append(cpu[b], pr[b].coordCPU+pr[b].partsCPU)
+				cpu[b] = append(cpu[b], pr[b].cpu())
 				rate[b] = append(rate[b], pr[b].committedPerS)
 				p50[b] = append(p50[b], pr[b].p50)
 			}
-			rc := ratio(pr[1].coordCPU+pr[1].partsCPU, pr[0].coordCPU+pr[0].partsCPU)
+			rc := ratio(pr[1].cpu(), pr[0].cpu())
 			rr := ratio(pr[1].committedPerS, pr[0].committedPerS)
 			rp := ratio(pr[1].p50, pr[0].p50)
 			rCPU, rRate, rP50 = append(rCPU, rc), append(rRate, rr), append(rP50, rp)
 			fmt.Fprintf(w, "%-7d %-26s %-26s %.2f, %.2f, %.2f (%.1f, %.1f)\n", r+1,
-				fmt.Sprintf("%.1f+%.1f=%.1f, %.0f, %.2f", pr[0].coordCPU, pr[0].partsCPU, pr[0].coordCPU+pr[0].partsCPU, pr[0].committedPerS, pr[0].p50),
-				fmt.Sprintf("%.1f+%.1f=%.1f, %.0f, %.2f", pr[1].coordCPU, pr[1].partsCPU, pr[1].coordCPU+pr[1].partsCPU, pr[1].committedPerS, pr[1].p50),
-				rc, rr, rp, pr[0].load, pr[1].load)
+				pr[0].row(), pr[1].row(), rc, rr, rp, pr[0].load, pr[1].load)
 		}
 		if len(rCPU) == 0 {
 			continue
